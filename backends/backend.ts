@@ -1,0 +1,201 @@
+/**
+ * The one interface every device implements. The engine and the kernels see only these types;
+ * `CUstream`, `hipStream_t` and friends stay inside the backend that owns them.
+ *
+ * @module
+ */
+
+/** The device families Denali can run on. */
+export type BackendKind = "cuda" | "hip" | "cpu";
+
+/** What a backend knows about its device. */
+export interface DeviceInfo {
+  /** Which backend serves the device. */
+  readonly backend: BackendKind;
+  /** Marketing name, e.g. "NVIDIA H100 80GB HBM3". */
+  readonly name: string;
+  /** Code-object target, e.g. "sm_90", "gfx90a" or "cpu". */
+  readonly arch: string;
+  /** Compute capability (CUDA) or the HIP-reported equivalent; [0, 0] on the CPU. */
+  readonly computeCapability: readonly [number, number];
+  /** Streaming multiprocessors (CUDA), compute units (HIP) or cores (CPU). */
+  readonly multiprocessors: number;
+  /** Device memory in bytes. */
+  readonly totalMemory: number;
+  /** Driver version as the driver encodes it (e.g. 13000 for CUDA 13.0); 0 on the CPU. */
+  readonly driverVersion: number;
+}
+
+/**
+ * A range of device memory. `ptr` is the device address as a plain number: addresses stay far
+ * below 2^53, and numbers keep launches free of BigInt allocation.
+ */
+export class DeviceBuffer {
+  /**
+   * @param ptr device address of the first byte
+   * @param bytes length in bytes
+   * @param base the allocation this buffer is a view into, or null when it is the allocation
+   * @param host host bytes backing the buffer (CPU backend only), else null
+   */
+  constructor(
+    readonly ptr: number,
+    readonly bytes: number,
+    readonly base: DeviceBuffer | null = null,
+    readonly host: Uint8Array | null = null,
+  ) {}
+
+  /** A view of `bytes` bytes starting `offset` bytes in; it shares memory and is never freed. */
+  slice(offset: number, bytes = this.bytes - offset): DeviceBuffer {
+    if (!Number.isInteger(offset) || !Number.isInteger(bytes) || offset < 0 || bytes < 0) {
+      throw new RangeError(`slice(${offset}, ${bytes}): offset and length must be integers >= 0`);
+    }
+    if (offset + bytes > this.bytes) {
+      throw new RangeError(
+        `slice(${offset}, ${bytes}) runs past the end of a ${this.bytes}-byte buffer`,
+      );
+    }
+    const host = this.host ? this.host.subarray(offset, offset + bytes) : null;
+    return new DeviceBuffer(this.ptr + offset, bytes, this.base ?? this, host);
+  }
+}
+
+/** Page-locked host memory, which async copies can use without a staging copy. */
+export interface HostBuffer {
+  /** The pinned bytes, readable and writable from TypeScript. */
+  readonly bytes: Uint8Array;
+  /** Releases the memory; `bytes` must not be used afterwards. */
+  free(): void;
+}
+
+/** An ordered queue of device work. */
+export interface Stream {
+  /** Driver handle, for launchers only; null is the driver's default stream. */
+  readonly native: Deno.PointerValue;
+  /** Blocks until all work queued so far has finished. */
+  synchronize(): void;
+  /** Releases the stream. The default stream cannot be destroyed. */
+  destroy(): void;
+}
+
+/** A marker in a stream, for ordering and timing. */
+export interface DeviceEvent {
+  /** Enqueues the event on `stream`. */
+  record(stream: Stream): void;
+  /** Blocks until the event has completed. */
+  synchronize(): void;
+  /** Milliseconds between `start` (recorded earlier) and this event; both must have completed. */
+  elapsedMsSince(start: DeviceEvent): number;
+  /** Releases the event. */
+  destroy(): void;
+}
+
+/** A loaded kernel entry point. */
+export interface KernelFunction {
+  /** The kernel's symbol name in its module. */
+  readonly name: string;
+  /** Driver handle, for launchers only. */
+  readonly native: Deno.PointerValue;
+  /** Lets the kernel use up to `bytes` of dynamic shared memory (above the 48 KiB default). */
+  setMaxDynamicSharedMemory(bytes: number): void;
+}
+
+/** A loaded code object (PTX, cubin or HSACO). */
+export interface DeviceModule {
+  /** Looks up a kernel by its (unmangled, `extern "C"`) name. */
+  getFunction(name: string): KernelFunction;
+  /** Releases the module and every function looked up from it. */
+  unload(): void;
+}
+
+/** A module image: PTX is text the driver JIT-compiles; cubin and HSACO are binaries. */
+export type ModuleImage =
+  | { readonly format: "ptx"; readonly text: string }
+  | { readonly format: "cubin" | "hsaco"; readonly bytes: Uint8Array };
+
+/** A captured sequence of device work that replays with one call. */
+export interface DeviceGraph {
+  /** Replays the whole graph on `stream`. */
+  launch(stream: Stream): void;
+  /** Releases the graph. */
+  destroy(): void;
+}
+
+/**
+ * The raw launch entry point and its conventions, which kernels/launcher.ts builds closures on.
+ * cuLaunchKernel and hipModuleLaunchKernel share one C signature, so one shape fits both.
+ */
+export interface LaunchAbi {
+  /** The bound launch call: function, grid xyz, block xyz, shared bytes, stream, params, extra. */
+  readonly launchKernel: (
+    fn: Deno.PointerValue,
+    gridX: number,
+    gridY: number,
+    gridZ: number,
+    blockX: number,
+    blockY: number,
+    blockZ: number,
+    sharedMemBytes: number,
+    stream: Deno.PointerValue,
+    kernelParams: Deno.PointerValue,
+    extra: Deno.PointerValue,
+  ) => number;
+  /** The launch call's C name, for errors: `cuLaunchKernel` or `hipModuleLaunchKernel`. */
+  readonly launchCallName: string;
+  /** The marker that ends an `extra` array: 0 for CUDA, 3 for HIP. */
+  readonly extraEnd: number;
+  /** Throws the backend's typed error for a failed launch. */
+  fail(code: number, call: string): never;
+  /** Whether `ptr` lies inside a live allocation; used only by the deep argument check. */
+  isDevicePointer(ptr: number): boolean;
+}
+
+/** A device: memory, streams, events, modules, launches and graphs. */
+export interface Backend {
+  /** Which backend this is. */
+  readonly kind: BackendKind;
+  /** The device it drives. */
+  readonly info: DeviceInfo;
+  /** The driver's default stream. */
+  readonly defaultStream: Stream;
+  /** The launch entry point for generated launchers; null where kernels are not device code. */
+  readonly launchAbi: LaunchAbi | null;
+
+  /** Free and total device memory in bytes, as the driver reports them now. */
+  memoryInfo(): { free: number; total: number };
+  /** Allocates `bytes` of device memory; throws a DriverError naming the size if it can't. */
+  alloc(bytes: number): DeviceBuffer;
+  /** Frees an allocation made by `alloc` (not a slice of one). */
+  free(buffer: DeviceBuffer): void;
+  /** Allocates `bytes` of pinned host memory. */
+  allocHost(bytes: number): HostBuffer;
+
+  /** Sets every byte of `dst` to `value` (slice `dst` for part of a buffer), ordered on `stream`. */
+  memset(dst: DeviceBuffer, value: number, stream?: Stream): void;
+  /**
+   * Copies host bytes to the device. Without a stream it returns when the copy is done; with one
+   * it only enqueues, and `src` must stay untouched until the stream reaches the copy.
+   */
+  copyToDevice(dst: DeviceBuffer, src: ArrayBufferView, stream?: Stream): void;
+  /** Copies device bytes to the host; the same stream rule as `copyToDevice`. */
+  copyToHost(dst: ArrayBufferView, src: DeviceBuffer, stream?: Stream): void;
+  /** Copies `src` into `dst` (the smaller of the two lengths), ordered on `stream`. */
+  copyDevice(dst: DeviceBuffer, src: DeviceBuffer, stream?: Stream): void;
+
+  /** Creates a stream that does not synchronise with the default stream. */
+  createStream(): Stream;
+  /** Creates a timing-capable event. */
+  createEvent(): DeviceEvent;
+  /** Blocks until all work on the device has finished. */
+  synchronize(): void;
+
+  /** Loads a code object; a failure throws ModuleLoadError carrying the JIT log. */
+  loadModule(image: ModuleImage): DeviceModule;
+
+  /** Starts recording the work enqueued on `stream` instead of running it. */
+  beginCapture(stream: Stream): void;
+  /** Stops recording and returns the instantiated graph, ready to replay. */
+  endCapture(stream: Stream): DeviceGraph;
+
+  /** Releases the device context; the backend must not be used afterwards. */
+  close(): void;
+}

@@ -1,0 +1,71 @@
+/**
+ * Typed errors for everything the backends report. Each extends `Error` with a `name`, so users
+ * can branch on `instanceof` rather than parse messages.
+ *
+ * @module
+ */
+
+/** A driver call returned a non-zero result code. */
+export class DriverError extends Error {
+  /**
+   * @param backend which driver ("cuda" or "hip")
+   * @param call the C function that failed, e.g. `cuMemAlloc_v2`
+   * @param code the raw result code
+   * @param codeName the driver's name for the code, e.g. `CUDA_ERROR_OUT_OF_MEMORY`
+   * @param driverMessage the driver's own description of the code
+   * @param hint what the user can do about it, when Denali knows
+   */
+  constructor(
+    readonly backend: string,
+    readonly call: string,
+    readonly code: number,
+    readonly codeName: string,
+    readonly driverMessage: string,
+    hint = "",
+  ) {
+    super(`${call} failed: ${codeName} (${code}): ${driverMessage}${hint ? `. ${hint}` : ""}`);
+    this.name = "DriverError";
+  }
+}
+
+/** The driver library itself could not be loaded, or lacks a symbol Denali needs. */
+export class DriverNotFoundError extends Error {
+  /** @param message what is missing and which backend to pick instead */
+  constructor(message: string) {
+    super(message);
+    this.name = "DriverNotFoundError";
+  }
+}
+
+/** The driver loaded, but it sees no device. */
+export class NoDeviceError extends Error {
+  /** @param message which device kind is missing and what to do instead */
+  constructor(message: string) {
+    super(message);
+    this.name = "NoDeviceError";
+  }
+}
+
+/** A module image (PTX, cubin, HSACO) failed to load; `jitLog` holds the compiler's log. */
+export class ModuleLoadError extends DriverError {
+  /**
+   * @param cause the driver error from the load call
+   * @param jitLog the JIT compiler's error log, possibly empty
+   */
+  constructor(cause: DriverError, readonly jitLog: string) {
+    super(cause.backend, cause.call, cause.code, cause.codeName, cause.driverMessage);
+    this.message = `${cause.message}${
+      jitLog ? `\nJIT log:\n${jitLog}` : " (the JIT log is empty)"
+    }`;
+    this.name = "ModuleLoadError";
+  }
+}
+
+/** A kernel was launched with the wrong number or kind of arguments. */
+export class LaunchArgumentError extends TypeError {
+  /** @param message names the kernel, the parameter and what was given */
+  constructor(message: string) {
+    super(message);
+    this.name = "LaunchArgumentError";
+  }
+}

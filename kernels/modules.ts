@@ -1,0 +1,95 @@
+/**
+ * Loading a kernel module for whatever device the backend drives, and generating its launchers
+ * from the manifest. This is the only place that picks a code object by arch, and it asks the
+ * backend for the arch rather than knowing devices itself.
+ *
+ * @module
+ */
+
+import type { Backend, DeviceModule, ModuleImage } from "../backends/backend.ts";
+import { HSACO_ARCHS, PTX_ARCHS } from "./build.ts";
+import { createLauncher, type KernelLauncher, type LauncherOptions } from "./launcher.ts";
+import { KERNEL_MODULES } from "./manifest.ts";
+import type { KernelSpec } from "./signature.ts";
+
+/** A loaded module and the launchers of all its kernels. */
+export interface LoadedKernels {
+  /** The loaded code object. */
+  readonly module: DeviceModule;
+  /** The manifest's specs of the module's kernels. */
+  readonly specs: readonly KernelSpec[];
+  /** One generated launcher per kernel, by kernel name. */
+  readonly launchers: Readonly<Record<string, KernelLauncher>>;
+}
+
+/** Which built image serves `backend`'s device, as a path relative to kernels/. */
+export function imagePath(backend: Backend, moduleName: string): string {
+  const { backend: kind, arch, computeCapability: [major, minor] } = backend.info;
+  if (kind === "cuda") {
+    const cc = major * 10 + minor;
+    const usable = PTX_ARCHS.filter((a) => Number(a.slice(3)) <= cc);
+    if (usable.length === 0) {
+      throw new Error(
+        `${backend.info.name} is ${arch}, older than the oldest built PTX (${PTX_ARCHS[0]}); ` +
+          `Denali needs an Ampere (sm_80) or newer NVIDIA GPU`,
+      );
+    }
+    return `ptx/${moduleName}.${usable[usable.length - 1]}.ptx`;
+  }
+  if (kind === "hip") {
+    if (!(HSACO_ARCHS as readonly string[]).includes(arch)) {
+      throw new Error(
+        `no HSACO built for ${arch} (built: ${HSACO_ARCHS.join(", ")}); add it to HSACO_ARCHS ` +
+          `in kernels/build.ts and run \`deno task kernels\``,
+      );
+    }
+    return `hsaco/${moduleName}.${arch}.hsaco`;
+  }
+  throw new Error(
+    "the CPU backend runs built-in TypeScript operators, not device modules; pick cuda or hip",
+  );
+}
+
+/**
+ * Loads `moduleName` (a file of kernels/src) onto the backend's device and generates a launcher
+ * for each of its kernels.
+ *
+ * @example
+ * ```ts ignore
+ * const kernels = await loadKernels(backend, "runtime_test");
+ * kernels.launchers.vec_add_f32.launch(4, 1, 1, 256, 1, 1, 0, stream, a, b, c, 1000);
+ * ```
+ */
+export async function loadKernels(
+  backend: Backend,
+  moduleName: string,
+  options: LauncherOptions = {},
+): Promise<LoadedKernels> {
+  const specs = KERNEL_MODULES[moduleName];
+  if (!specs) {
+    throw new Error(
+      `no kernel module '${moduleName}' in the manifest (have: ${
+        Object.keys(KERNEL_MODULES).join(", ")
+      })`,
+    );
+  }
+  const abi = backend.launchAbi;
+  if (!abi) throw new Error(`the ${backend.kind} backend cannot launch device kernels`);
+  const path = imagePath(backend, moduleName);
+  const url = new URL(`./${path}`, import.meta.url);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`cannot read kernel image ${url}: HTTP ${response.status}`);
+  const image: ModuleImage = path.endsWith(".ptx")
+    ? { format: "ptx", text: await response.text() }
+    : { format: "hsaco", bytes: new Uint8Array(await response.arrayBuffer()) };
+  const module = backend.loadModule(image);
+  const launchers: Record<string, KernelLauncher> = {};
+  for (const spec of specs) {
+    const variants = spec.variants.map((v) => ({
+      fn: module.getFunction(v.symbol),
+      assumes: v.assumes,
+    }));
+    launchers[spec.name] = createLauncher(abi, spec, variants, options);
+  }
+  return { module, specs, launchers };
+}

@@ -1,0 +1,23 @@
+// One source, two compilers: nvcc builds these kernels to PTX, hipcc (HIP_PLATFORM=amd) to
+// HSACO. This header hides the few spellings that differ, so kernel files never branch on it.
+#pragma once
+#include <stdint.h>
+
+#if defined(__HIP_PLATFORM_AMD__) || defined(__HIPCC__)
+#include <hip/hip_runtime.h>
+#define DENALI_HIP 1
+// Nanosecond wall clock: AMD exposes a fixed-frequency counter (100 MHz on CDNA/RDNA).
+__device__ inline uint64_t denali_wall_ns() { return wall_clock64() * 10ull; }
+#else
+// Nanosecond wall clock, independent of the SM clock frequency (unlike clock64()).
+__device__ inline uint64_t denali_wall_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#endif
+
+// Half-precision scalars cross the launch boundary as raw 16-bit patterns. Distinct typedef
+// names tell kernels/build.ts which of the two formats a parameter holds.
+typedef uint16_t f16_bits;
+typedef uint16_t bf16_bits;

@@ -1,0 +1,81 @@
+/**
+ * Denali: an LLM inference engine for Deno that talks to the GPU driver directly.
+ *
+ * This module is the public API. Open a backend (CUDA, HIP or CPU), load kernel modules, and
+ * launch kernels through launchers generated once per signature.
+ *
+ * @example Pick a device and copy memory through it
+ * ```ts
+ * import { openBackend } from "./mod.ts";
+ * const backend = openBackend("auto"); // cuda, then hip, then cpu
+ * const buf = backend.alloc(16);
+ * backend.copyToDevice(buf, new Float32Array([1, 2, 3, 4]));
+ * const back = new Float32Array(4);
+ * backend.copyToHost(back, buf);
+ * backend.free(buf);
+ * backend.close();
+ * ```
+ *
+ * @example Launch a kernel through its generated launcher (needs a GPU)
+ * ```ts ignore
+ * import { loadKernels, openBackend } from "./mod.ts";
+ * const gpu = openBackend("cuda");
+ * const kernels = await loadKernels(gpu, "runtime_test");
+ * const stream = gpu.createStream();
+ * const [a, b, c] = [0, 1, 2].map(() => gpu.alloc(4 * 1024));
+ * kernels.launchers.vec_add_f32.launch(4, 1, 1, 256, 1, 1, 0, stream, a, b, c, 1024);
+ * stream.synchronize();
+ * ```
+ *
+ * @module
+ */
+
+export type {
+  Backend,
+  BackendKind,
+  DeviceEvent,
+  DeviceGraph,
+  DeviceInfo,
+  DeviceModule,
+  HostBuffer,
+  KernelFunction,
+  LaunchAbi,
+  ModuleImage,
+  Stream,
+} from "./backends/backend.ts";
+export { DeviceBuffer } from "./backends/backend.ts";
+export {
+  DriverError,
+  DriverNotFoundError,
+  LaunchArgumentError,
+  ModuleLoadError,
+  NoDeviceError,
+} from "./backends/errors.ts";
+export {
+  AUTO_ORDER,
+  type BackendChoice,
+  openBackend,
+  type OpenBackendOptions,
+} from "./backends/select.ts";
+export { type CudaOptions, openCuda } from "./backends/cuda.ts";
+export { type HipOptions, openHip } from "./backends/hip.ts";
+export { CpuBackend } from "./backends/cpu.ts";
+export {
+  type ArgumentPacking,
+  type CheckLevel,
+  createLauncher,
+  type KernelLauncher,
+  type Launcher,
+  type LauncherOptions,
+  type LoadedVariant,
+} from "./kernels/launcher.ts";
+export { imagePath, type LoadedKernels, loadKernels } from "./kernels/modules.ts";
+export type {
+  Assumption,
+  KernelParam,
+  KernelSignature,
+  KernelSpec,
+  ParamType,
+  VariantSpec,
+} from "./kernels/signature.ts";
+export { KERNEL_MODULES } from "./kernels/manifest.ts";

@@ -1,0 +1,301 @@
+/**
+ * The generated launchers, byte for byte, through the fake driver: every parameter type in both
+ * packings, every specialisation case, and every argument error.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { DeviceModule } from "../backends/backend.ts";
+import { openCuda } from "../backends/cuda.ts";
+import { DriverError, LaunchArgumentError } from "../backends/errors.ts";
+import type { GpuBackend } from "../backends/gpu_backend.ts";
+import {
+  type ArgumentPacking,
+  createLauncher,
+  type LauncherOptions,
+  type LoadedVariant,
+} from "../kernels/launcher.ts";
+import { type KernelSignature, PARAM_BYTES } from "../kernels/signature.ts";
+import { buildFakeDriver, type FakeControl, openFakeControl } from "./fake_driver/fake.ts";
+
+const ALL_TYPES: KernelSignature = {
+  name: "all_types",
+  params: [
+    { name: "out", type: "ptr" },
+    { name: "i", type: "i32" },
+    { name: "u", type: "u32" },
+    { name: "l", type: "i64" },
+    { name: "ul", type: "u64" },
+    { name: "x", type: "f32" },
+    { name: "h", type: "f16" },
+    { name: "bh", type: "bf16" },
+  ],
+};
+
+/** Runs `body` against a CUDA backend on the fake driver, with one loaded module. */
+function withFake(
+  body: (gpu: GpuBackend, module: DeviceModule, fake: FakeControl) => void,
+): () => void {
+  return () => {
+    const path = buildFakeDriver();
+    const fake = openFakeControl(path);
+    fake.reset();
+    const gpu = openCuda({ libraryPath: path });
+    try {
+      body(gpu, gpu.loadModule({ format: "ptx", text: "fake module" }), fake);
+    } finally {
+      gpu.close();
+      fake.close();
+    }
+  };
+}
+
+function generic(module: DeviceModule, symbol: string): LoadedVariant[] {
+  return [{ fn: module.getFunction(symbol), assumes: {} }];
+}
+
+/** The packed bytes a correct launcher must produce, written independently with a DataView. */
+function expectedAllTypes(values: {
+  out: number;
+  i: number;
+  u: number;
+  l: bigint;
+  ul: bigint;
+  x: number;
+  h: number;
+  bh: number;
+}): Uint8Array {
+  const bytes = new Uint8Array(40);
+  const dv = new DataView(bytes.buffer);
+  dv.setBigUint64(0, BigInt(values.out), true);
+  dv.setInt32(8, values.i, true);
+  dv.setUint32(12, values.u, true);
+  dv.setBigInt64(16, values.l, true);
+  dv.setBigUint64(24, values.ul, true);
+  dv.setFloat32(32, values.x, true);
+  dv.setUint16(36, values.h, true);
+  dv.setUint16(38, values.bh, true);
+  return bytes;
+}
+
+function setSizes(fake: FakeControl, signature: KernelSignature): void {
+  fake.setParamSizes(signature.params.map((p) => PARAM_BYTES[p.type]));
+}
+
+for (const packing of ["params", "extra"] as ArgumentPacking[]) {
+  Deno.test(
+    `launcher (${packing}): every parameter type lands at its natural offset, exactly`,
+    withFake((gpu, module, fake) => {
+      setSizes(fake, ALL_TYPES);
+      const { launch } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"), {
+        packing,
+      });
+      const buffer = gpu.alloc(256);
+      const stream = gpu.createStream();
+      const cases = [
+        // Numbers, including negatives and values past 2^32 that need both 32-bit halves.
+        {
+          args: [
+            buffer.ptr + 16,
+            -123456,
+            4000000000,
+            -(2 ** 40) - 5,
+            2 ** 52 + 7,
+            1.5,
+            0x3c00,
+            0x3f80,
+          ],
+          expect: {
+            out: buffer.ptr + 16,
+            i: -123456,
+            u: 4000000000,
+            l: -(2n ** 40n) - 5n,
+            ul: 2n ** 52n + 7n,
+            x: 1.5,
+            h: 0x3c00,
+            bh: 0x3f80,
+          },
+        },
+        // BigInts for the 64-bit integers, at the edges numbers cannot reach.
+        {
+          args: [buffer, -1, 0, -(2n ** 63n), 2n ** 64n - 1n, -0.25, 0xffff, 0],
+          expect: {
+            out: buffer.ptr,
+            i: -1,
+            u: 0,
+            l: -(2n ** 63n),
+            ul: 2n ** 64n - 1n,
+            x: -0.25,
+            h: 0xffff,
+            bh: 0,
+          },
+        },
+      ];
+      for (const { args, expect } of cases) {
+        launch(3, 2, 1, 128, 2, 1, 4096, stream, ...args);
+        const record = fake.lastLaunch();
+        assert.deepEqual(record.grid, [3, 2, 1]);
+        assert.deepEqual(record.block, [128, 2, 1]);
+        assert.equal(record.sharedMem, 4096);
+        assert.equal(
+          record.stream,
+          BigInt(Deno.UnsafePointer.value(stream.native)),
+          "the launch must go to the given stream",
+        );
+        assert.equal(record.functionName, "all_types");
+        assert.deepEqual(record.args, expectedAllTypes(expect));
+      }
+    }),
+  );
+}
+
+Deno.test(
+  "launcher: specialised variants are chosen like Triton's (aligned16, ==1, %16)",
+  withFake((gpu, module, fake) => {
+    const signature: KernelSignature = {
+      name: "spec",
+      params: [{ name: "p", type: "ptr" }, { name: "n", type: "i32" }, { name: "m", type: "u64" }],
+    };
+    setSizes(fake, signature);
+    const variants: LoadedVariant[] = [
+      { fn: module.getFunction("spec"), assumes: {} },
+      { fn: module.getFunction("spec_n1"), assumes: { n: "one" } },
+      { fn: module.getFunction("spec_n16"), assumes: { n: "div16" } },
+      { fn: module.getFunction("spec_p16_n16"), assumes: { p: "aligned16", n: "div16" } },
+      { fn: module.getFunction("spec_m1"), assumes: { m: "one" } },
+    ];
+    const { launch } = createLauncher(gpu.launchAbi, signature, variants);
+    const aligned = gpu.alloc(64).ptr;
+    const stream = gpu.defaultStream;
+    const cases: [number, number, number | bigint, string][] = [
+      [aligned, 1, 5, "spec_n1"],
+      [aligned, 32, 5, "spec_p16_n16"],
+      [aligned + 4, 32, 5, "spec_n16"],
+      [aligned, -16, 5, "spec_p16_n16"],
+      [aligned, 0, 5, "spec_p16_n16"],
+      [aligned, 7, 5, "spec"],
+      [aligned + 8, 7, 1, "spec_m1"],
+      [aligned + 8, 7, 1n, "spec"], // a bigint never matches a specialisation
+    ];
+    for (const [p, n, m, chosen] of cases) {
+      launch(1, 1, 1, 1, 1, 1, 0, stream, p, n, m);
+      assert.equal(fake.lastLaunch().functionName, chosen, `p%16=${p % 16} n=${n} m=${m}`);
+    }
+  }),
+);
+
+Deno.test(
+  "launcher: arguments no variant accepts, or a variant that assumes the impossible, fail clearly",
+  withFake((gpu, module) => {
+    const signature: KernelSignature = { name: "only_one", params: [{ name: "n", type: "u32" }] };
+    const { launch } = createLauncher(gpu.launchAbi, signature, [
+      { fn: module.getFunction("only_one_n1"), assumes: { n: "one" } },
+    ]);
+    launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 1);
+    assert.throws(
+      () => launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 2),
+      (e: Error) =>
+        e instanceof LaunchArgumentError && /only_one: no precompiled variant/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        createLauncher(gpu.launchAbi, signature, [
+          { fn: module.getFunction("bad"), assumes: { n: "aligned16" } },
+        ]),
+      /assumes 'aligned16' of 'n', which is a u32/,
+    );
+  }),
+);
+
+Deno.test(
+  "launcher: each bad argument names the kernel, the parameter and the value",
+  withFake((gpu, module) => {
+    const { launch } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"));
+    const stream = gpu.defaultStream;
+    const good: unknown[] = [gpu.alloc(64).ptr, 1, 2, 3, 4, 5, 6, 7];
+    const call = (...kernelArgs: unknown[]) => () =>
+      launch(1, 1, 1, 1, 1, 1, 0, stream, ...kernelArgs);
+    const bad = (index: number, value: unknown) => {
+      const args = [...good];
+      args[index] = value;
+      return call(...args);
+    };
+    const cases: [() => void, RegExp][] = [
+      [call(...good.slice(0, 7)), /all_types: expected 8 kernel arguments .* got 7/],
+      [call(...good, 9), /all_types: expected 8 kernel arguments .* got 9/],
+      [bad(0, "0x1000"), /parameter 0 'out' \(ptr\) got the string "0x1000"/],
+      [bad(0, {}), /parameter 0 'out' \(ptr\) got an object/],
+      [bad(1, 1.5), /parameter 1 'i' \(i32\) got 1\.5/],
+      [bad(1, 2 ** 31), /parameter 1 'i' \(i32\) got 2147483648/],
+      [bad(1, "3"), /parameter 1 'i' \(i32\) got the string "3"/],
+      [bad(2, -1), /parameter 2 'u' \(u32\) got -1 .*0\.\.2\^32-1/],
+      [bad(3, 2 ** 60), /parameter 3 'l' \(i64\) got 1152921504606847000/],
+      [bad(4, -4), /parameter 4 'ul' \(u64\) got -4/],
+      [bad(5, "x"), /parameter 5 'x' \(f32\) got the string "x"/],
+      [bad(6, 70000), /parameter 6 'h' \(f16\) got 70000 .*16-bit pattern/],
+      [bad(7, undefined), /parameter 7 'bh' \(bf16\) got undefined/],
+    ];
+    for (const [fn, message] of cases) {
+      assert.throws(fn, (e: Error) => e instanceof LaunchArgumentError && message.test(e.message));
+    }
+    assert.throws(
+      () => launch(1, 1, 1, 1, 1, 1, 0, null as never, ...good),
+      /all_types: the stream argument must be a Stream/,
+    );
+    assert.throws(
+      () => launch(-1, 1, 1, 1, 1, 1, 0, stream, ...good),
+      /all_types: grid, block and shared bytes must be integers/,
+    );
+  }),
+);
+
+Deno.test(
+  "launcher: a failed launch throws the driver's error with the call name",
+  withFake((gpu, module, fake) => {
+    const { launch } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"));
+    fake.failNext("cuLaunchKernel", 700);
+    assert.throws(
+      () => launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7),
+      (e: Error) =>
+        e instanceof DriverError && e.call === "cuLaunchKernel" &&
+        /CUDA_ERROR_ILLEGAL_ADDRESS \(700\)/.test(e.message),
+    );
+    // The next launch is unaffected.
+    launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7);
+  }),
+);
+
+Deno.test(
+  "launcher: the deep check rejects pointers outside live allocations; the cheap one does not",
+  withFake((gpu, module) => {
+    const variants = generic(module, "all_types");
+    const options = (checks: LauncherOptions["checks"]) => ({ checks });
+    const deep = createLauncher(gpu.launchAbi, ALL_TYPES, variants, options("deep")).launch;
+    const cheap = createLauncher(gpu.launchAbi, ALL_TYPES, variants, options("cheap")).launch;
+    const buffer = gpu.alloc(64);
+    const stray = buffer.ptr + 4096;
+    const rest = [1, 2, 3, 4, 5, 6, 7];
+    deep(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, buffer.ptr + 8, ...rest);
+    assert.throws(
+      () => deep(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, stray, ...rest),
+      /parameter 0 'out' \(ptr\) got \d+ .*not inside any live allocation/,
+    );
+    assert.throws(
+      () => deep(1, 1, 1, 0, 1, 1, 0, gpu.defaultStream, buffer, ...rest),
+      /grid and block must be non-empty/,
+    );
+    cheap(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, stray, ...rest);
+  }),
+);
+
+Deno.test(
+  "launcher: the generated source is one straight-line function with no allocation sites",
+  withFake((gpu, module) => {
+    const { source } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"));
+    const body = source.slice(source.indexOf("return function"));
+    // Array/object literals, spreads, template strings and `new` would allocate per launch.
+    assert.doesNotMatch(body, /new |\[\]|\.\.\.|`|\{\s*\}/);
+    assert.match(body, /^return function launch_all_types\(gx, gy, gz, bx, by, bz, shm, stream,/);
+  }),
+);

@@ -1,28 +1,30 @@
 /**
  * Denali's side of bench/launch_compare.sh (GPU machine): host nanoseconds per launch of the
- * 8-argument `args8` kernel through a raw FFI call, the generated closure with kernelParams
- * packing, and the closure with `extra` packing. Same method and kernel as bench/launch_c.c.
+ * 8-argument `args8` kernel, interleaved round by round in one process:
+ * - `c_loop_cuLaunchKernel`: a C loop of cuLaunchKernel (bench/launch_c_loop.c), the floor;
+ * - `denali_raw_ffi`: one FFI call per launch with arguments packed once;
+ * - `denali_closure_params` / `denali_closure_extra`: the generated launchers.
+ * Same kernel, grid, block and stream for all, and the same method as bench/launch_c.c.
  *
- * Usage: deno run -A bench/launch_denali.ts
+ * Usage: deno run -A bench/launch_denali.ts [path/to/liblaunch_c_loop.so]
  *
  * @module
  */
 
 import { openCuda } from "../backends/cuda.ts";
 import { loadKernels } from "../kernels/modules.ts";
-import { BATCH, printResult, timeRounds } from "./round_timer.ts";
+import { BATCH, type Contender, printResult, timeInterleaved } from "./round_timer.ts";
 
 const backend = openCuda();
 console.log(`device: ${backend.info.name} (${backend.info.arch}), Deno ${Deno.version.deno}`);
 const stream = backend.createStream();
-const bufs = [0, 1, 2, 3].map(() => backend.alloc(1024));
-const [a, b, c, d] = bufs.map((buf) => buf.ptr);
-const drain = () => stream.synchronize();
+const [a, b, c, d] = [0, 1, 2, 3].map(() => backend.alloc(1024).ptr);
 
-// The floor for any FFI launcher: the arguments are packed once, and each call only crosses FFI.
-const abi = backend.launchAbi;
 const paramsKernels = await loadKernels(backend, "runtime_test", { packing: "params" });
+const extraKernels = await loadKernels(backend, "runtime_test", { packing: "extra" });
 const fn = paramsKernels.module.getFunction("args8").native;
+
+// Arguments packed once, as kernelParams: what both the raw call and the C loop pass.
 const packed = new ArrayBuffer(48);
 const dv = new DataView(packed);
 [a, b, c, d].forEach((ptr, i) => dv.setBigUint64(i * 8, BigInt(ptr), true));
@@ -33,25 +35,52 @@ dv.setFloat32(44, 2.5, true);
 const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(packed)));
 const slots = new BigUint64Array([0, 8, 16, 24, 32, 36, 40, 44].map((o) => base + BigInt(o)));
 const slotsPtr = Deno.UnsafePointer.of(slots);
-const raw = abi.launchKernel;
+const raw = backend.launchAbi.launchKernel;
 const native = stream.native;
-printResult(
-  "denali_raw_ffi",
-  timeRounds(() => {
-    for (let i = 0; i < BATCH; i++) raw(fn, 1, 1, 1, 32, 1, 1, 0, native, slotsPtr, null);
-  }, drain),
-);
+const launchParams = paramsKernels.launchers.args8.launch;
+const launchExtra = extraKernels.launchers.args8.launch;
 
-const extraKernels = await loadKernels(backend, "runtime_test", { packing: "extra" });
-for (const [name, kernels] of [["params", paramsKernels], ["extra", extraKernels]] as const) {
-  const launch = kernels.launchers.args8.launch;
-  printResult(
-    `denali_closure_${name}`,
-    timeRounds(() => {
+const contenders: Contender[] = [
+  {
+    name: "denali_raw_ffi",
+    batch: () => {
+      for (let i = 0; i < BATCH; i++) raw(fn, 1, 1, 1, 32, 1, 1, 0, native, slotsPtr, null);
+    },
+  },
+  {
+    name: "denali_closure_params",
+    batch: () => {
       for (let i = 0; i < BATCH; i++) {
-        launch(1, 1, 1, 32, 1, 1, 0, stream, a, b, c, d, 32, 7, 1.5, 2.5);
+        launchParams(1, 1, 1, 32, 1, 1, 0, stream, a, b, c, d, 32, 7, 1.5, 2.5);
       }
-    }, drain),
-  );
+    },
+  },
+  {
+    name: "denali_closure_extra",
+    batch: () => {
+      for (let i = 0; i < BATCH; i++) {
+        launchExtra(1, 1, 1, 32, 1, 1, 0, stream, a, b, c, d, 32, 7, 1.5, 2.5);
+      }
+    },
+  },
+];
+
+const cLoopPath = Deno.args[0];
+if (cLoopPath) {
+  const lib = Deno.dlopen(cLoopPath, {
+    c_launch_loop: { parameters: ["pointer", "pointer", "pointer", "i32"], result: "i32" },
+  });
+  const loop = lib.symbols.c_launch_loop;
+  contenders.unshift({
+    name: "c_loop_cuLaunchKernel",
+    batch: () => {
+      const rc = loop(fn, native, slotsPtr, BATCH);
+      if (rc !== 0) backend.launchAbi.fail(rc, "cuLaunchKernel (C loop)");
+    },
+  });
+}
+
+for (const [name, timing] of timeInterleaved(contenders, () => stream.synchronize())) {
+  printResult(name, timing);
 }
 backend.close();

@@ -21,26 +21,47 @@ export interface RoundTiming {
   readonly medianNs: number;
 }
 
+/** A contender: a name and a function that makes exactly BATCH calls. */
+export interface Contender {
+  /** The RESULT name. */
+  readonly name: string;
+  /** Makes BATCH calls. */
+  readonly batch: () => void;
+}
+
 /**
- * Times `batch` (which must make exactly BATCH calls) over ROUNDS rounds, running `drain`
- * (e.g. a stream synchronise) untimed after each round.
+ * Times each contender over ROUNDS rounds, interleaved round by round (in a rotating order) so
+ * clock and cache drift fall on all of them alike, running `drain` (e.g. a stream synchronise)
+ * untimed after each batch.
  */
-export function timeRounds(batch: () => void, drain: () => void): RoundTiming {
-  for (let done = 0; done < WARMUP; done += BATCH) batch();
-  drain();
-  const perCall = new Float64Array(ROUNDS);
-  let total = 0;
-  for (let round = 0; round < ROUNDS; round++) {
-    const start = performance.now();
-    batch();
-    const elapsedNs = (performance.now() - start) * 1e6;
+export function timeInterleaved(
+  contenders: readonly Contender[],
+  drain: () => void,
+): Map<string, RoundTiming> {
+  for (const { batch } of contenders) {
+    for (let done = 0; done < WARMUP; done += BATCH) batch();
     drain();
-    total += elapsedNs;
-    perCall[round] = elapsedNs / BATCH;
   }
-  perCall.sort();
-  const median = (perCall[ROUNDS / 2 - 1] + perCall[ROUNDS / 2]) / 2;
-  return { meanNs: total / (ROUNDS * BATCH), medianNs: median };
+  const perCall = contenders.map(() => new Float64Array(ROUNDS));
+  const totals = contenders.map(() => 0);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let k = 0; k < contenders.length; k++) {
+      const which = (round + k) % contenders.length;
+      const start = performance.now();
+      contenders[which].batch();
+      const elapsedNs = (performance.now() - start) * 1e6;
+      drain();
+      totals[which] += elapsedNs;
+      perCall[which][round] = elapsedNs / BATCH;
+    }
+  }
+  const results = new Map<string, RoundTiming>();
+  contenders.forEach(({ name }, i) => {
+    const sorted = perCall[i].sort();
+    const medianNs = (sorted[ROUNDS / 2 - 1] + sorted[ROUNDS / 2]) / 2;
+    results.set(name, { meanNs: totals[i] / (ROUNDS * BATCH), medianNs });
+  });
+  return results;
 }
 
 /** Prints a result in the `RESULT <name> mean_ns=<x> median_ns=<y>` form the compare script reads. */

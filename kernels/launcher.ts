@@ -107,7 +107,8 @@ export function createLauncher(
   const { offsets, size } = packLayout(params);
 
   // The packed argument buffer and its views; each launch only overwrites fields.
-  const args = new ArrayBuffer(size);
+  // Rounded up so the 64-bit views and the driver's 8-byte reads stay in bounds.
+  const args = new ArrayBuffer(Math.max(8, Math.ceil(size / 8) * 8));
   const views = {
     u32: new Uint32Array(args),
     i32: new Int32Array(args),

@@ -57,7 +57,11 @@ export const PARAM_BYTES: Readonly<Record<ParamType, number>> = {
   bf16: 2,
 };
 
-/** The packed argument layout: each parameter at its natural alignment, total padded to 8. */
+/**
+ * The packed argument layout: each parameter at its natural alignment. `size` is where the last
+ * parameter ends, unpadded: the driver rejects an `extra` buffer whose size differs from the
+ * kernel's own parameter size (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, seen on an H100).
+ */
 export function packLayout(params: readonly KernelParam[]): { offsets: number[]; size: number } {
   const offsets: number[] = [];
   let offset = 0;
@@ -67,7 +71,7 @@ export function packLayout(params: readonly KernelParam[]): { offsets: number[];
     offsets.push(offset);
     offset += bytes;
   }
-  return { offsets, size: Math.max(8, Math.ceil(offset / 8) * 8) };
+  return { offsets, size: offset };
 }
 
 /**

@@ -299,3 +299,28 @@ Deno.test(
     assert.match(body, /^return function launch_all_types\(gx, gy, gz, bx, by, bz, shm, stream,/);
   }),
 );
+
+Deno.test(
+  "launcher (extra): the buffer size is the kernel's exact parameter size, not padded",
+  withFake((gpu, module, fake) => {
+    // 3 pointers and a u32 end at byte 28; the H100 driver rejects a padded 32.
+    const signature: KernelSignature = {
+      name: "vec",
+      params: [
+        { name: "a", type: "ptr" },
+        { name: "b", type: "ptr" },
+        { name: "c", type: "ptr" },
+        { name: "n", type: "u32" },
+      ],
+    };
+    const { launch } = createLauncher(gpu.launchAbi, signature, generic(module, "vec"), {
+      packing: "extra",
+    });
+    launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 16, 32, 48, 7);
+    const expected = new Uint8Array(28);
+    const dv = new DataView(expected.buffer);
+    [16, 32, 48].forEach((ptr, i) => dv.setBigUint64(8 * i, BigInt(ptr), true));
+    dv.setUint32(24, 7, true);
+    assert.deepEqual(fake.lastLaunch().args, expected);
+  }),
+);

@@ -78,6 +78,9 @@ export class CpuBackend implements Backend {
   }
 
   allocHost(bytes: number): HostBuffer {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new RangeError(`allocHost(${bytes}): the size must be a positive integer of bytes`);
+    }
     return { bytes: new Uint8Array(bytes), free() {} };
   }
 

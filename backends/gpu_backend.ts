@@ -284,10 +284,10 @@ export class GpuBackend implements Backend {
     const sym = this.#sym;
     return {
       launch: (s) => this.check(sym.graphLaunch(exec, s.native), "graphLaunch"),
-      destroy: () => {
+      destroy: onlyOnce(() => {
         this.check(sym.graphExecDestroy(exec), "graphExecDestroy");
         this.check(sym.graphDestroy(graph), "graphDestroy");
-      },
+      }),
     };
   }
 
@@ -310,9 +310,11 @@ class GpuStream implements Stream {
     this.backend.synchronizeStream(this.native);
   }
 
+  readonly #release = onlyOnce(() => this.backend.destroyStream(this.native));
+
   destroy(): void {
     if (!this.destroyable) throw new TypeError("the default stream cannot be destroyed");
-    this.backend.destroyStream(this.native);
+    this.#release();
   }
 }
 
@@ -346,9 +348,9 @@ class GpuEvent implements DeviceEvent {
     return elapsed[0];
   }
 
-  destroy(): void {
-    this.backend.check(this.sym.eventDestroy(this.native), "eventDestroy");
-  }
+  readonly destroy = onlyOnce(() =>
+    this.backend.check(this.sym.eventDestroy(this.native), "eventDestroy")
+  );
 }
 
 /** A loaded driver module owned by a GpuBackend. */
@@ -359,9 +361,17 @@ class GpuModule implements DeviceModule {
     return this.backend.moduleFunction(this.native, name);
   }
 
-  unload(): void {
-    this.backend.unloadModule(this.native);
-  }
+  readonly unload = onlyOnce(() => this.backend.unloadModule(this.native));
+}
+
+/** Wraps a release call so a second call does nothing: drivers must never see a freed handle. */
+function onlyOnce(release: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    release();
+  };
 }
 
 /** A view of any typed array or DataView as bytes, for `buffer` FFI parameters. */
@@ -394,7 +404,7 @@ export function cStringAt(bytes: Uint8Array): string {
 }
 
 function mib(bytes: number): string {
-  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  return bytes < 2 ** 20 ? `${bytes} bytes` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** A result-code check for calls made before the backend exists (device discovery). */

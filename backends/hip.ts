@@ -58,8 +58,8 @@ export function openHip(options: HipOptions = {}): GpuBackend {
     const initCode = sym.init(0);
     const countCode = NO_DEVICE_CODES.has(initCode) ? initCode : sym.deviceGetCount(out);
     if (NO_DEVICE_CODES.has(countCode) || (countCode === 0 && out[0] === 0)) {
-      const { name } = errorText(countCode);
-      throw new NoDeviceError(`no AMD GPU found: the HIP runtime reports ${name}. Or ${REMEDY}`);
+      const why = countCode === 0 ? "no devices" : errorText(countCode).name;
+      throw new NoDeviceError(`no AMD GPU found: the HIP runtime reports ${why}. Or ${REMEDY}`);
     }
     check(initCode, names.init);
     check(countCode, names.deviceGetCount);

@@ -42,7 +42,7 @@ export function openBackend(choice: BackendChoice, options: OpenBackendOptions =
     cpu: () => new CpuBackend(),
   };
   if (choice !== "auto") {
-    if (!(choice in open)) {
+    if (!Object.hasOwn(open, choice)) {
       throw new TypeError(`unknown backend '${choice}'; use auto, ${AUTO_ORDER.join(", ")}`);
     }
     return open[choice]();

@@ -77,6 +77,13 @@ if (cLoopPath) {
       const rc = loop(fn, native, slotsPtr, BATCH);
       if (rc !== 0) backend.launchAbi.fail(rc, "cuLaunchKernel (C loop)");
     },
+  }, {
+    // One FFI crossing per launch into the C loop: separates the cost of crossing from JS into C
+    // from the cost of calling the driver through Deno's FFI trampoline.
+    name: "c_loop_one_per_ffi_call",
+    batch: () => {
+      for (let i = 0; i < BATCH; i++) loop(fn, native, slotsPtr, 1);
+    },
   });
 }
 

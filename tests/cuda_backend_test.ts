@@ -619,8 +619,13 @@ Deno.test("cuda: a driver that sees no GPU, or the wrong ordinal, is reported as
     const none = thrown(() => openCuda({ libraryPath }));
     assert.ok(none instanceof NoDeviceError, `got ${none}`);
     assert.equal(none.name, "NoDeviceError");
-    assert.match(none.message, /^no NVIDIA GPU found/);
+    assert.match(none.message, /^no NVIDIA GPU found: cuInit reports no device/);
     assert.match(none.message, /--backend cpu/);
+    // A driver whose cuInit succeeds but that counts no devices is reported the same way.
+    fake.failNext("cuInit", 0);
+    const zero = thrown(() => openCuda({ libraryPath }));
+    assert.ok(zero instanceof NoDeviceError, `got ${zero}`);
+    assert.match(zero.message, /^no NVIDIA GPU found\. Or pick another backend: --backend cpu/);
 
     fake.reset();
     assert.throws(() => openCuda({ libraryPath, device: 1 }), {

@@ -94,7 +94,7 @@ Deno.test("select: auto picks cuda when DENALI_LIBCUDA finds a driver with a GPU
 });
 
 Deno.test("select: an unknown backend name lists the choices", () => {
-  for (const name of ["metal", "CUDA", ""]) {
+  for (const name of ["toString", "constructor", "metal", "CUDA", ""]) {
     assert.throws(() => openBackend(name as BackendChoice), {
       name: "TypeError",
       message: `unknown backend '${name}'; use auto, cuda, hip, cpu`,

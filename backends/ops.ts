@@ -1,0 +1,220 @@
+/**
+ * The Llama operator set, as the engine calls it. Each backend implements it: the GPU backends
+ * through generated launchers over the kernels in kernels/src (kernels/gpu_ops.ts), the CPU
+ * backend in TypeScript (backends/cpu/). The engine sees only this interface, so it never knows
+ * which device it runs on.
+ *
+ * Conventions, the same for every implementation:
+ * - Activations and weights are bf16, stored as raw 16-bit patterns; accumulation is fp32.
+ *   Logits are f32. Token ids, positions, block tables, slot mappings and lengths are i32.
+ * - Matrices are row-major. A linear layer's weight is [N, K] (HF's `[out, in]`), and
+ *   `out[M, N] = x[M, K] · W[N, K]ᵀ`.
+ * - The KV cache of one layer is two buffers, K and V, each [numBlocks, numKvHeads, blockSize,
+ *   headDim] bf16. Token t of a sequence lives in block `blockTable[t / blockSize]` at offset
+ *   `t % blockSize`; its "slot" is `block * blockSize + offset`.
+ * - Every op is ordered on `stream` and allocates nothing; workspaces come from the caller.
+ *
+ * @module
+ */
+
+import type { DeviceBuffer, Stream } from "./backend.ts";
+
+/** RoPE frequencies: the host computes `invFreq` once, including Llama 3.1 `llama3` scaling. */
+export interface RopeTable {
+  /** f32 [headDim / 2]: the inverse frequency of each rotated pair. */
+  readonly invFreq: DeviceBuffer;
+  /** The rotary dimension (the head dimension for Llama). */
+  readonly headDim: number;
+}
+
+/** Shapes of one paged-attention call. */
+export interface AttentionShape {
+  /** Query heads. */
+  readonly numHeads: number;
+  /** Key/value heads; numHeads must be a multiple (GQA ratio numHeads / numKvHeads). */
+  readonly numKvHeads: number;
+  /** Head dimension (64 or 128 for Llama). */
+  readonly headDim: number;
+  /** Tokens per KV-cache block (16 and 64 are tested). */
+  readonly blockSize: number;
+  /** Softmax scale, normally 1 / sqrt(headDim). */
+  readonly scale: number;
+}
+
+/** Sampling parameters per sequence, in device buffers of length `batch`. */
+export interface SamplingBuffers {
+  /** f32 [batch]: temperature; 0 means greedy. */
+  readonly temperature: DeviceBuffer;
+  /** i32 [batch]: top-k; 0 or less means off. */
+  readonly topK: DeviceBuffer;
+  /** f32 [batch]: top-p; 1 means off. */
+  readonly topP: DeviceBuffer;
+  /** f32 [batch]: min-p; 0 means off. */
+  readonly minP: DeviceBuffer;
+  /** u64 [batch]: RNG seed per sequence. */
+  readonly seed: DeviceBuffer;
+  /** i32 [batch]: RNG offset per sequence (the step), so a seeded run is reproducible. */
+  readonly step: DeviceBuffer;
+}
+
+/** The operators a Llama forward pass and its sampler need. */
+export interface LlamaOps {
+  /** out[t, :] = table[ids[t], :]. out bf16 [tokens, hidden]; table bf16 [vocab, hidden]. */
+  embedding(
+    out: DeviceBuffer,
+    table: DeviceBuffer,
+    ids: DeviceBuffer,
+    tokens: number,
+    hidden: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * RMSNorm over rows of `hidden`. Without `residual`: out = norm(x) · weight. With it, the fused
+   * pre-norm step: residual += x (in place, rounded to bf16), then out = norm(residual) · weight.
+   */
+  rmsNorm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    residual: DeviceBuffer | null,
+    tokens: number,
+    hidden: number,
+    eps: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Rotates q [tokens, numHeads, headDim] and k [tokens, numKvHeads, headDim] in place, the
+   * HF "rotate_half" convention, at angle positions[t] · invFreq[i].
+   */
+  rope(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    positions: DeviceBuffer,
+    table: RopeTable,
+    tokens: number,
+    numHeads: number,
+    numKvHeads: number,
+    stream: Stream,
+  ): void;
+
+  /** out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation. */
+  linear(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void;
+
+  /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, inter + i]; gateUp is [tokens, 2 · inter]. */
+  siluMul(
+    out: DeviceBuffer,
+    gateUp: DeviceBuffer,
+    tokens: number,
+    inter: number,
+    stream: Stream,
+  ): void;
+
+  /** Scatters k and v ([tokens, numKvHeads, headDim]) into the paged cache at `slots` (i32). */
+  kvWrite(
+    kCache: DeviceBuffer,
+    vCache: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    slots: DeviceBuffer,
+    tokens: number,
+    shape: AttentionShape,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Decode attention: one query token per sequence against its whole cached context.
+   * q and out [batch, numHeads, headDim]; blockTables i32 [batch, maxBlocks]; contextLens i32
+   * [batch]. `workspace` holds the split-K partials; size it with `decodeWorkspaceBytes`.
+   */
+  decodeAttention(
+    out: DeviceBuffer,
+    q: DeviceBuffer,
+    kCache: DeviceBuffer,
+    vCache: DeviceBuffer,
+    blockTables: DeviceBuffer,
+    contextLens: DeviceBuffer,
+    batch: number,
+    maxBlocks: number,
+    maxContext: number,
+    shape: AttentionShape,
+    workspace: DeviceBuffer,
+    stream: Stream,
+  ): void;
+
+  /** Bytes of workspace `decodeAttention` needs for this batch and longest context. */
+  decodeWorkspaceBytes(batch: number, maxContext: number, shape: AttentionShape): number;
+
+  /**
+   * Causal prefill attention over a variable-length batch whose K/V are already in the cache.
+   * q and out [tokens, numHeads, headDim], packed sequence after sequence. queryStarts i32
+   * [seqs + 1] (prefix sums of new tokens); contextLens i32 [seqs] (cached + new tokens);
+   * blockTables i32 [seqs, maxBlocks]. New token j of sequence s sits at position
+   * contextLens[s] - newTokens(s) + j and attends to positions up to and including itself.
+   */
+  prefillAttention(
+    out: DeviceBuffer,
+    q: DeviceBuffer,
+    kCache: DeviceBuffer,
+    vCache: DeviceBuffer,
+    queryStarts: DeviceBuffer,
+    contextLens: DeviceBuffer,
+    blockTables: DeviceBuffer,
+    seqs: number,
+    tokens: number,
+    maxBlocks: number,
+    shape: AttentionShape,
+    stream: Stream,
+  ): void;
+
+  /** Greedy: ids[b] = argmax(logits[b, :]) (lowest index on ties). logits f32 [batch, vocab]. */
+  argmax(
+    ids: DeviceBuffer,
+    logits: DeviceBuffer,
+    batch: number,
+    vocab: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Samples ids[b] from softmax(logits[b] / temperature) restricted by top-k, top-p and min-p,
+   * with a counter-based RNG keyed by (seed, step), so the same inputs give the same ids.
+   * `workspace` is sized by `sampleWorkspaceBytes`.
+   */
+  sample(
+    ids: DeviceBuffer,
+    logits: DeviceBuffer,
+    params: SamplingBuffers,
+    batch: number,
+    vocab: number,
+    workspace: DeviceBuffer,
+    stream: Stream,
+  ): void;
+
+  /** Bytes of workspace `sample` needs. */
+  sampleWorkspaceBytes(batch: number, vocab: number): number;
+
+  /** out[b, :] = log_softmax(logits[b, :]), f32 in and out. */
+  logSoftmax(
+    out: DeviceBuffer,
+    logits: DeviceBuffer,
+    batch: number,
+    vocab: number,
+    stream: Stream,
+  ): void;
+
+  /** f32 → bf16 (round to nearest even), `count` elements. */
+  castF32ToBf16(out: DeviceBuffer, x: DeviceBuffer, count: number, stream: Stream): void;
+
+  /** bf16 → f32, `count` elements. */
+  castBf16ToF32(out: DeviceBuffer, x: DeviceBuffer, count: number, stream: Stream): void;
+}

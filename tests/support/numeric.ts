@@ -1,0 +1,50 @@
+/**
+ * Numeric helpers for operator tests: seeded random inputs and the error measure every kernel
+ * comparison uses (‖out − ref‖ / ‖ref‖, NaN never passing).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+
+/** A seeded xorshift32 generator of floats in [lo, hi), so failures reproduce. */
+export function rng(seed: number): (lo?: number, hi?: number) => number {
+  let s = (seed >>> 0) || 0x9e3779b9;
+  return (lo = -1, hi = 1) => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
+  };
+}
+
+/** `n` seeded random floats in [lo, hi). */
+export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const next = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = next(lo, hi);
+  return out;
+}
+
+/** ‖out − ref‖₂ / ‖ref‖₂ (or ‖out‖₂ when ref is all zeros); NaN anywhere gives Infinity. */
+export function relativeError(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  assert.equal(out.length, ref.length, "compared arrays differ in length");
+  let diff = 0, norm = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (Number.isNaN(out[i]) || Number.isNaN(ref[i])) return Infinity;
+    diff += (out[i] - ref[i]) ** 2;
+    norm += ref[i] ** 2;
+  }
+  return Math.sqrt(diff) / Math.sqrt(norm || 1);
+}
+
+/** Asserts relativeError(out, ref) <= tolerance, naming what was compared. */
+export function assertClose(
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  tolerance: number,
+  what: string,
+): void {
+  const error = relativeError(out, ref);
+  assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(3)} > ${tolerance}`);
+}

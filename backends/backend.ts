@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { LlamaOps } from "./ops.ts";
+
 /** The device families Denali can run on. */
 export type BackendKind = "cuda" | "hip" | "cpu";
 
@@ -149,6 +151,28 @@ export interface LaunchAbi {
   isDevicePointer(ptr: number): boolean;
 }
 
+/**
+ * A vendor matrix library (cuBLASLt, hipBLASLt) the backend found beside the driver. The matrix
+ * ops time it against Denali's own kernel once per shape and keep the faster; the engine never
+ * knows which one ran.
+ */
+export interface GemmAccelerator {
+  /** Which library, e.g. "cuBLASLt 13.0". */
+  readonly name: string;
+  /** out[M, N] = x[M, K] · W[N, K]ᵀ in bf16 with fp32 accumulation, ordered on `stream`. */
+  gemm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void;
+  /** Releases the library's handles. */
+  close(): void;
+}
+
 /** A device: memory, streams, events, modules, launches and graphs. */
 export interface Backend {
   /** Which backend this is. */
@@ -195,6 +219,12 @@ export interface Backend {
   beginCapture(stream: Stream): void;
   /** Stops recording and returns the instantiated graph, ready to replay. */
   endCapture(stream: Stream): DeviceGraph;
+
+  /** The vendor matrix library, when one was found; null otherwise. */
+  readonly gemmAccelerator: GemmAccelerator | null;
+
+  /** Loads the Llama operator set for this device (modules, launchers, or the CPU code). */
+  loadOps(): Promise<LlamaOps>;
 
   /** Releases the device context; the backend must not be used afterwards. */
   close(): void;

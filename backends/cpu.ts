@@ -16,6 +16,7 @@ import type {
   Stream,
 } from "./backend.ts";
 import { DeviceBuffer } from "./backend.ts";
+import type { LlamaOps } from "./ops.ts";
 
 const NO_MODULES = "the CPU backend runs built-in TypeScript operators, not device modules; " +
   "use --backend cuda or --backend hip for PTX, cubin or HSACO";
@@ -34,6 +35,7 @@ export class CpuBackend implements Backend {
   readonly info: DeviceInfo;
   readonly defaultStream = CPU_STREAM;
   readonly launchAbi = null;
+  readonly gemmAccelerator = null;
   readonly #allocations = new Map<number, Uint8Array>();
 
   constructor() {
@@ -132,6 +134,11 @@ export class CpuBackend implements Backend {
 
   endCapture(): DeviceGraph {
     throw new Error(NO_GRAPHS);
+  }
+
+  async loadOps(): Promise<LlamaOps> {
+    const { cpuOps } = await import("./cpu/index.ts");
+    return cpuOps();
   }
 
   close(): void {

@@ -12,6 +12,7 @@ import type {
   DeviceGraph,
   DeviceInfo,
   DeviceModule,
+  GemmAccelerator,
   HostBuffer,
   KernelFunction,
   LaunchAbi,
@@ -21,6 +22,7 @@ import type {
 import { DeviceBuffer } from "./backend.ts";
 import type { DriverNames, DriverRole, DriverSymbols } from "./driver_ffi.ts";
 import { DriverError, ModuleLoadError } from "./errors.ts";
+import type { LlamaOps } from "./ops.ts";
 
 /** What a concrete driver (CUDA or HIP) supplies to the shared GPU backend. */
 export interface DriverAdapter {
@@ -34,6 +36,8 @@ export interface DriverAdapter {
   readonly info: DeviceInfo;
   /** The driver's name and description for a result code. */
   errorText(code: number): { name: string; message: string };
+  /** Opens the vendor matrix library, if the driver has one beside it; null otherwise. */
+  openAccelerator?(): GemmAccelerator | null;
   /** Releases the context and closes the library. */
   close(): void;
 }
@@ -54,6 +58,7 @@ export class GpuBackend implements Backend {
   readonly info: DeviceInfo;
   readonly defaultStream: Stream;
   readonly launchAbi: LaunchAbi;
+  readonly gemmAccelerator: GemmAccelerator | null;
   readonly #driver: DriverAdapter;
   readonly #sym: DriverSymbols;
   // One out-parameter slot reused by every cold-path call, so none of them allocates.
@@ -68,6 +73,7 @@ export class GpuBackend implements Backend {
     this.kind = driver.kind;
     this.info = driver.info;
     this.defaultStream = new GpuStream(this, null, false);
+    this.gemmAccelerator = driver.openAccelerator?.() ?? null;
     const launchKernel = this.#sym.launchKernel;
     this.launchAbi = {
       launchKernel,
@@ -291,9 +297,16 @@ export class GpuBackend implements Backend {
     };
   }
 
+  async loadOps(): Promise<LlamaOps> {
+    // Imported on demand: the kernels import the backend types, not the other way round.
+    const { loadGpuOps } = await import("../kernels/gpu_ops.ts");
+    return loadGpuOps(this);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.gemmAccelerator?.close();
     this.#driver.close();
   }
 }

@@ -19,6 +19,24 @@
 
 import type { DeviceBuffer, Stream } from "./backend.ts";
 
+/** The elementwise and normalisation family (kernels/src/elementwise.cu, backends/cpu/elementwise.ts). */
+export type ElementwiseOps = Pick<
+  LlamaOps,
+  "embedding" | "rmsNorm" | "rope" | "siluMul" | "castF32ToBf16" | "castBf16ToF32"
+>;
+/** The matrix family (kernels/src/linear.cu, backends/cpu/linear.ts). */
+export type LinearOps = Pick<LlamaOps, "linear" | "prepareLinear">;
+/** The attention and KV-cache family (kernels/src/attention.cu, backends/cpu/attention.ts). */
+export type AttentionOps = Pick<
+  LlamaOps,
+  "kvWrite" | "decodeAttention" | "decodeWorkspaceBytes" | "prefillAttention"
+>;
+/** The sampling family (kernels/src/sampling.cu, backends/cpu/sampling.ts). */
+export type SamplingOps = Pick<
+  LlamaOps,
+  "argmax" | "sample" | "sampleWorkspaceBytes" | "logSoftmax"
+>;
+
 /** RoPE frequencies: the host computes `invFreq` once, including Llama 3.1 `llama3` scaling. */
 export interface RopeTable {
   /** f32 [headDim / 2]: the inverse frequency of each rotated pair. */
@@ -109,6 +127,13 @@ export interface LlamaOps {
     k: number,
     stream: Stream,
   ): void;
+
+  /**
+   * Chooses, once per shape, the faster of Denali's own kernel and the backend's vendor library
+   * (if any) by timing both on `stream`. Call it at start, before any graph capture; shapes not
+   * prepared run on Denali's own kernel. A no-op where there is nothing to choose.
+   */
+  prepareLinear(shapes: readonly { m: number; n: number; k: number }[], stream: Stream): void;
 
   /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, inter + i]; gateUp is [tokens, 2 · inter]. */
   siluMul(

@@ -21,3 +21,16 @@ __device__ inline uint64_t denali_wall_ns() {
 // names tell kernels/build.ts which of the two formats a parameter holds.
 typedef uint16_t f16_bits;
 typedef uint16_t bf16_bits;
+
+// bf16 is stored as raw 16-bit patterns and converted by hand, so neither compiler's bf16
+// header (cuda_bf16.h, hip_bf16.h) is needed and both round identically.
+__device__ __forceinline__ float bf16_to_f32(uint16_t bits) {
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+
+// Round to nearest, ties to even; NaN stays a (quiet) NaN. Matches backends/bf16.ts.
+__device__ __forceinline__ uint16_t f32_to_bf16(float value) {
+  const uint32_t bits = __float_as_uint(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}

@@ -37,6 +37,7 @@ export type {
   DeviceGraph,
   DeviceInfo,
   DeviceModule,
+  GemmAccelerator,
   HostBuffer,
   KernelFunction,
   LaunchAbi,
@@ -44,6 +45,8 @@ export type {
   Stream,
 } from "./backends/backend.ts";
 export { DeviceBuffer } from "./backends/backend.ts";
+export type { AttentionShape, LlamaOps, RopeTable, SamplingBuffers } from "./backends/ops.ts";
+export { decodeBf16, encodeBf16, fromBf16Bits, roundBf16, toBf16Bits } from "./backends/bf16.ts";
 export {
   DriverError,
   DriverNotFoundError,

@@ -4,12 +4,11 @@
  * @module
  */
 
-import type { DeviceInfo } from "./backend.ts";
 import { CU_DEVICE_ATTRIBUTE, CU_RESULT, CUDA_SYMBOLS } from "./cuda_ffi.ts";
 import { type DriverRole, symbolNames } from "./driver_ffi.ts";
 import { cStringFrom, openLibrary } from "./dlopen.ts";
 import { NoDeviceError } from "./errors.ts";
-import { cStringAt, driverCheck, GpuBackend } from "./gpu_backend.ts";
+import { driverCheck, GpuBackend, readDeviceInfo } from "./gpu_backend.ts";
 
 /** Options for opening the CUDA backend. */
 export interface CudaOptions {
@@ -72,28 +71,11 @@ export function openCuda(options: CudaOptions = {}): GpuBackend {
     check(sym.cuDevicePrimaryCtxRetain(ctx, device), "cuDevicePrimaryCtxRetain");
     check(sym.cuCtxSetCurrent(Deno.UnsafePointer.create(ctx[0])), "cuCtxSetCurrent");
 
-    const attribute = (attr: number) => {
-      check(sym.deviceGetAttribute(out, attr, device), role("deviceGetAttribute"));
-      return out[0];
-    };
-    const nameBytes = new Uint8Array(256);
-    check(sym.deviceGetName(nameBytes, nameBytes.length, device), role("deviceGetName"));
-    const free = new BigUint64Array(1);
-    const total = new BigUint64Array(1);
-    check(sym.memGetInfo(free, total), role("memGetInfo"));
-    check(sym.driverGetVersion(out), role("driverGetVersion"));
-    const driverVersion = out[0];
-    const major = attribute(CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR);
-    const minor = attribute(CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR);
-    const info: DeviceInfo = {
-      backend: "cuda",
-      name: cStringAt(nameBytes),
-      arch: `sm_${major}${minor}`,
-      computeCapability: [major, minor],
-      multiprocessors: attribute(CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT),
-      totalMemory: Number(total[0]),
-      driverVersion,
-    };
+    const info = readDeviceInfo("cuda", sym, names, check, device, {
+      major: CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR,
+      minor: CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR,
+      multiprocessors: CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT,
+    }, (major, minor) => `sm_${major}${minor}`);
     return new GpuBackend({
       kind: "cuda",
       symbols: sym,

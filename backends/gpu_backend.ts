@@ -420,6 +420,54 @@ function mib(bytes: number): string {
   return bytes < 2 ** 20 ? `${bytes} bytes` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
+/** Where a driver keeps the three device attributes Denali reads. */
+export interface InfoAttributes {
+  /** Compute capability major (or HIP's equivalent). */
+  readonly major: number;
+  /** Compute capability minor. */
+  readonly minor: number;
+  /** Multiprocessor (compute unit) count. */
+  readonly multiprocessors: number;
+}
+
+/**
+ * Reads a device's DeviceInfo through the shared driver calls. `archOf` names the code-object
+ * target, which is the one thing the drivers report differently.
+ */
+export function readDeviceInfo(
+  kind: "cuda" | "hip",
+  sym: DriverSymbols,
+  names: DriverNames,
+  check: (code: number, call: string) => void,
+  device: number,
+  attributes: InfoAttributes,
+  archOf: (major: number, minor: number) => string,
+): DeviceInfo {
+  const out = new Int32Array(1);
+  const attribute = (attr: number) => {
+    check(sym.deviceGetAttribute(out, attr, device), names.deviceGetAttribute);
+    return out[0];
+  };
+  const nameBytes = new Uint8Array(256);
+  check(sym.deviceGetName(nameBytes, nameBytes.length, device), names.deviceGetName);
+  const free = new BigUint64Array(1);
+  const total = new BigUint64Array(1);
+  check(sym.memGetInfo(free, total), names.memGetInfo);
+  check(sym.driverGetVersion(out), names.driverGetVersion);
+  const driverVersion = out[0];
+  const major = attribute(attributes.major);
+  const minor = attribute(attributes.minor);
+  return {
+    backend: kind,
+    name: cStringAt(nameBytes),
+    arch: archOf(major, minor),
+    computeCapability: [major, minor],
+    multiprocessors: attribute(attributes.multiprocessors),
+    totalMemory: Number(total[0]),
+    driverVersion,
+  };
+}
+
 /** A result-code check for calls made before the backend exists (device discovery). */
 export function driverCheck(
   kind: "cuda" | "hip",

@@ -6,11 +6,10 @@
  * @module
  */
 
-import type { DeviceInfo } from "./backend.ts";
 import { symbolNames } from "./driver_ffi.ts";
 import { cStringFrom, openLibrary } from "./dlopen.ts";
 import { NoDeviceError } from "./errors.ts";
-import { cStringAt, driverCheck, GpuBackend } from "./gpu_backend.ts";
+import { driverCheck, GpuBackend, readDeviceInfo } from "./gpu_backend.ts";
 import { HIP_DEVICE_ATTRIBUTE, HIP_SYMBOLS } from "./hip_ffi.ts";
 
 /** Options for opening the HIP backend. */
@@ -69,28 +68,11 @@ export function openHip(options: HipOptions = {}): GpuBackend {
       throw new RangeError(`HIP device ${ordinal} does not exist: there are ${count}`);
     }
     check(sym.hipSetDevice(ordinal), "hipSetDevice");
-    const attribute = (attr: number) => {
-      check(sym.deviceGetAttribute(out, attr, ordinal), names.deviceGetAttribute);
-      return out[0];
-    };
-    const nameBytes = new Uint8Array(256);
-    check(sym.deviceGetName(nameBytes, nameBytes.length, ordinal), names.deviceGetName);
-    const free = new BigUint64Array(1);
-    const total = new BigUint64Array(1);
-    check(sym.memGetInfo(free, total), names.memGetInfo);
-    check(sym.driverGetVersion(out), names.driverGetVersion);
-    const driverVersion = out[0];
-    const major = attribute(HIP_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR);
-    const minor = attribute(HIP_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR);
-    const info: DeviceInfo = {
-      backend: "hip",
-      name: cStringAt(nameBytes),
-      arch: gfxArch(sym.hipGetDeviceProperties, ordinal),
-      computeCapability: [major, minor],
-      multiprocessors: attribute(HIP_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT),
-      totalMemory: Number(total[0]),
-      driverVersion,
-    };
+    const info = readDeviceInfo("hip", sym, names, check, ordinal, {
+      major: HIP_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR,
+      minor: HIP_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR,
+      multiprocessors: HIP_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT,
+    }, () => gfxArch(sym.hipGetDeviceProperties, ordinal));
     return new GpuBackend({
       kind: "hip",
       symbols: sym,

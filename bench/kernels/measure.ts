@@ -1,0 +1,61 @@
+/**
+ * Shared GPU timing for the kernel benchmarks: device-event medians and the measured copy
+ * bandwidth every memory-bound kernel is compared against, so all family benchmarks report in
+ * one format (`BENCH <op> <shape> time_us=... gbps=... [tflops=...]`).
+ *
+ * @module
+ */
+
+import type { Backend, Stream } from "../../backends/backend.ts";
+
+/** Median device time in microseconds of `run` (which enqueues work on `stream`). */
+export function medianUs(
+  gpu: Backend,
+  stream: Stream,
+  run: (rep: number) => void,
+  reps = 30,
+  warmup = 5,
+): number {
+  for (let i = 0; i < warmup; i++) run(i);
+  const start = gpu.createEvent();
+  const stop = gpu.createEvent();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    start.record(stream);
+    run(i);
+    stop.record(stream);
+    stop.synchronize();
+    times.push(stop.elapsedMsSince(start) * 1000);
+  }
+  start.destroy();
+  stop.destroy();
+  times.sort((a, b) => a - b);
+  return times[Math.floor(reps / 2)];
+}
+
+/**
+ * Device-to-device copy bandwidth in GB/s (bytes read plus bytes written), over a copy of
+ * `bytes` (default 1 GiB) so caches don't flatter it.
+ */
+export function copyBandwidthGbps(gpu: Backend, stream: Stream, bytes = 2 ** 30): number {
+  const src = gpu.alloc(bytes);
+  const dst = gpu.alloc(bytes);
+  gpu.memset(src, 1);
+  const us = medianUs(gpu, stream, () => gpu.copyDevice(dst, src, stream), 10, 2);
+  gpu.free(src);
+  gpu.free(dst);
+  return (2 * bytes) / (us * 1e3);
+}
+
+/** Prints one benchmark line in the shared format. */
+export function printBench(
+  op: string,
+  shape: string,
+  timeUs: number,
+  bytes: number,
+  flops = 0,
+): void {
+  const gbps = bytes / (timeUs * 1e3);
+  const tflops = flops ? ` tflops=${(flops / (timeUs * 1e6)).toFixed(1)}` : "";
+  console.log(`BENCH ${op} ${shape} time_us=${timeUs.toFixed(2)} gbps=${gbps.toFixed(0)}${tflops}`);
+}

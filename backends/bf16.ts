@@ -31,14 +31,17 @@ export function roundBf16(value: number): number {
 /** Encodes f32 values as bf16 bit patterns. */
 export function encodeBf16(
   values: ArrayLike<number>,
-  out = new Uint16Array(values.length),
+  out: Uint16Array = new Uint16Array(values.length),
 ): Uint16Array {
   for (let i = 0; i < values.length; i++) out[i] = toBf16Bits(values[i]);
   return out;
 }
 
 /** Decodes bf16 bit patterns to f32 values. */
-export function decodeBf16(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
+export function decodeBf16(
+  bits: Uint16Array,
+  out: Float32Array = new Float32Array(bits.length),
+): Float32Array {
   const wide = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
   return out;

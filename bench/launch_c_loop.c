@@ -13,3 +13,14 @@ int c_launch_loop(CUfunction f, CUstream stream, void** params, int count) {
   }
   return 0;
 }
+
+// The same single launch, but clearing the upper AVX register halves first. Diagnostic: if the
+// JS-to-C alternation costs come from AVX/SSE transition penalties (V8 code leaving dirty upper
+// state before SSE-heavy driver code), this variant runs as fast as the tight C loop.
+int c_launch_one_vzeroupper(CUfunction f, CUstream stream, void** params) {
+#if defined(__x86_64__)
+  __asm__ volatile("vzeroupper" ::: "memory");
+#endif
+  CUresult rc = cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+  return (int)rc;
+}

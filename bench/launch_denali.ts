@@ -69,8 +69,10 @@ const cLoopPath = Deno.args[0];
 if (cLoopPath) {
   const lib = Deno.dlopen(cLoopPath, {
     c_launch_loop: { parameters: ["pointer", "pointer", "pointer", "i32"], result: "i32" },
+    c_launch_one_vzeroupper: { parameters: ["pointer", "pointer", "pointer"], result: "i32" },
   });
   const loop = lib.symbols.c_launch_loop;
+  const vzu = lib.symbols.c_launch_one_vzeroupper;
   contenders.unshift({
     name: "c_loop_cuLaunchKernel",
     batch: () => {
@@ -83,6 +85,11 @@ if (cLoopPath) {
     name: "c_loop_one_per_ffi_call",
     batch: () => {
       for (let i = 0; i < BATCH; i++) loop(fn, native, slotsPtr, 1);
+    },
+  }, {
+    name: "c_one_vzeroupper_per_ffi_call",
+    batch: () => {
+      for (let i = 0; i < BATCH; i++) vzu(fn, native, slotsPtr);
     },
   });
 }

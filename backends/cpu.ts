@@ -61,7 +61,9 @@ export class CpuBackend implements Backend {
     }
     let host: Uint8Array;
     try {
-      host = new Uint8Array(bytes);
+      // An explicit ArrayBuffer is always off the V8 heap, so its address never moves; a small
+      // `new Uint8Array(n)` may live on the heap and be moved by the GC.
+      host = new Uint8Array(new ArrayBuffer(bytes));
     } catch {
       throw new RangeError(`alloc(${bytes}): the host is out of memory`);
     }

@@ -6,6 +6,7 @@
 
 import { CU_DEVICE_ATTRIBUTE, CU_RESULT, CUDA_SYMBOLS } from "./cuda_ffi.ts";
 import { type DriverRole, symbolNames } from "./driver_ffi.ts";
+import { openCublasLt } from "./cublaslt.ts";
 import { cStringFrom, openLibrary } from "./dlopen.ts";
 import { NoDeviceError } from "./errors.ts";
 import { driverCheck, GpuBackend, readDeviceInfo } from "./gpu_backend.ts";
@@ -82,6 +83,16 @@ export function openCuda(options: CudaOptions = {}): GpuBackend {
       names,
       info,
       errorText,
+      // cuBLASLt is an optional accelerator: if it is absent or fails to start, Denali's own
+      // GEMM serves alone, so a broken vendor library never stops the backend from opening.
+      openAccelerator: () => {
+        try {
+          return openCublasLt({ driver: { symbols: sym, names, errorText } });
+        } catch (error) {
+          console.error(`[denali] cuBLASLt unavailable, using Denali's GEMM: ${error}`);
+          return null;
+        }
+      },
       close: () => {
         sym.cuDevicePrimaryCtxRelease_v2(device);
         library.close();

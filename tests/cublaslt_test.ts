@@ -1,0 +1,568 @@
+/**
+ * The vendor GEMM accelerators without a GPU: an absent library gives null and a reason, the
+ * symbol tables bind what they should, and the Lt engine runs end to end against a fake
+ * libcublasLt / libhipblaslt (fake_driver/fake_cublaslt.c) that really multiplies CpuBackend
+ * memory from the layouts it is given, so the row-major to column-major mapping, the per-shape
+ * planning, the workspace, the stream and the error wrapping are all checked here.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { DeviceBuffer, GemmAccelerator, Stream } from "../backends/backend.ts";
+import { encodeBf16, fromBf16Bits, roundBf16 } from "../backends/bf16.ts";
+import { CpuBackend } from "../backends/cpu.ts";
+import { CUBLASLT_PATHS, type LtOptions, openCublasLt } from "../backends/cublaslt.ts";
+import { CUBLASLT_SYMBOLS, LT_SIGNATURES, ltSymbolNames } from "../backends/cublaslt_ffi.ts";
+import { CUDA_SYMBOLS } from "../backends/cuda_ffi.ts";
+import { symbolNames } from "../backends/driver_ffi.ts";
+import { cStringFrom } from "../backends/dlopen.ts";
+import { DriverError } from "../backends/errors.ts";
+import { HIP_SYMBOLS } from "../backends/hip_ffi.ts";
+import { HIPBLASLT_PATHS, openHipBlasLt } from "../backends/hipblaslt.ts";
+import { HIPBLASLT_SYMBOLS } from "../backends/hipblaslt_ffi.ts";
+import { buildFakeDriver, openFakeControl } from "./fake_driver/fake.ts";
+import { randomArray, relativeError } from "./support/numeric.ts";
+
+const MIB = 2 ** 20;
+
+// ---- The fake Lt library -----------------------------------------------------------------------
+
+const CONTROL_SYMBOLS = {
+  fake_lt_fail_next: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  fake_lt_set_no_algorithm: { parameters: ["i32"], result: "void" },
+  fake_lt_reset: { parameters: [], result: "void" },
+  fake_lt_live_objects: { parameters: [], result: "u64" },
+  fake_lt_heuristic_calls: { parameters: [], result: "u64" },
+  fake_lt_matmul_calls: { parameters: [], result: "u64" },
+  fake_lt_last_stream: { parameters: [], result: "u64" },
+  fake_lt_last_workspace: { parameters: [], result: "u64" },
+  fake_lt_last_workspace_bytes: { parameters: [], result: "u64" },
+  fake_lt_pref_workspace_bytes: { parameters: [], result: "u64" },
+  fake_lt_pref_alignment: { parameters: ["i32"], result: "u32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Control = Deno.DynamicLibrary<typeof CONTROL_SYMBOLS>["symbols"];
+
+let cacheDir: string | undefined;
+const built = new Map<string, string>();
+
+/** Compiles the fake Lt library once per flavour and process, as fake.ts does the driver. */
+function buildFakeLt(hip: boolean): string {
+  const name = hip ? "libfake_hipblaslt.so" : "libfake_cublaslt.so";
+  const cached = built.get(name);
+  if (cached) return cached;
+  if (!cacheDir) {
+    cacheDir = Deno.makeTempDirSync({ prefix: "denali-fake-lt-" });
+    const dir = cacheDir;
+    // Unlinking a loaded .so is safe on Linux, and the temp dir would otherwise pile up per run.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // Best effort: a leftover temp dir is harmless.
+      }
+    });
+  }
+  const source = decodeURIComponent(
+    new URL("./fake_driver/fake_cublaslt.c", import.meta.url).pathname,
+  );
+  const output = `${cacheDir}/${name}`;
+  const args = ["-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-o", output, source];
+  if (hip) args.unshift("-DFAKE_HIP");
+  const result = new Deno.Command("gcc", { args, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!result.success) {
+    const stderr = new TextDecoder().decode(result.stderr);
+    throw new Error(`gcc failed to build the fake Lt library (${name}):\n${stderr}`);
+  }
+  built.set(name, output);
+  return output;
+}
+
+/** One Lt library as the tests drive it: how to open it and what it calls things. */
+interface Flavour {
+  readonly label: string;
+  readonly hip: boolean;
+  readonly open: (options?: LtOptions) => GemmAccelerator | null;
+  readonly name: string;
+  /** The exported name of a call, e.g. `cublasLtMatmul`. */
+  readonly call: (suffix: string) => string;
+  readonly executionFailed: { code: number; name: string; message: RegExp };
+  readonly notInitialized: { code: number; name: string };
+  readonly notSupported: { code: number; name: string };
+}
+
+const FLAVOURS: readonly Flavour[] = [
+  {
+    label: "cuBLASLt",
+    hip: false,
+    open: openCublasLt,
+    name: "cuBLASLt 13.0.2",
+    call: (suffix) => `cublasLt${suffix}`,
+    executionFailed: {
+      code: 13,
+      name: "CUBLAS_STATUS_EXECUTION_FAILED",
+      message: /^fake: the GPU program failed to execute$/,
+    },
+    notInitialized: { code: 1, name: "CUBLAS_STATUS_NOT_INITIALIZED" },
+    notSupported: { code: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED" },
+  },
+  {
+    label: "hipBLASLt",
+    hip: true,
+    open: openHipBlasLt,
+    name: "hipBLASLt 1.2.0",
+    call: (suffix) => `hipblasLt${suffix}`,
+    executionFailed: {
+      code: 5,
+      name: "HIPBLAS_STATUS_EXECUTION_FAILED",
+      message: /GPU program failed to execute/,
+    },
+    notInitialized: { code: 1, name: "HIPBLAS_STATUS_NOT_INITIALIZED" },
+    notSupported: { code: 7, name: "HIPBLAS_STATUS_NOT_SUPPORTED" },
+  },
+];
+
+/** CpuBackend memory that counts workspace allocations, so leaks show. */
+class CountingMemory {
+  readonly cpu = new CpuBackend();
+  allocs = 0;
+  frees = 0;
+  lastBytes = 0;
+  lastPtr = 0;
+
+  alloc = (bytes: number): DeviceBuffer => {
+    this.allocs++;
+    this.lastBytes = bytes;
+    const buffer = this.cpu.alloc(bytes);
+    this.lastPtr = buffer.ptr;
+    return buffer;
+  };
+
+  free = (buffer: DeviceBuffer): void => {
+    this.frees++;
+    this.cpu.free(buffer);
+  };
+}
+
+interface Fixture {
+  readonly gemm: GemmAccelerator;
+  readonly fake: Control;
+  readonly memory: CountingMemory;
+  readonly cpu: CpuBackend;
+  readonly stream: Stream;
+}
+
+/** Runs `body` on a fresh accelerator over the fake, then closes it and checks nothing leaked. */
+function withFake(
+  flavour: Flavour,
+  body: (f: Fixture) => void,
+  options: Partial<LtOptions> = {},
+): () => void {
+  return () => {
+    const libraryPath = buildFakeLt(flavour.hip);
+    // Opened first and closed last, so the fake's state outlives the accelerator's dlclose.
+    const control = Deno.dlopen(libraryPath, CONTROL_SYMBOLS);
+    const fake = control.symbols;
+    fake.fake_lt_reset();
+    const memory = new CountingMemory();
+    try {
+      const gemm = flavour.open({ libraryPath, memory, ...options });
+      assert.ok(gemm, "the fake library should open");
+      try {
+        body({ gemm, fake, memory, cpu: memory.cpu, stream: memory.cpu.defaultStream });
+      } finally {
+        gemm.close();
+      }
+      assert.equal(fake.fake_lt_live_objects(), 0n, "every handle, descriptor and layout freed");
+      assert.equal(memory.frees, memory.allocs, "the workspace is freed");
+    } finally {
+      fake.fake_lt_reset();
+      control.close();
+    }
+  };
+}
+
+/** A bf16 matrix on the CPU "device" (at least 256 bytes, so V8 keeps it off its moving heap). */
+function upload(cpu: CpuBackend, values: Float32Array): DeviceBuffer {
+  const buffer = cpu.alloc(Math.max(256, values.length * 2));
+  cpu.copyToDevice(buffer, encodeBf16(values));
+  return buffer;
+}
+
+/** out[M, N] = x[M, K] · W[N, K]ᵀ in f64 from bf16-rounded inputs, rounded to bf16. */
+function reference(x: Float32Array, w: Float32Array, m: number, n: number, k: number) {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      for (let l = 0; l < k; l++) acc += x[i * k + l] * w[j * k + l];
+      out[i * n + j] = roundBf16(acc);
+    }
+  }
+  return out;
+}
+
+/** Random bf16-exact values. */
+function bf16Random(n: number, seed: number): Float32Array {
+  return randomArray(n, seed).map(roundBf16);
+}
+
+/** Reads `count` bf16 values from a CPU buffer. */
+function readBf16(buffer: DeviceBuffer, count: number): Float32Array {
+  const bits = new Uint16Array(buffer.host!.buffer, buffer.host!.byteOffset, count);
+  return Float32Array.from(bits, fromBf16Bits);
+}
+
+/** Runs one gemm on fresh random inputs and returns its relative error against the reference. */
+function gemmError(f: Fixture, m: number, n: number, k: number, seed: number): number {
+  const xs = bf16Random(m * k, seed), ws = bf16Random(n * k, seed + 1);
+  const x = upload(f.cpu, xs), w = upload(f.cpu, ws);
+  const out = f.cpu.alloc(Math.max(256, m * n * 2));
+  f.cpu.memset(out, 0xff); // NaN: an element the library does not write fails
+  f.gemm.gemm(out, x, w, m, n, k, f.stream);
+  const got = readBf16(out, m * n);
+  assert.ok(got.every(Number.isFinite), `${m}x${n}x${k}: every output element is written`);
+  return relativeError(got, reference(xs, ws, m, n, k));
+}
+
+/** What `fn` threw; fails the test if it returned. */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  assert.fail("expected an error, but the call returned");
+}
+
+// ---- Absent libraries and symbol tables --------------------------------------------------------
+
+for (const flavour of FLAVOURS) {
+  const soname = flavour.hip ? "libhipblaslt.so.1" : "libcublasLt.so.13";
+
+  Deno.test(`${flavour.label}: an absent library gives null and a reason naming it`, () => {
+    const reasons: string[] = [];
+    const path = `/nonexistent/${soname}`;
+    const gemm = flavour.open({ libraryPath: path, onUnavailable: (r) => reasons.push(r) });
+    assert.equal(gemm, null);
+    assert.equal(reasons.length, 1);
+    assert.ok(reasons[0].includes(path), reasons[0]);
+    assert.ok(reasons[0].includes(flavour.label), reasons[0]);
+    // Without a callback the absence is silent: it is a slower path, not an error.
+    assert.equal(flavour.open({ libraryPath: path }), null);
+  });
+
+  Deno.test(`${flavour.label}: the environment variable names the library`, () => {
+    const variable = flavour.hip ? "DENALI_LIBHIPBLASLT" : "DENALI_LIBCUBLASLT";
+    const previous = Deno.env.get(variable);
+    Deno.env.set(variable, `/elsewhere/${soname}`);
+    try {
+      let reason = "";
+      assert.equal(flavour.open({ onUnavailable: (r) => reason = r }), null);
+      assert.ok(reason.includes(`/elsewhere/${soname}`), reason);
+    } finally {
+      if (previous === undefined) Deno.env.delete(variable);
+      else Deno.env.set(variable, previous);
+    }
+  });
+
+  Deno.test(`${flavour.label}: a library without its symbols gives null naming one`, () => {
+    let reason = "";
+    const gemm = flavour.open({ libraryPath: "libc.so.6", onUnavailable: (r) => reason = r });
+    assert.equal(gemm, null);
+    assert.match(
+      reason,
+      flavour.hip ? /lacks the symbol hipblasLt\w+/ : /lacks the symbol cublasLt\w+/,
+    );
+  });
+}
+
+Deno.test("the search paths try the newest soname first, then the default install", () => {
+  assert.deepEqual(CUBLASLT_PATHS.slice(0, 2), ["libcublasLt.so.13", "libcublasLt.so.12"]);
+  assert.ok(CUBLASLT_PATHS.includes("/usr/local/cuda/lib64/libcublasLt.so.13"));
+  assert.ok(CUBLASLT_PATHS.includes("/usr/local/cuda/lib64/libcublasLt.so.12"));
+  assert.deepEqual(HIPBLASLT_PATHS.slice(0, 2), ["libhipblaslt.so.1", "libhipblaslt.so.0"]);
+});
+
+Deno.test("the symbol tables bind every Lt call under each library's name", () => {
+  const roles = Object.keys(LT_SIGNATURES).sort();
+  const cuda = ltSymbolNames(CUBLASLT_SYMBOLS);
+  const hip = ltSymbolNames(HIPBLASLT_SYMBOLS);
+  const expected = {
+    create: "Create",
+    destroy: "Destroy",
+    matmulDescCreate: "MatmulDescCreate",
+    matmulDescDestroy: "MatmulDescDestroy",
+    matmulDescSetAttribute: "MatmulDescSetAttribute",
+    matrixLayoutCreate: "MatrixLayoutCreate",
+    matrixLayoutDestroy: "MatrixLayoutDestroy",
+    matmulPreferenceCreate: "MatmulPreferenceCreate",
+    matmulPreferenceSetAttribute: "MatmulPreferenceSetAttribute",
+    matmulPreferenceDestroy: "MatmulPreferenceDestroy",
+    matmulAlgoGetHeuristic: "MatmulAlgoGetHeuristic",
+    matmul: "Matmul",
+  };
+  assert.deepEqual(Object.keys(expected).sort(), roles);
+  for (const [role, suffix] of Object.entries(expected)) {
+    assert.equal(cuda[role as keyof typeof cuda], `cublasLt${suffix}`);
+    assert.equal(hip[role as keyof typeof hip], `hipblasLt${suffix}`);
+  }
+  for (const extra of ["cublasLtGetVersion", "cublasLtGetStatusName", "cublasLtGetStatusString"]) {
+    assert.ok(extra in CUBLASLT_SYMBOLS, extra);
+  }
+  assert.ok("hipblasLtGetVersion" in HIPBLASLT_SYMBOLS);
+  // The argument counts of the C prototypes.
+  assert.equal(LT_SIGNATURES.matmul.parameters.length, 16);
+  assert.equal(LT_SIGNATURES.matmulAlgoGetHeuristic.parameters.length, 10);
+  assert.equal(LT_SIGNATURES.matrixLayoutCreate.parameters.length, 5);
+});
+
+// ---- The engine on the fake --------------------------------------------------------------------
+
+for (const flavour of FLAVOURS) {
+  const t = (name: string, body: (f: Fixture) => void, options?: Partial<LtOptions>) =>
+    Deno.test(`${flavour.label} (fake): ${name}`, withFake(flavour, body, options));
+
+  t("names itself with its version", (f) => {
+    assert.equal(f.gemm.name, flavour.name);
+  });
+
+  t("computes out = x · Wᵀ for assorted shapes", (f) => {
+    const shapes = [[1, 1, 1], [1, 7, 5], [3, 16, 8], [5, 9, 33], [16, 24, 40], [17, 3, 64]];
+    for (const [m, n, k] of shapes) {
+      const error = gemmError(f, m, n, k, m * 1000 + n * 10 + k);
+      // Both sides round the same fp32-or-better sum to bf16, so only ties may differ.
+      assert.ok(error < 4e-3, `${m}x${n}x${k}: relative error ${error}`);
+    }
+  });
+
+  t("plans once per shape and alignment, then only multiplies", (f) => {
+    const calls = () => Number(f.fake.fake_lt_heuristic_calls());
+    gemmError(f, 4, 8, 16, 1);
+    gemmError(f, 4, 8, 16, 2);
+    assert.equal(calls(), 1, "the same shape reuses its plan");
+    gemmError(f, 5, 8, 16, 3);
+    assert.equal(calls(), 2, "another M is another plan");
+    gemmError(f, 4, 16, 8, 4);
+    assert.equal(calls(), 3, "another weight shape is another plan");
+    assert.equal(f.fake.fake_lt_matmul_calls(), 4n);
+    if (!flavour.hip) {
+      for (let which = 0; which < 4; which++) {
+        assert.equal(f.fake.fake_lt_pref_alignment(which), 16, "CpuBackend buffers are aligned");
+      }
+    }
+    // A view 2 bytes in is 2-byte aligned: a plan of its own, and cuBLASLt is told so.
+    const [m, n, k] = [4, 8, 16];
+    const xs = bf16Random(m * k + 1, 5), ws = bf16Random(n * k, 6);
+    const x = upload(f.cpu, xs), w = upload(f.cpu, ws);
+    const out = f.cpu.alloc(256);
+    f.gemm.gemm(out, x.slice(2), w, m, n, k, f.stream);
+    assert.equal(calls(), 4);
+    if (!flavour.hip) assert.equal(f.fake.fake_lt_pref_alignment(1), 2);
+    const error = relativeError(readBf16(out, m * n), reference(xs.subarray(1), ws, m, n, k));
+    assert.ok(error < 4e-3, `offset view: relative error ${error}`);
+    f.gemm.gemm(out, x.slice(2), w, m, n, k, f.stream);
+    assert.equal(calls(), 4, "the 2-byte plan is reused");
+  });
+
+  t("passes the stream, the workspace and its size", (f) => {
+    assert.equal(f.memory.allocs, 1);
+    assert.equal(f.memory.lastBytes, 32 * MIB, "32 MiB by default");
+    const stream: Stream = {
+      native: Deno.UnsafePointer.create(0x5eedn),
+      synchronize() {},
+      destroy() {},
+    };
+    const x = upload(f.cpu, bf16Random(64, 1)), w = upload(f.cpu, bf16Random(64, 2));
+    const out = f.cpu.alloc(256);
+    f.gemm.gemm(out, x, w, 8, 8, 8, stream);
+    assert.equal(f.fake.fake_lt_last_stream(), 0x5eedn);
+    assert.equal(f.fake.fake_lt_last_workspace(), BigInt(f.memory.lastPtr));
+    assert.equal(f.fake.fake_lt_last_workspace_bytes(), BigInt(32 * MIB));
+    assert.equal(f.fake.fake_lt_pref_workspace_bytes(), BigInt(32 * MIB));
+    f.gemm.gemm(out, x, w, 8, 8, 8, f.stream);
+    assert.equal(f.fake.fake_lt_last_stream(), 0n, "the default stream is null");
+  });
+
+  t("runs without a workspace when asked to", (f) => {
+    assert.equal(f.memory.allocs, 0);
+    const error = gemmError(f, 3, 5, 7, 9);
+    assert.ok(error < 4e-3);
+    assert.equal(f.fake.fake_lt_last_workspace(), 0n);
+    assert.equal(f.fake.fake_lt_last_workspace_bytes(), 0n);
+    assert.equal(f.fake.fake_lt_pref_workspace_bytes(), 0n);
+  }, { workspaceBytes: 0 });
+
+  t("turns a failing matmul into a DriverError and carries on", (f) => {
+    gemmError(f, 2, 8, 8, 1);
+    const { code, name, message } = flavour.executionFailed;
+    failNext(f.fake, flavour.call("Matmul"), code);
+    const error = thrown(() => gemmError(f, 2, 8, 8, 1));
+    assert.ok(error instanceof DriverError, String(error));
+    assert.equal(error.backend, flavour.hip ? "hip" : "cuda");
+    assert.equal(error.call, flavour.call("Matmul"));
+    assert.equal(error.code, code);
+    assert.equal(error.codeName, name);
+    assert.match(error.driverMessage, message);
+    assert.match(error.message, new RegExp(`^${flavour.call("Matmul")} failed: ${name}`));
+    assert.ok(gemmError(f, 2, 8, 8, 1) < 4e-3, "the next call works");
+  });
+
+  t("reports a shape without an algorithm, naming the shape", (f) => {
+    f.fake.fake_lt_set_no_algorithm(1);
+    const error = thrown(() => gemmError(f, 2, 8, 16, 1));
+    assert.ok(error instanceof DriverError, String(error));
+    assert.equal(error.call, flavour.call("MatmulAlgoGetHeuristic"));
+    assert.equal(error.code, flavour.notSupported.code);
+    assert.equal(error.codeName, flavour.notSupported.name);
+    assert.match(error.message, /no algorithm for out\[2, 8\] = x\[2, 16\] · W\[8, 16\]ᵀ/);
+    f.fake.fake_lt_set_no_algorithm(0);
+    assert.ok(gemmError(f, 2, 8, 16, 1) < 4e-3, "a failed plan is not cached");
+  });
+
+  t("a failure while planning leaks no layout", (f) => {
+    const live = f.fake.fake_lt_live_objects();
+    const x = upload(f.cpu, bf16Random(64, 1)), w = upload(f.cpu, bf16Random(64, 2));
+    const out = f.cpu.alloc(256);
+    f.gemm.gemm(out, x, w, 8, 8, 8, f.stream);
+    const planned = f.fake.fake_lt_live_objects();
+    assert.equal(planned, live + 3n, "one weight layout, and x's and out's for the plan");
+    // A new M with the same weight: x's layout is made, out's fails.
+    failNext(f.fake, flavour.call("MatrixLayoutCreate"), 3, 1);
+    const error = thrown(() => f.gemm.gemm(out, x, w, 4, 8, 8, f.stream));
+    assert.ok(error instanceof DriverError, String(error));
+    assert.equal(error.call, flavour.call("MatrixLayoutCreate"));
+    assert.equal(f.fake.fake_lt_live_objects(), planned, "x's layout was destroyed again");
+    // And when the heuristic fails, both layouts go.
+    failNext(f.fake, flavour.call("MatmulAlgoGetHeuristic"), 3);
+    assert.ok(thrown(() => f.gemm.gemm(out, x, w, 4, 8, 8, f.stream)) instanceof DriverError);
+    assert.equal(f.fake.fake_lt_live_objects(), planned);
+    f.gemm.gemm(out, x, w, 4, 8, 8, f.stream);
+    assert.equal(f.fake.fake_lt_live_objects(), planned + 2n);
+  });
+
+  t("checks its arguments before calling the library", (f) => {
+    const x = upload(f.cpu, bf16Random(64, 1)), w = upload(f.cpu, bf16Random(64, 2));
+    const out = f.cpu.alloc(256);
+    const gemm = (m: number, n: number, k: number, o = out, a = x, b = w) =>
+      thrown(() => f.gemm.gemm(o, a, b, m, n, k, f.stream));
+    const range = (error: unknown, pattern: RegExp) => {
+      assert.ok(error instanceof RangeError, String(error));
+      assert.match(error.message, pattern);
+      assert.match(error.message, new RegExp(`^${flavour.label} \\d+\\.\\d+\\.\\d+ gemm: `));
+    };
+    range(gemm(0, 8, 8), /m must be an integer in 1\.\.16777215, got 0/);
+    range(gemm(2, 1.5, 8), /n must be an integer/);
+    range(gemm(2, 8, -1), /k must be an integer/);
+    range(gemm(2, 8, 2 ** 24), /k must be an integer/);
+    range(gemm(8, 32, 8), /out \[8, 32\] bf16 needs 512 bytes, but the buffer has 256/);
+    range(gemm(8, 8, 32), /x \[8, 32\] bf16 needs 512 bytes/);
+    range(gemm(2, 32, 8), /weight \[32, 8\] bf16 needs 512 bytes/);
+    range(gemm(2, 8, 8, out.slice(1)), /even addresses/);
+    assert.equal(f.fake.fake_lt_heuristic_calls(), 0n);
+    assert.equal(f.fake.fake_lt_matmul_calls(), 0n);
+  });
+
+  t("close releases everything once; a closed accelerator refuses work", (f) => {
+    gemmError(f, 2, 8, 8, 1);
+    gemmError(f, 3, 8, 8, 1);
+    f.gemm.close();
+    assert.equal(f.fake.fake_lt_live_objects(), 0n);
+    assert.equal(f.memory.frees, 1);
+    f.gemm.close(); // a second close does nothing (withFake closes a third time)
+    const x = upload(f.cpu, bf16Random(64, 1));
+    const error = thrown(() => f.gemm.gemm(x, x, x, 2, 2, 2, f.stream));
+    assert.ok(error instanceof TypeError && /closed/.test(error.message), String(error));
+  });
+
+  Deno.test(`${flavour.label} (fake): a failing create throws and leaks nothing`, () => {
+    const libraryPath = buildFakeLt(flavour.hip);
+    const control = Deno.dlopen(libraryPath, CONTROL_SYMBOLS);
+    const fake = control.symbols;
+    try {
+      fake.fake_lt_reset();
+      const memory = new CountingMemory();
+      for (const suffix of ["Create", "MatmulDescCreate", "MatmulPreferenceSetAttribute"]) {
+        failNext(fake, flavour.call(suffix), flavour.notInitialized.code);
+        const error = thrown(() => flavour.open({ libraryPath, memory }));
+        assert.ok(error instanceof DriverError, String(error));
+        assert.equal(error.call, flavour.call(suffix));
+        assert.equal(error.codeName, flavour.notInitialized.name);
+        assert.equal(fake.fake_lt_live_objects(), 0n, `after a failing ${suffix}`);
+        assert.equal(memory.frees, memory.allocs, `no workspace left after a failing ${suffix}`);
+      }
+    } finally {
+      fake.fake_lt_reset();
+      control.close();
+    }
+  });
+
+  Deno.test(`${flavour.label} (fake): the workspace can come from the driver's own calls`, () => {
+    const ltPath = buildFakeLt(flavour.hip);
+    const driverPath = buildFakeDriver({ hip: flavour.hip });
+    const control = Deno.dlopen(ltPath, CONTROL_SYMBOLS);
+    const driverFake = openFakeControl(driverPath);
+    // The driver calls as the adapter in cuda.ts / hip.ts would hand them over.
+    const table = flavour.hip ? HIP_SYMBOLS : CUDA_SYMBOLS;
+    const driverLib = Deno.dlopen(driverPath, table);
+    const errorText = (code: number) => ({ name: `fake driver error ${code}`, message: "fake" });
+    const driver = { symbols: driverLib.symbols, names: symbolNames(table), errorText };
+    try {
+      control.symbols.fake_lt_reset();
+      driverFake.reset();
+      const before = driverFake.bytesAllocated();
+      const gemm = flavour.open({ libraryPath: ltPath, driver });
+      assert.ok(gemm);
+      assert.equal(driverFake.bytesAllocated() - before, 32 * MIB);
+      gemm.close();
+      assert.equal(driverFake.bytesAllocated(), before);
+
+      const alloc = flavour.hip ? "hipMalloc" : "cuMemAlloc_v2";
+      driverFake.failNext(alloc, 2);
+      const error = thrown(() => flavour.open({ libraryPath: ltPath, driver }));
+      assert.ok(error instanceof DriverError, String(error));
+      assert.equal(error.call, alloc);
+      assert.equal(error.codeName, "fake driver error 2");
+      assert.equal(control.symbols.fake_lt_live_objects(), 0n);
+    } finally {
+      control.symbols.fake_lt_reset();
+      driverFake.reset();
+      driverLib.close();
+      driverFake.close();
+      control.close();
+    }
+  });
+}
+
+Deno.test("a workspace with nowhere to come from is a usage error", () => {
+  const libraryPath = buildFakeLt(false);
+  const control = Deno.dlopen(libraryPath, CONTROL_SYMBOLS);
+  try {
+    const error = thrown(() => openCublasLt({ libraryPath, workspaceBytes: MIB }));
+    assert.ok(
+      error instanceof TypeError && /options\.memory or options\.driver/.test(error.message),
+    );
+    assert.equal(control.symbols.fake_lt_live_objects(), 0n);
+  } finally {
+    control.close();
+  }
+});
+
+/** Makes the fake fail the call after the next `skip` calls of `symbol` with `status`. */
+function failNext(fake: Control, symbol: string, status: number, skip = 0): void {
+  const name = new TextEncoder().encode(`${symbol}\0`);
+  assert.equal(fake.fake_lt_fail_next(name, skip, status), 0, `queue a failure of ${symbol}`);
+}
+
+Deno.test("cuBLASLt (fake): status names and text come from the library", () => {
+  const libraryPath = buildFakeLt(false);
+  const lib = Deno.dlopen(libraryPath, CUBLASLT_SYMBOLS);
+  try {
+    const s = lib.symbols;
+    assert.equal(cStringFrom(s.cublasLtGetStatusName(7), ""), "CUBLAS_STATUS_INVALID_VALUE");
+    assert.match(cStringFrom(s.cublasLtGetStatusString(7), ""), /unsupported value/);
+  } finally {
+    lib.close();
+  }
+});

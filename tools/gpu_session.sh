@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One batched run on the GPU machine (device tool, carry [".device"]):
+#   bash tools/gpu_session.sh [fixtures] [tests] [launch] [kernels]
+# Each step's full output goes to $OUT/<step>.log; a short summary is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/denali-out}"
+mkdir -p "$OUT"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(fixtures tests launch kernels)
+run() { bash .device/gpu.sh "$@"; }
+summary=()
+
+for step in "${steps[@]}"; do
+  log="$OUT/$step.log"
+  echo "=== $step ($(date -u +%H:%M:%S))" | tee "$log"
+  case "$step" in
+    fixtures)
+      for script in tools/fixtures/*.py; do
+        echo "--- $script" >>"$log"
+        PYTHONUNBUFFERED=1 python3 "$script" >>"$log" 2>&1 || echo "FAILED: $script" | tee -a "$log"
+      done
+      # Fixtures come back to the developer machine as one archive.
+      tar czf "$OUT/fixtures.tgz" tests/fixtures 2>>"$log"
+      ;;
+    tests)
+      run deno task test:gpu >"$log" 2>&1
+      summary+=("tests: $(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \|' | tail -1)")
+      ;;
+    launch)
+      run bash bench/launch_compare.sh >/dev/null 2>&1
+      cp "$OUT/launch_compare.log" "$log" 2>/dev/null
+      ;;
+    kernels)
+      for bench in bench/kernels/*_bench.ts; do
+        echo "--- $bench" >>"$log"
+        timeout 240 bash .device/gpu.sh deno run -A "$bench" >>"$log" 2>&1 || echo "FAILED: $bench" >>"$log"
+      done
+      for bench in bench/kernels/*_torch.py; do
+        echo "--- $bench" >>"$log"
+        PYTHONUNBUFFERED=1 timeout 240 python3 "$bench" >>"$log" 2>&1 || echo "FAILED: $bench" >>"$log"
+      done
+      ;;
+  esac
+done
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+for step in "${steps[@]}"; do grep -h "FAILED" "$OUT/$step.log" 2>/dev/null | head -20; done

@@ -1,12 +1,413 @@
 /**
- * CPU attention ops in TypeScript. (Placeholder until the reference lands.)
+ * CPU attention ops in TypeScript: the reference the GPU kernels (kernels/src/attention.cu) are
+ * tested against. Inputs are bf16; q·k, the softmax and p·v are computed in fp32 or wider (sums
+ * accumulate in f64 and are stored as f32), and each output is rounded to bf16 once. The GPU
+ * computes the same math in a different summation order (split-K partitions, lane butterflies,
+ * tensor-core tiles), so the two agree to bf16 rounding, not bit for bit.
+ *
+ * Also exports the argument checks both implementations share, so the CPU and GPU ops reject the
+ * same calls with the same messages.
  *
  * @module
  */
 
-import type { AttentionOps } from "../ops.ts";
+import type { DeviceBuffer } from "../backend.ts";
+import { toBf16Bits } from "../bf16.ts";
+import type { AttentionOps, AttentionShape } from "../ops.ts";
+
+/** The most slots the kernels address (slots and block ids are i32). */
+const MAX_SLOTS = 2 ** 31 - 1;
+
+function positive(op: string, name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
+  }
+}
+
+function holds(op: string, name: string, buffer: DeviceBuffer, bytes: number, what: string) {
+  if (buffer.bytes < bytes) {
+    throw new RangeError(
+      `${op}: ${name} has ${buffer.bytes} bytes, needs ${bytes} (${what})`,
+    );
+  }
+}
+
+/** Checks an AttentionShape's fields; throws RangeError naming `op` and the field. */
+export function checkAttentionShape(op: string, shape: AttentionShape): void {
+  positive(op, "shape.numHeads", shape.numHeads);
+  positive(op, "shape.numKvHeads", shape.numKvHeads);
+  positive(op, "shape.headDim", shape.headDim);
+  positive(op, "shape.blockSize", shape.blockSize);
+  if (shape.numHeads % shape.numKvHeads !== 0) {
+    throw new RangeError(
+      `${op}: shape.numHeads (${shape.numHeads}) must be a multiple of shape.numKvHeads ` +
+        `(${shape.numKvHeads})`,
+    );
+  }
+  if (typeof shape.scale !== "number" || !Number.isFinite(shape.scale)) {
+    throw new RangeError(`${op}: shape.scale must be a finite number, got ${shape.scale}`);
+  }
+}
+
+/**
+ * Checks a KV cache pair against the shape and returns its block count (the smaller of the two
+ * buffers decides; trailing bytes short of a block are unused).
+ */
+export function cacheBlocks(
+  op: string,
+  kCache: DeviceBuffer,
+  vCache: DeviceBuffer,
+  shape: AttentionShape,
+): number {
+  const blockBytes = shape.numKvHeads * shape.blockSize * shape.headDim * 2;
+  holds(op, "kCache", kCache, blockBytes, "one cache block");
+  holds(op, "vCache", vCache, blockBytes, "one cache block");
+  const blocks = Math.floor(Math.min(kCache.bytes, vCache.bytes) / blockBytes);
+  return Math.min(blocks, Math.floor(MAX_SLOTS / shape.blockSize));
+}
+
+/** Checks kvWrite's arguments; returns the cache's block count. */
+export function checkKvWrite(
+  kCache: DeviceBuffer,
+  vCache: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  slots: DeviceBuffer,
+  tokens: number,
+  shape: AttentionShape,
+): number {
+  const op = "kvWrite";
+  checkAttentionShape(op, shape);
+  positive(op, "tokens", tokens);
+  const rowBytes = tokens * shape.numKvHeads * shape.headDim * 2;
+  holds(op, "k", k, rowBytes, "tokens × numKvHeads × headDim bf16");
+  holds(op, "v", v, rowBytes, "tokens × numKvHeads × headDim bf16");
+  holds(op, "slots", slots, tokens * 4, "tokens i32");
+  return cacheBlocks(op, kCache, vCache, shape);
+}
+
+/** Checks decodeAttention's arguments (all but the workspace); returns the cache's block count. */
+export function checkDecode(
+  out: DeviceBuffer,
+  q: DeviceBuffer,
+  kCache: DeviceBuffer,
+  vCache: DeviceBuffer,
+  blockTables: DeviceBuffer,
+  contextLens: DeviceBuffer,
+  batch: number,
+  maxBlocks: number,
+  maxContext: number,
+  shape: AttentionShape,
+): number {
+  const op = "decodeAttention";
+  checkAttentionShape(op, shape);
+  positive(op, "batch", batch);
+  positive(op, "maxBlocks", maxBlocks);
+  positive(op, "maxContext", maxContext);
+  if (maxContext > maxBlocks * shape.blockSize) {
+    throw new RangeError(
+      `${op}: maxContext ${maxContext} exceeds maxBlocks × blockSize = ` +
+        `${maxBlocks} × ${shape.blockSize}`,
+    );
+  }
+  const qBytes = batch * shape.numHeads * shape.headDim * 2;
+  holds(op, "q", q, qBytes, "batch × numHeads × headDim bf16");
+  holds(op, "out", out, qBytes, "batch × numHeads × headDim bf16");
+  holds(op, "blockTables", blockTables, batch * maxBlocks * 4, "batch × maxBlocks i32");
+  holds(op, "contextLens", contextLens, batch * 4, "batch i32");
+  return cacheBlocks(op, kCache, vCache, shape);
+}
+
+/** Checks prefillAttention's arguments; returns the cache's block count. */
+export function checkPrefill(
+  out: DeviceBuffer,
+  q: DeviceBuffer,
+  kCache: DeviceBuffer,
+  vCache: DeviceBuffer,
+  queryStarts: DeviceBuffer,
+  contextLens: DeviceBuffer,
+  blockTables: DeviceBuffer,
+  seqs: number,
+  tokens: number,
+  maxBlocks: number,
+  shape: AttentionShape,
+): number {
+  const op = "prefillAttention";
+  checkAttentionShape(op, shape);
+  positive(op, "seqs", seqs);
+  positive(op, "tokens", tokens);
+  positive(op, "maxBlocks", maxBlocks);
+  const qBytes = tokens * shape.numHeads * shape.headDim * 2;
+  holds(op, "q", q, qBytes, "tokens × numHeads × headDim bf16");
+  holds(op, "out", out, qBytes, "tokens × numHeads × headDim bf16");
+  holds(op, "queryStarts", queryStarts, (seqs + 1) * 4, "seqs + 1 i32");
+  holds(op, "contextLens", contextLens, seqs * 4, "seqs i32");
+  holds(op, "blockTables", blockTables, seqs * maxBlocks * 4, "seqs × maxBlocks i32");
+  return cacheBlocks(op, kCache, vCache, shape);
+}
+
+function hostOf(op: string, name: string, buffer: DeviceBuffer): Uint8Array {
+  if (!buffer.host) throw new TypeError(`${op}: ${name} is not a CPU-backend buffer`);
+  return buffer.host;
+}
+
+function u16(op: string, name: string, buffer: DeviceBuffer): Uint16Array {
+  const host = hostOf(op, name, buffer);
+  if (host.byteOffset % 2 !== 0) {
+    throw new RangeError(`${op}: ${name} must be 2-byte aligned for bf16 elements`);
+  }
+  return new Uint16Array(host.buffer, host.byteOffset, host.byteLength >> 1);
+}
+
+function i32(op: string, name: string, buffer: DeviceBuffer): Int32Array {
+  const host = hostOf(op, name, buffer);
+  if (host.byteOffset % 4 !== 0) {
+    throw new RangeError(`${op}: ${name} must be 4-byte aligned for i32 elements`);
+  }
+  return new Int32Array(host.buffer, host.byteOffset, host.byteLength >> 2);
+}
+
+/**
+ * Scratch for one (sequence, KV head): its first `count` K and V rows as f32, gathered through
+ * the block table. Block ids outside the cache read block 0, as the kernels do.
+ */
+class Gathered {
+  k: Float32Array;
+  v: Float32Array;
+  #kBits: Uint32Array;
+  #vBits: Uint32Array;
+
+  constructor(rows: number, headDim: number) {
+    this.k = new Float32Array(rows * headDim);
+    this.v = new Float32Array(rows * headDim);
+    this.#kBits = new Uint32Array(this.k.buffer);
+    this.#vBits = new Uint32Array(this.v.buffer);
+  }
+
+  fill(
+    kc: Uint16Array,
+    vc: Uint16Array,
+    tables: Int32Array,
+    tableBase: number,
+    count: number,
+    kvh: number,
+    shape: AttentionShape,
+    numBlocks: number,
+  ): void {
+    const { numKvHeads, blockSize, headDim } = shape;
+    for (let t = 0; t < count; t++) {
+      let block = tables[tableBase + Math.floor(t / blockSize)];
+      if (!(block >= 0 && block < numBlocks)) block = 0;
+      const src = ((block * numKvHeads + kvh) * blockSize + (t % blockSize)) * headDim;
+      const dst = t * headDim;
+      for (let d = 0; d < headDim; d++) {
+        this.#kBits[dst + d] = kc[src + d] << 16;
+        this.#vBits[dst + d] = vc[src + d] << 16;
+      }
+    }
+  }
+}
+
+/** Per-call scratch for one query row: its f32 copy, the scores and the p·v accumulator. */
+class RowScratch {
+  readonly q: Float32Array;
+  readonly #qBits: Uint32Array;
+  readonly scores: Float32Array;
+  readonly acc: Float64Array;
+
+  constructor(headDim: number, maxKeys: number) {
+    this.q = new Float32Array(headDim);
+    this.#qBits = new Uint32Array(this.q.buffer);
+    this.scores = new Float32Array(maxKeys);
+    this.acc = new Float64Array(headDim);
+  }
+
+  /**
+   * out[outBase + d] = bf16(softmax(scale · q·K[0..count)) · V[0..count)) for the query row at
+   * qBits[qBase..]; zeros when it sees no key.
+   */
+  attend(
+    outBits: Uint16Array,
+    outBase: number,
+    qBits: Uint16Array,
+    qBase: number,
+    kv: Gathered,
+    count: number,
+    headDim: number,
+    scale: number,
+  ): void {
+    if (count <= 0) {
+      outBits.fill(0, outBase, outBase + headDim);
+      return;
+    }
+    const q = this.q, scores = this.scores, acc = this.acc, k = kv.k, v = kv.v;
+    for (let d = 0; d < headDim; d++) this.#qBits[d] = qBits[qBase + d] << 16;
+    let max = -Infinity;
+    for (let t = 0; t < count; t++) {
+      let dot = 0;
+      const row = t * headDim;
+      for (let d = 0; d < headDim; d++) dot += q[d] * k[row + d];
+      scores[t] = Math.fround(dot) * scale;
+      if (scores[t] > max) max = scores[t];
+    }
+    let sum = 0;
+    for (let t = 0; t < count; t++) {
+      scores[t] = Math.exp(scores[t] - max);
+      sum += scores[t];
+    }
+    acc.fill(0, 0, headDim);
+    for (let t = 0; t < count; t++) {
+      const p = scores[t];
+      const row = t * headDim;
+      for (let d = 0; d < headDim; d++) acc[d] += p * v[row + d];
+    }
+    const inv = 1 / Math.fround(sum);
+    for (let d = 0; d < headDim; d++) {
+      outBits[outBase + d] = toBf16Bits(Math.fround(acc[d]) * inv);
+    }
+  }
+}
 
 /** The attention ops on the CPU backend. */
 export function cpuAttentionOps(): AttentionOps {
-  throw new Error("the CPU attention ops are not written yet");
+  return {
+    kvWrite(kCache, vCache, k, v, slots, tokens, shape) {
+      const numBlocks = checkKvWrite(kCache, vCache, k, v, slots, tokens, shape);
+      const op = "kvWrite";
+      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
+      const ks = u16(op, "k", k), vs = u16(op, "v", v), slot = i32(op, "slots", slots);
+      const { numKvHeads, headDim, blockSize } = shape;
+      for (let t = 0; t < tokens; t++) {
+        const s = slot[t];
+        if (s < 0 || s >= numBlocks * blockSize) continue; // padding, or past the cache
+        const block = Math.floor(s / blockSize), offset = s % blockSize;
+        for (let h = 0; h < numKvHeads; h++) {
+          const dst = ((block * numKvHeads + h) * blockSize + offset) * headDim;
+          const src = (t * numKvHeads + h) * headDim;
+          for (let d = 0; d < headDim; d++) {
+            kc[dst + d] = ks[src + d];
+            vc[dst + d] = vs[src + d];
+          }
+        }
+      }
+    },
+
+    decodeAttention(
+      out,
+      q,
+      kCache,
+      vCache,
+      blockTables,
+      contextLens,
+      batch,
+      maxBlocks,
+      maxContext,
+      shape,
+    ) {
+      const numBlocks = checkDecode(
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables,
+        contextLens,
+        batch,
+        maxBlocks,
+        maxContext,
+        shape,
+      );
+      const op = "decodeAttention";
+      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
+      const qs = u16(op, "q", q), os = u16(op, "out", out);
+      const tables = i32(op, "blockTables", blockTables),
+        lens = i32(op, "contextLens", contextLens);
+      const { numHeads, numKvHeads, headDim } = shape;
+      const ratio = numHeads / numKvHeads;
+      const kv = new Gathered(maxContext, headDim);
+      const row = new RowScratch(headDim, maxContext);
+      for (let b = 0; b < batch; b++) {
+        // The kernels clamp contexts to maxContext, which the caller promises bounds them.
+        const ctx = Math.max(0, Math.min(lens[b], maxContext));
+        for (let kvh = 0; kvh < numKvHeads; kvh++) {
+          kv.fill(kc, vc, tables, b * maxBlocks, ctx, kvh, shape, numBlocks);
+          for (let g = 0; g < ratio; g++) {
+            const at = (b * numHeads + kvh * ratio + g) * headDim;
+            row.attend(os, at, qs, at, kv, ctx, headDim, shape.scale);
+          }
+        }
+      }
+    },
+
+    decodeWorkspaceBytes(batch, maxContext, shape) {
+      checkAttentionShape("decodeWorkspaceBytes", shape);
+      positive("decodeWorkspaceBytes", "batch", batch);
+      positive("decodeWorkspaceBytes", "maxContext", maxContext);
+      // The CPU needs no partials; a small positive size keeps `alloc(bytes)` valid for callers.
+      return 16;
+    },
+
+    prefillAttention(
+      out,
+      q,
+      kCache,
+      vCache,
+      queryStarts,
+      contextLens,
+      blockTables,
+      seqs,
+      tokens,
+      maxBlocks,
+      shape,
+    ) {
+      const numBlocks = checkPrefill(
+        out,
+        q,
+        kCache,
+        vCache,
+        queryStarts,
+        contextLens,
+        blockTables,
+        seqs,
+        tokens,
+        maxBlocks,
+        shape,
+      );
+      const op = "prefillAttention";
+      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
+      const qs = u16(op, "q", q), os = u16(op, "out", out);
+      const starts = i32(op, "queryStarts", queryStarts);
+      const lens = i32(op, "contextLens", contextLens);
+      const tables = i32(op, "blockTables", blockTables);
+      const { numHeads, numKvHeads, headDim, blockSize } = shape;
+      const ratio = numHeads / numKvHeads;
+      const cacheTokens = maxBlocks * blockSize;
+      let longest = 0;
+      for (let s = 0; s < seqs; s++) {
+        longest = Math.max(longest, Math.min(Math.max(lens[s], 0), cacheTokens));
+      }
+      const kv = new Gathered(longest, headDim);
+      const row = new RowScratch(headDim, longest);
+      for (let s = 0; s < seqs; s++) {
+        const first = starts[s], count = Math.max(0, starts[s + 1] - first);
+        if (first < 0 || first + count > tokens) {
+          throw new RangeError(
+            `${op}: sequence ${s} covers tokens [${first}, ${first + count}), outside ${tokens}`,
+          );
+        }
+        const ctx = Math.max(0, Math.min(lens[s], cacheTokens));
+        const prefix = Math.max(0, ctx - count);
+        for (let kvh = 0; kvh < numKvHeads; kvh++) {
+          kv.fill(kc, vc, tables, s * maxBlocks, ctx, kvh, shape, numBlocks);
+          for (let j = 0; j < count; j++) {
+            // New token j sits at position prefix + j and sees keys 0..prefix + j.
+            const visible = Math.min(prefix + j + 1, ctx);
+            for (let g = 0; g < ratio; g++) {
+              const at = ((first + j) * numHeads + kvh * ratio + g) * headDim;
+              row.attend(os, at, qs, at, kv, visible, headDim, shape.scale);
+            }
+          }
+        }
+      }
+    },
+  };
 }

@@ -1,12 +1,223 @@
 /**
- * CPU linear ops in TypeScript. (Placeholder until the reference lands.)
+ * CPU linear ops: out[M, N] = x[M, K] · W[N, K]ᵀ over bf16 host buffers, the reference the GPU
+ * kernels are tested against. Sums are accumulated in double precision (at least as accurate as
+ * the GPU's fp32) and each output is rounded once to bf16, as the GPU stores it.
+ *
+ * Four W rows are done per pass over an x row: one x load feeds four independent sums, which
+ * keeps the loop out of the add-latency chain. With one or two x rows (decode), W is read
+ * through a 65536-entry bf16 → f32 table, so each weight costs one load and is never written
+ * back; with more rows, four W rows at a time are decoded into f32 scratch and reused by every x
+ * row.
  *
  * @module
  */
 
+import type { DeviceBuffer } from "../backend.ts";
+import { toBf16Bits } from "../bf16.ts";
 import type { LinearOps } from "../ops.ts";
+
+const INT32_MAX = 0x7fffffff;
+/** Up to this many x rows, W is read through the bf16 table rather than decoded to scratch. */
+const TABLE_ROWS = 2;
+
+function checkDim(op: string, name: string, value: number): void {
+  if (!Number.isInteger(value) || value <= 0 || value > INT32_MAX) {
+    throw new RangeError(`${op}: ${name} = ${value} must be an integer in 1..2^31-1`);
+  }
+}
+
+function checkBytes(
+  op: string,
+  name: string,
+  buffer: DeviceBuffer,
+  rows: number,
+  cols: number,
+  dims: string,
+): void {
+  if (buffer.bytes < 2 * rows * cols) {
+    throw new RangeError(
+      `${op}: ${name} holds ${buffer.bytes} bytes, but ${dims} = ${rows}×${cols} bf16 needs ${
+        2 * rows * cols
+      }`,
+    );
+  }
+}
+
+/**
+ * Validates a linear call: m, n and k positive int32, and out, x and weight big enough for
+ * [m, n], [m, k] and [n, k] bf16. Throws a RangeError naming the op, the argument and the sizes;
+ * allocates nothing when the arguments are good.
+ */
+export function checkLinearArgs(
+  op: string,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: DeviceBuffer,
+  m: number,
+  n: number,
+  k: number,
+): void {
+  checkDim(op, "m", m);
+  checkDim(op, "n", n);
+  checkDim(op, "k", k);
+  checkBytes(op, "x", x, m, k, "[m, k]");
+  checkBytes(op, "weight", weight, n, k, "[n, k]");
+  checkBytes(op, "out", out, m, n, "[m, n]");
+}
+
+/** Validates prepareLinear's shapes: each m, n and k a positive int32. */
+export function checkLinearShapes(
+  op: string,
+  shapes: readonly { m: number; n: number; k: number }[],
+): void {
+  for (const { m, n, k } of shapes) {
+    checkDim(op, "m", m);
+    checkDim(op, "n", n);
+    checkDim(op, "k", k);
+  }
+}
+
+let table: Float32Array | null = null;
+
+/** f32 value of every bf16 bit pattern (256 KiB, built on first use). */
+function bf16Table(): Float32Array {
+  if (!table) {
+    table = new Float32Array(65536);
+    const bits = new Uint32Array(table.buffer);
+    for (let i = 0; i < 65536; i++) bits[i] = i << 16;
+  }
+  return table;
+}
+
+function bf16View(buffer: DeviceBuffer, count: number): Uint16Array {
+  const host = buffer.host;
+  if (!host) throw new TypeError("linear: the CPU ops need CPU backend buffers (with .host)");
+  return new Uint16Array(host.buffer, host.byteOffset, count);
+}
+
+/**
+ * Output columns [0, n4) (n4 a multiple of 4), reading W through the bf16 table: one load per
+ * weight and no scratch writes, the fastest form when few x rows reuse each weight.
+ */
+function columnsViaTable(
+  ob: Uint16Array,
+  xf: Float32Array,
+  wb: Uint16Array,
+  m: number,
+  n: number,
+  k: number,
+  n4: number,
+): void {
+  const lut = bf16Table();
+  for (let j = 0; j < n4; j += 4) {
+    const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+    for (let r = 0; r < m; r++) {
+      const xo = r * k;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < k; i++) {
+        const v = xf[xo + i];
+        s0 += v * lut[wb[b0 + i]];
+        s1 += v * lut[wb[b1 + i]];
+        s2 += v * lut[wb[b2 + i]];
+        s3 += v * lut[wb[b3 + i]];
+      }
+      const o = r * n + j;
+      ob[o] = toBf16Bits(s0);
+      ob[o + 1] = toBf16Bits(s1);
+      ob[o + 2] = toBf16Bits(s2);
+      ob[o + 3] = toBf16Bits(s3);
+    }
+  }
+}
+
+/**
+ * Output columns [0, n4), decoding four W rows at a time into `wf` (4·k f32), which every x row
+ * then reuses.
+ */
+function columnsViaScratch(
+  ob: Uint16Array,
+  xf: Float32Array,
+  wb: Uint16Array,
+  wf: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  n4: number,
+): void {
+  const ww = new Uint32Array(wf.buffer, 0, 4 * k);
+  const k2 = 2 * k, k3 = 3 * k;
+  for (let j = 0; j < n4; j += 4) {
+    const base = j * k;
+    for (let i = 0; i < 4 * k; i++) ww[i] = wb[base + i] << 16;
+    for (let r = 0; r < m; r++) {
+      const xo = r * k;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < k; i++) {
+        const v = xf[xo + i];
+        s0 += v * wf[i];
+        s1 += v * wf[k + i];
+        s2 += v * wf[k2 + i];
+        s3 += v * wf[k3 + i];
+      }
+      const o = r * n + j;
+      ob[o] = toBf16Bits(s0);
+      ob[o + 1] = toBf16Bits(s1);
+      ob[o + 2] = toBf16Bits(s2);
+      ob[o + 3] = toBf16Bits(s3);
+    }
+  }
+}
+
+/** The last n % 4 output columns, one W row at a time. */
+function columnsOneByOne(
+  ob: Uint16Array,
+  xf: Float32Array,
+  wb: Uint16Array,
+  m: number,
+  n: number,
+  k: number,
+  j0: number,
+): void {
+  const lut = bf16Table();
+  for (let j = j0; j < n; j++) {
+    const base = j * k;
+    for (let r = 0; r < m; r++) {
+      const xo = r * k;
+      let s0 = 0, s1 = 0;
+      let i = 0;
+      for (; i + 2 <= k; i += 2) {
+        s0 += xf[xo + i] * lut[wb[base + i]];
+        s1 += xf[xo + i + 1] * lut[wb[base + i + 1]];
+      }
+      if (i < k) s0 += xf[xo + i] * lut[wb[base + i]];
+      ob[r * n + j] = toBf16Bits(s0 + s1);
+    }
+  }
+}
 
 /** The linear ops on the CPU backend. */
 export function cpuLinearOps(): LinearOps {
-  throw new Error("the CPU linear ops are not written yet");
+  // Scratch reused across calls: x decoded to f32, and four decoded W rows.
+  let xf = new Float32Array(0);
+  let wf = new Float32Array(0);
+
+  return {
+    linear(out, x, weight, m, n, k) {
+      checkLinearArgs("linear", out, x, weight, m, n, k);
+      const xb = bf16View(x, m * k), wb = bf16View(weight, n * k), ob = bf16View(out, m * n);
+      if (xf.length < m * k) xf = new Float32Array(m * k);
+      if (wf.length < 4 * k) wf = new Float32Array(4 * k);
+      const xw = new Uint32Array(xf.buffer, 0, m * k);
+      for (let i = 0; i < m * k; i++) xw[i] = xb[i] << 16;
+      const n4 = n - (n % 4);
+      if (m <= TABLE_ROWS) columnsViaTable(ob, xf, wb, m, n, k, n4);
+      else columnsViaScratch(ob, xf, wb, wf, m, n, k, n4);
+      columnsOneByOne(ob, xf, wb, m, n, k, n4);
+    },
+
+    prepareLinear(shapes) {
+      // Nothing to choose between on the CPU; validate so misuse fails the same everywhere.
+      checkLinearShapes("prepareLinear", shapes);
+    },
+  };
 }

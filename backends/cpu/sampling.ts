@@ -1,12 +1,426 @@
 /**
- * CPU sampling ops in TypeScript. (Placeholder until the reference lands.)
+ * The sampling family on the CPU backend (argmax, seeded sampling, log-softmax), and the argument
+ * checks it shares with the GPU ops (kernels/ops/sampling.ts), so both reject the same calls with
+ * the same messages.
+ *
+ * `sample` follows the exact-arithmetic specification at the top of kernels/src/sampling.cu step
+ * by step, so for the same inputs it picks the same token as the GPU:
+ * - p_i = exp2Det(f32((l_i − l_max) · log2(e)/T)) in f64 then f32, relative to the top token; a
+ *   fixed f32 polynomial rounded after every operation, identical on both backends;
+ * - masses are integers q_i = floor(p_i · 2^32), summed exactly;
+ * - top-k keeps p ≥ the k-th largest p; top-p then keeps p ≥ t, the largest t whose kept mass
+ *   reaches max(1, ceil(topP · Zk)); min-p keeps q ≥ ceil(minP · 2^32) (ties kept throughout);
+ *   temperature, top-k, top-p, min-p is HF's order;
+ * - u24 from Philox4x32-10 (backends/philox.ts), r = floor(u24 · 2^-24 · Zf), and the token is the
+ *   first index whose cumulative kept mass exceeds r.
+ * The GPU finds the thresholds by radix selection and this code by sorting; both compute the same
+ * thresholds (up to tokens of zero mass, which cannot be drawn), so the ids agree exactly.
  *
  * @module
  */
 
-import type { SamplingOps } from "../ops.ts";
+import type { DeviceBuffer } from "../backend.ts";
+import type { SamplingBuffers, SamplingOps } from "../ops.ts";
+import { uniform24 } from "../philox.ts";
+
+/** Largest vocabulary: indices and per-block loops stay well inside 32-bit integers. */
+export const MAX_VOCAB = 2 ** 30;
+/** Largest batch: the grid's x dimension. */
+const MAX_BATCH = 0x7fffffff;
+/** The largest finite f32. */
+const FLT_MAX = 3.4028234663852886e38;
+/** 2^32, the fixed-point unit of mass: the top token's mass. */
+const MASS_ONE = 4294967296;
+
+/** Throws unless `value` is an integer in 1..max. */
+function checkCount(op: string, name: string, value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`${op}: ${name} must be an integer in 1..${max}, got ${value}`);
+  }
+}
+
+/** Throws unless `buffer` holds at least `bytes` bytes and starts on an `align`-byte boundary. */
+function checkBuffer(
+  op: string,
+  name: string,
+  buffer: DeviceBuffer,
+  bytes: number,
+  align: number,
+  shape: string,
+): void {
+  if (buffer.bytes < bytes) {
+    throw new RangeError(`${op}: ${name} holds ${buffer.bytes} bytes but ${shape} needs ${bytes}`);
+  }
+  if (buffer.ptr % align !== 0) {
+    throw new RangeError(`${op}: ${name} must be ${align}-byte aligned (element size)`);
+  }
+}
+
+/** The checks of `argmax`. */
+export function checkArgmax(
+  ids: DeviceBuffer,
+  logits: DeviceBuffer,
+  batch: number,
+  vocab: number,
+): void {
+  checkCount("argmax", "batch", batch, MAX_BATCH);
+  checkCount("argmax", "vocab", vocab, MAX_VOCAB);
+  checkBuffer("argmax", "ids", ids, 4 * batch, 4, "batch i32");
+  checkBuffer("argmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+}
+
+/** The checks of `logSoftmax`. */
+export function checkLogSoftmax(
+  out: DeviceBuffer,
+  logits: DeviceBuffer,
+  batch: number,
+  vocab: number,
+): void {
+  checkCount("logSoftmax", "batch", batch, MAX_BATCH);
+  checkCount("logSoftmax", "vocab", vocab, MAX_VOCAB);
+  checkBuffer("logSoftmax", "out", out, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer("logSoftmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+}
+
+/** The checks of the sizes `sampleWorkspaceBytes` takes. */
+export function checkSampleSizes(batch: number, vocab: number): void {
+  checkCount("sample", "batch", batch, MAX_BATCH);
+  checkCount("sample", "vocab", vocab, MAX_VOCAB);
+}
+
+/** The checks of `sample`; `workspaceBytes` is what the backend's sampleWorkspaceBytes asks. */
+export function checkSample(
+  ids: DeviceBuffer,
+  logits: DeviceBuffer,
+  params: SamplingBuffers,
+  batch: number,
+  vocab: number,
+  workspace: DeviceBuffer,
+  workspaceBytes: number,
+): void {
+  checkSampleSizes(batch, vocab);
+  checkBuffer("sample", "ids", ids, 4 * batch, 4, "batch i32");
+  checkBuffer("sample", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer("sample", "params.temperature", params.temperature, 4 * batch, 4, "batch f32");
+  checkBuffer("sample", "params.topK", params.topK, 4 * batch, 4, "batch i32");
+  checkBuffer("sample", "params.topP", params.topP, 4 * batch, 4, "batch f32");
+  checkBuffer("sample", "params.minP", params.minP, 4 * batch, 4, "batch f32");
+  checkBuffer("sample", "params.seed", params.seed, 8 * batch, 8, "batch u64");
+  checkBuffer("sample", "params.step", params.step, 4 * batch, 4, "batch i32");
+  checkBuffer("sample", "workspace", workspace, workspaceBytes, 4, "sampleWorkspaceBytes");
+}
+
+/** Taylor coefficients (ln 2)^j / j! of 2^f, j = 7 down to 1, as f32 (the kernel's bit patterns). */
+const EXP2_COEFFS = new Float32Array(
+  new Uint32Array([
+    0x377fe5fe,
+    0x39218489,
+    0x3aaec3ff,
+    0x3c1d955b,
+    0x3d635847,
+    0x3e75fdf0,
+    0x3f317218,
+  ]).buffer,
+);
+const [C7, C6, C5, C4, C3, C2, C1] = EXP2_COEFFS;
+/** 2^n for n in -32..0, at index n + 32 (exact powers of two). */
+const POW2 = Float64Array.from({ length: 33 }, (_, i) => 2 ** (i - 32));
+
+/**
+ * 2^y for y in [-32, 0], bit for bit as the kernel's exp2_det: y = n + f with
+ * n = floor(f32(y + 0.5)), 2^f by a degree-7 polynomial in f32 (each operation rounded), scaled
+ * exactly by 2^n. Within 2 ulps of 2^y.
+ */
+export function exp2Det(y: number): number {
+  const n = Math.floor(Math.fround(y + 0.5));
+  const f = Math.fround(y - n);
+  const fr = Math.fround;
+  let r = C7;
+  r = fr(fr(r * f) + C6);
+  r = fr(fr(r * f) + C5);
+  r = fr(fr(r * f) + C4);
+  r = fr(fr(r * f) + C3);
+  r = fr(fr(r * f) + C2);
+  r = fr(fr(r * f) + C1);
+  r = fr(fr(r * f) + 1);
+  return fr(r * POW2[n + 32]);
+}
+
+/** p of a logit: 2^y relative to the top logit, 0 below 2^-32 (the kernel's prob_of). */
+export function probOf(logit: number, lmax: number, scale: number): number {
+  const y = Math.fround((logit - lmax) * scale);
+  return y >= -32 ? exp2Det(y) : 0;
+}
+
+/** The fixed-point mass floor(p · 2^32) of a probability p in [0, 1]. */
+export function massOf(p: number): number {
+  return Math.floor(p * MASS_ONE);
+}
+
+/** What `sampleRow` decided for one row; tests read it to explain a disagreement. */
+export interface SampleTrace {
+  /** Whether the row was greedy (temperature not > 0, or a non-finite top logit). */
+  greedy: boolean;
+  /** The top-k threshold on p; 0 when top-k kept every token. */
+  kThreshold: number;
+  /** The threshold on p after top-p; kThreshold when top-p is off. */
+  pThreshold: number;
+  /** The min-p threshold on q; 0 when off. */
+  minQ: number;
+  /** The mass (q units) top-k kept. */
+  zk: number;
+  /** The top-p target mass; 0 when top-p is off. */
+  target: number;
+  /** Of what top-k kept, the mass at p ≥ pThreshold and at p > pThreshold. */
+  massAtThreshold: number;
+  /** See massAtThreshold. */
+  massAboveThreshold: number;
+  /** The mass finally kept. */
+  zf: number;
+  /** The drawn offset into the kept mass, in [0, zf). */
+  r: number;
+  /** The sampled token. */
+  id: number;
+}
+
+/** A fresh, empty trace to pass to `sampleRow`. */
+export function newSampleTrace(): SampleTrace {
+  return {
+    greedy: false,
+    kThreshold: 0,
+    pThreshold: 0,
+    minQ: 0,
+    zk: 0,
+    target: 0,
+    massAtThreshold: 0,
+    massAboveThreshold: 0,
+    zf: 0,
+    r: 0,
+    id: 0,
+  };
+}
+
+/** The lowest index of the largest value of logits[offset, offset + vocab), relative. */
+function rowArgmax(logits: Float32Array, offset: number, vocab: number): number {
+  let best = -Infinity, top = 0;
+  for (let i = 0; i < vocab; i++) {
+    const v = logits[offset + i];
+    if (v > best) {
+      best = v;
+      top = i;
+    }
+  }
+  return top;
+}
+
+/**
+ * Samples one row: logits[offset, offset + vocab) with its parameters, writing p into
+ * p[pOffset, pOffset + vocab) (as the kernel leaves it in its workspace) and sorting in `scratch`
+ * (at least vocab floats). Fills `trace` when given. Returns the token index.
+ */
+export function sampleRow(
+  logits: Float32Array,
+  offset: number,
+  vocab: number,
+  temperature: number,
+  topK: number,
+  topP: number,
+  minP: number,
+  seedLo: number,
+  seedHi: number,
+  step: number,
+  p: Float32Array,
+  pOffset: number,
+  scratch: Float32Array,
+  trace?: SampleTrace,
+): number {
+  const top = rowArgmax(logits, offset, vocab);
+  const lmax = logits[offset + top];
+  if (!(temperature > 0) || !(Math.abs(lmax) <= FLT_MAX)) {
+    if (trace) {
+      Object.assign(trace, newSampleTrace());
+      trace.greedy = true;
+      trace.id = top;
+    }
+    return top;
+  }
+  const scale = Math.LOG2E / temperature;
+  let positive = 0, total = 0;
+  for (let i = 0; i < vocab; i++) {
+    const pv = probOf(logits[offset + i], lmax, scale);
+    p[pOffset + i] = pv;
+    if (pv > 0) {
+      positive++;
+      total += massOf(pv);
+    }
+  }
+
+  // Sorted p (ascending, in scratch) serves top-k and top-p; only sorted when one is on.
+  const useK = topK > 0 && topK < vocab && topK < positive;
+  const useP = topP < 1;
+  if (useK || useP) {
+    for (let i = 0; i < vocab; i++) scratch[i] = p[pOffset + i];
+    (scratch.length === vocab ? scratch : scratch.subarray(0, vocab)).sort();
+  }
+  let kThreshold = 0, zk = total;
+  if (useK) {
+    kThreshold = scratch[vocab - topK];
+    zk = 0;
+    for (let i = 0; i < vocab; i++) {
+      const pv = p[pOffset + i];
+      if (pv >= kThreshold) zk += massOf(pv);
+    }
+  }
+  let threshold = kThreshold, target = 0;
+  if (useP) {
+    target = Math.max(1, Math.ceil(topP * zk));
+    let cumulative = 0;
+    for (let j = vocab - 1; j >= 0; j--) {
+      const pv = scratch[j];
+      if (!(pv > 0) || pv < kThreshold) break;
+      cumulative += massOf(pv);
+      if (cumulative >= target) {
+        threshold = pv;
+        break;
+      }
+    }
+  }
+  const minQ = minP > 0 ? Math.min(MASS_ONE, Math.ceil(minP * MASS_ONE)) : 0;
+
+  let zf = 0;
+  for (let i = 0; i < vocab; i++) {
+    const pv = p[pOffset + i];
+    const q = massOf(pv);
+    if (pv >= threshold && q >= minQ) zf += q;
+  }
+  const r = Math.floor((uniform24(seedLo, seedHi, step) / 16777216) * zf);
+  let id = top, cumulative = 0;
+  for (let i = 0; i < vocab; i++) {
+    const pv = p[pOffset + i];
+    const q = massOf(pv);
+    if (pv >= threshold && q >= minQ) {
+      cumulative += q;
+      if (cumulative > r) {
+        id = i;
+        break;
+      }
+    }
+  }
+  if (trace) {
+    let at = 0, above = 0;
+    for (let i = 0; i < vocab; i++) {
+      const pv = p[pOffset + i];
+      if (pv < kThreshold) continue;
+      if (pv >= threshold) at += massOf(pv);
+      if (pv > threshold) above += massOf(pv);
+    }
+    Object.assign(trace, {
+      greedy: false,
+      kThreshold,
+      pThreshold: threshold,
+      minQ,
+      zk,
+      target,
+      massAtThreshold: at,
+      massAboveThreshold: above,
+      zf,
+      r,
+      id,
+    });
+  }
+  return id;
+}
+
+/** Bytes of workspace the CPU `sample` needs: p per row, then one row of sort scratch. */
+export function cpuSampleWorkspaceBytes(batch: number, vocab: number): number {
+  checkSampleSizes(batch, vocab);
+  return 4 * (batch + 1) * vocab;
+}
+
+function f32(buffer: DeviceBuffer, count: number): Float32Array {
+  const host = buffer.host!;
+  return new Float32Array(host.buffer, host.byteOffset, count);
+}
+
+function i32(buffer: DeviceBuffer, count: number): Int32Array {
+  const host = buffer.host!;
+  return new Int32Array(host.buffer, host.byteOffset, count);
+}
+
+/** Throws unless every buffer is CPU memory (DeviceBuffer.host set). */
+function checkHost(op: string, buffers: readonly DeviceBuffer[]): void {
+  for (const buffer of buffers) {
+    if (!buffer.host) throw new TypeError(`${op}: a buffer does not belong to the CPU backend`);
+  }
+}
 
 /** The sampling ops on the CPU backend. */
 export function cpuSamplingOps(): SamplingOps {
-  throw new Error("the CPU sampling ops are not written yet");
+  return {
+    argmax(ids, logits, batch, vocab) {
+      checkArgmax(ids, logits, batch, vocab);
+      checkHost("argmax", [ids, logits]);
+      const x = f32(logits, batch * vocab);
+      const out = i32(ids, batch);
+      for (let b = 0; b < batch; b++) out[b] = rowArgmax(x, b * vocab, vocab);
+    },
+
+    sample(ids, logits, params, batch, vocab, workspace) {
+      checkSample(
+        ids,
+        logits,
+        params,
+        batch,
+        vocab,
+        workspace,
+        cpuSampleWorkspaceBytes(batch, vocab),
+      );
+      const { temperature, topK, topP, minP, seed, step } = params;
+      checkHost("sample", [ids, logits, temperature, topK, topP, minP, seed, step, workspace]);
+      const x = f32(logits, batch * vocab);
+      const out = i32(ids, batch);
+      const t = f32(temperature, batch), k = i32(topK, batch);
+      const tp = f32(topP, batch), mp = f32(minP, batch);
+      const seeds = new Uint32Array(seed.host!.buffer, seed.host!.byteOffset, 2 * batch);
+      const steps = i32(step, batch);
+      const ws = workspace.host!;
+      const p = new Float32Array(ws.buffer, ws.byteOffset, batch * vocab);
+      const scratch = new Float32Array(ws.buffer, ws.byteOffset + 4 * batch * vocab, vocab);
+      for (let b = 0; b < batch; b++) {
+        out[b] = sampleRow(
+          x,
+          b * vocab,
+          vocab,
+          t[b],
+          k[b],
+          tp[b],
+          mp[b],
+          seeds[2 * b],
+          seeds[2 * b + 1],
+          steps[b],
+          p,
+          b * vocab,
+          scratch,
+        );
+      }
+    },
+
+    sampleWorkspaceBytes: cpuSampleWorkspaceBytes,
+
+    logSoftmax(out, logits, batch, vocab) {
+      checkLogSoftmax(out, logits, batch, vocab);
+      checkHost("logSoftmax", [out, logits]);
+      const x = f32(logits, batch * vocab);
+      const y = f32(out, batch * vocab);
+      for (let b = 0; b < batch; b++) {
+        const o = b * vocab;
+        let m = -Infinity;
+        for (let i = 0; i < vocab; i++) if (x[o + i] > m) m = x[o + i];
+        let sum = 0;
+        for (let i = 0; i < vocab; i++) sum += Math.exp(x[o + i] - m);
+        const logSum = Math.log(sum);
+        for (let i = 0; i < vocab; i++) y[o + i] = (x[o + i] - m) - logSum;
+      }
+    },
+  };
 }

@@ -1,13 +1,364 @@
 /**
- * GPU attention ops: launchers over kernels/src/attention.cu. (Placeholder until the kernels land.)
+ * GPU attention ops: launchers over kernels/src/attention.cu.
+ *
+ * - kvWrite: `kv_write`, grid (tokens), 128 threads.
+ * - decodeAttention: `decode_attn_d{64,128}_g{1,2,4,8}`, grid (partitions, numKvHeads · chunks,
+ *   batch), 128 threads, then `decode_reduce`, grid (numHeads, batch), headDim threads — skipped
+ *   when one partition covers the longest context (the first kernel then writes bf16 itself).
+ * - prefillAttention: `prefill_attn_d{64,128}` (tensor cores on CUDA), grid
+ *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
+ *   dynamic shared memory (2 × 34 KB at head dim 128; one stage if the device refuses).
+ *
+ * The decode partition size is the smallest of 32..512 tokens that keeps the grid within four
+ * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
+ * pay for a big reduce.
  *
  * @module
  */
 
-import type { Backend } from "../../backends/backend.ts";
-import type { AttentionOps } from "../../backends/ops.ts";
+import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
+import {
+  checkAttentionShape,
+  checkDecode,
+  checkKvWrite,
+  checkPrefill,
+} from "../../backends/cpu/attention.ts";
+import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
+import type { Launcher } from "../launcher.ts";
+import { loadKernels } from "../modules.ts";
+
+/** Threads per block of every attention kernel but the reduce. */
+const THREADS = 128;
+/** Decode partition sizes, in tokens: the kernel's shared memory holds at most MAX_PART. */
+const MIN_PART = 32;
+const MAX_PART = 512;
+/** Query rows per prefill block. */
+const PREFILL_ROWS = 64;
+/** Grid y and z limit. */
+const GRID_YZ = 65535;
+
+/** Options for loadAttentionOps, for tests and benchmarks. */
+export interface AttentionKernelOptions {
+  /**
+   * `simt` runs prefill on the portable kernel even where the tensor-core one exists, so CUDA
+   * tests can check the kernel HIP devices run. Default `auto`.
+   */
+  readonly prefill?: "auto" | "simt";
+}
+
+/** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
+export function decodeHeadsPerBlock(ratio: number): number {
+  return ratio <= 1 ? 1 : ratio <= 2 ? 2 : ratio <= 4 ? 4 : 8;
+}
+
+/**
+ * Tokens per decode partition: the smallest power of two in 32..512 whose grid
+ * (batch × headBlocks × partitions) stays within `targetBlocks`, else 512.
+ */
+export function decodePartSize(
+  batch: number,
+  maxContext: number,
+  headBlocks: number,
+  targetBlocks: number,
+): number {
+  for (let part = MIN_PART; part < MAX_PART; part *= 2) {
+    if (batch * headBlocks * Math.ceil(maxContext / part) <= targetBlocks) return part;
+  }
+  return MAX_PART;
+}
+
+/** Dynamic shared bytes of one K/V stage of the tensor-core prefill (PREFILL_STAGE_BYTES). */
+function prefillStageBytes(headDim: number): number {
+  return 2 * 64 * (headDim + 8) * 2;
+}
+
+function aligned(op: string, name: string, buffer: DeviceBuffer, bytes: number): void {
+  if (buffer.ptr % bytes !== 0) {
+    throw new RangeError(
+      `${op}: ${name} (0x${buffer.ptr.toString(16)}) must be ${bytes}-byte aligned`,
+    );
+  }
+}
+
+function gpuShape(op: string, shape: AttentionShape): void {
+  checkAttentionShape(op, shape);
+  if (shape.headDim !== 64 && shape.headDim !== 128) {
+    throw new RangeError(`${op}: shape.headDim must be 64 or 128 on the GPU, got ${shape.headDim}`);
+  }
+  if ((shape.blockSize & (shape.blockSize - 1)) !== 0) {
+    throw new RangeError(`${op}: shape.blockSize must be a power of two, got ${shape.blockSize}`);
+  }
+}
 
 /** Loads the attention kernels onto the backend's device and returns its ops. */
-export function loadAttentionOps(backend: Backend): Promise<AttentionOps> {
-  return Promise.reject(new Error(`the ${backend.kind} attention kernels are not built yet`));
+export async function loadAttentionOps(
+  backend: Backend,
+  options: AttentionKernelOptions = {},
+): Promise<AttentionOps> {
+  const { module, launchers } = await loadKernels(backend, "attention");
+  const get = (name: string): Launcher => {
+    const launcher = launchers[name];
+    if (!launcher) throw new Error(`attention: kernel ${name} is missing from the manifest`);
+    return launcher.launch;
+  };
+  const kvWrite = get("kv_write");
+  // Index: (headDim === 128 ? 4 : 0) + log2(heads per block).
+  const decode = [64, 128].flatMap((d) => [1, 2, 4, 8].map((g) => get(`decode_attn_d${d}_g${g}`)));
+  const reduce = get("decode_reduce");
+  const simt = options.prefill === "simt";
+  const prefill64 = get(simt ? "prefill_attn_simt_d64" : "prefill_attn_d64");
+  const prefill128 = get(simt ? "prefill_attn_simt_d128" : "prefill_attn_d128");
+  // The CUDA tensor-core kernel pipelines two K/V stages in dynamic shared memory when the
+  // device lets it have that much (69 KB at head dim 128); the portable kernels use static
+  // shared memory and take none.
+  const tensorCores = backend.kind === "cuda" && !simt;
+  const prefillStages = (headDim: number): number => {
+    if (!tensorCores) return 1;
+    try {
+      module.getFunction(`prefill_attn_d${headDim}`)
+        .setMaxDynamicSharedMemory(2 * prefillStageBytes(headDim));
+      return 2;
+    } catch {
+      return 1;
+    }
+  };
+  const stages64 = prefillStages(64), stages128 = prefillStages(128);
+  const shared64 = tensorCores ? stages64 * prefillStageBytes(64) : 0;
+  const shared128 = tensorCores ? stages128 * prefillStageBytes(128) : 0;
+  const targetBlocks = 4 * Math.max(1, backend.info.multiprocessors);
+
+  /** Bytes of partials for exactly this call (0 when one partition suffices). */
+  const partialBytes = (batch: number, parts: number, shape: AttentionShape) =>
+    parts === 1 ? 0 : batch * shape.numHeads * parts * (shape.headDim + 2) * 4;
+
+  return {
+    kvWrite(kCache, vCache, k, v, slots, tokens, shape, stream) {
+      const op = "kvWrite";
+      gpuShape(op, shape);
+      const numBlocks = checkKvWrite(kCache, vCache, k, v, slots, tokens, shape);
+      aligned(op, "kCache", kCache, 16);
+      aligned(op, "vCache", vCache, 16);
+      aligned(op, "k", k, 16);
+      aligned(op, "v", v, 16);
+      aligned(op, "slots", slots, 4);
+      kvWrite(
+        tokens,
+        1,
+        1,
+        THREADS,
+        1,
+        1,
+        0,
+        stream,
+        kCache,
+        vCache,
+        k,
+        v,
+        slots,
+        shape.numKvHeads,
+        shape.headDim,
+        shape.blockSize,
+        numBlocks,
+      );
+    },
+
+    decodeAttention(
+      out,
+      q,
+      kCache,
+      vCache,
+      blockTables,
+      contextLens,
+      batch,
+      maxBlocks,
+      maxContext,
+      shape,
+      workspace,
+      stream,
+    ) {
+      const op = "decodeAttention";
+      gpuShape(op, shape);
+      const numBlocks = checkDecode(
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables,
+        contextLens,
+        batch,
+        maxBlocks,
+        maxContext,
+        shape,
+      );
+      aligned(op, "out", out, 16);
+      aligned(op, "q", q, 16);
+      aligned(op, "kCache", kCache, 16);
+      aligned(op, "vCache", vCache, 16);
+      aligned(op, "workspace", workspace, 16);
+      aligned(op, "blockTables", blockTables, 4);
+      aligned(op, "contextLens", contextLens, 4);
+      const { numHeads, numKvHeads, headDim } = shape;
+      const ratio = numHeads / numKvHeads;
+      const heads = decodeHeadsPerBlock(ratio);
+      const chunks = Math.ceil(ratio / heads);
+      const headBlocks = numKvHeads * chunks;
+      if (batch > GRID_YZ || headBlocks > GRID_YZ) {
+        throw new RangeError(
+          `${op}: batch ${batch} and numKvHeads × head chunks ${headBlocks} must be <= ${GRID_YZ}`,
+        );
+      }
+      const part = decodePartSize(batch, maxContext, headBlocks, targetBlocks);
+      const parts = Math.ceil(maxContext / part);
+      const need = partialBytes(batch, parts, shape);
+      if (workspace.bytes < need) {
+        throw new RangeError(
+          `${op}: workspace has ${workspace.bytes} bytes, needs ${need} for batch ${batch} and ` +
+            `maxContext ${maxContext} (size it with decodeWorkspaceBytes)`,
+        );
+      }
+      // Partial outputs [batch, numHeads, parts, headDim] f32, then (max, sum) pairs.
+      const partOut = workspace.ptr;
+      const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
+      const kernel = decode[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
+      kernel(
+        parts,
+        headBlocks,
+        batch,
+        THREADS,
+        1,
+        1,
+        0,
+        stream,
+        partOut,
+        partMl,
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables,
+        contextLens,
+        numHeads,
+        numKvHeads,
+        shape.blockSize,
+        maxBlocks,
+        maxContext,
+        part,
+        parts,
+        numBlocks,
+        shape.scale,
+      );
+      if (parts > 1) {
+        reduce(
+          numHeads,
+          batch,
+          1,
+          headDim,
+          1,
+          1,
+          0,
+          stream,
+          out,
+          partOut,
+          partMl,
+          contextLens,
+          numHeads,
+          headDim,
+          maxContext,
+          part,
+          parts,
+        );
+      }
+    },
+
+    decodeWorkspaceBytes(batch, maxContext, shape) {
+      const op = "decodeWorkspaceBytes";
+      gpuShape(op, shape);
+      if (!Number.isSafeInteger(batch) || batch <= 0) {
+        throw new RangeError(`${op}: batch must be a positive integer, got ${batch}`);
+      }
+      if (!Number.isSafeInteger(maxContext) || maxContext <= 0) {
+        throw new RangeError(`${op}: maxContext must be a positive integer, got ${maxContext}`);
+      }
+      // Any call with batch' <= batch and maxContext' <= maxContext fits: a partition below
+      // MAX_PART is chosen only when the grid (batch' × headBlocks × parts) is within
+      // targetBlocks, so its partial rows (batch' × numHeads × parts) are at most
+      // targetBlocks × ratio / chunks; at MAX_PART they are batch' × numHeads × ceil(ctx / 512).
+      const ratio = shape.numHeads / shape.numKvHeads;
+      const chunks = Math.ceil(ratio / decodeHeadsPerBlock(ratio));
+      const rows = Math.max(
+        Math.floor((targetBlocks * ratio) / chunks),
+        batch * shape.numHeads * Math.ceil(maxContext / MAX_PART),
+      );
+      return rows * (shape.headDim + 2) * 4;
+    },
+
+    prefillAttention(
+      out,
+      q,
+      kCache,
+      vCache,
+      queryStarts,
+      contextLens,
+      blockTables,
+      seqs,
+      tokens,
+      maxBlocks,
+      shape,
+      stream,
+    ) {
+      const op = "prefillAttention";
+      gpuShape(op, shape);
+      const numBlocks = checkPrefill(
+        out,
+        q,
+        kCache,
+        vCache,
+        queryStarts,
+        contextLens,
+        blockTables,
+        seqs,
+        tokens,
+        maxBlocks,
+        shape,
+      );
+      aligned(op, "out", out, 16);
+      aligned(op, "q", q, 16);
+      aligned(op, "kCache", kCache, 16);
+      aligned(op, "vCache", vCache, 16);
+      aligned(op, "queryStarts", queryStarts, 4);
+      aligned(op, "contextLens", contextLens, 4);
+      aligned(op, "blockTables", blockTables, 4);
+      if (shape.numHeads > GRID_YZ) {
+        throw new RangeError(`${op}: shape.numHeads ${shape.numHeads} must be <= ${GRID_YZ}`);
+      }
+      // Σ ceil(n_s / 64) <= (tokens + 63 · seqs) / 64 tiles; blocks past the real count exit.
+      const tiles = Math.floor((tokens + (PREFILL_ROWS - 1) * seqs) / PREFILL_ROWS);
+      const wide = shape.headDim === 128;
+      (wide ? prefill128 : prefill64)(
+        tiles,
+        shape.numHeads,
+        1,
+        THREADS,
+        1,
+        1,
+        wide ? shared128 : shared64,
+        stream,
+        out,
+        q,
+        kCache,
+        vCache,
+        queryStarts,
+        contextLens,
+        blockTables,
+        seqs,
+        shape.numHeads,
+        shape.numKvHeads,
+        shape.blockSize,
+        maxBlocks,
+        numBlocks,
+        shape.scale,
+        wide ? stages128 : stages64,
+      );
+    },
+  };
 }

@@ -1,13 +1,131 @@
 /**
- * GPU elementwise ops: launchers over kernels/src/elementwise.cu. (Placeholder until the kernels land.)
+ * The elementwise family on a GPU: launchers over kernels/src/elementwise.cu. Arguments are
+ * checked by the same functions the CPU reference uses (backends/cpu/elementwise.ts); launch
+ * shapes are pure arithmetic, so a call allocates nothing.
+ *
+ * Launch configurations (the kernels take their 16-byte path on their own when sizes and
+ * pointers allow, so these only size the work):
+ * - embedding: one block per token, 64..512 threads (a thread per 16 elements of the row).
+ * - rmsNorm: one block per token, 64..1024 threads, a multiple of 64 for the block reduction;
+ *   a thread per 16 elements keeps rows up to 16384 in registers between the two passes.
+ * - rope: one block per token, a thread per (head, 8 rotated pairs), 64..512 threads, headDim
+ *   floats of dynamic shared memory for that token's cos and sin.
+ * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
  *
  * @module
  */
 
 import type { Backend } from "../../backends/backend.ts";
+import {
+  checkCast,
+  checkEmbedding,
+  checkRmsNorm,
+  checkRope,
+  checkSiluMul,
+} from "../../backends/cpu/elementwise.ts";
 import type { ElementwiseOps } from "../../backends/ops.ts";
+import { loadKernels } from "../modules.ts";
+
+/** Threads per block of the grid-stride kernels. */
+const FLAT_THREADS = 256;
+/** Grid cap of the grid-stride kernels; the loop covers the rest. */
+const MAX_BLOCKS = 65536;
+
+/** `n` rounded up to a multiple of 64, clamped to [64, max]. */
+function threads64(n: number, max: number): number {
+  const rounded = Math.ceil(n / 64) * 64;
+  return rounded < 64 ? 64 : rounded > max ? max : rounded;
+}
+
+/** Blocks of FLAT_THREADS threads for `vectors` work items, at least 1, at most MAX_BLOCKS. */
+function flatBlocks(vectors: number): number {
+  const blocks = Math.ceil(vectors / FLAT_THREADS);
+  return blocks < 1 ? 1 : blocks > MAX_BLOCKS ? MAX_BLOCKS : blocks;
+}
 
 /** Loads the elementwise kernels onto the backend's device and returns its ops. */
-export function loadElementwiseOps(backend: Backend): Promise<ElementwiseOps> {
-  return Promise.reject(new Error(`the ${backend.kind} elementwise kernels are not built yet`));
+export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseOps> {
+  const { launchers } = await loadKernels(backend, "elementwise");
+  const embedding = launchers.embedding_bf16.launch;
+  const rmsNorm = launchers.rms_norm_bf16.launch;
+  const rmsNormResidual = launchers.rms_norm_residual_bf16.launch;
+  const rope = launchers.rope_bf16.launch;
+  const siluMul = launchers.silu_mul_bf16.launch;
+  const castF32ToBf16 = launchers.cast_f32_to_bf16.launch;
+  const castBf16ToF32 = launchers.cast_bf16_to_f32.launch;
+
+  return {
+    embedding(out, table, ids, tokens, hidden, stream) {
+      const vocab = checkEmbedding(out, table, ids, tokens, hidden);
+      const threads = threads64(Math.ceil(hidden / 16), 512);
+      embedding(tokens, 1, 1, threads, 1, 1, 0, stream, out, table, ids, hidden, vocab);
+    },
+
+    rmsNorm(out, x, weight, residual, tokens, hidden, eps, stream) {
+      checkRmsNorm(out, x, weight, residual, tokens, hidden, eps);
+      const threads = threads64(Math.ceil(hidden / 16), 1024);
+      if (residual === null) {
+        rmsNorm(tokens, 1, 1, threads, 1, 1, 0, stream, out, x, weight, hidden, eps);
+      } else {
+        rmsNormResidual(
+          tokens,
+          1,
+          1,
+          threads,
+          1,
+          1,
+          0,
+          stream,
+          out,
+          x,
+          weight,
+          residual,
+          hidden,
+          eps,
+        );
+      }
+    },
+
+    rope(q, k, positions, table, tokens, numHeads, numKvHeads, stream) {
+      checkRope(q, k, positions, table, tokens, numHeads, numKvHeads);
+      const headDim = table.headDim;
+      const items = (numHeads + numKvHeads) * Math.ceil(headDim / 16);
+      const threads = threads64(items, 512);
+      rope(
+        tokens,
+        1,
+        1,
+        threads,
+        1,
+        1,
+        4 * headDim,
+        stream,
+        q,
+        k,
+        positions,
+        table.invFreq,
+        numHeads,
+        numKvHeads,
+        headDim,
+      );
+    },
+
+    siluMul(out, gateUp, tokens, inter, stream) {
+      checkSiluMul(out, gateUp, tokens, inter);
+      const blocks = flatBlocks(Math.ceil((tokens * inter) / 8));
+      siluMul(blocks, 1, 1, FLAT_THREADS, 1, 1, 0, stream, out, gateUp, tokens, inter);
+    },
+
+    castF32ToBf16(out, x, count, stream) {
+      checkCast("castF32ToBf16", out, x, count, 2, 4);
+      const blocks = flatBlocks(Math.ceil(count / 8));
+      castF32ToBf16(blocks, 1, 1, FLAT_THREADS, 1, 1, 0, stream, out, x, count);
+    },
+
+    castBf16ToF32(out, x, count, stream) {
+      checkCast("castBf16ToF32", out, x, count, 4, 2);
+      const blocks = flatBlocks(Math.ceil(count / 8));
+      castBf16ToF32(blocks, 1, 1, FLAT_THREADS, 1, 1, 0, stream, out, x, count);
+    },
+  };
 }

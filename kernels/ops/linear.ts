@@ -1,13 +1,260 @@
 /**
- * GPU linear ops: launchers over kernels/src/linear.cu. (Placeholder until the kernels land.)
+ * The linear family on a GPU: launchers over kernels/src/linear.cu, and the per-shape choice
+ * between Denali's kernels and the backend's vendor library.
+ *
+ * Kernel choice (see linear.cu for the kernels themselves):
+ * - K % 8 == 0 and x, W 16-byte aligned ("vector" shapes), M <= 16: the tensor-core GEMV,
+ *   `linear_gemv_t{8,16}_r{16,8}`: t8 for M <= 8, else t16; 16 W rows per warp group when that
+ *   still gives at least one group per SM, else 8 (more blocks for small N). 256 threads; warps
+ *   split K in groups of `ksplit` = 8 (fewer when K has fewer than 8 steps of 128 or 256), so a
+ *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that).
+ * - Vector shapes, M > 16, CUDA: `linear_gemm_128x128` (128 threads, 96 KiB dynamic shared
+ *   memory) when there are at least as many 128×128 tiles as SMs, else `linear_gemm_64x64`
+ *   (128 threads, 64 KiB); 1-D grid of tiles.
+ * - Everything else (K % 8 != 0, unaligned x or W, and M > 16 on HIP): `linear_gemm_fma`, 16×16
+ *   threads, grid (ceil(N / 64), ceil(M / 64)).
+ * The choice is integer arithmetic on the arguments, so a call allocates nothing.
  *
  * @module
  */
 
-import type { Backend } from "../../backends/backend.ts";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
+import { createLauncher, type Launcher } from "../launcher.ts";
+import { loadKernels } from "../modules.ts";
 
-/** Loads the linear kernels onto the backend's device and returns its ops. */
-export function loadLinearOps(backend: Backend): Promise<LinearOps> {
-  return Promise.reject(new Error(`the ${backend.kind} linear kernels are not built yet`));
+/**
+ * Which Denali kernel `linear` runs. `auto` picks by shape; the others force one, for tests and
+ * benchmarks, wherever it applies (the GEMVs need M <= 16, the mma GEMMs CUDA, and all but `fma`
+ * a vector shape); elsewhere `auto`'s choice stands.
+ */
+export type LinearKernel = "auto" | "gemv16" | "gemv8" | "gemm128" | "gemm64" | "fma";
+
+/** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
+export interface LinearOptions {
+  /** Forces a kernel (default `auto`). */
+  readonly kernel?: LinearKernel;
+  /** Forces the GEMV's K split (warps per row group): 1, 2, 4 or 8. */
+  readonly gemvSplit?: 1 | 2 | 4 | 8;
+}
+
+/** The linear ops, plus which kernel a call would run (for benchmark labels). */
+export interface GpuLinearOps extends LinearOps {
+  /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
+  kernelName(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer): string;
+}
+
+const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
+const KERNEL_CODES: Record<LinearKernel, number> = {
+  gemv16: GEMV16,
+  gemv8: GEMV8,
+  gemm128: GEMM128,
+  gemm64: GEMM64,
+  fma: FMA,
+  auto: AUTO,
+};
+const KERNEL_NAMES = ["gemv16", "gemv8", "gemm128", "gemm64", "fma"];
+
+/** Dynamic shared memory of the mma GEMMs: stages · (BM + BN) · 64 k · 2 bytes. */
+const GEMM128_SMEM = 3 * 256 * 64 * 2;
+const GEMM64_SMEM = 4 * 128 * 64 * 2;
+/** Timed launches per path and shape in prepareLinear. */
+const PREPARE_REPS = 10;
+
+/** Warps that split one row group's K: 8, or the largest power of two not above `steps`. */
+function autoSplit(steps: number): number {
+  return steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;
+}
+
+/**
+ * Loads the linear kernels onto the backend's device and returns its ops.
+ *
+ * @example
+ * ```ts ignore
+ * const ops = await loadLinearOps(gpu);
+ * ops.prepareLinear([{ m: 1, n: 4096, k: 4096 }], stream); // optional: vendor library vs Denali
+ * ops.linear(out, x, weight, 1, 4096, 4096, stream);
+ * ```
+ */
+export async function loadLinearOps(
+  backend: Backend,
+  options: LinearOptions = {},
+): Promise<GpuLinearOps> {
+  const { module, specs, launchers } = await loadKernels(backend, "linear");
+  const cuda = backend.kind === "cuda";
+  // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
+  // attribute of a function handle, so their launchers are built here over the very handles it
+  // was raised on (the driver need not hand out the same handle twice). HIP never runs them.
+  const bigShared = (name: string, bytes: number): Launcher => {
+    if (!cuda) return launchers[name].launch;
+    const fn = module.getFunction(name);
+    fn.setMaxDynamicSharedMemory(bytes);
+    const spec = specs.find((s) => s.name === name)!;
+    return createLauncher(backend.launchAbi!, spec, [{ fn, assumes: {} }]).launch;
+  };
+  const gemvT8R16 = launchers.linear_gemv_t8_r16.launch;
+  const gemvT16R16 = launchers.linear_gemv_t16_r16.launch;
+  const gemvT8R8 = launchers.linear_gemv_t8_r8.launch;
+  const gemvT16R8 = launchers.linear_gemv_t16_r8.launch;
+  const gemm128 = bigShared("linear_gemm_128x128", GEMM128_SMEM);
+  const gemm64 = bigShared("linear_gemm_64x64", GEMM64_SMEM);
+  const gemmFma = launchers.linear_gemm_fma.launch;
+
+  const sms = backend.info.multiprocessors;
+  const forced = KERNEL_CODES[options.kernel ?? "auto"];
+  if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
+  const forcedSplit = options.gemvSplit ?? 0;
+  if (![0, 1, 2, 4, 8].includes(forcedSplit)) {
+    throw new RangeError(`loadLinearOps: gemvSplit must be 1, 2, 4 or 8, got ${forcedSplit}`);
+  }
+
+  /** The kernel code for a call; integer arithmetic only. */
+  function choose(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer) {
+    // `|` reads the low bits through ToInt32, exact for any address below 2^53.
+    const vector = (k & 7) === 0 && ((x.ptr | weight.ptr) & 15) === 0;
+    if (!vector || forced === FMA) return FMA;
+    if (m <= 16 && forced !== GEMM128 && forced !== GEMM64) {
+      if (forced === GEMV16 || forced === GEMV8) return forced;
+      return Math.ceil(n / 16) >= sms ? GEMV16 : GEMV8;
+    }
+    if (!cuda) return FMA;
+    if (forced === GEMM128 || forced === GEMM64) return forced;
+    return Math.ceil(m / 128) * Math.ceil(n / 128) >= sms ? GEMM128 : GEMM64;
+  }
+
+  function runDenali(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void {
+    const kernel = choose(m, n, k, x, weight);
+    if (kernel === GEMV16 || kernel === GEMV8) {
+      const rows = kernel === GEMV16 ? 16 : 8;
+      // A warp step covers 128 k (16 rows) or 256 k (8 rows); more warps than steps would idle.
+      const steps = Math.ceil(k / (rows === 16 ? 128 : 256));
+      const split = forcedSplit !== 0 ? forcedSplit : autoSplit(steps);
+      const blocks = Math.ceil(n / ((8 / split) * rows));
+      const launch = m <= 8
+        ? (rows === 16 ? gemvT8R16 : gemvT8R8)
+        : (rows === 16 ? gemvT16R16 : gemvT16R8);
+      launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight, m, n, k, split);
+    } else if (kernel === GEMM128) {
+      const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
+      gemm128(tiles, 1, 1, 128, 1, 1, GEMM128_SMEM, stream, out, x, weight, m, n, k);
+    } else if (kernel === GEMM64) {
+      const tiles = Math.ceil(m / 64) * Math.ceil(n / 64);
+      gemm64(tiles, 1, 1, 128, 1, 1, GEMM64_SMEM, stream, out, x, weight, m, n, k);
+    } else {
+      const gy = Math.ceil(m / 64);
+      if (gy > 65535) {
+        throw new RangeError(`linear: m = ${m} exceeds the fallback kernel's ${65535 * 64} rows`);
+      }
+      gemmFma(Math.ceil(n / 64), gy, 1, 16, 16, 1, 0, stream, out, x, weight, m, n, k);
+    }
+  }
+
+  // Shapes prepareLinear timed, as parallel arrays of small integers: a lookup compares numbers
+  // and allocates nothing (a Map keyed by m·2^40 + n·2^20 + k would box each key as a double).
+  const accel = backend.gemmAccelerator;
+  const preparedM: number[] = [], preparedN: number[] = [], preparedK: number[] = [];
+  const acceleratorWins: boolean[] = [];
+
+  function useAccelerator(m: number, n: number, k: number): boolean {
+    for (let i = 0; i < preparedM.length; i++) {
+      if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) {
+        return acceleratorWins[i];
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Whether the accelerator beat Denali on this shape (false when it can't run it at all), or
+   * null when there was no room for the scratch buffers, so a later prepareLinear may retry.
+   * A failure of Denali's own kernel is a bug, and propagates.
+   */
+  function timeShape(m: number, n: number, k: number, stream: Stream): boolean | null {
+    const buffers: DeviceBuffer[] = [];
+    const free = () => {
+      stream.synchronize();
+      for (const buffer of buffers) backend.free(buffer);
+    };
+    try {
+      for (const bytes of [2 * m * k, 2 * n * k, 2 * m * n]) buffers.push(backend.alloc(bytes));
+    } catch {
+      free();
+      return null;
+    }
+    const [x, w, out] = buffers;
+    const start = backend.createEvent(), stop = backend.createEvent();
+    try {
+      // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
+      backend.memset(x, 0x3c, stream);
+      backend.memset(w, 0x3c, stream);
+      const time = (run: () => void): number => {
+        run();
+        run();
+        start.record(stream);
+        for (let i = 0; i < PREPARE_REPS; i++) run();
+        stop.record(stream);
+        stop.synchronize();
+        return stop.elapsedMsSince(start);
+      };
+      const own = () => runDenali(out, x, w, m, n, k, stream);
+      const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
+      // Alternate the two and keep each one's best, so a clock ramp favours neither.
+      let ownMs = time(own), libMs: number;
+      try {
+        libMs = time(lib);
+      } catch {
+        return false; // the library rejects the shape: Denali's kernel it is
+      }
+      ownMs = Math.min(ownMs, time(own));
+      libMs = Math.min(libMs, time(lib));
+      return libMs < ownMs;
+    } finally {
+      free();
+      start.destroy();
+      stop.destroy();
+    }
+  }
+
+  return {
+    linear(out, x, weight, m, n, k, stream) {
+      checkLinearArgs("linear", out, x, weight, m, n, k);
+      if (accel !== null && preparedM.length !== 0 && useAccelerator(m, n, k)) {
+        accel.gemm(out, x, weight, m, n, k, stream);
+        return;
+      }
+      runDenali(out, x, weight, m, n, k, stream);
+    },
+
+    prepareLinear(shapes, stream) {
+      checkLinearShapes("prepareLinear", shapes);
+      if (accel === null) return;
+      for (const { m, n, k } of shapes) {
+        let known = false;
+        for (let i = 0; i < preparedM.length; i++) {
+          if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) known = true;
+        }
+        if (known) continue;
+        const wins = timeShape(m, n, k, stream);
+        if (wins === null) continue;
+        preparedM.push(m);
+        preparedN.push(n);
+        preparedK.push(k);
+        acceleratorWins.push(wins);
+      }
+    },
+
+    kernelName(m, n, k, x, weight) {
+      if (accel !== null && useAccelerator(m, n, k)) return "accelerator";
+      return KERNEL_NAMES[choose(m, n, k, x, weight)];
+    },
+  };
 }

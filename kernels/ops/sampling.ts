@@ -1,13 +1,85 @@
 /**
- * GPU sampling ops: launchers over kernels/src/sampling.cu. (Placeholder until the kernels land.)
+ * The sampling family on a GPU: launchers over kernels/src/sampling.cu. Arguments are checked by
+ * the same functions the CPU reference uses (backends/cpu/sampling.ts); launch shapes are pure
+ * arithmetic, so a call allocates nothing.
+ *
+ * Launch configurations: every kernel runs one block of 1024 threads per row (grid = batch).
+ * argmax and logSoftmax take their float4 variants on their own when vocab % 16 == 0 and the
+ * pointers are 16-byte aligned. sample uses about 25 KiB of static shared memory per block and
+ * a workspace of batch × vocab f32 (it keeps p there between its passes over the row).
  *
  * @module
  */
 
 import type { Backend } from "../../backends/backend.ts";
+import {
+  checkArgmax,
+  checkLogSoftmax,
+  checkSample,
+  checkSampleSizes,
+} from "../../backends/cpu/sampling.ts";
 import type { SamplingOps } from "../../backends/ops.ts";
+import { loadKernels } from "../modules.ts";
+
+/** Threads per block of every sampling kernel (the kernels assume exactly this many). */
+const THREADS = 1024;
+
+/** Bytes of workspace the GPU `sample` needs: p for every token of every row. */
+export function gpuSampleWorkspaceBytes(batch: number, vocab: number): number {
+  checkSampleSizes(batch, vocab);
+  return 4 * batch * vocab;
+}
 
 /** Loads the sampling kernels onto the backend's device and returns its ops. */
-export function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
-  return Promise.reject(new Error(`the ${backend.kind} sampling kernels are not built yet`));
+export async function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
+  const { launchers } = await loadKernels(backend, "sampling");
+  const argmax = launchers.argmax_f32.launch;
+  const logSoftmax = launchers.log_softmax_f32.launch;
+  const sample = launchers.sample_f32.launch;
+
+  return {
+    argmax(ids, logits, batch, vocab, stream) {
+      checkArgmax(ids, logits, batch, vocab);
+      argmax(batch, 1, 1, THREADS, 1, 1, 0, stream, ids, logits, vocab);
+    },
+
+    sample(ids, logits, params, batch, vocab, workspace, stream) {
+      checkSample(
+        ids,
+        logits,
+        params,
+        batch,
+        vocab,
+        workspace,
+        gpuSampleWorkspaceBytes(batch, vocab),
+      );
+      sample(
+        batch,
+        1,
+        1,
+        THREADS,
+        1,
+        1,
+        0,
+        stream,
+        ids,
+        logits,
+        params.temperature,
+        params.topK,
+        params.topP,
+        params.minP,
+        params.seed,
+        params.step,
+        workspace,
+        vocab,
+      );
+    },
+
+    sampleWorkspaceBytes: gpuSampleWorkspaceBytes,
+
+    logSoftmax(out, logits, batch, vocab, stream) {
+      checkLogSoftmax(out, logits, batch, vocab);
+      logSoftmax(batch, 1, 1, THREADS, 1, 1, 0, stream, out, logits, vocab);
+    },
+  };
 }

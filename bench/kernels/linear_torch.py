@@ -1,0 +1,81 @@
+"""torch.matmul(x, w.T) on the shapes of bench/kernels/linear_bench.ts, in the same BENCH format.
+
+Usage (on the GPU machine): python3 bench/kernels/linear_torch.py
+
+Prints `BENCH torch_copy_bandwidth gbps=...`, then `BENCH torch_linear_gemv ...` for M = 1, 8, 16
+and `BENCH torch_linear_gemm ...` for M = 256, 1024, 4096 on each weight shape N×K; bytes are
+x + W + out once each. Weights rotate over enough copies (>= 256 MiB together) that L2 never
+holds the next call's weight; inputs are random bf16 (x uniform in ±1, W in ±1/sqrt(K)).
+Times are medians of CUDA-event timings after warm-up.
+"""
+
+import math
+import statistics
+
+import torch
+
+SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)]
+GEMV_MS = [1, 8, 16]
+GEMM_MS = [256, 1024, 4096]
+ROTATION_BYTES = 256 * 2**20
+
+
+def median_us(run, reps=30, warmup=5):
+    for i in range(warmup):
+        run(i)
+    start = torch.cuda.Event(enable_timing=True)
+    stop = torch.cuda.Event(enable_timing=True)
+    times = []
+    for i in range(reps):
+        start.record()
+        run(i)
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) * 1000.0)
+    return statistics.median(times)
+
+
+def print_bench(op, shape, us, nbytes, flops=0):
+    gbps = nbytes / (us * 1e3)
+    tflops = f" tflops={flops / (us * 1e6):.1f}" if flops else ""
+    print(f"BENCH {op} {shape} time_us={us:.2f} gbps={gbps:.0f}{tflops}", flush=True)
+
+
+def copy_bandwidth_gbps(nbytes=2**30):
+    src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    us = median_us(lambda _: dst.copy_(src), reps=10, warmup=2)
+    return 2 * nbytes / (us * 1e3)
+
+
+def main():
+    torch.manual_seed(0)
+    print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    copy = copy_bandwidth_gbps()
+    print(f"BENCH torch_copy_bandwidth gbps={copy:.0f}", flush=True)
+    max_m = GEMM_MS[-1]
+    for n, k in SHAPES:
+        w_bytes = 2 * n * k
+        copies = max(1, math.ceil(ROTATION_BYTES / w_bytes))
+        weights = [
+            ((torch.rand(n, k, device="cuda") * 2 - 1) / math.sqrt(k)).to(torch.bfloat16)
+            for _ in range(copies)
+        ]
+        x_all = (torch.rand(max_m, k, device="cuda") * 2 - 1).to(torch.bfloat16)
+        for m in GEMV_MS + GEMM_MS:
+            x = x_all[:m]
+            shape = f"m{m}_n{n}_k{k}"
+            nbytes = 2 * (m * k + n * k + m * n)
+            flops = 2 * m * n * k
+            reps = 10 if flops > 1e12 else 30
+            us = median_us(lambda i: torch.matmul(x, weights[i % copies].T), reps=reps)
+            op = "torch_linear_gemv" if m <= 16 else "torch_linear_gemm"
+            print_bench(op, shape, us, nbytes, flops)
+            if m <= 16:
+                print(f"# {op} {shape} of_copy={nbytes / (us * 1e3) / copy:.3f}")
+        del weights, x_all
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,886 @@
+// Attention and KV-cache kernels: kv_write (scatter new K/V rows into the paged cache), paged
+// decode attention with split-K over the context (flash-decoding) plus its reduce, and causal
+// prefill attention over a packed variable-length batch that reads K/V through block tables.
+//
+// Layouts (backends/ops.ts): the cache of one layer is K and V, each [numBlocks, numKvHeads,
+// blockSize, headDim] bf16; token t of a sequence lives in block blockTable[t / blockSize] at
+// offset t % blockSize. q/out are [tokens, numHeads, headDim]. blockSize is a power of two.
+//
+// Softmax runs in the log2 domain: q·k is scaled by scale·log2(e) and exponentiated with exp2f,
+// which is the same function as exp(scale·q·k) up to fp32 rounding.
+//
+// Every kernel's signature sits on one line (kernels/build.ts reads them); the templated bodies
+// below are instantiated by thin extern "C" wrappers, one per head dimension / head group size.
+#include "compat.h"
+
+#define ATTN_THREADS 128
+#define ATTN_WARPS 4
+// The largest decode partition (tokens per block); kernels/ops/attention.ts never picks more.
+#define DECODE_MAX_PART 512
+#define LOG2E 1.4426950408889634f
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by the kernels.
+
+// Butterfly exchange inside a logical 32-lane warp. Masks stay below 32, so on AMD's 64-lane
+// wavefronts each half reduces on its own, exactly like a CUDA warp.
+__device__ __forceinline__ float shfl_xor(float v, int mask) {
+#ifdef DENALI_HIP
+  return __shfl_xor(v, mask);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, mask);
+#endif
+}
+
+// 8 bf16 (one 16-byte load) to fp32: the low half of each word is the lower-index element.
+__device__ __forceinline__ void unpack8(const uint4 r, float (&f)[8]) {
+  f[0] = __uint_as_float(r.x << 16);
+  f[1] = __uint_as_float(r.x & 0xffff0000u);
+  f[2] = __uint_as_float(r.y << 16);
+  f[3] = __uint_as_float(r.y & 0xffff0000u);
+  f[4] = __uint_as_float(r.z << 16);
+  f[5] = __uint_as_float(r.z & 0xffff0000u);
+  f[6] = __uint_as_float(r.w << 16);
+  f[7] = __uint_as_float(r.w & 0xffff0000u);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
+}
+
+__device__ __forceinline__ uint4 load16(const uint16_t* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+
+__device__ __forceinline__ void store16(uint16_t* p, uint4 v) {
+  *reinterpret_cast<uint4*>(p) = v;
+}
+
+// Element offset of token `t`'s row for KV head `kvh` in a cache. A block id outside the cache
+// (a corrupt table) reads block 0 instead of faulting: wrong numbers, but a live context.
+__device__ __forceinline__ size_t cache_row(const int32_t* table, int t, int shift, int kvh,
+                                            int numKvHeads, int numBlocks, int headDim) {
+  int blk = table[t >> shift];
+  blk = static_cast<uint32_t>(blk) < static_cast<uint32_t>(numBlocks) ? blk : 0;
+  const size_t row = ((static_cast<size_t>(blk) * numKvHeads + kvh) << shift) |
+                     static_cast<size_t>(t & ((1 << shift) - 1));
+  return row * headDim;
+}
+
+__device__ __forceinline__ int log2_pow2(int x) { return __ffs(x) - 1; }
+
+// ---------------------------------------------------------------------------------------------
+// kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
+// A negative slot (padding) writes nothing; so does a slot past the end of the cache.
+
+extern "C" __global__ void kv_write(uint16_t* kCache, uint16_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks) {
+  const int token = blockIdx.x;
+  const int slot = slots[token];
+  if (slot < 0 || slot >= numBlocks * blockSize) return;
+  const int shift = log2_pow2(blockSize);
+  const int block = slot >> shift;
+  const int offset = slot & (blockSize - 1);
+  const int chunksPerHead = headDim >> 3;
+  const int chunks = numKvHeads * chunksPerHead;
+  const size_t src = static_cast<size_t>(token) * numKvHeads * headDim;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const int head = c / chunksPerHead;
+    const int col = (c - head * chunksPerHead) << 3;
+    const size_t dst =
+        ((static_cast<size_t>(block) * numKvHeads + head) * blockSize + offset) * headDim + col;
+    const size_t from = src + static_cast<size_t>(head) * headDim + col;
+    store16(kCache + dst, load16(k + from));
+    store16(vCache + dst, load16(v + from));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode attention, split-K. Block (partition, kvHead·chunks + chunk, sequence) serves GT query
+// heads of one KV head (GT = the head-group size rounded up to 1, 2, 4 or 8; groups over 8 run as
+// several chunks) over tokens [partition·partSize, +partSize) of the context, reading each K and
+// V row once for all GT heads.
+//
+// Threads form groups of T = D/8 lanes; a group holds one token row, one 16-byte load per lane.
+// Phase 1: q·k for GT heads, reduced across the T lanes with a reduce-scatter butterfly (GT-1
+// exchanges plus log2(T/GT), instead of GT·log2(T)), logits into shared memory.
+// Phase 2: per-head max and exp-sum over the partition. Phase 3: p·v into fp32 registers, then a
+// cross-group and cross-warp sum. The partition's (max, sum, unnormalised out[D]) go to the
+// workspace; with a single partition the block writes the normalised bf16 output directly.
+
+// Sums v[] over T lanes so that, afterwards, lane li holds in v[0] the total of head
+// li / (T / GT). Each step halves the values a lane keeps, so the exchanges cost GT - 1 + the
+// remaining log2(T / GT) plain butterflies.
+template <int GT, int T>
+__device__ __forceinline__ float reduce_scatter(float (&v)[GT], int li) {
+  int count = GT;
+#pragma unroll
+  for (int off = T / 2; off >= 1; off >>= 1) {
+    if (count > 1) {
+      const int half = count / 2;
+      const bool upper = (li & off) != 0;
+#pragma unroll
+      for (int i = 0; i < GT / 2; i++) {
+        if (i < half) {
+          const float send = upper ? v[i] : v[i + half];
+          const float keep = upper ? v[i + half] : v[i];
+          v[i] = keep + shfl_xor(send, off);
+        }
+      }
+      count = half;
+    } else {
+      v[0] += shfl_xor(v[0], off);
+    }
+  }
+  return v[0];
+}
+
+// p[0..GT) = src[0..GT); float4 loads where GT allows (src is then 16-byte aligned).
+template <int GT>
+__device__ __forceinline__ void load_group(const float* src, float (&p)[GT]) {
+#pragma unroll
+  for (int g = 0; g + 4 <= GT; g += 4) {
+    const float4 x = *reinterpret_cast<const float4*>(src + g);
+    p[g] = x.x;
+    p[g + 1] = x.y;
+    p[g + 2] = x.z;
+    p[g + 3] = x.w;
+  }
+#pragma unroll
+  for (int g = GT - GT % 4; g < GT; g++) p[g] = src[g];
+}
+
+template <int D, int GT>
+__device__ __forceinline__ void decode_partition(
+    float* __restrict__ partOut, float* __restrict__ partMl, uint16_t* __restrict__ out,
+    const uint16_t* __restrict__ q, const uint16_t* __restrict__ kCache,
+    const uint16_t* __restrict__ vCache, const int32_t* __restrict__ blockTables,
+    const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
+    int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale) {
+  constexpr int T = D / 8;                  // lanes per token row
+  constexpr int NG = ATTN_THREADS / T;      // token groups per block
+  // Rows in flight per lane: 8 keeps ~64 KB of loads in flight per SM at 4 blocks/SM; a group
+  // of 8 heads needs the registers for q and the accumulators instead.
+  constexpr int U = GT >= 8 ? 4 : 8;
+  constexpr int STEP = NG * U;              // tokens per loop iteration
+  constexpr int SMEM = (DECODE_MAX_PART * GT > ATTN_WARPS * GT * D) ? DECODE_MAX_PART * GT
+                                                                    : ATTN_WARPS * GT * D;
+  constexpr int GT_SPREAD = T / GT;         // lanes that end up holding the same head
+  __shared__ __align__(16) float smem[SMEM];  // logits [partSize][GT], later warp partials
+  __shared__ float redMax[ATTN_WARPS][GT];
+  __shared__ float redSum[ATTN_WARPS][GT];
+
+  const int ratio = numHeads / numKvHeads;
+  const int chunks = (ratio + GT - 1) / GT;
+  const int kvh = blockIdx.y / chunks;
+  const int chunk = blockIdx.y - kvh * chunks;
+  const int b = blockIdx.z;
+  const int part = blockIdx.x;
+  const int headBase = kvh * ratio + chunk * GT;
+  const int validHeads = min(GT, ratio - chunk * GT);
+  const bool direct = numParts == 1;
+  const int tid = threadIdx.x;
+
+  int ctx = contextLens[b];
+  ctx = max(0, min(ctx, maxContext));
+  const int start = part * partSize;
+  if (start >= ctx) {
+    // An empty context has no softmax; its output is defined as zeros.
+    if (direct && part == 0) {
+      for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
+        out[(static_cast<size_t>(b) * numHeads + headBase) * D + e] = 0;
+      }
+    }
+    return;
+  }
+  const int n = min(partSize, ctx - start);
+  const int li = tid % T;
+  const int gi = tid / T;
+  const int shift = log2_pow2(blockSize);
+  const int32_t* table = blockTables + static_cast<size_t>(b) * maxBlocks;
+
+  float qf[GT][8];
+  const float qscale = scale * LOG2E;
+#pragma unroll
+  for (int g = 0; g < GT; g++) {
+    if (g < validHeads) {
+      const uint4 raw = load16(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + li * 8);
+      unpack8(raw, qf[g]);
+#pragma unroll
+      for (int i = 0; i < 8; i++) qf[g][i] *= qscale;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; i++) qf[g][i] = 0.0f;
+    }
+  }
+
+  // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
+  float* logits = smem;
+  const int myHead = li / GT_SPREAD;
+  for (int base = 0; base < n; base += STEP) {
+    uint4 kr[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int j = base + gi + u * NG;
+      kr[u] = j < n ? load16(kCache + cache_row(table, start + j, shift, kvh, numKvHeads,
+                                                numBlocks, D) + li * 8)
+                    : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float kf[8];
+      unpack8(kr[u], kf);
+      float dot[GT];
+#pragma unroll
+      for (int g = 0; g < GT; g++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) s = fmaf(qf[g][i], kf[i], s);
+        dot[g] = s;
+      }
+      const float total = reduce_scatter<GT, T>(dot, li);
+      const int j = base + gi + u * NG;
+      if (j < n && li % GT_SPREAD == 0) logits[j * GT + myHead] = total;
+    }
+  }
+  __syncthreads();
+
+  // Phase 2: max and exp-sum per head; logits become unnormalised probabilities in place.
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  float m[GT];
+#pragma unroll
+  for (int g = 0; g < GT; g++) m[g] = -INFINITY;
+  for (int j = tid; j < n; j += ATTN_THREADS) {
+    float s[GT];
+    load_group<GT>(logits + j * GT, s);
+#pragma unroll
+    for (int g = 0; g < GT; g++) m[g] = fmaxf(m[g], s[g]);
+  }
+#pragma unroll
+  for (int g = 0; g < GT; g++) {
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) m[g] = fmaxf(m[g], shfl_xor(m[g], off));
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) redMax[warp][g] = m[g];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int g = 0; g < GT; g++) {
+    float x = redMax[0][g];
+#pragma unroll
+    for (int w = 1; w < ATTN_WARPS; w++) x = fmaxf(x, redMax[w][g]);
+    m[g] = x;
+  }
+  float l[GT];
+#pragma unroll
+  for (int g = 0; g < GT; g++) l[g] = 0.0f;
+  for (int j = tid; j < n; j += ATTN_THREADS) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) {
+      const float p = exp2f(logits[j * GT + g] - m[g]);
+      logits[j * GT + g] = p;
+      l[g] += p;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GT; g++) {
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) l[g] += shfl_xor(l[g], off);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) redSum[warp][g] = l[g];
+  }
+  __syncthreads();
+
+  // Phase 3: out[g][li*8 .. +8] = Σ_j p[j][g] · v[j][li*8 .. +8], this lane's share.
+  float acc[GT][8];
+#pragma unroll
+  for (int g = 0; g < GT; g++) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[g][i] = 0.0f;
+  }
+  for (int base = 0; base < n; base += STEP) {
+    uint4 vr[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int j = base + gi + u * NG;
+      vr[u] = j < n ? load16(vCache + cache_row(table, start + j, shift, kvh, numKvHeads,
+                                                numBlocks, D) + li * 8)
+                    : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int j = base + gi + u * NG;
+      if (j < n) {
+        float vf[8];
+        unpack8(vr[u], vf);
+        float p[GT];
+        load_group<GT>(logits + j * GT, p);
+#pragma unroll
+        for (int g = 0; g < GT; g++) {
+#pragma unroll
+          for (int i = 0; i < 8; i++) acc[g][i] = fmaf(p[g], vf[i], acc[g][i]);
+        }
+      }
+    }
+  }
+  // Groups within a warp first (lanes li, li+T, ... hold the same dims), then across warps.
+#pragma unroll
+  for (int off = T; off < 32; off <<= 1) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[g][i] += shfl_xor(acc[g][i], off);
+    }
+  }
+  __syncthreads();  // the logits are consumed; smem now holds the warp partials
+  float* red = smem;
+  if (lane < T) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) {
+      float4* dst = reinterpret_cast<float4*>(red + (warp * GT + g) * D + li * 8);
+      dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+      dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
+    const int g = e / D;
+    const int d = e - g * D;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; w++) sum += red[(w * GT + g) * D + d];
+    const size_t head = static_cast<size_t>(b) * numHeads + headBase + g;
+    if (direct) {
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < ATTN_WARPS; w++) total += redSum[w][g];
+      out[head * D + d] = f32_to_bf16(sum / total);
+    } else {
+      partOut[(head * numParts + part) * D + d] = sum;
+    }
+  }
+  if (!direct && tid < validHeads) {
+    float mx = redMax[0][tid], total = 0.0f;
+    for (int w = 1; w < ATTN_WARPS; w++) mx = fmaxf(mx, redMax[w][tid]);
+    for (int w = 0; w < ATTN_WARPS; w++) total += redSum[w][tid];
+    const size_t row = (static_cast<size_t>(b) * numHeads + headBase + tid) * numParts + part;
+    partMl[row * 2] = mx;
+    partMl[row * 2 + 1] = total;
+  }
+}
+
+#define DECODE_KERNEL_DECL(D, GT)                                                               \
+  extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_d##D##_g##GT(      \
+      float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache,  \
+      const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens,           \
+      int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
+      int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale);
+DECODE_KERNEL_DECL(64, 1)
+DECODE_KERNEL_DECL(64, 2)
+DECODE_KERNEL_DECL(64, 4)
+DECODE_KERNEL_DECL(64, 8)
+DECODE_KERNEL_DECL(128, 1)
+DECODE_KERNEL_DECL(128, 2)
+DECODE_KERNEL_DECL(128, 4)
+DECODE_KERNEL_DECL(128, 8)
+
+#define DECODE_ARGS                                                                         \
+  partOut, partMl, out, q, kCache, vCache, blockTables, contextLens, numHeads, numKvHeads,  \
+      blockSize, maxBlocks, maxContext, partSize, numParts, numBlocks, scale
+
+// Grid (numParts, numKvHeads · ceil(ratio / GT), batch), 128 threads.
+extern "C" __global__ void decode_attn_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<64, 1>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<64, 2>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<64, 4>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<64, 8>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<128, 1>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<128, 2>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<128, 4>(DECODE_ARGS);
+}
+extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  decode_partition<128, 8>(DECODE_ARGS);
+}
+
+// Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.
+// Grid (numHeads, batch), headDim threads (one output element each).
+extern "C" __global__ void decode_reduce(uint16_t* out, const float* partOut, const float* partMl, const int32_t* contextLens, int32_t numHeads, int32_t headDim, int32_t maxContext, int32_t partSize, int32_t numParts) {
+  const int h = blockIdx.x;
+  const int b = blockIdx.y;
+  const int d = threadIdx.x;
+  int ctx = contextLens[b];
+  ctx = max(0, min(ctx, maxContext));
+  const int parts = (ctx + partSize - 1) / partSize;
+  const size_t head = static_cast<size_t>(b) * numHeads + h;
+  const float* ml = partMl + head * numParts * 2;
+  const float* o = partOut + head * numParts * headDim + d;
+  float mx = -INFINITY;
+  for (int p = 0; p < parts; p++) mx = fmaxf(mx, ml[2 * p]);
+  float sum = 0.0f, acc = 0.0f;
+  for (int p = 0; p < parts; p++) {
+    const float w = exp2f(ml[2 * p] - mx);
+    sum = fmaf(w, ml[2 * p + 1], sum);
+    acc = fmaf(w, o[static_cast<size_t>(p) * headDim], acc);
+  }
+  out[head * headDim + d] = f32_to_bf16(parts > 0 ? acc / sum : 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill attention. Block (tile, head): 64 query rows of one sequence (the tiles of every
+// sequence are numbered one after another, each sequence's heaviest — last — tile first), for one
+// query head, iterating over 64-token KV tiles up to the tile's causal limit with an online
+// softmax in fp32. Grid (floor((tokens + 63·seqs) / 64), numHeads), 128 threads; blocks past the
+// real tile count exit at once.
+
+#define PREFILL_BM 64
+
+struct PrefillTile {
+  int qStart;   // packed index of the tile's first query row
+  int rows;     // valid query rows in the tile (1..64)
+  int firstPos; // position of the first row
+  int kvEnd;    // keys [0, kvEnd) are visible to some row of the tile
+  int seq;
+};
+
+// Finds this block's tile by walking the sequences; false if the block has no tile.
+__device__ __forceinline__ bool prefill_tile(const int32_t* queryStarts,
+                                             const int32_t* contextLens, int seqs, int tileIndex,
+                                             int cacheTokens, PrefillTile& t) {
+  int index = tileIndex;
+  for (int s = 0; s < seqs; s++) {
+    const int qs = queryStarts[s];
+    const int nq = max(0, queryStarts[s + 1] - qs);
+    const int tiles = (nq + PREFILL_BM - 1) / PREFILL_BM;
+    if (index < tiles) {
+      const int tile = tiles - 1 - index;
+      const int ctx = max(0, min(contextLens[s], cacheTokens));
+      t.qStart = qs + tile * PREFILL_BM;
+      t.rows = min(PREFILL_BM, nq - tile * PREFILL_BM);
+      t.firstPos = max(0, ctx - nq) + tile * PREFILL_BM;
+      t.kvEnd = min(t.firstPos + t.rows, ctx);
+      t.seq = s;
+      return true;
+    }
+    index -= tiles;
+  }
+  return false;
+}
+
+// Portable path (HIP, and a reference for the tensor-core path): BN = 32 keys per tile. Thread
+// (row = tid / 2, half = tid % 2) scores 16 keys of its row and accumulates half of the row's
+// output dimensions.
+template <int D>
+__device__ __forceinline__ void prefill_simt(
+    uint16_t* __restrict__ out, const uint16_t* __restrict__ q,
+    const uint16_t* __restrict__ kCache, const uint16_t* __restrict__ vCache,
+    const int32_t* __restrict__ queryStarts, const int32_t* __restrict__ contextLens,
+    const int32_t* __restrict__ blockTables, int seqs, int numHeads, int numKvHeads,
+    int blockSize, int maxBlocks, int numBlocks, float scale, int /*stages: static smem here*/) {
+  constexpr int BN = 32;
+  constexpr int QS = D + 2;   // padded rows (in bf16) so the 16 rows of a warp hit 16 banks
+  constexpr int KS = D + 2;
+  constexpr int PS = BN + 1;
+  constexpr int HALF = D / 2;
+  __shared__ __align__(16) uint16_t Qs[PREFILL_BM * QS];
+  __shared__ __align__(16) uint16_t Ks[BN * KS];
+  __shared__ __align__(16) uint16_t Vs[BN * D];
+  __shared__ float Ps[PREFILL_BM * PS];
+
+  PrefillTile t;
+  if (!prefill_tile(queryStarts, contextLens, seqs, blockIdx.x, maxBlocks * blockSize, t)) return;
+  const int h = blockIdx.y;
+  const int kvh = h / (numHeads / numKvHeads);
+  const int tid = threadIdx.x;
+  const int row = tid >> 1;
+  const int half = tid & 1;
+  const int shift = log2_pow2(blockSize);
+  const int32_t* table = blockTables + static_cast<size_t>(t.seq) * maxBlocks;
+  constexpr int CH = D / 8;
+
+  for (int c = tid; c < PREFILL_BM * CH; c += ATTN_THREADS) {
+    const int r = c / CH, col = (c % CH) * 8;
+    const uint4 x = r < t.rows
+                        ? load16(q + (static_cast<size_t>(t.qStart + r) * numHeads + h) * D + col)
+                        : make_uint4(0u, 0u, 0u, 0u);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(Qs + r * QS + col);
+    dst[0] = x.x;
+    dst[1] = x.y;
+    dst[2] = x.z;
+    dst[3] = x.w;
+  }
+  // Rows past the sequence take the last row's position: finite, never stored.
+  const int pos = t.firstPos + min(row, t.rows - 1);
+  const float qscale = scale * LOG2E;
+  float acc[HALF];
+#pragma unroll
+  for (int i = 0; i < HALF; i++) acc[i] = 0.0f;
+  float mRow = -INFINITY, lRow = 0.0f;
+
+  for (int kv0 = 0; kv0 < t.kvEnd; kv0 += BN) {
+    __syncthreads();  // the previous tile's K/V/P are consumed (and Qs is written, first time)
+    for (int c = tid; c < BN * CH; c += ATTN_THREADS) {
+      const int r = c / CH, col = (c % CH) * 8;
+      const int kv = kv0 + r;
+      uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;
+      if (kv < t.kvEnd) {
+        const size_t at = cache_row(table, kv, shift, kvh, numKvHeads, numBlocks, D) + col;
+        kx = load16(kCache + at);
+        vx = load16(vCache + at);
+      }
+      uint32_t* kd = reinterpret_cast<uint32_t*>(Ks + r * KS + col);
+      kd[0] = kx.x;
+      kd[1] = kx.y;
+      kd[2] = kx.z;
+      kd[3] = kx.w;
+      store16(Vs + r * D + col, vx);
+    }
+    __syncthreads();
+
+    float s[BN / 2];
+#pragma unroll
+    for (int j = 0; j < BN / 2; j++) s[j] = 0.0f;
+    for (int d = 0; d < D; d += 2) {
+      const uint32_t qq = *reinterpret_cast<const uint32_t*>(Qs + row * QS + d);
+      const float q0 = __uint_as_float(qq << 16), q1 = __uint_as_float(qq & 0xffff0000u);
+#pragma unroll
+      for (int j = 0; j < BN / 2; j++) {
+        const uint32_t kk = *reinterpret_cast<const uint32_t*>(Ks + (half * (BN / 2) + j) * KS + d);
+        s[j] = fmaf(q0, __uint_as_float(kk << 16), s[j]);
+        s[j] = fmaf(q1, __uint_as_float(kk & 0xffff0000u), s[j]);
+      }
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BN / 2; j++) {
+      const int kv = kv0 + half * (BN / 2) + j;
+      s[j] = (kv <= pos && kv < t.kvEnd) ? s[j] * qscale : -INFINITY;
+      mx = fmaxf(mx, s[j]);
+    }
+    mx = fmaxf(mx, shfl_xor(mx, 1));
+    const float mNew = fmaxf(mRow, mx);
+    // Every row sees key 0 in the first tile, so mNew is finite; the guard keeps NaN out anyway.
+    const float mUse = mNew == -INFINITY ? 0.0f : mNew;
+    const float alpha = exp2f(mRow - mUse);
+    mRow = mNew;
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < BN / 2; j++) {
+      const float p = exp2f(s[j] - mUse);
+      sum += p;
+      Ps[row * PS + half * (BN / 2) + j] = p;
+    }
+    lRow = lRow * alpha + sum;
+#pragma unroll
+    for (int i = 0; i < HALF; i++) acc[i] *= alpha;
+    __syncthreads();
+    for (int j = 0; j < BN; j++) {
+      const float p = Ps[row * PS + j];
+#pragma unroll
+      for (int c = 0; c < HALF; c += 8) {
+        float vf[8];
+        unpack8(load16(Vs + j * D + half * HALF + c), vf);
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[c + i] = fmaf(p, vf[i], acc[c + i]);
+      }
+    }
+  }
+  lRow += shfl_xor(lRow, 1);
+  if (row < t.rows) {
+    // lRow is 0 only for a row that sees no key (a context shorter than its new tokens).
+    const float inv = lRow > 0.0f ? 1.0f / lRow : 0.0f;
+    uint16_t* dst = out + (static_cast<size_t>(t.qStart + row) * numHeads + h) * D + half * HALF;
+#pragma unroll
+    for (int c = 0; c < HALF; c += 8) {
+      uint4 x;
+      x.x = pack_bf16x2(acc[c] * inv, acc[c + 1] * inv);
+      x.y = pack_bf16x2(acc[c + 2] * inv, acc[c + 3] * inv);
+      x.z = pack_bf16x2(acc[c + 4] * inv, acc[c + 5] * inv);
+      x.w = pack_bf16x2(acc[c + 6] * inv, acc[c + 7] * inv);
+      store16(dst + c, x);
+    }
+  }
+}
+
+#ifndef DENALI_HIP
+// Tensor-core path (sm_80+): warp w owns query rows 16w..16w+15 of the tile; S = Q·Kᵀ and
+// O += P·V with mma.sync m16n8k16 (bf16 in, fp32 accumulate), P rounded to bf16 for the second
+// product as FlashAttention does. BN = 64; shared rows padded by 16 bytes so the fragment loads
+// and ldmatrix phases are conflict-free.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Global → shared 16-byte copy that skips the registers; a row past the keys is zero-filled
+// (src-size 0 reads nothing). Grouped by cp_async_commit, awaited by cp_async_wait_group.
+__device__ __forceinline__ void cp_async16(uint16_t* smem, const uint16_t* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+               :
+               : "r"(dst), "l"(gmem), "r"(valid ? 16 : 0)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most N of this thread's committed copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(const uint16_t* p, uint32_t& r0, uint32_t& r1,
+                                                  uint32_t& r2, uint32_t& r3) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+
+// Shared bytes of one pipeline stage of prefill_mma<D>: a K and a V tile of 64 padded rows.
+#define PREFILL_STAGE_BYTES(D) (2 * 64 * ((D) + 8) * 2)
+
+template <int D>
+__device__ __forceinline__ void prefill_mma(
+    uint16_t* __restrict__ out, const uint16_t* __restrict__ q,
+    const uint16_t* __restrict__ kCache, const uint16_t* __restrict__ vCache,
+    const int32_t* __restrict__ queryStarts, const int32_t* __restrict__ contextLens,
+    const int32_t* __restrict__ blockTables, int seqs, int numHeads, int numKvHeads,
+    int blockSize, int maxBlocks, int numBlocks, float scale, int stages) {
+  constexpr int BN = 64;
+  constexpr int STR = D + 8;          // bf16 per shared row: 16 bytes of padding
+  constexpr int CH = D / 8;           // 16-byte chunks per row
+  constexpr int LOADS = BN * CH / ATTN_THREADS;
+  constexpr int KSTEPS = D / 16;      // k-steps of Q·Kᵀ
+  constexpr int NT = BN / 8;          // n-tiles of S
+  constexpr int DT = D / 8;           // n-tiles of O
+  constexpr int STAGE = 2 * BN * STR; // bf16 per stage: K tile, then V tile
+  // `stages` (1 or 2) stages of PREFILL_STAGE_BYTES(D) each, sized by the launch.
+  extern __shared__ __align__(16) uint16_t prefillSmem[];
+
+  PrefillTile t;
+  if (!prefill_tile(queryStarts, contextLens, seqs, blockIdx.x, maxBlocks * blockSize, t)) return;
+  const int h = blockIdx.y;
+  const int kvh = h / (numHeads / numKvHeads);
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tig = lane & 3;
+  const int shift = log2_pow2(blockSize);
+  const int32_t* table = blockTables + static_cast<size_t>(t.seq) * maxBlocks;
+
+  // Q tile through stage 0 into A fragments, kept in registers for the whole key loop.
+  uint16_t* stage0 = prefillSmem;
+#pragma unroll
+  for (int i = 0; i < PREFILL_BM * CH / ATTN_THREADS; i++) {
+    const int c = tid + i * ATTN_THREADS;
+    const int r = c / CH, col = (c % CH) * 8;
+    const uint4 x = r < t.rows
+                        ? load16(q + (static_cast<size_t>(t.qStart + r) * numHeads + h) * D + col)
+                        : make_uint4(0u, 0u, 0u, 0u);
+    store16(stage0 + r * STR + col, x);
+  }
+  __syncthreads();
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  uint32_t qa[KSTEPS][4];
+#pragma unroll
+  for (int kk = 0; kk < KSTEPS; kk++) {
+    const int c = kk * 16 + tig * 2;
+    qa[kk][0] = *reinterpret_cast<const uint32_t*>(stage0 + r0 * STR + c);
+    qa[kk][1] = *reinterpret_cast<const uint32_t*>(stage0 + r1 * STR + c);
+    qa[kk][2] = *reinterpret_cast<const uint32_t*>(stage0 + r0 * STR + c + 8);
+    qa[kk][3] = *reinterpret_cast<const uint32_t*>(stage0 + r1 * STR + c + 8);
+  }
+  __syncthreads();  // stage 0 is free for the first K/V tile
+  // Rows past the sequence take the last row's position: finite, never stored.
+  const int pos0 = t.firstPos + min(r0, t.rows - 1);
+  const int pos1 = t.firstPos + min(r1, t.rows - 1);
+  const float qscale = scale * LOG2E;
+
+  // Issues the cp.async copies of key tile `tile` into `stage` (rows past the keys zero-filled).
+  auto issue = [&](int tile, int stage) {
+    uint16_t* ks = prefillSmem + stage * STAGE;
+    uint16_t* vs = ks + BN * STR;
+#pragma unroll
+    for (int i = 0; i < LOADS; i++) {
+      const int c = tid + i * ATTN_THREADS;
+      const int row = c / CH, col = (c % CH) * 8;
+      const int kv = tile * BN + row;
+      const bool valid = kv < t.kvEnd;
+      const size_t at =
+          valid ? cache_row(table, kv, shift, kvh, numKvHeads, numBlocks, D) + col : 0;
+      cp_async16(ks + row * STR + col, kCache + at, valid);
+      cp_async16(vs + row * STR + col, vCache + at, valid);
+    }
+    cp_async_commit();
+  };
+
+  float o[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  const int tiles = (t.kvEnd + BN - 1) / BN;
+  issue(0, 0);
+  for (int tile = 0; tile < tiles; tile++) {
+    // Two stages: the next tile's copies fly while this one is computed.
+    if (stages == 2 && tile + 1 < tiles) {
+      issue(tile + 1, (tile + 1) & 1);
+      cp_async_wait_group<1>();
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();  // every thread's copies of this tile have landed
+    const uint16_t* Ks = prefillSmem + (stages == 2 ? (tile & 1) : 0) * STAGE;
+    const uint16_t* Vs = Ks + BN * STR;
+    const int kv0 = tile * BN;
+
+    float s[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      const uint16_t* krow = Ks + (nt * 8 + g) * STR + tig * 2;
+#pragma unroll
+      for (int kk = 0; kk < KSTEPS; kk++) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kk * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8);
+        mma_bf16(s[nt], qa[kk], b0, b1);
+      }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int kv = kv0 + nt * 8 + tig * 2 + (e & 1);
+        const int pos = e < 2 ? pos0 : pos1;
+        s[nt][e] = (kv <= pos && kv < t.kvEnd) ? s[nt][e] * qscale : -INFINITY;
+      }
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    // The four lanes of a quad share rows g and g + 8.
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+    const float mNew0 = fmaxf(m0, mx0), mNew1 = fmaxf(m1, mx1);
+    // Every row sees key 0 in the first tile, so these are finite; the guard keeps NaN out.
+    const float mUse0 = mNew0 == -INFINITY ? 0.0f : mNew0;
+    const float mUse1 = mNew1 == -INFINITY ? 0.0f : mNew1;
+    const float alpha0 = exp2f(m0 - mUse0), alpha1 = exp2f(m1 - mUse1);
+    m0 = mNew0;
+    m1 = mNew1;
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+      s[nt][0] = exp2f(s[nt][0] - mUse0);
+      s[nt][1] = exp2f(s[nt][1] - mUse0);
+      s[nt][2] = exp2f(s[nt][2] - mUse1);
+      s[nt][3] = exp2f(s[nt][3] - mUse1);
+      sum0 += s[nt][0] + s[nt][1];
+      sum1 += s[nt][2] + s[nt][3];
+    }
+    // Quad-partial sums; all four lanes scale by the same alpha, so they combine at the end.
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+      o[i][0] *= alpha0;
+      o[i][1] *= alpha0;
+      o[i][2] *= alpha1;
+      o[i][3] *= alpha1;
+    }
+    // The S accumulator layout is the A-fragment layout of P: two n-tiles make one k-step.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      uint32_t pa[4];
+      pa[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      // Lanes 0-7 address rows k0..k0+7 of dims [8n, 8n+8), lanes 8-15 rows k0+8.., lanes
+      // 16-31 the same for dims [8n+8, 8n+16): the four matrices are b0,b1 of two n-tiles.
+      const uint16_t* vrow =
+          Vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + (lane >> 4) * 8;
+#pragma unroll
+      for (int nd = 0; nd < DT; nd += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(vrow + nd * 8, b0, b1, b2, b3);
+        mma_bf16(o[nd], pa, b0, b1);
+        mma_bf16(o[nd + 1], pa, b2, b3);
+      }
+    }
+    __syncthreads();  // this stage is consumed; the next issue may overwrite it
+    if (stages != 2 && tile + 1 < tiles) issue(tile + 1, 0);
+  }
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  // l is 0 only for a row that sees no key (a context shorter than its new tokens).
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+  if (r0 < t.rows) {
+    uint16_t* dst = out + (static_cast<size_t>(t.qStart + r0) * numHeads + h) * D + tig * 2;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+      *reinterpret_cast<uint32_t*>(dst + i * 8) = pack_bf16x2(o[i][0] * inv0, o[i][1] * inv0);
+    }
+  }
+  if (r1 < t.rows) {
+    uint16_t* dst = out + (static_cast<size_t>(t.qStart + r1) * numHeads + h) * D + tig * 2;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+      *reinterpret_cast<uint32_t*>(dst + i * 8) = pack_bf16x2(o[i][2] * inv1, o[i][3] * inv1);
+    }
+  }
+}
+#endif
+
+#define PREFILL_ARGS                                                                          \
+  out, q, kCache, vCache, queryStarts, contextLens, blockTables, seqs, numHeads, numKvHeads, \
+      blockSize, maxBlocks, numBlocks, scale, stages
+#ifdef DENALI_HIP
+#define PREFILL_FAST prefill_simt
+#else
+#define PREFILL_FAST prefill_mma
+#endif
+
+// prefill_attn_*: the tensor-core kernel on CUDA (the portable one under HIP, which has no
+// mma.sync); prefill_attn_simt_*: the portable kernel everywhere, so CUDA tests can check it.
+// On CUDA prefill_attn_d* takes `stages` (1 or 2) × PREFILL_STAGE_BYTES(D) of dynamic shared
+// memory; the portable kernels use static shared memory, take 0 and ignore `stages`.
+extern "C" __global__ void prefill_attn_d64(uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages) {
+  PREFILL_FAST<64>(PREFILL_ARGS);
+}
+extern "C" __global__ void prefill_attn_d128(uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages) {
+  PREFILL_FAST<128>(PREFILL_ARGS);
+}
+extern "C" __global__ void prefill_attn_simt_d64(uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages) {
+  prefill_simt<64>(PREFILL_ARGS);
+}
+extern "C" __global__ void prefill_attn_simt_d128(uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages) {
+  prefill_simt<128>(PREFILL_ARGS);
+}

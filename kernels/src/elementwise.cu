@@ -1,0 +1,351 @@
+// Elementwise and normalisation kernels of the Llama forward pass: embedding gather, RMSNorm
+// (plain and fused with the residual add), rotary embedding, SiLU-and-multiply, and the
+// f32 <-> bf16 casts. Every one is memory-bound, so each has a 16-byte path (uint4 = 8 bf16)
+// taken when its sizes and pointers allow, and a scalar path for the rest. The kernels check
+// alignment themselves (a uniform branch), so any slice of a buffer is correct.
+//
+// Rounding follows HF transformers with bf16 weights, step for step, and backends/cpu/
+// elementwise.ts rounds at exactly the same places (see each kernel). Signatures stay on one
+// line each for kernels/build.ts.
+#include "compat.h"
+
+#ifdef DENALI_HIP
+#define DENALI_WARP warpSize
+#else
+#define DENALI_WARP 32
+#endif
+
+// Rows of up to RMS_CACHED_VECS * blockDim.x vectors stay in registers between the two passes
+// of RMSNorm (2 x 1024 x 8 = 16384 elements); wider rows are read twice.
+#define RMS_CACHED_VECS 2
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+__device__ __forceinline__ float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// Two bf16 in one 32-bit word: the low half is the element at the lower address.
+__device__ __forceinline__ float lo_bf16(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_bf16(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
+}
+
+__device__ __forceinline__ void unpack8(const uint4 v, float f[8]) {
+  f[0] = lo_bf16(v.x); f[1] = hi_bf16(v.x);
+  f[2] = lo_bf16(v.y); f[3] = hi_bf16(v.y);
+  f[4] = lo_bf16(v.z); f[5] = hi_bf16(v.z);
+  f[6] = lo_bf16(v.w); f[7] = hi_bf16(v.w);
+}
+
+__device__ __forceinline__ uint4 pack8(const float f[8]) {
+  return make_uint4(pack2(f[0], f[1]), pack2(f[2], f[3]), pack2(f[4], f[5]), pack2(f[6], f[7]));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#ifdef DENALI_HIP
+  for (int offset = warpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor(v, offset);
+#else
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+#endif
+  return v;
+}
+
+// Sum over the block, returned to every thread. blockDim.x must be a multiple of 64 (whole
+// warps on both vendors). Every warp re-reduces the per-warp partials itself, so one barrier
+// suffices and the order, hence the result, is fixed for a given block size.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % DENALI_WARP;
+  const int warp = threadIdx.x / DENALI_WARP;
+  const int warps = blockDim.x / DENALI_WARP;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+// out[t, :] = table[ids[t], :]; an id outside [0, vocab) gives a zero row rather than a read
+// out of bounds. Grid: one block per token; block: any multiple of 32 threads.
+extern "C" __global__ void embedding_bf16(uint16_t* __restrict__ out, const uint16_t* __restrict__ table, const int32_t* __restrict__ ids, uint32_t hidden, uint32_t vocab) {
+  const size_t t = blockIdx.x;
+  const int32_t id = ids[t];
+  const bool valid = id >= 0 && static_cast<uint32_t>(id) < vocab;
+  const uint16_t* src = table + static_cast<size_t>(valid ? id : 0) * hidden;
+  uint16_t* dst = out + t * hidden;
+  if (hidden % 8 == 0 && aligned16(out) && aligned16(table)) {
+    const uint32_t nvec = hidden / 8;
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    uint4* d = reinterpret_cast<uint4*>(dst);
+    for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+      d[i] = valid ? s[i] : make_uint4(0u, 0u, 0u, 0u);
+    }
+  } else {
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = valid ? src[i] : 0;
+  }
+}
+
+// 1 / sqrt(sum / n + eps) in correctly rounded steps (IEEE divide and sqrt, nothing fused), so
+// the CPU reference reproduces it exactly from the same sum.
+__device__ __forceinline__ float rms_scale(float sum, float n, float eps) {
+  const float mean = sum / n;
+  const float shifted = mean + eps;
+  return 1.0f / sqrtf(shifted);
+}
+
+// RMSNorm of one row per block, as HF LlamaRMSNorm computes it in bf16:
+//   h = x (fp32); inv = 1 / sqrt(mean(h^2) + eps) (fp32); out = bf16(w * bf16(h * inv)).
+// FUSED: the pre-norm step first sets residual = bf16(residual + x) and normalises that.
+// `out` may alias `x` or `residual`: every element is read and written by the same thread, and
+// all first-pass reads precede the barrier in block_sum.
+// Grid: one block per token; block: a multiple of 64 threads, at most 1024.
+template <bool FUSED>
+__device__ __forceinline__ void rms_norm_row(uint16_t* out, const uint16_t* x, const uint16_t* weight, uint16_t* residual, uint32_t hidden, float eps) {
+  __shared__ float scratch[32];
+  const size_t base = static_cast<size_t>(blockIdx.x) * hidden;
+  const uint16_t* xr = x + base;
+  uint16_t* rr = FUSED ? residual + base : nullptr;
+  uint16_t* outr = out + base;
+  const bool vec = hidden % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(weight) &&
+                   (!FUSED || aligned16(residual));
+  const float n = static_cast<float>(hidden);
+  if (vec) {
+    const uint32_t nvec = hidden / 8;
+    const uint4* x4 = reinterpret_cast<const uint4*>(xr);
+    uint4* r4 = reinterpret_cast<uint4*>(rr);
+    const uint4* w4 = reinterpret_cast<const uint4*>(weight);
+    uint4* o4 = reinterpret_cast<uint4*>(outr);
+    if (nvec <= RMS_CACHED_VECS * blockDim.x) {
+      float v[RMS_CACHED_VECS][8];
+      float ss = 0.0f;
+#pragma unroll
+      for (int j = 0; j < RMS_CACHED_VECS; j++) {
+        const uint32_t i = threadIdx.x + j * blockDim.x;
+        if (i < nvec) {
+          unpack8(x4[i], v[j]);
+          if (FUSED) {
+            float r[8];
+            unpack8(r4[i], r);
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[j][e] = round_bf16(v[j][e] + r[e]);
+            r4[i] = pack8(v[j]);
+          }
+#pragma unroll
+          for (int e = 0; e < 8; e++) ss += v[j][e] * v[j][e];
+        }
+      }
+      const float inv = rms_scale(block_sum(ss, scratch), n, eps);
+#pragma unroll
+      for (int j = 0; j < RMS_CACHED_VECS; j++) {
+        const uint32_t i = threadIdx.x + j * blockDim.x;
+        if (i < nvec) {
+          float w[8];
+          unpack8(w4[i], w);
+#pragma unroll
+          for (int e = 0; e < 8; e++) v[j][e] = w[e] * round_bf16(v[j][e] * inv);
+          o4[i] = pack8(v[j]);
+        }
+      }
+    } else {
+      float ss = 0.0f;
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        float v[8];
+        unpack8(x4[i], v);
+        if (FUSED) {
+          float r[8];
+          unpack8(r4[i], r);
+#pragma unroll
+          for (int e = 0; e < 8; e++) v[e] = round_bf16(v[e] + r[e]);
+          r4[i] = pack8(v);
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+      }
+      const float inv = rms_scale(block_sum(ss, scratch), n, eps);
+      const uint4* src = FUSED ? r4 : x4;
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        float v[8], w[8];
+        unpack8(src[i], v);
+        unpack8(w4[i], w);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = w[e] * round_bf16(v[e] * inv);
+        o4[i] = pack8(v);
+      }
+    }
+  } else {
+    float ss = 0.0f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+      float v = bf16_to_f32(xr[i]);
+      if (FUSED) {
+        const uint16_t sum = f32_to_bf16(v + bf16_to_f32(rr[i]));
+        rr[i] = sum;
+        v = bf16_to_f32(sum);
+      }
+      ss += v * v;
+    }
+    const float inv = rms_scale(block_sum(ss, scratch), n, eps);
+    const uint16_t* src = FUSED ? rr : xr;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+      outr[i] = f32_to_bf16(bf16_to_f32(weight[i]) * round_bf16(bf16_to_f32(src[i]) * inv));
+    }
+  }
+}
+
+// out = rmsnorm(x) * weight, one row per block.
+extern "C" __global__ void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, uint32_t hidden, float eps) {
+  rms_norm_row<false>(out, x, weight, nullptr, hidden, eps);
+}
+
+// residual = bf16(residual + x); out = rmsnorm(residual) * weight, one row per block.
+extern "C" __global__ void rms_norm_residual_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, uint16_t* residual, uint32_t hidden, float eps) {
+  rms_norm_row<true>(out, x, weight, residual, hidden, eps);
+}
+
+// Rotary embedding in place, HF "rotate_half" pairing (element i with i + headDim/2):
+//   angle = fp32(positions[t]) * invFreq[i] (one fp32 multiply); c, s = cos, sin (fp32);
+//   x1' = bf16(x1 c - x2 s), x2' = bf16(x2 c + x1 s).
+// HF rounds cos and sin to bf16 first; keeping them fp32 is more accurate and what Denali's CPU
+// reference does too. Grid: one block per token; block: any multiple of 32 threads; dynamic
+// shared memory: headDim floats (cos then sin of this token).
+extern "C" __global__ void rope_bf16(uint16_t* q, uint16_t* k, const int32_t* positions, const float* inv_freq, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim) {
+  extern __shared__ float4 rope_shared[];
+  float* cs = reinterpret_cast<float*>(rope_shared);
+  const uint32_t half = head_dim / 2;
+  const size_t t = blockIdx.x;
+  const float pos = static_cast<float>(positions[t]);
+  for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float s, c;
+    // Accurate sincosf (not __sincosf): angles reach tens of thousands of radians.
+    sincosf(pos * inv_freq[i], &s, &c);
+    cs[i] = c;
+    cs[half + i] = s;
+  }
+  __syncthreads();
+  const uint32_t heads = num_heads + num_kv_heads;
+  uint16_t* qt = q + t * num_heads * head_dim;
+  uint16_t* kt = k + t * num_kv_heads * head_dim;
+  if (half % 8 == 0 && aligned16(q) && aligned16(k)) {
+    const uint32_t groups = half / 8;
+    const uint32_t items = heads * groups;
+    for (uint32_t item = threadIdx.x; item < items; item += blockDim.x) {
+      const uint32_t h = item / groups;
+      const uint32_t g = item - h * groups;
+      uint16_t* head = h < num_heads ? qt + h * head_dim : kt + (h - num_heads) * head_dim;
+      uint4* p1 = reinterpret_cast<uint4*>(head + g * 8);
+      uint4* p2 = reinterpret_cast<uint4*>(head + half + g * 8);
+      float a[8], b[8], c[8], s[8];
+      unpack8(*p1, a);
+      unpack8(*p2, b);
+      // half % 8 == 0 keeps these float4 reads 16-byte aligned.
+      const float4* c4 = reinterpret_cast<const float4*>(cs + g * 8);
+      const float4* s4 = reinterpret_cast<const float4*>(cs + half + g * 8);
+      const float4 c0 = c4[0], c1 = c4[1], s0 = s4[0], s1 = s4[1];
+      c[0] = c0.x; c[1] = c0.y; c[2] = c0.z; c[3] = c0.w;
+      c[4] = c1.x; c[5] = c1.y; c[6] = c1.z; c[7] = c1.w;
+      s[0] = s0.x; s[1] = s0.y; s[2] = s0.z; s[3] = s0.w;
+      s[4] = s1.x; s[5] = s1.y; s[6] = s1.z; s[7] = s1.w;
+      float o1[8], o2[8];
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        o1[e] = a[e] * c[e] - b[e] * s[e];
+        o2[e] = b[e] * c[e] + a[e] * s[e];
+      }
+      *p1 = pack8(o1);
+      *p2 = pack8(o2);
+    }
+  } else {
+    const uint32_t items = heads * half;
+    for (uint32_t item = threadIdx.x; item < items; item += blockDim.x) {
+      const uint32_t h = item / half;
+      const uint32_t i = item - h * half;
+      uint16_t* head = h < num_heads ? qt + h * head_dim : kt + (h - num_heads) * head_dim;
+      const float a = bf16_to_f32(head[i]);
+      const float b = bf16_to_f32(head[half + i]);
+      const float c = cs[i], s = cs[half + i];
+      head[i] = f32_to_bf16(a * c - b * s);
+      head[half + i] = f32_to_bf16(b * c + a * s);
+    }
+  }
+}
+
+// SiLU as HF computes it in bf16: the activation is rounded to bf16 before the multiply.
+__device__ __forceinline__ float silu_mul(float g, float u) {
+  return round_bf16(g / (1.0f + expf(-g))) * u;
+}
+
+// out[t, i] = bf16(bf16(silu(gate[t, i])) * up[t, i]), gateUp = [gate | up] per row.
+// tokens * inter * 2 must stay below 2^32. Grid-stride, so any grid and block are correct.
+extern "C" __global__ void silu_mul_bf16(uint16_t* __restrict__ out, const uint16_t* __restrict__ gate_up, uint32_t tokens, uint32_t inter) {
+  const uint32_t stride = gridDim.x * blockDim.x;
+  if (inter % 8 == 0 && aligned16(out) && aligned16(gate_up)) {
+    const uint32_t row = inter / 8;
+    const uint32_t total = tokens * row;
+    const uint4* gu = reinterpret_cast<const uint4*>(gate_up);
+    uint4* o = reinterpret_cast<uint4*>(out);
+    for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < total; v += stride) {
+      const uint32_t t = v / row;
+      const uint32_t j = v - t * row;
+      const size_t g_at = static_cast<size_t>(t) * 2 * row + j;
+      float g[8], u[8];
+      unpack8(gu[g_at], g);
+      unpack8(gu[g_at + row], u);
+#pragma unroll
+      for (int e = 0; e < 8; e++) g[e] = silu_mul(g[e], u[e]);
+      o[v] = pack8(g);
+    }
+  } else {
+    const uint32_t total = tokens * inter;
+    for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < total; v += stride) {
+      const uint32_t t = v / inter;
+      const uint32_t i = v - t * inter;
+      const size_t g_at = static_cast<size_t>(t) * 2 * inter + i;
+      out[v] = f32_to_bf16(silu_mul(bf16_to_f32(gate_up[g_at]), bf16_to_f32(gate_up[g_at + inter])));
+    }
+  }
+}
+
+// bf16(x), round to nearest even, NaN kept NaN. Works on bit patterns, so subnormals and NaN
+// payloads never meet a floating-point unit (no flush to zero). Grid-stride.
+extern "C" __global__ void cast_f32_to_bf16(uint16_t* __restrict__ out, const float* __restrict__ x, uint32_t count) {
+  const uint32_t stride = gridDim.x * blockDim.x;
+  const uint32_t first = blockIdx.x * blockDim.x + threadIdx.x;
+  uint32_t done = 0;
+  if (aligned16(out) && aligned16(x)) {
+    const uint32_t nvec = count / 8;
+    const uint4* x4 = reinterpret_cast<const uint4*>(x);
+    uint4* o4 = reinterpret_cast<uint4*>(out);
+    for (uint32_t v = first; v < nvec; v += stride) {
+      const uint4 a = x4[2 * v], b = x4[2 * v + 1];
+      o4[v] = make_uint4(
+          static_cast<uint32_t>(f32_to_bf16(__uint_as_float(a.x))) | (static_cast<uint32_t>(f32_to_bf16(__uint_as_float(a.y))) << 16),
+          static_cast<uint32_t>(f32_to_bf16(__uint_as_float(a.z))) | (static_cast<uint32_t>(f32_to_bf16(__uint_as_float(a.w))) << 16),
+          static_cast<uint32_t>(f32_to_bf16(__uint_as_float(b.x))) | (static_cast<uint32_t>(f32_to_bf16(__uint_as_float(b.y))) << 16),
+          static_cast<uint32_t>(f32_to_bf16(__uint_as_float(b.z))) | (static_cast<uint32_t>(f32_to_bf16(__uint_as_float(b.w))) << 16));
+    }
+    done = nvec * 8;
+  }
+  const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
+  for (uint32_t i = done + first; i < count; i += stride) out[i] = f32_to_bf16(__uint_as_float(xb[i]));
+}
+
+// f32(x): exact, a shift of the bit pattern. Grid-stride.
+extern "C" __global__ void cast_bf16_to_f32(float* __restrict__ out, const uint16_t* __restrict__ x, uint32_t count) {
+  const uint32_t stride = gridDim.x * blockDim.x;
+  const uint32_t first = blockIdx.x * blockDim.x + threadIdx.x;
+  uint32_t done = 0;
+  uint32_t* ob = reinterpret_cast<uint32_t*>(out);
+  if (aligned16(out) && aligned16(x)) {
+    const uint32_t nvec = count / 8;
+    const uint4* x4 = reinterpret_cast<const uint4*>(x);
+    uint4* o4 = reinterpret_cast<uint4*>(out);
+    for (uint32_t v = first; v < nvec; v += stride) {
+      const uint4 a = x4[v];
+      o4[2 * v] = make_uint4(a.x << 16, a.x & 0xffff0000u, a.y << 16, a.y & 0xffff0000u);
+      o4[2 * v + 1] = make_uint4(a.z << 16, a.z & 0xffff0000u, a.w << 16, a.w & 0xffff0000u);
+    }
+    done = nvec * 8;
+  }
+  for (uint32_t i = done + first; i < count; i += stride) ob[i] = static_cast<uint32_t>(x[i]) << 16;
+}

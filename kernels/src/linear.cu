@@ -1,0 +1,502 @@
+// Linear layers: out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation.
+//
+// Kernels (kernels/ops/linear.ts picks one per call):
+//   linear_gemv_t8_r16, linear_gemv_t16_r16, linear_gemv_t8_r8, linear_gemv_t16_r8
+//     Decode (M <= 16): weight-bandwidth-bound. Each warp streams W rows with 16-byte loads and
+//     feeds them straight from registers into tensor-core mma (no shared memory, no bf16→f32
+//     conversions); t8/t16 = up to 8/16 tokens, r16/r8 = 16/8 W rows per warp.
+//   linear_gemm_128x128, linear_gemm_64x64
+//     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline.
+//   linear_gemm_fma
+//     Portable tiled FMA GEMM for any K and alignment; also the HIP kernel for M > 16.
+// The vector kernels need K % 8 == 0 and 16-byte-aligned x and W (every row then starts on a
+// 16-byte boundary); the host checks this and falls back to linear_gemm_fma otherwise.
+//
+// Under HIP the GEMV kernels keep their launch geometry but run a portable FMA body, and the
+// mma GEMM kernels trap (the host never launches them there).
+#include "compat.h"
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces.
+
+#define LINEAR_WARPS 8  // warps per GEMV block (256 threads)
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+#ifndef DENALI_HIP
+
+// A weight load: read once, so it skips L1 (leaving L1 to x, which every row block re-reads) and
+// asks L2 to fetch the whole 256-byte span the warp is about to read.
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// d += a · b for one 16×8×16 tile; a is 16×16 row-major, b 16×8 column-major, both bf16.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV on tensor cores (CUDA).
+//
+// One mma computes C[16 rows of W][8 tokens] += A[16 rows][16 k] · B[16 k][8 tokens]. The sum
+// over k does not care which k sits in which slot, as long as A and B agree, so each thread uses
+// the 8 consecutive k of one 16-byte load: thread (g = lane / 4, t = lane % 4) loads W[row g] and
+// W[row g + 8] at chunk c, and x[token g] at the same chunk. Its A registers {.x, .y} and B
+// registers {.x, .y} then fill the k slots {2t, 2t+1, 2t+8, 2t+9} of one mma, and {.z, .w} those
+// of a second. W goes from global memory to the tensor cores with no shuffles and no shared
+// memory, and the accumulators need no cross-lane reduction.
+//
+// A block has 8 warps in groups of `ksplit` (1, 2, 4 or 8) that split K between them; each group
+// owns one block of ROWS rows of W. A warp step covers ROWS rows × (32 · CH) k, i.e. 4 KiB of W
+// in flight per warp, and group members take steps round-robin so the block reads each row in
+// long contiguous runs. Partial sums meet in shared memory at the end.
+//
+// Rows past N read row N - 1 and tokens past M read token M - 1 (valid memory, results
+// discarded), so only the K tail needs predication.
+template <int MT, int RH>
+__device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
+                                         const uint16_t* __restrict__ w, int M, int N, int K,
+                                         int ksplit) {
+  constexpr int ROWS = 8 * RH;    // W rows per warp group
+  constexpr int CH = 8 / RH;      // 16-byte chunks per row per thread per step
+  constexpr int STEP = 4 * CH;    // chunks per row per step (the 4 threads of a group)
+  __shared__ float red[LINEAR_WARPS][MT][4][32];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int groups = LINEAR_WARPS / ksplit;
+  const int part = warp % ksplit;
+  const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
+  const int kc = K >> 3;  // 16-byte chunks per row
+  const int steps = (kc + STEP - 1) / STEP;
+
+  const uint4* wr[RH];
+#pragma unroll
+  for (int h = 0; h < RH; ++h) {
+    const int row = min(n0 + g + 8 * h, N - 1);
+    wr[h] = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row) * K) + t;
+  }
+  const uint4* xr[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int tok = min(g + 8 * mt, M - 1);
+    xr[mt] = reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K) + t;
+  }
+
+  // Two accumulator sets, one per half of each 16-byte chunk, halve the chain of dependent mmas.
+  float acc[MT][2][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[mt][0][r] = acc[mt][1][r] = 0.f;
+  }
+
+  for (int s = part; s < steps; s += ksplit) {
+    const int c0 = s * STEP;  // this thread's chunks: c0 + t + 4j
+    uint4 wv[RH][CH], xv[MT][CH];
+    if ((s + 1) * STEP <= kc) {
+#pragma unroll
+      for (int j = 0; j < CH; ++j) {
+#pragma unroll
+        for (int h = 0; h < RH; ++h) wv[h][j] = ld_stream(wr[h] + c0 + 4 * j);
+      }
+#pragma unroll
+      for (int j = 0; j < CH; ++j) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) xv[mt][j] = __ldg(xr[mt] + c0 + 4 * j);
+      }
+    } else {  // the K tail: chunks past the row end count as zeros
+      // Out-of-range lanes load their row's first chunk (always valid, so nothing depends on
+      // the compiler not speculating a load) and then drop it.
+      const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < CH; ++j) {
+        const bool in = c0 + t + 4 * j < kc;
+        const int off = in ? c0 + 4 * j : -t;
+#pragma unroll
+        for (int h = 0; h < RH; ++h) {
+          const uint4 v = ld_stream(wr[h] + off);
+          wv[h][j] = in ? v : zero;
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint4 v = __ldg(xr[mt] + off);
+          xv[mt][j] = in ? v : zero;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      const uint32_t hx = RH == 2 ? wv[RH - 1][j].x : 0u, hy = RH == 2 ? wv[RH - 1][j].y : 0u;
+      const uint32_t hz = RH == 2 ? wv[RH - 1][j].z : 0u, hw = RH == 2 ? wv[RH - 1][j].w : 0u;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma_bf16(acc[mt][0], wv[0][j].x, hx, wv[0][j].y, hy, xv[mt][j].x, xv[mt][j].y);
+        mma_bf16(acc[mt][1], wv[0][j].z, hz, wv[0][j].w, hw, xv[mt][j].z, xv[mt][j].w);
+      }
+    }
+  }
+
+  // C fragment: acc[mt][*][r] is row g + 8 (r / 2) of the group, token 8 mt + 2 t + r % 2.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][mt][r][lane] = acc[mt][0][r] + acc[mt][1][r];
+  }
+  __syncthreads();
+  const int perGroup = ROWS * 8 * MT;
+  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
+    const int grp = i / perGroup, rem = i % perGroup;
+    const int row = rem % ROWS, tok = rem / ROWS;  // consecutive threads write consecutive n
+    const int mt = tok >> 3, jj = tok & 7;
+    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
+    float sum = 0.f;
+    for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
+    const int n = (blockIdx.x * groups + grp) * ROWS + row;
+    if (n < N && tok < M) out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(sum);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM on tensor cores (CUDA): block tile BM × BN × 64, warp tile WM × WN, STAGES-deep cp.async
+// pipeline, one barrier per k tile, register fragments double-buffered across the 4 k16 steps.
+//
+// Shared-memory tiles are [rows][64] bf16 (128-byte rows) with the 16-byte chunk index XORed by
+// row % 8, so the 8 rows an ldmatrix phase reads hit 8 different bank groups.
+
+extern __shared__ uint4 linear_smem[];
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global → shared, bypassing L1; src_bytes = 0 writes zeros (out-of-range rows and k).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Copies rows [r0, r0 + ROWS) × k [k0, k0 + 64) of a row-major [R, K] matrix into a swizzled
+// tile, zero-filling past R and K (K % 8 == 0, so a chunk is either all in or all out).
+template <int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile(uint32_t tile, const uint16_t* __restrict__ src, int r0,
+                                          int R, int k0, int K) {
+#pragma unroll
+  for (int i = 0; i < ROWS * 8 / THREADS; ++i) {
+    const int e = threadIdx.x + i * THREADS;
+    const int row = e >> 3, ch = e & 7;
+    const int gr = r0 + row, gk = k0 + ch * 8;
+    const bool in = gr < R && gk < K;
+    const uint16_t* p = in ? src + static_cast<size_t>(gr) * K + gk : src;
+    cp_async16(tile + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2, p, in ? 16 : 0);
+  }
+}
+
+template <int BM, int BN, int WM, int WN, int STAGES>
+__device__ __forceinline__ void gemm_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
+                                         const uint16_t* __restrict__ w, int M, int N, int K) {
+  constexpr int BK = 64;
+  constexpr int WARPS_N = BN / WN;
+  constexpr int THREADS = (BM / WM) * WARPS_N * 32;
+  constexpr int MI = WM / 16, NI = WN / 8;
+  constexpr int STAGE_ELEMS = (BM + BN) * BK;
+  constexpr int GROUP_M = 16;  // tile rows per raster group, for L2 reuse of x and W
+
+  // Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right,
+  // so the blocks resident at once share a few MB of x and W in L2.
+  const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
+  const int pid = blockIdx.x;
+  const int inGroup = GROUP_M * tilesN;
+  const int firstM = (pid / inGroup) * GROUP_M;
+  const int groupM = min(tilesM - firstM, GROUP_M);
+  const int tm = firstM + (pid % inGroup) % groupM;
+  const int tn = (pid % inGroup) / groupM;
+  const int m0 = tm * BM, n0 = tn * BN;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+  const uint32_t base = smem_addr(linear_smem);
+  const int kTiles = (K + BK - 1) / BK;
+
+  auto stage_a = [&](int s) { return base + s * STAGE_ELEMS * 2; };
+  auto stage_b = [&](int s) { return base + (s * STAGE_ELEMS + BM * BK) * 2; };
+  auto load_stage = [&](int s, int kt) {
+    load_tile<BM, THREADS>(stage_a(s), x, m0, M, kt * BK, K);
+    load_tile<BN, THREADS>(stage_b(s), w, n0, N, kt * BK, K);
+  };
+
+  // ldmatrix lane roles: lane l supplies the address of row l % 8 of matrix l / 8.
+  const int q = lane >> 3, r8 = lane & 7;
+  // A: matrices (rows 0-7, k lo), (rows 8-15, k lo), (rows 0-7, k hi), (rows 8-15, k hi).
+  const int aRow = wm * WM + r8 + ((q & 1) << 3), aHi = q >> 1;
+  // B: matrices (n 0-7, k lo), (n 0-7, k hi), (n 8-15, k lo), (n 8-15, k hi).
+  const int bRow = wn * WN + r8 + ((q >> 1) << 3), bHi = q & 1;
+
+  auto load_frags = [&](uint32_t (&af)[MI][4], uint32_t (&bf)[NI][2], int s, int kk) {
+    const uint32_t ta = stage_a(s), tb = stage_b(s);
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+      const int row = aRow + mi * 16, ch = kk * 2 + aHi;
+      ldmatrix_x4(af[mi], ta + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2);
+    }
+#pragma unroll
+    for (int ni = 0; ni < NI; ni += 2) {
+      const int row = bRow + ni * 8, ch = kk * 2 + bHi;
+      uint32_t r[4];
+      ldmatrix_x4(r, tb + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2);
+      bf[ni][0] = r[0];
+      bf[ni][1] = r[1];
+      bf[ni + 1][0] = r[2];
+      bf[ni + 1][1] = r[3];
+    }
+  };
+
+  float acc[MI][NI][4];
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
+  }
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < kTiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < kTiles; ++kt) {
+    // Tile kt has landed (for this thread's copies; the barrier makes everyone's visible), and
+    // every warp is done with tile kt - 1, whose buffer the next copy reuses.
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    const int next = kt + STAGES - 1;
+    if (next < kTiles) load_stage(next % STAGES, next);
+    cp_async_commit();
+
+    const int s = kt % STAGES;
+    uint32_t af[2][MI][4], bf[2][NI][2];
+    load_frags(af[0], bf[0], s, 0);
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      if (kk + 1 < BK / 16) load_frags(af[(kk + 1) & 1], bf[(kk + 1) & 1], s, kk + 1);
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+          const uint32_t(&a)[4] = af[kk & 1][mi];
+          mma_bf16(acc[mi][ni], a[0], a[1], a[2], a[3], bf[kk & 1][ni][0], bf[kk & 1][ni][1]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // C fragment: acc[mi][ni] = rows g and g + 8, columns 2t and 2t + 1 of its 16×8 tile.
+  const int g = lane >> 2, t = lane & 3;
+  const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+      const int col = n0 + wn * WN + ni * 8 + 2 * t;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + wm * WM + mi * 16 + g + 8 * h;
+        if (row >= M) continue;
+        const uint16_t lo = f32_to_bf16(acc[mi][ni][2 * h]);
+        const uint16_t hi = f32_to_bf16(acc[mi][ni][2 * h + 1]);
+        uint16_t* o = out + static_cast<size_t>(row) * N + col;
+        if (pairs && col + 1 < N) {
+          *reinterpret_cast<uint32_t*>(o) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+        } else {
+          if (col < N) o[0] = lo;
+          if (col + 1 < N) o[1] = hi;
+        }
+      }
+    }
+  }
+}
+
+#endif  // !DENALI_HIP
+
+// ---------------------------------------------------------------------------------------------
+// Portable GEMV (HIP), with the launch geometry of the mma GEMV: 256 threads own
+// (8 / ksplit) groups of ROWS rows; each group is done by all threads in turn, ROWS rows ×
+// (256 / ROWS) threads per row, each thread striding over K in 16-byte chunks.
+template <int T, int ROWS>
+__device__ __forceinline__ void gemv_portable(uint16_t* __restrict__ out,
+                                              const uint16_t* __restrict__ x,
+                                              const uint16_t* __restrict__ w, int M, int N, int K,
+                                              int ksplit) {
+  constexpr int TPR = 256 / ROWS;
+  __shared__ float red[T][256];
+  const int groups = LINEAR_WARPS / ksplit;
+  const int r = threadIdx.x / TPR, sub = threadIdx.x % TPR;
+  const int kc = K >> 3;
+  for (int grp = 0; grp < groups; ++grp) {
+    const int nb = (blockIdx.x * groups + grp) * ROWS;
+    const int n = min(nb + r, N - 1);
+    const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(n) * K);
+    float acc[T];
+#pragma unroll
+    for (int j = 0; j < T; ++j) acc[j] = 0.f;
+    for (int c = sub; c < kc; c += TPR) {
+      const uint4 wv = wr[c];
+      const float w0 = bf16_lo(wv.x), w1 = bf16_hi(wv.x), w2 = bf16_lo(wv.y), w3 = bf16_hi(wv.y);
+      const float w4 = bf16_lo(wv.z), w5 = bf16_hi(wv.z), w6 = bf16_lo(wv.w), w7 = bf16_hi(wv.w);
+#pragma unroll
+      for (int j = 0; j < T; ++j) {
+        if (j < M) {
+          const uint4 xv = reinterpret_cast<const uint4*>(x + static_cast<size_t>(j) * K)[c];
+          float a = acc[j];
+          a = fmaf(w0, bf16_lo(xv.x), a);
+          a = fmaf(w1, bf16_hi(xv.x), a);
+          a = fmaf(w2, bf16_lo(xv.y), a);
+          a = fmaf(w3, bf16_hi(xv.y), a);
+          a = fmaf(w4, bf16_lo(xv.z), a);
+          a = fmaf(w5, bf16_hi(xv.z), a);
+          a = fmaf(w6, bf16_lo(xv.w), a);
+          a = fmaf(w7, bf16_hi(xv.w), a);
+          acc[j] = a;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < T; ++j) red[j][threadIdx.x] = acc[j];
+    __syncthreads();
+    for (int i = threadIdx.x; i < ROWS * T; i += blockDim.x) {
+      const int row = i % ROWS, tok = i / ROWS;
+      float sum = 0.f;
+      for (int p = 0; p < TPR; ++p) sum += red[tok][row * TPR + p];
+      if (nb + row < N && tok < M) out[static_cast<size_t>(tok) * N + nb + row] = f32_to_bf16(sum);
+    }
+    __syncthreads();  // red is reused by the next group
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points. Geometry of every GEMV kernel: 256 threads; grid ceil(N / (ROWS · 8 / ksplit));
+// ksplit ∈ {1, 2, 4, 8}; t8 needs M <= 8, t16 M <= 16.
+
+#ifndef DENALI_HIP
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
+#define GEMV_BODY(T, RH) gemv_mma<(T) / 8, RH>(out, x, w, M, N, K, ksplit)
+#else
+#define GEMV_BODY(T, RH) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
+#endif
+
+extern "C" __global__ void linear_gemv_t8_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(8, 2);
+}
+
+extern "C" __global__ void linear_gemv_t16_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(16, 2);
+}
+
+extern "C" __global__ void linear_gemv_t8_r8(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(8, 1);
+}
+
+extern "C" __global__ void linear_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(16, 1);
+}
+
+// 128 threads (4 warps of 64×64), 3 stages: 98304 bytes of dynamic shared memory; 1-D grid of
+// ceil(M / 128) · ceil(N / 128) blocks.
+extern "C" __global__ void linear_gemm_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+#ifndef DENALI_HIP
+  gemm_mma<128, 128, 64, 64, 3>(out, x, w, M, N, K);
+#else
+  __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
+#endif
+}
+
+// 128 threads (4 warps of 32×32), 4 stages: 65536 bytes of dynamic shared memory; 1-D grid of
+// ceil(M / 64) · ceil(N / 64) blocks. For shapes with too few 128×128 tiles to fill the GPU.
+extern "C" __global__ void linear_gemm_64x64(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+#ifndef DENALI_HIP
+  gemm_mma<64, 64, 32, 32, 4>(out, x, w, M, N, K);
+#else
+  __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
+#endif
+}
+
+// Portable tiled FMA GEMM for any K and any (2-byte) alignment: 16×16 threads, a 64×64 output
+// tile per block (4×4 per thread), K in steps of 16 through shared memory. Grid
+// (ceil(N / 64), ceil(M / 64)).
+extern "C" __global__ void linear_gemm_fma(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+  __shared__ float xs[16][64 + 1];  // [k][m]
+  __shared__ float ws[16][64 + 1];  // [k][n]
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+  const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  }
+  for (int k0 = 0; k0 < K; k0 += 16) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * 256;
+      const int r = e >> 4, kk = e & 15;  // 16 threads read 16 consecutive k of one row
+      const int gk = k0 + kk;
+      const int gm = m0 + r, gn = n0 + r;
+      xs[kk][r] = gm < M && gk < K ? bf16_to_f32(x[static_cast<size_t>(gm) * K + gk]) : 0.f;
+      ws[kk][r] = gn < N && gk < K ? bf16_to_f32(w[static_cast<size_t>(gn) * K + gk]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 16; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = xs[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = ws[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + ty + 16 * i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n < N) out[static_cast<size_t>(m) * N + n] = f32_to_bf16(acc[i][j]);
+    }
+  }
+}

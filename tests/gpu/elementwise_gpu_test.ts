@@ -1,0 +1,394 @@
+/**
+ * The elementwise kernels on a real NVIDIA GPU (`deno task test:gpu`) against the CPU reference
+ * (backends/cpu/elementwise.ts), on the same inputs, at the edge shapes: 1, 7 and 300 tokens;
+ * rows that take the 16-byte path (4096, 1000 = 125 vectors), the scalar path (1001, misaligned
+ * views) and the two-pass path of wide rows (20480); rope with 32/8 heads of 128 and 64 at
+ * positions up to 32767; embedding over a 32000-row table; casts of 1e6 + 3 elements with NaN,
+ * ±Inf, subnormals and exact ties. Outputs are poisoned (0xff bytes: NaN) before each run, so an
+ * unwritten element fails.
+ *
+ * Tolerances. Both sides round to bf16 at the same steps, so most outputs are bit-identical;
+ * what differs is fp32 summation order (rmsNorm), fused multiply-adds (rope) and the last ulp of
+ * expf/sincosf, each of which can move a result across a bf16 rounding boundary. That happens
+ * to few elements (≤ 1% allowed) and by at most one ulp, two for the ops that round twice
+ * (rmsNorm, siluMul: a one-ulp step in the inner rounding can become two after the multiply).
+ * rope's x1·c − x2·s may cancel, where an fp32 ulp of the terms is many bf16 ulps of the result,
+ * so rope also accepts an absolute difference of 1e-5 (terms are O(1)). Norm-wise relative error
+ * ≤ 2e-3. Copies, casts and the residual sum are exact.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import type { ElementwiseOps, RopeTable } from "../../backends/ops.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
+import { loadElementwiseOps } from "../../kernels/ops/elementwise.ts";
+import { assertClose, randomArray, rng } from "../support/numeric.ts";
+
+const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+
+/** The same bytes on the GPU (g) and on the CPU backend (c). */
+interface Twin {
+  readonly g: DeviceBuffer;
+  readonly c: DeviceBuffer;
+}
+
+/** Both devices, both op sets, and the allocations of the current case. */
+class Rig {
+  readonly cpu = new CpuBackend();
+  readonly cOps = cpuElementwiseOps();
+  #gpuAllocs: DeviceBuffer[] = [];
+  #cpuAllocs: DeviceBuffer[] = [];
+
+  constructor(
+    readonly gpu: Backend,
+    readonly gOps: ElementwiseOps,
+    readonly stream: Stream,
+  ) {}
+
+  /** `bytes` on both devices, `offset` bytes into a fresh allocation (misaligned views). */
+  make(bytes: number, offset = 0): Twin {
+    const g = this.gpu.alloc(bytes + offset);
+    const c = this.cpu.alloc(bytes + offset);
+    this.#gpuAllocs.push(g);
+    this.#cpuAllocs.push(c);
+    return { g: g.slice(offset, bytes), c: c.slice(offset, bytes) };
+  }
+
+  upload(data: ArrayBufferView, offset = 0): Twin {
+    const t = this.make(data.byteLength, offset);
+    this.gpu.copyToDevice(t.g, data);
+    this.cpu.copyToDevice(t.c, data);
+    return t;
+  }
+
+  /** An output filled with 0xff bytes: NaN as bf16 and f32. */
+  poisoned(bytes: number, offset = 0): Twin {
+    const t = this.make(bytes, offset);
+    this.gpu.memset(t.g, 0xff, this.stream);
+    this.cpu.memset(t.c, 0xff);
+    return t;
+  }
+
+  /** Runs `call` on the GPU ops, then on the CPU ops, and waits for the GPU. */
+  run(call: (ops: ElementwiseOps, side: (t: Twin) => DeviceBuffer, stream: Stream) => void) {
+    call(this.gOps, (t) => t.g, this.stream);
+    call(this.cOps, (t) => t.c, this.cpu.defaultStream);
+    this.stream.synchronize();
+  }
+
+  read16(t: Twin, count: number): [Uint16Array, Uint16Array] {
+    const g = new Uint16Array(count), c = new Uint16Array(count);
+    this.gpu.copyToHost(g, t.g);
+    this.cpu.copyToHost(c, t.c);
+    return [g, c];
+  }
+
+  read32(t: Twin, count: number): [Uint32Array, Uint32Array] {
+    const g = new Uint32Array(count), c = new Uint32Array(count);
+    this.gpu.copyToHost(g, t.g);
+    this.cpu.copyToHost(c, t.c);
+    return [g, c];
+  }
+
+  /** Frees the current case's buffers. */
+  release(): void {
+    for (const b of this.#gpuAllocs) this.gpu.free(b);
+    for (const b of this.#cpuAllocs) this.cpu.free(b);
+    this.#gpuAllocs = [];
+    this.#cpuAllocs = [];
+  }
+}
+
+function gpuTest(name: string, body: (rig: Rig) => void | Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false }, async () => {
+    const gpu = openCuda();
+    try {
+      const rig = new Rig(gpu, await loadElementwiseOps(gpu), gpu.createStream());
+      await body(rig);
+      rig.release();
+    } finally {
+      gpu.close();
+    }
+  });
+}
+
+/** bf16 patterns on one integer line: adjacent values differ by 1, ±0 coincide. */
+function ordinal(bits: number): number {
+  return bits & 0x8000 ? -(bits & 0x7fff) : bits;
+}
+
+function isNanBf16(bits: number): boolean {
+  return (bits & 0x7fff) > 0x7f80;
+}
+
+/** GPU bf16 results against the CPU's; see the module comment for the bounds. */
+function compareBf16(
+  g: Uint16Array,
+  c: Uint16Array,
+  what: string,
+  ulps: number,
+  abs = 0,
+): void {
+  let differing = 0;
+  for (let i = 0; i < c.length; i++) {
+    assert.ok(!isNanBf16(g[i]), `${what}[${i}]: GPU wrote NaN or nothing (0x${g[i].toString(16)})`);
+    assert.ok(!isNanBf16(c[i]), `${what}[${i}]: CPU wrote NaN or nothing`);
+    if (g[i] === c[i]) continue;
+    differing++;
+    const distance = Math.abs(ordinal(g[i]) - ordinal(c[i]));
+    const gap = Math.abs(decodeBf16(g.subarray(i, i + 1))[0] - decodeBf16(c.subarray(i, i + 1))[0]);
+    assert.ok(
+      distance <= ulps || gap <= abs,
+      `${what}[${i}]: GPU 0x${g[i].toString(16)} vs CPU 0x${c[i].toString(16)} (${distance} ulps)`,
+    );
+  }
+  assert.ok(differing <= 0.01 * c.length, `${what}: ${differing}/${c.length} elements differ`);
+  assertClose(decodeBf16(g), decodeBf16(c), 2e-3, what);
+}
+
+function assertBitsEqual(g: ArrayLike<number>, c: ArrayLike<number>, what: string): void {
+  assert.equal(g.length, c.length);
+  for (let i = 0; i < c.length; i++) {
+    if (g[i] !== c[i]) {
+      assert.fail(`${what}[${i}]: GPU 0x${g[i].toString(16)} vs CPU 0x${c[i].toString(16)}`);
+    }
+  }
+}
+
+/** Random bf16 patterns of values in [lo, hi). */
+function randomBf16(n: number, seed: number, lo = -1, hi = 1): Uint16Array {
+  return encodeBf16(randomArray(n, seed, lo, hi));
+}
+
+const TOKENS = [1, 7, 300];
+
+gpuTest("gpu elementwise: embedding gathers rows, zero rows outside the table", (rig) => {
+  const vocab = 32000;
+  for (const hidden of [4096, 1001]) {
+    // Any 16-bit pattern will do for a copy; a multiplicative hash fills 131M quickly.
+    const table = new Uint16Array(vocab * hidden);
+    for (let i = 0; i < table.length; i++) table[i] = Math.imul(i + 1, 0x9e3779b1) >>> 16;
+    const tableBuf = rig.upload(table);
+    for (const tokens of TOKENS) {
+      const next = rng(tokens * 7919 + hidden);
+      const ids = new Int32Array(tokens).map(() => Math.floor(next(0, vocab)));
+      ids[0] = tokens === 1 ? vocab - 1 : 0;
+      if (tokens > 1) ids[tokens - 1] = vocab - 1;
+      if (tokens > 2) [ids[1], ids[2]] = [-5, vocab];
+      const idsBuf = rig.upload(ids);
+      const out = rig.poisoned(2 * tokens * hidden);
+      rig.run((ops, d, s) => ops.embedding(d(out), d(tableBuf), d(idsBuf), tokens, hidden, s));
+      const [g, c] = rig.read16(out, tokens * hidden);
+      assertBitsEqual(g, c, `embedding tokens=${tokens} hidden=${hidden}`);
+      if (tokens > 2) assert.equal(g[hidden], 0, "an id of -5 gives a zero row");
+    }
+    rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: rmsNorm, plain and fused, on every row path", (rig) => {
+  const shapes: [tokens: number, hidden: number, offset: number][] = [];
+  for (const tokens of TOKENS) {
+    for (const hidden of [4096, 1000, 1001]) shapes.push([tokens, hidden, 0]);
+  }
+  shapes.push([3, 20480, 0]); // wider than the register cache: two passes over memory
+  shapes.push([7, 4096, 2]); // misaligned views: the scalar path
+  for (const [tokens, hidden, offset] of shapes) {
+    for (const fused of [false, true]) {
+      const what = `rmsNorm tokens=${tokens} hidden=${hidden} offset=${offset} fused=${fused}`;
+      const n = tokens * hidden;
+      const xs = randomArray(n, n + hidden, -2, 2);
+      for (let i = 0; i < hidden; i++) xs[i] *= 1e-3; // a near-silent row, where eps matters
+      const x = rig.upload(encodeBf16(xs), offset);
+      const weight = rig.upload(randomBf16(hidden, hidden, 0.5, 1.5), offset);
+      const residual = fused ? rig.upload(randomBf16(n, 3 * n, -4, 4), offset) : null;
+      const out = rig.poisoned(2 * n, offset);
+      rig.run((ops, d, s) => {
+        ops.rmsNorm(d(out), d(x), d(weight), residual && d(residual), tokens, hidden, 1e-5, s);
+      });
+      const [g, c] = rig.read16(out, n);
+      compareBf16(g, c, what, 2);
+      if (residual) {
+        const [gr, cr] = rig.read16(residual, n);
+        assertBitsEqual(gr, cr, `${what} residual`);
+      }
+      rig.release();
+    }
+  }
+});
+
+gpuTest("gpu elementwise: rmsNorm writes over x and over the residual", (rig) => {
+  const tokens = 7, hidden = 4096, n = tokens * hidden;
+  const xBits = randomBf16(n, 11, -2, 2);
+  const rBits = randomBf16(n, 12, -2, 2);
+  const weight = rig.upload(randomBf16(hidden, 13, 0.5, 1.5));
+  const x = rig.upload(xBits);
+  const residual = rig.upload(rBits);
+  rig.run((ops, d, s) => ops.rmsNorm(d(x), d(x), d(weight), d(residual), tokens, hidden, 1e-6, s));
+  const [g, c] = rig.read16(x, n);
+  compareBf16(g, c, "rmsNorm out = x, fused", 2);
+  const x2 = rig.upload(xBits);
+  const residual2 = rig.upload(rBits);
+  rig.run((ops, d, s) => {
+    ops.rmsNorm(d(residual2), d(x2), d(weight), d(residual2), tokens, hidden, 1e-6, s);
+  });
+  const [g2, c2] = rig.read16(residual2, n);
+  compareBf16(g2, c2, "rmsNorm out = residual, fused", 2);
+  // Both placements must agree with each other too.
+  assertBitsEqual(g2, g, "out = x vs out = residual on the GPU");
+  rig.release();
+});
+
+gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) => {
+  const llama3 = {
+    ropeType: "llama3",
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  } as const;
+  const cases: [tokens: number, heads: number, kvHeads: number, headDim: number, offset: number][] =
+    [];
+  for (const tokens of TOKENS) {
+    for (const headDim of [128, 64]) cases.push([tokens, 32, 8, headDim, 0]);
+  }
+  cases.push([7, 4, 2, 72, 0]); // headDim / 2 = 36 is not a multiple of 8: the scalar path
+  cases.push([7, 32, 8, 128, 2]); // misaligned q and k: the scalar path
+  for (const [tokens, heads, kvHeads, headDim, offset] of cases) {
+    const what =
+      `rope tokens=${tokens} heads=${heads}/${kvHeads} headDim=${headDim} offset=${offset}`;
+    const inv = headDim === 128
+      ? ropeInverseFrequencies(headDim, 500000, llama3)
+      : ropeInverseFrequencies(headDim, 10000);
+    const tables: [RopeTable, RopeTable] = [
+      createRopeTable(rig.gpu, inv),
+      createRopeTable(rig.cpu, inv),
+    ];
+    const next = rng(tokens * headDim + offset);
+    const positions = new Int32Array(tokens).map(() => Math.floor(next(0, 32768)));
+    positions[0] = 32767;
+    if (tokens > 1) positions[1] = 0;
+    const pos = rig.upload(positions);
+    const qn = tokens * heads * headDim, kn = tokens * kvHeads * headDim;
+    const q = rig.upload(randomBf16(qn, qn + 1, -2, 2), offset);
+    const k = rig.upload(randomBf16(kn, kn + 2, -2, 2), offset);
+    rig.run((ops, d, s) => {
+      const table = ops === rig.gOps ? tables[0] : tables[1];
+      ops.rope(d(q), d(k), d(pos), table, tokens, heads, kvHeads, s);
+    });
+    const [gq, cq] = rig.read16(q, qn);
+    const [gk, ck] = rig.read16(k, kn);
+    compareBf16(gq, cq, `${what} q`, 1, 1e-5);
+    compareBf16(gk, ck, `${what} k`, 1, 1e-5);
+    rig.gpu.free(tables[0].invFreq);
+    rig.cpu.free(tables[1].invFreq);
+    rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: siluMul on 16-byte and scalar rows", (rig) => {
+  for (const tokens of TOKENS) {
+    for (const inter of [14336, 1000, 1001]) {
+      const what = `siluMul tokens=${tokens} inter=${inter}`;
+      const values = new Float32Array(2 * tokens * inter);
+      const next = rng(tokens * inter);
+      for (let t = 0; t < tokens; t++) {
+        for (let i = 0; i < inter; i++) {
+          values[2 * t * inter + i] = next(-8, 8);
+          values[2 * t * inter + inter + i] = next(-2, 2);
+        }
+      }
+      // Saturated gates: exp(-g) overflows (g = -100) or vanishes (g = 100).
+      values[0] = -100;
+      values[1] = 100;
+      const gateUp = rig.upload(encodeBf16(values));
+      const out = rig.poisoned(2 * tokens * inter);
+      rig.run((ops, d, s) => ops.siluMul(d(out), d(gateUp), tokens, inter, s));
+      const [g, c] = rig.read16(out, tokens * inter);
+      compareBf16(g, c, what, 2);
+      rig.release();
+    }
+  }
+});
+
+/** 1e6 + 3 f32 patterns: specials first and last, then random values, raw bits, ties, subnormals. */
+function castInputs(count: number): Uint32Array {
+  const bits = new Uint32Array(count);
+  const f = new Float32Array(bits.buffer);
+  const next = rng(99);
+  const word = () => (next(0, 65536) << 16 | next(0, 65536)) >>> 0;
+  for (let i = 0; i < count; i++) {
+    switch (i % 4) {
+      case 0:
+        f[i] = next(-1e4, 1e4);
+        break;
+      case 1:
+        bits[i] = word(); // includes NaNs, infinities and subnormals
+        break;
+      case 2:
+        bits[i] = (word() & 0xffff0000) | 0x8000; // an exact tie
+        break;
+      default:
+        bits[i] = word() & 0x807fffff; // a subnormal
+    }
+  }
+  const specials = [
+    0x00000000,
+    0x80000000,
+    0x7f800000,
+    0xff800000,
+    0x7fc00000,
+    0xffc00001,
+    0x7f800001,
+    0x7fa12345,
+    0x00000001,
+    0x007fffff,
+    0x00008000,
+    0x00018000,
+    0x3f808000,
+    0x3f818000,
+    0x7f7fffff,
+    0x7f7f8000,
+    0xff7fffff,
+  ];
+  specials.forEach((s, i) => {
+    bits[i] = s;
+    bits[count - 1 - i] = s;
+  });
+  return bits;
+}
+
+gpuTest("gpu elementwise: castF32ToBf16 matches the CPU bit for bit", (rig) => {
+  const count = 1_000_003;
+  const input = castInputs(count);
+  for (const [xOffset, outOffset] of [[0, 0], [4, 2]]) {
+    const x = rig.upload(input, xOffset);
+    const out = rig.poisoned(2 * count, outOffset);
+    rig.run((ops, d, s) => ops.castF32ToBf16(d(out), d(x), count, s));
+    const [g, c] = rig.read16(out, count);
+    assertBitsEqual(g, c, `castF32ToBf16 offsets ${xOffset}/${outOffset}`);
+    rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: castBf16ToF32 matches the CPU bit for bit", (rig) => {
+  const count = 1_000_003;
+  const input = new Uint16Array(count);
+  const next = rng(5);
+  for (let i = 0; i < count; i++) input[i] = i < 65536 ? i : next(0, 65536);
+  for (const [xOffset, outOffset] of [[0, 0], [2, 4]]) {
+    const x = rig.upload(input, xOffset);
+    const out = rig.poisoned(4 * count, outOffset);
+    rig.run((ops, d, s) => ops.castBf16ToF32(d(out), d(x), count, s));
+    const [g, c] = rig.read32(out, count);
+    assertBitsEqual(g, c, `castBf16ToF32 offsets ${xOffset}/${outOffset}`);
+    for (let i = 0; i < 65536; i++) assert.equal(g[i], i << 16 >>> 0, `bf16 0x${i.toString(16)}`);
+    rig.release();
+  }
+});

@@ -1,0 +1,405 @@
+/**
+ * The sampling kernels on a real NVIDIA GPU (`deno task test:gpu`) against the CPU reference
+ * (backends/cpu/sampling.ts), on the same inputs: vocab 1, 7, 32000 and 128256 at batch 1 and
+ * 256, NaN-free random logits scaled ×5 (and ×30, and integer-valued rows full of ties), per-row
+ * random temperature / top-k / top-p / min-p / seed / step; 1000 random rows at vocab 32000; the
+ * device Philox against backends/philox.ts. Outputs are poisoned (0xff bytes: NaN as f32, −1 as
+ * i32) before each run, so an unwritten element fails.
+ *
+ * Tolerances. argmax is exact. logSoftmax is fp32 on both sides (expf and a different summation
+ * order on the GPU): 1e-5 norm-wise relative. Sampling is specified in exact arithmetic (see
+ * kernels/src/sampling.cu), so the GPU's p (left in its workspace) must equal the CPU's bit for
+ * bit and the ids are expected to agree on every row; the test still allows up to 1% of rows to
+ * differ, each only where the draw or a filter sits within 1e-5 of the kept mass of a boundary.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import {
+  cpuSamplingOps,
+  massOf,
+  newSampleTrace,
+  sampleRow,
+  type SampleTrace,
+} from "../../backends/cpu/sampling.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import type { SamplingBuffers, SamplingOps } from "../../backends/ops.ts";
+import { philox4x32 } from "../../backends/philox.ts";
+import { loadKernels } from "../../kernels/modules.ts";
+import { loadSamplingOps } from "../../kernels/ops/sampling.ts";
+import { assertClose, randomArray, rng } from "../support/numeric.ts";
+
+const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+
+const VOCABS = [1, 7, 32000, 128256];
+const BATCHES = [1, 256];
+
+/** Both devices and both op sets; frees what a case allocated. */
+class Rig {
+  readonly cpu = new CpuBackend();
+  readonly cOps = cpuSamplingOps();
+  #allocs: DeviceBuffer[] = [];
+  #cpuAllocs: DeviceBuffer[] = [];
+
+  constructor(readonly gpu: Backend, readonly gOps: SamplingOps, readonly stream: Stream) {}
+
+  /** A GPU buffer of `bytes`, `offset` bytes into a fresh allocation, filled with 0xff. */
+  gpuBuffer(bytes: number, offset = 0): DeviceBuffer {
+    const base = this.gpu.alloc(bytes + offset);
+    this.#allocs.push(base);
+    const view = base.slice(offset, bytes);
+    this.gpu.memset(view, 0xff, this.stream);
+    return view;
+  }
+
+  /** `data` on the GPU (at `offset` into its allocation) and on the CPU backend. */
+  upload(data: ArrayBufferView, offset = 0): { g: DeviceBuffer; c: DeviceBuffer } {
+    const g = this.gpuBuffer(data.byteLength, offset);
+    this.stream.synchronize();
+    this.gpu.copyToDevice(g, data);
+    const c = this.cpuBuffer(Math.max(8, data.byteLength));
+    this.cpu.copyToDevice(c, data);
+    return { g, c };
+  }
+
+  /** A CPU-backend buffer of `bytes`, freed with the case. */
+  cpuBuffer(bytes: number): DeviceBuffer {
+    const c = this.cpu.alloc(bytes);
+    this.#cpuAllocs.push(c);
+    return c;
+  }
+
+  release(): void {
+    for (const b of this.#allocs) this.gpu.free(b);
+    for (const b of this.#cpuAllocs) this.cpu.free(b);
+    this.#allocs = [];
+    this.#cpuAllocs = [];
+  }
+}
+
+function gpuTest(name: string, body: (rig: Rig) => void | Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false }, async () => {
+    const gpu = openCuda();
+    try {
+      const rig = new Rig(gpu, await loadSamplingOps(gpu), gpu.createStream());
+      await body(rig);
+      rig.release();
+    } finally {
+      gpu.close();
+    }
+  });
+}
+
+/** Random logits ×5 with, in some rows, the maximum repeated at two places (ties). */
+function logitsFor(batch: number, vocab: number, seed: number): Float32Array {
+  const x = randomArray(batch * vocab, seed, -5, 5);
+  const next = rng(seed + 1);
+  for (let b = 0; b < batch; b += 3) {
+    if (vocab < 2) break;
+    const i = Math.floor(next(0, vocab)), j = Math.floor(next(0, vocab));
+    x[b * vocab + i] = x[b * vocab + j] = 6;
+  }
+  return x;
+}
+
+interface RowParams {
+  temperature: Float32Array;
+  topK: Int32Array;
+  topP: Float32Array;
+  minP: Float32Array;
+  seed: BigUint64Array;
+  step: Int32Array;
+}
+
+/** Seeded random parameters per row, covering greedy rows and every filter combination. */
+function randomParams(batch: number, vocab: number, seed: number): RowParams {
+  const next = rng(seed);
+  const pick = <T>(choices: readonly T[]) => choices[Math.floor(next(0, choices.length))];
+  const out: RowParams = {
+    temperature: new Float32Array(batch),
+    topK: new Int32Array(batch),
+    topP: new Float32Array(batch),
+    minP: new Float32Array(batch),
+    seed: new BigUint64Array(batch),
+    step: new Int32Array(batch),
+  };
+  for (let b = 0; b < batch; b++) {
+    out.temperature[b] = pick([0, 0.25, 0.7, 1, 1, 1.5]);
+    out.topK[b] = pick([0, 0, 1, 10, 50, 1000, vocab, -1]);
+    out.topP[b] = pick([1, 1, 0.95, 0.9, 0.5]);
+    out.minP[b] = pick([0, 0, 0.02, 0.1]);
+    const hi = BigInt(Math.floor(next(0, 2 ** 32))), lo = BigInt(Math.floor(next(0, 2 ** 32)));
+    out.seed[b] = (hi << 32n) | lo;
+    out.step[b] = Math.floor(next(-(2 ** 31), 2 ** 31));
+  }
+  return out;
+}
+
+/** Whether a GPU id that differs from the CPU's lies within 1e-5 of the kept mass of a boundary. */
+function atBoundary(
+  trace: SampleTrace,
+  p: Float32Array,
+  offset: number,
+  vocab: number,
+  gpuId: number,
+): boolean {
+  if (trace.greedy || gpuId < 0 || gpuId >= vocab) return false;
+  const tol = 1e-5;
+  const kept = (i: number) => {
+    const pv = p[offset + i], q = massOf(pv);
+    return pv >= trace.pThreshold && q >= trace.minQ ? q : 0;
+  };
+  // The draw r falls near the edge of the GPU token's interval of cumulative kept mass.
+  let before = 0;
+  for (let i = 0; i < gpuId; i++) before += kept(i);
+  const after = before + kept(gpuId);
+  const distance = trace.r < before ? before - trace.r : trace.r >= after ? trace.r - after + 1 : 0;
+  if (distance <= tol * trace.zf) return true;
+  // The GPU token sits at a filter's threshold.
+  const pg = p[offset + gpuId];
+  for (const threshold of [trace.kThreshold, trace.pThreshold]) {
+    if (threshold > 0 && Math.abs(pg - threshold) <= tol * threshold) return true;
+  }
+  if (trace.minQ > 0 && Math.abs(massOf(pg) - trace.minQ) <= tol * trace.minQ) return true;
+  // The top-p cut itself was within tol of the target mass.
+  return trace.target > 0 &&
+    (trace.massAtThreshold - trace.target <= tol * trace.zk ||
+      trace.target - trace.massAboveThreshold <= tol * trace.zk);
+}
+
+/**
+ * Samples `logits` with `params` on both backends; asserts the GPU's p equals the CPU's bit for
+ * bit and that ids agree on ≥ 99% of rows, every disagreement at a boundary. Returns the GPU ids.
+ */
+function compareSample(
+  rig: Rig,
+  logits: Float32Array,
+  params: RowParams,
+  batch: number,
+  vocab: number,
+  what: string,
+): Int32Array {
+  const { gpu, gOps, cOps, stream } = rig;
+  const x = rig.upload(logits);
+  const up = (a: ArrayBufferView) => rig.upload(a);
+  const t = up(params.temperature), k = up(params.topK), tp = up(params.topP);
+  const mp = up(params.minP), seed = up(params.seed), step = up(params.step);
+  const side = (s: "g" | "c"): SamplingBuffers => ({
+    temperature: t[s],
+    topK: k[s],
+    topP: tp[s],
+    minP: mp[s],
+    seed: seed[s],
+    step: step[s],
+  });
+  const gIds = rig.gpuBuffer(4 * batch);
+  const gWork = rig.gpuBuffer(gOps.sampleWorkspaceBytes(batch, vocab));
+  gOps.sample(gIds, x.g, side("g"), batch, vocab, gWork, stream);
+  const cIds = rig.cpuBuffer(4 * batch);
+  const cWork = rig.cpuBuffer(cOps.sampleWorkspaceBytes(batch, vocab));
+  cOps.sample(cIds, x.c, side("c"), batch, vocab, cWork, rig.cpu.defaultStream);
+  stream.synchronize();
+
+  const got = new Int32Array(batch), want = new Int32Array(batch);
+  gpu.copyToHost(got, gIds);
+  rig.cpu.copyToHost(want, cIds);
+  const gp = new Float32Array(batch * vocab), cp = new Float32Array(batch * vocab);
+  gpu.copyToHost(gp, gWork);
+  rig.cpu.copyToHost(cp, cWork);
+  const gBits = new Uint32Array(gp.buffer), cBits = new Uint32Array(cp.buffer);
+
+  let pMismatches = 0, firstMismatch = "";
+  let disagree = 0, unexplained = "";
+  const trace = newSampleTrace();
+  const scratch = new Float32Array(vocab), pRow = new Float32Array(vocab);
+  for (let b = 0; b < batch; b++) {
+    const o = b * vocab;
+    const greedy = !(params.temperature[b] > 0);
+    for (let i = 0; !greedy && i < vocab; i++) {
+      if (gBits[o + i] !== cBits[o + i]) {
+        if (pMismatches++ === 0) {
+          firstMismatch = `row ${b} token ${i}: gpu ${gp[o + i]} cpu ${cp[o + i]} (logit ${
+            logits[o + i]
+          }, T ${params.temperature[b]})`;
+        }
+      }
+    }
+    if (got[b] === want[b]) continue;
+    disagree++;
+    sampleRow(
+      logits,
+      o,
+      vocab,
+      params.temperature[b],
+      params.topK[b],
+      params.topP[b],
+      params.minP[b],
+      Number(params.seed[b] & 0xffffffffn),
+      Number(params.seed[b] >> 32n),
+      params.step[b],
+      pRow,
+      0,
+      scratch,
+      trace,
+    );
+    if (!atBoundary(trace, pRow, 0, vocab, got[b]) && !unexplained) {
+      unexplained = `row ${b}: gpu ${got[b]} cpu ${want[b]} (T ${params.temperature[b]}, k ${
+        params.topK[b]
+      }, p ${params.topP[b]}, min-p ${params.minP[b]})`;
+    }
+  }
+  if (disagree) console.log(`${what}: ids differ on ${disagree} of ${batch} rows`);
+  assert.ok(disagree <= 0.01 * batch, `${what}: ids differ on ${disagree} of ${batch} rows`);
+  assert.equal(unexplained, "", `${what}: a disagreement away from any boundary: ${unexplained}`);
+  // The design makes p identical on both backends; a difference means the two specs diverged.
+  assert.equal(pMismatches, 0, `${what}: ${pMismatches} p values differ; first ${firstMismatch}`);
+  return got;
+}
+
+gpuTest("gpu: Philox4x32-10 matches backends/philox.ts and Random123's answers", async (rig) => {
+  const { gpu, stream } = rig;
+  const { launchers } = await loadKernels(gpu, "sampling");
+  const n = 4099;
+  const next = rng(77);
+  const counters = new Uint32Array(4 * n), keys = new Uint32Array(2 * n);
+  for (let i = 0; i < 4 * n; i++) counters[i] = Math.floor(next(0, 2 ** 32));
+  for (let i = 0; i < 2 * n; i++) keys[i] = Math.floor(next(0, 2 ** 32));
+  // Random123's known answers in the first three slots.
+  counters.set([0, 0, 0, 0, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], 0);
+  counters.set([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], 8);
+  keys.set([0, 0, 0xffffffff, 0xffffffff, 0xa4093822, 0x299f31d0], 0);
+  const c = rig.upload(counters), k = rig.upload(keys);
+  const out = rig.gpuBuffer(16 * n);
+  launchers.philox4x32_10_test.launch(
+    Math.ceil(n / 256),
+    1,
+    1,
+    256,
+    1,
+    1,
+    0,
+    stream,
+    out,
+    c.g,
+    k.g,
+    n,
+  );
+  stream.synchronize();
+  const got = new Uint32Array(4 * n);
+  gpu.copyToHost(got, out);
+  assert.deepEqual([...got.subarray(0, 12)], [
+    0x6627e8d5,
+    0xe169c58d,
+    0xbc57ac4c,
+    0x9b00dbd8,
+    0x408f276d,
+    0x41c83b0e,
+    0xa20bc7c6,
+    0x6d5451fd,
+    0xd16cfe09,
+    0x94fdcceb,
+    0x5001e420,
+    0x24126ea1,
+  ]);
+  const want = new Uint32Array(4);
+  for (let i = 0; i < n; i++) {
+    const [c0, c1, c2, c3] = counters.subarray(4 * i, 4 * i + 4);
+    philox4x32(c0, c1, c2, c3, keys[2 * i], keys[2 * i + 1], want);
+    assert.deepEqual([...got.subarray(4 * i, 4 * i + 4)], [...want], `block ${i}`);
+  }
+});
+
+gpuTest("gpu: argmax matches the CPU exactly, first index on ties", (rig) => {
+  const { gpu, gOps, cOps, stream } = rig;
+  for (const vocab of VOCABS) {
+    for (const batch of BATCHES) {
+      // offset 4 misaligns the rows, so vocab 32000 and 128256 also take the scalar path.
+      for (const offset of vocab % 16 === 0 ? [0, 4] : [0]) {
+        const logits = logitsFor(batch, vocab, vocab + batch + offset);
+        if (batch > 1 && vocab > 1) logits.fill(1, 0, vocab); // an all-equal row: id 0
+        const x = rig.upload(logits, offset);
+        const ids = rig.gpuBuffer(4 * batch);
+        gOps.argmax(ids, x.g, batch, vocab, stream);
+        const cIds = rig.cpuBuffer(4 * batch);
+        cOps.argmax(cIds, x.c, batch, vocab, rig.cpu.defaultStream);
+        stream.synchronize();
+        const got = new Int32Array(batch), want = new Int32Array(batch);
+        gpu.copyToHost(got, ids);
+        rig.cpu.copyToHost(want, cIds);
+        assert.deepEqual(got, want, `argmax ${batch}x${vocab} offset ${offset}`);
+      }
+      rig.release();
+    }
+  }
+});
+
+gpuTest("gpu: logSoftmax matches the CPU (1e-5 relative)", (rig) => {
+  const { gpu, gOps, cOps, stream } = rig;
+  for (const vocab of VOCABS) {
+    for (const batch of BATCHES) {
+      for (const offset of vocab % 16 === 0 ? [0, 4] : [0]) {
+        for (const scale of [1, 6]) {
+          const logits = logitsFor(batch, vocab, 3 * vocab + batch + offset);
+          for (let i = 0; i < logits.length; i++) logits[i] *= scale;
+          const x = rig.upload(logits, offset);
+          const out = rig.gpuBuffer(4 * batch * vocab, offset);
+          gOps.logSoftmax(out, x.g, batch, vocab, stream);
+          const cOut = rig.cpuBuffer(4 * batch * vocab);
+          cOps.logSoftmax(cOut, x.c, batch, vocab, rig.cpu.defaultStream);
+          stream.synchronize();
+          const got = new Float32Array(batch * vocab), want = new Float32Array(batch * vocab);
+          gpu.copyToHost(got, out);
+          rig.cpu.copyToHost(want, cOut);
+          assertClose(got, want, 1e-5, `logSoftmax ${batch}x${vocab} offset ${offset} ×${scale}`);
+        }
+      }
+      rig.release();
+    }
+  }
+});
+
+gpuTest("gpu: sample agrees with the CPU at every edge shape", (rig) => {
+  for (const vocab of VOCABS) {
+    for (const batch of BATCHES) {
+      const logits = logitsFor(batch, vocab, 7 * vocab + batch);
+      const params = randomParams(batch, vocab, vocab + 13 * batch);
+      compareSample(rig, logits, params, batch, vocab, `sample ${batch}x${vocab}`);
+      rig.release();
+    }
+  }
+});
+
+gpuTest("gpu: sample agrees with the CPU on 1000 random rows", (rig) => {
+  const batch = 1000, vocab = 32000;
+  const logits = logitsFor(batch, vocab, 1234);
+  // Some rows ×30 (peaked), some integer-valued (ties everywhere, also at the thresholds).
+  for (let b = 0; b < batch; b++) {
+    const row = logits.subarray(b * vocab, (b + 1) * vocab);
+    if (b % 5 === 1) { for (let i = 0; i < vocab; i++) row[i] *= 6; }
+    if (b % 5 === 2) { for (let i = 0; i < vocab; i++) row[i] = Math.round(row[i]); }
+  }
+  compareSample(rig, logits, randomParams(batch, vocab, 4321), batch, vocab, "1000 rows");
+});
+
+gpuTest("gpu: sample is reproducible, and the step changes the draw", (rig) => {
+  const batch = 256, vocab = 128256;
+  const logits = randomArray(batch * vocab, 99, -1, 1); // flat: many tokens are likely
+  const params = randomParams(batch, vocab, 5);
+  params.temperature.fill(1);
+  params.topK.fill(0);
+  params.topP.fill(1);
+  params.minP.fill(0);
+  const first = compareSample(rig, logits, params, batch, vocab, "steps, first");
+  rig.release();
+  const again = compareSample(rig, logits, params, batch, vocab, "steps, again");
+  rig.release();
+  assert.deepEqual(first, again);
+  for (let b = 0; b < batch; b++) params.step[b] += 1;
+  const next = compareSample(rig, logits, params, batch, vocab, "steps, next");
+  let changed = 0;
+  for (let b = 0; b < batch; b++) if (next[b] !== first[b]) changed++;
+  assert.ok(changed > 0.9 * batch, `only ${changed} of ${batch} rows changed with the step`);
+});

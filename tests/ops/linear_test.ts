@@ -1,0 +1,385 @@
+/**
+ * The CPU linear ops against tests/fixtures/ops/linear.json (exact float64 products of
+ * bf16-rounded inputs, from tools/fixtures/linear.py), and the argument checks the GPU ops share.
+ *
+ * Tolerances. Each output is one bf16 rounding of a sum accumulated in at least fp32 precision
+ * (the CPU uses double). bf16 keeps 8 significant bits, so the rounding is off by at most half an
+ * ulp, 2^-9 ≈ 0.2% of the value, and the fp32 accumulation adds ~K·2^-24 relative, far smaller.
+ * So per element |out − ref| ≤ 2^-8·|ref| (a full ulp: half an ulp of margin) plus 1e-6 for sums
+ * that cancel to near zero, and norm-wise relative error ≤ 1e-2, the family-wide bf16 bound.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type {
+  Backend,
+  DeviceBuffer,
+  DeviceEvent,
+  GemmAccelerator,
+  LaunchAbi,
+} from "../../backends/backend.ts";
+import { decodeBf16 } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { cpuLinearOps } from "../../backends/cpu/linear.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import { openHip } from "../../backends/hip.ts";
+import { loadLinearOps } from "../../kernels/ops/linear.ts";
+import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
+import { assertClose } from "../support/numeric.ts";
+
+interface LinearCase {
+  m: number;
+  n: number;
+  k: number;
+  x: number[];
+  weight: number[];
+  expected: number[];
+}
+
+const FIXTURE_URL = new URL("../fixtures/ops/linear.json", import.meta.url);
+let fixtureCache: LinearCase[] | null = null;
+
+/** The fixture's cases, read once; a missing file fails with how to make it. */
+function fixture(): LinearCase[] {
+  if (fixtureCache) return fixtureCache;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(FIXTURE_URL);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw new Error(
+      `${FIXTURE_URL.pathname} is missing: generate it with \`python3 tools/fixtures/linear.py\`` +
+        " (needs torch)",
+    );
+  }
+  fixtureCache = (JSON.parse(text) as { cases: LinearCase[] }).cases;
+  return fixtureCache;
+}
+
+const cpu = new CpuBackend();
+const ops = cpuLinearOps();
+const stream = cpu.defaultStream;
+
+function upload(bits: readonly number[]): DeviceBuffer {
+  const buffer = cpu.alloc(2 * bits.length);
+  cpu.copyToDevice(buffer, Uint16Array.from(bits));
+  return buffer;
+}
+
+function download(buffer: DeviceBuffer, count: number): Float32Array {
+  const bits = new Uint16Array(count);
+  cpu.copyToHost(bits, buffer);
+  return decodeBf16(bits);
+}
+
+Deno.test("linear fixture: CPU matches float64 within one bf16 rounding", () => {
+  const cases = fixture();
+  assert.ok(cases.length >= 8, "the fixture has its cases");
+  for (const c of cases) {
+    const what = `linear m=${c.m} n=${c.n} k=${c.k}`;
+    assert.equal(c.x.length, c.m * c.k, `${what}: x size`);
+    assert.equal(c.weight.length, c.n * c.k, `${what}: weight size`);
+    const out = cpu.alloc(2 * c.m * c.n);
+    cpu.memset(out, 0xff); // NaN: an unwritten element cannot pass
+    ops.linear(out, upload(c.x), upload(c.weight), c.m, c.n, c.k, stream);
+    const got = download(out, c.m * c.n);
+    assertClose(got, c.expected, 1e-2, what);
+    for (let i = 0; i < got.length; i++) {
+      const bound = 2 ** -8 * Math.abs(c.expected[i]) + 1e-6;
+      assert.ok(
+        Math.abs(got[i] - c.expected[i]) <= bound,
+        `${what} [${Math.floor(i / c.n)}, ${i % c.n}]: ${got[i]} vs ${c.expected[i]}`,
+      );
+    }
+  }
+});
+
+Deno.test("linear: a slice of a wider output and offset inputs work", () => {
+  // Buffers that are views into bigger allocations, as the engine's workspaces are.
+  const c = fixture()[3];
+  const x = cpu.alloc(2 * c.x.length + 64), w = cpu.alloc(2 * c.weight.length + 32);
+  const xs = x.slice(32, 2 * c.x.length), ws = w.slice(16, 2 * c.weight.length);
+  cpu.copyToDevice(xs, Uint16Array.from(c.x));
+  cpu.copyToDevice(ws, Uint16Array.from(c.weight));
+  const out = cpu.alloc(2 * c.m * c.n + 8);
+  cpu.memset(out, 0x7f);
+  ops.linear(out.slice(8), xs, ws, c.m, c.n, c.k, stream);
+  assertClose(download(out.slice(8), c.m * c.n), c.expected, 1e-2, "offset views");
+  const head = new Uint8Array(8);
+  cpu.copyToHost(head, out);
+  assert.deepEqual([...head], new Array(8).fill(0x7f), "nothing written before the view");
+});
+
+Deno.test("linear: bad sizes throw RangeError naming the op and the argument", () => {
+  const x = cpu.alloc(2 * 4 * 8), w = cpu.alloc(2 * 6 * 8), out = cpu.alloc(2 * 4 * 6);
+  const small = cpu.alloc(2);
+  const cases: [string, () => void, RegExp][] = [
+    ["m = 0", () => ops.linear(out, x, w, 0, 6, 8, stream), /^linear: m = 0/],
+    ["n = 1.5", () => ops.linear(out, x, w, 4, 1.5, 8, stream), /^linear: n = 1.5/],
+    ["k = -8", () => ops.linear(out, x, w, 4, 6, -8, stream), /^linear: k = -8/],
+    ["k = NaN", () => ops.linear(out, x, w, 4, 6, NaN, stream), /^linear: k = NaN/],
+    ["m = 2^31", () => ops.linear(out, x, w, 2 ** 31, 6, 8, stream), /^linear: m = 2147483648/],
+    ["x too small", () => ops.linear(out, x, w, 5, 6, 8, stream), /^linear: x holds 64 bytes/],
+    ["weight too small", () => ops.linear(out, x, w, 4, 7, 8, stream), /^linear: weight holds/],
+    ["out too small", () => ops.linear(small, x, w, 4, 6, 8, stream), /^linear: out holds 2 bytes/],
+    [
+      "prepareLinear k = 0",
+      () => ops.prepareLinear([{ m: 1, n: 4, k: 0 }], stream),
+      /^prepareLinear: k = 0/,
+    ],
+  ];
+  for (const [what, run, message] of cases) {
+    assert.throws(run, (e: Error) => e instanceof RangeError && message.test(e.message), what);
+  }
+  ops.prepareLinear([{ m: 1, n: 6, k: 8 }], stream); // a no-op on the CPU
+});
+
+Deno.test("linear: K not a multiple of 4 and N not a multiple of 4 take the tail paths", () => {
+  // An independent double-precision check on small random bf16 inputs, for every M from 1 to 5
+  // (the table path) and 7 (the scratch path).
+  const k = 11, n = 7;
+  const wBits = Array.from({ length: n * k }, (_, i) => 0x3f00 + ((i * 37) % 200));
+  const w = upload(wBits);
+  for (const m of [1, 2, 3, 5, 7]) {
+    const xBits = Array.from({ length: m * k }, (_, i) => 0xbf00 + ((i * 53) % 150));
+    const out = cpu.alloc(2 * m * n);
+    cpu.memset(out, 0xff);
+    ops.linear(out, upload(xBits), w, m, n, k, stream);
+    const xv = decodeBf16(Uint16Array.from(xBits)), wv = decodeBf16(Uint16Array.from(wBits));
+    const ref = new Float64Array(m * n);
+    for (let r = 0; r < m; r++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let i = 0; i < k; i++) s += xv[r * k + i] * wv[j * k + i];
+        ref[r * n + j] = s;
+      }
+    }
+    assertClose(download(out, m * n), ref, 4e-3, `m=${m}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Kernel choice and launch shapes, through the fake driver (tests/fake_driver), which records
+// each launch instead of running it; 132 SMs, like an H100.
+
+interface Expected {
+  kernel: string;
+  grid: [number, number, number];
+  block: [number, number, number];
+  shared: number;
+  split?: number;
+}
+
+async function dispatchCases(hip: boolean, cases: [number, number, number, number, Expected][]) {
+  const libraryPath = buildFakeDriver({ hip });
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
+  try {
+    const ops = await loadLinearOps(gpu);
+    const s = gpu.createStream();
+    const x = gpu.alloc(2 * 1024 * 4096 + 16), w = gpu.alloc(2 * 8192 * 4096);
+    const out = gpu.alloc(2 * 1024 * 4096);
+    for (const [m, n, k, xOffset, want] of cases) {
+      const what = `${hip ? "hip" : "cuda"} m=${m} n=${n} k=${k} x+${xOffset}`;
+      const gemv = want.kernel.startsWith("linear_gemv");
+      fake.setParamSizes(gemv ? [8, 8, 8, 4, 4, 4, 4] : [8, 8, 8, 4, 4, 4]);
+      const xv = x.slice(xOffset, 2 * m * k);
+      ops.linear(out, xv, w, m, n, k, s);
+      const launch = fake.lastLaunch();
+      assert.equal(launch.functionName, want.kernel, what);
+      assert.deepEqual(launch.grid, want.grid, `${what}: grid`);
+      assert.deepEqual(launch.block, want.block, `${what}: block`);
+      assert.equal(launch.sharedMem, want.shared, `${what}: shared memory`);
+      const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+      assert.equal(args.getBigUint64(0, true), BigInt(out.ptr), `${what}: out`);
+      assert.equal(args.getBigUint64(8, true), BigInt(xv.ptr), `${what}: x`);
+      assert.equal(args.getBigUint64(16, true), BigInt(w.ptr), `${what}: weight`);
+      assert.deepEqual(
+        [args.getInt32(24, true), args.getInt32(28, true), args.getInt32(32, true)],
+        [m, n, k],
+        `${what}: sizes`,
+      );
+      if (gemv) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
+    }
+    for (const b of [x, w, out]) gpu.free(b);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+}
+
+const gemvShape = (kernel: string, blocks: number, split: number): Expected => ({
+  kernel: `linear_gemv_${kernel}`,
+  grid: [blocks, 1, 1],
+  block: [256, 1, 1],
+  shared: 0,
+  split,
+});
+const fmaShape = (m: number, n: number): Expected => ({
+  kernel: "linear_gemm_fma",
+  grid: [Math.ceil(n / 64), Math.ceil(m / 64), 1],
+  block: [16, 16, 1],
+  shared: 0,
+});
+
+Deno.test("linear dispatch (fake CUDA driver): kernel, grid, block, shared memory, arguments", async () => {
+  await dispatchCases(false, [
+    // 4096 rows = 256 groups of 16 >= 132 SMs: 16-row GEMV, K = 32 steps, split 8 → 16 rows/block.
+    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [8, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [9, 4096, 4096, 0, gemvShape("t16_r16", 256, 8)],
+    // 1024 rows = 64 groups of 16 < 132: 8-row GEMV, 128 blocks.
+    [16, 1024, 4096, 0, gemvShape("t16_r8", 128, 8)],
+    // K = 64 is one step: split 1, a block covers 8 groups of 8 rows.
+    [1, 37, 64, 0, gemvShape("t8_r8", 1, 1)],
+    // K = 1000 is 125 chunks of 8: 4 steps of 32 chunks, split 4 → 2 groups of 8 rows.
+    [1, 1000, 1000, 0, gemvShape("t8_r8", 63, 4)],
+    // K = 512: 2 steps of 256 (8-row), split 2 → 4 groups of 8 = 32 rows per block.
+    [3, 100, 512, 0, gemvShape("t8_r8", 4, 2)],
+    // N = 8192 and 8184 (not a multiple of 16): 512 blocks.
+    [1, 8192, 4096, 0, gemvShape("t8_r16", 512, 8)],
+    [2, 8184, 4096, 0, gemvShape("t8_r16", 512, 8)],
+    // M > 16: 3·32 = 96 tiles of 128 < 132 → 64×64 tiles (5·64), 64 KiB; 8·32 = 256 → 128×128.
+    [300, 4096, 4096, 0, {
+      kernel: "linear_gemm_64x64",
+      grid: [320, 1, 1],
+      block: [128, 1, 1],
+      shared: 65536,
+    }],
+    [1024, 4096, 4096, 0, {
+      kernel: "linear_gemm_128x128",
+      grid: [256, 1, 1],
+      block: [128, 1, 1],
+      shared: 98304,
+    }],
+    [17, 37, 64, 0, {
+      kernel: "linear_gemm_64x64",
+      grid: [1, 1, 1],
+      block: [128, 1, 1],
+      shared: 65536,
+    }],
+    // K % 8 != 0 or a misaligned x: the FMA fallback, for any M.
+    [1, 1000, 1001, 0, fmaShape(1, 1000)],
+    [300, 1000, 1001, 0, fmaShape(300, 1000)],
+    [1, 4096, 4096, 2, fmaShape(1, 4096)],
+    [64, 4096, 4096, 2, fmaShape(64, 4096)],
+  ]);
+});
+
+Deno.test("linear dispatch (fake HIP driver): GEMV geometry for M <= 16, FMA GEMM above", async () => {
+  await dispatchCases(true, [
+    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [16, 1024, 4096, 0, gemvShape("t16_r8", 128, 8)],
+    [17, 4096, 4096, 0, fmaShape(17, 4096)],
+    [1024, 4096, 4096, 0, fmaShape(1024, 4096)],
+  ]);
+});
+
+Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape to the winner", async () => {
+  const libraryPath = buildFakeDriver();
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  const gpu = openCuda({ libraryPath });
+  try {
+    // A virtual clock: each Denali launch and each accelerator call costs what the test says,
+    // and events read that clock, so the timing race has a known winner.
+    const launchNs = 5000;
+    let now = 0, accelNs = 1000, accelCalls = 0, accelThrows = false;
+    const realAbi = gpu.launchAbi!;
+    const abi: LaunchAbi = {
+      ...realAbi,
+      launchKernel: (...args) => {
+        now += launchNs;
+        return realAbi.launchKernel(...args);
+      },
+    };
+    const accel: GemmAccelerator = {
+      name: "fake accelerator",
+      gemm() {
+        if (accelThrows) throw new RangeError("fake accelerator: unsupported shape");
+        accelCalls++;
+        now += accelNs;
+      },
+      close() {},
+    };
+    const virtualEvent = (): DeviceEvent & { t: number } => ({
+      t: 0,
+      record() {
+        this.t = now;
+      },
+      synchronize() {},
+      elapsedMsSince(start) {
+        return (this.t - (start as unknown as { t: number }).t) / 1e6;
+      },
+      destroy() {},
+    });
+    const backend = new Proxy(gpu, {
+      get(target, prop) {
+        if (prop === "gemmAccelerator") return accel;
+        if (prop === "launchAbi") return abi;
+        if (prop === "createEvent") return virtualEvent;
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as Backend;
+
+    const ops = await loadLinearOps(backend);
+    const s = gpu.createStream();
+    const x = gpu.alloc(2 * 300 * 512),
+      w = gpu.alloc(2 * 256 * 512),
+      out = gpu.alloc(2 * 300 * 256);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+    const allocated = fake.bytesAllocated();
+
+    // The accelerator is faster on these shapes: after preparing, linear calls it, not a kernel.
+    // (The fake must be told each kernel's parameter sizes: 7 for the GEMVs, 6 for the GEMMs.)
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    ops.prepareLinear([{ m: 300, n: 256, k: 512 }], s);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+    ops.prepareLinear([{ m: 1, n: 256, k: 512 }], s);
+    assert.equal(fake.bytesAllocated(), allocated, "the scratch buffers are freed");
+    assert.equal(ops.kernelName(1, 256, 512, x, w), "accelerator");
+    assert.equal(ops.kernelName(300, 256, 512, x, w), "accelerator");
+    const [calls, launches] = [accelCalls, fake.launchCount()];
+    ops.linear(out, x, w, 1, 256, 512, s);
+    assert.deepEqual([accelCalls, fake.launchCount()], [calls + 1, launches]);
+    // An unprepared shape runs Denali's kernel.
+    ops.linear(out, x, w, 2, 256, 512, s);
+    assert.deepEqual([accelCalls, fake.launchCount()], [calls + 1, launches + 1]);
+    assert.equal(ops.kernelName(2, 256, 512, x, w), "gemv8");
+    // A prepared shape is not timed again.
+    ops.prepareLinear([{ m: 1, n: 256, k: 512 }], s);
+    assert.equal(accelCalls, calls + 1);
+
+    // Slower accelerator: Denali keeps the shape. A throwing one: Denali too.
+    accelNs = 9000;
+    ops.prepareLinear([{ m: 4, n: 256, k: 512 }], s);
+    assert.equal(ops.kernelName(4, 256, 512, x, w), "gemv8");
+    accelThrows = true;
+    ops.prepareLinear([{ m: 5, n: 256, k: 512 }], s);
+    assert.equal(ops.kernelName(5, 256, 512, x, w), "gemv8");
+    accelThrows = false;
+
+    // No room for scratch: the shape stays unprepared, and a later prepareLinear retries it.
+    accelNs = 1000;
+    fake.failNext("memAlloc", 2);
+    ops.prepareLinear([{ m: 6, n: 256, k: 512 }], s);
+    assert.equal(ops.kernelName(6, 256, 512, x, w), "gemv8");
+    assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when an allocation fails");
+    ops.prepareLinear([{ m: 6, n: 256, k: 512 }], s);
+    assert.equal(ops.kernelName(6, 256, 512, x, w), "accelerator");
+
+    // A failing Denali kernel is a bug, not a reason to prefer the library: it propagates.
+    fake.failNext("launchKernel", 1);
+    assert.throws(() => ops.prepareLinear([{ m: 7, n: 256, k: 512 }], s), /cuLaunchKernel/);
+    assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when a launch fails");
+    for (const b of [x, w, out]) gpu.free(b);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});

@@ -1,0 +1,692 @@
+/**
+ * Llama weights on the device: {@link loadWeights} streams a Hugging Face safetensors checkpoint
+ * (one file, or shards listed in model.safetensors.index.json) into bf16 device buffers, and
+ * {@link randomWeights} builds seeded random weights of any config for benchmarks and tests.
+ *
+ * The layout is the one the forward pass wants, not the one HF stores: q, k and v are fused into
+ * one [(H + 2·KV)·D, hidden] matrix and gate and up into one [2·inter, hidden] matrix, so each is
+ * a single `linear` call. Every source tensor is checked against the config before anything is
+ * allocated, so a mismatched or incomplete checkpoint fails in a second, naming the file and the
+ * tensor, not after minutes of copying. Bytes then go through one reused host staging buffer,
+ * converted to bf16 in place, so host memory stays at the staging size whatever the model.
+ *
+ * @example Load a model directory onto a backend
+ * ```ts ignore
+ * import { CpuBackend } from "./backends/cpu.ts";
+ * import { loadLlamaConfig } from "./engine/config.ts";
+ * import { loadWeights } from "./engine/weights.ts";
+ * const dir = "models/Llama-3.2-1B-Instruct";
+ * const backend = new CpuBackend();
+ * const weights = await loadWeights(dir, await loadLlamaConfig(dir), backend);
+ * weights.free();
+ * ```
+ *
+ * @module
+ */
+
+import { isAbsolute, join, normalize } from "node:path";
+import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
+import { toBf16Bits } from "../backends/bf16.ts";
+import type { LlamaConfig } from "./config.ts";
+import {
+  readSafetensorsHeader,
+  readTensorRange,
+  type SafetensorsHeader,
+  type SafetensorsTensor,
+} from "./safetensors.ts";
+
+/** One decoder layer's weights, bf16, row-major [out, in] as `linear` takes them. */
+export interface LayerWeights {
+  /** input_layernorm: [hidden]. */
+  readonly inputNorm: DeviceBuffer;
+  /** q_proj, k_proj and v_proj stacked: [(H + 2·KV)·D, hidden], q rows first, then k, then v. */
+  readonly qkvProj: DeviceBuffer;
+  /** o_proj: [hidden, H·D]. */
+  readonly oProj: DeviceBuffer;
+  /** post_attention_layernorm: [hidden]. */
+  readonly postAttentionNorm: DeviceBuffer;
+  /** gate_proj and up_proj stacked: [2·inter, hidden], gate rows first (as `siluMul` reads). */
+  readonly gateUpProj: DeviceBuffer;
+  /** down_proj: [hidden, inter]. */
+  readonly downProj: DeviceBuffer;
+}
+
+/** A whole Llama model's weights on one device, all bf16. */
+export interface LlamaWeights {
+  /** The config the weights were checked against. */
+  readonly config: LlamaConfig;
+  /** embed_tokens: [vocab, hidden]. */
+  readonly embedTokens: DeviceBuffer;
+  /** The decoder layers, in order. */
+  readonly layers: readonly LayerWeights[];
+  /** The final norm: [hidden]. */
+  readonly norm: DeviceBuffer;
+  /** lm_head: [vocab, hidden]; the very buffer `embedTokens` is when the embeddings are tied. */
+  readonly lmHead: DeviceBuffer;
+  /** Device bytes held, counting a tied table once. */
+  readonly bytes: number;
+  /** Frees every buffer; the weights must not be used afterwards. A second call does nothing. */
+  free(): void;
+}
+
+/** Options of {@link loadWeights} and {@link randomWeights}. */
+export interface LoadWeightsOptions {
+  /** Draw a progress line on stderr; default: when stderr is a terminal. */
+  readonly progress?: boolean;
+  /** Called after every chunk with bytes done and total (source bytes when loading). */
+  readonly onProgress?: (done: number, total: number) => void;
+  /** Host staging buffer size in bytes (pinned where the backend can); default 64 MiB. */
+  readonly stagingBytes?: number;
+}
+
+/** A checkpoint that does not fit its config or cannot be read. */
+export class WeightsError extends Error {
+  /** The file concerned: a safetensors shard, the index, or the model directory. */
+  readonly file: string;
+  /** The tensor concerned, or null when the problem is the file as a whole. */
+  readonly tensor: string | null;
+
+  /**
+   * An error about `file` (and `tensor`), its message prefixed with both.
+   *
+   * @param file the file concerned: a safetensors shard, the index, or the model directory
+   * @param tensor the tensor concerned, or null
+   * @param message what is wrong and, where there is one, the remedy
+   */
+  constructor(file: string, tensor: string | null, message: string) {
+    super(tensor === null ? `${file}: ${message}` : `${file}: tensor '${tensor}': ${message}`);
+    this.name = "WeightsError";
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+const DEFAULT_STAGING_BYTES = 64 << 20;
+const INDEX_FILE = "model.safetensors.index.json";
+const SINGLE_FILE = "model.safetensors";
+const SOURCE_DTYPES: Readonly<Record<string, number>> = { BF16: 2, F16: 2, F32: 4 };
+const BF16_ONE = 0x3f80;
+const MISMATCH = "the checkpoint does not match its config.json (or is a different model)";
+
+// ---------------------------------------------------------------------------------------------
+// Layout: which device buffers a config needs and which HF tensors fill which byte ranges.
+
+/** One HF tensor's place in a device buffer. */
+interface Part {
+  readonly name: string;
+  readonly shape: readonly number[];
+  /** Byte offset of the part inside its buffer. */
+  readonly offset: number;
+}
+
+/** One device buffer of the model. */
+interface Slot {
+  readonly key: string;
+  readonly bytes: number;
+  readonly isNorm: boolean;
+  readonly parts: readonly Part[];
+}
+
+function layout(config: LlamaConfig): Slot[] {
+  const {
+    hiddenSize: h,
+    intermediateSize: inter,
+    numAttentionHeads: heads,
+    numKeyValueHeads: kv,
+    headDim: d,
+    vocabSize: vocab,
+  } = config;
+  const slots: Slot[] = [];
+  /** A matrix buffer of `cols` columns whose row blocks are the named HF tensors, in order. */
+  const matrix = (key: string, cols: number, ...parts: [string, number][]): void => {
+    let offset = 0;
+    const placed = parts.map(([name, rows]) => {
+      const part = { name, shape: [rows, cols], offset };
+      offset += rows * cols * 2;
+      return part;
+    });
+    slots.push({ key, bytes: offset, isNorm: false, parts: placed });
+  };
+  const norm = (key: string, name: string): void => {
+    slots.push({ key, bytes: h * 2, isNorm: true, parts: [{ name, shape: [h], offset: 0 }] });
+  };
+
+  matrix("embedTokens", h, ["model.embed_tokens.weight", vocab]);
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const p = `model.layers.${i}.self_attn.`, m = `model.layers.${i}.mlp.`;
+    norm(`${i}.inputNorm`, `model.layers.${i}.input_layernorm.weight`);
+    matrix(
+      `${i}.qkvProj`,
+      h,
+      [`${p}q_proj.weight`, heads * d],
+      [`${p}k_proj.weight`, kv * d],
+      [`${p}v_proj.weight`, kv * d],
+    );
+    matrix(`${i}.oProj`, heads * d, [`${p}o_proj.weight`, h]);
+    norm(`${i}.postAttentionNorm`, `model.layers.${i}.post_attention_layernorm.weight`);
+    matrix(`${i}.gateUpProj`, h, [`${m}gate_proj.weight`, inter], [`${m}up_proj.weight`, inter]);
+    matrix(`${i}.downProj`, inter, [`${m}down_proj.weight`, h]);
+  }
+  norm("norm", "model.norm.weight");
+  if (!config.tieWordEmbeddings) matrix("lmHead", h, ["lm_head.weight", vocab]);
+  return slots;
+}
+
+/** Allocates every slot, freeing what was allocated if one allocation fails. */
+function allocate(backend: Backend, slots: readonly Slot[]): Map<string, DeviceBuffer> {
+  const buffers = new Map<string, DeviceBuffer>();
+  try {
+    for (const slot of slots) buffers.set(slot.key, backend.alloc(slot.bytes));
+  } catch (error) {
+    for (const buffer of buffers.values()) backend.free(buffer);
+    throw error;
+  }
+  return buffers;
+}
+
+function assemble(
+  config: LlamaConfig,
+  backend: Backend,
+  buffers: Map<string, DeviceBuffer>,
+): LlamaWeights {
+  const get = (key: string) => buffers.get(key)!;
+  const embedTokens = get("embedTokens");
+  let freed = false;
+  return {
+    config,
+    embedTokens,
+    layers: Array.from({ length: config.numHiddenLayers }, (_, i) => ({
+      inputNorm: get(`${i}.inputNorm`),
+      qkvProj: get(`${i}.qkvProj`),
+      oProj: get(`${i}.oProj`),
+      postAttentionNorm: get(`${i}.postAttentionNorm`),
+      gateUpProj: get(`${i}.gateUpProj`),
+      downProj: get(`${i}.downProj`),
+    })),
+    norm: get("norm"),
+    lmHead: config.tieWordEmbeddings ? embedTokens : get("lmHead"),
+    bytes: [...buffers.values()].reduce((sum, b) => sum + b.bytes, 0),
+    free() {
+      if (freed) return;
+      freed = true;
+      for (const buffer of buffers.values()) backend.free(buffer);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source dtypes to bf16, in place in the staging buffer.
+
+const f16Scratch = new Uint32Array(1);
+const f16Float = new Float32Array(f16Scratch.buffer);
+
+/**
+ * The f32 value of an IEEE half-precision bit pattern (subnormals, infinities and NaN
+ * included), by moving its fields into f32 position.
+ */
+export function f16ToF32(bits: number): number {
+  const sign = (bits & 0x8000) << 16;
+  const exponent = (bits >>> 10) & 0x1f;
+  let mantissa = bits & 0x3ff;
+  if (exponent === 0x1f) {
+    f16Scratch[0] = sign | 0x7f800000 | (mantissa << 13);
+  } else if (exponent !== 0) {
+    f16Scratch[0] = sign | ((exponent + 112) << 23) | (mantissa << 13); // rebias 15 → 127
+  } else if (mantissa === 0) {
+    f16Scratch[0] = sign;
+  } else {
+    // A subnormal half is a normal f32: shift the leading 1 into the implicit bit.
+    let e = 113;
+    while ((mantissa & 0x400) === 0) {
+      mantissa <<= 1;
+      e--;
+    }
+    f16Scratch[0] = sign | (e << 23) | ((mantissa & 0x3ff) << 13);
+  }
+  return f16Float[0];
+}
+
+let f16ToBf16Table: Uint16Array | null = null;
+
+/** f16 → bf16 for all 65536 patterns: one lookup per element instead of two conversions. */
+function f16Table(): Uint16Array {
+  if (!f16ToBf16Table) {
+    f16ToBf16Table = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) f16ToBf16Table[i] = toBf16Bits(f16ToF32(i));
+  }
+  return f16ToBf16Table;
+}
+
+/**
+ * Converts `elements` values of `dtype` at the start of `staging` to bf16 in place and returns
+ * the bf16 byte count. f32 shrinks: element i is written at bytes 2i..2i+1, which lie at or
+ * before its own bytes 4i..4i+3, so a forward pass never overwrites what it has yet to read.
+ */
+function toBf16InPlace(dtype: string, staging: Uint8Array, elements: number): number {
+  if (dtype === "F16") {
+    const table = f16Table();
+    const halves = new Uint16Array(staging.buffer, staging.byteOffset, elements);
+    for (let i = 0; i < elements; i++) halves[i] = table[halves[i]];
+  } else if (dtype === "F32") {
+    const floats = new Float32Array(staging.buffer, staging.byteOffset, elements);
+    const out = new Uint16Array(staging.buffer, staging.byteOffset, elements);
+    for (let i = 0; i < elements; i++) out[i] = toBf16Bits(floats[i]);
+  }
+  return elements * 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress on stderr: one line, rewritten in place at most ten times a second.
+
+class Progress {
+  readonly #start = performance.now();
+  #done = 0;
+  #drawn = 0;
+
+  constructor(
+    readonly label: string,
+    readonly total: number,
+    readonly draw: boolean,
+    readonly onProgress?: (done: number, total: number) => void,
+  ) {}
+
+  advance(bytes: number): void {
+    this.#done += bytes;
+    this.onProgress?.(this.#done, this.total);
+    const now = performance.now();
+    if (this.draw && (now - this.#drawn >= 100 || this.#done === this.total)) {
+      this.#drawn = now;
+      this.#write("\r");
+    }
+  }
+
+  /** Ends the line, so whatever prints next (a log, an error) starts on a fresh one. */
+  finish(): void {
+    if (this.draw) this.#write("\r", "\n");
+  }
+
+  #write(prefix: string, suffix = ""): void {
+    const gb = (n: number) => (n / 1e9).toFixed(2);
+    const seconds = Math.max((performance.now() - this.#start) / 1000, 1e-3);
+    const percent = this.total ? Math.floor((100 * this.#done) / this.total) : 100;
+    const line = `${this.label} ${gb(this.#done)}/${gb(this.total)} GB ${percent}% ` +
+      `${(this.#done / 1e6 / seconds).toFixed(0)} MB/s`;
+    Deno.stderr.writeSync(new TextEncoder().encode(`${prefix}${line.padEnd(60)}${suffix}`));
+  }
+}
+
+function stagingSize(options: LoadWeightsOptions, largest: number): number {
+  const requested = options.stagingBytes ?? DEFAULT_STAGING_BYTES;
+  if (!Number.isSafeInteger(requested) || requested < 16) {
+    throw new RangeError(`stagingBytes must be an integer >= 16, got ${requested}`);
+  }
+  // A multiple of 4, so chunks never split an f32; no larger than the largest tensor needs.
+  return Math.max(4, Math.floor(Math.min(requested, largest + 3) / 4) * 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint resolution: which file holds each tensor.
+
+/** Where each needed tensor lives, with the headers of the files involved. */
+interface Checkpoint {
+  /** The file that names tensors: the index for a sharded checkpoint, else the one file. */
+  readonly listing: string;
+  /** Every tensor name the checkpoint declares (for spotting extra layers). */
+  readonly names: Iterable<string>;
+  /** The file a tensor is said to be in, or undefined when the checkpoint lacks it. */
+  fileOf(name: string): string | undefined;
+  /** Headers by path, for the files that hold needed tensors. */
+  readonly headers: Map<string, SafetensorsHeader>;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function resolveCheckpoint(dir: string, needed: readonly string[]): Promise<Checkpoint> {
+  const indexPath = join(dir, INDEX_FILE);
+  if (await exists(indexPath)) return await shardedCheckpoint(dir, indexPath, needed);
+
+  let single = join(dir, SINGLE_FILE);
+  if (!(await exists(single))) {
+    let entries: string[];
+    try {
+      entries = [];
+      for await (const entry of Deno.readDir(dir)) entries.push(entry.name);
+    } catch (error) {
+      const why = error instanceof Deno.errors.NotFound
+        ? "does not exist"
+        : (error as Error).message;
+      throw new WeightsError(dir, null, `the model directory ${why}`);
+    }
+    const found = entries.filter((name) => name.endsWith(".safetensors")).sort();
+    if (found.length !== 1) {
+      const bin = entries.some((name) => name.endsWith(".bin") || name.endsWith(".pth"));
+      throw new WeightsError(
+        dir,
+        null,
+        found.length === 0
+          ? `no ${SINGLE_FILE} or ${INDEX_FILE} here; Denali loads Hugging Face safetensors ` +
+            "checkpoints" + (bin ? " (convert the .bin/.pth weights to safetensors first)" : "")
+          : `${found.length} .safetensors files (${found.join(", ")}) but no ${INDEX_FILE} ` +
+            "to say which tensor is where; restore the index file",
+      );
+    }
+    single = join(dir, found[0]);
+  }
+  const header = await readSafetensorsHeader(single);
+  return {
+    listing: single,
+    names: [...header.tensors.keys()],
+    fileOf: (name) => header.tensors.has(name) ? single : undefined,
+    headers: new Map([[single, header]]),
+  };
+}
+
+async function shardedCheckpoint(
+  dir: string,
+  indexPath: string,
+  needed: readonly string[],
+): Promise<Checkpoint> {
+  let weightMap: Record<string, unknown>;
+  try {
+    const index = JSON.parse(await Deno.readTextFile(indexPath));
+    weightMap = index?.weight_map;
+    if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+      throw new Error("it has no weight_map object");
+    }
+  } catch (error) {
+    throw new WeightsError(
+      indexPath,
+      null,
+      `unreadable index (${(error as Error).message}); re-download it`,
+    );
+  }
+  const fileOf = (name: string): string | undefined => {
+    const shard = weightMap[name];
+    if (shard === undefined) return undefined;
+    // Shard names are bare file names; anything else could read outside the model directory.
+    if (
+      typeof shard !== "string" || shard === "" || isAbsolute(shard) ||
+      normalize(shard).startsWith("..")
+    ) {
+      throw new WeightsError(
+        indexPath,
+        name,
+        `weight_map names ${JSON.stringify(shard)}, not a file in the model directory`,
+      );
+    }
+    return join(dir, shard);
+  };
+  const headers = new Map<string, SafetensorsHeader>();
+  for (const name of needed) {
+    const path = fileOf(name);
+    if (path === undefined || headers.has(path)) continue;
+    if (!(await exists(path))) {
+      throw new WeightsError(
+        path,
+        name,
+        `the shard is listed in ${INDEX_FILE} but missing: the download is incomplete; ` +
+          "download the missing shard",
+      );
+    }
+    headers.set(path, await readSafetensorsHeader(path));
+  }
+  return { listing: indexPath, names: Object.keys(weightMap), fileOf, headers };
+}
+
+/** The source tensor of a part, checked for presence, dtype and shape. */
+function sourceTensor(checkpoint: Checkpoint, config: LlamaConfig, part: Part): {
+  file: string;
+  tensor: SafetensorsTensor;
+} {
+  const file = checkpoint.fileOf(part.name);
+  const tensor = file === undefined ? undefined : checkpoint.headers.get(file)!.tensors.get(
+    part.name,
+  );
+  if (file === undefined || tensor === undefined) {
+    const remedy = part.name === "lm_head.weight"
+      ? "if the model shares its embedding table with the output layer, config.json should " +
+        'say "tie_word_embeddings": true'
+      : `${MISMATCH}, or the download is incomplete`;
+    throw new WeightsError(file ?? checkpoint.listing, part.name, `missing; ${remedy}`);
+  }
+  if (SOURCE_DTYPES[tensor.dtype] === undefined) {
+    throw new WeightsError(
+      file,
+      part.name,
+      `dtype ${tensor.dtype} is not supported; Denali loads BF16, F16 or F32 weights ` +
+        "(quantized checkpoints are not supported: use the unquantized release)",
+    );
+  }
+  const same = tensor.shape.length === part.shape.length &&
+    tensor.shape.every((n, i) => n === part.shape[i]);
+  if (!same) {
+    throw new WeightsError(
+      file,
+      part.name,
+      `shape [${tensor.shape.join(", ")}], expected [${part.shape.join(", ")}] from config.json ` +
+        `(hidden ${config.hiddenSize}, heads ${config.numAttentionHeads}/` +
+        `${config.numKeyValueHeads}, head_dim ${config.headDim}, intermediate ` +
+        `${config.intermediateSize}, vocab ${config.vocabSize}); ${MISMATCH}`,
+    );
+  }
+  return { file, tensor };
+}
+
+/** A checkpoint with layers past num_hidden_layers would run as a silently truncated model. */
+function checkLayerCount(checkpoint: Checkpoint, config: LlamaConfig): void {
+  for (const name of checkpoint.names) {
+    const match = /^model\.layers\.(\d+)\./.exec(name);
+    if (match && Number(match[1]) >= config.numHiddenLayers) {
+      throw new WeightsError(
+        checkpoint.fileOf(name) ?? checkpoint.listing,
+        name,
+        `layer ${match[1]} exists but config.json says num_hidden_layers = ` +
+          `${config.numHiddenLayers}; ${MISMATCH}`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/** One copy job: a source tensor into a byte range of a device buffer. */
+interface Job {
+  readonly file: string;
+  readonly tensor: SafetensorsTensor;
+  readonly dst: DeviceBuffer;
+  readonly offset: number;
+}
+
+/**
+ * Loads the safetensors checkpoint in `dir` (model.safetensors, a lone *.safetensors, or the
+ * shards of model.safetensors.index.json) onto `backend` as bf16 {@link LlamaWeights}.
+ * Problems are WeightsError or SafetensorsError naming the file and tensor; whatever was
+ * allocated before a failure is freed.
+ */
+export async function loadWeights(
+  dir: string,
+  config: LlamaConfig,
+  backend: Backend,
+  options: LoadWeightsOptions = {},
+): Promise<LlamaWeights> {
+  const slots = layout(config);
+  const parts = slots.flatMap((slot) => slot.parts);
+  const checkpoint = await resolveCheckpoint(dir, parts.map((p) => p.name));
+  checkLayerCount(checkpoint, config);
+  const sources = parts.map((part) => sourceTensor(checkpoint, config, part));
+
+  const buffers = allocate(backend, slots);
+  let staging: HostBuffer | null = null;
+  const total = sources.reduce((sum, s) => sum + s.tensor.bytes, 0);
+  const progress = new Progress(
+    "loading weights",
+    total,
+    options.progress ?? Deno.stderr.isTerminal(),
+    options.onProgress,
+  );
+  try {
+    const jobs: Job[] = [];
+    let next = 0;
+    for (const slot of slots) {
+      for (const part of slot.parts) {
+        jobs.push({ ...sources[next++], dst: buffers.get(slot.key)!, offset: part.offset });
+      }
+    }
+    staging = backend.allocHost(
+      stagingSize(options, Math.max(...jobs.map((job) => job.tensor.bytes))),
+    );
+    // File by file in on-disk order, so the disk sees sequential reads.
+    jobs.sort((a, b) =>
+      a.file < b.file ? -1 : a.file > b.file ? 1 : a.tensor.offset - b.tensor.offset
+    );
+    for (let i = 0; i < jobs.length;) {
+      const file = await Deno.open(jobs[i].file, { read: true });
+      try {
+        for (const name = jobs[i].file; i < jobs.length && jobs[i].file === name; i++) {
+          await copyTensor(
+            backend,
+            file,
+            checkpoint.headers.get(name)!,
+            jobs[i],
+            staging.bytes,
+            progress,
+          );
+        }
+      } finally {
+        file.close();
+      }
+    }
+  } catch (error) {
+    for (const buffer of buffers.values()) backend.free(buffer);
+    throw error;
+  } finally {
+    staging?.free();
+    progress.finish();
+  }
+  return assemble(config, backend, buffers);
+}
+
+async function copyTensor(
+  backend: Backend,
+  file: Deno.FsFile,
+  header: SafetensorsHeader,
+  job: Job,
+  staging: Uint8Array,
+  progress: Progress,
+): Promise<void> {
+  const { tensor, dst, offset } = job;
+  const elementBytes = SOURCE_DTYPES[tensor.dtype];
+  const chunk = Math.floor(staging.length / elementBytes) * elementBytes;
+  for (let start = 0; start < tensor.bytes; start += chunk) {
+    const bytes = Math.min(chunk, tensor.bytes - start);
+    await readTensorRange(file, header, tensor, start, staging.subarray(0, bytes));
+    const out = toBf16InPlace(tensor.dtype, staging, bytes / elementBytes);
+    const at = offset + (start / elementBytes) * 2;
+    backend.copyToDevice(dst.slice(at, out), staging.subarray(0, out));
+    progress.advance(bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random weights.
+
+/** Half-width of the uniform distribution: uniform on [−a, a] has std a/√3 = 0.02. */
+const RANDOM_HALF_WIDTH = 0.02 * Math.sqrt(3);
+
+let randomTable: Uint16Array | null = null;
+
+/** 65536 bf16 values evenly spread over [−a, a]: a random u16 picks one. */
+function uniformBf16Table(): Uint16Array {
+  if (!randomTable) {
+    randomTable = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) {
+      randomTable[i] = toBf16Bits(((i + 0.5) / 65536 * 2 - 1) * RANDOM_HALF_WIDTH);
+    }
+  }
+  return randomTable;
+}
+
+/** A nonzero 32-bit state from (seed, stream), mixed so nearby seeds give unrelated streams. */
+function mixSeed(seed: number, stream: number): number {
+  let h = Math.imul((seed >>> 0) ^ Math.imul(stream + 1, 0x9e3779b9), 0x85ebca6b);
+  h ^= Math.floor(seed / 2 ** 32) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) || 0x6d2b79f5;
+}
+
+/**
+ * Seeded random weights for `config`: matrices uniform on ±0.02·√3 (std 0.02, HF's
+ * initializer_range), norms 1. Each buffer draws from its own xorshift32 stream keyed by
+ * (seed, buffer index), so the bytes depend on the seed alone, not on the staging size.
+ *
+ * The values are generated on the host a staging buffer at a time and uploaded; generating
+ * them on the device would need a fill kernel, which belongs to the kernel families (then this
+ * function would only launch it). Whatever was allocated before a failure is freed.
+ */
+export function randomWeights(
+  config: LlamaConfig,
+  backend: Backend,
+  seed: number,
+  options: LoadWeightsOptions = {},
+): LlamaWeights {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`randomWeights: seed must be an integer >= 0, got ${seed}`);
+  }
+  const slots = layout(config);
+  const buffers = allocate(backend, slots);
+  const total = slots.reduce((sum, slot) => sum + slot.bytes, 0);
+  const progress = new Progress(
+    "random weights",
+    total,
+    options.progress ?? Deno.stderr.isTerminal(),
+    options.onProgress,
+  );
+  let staging: HostBuffer | null = null;
+  try {
+    staging = backend.allocHost(stagingSize(options, Math.max(...slots.map((s) => s.bytes))));
+    const values = new Uint16Array(
+      staging.bytes.buffer,
+      staging.bytes.byteOffset,
+      staging.bytes.length >> 1,
+    );
+    const table = uniformBf16Table();
+    slots.forEach((slot, index) => {
+      const dst = buffers.get(slot.key)!;
+      let state = mixSeed(seed, index);
+      for (let start = 0; start < slot.bytes; start += values.length * 2) {
+        const count = Math.min(values.length, (slot.bytes - start) / 2);
+        if (slot.isNorm) {
+          values.fill(BF16_ONE, 0, count);
+        } else {
+          for (let i = 0; i < count; i += 2) {
+            state ^= state << 13;
+            state ^= state >>> 17;
+            state ^= state << 5;
+            values[i] = table[state & 0xffff];
+            // At an odd end this lands past `count` (never uploaded) or past the array (ignored).
+            values[i + 1] = table[state >>> 16];
+          }
+        }
+        backend.copyToDevice(dst.slice(start, count * 2), values.subarray(0, count));
+        progress.advance(count * 2);
+      }
+    });
+  } catch (error) {
+    for (const buffer of buffers.values()) backend.free(buffer);
+    throw error;
+  } finally {
+    staging?.free();
+    progress.finish();
+  }
+  return assemble(config, backend, buffers);
+}

@@ -82,3 +82,12 @@ export type {
   VariantSpec,
 } from "./kernels/signature.ts";
 export { KERNEL_MODULES } from "./kernels/manifest.ts";
+export {
+  Engine,
+  type EngineInfo,
+  type EngineOptions,
+  type EngineStats,
+  type GenerationChunk,
+  type RandomWeightsSource,
+} from "./engine/engine.ts";
+export { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "./engine/config.ts";

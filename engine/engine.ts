@@ -1,0 +1,787 @@
+/**
+ * The engine: a model, its KV cache, the continuous-batching scheduler and a background loop
+ * that runs steps while there is work, behind a small API — `generate` streams the tokens of
+ * one request, and any number of requests run together.
+ *
+ * Start-up: open the backend, load the operators, the weights and the tokenizer, allocate the
+ * activations, let the linear op time its shapes, then size the KV cache from the memory left
+ * (`memoryInfo().free × kvFraction`), logging the result.
+ *
+ * The loop runs one scheduler step at a time — plan, forward, postprocess — and yields to the
+ * event loop between steps with `setImmediate`, so HTTP handlers run between steps without the
+ * ~2 ms clamp that `setTimeout(0)` has in Deno. A step that throws fails only the requests in
+ * it (their iterators throw the error); the others carry on.
+ *
+ * @example Stream a completion
+ * ```ts ignore
+ * import { Engine } from "./engine/engine.ts";
+ * const engine = await Engine.load("models/Llama-3.2-1B-Instruct");
+ * for await (const chunk of engine.generate("The capital of France is", { maxTokens: 16 })) {
+ *   await Deno.stdout.write(new TextEncoder().encode(chunk.text));
+ * }
+ * await engine.close();
+ * ```
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import { basename } from "node:path";
+import type { Backend } from "../backends/backend.ts";
+import type { LlamaOps } from "../backends/ops.ts";
+import { type BackendChoice, openBackend } from "../backends/select.ts";
+import { BlockManager, capacityFromMemory } from "./block_manager.ts";
+import { type LlamaConfig, loadLlamaConfig } from "./config.ts";
+import { IncrementalDecoder } from "./detokenizer.ts";
+import { LlamaModel } from "./model.ts";
+import { Scheduler, type SchedulerMetrics } from "./scheduler.ts";
+import { type FinishReason, type SamplingParams, samplingParams, Sequence } from "./sequence.ts";
+import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+import { type LlamaWeights, loadWeights, randomWeights } from "./weights.ts";
+
+/** How an {@link Engine} is sized and where it runs. */
+export interface EngineOptions {
+  /** The device: a backend name ("auto" by default) or an open backend (the caller closes it). */
+  readonly backend?: BackendChoice | Backend;
+  /** Fraction of the free device memory (after weights and activations) for the KV cache; 0.9. */
+  readonly kvFraction?: number;
+  /** Exact number of KV blocks, overriding kvFraction (tests, or to share a device). */
+  readonly kvBlocks?: number;
+  /** Most tokens per sequence, prompt included; default and maximum: the model's context. */
+  readonly maxModelLen?: number;
+  /** Most sequences in one step; 256. */
+  readonly maxRunning?: number;
+  /** Most tokens computed in one step (the chunked-prefill budget); 2048, >= maxRunning. */
+  readonly maxBatchedTokens?: number;
+  /** Tokens per KV block, a power of two; 16. */
+  readonly blockSize?: number;
+  /** Share full KV blocks between requests with the same prefix; true. */
+  readonly prefixCaching?: boolean;
+  /** Replay decode steps as device graphs where the backend can; true. */
+  readonly graphs?: boolean;
+  /** Base of the seeds given to requests without one; random by default. */
+  readonly seed?: number;
+  /** Receives start-up and error lines; default: stderr. */
+  readonly log?: (line: string) => void;
+}
+
+/** A model to run with seeded random weights instead of a checkpoint. */
+export interface RandomWeightsSource {
+  /** The model's shape. */
+  readonly config: LlamaConfig;
+  /** Marks the source as random weights. */
+  readonly randomWeights: true;
+  /** Seed of the weights; 0. */
+  readonly seed?: number;
+  /** A directory with tokenizer.json, for text prompts and output; token ids only without. */
+  readonly tokenizerDir?: string;
+}
+
+/** One generated token and the text it completes. */
+export interface GenerationChunk {
+  /**
+   * The sampled token id; -1 on a final chunk that carries no token (the sequence ended
+   * because the KV cache could hold no more of it).
+   */
+  readonly tokenId: number;
+  /**
+   * Text that became final with this token: "" while a UTF-8 character is incomplete, or while
+   * it might still turn out to begin a stop string. Concatenated, the chunks give the output.
+   */
+  readonly text: string;
+  /** Set on the last chunk: why generation ended. */
+  readonly finishReason?: FinishReason;
+}
+
+/** What the engine runs on, for logs and /v1/models. */
+export interface EngineInfo {
+  /** The model directory's name, or "random-weights". */
+  readonly model: string;
+  /** "cuda", "hip" or "cpu". */
+  readonly backend: string;
+  /** The device's name. */
+  readonly device: string;
+  /** KV blocks in the cache. */
+  readonly kvBlocks: number;
+  /** Tokens the KV cache holds. */
+  readonly kvTokens: number;
+}
+
+/** Scheduler metrics plus the engine's own counters. */
+export interface EngineStats extends SchedulerMetrics {
+  /** Steps run so far. */
+  readonly steps: number;
+  /** Steps that failed (their requests failed with the error). */
+  readonly failedSteps: number;
+  /** Decode graphs captured. */
+  readonly graphsCaptured: number;
+  /** Decode steps that replayed a graph. */
+  readonly graphReplays: number;
+}
+
+/** Engine options with defaults applied and checked. */
+interface Resolved {
+  kvFraction: number;
+  kvBlocks: number | null;
+  maxModelLen: number | null;
+  maxRunning: number;
+  maxBatchedTokens: number;
+  blockSize: number;
+  prefixCaching: boolean;
+  graphs: boolean;
+  seed: number;
+  log: (line: string) => void;
+}
+
+function resolveOptions(options: EngineOptions): Resolved {
+  const integer = (name: string, value: number, min: number, why = "") => {
+    if (!Number.isSafeInteger(value) || value < min) {
+      throw new RangeError(
+        `EngineOptions.${name} must be an integer >= ${min}${why}, got ${value}`,
+      );
+    }
+    return value;
+  };
+  const r: Resolved = {
+    kvFraction: options.kvFraction ?? 0.9,
+    kvBlocks: options.kvBlocks ?? null,
+    maxModelLen: options.maxModelLen ?? null,
+    maxRunning: integer("maxRunning", options.maxRunning ?? 256, 1),
+    maxBatchedTokens: 0,
+    blockSize: integer("blockSize", options.blockSize ?? 16, 1),
+    prefixCaching: options.prefixCaching ?? true,
+    graphs: options.graphs ?? true,
+    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    log: options.log ?? ((line) => console.error(line)),
+  };
+  r.maxBatchedTokens = integer(
+    "maxBatchedTokens",
+    options.maxBatchedTokens ?? Math.max(2048, r.maxRunning),
+    r.maxRunning,
+    ` (maxRunning: every running sequence must fit one step)`,
+  );
+  if (!(r.kvFraction > 0 && r.kvFraction <= 1)) {
+    throw new RangeError(`EngineOptions.kvFraction must be in (0, 1], got ${r.kvFraction}`);
+  }
+  if (r.kvBlocks !== null) integer("kvBlocks", r.kvBlocks, 1);
+  if (r.maxModelLen !== null) integer("maxModelLen", r.maxModelLen, 2);
+  if ((r.blockSize & (r.blockSize - 1)) !== 0) {
+    throw new RangeError(
+      `EngineOptions.blockSize must be a power of two (the GPU kernels need one), got ` +
+        r.blockSize,
+    );
+  }
+  if (!Number.isSafeInteger(r.seed)) {
+    throw new RangeError(`EngineOptions.seed must be an integer, got ${r.seed}`);
+  }
+  return r;
+}
+
+/** Per-request state: its sequence, its stream to the caller and its text so far. */
+class Request {
+  /** Decoded output text, for stop strings and streaming. */
+  text = "";
+  /** Characters of `text` already sent. */
+  sent = 0;
+  /** Output tokens already sent. */
+  emitted = 0;
+  /** Target for lastLogits, filled in the step that samples the first token. */
+  logits: Float32Array | null = null;
+  logitsFilled = false;
+  /** Removes the abort listener. */
+  detach: () => void = () => {};
+
+  constructor(
+    readonly seq: Sequence,
+    readonly stream: ChunkStream,
+    readonly decoder: IncrementalDecoder | null,
+    /** Characters held back while a stop string might be forming: longest stop − 1. */
+    readonly holdBack: number,
+  ) {}
+
+  /** Decodes output tokens not yet decoded; returns the text so far. */
+  catchUp(): string {
+    const decoder = this.decoder;
+    if (decoder === null) return this.text;
+    const seq = this.seq;
+    for (let i = decoder.tokenCount; i < seq.numOutputTokens; i++) {
+      this.text += decoder.push(seq.tokenAt(seq.numPromptTokens + i));
+    }
+    return this.text;
+  }
+}
+
+/**
+ * The async iterator `generate` returns. Chunks queue until read; `return()` (a `break` out of
+ * `for await`) cancels the request at once, even while a `next()` is pending.
+ */
+class ChunkStream implements AsyncIterableIterator<GenerationChunk> {
+  readonly #queue: GenerationChunk[] = [];
+  #head = 0;
+  #ended = false;
+  #error: Error | null = null;
+  #waiting: {
+    resolve: (result: IteratorResult<GenerationChunk>) => void;
+    reject: (error: Error) => void;
+  } | null = null;
+
+  constructor(readonly onReturn: () => void) {}
+
+  push(chunk: GenerationChunk): void {
+    if (this.#ended) return;
+    if (this.#waiting !== null) {
+      const { resolve } = this.#waiting;
+      this.#waiting = null;
+      resolve({ value: chunk, done: false });
+    } else {
+      this.#queue.push(chunk);
+    }
+  }
+
+  end(error: Error | null = null): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error;
+    if (this.#waiting !== null && this.#head === this.#queue.length) {
+      const { resolve, reject } = this.#waiting;
+      this.#waiting = null;
+      if (error) reject(error);
+      else resolve({ value: undefined, done: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<GenerationChunk>> {
+    if (this.#head < this.#queue.length) {
+      const value = this.#queue[this.#head++];
+      if (this.#head === this.#queue.length) {
+        this.#queue.length = 0;
+        this.#head = 0;
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#ended) {
+      const error = this.#error;
+      this.#error = null; // thrown once; later calls just report done
+      return error ? Promise.reject(error) : Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => this.#waiting = { resolve, reject });
+  }
+
+  return(): Promise<IteratorResult<GenerationChunk>> {
+    this.onReturn();
+    this.#queue.length = 0;
+    this.#head = 0;
+    this.#ended = true;
+    this.#error = null;
+    if (this.#waiting !== null) {
+      const { resolve } = this.#waiting;
+      this.#waiting = null;
+      resolve({ value: undefined, done: true });
+    }
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<GenerationChunk> {
+    return this;
+  }
+}
+
+/** The prompt forms `generate` accepts. */
+export type Prompt = string | readonly number[] | readonly ChatMessage[];
+
+/** A loaded model serving generation requests. */
+export class Engine {
+  /** What the engine runs on. */
+  readonly info: EngineInfo;
+  /** The model's shape. */
+  readonly config: LlamaConfig;
+  /** The tokenizer, or null for random weights without one (token-id prompts only). */
+  readonly tokenizer: Tokenizer | null;
+  /** Most tokens per sequence. */
+  readonly maxModelLen: number;
+  /** The ids that end generation by default. */
+  readonly eosTokenIds: readonly number[];
+
+  readonly #backend: Backend;
+  readonly #ownsBackend: boolean;
+  readonly #weights: LlamaWeights;
+  readonly #model: LlamaModel;
+  readonly #scheduler: Scheduler;
+  readonly #log: (line: string) => void;
+  readonly #requests = new Map<number, Request>();
+  readonly #sampled: Int32Array;
+  readonly #seedBase: number;
+  #seedCounter = 0;
+  #loop: Promise<void> | null = null;
+  #closed = false;
+  #steps = 0;
+  #failedSteps = 0;
+
+  private constructor(parts: {
+    info: EngineInfo;
+    config: LlamaConfig;
+    tokenizer: Tokenizer | null;
+    backend: Backend;
+    ownsBackend: boolean;
+    weights: LlamaWeights;
+    model: LlamaModel;
+    blocks: BlockManager;
+    options: Resolved;
+    maxModelLen: number;
+  }) {
+    this.info = parts.info;
+    this.config = parts.config;
+    this.tokenizer = parts.tokenizer;
+    this.#backend = parts.backend;
+    this.#ownsBackend = parts.ownsBackend;
+    this.#weights = parts.weights;
+    this.#model = parts.model;
+    this.#log = parts.options.log;
+    this.#seedBase = parts.options.seed;
+    this.maxModelLen = parts.maxModelLen;
+    this.eosTokenIds = parts.tokenizer?.eosIds.length
+      ? parts.tokenizer.eosIds
+      : parts.config.eosTokenIds;
+    this.#sampled = new Int32Array(parts.options.maxRunning);
+    this.#scheduler = new Scheduler(parts.blocks, {
+      maxRunning: parts.options.maxRunning,
+      maxBatchedTokens: parts.options.maxBatchedTokens,
+      maxModelLen: parts.maxModelLen,
+      detokenize: (_ids, seq) => this.#requests.get(seq.id)?.catchUp() ?? "",
+    });
+  }
+
+  /**
+   * Loads a model and sizes its KV cache. `source` is a Hugging Face model directory
+   * (config.json, *.safetensors, tokenizer.json), or a config with `randomWeights: true`.
+   *
+   * @throws ConfigError, WeightsError, TokenizerError naming the file; RangeError naming the
+   * option for bad options; the backend's errors when the device cannot be opened
+   */
+  static async load(
+    source: string | RandomWeightsSource,
+    options: EngineOptions = {},
+  ): Promise<Engine> {
+    const o = resolveOptions(options);
+    if (typeof source !== "string" && source?.randomWeights !== true) {
+      throw new TypeError(
+        "Engine.load: pass a model directory, or { config, randomWeights: true } for random weights",
+      );
+    }
+    // Read the config first: a wrong path or option fails before any device work.
+    const config = typeof source === "string" ? await loadLlamaConfig(source) : source.config;
+    const maxModelLen = o.maxModelLen ?? config.maxPositionEmbeddings;
+    if (maxModelLen > config.maxPositionEmbeddings) {
+      throw new RangeError(
+        `EngineOptions.maxModelLen (${maxModelLen}) exceeds the model's context of ` +
+          `${config.maxPositionEmbeddings} tokens (max_position_embeddings); lower it`,
+      );
+    }
+    const tokenizerDir = typeof source === "string" ? source : source.tokenizerDir;
+    const tokenizer = tokenizerDir === undefined ? null : await Tokenizer.load(tokenizerDir);
+    if (tokenizer !== null && tokenizer.vocabSize > config.vocabSize) {
+      throw new RangeError(
+        `the tokenizer in ${tokenizerDir} has ${tokenizer.vocabSize} tokens but the model's ` +
+          `vocab_size is ${config.vocabSize}; they belong to different models`,
+      );
+    }
+
+    const ownsBackend = typeof options.backend !== "object";
+    const backend = typeof options.backend === "object" ? options.backend : openBackend(
+      options.backend ?? "auto",
+      { onSkip: (kind, why) => o.log(`backend ${kind} skipped: ${why}`) },
+    );
+    let weights: LlamaWeights | null = null;
+    let model: LlamaModel | null = null;
+    try {
+      const ops: LlamaOps = await backend.loadOps();
+      weights = typeof source === "string"
+        ? await loadWeights(source, config, backend)
+        : randomWeights(config, backend, source.seed ?? 0);
+      model = new LlamaModel(backend, ops, weights, {
+        maxBatchedTokens: o.maxBatchedTokens,
+        maxRunning: o.maxRunning,
+        blockSize: o.blockSize,
+        maxModelLen,
+        graphs: o.graphs,
+        log: o.log,
+      });
+      model.prepare();
+
+      const numBlocks = kvBlockCount(backend, model, o, maxModelLen);
+      model.allocateKvCache(numBlocks);
+      const blocks = new BlockManager(numBlocks, o.blockSize, { prefixCaching: o.prefixCaching });
+      const name = typeof source === "string"
+        ? basename(source.replace(/\/+$/, ""))
+        : "random-weights";
+      o.log(
+        `model ${name}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ` +
+          `${(weights.bytes / 2 ** 30).toFixed(2)} GiB of weights on ${backend.kind} ` +
+          `(${backend.info.name})`,
+      );
+      o.log(blocks.describe());
+      o.log(
+        `limits: maxModelLen ${maxModelLen}, maxRunning ${o.maxRunning}, maxBatchedTokens ` +
+          `${o.maxBatchedTokens}; graphs ${o.graphs ? "on where the backend has them" : "off"}`,
+      );
+      return new Engine({
+        info: {
+          model: name,
+          backend: backend.kind,
+          device: backend.info.name,
+          kvBlocks: numBlocks,
+          kvTokens: numBlocks * o.blockSize,
+        },
+        config,
+        tokenizer,
+        backend,
+        ownsBackend,
+        weights,
+        model,
+        blocks,
+        options: o,
+        maxModelLen,
+      });
+    } catch (error) {
+      model?.free();
+      weights?.free();
+      if (ownsBackend) backend.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Starts generating from `prompt` — text (tokenized with BOS as the model expects), token
+   * ids, or chat messages (rendered with the chat template, ending with the assistant's turn) —
+   * and streams one chunk per token. Aborting `signal`, or leaving the iteration early
+   * (`break`, `iterator.return()`), cancels the request and frees its KV blocks at once. A step
+   * that fails makes the iterator throw its error.
+   *
+   * Parameters default as in vLLM (maxTokens 16, temperature 1); eosTokenIds default to the
+   * model's. A request without a seed gets the next one of the engine's seed sequence.
+   *
+   * @throws RangeError naming the problem for an empty prompt, one too long for maxModelLen or
+   * the KV cache, an id outside the vocabulary, or an invalid sampling parameter;
+   * ChatTemplateError when the model has no chat template; Error once the engine is closed
+   */
+  generate(
+    prompt: Prompt,
+    params: Partial<SamplingParams> = {},
+    signal?: AbortSignal,
+  ): AsyncIterableIterator<GenerationChunk> {
+    return this.#submit(prompt, params, signal, null).stream;
+  }
+
+  /**
+   * The f32 logits over the whole vocabulary at the last position of `promptIds`, computed by
+   * the same batched forward pass `generate` uses (for parity tests against a reference).
+   */
+  async lastLogits(promptIds: readonly number[]): Promise<Float32Array> {
+    const logits = new Float32Array(this.config.vocabSize);
+    const request = this.#submit(
+      promptIds,
+      { temperature: 0, maxTokens: 1, ignoreEos: true },
+      undefined,
+      logits,
+    );
+    for await (const _ of request.stream) { /* drain */ }
+    if (!request.logitsFilled) {
+      throw new Error(`lastLogits: the request ended (${request.seq.finishReason}) without logits`);
+    }
+    return logits;
+  }
+
+  /** Queue and cache occupancy, scheduler counters and graph use, for /metrics. */
+  stats(): EngineStats {
+    const counters = this.#model.counters;
+    return {
+      ...this.#scheduler.metrics(),
+      steps: this.#steps,
+      failedSteps: this.#failedSteps,
+      graphsCaptured: counters.graphsCaptured,
+      graphReplays: counters.graphReplays,
+    };
+  }
+
+  /**
+   * Stops the engine: live requests fail with an error saying so, the loop finishes its step,
+   * and the model, weights and (when the engine opened it) the backend are released.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#scheduler.failAll(new Error("the engine was closed while the request was running"));
+    await this.#loop;
+    // Requests end through their `done` promises; let those callbacks run before freeing.
+    await Promise.resolve();
+    this.#model.free();
+    this.#weights.free();
+    if (this.#ownsBackend) this.#backend.close();
+  }
+
+  #tokenize(prompt: Prompt): number[] {
+    if (typeof prompt === "string") {
+      if (prompt.length === 0) {
+        throw new RangeError("prompt is empty: pass some text, token ids or chat messages");
+      }
+      return this.#needTokenizer("a text prompt").encode(prompt);
+    }
+    if (!Array.isArray(prompt)) {
+      throw new TypeError("prompt must be a string, an array of token ids or chat messages");
+    }
+    if (prompt.length === 0) {
+      throw new RangeError("prompt is empty: pass some text, token ids or chat messages");
+    }
+    if (typeof prompt[0] === "object") {
+      return this.#needTokenizer("a chat prompt").encodeChat(prompt as ChatMessage[], {
+        addGenerationPrompt: true,
+      });
+    }
+    const ids = prompt as readonly number[];
+    const vocab = this.config.vocabSize;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        throw new RangeError(
+          `prompt token ${i} is ${id}, outside the vocabulary [0, ${vocab}); pass ids from ` +
+            `this model's tokenizer`,
+        );
+      }
+    }
+    return [...ids];
+  }
+
+  #needTokenizer(what: string): Tokenizer {
+    if (this.tokenizer === null) {
+      throw new TypeError(
+        `${what} needs a tokenizer, and this engine has none (random weights without ` +
+          `tokenizerDir); pass token ids, or load with tokenizerDir`,
+      );
+    }
+    return this.tokenizer;
+  }
+
+  #submit(
+    prompt: Prompt,
+    given: Partial<SamplingParams>,
+    signal: AbortSignal | undefined,
+    logits: Float32Array | null,
+  ): Request {
+    if (this.#closed) throw new Error("the engine is closed; load a new one");
+    const ids = this.#tokenize(prompt);
+    if (ids.length >= this.maxModelLen) {
+      throw new RangeError(
+        `the prompt is ${ids.length} tokens but maxModelLen is ${this.maxModelLen}, which ` +
+          `must leave room for at least one generated token; shorten the prompt`,
+      );
+    }
+    // Fields given as undefined (an optional request field left out) take the defaults.
+    const defined: Partial<Record<keyof SamplingParams, unknown>> = {};
+    for (const [key, value] of Object.entries(given)) {
+      if (value !== undefined) defined[key as keyof SamplingParams] = value;
+    }
+    const params = samplingParams({
+      eosTokenIds: this.eosTokenIds,
+      ...defined as Partial<SamplingParams>,
+      seed: given.seed ?? this.#nextSeed(),
+    });
+    if (params.stop.length > 0 && this.tokenizer === null) {
+      throw new RangeError(
+        "sampling params: stop strings need a tokenizer to match text; use stopTokenIds",
+      );
+    }
+    const seq = new Sequence(ids, params);
+    const decoder = this.tokenizer === null
+      ? null
+      : new IncrementalDecoder(this.tokenizer, { promptIds: ids, skipSpecialTokens: true });
+    let longest = 0;
+    for (const s of params.stop) longest = Math.max(longest, s.length);
+    const stream = new ChunkStream(() => this.#cancel(seq.id));
+    const request = new Request(seq, stream, decoder, Math.max(0, longest - 1));
+    request.logits = logits;
+
+    if (signal?.aborted) {
+      stream.end();
+      return request;
+    }
+    this.#scheduler.add(seq); // throws RequestRejectedError for a prompt the cache can't hold
+    this.#requests.set(seq.id, request);
+    if (signal) {
+      const onAbort = () => this.#cancel(seq.id);
+      signal.addEventListener("abort", onAbort, { once: true });
+      request.detach = () => signal.removeEventListener("abort", onAbort);
+    }
+    seq.done.then(() => this.#ended(request));
+    this.#kick();
+    return request;
+  }
+
+  #nextSeed(): number {
+    // Wraps within the safe integers; any integer is a valid seed.
+    return (this.#seedBase + this.#seedCounter++) % Number.MAX_SAFE_INTEGER;
+  }
+
+  #cancel(id: number): void {
+    const request = this.#requests.get(id);
+    if (request === undefined) return;
+    this.#scheduler.cancel(id); // frees the blocks now; `done` then ends the stream
+    this.#requests.delete(id);
+    request.detach();
+    request.stream.end();
+  }
+
+  /** A sequence ended outside a step's token (cancel, failed step, close, cache limit). */
+  #ended(request: Request): void {
+    const seq = request.seq;
+    if (this.#requests.get(seq.id) !== request) return; // already finished with its token
+    this.#requests.delete(seq.id);
+    request.detach();
+    if (seq.finishReason === "error") {
+      request.stream.end(seq.error ?? new Error("the request failed"));
+      return;
+    }
+    if (seq.finishReason !== "abort") {
+      const text = this.#finalText(request);
+      request.stream.push({ tokenId: -1, text, finishReason: seq.finishReason ?? "stop" });
+    }
+    request.stream.end();
+  }
+
+  /** The unsent rest of a finished request's text, without any stop string. */
+  #finalText(request: Request): string {
+    const seq = request.seq;
+    let full: string;
+    if (seq.outputText !== null) {
+      full = seq.outputText;
+    } else {
+      request.catchUp();
+      if (request.decoder !== null) request.text += request.decoder.flush();
+      full = request.text;
+    }
+    const text = full.length > request.sent ? full.slice(request.sent) : "";
+    request.sent = Math.max(request.sent, full.length);
+    return text;
+  }
+
+  #kick(): void {
+    if (this.#loop !== null) return;
+    this.#loop = this.#run().finally(() => {
+      this.#loop = null;
+      // Work submitted after the loop's last check but before this callback would wait forever.
+      if (!this.#closed && this.#scheduler.hasWork) this.#kick();
+    });
+  }
+
+  async #run(): Promise<void> {
+    // Start in a later macrotask: `generate` returns at once, and requests submitted in the
+    // same tick share the first step.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (!this.#closed && this.#scheduler.hasWork) {
+      try {
+        this.#step();
+      } catch (error) {
+        // Not a model failure (those fail their step): the scheduler's state is suspect, so
+        // fail everything rather than hang requests.
+        const e = error instanceof Error ? error : new Error(String(error));
+        this.#log(`engine loop failed: ${e.stack ?? e.message}`);
+        this.#scheduler.failAll(e);
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  #step(): void {
+    const scheduler = this.#scheduler;
+    const plan = scheduler.step();
+    if (plan.count === 0) return;
+    this.#steps++;
+    try {
+      this.#model.forward(plan, this.#sampled);
+      for (let i = 0; i < plan.count; i++) {
+        if (plan.samples[i] === 0) continue;
+        const request = this.#requests.get(plan.seq(i).id);
+        if (request?.logits) {
+          this.#model.readLogits(i, request.logits);
+          request.logitsFilled = true;
+        }
+      }
+    } catch (error) {
+      const e = error instanceof Error ? error : new Error(String(error));
+      this.#failedSteps++;
+      this.#log(`step failed (${plan.count} requests fail with it): ${e.message}`);
+      scheduler.failStep(plan, e);
+      return;
+    }
+    scheduler.postprocess(plan, this.#sampled);
+    for (let i = 0; i < plan.count; i++) {
+      if (plan.samples[i] === 1) this.#emit(plan.seq(i));
+    }
+  }
+
+  /** Sends the chunk of `seq`'s newest token, and ends its stream if it finished. */
+  #emit(seq: Sequence): void {
+    const request = this.#requests.get(seq.id);
+    if (request === undefined || request.emitted >= seq.numOutputTokens) return;
+    request.emitted = seq.numOutputTokens;
+    const tokenId = seq.tokenAt(seq.numTokens - 1);
+    if (seq.isFinished) {
+      this.#requests.delete(seq.id);
+      request.detach();
+      const text = this.#finalText(request);
+      request.stream.push({ tokenId, text, finishReason: seq.finishReason! });
+      request.stream.end();
+      return;
+    }
+    const full = request.catchUp();
+    const ready = full.length - request.holdBack;
+    let text = "";
+    if (ready > request.sent) {
+      text = full.slice(request.sent, ready);
+      request.sent = ready;
+    }
+    request.stream.push({ tokenId, text });
+  }
+}
+
+/**
+ * KV blocks to allocate: the explicit count, else what kvFraction of the free memory holds,
+ * less the scratch block, and no more than every running sequence at full length could use.
+ */
+function kvBlockCount(
+  backend: Backend,
+  model: LlamaModel,
+  o: Resolved,
+  maxModelLen: number,
+): number {
+  const perBlock = model.kvBytesPerBlock;
+  if (o.kvBlocks !== null) {
+    o.log(
+      `KV cache: ${o.kvBlocks} blocks × ${o.blockSize} tokens (set by kvBlocks), ` +
+        `${((o.kvBlocks * perBlock) / 2 ** 30).toFixed(3)} GiB`,
+    );
+    return o.kvBlocks;
+  }
+  const capacity = capacityFromMemory(
+    backend.memoryInfo().free,
+    o.kvFraction,
+    perBlock,
+    o.blockSize,
+  );
+  o.log(capacity.description);
+  const usable = capacity.numBlocks - 1; // one block is the graphs' padding scratch
+  if (usable < 1) {
+    throw new RangeError(
+      `KV cache: ${capacity.numBlocks} block fits, and Denali needs at least 2 (one is ` +
+        `scratch); free device memory or raise kvFraction`,
+    );
+  }
+  const useful = o.maxRunning * Math.ceil(maxModelLen / o.blockSize);
+  if (usable > useful) {
+    o.log(
+      `KV cache: capped at ${useful} blocks, as much as ${o.maxRunning} sequences of ` +
+        `${maxModelLen} tokens can use`,
+    );
+    return useful;
+  }
+  return usable;
+}

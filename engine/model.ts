@@ -1,0 +1,703 @@
+/**
+ * The Llama model runner: weights, the RoPE table, the paged K/V cache and every activation
+ * buffer on one device, and `forward`, which runs one scheduler step (a {@link BatchPlan}) and
+ * returns a sampled token for each entry that samples.
+ *
+ * Only the Backend interface and LlamaOps are used, so the same code runs on CUDA, HIP and the
+ * CPU. All buffers are allocated in the constructor (the KV cache in `allocateKvCache`, once
+ * the engine knows how much memory is left), so a step allocates no device memory.
+ *
+ * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
+ * embedding → per layer [rmsNorm (fused residual) → q, k, v projections → rope → kvWrite →
+ * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
+ * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
+ * → the rows that sample (gathered) → lm head → f32 → argmax or sample → ids to the host.
+ *
+ * The q, k and v projections are three `linear` calls over row slices of the fused weight:
+ * rope, kvWrite and attention take q, k and v each as a contiguous [tokens, heads, headDim]
+ * array, and a fused output interleaves them per token. The gate/up output is used fused, as
+ * siluMul reads it.
+ *
+ * Decode-only steps replay a captured device graph where the backend has graphs: one per
+ * (padded batch, context bucket), captured on first use. Padding rows write no K/V and attend
+ * to one position of a reserved scratch block. The context bucket (a power of two) fixes the
+ * block-table stride and decodeAttention's split; bucketing keeps short contexts from paying
+ * for a split sized for the longest context the model allows.
+ *
+ * @module
+ */
+
+import type {
+  Backend,
+  DeviceBuffer,
+  DeviceGraph,
+  HostBuffer,
+  Stream,
+} from "../backends/backend.ts";
+import type { AttentionShape, LlamaOps, RopeTable, SamplingBuffers } from "../backends/ops.ts";
+import { BatchInputs } from "./batch_inputs.ts";
+import { kvBytesPerBlock } from "./block_manager.ts";
+import type { LlamaConfig } from "./config.ts";
+import { createRopeTable, ropeInverseFrequencies } from "./rope.ts";
+import type { BatchPlan } from "./scheduler.ts";
+import type { LlamaWeights } from "./weights.ts";
+
+/** Sizes and switches of a {@link LlamaModel}. */
+export interface LlamaModelOptions {
+  /** Most tokens in one step; activations are sized for it. */
+  readonly maxBatchedTokens: number;
+  /** Most sequences in one step. */
+  readonly maxRunning: number;
+  /** Tokens per KV block. */
+  readonly blockSize: number;
+  /** Most tokens one sequence holds; sizes block tables and the decode workspace. */
+  readonly maxModelLen: number;
+  /** Replay decode steps as device graphs where the backend can capture them (default true). */
+  readonly graphs?: boolean;
+  /** Told of each graph captured, and once if graphs turn out to be unavailable. */
+  readonly log?: (line: string) => void;
+}
+
+/** Counters for logs and tests. */
+export interface ModelCounters {
+  /** Steps run launch by launch. */
+  eagerSteps: number;
+  /** Decode steps run by replaying a graph. */
+  graphReplays: number;
+  /** Graphs captured so far. */
+  graphsCaptured: number;
+}
+
+/** The smallest context bucket a decode graph is captured for. */
+const MIN_GRAPH_CONTEXT = 256;
+
+/** Decode batch sizes graphs are captured for: powers of two below maxRunning, and maxRunning. */
+export function graphBatchSizes(maxRunning: number): number[] {
+  const sizes: number[] = [];
+  for (let b = 1; b < maxRunning; b *= 2) sizes.push(b);
+  sizes.push(maxRunning);
+  return sizes;
+}
+
+/** One captured decode graph and the shape it was captured with. */
+interface CapturedGraph {
+  readonly graph: DeviceGraph;
+  readonly batch: number;
+  readonly maxBlocks: number;
+  readonly maxContext: number;
+}
+
+/** The shape of one step's launches: what `#body` needs beyond the fixed buffers. */
+interface StepShape {
+  tokens: number;
+  decodes: number;
+  decodeMaxBlocks: number;
+  decodeMaxContext: number;
+  prefills: number;
+  prefillTokens: number;
+  prefillMaxBlocks: number;
+  /** Rows of logits the lm head computes. */
+  logitRows: number;
+  gather: boolean;
+}
+
+/** A Llama model on one device, ready to run scheduler steps. */
+export class LlamaModel {
+  /** The model's shape. */
+  readonly config: LlamaConfig;
+  /** The device. */
+  readonly backend: Backend;
+  /** The device's operators. */
+  readonly ops: LlamaOps;
+  /** The weights (owned by the caller, who frees them). */
+  readonly weights: LlamaWeights;
+  /** The stream every step runs on (graphs cannot be captured on the default stream). */
+  readonly stream: Stream;
+  /** Head counts, head dimension, block size and softmax scale of every attention call. */
+  readonly shape: AttentionShape;
+  /** Sizes the buffers were allocated for. */
+  readonly options: Required<Omit<LlamaModelOptions, "log">>;
+  /** Steps and graphs so far. */
+  readonly counters: ModelCounters = { eagerSteps: 0, graphReplays: 0, graphsCaptured: 0 };
+
+  readonly #log: (line: string) => void;
+  readonly #owned: DeviceBuffer[] = [];
+  readonly #rope: RopeTable;
+  readonly #inputs: BatchInputs;
+  // Activations, [maxBatchedTokens, ...] bf16 unless noted.
+  readonly #residual: DeviceBuffer;
+  readonly #hidden: DeviceBuffer;
+  readonly #normed: DeviceBuffer;
+  readonly #q: DeviceBuffer;
+  readonly #k: DeviceBuffer;
+  readonly #v: DeviceBuffer;
+  readonly #attn: DeviceBuffer;
+  readonly #gateUp: DeviceBuffer;
+  readonly #act: DeviceBuffer;
+  // Per-sample buffers, [maxRunning, ...].
+  readonly #gathered: DeviceBuffer;
+  readonly #logitsBf16: DeviceBuffer;
+  readonly #logits: DeviceBuffer;
+  readonly #ids: DeviceBuffer;
+  readonly #idsHost: Int32Array;
+  readonly #sampling: SamplingBuffers;
+  readonly #samplingDevice: DeviceBuffer;
+  readonly #samplingHost: HostBuffer;
+  readonly #temperature: Float32Array;
+  readonly #topK: Int32Array;
+  readonly #topP: Float32Array;
+  readonly #minP: Float32Array;
+  readonly #seed: Uint32Array;
+  readonly #step: Int32Array;
+  readonly #decodeWorkspace: DeviceBuffer;
+  readonly #sampleWorkspace: DeviceBuffer;
+  // Row slices of the fused q/k/v weight, per layer.
+  readonly #wq: DeviceBuffer[] = [];
+  readonly #wk: DeviceBuffer[] = [];
+  readonly #wv: DeviceBuffer[] = [];
+  // Views of q and attn starting at token row r (the first prefill row), made once per r.
+  readonly #qAt: (DeviceBuffer | undefined)[] = [];
+  readonly #attnAt: (DeviceBuffer | undefined)[] = [];
+  readonly #kCache: DeviceBuffer[] = [];
+  readonly #vCache: DeviceBuffer[] = [];
+  #numBlocks = 0;
+  readonly #maxBlocksPerSeq: number;
+  // Graphs: keyed by batch-size index · 64 + log2 of the context bucket.
+  #graphsOn: boolean;
+  readonly #graphs = new Map<number, CapturedGraph>();
+  readonly #batchSizes: number[];
+  readonly #shape: StepShape = {
+    tokens: 0,
+    decodes: 0,
+    decodeMaxBlocks: 0,
+    decodeMaxContext: 0,
+    prefills: 0,
+    prefillTokens: 0,
+    prefillMaxBlocks: 0,
+    logitRows: 0,
+    gather: false,
+  };
+  // Reused for every padded build, so a graph step allocates nothing.
+  readonly #padding = { batch: 0, maxBlocks: 0, maxContext: 0, scratchBlock: 0 };
+  #freed = false;
+
+  /**
+   * Allocates the RoPE table, the step inputs, the activations for `maxBatchedTokens` tokens and
+   * the sampling buffers for `maxRunning` rows. The KV cache comes later, from
+   * {@link allocateKvCache}. On failure whatever was allocated is freed.
+   *
+   * @param backend the device
+   * @param ops the device's operators (`backend.loadOps()`)
+   * @param weights the model's weights on that device
+   * @param options sizes; see {@link LlamaModelOptions}
+   */
+  constructor(backend: Backend, ops: LlamaOps, weights: LlamaWeights, options: LlamaModelOptions) {
+    const config = weights.config;
+    for (const key of ["maxBatchedTokens", "maxRunning", "blockSize", "maxModelLen"] as const) {
+      const value = options[key];
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new RangeError(`LlamaModel: ${key} must be an integer >= 1, got ${value}`);
+      }
+    }
+    if (options.maxBatchedTokens < options.maxRunning) {
+      throw new RangeError(
+        `LlamaModel: maxBatchedTokens (${options.maxBatchedTokens}) must be >= maxRunning ` +
+          `(${options.maxRunning})`,
+      );
+    }
+    this.config = config;
+    this.backend = backend;
+    this.ops = ops;
+    this.weights = weights;
+    this.options = {
+      maxBatchedTokens: options.maxBatchedTokens,
+      maxRunning: options.maxRunning,
+      blockSize: options.blockSize,
+      maxModelLen: options.maxModelLen,
+      graphs: options.graphs ?? true,
+    };
+    this.#log = options.log ?? (() => {});
+    this.#graphsOn = this.options.graphs;
+    this.#batchSizes = graphBatchSizes(options.maxRunning);
+    this.#maxBlocksPerSeq = Math.ceil(options.maxModelLen / options.blockSize);
+    const {
+      hiddenSize: h,
+      intermediateSize: inter,
+      numAttentionHeads: heads,
+      numKeyValueHeads: kvHeads,
+      headDim,
+      vocabSize: vocab,
+    } = config;
+    this.shape = {
+      numHeads: heads,
+      numKvHeads: kvHeads,
+      headDim,
+      blockSize: options.blockSize,
+      scale: 1 / Math.sqrt(headDim),
+    };
+    const T = options.maxBatchedTokens, R = options.maxRunning;
+    const qDim = heads * headDim, kvDim = kvHeads * headDim;
+
+    this.stream = backend.createStream();
+    let rope: RopeTable | null = null;
+    let inputs: BatchInputs | null = null;
+    let samplingHost: HostBuffer | null = null;
+    try {
+      rope = createRopeTable(
+        backend,
+        ropeInverseFrequencies(headDim, config.ropeTheta, config.ropeScaling ?? undefined),
+      );
+      inputs = new BatchInputs(backend, {
+        maxTokens: T,
+        maxEntries: R,
+        maxBlocksPerSeq: this.#maxBlocksPerSeq,
+        blockSize: options.blockSize,
+      });
+      const bf16 = (elements: number) => this.#alloc(elements * 2);
+      this.#residual = bf16(T * h);
+      this.#hidden = bf16(T * h);
+      this.#normed = bf16(T * h);
+      this.#q = bf16(T * qDim);
+      this.#k = bf16(T * kvDim);
+      this.#v = bf16(T * kvDim);
+      this.#attn = bf16(T * qDim);
+      this.#gateUp = bf16(T * 2 * inter);
+      this.#act = bf16(T * inter);
+      this.#gathered = bf16(R * h);
+      this.#logitsBf16 = bf16(R * vocab);
+      this.#logits = this.#alloc(R * vocab * 4);
+      this.#ids = this.#alloc(R * 4);
+      this.#idsHost = new Int32Array(R);
+      this.#decodeWorkspace = this.#alloc(
+        ops.decodeWorkspaceBytes(R, this.#maxBlocksPerSeq * options.blockSize, this.shape),
+      );
+      this.#sampleWorkspace = this.#alloc(ops.sampleWorkspaceBytes(R, vocab));
+
+      // Sampling parameters: one device buffer of six [R] arrays, filled with one copy.
+      // seed (u64) first so it is 8-byte aligned; every array starts on 16 bytes.
+      const words = Math.ceil(R / 4) * 4;
+      this.#samplingDevice = this.#alloc(words * 4 * 7);
+      samplingHost = backend.allocHost(words * 4 * 7);
+      const host = samplingHost.bytes.buffer;
+      const base = samplingHost.bytes.byteOffset;
+      const at = (word: number, length: number) => this.#samplingDevice.slice(word * 4, length);
+      this.#seed = new Uint32Array(host, base, 2 * R);
+      this.#temperature = new Float32Array(host, base + 2 * words * 4, R);
+      this.#topK = new Int32Array(host, base + 3 * words * 4, R);
+      this.#topP = new Float32Array(host, base + 4 * words * 4, R);
+      this.#minP = new Float32Array(host, base + 5 * words * 4, R);
+      this.#step = new Int32Array(host, base + 6 * words * 4, R);
+      this.#sampling = {
+        seed: at(0, 8 * R),
+        temperature: at(2 * words, 4 * R),
+        topK: at(3 * words, 4 * R),
+        topP: at(4 * words, 4 * R),
+        minP: at(5 * words, 4 * R),
+        step: at(6 * words, 4 * R),
+      };
+
+      const qBytes = qDim * h * 2, kvBytes = kvDim * h * 2;
+      for (const layer of weights.layers) {
+        this.#wq.push(layer.qkvProj.slice(0, qBytes));
+        this.#wk.push(layer.qkvProj.slice(qBytes, kvBytes));
+        this.#wv.push(layer.qkvProj.slice(qBytes + kvBytes, kvBytes));
+      }
+    } catch (error) {
+      if (rope) backend.free(rope.invFreq);
+      inputs?.free();
+      samplingHost?.free();
+      for (const buffer of this.#owned) backend.free(buffer);
+      if (this.stream !== backend.defaultStream) this.stream.destroy();
+      throw error;
+    }
+    this.#rope = rope;
+    this.#inputs = inputs;
+    this.#samplingHost = samplingHost;
+  }
+
+  /** Device bytes one KV block takes across all layers (K and V). */
+  get kvBytesPerBlock(): number {
+    return kvBytesPerBlock({
+      numLayers: this.config.numHiddenLayers,
+      numKvHeads: this.config.numKeyValueHeads,
+      headDim: this.config.headDim,
+      blockSize: this.options.blockSize,
+    });
+  }
+
+  /** Usable KV blocks (the scratch block not counted); 0 before allocateKvCache. */
+  get numKvBlocks(): number {
+    return this.#numBlocks;
+  }
+
+  /** Whether decode steps replay graphs (false once capture proved unavailable). */
+  get graphsEnabled(): boolean {
+    return this.#graphsOn;
+  }
+
+  /**
+   * Lets the device's linear op pick its fastest implementation for every shape a step will
+   * use: each graph batch size and a full token budget. Call once before the first step (it
+   * must precede graph capture) and before sizing the KV cache, since timing allocates.
+   */
+  prepare(): void {
+    const { hiddenSize: h, intermediateSize: inter, vocabSize: vocab } = this.config;
+    const qDim = this.config.numAttentionHeads * this.config.headDim;
+    const kvDim = this.config.numKeyValueHeads * this.config.headDim;
+    const shapes: { m: number; n: number; k: number }[] = [];
+    const layer = (m: number) => {
+      shapes.push(
+        { m, n: qDim, k: h },
+        { m, n: kvDim, k: h },
+        { m, n: h, k: qDim },
+        { m, n: 2 * inter, k: h },
+        { m, n: h, k: inter },
+      );
+    };
+    for (const m of this.#batchSizes) {
+      layer(m);
+      shapes.push({ m, n: vocab, k: h });
+    }
+    if (!this.#batchSizes.includes(this.options.maxBatchedTokens)) {
+      layer(this.options.maxBatchedTokens);
+    }
+    this.ops.prepareLinear(shapes, this.stream);
+    this.stream.synchronize();
+  }
+
+  /**
+   * Allocates the K and V caches of every layer: `numBlocks` usable blocks plus one scratch
+   * block that graph padding reads. Call once.
+   */
+  allocateKvCache(numBlocks: number): void {
+    if (this.#numBlocks !== 0) throw new Error("LlamaModel: the KV cache is already allocated");
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
+      throw new RangeError(`LlamaModel.allocateKvCache: numBlocks must be >= 1, got ${numBlocks}`);
+    }
+    const { numKeyValueHeads, headDim } = this.config;
+    const blockBytes = numKeyValueHeads * this.options.blockSize * headDim * 2;
+    const bytes = (numBlocks + 1) * blockBytes;
+    try {
+      for (let l = 0; l < this.config.numHiddenLayers; l++) {
+        const k = this.#alloc(bytes);
+        this.#kCache.push(k);
+        const v = this.#alloc(bytes);
+        this.#vCache.push(v);
+        // Padding rows read the scratch block: zeros keep their (discarded) outputs finite.
+        this.backend.memset(k.slice(numBlocks * blockBytes, blockBytes), 0, this.stream);
+        this.backend.memset(v.slice(numBlocks * blockBytes, blockBytes), 0, this.stream);
+      }
+      this.stream.synchronize();
+    } catch (error) {
+      for (const buffer of [...this.#kCache, ...this.#vCache]) {
+        this.#owned.splice(this.#owned.indexOf(buffer), 1);
+        this.backend.free(buffer);
+      }
+      this.#kCache.length = 0;
+      this.#vCache.length = 0;
+      throw error;
+    }
+    this.#numBlocks = numBlocks;
+    // The scratch block is the one past the usable ones.
+    this.#padding.scratchBlock = numBlocks;
+  }
+
+  /**
+   * Runs one step: computes `plan`'s tokens, writes their K/V, and for each entry i that
+   * samples puts its next token in `sampled[i]`. Throws whatever a device call throws; the
+   * caller then fails the step.
+   */
+  forward(plan: BatchPlan, sampled: Int32Array): void {
+    if (this.#freed) throw new Error("LlamaModel.forward: the model was freed");
+    if (this.#numBlocks === 0) {
+      throw new Error("LlamaModel.forward: allocate the KV cache first (allocateKvCache)");
+    }
+    if (plan.count === 0) return;
+    if (sampled.length < plan.count) {
+      throw new RangeError(
+        `LlamaModel.forward: sampled holds ${sampled.length} ids, the plan has ${plan.count}`,
+      );
+    }
+    if (plan.numDecodes === plan.count && this.#graphsOn && this.#replay(plan)) {
+      this.counters.graphReplays++;
+    } else {
+      const inputs = this.#inputs;
+      inputs.build(plan);
+      inputs.upload(this.stream);
+      const s = this.#shape;
+      s.tokens = inputs.numTokens;
+      s.decodes = inputs.numDecodes;
+      s.decodeMaxBlocks = inputs.decodeMaxBlocks;
+      s.decodeMaxContext = inputs.decodeMaxContext;
+      s.prefills = inputs.numPrefills;
+      s.prefillTokens = inputs.prefillTokens;
+      s.prefillMaxBlocks = inputs.prefillMaxBlocks;
+      s.logitRows = inputs.numSamples;
+      s.gather = inputs.gather;
+      this.#body(s);
+      this.counters.eagerSteps++;
+    }
+    this.#sample(plan, sampled);
+  }
+
+  /**
+   * Copies the f32 logits of plan entry `entry` (one that sampled in the last forward) into
+   * `out` (length vocab). Valid until the next forward.
+   */
+  readLogits(entry: number, out: Float32Array): void {
+    const vocab = this.config.vocabSize;
+    if (out.length !== vocab) {
+      throw new RangeError(`LlamaModel.readLogits: out must hold ${vocab} floats`);
+    }
+    const inputs = this.#inputs;
+    for (let s = 0; s < inputs.numSamples; s++) {
+      if (inputs.sampleEntry[s] !== entry) continue;
+      this.backend.copyToHost(out, this.#logits.slice(s * vocab * 4, vocab * 4), this.stream);
+      this.stream.synchronize();
+      return;
+    }
+    throw new RangeError(`LlamaModel.readLogits: entry ${entry} did not sample in the last step`);
+  }
+
+  /** Frees every buffer and graph the model allocated (not the weights). A second call is a no-op. */
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    try {
+      this.stream.synchronize();
+    } finally {
+      for (const captured of this.#graphs.values()) captured.graph.destroy();
+      this.#graphs.clear();
+      this.backend.free(this.#rope.invFreq);
+      this.#inputs.free();
+      this.#samplingHost.free();
+      for (const buffer of this.#owned) this.backend.free(buffer);
+      this.#owned.length = 0;
+      if (this.stream !== this.backend.defaultStream) this.stream.destroy();
+    }
+  }
+
+  #alloc(bytes: number): DeviceBuffer {
+    const buffer = this.backend.alloc(bytes);
+    this.#owned.push(buffer);
+    return buffer;
+  }
+
+  /** Runs a decode-only plan through its graph (capturing it first); false to go eager. */
+  #replay(plan: BatchPlan): boolean {
+    const batch = this.#paddedBatch(plan.count);
+    let longest = 1;
+    for (let i = 0; i < plan.count; i++) {
+      const context = plan.seq(i).numComputedTokens + 1;
+      if (context > longest) longest = context;
+    }
+    const bs = this.options.blockSize;
+    const cap = this.#maxBlocksPerSeq * bs;
+    let bucket = MIN_GRAPH_CONTEXT, log2 = 8;
+    while (bucket < longest) {
+      bucket *= 2;
+      log2++;
+    }
+    if (bucket > cap) bucket = cap;
+    const maxBlocks = Math.ceil(bucket / bs);
+    const key = this.#batchSizes.indexOf(batch) * 64 + log2;
+    let captured = this.#graphs.get(key);
+    const inputs = this.#inputs;
+    const padding = this.#padding;
+    padding.batch = batch;
+    padding.maxBlocks = maxBlocks;
+    padding.maxContext = bucket;
+    inputs.build(plan, padding);
+    inputs.upload(this.stream);
+    if (captured === undefined) {
+      const s = this.#shape;
+      s.tokens = batch;
+      s.decodes = batch;
+      s.decodeMaxBlocks = maxBlocks;
+      s.decodeMaxContext = bucket;
+      s.prefills = 0;
+      s.prefillTokens = 0;
+      s.prefillMaxBlocks = 0;
+      s.logitRows = batch;
+      s.gather = false;
+      const graph = this.#capture(s);
+      if (graph === null) return false;
+      captured = { graph, batch, maxBlocks, maxContext: bucket };
+      this.#graphs.set(key, captured);
+      this.counters.graphsCaptured++;
+      this.#log(`graph captured: ${batch} decode rows, context bucket ${bucket} tokens`);
+    }
+    captured.graph.launch(this.stream);
+    return true;
+  }
+
+  /** The graph batch size for `count` decode rows. */
+  #paddedBatch(count: number): number {
+    for (const size of this.#batchSizes) if (size >= count) return size;
+    throw new RangeError(
+      `LlamaModel: ${count} decodes exceed maxRunning ${this.options.maxRunning}`,
+    );
+  }
+
+  /**
+   * Records the step's launches into a graph; null (and graphs off from then on) when the
+   * backend cannot capture. A failure inside the captured work ends the capture and throws.
+   */
+  #capture(s: StepShape): DeviceGraph | null {
+    try {
+      this.backend.beginCapture(this.stream);
+    } catch (error) {
+      this.#graphsOn = false;
+      this.#log(
+        `graphs: unavailable on ${this.backend.kind} (${(error as Error).message}); ` +
+          `decode steps run launch by launch`,
+      );
+      return null;
+    }
+    try {
+      this.#body(s);
+    } catch (error) {
+      try {
+        this.backend.endCapture(this.stream).destroy();
+      } catch {
+        // The capture is already invalid; the original error says why.
+      }
+      throw error;
+    }
+    return this.backend.endCapture(this.stream);
+  }
+
+  /** Enqueues the launches of one step, up to f32 logits for `s.logitRows` rows. */
+  #body(s: StepShape): void {
+    const ops = this.ops, stream = this.stream, w = this.weights, c = this.config;
+    const inputs = this.#inputs, shape = this.shape;
+    const h = c.hiddenSize, eps = c.rmsNormEps, inter = c.intermediateSize;
+    const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
+    const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
+    const T = s.tokens;
+    const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
+    const q = this.#q, k = this.#k, v = this.#v, attn = this.#attn;
+    const qPrefill = s.prefills > 0 ? this.#rowsAt(this.#qAt, q, qDim, s.decodes) : q;
+    const attnPrefill = s.prefills > 0 ? this.#rowsAt(this.#attnAt, attn, qDim, s.decodes) : attn;
+
+    // The embeddings go straight into the residual stream; layer 0 normalises it unfused.
+    ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const layer = w.layers[l];
+      const kCache = this.#kCache[l], vCache = this.#vCache[l];
+      if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
+      else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
+      ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
+      ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
+      ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
+      ops.rope(q, k, inputs.positions, this.#rope, T, heads, kvHeads, stream);
+      ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
+      if (s.decodes > 0) {
+        ops.decodeAttention(
+          attn,
+          q,
+          kCache,
+          vCache,
+          inputs.decodeBlockTables,
+          inputs.decodeContextLens,
+          s.decodes,
+          s.decodeMaxBlocks,
+          s.decodeMaxContext,
+          shape,
+          this.#decodeWorkspace,
+          stream,
+        );
+      }
+      if (s.prefills > 0) {
+        ops.prefillAttention(
+          attnPrefill,
+          qPrefill,
+          kCache,
+          vCache,
+          inputs.queryStarts,
+          inputs.prefillContextLens,
+          inputs.prefillBlockTables,
+          s.prefills,
+          s.prefillTokens,
+          s.prefillMaxBlocks,
+          shape,
+          stream,
+        );
+      }
+      ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
+      ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
+      ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
+      ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
+      ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
+    }
+    // A step of prefill chunks that all stop short of their prompt's end samples nothing.
+    if (s.logitRows === 0) return;
+    ops.rmsNorm(normed, hidden, w.norm, residual, T, h, eps, stream);
+    let rows = normed;
+    if (s.gather) {
+      // embedding is a row gather: rows[s] = normed[logitRows[s]].
+      ops.embedding(this.#gathered, normed, inputs.logitRows, s.logitRows, h, stream);
+      rows = this.#gathered;
+    }
+    const vocab = c.vocabSize;
+    ops.linear(this.#logitsBf16, rows, w.lmHead, s.logitRows, vocab, h, stream);
+    ops.castBf16ToF32(this.#logits, this.#logitsBf16, s.logitRows * vocab, stream);
+  }
+
+  /** A view of `buffer` from token row `row` on (rows of `width` bf16), made once per row. */
+  #rowsAt(
+    cache: (DeviceBuffer | undefined)[],
+    buffer: DeviceBuffer,
+    width: number,
+    row: number,
+  ): DeviceBuffer {
+    let view = cache[row];
+    if (view === undefined) {
+      view = buffer.slice(row * width * 2);
+      cache[row] = view;
+    }
+    return view;
+  }
+
+  /** Picks a token from each sample row's logits and copies the ids to `sampled`. */
+  #sample(plan: BatchPlan, sampled: Int32Array): void {
+    const inputs = this.#inputs, count = inputs.numSamples, vocab = this.config.vocabSize;
+    const entries = inputs.sampleEntry;
+    if (count > 0) {
+      let greedy = true;
+      for (let s = 0; s < count; s++) {
+        if (plan.seq(entries[s]).params.temperature > 0) greedy = false;
+      }
+      if (greedy) {
+        this.ops.argmax(this.#ids, this.#logits, count, vocab, this.stream);
+      } else {
+        for (let s = 0; s < count; s++) {
+          const seq = plan.seq(entries[s]);
+          const p = seq.params;
+          this.#temperature[s] = p.temperature;
+          this.#topK[s] = p.topK;
+          this.#topP[s] = p.topP;
+          this.#minP[s] = p.minP;
+          // The engine always sets a seed; null only reaches here from direct use.
+          const seed = p.seed ?? seq.id;
+          this.#seed[2 * s] = seed >>> 0;
+          this.#seed[2 * s + 1] = Math.floor(seed / 4294967296) >>> 0;
+          this.#step[s] = seq.numOutputTokens;
+        }
+        this.backend.copyToDevice(this.#samplingDevice, this.#samplingHost.bytes, this.stream);
+        this.ops.sample(
+          this.#ids,
+          this.#logits,
+          this.#sampling,
+          count,
+          vocab,
+          this.#sampleWorkspace,
+          this.stream,
+        );
+      }
+    }
+    this.backend.copyToHost(this.#idsHost, this.#ids, this.stream);
+    this.stream.synchronize();
+    for (let s = 0; s < count; s++) sampled[entries[s]] = this.#idsHost[s];
+  }
+}

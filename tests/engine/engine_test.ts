@@ -1,0 +1,674 @@
+/**
+ * The engine end to end on the CPU backend, with a tiny Llama (llama3 RoPE scaling, GQA) whose
+ * checkpoint the test writes as a Hugging Face model directory, and the test tokenizer.
+ *
+ * Greedy decoding on the CPU is deterministic and every token row is computed independently of
+ * the others, so batching, chunking, preemption, prefix hits and graph replay must give exactly
+ * the tokens of an undisturbed single run. An independent reference — a plain f64 Llama forward
+ * written here with loops, no paging, no batching, reading the tensors as written — checks that
+ * those tokens are the model's.
+ *
+ * The weights are larger than an initialiser's (std 0.02 makes attention almost uniform, so a
+ * wrong RoPE or softmax scale would hardly move the logits): q and k are scaled for attention
+ * logits of a few units, and the output layer for peaked next-token distributions.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { CpuBackend } from "../../backends/cpu.ts";
+import type { LlamaOps } from "../../backends/ops.ts";
+import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
+import { CONFIG_PRESETS, ConfigError, type LlamaConfig } from "../../engine/config.ts";
+import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
+import { RequestRejectedError } from "../../engine/scheduler.ts";
+import type { SamplingParams } from "../../engine/sequence.ts";
+import { Tokenizer } from "../../engine/tokenizer.ts";
+import { rng } from "../support/numeric.ts";
+
+const TOKENIZER_DIR = new URL("../fixtures/tokenizer", import.meta.url).pathname;
+const TOKENIZER = await Tokenizer.load(TOKENIZER_DIR);
+
+/**
+ * hidden 64, 2 layers, 4 heads over 2 KV heads, head dim 16, llama3 scaling with an original
+ * context of 64, so at the positions tested here some frequencies are kept, some blended and
+ * some divided by the factor.
+ */
+const CONFIG: LlamaConfig = {
+  ...CONFIG_PRESETS.tiny,
+  vocabSize: TOKENIZER.vocabSize,
+  maxPositionEmbeddings: 1024,
+  ropeTheta: 10000,
+  ropeScaling: {
+    ropeType: "llama3",
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 64,
+  },
+  bosTokenId: 277,
+  eosTokenIds: [278, 281],
+};
+
+/** A weight matrix or vector as the reference reads it: [rows, cols] f32, bf16 values. */
+interface Tensor {
+  readonly rows: number;
+  readonly cols: number;
+  readonly data: Float32Array;
+}
+
+interface LayerTensors {
+  inputNorm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  postNorm: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+}
+
+interface HostWeights {
+  embed: Tensor;
+  layers: LayerTensors[];
+  norm: Tensor;
+  lmHead: Tensor;
+}
+
+/**
+ * Writes config.json, model.safetensors (BF16, HF tensor names) and the tokenizer files into
+ * `dir`, and returns the tensors. Matrices are uniform with the given std; norms 1 ± 0.2.
+ */
+async function writeCheckpoint(dir: string, c: LlamaConfig): Promise<HostWeights> {
+  const next = rng(2024);
+  const tensors: [string, Tensor][] = [];
+  const make = (name: string, rows: number, cols: number, std: number, center = 0): Tensor => {
+    const half = std * Math.sqrt(3);
+    const data = new Float32Array(rows * cols);
+    for (let i = 0; i < data.length; i++) data[i] = roundBf16(center + next(-half, half));
+    const tensor = { rows, cols, data };
+    tensors.push([name, tensor]);
+    return tensor;
+  };
+  const { hiddenSize: h, intermediateSize: inter, headDim: d } = c;
+  const qDim = c.numAttentionHeads * d, kvDim = c.numKeyValueHeads * d;
+  const norm = (name: string) => make(name, 1, h, 0.2 / Math.sqrt(3), 1);
+  const weights: HostWeights = {
+    embed: make("model.embed_tokens.weight", c.vocabSize, h, 1),
+    layers: Array.from({ length: c.numHiddenLayers }, (_, l) => {
+      const p = `model.layers.${l}.`;
+      return {
+        inputNorm: norm(`${p}input_layernorm.weight`),
+        q: make(`${p}self_attn.q_proj.weight`, qDim, h, 0.3),
+        k: make(`${p}self_attn.k_proj.weight`, kvDim, h, 0.3),
+        v: make(`${p}self_attn.v_proj.weight`, kvDim, h, 0.15),
+        o: make(`${p}self_attn.o_proj.weight`, h, qDim, 0.15),
+        postNorm: norm(`${p}post_attention_layernorm.weight`),
+        gate: make(`${p}mlp.gate_proj.weight`, inter, h, 0.15),
+        up: make(`${p}mlp.up_proj.weight`, inter, h, 0.15),
+        down: make(`${p}mlp.down_proj.weight`, h, inter, 0.1),
+      };
+    }),
+    norm: norm("model.norm.weight"),
+    lmHead: make("lm_head.weight", c.vocabSize, h, 0.1),
+  };
+
+  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    const shape = t.rows === 1 && name.endsWith("norm.weight") ? [t.cols] : [t.rows, t.cols];
+    header[name] = { dtype: "BF16", shape, data_offsets: [offset, offset + t.data.length * 2] };
+    offset += t.data.length * 2;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const file = new Uint8Array(8 + json.length + offset);
+  new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
+  file.set(new TextEncoder().encode(json), 8);
+  const body = new Uint16Array(file.buffer, 8 + json.length, offset / 2);
+  let at = 0;
+  for (const [, t] of tensors) for (const v of t.data) body[at++] = toBf16Bits(v);
+  await Deno.writeFile(join(dir, "model.safetensors"), file);
+
+  const s = c.ropeScaling!;
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify({
+      architectures: ["LlamaForCausalLM"],
+      model_type: "llama",
+      hidden_size: h,
+      intermediate_size: inter,
+      num_hidden_layers: c.numHiddenLayers,
+      num_attention_heads: c.numAttentionHeads,
+      num_key_value_heads: c.numKeyValueHeads,
+      head_dim: d,
+      rms_norm_eps: c.rmsNormEps,
+      rope_theta: c.ropeTheta,
+      rope_scaling: {
+        rope_type: "llama3",
+        factor: s.factor,
+        low_freq_factor: s.lowFreqFactor,
+        high_freq_factor: s.highFreqFactor,
+        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+      },
+      max_position_embeddings: c.maxPositionEmbeddings,
+      vocab_size: c.vocabSize,
+      tie_word_embeddings: false,
+      torch_dtype: "bfloat16",
+      bos_token_id: c.bosTokenId,
+      eos_token_id: c.eosTokenIds,
+    }),
+  );
+  for (const name of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+    await Deno.copyFile(join(TOKENIZER_DIR, name), join(dir, name));
+  }
+  return weights;
+}
+
+const MODEL_DIR = await Deno.makeTempDir({ prefix: "denali-engine-test-" });
+const WEIGHTS = await writeCheckpoint(MODEL_DIR, CONFIG);
+globalThis.addEventListener("unload", () => Deno.removeSync(MODEL_DIR, { recursive: true }));
+
+const GREEDY: Partial<SamplingParams> = { temperature: 0, ignoreEos: true };
+const quiet = { log: () => {} };
+const SMALL: EngineOptions = {
+  backend: "cpu",
+  kvBlocks: 256,
+  blockSize: 4,
+  maxRunning: 8,
+  maxBatchedTokens: 32,
+  ...quiet,
+};
+
+function load(options: EngineOptions = {}): Promise<Engine> {
+  return Engine.load(MODEL_DIR, { ...SMALL, ...options });
+}
+
+interface Run {
+  ids: number[];
+  text: string;
+  finishReason: string | undefined;
+  chunks: GenerationChunk[];
+}
+
+async function collect(stream: AsyncIterable<GenerationChunk>): Promise<Run> {
+  const chunks: GenerationChunk[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return {
+    ids: chunks.map((c) => c.tokenId).filter((id) => id >= 0),
+    text: chunks.map((c) => c.text).join(""),
+    finishReason: chunks.at(-1)?.finishReason,
+    chunks,
+  };
+}
+
+/** `n` token ids from a seeded generator, avoiding the special tokens (277 and up). */
+function promptIds(n: number, seed: number): number[] {
+  const next = rng(seed * 7919 + 1);
+  return Array.from({ length: n }, () => Math.floor(next(0, 270)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference: HF LlamaForCausalLM's math in f64, one token at a time, no cache paging.
+
+/** HF's `_compute_llama3_parameters`, written out from the transformers source. */
+function referenceInvFreq(c: LlamaConfig): number[] {
+  const d = c.headDim;
+  const base = Array.from({ length: d / 2 }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / d));
+  const s = c.ropeScaling;
+  if (!s) return base;
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return base.map((f) => {
+    const wavelen = 2 * Math.PI / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) /
+      (s.highFreqFactor - s.lowFreqFactor);
+    return (1 - smooth) * f / s.factor + smooth * f;
+  });
+}
+
+/** y[n] = Σ_k x[k] · W[n, k]. */
+function matvec(w: Tensor, x: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(w.rows);
+  for (let n = 0; n < w.rows; n++) {
+    let sum = 0;
+    const base = n * w.cols;
+    for (let i = 0; i < w.cols; i++) sum += x[i] * w.data[base + i];
+    y[n] = sum;
+  }
+  return y;
+}
+
+function rmsNorm(x: ArrayLike<number>, w: Tensor, eps: number): Float64Array {
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += x[i] * x[i];
+  const inv = 1 / Math.sqrt(sum / x.length + eps);
+  return Float64Array.from(x, (v, i) => v * inv * w.data[i]);
+}
+
+/** Logits after each position of `ids`, computed causally; the last row is lastLogits'. */
+function referenceLogits(c: LlamaConfig, w: HostWeights, ids: number[]): Float64Array[] {
+  const { hiddenSize: h, numAttentionHeads: H, numKeyValueHeads: KV, headDim: D } = c;
+  const invFreq = referenceInvFreq(c);
+  const rope = (x: Float64Array, heads: number, pos: number) => {
+    for (let hh = 0; hh < heads; hh++) {
+      for (let i = 0; i < D / 2; i++) {
+        const a = pos * invFreq[i], cos = Math.cos(a), sin = Math.sin(a);
+        const x1 = x[hh * D + i], x2 = x[hh * D + i + D / 2];
+        x[hh * D + i] = x1 * cos - x2 * sin;
+        x[hh * D + i + D / 2] = x2 * cos + x1 * sin;
+      }
+    }
+  };
+  const keys: Float64Array[][] = w.layers.map(() => []);
+  const values: Float64Array[][] = w.layers.map(() => []);
+  const out: Float64Array[] = [];
+  for (let t = 0; t < ids.length; t++) {
+    const x = Float64Array.from(w.embed.data.subarray(ids[t] * h, (ids[t] + 1) * h));
+    w.layers.forEach((layer, l) => {
+      const n1 = rmsNorm(x, layer.inputNorm, c.rmsNormEps);
+      const q = matvec(layer.q, n1);
+      const k = matvec(layer.k, n1);
+      const v = matvec(layer.v, n1);
+      rope(q, H, t);
+      rope(k, KV, t);
+      keys[l].push(k);
+      values[l].push(v);
+      const attn = new Float64Array(H * D);
+      for (let hh = 0; hh < H; hh++) {
+        const g = Math.floor(hh / (H / KV));
+        const scores = keys[l].map((key) => {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[hh * D + d] * key[g * D + d];
+          return dot / Math.sqrt(D);
+        });
+        const max = Math.max(...scores);
+        const p = scores.map((s) => Math.exp(s - max));
+        const sum = p.reduce((a, b) => a + b, 0);
+        for (let s = 0; s < p.length; s++) {
+          for (let d = 0; d < D; d++) attn[hh * D + d] += (p[s] / sum) * values[l][s][g * D + d];
+        }
+      }
+      const o = matvec(layer.o, attn);
+      for (let i = 0; i < h; i++) x[i] += o[i];
+      const n2 = rmsNorm(x, layer.postNorm, c.rmsNormEps);
+      const gate = matvec(layer.gate, n2);
+      const up = matvec(layer.up, n2);
+      const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]);
+      const down = matvec(layer.down, act);
+      for (let i = 0; i < h; i++) x[i] += down[i];
+    });
+    out.push(matvec(w.lmHead, rmsNorm(x, w.norm, c.rmsNormEps)));
+  }
+  return out;
+}
+
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("engine: lastLogits and greedy tokens match an independent float reference", async () => {
+  const w = WEIGHTS;
+  // maxBatchedTokens 16 splits the 40-token prompt into chunks that attend to cached K/V.
+  const engine = await load({ maxBatchedTokens: 16 });
+  try {
+    const prompt = promptIds(40, 1);
+    const reference = referenceLogits(CONFIG, w, prompt).at(-1)!;
+    const logits = await engine.lastLogits(prompt);
+    let diff = 0, norm = 0, scale = 0;
+    for (let i = 0; i < reference.length; i++) {
+      diff += (logits[i] - reference[i]) ** 2;
+      norm += reference[i] ** 2;
+      scale = Math.max(scale, Math.abs(reference[i]));
+    }
+    const relative = Math.sqrt(diff / norm);
+    // The engine stores every activation in bf16 (8 significant bits: relative error up to
+    // 2^-9 per rounding), about a dozen tensors per layer plus the logits, and attention
+    // logits of a few units amplify that; this model measures about 1.4e-2. 5e-2 leaves room
+    // for that, while a wrong RoPE scaling or softmax scale measures about 1 here.
+    assert.ok(relative < 5e-2, `relative logit error ${relative}`);
+
+    // Greedy tokens: the engine's choice must be the reference's best, or within the bf16
+    // noise of it (then the reference follows the engine's token, so both stay on one path).
+    const run = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 8 }));
+    assert.equal(run.ids.length, 8);
+    const tokens = [...prompt];
+    let exact = 0;
+    for (const id of run.ids) {
+      const row = referenceLogits(CONFIG, w, tokens).at(-1)!;
+      const best = argmax(row);
+      if (id === best) exact++;
+      else assert.ok(row[best] - row[id] < 0.03 * scale, `token ${id} is far below ${best}`);
+      tokens.push(id);
+    }
+    assert.ok(exact >= 6, `only ${exact} of 8 greedy tokens are the reference's argmax`);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: a mixed batch gives each prompt the tokens it gets alone", async () => {
+  const prompts = [3, 17, 9, 30, 1, 22].map((n, i) => promptIds(n, 10 + i));
+  const params = (i: number): Partial<SamplingParams> =>
+    i === 2
+      ? { temperature: 0.9, topK: 40, topP: 0.9, seed: 1234, ignoreEos: true, maxTokens: 12 }
+      : { ...GREEDY, maxTokens: 6 + 2 * i };
+  const alone: Run[] = [];
+  for (const [i, prompt] of prompts.entries()) {
+    const engine = await load({ prefixCaching: false });
+    try {
+      alone.push(await collect(engine.generate(prompt, params(i))));
+    } finally {
+      await engine.close();
+    }
+  }
+  // maxBatchedTokens 16 < the prompts' total: chunked prefills share steps with decodes.
+  const engine = await load({ maxBatchedTokens: 16, maxRunning: 4, prefixCaching: false });
+  try {
+    const together = await Promise.all(
+      prompts.map((prompt, i) => collect(engine.generate(prompt, params(i)))),
+    );
+    for (let i = 0; i < prompts.length; i++) {
+      assert.deepEqual(together[i].ids, alone[i].ids, `prompt ${i}`);
+      assert.equal(together[i].finishReason, "length");
+    }
+    const stats = engine.stats();
+    assert.equal(stats.running + stats.waiting, 0);
+    assert.equal(stats.kvUsage, 0);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: preempted and recomputed sequences keep their tokens", async () => {
+  const prompts = [10, 12, 9].map((n, i) => promptIds(n, 40 + i));
+  const wanted = { ...GREEDY, maxTokens: 20 };
+  const roomy = await load();
+  const undisturbed: Run[] = [];
+  try {
+    for (const prompt of prompts) undisturbed.push(await collect(roomy.generate(prompt, wanted)));
+  } finally {
+    await roomy.close();
+  }
+  // 12 blocks of 4 tokens hold 48 tokens; the three need about 30 each.
+  const tight = await load({ kvBlocks: 12, prefixCaching: false });
+  try {
+    const runs = await Promise.all(prompts.map((p) => collect(tight.generate(p, wanted))));
+    assert.ok(tight.stats().preemptions > 0, "the cache was meant to force preemption");
+    runs.forEach((run, i) => assert.deepEqual(run.ids, undisturbed[i].ids, `prompt ${i}`));
+    assert.equal(tight.stats().kvUsage, 0);
+  } finally {
+    await tight.close();
+  }
+});
+
+Deno.test("engine: prefix-cache hits give the tokens of an uncached run", async () => {
+  const prompt = promptIds(45, 77);
+  const wanted = { ...GREEDY, maxTokens: 10 };
+  const plain = await load({ prefixCaching: false });
+  let expected: Run;
+  try {
+    expected = await collect(plain.generate(prompt, wanted));
+  } finally {
+    await plain.close();
+  }
+  const cached = await load({ prefixCaching: true });
+  try {
+    const first = await collect(cached.generate(prompt, wanted));
+    const second = await collect(cached.generate(prompt, wanted));
+    // A different continuation of the same prefix shares its blocks too.
+    const longer = [...prompt, ...expected.ids.slice(0, 5)];
+    const third = await collect(cached.generate(longer, { ...wanted, maxTokens: 5 }));
+    assert.ok(cached.stats().prefixCacheHitRate > 0, "the second request should hit the cache");
+    assert.deepEqual(first.ids, expected.ids);
+    assert.deepEqual(second.ids, expected.ids);
+    assert.deepEqual(third.ids, expected.ids.slice(5, 10));
+  } finally {
+    await cached.close();
+  }
+});
+
+/**
+ * A CPU backend that "captures" like a GPU: between beginCapture and endCapture each launch is
+ * recorded with its arguments instead of run, and the graph replays the records. Copies during
+ * a capture are refused, as inputs must be uploaded before a replay, not baked into the graph.
+ * `fail` makes a named op throw, to test failed steps.
+ */
+class GraphCpuBackend extends CpuBackend {
+  recording: (() => void)[] | null = null;
+  fail: string | null = null;
+
+  override beginCapture(): void {
+    if (this.recording) throw new Error("capture already in progress");
+    this.recording = [];
+  }
+
+  override endCapture() {
+    const calls = this.recording;
+    if (!calls) throw new Error("no capture in progress");
+    this.recording = null;
+    return { launch: () => calls.forEach((call) => call()), destroy() {} };
+  }
+
+  override copyToDevice(dst: Parameters<CpuBackend["copyToDevice"]>[0], src: ArrayBufferView) {
+    if (this.recording) throw new Error("copyToDevice during a capture");
+    super.copyToDevice(dst, src);
+  }
+
+  override copyToHost(dst: ArrayBufferView, src: Parameters<CpuBackend["copyToHost"]>[1]) {
+    if (this.recording) throw new Error("copyToHost during a capture");
+    super.copyToHost(dst, src);
+  }
+
+  override async loadOps(): Promise<LlamaOps> {
+    const ops = await super.loadOps();
+    const wrapped: Record<string, unknown> = { ...ops };
+    for (const [name, value] of Object.entries(ops)) {
+      if (typeof value !== "function" || name.endsWith("WorkspaceBytes")) continue;
+      const fn = value as (...args: unknown[]) => void;
+      wrapped[name] = (...args: unknown[]) => {
+        if (this.fail === name) throw new Error(`injected ${name} failure`);
+        if (name === "prepareLinear" && this.recording) throw new Error("prepareLinear in capture");
+        if (this.recording) this.recording.push(() => fn(...args));
+        else fn(...args);
+      };
+    }
+    return wrapped as unknown as LlamaOps;
+  }
+}
+
+Deno.test("engine: decode graphs (padded batches, context buckets) match the eager path", async () => {
+  // The 250-token prompt's decodes cross 256 tokens, the first context bucket; its prefill
+  // steps carry the other two's decodes (eager), then three decode together (padded to 4).
+  const prompts = [5, 11, 250].map((n, i) => promptIds(n, 90 + i));
+  const params = (i: number) => ({ ...GREEDY, maxTokens: [60, 40, 20][i] });
+  const eager = await load({ graphs: false });
+  let expected: Run[];
+  try {
+    expected = await Promise.all(prompts.map((p, i) => collect(eager.generate(p, params(i)))));
+    assert.equal(eager.stats().graphsCaptured, 0);
+  } finally {
+    await eager.close();
+  }
+  const backend = new GraphCpuBackend();
+  const lines: string[] = [];
+  const graphed = await load({ backend, log: (line) => lines.push(line) });
+  try {
+    const runs = await Promise.all(prompts.map((p, i) => collect(graphed.generate(p, params(i)))));
+    runs.forEach((run, i) => assert.deepEqual(run.ids, expected[i].ids, `prompt ${i}`));
+    const captured = lines.filter((line) => line.startsWith("graph captured"));
+    for (
+      const shape of ["4 decode rows, context bucket 512", "1 decode rows, context bucket 256"]
+    ) {
+      assert.ok(captured.some((line) => line.includes(shape)), `${shape} in ${captured}`);
+    }
+    const stats = graphed.stats();
+    assert.equal(stats.graphsCaptured, captured.length);
+    assert.ok(stats.graphReplays > 2 * stats.graphsCaptured, `replayed ${stats.graphReplays}`);
+  } finally {
+    await graphed.close();
+    backend.close();
+  }
+});
+
+Deno.test("engine: a failed step fails its requests with the error and the engine goes on", async () => {
+  const backend = new GraphCpuBackend();
+  const engine = await load({ backend, graphs: false });
+  try {
+    backend.fail = "prefillAttention";
+    await assert.rejects(
+      collect(engine.generate(promptIds(6, 3), { ...GREEDY, maxTokens: 4 })),
+      /injected prefillAttention failure/,
+    );
+    backend.fail = null;
+    const run = await collect(engine.generate(promptIds(6, 3), { ...GREEDY, maxTokens: 4 }));
+    assert.equal(run.ids.length, 4);
+    const stats = engine.stats();
+    assert.equal(stats.failedSteps, 1);
+    assert.equal(stats.finished.error, 1);
+    assert.equal(stats.kvUsage, 0);
+  } finally {
+    await engine.close();
+    backend.close();
+  }
+});
+
+Deno.test("engine: abort and early return cancel at once and free every block", async () => {
+  const engine = await load();
+  try {
+    const other = collect(engine.generate(promptIds(8, 5), { ...GREEDY, maxTokens: 30 }));
+    const controller = new AbortController();
+    const chunks: GenerationChunk[] = [];
+    for await (
+      const chunk of engine.generate(
+        promptIds(20, 6),
+        { ...GREEDY, maxTokens: 200 },
+        controller.signal,
+      )
+    ) {
+      chunks.push(chunk);
+      if (chunks.length === 3) {
+        const before = engine.stats().kvBlocksUsed;
+        controller.abort();
+        // The 20-token prompt's blocks (and its output's) are free the moment abort returns.
+        assert.ok(engine.stats().kvBlocksUsed <= before - 5, "abort frees the blocks at once");
+      }
+    }
+    assert.equal(chunks.length, 3, "no chunk arrives after the abort");
+
+    const iterator = engine.generate(promptIds(12, 7), { ...GREEDY, maxTokens: 200 });
+    for await (const _ of iterator) break; // calls iterator.return()
+
+    // A pending next() is answered by return() too, without waiting for another token.
+    const pending = engine.generate(promptIds(12, 8), { ...GREEDY, maxTokens: 200 });
+    const next = pending.next();
+    await pending.return!();
+    assert.equal((await next).done, true);
+
+    assert.equal((await other).ids.length, 30, "the uncancelled request completes");
+    const stats = engine.stats();
+    assert.equal(stats.kvUsage, 0);
+    assert.equal(stats.kvBlocksUsed, 0);
+    assert.equal(stats.running + stats.waiting, 0);
+    assert.equal(stats.finished.abort, 3);
+
+    // A signal aborted before the call starts nothing.
+    const aborted = await collect(engine.generate([1, 2], GREEDY, AbortSignal.abort()));
+    assert.equal(aborted.chunks.length, 0);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: streamed text, stop strings and stop tokens", async () => {
+  const engine = await load();
+  try {
+    const prompt = "Hello world, this is";
+    const full = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 24 }));
+    assert.equal(full.text, TOKENIZER.decode(full.ids, { skipSpecialTokens: true }));
+    assert.equal(full.chunks.filter((c) => c.finishReason).length, 1);
+
+    // Stop at a token: the first occurrence of the 6th token ends generation there.
+    const stopId = full.ids[5];
+    const byToken = await collect(
+      engine.generate(prompt, { ...GREEDY, maxTokens: 24, stopTokenIds: [stopId] }),
+    );
+    assert.equal(byToken.finishReason, "stop");
+    assert.deepEqual(byToken.ids, full.ids.slice(0, full.ids.indexOf(stopId) + 1));
+
+    // Stop at a string taken from the middle of the text: the output ends just before it.
+    const chars = [...full.text];
+    const stop = chars.slice(8, 11).join("");
+    const at = full.text.indexOf(stop);
+    assert.ok(at > 0 && stop.length > 1, `usable stop string ${JSON.stringify(stop)}`);
+    const byString = await collect(
+      engine.generate(prompt, { ...GREEDY, maxTokens: 24, stop: [stop] }),
+    );
+    assert.equal(byString.finishReason, "stop");
+    assert.equal(byString.text, full.text.slice(0, at));
+
+    // Chat messages go through the template; the template's output is what gets encoded.
+    const messages = [{ role: "user", content: "Hi there" }];
+    const chat = await collect(engine.generate(messages, { ...GREEDY, maxTokens: 3 }));
+    const ids = TOKENIZER.encodeChat(messages, { addGenerationPrompt: true });
+    const direct = await collect(engine.generate(ids, { ...GREEDY, maxTokens: 3 }));
+    assert.deepEqual(chat.ids, direct.ids);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: bad requests and options fail with errors naming the problem", async () => {
+  const engine = await load({ maxModelLen: 64, kvBlocks: 8 });
+  try {
+    assert.throws(() => engine.generate(""), /prompt is empty/);
+    assert.throws(() => engine.generate([]), /prompt is empty/);
+    assert.throws(() => engine.generate([1, 99999]), /token 1 is 99999, outside the vocabulary/);
+    assert.throws(() => engine.generate([1, -1]), /outside the vocabulary/);
+    assert.throws(
+      () => engine.generate(promptIds(64, 1)),
+      /prompt is 64 tokens but maxModelLen is 64/,
+    );
+    // 8 blocks of 4 hold 32 tokens; a 40-token prompt never fits the cache.
+    assert.throws(() => engine.generate(promptIds(40, 1)), RequestRejectedError);
+    assert.throws(() => engine.generate([1], { temperature: -1 }), /temperature must be >= 0/);
+    assert.throws(() => engine.generate([1], { topP: 0 }), /topP must be in \(0, 1\]/);
+    assert.throws(() => engine.generate([1], { maxTokens: 0 }), /maxTokens must be an integer/);
+    assert.throws(() => engine.generate([{ role: 1 } as never]), /string "role"/);
+    assert.equal(engine.stats().kvUsage, 0);
+  } finally {
+    await engine.close();
+  }
+  assert.throws(() => engine.generate([1]), /engine is closed/);
+
+  // Random weights without a tokenizer: token ids in, ids out, no text.
+  const bare = await Engine.load({ config: CONFIG, randomWeights: true, seed: 3 }, SMALL);
+  try {
+    assert.throws(() => bare.generate("text"), /needs a tokenizer/);
+    assert.throws(() => bare.generate([1], { stop: ["x"] }), /stop strings need a tokenizer/);
+    assert.equal((await collect(bare.generate([1, 2], { ...GREEDY, maxTokens: 2 }))).text, "");
+  } finally {
+    await bare.close();
+  }
+
+  await assert.rejects(load({ maxRunning: 64, maxBatchedTokens: 32 }), /maxBatchedTokens/);
+  await assert.rejects(load({ kvFraction: 0, kvBlocks: undefined }), /kvFraction must be in/);
+  await assert.rejects(load({ blockSize: 12 }), /blockSize must be a power of two/);
+  await assert.rejects(load({ maxModelLen: 4096 }), /exceeds the model's context of 1024/);
+  await assert.rejects(
+    Engine.load("/nonexistent/model", { backend: "cpu", ...quiet }),
+    ConfigError,
+  );
+  await assert.rejects(
+    Engine.load({ config: CONFIG } as never, { backend: "cpu", ...quiet }),
+    /randomWeights: true/,
+  );
+});

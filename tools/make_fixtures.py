@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""Parity fixtures: tiny random-weight Llama checkpoints and what HF transformers computes on them.
+
+Writes, for each model below, tests/fixtures/models/<name>/ holding a Hugging Face checkpoint
+(config.json, model.safetensors in bf16, the test tokenizer's files) and reference.json, and
+copies llama3-gqa to models/tiny-llama/ as the default model `deno run -A serve.ts` embeds.
+
+The models (hidden 128, intermediate 256, 2 layers, head_dim 64, vocab = the test tokenizer's):
+  llama2-mha   2 heads, 2 KV heads (MHA), rope_theta 10000, no scaling, untied, eps 1e-6;
+  llama3-gqa   8 heads, 2 KV heads (GQA 4:1), rope_theta 500000, llama3 scaling (factor 8,
+               low 1, high 4, original_max_position_embeddings 64, so that positions past 64 are
+               in the scaled regime), untied, eps 1e-5;
+  llama3-tied  4 heads, 1 KV head (4:1), llama3 scaling as above, tie_word_embeddings (no
+               lm_head.weight in the file), and config.json rewritten in the transformers 4.x
+               form the Hub's Llama 3.x checkpoints use (rope_theta + rope_scaling, torch_dtype).
+head_dim is 64 because the GPU attention kernels take 64 or 128; with hidden 128 the llama3
+models therefore set head_dim explicitly (heads x head_dim != hidden), which Llama allows.
+
+Weights are drawn from one seeded torch.Generator with scales chosen so that every part of the
+model matters (HF's own init, N(0, 0.02) with unit norms, gives near-flat logits where greedy
+decoding is decided by rounding noise): unit-variance embeddings, N(0, 1/fan_in) projections
+(attention scores of unit spread: neither uniform nor one-hot, so RoPE matters), RMSNorm weights
+uniform in [0.5, 1.5] (so a norm whose weight is ignored shows), and an output layer giving
+logits of standard deviation ~3. With these, HF's bf16 logits lie 5e-3..1e-2 (relative L2) from
+its fp32 ones, while a RoPE theta off by 2x, llama3 scaling with factor 4 instead of 8, or an
+ignored norm weight move the long prompt's logits by 9e-2..7e-1.
+
+reference.json holds, for each prompt (token ids from the tokenizer: BOS only, short, ~40
+tokens, > 64 tokens, and a chat-templated one with special tokens), computed by the reloaded
+checkpoint with eager attention:
+  logits.bf16 / logits.fp32   full-vocab logits at the last prompt position, the model run in
+                              bf16 (the dtype Denali runs) and in float32 (same bf16 weights,
+                              upcast exactly);
+  greedy.bf16 / greedy.fp32   generate(do_sample=False, max_new_tokens=32), EOS ignored;
+  greedy.agree                how many leading tokens the two continuations share;
+  greedy.text / .textSkipSpecial  greedy.bf16 decoded by the HF tokenizer, with special tokens
+                              and without;
+  steps[t]                    along the bf16 continuation (teacher-forced), the float32 model's
+                              top-8 token ids and logits at step t, and the bf16 generate logits
+                              of those ids, so a test can tell a real mismatch from a near tie.
+bf16 GEMMs run with fp32 accumulation (reduced-precision reductions off) and fp32 GEMMs in full
+fp32 (no TF32), the conventions of Denali's ops, recorded under "precision".
+
+Usage (repo root, on the GPU machine; no network needed):
+  python3 tools/make_fixtures.py                # bf16 on CUDA, as the fixtures of record
+  python3 tools/make_fixtures.py --device cpu   # dry run without a GPU (not for committing)
+Requires torch, transformers (5.x), tokenizers and safetensors.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# Everything is local; never wait on the Hub (the GPU machine has no network).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+import transformers
+from safetensors import safe_open
+from tokenizers import Tokenizer as RawTokenizer
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
+FIXTURES_DIR = ROOT / "tests" / "fixtures" / "models"
+DEFAULT_MODEL_DIR = ROOT / "models" / "tiny-llama"
+DEFAULT_MODEL_SOURCE = "llama3-gqa"
+# models/tiny-llama/README.md is written by hand; the script replaces everything else there.
+KEEP_IN_DEFAULT_MODEL = {"README.md"}
+
+SEED = 20250611
+MAX_NEW_TOKENS = 32
+TOP_K = 8
+FIXTURES_SIZE_LIMIT = 3 * 1024 * 1024
+
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+MODELS = {
+    "llama2-mha": dict(
+        heads=2, kv_heads=2, layers=2, eps=1e-6, tied=False, legacy_config=False,
+        rope={"rope_type": "default", "rope_theta": 10000.0},
+    ),
+    "llama3-gqa": dict(
+        heads=8, kv_heads=2, layers=2, eps=1e-5, tied=False, legacy_config=False, rope=LLAMA3_ROPE,
+    ),
+    "llama3-tied": dict(
+        heads=4, kv_heads=1, layers=2, eps=1e-5, tied=True, legacy_config=True, rope=LLAMA3_ROPE,
+    ),
+}
+HIDDEN, INTERMEDIATE, HEAD_DIM, MAX_POSITIONS = 128, 256, 64, 1024
+LOGIT_STD = 3.0
+
+# Prompts: plain text is encoded with add_special_tokens=True (the post-processor prepends
+# <|begin_of_text|>); "chat" is rendered with the tokenizer's Llama 3 chat template.
+PROMPTS = [
+    {"name": "bos-only", "text": ""},
+    {"name": "short", "text": "Hello world"},
+    {
+        "name": "medium",
+        "text": "The quick brown fox jumps over the dog, 12345.",
+    },
+    {
+        "name": "long",
+        "text": (
+            "Denali runs bf16 on the GPU. Hello again, world!\n\n"
+            "Caf\u00e9 \u4e16\u754c \U0001F600 3.14159 and THE END? Not yet: past sixty-four tokens."
+        ),
+    },
+    {
+        "name": "chat",
+        "messages": [
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "Hello world! What's 34 + 8?"},
+        ],
+    },
+]
+
+
+def fail(message):
+    print(f"make_fixtures: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def rounded(values, digits=7):
+    """Floats for JSON to `digits` significant digits: 7 keep an fp32 value to 6e-8 relative and
+    still identify a bf16 value (8 significant bits need 4 digits) exactly."""
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def set_precision(device):
+    """fp32 GEMMs in full fp32 (no TF32); bf16 GEMMs accumulating in fp32, as Denali's do.
+    Returns the settings as applied, for reference.json."""
+    # "highest" is what turns TF32 off for matmuls; the allow_tf32 flags are not touched,
+    # since torch 2.9+ objects to mixing them with its newer fp32_precision settings.
+    torch.set_float32_matmul_precision("highest")
+    applied = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
+    if device == "cuda":
+        flag = "allow_bf16_reduced_precision_reduction"
+        try:
+            setattr(torch.backends.cuda.matmul, flag, False)
+            applied[flag] = getattr(torch.backends.cuda.matmul, flag)
+        except (AttributeError, RuntimeError) as error:
+            print(f"make_fixtures: note: could not clear cuda.matmul.{flag}: {error}")
+            applied[flag] = "unchanged"
+    return applied
+
+
+def tokenizer_facts():
+    """Vocabulary size and special ids of the test tokenizer (tests/fixtures/tokenizer)."""
+    raw = RawTokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+    config = json.loads((TOKENIZER_DIR / "tokenizer_config.json").read_text())
+    bos = raw.token_to_id(config["bos_token"])
+    eos = raw.token_to_id(config["eos_token"])
+    if bos is None or eos is None:
+        fail(f"{TOKENIZER_DIR}: bos_token/eos_token are not tokens of tokenizer.json")
+    return {
+        "vocab_size": raw.get_vocab_size(with_added_tokens=True),
+        "bos": bos,
+        "eos": eos,
+    }
+
+
+def llama_config(spec, facts):
+    return LlamaConfig(
+        vocab_size=facts["vocab_size"],
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=spec["heads"],
+        num_key_value_heads=spec["kv_heads"],
+        head_dim=HEAD_DIM,
+        hidden_act="silu",
+        max_position_embeddings=MAX_POSITIONS,
+        rms_norm_eps=spec["eps"],
+        rope_parameters=dict(spec["rope"]),
+        tie_word_embeddings=spec["tied"],
+        bos_token_id=facts["bos"],
+        eos_token_id=facts["eos"],
+        attention_bias=False,
+        mlp_bias=False,
+    )
+
+
+@torch.no_grad()
+def randomize(model, spec, generator):
+    """Overwrites every parameter from `generator`, at the scales the module docstring gives."""
+
+    def normal(param, std):
+        param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+    def uniform(param, lo, hi):
+        param.copy_(torch.rand(param.shape, generator=generator) * (hi - lo) + lo)
+
+    inner = model.model
+    # Tied: the embedding table is the output layer, so it takes the output layer's scale.
+    normal(inner.embed_tokens.weight, LOGIT_STD / math.sqrt(HIDDEN) if spec["tied"] else 1.0)
+    for layer in inner.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        uniform(layer.input_layernorm.weight, 0.5, 1.5)
+        normal(attn.q_proj.weight, 1.0 / math.sqrt(HIDDEN))
+        normal(attn.k_proj.weight, 1.0 / math.sqrt(HIDDEN))
+        normal(attn.v_proj.weight, 1.0 / math.sqrt(HIDDEN))
+        normal(attn.o_proj.weight, 1.0 / math.sqrt(spec["heads"] * HEAD_DIM))
+        uniform(layer.post_attention_layernorm.weight, 0.5, 1.5)
+        normal(mlp.gate_proj.weight, 1.0 / math.sqrt(HIDDEN))
+        normal(mlp.up_proj.weight, 1.0 / math.sqrt(HIDDEN))
+        normal(mlp.down_proj.weight, 1.0 / math.sqrt(INTERMEDIATE))
+    uniform(inner.norm.weight, 0.5, 1.5)
+    if spec["tied"]:
+        if model.lm_head.weight.data_ptr() != inner.embed_tokens.weight.data_ptr():
+            fail("tie_word_embeddings is set but lm_head.weight is not the embedding table")
+    else:
+        normal(model.lm_head.weight, LOGIT_STD / math.sqrt(HIDDEN))
+
+
+def legacy_config(path, spec):
+    """Rewrites config.json with the transformers 4.x keys the Hub's Llama 3.x files carry."""
+    config = json.loads(path.read_text())
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = rope
+    config["torch_dtype"] = config.pop("dtype", "bfloat16")
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # transformers must read it back as the same model, or the reference would be of another.
+    reread = LlamaConfig.from_pretrained(path.parent)
+    if dict(reread.rope_parameters) != dict(spec["rope"]):
+        fail(f"{path}: transformers reads the 4.x-style rope keys as {reread.rope_parameters}")
+
+
+def write_checkpoint(name, spec, facts, directory):
+    """The seeded random model, saved in bf16 with the test tokenizer's files beside it."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
+    model = LlamaForCausalLM(llama_config(spec, facts))
+    randomize(model, spec, generator)
+    model = model.to(torch.bfloat16)
+    model.save_pretrained(directory, safe_serialization=True)
+    # save_pretrained writes its own generation_config.json; the tokenizer's (two EOS ids,
+    # Llama 3 Instruct's sampling defaults) is the one a real checkpoint ships.
+    for file in sorted(TOKENIZER_DIR.iterdir()):
+        shutil.copy(file, directory / file.name)
+    if spec["legacy_config"]:
+        legacy_config(directory / "config.json", spec)
+
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        fail(f"{directory}: save_pretrained wrote no model.safetensors (sharded?): "
+             f"{sorted(p.name for p in directory.iterdir())}")
+    with safe_open(weights, "pt") as f:
+        keys = set(f.keys())
+        dtypes = {f.get_slice(k).get_dtype() for k in keys}
+    if dtypes != {"BF16"}:
+        fail(f"{weights}: expected only BF16 tensors, found {sorted(dtypes)}")
+    if ("lm_head.weight" in keys) == spec["tied"]:
+        fail(f"{weights}: lm_head.weight {'present' if spec['tied'] else 'missing'} "
+             f"with tie_word_embeddings={spec['tied']}")
+
+
+def prompt_ids(tokenizer, raw, prompt):
+    """Token ids of a prompt from the HF tokenizer, cross-checked with the tokenizers library."""
+    if "messages" in prompt:
+        text = tokenizer.apply_chat_template(
+            prompt["messages"], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        check = raw.encode(text, add_special_tokens=False).ids
+    else:
+        ids = tokenizer.encode(prompt["text"], add_special_tokens=True)
+        check = raw.encode(prompt["text"], add_special_tokens=True).ids
+    if list(ids) != list(check):
+        fail(f"prompt {prompt['name']}: transformers and tokenizers disagree: {ids} vs {check}")
+    return list(ids)
+
+
+def load(directory, dtype, device):
+    model = LlamaForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
+    model = model.to(device).eval()
+    if model.config._attn_implementation != "eager" or model.dtype != dtype:
+        fail(f"{directory}: loaded with {model.config._attn_implementation} attention in "
+             f"{model.dtype}, not eager in {dtype}")
+    # Greedy, EOS ignored: no stopping ids and none of generation_config.json's sampling knobs.
+    model.generation_config = GenerationConfig(
+        bos_token_id=model.config.bos_token_id, eos_token_id=None, pad_token_id=None,
+        do_sample=False,
+    )
+    return model
+
+
+@torch.no_grad()
+def last_logits(model, ids, device):
+    out = model(torch.tensor([ids], device=device))
+    return out.logits[0, -1].float().cpu()
+
+
+@torch.no_grad()
+def greedy(model, ids, device):
+    """generate()'s greedy continuation and the logits of each of its steps."""
+    input_ids = torch.tensor([ids], device=device)
+    out = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        max_new_tokens=MAX_NEW_TOKENS,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    tokens = out.sequences[0, len(ids):].tolist()
+    if len(tokens) != MAX_NEW_TOKENS:
+        fail(f"generate stopped after {len(tokens)} tokens; EOS should be ignored")
+    step_logits = [l[0].float().cpu() for l in out.logits]
+    for t, logits in enumerate(step_logits):
+        if int(logits.argmax()) != tokens[t]:
+            fail(f"generate's token {t} is not the argmax of its logits (not greedy?)")
+    return tokens, step_logits
+
+
+@torch.no_grad()
+def teacher_forced(model, ids, continuation, device):
+    """The model's logits for each continuation step, given the prompt and the steps before."""
+    sequence = torch.tensor([ids + continuation[:-1]], device=device)
+    logits = model(sequence).logits[0].float().cpu()
+    return logits[len(ids) - 1:]
+
+
+def relative_error(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def top2_margin(logits):
+    top = torch.topk(logits, 2).values
+    return float(top[0] - top[1])
+
+
+def reference(directory, device):
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    raw = RawTokenizer.from_file(str(directory / "tokenizer.json"))
+    bf16 = load(directory, torch.bfloat16, device)
+    fp32 = load(directory, torch.float32, device)
+    prompts = []
+    for prompt in PROMPTS:
+        ids = prompt_ids(tokenizer, raw, prompt)
+        logits16 = last_logits(bf16, ids, device)
+        logits32 = last_logits(fp32, ids, device)
+        tokens16, step16 = greedy(bf16, ids, device)
+        tokens32, _ = greedy(fp32, ids, device)
+        agree = next((t for t in range(MAX_NEW_TOKENS) if tokens16[t] != tokens32[t]),
+                     MAX_NEW_TOKENS)
+        forced32 = teacher_forced(fp32, ids, tokens16, device)
+        steps = []
+        for t in range(MAX_NEW_TOKENS):
+            top = torch.topk(forced32[t], TOP_K)
+            top_ids = top.indices.tolist()
+            steps.append({
+                "ids": top_ids,
+                "fp32": rounded(top.values.tolist()),
+                "bf16": rounded(step16[t][top_ids].tolist()),
+            })
+        entry = {"name": prompt["name"]}
+        entry.update({k: prompt[k] for k in ("text", "messages") if k in prompt})
+        entry.update({
+            "ids": ids,
+            "logits": {"bf16": rounded(logits16.tolist()), "fp32": rounded(logits32.tolist())},
+            "greedy": {
+                "bf16": tokens16,
+                "fp32": tokens32,
+                "agree": agree,
+                "text": tokenizer.decode(tokens16, skip_special_tokens=False,
+                                         clean_up_tokenization_spaces=False),
+                "textSkipSpecial": tokenizer.decode(tokens16, skip_special_tokens=True,
+                                                    clean_up_tokenization_spaces=False),
+            },
+            "steps": steps,
+            "stats": {
+                "relErrBf16VsFp32": relative_error(logits16, logits32),
+                "maxAbsBf16VsFp32": float((logits16 - logits32).abs().max()),
+                "logitStd": float(logits32.std()),
+                "top2MarginFp32": top2_margin(logits32),
+                "minStepMarginFp32": min(top2_margin(forced32[t]) for t in range(agree)) if agree
+                else None,
+            },
+        })
+        prompts.append(entry)
+    return prompts
+
+
+def write_reference(name, directory, device, precision):
+    prompts = reference(directory, device)
+    doc = {
+        "model": name,
+        "generator": "tools/make_fixtures.py",
+        "seed": SEED,
+        "device": device,
+        "deviceName": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": __import__("tokenizers").__version__,
+        },
+        "attention": "eager",
+        "precision": {
+            "bf16": "bf16 weights and activations, GEMMs accumulating in fp32",
+            "fp32": "the bf16 weights upcast, fp32 throughout, no TF32",
+            "torch": precision,
+        },
+        "maxNewTokens": MAX_NEW_TOKENS,
+        "topK": TOP_K,
+        "prompts": prompts,
+    }
+    (directory / "reference.json").write_text(json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return prompts
+
+
+def copy_default_model(source):
+    """models/tiny-llama: the checkpoint and tokenizer files of `source`, no reference.json."""
+    DEFAULT_MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    for old in DEFAULT_MODEL_DIR.iterdir():
+        if old.name not in KEEP_IN_DEFAULT_MODEL:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    written = []
+    for file in sorted(source.iterdir()):
+        if file.name != "reference.json":
+            shutil.copy(file, DEFAULT_MODEL_DIR / file.name)
+            written.append(DEFAULT_MODEL_DIR / file.name)
+    return written
+
+
+def size(path):
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="where HF runs the reference (default cuda; cpu is a dry run)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("CUDA is not available; the fixtures of record are computed on the GPU "
+             "(pass --device cpu for a dry run)")
+    precision = set_precision(args.device)
+    facts = tokenizer_facts()
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"device {args.device}; tokenizer vocab {facts['vocab_size']}, "
+          f"bos {facts['bos']}, eos {facts['eos']}")
+
+    FIXTURES_DIR.mkdir(parents=True, exist_ok=True)
+    for name, spec in MODELS.items():
+        directory = FIXTURES_DIR / name
+        write_checkpoint(name, spec, facts, directory)
+        prompts = write_reference(name, directory, args.device, precision)
+        print(f"wrote {directory.relative_to(ROOT)}/ ({size(directory) / 1024:.0f} KiB): "
+              f"{', '.join(sorted(p.name for p in directory.iterdir()))}")
+        for p in prompts:
+            s = p["stats"]
+            print(f"  {p['name']:9} {len(p['ids']):3} ids  bf16-vs-fp32 rel {s['relErrBf16VsFp32']:.2e}"
+                  f" max|d| {s['maxAbsBf16VsFp32']:.3f}  logit std {s['logitStd']:.2f}"
+                  f"  top-2 margin {s['top2MarginFp32']:.3f}"
+                  f"  greedy bf16/fp32 agree {p['greedy']['agree']}/{MAX_NEW_TOKENS}")
+
+    total = size(FIXTURES_DIR)
+    print(f"tests/fixtures/models/: {total / 1024:.0f} KiB in all")
+    if total > FIXTURES_SIZE_LIMIT:
+        fail(f"fixtures are {total} bytes, over the {FIXTURES_SIZE_LIMIT}-byte budget")
+    written = copy_default_model(FIXTURES_DIR / DEFAULT_MODEL_SOURCE)
+    print(f"wrote {DEFAULT_MODEL_DIR.relative_to(ROOT)}/ ({size(DEFAULT_MODEL_DIR) / 1024:.0f} KiB)"
+          f" from {DEFAULT_MODEL_SOURCE}: {', '.join(p.name for p in written)}")
+
+
+if __name__ == "__main__":
+    main()

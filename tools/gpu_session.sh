@@ -20,8 +20,10 @@ for step in "${steps[@]}"; do
         echo "--- $script" >>"$log"
         PYTHONUNBUFFERED=1 python3 "$script" >>"$log" 2>&1 || echo "FAILED: $script" | tee -a "$log"
       done
+      echo "--- tools/make_fixtures.py" >>"$log"
+      PYTHONUNBUFFERED=1 python3 tools/make_fixtures.py >>"$log" 2>&1 || echo "FAILED: make_fixtures" | tee -a "$log"
       # Fixtures come back to the developer machine as one archive.
-      tar czf "$OUT/fixtures.tgz" tests/fixtures 2>>"$log"
+      tar czf "$OUT/fixtures.tgz" tests/fixtures models/tiny-llama 2>>"$log"
       ;;
     tests)
       # One file at a time, so a broken file cannot stop the others from running.

@@ -29,8 +29,9 @@ export type CheckLevel = "cheap" | "deep";
 export interface LauncherOptions {
   /**
    * `params`: the kernelParams array of pointers into the packed buffer. `extra`: the packed
-   * buffer through CU_LAUNCH_PARAM_BUFFER_POINTER. Default `params`, the faster in
-   * bench/results (both are measured by bench/launch_bench.ts).
+   * buffer through CU_LAUNCH_PARAM_BUFFER_POINTER. Default `extra`: on the H100 it was the
+   * faster in 3 of 4 interleaved runs (bench/results/2026-11-25-runtime-h100.md), since the
+   * driver copies one buffer instead of walking the parameter list.
    */
   readonly packing?: ArgumentPacking;
   /**
@@ -100,7 +101,7 @@ export function createLauncher(
   variants: readonly LoadedVariant[],
   options: LauncherOptions = {},
 ): KernelLauncher {
-  const packing = options.packing ?? "params";
+  const packing = options.packing ?? "extra";
   const checks = options.checks ??
     (Deno.env.get("DENALI_LAUNCH_CHECKS") === "deep" ? "deep" : "cheap");
   const params = signature.params;

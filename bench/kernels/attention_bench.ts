@@ -6,9 +6,9 @@
  *   as batch 32). Bytes = K and V read once + q + out; compare gbps with copy_bandwidth. Input
  *   sets rotate over disjoint blocks of one cache pool, at least 128 MiB in all, so L2 (50 MB)
  *   never holds the next call's cache.
- * - prefill_attention (tensor cores) and prefill_attention_simt (the portable kernel): one
- *   sequence of 512 and 2048 new tokens, causal; tflops counts 4 · headDim · numHeads per
- *   (query, visible key) pair.
+ * - prefill_attention (tensor cores, two K/V stages), prefill_attention_1stage (the same, one
+ *   stage) and prefill_attention_simt (the portable kernel HIP runs): one sequence of 512 and
+ *   2048 new tokens, causal; tflops counts 4 · headDim · numHeads per (query, visible key) pair.
  *
  * @module
  */
@@ -37,6 +37,7 @@ const gpu = openCuda();
 const stream = gpu.createStream();
 const ops = await loadAttentionOps(gpu);
 const simtOps = await loadAttentionOps(gpu, { prefill: "simt" });
+const oneStageOps = await loadAttentionOps(gpu, { prefill: "one-stage" });
 console.log(`# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
 console.log(`BENCH copy_bandwidth gbps=${copyBandwidthGbps(gpu, stream).toFixed(0)}`);
 
@@ -136,7 +137,11 @@ function benchPrefill(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Arra
     const flops = 4 * SHAPE.headDim * SHAPE.numHeads * pairs;
     const bytes = 2 * tokens * SHAPE.numHeads * SHAPE.headDim * 2 +
       2 * tokens * SHAPE.numKvHeads * SHAPE.headDim * 2;
-    const impls = [["prefill_attention", ops], ["prefill_attention_simt", simtOps]] as const;
+    const impls = [
+      ["prefill_attention", ops],
+      ["prefill_attention_1stage", oneStageOps],
+      ["prefill_attention_simt", simtOps],
+    ] as const;
     for (const [name, impl] of impls) {
       const us = medianUs(gpu, stream, () =>
         impl.prefillAttention(

@@ -3,7 +3,7 @@
  *
  * - kvWrite: `kv_write`, grid (tokens), 128 threads.
  * - decodeAttention: `decode_attn_d{64,128}_g{1,2,4,8}`, grid (partitions, numKvHeads · chunks,
- *   batch), 128 threads, then `decode_reduce`, grid (numHeads, batch), headDim threads — skipped
+ *   batch), 128 threads, then `decode_reduce`, grid (numHeads, batch), 512 threads — skipped
  *   when one partition covers the longest context (the first kernel then writes bf16 itself).
  * - prefillAttention: `prefill_attn_d{64,128}` (tensor cores on CUDA), grid
  *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
@@ -29,6 +29,8 @@ import { loadKernels } from "../modules.ts";
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;
+/** Threads per block of decode_reduce (DECODE_REDUCE_THREADS). */
+const REDUCE_THREADS = 512;
 /** Decode partition sizes, in tokens: the kernel's shared memory holds at most MAX_PART. */
 const MIN_PART = 32;
 const MAX_PART = 512;
@@ -41,9 +43,10 @@ const GRID_YZ = 65535;
 export interface AttentionKernelOptions {
   /**
    * `simt` runs prefill on the portable kernel even where the tensor-core one exists, so CUDA
-   * tests can check the kernel HIP devices run. Default `auto`.
+   * tests can check the kernel HIP devices run; `one-stage` keeps the tensor-core kernel to one
+   * K/V stage, the path taken where the device refuses the shared memory for two. Default `auto`.
    */
-  readonly prefill?: "auto" | "simt";
+  readonly prefill?: "auto" | "simt" | "one-stage";
 }
 
 /** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
@@ -113,7 +116,7 @@ export async function loadAttentionOps(
   // shared memory and take none.
   const tensorCores = backend.kind === "cuda" && !simt;
   const prefillStages = (headDim: number): number => {
-    if (!tensorCores) return 1;
+    if (!tensorCores || options.prefill === "one-stage") return 1;
     try {
       module.getFunction(`prefill_attn_d${headDim}`)
         .setMaxDynamicSharedMemory(2 * prefillStageBytes(headDim));
@@ -252,7 +255,7 @@ export async function loadAttentionOps(
           numHeads,
           batch,
           1,
-          headDim,
+          REDUCE_THREADS,
           1,
           1,
           0,

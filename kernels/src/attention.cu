@@ -69,6 +69,13 @@ __device__ __forceinline__ size_t cache_row(const int32_t* table, int t, int shi
 
 __device__ __forceinline__ int log2_pow2(int x) { return __ffs(x) - 1; }
 
+// Asks L2 for the 128-byte line at `p` ahead of its use; a hint only (a no-op under HIP).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#ifndef DENALI_HIP
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
 // A negative slot (padding) writes nothing; so does a slot past the end of the cache.
@@ -214,16 +221,24 @@ __device__ __forceinline__ void decode_partition(
   }
 
   // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
+  // Short partitions (the many-way splits of small batches, where latency rules) also ask L2
+  // for their V rows now, so phase 3 does not wait a full trip to memory; long ones would
+  // flood L2 with lines it evicts before use.
   float* logits = smem;
   const int myHead = li / GT_SPREAD;
+  const bool prefetchV = partSize <= 128 && (li & 7) == 0;
   for (int base = 0; base < n; base += STEP) {
     uint4 kr[U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
-      kr[u] = j < n ? load16(kCache + cache_row(table, start + j, shift, kvh, numKvHeads,
-                                                numBlocks, D) + li * 8)
-                    : make_uint4(0u, 0u, 0u, 0u);
+      kr[u] = make_uint4(0u, 0u, 0u, 0u);
+      if (j < n) {
+        const size_t at =
+            cache_row(table, start + j, shift, kvh, numKvHeads, numBlocks, D) + li * 8;
+        kr[u] = load16(kCache + at);
+        if (prefetchV) prefetch_l2(vCache + at);
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -419,34 +434,112 @@ extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, ui
 }
 
 // Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.
-// Grid (numHeads, batch), headDim threads (one output element each).
+// Grid (numHeads, batch), DECODE_REDUCE_THREADS threads. Every step is spread over the
+// partitions, so a sequence split 64 ways costs a few memory round trips, not 64: thread
+// (slice, v) sums float4 column v of the partitions p ≡ slice (mod slices), four loads at a
+// time, and the slices meet in shared memory.
+#define DECODE_REDUCE_THREADS 512
+#define DECODE_REDUCE_CHUNK 512
+
+__device__ __forceinline__ float block_reduce(float v, bool isMax, float* scratch) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const float o = shfl_xor(v, off);
+    v = isMax ? fmaxf(v, o) : v + o;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = scratch[0];
+  for (int w = 1; w < DECODE_REDUCE_THREADS / 32; w++) {
+    r = isMax ? fmaxf(r, scratch[w]) : r + scratch[w];
+  }
+  return r;
+}
+
 extern "C" __global__ void decode_reduce(uint16_t* out, const float* partOut, const float* partMl, const int32_t* contextLens, int32_t numHeads, int32_t headDim, int32_t maxContext, int32_t partSize, int32_t numParts) {
+  __shared__ float weight[DECODE_REDUCE_CHUNK];
+  __shared__ float scratch[DECODE_REDUCE_THREADS / 32];
+  __shared__ __align__(16) float4 slicesum[DECODE_REDUCE_THREADS];
   const int h = blockIdx.x;
   const int b = blockIdx.y;
-  const int d = threadIdx.x;
+  const int tid = threadIdx.x;
   int ctx = contextLens[b];
   ctx = max(0, min(ctx, maxContext));
   const int parts = (ctx + partSize - 1) / partSize;
   const size_t head = static_cast<size_t>(b) * numHeads + h;
   const float* ml = partMl + head * numParts * 2;
-  const float* o = partOut + head * numParts * headDim + d;
+  const int vecs = headDim / 4;  // float4 columns of a partial row
+  const int slices = DECODE_REDUCE_THREADS / vecs;
+  const int v = tid % vecs, slice = tid / vecs;
+  const float4* o = reinterpret_cast<const float4*>(partOut + head * numParts * headDim) + v;
+
   float mx = -INFINITY;
-  for (int p = 0; p < parts; p++) mx = fmaxf(mx, ml[2 * p]);
-  float sum = 0.0f, acc = 0.0f;
-  for (int p = 0; p < parts; p++) {
-    const float w = exp2f(ml[2 * p] - mx);
-    sum = fmaf(w, ml[2 * p + 1], sum);
-    acc = fmaf(w, o[static_cast<size_t>(p) * headDim], acc);
+  for (int p = tid; p < parts; p += DECODE_REDUCE_THREADS) mx = fmaxf(mx, ml[2 * p]);
+  mx = block_reduce(mx, true, scratch);
+
+  float sum = 0.0f;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int base = 0; base < parts; base += DECODE_REDUCE_CHUNK) {
+    const int n = min(DECODE_REDUCE_CHUNK, parts - base);
+    __syncthreads();  // the previous chunk's weights are consumed
+    for (int i = tid; i < n; i += DECODE_REDUCE_THREADS) {
+      const float w = exp2f(ml[2 * (base + i)] - mx);
+      weight[i] = w;
+      sum = fmaf(w, ml[2 * (base + i) + 1], sum);
+    }
+    __syncthreads();
+    int i = slice;
+    for (; i + 3 * slices < n; i += 4 * slices) {
+      float4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) x[u] = o[static_cast<size_t>(base + i + u * slices) * vecs];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const float w = weight[i + u * slices];
+        acc.x = fmaf(w, x[u].x, acc.x);
+        acc.y = fmaf(w, x[u].y, acc.y);
+        acc.z = fmaf(w, x[u].z, acc.z);
+        acc.w = fmaf(w, x[u].w, acc.w);
+      }
+    }
+    for (; i < n; i += slices) {
+      const float4 x = o[static_cast<size_t>(base + i) * vecs];
+      const float w = weight[i];
+      acc.x = fmaf(w, x.x, acc.x);
+      acc.y = fmaf(w, x.y, acc.y);
+      acc.z = fmaf(w, x.z, acc.z);
+      acc.w = fmaf(w, x.w, acc.w);
+    }
   }
-  out[head * headDim + d] = f32_to_bf16(parts > 0 ? acc / sum : 0.0f);
+  sum = block_reduce(sum, false, scratch);
+  slicesum[tid] = acc;
+  __syncthreads();
+  if (tid < vecs) {
+    float4 total = slicesum[tid];
+    for (int s2 = 1; s2 < slices; s2++) {
+      const float4 x = slicesum[s2 * vecs + tid];
+      total.x += x.x;
+      total.y += x.y;
+      total.z += x.z;
+      total.w += x.w;
+    }
+    // An empty context has no softmax; its output is defined as zeros.
+    const float inv = parts > 0 ? 1.0f / sum : 0.0f;
+    uint2 packed;
+    packed.x = pack_bf16x2(total.x * inv, total.y * inv);
+    packed.y = pack_bf16x2(total.z * inv, total.w * inv);
+    *reinterpret_cast<uint2*>(out + head * headDim + tid * 4) = packed;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Prefill attention. Block (tile, head): 64 query rows of one sequence (the tiles of every
 // sequence are numbered one after another, each sequence's heaviest — last — tile first), for one
-// query head, iterating over 64-token KV tiles up to the tile's causal limit with an online
-// softmax in fp32. Grid (floor((tokens + 63·seqs) / 64), numHeads), 128 threads; blocks past the
-// real tile count exit at once.
+// query head, iterating over key tiles (64 keys with tensor cores, 32 in the portable kernel) up
+// to the tile's causal limit with an online softmax in fp32. Grid
+// (floor((tokens + 63·seqs) / 64), numHeads), 128 threads; blocks past the real tile count exit.
 
 #define PREFILL_BM 64
 
@@ -651,6 +744,24 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Four 8x8 b16 matrices from shared memory: lanes 8i..8i+7 address the rows of matrix i; lane t
+// receives row t/4, columns 2(t%4) and 2(t%4)+1 of each (the B-fragment layout for K rows).
+__device__ __forceinline__ void ldmatrix_x4(const uint16_t* p, uint32_t& r0, uint32_t& r1,
+                                            uint32_t& r2, uint32_t& r3) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+
+// pack_bf16x2 in one instruction (round to nearest even, as f32_to_bf16).
+__device__ __forceinline__ uint32_t pack_bf16x2_rn(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 __device__ __forceinline__ void ldmatrix_x4_trans(const uint16_t* p, uint32_t& r0, uint32_t& r1,
                                                   uint32_t& r2, uint32_t& r3) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -758,17 +869,22 @@ __device__ __forceinline__ void prefill_mma(
     const int kv0 = tile * BN;
 
     float s[NT][4];
+    // Lanes 0-7 address key rows 8nt..8nt+7 at dims [16kk, +8), lanes 8-15 at [16kk+8, +8),
+    // lanes 16-31 the same for k-step kk+1: the four matrices are b0,b1 of two k-steps.
+    const uint16_t* kbase = Ks + (lane & 7) * STR + (lane >> 3) * 8;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-      const uint16_t* krow = Ks + (nt * 8 + g) * STR + tig * 2;
 #pragma unroll
-      for (int kk = 0; kk < KSTEPS; kk++) {
-        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kk * 16);
-        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8);
+      for (int kk = 0; kk < KSTEPS; kk += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(kbase + nt * 8 * STR + kk * 16, b0, b1, b2, b3);
         mma_bf16(s[nt], qa[kk], b0, b1);
+        mma_bf16(s[nt], qa[kk + 1], b2, b3);
       }
     }
+    // Tiles wholly below the diagonal (every row sees every key) skip the mask.
+    const bool open = kv0 + BN - 1 <= t.firstPos && kv0 + BN <= t.kvEnd;
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
@@ -776,7 +892,7 @@ __device__ __forceinline__ void prefill_mma(
       for (int e = 0; e < 4; e++) {
         const int kv = kv0 + nt * 8 + tig * 2 + (e & 1);
         const int pos = e < 2 ? pos0 : pos1;
-        s[nt][e] = (kv <= pos && kv < t.kvEnd) ? s[nt][e] * qscale : -INFINITY;
+        s[nt][e] = (open || (kv <= pos && kv < t.kvEnd)) ? s[nt][e] * qscale : -INFINITY;
       }
       mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
       mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
@@ -817,10 +933,10 @@ __device__ __forceinline__ void prefill_mma(
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
       uint32_t pa[4];
-      pa[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      pa[0] = pack_bf16x2_rn(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack_bf16x2_rn(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack_bf16x2_rn(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack_bf16x2_rn(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       // Lanes 0-7 address rows k0..k0+7 of dims [8n, 8n+8), lanes 8-15 rows k0+8.., lanes
       // 16-31 the same for dims [8n+8, 8n+16): the four matrices are b0,b1 of two n-tiles.
       const uint16_t* vrow =

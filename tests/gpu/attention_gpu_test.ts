@@ -39,6 +39,7 @@ class Env {
     readonly gpu: Backend,
     readonly gpuOps: AttentionOps,
     readonly simtOps: AttentionOps,
+    readonly oneStageOps: AttentionOps,
   ) {
     this.stream = gpu.createStream();
   }
@@ -92,6 +93,7 @@ function gpuTest(name: string, body: (env: Env, t: Deno.TestContext) => Promise<
         gpu,
         await loadAttentionOps(gpu),
         await loadAttentionOps(gpu, { prefill: "simt" }),
+        await loadAttentionOps(gpu, { prefill: "one-stage" }),
       );
       await body(env, t);
     } finally {
@@ -289,6 +291,12 @@ const DECODE_CASES: DecodeCase[] = [
   { name: "GQA 3 (padded head group)", shape: shapeOf(12, 4, 64, 16), contexts: [129, 40] },
   { name: "GQA 16 (two head chunks)", shape: shapeOf(32, 2, 128, 16), contexts: [513, 64] },
   {
+    // One head block and a 32-token partition: 525 partitions on 132 SMs, two reduce chunks.
+    name: "single KV head, hundreds of partitions",
+    shape: shapeOf(8, 1, 64, 16),
+    contexts: [16800],
+  },
+  {
     name: "maxContext beyond every sequence",
     shape: llama(),
     contexts: [10, 20, 1],
@@ -375,19 +383,27 @@ gpuTest("gpu attention: decode matches the CPU", async (env, t) => {
   }
 });
 
-gpuTest("gpu attention: prefill (tensor cores and portable) matches the CPU", async (env, t) => {
-  for (const [i, c] of PREFILL_CASES.entries()) {
-    for (const [kind, ops] of [["auto", env.gpuOps], ["simt", env.simtOps]] as const) {
-      await t.step(`${kind}: ${c.name}`, () => {
-        try {
-          runPrefill(env, c, ops, 2000 + 10 * i);
-        } finally {
-          env.release();
-        }
-      });
+gpuTest(
+  "gpu attention: prefill (tensor cores, 2 and 1 stages; portable) matches the CPU",
+  async (env, t) => {
+    for (const [i, c] of PREFILL_CASES.entries()) {
+      const kinds = [
+        ["auto", env.gpuOps],
+        ["one-stage", env.oneStageOps],
+        ["simt", env.simtOps],
+      ] as const;
+      for (const [kind, ops] of kinds) {
+        await t.step(`${kind}: ${c.name}`, () => {
+          try {
+            runPrefill(env, c, ops, 2000 + 10 * i);
+          } finally {
+            env.release();
+          }
+        });
+      }
     }
-  }
-});
+  },
+);
 
 gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
   const shape = llama();

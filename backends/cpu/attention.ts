@@ -13,16 +13,11 @@
 
 import type { DeviceBuffer } from "../backend.ts";
 import { toBf16Bits } from "../bf16.ts";
+import { checkPositive } from "../op_checks.ts";
 import type { AttentionOps, AttentionShape } from "../ops.ts";
 
 /** The most slots the kernels address (slots and block ids are i32). */
 const MAX_SLOTS = 2 ** 31 - 1;
-
-function positive(op: string, name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
-  }
-}
 
 function holds(op: string, name: string, buffer: DeviceBuffer, bytes: number, what: string) {
   if (buffer.bytes < bytes) {
@@ -34,10 +29,10 @@ function holds(op: string, name: string, buffer: DeviceBuffer, bytes: number, wh
 
 /** Checks an AttentionShape's fields; throws RangeError naming `op` and the field. */
 export function checkAttentionShape(op: string, shape: AttentionShape): void {
-  positive(op, "shape.numHeads", shape.numHeads);
-  positive(op, "shape.numKvHeads", shape.numKvHeads);
-  positive(op, "shape.headDim", shape.headDim);
-  positive(op, "shape.blockSize", shape.blockSize);
+  checkPositive(op, "shape.numHeads", shape.numHeads);
+  checkPositive(op, "shape.numKvHeads", shape.numKvHeads);
+  checkPositive(op, "shape.headDim", shape.headDim);
+  checkPositive(op, "shape.blockSize", shape.blockSize);
   if (shape.numHeads % shape.numKvHeads !== 0) {
     throw new RangeError(
       `${op}: shape.numHeads (${shape.numHeads}) must be a multiple of shape.numKvHeads ` +
@@ -78,7 +73,7 @@ export function checkKvWrite(
 ): number {
   const op = "kvWrite";
   checkAttentionShape(op, shape);
-  positive(op, "tokens", tokens);
+  checkPositive(op, "tokens", tokens);
   const rowBytes = tokens * shape.numKvHeads * shape.headDim * 2;
   holds(op, "k", k, rowBytes, "tokens × numKvHeads × headDim bf16");
   holds(op, "v", v, rowBytes, "tokens × numKvHeads × headDim bf16");
@@ -101,9 +96,9 @@ export function checkDecode(
 ): number {
   const op = "decodeAttention";
   checkAttentionShape(op, shape);
-  positive(op, "batch", batch);
-  positive(op, "maxBlocks", maxBlocks);
-  positive(op, "maxContext", maxContext);
+  checkPositive(op, "batch", batch);
+  checkPositive(op, "maxBlocks", maxBlocks);
+  checkPositive(op, "maxContext", maxContext);
   if (maxContext > maxBlocks * shape.blockSize) {
     throw new RangeError(
       `${op}: maxContext ${maxContext} exceeds maxBlocks × blockSize = ` +
@@ -134,9 +129,9 @@ export function checkPrefill(
 ): number {
   const op = "prefillAttention";
   checkAttentionShape(op, shape);
-  positive(op, "seqs", seqs);
-  positive(op, "tokens", tokens);
-  positive(op, "maxBlocks", maxBlocks);
+  checkPositive(op, "seqs", seqs);
+  checkPositive(op, "tokens", tokens);
+  checkPositive(op, "maxBlocks", maxBlocks);
   const qBytes = tokens * shape.numHeads * shape.headDim * 2;
   holds(op, "q", q, qBytes, "tokens × numHeads × headDim bf16");
   holds(op, "out", out, qBytes, "tokens × numHeads × headDim bf16");
@@ -340,8 +335,8 @@ export function cpuAttentionOps(): AttentionOps {
 
     decodeWorkspaceBytes(batch, maxContext, shape) {
       checkAttentionShape("decodeWorkspaceBytes", shape);
-      positive("decodeWorkspaceBytes", "batch", batch);
-      positive("decodeWorkspaceBytes", "maxContext", maxContext);
+      checkPositive("decodeWorkspaceBytes", "batch", batch);
+      checkPositive("decodeWorkspaceBytes", "maxContext", maxContext);
       // The CPU needs no partials; a small positive size keeps `alloc(bytes)` valid for callers.
       return 16;
     },

@@ -17,6 +17,7 @@
 
 import type { DeviceBuffer } from "../backend.ts";
 import { fromBf16Bits, roundBf16, toBf16Bits } from "../bf16.ts";
+import { checkBuffer } from "../op_checks.ts";
 import type { ElementwiseOps, RopeTable } from "../ops.ts";
 
 /** Largest size argument: every count must fit the kernels' 32-bit parameters and indices. */
@@ -26,25 +27,6 @@ const MAX_COUNT = 0x7fffffff;
 export function checkCount(op: string, name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1 || value > MAX_COUNT) {
     throw new RangeError(`${op}: ${name} must be an integer in 1..2^31-1, got ${value}`);
-  }
-}
-
-/** Throws unless `buffer` holds at least `bytes` bytes and starts on an `align`-byte boundary. */
-export function checkBuffer(
-  op: string,
-  name: string,
-  buffer: DeviceBuffer,
-  bytes: number,
-  align: number,
-  shape: string,
-): void {
-  if (buffer.bytes < bytes) {
-    throw new RangeError(
-      `${op}: ${name} holds ${buffer.bytes} bytes but ${shape} needs ${bytes}`,
-    );
-  }
-  if (buffer.ptr % align !== 0) {
-    throw new RangeError(`${op}: ${name} must be ${align}-byte aligned (element size)`);
   }
 }
 

@@ -20,6 +20,7 @@
  */
 
 import type { DeviceBuffer } from "../backend.ts";
+import { checkBuffer } from "../op_checks.ts";
 import type { SamplingBuffers, SamplingOps } from "../ops.ts";
 import { uniform24 } from "../philox.ts";
 
@@ -36,23 +37,6 @@ const MASS_ONE = 4294967296;
 function checkCount(op: string, name: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 1 || value > max) {
     throw new RangeError(`${op}: ${name} must be an integer in 1..${max}, got ${value}`);
-  }
-}
-
-/** Throws unless `buffer` holds at least `bytes` bytes and starts on an `align`-byte boundary. */
-function checkBuffer(
-  op: string,
-  name: string,
-  buffer: DeviceBuffer,
-  bytes: number,
-  align: number,
-  shape: string,
-): void {
-  if (buffer.bytes < bytes) {
-    throw new RangeError(`${op}: ${name} holds ${buffer.bytes} bytes but ${shape} needs ${bytes}`);
-  }
-  if (buffer.ptr % align !== 0) {
-    throw new RangeError(`${op}: ${name} must be ${align}-byte aligned (element size)`);
   }
 }
 

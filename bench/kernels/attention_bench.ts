@@ -18,7 +18,7 @@ import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionShape } from "../../backends/ops.ts";
 import { loadAttentionOps } from "../../kernels/ops/attention.ts";
-import { copyBandwidthGbps, medianUs, printBench } from "./measure.ts";
+import { medianUs, printBench, printCopyBandwidth } from "./measure.ts";
 
 const SHAPE: AttentionShape = {
   numHeads: 32,
@@ -39,7 +39,7 @@ const ops = await loadAttentionOps(gpu);
 const simtOps = await loadAttentionOps(gpu, { prefill: "simt" });
 const oneStageOps = await loadAttentionOps(gpu, { prefill: "one-stage" });
 console.log(`# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
-console.log(`BENCH copy_bandwidth gbps=${copyBandwidthGbps(gpu, stream).toFixed(0)}`);
+printCopyBandwidth(gpu, stream);
 
 /** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
 function shuffled(n: number): Int32Array {

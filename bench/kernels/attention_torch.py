@@ -17,40 +17,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+import torch_common
+from torch_common import median_us, print_bench
+
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 MAX_SET_BYTES = 4 * 2**30
 MIN_ROTATION_BYTES = 128 * 2**20
 MAX_SETS = 64
-
-
-def median_us(run, reps=30, warmup=5):
-    for i in range(warmup):
-        run(i)
-    start = torch.cuda.Event(enable_timing=True)
-    stop = torch.cuda.Event(enable_timing=True)
-    times = []
-    for i in range(reps):
-        start.record()
-        run(i)
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) * 1000.0)
-    times.sort()
-    return times[reps // 2]
-
-
-def print_bench(op, shape, us, nbytes, flops=0):
-    tflops = f" tflops={flops / (us * 1e6):.1f}" if flops else ""
-    print(f"BENCH {op} {shape} time_us={us:.2f} gbps={nbytes / (us * 1e3):.0f}{tflops}", flush=True)
-
-
-def copy_bandwidth():
-    n = 2**30
-    src = torch.ones(n, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    us = median_us(lambda _: dst.copy_(src), reps=10, warmup=2)
-    print(f"BENCH torch_copy_bandwidth gbps={2 * n / (us * 1e3):.0f}", flush=True)
-    del src, dst
 
 
 def bench_decode():
@@ -90,7 +63,7 @@ def bench_prefill():
 def main():
     print(f"# torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     with torch.no_grad():
-        copy_bandwidth()
+        torch_common.print_copy_bandwidth()
         bench_decode()
         bench_prefill()
 

@@ -20,7 +20,13 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps } from "../../backends/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
 import { loadElementwiseOps } from "../../kernels/ops/elementwise.ts";
-import { copyBandwidthGbps, medianUs, printBench } from "./measure.ts";
+import {
+  benchBuffers,
+  medianUs,
+  printBench,
+  printCopyBandwidth,
+  setCount as setCountIn,
+} from "./measure.ts";
 
 const smoke = Deno.args.includes("--smoke");
 const gpu: Backend = smoke ? new CpuBackend() : openCuda();
@@ -38,18 +44,17 @@ const VOCAB = smoke ? 1000 : 128256;
 const TOKENS = smoke ? [1, 4] : [1, 64, 4096];
 const BF16_ONE_BYTE = 0x3c; // every byte 0x3c: bf16 0x3c3c ≈ 0.0115, finite and harmless
 
-const allocated: DeviceBuffer[] = [];
+const { alloc, freeAll } = benchBuffers(gpu, stream);
 
 /** How many copies of a `bytes`-sized working set fill the arena (at least 2). */
 function setCount(bytes: number): number {
-  return Math.max(2, Math.min(MAX_SETS, Math.ceil(ARENA_BYTES / bytes)));
+  return setCountIn(bytes, ARENA_BYTES, MAX_SETS);
 }
 
 /** `sets` slices of `bytes` each (16-byte aligned), filled with `fill` bytes. */
 function rotating(bytes: number, sets: number, fill = BF16_ONE_BYTE): DeviceBuffer[] {
   const stride = Math.ceil(bytes / 256) * 256;
-  const arena = gpu.alloc(stride * sets);
-  allocated.push(arena);
+  const arena = alloc(stride * sets);
   gpu.memset(arena, fill, stream);
   // The synchronous uploads that may follow must not race the memset.
   stream.synchronize();
@@ -73,16 +78,7 @@ function randomInts(count: number, sets: number, bound: number): DeviceBuffer[] 
   return buffers;
 }
 
-function freeAll(): void {
-  stream.synchronize();
-  for (const buffer of allocated.splice(0)) gpu.free(buffer);
-}
-
-console.log(
-  `BENCH copy_bandwidth gbps=${
-    copyBandwidthGbps(gpu, stream, smoke ? 2 ** 24 : 2 ** 30).toFixed(0)
-  }`,
-);
+printCopyBandwidth(gpu, stream, smoke ? 2 ** 24 : 2 ** 30);
 
 for (const tokens of TOKENS) {
   const act = 2 * tokens * HIDDEN;

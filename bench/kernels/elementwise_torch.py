@@ -11,10 +11,13 @@ apply_rotary_pos_emb including the cos/sin computation from positions, out of pl
 """
 
 import argparse
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+
+import torch_common
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoke", action="store_true")
@@ -31,51 +34,16 @@ VOCAB = 1000 if SMOKE else 128256
 TOKENS = [1, 4] if SMOKE else [1, 64, 4096]
 BF16 = torch.bfloat16
 
-
-def median_us(run, reps=30, warmup=5):
-    """Median time of run(rep) in microseconds: CUDA events on the GPU, perf_counter on the CPU."""
-    for i in range(warmup):
-        run(i)
-    times = []
-    if DEVICE == "cuda":
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        for i in range(reps):
-            start.record()
-            run(i)
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) * 1000.0)
-    else:
-        import time
-
-        for i in range(reps):
-            t0 = time.perf_counter()
-            run(i)
-            times.append((time.perf_counter() - t0) * 1e6)
-    times.sort()
-    return times[reps // 2]
-
-
-def print_bench(op, shape, time_us, nbytes):
-    gbps = nbytes / (time_us * 1e3)
-    print(f"BENCH {op} {shape} time_us={time_us:.2f} gbps={gbps:.0f}", flush=True)
+median_us = functools.partial(torch_common.median_us, device=DEVICE)
+print_bench = torch_common.print_bench
 
 
 def set_count(nbytes):
-    return max(2, min(MAX_SETS, math.ceil(ARENA_BYTES / nbytes)))
+    return torch_common.set_count(nbytes, ARENA_BYTES, MAX_SETS)
 
 
 def bf16_sets(sets, *shape):
     return torch.full((sets, *shape), 0.0115, dtype=BF16, device=DEVICE)
-
-
-def copy_bandwidth():
-    nbytes = 2**24 if SMOKE else 2**30
-    src = torch.ones(nbytes, dtype=torch.uint8, device=DEVICE)
-    dst = torch.empty_like(src)
-    us = median_us(lambda _: dst.copy_(src), reps=10, warmup=2)
-    print(f"BENCH torch_copy_bandwidth gbps={2 * nbytes / (us * 1e3):.0f}", flush=True)
 
 
 def hf_rms_norm(x, weight, eps):
@@ -194,7 +162,7 @@ def bench_casts():
 
 if __name__ == "__main__":
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}")
-    copy_bandwidth()
+    torch_common.print_copy_bandwidth(2**24 if SMOKE else 2**30, DEVICE)
     bench_rms_norm()
     bench_rope()
     bench_silu_mul()

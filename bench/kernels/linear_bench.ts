@@ -19,7 +19,7 @@ import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { loadLinearOps } from "../../kernels/ops/linear.ts";
-import { copyBandwidthGbps, medianUs, printBench } from "./measure.ts";
+import { medianUs, printBench, printCopyBandwidth } from "./measure.ts";
 
 const SHAPES: [number, number][] = [
   [4096, 4096],
@@ -59,8 +59,7 @@ async function main() {
   const gpu = openCuda();
   const stream: Stream = gpu.createStream();
   console.log(`# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
-  const copy = copyBandwidthGbps(gpu, stream);
-  console.log(`BENCH copy_bandwidth gbps=${copy.toFixed(0)}`);
+  const copy = printCopyBandwidth(gpu, stream);
   const ops = await loadLinearOps(gpu);
   const accel = gpu.gemmAccelerator;
   console.log(`# accelerator: ${accel?.name ?? "none"}`);

@@ -10,9 +10,11 @@ Times are medians of CUDA-event timings after warm-up.
 """
 
 import math
-import statistics
 
 import torch
+
+import torch_common
+from torch_common import print_bench
 
 SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)]
 GEMV_MS = [1, 8, 16]
@@ -20,38 +22,10 @@ GEMM_MS = [256, 1024, 4096]
 ROTATION_BYTES = 256 * 2**20
 
 
-def median_us(run, reps=30, warmup=5):
-    for i in range(warmup):
-        run(i)
-    start = torch.cuda.Event(enable_timing=True)
-    stop = torch.cuda.Event(enable_timing=True)
-    times = []
-    for i in range(reps):
-        start.record()
-        run(i)
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) * 1000.0)
-    return statistics.median(times)
-
-
-def print_bench(op, shape, us, nbytes, flops=0):
-    gbps = nbytes / (us * 1e3)
-    tflops = f" tflops={flops / (us * 1e6):.1f}" if flops else ""
-    print(f"BENCH {op} {shape} time_us={us:.2f} gbps={gbps:.0f}{tflops}", flush=True)
-
-
-def copy_bandwidth_gbps(nbytes=2**30):
-    src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    us = median_us(lambda _: dst.copy_(src), reps=10, warmup=2)
-    return 2 * nbytes / (us * 1e3)
-
-
 def main():
     torch.manual_seed(0)
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    copy = copy_bandwidth_gbps()
+    copy = torch_common.copy_bandwidth_gbps(interpolate=True)
     print(f"BENCH torch_copy_bandwidth gbps={copy:.0f}", flush=True)
     max_m = GEMM_MS[-1]
     for n, k in SHAPES:
@@ -68,7 +42,9 @@ def main():
             nbytes = 2 * (m * k + n * k + m * n)
             flops = 2 * m * n * k
             reps = 10 if flops > 1e12 else 30
-            us = median_us(lambda i: torch.matmul(x, weights[i % copies].T), reps=reps)
+            us = torch_common.median_us(
+                lambda i: torch.matmul(x, weights[i % copies].T), reps=reps, interpolate=True
+            )
             op = "torch_linear_gemv" if m <= 16 else "torch_linear_gemm"
             print_bench(op, shape, us, nbytes, flops)
             if m <= 16:

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Backend, Stream } from "../../backends/backend.ts";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 
 /**
  * Median device time in microseconds of one `run` (which enqueues work on `stream`).
@@ -60,6 +60,43 @@ export function copyBandwidthGbps(gpu: Backend, stream: Stream, bytes = 2 ** 30)
   gpu.free(src);
   gpu.free(dst);
   return (2 * bytes) / (us * 1e3);
+}
+
+/**
+ * Measures the copy bandwidth (see copyBandwidthGbps), prints it as
+ * `BENCH copy_bandwidth gbps=...` and returns it.
+ */
+export function printCopyBandwidth(gpu: Backend, stream: Stream, bytes = 2 ** 30): number {
+  const gbps = copyBandwidthGbps(gpu, stream, bytes);
+  console.log(`BENCH copy_bandwidth gbps=${gbps.toFixed(0)}`);
+  return gbps;
+}
+
+/** How many copies of a `bytes`-sized working set fill `arenaBytes` (at least 2, at most `maxSets`). */
+export function setCount(bytes: number, arenaBytes: number, maxSets: number): number {
+  return Math.max(2, Math.min(maxSets, Math.ceil(arenaBytes / bytes)));
+}
+
+/**
+ * Tracks the device buffers a benchmark allocates: `alloc` allocates and remembers one, `freeAll`
+ * waits for `stream` and frees every buffer allocated since the last `freeAll`.
+ */
+export function benchBuffers(gpu: Backend, stream: Stream): {
+  alloc(bytes: number): DeviceBuffer;
+  freeAll(): void;
+} {
+  const allocated: DeviceBuffer[] = [];
+  return {
+    alloc(bytes) {
+      const buffer = gpu.alloc(bytes);
+      allocated.push(buffer);
+      return buffer;
+    },
+    freeAll() {
+      stream.synchronize();
+      for (const buffer of allocated.splice(0)) gpu.free(buffer);
+    },
+  };
 }
 
 /** Prints one benchmark line in the shared format. */

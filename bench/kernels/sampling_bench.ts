@@ -23,7 +23,13 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { SamplingBuffers, SamplingOps } from "../../backends/ops.ts";
 import { loadSamplingOps } from "../../kernels/ops/sampling.ts";
 import { randomArray } from "../../tests/support/numeric.ts";
-import { copyBandwidthGbps, medianUs, printBench } from "./measure.ts";
+import {
+  benchBuffers,
+  medianUs,
+  printBench,
+  printCopyBandwidth,
+  setCount as setCountIn,
+} from "./measure.ts";
 
 const smoke = Deno.args.includes("--smoke");
 const gpu: Backend = smoke ? new CpuBackend() : openCuda();
@@ -40,17 +46,11 @@ const SAMPLE_CONFIGS = [
   { op: "sample_plain", temperature: 1, topK: 0, topP: 1 },
 ] as const;
 
-const allocated: DeviceBuffer[] = [];
-
-function alloc(bytes: number): DeviceBuffer {
-  const buffer = gpu.alloc(bytes);
-  allocated.push(buffer);
-  return buffer;
-}
+const { alloc, freeAll } = benchBuffers(gpu, stream);
 
 /** How many copies of a `bytes`-sized working set fill the arena (at least 2). */
 function setCount(bytes: number): number {
-  return Math.max(2, Math.min(MAX_SETS, Math.ceil(ARENA_BYTES / bytes)));
+  return setCountIn(bytes, ARENA_BYTES, MAX_SETS);
 }
 
 /** `sets` slices of `bytes` each (256-byte aligned) of one arena, all holding `data`. */
@@ -68,16 +68,7 @@ function upload(data: ArrayBufferView): DeviceBuffer {
   return buffer;
 }
 
-function freeAll(): void {
-  stream.synchronize();
-  for (const buffer of allocated.splice(0)) gpu.free(buffer);
-}
-
-console.log(
-  `BENCH copy_bandwidth gbps=${
-    copyBandwidthGbps(gpu, stream, smoke ? 2 ** 24 : 2 ** 30).toFixed(0)
-  }`,
-);
+printCopyBandwidth(gpu, stream, smoke ? 2 ** 24 : 2 ** 30);
 
 for (const batch of BATCHES) {
   const shape = `batch=${batch},vocab=${VOCAB}`;

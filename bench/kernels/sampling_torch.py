@@ -13,9 +13,11 @@ softmax and torch.multinomial. sample_plain is softmax(logits / T) and multinomi
 """
 
 import argparse
-import math
+import functools
 
 import torch
+
+import torch_common
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoke", action="store_true")
@@ -33,47 +35,12 @@ SAMPLE_CONFIGS = [
     ("sample_plain", 1.0, 0, 1.0),
 ]
 
-
-def median_us(run, reps=30, warmup=5):
-    """Median time of run(rep) in microseconds: CUDA events on the GPU, perf_counter on the CPU."""
-    for i in range(warmup):
-        run(i)
-    times = []
-    if DEVICE == "cuda":
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        for i in range(reps):
-            start.record()
-            run(i)
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) * 1000.0)
-    else:
-        import time
-
-        for i in range(reps):
-            t0 = time.perf_counter()
-            run(i)
-            times.append((time.perf_counter() - t0) * 1e6)
-    times.sort()
-    return times[reps // 2]
-
-
-def print_bench(op, shape, time_us, nbytes):
-    gbps = nbytes / (time_us * 1e3)
-    print(f"BENCH {op} {shape} time_us={time_us:.2f} gbps={gbps:.0f}", flush=True)
+median_us = functools.partial(torch_common.median_us, device=DEVICE)
+print_bench = torch_common.print_bench
 
 
 def set_count(nbytes):
-    return max(2, min(MAX_SETS, math.ceil(ARENA_BYTES / nbytes)))
-
-
-def copy_bandwidth():
-    nbytes = 2**24 if SMOKE else 2**30
-    src = torch.ones(nbytes, dtype=torch.uint8, device=DEVICE)
-    dst = torch.empty_like(src)
-    us = median_us(lambda _: dst.copy_(src), reps=10, warmup=2)
-    print(f"BENCH torch_copy_bandwidth gbps={2 * nbytes / (us * 1e3):.0f}", flush=True)
+    return torch_common.set_count(nbytes, ARENA_BYTES, MAX_SETS)
 
 
 def sample(logits, temperature, top_k, top_p, generator):
@@ -92,7 +59,7 @@ def sample(logits, temperature, top_k, top_p, generator):
 
 
 def main():
-    copy_bandwidth()
+    torch_common.print_copy_bandwidth(2**24 if SMOKE else 2**30, DEVICE)
     generator = torch.Generator(device=DEVICE).manual_seed(1)
     for batch in BATCHES:
         shape = f"batch={batch},vocab={VOCAB}"

@@ -23,6 +23,7 @@ import {
   checkKvWrite,
   checkPrefill,
 } from "../../backends/cpu/attention.ts";
+import { checkPositive } from "../../backends/op_checks.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import type { Launcher } from "../launcher.ts";
 import { loadKernels } from "../modules.ts";
@@ -81,6 +82,20 @@ function aligned(op: string, name: string, buffer: DeviceBuffer, bytes: number):
       `${op}: ${name} (0x${buffer.ptr.toString(16)}) must be ${bytes}-byte aligned`,
     );
   }
+}
+
+/** The 16-byte alignment decode and prefill need of out, q and the two cache buffers. */
+function alignedQueryAndCache(
+  op: string,
+  out: DeviceBuffer,
+  q: DeviceBuffer,
+  kCache: DeviceBuffer,
+  vCache: DeviceBuffer,
+): void {
+  aligned(op, "out", out, 16);
+  aligned(op, "q", q, 16);
+  aligned(op, "kCache", kCache, 16);
+  aligned(op, "vCache", vCache, 16);
 }
 
 function gpuShape(op: string, shape: AttentionShape): void {
@@ -193,10 +208,7 @@ export async function loadAttentionOps(
         maxContext,
         shape,
       );
-      aligned(op, "out", out, 16);
-      aligned(op, "q", q, 16);
-      aligned(op, "kCache", kCache, 16);
-      aligned(op, "vCache", vCache, 16);
+      alignedQueryAndCache(op, out, q, kCache, vCache);
       aligned(op, "workspace", workspace, 16);
       aligned(op, "blockTables", blockTables, 4);
       aligned(op, "contextLens", contextLens, 4);
@@ -276,12 +288,8 @@ export async function loadAttentionOps(
     decodeWorkspaceBytes(batch, maxContext, shape) {
       const op = "decodeWorkspaceBytes";
       gpuShape(op, shape);
-      if (!Number.isSafeInteger(batch) || batch <= 0) {
-        throw new RangeError(`${op}: batch must be a positive integer, got ${batch}`);
-      }
-      if (!Number.isSafeInteger(maxContext) || maxContext <= 0) {
-        throw new RangeError(`${op}: maxContext must be a positive integer, got ${maxContext}`);
-      }
+      checkPositive(op, "batch", batch);
+      checkPositive(op, "maxContext", maxContext);
       // Any call with batch' <= batch and maxContext' <= maxContext fits: a partition below
       // MAX_PART is chosen only when the grid (batch' × headBlocks × parts) is within
       // targetBlocks, so its partial rows (batch' × numHeads × parts) are at most
@@ -324,10 +332,7 @@ export async function loadAttentionOps(
         maxBlocks,
         shape,
       );
-      aligned(op, "out", out, 16);
-      aligned(op, "q", q, 16);
-      aligned(op, "kCache", kCache, 16);
-      aligned(op, "vCache", vCache, 16);
+      alignedQueryAndCache(op, out, q, kCache, vCache);
       aligned(op, "queryStarts", queryStarts, 4);
       aligned(op, "contextLens", contextLens, 4);
       aligned(op, "blockTables", blockTables, 4);

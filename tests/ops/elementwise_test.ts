@@ -28,6 +28,7 @@ import {
   ropeInverseFrequencies,
 } from "../../engine/rope.ts";
 import { assertClose } from "../support/numeric.ts";
+import { readFixtureText } from "../support/fixtures.ts";
 
 interface RmsNormCase {
   name: string;
@@ -92,16 +93,7 @@ let fixtureCache: Fixture | null = null;
 /** The fixture, read once; a missing file fails with how to make it. */
 function fixture(): Fixture {
   if (fixtureCache) return fixtureCache;
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(FIXTURE_URL);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-    throw new Error(
-      `${FIXTURE_URL.pathname} is missing: generate it with \`python3 tools/fixtures/elementwise.py\`` +
-        " (needs torch and transformers)",
-    );
-  }
+  const text = readFixtureText(FIXTURE_URL, "elementwise.py", "torch and transformers");
   fixtureCache = JSON.parse(text) as Fixture;
   return fixtureCache;
 }

@@ -27,6 +27,7 @@ import { openHip } from "../../backends/hip.ts";
 import { loadLinearOps } from "../../kernels/ops/linear.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { assertClose } from "../support/numeric.ts";
+import { readFixtureText } from "../support/fixtures.ts";
 
 interface LinearCase {
   m: number;
@@ -43,16 +44,7 @@ let fixtureCache: LinearCase[] | null = null;
 /** The fixture's cases, read once; a missing file fails with how to make it. */
 function fixture(): LinearCase[] {
   if (fixtureCache) return fixtureCache;
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(FIXTURE_URL);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-    throw new Error(
-      `${FIXTURE_URL.pathname} is missing: generate it with \`python3 tools/fixtures/linear.py\`` +
-        " (needs torch)",
-    );
-  }
+  const text = readFixtureText(FIXTURE_URL, "linear.py", "torch");
   fixtureCache = (JSON.parse(text) as { cases: LinearCase[] }).cases;
   return fixtureCache;
 }

@@ -1,8 +1,8 @@
 /**
  * Denali's OpenAI-compatible server entry point: `deno run -A serve.ts [--backend ...]`.
  *
- * The engine has not landed yet, so for now this opens the chosen backend, reports the device,
- * and says plainly that there is no model to serve.
+ * The HTTP endpoints have not landed yet, so for now this opens the chosen backend, reports the
+ * device, and says plainly that nothing is served and how to generate text with the engine.
  *
  * @module
  */
@@ -64,8 +64,8 @@ export function main(args: string[]): number {
     return 1;
   }
   console.log(
-    "[denali] no model to serve yet: the Llama engine and the OpenAI-compatible endpoints are " +
-      "still being built (see the issues). The runtime underneath works: `deno task test`.",
+    "[denali] nothing served yet: the OpenAI-compatible endpoints are still being built. The " +
+      "engine works: `deno run -A examples/generate.ts models/tiny-llama -p Hello`.",
   );
   return 0;
 }

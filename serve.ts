@@ -1,31 +1,66 @@
 /**
- * Denali's OpenAI-compatible server entry point: `deno run -A serve.ts [--backend ...]`.
+ * Denali's OpenAI-compatible server: `deno run -A serve.ts [options]`.
  *
- * The HTTP endpoints have not landed yet, so for now this opens the chosen backend, reports the
- * device, and says plainly that nothing is served and how to generate text with the engine.
+ * Loads a model (a Hugging Face Llama directory, the embedded tiny model by default, or a preset
+ * shape with random weights), then serves /v1/completions, /v1/chat/completions, /v1/models,
+ * /health and /metrics. SIGINT or SIGTERM stops accepting, cancels in-flight requests, closes
+ * the engine and exits 0.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "./mod.ts";
+import { Engine, type RandomWeightsSource } from "./engine/engine.ts";
+import { CONFIG_PRESETS, configPreset } from "./engine/config.ts";
+import { startServer } from "./server/server.ts";
+
+const DEFAULT_MODEL = fileURLToPath(new URL("./models/tiny-llama", import.meta.url));
 
 const HELP = `Usage: deno run -A serve.ts [options]
 
 Options:
+  --model DIR                  Hugging Face Llama directory (default: the embedded tiny-llama)
+  --random-weights PRESET      random weights of a preset shape (${
+  Object.keys(CONFIG_PRESETS).join(", ")
+}),
+                               with --model's tokenizer if --model is given
+  --host HOST                  interface to bind (default 127.0.0.1)
+  --port N                     TCP port (default 8000; 0 picks a free one)
   --backend auto|${AUTO_ORDER.join("|")}  device backend (default auto: the first with a device)
   --device N                   GPU ordinal (default 0)
+  --api-key KEY                require \`Authorization: Bearer KEY\` on /v1/*
+  --max-queue N                waiting requests before new ones get 429 (default 256)
+  --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
+  --max-model-len N            most tokens per sequence (default: the model's context)
   -h, --help                   show this help`;
 
-/** Parses the command line, opens the backend and reports what it found. */
-export function main(args: string[]): number {
+function positiveInt(name: string, text: string, min: number): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new Error(`--${name} ${text} must be an integer >= ${min}`);
+  }
+  return value;
+}
+
+/** Parses the command line, loads the engine and serves until a signal; resolves the exit code. */
+export async function main(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
       args,
       options: {
+        model: { type: "string" },
+        "random-weights": { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "8000" },
         backend: { type: "string", default: "auto" },
         device: { type: "string", default: "0" },
+        "api-key": { type: "string" },
+        "max-queue": { type: "string", default: "256" },
+        "kv-fraction": { type: "string" },
+        "max-model-len": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -38,36 +73,72 @@ export function main(args: string[]): number {
     return 0;
   }
   const choice = values.backend as BackendChoice;
-  if (choice !== "auto" && !AUTO_ORDER.includes(choice)) {
-    console.error(`--backend ${choice} is not one of auto, ${AUTO_ORDER.join(", ")}`);
-    return 2;
-  }
-  const device = Number(values.device);
-  if (!Number.isInteger(device) || device < 0) {
-    console.error(`--device ${values.device} is not a device ordinal (0, 1, ...)`);
-    return 2;
-  }
+  let port, device, maxQueue, kvFraction, maxModelLen;
   try {
-    const backend = openBackend(choice, {
-      device,
-      onSkip: (kind, why) => console.error(`[denali] skipped ${kind}: ${why.split("\n")[0]}`),
-    });
-    const { name, arch, totalMemory } = backend.info;
-    console.log(
-      `[denali] backend ${backend.kind}: ${name} (${arch}), ${
-        (totalMemory / 2 ** 30).toFixed(1)
-      } GiB`,
-    );
-    backend.close();
+    if (choice !== "auto" && !AUTO_ORDER.includes(choice)) {
+      throw new Error(`--backend ${choice} is not one of auto, ${AUTO_ORDER.join(", ")}`);
+    }
+    port = positiveInt("port", values.port, 0);
+    if (port > 65535) throw new Error(`--port ${port} is not a TCP port`);
+    device = positiveInt("device", values.device, 0);
+    maxQueue = positiveInt("max-queue", values["max-queue"], 1);
+    if (values["kv-fraction"] !== undefined) {
+      kvFraction = Number(values["kv-fraction"]);
+      if (!(kvFraction > 0 && kvFraction <= 1)) {
+        throw new Error(`--kv-fraction ${values["kv-fraction"]} must be in (0, 1]`);
+      }
+    }
+    if (values["max-model-len"] !== undefined) {
+      maxModelLen = positiveInt("max-model-len", values["max-model-len"], 2);
+    }
+    if (values["random-weights"] !== undefined) configPreset(values["random-weights"]);
   } catch (error) {
-    console.error(`[denali] ${(error as Error).message}`);
+    console.error(`${(error as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+
+  const log = (line: string) => console.error(`[denali] ${line}`);
+  let backend;
+  let engine: Engine;
+  try {
+    backend = openBackend(choice, {
+      device,
+      onSkip: (kind, why) => log(`skipped ${kind}: ${why.split("\n")[0]}`),
+    });
+    const preset = values["random-weights"];
+    const source: string | RandomWeightsSource = preset === undefined
+      ? (values.model ?? DEFAULT_MODEL)
+      : { config: configPreset(preset), randomWeights: true, tokenizerDir: values.model };
+    engine = await Engine.load(source, { backend, kvFraction, maxModelLen, log });
+  } catch (error) {
+    backend?.close();
+    log((error as Error).message);
     return 1;
   }
-  console.log(
-    "[denali] nothing served yet: the OpenAI-compatible endpoints are still being built. The " +
-      "engine works: `deno run -A examples/generate.ts models/tiny-llama -p Hello`.",
+  const { info } = engine;
+  log(
+    `model ${info.model} on ${info.backend} (${info.device}); KV cache ${info.kvBlocks} blocks, ` +
+      `${info.kvTokens} tokens; max model len ${engine.maxModelLen}`,
   );
+  const server = startServer(engine, {
+    host: values.host,
+    port,
+    apiKey: values["api-key"] ?? null,
+    maxQueue,
+    onListen: (addr) => log(`serving on http://${addr.hostname}:${addr.port}/v1`),
+  });
+
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  log("shutting down: cancelling in-flight requests");
+  await server.stop(5000);
+  await engine.close();
+  backend.close();
+  log("stopped");
   return 0;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));

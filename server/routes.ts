@@ -1,0 +1,402 @@
+/**
+ * The HTTP routes of the OpenAI-compatible server: POST /v1/completions and
+ * /v1/chat/completions (JSON or server-sent events), GET /v1/models, /health and /metrics.
+ *
+ * Every request gets its own AbortController, aborted when the client goes away (the request's
+ * signal, or the SSE stream's cancel) or when the server shuts down; the engine frees the
+ * request's KV blocks as soon as it fires. A bad request only ever gets an error reply.
+ *
+ * @module
+ */
+
+import type { Engine, GenerationChunk } from "../engine/engine.ts";
+import { RequestRejectedError } from "../engine/scheduler.ts";
+import { ChatTemplateError } from "../engine/tokenizer.ts";
+import { ApiError, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
+import { Metrics } from "./metrics.ts";
+import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
+import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
+
+/** How the routes behave. */
+export interface RouteOptions {
+  /** Required bearer key for /v1/*, or null for none. */
+  readonly apiKey?: string | null;
+  /** Most requests waiting for the engine before new ones get 429; 256. */
+  readonly maxQueue?: number;
+  /** Largest request body in bytes; 4 MiB. */
+  readonly maxBodyBytes?: number;
+  /** The model name clients use; the engine's model name by default. */
+  readonly modelName?: string;
+}
+
+type Kind = "completion" | "chat";
+
+/** The request handler and its state (metrics, live requests). */
+export class Routes {
+  /** The server's metrics. */
+  readonly metrics: Metrics = new Metrics();
+  /** The name /v1/models lists and requests may give. */
+  readonly modelName: string;
+  readonly #apiKey: string | null;
+  readonly #maxQueue: number;
+  readonly #maxBody: number;
+  readonly #live = new Set<AbortController>();
+  readonly #created = Math.floor(Date.now() / 1000);
+  #closing = false;
+
+  /** Creates the routes over a loaded engine. */
+  constructor(readonly engine: Engine, options: RouteOptions = {}) {
+    this.#apiKey = options.apiKey ?? null;
+    this.#maxQueue = options.maxQueue ?? 256;
+    this.#maxBody = options.maxBodyBytes ?? 4 * 2 ** 20;
+    this.modelName = options.modelName ?? engine.info.model;
+  }
+
+  /** Requests in flight. */
+  get inFlight(): number {
+    return this.#live.size;
+  }
+
+  /** Refuses new generation requests and cancels those in flight (shutdown). */
+  abortAll(): void {
+    this.#closing = true;
+    for (const controller of this.#live) controller.abort();
+  }
+
+  /** Answers one HTTP request; never throws. */
+  handle = async (request: Request): Promise<Response> => {
+    const path = new URL(request.url).pathname;
+    let endpoint = "other";
+    let response: Response;
+    try {
+      response = await this.#route(request, path, (e) => endpoint = e);
+    } catch (error) {
+      response = toApiError(error).toResponse();
+    }
+    this.metrics.countRequest(endpoint, response.status);
+    return response;
+  };
+
+  async #route(request: Request, path: string, name: (e: string) => void): Promise<Response> {
+    const method = request.method;
+    if (path === "/health" && method === "GET") {
+      name("/health");
+      return Response.json({ status: "ok" });
+    }
+    if (path === "/metrics" && method === "GET") {
+      name("/metrics");
+      return new Response(this.metrics.render(this.engine.stats()), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    }
+    const routes: Record<string, string> = {
+      "/v1/models": "GET",
+      "/v1/completions": "POST",
+      "/v1/chat/completions": "POST",
+    };
+    if (routes[path] !== method) {
+      throw notFound(`no route for ${method} ${path}`);
+    }
+    name(path);
+    if (this.#apiKey !== null) {
+      const auth = request.headers.get("authorization") ?? "";
+      if (auth !== `Bearer ${this.#apiKey}`) throw unauthorized();
+    }
+    if (path === "/v1/models") {
+      return Response.json({
+        object: "list",
+        data: [{
+          id: this.modelName,
+          object: "model",
+          created: this.#created,
+          owned_by: "denali",
+          max_model_len: this.engine.maxModelLen,
+        }],
+      });
+    }
+    const kind: Kind = path === "/v1/completions" ? "completion" : "chat";
+    const text = await readBody(request, this.#maxBody);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new ApiError(400, `the body is not valid JSON: ${(error as Error).message}`);
+    }
+    const parsed = kind === "completion" ? parseCompletionRequest(json) : parseChatRequest(json);
+    if (parsed.model !== null && parsed.model !== this.modelName) {
+      throw notFound(
+        `model '${parsed.model}' does not exist; this server has '${this.modelName}'`,
+        "model",
+      );
+    }
+    return this.#generate(request, kind, parsed);
+  }
+
+  #tokenize(kind: Kind, req: GenerationRequest): number[] {
+    const param = kind === "chat" ? "messages" : "prompt";
+    const tokenizer = this.engine.tokenizer;
+    const vocab = this.engine.config.vocabSize;
+    let ids: number[];
+    if (typeof req.prompt === "string" || kind === "chat") {
+      if (tokenizer === null) {
+        throw new ApiError(
+          400,
+          `${param}: this model has no tokenizer; send token ids as prompt`,
+          param,
+        );
+      }
+      try {
+        ids = typeof req.prompt === "string"
+          ? tokenizer.encode(req.prompt)
+          : tokenizer.encodeChat(req.prompt as never, { addGenerationPrompt: true });
+      } catch (error) {
+        if (error instanceof ChatTemplateError) throw new ApiError(400, error.message, param);
+        throw error;
+      }
+    } else {
+      ids = req.prompt as number[];
+      const bad = ids.findIndex((id) => id >= vocab);
+      if (bad >= 0) {
+        throw new ApiError(
+          400,
+          `prompt: token ${bad} is ${ids[bad]}, outside the vocabulary [0, ${vocab})`,
+          "prompt",
+        );
+      }
+    }
+    const max = this.engine.maxModelLen;
+    if (ids.length >= max) {
+      throw new ApiError(
+        400,
+        `${param}: the prompt is ${ids.length} tokens, but the model's context is ${max} ` +
+          `tokens and must leave room for at least one generated token; shorten it`,
+        param,
+        "invalid_request_error",
+        "context_length_exceeded",
+      );
+    }
+    return ids;
+  }
+
+  async #generate(request: Request, kind: Kind, req: GenerationRequest): Promise<Response> {
+    if (this.#closing) throw new ApiError(503, "the server is shutting down", null, "server_error");
+    const ids = this.#tokenize(kind, req);
+    if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
+    const controller = new AbortController();
+    const onClientGone = () => controller.abort();
+    request.signal.addEventListener("abort", onClientGone, { once: true });
+    let chunks: AsyncIterableIterator<GenerationChunk>;
+    try {
+      chunks = this.engine.generate(ids, req.params, controller.signal);
+    } catch (error) {
+      request.signal.removeEventListener("abort", onClientGone);
+      if (
+        error instanceof RangeError || error instanceof TypeError ||
+        error instanceof RequestRejectedError
+      ) {
+        throw new ApiError(400, error.message, kind === "chat" ? "messages" : null);
+      }
+      throw error;
+    }
+    this.#live.add(controller);
+    const finish = () => {
+      this.#live.delete(controller);
+      request.signal.removeEventListener("abort", onClientGone);
+    };
+    this.metrics.promptTokens += ids.length;
+    const run = new Run(this, kind, req, ids.length, chunks);
+    if (!req.stream) {
+      try {
+        return Response.json(await run.collect());
+      } catch (error) {
+        return toApiError(error).toResponse();
+      } finally {
+        finish();
+      }
+    }
+    const stream = new ReadableStream<Uint8Array>({
+      start: (sink) => {
+        run.stream(sink).finally(finish);
+      },
+      cancel: () => controller.abort(),
+    });
+    return new Response(stream, { headers: SSE_HEADERS });
+  }
+}
+
+/** One generation: turns engine chunks into OpenAI's JSON or SSE events. */
+class Run {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+  readonly #start = performance.now();
+  #last = 0;
+  completionTokens = 0;
+
+  constructor(
+    readonly routes: Routes,
+    readonly kind: Kind,
+    readonly req: GenerationRequest,
+    readonly promptTokens: number,
+    readonly chunks: AsyncIterableIterator<GenerationChunk>,
+  ) {
+    this.id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
+  }
+
+  /** Records timing of a chunk that carries a token. */
+  #tick(chunk: GenerationChunk): void {
+    if (chunk.tokenId < 0) return;
+    const now = performance.now();
+    const metrics = this.routes.metrics;
+    if (this.completionTokens === 0) metrics.ttft.observe((now - this.#start) / 1000);
+    else metrics.itl.observe((now - this.#last) / 1000);
+    this.#last = now;
+    this.completionTokens++;
+    metrics.completionTokens++;
+  }
+
+  get usage() {
+    return {
+      prompt_tokens: this.promptTokens,
+      completion_tokens: this.completionTokens,
+      total_tokens: this.promptTokens + this.completionTokens,
+    };
+  }
+
+  #head(object: string) {
+    return { id: this.id, object, created: this.created, model: this.routes.modelName };
+  }
+
+  async collect(): Promise<unknown> {
+    let text = this.req.echo && typeof this.req.prompt === "string" ? this.req.prompt : "";
+    let reason: string = "stop";
+    let ended = false;
+    for await (const chunk of this.chunks) {
+      this.#tick(chunk);
+      text += chunk.text;
+      if (chunk.finishReason) {
+        reason = finishReason(chunk.finishReason);
+        ended = true;
+      }
+    }
+    if (!ended) throw cutShort();
+    if (this.kind === "completion") {
+      return {
+        ...this.#head("text_completion"),
+        choices: [{ index: 0, text, logprobs: null, finish_reason: reason }],
+        usage: this.usage,
+      };
+    }
+    return {
+      ...this.#head("chat.completion"),
+      choices: [{
+        index: 0,
+        message: { role: "assistant", content: text },
+        logprobs: null,
+        finish_reason: reason,
+      }],
+      usage: this.usage,
+    };
+  }
+
+  #event(text: string | null, reason: string | null, first = false): unknown {
+    if (this.kind === "completion") {
+      return {
+        ...this.#head("text_completion"),
+        choices: [{ index: 0, text: text ?? "", logprobs: null, finish_reason: reason }],
+      };
+    }
+    const delta: Record<string, string> = {};
+    if (first) delta.role = "assistant";
+    if (text !== null) delta.content = text;
+    return {
+      ...this.#head("chat.completion.chunk"),
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: reason }],
+    };
+  }
+
+  async stream(sink: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    const send = (value: unknown) => {
+      try {
+        sink.enqueue(sseEvent(value));
+      } catch { /* the client is gone; the abort signal stops generation */ }
+    };
+    try {
+      if (this.kind === "chat") send(this.#event("", null, true));
+      else if (this.req.echo && typeof this.req.prompt === "string") {
+        send(this.#event(this.req.prompt, null));
+      }
+      let ended = false;
+      for await (const chunk of this.chunks) {
+        this.#tick(chunk);
+        const reason = chunk.finishReason ? finishReason(chunk.finishReason) : null;
+        if (chunk.text.length > 0 || reason !== null) send(this.#event(chunk.text, reason));
+        ended ||= reason !== null;
+      }
+      if (!ended) throw cutShort();
+      if (this.req.includeUsage) {
+        send({
+          ...this.#head(this.kind === "chat" ? "chat.completion.chunk" : "text_completion"),
+          choices: [],
+          usage: this.usage,
+        });
+      }
+    } catch (error) {
+      send(toApiError(error).toJSON());
+    }
+    try {
+      sink.enqueue(SSE_DONE);
+      sink.close();
+    } catch { /* already closed by a cancel */ }
+  }
+}
+
+/** The request was cancelled before it finished: only seen when the server shuts down. */
+function cutShort(): ApiError {
+  return new ApiError(
+    503,
+    "the request was cancelled before it finished (the server is shutting down)",
+    null,
+    "server_error",
+  );
+}
+
+function finishReason(reason: string): string {
+  return reason === "length" ? "length" : "stop";
+}
+
+function toApiError(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ApiError(500, `internal error: ${message}`, null, "server_error");
+}
+
+/** Reads a body of at most `limit` bytes as UTF-8; 413 past the limit, 400 for bad UTF-8. */
+async function readBody(request: Request, limit: number): Promise<string> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
+  if (request.body === null) return "";
+  const reader = request.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(limit);
+    }
+    parts.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.byteLength;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ApiError(400, "the body is not valid UTF-8");
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * Hand-written validators for the bodies of POST /v1/completions and /v1/chat/completions. Each
+ * turns untrusted JSON into a {@link GenerationRequest} or throws a 400 {@link ApiError} naming
+ * the field at fault.
+ *
+ * Not implemented by the engine yet, so accepted only at their neutral values:
+ * presence_penalty and frequency_penalty (0), logprobs (null, 0 or false), top_logprobs (null or
+ * 0), n (1).
+ *
+ * @module
+ */
+
+import type { SamplingParams } from "../engine/sequence.ts";
+import type { ChatMessage } from "../engine/tokenizer.ts";
+import { ApiError, badField } from "./errors.ts";
+
+/** A validated generation request, in the engine's terms. */
+export interface GenerationRequest {
+  /** Text, token ids, or chat messages. */
+  readonly prompt: string | number[] | ChatMessage[];
+  /** Sampling parameters for `Engine.generate`; absent fields take the engine's defaults. */
+  readonly params: Partial<SamplingParams>;
+  /** Stream the reply as server-sent events. */
+  readonly stream: boolean;
+  /** Send a final chunk with usage when streaming. */
+  readonly includeUsage: boolean;
+  /** The model the client named, if any. */
+  readonly model: string | null;
+  /** Echo the prompt before the completion (completions only). */
+  readonly echo: boolean;
+}
+
+type Body = Record<string, unknown>;
+
+function isObject(value: unknown): value is Body {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function optNumber(body: Body, key: string, min: number, max: number): number | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw badField(key, `must be a number, got ${describe(value)}`);
+  }
+  if (value < min || value > max) throw badField(key, `must be in [${min}, ${max}], got ${value}`);
+  return value;
+}
+
+function optInteger(body: Body, key: string, min: number, max: number): number | undefined {
+  const value = optNumber(body, key, min, max);
+  if (value !== undefined && !Number.isInteger(value)) {
+    throw badField(key, `must be an integer, got ${value}`);
+  }
+  return value;
+}
+
+function optBoolean(body: Body, key: string): boolean | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "boolean") throw badField(key, `must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (value === undefined) return "nothing";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return `a string`;
+  if (typeof value === "object") return "an object";
+  return `${typeof value} ${String(value)}`;
+}
+
+/** A field the engine does not implement yet: only its neutral value passes. */
+function notImplemented(body: Body, key: string, neutral: unknown[]): void {
+  const value = body[key];
+  if (value === undefined || value === null || neutral.includes(value)) return;
+  throw badField(
+    key,
+    `is not supported by this server yet; leave it out or send ${
+      neutral.map((v) => JSON.stringify(v)).join(" or ")
+    }`,
+  );
+}
+
+function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
+  const model = body.model;
+  if (model !== undefined && model !== null && typeof model !== "string") {
+    throw badField("model", `must be a string, got ${describe(model)}`);
+  }
+  const n = optInteger(body, "n", 1, 1);
+  void n;
+  for (const key of ["presence_penalty", "frequency_penalty"]) {
+    optNumber(body, key, -2, 2);
+    notImplemented(body, key, [0]);
+  }
+  notImplemented(body, "top_logprobs", [0]);
+  const maxTokens = optInteger(body, "max_tokens", 1, Number.MAX_SAFE_INTEGER) ??
+    optInteger(body, "max_completion_tokens", 1, Number.MAX_SAFE_INTEGER);
+  const stopValue = body.stop;
+  let stop: string[] | undefined;
+  if (typeof stopValue === "string") {
+    stop = stopValue.length > 0 ? [stopValue] : [];
+  } else if (Array.isArray(stopValue)) {
+    if (stopValue.length > 4) {
+      throw badField("stop", `takes at most 4 strings, got ${stopValue.length}`);
+    }
+    stop = stopValue.map((s, i) => {
+      if (typeof s !== "string" || s.length === 0) {
+        throw badField("stop", `item ${i} must be a non-empty string`);
+      }
+      return s;
+    });
+  } else if (stopValue !== undefined && stopValue !== null) {
+    throw badField("stop", `must be a string or an array of strings, got ${describe(stopValue)}`);
+  }
+  const seed = optInteger(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  const stream = optBoolean(body, "stream") ?? false;
+  const streamOptions = body.stream_options;
+  let includeUsage = false;
+  if (streamOptions !== undefined && streamOptions !== null) {
+    if (!isObject(streamOptions)) {
+      throw badField("stream_options", `must be an object, got ${describe(streamOptions)}`);
+    }
+    const v = streamOptions.include_usage;
+    if (v !== undefined && v !== null && typeof v !== "boolean") {
+      throw badField("stream_options.include_usage", `must be a boolean, got ${describe(v)}`);
+    }
+    includeUsage = v === true;
+  }
+  return {
+    model: typeof model === "string" ? model : null,
+    stream,
+    includeUsage,
+    params: {
+      maxTokens,
+      temperature: optNumber(body, "temperature", 0, 2),
+      topP: optNumber(body, "top_p", Number.MIN_VALUE, 1),
+      topK: (() => {
+        const k = optInteger(body, "top_k", -1, 2 ** 31 - 1);
+        return k === -1 ? 0 : k;
+      })(),
+      minP: optNumber(body, "min_p", 0, 1),
+      seed: seed === undefined ? undefined : ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
+      stop,
+      ignoreEos: optBoolean(body, "ignore_eos"),
+    },
+  };
+}
+
+function parseObject(body: unknown): Body {
+  if (!isObject(body)) throw new ApiError(400, "the request body must be a JSON object");
+  return body;
+}
+
+/** Validates a /v1/completions body. */
+export function parseCompletionRequest(raw: unknown): GenerationRequest {
+  const body = parseObject(raw);
+  const prompt = body.prompt;
+  let parsed: string | number[];
+  if (typeof prompt === "string") {
+    if (prompt.length === 0) throw badField("prompt", "must not be empty");
+    parsed = prompt;
+  } else if (Array.isArray(prompt)) {
+    if (prompt.length === 0) throw badField("prompt", "must not be empty");
+    if (prompt.length === 1 && typeof prompt[0] === "string") {
+      if (prompt[0].length === 0) throw badField("prompt", "must not be empty");
+      parsed = prompt[0];
+    } else {
+      for (let i = 0; i < prompt.length; i++) {
+        const id = prompt[i];
+        if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
+          throw badField(
+            "prompt",
+            `must be a string or an array of token ids (integers >= 0); item ${i} is ${
+              describe(id)
+            } (batches of prompts are not supported)`,
+          );
+        }
+      }
+      parsed = prompt as number[];
+    }
+  } else {
+    throw badField("prompt", `must be a string or an array of token ids, got ${describe(prompt)}`);
+  }
+  const lp = body.logprobs;
+  if (lp !== undefined && lp !== null && (typeof lp !== "number" || !Number.isInteger(lp))) {
+    throw badField("logprobs", `must be an integer, got ${describe(lp)}`);
+  }
+  notImplemented(body, "logprobs", [0]);
+  notImplemented(body, "best_of", [1]);
+  const suffix = body.suffix;
+  if (suffix !== undefined && suffix !== null) {
+    throw badField("suffix", "is not supported by this server");
+  }
+  return { ...common(body), prompt: parsed, echo: optBoolean(body, "echo") ?? false };
+}
+
+/** Validates a /v1/chat/completions body. */
+export function parseChatRequest(raw: unknown): GenerationRequest {
+  const body = parseObject(raw);
+  const messages = body.messages;
+  if (!Array.isArray(messages)) {
+    throw badField("messages", `must be an array of messages, got ${describe(messages)}`);
+  }
+  if (messages.length === 0) throw badField("messages", "must hold at least one message");
+  const parsed: ChatMessage[] = messages.map((m, i) => {
+    const at = `messages[${i}]`;
+    if (!isObject(m)) throw badField(at, `must be an object, got ${describe(m)}`);
+    if (typeof m.role !== "string" || m.role.length === 0) {
+      throw badField(`${at}.role`, `must be a non-empty string`);
+    }
+    const content = m.content;
+    if (typeof content === "string" || content === null || content === undefined) {
+      return m as ChatMessage;
+    }
+    if (!Array.isArray(content)) {
+      throw badField(`${at}.content`, `must be a string or an array of text parts`);
+    }
+    // Text parts only: join them, as templates written for strings expect.
+    const text = content.map((part, j) => {
+      if (!isObject(part) || part.type !== "text" || typeof part.text !== "string") {
+        throw badField(`${at}.content[${j}]`, `must be {"type": "text", "text": "..."}`);
+      }
+      return part.text;
+    }).join("");
+    return { ...m, content: text } as ChatMessage;
+  });
+  const lp = body.logprobs;
+  if (lp !== undefined && lp !== null && typeof lp !== "boolean") {
+    throw badField("logprobs", `must be a boolean, got ${describe(lp)}`);
+  }
+  notImplemented(body, "logprobs", [false]);
+  const tools = body.tools;
+  if (tools !== undefined && tools !== null && !(Array.isArray(tools) && tools.length === 0)) {
+    throw badField("tools", "is not supported by this server yet");
+  }
+  return { ...common(body), prompt: parsed, echo: false };
+}

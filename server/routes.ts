@@ -329,7 +329,10 @@ class Run {
       for await (const chunk of this.chunks) {
         this.#tick(chunk);
         const reason = chunk.finishReason ? finishReason(chunk.finishReason) : null;
-        if (chunk.text.length > 0 || reason !== null) send(this.#event(chunk.text, reason));
+        // One event per generated token, as vLLM streams: the text may be "" while a UTF-8
+        // character or a possible stop string is incomplete, but clients still see each token
+        // arrive (inter-token latency is measured from these events).
+        if (chunk.tokenId >= 0 || reason !== null) send(this.#event(chunk.text, reason));
         ended ||= reason !== null;
       }
       if (!ended) throw cutShort();

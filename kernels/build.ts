@@ -14,11 +14,7 @@
 
 import { parseArgs } from "node:util";
 import type { Assumption, KernelParam, KernelSpec, ParamType, VariantSpec } from "./signature.ts";
-
-/** PTX targets: the driver JIT-compiles the newest one not above the device. */
-export const PTX_ARCHS = ["sm_80", "sm_90"] as const;
-/** HSACO targets: code objects run only on their exact gfx arch. */
-export const HSACO_ARCHS = ["gfx90a", "gfx1030"] as const;
+import { HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 
 const KERNEL_LINE = /^extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{/;
 const VARIANT_LINE = /^\/\/ variant-of (\w+):((?:\s+\w+=\w+)+)\s*$/;

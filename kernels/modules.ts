@@ -7,7 +7,7 @@
  */
 
 import type { Backend, DeviceModule, ModuleImage } from "../backends/backend.ts";
-import { HSACO_ARCHS, PTX_ARCHS } from "./build.ts";
+import { HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 import { createLauncher, type KernelLauncher, type LauncherOptions } from "./launcher.ts";
 import { KERNEL_MODULES } from "./manifest.ts";
 import type { KernelSpec } from "./signature.ts";
@@ -40,7 +40,7 @@ export function imagePath(backend: Backend, moduleName: string): string {
     if (!(HSACO_ARCHS as readonly string[]).includes(arch)) {
       throw new Error(
         `no HSACO built for ${arch} (built: ${HSACO_ARCHS.join(", ")}); add it to HSACO_ARCHS ` +
-          `in kernels/build.ts and run \`deno task kernels\``,
+          `in kernels/targets.ts and run \`deno task kernels\``,
       );
     }
     return `hsaco/${moduleName}.${arch}.hsaco`;

@@ -5,7 +5,7 @@
  */
 
 import { CU_DEVICE_ATTRIBUTE, CU_RESULT, CUDA_SYMBOLS } from "./cuda_ffi.ts";
-import { type DriverRole, symbolNames } from "./driver_ffi.ts";
+import { symbolNames } from "./driver_ffi.ts";
 import { openCublasLt } from "./cublaslt.ts";
 import { cStringFrom, openLibrary } from "./dlopen.ts";
 import { NoDeviceError } from "./errors.ts";
@@ -48,16 +48,15 @@ export function openCuda(options: CudaOptions = {}): GpuBackend {
     return { name, message };
   };
   const check = driverCheck("cuda", errorText);
-  const role = (r: DriverRole) => names[r];
 
   try {
     const initCode = sym.init(0);
     if (initCode === CU_RESULT.ERROR_NO_DEVICE) {
       throw new NoDeviceError(`no NVIDIA GPU found: cuInit reports no device. Or ${REMEDY}`);
     }
-    check(initCode, role("init"));
+    check(initCode, names.init);
     const out = new Int32Array(1);
-    check(sym.deviceGetCount(out), role("deviceGetCount"));
+    check(sym.deviceGetCount(out), names.deviceGetCount);
     const count = out[0];
     if (count === 0) throw new NoDeviceError(`no NVIDIA GPU found. Or ${REMEDY}`);
     const ordinal = options.device ?? 0;

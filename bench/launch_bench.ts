@@ -13,6 +13,7 @@ import { KERNEL_MODULES } from "../kernels/manifest.ts";
 import { PARAM_BYTES } from "../kernels/signature.ts";
 import { buildFakeDriver, openFakeControl } from "../tests/fake_driver/fake.ts";
 import { createGenericLauncher } from "./generic_launcher.ts";
+import { prepackArgs } from "./prepacked_args.ts";
 
 const path = buildFakeDriver();
 const fake = openFakeControl(path);
@@ -24,10 +25,8 @@ const fn = module.getFunction("args8");
 const stream = gpu.createStream();
 const [a, b, c, d] = [0, 1, 2, 3].map(() => gpu.alloc(256).ptr);
 
-const packed = new ArrayBuffer(48);
-const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(packed)));
-const slots = new BigUint64Array([0, 8, 16, 24, 32, 36, 40, 44].map((o) => base + BigInt(o)));
-const slotsPtr = Deno.UnsafePointer.of(slots);
+const prepacked = prepackArgs(spec, [a, b, c, d, 32, 7, 1.5, 2.5]);
+const slotsPtr = prepacked.kernelParams;
 const raw = gpu.launchAbi.launchKernel;
 const native = stream.native;
 

@@ -13,6 +13,7 @@
 
 import { openCuda } from "../backends/cuda.ts";
 import { loadKernels } from "../kernels/modules.ts";
+import { prepackArgs } from "./prepacked_args.ts";
 import { BATCH, type Contender, printResult, timeInterleaved } from "./round_timer.ts";
 
 const backend = openCuda();
@@ -25,16 +26,9 @@ const extraKernels = await loadKernels(backend, "runtime_test", { packing: "extr
 const fn = paramsKernels.module.getFunction("args8").native;
 
 // Arguments packed once, as kernelParams: what both the raw call and the C loop pass.
-const packed = new ArrayBuffer(48);
-const dv = new DataView(packed);
-[a, b, c, d].forEach((ptr, i) => dv.setBigUint64(i * 8, BigInt(ptr), true));
-dv.setInt32(32, 32, true);
-dv.setInt32(36, 7, true);
-dv.setFloat32(40, 1.5, true);
-dv.setFloat32(44, 2.5, true);
-const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(packed)));
-const slots = new BigUint64Array([0, 8, 16, 24, 32, 36, 40, 44].map((o) => base + BigInt(o)));
-const slotsPtr = Deno.UnsafePointer.of(slots);
+const spec = paramsKernels.specs.find((k) => k.name === "args8")!;
+const prepacked = prepackArgs(spec, [a, b, c, d, 32, 7, 1.5, 2.5]);
+const slotsPtr = prepacked.kernelParams;
 const raw = backend.launchAbi.launchKernel;
 const native = stream.native;
 const launchParams = paramsKernels.launchers.args8.launch;

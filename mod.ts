@@ -91,3 +91,5 @@ export {
   type RandomWeightsSource,
 } from "./engine/engine.ts";
 export { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "./engine/config.ts";
+export type { TokenLogprobs } from "./engine/sampler.ts";
+export type { SamplingParams } from "./engine/sequence.ts";

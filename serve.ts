@@ -34,6 +34,9 @@ Options:
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)
+  --max-num-seqs N             most sequences in one step, as in vLLM (default 256)
+  --max-num-batched-tokens N   most tokens computed in one step, the chunked-prefill budget
+                               (default 2048; >= --max-num-seqs)
   -h, --help                   show this help`;
 
 function positiveInt(name: string, text: string, min: number): number {
@@ -61,6 +64,8 @@ export async function main(args: string[]): Promise<number> {
         "max-queue": { type: "string", default: "256" },
         "kv-fraction": { type: "string" },
         "max-model-len": { type: "string" },
+        "max-num-seqs": { type: "string" },
+        "max-num-batched-tokens": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -73,7 +78,7 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const choice = values.backend as BackendChoice;
-  let port, device, maxQueue, kvFraction, maxModelLen;
+  let port, device, maxQueue, kvFraction, maxModelLen, maxRunning, maxBatchedTokens;
   try {
     if (choice !== "auto" && !AUTO_ORDER.includes(choice)) {
       throw new Error(`--backend ${choice} is not one of auto, ${AUTO_ORDER.join(", ")}`);
@@ -90,6 +95,12 @@ export async function main(args: string[]): Promise<number> {
     }
     if (values["max-model-len"] !== undefined) {
       maxModelLen = positiveInt("max-model-len", values["max-model-len"], 2);
+    }
+    if (values["max-num-seqs"] !== undefined) {
+      maxRunning = positiveInt("max-num-seqs", values["max-num-seqs"], 1);
+    }
+    if (values["max-num-batched-tokens"] !== undefined) {
+      maxBatchedTokens = positiveInt("max-num-batched-tokens", values["max-num-batched-tokens"], 1);
     }
     if (values["random-weights"] !== undefined) configPreset(values["random-weights"]);
   } catch (error) {
@@ -109,7 +120,14 @@ export async function main(args: string[]): Promise<number> {
     const source: string | RandomWeightsSource = preset === undefined
       ? (values.model ?? DEFAULT_MODEL)
       : { config: configPreset(preset), randomWeights: true, tokenizerDir: values.model };
-    engine = await Engine.load(source, { backend, kvFraction, maxModelLen, log });
+    engine = await Engine.load(source, {
+      backend,
+      kvFraction,
+      maxModelLen,
+      maxRunning,
+      maxBatchedTokens,
+      log,
+    });
   } catch (error) {
     backend?.close();
     log((error as Error).message);

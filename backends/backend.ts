@@ -85,6 +85,11 @@ export interface DeviceEvent {
   record(stream: Stream): void;
   /** Blocks until the event has completed. */
   synchronize(): void;
+  /**
+   * Whether the event has completed, without blocking: lets the engine keep serving the event
+   * loop while the device works, instead of blocking the thread in `synchronize`.
+   */
+  query(): boolean;
   /** Milliseconds between `start` (recorded earlier) and this event; both must have completed. */
   elapsedMsSince(start: DeviceEvent): number;
   /** Releases the event. */
@@ -183,6 +188,11 @@ export interface Backend {
   readonly defaultStream: Stream;
   /** The launch entry point for generated launchers; null where kernels are not device code. */
   readonly launchAbi: LaunchAbi | null;
+  /**
+   * Whether enqueued work runs after the call that enqueues it returns (GPUs), so the host can
+   * do other work meanwhile; false where every op completes inside its call (the CPU).
+   */
+  readonly asynchronous: boolean;
 
   /** Free and total device memory in bytes, as the driver reports them now. */
   memoryInfo(): { free: number; total: number };

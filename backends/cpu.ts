@@ -31,6 +31,8 @@ const CPU_STREAM: Stream = {
 
 /** The host CPU behind the Backend interface. */
 export class CpuBackend implements Backend {
+  /** Every op completes inside its call. */
+  readonly asynchronous = false;
   readonly kind = "cpu" as const;
   readonly info: DeviceInfo;
   readonly defaultStream = CPU_STREAM;
@@ -157,6 +159,10 @@ class CpuEvent implements DeviceEvent {
   }
 
   synchronize(): void {}
+
+  query(): boolean {
+    return true;
+  }
 
   elapsedMsSince(start: DeviceEvent): number {
     if (!(start instanceof CpuEvent)) throw new TypeError("elapsedMsSince takes a CPU event");

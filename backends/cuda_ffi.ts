@@ -36,6 +36,7 @@ export const CUDA_SYMBOLS = {
     eventCreate: "cuEventCreate",
     eventRecord: "cuEventRecord",
     eventSynchronize: "cuEventSynchronize",
+    eventQuery: "cuEventQuery",
     eventElapsedTime: "cuEventElapsedTime",
     eventDestroy: "cuEventDestroy_v2",
     // Modules and kernels.

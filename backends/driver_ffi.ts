@@ -42,6 +42,7 @@ export const DRIVER_SIGNATURES = {
   eventCreate: { parameters: ["buffer", "u32"], result: "i32" },
   eventRecord: { parameters: ["pointer", "pointer"], result: "i32" },
   eventSynchronize: { parameters: ["pointer"], result: "i32" },
+  eventQuery: { parameters: ["pointer"], result: "i32" },
   eventElapsedTime: { parameters: ["buffer", "pointer", "pointer"], result: "i32" },
   eventDestroy: { parameters: ["pointer"], result: "i32" },
 

@@ -51,9 +51,13 @@ const JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 const JIT_LOG_BYTES = 16384;
 const FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 const ERROR_OUT_OF_MEMORY = 2;
+// cuEventQuery's and hipEventQuery's "not yet" (CUDA_ERROR_NOT_READY, hipErrorNotReady).
+const NOT_READY = 600;
 
 /** A CUDA or HIP device behind the Backend interface. */
 export class GpuBackend implements Backend {
+  /** Launches and copies on a stream return before the device has done them. */
+  readonly asynchronous = true;
   readonly kind: "cuda" | "hip";
   readonly info: DeviceInfo;
   readonly defaultStream: Stream;
@@ -347,6 +351,13 @@ class GpuEvent implements DeviceEvent {
 
   synchronize(): void {
     this.backend.check(this.sym.eventSynchronize(this.native), "eventSynchronize");
+  }
+
+  query(): boolean {
+    const rc = this.sym.eventQuery(this.native);
+    if (rc === NOT_READY) return false;
+    this.backend.check(rc, "eventQuery");
+    return true;
   }
 
   elapsedMsSince(start: DeviceEvent): number {

@@ -35,6 +35,7 @@ export const HIP_SYMBOLS = {
     eventCreate: "hipEventCreateWithFlags",
     eventRecord: "hipEventRecord",
     eventSynchronize: "hipEventSynchronize",
+    eventQuery: "hipEventQuery",
     eventElapsedTime: "hipEventElapsedTime",
     eventDestroy: "hipEventDestroy",
     // Modules and kernels.

@@ -22,7 +22,7 @@ import type { DeviceBuffer, Stream } from "./backend.ts";
 /** The elementwise and normalisation family (kernels/src/elementwise.cu, backends/cpu/elementwise.ts). */
 export type ElementwiseOps = Pick<
   LlamaOps,
-  "embedding" | "rmsNorm" | "rope" | "siluMul" | "castF32ToBf16" | "castBf16ToF32"
+  "embedding" | "rmsNorm" | "rope" | "siluMul" | "castF32ToBf16" | "castBf16ToF32" | "fillRandom"
 >;
 /** The matrix family (kernels/src/linear.cu, backends/cpu/linear.ts). */
 export type LinearOps = Pick<LlamaOps, "linear" | "prepareLinear">;
@@ -34,7 +34,7 @@ export type AttentionOps = Pick<
 /** The sampling family (kernels/src/sampling.cu, backends/cpu/sampling.ts). */
 export type SamplingOps = Pick<
   LlamaOps,
-  "argmax" | "sample" | "sampleWorkspaceBytes" | "logSoftmax"
+  "argmax" | "sample" | "sampleWorkspaceBytes" | "logSoftmax" | "applyPenalties" | "logprobs"
 >;
 
 /** RoPE frequencies: the host computes `invFreq` once, including Llama 3.1 `llama3` scaling. */
@@ -236,6 +236,52 @@ export interface LlamaOps {
     vocab: number,
     stream: Stream,
   ): void;
+
+  /**
+   * Applies repetition, presence and frequency penalties in place, as vLLM does, before
+   * temperature and sampling. `entries` is i32 [count, 3]: (row, token, outputCount), one entry
+   * per distinct token of row's prompt and output (each (row, token) at most once; outputCount 0
+   * for a token seen only in the prompt). `penalties` is f32 [batch, 3]: (repetition, presence,
+   * frequency) of each row. For each entry, with l = logits[row, token]:
+   * l = l > 0 ? l / repetition : l · repetition; then l -= frequency · outputCount, and
+   * l -= presence when outputCount > 0. `count` 0 is a no-op.
+   */
+  applyPenalties(
+    logits: DeviceBuffer,
+    entries: DeviceBuffer,
+    count: number,
+    penalties: DeviceBuffer,
+    batch: number,
+    vocab: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Log-probabilities of the raw model output, for `logprobs` / `top_logprobs`. From the bf16
+   * logits [batch, vocab] (as the lm head wrote them, before penalties and temperature) and the
+   * sampled ids i32 [batch]: chosen f32 [batch] = log_softmax(logits[b])[ids[b]]; topIds i32
+   * [batch, n] and topValues f32 [batch, n] = the n largest log-probabilities in descending
+   * order, ties to the lower id. 0 <= n <= min(20, vocab); with n 0 only `chosen` is written.
+   */
+  logprobs(
+    chosen: DeviceBuffer,
+    topIds: DeviceBuffer,
+    topValues: DeviceBuffer,
+    logits: DeviceBuffer,
+    ids: DeviceBuffer,
+    batch: number,
+    vocab: number,
+    n: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Fills `out` (bf16, `count` elements) with seeded uniform random values in [-scale, scale):
+   * element i is bf16(scale · (2u − 1)), u = (philox4x32-10(key = (seed lo32, seed hi32),
+   * counter = (i lo32, i hi32, 0, 0))[0] >> 8) · 2⁻²⁴, in f32 without contraction, so every backend writes the same bits. Used to build
+   * random weights on the device (`--random-weights`).
+   */
+  fillRandom(out: DeviceBuffer, count: number, seed: number, scale: number, stream: Stream): void;
 
   /** f32 → bf16 (round to nearest even), `count` elements. */
   castF32ToBf16(out: DeviceBuffer, x: DeviceBuffer, count: number, stream: Stream): void;

@@ -1,7 +1,7 @@
 /**
  * Where each sequence's K/V lives: a fixed pool of `numBlocks` blocks of `blockSize` tokens,
  * per-sequence block tables, and prefix caching. Pure bookkeeping over block numbers; the device
- * buffers are sized from `numBlocks` elsewhere (see `capacityFromMemory`).
+ * buffers are engine/kv_cache.ts's, sized by its `capacityFromMemory`.
  *
  * A block is in exactly one of three states:
  * - free: on the free stack, content meaningless;
@@ -133,7 +133,7 @@ export class BlockManager {
   #version = 0;
 
   /**
-   * @param numBlocks blocks in the pool (see `capacityFromMemory`)
+   * @param numBlocks blocks in the pool (see kv_cache.ts `capacityFromMemory`)
    * @param blockSize tokens per block
    */
   constructor(numBlocks: number, blockSize: number, options: BlockManagerOptions = {}) {
@@ -460,103 +460,4 @@ export class BlockManager {
     this.#lruNext[b] = NONE;
     this.#lruCount--;
   }
-}
-
-/** Shape of a model's KV cache, for sizing one block. */
-export interface KvCacheShape {
-  /** Transformer layers. */
-  readonly numLayers: number;
-  /** Key/value heads per layer. */
-  readonly numKvHeads: number;
-  /** Head dimension. */
-  readonly headDim: number;
-  /** Tokens per block. */
-  readonly blockSize: number;
-  /** Bytes per cached element (2 for bf16, the default). */
-  readonly bytesPerElement?: number;
-}
-
-/** Device bytes one block takes across all layers: K and V, [numKvHeads, blockSize, headDim] each. */
-export function kvBytesPerBlock(shape: KvCacheShape): number {
-  const { numLayers, numKvHeads, headDim, blockSize, bytesPerElement = 2 } = shape;
-  for (
-    const [name, v] of Object.entries({
-      numLayers,
-      numKvHeads,
-      headDim,
-      blockSize,
-      bytesPerElement,
-    })
-  ) {
-    if (!Number.isInteger(v) || v < 1) {
-      throw new RangeError(`kvBytesPerBlock: ${name} must be an integer >= 1, got ${v}`);
-    }
-  }
-  return 2 * numLayers * numKvHeads * blockSize * headDim * bytesPerElement;
-}
-
-/** The KV-cache size chosen from free device memory. */
-export interface KvCapacity {
-  /** Blocks to allocate. */
-  readonly numBlocks: number;
-  /** Device bytes they take. */
-  readonly bytes: number;
-  /** One line for the startup log. */
-  readonly description: string;
-}
-
-function gib(bytes: number): string {
-  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-}
-
-/**
- * How many blocks fit in `fraction` of `freeBytes` (the device's free memory after the weights
- * and workspaces are allocated), each `bytesPerBlock` bytes. Throws, naming the numbers and what
- * to change, when not even one block fits.
- *
- * @example
- * ```ts
- * import { capacityFromMemory, kvBytesPerBlock } from "./block_manager.ts";
- * const perBlock = kvBytesPerBlock({ numLayers: 32, numKvHeads: 8, headDim: 128, blockSize: 16 });
- * const { numBlocks, description } = capacityFromMemory(40 * 2 ** 30, 0.9, perBlock, 16);
- * console.error(description); // KV cache: 18432 blocks × 16 tokens = 294912 tokens, ...
- * ```
- */
-export function capacityFromMemory(
-  freeBytes: number,
-  fraction: number,
-  bytesPerBlock: number,
-  blockSize?: number,
-): KvCapacity {
-  if (!Number.isFinite(freeBytes) || freeBytes < 0) {
-    throw new RangeError(
-      `capacityFromMemory: freeBytes must be a finite number >= 0, got ${freeBytes}`,
-    );
-  }
-  if (!(fraction > 0 && fraction <= 1)) {
-    throw new RangeError(
-      `capacityFromMemory: the KV-cache memory fraction must be in (0, 1], got ${fraction}`,
-    );
-  }
-  if (!Number.isInteger(bytesPerBlock) || bytesPerBlock < 1) {
-    throw new RangeError(
-      `capacityFromMemory: bytesPerBlock must be an integer >= 1, got ${bytesPerBlock}`,
-    );
-  }
-  const numBlocks = Math.floor((freeBytes * fraction) / bytesPerBlock);
-  if (numBlocks < 1) {
-    throw new RangeError(
-      `KV cache: ${fraction} of ${freeBytes} free bytes (${gib(freeBytes)}) is less than one ` +
-        `block of ${bytesPerBlock} bytes; free device memory, raise the KV-cache memory ` +
-        `fraction, or use a smaller block size or model`,
-    );
-  }
-  const bytes = numBlocks * bytesPerBlock;
-  const tokens = blockSize ? ` × ${blockSize} tokens = ${numBlocks * blockSize} tokens` : "";
-  return {
-    numBlocks,
-    bytes,
-    description: `KV cache: ${numBlocks} blocks${tokens}, ${gib(bytes)} ` +
-      `(${fraction} of ${gib(freeBytes)} free, ${bytesPerBlock} bytes per block)`,
-  };
 }

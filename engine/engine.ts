@@ -30,11 +30,13 @@ import { basename } from "node:path";
 import type { Backend } from "../backends/backend.ts";
 import type { LlamaOps } from "../backends/ops.ts";
 import { type BackendChoice, openBackend } from "../backends/select.ts";
-import { BlockManager, capacityFromMemory } from "./block_manager.ts";
+import { BlockManager } from "./block_manager.ts";
+import { capacityFromMemory } from "./kv_cache.ts";
 import { type LlamaConfig, loadLlamaConfig } from "./config.ts";
 import { IncrementalDecoder } from "./detokenizer.ts";
 import { LlamaModel } from "./model.ts";
-import { Scheduler, type SchedulerMetrics } from "./scheduler.ts";
+import type { TokenLogprobs } from "./sampler.ts";
+import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
 import { type FinishReason, type SamplingParams, samplingParams, Sequence } from "./sequence.ts";
 import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
 import { type LlamaWeights, loadWeights, randomWeights } from "./weights.ts";
@@ -91,6 +93,8 @@ export interface GenerationChunk {
   readonly text: string;
   /** Set on the last chunk: why generation ended. */
   readonly finishReason?: FinishReason;
+  /** With `logprobs` set in the params: the token's log-probability and the top alternatives. */
+  readonly logprobs?: TokenLogprobs;
 }
 
 /** What the engine runs on, for logs and /v1/models. */
@@ -310,6 +314,12 @@ export class Engine {
   readonly #log: (line: string) => void;
   readonly #requests = new Map<number, Request>();
   readonly #sampled: Int32Array;
+  readonly #logprobs: (TokenLogprobs | undefined)[];
+  // Tokens of the last finished step, sent while the next step runs (see #run).
+  readonly #pendingSeqs: (Sequence | undefined)[];
+  readonly #pendingLogprobs: (TokenLogprobs | undefined)[];
+  #pendingCount = 0;
+  readonly #overlap: boolean;
   readonly #seedBase: number;
   #seedCounter = 0;
   #loop: Promise<void> | null = null;
@@ -343,6 +353,10 @@ export class Engine {
       ? parts.tokenizer.eosIds
       : parts.config.eosTokenIds;
     this.#sampled = new Int32Array(parts.options.maxRunning);
+    this.#logprobs = new Array(parts.options.maxRunning).fill(undefined);
+    this.#pendingSeqs = new Array(parts.options.maxRunning).fill(undefined);
+    this.#pendingLogprobs = new Array(parts.options.maxRunning).fill(undefined);
+    this.#overlap = parts.backend.asynchronous;
     this.#scheduler = new Scheduler(parts.blocks, {
       maxRunning: parts.options.maxRunning,
       maxBatchedTokens: parts.options.maxBatchedTokens,
@@ -397,7 +411,7 @@ export class Engine {
       const ops: LlamaOps = await backend.loadOps();
       weights = typeof source === "string"
         ? await loadWeights(source, config, backend)
-        : randomWeights(config, backend, source.seed ?? 0);
+        : randomWeights(config, backend, ops, source.seed ?? 0);
       model = new LlamaModel(backend, ops, weights, {
         maxBatchedTokens: o.maxBatchedTokens,
         maxRunning: o.maxRunning,
@@ -675,28 +689,69 @@ export class Engine {
   async #run(): Promise<void> {
     // Start in a later macrotask: `generate` returns at once, and requests submitted in the
     // same tick share the first step.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await nextTick();
     while (!this.#closed && this.#scheduler.hasWork) {
       try {
-        this.#step();
+        // On a device that works asynchronously, the previous step's tokens go out while the
+        // next step runs: encoding and writing a few hundred stream chunks then costs no device
+        // time. Where ops finish inside their calls (the CPU) they went out already.
+        const plan = this.#launchStep();
+        this.#flushEmits();
+        if (plan === null) {
+          await nextTick();
+          continue;
+        }
+        if (!(await this.#deviceDone(plan))) continue;
+        // No await from here to the next flush: a request that finished in this step must
+        // send its last token before its `done` callbacks run (they would end it without).
+        this.#finishStep(plan);
+        if (!this.#overlap) this.#flushEmits();
       } catch (error) {
         // Not a model failure (those fail their step): the scheduler's state is suspect, so
         // fail everything rather than hang requests.
         const e = error instanceof Error ? error : new Error(String(error));
         this.#log(`engine loop failed: ${e.stack ?? e.message}`);
         this.#scheduler.failAll(e);
+        await nextTick();
       }
-      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    this.#flushEmits();
+  }
+
+  /** Plans and launches one step; null when there was nothing to run or the launch failed. */
+  #launchStep(): BatchPlan | null {
+    const plan = this.#scheduler.step();
+    if (plan.count === 0) return null;
+    this.#steps++;
+    try {
+      this.#model.launch(plan);
+    } catch (error) {
+      this.#failStep(plan, error);
+      return null;
+    }
+    return plan;
+  }
+
+  /**
+   * Waits for the launched step, polling so HTTP handlers run meanwhile (at least one yield,
+   * even if the device is already done); false (the step failed) if the device reported an
+   * error.
+   */
+  async #deviceDone(plan: BatchPlan): Promise<boolean> {
+    try {
+      do await nextTick(); while (!this.#model.ready());
+      return true;
+    } catch (error) {
+      this.#model.abandon();
+      this.#failStep(plan, error);
+      return false;
     }
   }
 
-  #step(): void {
-    const scheduler = this.#scheduler;
-    const plan = scheduler.step();
-    if (plan.count === 0) return;
-    this.#steps++;
+  /** Reads the finished step's tokens, applies them, and queues their chunks. */
+  #finishStep(plan: BatchPlan): void {
     try {
-      this.#model.forward(plan, this.#sampled);
+      this.#model.finish(this.#sampled, this.#logprobs);
       for (let i = 0; i < plan.count; i++) {
         if (plan.samples[i] === 0) continue;
         const request = this.#requests.get(plan.seq(i).id);
@@ -706,20 +761,38 @@ export class Engine {
         }
       }
     } catch (error) {
-      const e = error instanceof Error ? error : new Error(String(error));
-      this.#failedSteps++;
-      this.#log(`step failed (${plan.count} requests fail with it): ${e.message}`);
-      scheduler.failStep(plan, e);
+      this.#failStep(plan, error);
       return;
     }
-    scheduler.postprocess(plan, this.#sampled);
+    this.#scheduler.postprocess(plan, this.#sampled);
     for (let i = 0; i < plan.count; i++) {
-      if (plan.samples[i] === 1) this.#emit(plan.seq(i));
+      if (plan.samples[i] === 0) continue;
+      const n = this.#pendingCount++;
+      this.#pendingSeqs[n] = plan.seq(i);
+      this.#pendingLogprobs[n] = this.#logprobs[i];
+    }
+  }
+
+  #failStep(plan: BatchPlan, error: unknown): void {
+    const e = error instanceof Error ? error : new Error(String(error));
+    this.#failedSteps++;
+    this.#log(`step failed (${plan.count} requests fail with it): ${e.message}`);
+    this.#scheduler.failStep(plan, e);
+  }
+
+  /** Sends the chunks of the last finished step. */
+  #flushEmits(): void {
+    const n = this.#pendingCount;
+    this.#pendingCount = 0;
+    for (let i = 0; i < n; i++) {
+      this.#emit(this.#pendingSeqs[i]!, this.#pendingLogprobs[i]);
+      this.#pendingSeqs[i] = undefined;
+      this.#pendingLogprobs[i] = undefined;
     }
   }
 
   /** Sends the chunk of `seq`'s newest token, and ends its stream if it finished. */
-  #emit(seq: Sequence): void {
+  #emit(seq: Sequence, logprobs: TokenLogprobs | undefined): void {
     const request = this.#requests.get(seq.id);
     if (request === undefined || request.emitted >= seq.numOutputTokens) return;
     request.emitted = seq.numOutputTokens;
@@ -728,7 +801,11 @@ export class Engine {
       this.#requests.delete(seq.id);
       request.detach();
       const text = this.#finalText(request);
-      request.stream.push({ tokenId, text, finishReason: seq.finishReason! });
+      request.stream.push(
+        logprobs === undefined
+          ? { tokenId, text, finishReason: seq.finishReason! }
+          : { tokenId, text, finishReason: seq.finishReason!, logprobs },
+      );
       request.stream.end();
       return;
     }
@@ -739,7 +816,7 @@ export class Engine {
       text = full.slice(request.sent, ready);
       request.sent = ready;
     }
-    request.stream.push({ tokenId, text });
+    request.stream.push(logprobs === undefined ? { tokenId, text } : { tokenId, text, logprobs });
   }
 }
 
@@ -784,4 +861,9 @@ function kvBlockCount(
     return useful;
   }
   return usable;
+}
+
+/** Resolves in a later macrotask, after pending I/O callbacks (no 1 ms timer clamp). */
+function nextTick(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
 }

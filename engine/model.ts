@@ -11,11 +11,14 @@
  * embedding → per layer [rmsNorm (fused residual) → q, k, v projections → rope → kvWrite →
  * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
- * → the rows that sample (gathered) → lm head → f32 → argmax or sample → ids to the host.
+ * → the rows that sample (gathered) → lm head → f32 → the sampler (engine/sampler.ts).
  *
  * The q, k and v projections are three `linear` calls over row slices of the fused weight:
  * rope, kvWrite and attention take q, k and v each as a contiguous [tokens, heads, headDim]
- * array, and a fused output interleaves them per token. The gate/up output is used fused, as
+ * array, and a fused output interleaves them per token. A single-token step (batch-1 decode,
+ * the latency case) is the exception: with one row the fused output is q, k and v back to
+ * back, so one launch over the fused weight serves, and the weight streams at the bandwidth
+ * of one large GEMV instead of three small ones. The gate/up output is used fused, as
  * siluMul reads it.
  *
  * Decode-only steps replay a captured device graph where the backend has graphs: one per
@@ -30,16 +33,18 @@
 import type {
   Backend,
   DeviceBuffer,
+  DeviceEvent,
   DeviceGraph,
-  HostBuffer,
   Stream,
 } from "../backends/backend.ts";
-import type { AttentionShape, LlamaOps, RopeTable, SamplingBuffers } from "../backends/ops.ts";
+import type { AttentionShape, LlamaOps, RopeTable } from "../backends/ops.ts";
 import { BatchInputs } from "./batch_inputs.ts";
-import { kvBytesPerBlock } from "./block_manager.ts";
+import { kvBytesPerBlock, KvCache, type KvCacheShape } from "./kv_cache.ts";
 import type { LlamaConfig } from "./config.ts";
 import { createRopeTable, ropeInverseFrequencies } from "./rope.ts";
+import { Sampler, type SampleRows, type TokenLogprobs } from "./sampler.ts";
 import type { BatchPlan } from "./scheduler.ts";
+import type { Sequence } from "./sequence.ts";
 import type { LlamaWeights } from "./weights.ts";
 
 /** Sizes and switches of a {@link LlamaModel}. */
@@ -132,25 +137,28 @@ export class LlamaModel {
   readonly #k: DeviceBuffer;
   readonly #v: DeviceBuffer;
   readonly #attn: DeviceBuffer;
+  // Single-token steps (batch-1 decode) run q, k and v as one linear over the fused weight into
+  // #qkvOne; with one row the three outputs are contiguous slices of it.
+  readonly #qkvOne: DeviceBuffer;
+  readonly #qOne: DeviceBuffer;
+  readonly #kOne: DeviceBuffer;
+  readonly #vOne: DeviceBuffer;
   readonly #gateUp: DeviceBuffer;
   readonly #act: DeviceBuffer;
   // Per-sample buffers, [maxRunning, ...].
   readonly #gathered: DeviceBuffer;
   readonly #logitsBf16: DeviceBuffer;
   readonly #logits: DeviceBuffer;
-  readonly #ids: DeviceBuffer;
-  readonly #idsHost: Int32Array;
-  readonly #sampling: SamplingBuffers;
-  readonly #samplingDevice: DeviceBuffer;
-  readonly #samplingHost: HostBuffer;
-  readonly #temperature: Float32Array;
-  readonly #topK: Int32Array;
-  readonly #topP: Float32Array;
-  readonly #minP: Float32Array;
-  readonly #seed: Uint32Array;
-  readonly #step: Int32Array;
+  readonly #sampler: Sampler;
+  // Recorded after each launched step; its completion means the results are on the host.
+  readonly #done: DeviceEvent;
+  // The rows the sampler reads: sample row s is plan entry sampleEntry[s] of #plan.
+  #plan: BatchPlan | null = null;
+  readonly #rows: { count: number } & SampleRows = {
+    count: 0,
+    seqOf: (s: number): Sequence => this.#plan!.seq(this.#inputs.sampleEntry[s]),
+  };
   readonly #decodeWorkspace: DeviceBuffer;
-  readonly #sampleWorkspace: DeviceBuffer;
   // Row slices of the fused q/k/v weight, per layer.
   readonly #wq: DeviceBuffer[] = [];
   readonly #wk: DeviceBuffer[] = [];
@@ -158,9 +166,7 @@ export class LlamaModel {
   // Views of q and attn starting at token row r (the first prefill row), made once per r.
   readonly #qAt: (DeviceBuffer | undefined)[] = [];
   readonly #attnAt: (DeviceBuffer | undefined)[] = [];
-  readonly #kCache: DeviceBuffer[] = [];
-  readonly #vCache: DeviceBuffer[] = [];
-  #numBlocks = 0;
+  #kv: KvCache | null = null;
   readonly #maxBlocksPerSeq: number;
   // Graphs: keyed by batch-size index · 64 + log2 of the context bucket.
   #graphsOn: boolean;
@@ -241,7 +247,8 @@ export class LlamaModel {
     this.stream = backend.createStream();
     let rope: RopeTable | null = null;
     let inputs: BatchInputs | null = null;
-    let samplingHost: HostBuffer | null = null;
+    let sampler: Sampler | null = null;
+    let done: DeviceEvent | null = null;
     try {
       rope = createRopeTable(
         backend,
@@ -261,40 +268,24 @@ export class LlamaModel {
       this.#k = bf16(T * kvDim);
       this.#v = bf16(T * kvDim);
       this.#attn = bf16(T * qDim);
+      this.#qkvOne = bf16(qDim + 2 * kvDim);
+      this.#qOne = this.#qkvOne.slice(0, qDim * 2);
+      this.#kOne = this.#qkvOne.slice(qDim * 2, kvDim * 2);
+      this.#vOne = this.#qkvOne.slice((qDim + kvDim) * 2, kvDim * 2);
       this.#gateUp = bf16(T * 2 * inter);
       this.#act = bf16(T * inter);
       this.#gathered = bf16(R * h);
       this.#logitsBf16 = bf16(R * vocab);
       this.#logits = this.#alloc(R * vocab * 4);
-      this.#ids = this.#alloc(R * 4);
-      this.#idsHost = new Int32Array(R);
       this.#decodeWorkspace = this.#alloc(
         ops.decodeWorkspaceBytes(R, this.#maxBlocksPerSeq * options.blockSize, this.shape),
       );
-      this.#sampleWorkspace = this.#alloc(ops.sampleWorkspaceBytes(R, vocab));
-
-      // Sampling parameters: one device buffer of six [R] arrays, filled with one copy.
-      // seed (u64) first so it is 8-byte aligned; every array starts on 16 bytes.
-      const words = Math.ceil(R / 4) * 4;
-      this.#samplingDevice = this.#alloc(words * 4 * 7);
-      samplingHost = backend.allocHost(words * 4 * 7);
-      const host = samplingHost.bytes.buffer;
-      const base = samplingHost.bytes.byteOffset;
-      const at = (word: number, length: number) => this.#samplingDevice.slice(word * 4, length);
-      this.#seed = new Uint32Array(host, base, 2 * R);
-      this.#temperature = new Float32Array(host, base + 2 * words * 4, R);
-      this.#topK = new Int32Array(host, base + 3 * words * 4, R);
-      this.#topP = new Float32Array(host, base + 4 * words * 4, R);
-      this.#minP = new Float32Array(host, base + 5 * words * 4, R);
-      this.#step = new Int32Array(host, base + 6 * words * 4, R);
-      this.#sampling = {
-        seed: at(0, 8 * R),
-        temperature: at(2 * words, 4 * R),
-        topK: at(3 * words, 4 * R),
-        topP: at(4 * words, 4 * R),
-        minP: at(5 * words, 4 * R),
-        step: at(6 * words, 4 * R),
-      };
+      sampler = new Sampler(backend, ops, this.stream, {
+        maxRows: R,
+        vocab,
+        maxModelLen: options.maxModelLen,
+      });
+      done = backend.createEvent();
 
       const qBytes = qDim * h * 2, kvBytes = kvDim * h * 2;
       for (const layer of weights.layers) {
@@ -305,29 +296,36 @@ export class LlamaModel {
     } catch (error) {
       if (rope) backend.free(rope.invFreq);
       inputs?.free();
-      samplingHost?.free();
+      sampler?.free();
+      done?.destroy();
       for (const buffer of this.#owned) backend.free(buffer);
       if (this.stream !== backend.defaultStream) this.stream.destroy();
       throw error;
     }
     this.#rope = rope;
     this.#inputs = inputs;
-    this.#samplingHost = samplingHost;
+    this.#sampler = sampler;
+    this.#done = done;
   }
 
-  /** Device bytes one KV block takes across all layers (K and V). */
-  get kvBytesPerBlock(): number {
-    return kvBytesPerBlock({
+  /** The KV cache's shape for this model. */
+  get kvShape(): KvCacheShape {
+    return {
       numLayers: this.config.numHiddenLayers,
       numKvHeads: this.config.numKeyValueHeads,
       headDim: this.config.headDim,
       blockSize: this.options.blockSize,
-    });
+    };
+  }
+
+  /** Device bytes one KV block takes across all layers (K and V). */
+  get kvBytesPerBlock(): number {
+    return kvBytesPerBlock(this.kvShape);
   }
 
   /** Usable KV blocks (the scratch block not counted); 0 before allocateKvCache. */
   get numKvBlocks(): number {
-    return this.#numBlocks;
+    return this.#kv?.numBlocks ?? 0;
   }
 
   /** Whether decode steps replay graphs (false once capture proved unavailable). */
@@ -358,6 +356,7 @@ export class LlamaModel {
       layer(m);
       shapes.push({ m, n: vocab, k: h });
     }
+    shapes.push({ m: 1, n: qDim + 2 * kvDim, k: h });
     if (!this.#batchSizes.includes(this.options.maxBatchedTokens)) {
       layer(this.options.maxBatchedTokens);
     }
@@ -370,79 +369,110 @@ export class LlamaModel {
    * block that graph padding reads. Call once.
    */
   allocateKvCache(numBlocks: number): void {
-    if (this.#numBlocks !== 0) throw new Error("LlamaModel: the KV cache is already allocated");
-    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
-      throw new RangeError(`LlamaModel.allocateKvCache: numBlocks must be >= 1, got ${numBlocks}`);
-    }
-    const { numKeyValueHeads, headDim } = this.config;
-    const blockBytes = numKeyValueHeads * this.options.blockSize * headDim * 2;
-    const bytes = (numBlocks + 1) * blockBytes;
-    try {
-      for (let l = 0; l < this.config.numHiddenLayers; l++) {
-        const k = this.#alloc(bytes);
-        this.#kCache.push(k);
-        const v = this.#alloc(bytes);
-        this.#vCache.push(v);
-        // Padding rows read the scratch block: zeros keep their (discarded) outputs finite.
-        this.backend.memset(k.slice(numBlocks * blockBytes, blockBytes), 0, this.stream);
-        this.backend.memset(v.slice(numBlocks * blockBytes, blockBytes), 0, this.stream);
-      }
-      this.stream.synchronize();
-    } catch (error) {
-      for (const buffer of [...this.#kCache, ...this.#vCache]) {
-        this.#owned.splice(this.#owned.indexOf(buffer), 1);
-        this.backend.free(buffer);
-      }
-      this.#kCache.length = 0;
-      this.#vCache.length = 0;
-      throw error;
-    }
-    this.#numBlocks = numBlocks;
-    // The scratch block is the one past the usable ones.
-    this.#padding.scratchBlock = numBlocks;
+    if (this.#kv !== null) throw new Error("LlamaModel: the KV cache is already allocated");
+    this.#kv = new KvCache(this.backend, this.kvShape, numBlocks, this.stream);
+    this.#padding.scratchBlock = this.#kv.scratchBlock;
   }
 
   /**
-   * Runs one step: computes `plan`'s tokens, writes their K/V, and for each entry i that
-   * samples puts its next token in `sampled[i]`. Throws whatever a device call throws; the
-   * caller then fails the step.
+   * Runs one step and waits for it: {@link launch}, then {@link finish} once the device is
+   * done. Throws whatever a device call throws; the caller then fails the step.
    */
-  forward(plan: BatchPlan, sampled: Int32Array): void {
-    if (this.#freed) throw new Error("LlamaModel.forward: the model was freed");
-    if (this.#numBlocks === 0) {
-      throw new Error("LlamaModel.forward: allocate the KV cache first (allocateKvCache)");
+  forward(
+    plan: BatchPlan,
+    sampled: Int32Array,
+    logprobs: (TokenLogprobs | undefined)[] | null = null,
+  ): void {
+    this.launch(plan);
+    this.#done.synchronize();
+    this.finish(sampled, logprobs);
+  }
+
+  /**
+   * Enqueues one step: computes `plan`'s tokens, writes their K/V, and samples; the results
+   * land in pinned host memory. Poll {@link ready} (or wait), then call {@link finish}. The
+   * plan must stay as it is until then. Throws whatever a device call throws; the caller then
+   * fails the step.
+   */
+  launch(plan: BatchPlan): void {
+    if (this.#freed) throw new Error("LlamaModel.launch: the model was freed");
+    if (this.#kv === null) {
+      throw new Error("LlamaModel.launch: allocate the KV cache first (allocateKvCache)");
     }
-    if (plan.count === 0) return;
-    if (sampled.length < plan.count) {
-      throw new RangeError(
-        `LlamaModel.forward: sampled holds ${sampled.length} ids, the plan has ${plan.count}`,
-      );
+    if (this.#plan !== null) {
+      throw new Error("LlamaModel.launch: the previous step was not finished (call finish)");
     }
-    if (plan.numDecodes === plan.count && this.#graphsOn && this.#replay(plan)) {
-      this.counters.graphReplays++;
-    } else {
-      const inputs = this.#inputs;
-      inputs.build(plan);
-      inputs.upload(this.stream);
-      const s = this.#shape;
-      s.tokens = inputs.numTokens;
-      s.decodes = inputs.numDecodes;
-      s.decodeMaxBlocks = inputs.decodeMaxBlocks;
-      s.decodeMaxContext = inputs.decodeMaxContext;
-      s.prefills = inputs.numPrefills;
-      s.prefillTokens = inputs.prefillTokens;
-      s.prefillMaxBlocks = inputs.prefillMaxBlocks;
-      s.logitRows = inputs.numSamples;
-      s.gather = inputs.gather;
-      this.#body(s);
-      this.counters.eagerSteps++;
+    this.#plan = plan;
+    this.#rows.count = 0;
+    try {
+      this.#launchSteps(plan);
+      this.#done.record(this.stream);
+    } catch (error) {
+      this.#plan = null;
+      throw error;
     }
-    this.#sample(plan, sampled);
+  }
+
+  #launchSteps(plan: BatchPlan): void {
+    if (plan.count > 0) {
+      if (plan.numDecodes === plan.count && this.#graphsOn && this.#replay(plan)) {
+        this.counters.graphReplays++;
+      } else {
+        const inputs = this.#inputs;
+        inputs.build(plan);
+        inputs.upload(this.stream);
+        const s = this.#shape;
+        s.tokens = inputs.numTokens;
+        s.decodes = inputs.numDecodes;
+        s.decodeMaxBlocks = inputs.decodeMaxBlocks;
+        s.decodeMaxContext = inputs.decodeMaxContext;
+        s.prefills = inputs.numPrefills;
+        s.prefillTokens = inputs.prefillTokens;
+        s.prefillMaxBlocks = inputs.prefillMaxBlocks;
+        s.logitRows = inputs.numSamples;
+        s.gather = inputs.gather;
+        this.#body(s);
+        this.counters.eagerSteps++;
+      }
+      this.#rows.count = this.#inputs.numSamples;
+      this.#sampler.launch(this.#rows, this.#logits, this.#logitsBf16);
+    }
+  }
+
+  /** Forgets a launched step whose completion the device reported as failed. */
+  abandon(): void {
+    this.#plan = null;
+  }
+
+  /** Whether the launched step has finished on the device (never blocks). */
+  ready(): boolean {
+    return this.#done.query();
+  }
+
+  /**
+   * Completes the launched step once {@link ready}: for each plan entry i that samples, puts its
+   * next token in `sampled[i]` and, if its sequence asks for logprobs and `logprobs` is given,
+   * their values in `logprobs[i]`.
+   */
+  finish(sampled: Int32Array, logprobs: (TokenLogprobs | undefined)[] | null = null): void {
+    const plan = this.#plan;
+    if (plan === null) throw new Error("LlamaModel.finish: no step was launched");
+    try {
+      if (sampled.length < plan.count) {
+        throw new RangeError(
+          `LlamaModel.finish: sampled holds ${sampled.length} ids, the plan has ${plan.count}`,
+        );
+      }
+      this.#sampler.collect(this.#rows, this.#inputs.sampleEntry, sampled, logprobs);
+    } finally {
+      this.#plan = null;
+    }
   }
 
   /**
    * Copies the f32 logits of plan entry `entry` (one that sampled in the last forward) into
-   * `out` (length vocab). Valid until the next forward.
+   * `out` (length vocab), after any penalties its sequence asked for. Valid until the next
+   * forward.
    */
   readLogits(entry: number, out: Float32Array): void {
     const vocab = this.config.vocabSize;
@@ -470,7 +500,9 @@ export class LlamaModel {
       this.#graphs.clear();
       this.backend.free(this.#rope.invFreq);
       this.#inputs.free();
-      this.#samplingHost.free();
+      this.#sampler.free();
+      this.#done.destroy();
+      this.#kv?.free();
       for (const buffer of this.#owned) this.backend.free(buffer);
       this.#owned.length = 0;
       if (this.stream !== this.backend.defaultStream) this.stream.destroy();
@@ -570,26 +602,33 @@ export class LlamaModel {
   /** Enqueues the launches of one step, up to f32 logits for `s.logitRows` rows. */
   #body(s: StepShape): void {
     const ops = this.ops, stream = this.stream, w = this.weights, c = this.config;
-    const inputs = this.#inputs, shape = this.shape;
+    const inputs = this.#inputs, shape = this.shape, kv = this.#kv!;
     const h = c.hiddenSize, eps = c.rmsNormEps, inter = c.intermediateSize;
     const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
     const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
     const T = s.tokens;
     const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
-    const q = this.#q, k = this.#k, v = this.#v, attn = this.#attn;
-    const qPrefill = s.prefills > 0 ? this.#rowsAt(this.#qAt, q, qDim, s.decodes) : q;
+    // One token: the fused q/k/v linear reads the weight once, in one launch (see #qkvOne).
+    const one = T === 1;
+    const q = one ? this.#qOne : this.#q, k = one ? this.#kOne : this.#k;
+    const v = one ? this.#vOne : this.#v, attn = this.#attn;
+    const qPrefill = s.prefills > 0 && !one ? this.#rowsAt(this.#qAt, q, qDim, s.decodes) : q;
     const attnPrefill = s.prefills > 0 ? this.#rowsAt(this.#attnAt, attn, qDim, s.decodes) : attn;
 
     // The embeddings go straight into the residual stream; layer 0 normalises it unfused.
     ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const layer = w.layers[l];
-      const kCache = this.#kCache[l], vCache = this.#vCache[l];
+      const kCache = kv.k(l), vCache = kv.v(l);
       if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
       else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
-      ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
-      ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
-      ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
+      if (one) {
+        ops.linear(this.#qkvOne, normed, layer.qkvProj, 1, qDim + 2 * kvDim, h, stream);
+      } else {
+        ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
+        ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
+        ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
+      }
       ops.rope(q, k, inputs.positions, this.#rope, T, heads, kvHeads, stream);
       ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
       if (s.decodes > 0) {
@@ -657,47 +696,5 @@ export class LlamaModel {
       cache[row] = view;
     }
     return view;
-  }
-
-  /** Picks a token from each sample row's logits and copies the ids to `sampled`. */
-  #sample(plan: BatchPlan, sampled: Int32Array): void {
-    const inputs = this.#inputs, count = inputs.numSamples, vocab = this.config.vocabSize;
-    const entries = inputs.sampleEntry;
-    if (count > 0) {
-      let greedy = true;
-      for (let s = 0; s < count; s++) {
-        if (plan.seq(entries[s]).params.temperature > 0) greedy = false;
-      }
-      if (greedy) {
-        this.ops.argmax(this.#ids, this.#logits, count, vocab, this.stream);
-      } else {
-        for (let s = 0; s < count; s++) {
-          const seq = plan.seq(entries[s]);
-          const p = seq.params;
-          this.#temperature[s] = p.temperature;
-          this.#topK[s] = p.topK;
-          this.#topP[s] = p.topP;
-          this.#minP[s] = p.minP;
-          // The engine always sets a seed; null only reaches here from direct use.
-          const seed = p.seed ?? seq.id;
-          this.#seed[2 * s] = seed >>> 0;
-          this.#seed[2 * s + 1] = Math.floor(seed / 4294967296) >>> 0;
-          this.#step[s] = seq.numOutputTokens;
-        }
-        this.backend.copyToDevice(this.#samplingDevice, this.#samplingHost.bytes, this.stream);
-        this.ops.sample(
-          this.#ids,
-          this.#logits,
-          this.#sampling,
-          count,
-          vocab,
-          this.#sampleWorkspace,
-          this.stream,
-        );
-      }
-    }
-    this.backend.copyToHost(this.#idsHost, this.#ids, this.stream);
-    this.stream.synchronize();
-    for (let s = 0; s < count; s++) sampled[entries[s]] = this.#idsHost[s];
   }
 }

@@ -42,6 +42,20 @@ export interface SamplingParams {
   readonly stop: readonly string[];
   /** Keep generating past EOS (benchmarks), until max_tokens or a stop token id. */
   readonly ignoreEos: boolean;
+  /**
+   * HF/vLLM repetition penalty on every token of the prompt and output so far: positive logits
+   * are divided by it, negative ones multiplied; 1 means off, > 1 discourages repeats.
+   */
+  readonly repetitionPenalty: number;
+  /** OpenAI presence penalty in [-2, 2], subtracted once from every token already generated. */
+  readonly presencePenalty: number;
+  /** OpenAI frequency penalty in [-2, 2], subtracted per occurrence in the generated tokens. */
+  readonly frequencyPenalty: number;
+  /**
+   * Return log-probabilities of each sampled token (of the raw model output) and of this many
+   * most likely alternatives (0 to 20); null means none.
+   */
+  readonly logprobs: number | null;
 }
 
 const DEFAULTS: SamplingParams = {
@@ -55,7 +69,14 @@ const DEFAULTS: SamplingParams = {
   stopTokenIds: [],
   stop: [],
   ignoreEos: false,
+  repetitionPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  logprobs: null,
 };
+
+/** Most alternatives `logprobs` may ask for (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
 
 function tokenIdList(name: string, ids: readonly number[]): readonly number[] {
   for (const id of ids) {
@@ -85,6 +106,22 @@ export function samplingParams(given: Partial<SamplingParams> = {}): SamplingPar
     "maxTokens",
     "an integer >= 1",
     p.maxTokens,
+  );
+  check(
+    p.repetitionPenalty > 0 && Number.isFinite(p.repetitionPenalty),
+    "repetitionPenalty",
+    "a number > 0",
+    p.repetitionPenalty,
+  );
+  for (const field of ["presencePenalty", "frequencyPenalty"] as const) {
+    check(p[field] >= -2 && p[field] <= 2, field, "in [-2, 2]", p[field]);
+  }
+  check(
+    p.logprobs === null ||
+      (Number.isInteger(p.logprobs) && p.logprobs >= 0 && p.logprobs <= MAX_TOP_LOGPROBS),
+    "logprobs",
+    `null or an integer in [0, ${MAX_TOP_LOGPROBS}]`,
+    p.logprobs,
   );
   for (const s of p.stop) {
     check(typeof s === "string" && s.length > 0, "stop", "non-empty strings", JSON.stringify(s));
@@ -141,6 +178,12 @@ export class Sequence {
   outputText: string | null = null;
   /** Resolves (never rejects) with the finish reason once the sequence ends. */
   readonly done: Promise<FinishReason>;
+  /**
+   * With a penalty on: each distinct token of the prompt and output → times it was generated
+   * (0 for prompt-only tokens), kept up to date by appendToken so the sampler reads it without
+   * scanning the history each step. Null when no penalty is set.
+   */
+  readonly penaltyCounts: Map<number, number> | null;
 
   #tokens: Int32Array;
   #length: number;
@@ -172,6 +215,13 @@ export class Sequence {
       this.#tokens[i] = t;
     }
     this.#length = promptTokenIds.length;
+    const p = this.params;
+    const penalised = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 ||
+      p.frequencyPenalty !== 0;
+    this.penaltyCounts = penalised ? new Map() : null;
+    if (this.penaltyCounts) {
+      for (let i = 0; i < this.#length; i++) this.penaltyCounts.set(this.#tokens[i], 0);
+    }
     this.done = new Promise((resolve) => this.#resolve = resolve);
   }
 
@@ -227,6 +277,8 @@ export class Sequence {
       this.#tokens = grown;
     }
     this.#tokens[this.#length++] = id;
+    const counts = this.penaltyCounts;
+    if (counts !== null) counts.set(id, (counts.get(id) ?? 0) + 1);
   }
 
   /** Whether it has ended. */

@@ -9,6 +9,7 @@
  * allocated, so a mismatched or incomplete checkpoint fails in a second, naming the file and the
  * tensor, not after minutes of copying. Bytes then go through one reused host staging buffer,
  * converted to bf16 in place, so host memory stays at the staging size whatever the model.
+ * Random weights never touch the host: a seeded fill kernel writes them where they live.
  *
  * @example Load a model directory onto a backend
  * ```ts ignore
@@ -27,6 +28,8 @@
 import { isAbsolute, join, normalize } from "node:path";
 import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
+import type { LlamaOps } from "../backends/ops.ts";
+import { philox4x32 } from "../backends/philox.ts";
 import type { LlamaConfig } from "./config.ts";
 import {
   readSafetensorsHeader,
@@ -69,7 +72,7 @@ export interface LlamaWeights {
   free(): void;
 }
 
-/** Options of {@link loadWeights} and {@link randomWeights}. */
+/** Options of {@link loadWeights}. */
 export interface LoadWeightsOptions {
   /** Draw a progress line on stderr; default: when stderr is a terminal. */
   readonly progress?: boolean;
@@ -599,94 +602,63 @@ async function copyTensor(
 // ---------------------------------------------------------------------------------------------
 // Random weights.
 
-/** Half-width of the uniform distribution: uniform on [−a, a] has std a/√3 = 0.02. */
+/** Half-width of the uniform distribution: uniform on [−a, a) has std a/√3 = 0.02. */
 const RANDOM_HALF_WIDTH = 0.02 * Math.sqrt(3);
 
-let randomTable: Uint16Array | null = null;
+const seedWords = new Uint32Array(4);
 
-/** 65536 bf16 values evenly spread over [−a, a]: a random u16 picks one. */
-function uniformBf16Table(): Uint16Array {
-  if (!randomTable) {
-    randomTable = new Uint16Array(65536);
-    for (let i = 0; i < 65536; i++) {
-      randomTable[i] = toBf16Bits(((i + 0.5) / 65536 * 2 - 1) * RANDOM_HALF_WIDTH);
-    }
-  }
-  return randomTable;
-}
-
-/** A nonzero 32-bit state from (seed, stream), mixed so nearby seeds give unrelated streams. */
-function mixSeed(seed: number, stream: number): number {
-  let h = Math.imul((seed >>> 0) ^ Math.imul(stream + 1, 0x9e3779b9), 0x85ebca6b);
-  h ^= Math.floor(seed / 2 ** 32) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  h ^= h >>> 16;
-  return (h >>> 0) || 0x6d2b79f5;
+/**
+ * The fill seed of buffer `index`: a Philox block keyed by the model seed (counter (index, 0,
+ * 1, 0), the 1 keeping it apart from the fills' own counters), cut to 53 bits. Nearby seeds and
+ * indices give unrelated streams, and the bytes depend on (seed, index) alone.
+ */
+function bufferSeed(seed: number, index: number): number {
+  const [lo, hi] = philox4x32(index, 0, 1, 0, seed >>> 0, Math.floor(seed / 2 ** 32), seedWords);
+  return (hi & 0x1fffff) * 2 ** 32 + lo;
 }
 
 /**
- * Seeded random weights for `config`: matrices uniform on ±0.02·√3 (std 0.02, HF's
- * initializer_range), norms 1. Each buffer draws from its own xorshift32 stream keyed by
- * (seed, buffer index), so the bytes depend on the seed alone, not on the staging size.
+ * Seeded random weights for `config`, generated on the device by `ops.fillRandom`: matrices
+ * uniform on [−0.02·√3, 0.02·√3) (std 0.02, HF's initializer_range), each buffer with its own
+ * seed derived from (seed, buffer index), so the bytes depend on the seed alone and are the same
+ * on every backend; norms 1 (one small host vector, copied per norm). The fills run on the
+ * default stream, which is synchronised before returning, so the weights are ready for any
+ * stream. Whatever was allocated before a failure is freed.
  *
- * The values are generated on the host a staging buffer at a time and uploaded; generating
- * them on the device would need a fill kernel, which belongs to the kernel families (then this
- * function would only launch it). Whatever was allocated before a failure is freed.
+ * @param ops the device's operators (`await backend.loadOps()`); only `fillRandom` is used
+ * @param seed an integer in 0..2^53-1
+ * @throws RangeError for a bad seed; the backend's error when an allocation fails
  */
 export function randomWeights(
   config: LlamaConfig,
   backend: Backend,
+  ops: Pick<LlamaOps, "fillRandom">,
   seed: number,
-  options: LoadWeightsOptions = {},
 ): LlamaWeights {
   if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new RangeError(`randomWeights: seed must be an integer >= 0, got ${seed}`);
+    throw new RangeError(`randomWeights: seed must be an integer in 0..2^53-1, got ${seed}`);
   }
   const slots = layout(config);
   const buffers = allocate(backend, slots);
-  const total = slots.reduce((sum, slot) => sum + slot.bytes, 0);
-  const progress = new Progress(
-    "random weights",
-    total,
-    options.progress ?? Deno.stderr.isTerminal(),
-    options.onProgress,
-  );
-  let staging: HostBuffer | null = null;
+  const stream = backend.defaultStream;
   try {
-    staging = backend.allocHost(stagingSize(options, Math.max(...slots.map((s) => s.bytes))));
-    const values = new Uint16Array(
-      staging.bytes.buffer,
-      staging.bytes.byteOffset,
-      staging.bytes.length >> 1,
-    );
-    const table = uniformBf16Table();
+    const ones = new Uint16Array(config.hiddenSize).fill(BF16_ONE);
     slots.forEach((slot, index) => {
       const dst = buffers.get(slot.key)!;
-      let state = mixSeed(seed, index);
-      for (let start = 0; start < slot.bytes; start += values.length * 2) {
-        const count = Math.min(values.length, (slot.bytes - start) / 2);
-        if (slot.isNorm) {
-          values.fill(BF16_ONE, 0, count);
-        } else {
-          for (let i = 0; i < count; i += 2) {
-            state ^= state << 13;
-            state ^= state >>> 17;
-            state ^= state << 5;
-            values[i] = table[state & 0xffff];
-            // At an odd end this lands past `count` (never uploaded) or past the array (ignored).
-            values[i + 1] = table[state >>> 16];
-          }
-        }
-        backend.copyToDevice(dst.slice(start, count * 2), values.subarray(0, count));
-        progress.advance(count * 2);
+      if (slot.isNorm) {
+        backend.copyToDevice(dst, ones);
+      } else {
+        ops.fillRandom(dst, slot.bytes / 2, bufferSeed(seed, index), RANDOM_HALF_WIDTH, stream);
       }
     });
+    stream.synchronize();
   } catch (error) {
+    // Let queued fills finish before their buffers go back to the allocator.
+    try {
+      stream.synchronize();
+    } catch { /* the original error is the one to report */ }
     for (const buffer of buffers.values()) backend.free(buffer);
     throw error;
-  } finally {
-    staging?.free();
-    progress.finish();
   }
   return assemble(config, backend, buffers);
 }

@@ -210,8 +210,9 @@ async function main() {
       } catch { /* missing counts as stale */ }
       if (fresh !== current) stale.push(`kernels/${path}`);
     };
-    compare("manifest.ts");
-    for (const name of sources) {
+    // With --only, the temporary index lists just those modules: compare what was rebuilt.
+    if (only.length === sources.length) compare("manifest.ts");
+    for (const name of only) {
       compare(`manifest/${name}.ts`);
       for (const arch of PTX_ARCHS) compare(`ptx/${name}.${arch}.ptx`);
     }

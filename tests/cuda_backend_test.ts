@@ -400,6 +400,18 @@ Deno.test(
     fake.advanceClockNs(2_500_000);
     end.record(stream);
     end.synchronize();
+    assert.equal(end.query(), true);
+    // Not ready yet is false, not an error; any other code is a DriverError.
+    fake.failNext("cuEventQuery", 600);
+    assert.equal(end.query(), false);
+    fake.failNext("cuEventQuery", 400);
+    assertDriverError(
+      () => end.query(),
+      "cuEventQuery",
+      400,
+      "CUDA_ERROR_INVALID_HANDLE",
+      "invalid resource handle",
+    );
     assert.equal(end.elapsedMsSince(start), 2.5);
     assert.equal(start.elapsedMsSince(end), -2.5);
 

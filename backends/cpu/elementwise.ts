@@ -9,7 +9,9 @@
  * - rope: angle = f32(f32(position) · invFreq[i]); cos and sin kept in f32 (HF rounds them to bf16
  *   first); x1' = bf16(x1·c − x2·s), x2' = bf16(x2·c + x1·s).
  * - siluMul: bf16(bf16(silu(g)) · u), the activation rounded before the multiply as HF does.
- * The only differences left against the GPU are fp32 summation order, fused multiply-adds and
+ * - fillRandom: bf16(f32(scale) · (2u − 1)) from Philox (backends/philox.ts); every step but the
+ *   last multiply is exact, so it matches the GPU bit for bit.
+ * Apart from fillRandom, the only differences left against the GPU are fp32 summation order, fused multiply-adds and
  * the last ulp of expf/sincosf, each of which moves a bf16 result by at most one ulp, rarely.
  *
  * @module
@@ -17,7 +19,8 @@
 
 import type { DeviceBuffer } from "../backend.ts";
 import { fromBf16Bits, roundBf16, toBf16Bits } from "../bf16.ts";
-import { checkBuffer } from "../op_checks.ts";
+import { checkBuffer, checkPositive } from "../op_checks.ts";
+import { philox4x32 } from "../philox.ts";
 import type { ElementwiseOps, RopeTable } from "../ops.ts";
 
 /** Largest size argument: every count must fit the kernels' 32-bit parameters and indices. */
@@ -144,6 +147,49 @@ export function checkCast(
   checkBuffer(op, "x", x, inBytes * count, inBytes, `count ${inType}`);
 }
 
+/** The checks of `fillRandom`. */
+export function checkFillRandom(
+  out: DeviceBuffer,
+  count: number,
+  seed: number,
+  scale: number,
+): void {
+  checkPositive("fillRandom", "count", count);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`fillRandom: seed must be an integer in 0..2^53-1, got ${seed}`);
+  }
+  // The kernel takes scale as an f32, so it must stay finite there too.
+  if (typeof scale !== "number" || !(scale >= 0) || !Number.isFinite(Math.fround(scale))) {
+    throw new RangeError(`fillRandom: scale must be a finite f32 >= 0, got ${scale}`);
+  }
+  checkBuffer("fillRandom", "out", out, 2 * count, 2, "count bf16");
+}
+
+const TWO_POW_32 = 2 ** 32;
+const TWO_POW_MINUS_24 = 2 ** -24;
+const philoxOut = new Uint32Array(4);
+
+/**
+ * Element `index` of `fillRandom(out, count, seed, scale)` as a bf16 bit pattern, for any index
+ * below 2^53 (the op's element i is this with index i); `scaleF32` is the scale already
+ * rounded to f32 (Math.fround), as the kernel receives it. The steps are the kernel's: u = (word0 >> 8) · 2^-24 and 2u − 1 are exact, and
+ * f32(scale) · (2u − 1) is exact in a double (24 × 24 bits), so Math.fround rounds it once as
+ * the GPU's f32 multiply does, and the bf16 rounding follows.
+ */
+export function fillRandomAt(seed: number, scaleF32: number, index: number): number {
+  const w0 = philox4x32(
+    index >>> 0,
+    Math.floor(index / TWO_POW_32) >>> 0,
+    0,
+    0,
+    seed >>> 0,
+    Math.floor(seed / TWO_POW_32) >>> 0,
+    philoxOut,
+  )[0];
+  const u = (w0 >>> 8) * TWO_POW_MINUS_24;
+  return toBf16Bits(Math.fround(scaleF32 * (2 * u - 1)));
+}
+
 function hostOf(op: string, name: string, buffer: DeviceBuffer): Uint8Array {
   if (!buffer.host) throw new TypeError(`${op}: ${name} does not belong to the CPU backend`);
   return buffer.host;
@@ -263,6 +309,13 @@ export function cpuElementwiseOps(): ElementwiseOps {
           o[o0 + i] = toBf16Bits(silu * u);
         }
       }
+    },
+
+    fillRandom(out, count, seed, scale) {
+      checkFillRandom(out, count, seed, scale);
+      const o = u16("fillRandom", "out", out, count);
+      const s = Math.fround(scale);
+      for (let i = 0; i < count; i++) o[i] = fillRandomAt(seed, s, i);
     },
 
     castF32ToBf16(out, x, count) {

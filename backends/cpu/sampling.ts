@@ -1,7 +1,7 @@
 /**
- * The sampling family on the CPU backend (argmax, seeded sampling, log-softmax), and the argument
- * checks it shares with the GPU ops (kernels/ops/sampling.ts), so both reject the same calls with
- * the same messages.
+ * The sampling family on the CPU backend (argmax, seeded sampling, log-softmax, penalties and
+ * logprobs), and the argument checks it shares with the GPU ops (kernels/ops/sampling.ts), so both
+ * reject the same calls with the same messages.
  *
  * `sample` follows the exact-arithmetic specification at the top of kernels/src/sampling.cu step
  * by step, so for the same inputs it picks the same token as the GPU:
@@ -20,6 +20,7 @@
  */
 
 import type { DeviceBuffer } from "../backend.ts";
+import { fromBf16Bits } from "../bf16.ts";
 import { checkBuffer } from "../op_checks.ts";
 import type { SamplingBuffers, SamplingOps } from "../ops.ts";
 import { uniform24 } from "../philox.ts";
@@ -28,6 +29,10 @@ import { uniform24 } from "../philox.ts";
 export const MAX_VOCAB = 2 ** 30;
 /** Largest batch: the grid's x dimension. */
 const MAX_BATCH = 0x7fffffff;
+/** Most top log-probabilities `logprobs` returns per row (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
+/** Most penalty entries: the kernel's i32 count. */
+const MAX_PENALTY_ENTRIES = 0x7fffffff;
 /** The largest finite f32. */
 const FLT_MAX = 3.4028234663852886e38;
 /** 2^32, the fixed-point unit of mass: the top token's mass. */
@@ -64,6 +69,54 @@ export function checkLogSoftmax(
   checkCount("logSoftmax", "vocab", vocab, MAX_VOCAB);
   checkBuffer("logSoftmax", "out", out, 4 * batch * vocab, 4, "batch × vocab f32");
   checkBuffer("logSoftmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+}
+
+/** The checks of `applyPenalties` (the entries' contents are checked by the CPU op alone). */
+export function checkApplyPenalties(
+  logits: DeviceBuffer,
+  entries: DeviceBuffer,
+  count: number,
+  penalties: DeviceBuffer,
+  batch: number,
+  vocab: number,
+): void {
+  checkCount("applyPenalties", "batch", batch, MAX_BATCH);
+  checkCount("applyPenalties", "vocab", vocab, MAX_VOCAB);
+  if (!Number.isInteger(count) || count < 0 || count > MAX_PENALTY_ENTRIES) {
+    throw new RangeError(
+      `applyPenalties: count must be an integer in 0..${MAX_PENALTY_ENTRIES}, got ${count}`,
+    );
+  }
+  checkBuffer("applyPenalties", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer("applyPenalties", "entries", entries, 12 * count, 4, "count × 3 i32");
+  checkBuffer("applyPenalties", "penalties", penalties, 12 * batch, 4, "batch × 3 f32");
+}
+
+/**
+ * The checks of `logprobs`. n may not exceed vocab, as a row has no more than vocab entries to
+ * rank (the ids' values are checked by the CPU op alone).
+ */
+export function checkLogprobs(
+  chosen: DeviceBuffer,
+  topIds: DeviceBuffer,
+  topValues: DeviceBuffer,
+  logits: DeviceBuffer,
+  ids: DeviceBuffer,
+  batch: number,
+  vocab: number,
+  n: number,
+): void {
+  checkCount("logprobs", "batch", batch, MAX_BATCH);
+  checkCount("logprobs", "vocab", vocab, MAX_VOCAB);
+  const maxN = Math.min(MAX_TOP_LOGPROBS, vocab);
+  if (!Number.isInteger(n) || n < 0 || n > maxN) {
+    throw new RangeError(`logprobs: n must be an integer in 0..${maxN}, got ${n}`);
+  }
+  checkBuffer("logprobs", "chosen", chosen, 4 * batch, 4, "batch f32");
+  checkBuffer("logprobs", "topIds", topIds, 4 * batch * n, 4, "batch × n i32");
+  checkBuffer("logprobs", "topValues", topValues, 4 * batch * n, 4, "batch × n f32");
+  checkBuffer("logprobs", "logits", logits, 2 * batch * vocab, 2, "batch × vocab bf16");
+  checkBuffer("logprobs", "ids", ids, 4 * batch, 4, "batch i32");
 }
 
 /** The checks of the sizes `sampleWorkspaceBytes` takes. */
@@ -331,6 +384,78 @@ function i32(buffer: DeviceBuffer, count: number): Int32Array {
   return new Int32Array(host.buffer, host.byteOffset, count);
 }
 
+function u16(buffer: DeviceBuffer, count: number): Uint16Array {
+  const host = buffer.host!;
+  return new Uint16Array(host.buffer, host.byteOffset, count);
+}
+
+/**
+ * Applies one penalty entry to l, rounding to f32 after every operation as the kernel does (the
+ * f64 quotient of two f32 values rounds to the correctly rounded f32 quotient), so both backends
+ * agree bit for bit.
+ */
+function penalised(
+  l: number,
+  repetition: number,
+  presence: number,
+  frequency: number,
+  seen: number,
+): number {
+  const f = Math.fround;
+  l = l > 0 ? f(l / repetition) : f(l * repetition);
+  l = f(l - f(frequency * f(seen)));
+  return seen > 0 ? f(l - presence) : l;
+}
+
+/**
+ * logprobs for one row of bf16 logits x[o, o + vocab): returns chosen and writes the n best
+ * (l descending, id ascending) into ids[t, t + n) and values[t, t + n). The log-sum-exp is f64
+ * (Math.exp / Math.log over the f32 values), so this is within an f32 rounding of the exact
+ * answer; the kernel's f32 sum is what the GPU test's tolerance allows for.
+ */
+function rowLogprobs(
+  x: Uint16Array,
+  o: number,
+  vocab: number,
+  id: number,
+  n: number,
+  ids: Int32Array,
+  values: Float32Array,
+  t: number,
+): number {
+  let m = -Infinity;
+  for (let i = 0; i < vocab; i++) {
+    const v = fromBf16Bits(x[o + i]);
+    if (v > m) m = v;
+  }
+  let sum = 0;
+  for (let i = 0; i < vocab; i++) sum += Math.exp(fromBf16Bits(x[o + i]) - m);
+  const lse = m + Math.log(sum);
+  // Insertion into the n best so far, raw logits in `values` until the end. Indices rise, so an
+  // equal value stays behind the ones already kept: ties go to the lower id. NaN never ranks.
+  let kept = 0;
+  for (let i = 0; n > 0 && i < vocab; i++) {
+    const v = fromBf16Bits(x[o + i]);
+    if (Number.isNaN(v) || (kept === n && !(v > values[t + n - 1]))) continue;
+    let j = kept < n ? kept++ : n - 1;
+    while (j > 0 && values[t + j - 1] < v) {
+      values[t + j] = values[t + j - 1];
+      ids[t + j] = ids[t + j - 1];
+      j--;
+    }
+    values[t + j] = v;
+    ids[t + j] = i;
+  }
+  for (let j = 0; j < n; j++) {
+    if (j < kept) values[t + j] = values[t + j] - lse;
+    else {
+      ids[t + j] = -1; // only reachable with NaN logits, as in the kernel
+      values[t + j] = NaN;
+    }
+  }
+  return fromBf16Bits(x[o + id]) - lse;
+}
+
 /** Throws unless every buffer is CPU memory (DeviceBuffer.host set). */
 function checkHost(op: string, buffers: readonly DeviceBuffer[]): void {
   for (const buffer of buffers) {
@@ -404,6 +529,49 @@ export function cpuSamplingOps(): SamplingOps {
         for (let i = 0; i < vocab; i++) sum += Math.exp(x[o + i] - m);
         const logSum = Math.log(sum);
         for (let i = 0; i < vocab; i++) y[o + i] = (x[o + i] - m) - logSum;
+      }
+    },
+
+    applyPenalties(logits, entries, count, penalties, batch, vocab) {
+      checkApplyPenalties(logits, entries, count, penalties, batch, vocab);
+      if (count === 0) return;
+      checkHost("applyPenalties", [logits, entries, penalties]);
+      const x = f32(logits, batch * vocab);
+      const e = i32(entries, 3 * count);
+      const p = f32(penalties, 3 * batch);
+      // Every entry is checked before any is applied, so a rejected call changes nothing.
+      for (let k = 0; k < count; k++) {
+        const row = e[3 * k], token = e[3 * k + 1];
+        if (row < 0 || row >= batch || token < 0 || token >= vocab) {
+          throw new RangeError(
+            `applyPenalties: entry ${k} (row ${row}, token ${token}) is outside batch ${batch} × vocab ${vocab}`,
+          );
+        }
+      }
+      for (let k = 0; k < count; k++) {
+        const row = e[3 * k], at = row * vocab + e[3 * k + 1];
+        x[at] = penalised(x[at], p[3 * row], p[3 * row + 1], p[3 * row + 2], e[3 * k + 2]);
+      }
+    },
+
+    logprobs(chosen, topIds, topValues, logits, ids, batch, vocab, n) {
+      checkLogprobs(chosen, topIds, topValues, logits, ids, batch, vocab, n);
+      checkHost(
+        "logprobs",
+        n > 0 ? [chosen, topIds, topValues, logits, ids] : [chosen, logits, ids],
+      );
+      const id = i32(ids, batch);
+      for (let b = 0; b < batch; b++) {
+        if (!(id[b] >= 0 && id[b] < vocab)) {
+          throw new RangeError(`logprobs: ids[${b}] is ${id[b]}, outside vocab ${vocab}`);
+        }
+      }
+      const x = u16(logits, batch * vocab);
+      const out = f32(chosen, batch);
+      const tIds = n > 0 ? i32(topIds, batch * n) : new Int32Array(0);
+      const tValues = n > 0 ? f32(topValues, batch * n) : new Float32Array(0);
+      for (let b = 0; b < batch; b++) {
+        out[b] = rowLogprobs(x, b * vocab, vocab, id[b], n, tIds, tValues, b * n);
       }
     },
   };

@@ -74,4 +74,12 @@ export const KERNELS: readonly KernelSpec[] = [
     }],
     "variants": [{ "symbol": "cast_bf16_to_f32", "assumes": {} }],
   },
+  {
+    "name": "fill_random_bf16",
+    "params": [{ "name": "out", "type": "ptr" }, { "name": "count", "type": "u64" }, {
+      "name": "seed",
+      "type": "u64",
+    }, { "name": "scale", "type": "f32" }],
+    "variants": [{ "symbol": "fill_random_bf16", "assumes": {} }],
+  },
 ];

@@ -49,4 +49,29 @@ export const KERNELS: readonly KernelSpec[] = [
     ],
     "variants": [{ "symbol": "sample_f32", "assumes": {} }],
   },
+  {
+    "name": "apply_penalties_f32",
+    "params": [
+      { "name": "logits", "type": "ptr" },
+      { "name": "entries", "type": "ptr" },
+      { "name": "penalties", "type": "ptr" },
+      { "name": "count", "type": "i32" },
+      { "name": "batch", "type": "i32" },
+      { "name": "vocab", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "apply_penalties_f32", "assumes": {} }],
+  },
+  {
+    "name": "logprobs_bf16",
+    "params": [
+      { "name": "chosen", "type": "ptr" },
+      { "name": "top_ids", "type": "ptr" },
+      { "name": "top_values", "type": "ptr" },
+      { "name": "logits", "type": "ptr" },
+      { "name": "ids", "type": "ptr" },
+      { "name": "vocab", "type": "i32" },
+      { "name": "n", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "logprobs_bf16", "assumes": {} }],
+  },
 ];

@@ -11,6 +11,8 @@
  * - rope: one block per token, a thread per (head, 8 rotated pairs), 64..512 threads, headDim
  *   floats of dynamic shared memory for that token's cos and sin.
  * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
+ * - fillRandom: grid-stride, 256 threads, a thread per output (one Philox block each), at most
+ *   65536 blocks; 64-bit indices, so counts past 2^32 are fine.
  *
  * @module
  */
@@ -19,6 +21,7 @@ import type { Backend } from "../../backends/backend.ts";
 import {
   checkCast,
   checkEmbedding,
+  checkFillRandom,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -53,6 +56,7 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
   const siluMul = launchers.silu_mul_bf16.launch;
   const castF32ToBf16 = launchers.cast_f32_to_bf16.launch;
   const castBf16ToF32 = launchers.cast_bf16_to_f32.launch;
+  const fillRandom = launchers.fill_random_bf16.launch;
 
   return {
     embedding(out, table, ids, tokens, hidden, stream) {
@@ -114,6 +118,11 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
       checkSiluMul(out, gateUp, tokens, inter);
       const blocks = flatBlocks(Math.ceil((tokens * inter) / 8));
       siluMul(blocks, 1, 1, FLAT_THREADS, 1, 1, 0, stream, out, gateUp, tokens, inter);
+    },
+
+    fillRandom(out, count, seed, scale, stream) {
+      checkFillRandom(out, count, seed, scale);
+      fillRandom(flatBlocks(count), 1, 1, FLAT_THREADS, 1, 1, 0, stream, out, count, seed, scale);
     },
 
     castF32ToBf16(out, x, count, stream) {

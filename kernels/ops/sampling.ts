@@ -3,17 +3,21 @@
  * the same functions the CPU reference uses (backends/cpu/sampling.ts); launch shapes are pure
  * arithmetic, so a call allocates nothing.
  *
- * Launch configurations: every kernel runs one block of 1024 threads per row (grid = batch).
+ * Launch configurations: every row kernel runs one block of 1024 threads per row (grid = batch).
  * argmax and logSoftmax take their float4 variants on their own when vocab % 16 == 0 and the
  * pointers are 16-byte aligned. sample uses about 25 KiB of static shared memory per block and
- * a workspace of batch × vocab f32 (it keeps p there between its passes over the row).
+ * a workspace of batch × vocab f32 (it keeps p there between its passes over the row). logprobs
+ * reads its row 2 + n times (max, sum, then one pass per top entry). applyPenalties runs one
+ * thread per entry (grid = ceil(count / 256), block 256) and launches nothing for count 0.
  *
  * @module
  */
 
 import type { Backend } from "../../backends/backend.ts";
 import {
+  checkApplyPenalties,
   checkArgmax,
+  checkLogprobs,
   checkLogSoftmax,
   checkSample,
   checkSampleSizes,
@@ -21,8 +25,10 @@ import {
 import type { SamplingOps } from "../../backends/ops.ts";
 import { loadKernels } from "../modules.ts";
 
-/** Threads per block of every sampling kernel (the kernels assume exactly this many). */
+/** Threads per block of every row kernel (the kernels assume exactly this many). */
 const THREADS = 1024;
+/** Threads per block of apply_penalties_f32 (its PENALTY_THREADS). */
+const PENALTY_THREADS = 256;
 
 /** Bytes of workspace the GPU `sample` needs: p for every token of every row. */
 export function gpuSampleWorkspaceBytes(batch: number, vocab: number): number {
@@ -36,6 +42,8 @@ export async function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
   const argmax = launchers.argmax_f32.launch;
   const logSoftmax = launchers.log_softmax_f32.launch;
   const sample = launchers.sample_f32.launch;
+  const applyPenalties = launchers.apply_penalties_f32.launch;
+  const logprobs = launchers.logprobs_bf16.launch;
 
   return {
     argmax(ids, logits, batch, vocab, stream) {
@@ -80,6 +88,49 @@ export async function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
     logSoftmax(out, logits, batch, vocab, stream) {
       checkLogSoftmax(out, logits, batch, vocab);
       logSoftmax(batch, 1, 1, THREADS, 1, 1, 0, stream, out, logits, vocab);
+    },
+
+    applyPenalties(logits, entries, count, penalties, batch, vocab, stream) {
+      checkApplyPenalties(logits, entries, count, penalties, batch, vocab);
+      if (count === 0) return;
+      const grid = Math.ceil(count / PENALTY_THREADS);
+      applyPenalties(
+        grid,
+        1,
+        1,
+        PENALTY_THREADS,
+        1,
+        1,
+        0,
+        stream,
+        logits,
+        entries,
+        penalties,
+        count,
+        batch,
+        vocab,
+      );
+    },
+
+    logprobs(chosen, topIds, topValues, logits, ids, batch, vocab, n, stream) {
+      checkLogprobs(chosen, topIds, topValues, logits, ids, batch, vocab, n);
+      logprobs(
+        batch,
+        1,
+        1,
+        THREADS,
+        1,
+        1,
+        0,
+        stream,
+        chosen,
+        topIds,
+        topValues,
+        logits,
+        ids,
+        vocab,
+        n,
+      );
     },
   };
 }

@@ -1,13 +1,15 @@
 // Elementwise and normalisation kernels of the Llama forward pass: embedding gather, RMSNorm
 // (plain and fused with the residual add), rotary embedding, SiLU-and-multiply, and the
-// f32 <-> bf16 casts. Every one is memory-bound, so each has a 16-byte path (uint4 = 8 bf16)
-// taken when its sizes and pointers allow, and a scalar path for the rest. The kernels check
-// alignment themselves (a uniform branch), so any slice of a buffer is correct.
+// f32 <-> bf16 casts, and the seeded random fill behind random weights. All but the fill are
+// memory-bound, so each has a 16-byte path (uint4 = 8 bf16) taken when its sizes and pointers
+// allow, and a scalar path for the rest. The kernels check alignment themselves (a uniform
+// branch), so any slice of a buffer is correct.
 //
 // Rounding follows HF transformers with bf16 weights, step for step, and backends/cpu/
 // elementwise.ts rounds at exactly the same places (see each kernel). Signatures stay on one
 // line each for kernels/build.ts.
 #include "compat.h"
+#include "philox.h"
 
 #ifdef DENALI_HIP
 #define DENALI_WARP warpSize
@@ -348,4 +350,22 @@ extern "C" __global__ void cast_bf16_to_f32(float* __restrict__ out, const uint1
     done = nvec * 8;
   }
   for (uint32_t i = done + first; i < count; i += stride) ob[i] = static_cast<uint32_t>(x[i]) << 16;
+}
+
+// out[i] = bf16(scale * (2u - 1)), u = (Philox4x32-10(counter (i lo, i hi, 0, 0), key (seed lo,
+// seed hi)).word0 >> 8) * 2^-24, for i < count (LlamaOps.fillRandom). u, 2u and 2u - 1 are exact
+// in f32 (24-bit values), so the one rounding is the final multiply; the _rn intrinsics keep the
+// compilers from fusing anything, so the bits equal the CPU's Math.fround steps. A 64-bit index,
+// so tensors past 2^32 elements keep distinct counters. Grid-stride, so any grid and block are
+// correct; a thread writes 2 bytes a step (the work is Philox's multiplies, not the stores).
+extern "C" __global__ void fill_random_bf16(uint16_t* __restrict__ out, uint64_t count, uint64_t seed, float scale) {
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
+    uint32_t c[4] = {static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0u, 0u};
+    philox4x32_10(c, k0, k1);
+    const float u = __fmul_rn(static_cast<float>(c[0] >> 8), 5.9604644775390625e-8f);  // 2^-24
+    const float v = __fadd_rn(__fmul_rn(2.0f, u), -1.0f);
+    out[i] = f32_to_bf16(__fmul_rn(scale, v));
+  }
 }

@@ -23,6 +23,7 @@
 // Kernel source conventions (kernels/build.ts): each kernel signature on ONE line; launch bounds
 // go on a separate declaration before it.
 #include "compat.h"
+#include "philox.h"
 
 #define SAMPLING_THREADS 1024
 #define SAMPLING_GROUPS (SAMPLING_THREADS / 32)
@@ -297,24 +298,6 @@ extern "C" __global__ void log_softmax_f32_v4(float* out, const float* __restric
   row_log_softmax<4>(out + row, logits + row, vocab);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Philox4x32-10 (Salmon et al., SC'11; Random123's constants). Same function as backends/philox.ts.
-__device__ __forceinline__ void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
-#pragma unroll
-  for (int round = 0; round < 10; round++) {
-    if (round > 0) {
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const uint32_t lo0 = 0xD2511F53u * c[0], hi0 = __umulhi(0xD2511F53u, c[0]);
-    const uint32_t lo1 = 0xCD9E8D57u * c[2], hi1 = __umulhi(0xCD9E8D57u, c[2]);
-    const uint32_t x0 = hi1 ^ c[1] ^ k0, x2 = hi0 ^ c[3] ^ k1;
-    c[0] = x0;
-    c[1] = lo1;
-    c[2] = x2;
-    c[3] = lo0;
-  }
-}
 
 // Test hook: out[4i..4i+3] = Philox4x32-10(counters[4i..4i+3], keys[2i], keys[2i+1]).
 extern "C" __global__ void philox4x32_10_test(uint32_t* out, const uint32_t* counters, const uint32_t* keys, int32_t n) {
@@ -688,5 +671,139 @@ extern "C" __global__ void sample_f32(int32_t* ids, const float* __restrict__ lo
       run += chunk;
     }
     if (lane == 0) ids[row] = found;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Penalties: vLLM's repetition, presence and frequency penalties, in place on f32 logits. Every
+// step is one IEEE f32 operation (correctly rounded division, no FMA contraction), so the result
+// equals backends/cpu/sampling.ts bit for bit.
+#ifdef DENALI_HIP
+// hipcc divides f32 correctly rounded by default (-fhip-fp32-correctly-rounded-divide-sqrt).
+__device__ __forceinline__ float div_rn(float a, float b) {
+#pragma clang fp contract(off)
+  return a / b;
+}
+#else
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+#endif
+
+#define PENALTY_THREADS 256
+
+// One thread per entry e < count: (row, token, outputCount) = entries[3e .. 3e + 2]. An entry
+// outside [0, batch) × [0, vocab) is skipped (the CPU op rejects it), so nothing is written out
+// of bounds. Entries name distinct (row, token) pairs, so no two threads touch one logit.
+// Grid (ceil(count / 256)), block 256.
+extern "C" __global__ void __launch_bounds__(PENALTY_THREADS) apply_penalties_f32(float* logits, const int32_t* __restrict__ entries, const float* __restrict__ penalties, int32_t count, int32_t batch, int32_t vocab);
+extern "C" __global__ void apply_penalties_f32(float* logits, const int32_t* __restrict__ entries, const float* __restrict__ penalties, int32_t count, int32_t batch, int32_t vocab) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * PENALTY_THREADS + threadIdx.x;
+  if (e >= count) return;
+  const int32_t row = entries[3 * e], token = entries[3 * e + 1], seen = entries[3 * e + 2];
+  if (row < 0 || row >= batch || token < 0 || token >= vocab) return;
+  const float repetition = penalties[3 * row];
+  const float presence = penalties[3 * row + 1];
+  const float frequency = penalties[3 * row + 2];
+  float* at = logits + static_cast<size_t>(row) * vocab + token;
+  float l = *at;
+  l = l > 0.0f ? div_rn(l, repetition) : mul_rn(l, repetition);
+  l = sub_rn(l, mul_rn(frequency, static_cast<float>(seen)));
+  if (seen > 0) l = sub_rn(l, presence);
+  *at = l;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log-probabilities of bf16 logits: lse = max + log(sum of exp(l - max)) in f32 with the accurate
+// expf / logf, then the chosen token's l - lse and the n largest l - lse.
+
+// Calls f(value, index) for each of this thread's elements of a bf16 row, in increasing index
+// order, eight loads in flight at a time.
+template <typename F>
+__device__ __forceinline__ void for_each_bf16(const uint16_t* x, int vocab, F f) {
+  for (int base = threadIdx.x; base < vocab; base += 8 * SAMPLING_THREADS) {
+    uint16_t v[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      const int i = base + u * SAMPLING_THREADS;
+      v[u] = i < vocab ? x[i] : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      const int i = base + u * SAMPLING_THREADS;
+      if (i < vocab) f(bf16_to_f32(v[u]), i);
+    }
+  }
+}
+
+// Block-wide max (NaN ignored, as fmaxf does) and sum of one float per thread; every thread
+// receives the result.
+__device__ float block_max(float v, float* s) {
+  const int lane = threadIdx.x & 31, group = threadIdx.x >> 5;
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, lane_xor_f(v, m));
+  if (lane == 0) s[group] = v;
+  __syncthreads();
+  v = s[lane];
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, lane_xor_f(v, m));
+  __syncthreads();  // s may be overwritten right after
+  return v;
+}
+__device__ float block_sum(float v, float* s) {
+  const int lane = threadIdx.x & 31, group = threadIdx.x >> 5;
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += lane_xor_f(v, m);
+  if (lane == 0) s[group] = v;
+  __syncthreads();
+  v = s[lane];
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += lane_xor_f(v, m);
+  __syncthreads();
+  return v;
+}
+
+// chosen[b] = l[ids[b]] - lse (NaN when ids[b] is outside [0, vocab)); for r < n, top_ids[b, r]
+// and top_values[b, r] = l - lse of the r-th element in the order (l descending, id ascending).
+// Round r is a block argmax over the elements strictly after round r - 1's pick in that order, so
+// no exclusion list is kept. NaN logits are never picked; a round with nothing left to pick
+// (only possible with NaN logits) writes id -1 and NaN. Grid (batch), block 1024.
+extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS) logprobs_bf16(float* chosen, int32_t* top_ids, float* top_values, const bf16_bits* __restrict__ logits, const int32_t* __restrict__ ids, int32_t vocab, int32_t n);
+extern "C" __global__ void logprobs_bf16(float* chosen, int32_t* top_ids, float* top_values, const bf16_bits* __restrict__ logits, const int32_t* __restrict__ ids, int32_t vocab, int32_t n) {
+  __shared__ float s_red[SAMPLING_GROUPS];
+  __shared__ float s_v[SAMPLING_GROUPS];
+  __shared__ int s_i[SAMPLING_GROUPS];
+  const int row = blockIdx.x;
+  const uint16_t* x = logits + static_cast<size_t>(row) * vocab;
+
+  float m = -INFINITY;
+  for_each_bf16(x, vocab, [&](float v, int) { m = fmaxf(m, v); });
+  m = block_max(m, s_red);
+  float s = 0.0f;
+  for_each_bf16(x, vocab, [&](float v, int) { s += expf(v - m); });
+  s = block_sum(s, s_red);
+  const float lse = m + logf(s);
+
+  if (threadIdx.x == 0) {
+    const int32_t id = ids[row];
+    chosen[row] = id >= 0 && id < vocab ? bf16_to_f32(x[id]) - lse : __int_as_float(0x7fc00000);
+  }
+
+  // (pv, pi): the previous pick; (+inf, -1) puts every non-NaN element after it.
+  float pv = INFINITY;
+  int pi = -1;
+  for (int r = 0; r < n; r++) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for_each_bf16(x, vocab, [&](float v, int i) {
+      if (v < pv || (v == pv && i > pi)) take_better(bv, bi, v, i);
+    });
+    block_argmax(bv, bi, s_v, s_i);  // ends with a barrier, so s_v and s_i are free again
+    if (threadIdx.x == 0) {
+      const size_t o = static_cast<size_t>(row) * n + r;
+      const bool found = bi < vocab;
+      top_ids[o] = found ? bi : -1;
+      top_values[o] = found ? bv - lse : __int_as_float(0x7fc00000);
+    }
+    pv = bv;
+    pi = bi;
   }
 }

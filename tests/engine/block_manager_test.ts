@@ -1,20 +1,14 @@
 /**
  * The KV block manager: exact accounting of blocks, allocation at block boundaries, prefix
  * sharing with reference counts, collision handling with injected bad hashes, LRU eviction of
- * cached blocks, and sizing from device memory. Expected values are worked out by hand from the
+ * cached blocks. Expected values are worked out by hand from the
  * block size, or (for the hash) from an independent BigInt FNV-1a 64.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import {
-  type BlockHashFn,
-  BlockManager,
-  capacityFromMemory,
-  fnv1aBlockHash,
-  kvBytesPerBlock,
-} from "../../engine/block_manager.ts";
+import { type BlockHashFn, BlockManager, fnv1aBlockHash } from "../../engine/block_manager.ts";
 import { Sequence } from "../../engine/sequence.ts";
 
 const range = (start: number, n: number) => Array.from({ length: n }, (_, i) => start + i);
@@ -319,31 +313,4 @@ Deno.test("bad constructor arguments are refused by name", () => {
     /numBlocks must be an integer in \[1, 2\^30\], got 0/,
   );
   assert.throws(() => new BlockManager(4, 1.5), /blockSize must be an integer >= 1, got 1.5/);
-});
-
-Deno.test("kvBytesPerBlock and capacityFromMemory size the cache", () => {
-  // Llama 3 8B: 32 layers, 8 KV heads of 128, bf16, 16 tokens: 2·32·8·16·128·2 = 2 MiB.
-  const per = kvBytesPerBlock({ numLayers: 32, numKvHeads: 8, headDim: 128, blockSize: 16 });
-  assert.equal(per, 2 * 2 ** 20);
-  const cap = capacityFromMemory(10 * 2 ** 30, 0.9, per, 16);
-  assert.equal(cap.numBlocks, Math.floor((9 * 2 ** 30) / (2 * 2 ** 20))); // 4608
-  assert.equal(cap.bytes, 4608 * per);
-  assert.match(cap.description, /^KV cache: 4608 blocks × 16 tokens = 73728 tokens, 9\.00 GiB/);
-  assert.match(cap.description, /0\.9 of 10\.00 GiB free/);
-  assert.equal(capacityFromMemory(2 * per - 1, 1, per).numBlocks, 1);
-});
-
-Deno.test("capacityFromMemory names the numbers and the remedy when nothing fits", () => {
-  assert.throws(
-    () => capacityFromMemory(1000, 0.5, 600),
-    /0\.5 of 1000 free bytes .* less than one block of 600 bytes; free device memory, raise/,
-  );
-  assert.throws(() => capacityFromMemory(1e9, 0, 100), /fraction must be in \(0, 1\], got 0/);
-  assert.throws(() => capacityFromMemory(1e9, 1.5, 100), /fraction must be in \(0, 1\], got 1.5/);
-  assert.throws(() => capacityFromMemory(-1, 0.5, 100), /freeBytes must be .* got -1/);
-  assert.throws(() => capacityFromMemory(1e9, 0.5, 0), /bytesPerBlock must be an integer >= 1/);
-  assert.throws(
-    () => kvBytesPerBlock({ numLayers: 32, numKvHeads: 0, headDim: 128, blockSize: 16 }),
-    /numKvHeads must be an integer >= 1, got 0/,
-  );
 });

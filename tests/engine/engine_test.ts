@@ -626,6 +626,116 @@ Deno.test("engine: streamed text, stop strings and stop tokens", async () => {
   }
 });
 
+/** Log-softmax of a logit row in f64. */
+function logSoftmax(row: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]);
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
+/** vLLM's penalties, written from its docs: repetition over prompt and output, the others output. */
+function penalise(
+  row: Float32Array,
+  prompt: readonly number[],
+  output: readonly number[],
+  p: { repetition: number; presence: number; frequency: number },
+): Float64Array {
+  const out = Float64Array.from(row);
+  const counts = new Map<number, number>();
+  for (const t of output) counts.set(t, (counts.get(t) ?? 0) + 1);
+  for (const t of new Set([...prompt, ...output])) {
+    out[t] = out[t] > 0 ? out[t] / p.repetition : out[t] * p.repetition;
+    const n = counts.get(t) ?? 0;
+    out[t] -= p.frequency * n + (n > 0 ? p.presence : 0);
+  }
+  return out;
+}
+
+Deno.test("engine: penalties steer greedy decoding by vLLM's formula", async () => {
+  const engine = await load();
+  try {
+    const prompt = promptIds(12, 5);
+    const penalties = { repetition: 1.5, presence: 0.8, frequency: 0.6 };
+    const params = {
+      ...GREEDY,
+      maxTokens: 10,
+      repetitionPenalty: penalties.repetition,
+      presencePenalty: penalties.presence,
+      frequencyPenalty: penalties.frequency,
+    };
+    // Run beside an unpenalised request: penalties are per sequence.
+    const [run, plain] = await Promise.all([
+      collect(engine.generate(prompt, params)),
+      collect(engine.generate(prompt, { ...GREEDY, maxTokens: 10 })),
+    ]);
+    const alone = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 10 }));
+    assert.deepEqual(plain.ids, alone.ids);
+    // Each penalised token must be the argmax of the raw logits after the formula, with the
+    // counts of the tokens before it. The engine works in f32, this reference in f64: a token
+    // within 1e-4 of the best counts as a tie.
+    let changed = 0;
+    for (let i = 0; i < run.ids.length; i++) {
+      const output = run.ids.slice(0, i);
+      const raw = await engine.lastLogits([...prompt, ...output]);
+      const row = penalise(raw, prompt, output, penalties);
+      const best = argmax(row);
+      assert.ok(
+        run.ids[i] === best || row[best] - row[run.ids[i]] < 1e-4,
+        `step ${i}: token ${run.ids[i]} (${row[run.ids[i]]}) but ${best} scores ${row[best]}`,
+      );
+      if (argmax(raw) !== best) changed++;
+    }
+    // The penalties must have mattered, or this test could not tell them from no penalties.
+    assert.ok(changed > 0, "the penalties never changed the greedy choice");
+    assert.notDeepEqual(run.ids, plain.ids);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: logprobs are the raw model's, with the top alternatives in order", async () => {
+  const engine = await load();
+  try {
+    const prompt = promptIds(9, 6);
+    const cases: Partial<SamplingParams>[] = [
+      { ...GREEDY, maxTokens: 5, logprobs: 5 },
+      { temperature: 1, seed: 11, ignoreEos: true, maxTokens: 5, logprobs: 0 },
+      // Penalties change the choice, not the reported (raw) log-probabilities.
+      { ...GREEDY, maxTokens: 5, logprobs: 20, repetitionPenalty: 2, frequencyPenalty: 1 },
+    ];
+    for (const params of cases) {
+      const run = await collect(engine.generate(prompt, params));
+      for (let i = 0; i < run.ids.length; i++) {
+        const lp = run.chunks.filter((c) => c.tokenId >= 0)[i].logprobs;
+        assert.ok(lp, `token ${i} has no logprobs`);
+        const reference = logSoftmax(await engine.lastLogits([...prompt, ...run.ids.slice(0, i)]));
+        // Both sides read the same bf16 logits; f32 against f64 log-softmax differ by ~1e-6.
+        assert.ok(Math.abs(lp.logprob - reference[run.ids[i]]) < 1e-4, `token ${i} logprob`);
+        const order = [...reference.keys()].sort((a, b) => reference[b] - reference[a] || a - b);
+        assert.equal(lp.top.length, params.logprobs);
+        lp.top.forEach((alt, j) => {
+          assert.ok(Math.abs(alt.logprob - reference[alt.tokenId]) < 1e-4, `alternative ${j}`);
+          // Ids must follow the reference order except where values tie within rounding.
+          assert.ok(
+            alt.tokenId === order[j] || Math.abs(reference[order[j]] - alt.logprob) < 1e-4,
+            `alternative ${j} is ${alt.tokenId}, expected ${order[j]}`,
+          );
+        });
+        if (params.temperature === 0 && params.repetitionPenalty === undefined) {
+          assert.equal(lp.top[0].tokenId, run.ids[i]);
+        }
+      }
+    }
+    const plain = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 2 }));
+    assert.ok(plain.chunks.every((c) => c.logprobs === undefined));
+  } finally {
+    await engine.close();
+  }
+});
+
 Deno.test("engine: bad requests and options fail with errors naming the problem", async () => {
   const engine = await load({ maxModelLen: 64, kvBlocks: 8 });
   try {
@@ -642,6 +752,16 @@ Deno.test("engine: bad requests and options fail with errors naming the problem"
     assert.throws(() => engine.generate([1], { temperature: -1 }), /temperature must be >= 0/);
     assert.throws(() => engine.generate([1], { topP: 0 }), /topP must be in \(0, 1\]/);
     assert.throws(() => engine.generate([1], { maxTokens: 0 }), /maxTokens must be an integer/);
+    assert.throws(
+      () => engine.generate([1], { repetitionPenalty: 0 }),
+      /repetitionPenalty must be a number > 0/,
+    );
+    assert.throws(
+      () => engine.generate([1], { presencePenalty: 2.5 }),
+      /presencePenalty must be in \[-2, 2\]/,
+    );
+    assert.throws(() => engine.generate([1], { frequencyPenalty: NaN }), /frequencyPenalty/);
+    assert.throws(() => engine.generate([1], { logprobs: 21 }), /logprobs must be null or/);
     assert.throws(() => engine.generate([{ role: 1 } as never]), /string "role"/);
     assert.equal(engine.stats().kvUsage, 0);
   } finally {

@@ -11,6 +11,8 @@
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
+import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
+import type { LlamaOps } from "../../backends/ops.ts";
 import { type LlamaConfig, loadLlamaConfig } from "../../engine/config.ts";
 import { SafetensorsError } from "../../engine/safetensors.ts";
 import {
@@ -661,37 +663,100 @@ Deno.test("weights: a failure midway frees everything already allocated", async 
 // ---------------------------------------------------------------------------------------------
 // Random weights.
 
-Deno.test("weights: randomWeights is seeded, staging-independent, std 0.02, norms 1", () => {
+/** One recorded fillRandom call. */
+interface Fill {
+  readonly out: DeviceBuffer;
+  readonly count: number;
+  readonly seed: number;
+  readonly scale: number;
+}
+
+/** The CPU fillRandom, recording each call; the `failAt`-th call throws instead. */
+function recordingOps(failAt = Infinity) {
+  const cpu = cpuElementwiseOps();
+  const fills: Fill[] = [];
+  const ops: Pick<LlamaOps, "fillRandom"> = {
+    fillRandom(out, count, seed, scale, stream) {
+      if (fills.length + 1 === failAt) throw new Error("fillRandom: launch failed");
+      fills.push({ out, count, seed, scale });
+      cpu.fillRandom(out, count, seed, scale, stream);
+    },
+  };
+  return { ops, fills };
+}
+
+/** Every matrix buffer of `w`, embedTokens first, lmHead last (once when tied). */
+function matrices(w: LlamaWeights): DeviceBuffer[] {
+  const layers = w.layers.flatMap((l) => [l.qkvProj, l.oProj, l.gateUpProj, l.downProj]);
+  return [w.embedTokens, ...layers, ...(w.lmHead === w.embedTokens ? [] : [w.lmHead])];
+}
+
+const RANDOM_CONFIG = {
+  ...CONFIG,
+  hiddenSize: 64,
+  intermediateSize: 96,
+  headDim: 32,
+  vocabSize: 300,
+};
+
+Deno.test("weights: randomWeights fills every matrix on the device, seeded, std 0.02", () => {
   const backend = new CountingBackend();
-  const config = { ...CONFIG, hiddenSize: 64, intermediateSize: 96, headDim: 32, vocabSize: 300 };
-  const a = randomWeights(config, backend, 42, { ...quiet, stagingBytes: 16 });
-  const b = randomWeights(config, backend, 42, { ...quiet, stagingBytes: 1 << 20 });
-  const c = randomWeights(config, backend, 43, quiet);
-  const embed = readBf16(backend, a.embedTokens);
-  assert.deepEqual(readBf16(backend, b.embedTokens), embed, "same seed, other staging size");
-  assert.deepEqual(
-    readBf16(backend, b.layers[1].gateUpProj),
-    readBf16(backend, a.layers[1].gateUpProj),
-  );
-  assert.notDeepEqual(readBf16(backend, c.embedTokens), embed, "another seed differs");
+  const { ops, fills } = recordingOps();
+  const a = randomWeights(RANDOM_CONFIG, backend, ops, 42);
+  const aFills = fills.splice(0);
+  const b = randomWeights(RANDOM_CONFIG, backend, ops, 42);
+  const bFills = fills.splice(0);
+  const c = randomWeights(RANDOM_CONFIG, backend, ops, 43);
+  const cFills = fills.splice(0);
+
+  // One whole-buffer fill per matrix, nothing staged through the host.
+  assert.deepEqual(aFills.map((f) => f.out), matrices(a));
+  for (const f of aFills) {
+    assert.equal(f.count * 2, f.out.bytes);
+    assert.equal(f.scale, 0.02 * Math.sqrt(3), "uniform with std 0.02");
+  }
+  assert.equal(backend.hostLive, 0);
+  assert.equal(backend.copies, 3 * (2 * RANDOM_CONFIG.numHiddenLayers + 1), "norms only");
+
+  // Seeds: per buffer, all distinct, the same for the same model seed, new for another.
+  const seeds = aFills.map((f) => f.seed);
+  assert.equal(new Set(seeds).size, seeds.length, "each buffer draws its own stream");
+  assert.deepEqual(bFills.map((f) => f.seed), seeds);
+  assert.ok(cFills.every((f) => !seeds.includes(f.seed)), "another seed, other streams");
+  for (const seed of seeds) assert.ok(Number.isSafeInteger(seed) && seed >= 0);
+
+  const [wa, wb, wc] = [a, b, c].map((w) => matrices(w).map((m) => readBf16(backend, m)));
+  assert.deepEqual(wb, wa, "same seed, same weights");
+  for (let i = 0; i < wa.length; i++) assert.notDeepEqual(wc[i], wa[i], `matrix ${i} reseeded`);
   assert.notDeepEqual(
-    readBf16(backend, a.layers[0].qkvProj).subarray(0, 64),
-    readBf16(backend, a.layers[1].qkvProj).subarray(0, 64),
-    "each buffer draws its own stream",
+    wa[1].subarray(0, 64),
+    wa[5].subarray(0, 64),
+    "layer 0 and layer 1 qkv differ",
   );
 
+  // The bytes are exactly the op's output for the recorded seed: nothing else writes them.
+  const probe = backend.alloc(a.embedTokens.bytes);
+  cpuElementwiseOps().fillRandom(
+    probe,
+    aFills[0].count,
+    aFills[0].seed,
+    aFills[0].scale,
+    backend.defaultStream,
+  );
+  assert.deepEqual(readBf16(backend, probe), wa[0]);
+  backend.free(probe);
+
+  // ±a, plus bf16 rounding's half ulp (2^-9) with margin. ~1e5 draws: the mean's standard error
+  // is 6e-5 and the std's 3e-5, so 1e-3 and 5e-4 are over 15 sigma (the draws are fixed by the
+  // seed, so a failure means a broken generator, not bad luck).
   const limit = 0.02 * Math.sqrt(3) * (1 + 2 ** -8);
   let sum = 0, squares = 0, count = 0;
-  for (
-    const buffer of [a.embedTokens, a.lmHead, ...a.layers.flatMap((l) => [l.qkvProj, l.downProj])]
-  ) {
-    for (const bits of readBf16(backend, buffer)) {
-      const value = bitsF32(bits << 16);
-      assert.ok(Math.abs(value) <= limit, `${value} outside ±${limit}`);
-      sum += value;
-      squares += value * value;
-      count++;
-    }
+  for (const bits of wa.flatMap((m) => [...m])) {
+    const value = bitsF32(bits << 16);
+    assert.ok(Math.abs(value) <= limit, `${value} outside ±${limit}`);
+    sum += value;
+    squares += value * value;
+    count++;
   }
   const mean = sum / count, std = Math.sqrt(squares / count - mean * mean);
   assert.ok(Math.abs(mean) < 1e-3, `mean ${mean}`);
@@ -703,18 +768,56 @@ Deno.test("weights: randomWeights is seeded, staging-independent, std 0.02, norm
   assert.equal(a.layers[0].gateUpProj.bytes, 2 * 96 * 64 * 2);
   for (const weights of [a, b, c]) weights.free();
   assert.equal(backend.live.size, 0);
-  assert.equal(backend.hostLive, 0);
 });
 
-Deno.test("weights: randomWeights ties lm_head and frees on failure", () => {
+Deno.test("weights: randomWeights seeds use all 53 bits", () => {
+  const backend = new CpuBackend();
+  const { ops, fills } = recordingOps();
+  const low = randomWeights(CONFIG, backend, ops, 5);
+  const high = randomWeights(CONFIG, backend, ops, 2 ** 32 + 5);
+  const top = randomWeights(CONFIG, backend, ops, Number.MAX_SAFE_INTEGER);
+  const perModel = fills.length / 3;
+  const seedsOf = (k: number) => fills.slice(k * perModel, (k + 1) * perModel).map((f) => f.seed);
+  assert.equal(new Set([...seedsOf(0), ...seedsOf(1), ...seedsOf(2)]).size, fills.length);
+  assert.notDeepEqual(readBf16(backend, high.embedTokens), readBf16(backend, low.embedTokens));
+  for (const w of [low, high, top]) w.free();
+});
+
+Deno.test("weights: randomWeights ties lm_head and frees on failure", async () => {
   const backend = new CountingBackend();
-  const tied = randomWeights(TIED, backend, 1, quiet);
+  const { ops, fills } = recordingOps();
+  const tied = randomWeights(TIED, backend, ops, 1);
   assert.equal(tied.lmHead, tied.embedTokens);
+  assert.deepEqual(fills.map((f) => f.out), matrices(tied), "the tied table is filled once");
   tied.free();
-  const failing = new CountingBackend(5);
-  assert.throws(() => randomWeights(CONFIG, failing, 1, quiet), /out of memory/);
-  assert.equal(failing.live.size, 0);
-  assert.throws(() => randomWeights(CONFIG, backend, -1, quiet), /seed/);
-  assert.throws(() => randomWeights(CONFIG, backend, 1, { stagingBytes: 8 }), /stagingBytes/);
+
+  // The backend's own ops work as well as a recording wrapper.
+  const real = randomWeights(CONFIG, backend, await backend.loadOps(), 1);
+  const recorded = randomWeights(CONFIG, backend, ops, 1);
+  assert.deepEqual(readBf16(backend, real.lmHead), readBf16(backend, recorded.lmHead));
+  real.free();
+  recorded.free();
+
+  const outOfMemory = new CountingBackend(5);
+  assert.throws(() => randomWeights(CONFIG, outOfMemory, ops, 1), /out of memory/);
+  assert.equal(outOfMemory.live.size, 0);
+
+  const failingFill = new CountingBackend();
+  assert.throws(
+    () => randomWeights(CONFIG, failingFill, recordingOps(3).ops, 1),
+    /launch failed/,
+  );
+  assert.equal(failingFill.live.size, 0);
+
+  const deviceLost = new CountingBackend(Infinity, 2);
+  assert.throws(() => randomWeights(CONFIG, deviceLost, ops, 1), /device lost/);
+  assert.equal(deviceLost.live.size, 0);
+
+  for (const seed of [-1, 1.5, NaN, 2 ** 53]) {
+    assert.throws(
+      () => randomWeights(CONFIG, backend, ops, seed),
+      (e: Error) => e instanceof RangeError && /^randomWeights: seed/.test(e.message),
+    );
+  }
   assert.equal(backend.live.size, 0);
 });

@@ -656,6 +656,12 @@ EXPORT int API(cuEventSynchronize, hipEventSynchronize)(void* event) {
   return e && e->magic == MAGIC_EVENT ? R_SUCCESS : R_INVALID_HANDLE;
 }
 
+EXPORT int API(cuEventQuery, hipEventQuery)(void* event) {
+  FAIL_POINT(eventQuery);
+  fake_event* e = event;
+  return e && e->magic == MAGIC_EVENT ? R_SUCCESS : R_INVALID_HANDLE;
+}
+
 EXPORT int API(cuEventElapsedTime, hipEventElapsedTime)(float* ms, void* start, void* end) {
   FAIL_POINT(eventElapsedTime);
   fake_event* a = start;

@@ -4,7 +4,8 @@
  * rows that take the 16-byte path (4096, 1000 = 125 vectors), the scalar path (1001, misaligned
  * views) and the two-pass path of wide rows (20480); rope with 32/8 heads of 128 and 64 at
  * positions up to 32767; embedding over a 32000-row table; casts of 1e6 + 3 elements with NaN,
- * ±Inf, subnormals and exact ties. Outputs are poisoned (0xff bytes: NaN) before each run, so an
+ * ±Inf, subnormals and exact ties; fillRandom of 1, 1000 and 2^20 + 3 elements, and one fill
+ * past 2^32 elements checked around the 2^32 boundary. Outputs are poisoned (0xff bytes: NaN) before each run, so an
  * unwritten element fails.
  *
  * Tolerances. Both sides round to bf16 at the same steps, so most outputs are bit-identical;
@@ -14,7 +15,7 @@
  * (rmsNorm, siluMul: a one-ulp step in the inner rounding can become two after the multiply).
  * rope's x1·c − x2·s may cancel, where an fp32 ulp of the terms is many bf16 ulps of the result,
  * so rope also accepts an absolute difference of 1e-5 (terms are O(1)). Norm-wise relative error
- * ≤ 2e-3. Copies, casts and the residual sum are exact.
+ * ≤ 2e-3. Copies, casts, the residual sum and fillRandom (defined to be bit-identical) are exact.
  *
  * @module
  */
@@ -23,7 +24,7 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
+import { cpuElementwiseOps, fillRandomAt } from "../../backends/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps, RopeTable } from "../../backends/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
@@ -390,5 +391,51 @@ gpuTest("gpu elementwise: castBf16ToF32 matches the CPU bit for bit", (rig) => {
     assertBitsEqual(g, c, `castBf16ToF32 offsets ${xOffset}/${outOffset}`);
     for (let i = 0; i < 65536; i++) assert.equal(g[i], i << 16 >>> 0, `bf16 0x${i.toString(16)}`);
     rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: fillRandom matches the CPU bit for bit", (rig) => {
+  const cases: [count: number, seed: number, scale: number, offset: number][] = [
+    [1, 0, 1, 0],
+    [1000, 42, 0.02 * Math.sqrt(3), 0],
+    [1000, 2 ** 32 + 7, 3, 2], // a seed with a high word; a view 2 bytes in
+    [(1 << 20) + 3, 2 ** 53 - 1, 0.02 * Math.sqrt(3), 0],
+    [(1 << 20) + 3, 12345, 0.5, 2],
+  ];
+  for (const [count, seed, scale, offset] of cases) {
+    const what = `fillRandom count=${count} seed=${seed} scale=${scale} offset=${offset}`;
+    const out = rig.poisoned(2 * count, offset);
+    rig.run((ops, d, s) => ops.fillRandom(d(out), count, seed, scale, s));
+    const [g, c] = rig.read16(out, count);
+    assertBitsEqual(g, c, what);
+    assert.ok(!c.some(isNanBf16), `${what}: NaN in the CPU result`);
+    rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: fillRandom past 2^32 elements uses the counter's high word", (rig) => {
+  // 2^32 + 2048 bf16 elements: 8 GiB, a lm head's order of magnitude on a large model. Too
+  // large for the CPU backend, so elements on both sides of the 2^32 boundary (where a 32-bit
+  // index would wrap to element 0) and at the very end are checked against fillRandomAt.
+  const count = 2 ** 32 + 2048, seed = 77, scale = 0.02 * Math.sqrt(3);
+  if (rig.gpu.memoryInfo().free < 2 * count + (1 << 30)) {
+    console.log("fillRandom past 2^32: skipped, less than 9 GiB of device memory free");
+    return;
+  }
+  const out = rig.gpu.alloc(2 * count);
+  try {
+    const from = 2 ** 32 - 2048;
+    rig.gpu.memset(out.slice(2 * from), 0xff, rig.stream);
+    rig.gOps.fillRandom(out, count, seed, scale, rig.stream);
+    rig.stream.synchronize();
+    const got = new Uint16Array(count - from);
+    rig.gpu.copyToHost(got, out.slice(2 * from));
+    const expected = got.map((_, i) => fillRandomAt(seed, Math.fround(scale), from + i));
+    assertBitsEqual(got, expected, `fillRandom from element ${from}`);
+    const head = new Uint16Array(2048);
+    rig.gpu.copyToHost(head, out);
+    assert.notDeepEqual(got.subarray(2048, 4096), head, "element 2^32 + i is not element i");
+  } finally {
+    rig.gpu.free(out);
   }
 });

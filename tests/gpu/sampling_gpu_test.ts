@@ -3,14 +3,26 @@
  * (backends/cpu/sampling.ts), on the same inputs: vocab 1, 7, 32000 and 128256 at batch 1 and
  * 256, NaN-free random logits scaled ×5 (and ×30, and integer-valued rows full of ties), per-row
  * random temperature / top-k / top-p / min-p / seed / step; 1000 random rows at vocab 32000; the
- * device Philox against backends/philox.ts. Outputs are poisoned (0xff bytes: NaN as f32, −1 as
- * i32) before each run, so an unwritten element fails.
+ * device Philox against backends/philox.ts. applyPenalties and logprobs run at vocab 1000, 32000
+ * and 128256, batch 1 and 7: penalties with 1000–8000 distinct entries per row (plus entries off
+ * every edge, which the GPU must skip: the logits sit between poisoned guards), logprobs with
+ * n 0, 5 and 20 over bf16 logits ×5 or ×30 with forced ties at the 1st, 5th and 20th places.
+ * Outputs are poisoned (0xff bytes: NaN as f32, −1 as i32) before each run, so an unwritten
+ * element fails; logprobs outputs also get 16 poisoned bytes past their end, which must survive.
  *
  * Tolerances. argmax is exact. logSoftmax is fp32 on both sides (expf and a different summation
  * order on the GPU): 1e-5 norm-wise relative. Sampling is specified in exact arithmetic (see
  * kernels/src/sampling.cu), so the GPU's p (left in its workspace) must equal the CPU's bit for
  * bit and the ids are expected to agree on every row; the test still allows up to 1% of rows to
  * differ, each only where the draw or a filter sits within 1e-5 of the kept mass of a boundary.
+ * applyPenalties is one IEEE f32 operation at a time on both sides (correctly rounded division,
+ * no FMA), so it must match bit for bit. logprobs picks its top ids from exact bf16 values, so
+ * ids match exactly; its values differ by the GPU's f32 log-sum-exp against the CPU's f64 one:
+ * the per-thread sums of ≤ 126 terms in [0, 1] and the block tree add ≤ ~1e-6 relative error to
+ * the sum in practice (so ≤ ~1e-6 absolute to its log), expf/logf ≤ 2 ulps, and f32 roundings of
+ * lse and of l − lse ≤ 2^-24 of their magnitudes; |got − want| ≤ 1e-5 + 2^-22 · |want| covers that
+ * with room (a host simulation of the kernel's f32 arithmetic on these inputs, expf perturbed by
+ * 2 ulps, reached 0.3 of it) and still catches a wrong max, a dropped term or a wrong element.
  *
  * @module
  */
@@ -27,6 +39,7 @@ import {
 } from "../../backends/cpu/sampling.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { SamplingBuffers, SamplingOps } from "../../backends/ops.ts";
+import { toBf16Bits } from "../../backends/bf16.ts";
 import { philox4x32 } from "../../backends/philox.ts";
 import { loadKernels } from "../../kernels/modules.ts";
 import { loadSamplingOps } from "../../kernels/ops/sampling.ts";
@@ -402,4 +415,238 @@ gpuTest("gpu: sample is reproducible, and the step changes the draw", (rig) => {
   let changed = 0;
   for (let b = 0; b < batch; b++) if (next[b] !== first[b]) changed++;
   assert.ok(changed > 0.9 * batch, `only ${changed} of ${batch} rows changed with the step`);
+});
+
+/** Distinct (row, token) entries, about `perRow` per row, rows interleaved; outputCount 0 often. */
+function penaltyEntries(batch: number, vocab: number, perRow: number, seed: number): Int32Array {
+  const next = rng(seed);
+  const triples: number[][] = [];
+  for (let b = 0; b < batch; b++) {
+    const tokens = new Set<number>([0, vocab - 1]); // both ends of the row
+    while (tokens.size < Math.min(perRow, vocab)) tokens.add(Math.floor(next(0, vocab)));
+    for (const t of tokens) {
+      const seen = next() < 0 ? 0 : Math.floor(next(1, 50)); // about half prompt-only
+      triples.push([b, t, seen]);
+    }
+  }
+  for (let i = triples.length - 1; i > 0; i--) {
+    const j = Math.floor(next(0, i + 1));
+    [triples[i], triples[j]] = [triples[j], triples[i]];
+  }
+  return Int32Array.from(triples.flat());
+}
+
+gpuTest("gpu: applyPenalties equals the CPU bit for bit and skips out-of-range entries", (rig) => {
+  const { gpu, gOps, cOps, stream } = rig;
+  const guard = 4096; // bytes of poison on each side of the logits, to catch stray writes
+  for (const vocab of [1000, 32000, 128256]) {
+    for (const batch of [1, 7]) {
+      const perRow = vocab === 128256 && batch === 7 ? 8000 : 3000;
+      const logits = randomArray(batch * vocab, vocab + batch, -10, 10);
+      for (let i = 0; i < logits.length; i += 97) logits[i] = 0;
+      const entries = penaltyEntries(batch, vocab, perRow, 5 * vocab + batch);
+      const next = rng(vocab * batch);
+      const penalties = new Float32Array(3 * batch);
+      for (let b = 0; b < batch; b++) {
+        penalties[3 * b] = b === 1 ? 1 : next(0.5, 2);
+        penalties[3 * b + 1] = b === 1 ? 0 : next(-2, 2);
+        penalties[3 * b + 2] = b === 1 ? 0 : next(-1, 1);
+      }
+      // The GPU also gets entries off every edge, interleaved with the valid ones; it must skip
+      // them. (row batch, token 0) and (row 0, token -1) would land just past and just before
+      // the logits, in the guards.
+      const bad = [
+        batch,
+        0,
+        1,
+        0,
+        -1,
+        1,
+        -1,
+        0,
+        1,
+        0,
+        vocab,
+        1,
+        batch - 1,
+        vocab,
+        2,
+        1 << 30,
+        0,
+        1,
+      ];
+      const gEntries = new Int32Array(entries.length + bad.length);
+      gEntries.set(entries.subarray(0, 30));
+      gEntries.set(bad, 30);
+      gEntries.set(entries.subarray(30), 30 + bad.length);
+      const count = entries.length / 3, gCount = gEntries.length / 3;
+
+      const bytes = 4 * batch * vocab;
+      const whole = rig.gpuBuffer(bytes + 2 * guard);
+      const gLogits = whole.slice(guard, bytes);
+      stream.synchronize();
+      gpu.copyToDevice(gLogits, logits);
+      const ge = rig.upload(gEntries), ce = rig.upload(entries), p = rig.upload(penalties);
+      gOps.applyPenalties(gLogits, ge.g, gCount, p.g, batch, vocab, stream);
+      const cLogits = rig.cpuBuffer(bytes);
+      rig.cpu.copyToDevice(cLogits, logits);
+      cOps.applyPenalties(cLogits, ce.c, count, p.c, batch, vocab, rig.cpu.defaultStream);
+      stream.synchronize();
+
+      const got = new Uint8Array(bytes + 2 * guard);
+      gpu.copyToHost(got, whole);
+      const what = `applyPenalties ${batch}x${vocab}, ${count} entries`;
+      for (let i = 0; i < guard; i++) {
+        if (got[i] !== 0xff) assert.fail(`${what}: byte ${guard - i} before the logits written`);
+        if (got[guard + bytes + i] !== 0xff) assert.fail(`${what}: byte ${i} past the end written`);
+      }
+      const g = new Uint32Array(got.buffer, guard, batch * vocab);
+      const want = new Float32Array(batch * vocab);
+      rig.cpu.copyToHost(want, cLogits);
+      const w = new Uint32Array(want.buffer);
+      let changed = 0;
+      for (let i = 0; i < g.length; i++) {
+        if (g[i] !== w[i]) {
+          const gv = new Float32Array(Uint32Array.of(g[i]).buffer)[0];
+          assert.fail(`${what}: logit ${i} gpu ${gv} cpu ${want[i]} (was ${logits[i]})`);
+        }
+        if (want[i] !== logits[i]) changed++;
+      }
+      assert.ok(changed > count / 3, `${what}: only ${changed} logits changed`);
+
+      // count 0 launches nothing: the logits stay as they are, whatever entries holds.
+      gOps.applyPenalties(gLogits, rig.gpuBuffer(12), 0, p.g, batch, vocab, stream);
+      stream.synchronize();
+      const again = new Uint32Array(batch * vocab);
+      gpu.copyToHost(again, gLogits);
+      assert.deepEqual(again, g.slice(), `${what}: count 0 changed the logits`);
+      rig.release();
+    }
+  }
+});
+
+/** Random logits ×scale as bf16 bits, with ties at the top and around the 5th and 20th places. */
+function bf16LogitsFor(batch: number, vocab: number, scale: number, seed: number): Uint16Array {
+  const x = randomArray(batch * vocab, seed, -scale, scale);
+  const next = rng(seed + 1);
+  for (let b = 0; b < batch; b++) {
+    const row = x.subarray(b * vocab, (b + 1) * vocab);
+    const sorted = Float32Array.from(row).sort().reverse();
+    // Ties: the maximum at two more places, and the 5th and 20th values (bf16-rounded) copied.
+    for (const value of [sorted[0], sorted[4], sorted[19]]) {
+      for (let k = 0; k < 2; k++) row[Math.floor(next(0, vocab))] = value;
+    }
+  }
+  return Uint16Array.from(x, toBf16Bits);
+}
+
+/**
+ * logprobs on both backends into outputs poisoned with `poison` bytes and 16 bytes of room past
+ * their end; asserts the room stays poisoned and returns both sides' results.
+ */
+function compareLogprobs(
+  rig: Rig,
+  bits: Uint16Array,
+  ids: Int32Array,
+  batch: number,
+  vocab: number,
+  n: number,
+  poison: number,
+  what: string,
+  cpuIds = ids,
+) {
+  const { gpu, gOps, cOps, stream } = rig;
+  const x = rig.upload(bits, 2); // rows start 2 bytes off 4-byte alignment: the kernel reads u16
+  const gi = rig.upload(ids);
+  const outs = [4 * batch, 4 * batch * n, 4 * batch * n].map((bytes) => {
+    const b = rig.gpuBuffer(bytes + 16);
+    gpu.memset(b, poison, stream);
+    return b;
+  });
+  const [gChosen, gTopIds, gTopValues] = outs;
+  gOps.logprobs(gChosen, gTopIds, gTopValues, x.g, gi.g, batch, vocab, n, stream);
+  const c = [4 * batch, 4 * batch * n, 4 * batch * n].map((bytes) => rig.cpuBuffer(bytes + 16));
+  const ci = rig.upload(cpuIds);
+  cOps.logprobs(c[0], c[1], c[2], x.c, ci.c, batch, vocab, n, rig.cpu.defaultStream);
+  stream.synchronize();
+  const host = outs.map((b) => {
+    const h = new Uint8Array(b.bytes);
+    gpu.copyToHost(h, b);
+    const tail = h.subarray(b.bytes - 16);
+    assert.ok(tail.every((v) => v === poison), `${what}: written past the end of an output`);
+    return h.buffer;
+  });
+  return {
+    gpu: {
+      chosen: new Float32Array(host[0], 0, batch),
+      topIds: new Int32Array(host[1], 0, batch * n),
+      topValues: new Float32Array(host[2], 0, batch * n),
+    },
+    cpu: {
+      chosen: new Float32Array(c[0].host!.buffer, c[0].host!.byteOffset, batch),
+      topIds: new Int32Array(c[1].host!.buffer, c[1].host!.byteOffset, batch * n),
+      topValues: new Float32Array(c[2].host!.buffer, c[2].host!.byteOffset, batch * n),
+    },
+  };
+}
+
+/** Asserts |got − want| ≤ 1e-5 + 2^-22 · |want| everywhere (see the header). */
+function assertLogprobsClose(got: Float32Array, want: Float32Array, what: string): void {
+  for (let i = 0; i < want.length; i++) {
+    const tol = 1e-5 + 2 ** -22 * Math.abs(want[i]);
+    if (!(Math.abs(got[i] - want[i]) <= tol)) {
+      assert.fail(`${what}: element ${i} gpu ${got[i]} cpu ${want[i]} (tolerance ${tol})`);
+    }
+  }
+}
+
+gpuTest("gpu: logprobs matches the CPU: chosen and top values 1e-5, top ids exact", (rig) => {
+  for (const vocab of [1000, 32000, 128256]) {
+    for (const batch of [1, 7]) {
+      for (const n of [0, 5, 20]) {
+        const scale = n === 5 ? 30 : 5; // ×30: peaked rows, log-probabilities down to ~-60
+        const bits = bf16LogitsFor(batch, vocab, scale, vocab + 10 * batch + n);
+        const next = rng(vocab + n);
+        const ids = Int32Array.from({ length: batch }, () => Math.floor(next(0, vocab)));
+        ids[0] = vocab - 1;
+        const what = `logprobs ${batch}x${vocab} n ${n}`;
+        const r = compareLogprobs(rig, bits, ids, batch, vocab, n, 0xff, what);
+        assertLogprobsClose(r.gpu.chosen, r.cpu.chosen, `${what} chosen`);
+        assert.deepEqual(r.gpu.topIds, r.cpu.topIds, `${what}: top ids`);
+        assertLogprobsClose(r.gpu.topValues, r.cpu.topValues, `${what} top values`);
+        rig.release();
+      }
+    }
+  }
+});
+
+gpuTest("gpu: logprobs writes NaN for ids out of range and never ranks NaN logits", (rig) => {
+  const vocab = 1000, batch = 3, n = 5;
+  const bits = bf16LogitsFor(batch, vocab, 5, 31);
+  // 0x7f poison is a finite f32 (3.4e38), so a NaN read back was written by the kernel.
+  const what = "logprobs, ids out of range";
+  const r = compareLogprobs(
+    rig,
+    bits,
+    Int32Array.of(-1, vocab, 7),
+    batch,
+    vocab,
+    n,
+    0x7f,
+    what,
+    Int32Array.of(0, 0, 7), // the CPU rejects such ids; rows 0 and 1 are compared on top-n
+  );
+  assert.ok(Number.isNaN(r.gpu.chosen[0]) && Number.isNaN(r.gpu.chosen[1]), `${what}: not NaN`);
+  assertLogprobsClose(r.gpu.chosen.subarray(2), r.cpu.chosen.subarray(2), `${what} chosen`);
+  assert.deepEqual(r.gpu.topIds, r.cpu.topIds, `${what}: top ids`);
+  assertLogprobsClose(r.gpu.topValues, r.cpu.topValues, `${what} top values`);
+  rig.release();
+
+  // Three NaN logits of seven, n 5: four ranked ids, then -1 and NaN; NaN lse everywhere.
+  const nan = 0x7fc0;
+  const row = Uint16Array.of(nan, toBf16Bits(2), toBf16Bits(1), nan, toBf16Bits(2), nan, 0);
+  const q = compareLogprobs(rig, row, Int32Array.of(1), 1, 7, 5, 0x7f, "logprobs, NaN logits");
+  assert.deepEqual([...q.gpu.topIds], [1, 4, 2, 6, -1]);
+  assert.deepEqual(q.gpu.topIds, q.cpu.topIds);
+  assert.ok(Number.isNaN(q.gpu.chosen[0]) && q.gpu.topValues.every(Number.isNaN));
 });

@@ -303,6 +303,7 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
         this.t = now;
       },
       synchronize() {},
+      query: () => true,
       elapsedMsSince(start) {
         return (this.t - (start as unknown as { t: number }).t) / 1e6;
       },

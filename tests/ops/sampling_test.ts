@@ -5,7 +5,12 @@
  *
  * Tolerances. logSoftmax is computed in float64 and stored as f32, so it is within an f32
  * rounding (6e-8 relative) of torch's float64; 1e-6 norm-wise leaves room and still catches any
- * real error. argmax is exact. Sampling is checked as a distribution: 20000 draws per setting
+ * real error. argmax is exact. applyPenalties rounds to f32 after each of its (at most four)
+ * operations, each off by at most 2^-24 of its result, and every result is bounded by
+ * |l'| + |frequency · outputCount| + |presence| (l' the logit after the repetition penalty), so
+ * 2^-22 of that sum bounds the distance to torch's float64; untouched logits are exact. logprobs
+ * does its log-sum-exp in float64 and rounds once to f32: within 2^-23 relative of torch (plus
+ * 1e-12 for float64's own error), and its top ids are exact, ties included. Sampling is checked as a distribution: 20000 draws per setting
  * (100 seeds × 200 steps) against torch's filtered probabilities with a chi-square test at
  * significance 1e-4 (11 settings: a correct sampler fails one by bad luck with probability
  * ~0.1%); the draws are seeded, so the outcome is the same on every run. The fixture's
@@ -20,6 +25,7 @@ import type { DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuSamplingOps, exp2Det, newSampleTrace, sampleRow } from "../../backends/cpu/sampling.ts";
 import type { SamplingBuffers } from "../../backends/ops.ts";
+import { toBf16Bits } from "../../backends/bf16.ts";
 import { philox4x32, uniform24 } from "../../backends/philox.ts";
 import { assertClose, randomArray } from "../support/numeric.ts";
 
@@ -33,10 +39,38 @@ interface SampleCase {
   expected: number[];
 }
 
+interface PenaltyCase {
+  name: string;
+  batch: number;
+  vocab: number;
+  logits: number[];
+  /** (row, token, outputCount) triples, flat. */
+  entries: number[];
+  /** (repetition, presence, frequency) per row, flat. */
+  penalties: number[];
+  expected: number[];
+}
+
+interface LogprobsCase {
+  name: string;
+  batch: number;
+  vocab: number;
+  n: number;
+  logitsBf16: number[];
+  ids: number[];
+  chosen: number[];
+  topIds: number[];
+  topValues: number[];
+  /** Adjacent equal values inside the top n, over all rows. */
+  ties: number;
+}
+
 interface Fixture {
   logSoftmax: { batch: number; vocab: number; logits: number[]; expected: number[] }[];
   argmax: { batch: number; vocab: number; logits: number[]; expected: number[] };
   sample: { vocab: number; cases: SampleCase[] };
+  applyPenalties: PenaltyCase[];
+  logprobs: LogprobsCase[];
 }
 
 const FIXTURE_URL = new URL("../fixtures/ops/sampling.json", import.meta.url);
@@ -111,6 +145,15 @@ function chiSquareCritical(df: number): number {
   const z = 3.719016485; // the standard normal's 1 - 1e-4 quantile
   const a = 2 / (9 * df);
   return df * (1 - a + z * Math.sqrt(a)) ** 3;
+}
+
+/** Asserts fn throws a RangeError whose message matches `pattern`. */
+function rejects(fn: () => void, pattern: RegExp): void {
+  assert.throws(fn, (e: Error) => {
+    assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
+    assert.match(e.message, pattern);
+    return true;
+  });
 }
 
 Deno.test("philox4x32-10 matches Random123's known-answer vectors", () => {
@@ -328,12 +371,6 @@ Deno.test("sampling ops reject bad sizes and buffers, naming the op", () => {
   const big = cpu.alloc(1 << 16);
   const p = params(2, () => ({ temperature: 1, topK: 0, topP: 1, minP: 0, seed: 0n, step: 0 }));
   const ws = cpu.alloc(ops.sampleWorkspaceBytes(2, 100));
-  const rejects = (fn: () => void, pattern: RegExp) =>
-    assert.throws(fn, (e: Error) => {
-      assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
-      assert.match(e.message, pattern);
-      return true;
-    });
   rejects(() => ops.argmax(big, big, 0, 10, stream), /^argmax: batch must be an integer/);
   rejects(() => ops.argmax(big, big, 2, 1.5, stream), /^argmax: vocab must be an integer/);
   rejects(() => ops.argmax(big, small, 2, 100, stream), /^argmax: logits holds 16 bytes/);
@@ -352,4 +389,247 @@ Deno.test("sampling ops reject bad sizes and buffers, naming the op", () => {
   );
   rejects(() => ops.sampleWorkspaceBytes(0, 100), /^sample: batch must be an integer/);
   assert.equal(ops.sampleWorkspaceBytes(3, 100), 4 * 4 * 100);
+});
+
+/** Runs applyPenalties on a fixture case; returns the logits after. */
+function runPenalties(c: PenaltyCase, entries = c.entries): Float32Array {
+  const logits = upload(Float32Array.from(c.logits));
+  const count = entries.length / 3;
+  ops.applyPenalties(
+    logits,
+    upload(Int32Array.from(entries)),
+    count,
+    upload(Float32Array.from(c.penalties)),
+    c.batch,
+    c.vocab,
+    stream,
+  );
+  const got = new Float32Array(c.batch * c.vocab);
+  cpu.copyToHost(got, logits);
+  return got;
+}
+
+Deno.test("applyPenalties matches torch (float64); untouched logits stay exact", () => {
+  const cases = loadFixture().applyPenalties;
+  assert.ok(cases.some((c) => c.entries.length === 0), "the fixture has a count-0 case");
+  for (const c of cases) {
+    const got = runPenalties(c);
+    const bound = new Float64Array(c.batch * c.vocab); // 0: untouched, compared exactly
+    for (let k = 0; k < c.entries.length; k += 3) {
+      const [row, token, seen] = c.entries.slice(k, k + 3);
+      const [repetition, presence, frequency] = c.penalties.slice(3 * row, 3 * row + 3);
+      const l = Math.abs(c.logits[row * c.vocab + token]);
+      const afterRepetition = l * Math.max(repetition, 1 / repetition);
+      bound[row * c.vocab + token] = 2 ** -22 *
+        (afterRepetition + Math.abs(frequency) * seen + Math.abs(presence));
+    }
+    for (let i = 0; i < got.length; i++) {
+      const want = c.expected[i];
+      if (bound[i] === 0) {
+        assert.equal(got[i], c.logits[i], `${c.name}: untouched logit ${i} changed`);
+      } else {
+        assert.ok(
+          Math.abs(got[i] - want) <= bound[i],
+          `${c.name}: logit ${i} is ${got[i]}, torch ${want} (bound ${bound[i]})`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("applyPenalties rejects entries outside batch × vocab, changing nothing", () => {
+  const c = loadFixture().applyPenalties[0];
+  const valid = c.entries.slice(0, 3);
+  const bad: [number, number][] = [[c.batch, 0], [-1, 0], [0, c.vocab], [0, -1]];
+  for (const [row, token] of bad) {
+    const logits = upload(Float32Array.from(c.logits));
+    rejects(
+      () =>
+        ops.applyPenalties(
+          logits,
+          upload(Int32Array.from([...valid, row, token, 1])),
+          2,
+          upload(Float32Array.from(c.penalties)),
+          c.batch,
+          c.vocab,
+          stream,
+        ),
+      new RegExp(
+        `^applyPenalties: entry 1 \\(row ${row}, token ${token}\\) is outside batch ${c.batch} × vocab ${c.vocab}$`,
+      ),
+    );
+    const after = new Float32Array(c.batch * c.vocab);
+    cpu.copyToHost(after, logits);
+    assert.deepEqual(after, Float32Array.from(c.logits), "a rejected call changed the logits");
+  }
+});
+
+Deno.test("applyPenalties rejects bad sizes and buffers, naming the op", () => {
+  const big = cpu.alloc(1 << 12), small = cpu.alloc(16);
+  rejects(
+    () => ops.applyPenalties(big, big, -1, big, 2, 10, stream),
+    /^applyPenalties: count must be an integer in 0\.\.2147483647, got -1$/,
+  );
+  rejects(
+    () => ops.applyPenalties(big, big, 1.5, big, 2, 10, stream),
+    /^applyPenalties: count must be an integer/,
+  );
+  rejects(() => ops.applyPenalties(big, big, 0, big, 0, 10, stream), /^applyPenalties: batch/);
+  rejects(() => ops.applyPenalties(big, big, 0, big, 2, 0, stream), /^applyPenalties: vocab/);
+  rejects(
+    () => ops.applyPenalties(small, big, 1, big, 2, 10, stream),
+    /^applyPenalties: logits holds 16 bytes but batch × vocab f32 needs 80$/,
+  );
+  rejects(
+    () => ops.applyPenalties(big, small, 2, big, 2, 10, stream),
+    /^applyPenalties: entries holds 16 bytes but count × 3 i32 needs 24$/,
+  );
+  rejects(
+    () => ops.applyPenalties(big, big, 1, small, 2, 10, stream),
+    /^applyPenalties: penalties holds 16 bytes but batch × 3 f32 needs 24$/,
+  );
+  rejects(
+    () => ops.applyPenalties(big.slice(2, 80), big, 1, big, 2, 10, stream),
+    /^applyPenalties: logits must be 4-byte aligned/,
+  );
+  // count 0 is a no-op, even with an entries buffer of no size.
+  const logits = upload(Float32Array.of(1, -2, 3));
+  ops.applyPenalties(logits, small.slice(0, 0), 0, upload(Float32Array.of(2, 1, 1)), 1, 3, stream);
+  const after = new Float32Array(3);
+  cpu.copyToHost(after, logits);
+  assert.deepEqual(after, Float32Array.of(1, -2, 3));
+});
+
+/** logprobs on the CPU into outputs poisoned with 0xff (NaN, id -1), 4 bytes beyond the end. */
+function runLogprobs(
+  bits: Uint16Array,
+  ids: Int32Array,
+  batch: number,
+  vocab: number,
+  n: number,
+): { chosen: Float32Array; topIds: Int32Array; topValues: Float32Array } {
+  const poisoned = (bytes: number) => {
+    const b = cpu.alloc(bytes + 4);
+    b.host!.fill(0xff);
+    return b;
+  };
+  const chosen = poisoned(4 * batch), topIds = poisoned(4 * batch * n);
+  const topValues = poisoned(4 * batch * n);
+  ops.logprobs(chosen, topIds, topValues, upload(bits), upload(ids), batch, vocab, n, stream);
+  // The last 4 bytes must stay poisoned: nothing is written past batch (× n) elements.
+  for (const b of [chosen, topIds, topValues]) {
+    assert.deepEqual([...b.host!.subarray(b.bytes - 4)], [255, 255, 255, 255], "written past end");
+  }
+  return {
+    chosen: new Float32Array(chosen.host!.buffer, chosen.host!.byteOffset, batch),
+    topIds: new Int32Array(topIds.host!.buffer, topIds.host!.byteOffset, batch * n),
+    topValues: new Float32Array(topValues.host!.buffer, topValues.host!.byteOffset, batch * n),
+  };
+}
+
+Deno.test("logprobs matches torch (float64), ties to the lower id", () => {
+  const cases = loadFixture().logprobs;
+  assert.ok(cases.filter((c) => c.ties > 0).length >= 3, "the fixture holds ties in the top n");
+  assert.deepEqual(
+    [...new Set(cases.map((c) => c.n))].sort((a, b) => a - b),
+    [0, 1, 5, 20],
+    "n 0, 1, 5 and 20 are covered",
+  );
+  const near = (got: number, want: number) =>
+    Math.abs(got - want) <= 2 ** -23 * Math.abs(want) + 1e-12;
+  for (const c of cases) {
+    const { chosen, topIds, topValues } = runLogprobs(
+      Uint16Array.from(c.logitsBf16),
+      Int32Array.from(c.ids),
+      c.batch,
+      c.vocab,
+      c.n,
+    );
+    for (let b = 0; b < c.batch; b++) {
+      assert.ok(
+        near(chosen[b], c.chosen[b]),
+        `${c.name}: chosen[${b}] ${chosen[b]} vs ${c.chosen[b]}`,
+      );
+    }
+    assert.deepEqual([...topIds], c.topIds, `${c.name}: top ids`);
+    for (let i = 0; i < c.batch * c.n; i++) {
+      assert.ok(near(topValues[i], c.topValues[i]), `${c.name}: top value ${i}`);
+    }
+  }
+});
+
+Deno.test("logprobs never ranks NaN; a round with nothing left gives id -1 and NaN", () => {
+  const nan = 0x7fc0, one = toBf16Bits(1), two = toBf16Bits(2);
+  const { chosen, topIds, topValues } = runLogprobs(
+    Uint16Array.of(nan, two, one, nan, two),
+    Int32Array.of(1),
+    1,
+    5,
+    5,
+  );
+  assert.deepEqual([...topIds], [1, 4, 2, -1, -1]);
+  assert.ok(Number.isNaN(chosen[0]) && topValues.every(Number.isNaN), "NaN poisons the lse");
+});
+
+Deno.test("logprobs rejects ids outside the vocabulary and bad sizes, naming the op", () => {
+  const big = cpu.alloc(1 << 12), small = cpu.alloc(16);
+  const bits = upload(new Uint16Array(14));
+  for (const id of [-1, 7]) {
+    rejects(
+      () => ops.logprobs(big, big, big, bits, upload(Int32Array.of(0, id)), 2, 7, 1, stream),
+      new RegExp(`^logprobs: ids\\[1\\] is ${id}, outside vocab 7$`),
+    );
+  }
+  rejects(
+    () => ops.logprobs(big, big, big, big, big, 2, 100, 21, stream),
+    /^logprobs: n must be an integer in 0\.\.20, got 21$/,
+  );
+  rejects(
+    () => ops.logprobs(big, big, big, big, big, 2, 5, 6, stream),
+    /^logprobs: n must be an integer in 0\.\.5, got 6$/,
+  );
+  rejects(() => ops.logprobs(big, big, big, big, big, 2, 100, -1, stream), /^logprobs: n must/);
+  rejects(() => ops.logprobs(big, big, big, big, big, 2, 100, 0.5, stream), /^logprobs: n must/);
+  rejects(() => ops.logprobs(big, big, big, big, big, 0, 100, 1, stream), /^logprobs: batch/);
+  rejects(() => ops.logprobs(big, big, big, big, big, 2, 0, 0, stream), /^logprobs: vocab/);
+  rejects(
+    () => ops.logprobs(small, big, big, big, big, 5, 100, 1, stream),
+    /^logprobs: chosen holds 16 bytes but batch f32 needs 20$/,
+  );
+  rejects(
+    () => ops.logprobs(big, small, big, big, big, 2, 100, 3, stream),
+    /^logprobs: topIds holds 16 bytes but batch × n i32 needs 24$/,
+  );
+  rejects(
+    () => ops.logprobs(big, big, small, big, big, 2, 100, 3, stream),
+    /^logprobs: topValues holds 16 bytes but batch × n f32 needs 24$/,
+  );
+  rejects(
+    () => ops.logprobs(big, big, big, small, big, 2, 100, 3, stream),
+    /^logprobs: logits holds 16 bytes but batch × vocab bf16 needs 400$/,
+  );
+  rejects(
+    () => ops.logprobs(big, big, big, big.slice(1, 400), big, 2, 100, 3, stream),
+    /^logprobs: logits must be 2-byte aligned/,
+  );
+  rejects(
+    () => ops.logprobs(big, big, big, big, small, 5, 100, 3, stream),
+    /^logprobs: ids holds 16 bytes but batch i32 needs 20$/,
+  );
+  // n 0 needs no top buffers at all.
+  const chosen = cpu.alloc(4);
+  ops.logprobs(
+    chosen,
+    small.slice(0, 0),
+    small.slice(0, 0),
+    bits,
+    upload(Int32Array.of(3)),
+    1,
+    7,
+    0,
+    stream,
+  );
+  const got = new Float32Array(1);
+  cpu.copyToHost(got, chosen);
+  assert.equal(got[0], Math.fround(-Math.log(7))); // seven equal logits
 });

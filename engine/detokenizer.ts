@@ -39,7 +39,7 @@ export interface IncrementalDecoderOptions {
 }
 
 /** How many prompt ids seed the window: vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET. */
-const PROMPT_CONTEXT = 5;
+export const PROMPT_CONTEXT = 5;
 
 const REPLACEMENT_CHARACTER = 0xfffd;
 

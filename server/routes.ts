@@ -13,6 +13,13 @@ import type { Engine, GenerationChunk } from "../engine/engine.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
 import { ApiError, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
+import {
+  chatLogprobs,
+  completionLogprobs,
+  type LogprobEntry,
+  LogprobsTracker,
+  TokenTexts,
+} from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
@@ -37,6 +44,8 @@ export class Routes {
   readonly metrics: Metrics = new Metrics();
   /** The name /v1/models lists and requests may give. */
   readonly modelName: string;
+  /** Token texts and bytes for logprobs, shared by all requests. */
+  readonly tokenTexts: TokenTexts;
   readonly #apiKey: string | null;
   readonly #maxQueue: number;
   readonly #maxBody: number;
@@ -50,6 +59,7 @@ export class Routes {
     this.#maxQueue = options.maxQueue ?? 256;
     this.#maxBody = options.maxBodyBytes ?? 4 * 2 ** 20;
     this.modelName = options.modelName ?? engine.info.model;
+    this.tokenTexts = new TokenTexts(engine.tokenizer);
   }
 
   /** Requests in flight. */
@@ -204,7 +214,7 @@ export class Routes {
       request.signal.removeEventListener("abort", onClientGone);
     };
     this.metrics.promptTokens += ids.length;
-    const run = new Run(this, kind, req, ids.length, chunks);
+    const run = new Run(this, kind, req, ids, chunks);
     if (!req.stream) {
       try {
         return Response.json(await run.collect());
@@ -231,15 +241,33 @@ class Run {
   readonly #start = performance.now();
   #last = 0;
   completionTokens = 0;
+  readonly promptTokens: number;
+  /** Null unless the request asked for logprobs. */
+  readonly #logprobs: LogprobsTracker | null;
 
   constructor(
     readonly routes: Routes,
     readonly kind: Kind,
     readonly req: GenerationRequest,
-    readonly promptTokens: number,
+    promptIds: readonly number[],
     readonly chunks: AsyncIterableIterator<GenerationChunk>,
   ) {
     this.id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
+    this.promptTokens = promptIds.length;
+    const params = req.params;
+    this.#logprobs = params.logprobs === null || params.logprobs === undefined
+      ? null
+      : new LogprobsTracker(routes.tokenTexts, promptIds, {
+        offsets: kind === "completion",
+        stopStrings: (params.stop?.length ?? 0) > 0,
+      });
+  }
+
+  /** The choice's `logprobs` for `entries`: null when not asked for. */
+  #formatLogprobs(entries: readonly LogprobEntry[]): unknown {
+    if (this.#logprobs === null) return null;
+    const texts = this.routes.tokenTexts;
+    return this.kind === "chat" ? chatLogprobs(entries, texts) : completionLogprobs(entries, texts);
   }
 
   /** Records timing of a chunk that carries a token. */
@@ -270,9 +298,11 @@ class Run {
     let text = this.req.echo && typeof this.req.prompt === "string" ? this.req.prompt : "";
     let reason: string = "stop";
     let ended = false;
+    const entries: LogprobEntry[] = [];
     for await (const chunk of this.chunks) {
       this.#tick(chunk);
       text += chunk.text;
+      if (this.#logprobs !== null) entries.push(...this.#logprobs.take(chunk));
       if (chunk.finishReason) {
         reason = finishReason(chunk.finishReason);
         ended = true;
@@ -282,7 +312,12 @@ class Run {
     if (this.kind === "completion") {
       return {
         ...this.#head("text_completion"),
-        choices: [{ index: 0, text, logprobs: null, finish_reason: reason }],
+        choices: [{
+          index: 0,
+          text,
+          logprobs: this.#formatLogprobs(entries),
+          finish_reason: reason,
+        }],
         usage: this.usage,
       };
     }
@@ -291,18 +326,28 @@ class Run {
       choices: [{
         index: 0,
         message: { role: "assistant", content: text },
-        logprobs: null,
+        logprobs: this.#formatLogprobs(entries),
         finish_reason: reason,
       }],
       usage: this.usage,
     };
   }
 
-  #event(text: string | null, reason: string | null, first = false): unknown {
+  /**
+   * One streamed chunk. `entries` are the logprobs that became final with it, null for a chunk
+   * that carries no token (the chat role chunk, an echoed prompt): its logprobs are null.
+   */
+  #event(
+    text: string | null,
+    reason: string | null,
+    entries: readonly LogprobEntry[] | null,
+    first = false,
+  ): unknown {
+    const logprobs = entries === null ? null : this.#formatLogprobs(entries);
     if (this.kind === "completion") {
       return {
         ...this.#head("text_completion"),
-        choices: [{ index: 0, text: text ?? "", logprobs: null, finish_reason: reason }],
+        choices: [{ index: 0, text: text ?? "", logprobs, finish_reason: reason }],
       };
     }
     const delta: Record<string, string> = {};
@@ -310,7 +355,7 @@ class Run {
     if (text !== null) delta.content = text;
     return {
       ...this.#head("chat.completion.chunk"),
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: reason }],
+      choices: [{ index: 0, delta, logprobs, finish_reason: reason }],
     };
   }
 
@@ -321,9 +366,9 @@ class Run {
       } catch { /* the client is gone; the abort signal stops generation */ }
     };
     try {
-      if (this.kind === "chat") send(this.#event("", null, true));
+      if (this.kind === "chat") send(this.#event("", null, null, true));
       else if (this.req.echo && typeof this.req.prompt === "string") {
-        send(this.#event(this.req.prompt, null));
+        send(this.#event(this.req.prompt, null, null));
       }
       let ended = false;
       for await (const chunk of this.chunks) {
@@ -332,7 +377,13 @@ class Run {
         // One event per generated token, as vLLM streams: the text may be "" while a UTF-8
         // character or a possible stop string is incomplete, but clients still see each token
         // arrive (inter-token latency is measured from these events).
-        if (chunk.tokenId >= 0 || reason !== null) send(this.#event(chunk.text, reason));
+        // A token's logprobs ride on its own event, or on a later one: the event completing
+        // the character it is part of (completions, for text_offset), or one past it while a
+        // stop string may still cut it (see LogprobsTracker).
+        const entries = this.#logprobs === null ? [] : this.#logprobs.take(chunk);
+        if (chunk.tokenId >= 0 || reason !== null) {
+          send(this.#event(chunk.text, reason, entries));
+        }
         ended ||= reason !== null;
       }
       if (!ended) throw cutShort();

@@ -3,14 +3,15 @@
  * turns untrusted JSON into a {@link GenerationRequest} or throws a 400 {@link ApiError} naming
  * the field at fault.
  *
- * Not implemented by the engine yet, so accepted only at their neutral values:
- * presence_penalty and frequency_penalty (0), logprobs (null, 0 or false), top_logprobs (null or
- * 0), n (1).
+ * Beyond OpenAI's fields, vLLM's sampling extensions are accepted: top_k, min_p,
+ * repetition_penalty, ignore_eos. Not supported, so accepted only at their neutral values: n (1),
+ * best_of (1); echo together with logprobs (it would need the prompt's logprobs, which the
+ * engine does not compute; OpenAI refuses the pair too).
  *
  * @module
  */
 
-import type { SamplingParams } from "../engine/sequence.ts";
+import { MAX_TOP_LOGPROBS, type SamplingParams } from "../engine/sequence.ts";
 import type { ChatMessage } from "../engine/tokenizer.ts";
 import { ApiError, badField } from "./errors.ts";
 
@@ -87,13 +88,18 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
   if (model !== undefined && model !== null && typeof model !== "string") {
     throw badField("model", `must be a string, got ${describe(model)}`);
   }
-  const n = optInteger(body, "n", 1, 1);
-  void n;
-  for (const key of ["presence_penalty", "frequency_penalty"]) {
-    optNumber(body, key, -2, 2);
-    notImplemented(body, key, [0]);
+  const n = optInteger(body, "n", 1, Number.MAX_SAFE_INTEGER);
+  if (n !== undefined && n !== 1) {
+    throw badField(
+      "n",
+      `only 1 choice per request is supported, got ${n}; send ${n} requests instead ` +
+        `(with different seeds when sampling)`,
+    );
   }
-  notImplemented(body, "top_logprobs", [0]);
+  const repetition = optNumber(body, "repetition_penalty", -Infinity, Infinity);
+  if (repetition !== undefined && !(repetition > 0)) {
+    throw badField("repetition_penalty", `must be > 0 (1 is off), got ${repetition}`);
+  }
   const maxTokens = optInteger(body, "max_tokens", 1, Number.MAX_SAFE_INTEGER) ??
     optInteger(body, "max_completion_tokens", 1, Number.MAX_SAFE_INTEGER);
   const stopValue = body.stop;
@@ -143,8 +149,16 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
       seed: seed === undefined ? undefined : ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
       stop,
       ignoreEos: optBoolean(body, "ignore_eos"),
+      presencePenalty: optNumber(body, "presence_penalty", -2, 2),
+      frequencyPenalty: optNumber(body, "frequency_penalty", -2, 2),
+      repetitionPenalty: repetition,
     },
   };
+}
+
+/** `logprobs` of /v1/completions, or `top_logprobs` of chat: an integer in [0, 20], or absent. */
+function topCount(body: Body, key: string): number | undefined {
+  return optInteger(body, key, 0, MAX_TOP_LOGPROBS);
 }
 
 function parseObject(body: unknown): Body {
@@ -182,17 +196,32 @@ export function parseCompletionRequest(raw: unknown): GenerationRequest {
   } else {
     throw badField("prompt", `must be a string or an array of token ids, got ${describe(prompt)}`);
   }
-  const lp = body.logprobs;
-  if (lp !== undefined && lp !== null && (typeof lp !== "number" || !Number.isInteger(lp))) {
-    throw badField("logprobs", `must be an integer, got ${describe(lp)}`);
+  const logprobs = topCount(body, "logprobs");
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
+    throw badField(
+      "top_logprobs",
+      "is a chat completions field; on /v1/completions send logprobs: <0 to 20>",
+    );
   }
-  notImplemented(body, "logprobs", [0]);
   notImplemented(body, "best_of", [1]);
   const suffix = body.suffix;
   if (suffix !== undefined && suffix !== null) {
     throw badField("suffix", "is not supported by this server");
   }
-  return { ...common(body), prompt: parsed, echo: optBoolean(body, "echo") ?? false };
+  const echo = optBoolean(body, "echo") ?? false;
+  if (echo && logprobs !== undefined) {
+    throw badField(
+      "echo",
+      "cannot be combined with logprobs: this server does not compute the prompt's logprobs",
+    );
+  }
+  const base = common(body);
+  return {
+    ...base,
+    params: { ...base.params, logprobs: logprobs ?? null },
+    prompt: parsed,
+    echo,
+  };
 }
 
 /** Validates a /v1/chat/completions body. */
@@ -225,14 +254,21 @@ export function parseChatRequest(raw: unknown): GenerationRequest {
     }).join("");
     return { ...m, content: text } as ChatMessage;
   });
-  const lp = body.logprobs;
-  if (lp !== undefined && lp !== null && typeof lp !== "boolean") {
-    throw badField("logprobs", `must be a boolean, got ${describe(lp)}`);
+  const logprobs = optBoolean(body, "logprobs") ?? false;
+  const top = topCount(body, "top_logprobs");
+  // As OpenAI: alternatives need logprobs on; 0 (what some clients send by default) passes.
+  if (top !== undefined && top > 0 && !logprobs) {
+    throw badField("top_logprobs", `needs logprobs: true, got top_logprobs ${top} without it`);
   }
-  notImplemented(body, "logprobs", [false]);
   const tools = body.tools;
   if (tools !== undefined && tools !== null && !(Array.isArray(tools) && tools.length === 0)) {
     throw badField("tools", "is not supported by this server yet");
   }
-  return { ...common(body), prompt: parsed, echo: false };
+  const base = common(body);
+  return {
+    ...base,
+    params: { ...base.params, logprobs: logprobs ? top ?? 0 : null },
+    prompt: parsed,
+    echo: false,
+  };
 }

@@ -16,7 +16,7 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionShape } from "../../backends/ops.ts";
+import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import { loadAttentionOps } from "../../kernels/ops/attention.ts";
 import { medianUs, printBench, printCopyBandwidth } from "./measure.ts";
 
@@ -72,10 +72,18 @@ function randomBf16Buffer(count: number, seed: number): DeviceBuffer {
   return buffer;
 }
 
-function benchDecode(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Array) {
+function benchDecode(
+  poolK: DeviceBuffer,
+  poolV: DeviceBuffer,
+  order: Int32Array,
+  ops: AttentionOps,
+  name = "decode_attention",
+  batches = [1, 8, 64],
+  contexts = [512, 4096, 16384, 32768],
+) {
   const poolBlocks = order.length;
-  for (const requested of [1, 8, 64]) {
-    for (const context of [512, 4096, 16384, 32768]) {
+  for (const requested of batches) {
+    for (const context of contexts) {
       const perToken = SHAPE.numKvHeads * SHAPE.headDim * 2 * 2;
       const batch = Math.min(requested, Math.floor(MAX_SET_BYTES / (context * perToken)));
       const maxBlocks = Math.ceil(context / SHAPE.blockSize);
@@ -116,7 +124,7 @@ function benchDecode(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Array
           stream,
         ));
       const bytes = batch * context * perToken + 2 * batch * SHAPE.numHeads * SHAPE.headDim * 2;
-      printBench("decode_attention", `b${batch}_ctx${context}_h32kv8d128`, us, bytes);
+      printBench(name, `b${batch}_ctx${context}_h32kv8d128`, us, bytes);
       for (const b of [tableBuf, lens, q, out, workspace]) gpu.free(b);
     }
   }
@@ -171,8 +179,16 @@ const poolV = gpu.alloc(POOL_BYTES);
 gpu.memset(poolK, 0x3c);
 gpu.memset(poolV, 0x3c);
 const order = shuffled(Math.floor(POOL_BYTES / BLOCK_BYTES));
-benchDecode(poolK, poolV, order);
-benchPrefill(poolK, poolV, order);
+if (Deno.args.includes("--decode-sweep")) {
+  // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
+  for (const perSm of [2, 4, 8, 16, 32]) {
+    const tuned = await loadAttentionOps(gpu, { decodeBlocksPerSm: perSm });
+    benchDecode(poolK, poolV, order, tuned, `decode_attention_sm${perSm}`, [1, 8], [4096, 16384]);
+  }
+} else {
+  benchDecode(poolK, poolV, order, ops);
+  benchPrefill(poolK, poolV, order);
+}
 gpu.free(poolK);
 gpu.free(poolV);
 gpu.close();

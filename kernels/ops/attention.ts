@@ -48,6 +48,11 @@ export interface AttentionKernelOptions {
    * K/V stage, the path taken where the device refuses the shared memory for two. Default `auto`.
    */
   readonly prefill?: "auto" | "simt" | "one-stage";
+  /**
+   * Decode blocks per multiprocessor the partition size aims for (default 4): more makes smaller
+   * partitions (more parallel loads, a bigger reduce). For benchmarks that tune it.
+   */
+  readonly decodeBlocksPerSm?: number;
 }
 
 /** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
@@ -143,7 +148,7 @@ export async function loadAttentionOps(
   const stages64 = prefillStages(64), stages128 = prefillStages(128);
   const shared64 = tensorCores ? stages64 * prefillStageBytes(64) : 0;
   const shared128 = tensorCores ? stages128 * prefillStageBytes(128) : 0;
-  const targetBlocks = 4 * Math.max(1, backend.info.multiprocessors);
+  const targetBlocks = (options.decodeBlocksPerSm ?? 4) * Math.max(1, backend.info.multiprocessors);
 
   /** Bytes of partials for exactly this call (0 when one partition suffices). */
   const partialBytes = (batch: number, parts: number, shape: AttentionShape) =>

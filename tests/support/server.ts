@@ -1,0 +1,90 @@
+/**
+ * The server tests' start-up: the embedded tiny model on the CPU backend, served in-process on
+ * an ephemeral port, with the real `openai` client pointed at it, and the OpenAI-shaped error
+ * check the raw-fetch cases share.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import OpenAI from "npm:openai@6.49.0";
+import { Engine, type EngineOptions } from "../../engine/engine.ts";
+import { type RunningServer, startServer } from "../../server/server.ts";
+
+/** The embedded tiny Llama (vocabulary of 282, byte-level BPE, 1024-token context). */
+export const TINY_MODEL_DIR: string = new URL("../../models/tiny-llama", import.meta.url).pathname;
+
+/** A served engine and the ways to talk to it. */
+export interface TestServer {
+  /** The engine (CPU backend). */
+  readonly engine: Engine;
+  /** The HTTP server. */
+  readonly server: RunningServer;
+  /** Base URL, without /v1. */
+  readonly base: string;
+  /** The model name the server answers to. */
+  readonly model: string;
+  /** An `openai` client on base/v1 that never retries. */
+  readonly client: OpenAI;
+  /** POSTs `body` (JSON-encoded unless a string or stream) to `path`. */
+  post(path: string, body: unknown, init?: RequestInit): Promise<Response>;
+  /** Stops the server, then closes the engine. */
+  close(): Promise<void>;
+}
+
+/**
+ * Loads the tiny model on the CPU with `options` (seed 1, quiet, unless given) and serves it on
+ * an ephemeral port.
+ */
+export async function startTestServer(options: EngineOptions = {}): Promise<TestServer> {
+  const engine = await Engine.load(TINY_MODEL_DIR, {
+    seed: 1,
+    log: () => {},
+    ...options,
+    backend: "cpu",
+  });
+  const server = startServer(engine, { port: 0 });
+  const base = server.url;
+  return {
+    engine,
+    server,
+    base,
+    model: engine.info.model,
+    client: new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0 }),
+    post: (path, body, init = {}) =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: typeof body === "string" || body instanceof ReadableStream
+          ? body
+          : JSON.stringify(body),
+        ...init,
+      }),
+    close: async () => {
+      await server.stop(2000);
+      await engine.close();
+    },
+  };
+}
+
+/**
+ * Asserts an OpenAI-shaped error `{"error": {message, type, param, code}}` with `status`; with
+ * `param`, that the error names it both in `param` and in the message. Returns the error.
+ */
+export async function assertApiError(
+  res: Response,
+  status: number,
+  param: string | null,
+  what = "",
+): Promise<{ message: string; type: string; param: string | null; code: string | null }> {
+  const body = await res.json();
+  assert.deepStrictEqual(res.status, status, `${what}: ${JSON.stringify(body)}`);
+  assert(typeof body.error?.message === "string", `${what}: ${JSON.stringify(body)}`);
+  assert(typeof body.error.type === "string");
+  assert("param" in body.error && "code" in body.error);
+  if (param !== null) {
+    assert.deepStrictEqual(body.error.param, param, `${what}: ${JSON.stringify(body)}`);
+    assert(body.error.message.includes(param), body.error.message);
+  }
+  return body.error;
+}

@@ -7,7 +7,13 @@
  * completion and total tokens per second, and requests per second.
  *
  * Usage: deno run -A bench/serve_bench.ts [--url http://127.0.0.1:8000] [--requests 1000]
- *        [--concurrency 256] [--seed 0] [--vocab 32000] [--max-len 2048]
+ *        [--concurrency 256] [--seed 0] [--vocab 32000] [--max-len 2048] [--dump-workload FILE]
+ *
+ * `--dump-workload FILE` writes the requests (prompt token ids and output lengths) as JSON and
+ * exits without contacting a server, so baselines outside Deno (bench/serve_hf.py) replay exactly
+ * the same workload. The shapes are drawn in order from one stream, so the first K requests of
+ * any larger count are the K-request workload: a baseline run on a prefix is comparable to
+ * `--requests K` here.
  *
  * @module
  */
@@ -62,6 +68,28 @@ export function requestShapes(
       outputTokens: draw(213),
     };
   });
+}
+
+/** The JSON file `--dump-workload` writes: the generator's parameters and every request. */
+export interface WorkloadFile {
+  /** Generator seed. */
+  readonly seed: number;
+  /** Token ids are drawn from [100, vocab). */
+  readonly vocab: number;
+  /** Prompt and output lengths are clipped to [4, maxLen / 2]. */
+  readonly maxLen: number;
+  /** The requests, in the order the benchmark sends them. */
+  readonly requests: RequestShape[];
+}
+
+/** The workload `--dump-workload` writes for the given generator parameters. */
+export function workloadFile(
+  count: number,
+  seed: number,
+  vocab: number,
+  maxLen: number,
+): WorkloadFile {
+  return { seed, vocab, maxLen, requests: requestShapes(count, seed, vocab, maxLen) };
 }
 
 /** What one request measured. */
@@ -132,8 +160,25 @@ async function main() {
       seed: { type: "string", default: "0" },
       vocab: { type: "string", default: "32000" },
       "max-len": { type: "string", default: "2048" },
+      "dump-workload": { type: "string" },
     },
   });
+  if (values["dump-workload"]) {
+    const workload = workloadFile(
+      Number(values.requests),
+      Number(values.seed),
+      Number(values.vocab),
+      Number(values["max-len"]),
+    );
+    await Deno.writeTextFile(values["dump-workload"], JSON.stringify(workload));
+    const mean = (xs: number[]) => (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1);
+    console.log(
+      `wrote ${workload.requests.length} requests to ${values["dump-workload"]}: mean prompt ` +
+        `${mean(workload.requests.map((r) => r.prompt.length))}, mean output ` +
+        `${mean(workload.requests.map((r) => r.outputTokens))} tokens`,
+    );
+    return;
+  }
   const url = values.url!;
   const models = await (await fetch(`${url}/v1/models`)).json();
   const model = models.data[0].id;

@@ -17,13 +17,10 @@
  * @module
  */
 
-import { PROMPT_CONTEXT } from "../engine/detokenizer.ts";
-import { IncrementalDecoder } from "../engine/detokenizer.ts";
+import { IncrementalDecoder, PROMPT_CONTEXT } from "../engine/detokenizer.ts";
 import type { GenerationChunk } from "../engine/engine.ts";
+import type { TokenLogprobs } from "../engine/sampler.ts";
 import type { Tokenizer } from "../engine/tokenizer.ts";
-
-/** The engine's logprobs of one token (its raw log-probability and the top alternatives). */
-export type TokenLogprobs = NonNullable<GenerationChunk["logprobs"]>;
 
 /** One generated token's logprobs, with where its text starts in the generated text. */
 export interface LogprobEntry extends TokenLogprobs {

@@ -18,7 +18,7 @@
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { loadLinearOps } from "../../kernels/ops/linear.ts";
+import { type LinearKernel, loadLinearOps } from "../../kernels/ops/linear.ts";
 import { medianUs, printBench, printCopyBandwidth } from "./measure.ts";
 
 const SHAPES: [number, number][] = [
@@ -30,6 +30,8 @@ const SHAPES: [number, number][] = [
 ];
 const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 1024, 4096];
+/** The mma GEMM tilings timed one by one beside the automatic choice. */
+const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256"];
 const ROTATION_BYTES = 256 * 2 ** 20;
 const CHUNK_BYTES = 64 * 2 ** 20;
 
@@ -61,6 +63,9 @@ async function main() {
   console.log(`# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
   const copy = printCopyBandwidth(gpu, stream);
   const ops = await loadLinearOps(gpu);
+  const variants = await Promise.all(
+    GEMM_VARIANTS.map((kernel) => loadLinearOps(gpu, { kernel })),
+  );
   const accel = gpu.gemmAccelerator;
   console.log(`# accelerator: ${accel?.name ?? "none"}`);
   const xChunk = randomChunk(1, 7);
@@ -100,6 +105,15 @@ async function main() {
         `# ${op} ${shape} kernel=${ops.kernelName(m, n, k, x, weights[0])}` +
           (gemv ? ` of_copy=${(gbps / copy).toFixed(3)}` : ""),
       );
+      for (let v = 0; v < (gemv ? 0 : variants.length); v++) {
+        const variantUs = medianUs(
+          gpu,
+          stream,
+          (rep) => variants[v].linear(out, x, weights[rep % copies], m, n, k, stream),
+          reps,
+        );
+        printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, variantUs, bytes, flops);
+      }
       if (accel) {
         const libUs = medianUs(
           gpu,

@@ -80,6 +80,18 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_gemm_64x64", "assumes": {} }],
   },
   {
+    "name": "linear_gemm_128x256",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_gemm_128x256", "assumes": {} }],
+  },
+  {
     "name": "linear_gemm_fma",
     "params": [
       { "name": "out", "type": "ptr" },

@@ -8,9 +8,10 @@
  *   still gives at least one group per SM, else 8 (more blocks for small N). 256 threads; warps
  *   split K in groups of `ksplit` = 8 (fewer when K has fewer than 8 steps of 128 or 256), so a
  *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that).
- * - Vector shapes, M > 16, CUDA: `linear_gemm_128x128` (128 threads, 96 KiB dynamic shared
- *   memory) when there are at least as many 128×128 tiles as SMs, else `linear_gemm_64x64`
- *   (128 threads, 64 KiB); 1-D grid of tiles.
+ * - Vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
+ *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
+ *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
+ *   of tiles.
  * - Everything else (K % 8 != 0, unaligned x or W, and M > 16 on HIP): `linear_gemm_fma`, 16×16
  *   threads, grid (ceil(N / 64), ceil(M / 64)).
  * The choice is integer arithmetic on the arguments, so a call allocates nothing.
@@ -29,7 +30,14 @@ import { loadKernels } from "../modules.ts";
  * benchmarks, wherever it applies (the GEMVs need M <= 16, the mma GEMMs CUDA, and all but `fma`
  * a vector shape); elsewhere `auto`'s choice stands.
  */
-export type LinearKernel = "auto" | "gemv16" | "gemv8" | "gemm128" | "gemm64" | "fma";
+export type LinearKernel =
+  | "auto"
+  | "gemv16"
+  | "gemv8"
+  | "gemm128"
+  | "gemm64"
+  | "fma"
+  | "gemm128x256";
 
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
@@ -46,6 +54,7 @@ export interface GpuLinearOps extends LinearOps {
 }
 
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
+const GEMM128X256 = 6;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
   gemv8: GEMV8,
@@ -53,12 +62,34 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   gemm64: GEMM64,
   fma: FMA,
   auto: AUTO,
+  gemm128x256: GEMM128X256,
 };
-const KERNEL_NAMES = ["gemv16", "gemv8", "gemm128", "gemm64", "fma"];
+const KERNEL_NAMES = [
+  "gemv16",
+  "gemv8",
+  "gemm128",
+  "gemm64",
+  "fma",
+  "auto",
+  "gemm128x256",
+];
+/** The mma GEMMs by code: kernel, tile rows (M), tile columns (N), threads, shared bytes. */
+interface MmaGemm {
+  readonly name: string;
+  readonly bm: number;
+  readonly bn: number;
+  readonly threads: number;
+}
+const MMA_GEMMS: Record<number, MmaGemm> = {
+  [GEMM128]: { name: "linear_gemm_128x128", bm: 128, bn: 128, threads: 128 },
+  [GEMM64]: { name: "linear_gemm_64x64", bm: 64, bn: 64, threads: 128 },
+  [GEMM128X256]: { name: "linear_gemm_128x256", bm: 128, bn: 256, threads: 256 },
+};
 
-/** Dynamic shared memory of the mma GEMMs: stages · (BM + BN) · 64 k · 2 bytes. */
-const GEMM128_SMEM = 3 * 256 * 64 * 2;
-const GEMM64_SMEM = 4 * 128 * 64 * 2;
+/** Dynamic shared memory of an mma GEMM: stages (4 for 64×64, else 3) · (BM + BN) · 64 k · 2. */
+function mmaSharedBytes(g: MmaGemm): number {
+  return (g.bm === 64 ? 4 : 3) * (g.bm + g.bn) * 64 * 2;
+}
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_REPS = 10;
 
@@ -97,8 +128,13 @@ export async function loadLinearOps(
   const gemvT16R16 = launchers.linear_gemv_t16_r16.launch;
   const gemvT8R8 = launchers.linear_gemv_t8_r8.launch;
   const gemvT16R8 = launchers.linear_gemv_t16_r8.launch;
-  const gemm128 = bigShared("linear_gemm_128x128", GEMM128_SMEM);
-  const gemm64 = bigShared("linear_gemm_64x64", GEMM64_SMEM);
+  // Indexed by kernel code; the non-mma codes stay empty.
+  const mma: (Launcher | undefined)[] = [];
+  const mmaShared: number[] = [];
+  for (const [code, g] of Object.entries(MMA_GEMMS)) {
+    mma[Number(code)] = bigShared(g.name, mmaSharedBytes(g));
+    mmaShared[Number(code)] = mmaSharedBytes(g);
+  }
   const gemmFma = launchers.linear_gemm_fma.launch;
 
   const sms = backend.info.multiprocessors;
@@ -114,12 +150,14 @@ export async function loadLinearOps(
     // `|` reads the low bits through ToInt32, exact for any address below 2^53.
     const vector = (k & 7) === 0 && ((x.ptr | weight.ptr) & 15) === 0;
     if (!vector || forced === FMA) return FMA;
-    if (m <= 16 && forced !== GEMM128 && forced !== GEMM64) {
+    const forcedMma = forced !== AUTO && forced !== GEMV16 && forced !== GEMV8;
+    if (m <= 16 && !forcedMma) {
       if (forced === GEMV16 || forced === GEMV8) return forced;
       return Math.ceil(n / 16) >= sms ? GEMV16 : GEMV8;
     }
     if (!cuda) return FMA;
-    if (forced === GEMM128 || forced === GEMM64) return forced;
+    if (forcedMma) return forced;
+    if (m >= 4096) return GEMM128X256;
     return Math.ceil(m / 128) * Math.ceil(n / 128) >= sms ? GEMM128 : GEMM64;
   }
 
@@ -143,12 +181,25 @@ export async function loadLinearOps(
         ? (rows === 16 ? gemvT8R16 : gemvT8R8)
         : (rows === 16 ? gemvT16R16 : gemvT16R8);
       launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight, m, n, k, split);
-    } else if (kernel === GEMM128) {
-      const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
-      gemm128(tiles, 1, 1, 128, 1, 1, GEMM128_SMEM, stream, out, x, weight, m, n, k);
-    } else if (kernel === GEMM64) {
-      const tiles = Math.ceil(m / 64) * Math.ceil(n / 64);
-      gemm64(tiles, 1, 1, 128, 1, 1, GEMM64_SMEM, stream, out, x, weight, m, n, k);
+    } else if (kernel !== FMA) {
+      const g = MMA_GEMMS[kernel];
+      const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
+      mma[kernel]!(
+        tiles,
+        1,
+        1,
+        g.threads,
+        1,
+        1,
+        mmaShared[kernel],
+        stream,
+        out,
+        x,
+        weight,
+        m,
+        n,
+        k,
+      );
     } else {
       const gy = Math.ceil(m / 64);
       if (gy > 65535) {

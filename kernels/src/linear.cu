@@ -5,8 +5,9 @@
 //     Decode (M <= 16): weight-bandwidth-bound. Each warp streams W rows with 16-byte loads and
 //     feeds them straight from registers into tensor-core mma (no shared memory, no bf16→f32
 //     conversions); t8/t16 = up to 8/16 tokens, r16/r8 = 16/8 W rows per warp.
-//   linear_gemm_128x128, linear_gemm_64x64
-//     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline.
+//   linear_gemm_128x128, linear_gemm_64x64, linear_gemm_128x256
+//     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline;
+//     block tile BM×BN, 4 warps (8 for 128×256).
 //   linear_gemm_fma
 //     Portable tiled FMA GEMM for any K and alignment; also the HIP kernel for M > 16.
 // The vector kernels need K % 8 == 0 and 16-byte-aligned x and W (every row then starts on a
@@ -408,6 +409,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8(uint16_t*, c
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_gemm_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 #define GEMV_BODY(T, RH) gemv_mma<(T) / 8, RH>(out, x, w, M, N, K, ksplit)
 #else
 #define GEMV_BODY(T, RH) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
@@ -444,6 +446,17 @@ extern "C" __global__ void linear_gemm_128x128(uint16_t* out, const uint16_t* x,
 extern "C" __global__ void linear_gemm_64x64(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
 #ifndef DENALI_HIP
   gemm_mma<64, 64, 32, 32, 4>(out, x, w, M, N, K);
+#else
+  __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
+#endif
+}
+
+// 256 threads (8 warps of 64×64), 3 stages: 147456 bytes; grid ceil(M / 128) · ceil(N / 256).
+// Each x tile feeds twice the W rows; 2-4% faster than 128×128 at M = 4096 on the H100
+// (bench/results/2026-11-25-s2-gemm-tiles-h100.md), slower below (fewer, larger tiles).
+extern "C" __global__ void linear_gemm_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+#ifndef DENALI_HIP
+  gemm_mma<128, 256, 64, 64, 3>(out, x, w, M, N, K);
 #else
   __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
 #endif

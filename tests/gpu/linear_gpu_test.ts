@@ -53,6 +53,7 @@ const VARIANTS: LinearOptions[] = [
   { kernel: "gemm128" },
   { kernel: "gemm64" },
   { kernel: "fma" },
+  { kernel: "gemm128x256" },
 ];
 
 function describe(options: LinearOptions): string {
@@ -177,6 +178,17 @@ gpuTest("gpu linear: the 128256×4096 LM head at M = 1", (gpu, ops, stream) => {
   try {
     const ref = c.reference(1);
     for (const i of [0, 1, 2, 3, 7, 8]) c.check(ops[i], 1, ref, `lm head ${describe(VARIANTS[i])}`);
+  } finally {
+    c.free();
+  }
+});
+
+gpuTest("gpu linear: M = 4096 takes the 128×256 tiles and is right", (gpu, ops, stream) => {
+  const m = 4096, n = 320, k = 64;
+  const c = new Case(gpu, stream, n, k, m);
+  try {
+    assert.equal(ops[0].kernelName(m, n, k, c.gx, c.gw), "gemm128x256");
+    c.check(ops[0], m, c.reference(m), `m=${m} n=${n} k=${k} auto`);
   } finally {
     c.free();
   }

@@ -174,6 +174,21 @@ export interface GemmAccelerator {
     k: number,
     stream: Stream,
   ): void;
+  /**
+   * Optional: tries each algorithm the library offers for this call shape, timed by `time`
+   * (milliseconds of the calls its argument makes on `stream`), and keeps the fastest for later
+   * `gemm` calls of the shape. Cold; for start-up tuning.
+   */
+  tune?(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    time: (run: () => void) => number,
+  ): void;
   /** Releases the library's handles. */
   close(): void;
 }

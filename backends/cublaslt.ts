@@ -115,6 +115,8 @@ const DEFAULT_WORKSPACE_BYTES = 32 * 2 ** 20;
 const MAX_DIM = 2 ** 24 - 1;
 // Room beyond the 96-byte (cuBLASLt) or 56-byte (hipBLASLt) struct, should a release grow it.
 const RESULT_BYTES = 256;
+/** Algorithms asked of the heuristic per call shape; `tune` times them all, gemm runs the first. */
+const CANDIDATES = 8;
 const REMEDY = "let Denali use its own matrix kernels";
 
 /**
@@ -207,12 +209,16 @@ interface WeightShape {
 
 /** Everything one (M, N, K, alignment) call passes besides the buffers and the stream. */
 interface Plan {
+  /** A = W's layout (its weight shape's). */
+  readonly a: Deno.PointerValue;
   /** B = x as a K×M column-major matrix (ld K). */
   readonly b: Deno.PointerValue;
   /** C = D = out as an N×M column-major matrix (ld N). */
   readonly c: Deno.PointerValue;
-  /** The heuristic's result struct, whose first member is the chosen algorithm. */
-  readonly algo: Uint8Array<ArrayBuffer>;
+  /** The algorithm matmul runs: one of `candidates` (a result struct starts with its algorithm). */
+  algo: Uint8Array<ArrayBuffer>;
+  /** The heuristic's usable results, best guess first; `tune` times them. */
+  readonly candidates: readonly Uint8Array<ArrayBuffer>[];
 }
 
 /** A device workspace and how to give it back. */
@@ -278,6 +284,53 @@ class LtGemm implements GemmAccelerator {
     k: number,
     stream: Stream,
   ): void {
+    this.#matmul(this.#planFor(out, x, weight, m, n, k), out, x, weight, stream);
+  }
+
+  /**
+   * Times every algorithm the heuristic offered for this call shape with `time` (the caller's
+   * clock: milliseconds of the calls its argument makes on `stream`) and keeps the fastest for
+   * later calls; one the library refuses is skipped. The heuristic's first guess is often not the
+   * fastest on big shapes. Cold: call it at start, not per step.
+   */
+  tune(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    time: (run: () => void) => number,
+  ): void {
+    const plan = this.#planFor(out, x, weight, m, n, k);
+    if (plan.candidates.length < 2) return;
+    let best = plan.algo, bestMs = Infinity;
+    for (const candidate of plan.candidates) {
+      plan.algo = candidate;
+      let ms: number;
+      try {
+        ms = time(() => this.#matmul(plan, out, x, weight, stream));
+      } catch {
+        continue; // refused for this problem: not a choice
+      }
+      if (ms < bestMs) {
+        best = candidate;
+        bestMs = ms;
+      }
+    }
+    plan.algo = best;
+  }
+
+  /** Checks a call's arguments and returns its plan (made on first use). */
+  #planFor(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+  ): Plan {
     if (this.#closed) throw new TypeError(`${this.name} gemm: the accelerator is closed`);
     this.#checkDim(m, "m");
     this.#checkDim(n, "n");
@@ -292,14 +345,23 @@ class LtGemm implements GemmAccelerator {
     }
     const align = low === 0 ? 16 : low & -low;
     const shape = this.#shape(n, k);
-    const plan = shape.plans.get(m * 32 + align) ?? this.#plan(shape, m, n, k, align);
+    return shape.plans.get(m * 32 + align) ?? this.#plan(shape, m, n, k, align);
+  }
+
+  #matmul(
+    plan: Plan,
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    stream: Stream,
+  ): void {
     const ws = this.#workspace;
     const code = this.#sym.matmul(
       this.#handle,
       this.#desc,
       this.#alpha,
       weight.ptr,
-      shape.a,
+      plan.a,
       x.ptr,
       plan.b,
       this.#beta,
@@ -370,7 +432,8 @@ class LtGemm implements GemmAccelerator {
           );
         }
       }
-      const results = new Uint8Array(RESULT_BYTES);
+      const bytes = lt.heuristicResult.BYTES;
+      const results = new Uint8Array(CANDIDATES * bytes + RESULT_BYTES);
       const count = new Int32Array(1);
       this.#check(
         this.#sym.matmulAlgoGetHeuristic(
@@ -381,16 +444,21 @@ class LtGemm implements GemmAccelerator {
           c,
           c,
           this.#pref,
-          1,
+          CANDIDATES,
           results,
           count,
         ),
         "matmulAlgoGetHeuristic",
       );
       const view = new DataView(results.buffer);
-      const state = count[0] < 1
-        ? lt.notSupported
-        : view.getInt32(lt.heuristicResult.STATE_OFFSET, true);
+      const candidates: Uint8Array<ArrayBuffer>[] = [];
+      let state = lt.notSupported;
+      for (let i = 0; i < Math.min(count[0], CANDIDATES); i++) {
+        const s = view.getInt32(i * bytes + lt.heuristicResult.STATE_OFFSET, true);
+        if (i === 0) state = s;
+        // A copy with room to spare: matmul reads the algorithm at the start.
+        if (s === 0) candidates.push(results.slice(i * bytes, i * bytes + RESULT_BYTES));
+      }
       if (state !== 0) {
         this.#fail(
           state,
@@ -399,7 +467,7 @@ class LtGemm implements GemmAccelerator {
             `in bf16 with ${align}-byte aligned buffers`,
         );
       }
-      const plan: Plan = { b, c, algo: results };
+      const plan: Plan = { a: shape.a, b, c, algo: candidates[0], candidates };
       shape.plans.set(m * 32 + align, plan);
       return plan;
     } catch (error) {

@@ -31,6 +31,8 @@ const MIB = 2 ** 20;
 const CONTROL_SYMBOLS = {
   fake_lt_fail_next: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   fake_lt_set_no_algorithm: { parameters: ["i32"], result: "void" },
+  fake_lt_set_candidates: { parameters: ["i32", "i32"], result: "void" },
+  fake_lt_last_candidate: { parameters: [], result: "i32" },
   fake_lt_reset: { parameters: [], result: "void" },
   fake_lt_live_objects: { parameters: [], result: "u64" },
   fake_lt_heuristic_calls: { parameters: [], result: "u64" },
@@ -335,6 +337,31 @@ for (const flavour of FLAVOURS) {
       // Both sides round the same fp32-or-better sum to bf16, so only ties may differ.
       assert.ok(error < 4e-3, `${m}x${n}x${k}: relative error ${error}`);
     }
+  });
+
+  t("tune times every offered algorithm, skips refused ones and keeps the fastest", (f) => {
+    // Four candidates; the library refuses candidate 0 at matmul. The clock says 3 ms for
+    // candidate 2 and 5 ms for the others, so 2 must win, and later gemm calls must run it.
+    f.fake.fake_lt_set_candidates(4, 0);
+    const m = 4, n = 8, k = 16;
+    const xs = bf16Random(m * k, 3), ws = bf16Random(n * k, 4);
+    const x = upload(f.cpu, xs), w = upload(f.cpu, ws);
+    const out = f.cpu.alloc(256);
+    const timed: number[] = [];
+    const time = (run: () => void) => {
+      run();
+      const candidate = f.fake.fake_lt_last_candidate();
+      timed.push(candidate);
+      return candidate === 2 ? 3 : 5;
+    };
+    f.gemm.tune!(out, x, w, m, n, k, f.stream, time);
+    assert.deepEqual(timed, [1, 2, 3], "candidate 0 is refused, the others are timed in order");
+    f.cpu.memset(out, 0xff);
+    f.gemm.gemm(out, x, w, m, n, k, f.stream);
+    assert.equal(f.fake.fake_lt_last_candidate(), 2);
+    assert.ok(relativeError(readBf16(out, m * n), reference(xs, ws, m, n, k)) < 4e-3);
+    // Bad sizes are refused before anything runs, as in gemm.
+    assert.throws(() => f.gemm.tune!(out, x, w, 0, n, k, f.stream, time), RangeError);
   });
 
   t("plans once per shape and alignment, then only multiplies", (f) => {

@@ -115,6 +115,17 @@ async function main() {
         printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, variantUs, bytes, flops);
       }
       if (accel) {
+        // As prepareLinear does at start: time the library's candidate algorithms, keep the best.
+        accel.tune?.(
+          out,
+          x,
+          weights[0],
+          m,
+          n,
+          k,
+          stream,
+          (call) => medianUs(gpu, stream, call, 3, 2, 5) / 1e3,
+        );
         const libUs = medianUs(
           gpu,
           stream,

@@ -261,6 +261,7 @@ export async function loadLinearOps(
       // Alternate the two and keep each one's best, so a clock ramp favours neither.
       let ownMs = time(own), libMs: number;
       try {
+        accel!.tune?.(out, x, w, m, n, k, stream, time);
         libMs = time(lib);
       } catch {
         return false; // the library rejects the shape: Denali's kernel it is

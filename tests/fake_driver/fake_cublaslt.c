@@ -19,6 +19,9 @@
 //                                                let `skip` calls of `symbol` through, then fail
 //                                                the next one with `status` (queues up)
 //   void     fake_lt_set_no_algorithm(int on);   the heuristic returns no algorithm
+//   void     fake_lt_set_candidates(int n, int f); the heuristic offers n algorithms; matmul
+//                                                 refuses candidate f (-1: none)
+//   int      fake_lt_last_candidate(void);       the candidate the last matmul ran
 //   void     fake_lt_reset(void);                clear counters, failures and flags
 //   uint64_t fake_lt_live_objects(void);         handles + descriptors + layouts + preferences
 //   uint64_t fake_lt_heuristic_calls(void);
@@ -131,6 +134,7 @@ typedef struct {
   uint32_t magic;
   uint32_t workspace;
   uint32_t m, n, k; // Denali's dimensions stay below 2^24
+  uint32_t index;    // which of the heuristic's candidates
 } fake_algo_data;
 
 _Static_assert(sizeof(fake_algo_data) <= sizeof(lt_algo), "the fake's algo data must fit");
@@ -146,6 +150,9 @@ typedef struct {
 static failure g_failures[16];
 static int g_failure_count;
 static int g_no_algorithm;
+static int g_candidates = 1;
+static int g_failing_candidate = -1;
+static int g_last_candidate = -1;
 static uint64_t g_live;
 static uint64_t g_heuristic_calls;
 static uint64_t g_matmul_calls;
@@ -410,15 +417,19 @@ EXPORT int LT(cublasLtMatmulAlgoGetHeuristic, hipblasLtMatmulAlgoGetHeuristic)(
     *returned = 0;
     return ST_SUCCESS;
   }
-  memset(results, 0, sizeof *results);
   // Pretend split-K wants a little workspace when the preference allows it.
   uint32_t workspace = fp->max_workspace >= 4096 ? 4096 : 0;
-  fake_algo_data data = {MAGIC_ALGO, workspace, (uint32_t)p.m, (uint32_t)p.n, (uint32_t)p.k};
-  memcpy(&results->algo, &data, sizeof data);
-  results->workspaceSize = workspace;
-  results->state = ST_SUCCESS;
-  results->wavesCount = 1.0f;
-  *returned = 1;
+  const int n = requested < g_candidates ? requested : g_candidates;
+  for (int i = 0; i < n; i++) {
+    memset(&results[i], 0, sizeof results[i]);
+    fake_algo_data data = {MAGIC_ALGO, workspace, (uint32_t)p.m, (uint32_t)p.n, (uint32_t)p.k,
+                           (uint32_t)i};
+    memcpy(&results[i].algo, &data, sizeof data);
+    results[i].workspaceSize = workspace;
+    results[i].state = ST_SUCCESS;
+    results[i].wavesCount = 1.0f;
+  }
+  *returned = n;
   return ST_SUCCESS;
 }
 
@@ -443,6 +454,8 @@ EXPORT int LT(cublasLtMatmul, hipblasLtMatmul)(void* handle, void* desc, const v
     return ST_INVALID_VALUE; // not an algorithm the heuristic gave for this problem
   }
   if (workspace_bytes < data.workspace || (data.workspace && !workspace)) return ST_INVALID_VALUE;
+  if ((int)data.index == g_failing_candidate) return ST_NOT_SUPPORTED;
+  g_last_candidate = (int)data.index;
   g_last_stream = (uint64_t)(uintptr_t)stream;
   g_last_workspace = (uint64_t)(uintptr_t)workspace;
   g_last_workspace_bytes = workspace_bytes;
@@ -486,9 +499,19 @@ EXPORT int fake_lt_fail_next(const char* symbol, int skip, int status) {
 
 EXPORT void fake_lt_set_no_algorithm(int on) { g_no_algorithm = on; }
 
+EXPORT int fake_lt_last_candidate(void) { return g_last_candidate; }
+
+EXPORT void fake_lt_set_candidates(int count, int failing) {
+  g_candidates = count;
+  g_failing_candidate = failing;
+}
+
 EXPORT void fake_lt_reset(void) {
   g_failure_count = 0;
   g_no_algorithm = 0;
+  g_candidates = 1;
+  g_failing_candidate = -1;
+  g_last_candidate = -1;
   g_heuristic_calls = 0;
   g_matmul_calls = 0;
   g_last_stream = 0;

@@ -45,6 +45,12 @@ function checkCount(op: string, name: string, value: number, max: number): void 
   }
 }
 
+/** batch and vocab of a [batch, vocab] logits op. */
+function checkRows(op: string, batch: number, vocab: number): void {
+  checkCount(op, "batch", batch, MAX_BATCH);
+  checkCount(op, "vocab", vocab, MAX_VOCAB);
+}
+
 /** The checks of `argmax`. */
 export function checkArgmax(
   ids: DeviceBuffer,
@@ -52,8 +58,7 @@ export function checkArgmax(
   batch: number,
   vocab: number,
 ): void {
-  checkCount("argmax", "batch", batch, MAX_BATCH);
-  checkCount("argmax", "vocab", vocab, MAX_VOCAB);
+  checkRows("argmax", batch, vocab);
   checkBuffer("argmax", "ids", ids, 4 * batch, 4, "batch i32");
   checkBuffer("argmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
 }
@@ -65,8 +70,7 @@ export function checkLogSoftmax(
   batch: number,
   vocab: number,
 ): void {
-  checkCount("logSoftmax", "batch", batch, MAX_BATCH);
-  checkCount("logSoftmax", "vocab", vocab, MAX_VOCAB);
+  checkRows("logSoftmax", batch, vocab);
   checkBuffer("logSoftmax", "out", out, 4 * batch * vocab, 4, "batch × vocab f32");
   checkBuffer("logSoftmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
 }
@@ -80,8 +84,7 @@ export function checkApplyPenalties(
   batch: number,
   vocab: number,
 ): void {
-  checkCount("applyPenalties", "batch", batch, MAX_BATCH);
-  checkCount("applyPenalties", "vocab", vocab, MAX_VOCAB);
+  checkRows("applyPenalties", batch, vocab);
   if (!Number.isInteger(count) || count < 0 || count > MAX_PENALTY_ENTRIES) {
     throw new RangeError(
       `applyPenalties: count must be an integer in 0..${MAX_PENALTY_ENTRIES}, got ${count}`,
@@ -106,8 +109,7 @@ export function checkLogprobs(
   vocab: number,
   n: number,
 ): void {
-  checkCount("logprobs", "batch", batch, MAX_BATCH);
-  checkCount("logprobs", "vocab", vocab, MAX_VOCAB);
+  checkRows("logprobs", batch, vocab);
   const maxN = Math.min(MAX_TOP_LOGPROBS, vocab);
   if (!Number.isInteger(n) || n < 0 || n > maxN) {
     throw new RangeError(`logprobs: n must be an integer in 0..${maxN}, got ${n}`);
@@ -121,8 +123,7 @@ export function checkLogprobs(
 
 /** The checks of the sizes `sampleWorkspaceBytes` takes. */
 export function checkSampleSizes(batch: number, vocab: number): void {
-  checkCount("sample", "batch", batch, MAX_BATCH);
-  checkCount("sample", "vocab", vocab, MAX_VOCAB);
+  checkRows("sample", batch, vocab);
 }
 
 /** The checks of `sample`; `workspaceBytes` is what the backend's sampleWorkspaceBytes asks. */

@@ -76,10 +76,15 @@ export interface ModelCounters {
 /** The smallest context bucket a decode graph is captured for. */
 const MIN_GRAPH_CONTEXT = 256;
 
-/** Decode batch sizes graphs are captured for: powers of two below maxRunning, and maxRunning. */
+/**
+ * Decode batch sizes graphs are captured for, as vLLM does: 1, 2, 4, then every multiple of 8
+ * below maxRunning, and maxRunning. A batch pads to the next size, so at most 7 rows are wasted
+ * (powers of two would run 129 rows as 256).
+ */
 export function graphBatchSizes(maxRunning: number): number[] {
   const sizes: number[] = [];
-  for (let b = 1; b < maxRunning; b *= 2) sizes.push(b);
+  for (const b of [1, 2, 4]) if (b < maxRunning) sizes.push(b);
+  for (let b = 8; b < maxRunning; b += 8) sizes.push(b);
   sizes.push(maxRunning);
   return sizes;
 }

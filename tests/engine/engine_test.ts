@@ -22,6 +22,7 @@ import type { LlamaOps } from "../../backends/ops.ts";
 import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CONFIG_PRESETS, ConfigError, type LlamaConfig } from "../../engine/config.ts";
 import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
+import { graphBatchSizes } from "../../engine/model.ts";
 import { RequestRejectedError } from "../../engine/scheduler.ts";
 import type { SamplingParams } from "../../engine/sequence.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
@@ -484,6 +485,20 @@ class GraphCpuBackend extends CpuBackend {
     return wrapped as unknown as LlamaOps;
   }
 }
+
+Deno.test("graph batch sizes: 1, 2, 4, multiples of 8, and maxRunning", () => {
+  const sizes = graphBatchSizes(256);
+  assert.deepEqual(sizes.slice(0, 6), [1, 2, 4, 8, 16, 24]);
+  assert.equal(sizes.length, 3 + 31 + 1);
+  assert.equal(sizes.at(-1), 256);
+  // Every count pads by fewer than 8 rows.
+  for (let count = 1; count <= 256; count++) {
+    assert.ok(sizes.find((b) => b >= count)! - count < 8, `count ${count}`);
+  }
+  assert.deepEqual(graphBatchSizes(12), [1, 2, 4, 8, 12]);
+  assert.deepEqual(graphBatchSizes(3), [1, 2, 3]);
+  assert.deepEqual(graphBatchSizes(1), [1]);
+});
 
 Deno.test("engine: decode graphs (padded batches, context buckets) match the eager path", async () => {
   // The 250-token prompt's decodes cross 256 tokens, the first context bucket; its prefill

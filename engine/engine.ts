@@ -7,10 +7,12 @@
  * activations, let the linear op time its shapes, then size the KV cache from the memory left
  * (`memoryInfo().free × kvFraction`), logging the result.
  *
- * The loop runs one scheduler step at a time — plan, forward, postprocess — and yields to the
- * event loop between steps with `setImmediate`, so HTTP handlers run between steps without the
- * ~2 ms clamp that `setTimeout(0)` has in Deno. A step that throws fails only the requests in
- * it (their iterators throw the error); the others carry on.
+ * The loop runs one scheduler step at a time — plan, launch, wait, postprocess — and waits by
+ * polling the step's device event from `setImmediate` callbacks (no ~2 ms `setTimeout(0)`
+ * clamp), so HTTP handlers run while the device works. On an asynchronous device the chunks of
+ * step N are sent right after step N + 1 is launched, so their encoding overlaps device time.
+ * A step that throws fails only the requests in it (their iterators throw the error); the
+ * others carry on.
  *
  * @example Stream a completion
  * ```ts ignore

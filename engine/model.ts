@@ -1,7 +1,7 @@
 /**
  * The Llama model runner: weights, the RoPE table, the paged K/V cache and every activation
- * buffer on one device, and `forward`, which runs one scheduler step (a {@link BatchPlan}) and
- * returns a sampled token for each entry that samples.
+ * buffer on one device, and `launch` / `ready` / `finish`, which run one scheduler step (a
+ * {@link BatchPlan}) and return a sampled token for each entry that samples.
  *
  * Only the Backend interface and LlamaOps are used, so the same code runs on CUDA, HIP and the
  * CPU. All buffers are allocated in the constructor (the KV cache in `allocateKvCache`, once
@@ -328,11 +328,6 @@ export class LlamaModel {
     return kvBytesPerBlock(this.kvShape);
   }
 
-  /** Usable KV blocks (the scratch block not counted); 0 before allocateKvCache. */
-  get numKvBlocks(): number {
-    return this.#kv?.numBlocks ?? 0;
-  }
-
   /** Whether decode steps replay graphs (false once capture proved unavailable). */
   get graphsEnabled(): boolean {
     return this.#graphsOn;
@@ -377,20 +372,6 @@ export class LlamaModel {
     if (this.#kv !== null) throw new Error("LlamaModel: the KV cache is already allocated");
     this.#kv = new KvCache(this.backend, this.kvShape, numBlocks, this.stream);
     this.#padding.scratchBlock = this.#kv.scratchBlock;
-  }
-
-  /**
-   * Runs one step and waits for it: {@link launch}, then {@link finish} once the device is
-   * done. Throws whatever a device call throws; the caller then fails the step.
-   */
-  forward(
-    plan: BatchPlan,
-    sampled: Int32Array,
-    logprobs: (TokenLogprobs | undefined)[] | null = null,
-  ): void {
-    this.launch(plan);
-    this.#done.synchronize();
-    this.finish(sampled, logprobs);
   }
 
   /**
@@ -475,9 +456,9 @@ export class LlamaModel {
   }
 
   /**
-   * Copies the f32 logits of plan entry `entry` (one that sampled in the last forward) into
-   * `out` (length vocab), after any penalties its sequence asked for. Valid until the next
-   * forward.
+   * Copies the f32 logits of plan entry `entry` (one that sampled in the last finished step)
+   * into `out` (length vocab), after any penalties its sequence asked for. Valid until the next
+   * launch.
    */
   readLogits(entry: number, out: Float32Array): void {
     const vocab = this.config.vocabSize;

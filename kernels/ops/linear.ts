@@ -79,17 +79,19 @@ interface MmaGemm {
   readonly bm: number;
   readonly bn: number;
   readonly threads: number;
+  readonly shared: number;
 }
-const MMA_GEMMS: Record<number, MmaGemm> = {
-  [GEMM128]: { name: "linear_gemm_128x128", bm: 128, bn: 128, threads: 128 },
-  [GEMM64]: { name: "linear_gemm_64x64", bm: 64, bn: 64, threads: 128 },
-  [GEMM128X256]: { name: "linear_gemm_128x256", bm: 128, bn: 256, threads: 256 },
-};
 
-/** Dynamic shared memory of an mma GEMM: stages (4 for 64×64, else 3) · (BM + BN) · 64 k · 2. */
-function mmaSharedBytes(g: MmaGemm): number {
-  return (g.bm === 64 ? 4 : 3) * (g.bm + g.bn) * 64 * 2;
+/** An mma GEMM; dynamic shared memory is stages (4 for 64×64, else 3) · (BM + BN) · 64 k · 2. */
+function mmaGemm(name: string, bm: number, bn: number, threads: number): MmaGemm {
+  return { name, bm, bn, threads, shared: (bm === 64 ? 4 : 3) * (bm + bn) * 64 * 2 };
 }
+
+const MMA_GEMMS: Record<number, MmaGemm> = {
+  [GEMM128]: mmaGemm("linear_gemm_128x128", 128, 128, 128),
+  [GEMM64]: mmaGemm("linear_gemm_64x64", 64, 64, 128),
+  [GEMM128X256]: mmaGemm("linear_gemm_128x256", 128, 256, 256),
+};
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_REPS = 10;
 
@@ -130,10 +132,8 @@ export async function loadLinearOps(
   const gemvT16R8 = launchers.linear_gemv_t16_r8.launch;
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
-  const mmaShared: number[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
-    mma[Number(code)] = bigShared(g.name, mmaSharedBytes(g));
-    mmaShared[Number(code)] = mmaSharedBytes(g);
+    mma[Number(code)] = bigShared(g.name, g.shared);
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
 
@@ -191,7 +191,7 @@ export async function loadLinearOps(
         g.threads,
         1,
         1,
-        mmaShared[kernel],
+        g.shared,
         stream,
         out,
         x,

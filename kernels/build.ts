@@ -14,7 +14,7 @@
 
 import { parseArgs } from "node:util";
 import type { Assumption, KernelParam, KernelSpec, ParamType, VariantSpec } from "./signature.ts";
-import { HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
+import { ARCH_SPECIFIC_PTX, HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 
 const KERNEL_LINE = /^extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{/;
 const VARIANT_LINE = /^\/\/ variant-of (\w+):((?:\s+\w+=\w+)+)\s*$/;
@@ -119,6 +119,11 @@ export function renderManifestIndex(moduleNames: readonly string[]): string {
   ].join("\n");
 }
 
+/** The PTX targets of one module: the generic ones, then its arch-specific ones. */
+function ptxArchs(moduleName: string): string[] {
+  return [...PTX_ARCHS, ...(ARCH_SPECIFIC_PTX[moduleName] ?? [])];
+}
+
 async function run(command: string, args: string[], env: Record<string, string> = {}) {
   const output = await new Deno.Command(command, { args, env, stderr: "piped", stdout: "piped" })
     .output().catch((error) => {
@@ -167,7 +172,7 @@ async function main() {
   for (const name of only) {
     const file = `${root}src/${name}.cu`;
     const kernels = parseKernels(Deno.readTextFileSync(file), `kernels/src/${name}.cu`);
-    for (const arch of PTX_ARCHS) {
+    for (const arch of ptxArchs(name)) {
       await run("nvcc", [
         "-ptx",
         `-arch=${arch}`,
@@ -214,7 +219,7 @@ async function main() {
     if (only.length === sources.length) compare("manifest.ts");
     for (const name of only) {
       compare(`manifest/${name}.ts`);
-      for (const arch of PTX_ARCHS) compare(`ptx/${name}.${arch}.ptx`);
+      for (const arch of ptxArchs(name)) compare(`ptx/${name}.${arch}.ptx`);
     }
     Deno.removeSync(out, { recursive: true });
     if (stale.length) {

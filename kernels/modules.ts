@@ -7,7 +7,7 @@
  */
 
 import type { Backend, DeviceModule, ModuleImage } from "../backends/backend.ts";
-import { HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
+import { ARCH_SPECIFIC_PTX, HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 import { createLauncher, type KernelLauncher, type LauncherOptions } from "./launcher.ts";
 import { KERNEL_MODULES } from "./manifest.ts";
 import type { KernelSpec } from "./signature.ts";
@@ -20,6 +20,11 @@ export interface LoadedKernels {
   readonly specs: readonly KernelSpec[];
   /** One generated launcher per kernel, by kernel name. */
   readonly launchers: Readonly<Record<string, KernelLauncher>>;
+  /**
+   * The target of the loaded image (`sm_90a`, `sm_90`, `gfx90a`, ...): a module with
+   * arch-specific kernels launches them only when its arch-specific image was loaded.
+   */
+  readonly target: string;
 }
 
 /** Which built image serves `backend`'s device, as a path relative to kernels/. */
@@ -34,7 +39,11 @@ export function imagePath(backend: Backend, moduleName: string): string {
           `Denali needs an Ampere (sm_80) or newer NVIDIA GPU`,
       );
     }
-    return `ptx/${moduleName}.${usable[usable.length - 1]}.ptx`;
+    const exact = `sm_${cc}a`;
+    const target = ARCH_SPECIFIC_PTX[moduleName]?.includes(exact)
+      ? exact
+      : usable[usable.length - 1];
+    return `ptx/${moduleName}.${target}.ptx`;
   }
   if (kind === "hip") {
     if (!(HSACO_ARCHS as readonly string[]).includes(arch)) {
@@ -91,5 +100,7 @@ export async function loadKernels(
     }));
     launchers[spec.name] = createLauncher(abi, spec, variants, options);
   }
-  return { module, specs, launchers };
+  // "ptx/<module>.<target>.ptx" or "hsaco/<module>.<target>.hsaco"; module names have no dots.
+  const target = path.split("/")[1].split(".")[1];
+  return { module, specs, launchers, target };
 }

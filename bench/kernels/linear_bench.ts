@@ -31,7 +31,7 @@ const SHAPES: [number, number][] = [
 const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 1024, 4096];
 /** The mma GEMM tilings timed one by one beside the automatic choice. */
-const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256"];
+const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256", "wgmma128x256", "wgmma128x128"];
 const ROTATION_BYTES = 256 * 2 ** 20;
 const CHUNK_BYTES = 64 * 2 ** 20;
 

@@ -6,7 +6,10 @@ Prints `BENCH torch_copy_bandwidth gbps=...`, then `BENCH torch_linear_gemv ...`
 and `BENCH torch_linear_gemm ...` for M = 256, 1024, 4096 on each weight shape N×K; bytes are
 x + W + out once each. Weights rotate over enough copies (>= 256 MiB together) that L2 never
 holds the next call's weight; inputs are random bf16 (x uniform in ±1, W in ±1/sqrt(K)).
-Times are medians of CUDA-event timings after warm-up.
+Times are medians of CUDA-event timings after warm-up: `torch_linear_*` lines time one call
+per event pair (host launch latency included); `torch_linear_*_dense` lines time 10 back-to-back
+calls behind a 512 MiB fill, exactly as bench/kernels/measure.ts times Denali's, so the GPU runs
+both at the same density, clocks and power; ratios to Denali use the dense lines.
 """
 
 import math
@@ -47,6 +50,11 @@ def main():
             )
             op = "torch_linear_gemv" if m <= 16 else "torch_linear_gemm"
             print_bench(op, shape, us, nbytes, flops)
+            # The same calls timed as Denali's are (measure.ts): the ratios use this line.
+            dense = torch_common.median_us_covered(
+                lambda i: torch.matmul(x, weights[i % copies].T), reps=reps
+            )
+            print_bench(op + "_dense", shape, dense, nbytes, flops)
             if m <= 16:
                 print(f"# {op} {shape} of_copy={nbytes / (us * 1e3) / copy:.3f}")
         del weights, x_all

@@ -8,7 +8,11 @@
  *   still gives at least one group per SM, else 8 (more blocks for small N). 256 threads; warps
  *   split K in groups of `ksplit` = 8 (fewer when K has fewer than 8 steps of 128 or 256), so a
  *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that).
- * - Vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
+ * - Vector shapes, M > 16, CUDA with the sm_90a image of linear_sm90.cu loaded (Hopper):
+ *   `linear_wgmma_128x256` when its 128×256 tiles fill at least 0.9 of the SMs (one block per SM),
+ *   else `linear_wgmma_128x128` when its tiles fill a quarter of them; 256 threads, 193 KiB
+ *   dynamic shared memory.
+ * - Other vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
  *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
  *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
  *   of tiles.
@@ -23,11 +27,12 @@ import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
 import { createLauncher, type Launcher } from "../launcher.ts";
-import { loadKernels } from "../modules.ts";
+import { type LoadedKernels, loadKernels } from "../modules.ts";
 
 /**
  * Which Denali kernel `linear` runs. `auto` picks by shape; the others force one, for tests and
- * benchmarks, wherever it applies (the GEMVs need M <= 16, the mma GEMMs CUDA, and all but `fma`
+ * benchmarks, wherever it applies (the GEMVs need M <= 16, the mma GEMMs CUDA, the wgmma GEMMs the
+ * sm_90a image, and all but `fma`
  * a vector shape); elsewhere `auto`'s choice stands.
  */
 export type LinearKernel =
@@ -37,7 +42,9 @@ export type LinearKernel =
   | "gemm128"
   | "gemm64"
   | "fma"
-  | "gemm128x256";
+  | "gemm128x256"
+  | "wgmma128x256"
+  | "wgmma128x128";
 
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
@@ -54,7 +61,7 @@ export interface GpuLinearOps extends LinearOps {
 }
 
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
-const GEMM128X256 = 6;
+const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
   gemv8: GEMV8,
@@ -63,6 +70,8 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   fma: FMA,
   auto: AUTO,
   gemm128x256: GEMM128X256,
+  wgmma128x256: WGMMA256,
+  wgmma128x128: WGMMA128,
 };
 const KERNEL_NAMES = [
   "gemv16",
@@ -72,6 +81,8 @@ const KERNEL_NAMES = [
   "fma",
   "auto",
   "gemm128x256",
+  "wgmma128x256",
+  "wgmma128x128",
 ];
 /** The mma GEMMs by code: kernel, tile rows (M), tile columns (N), threads, shared bytes. */
 interface MmaGemm {
@@ -91,6 +102,14 @@ const MMA_GEMMS: Record<number, MmaGemm> = {
   [GEMM128]: mmaGemm("linear_gemm_128x128", 128, 128, 128),
   [GEMM64]: mmaGemm("linear_gemm_64x64", 64, 64, 128),
   [GEMM128X256]: mmaGemm("linear_gemm_128x256", 128, 256, 256),
+};
+/**
+ * The wgmma GEMMs of linear_sm90.cu by code: 256 threads, a ring of 4 (128×256) or 6 (128×128)
+ * stages of (128 + BN) · 64 bf16, plus 1 KiB to align it for the 128-byte swizzle.
+ */
+const WGMMA_GEMMS: Record<number, MmaGemm> = {
+  [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
+  [WGMMA128]: { name: "linear_wgmma_128x128", bm: 128, bn: 128, threads: 256, shared: 197632 },
 };
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_REPS = 10;
@@ -114,16 +133,20 @@ export async function loadLinearOps(
   backend: Backend,
   options: LinearOptions = {},
 ): Promise<GpuLinearOps> {
-  const { module, specs, launchers } = await loadKernels(backend, "linear");
+  const linearKernels = await loadKernels(backend, "linear");
+  const { launchers } = linearKernels;
   const cuda = backend.kind === "cuda";
+  // The wgmma kernels exist only in the sm_90a image; elsewhere the module's copies trap.
+  const sm90 = cuda ? await loadKernels(backend, "linear_sm90") : null;
+  const wgmma = sm90 !== null && sm90.target === "sm_90a";
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
   // attribute of a function handle, so their launchers are built here over the very handles it
   // was raised on (the driver need not hand out the same handle twice). HIP never runs them.
-  const bigShared = (name: string, bytes: number): Launcher => {
-    if (!cuda) return launchers[name].launch;
-    const fn = module.getFunction(name);
+  const bigShared = (kernels: LoadedKernels, name: string, bytes: number): Launcher => {
+    if (!cuda) return kernels.launchers[name].launch;
+    const fn = kernels.module.getFunction(name);
     fn.setMaxDynamicSharedMemory(bytes);
-    const spec = specs.find((s) => s.name === name)!;
+    const spec = kernels.specs.find((s) => s.name === name)!;
     return createLauncher(backend.launchAbi!, spec, [{ fn, assumes: {} }]).launch;
   };
   const gemvT8R16 = launchers.linear_gemv_t8_r16.launch;
@@ -133,7 +156,10 @@ export async function loadLinearOps(
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
-    mma[Number(code)] = bigShared(g.name, g.shared);
+    mma[Number(code)] = bigShared(linearKernels, g.name, g.shared);
+  }
+  for (const [code, g] of Object.entries(wgmma ? WGMMA_GEMMS : {})) {
+    mma[Number(code)] = bigShared(sm90!, g.name, g.shared);
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
 
@@ -156,7 +182,14 @@ export async function loadLinearOps(
       return Math.ceil(n / 16) >= sms ? GEMV16 : GEMV8;
     }
     if (!cuda) return FMA;
-    if (forcedMma) return forced;
+    if (forcedMma && (wgmma || (forced !== WGMMA256 && forced !== WGMMA128))) return forced;
+    if (wgmma) {
+      // One block per SM. 128×256 tiles need ~0.9 waves, or the idle SMs cost more than the
+      // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
+      // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).
+      if (Math.ceil(m / 128) * Math.ceil(n / 256) * 10 >= sms * 9) return WGMMA256;
+      if (Math.ceil(m / 128) * Math.ceil(n / 128) * 4 >= sms) return WGMMA128;
+    }
     if (m >= 4096) return GEMM128X256;
     return Math.ceil(m / 128) * Math.ceil(n / 128) >= sms ? GEMM128 : GEMM64;
   }
@@ -182,7 +215,7 @@ export async function loadLinearOps(
         : (rows === 16 ? gemvT16R16 : gemvT16R8);
       launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight, m, n, k, split);
     } else if (kernel !== FMA) {
-      const g = MMA_GEMMS[kernel];
+      const g = MMA_GEMMS[kernel] ?? WGMMA_GEMMS[kernel];
       const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
       mma[kernel]!(
         tiles,

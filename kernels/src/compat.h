@@ -8,7 +8,10 @@
 #define DENALI_HIP 1
 // Nanosecond wall clock: AMD exposes a fixed-frequency counter (100 MHz on CDNA/RDNA).
 __device__ inline uint64_t denali_wall_ns() { return wall_clock64() * 10ull; }
+// Aborts the kernel (a kernel the host must never launch on this target).
+__device__ inline void denali_trap() { __builtin_trap(); }
 #else
+__device__ inline void denali_trap() { __trap(); }
 // Nanosecond wall clock, independent of the SM clock frequency (unlike clock64()).
 __device__ inline uint64_t denali_wall_ns() {
   uint64_t t;

@@ -164,7 +164,11 @@ for (const [n, k] of SHAPES) {
         const ref = c.reference(m);
         ops.forEach((o, i) => c.check(o, m, ref, `m=${m} n=${n} k=${k} ${describe(VARIANTS[i])}`));
         const auto = ops[0].kernelName(m, n, k, c.gx, c.gw);
-        const expected = k % 8 !== 0 ? /^fma$/ : m <= 16 ? /^gemv/ : /^gemm(128|64)$/;
+        const expected = k % 8 !== 0
+          ? /^fma$/
+          : m <= 16
+          ? /^gemv/
+          : /^(gemm(128|64)|wgmma128x(128|256))$/;
         assert.match(auto, expected, `m=${m} n=${n} k=${k}: auto chose ${auto}`);
       }
     } finally {

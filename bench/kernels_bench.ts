@@ -2,9 +2,11 @@
  * The kernel benchmark of record (GPU machine): runs every family benchmark
  * (bench/kernels/*_bench.ts) and its PyTorch counterpart (bench/kernels/*_torch.py) in one run,
  * then prints one table: each kernel's time, GB/s and TFLOP/s, its ratio to the copy bandwidth
- * measured in the same run, and PyTorch's time over ours (above 1: Denali is faster).
+ * measured in the same run, and PyTorch's time over ours (above 1: Denali is faster); then the
+ * kernel targets (targetRows) met or missed in that run.
  *
- * Usage: deno run -A bench/kernels_bench.ts [--report saved.log]
+ * Usage: deno run -A bench/kernels_bench.ts [--report saved.log]... (saved logs: no run, just the
+ * tables)
  *
  * @module
  */
@@ -45,9 +47,7 @@ export function parseBench(log: string): BenchLine[] {
 export function renderReport(lines: readonly BenchLine[]): string {
   const copy = lines.filter((l) => l.op === "copy_bandwidth").map((l) => l.fields.gbps);
   const copyGbps = copy.length ? Math.max(...copy) : NaN;
-  const torch = new Map(
-    lines.filter((l) => l.op.startsWith("torch_")).map((l) => [`${l.op.slice(6)} ${l.shape}`, l]),
-  );
+  const torch = torchTimes(lines);
   const rows = [
     `Copy bandwidth (device-to-device, read + write, best of ${copy.length}): ${
       copyGbps.toFixed(0)
@@ -61,16 +61,87 @@ export function renderReport(lines: readonly BenchLine[]): string {
     const base = line.op.replace(/^accel_/, "");
     const reference = torch.get(`${base} ${line.shape}`);
     const { time_us: us, gbps, tflops } = line.fields;
-    const ratio = reference ? (reference.fields.time_us / us).toFixed(2) : "";
+    const ratio = reference ? (reference / us).toFixed(2) : "";
     rows.push(
       `| ${line.op} | ${line.shape} | ${us.toFixed(1)} | ${gbps.toFixed(0)} | ${
         (gbps / copyGbps).toFixed(2)
       } | ${tflops ? tflops.toFixed(1) : ""} | ${
-        reference ? reference.fields.time_us.toFixed(1) : ""
+        reference ? reference.toFixed(1) : ""
       } | ${ratio} |`,
     );
   }
   return rows.join("\n");
+}
+
+/**
+ * PyTorch's time per `<op> <shape>` (op without `torch_`): its `_dense` line where there is one
+ * (timed as Denali's calls are, bench/kernels/torch_common.py), else its plain line.
+ */
+function torchTimes(lines: readonly BenchLine[]): Map<string, number> {
+  const times = new Map<string, number>();
+  for (const dense of [false, true]) {
+    for (const l of lines) {
+      if (!l.op.startsWith("torch_") || l.op.endsWith("_dense") !== dense) continue;
+      times.set(`${l.op.slice(6).replace(/_dense$/, "")} ${l.shape}`, l.fields.time_us);
+    }
+  }
+  return times;
+}
+
+/** One kernel target of issue 3, checked on one run: the ratio and the bound it must reach. */
+export interface TargetRow {
+  /** The family and shape. */
+  readonly what: string;
+  /** The measured ratio. */
+  readonly ratio: number;
+  /** The target (ratio ≥ bound). */
+  readonly bound: number;
+}
+
+/**
+ * The kernel targets of a run: GEMV (M ≤ 16) over the copy bandwidth (≥ 0.85); own GEMM over
+ * torch.matmul (≥ 0.5) and the chosen path, the faster of Denali's kernel and the tuned vendor
+ * library, over torch.matmul (≥ 0.95); decode attention at 4k+ context over the copy bandwidth
+ * (≥ 0.70).
+ */
+export function targetRows(lines: readonly BenchLine[]): TargetRow[] {
+  const copy = Math.max(
+    ...lines.filter((l) => l.op === "copy_bandwidth").map((l) => l.fields.gbps),
+  );
+  const torch = torchTimes(lines);
+  const time = (op: string, shape: string) =>
+    lines.find((l) => l.op === op && l.shape === shape)?.fields.time_us;
+  const rows: TargetRow[] = [];
+  for (const l of lines) {
+    const { gbps, time_us: us } = l.fields;
+    if (l.op === "linear_gemv") {
+      rows.push({ what: `gemv ${l.shape} of copy`, ratio: gbps / copy, bound: 0.85 });
+    } else if (l.op === "linear_gemm" && torch.has(`linear_gemm ${l.shape}`)) {
+      const reference = torch.get(`linear_gemm ${l.shape}`)!;
+      const chosen = Math.min(us, time("accel_linear_gemm", l.shape) ?? Infinity);
+      rows.push({ what: `gemm ${l.shape} own / torch`, ratio: reference / us, bound: 0.5 });
+      rows.push({ what: `gemm ${l.shape} chosen / torch`, ratio: reference / chosen, bound: 0.95 });
+    } else if (l.op === "decode_attention" && Number(/ctx(\d+)/.exec(l.shape)?.[1]) >= 4096) {
+      rows.push({ what: `decode attention ${l.shape} of copy`, ratio: gbps / copy, bound: 0.7 });
+    }
+  }
+  return rows;
+}
+
+/** The targets as a markdown table, with a count of those met. */
+export function renderTargets(rows: readonly TargetRow[]): string {
+  const table = rows.map((r) =>
+    `| ${r.what} | ${r.ratio.toFixed(3)} | ${r.bound} | ${r.ratio >= r.bound ? "yes" : "**no**"} |`
+  );
+  const met = rows.filter((r) => r.ratio >= r.bound).length;
+  return [
+    "| target | ratio | bound | met |",
+    "|---|---:|---:|---|",
+    ...table,
+    "",
+    `${met} of ${rows.length} targets met`,
+  ]
+    .join("\n");
 }
 
 async function runAll(): Promise<string> {
@@ -100,7 +171,13 @@ async function runAll(): Promise<string> {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ args: Deno.args, options: { report: { type: "string" } } });
-  const log = values.report ? Deno.readTextFileSync(values.report) : await runAll();
-  console.log(`\n${renderReport(parseBench(log))}`);
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { report: { type: "string", multiple: true } },
+  });
+  const log = values.report
+    ? values.report.map((path) => Deno.readTextFileSync(path)).join("\n")
+    : await runAll();
+  const lines = parseBench(log);
+  console.log(`\n${renderReport(lines)}\n\n${renderTargets(targetRows(lines))}`);
 }

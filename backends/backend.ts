@@ -148,6 +148,22 @@ export interface LaunchAbi {
   ) => number;
   /** The launch call's C name, for errors: `cuLaunchKernel` or `hipModuleLaunchKernel`. */
   readonly launchCallName: string;
+  /**
+   * cuLaunchKernelEx, offered only where programmatic dependent launch works: CUDA, compute
+   * capability 9.0 or newer, and a driver of CUDA 12.3 or newer (which also records such
+   * launches into graphs). Null or absent elsewhere, and launchers then use `launchKernel`.
+   * Arguments: a CUlaunchConfig (layout in kernels/launcher.ts), function, kernelParams, extra.
+   */
+  readonly launchKernelEx?:
+    | ((
+      config: Deno.PointerValue,
+      fn: Deno.PointerValue,
+      kernelParams: Deno.PointerValue,
+      extra: Deno.PointerValue,
+    ) => number)
+    | null;
+  /** launchKernelEx's C name, for errors: `cuLaunchKernelEx`. */
+  readonly launchExCallName?: string;
   /** The marker that ends an `extra` array: 0 for CUDA, 3 for HIP. */
   readonly extraEnd: number;
   /** Throws the backend's typed error for a failed launch. */

@@ -116,7 +116,7 @@ const MAX_DIM = 2 ** 24 - 1;
 // Room beyond the 96-byte (cuBLASLt) or 56-byte (hipBLASLt) struct, should a release grow it.
 const RESULT_BYTES = 256;
 /** Algorithms asked of the heuristic per call shape; `tune` times them all, gemm runs the first. */
-const CANDIDATES = 8;
+const CANDIDATES = 16;
 const REMEDY = "let Denali use its own matrix kernels";
 
 /**

@@ -45,6 +45,7 @@ export const CUDA_SYMBOLS = {
     moduleGetFunction: "cuModuleGetFunction",
     funcSetAttribute: "cuFuncSetAttribute",
     launchKernel: "cuLaunchKernel",
+    launchKernelEx: "cuLaunchKernelEx",
     // Graphs.
     streamBeginCapture: "cuStreamBeginCapture_v2",
     streamEndCapture: "cuStreamEndCapture",

@@ -70,6 +70,19 @@ export const DRIVER_SIGNATURES = {
     ],
     result: "i32",
   },
+  // cuLaunchKernelEx / hipDrvLaunchKernelEx: a launch described by a config struct (grid, block,
+  // shared bytes, stream and launch attributes), then function, kernelParams and extra as above.
+  // Optional: CUDA drivers before 11.8 and older ROCm lack it; launches then use launchKernel.
+  launchKernelEx: {
+    parameters: [
+      "pointer", // config (const CUlaunchConfig*)
+      "pointer", // function
+      "pointer", // kernelParams (void**)
+      "pointer", // extra (void**)
+    ],
+    result: "i32",
+    optional: true,
+  },
 
   // Stream capture and graphs.
   streamBeginCapture: { parameters: ["pointer", "i32"], result: "i32" },

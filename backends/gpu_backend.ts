@@ -53,6 +53,10 @@ const FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 const ERROR_OUT_OF_MEMORY = 2;
 // cuEventQuery's and hipEventQuery's "not yet" (CUDA_ERROR_NOT_READY, hipErrorNotReady).
 const NOT_READY = 600;
+// Programmatic dependent launch: compute capability 9.0 (griddepcontrol), and a CUDA 12.3 driver,
+// the first to record such launches into graphs as programmatic edges.
+const PDL_MIN_MAJOR = 9;
+const PDL_MIN_DRIVER = 12030;
 
 /** A CUDA or HIP device behind the Backend interface. */
 export class GpuBackend implements Backend {
@@ -79,9 +83,13 @@ export class GpuBackend implements Backend {
     this.defaultStream = new GpuStream(this, null, false);
     this.gemmAccelerator = driver.openAccelerator?.() ?? null;
     const launchKernel = this.#sym.launchKernel;
+    const pdl = driver.kind === "cuda" && driver.info.computeCapability[0] >= PDL_MIN_MAJOR &&
+      driver.info.driverVersion >= PDL_MIN_DRIVER;
     this.launchAbi = {
       launchKernel,
       launchCallName: driver.names.launchKernel,
+      launchKernelEx: pdl ? this.#sym.launchKernelEx ?? null : null,
+      launchExCallName: driver.names.launchKernelEx,
       extraEnd: driver.kind === "hip" ? 3 : 0,
       fail: (code, call) => this.fail(code, call),
       isDevicePointer: (ptr) => this.#ownsPointer(ptr),

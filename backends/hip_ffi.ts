@@ -44,6 +44,8 @@ export const HIP_SYMBOLS = {
     moduleGetFunction: "hipModuleGetFunction",
     funcSetAttribute: "hipFuncSetAttribute",
     launchKernel: "hipModuleLaunchKernel",
+    // Bound where present, but unused: AMD GPUs have no programmatic dependent launch.
+    launchKernelEx: "hipDrvLaunchKernelEx",
     // Graphs.
     streamBeginCapture: "hipStreamBeginCapture",
     streamEndCapture: "hipStreamEndCapture",

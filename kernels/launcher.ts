@@ -39,6 +39,13 @@ export interface LauncherOptions {
    * that grid and block are non-empty. Default: `deep` when `DENALI_LAUNCH_CHECKS=deep`.
    */
   readonly checks?: CheckLevel;
+  /**
+   * Launch with programmatic stream serialization (programmatic dependent launch) where the ABI
+   * offers `launchKernelEx`, else plainly. Such a kernel may start while the previous kernel of
+   * its stream still runs, so before it reads anything that kernel may write, or writes anything
+   * that kernel may read, it must execute `griddepcontrol.wait`. Default false.
+   */
+  readonly programmatic?: boolean;
 }
 
 /** A precompiled variant, resolved to a loaded function. */
@@ -74,11 +81,26 @@ export interface KernelLauncher {
   readonly signature: KernelSignature;
   /** The packing it uses. */
   readonly packing: ArgumentPacking;
+  /** Whether it launches with programmatic stream serialization (through launchKernelEx). */
+  readonly programmatic: boolean;
   /** The generated source, for reading and debugging. */
   readonly source: string;
 }
 
 const U32 = 4294967296;
+
+// CUlaunchConfig (cuda.h, CUDA 11.8+), 56 bytes: gridDimX, Y, Z, blockDimX, Y, Z and
+// sharedMemBytes (u32 at 0, 4, ..., 24), hStream (pointer at 32), attrs (pointer at 40),
+// numAttrs (u32 at 48). The one CUlaunchAttribute follows it, 72 bytes: id (u32 at 0), 4 bytes of
+// padding, then the 64-byte value union, whose programmaticStreamSerializationAllowed is an int
+// at its start.
+const LAUNCH_CONFIG_BYTES = 56;
+const LAUNCH_ATTRIBUTE_BYTES = 72;
+const CONFIG_STREAM = 32;
+const CONFIG_ATTRS = 40;
+const CONFIG_NUM_ATTRS = 48;
+const ATTRIBUTE_VALUE = 8;
+const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 
 /**
  * Generates the launcher for `signature` over `variants` (at least the generic one).
@@ -135,11 +157,42 @@ export function createLauncher(
     extra = Deno.UnsafePointer.of(list);
   }
 
+  // Programmatic launches describe grid, block, shared bytes and stream in a CUlaunchConfig that
+  // is built once; a launch rewrites its first seven words, and the stream only when it changes.
+  const launchEx = options.programmatic ? abi.launchKernelEx ?? null : null;
+  const configBuffer = new ArrayBuffer(LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES);
+  const configView = new DataView(configBuffer);
+  let config: Deno.PointerValue = null;
+  if (launchEx) {
+    const configAddress = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(configBuffer)));
+    configView.setBigUint64(CONFIG_ATTRS, configAddress + BigInt(LAUNCH_CONFIG_BYTES), true);
+    configView.setUint32(CONFIG_NUM_ATTRS, 1, true);
+    configView.setUint32(
+      LAUNCH_CONFIG_BYTES,
+      CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+      true,
+    );
+    configView.setInt32(LAUNCH_CONFIG_BYTES + ATTRIBUTE_VALUE, 1, true);
+    keepAlive.push(configBuffer);
+    config = Deno.UnsafePointer.of(configBuffer);
+  }
+
   const table = variantTable(signature, variants);
-  const source = generateSource(signature, offsets, table.keyed, checks);
+  const source = generateSource(signature, offsets, table.keyed, checks, launchEx !== null);
   const context = {
     abi,
     launchKernel: abi.launchKernel,
+    launchEx,
+    launchExName: abi.launchExCallName ?? "launchKernelEx",
+    config,
+    configWords: new Uint32Array(configBuffer),
+    // Cold: runs when a launch's stream differs from the previous launch's.
+    setStream: (native: Deno.PointerValue) =>
+      configView.setBigUint64(
+        CONFIG_STREAM,
+        native === null ? 0n : BigInt(Deno.UnsafePointer.value(native)),
+        true,
+      ),
     views,
     kernelParams,
     extra,
@@ -179,7 +232,7 @@ export function createLauncher(
     },
   };
   const factory = new Function("ctx", source) as (ctx: typeof context) => Launcher;
-  return { launch: factory(context), signature, packing, source };
+  return { launch: factory(context), signature, packing, programmatic: launchEx !== null, source };
 }
 
 /**
@@ -234,6 +287,7 @@ function generateSource(
   offsets: readonly number[],
   keyed: readonly { index: number; type: ParamType; place: number }[],
   checks: CheckLevel,
+  programmatic: boolean,
 ): string {
   const params = signature.params;
   const names = params.map((_, i) => `a${i}`);
@@ -312,16 +366,28 @@ function generateSource(
     emit("const fn = fns[key];");
     emit("if (fn === null) noVariant(key);");
   }
-  emit(
-    "const rc = launchKernel(fn, gx, gy, gz, bx, by, bz, shm, stream.native, kernelParams, extra);",
-  );
-  emit("if (rc !== 0) abi.fail(rc, abi.launchCallName);");
+  if (programmatic) {
+    emit("cw[0] = gx; cw[1] = gy; cw[2] = gz; cw[3] = bx; cw[4] = by; cw[5] = bz; cw[6] = shm;");
+    emit(
+      "if (stream.native !== lastStream) { lastStream = stream.native; setStream(lastStream); }",
+    );
+    emit("const rc = launchEx(config, fn, kernelParams, extra);");
+    emit("if (rc !== 0) abi.fail(rc, launchExName);");
+  } else {
+    emit(
+      "const rc = launchKernel(fn, gx, gy, gz, bx, by, bz, shm, stream.native, kernelParams, extra);",
+    );
+    emit("if (rc !== 0) abi.fail(rc, abi.launchCallName);");
+  }
   const fnName = `launch_${signature.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
   return [
     '"use strict";',
     "const { abi, launchKernel, kernelParams, extra, fns, keepAlive, bad, badCount, badStream,",
-    "  badPointer, badLaunchShape, noVariant } = ctx;",
+    "  badPointer, badLaunchShape, noVariant, launchEx, launchExName, config, setStream } = ctx;",
     "const { u32, i32, f32, u16, dv } = ctx.views;",
+    "const cw = ctx.configWords;",
+    // The stream whose address the config holds; undefined until the first launch writes one.
+    "let lastStream;",
     `return function ${fnName}(gx, gy, gz, bx, by, bz, shm, stream${
       names.length ? ", " + names.join(", ") : ""
     }) {`,

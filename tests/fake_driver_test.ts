@@ -8,15 +8,23 @@
 import assert from "node:assert/strict";
 import { CUDA_SYMBOLS } from "../backends/cuda_ffi.ts";
 import { HIP_SYMBOLS } from "../backends/hip_ffi.ts";
-import { buildFakeDriver, type FakeControl, openFakeControl } from "./fake_driver/fake.ts";
+import {
+  buildFakeDriver,
+  type FakeControl,
+  type FakeDriverOptions,
+  openFakeControl,
+} from "./fake_driver/fake.ts";
 
 type Cuda = Deno.DynamicLibrary<typeof CUDA_SYMBOLS>["symbols"];
 type Hip = Deno.DynamicLibrary<typeof HIP_SYMBOLS>["symbols"];
 
 /** Opens the CUDA build and its control on one path, resets it, and closes both afterwards. */
-function withCuda(body: (cu: Cuda, fake: FakeControl) => void): () => void {
+function withCuda(
+  body: (cu: Cuda, fake: FakeControl) => void,
+  options: FakeDriverOptions = {},
+): () => void {
   return () => {
-    const path = buildFakeDriver();
+    const path = buildFakeDriver(options);
     const lib = Deno.dlopen(path, CUDA_SYMBOLS);
     const fake = openFakeControl(path);
     fake.reset();
@@ -413,3 +421,134 @@ Deno.test("fake without graph launch lacks the symbol", () => {
   const { graphLaunch: _, ...rest } = CUDA_SYMBOLS;
   Deno.dlopen(path, rest).close();
 });
+
+/**
+ * A CUlaunchConfig followed by its attributes, written field by field at the offsets of cuda.h
+ * (checked against the real header: config 56 bytes with hStream at 32, attrs at 40, numAttrs at
+ * 48; attribute 72 bytes with the value union at 8), independently of kernels/launcher.ts.
+ */
+function launchConfig(
+  grid: number[],
+  block: number[],
+  shared: number,
+  stream: bigint,
+  attributes: [id: number, value: number][],
+): { config: Deno.PointerValue; keep: ArrayBuffer } {
+  const buffer = new ArrayBuffer(56 + 72 * attributes.length);
+  const dv = new DataView(buffer);
+  [...grid, ...block, shared].forEach((v, i) => dv.setUint32(4 * i, v, true));
+  dv.setBigUint64(32, stream, true);
+  const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+  dv.setBigUint64(40, attributes.length ? base + 56n : 0n, true);
+  dv.setUint32(48, attributes.length, true);
+  attributes.forEach(([id, value], i) => {
+    dv.setUint32(56 + 72 * i, id, true);
+    dv.setInt32(56 + 72 * i + 8, value, true);
+  });
+  return { config: Deno.UnsafePointer.of(buffer), keep: buffer };
+}
+
+Deno.test("cuda fake: cuLaunchKernelEx exists only in the launchEx build", () => {
+  const plain = Deno.dlopen(buildFakeDriver(), CUDA_SYMBOLS);
+  const ex = Deno.dlopen(buildFakeDriver({ launchEx: true }), CUDA_SYMBOLS);
+  try {
+    assert.equal(plain.symbols.launchKernelEx, null);
+    assert.equal(typeof ex.symbols.launchKernelEx, "function");
+  } finally {
+    plain.close();
+    ex.close();
+  }
+  assert.throws(() => buildFakeDriver({ hip: true, launchEx: true }), /CUDA-only/);
+});
+
+Deno.test(
+  "cuda fake: cuLaunchKernelEx reads grid, block, stream and attributes where cuda.h puts them",
+  withCuda((cu, fake) => {
+    const launchEx = cu.launchKernelEx!;
+    const { fn, module } = kernel(cu, "gemv");
+    const s = new BigUint64Array(1);
+    assert.equal(cu.streamCreate(s, 1), 0);
+    const args = Uint8Array.from({ length: 36 }, (_, i) => 3 * i + 1);
+    const size = new BigUint64Array([36n]);
+    const extraArgs = extraArray(args, size, 0n);
+    const extra = Deno.UnsafePointer.of(extraArgs);
+
+    // Programmatic stream serialization allowed: id 6, value 1, after an ignored entry.
+    let c = launchConfig([5, 4, 3], [64, 2, 1], 2048, s[0], [[0, 7], [6, 1]]);
+    assert.equal(launchEx(c.config, fn, null, extra), 0);
+    let last = fake.lastLaunch();
+    assert.deepEqual(last.grid, [5, 4, 3]);
+    assert.deepEqual(last.block, [64, 2, 1]);
+    assert.equal(last.sharedMem, 2048);
+    assert.equal(last.stream, s[0]);
+    assert.equal(last.functionName, "gemv");
+    assert.deepEqual(last.args, args);
+    assert.deepEqual([last.launchEx, last.programmatic], [true, true]);
+    assert.equal(fake.launchCount(), 1);
+
+    // Value 0, or no attributes: a plain launch through the Ex call.
+    for (const attributes of [[[6, 0]], []] as [number, number][][]) {
+      c = launchConfig([1, 1, 1], [32, 1, 1], 0, 0n, attributes);
+      assert.equal(launchEx(c.config, fn, null, extra), 0);
+      last = fake.lastLaunch();
+      assert.deepEqual([last.launchEx, last.programmatic, last.stream], [true, false, 0n]);
+    }
+    // cuLaunchKernel records neither flag.
+    assert.equal(cu.launchKernel(fn, 1, 1, 1, 1, 1, 1, 0, null, null, extra), 0);
+    assert.deepEqual([fake.lastLaunch().launchEx, fake.lastLaunch().programmatic], [false, false]);
+    assert.equal(fake.launchCount(), 4);
+
+    // What a misplaced field would look like is refused: an unknown attribute, a value that is
+    // no boolean, attributes without their array, a stream that is no stream, no config.
+    const bad: [ReturnType<typeof launchConfig>, number][] = [
+      [launchConfig([1, 1, 1], [1, 1, 1], 0, 0n, [[99, 1]]), 1],
+      [launchConfig([1, 1, 1], [1, 1, 1], 0, 0n, [[6, 256]]), 1],
+      // Another handle kind where the stream belongs (the fake dereferences handles).
+      [launchConfig([1, 1, 1], [1, 1, 1], 0, BigInt(Deno.UnsafePointer.value(fn)), [[6, 1]]), 400],
+      [launchConfig([1, 0, 1], [1, 1, 1], 0, 0n, [[6, 1]]), 1],
+    ];
+    for (const [config, code] of bad) assert.equal(launchEx(config.config, fn, null, extra), code);
+    const noArray = launchConfig([1, 1, 1], [1, 1, 1], 0, 0n, []);
+    new DataView(noArray.keep).setUint32(48, 1, true);
+    assert.equal(launchEx(noArray.config, fn, null, extra), 1);
+    assert.equal(launchEx(null, fn, null, extra), 1);
+    fake.failNext("launchKernelEx", 700);
+    c = launchConfig([1, 1, 1], [1, 1, 1], 0, 0n, [[6, 1]]);
+    assert.equal(launchEx(c.config, fn, null, extra), 700);
+    assert.equal(fake.launchCount(), 4);
+
+    // Captured into a graph with its flags.
+    const stream = handle(s);
+    assert.equal(cu.streamBeginCapture(stream, 0), 0);
+    c = launchConfig([9, 1, 1], [128, 1, 1], 0, s[0], [[6, 1]]);
+    assert.equal(launchEx(c.config, fn, null, extra), 0);
+    assert.equal(fake.launchCount(), 4);
+    const captured = fake.lastCapturedLaunch();
+    assert.deepEqual([captured.grid[0], captured.launchEx, captured.programmatic], [9, true, true]);
+    const graph = new BigUint64Array(1);
+    assert.equal(cu.streamEndCapture(stream, graph), 0);
+    assert.equal(cu.graphDestroy(handle(graph)), 0);
+    assert.equal(cu.streamDestroy(stream), 0);
+    assert.equal(cu.moduleUnload(module), 0);
+  }, { launchEx: true }),
+);
+
+Deno.test(
+  "cuda fake: compute capability and driver version are settable, and reset restores them",
+  withCuda((cu, fake) => {
+    const v = new Int32Array(1);
+    fake.setComputeCapability(8, 6);
+    fake.setDriverVersion(12020);
+    assert.equal(cu.deviceGetAttribute(v, 75, 0), 0);
+    assert.equal(v[0], 8);
+    assert.equal(cu.deviceGetAttribute(v, 76, 0), 0);
+    assert.equal(v[0], 6);
+    assert.equal(cu.driverGetVersion(v), 0);
+    assert.equal(v[0], 12020);
+    fake.reset();
+    assert.equal(cu.deviceGetAttribute(v, 75, 0), 0);
+    assert.equal(v[0], 9);
+    assert.equal(cu.driverGetVersion(v), 0);
+    assert.equal(v[0], 12040);
+  }),
+);

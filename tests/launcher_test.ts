@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import type { DeviceModule } from "../backends/backend.ts";
 import { openCuda } from "../backends/cuda.ts";
+import { openHip } from "../backends/hip.ts";
 import { DriverError, LaunchArgumentError } from "../backends/errors.ts";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
 import {
@@ -16,8 +17,14 @@ import {
   type LauncherOptions,
   type LoadedVariant,
 } from "../kernels/launcher.ts";
+import { loadLinearOps } from "../kernels/ops/linear.ts";
 import { type KernelSignature, PARAM_BYTES } from "../kernels/signature.ts";
-import { buildFakeDriver, type FakeControl, openFakeControl } from "./fake_driver/fake.ts";
+import {
+  buildFakeDriver,
+  type FakeControl,
+  type FakeDriverOptions,
+  openFakeControl,
+} from "./fake_driver/fake.ts";
 
 const ALL_TYPES: KernelSignature = {
   name: "all_types",
@@ -33,14 +40,20 @@ const ALL_TYPES: KernelSignature = {
   ],
 };
 
-/** Runs `body` against a CUDA backend on the fake driver, with one loaded module. */
+/**
+ * Runs `body` against a CUDA backend on the fake driver, with one loaded module; `setup` runs on
+ * the reset fake before the backend opens (to set what the device reports).
+ */
 function withFake(
   body: (gpu: GpuBackend, module: DeviceModule, fake: FakeControl) => void,
+  options: FakeDriverOptions = {},
+  setup: (fake: FakeControl) => void = () => {},
 ): () => void {
   return () => {
-    const path = buildFakeDriver();
+    const path = buildFakeDriver(options);
     const fake = openFakeControl(path);
     fake.reset();
+    setup(fake);
     const gpu = openCuda({ libraryPath: path });
     try {
       body(gpu, gpu.loadModule({ format: "ptx", text: "fake module" }), fake);
@@ -324,3 +337,227 @@ Deno.test(
     assert.deepEqual(fake.lastLaunch().args, expected);
   }),
 );
+
+// ---------------------------------------------------------------------------------------------
+// Programmatic dependent launch: cuLaunchKernelEx with the programmatic stream serialization
+// attribute, where the driver has it (the fake's launchEx build) and the device and driver
+// support it (compute capability 9.0, CUDA 12.3).
+
+const EX = { launchEx: true };
+
+/** The stream's handle address, as the fake records it. */
+function streamAddress(stream: { native: Deno.PointerValue }): bigint {
+  return stream.native === null ? 0n : BigInt(Deno.UnsafePointer.value(stream.native));
+}
+
+for (const packing of ["params", "extra"] as ArgumentPacking[]) {
+  Deno.test(
+    `launcher (${packing}, programmatic): cuLaunchKernelEx gets the same launch, on each stream`,
+    withFake((gpu, module, fake) => {
+      setSizes(fake, ALL_TYPES);
+      const { launch, programmatic } = createLauncher(
+        gpu.launchAbi,
+        ALL_TYPES,
+        generic(module, "all_types"),
+        { packing, programmatic: true },
+      );
+      assert.equal(programmatic, true);
+      const buffer = gpu.alloc(256);
+      const a = gpu.createStream(), b = gpu.createStream();
+      const values = { out: buffer.ptr, i: -7, u: 9, l: -3n, ul: 5n, x: 2.5, h: 1, bh: 2 };
+      const args = [buffer, -7, 9, -3, 5, 2.5, 1, 2];
+      // Switching streams back and forth must rewrite the config's stream every time.
+      const streams = [a, a, gpu.defaultStream, b, a, gpu.defaultStream, gpu.defaultStream];
+      streams.forEach((stream, i) => {
+        launch(i + 1, 2, 3, 32 * (i + 1), 2, 1, 16 * i, stream, ...args);
+        const record = fake.lastLaunch();
+        assert.deepEqual(record.grid, [i + 1, 2, 3], `launch ${i}`);
+        assert.deepEqual(record.block, [32 * (i + 1), 2, 1], `launch ${i}`);
+        assert.equal(record.sharedMem, 16 * i, `launch ${i}`);
+        assert.equal(record.stream, streamAddress(stream), `launch ${i}: stream`);
+        assert.deepEqual([record.launchEx, record.programmatic], [true, true], `launch ${i}`);
+        assert.deepEqual(record.args, expectedAllTypes(values), `launch ${i}: arguments`);
+      });
+      assert.equal(fake.launchCount(), streams.length);
+    }, EX),
+  );
+}
+
+Deno.test(
+  "launcher (programmatic): a programmatic launch is captured with its attribute",
+  withFake((gpu, module, fake) => {
+    const { launch } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"), {
+      programmatic: true,
+    });
+    const stream = gpu.createStream();
+    gpu.beginCapture(stream);
+    launch(4, 1, 1, 64, 1, 1, 0, stream, 0, 1, 2, 3, 4, 5, 6, 7);
+    const graph = gpu.endCapture(stream);
+    const captured = fake.lastCapturedLaunch();
+    assert.deepEqual([captured.grid[0], captured.launchEx, captured.programmatic], [4, true, true]);
+    assert.equal(captured.stream, streamAddress(stream));
+    assert.equal(fake.launchCount(), 0);
+    graph.launch(stream);
+    assert.equal(fake.graphNodesReplayed(), 1);
+    graph.destroy();
+  }, EX),
+);
+
+Deno.test(
+  "launcher (programmatic): a failed launch throws the driver's error naming cuLaunchKernelEx",
+  withFake((gpu, module, fake) => {
+    const { launch } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"), {
+      programmatic: true,
+    });
+    fake.failNext("cuLaunchKernelEx", 700);
+    assert.throws(
+      () => launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7),
+      (e: Error) =>
+        e instanceof DriverError && e.call === "cuLaunchKernelEx" &&
+        /CUDA_ERROR_ILLEGAL_ADDRESS \(700\)/.test(e.message),
+    );
+    launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7);
+    assert.equal(fake.lastLaunch().programmatic, true);
+  }, EX),
+);
+
+Deno.test(
+  "launcher (programmatic): the generated source allocates nothing either",
+  withFake((gpu, module) => {
+    const { source } = createLauncher(gpu.launchAbi, ALL_TYPES, generic(module, "all_types"), {
+      programmatic: true,
+    });
+    const body = source.slice(source.indexOf("return function"));
+    assert.doesNotMatch(body, /new |\[\]|\.\.\.|`|\{\s*\}/);
+    assert.match(body, /launchEx\(config, fn, kernelParams, extra\)/);
+    assert.doesNotMatch(body, /launchKernel\(/);
+  }, EX),
+);
+
+/** Opens the backend on a fake set up by `setup`, and returns what a programmatic launch did. */
+function programmaticOutcome(
+  options: FakeDriverOptions,
+  setup: (fake: FakeControl) => void,
+): { offered: boolean; programmatic: boolean; launchEx: boolean } {
+  let outcome = { offered: false, programmatic: false, launchEx: false };
+  withFake(
+    (gpu, module, fake) => {
+      const { launch, programmatic } = createLauncher(
+        gpu.launchAbi,
+        ALL_TYPES,
+        generic(module, "all_types"),
+        { programmatic: true },
+      );
+      launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7);
+      const record = fake.lastLaunch();
+      outcome = {
+        offered: typeof gpu.launchAbi.launchKernelEx === "function",
+        programmatic: programmatic && record.programmatic,
+        launchEx: record.launchEx,
+      };
+    },
+    options,
+    setup,
+  )();
+  return outcome;
+}
+
+Deno.test("launcher (programmatic): falls back to cuLaunchKernel where PDL is unavailable", () => {
+  const plain = { offered: false, programmatic: false, launchEx: false };
+  // Compute capability 9.0, CUDA 12.4, cuLaunchKernelEx present: programmatic.
+  assert.deepEqual(programmaticOutcome(EX, () => {}), {
+    offered: true,
+    programmatic: true,
+    launchEx: true,
+  });
+  // An Ampere device (no griddepcontrol), a CUDA 12.2 driver (graphs would not keep the
+  // attribute), a driver without cuLaunchKernelEx: the plain launch.
+  assert.deepEqual(programmaticOutcome(EX, (f) => f.setComputeCapability(8, 0)), plain);
+  assert.deepEqual(programmaticOutcome(EX, (f) => f.setDriverVersion(12020)), plain);
+  assert.deepEqual(programmaticOutcome({}, () => {}), plain);
+  // 12.3 is enough.
+  assert.equal(programmaticOutcome(EX, (f) => f.setDriverVersion(12030)).programmatic, true);
+});
+
+Deno.test("launcher (programmatic): HIP never launches programmatically", () => {
+  const path = buildFakeDriver({ hip: true });
+  const fake = openFakeControl(path);
+  fake.reset();
+  const gpu = openHip({ libraryPath: path });
+  try {
+    assert.equal(gpu.launchAbi.launchKernelEx, null);
+    const module = gpu.loadModule({ format: "hsaco", bytes: new Uint8Array([1, 2, 3]) });
+    const { launch, programmatic } = createLauncher(
+      gpu.launchAbi,
+      ALL_TYPES,
+      generic(module, "all_types"),
+      { programmatic: true },
+    );
+    assert.equal(programmatic, false);
+    launch(1, 1, 1, 1, 1, 1, 0, gpu.defaultStream, 0, 1, 2, 3, 4, 5, 6, 7);
+    assert.equal(fake.lastLaunch().launchEx, false);
+  } finally {
+    gpu.close();
+    fake.close();
+  }
+});
+
+Deno.test("programmatic launch: of the linear kernels only the GEMVs use it", async () => {
+  const path = buildFakeDriver(EX);
+  const fake = openFakeControl(path);
+  fake.reset();
+  const gpu = openCuda({ libraryPath: path });
+  try {
+    const [auto, plain, deep] = await Promise.all([
+      loadLinearOps(gpu),
+      loadLinearOps(gpu, { programmatic: false }),
+      loadLinearOps(gpu, { gemvStages: 2, gemvSplit: 4 }),
+    ]);
+    const s = gpu.createStream();
+    const x = gpu.alloc(2 * 300 * 4096 + 16), w = gpu.alloc(2 * 4096 * 4096);
+    const out = gpu.alloc(2 * 300 * 4096);
+    const run = (ops: typeof auto, m: number, xv = x) => {
+      ops.linear(out, xv, w, m, 4096, 4096, s);
+      return fake.lastLaunch();
+    };
+    // M = 1: the 16-row GEMV, 256 blocks, programmatic; gemvLaunch says the same.
+    let launch = run(auto, 1);
+    assert.deepEqual(
+      [launch.functionName, launch.grid[0], launch.launchEx, launch.programmatic],
+      ["linear_gemv_t8_r16", 256, true, true],
+    );
+    assert.deepEqual(auto.gemvLaunch(1, 4096, 4096, x, w), {
+      kernel: "linear_gemv_t8_r16",
+      split: 8,
+      stages: 1,
+      blocks: 256,
+      programmatic: true,
+    });
+    launch = run(auto, 16);
+    assert.deepEqual([launch.functionName, launch.programmatic], ["linear_gemv_t16_r16", true]);
+    // Forced stages and split: the _s2 kernel, half the row groups per block.
+    launch = run(deep, 3);
+    assert.deepEqual(
+      [launch.functionName, launch.grid[0], launch.programmatic],
+      ["linear_gemv_t8_r16_s2", 128, true],
+    );
+    assert.equal(deep.gemvLaunch(3, 4096, 4096, x, w)?.stages, 2);
+    // GEMMs and the fallback (a misaligned x) launch plainly, and so does everything when off.
+    assert.equal(run(auto, 300).programmatic, false);
+    assert.equal(run(auto, 1, x.slice(2, 2 * 4096)).functionName, "linear_gemm_fma");
+    assert.equal(fake.lastLaunch().launchEx, false);
+    assert.equal(auto.gemvLaunch(300, 4096, 4096, x, w), null);
+    launch = run(plain, 1);
+    assert.deepEqual([launch.functionName, launch.launchEx], ["linear_gemv_t8_r16", false]);
+    assert.equal(plain.gemvLaunch(1, 4096, 4096, x, w)?.programmatic, false);
+    await assert.rejects(
+      () => loadLinearOps(gpu, { gemvStages: 3 as 2 }),
+      /gemvStages must be 1 or 2, got 3/,
+    );
+    for (const b of [x, w, out]) gpu.free(b);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});

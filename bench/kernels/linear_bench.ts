@@ -4,21 +4,36 @@
  * 14336×4096, 4096×14336, 128256×4096), Denali's kernels and, where the backend has one, the
  * vendor library (cuBLASLt) on the same buffers. Pair with linear_torch.py for torch.matmul.
  *
- * Usage (on the GPU machine): `deno run -A bench/kernels/linear_bench.ts`
+ * Usage (on the GPU machine): `deno run -A bench/kernels/linear_bench.ts [--gemv-sweep]`
  *
  * Output: `BENCH copy_bandwidth gbps=...`, then per op and shape
  * `BENCH <op> m<M>_n<N>_k<K> time_us=<median> gbps=<x> tflops=<y>`, where bytes are x + W + out
- * once each, followed by a `# ...` line naming the kernel that ran and, for GEMVs, the fraction
- * of the copy bandwidth reached. Weights are rotated over enough copies (≥ 256 MiB together) that
- * L2 (50 MB) never holds the next call's weight; inputs are random bf16.
+ * once each, followed by a `# ...` line naming the kernel that ran and, for GEMVs, its launch
+ * (kernel function, K split, steps in flight, programmatic or not) and the fraction of the copy
+ * bandwidth reached. Each GEMV is also timed launched plainly (`linear_gemv_plain_launch`): the
+ * difference is what programmatic dependent launch gains over back-to-back calls. Weights are
+ * rotated over enough copies (≥ 256 MiB together) that L2 (50 MB) never holds the next call's
+ * weight; inputs are random bf16.
+ *
+ * `--gemv-sweep` times only the GEMVs (M = 1, 8, 16), each shape also under every forced
+ * configuration (`linear_gemv_sweep_r<rows>_k<split>_s<stages>`: 16 or 8 W rows per warp group,
+ * K split 1, 2, 4 or 8, one or two steps in flight; all launched programmatically where the
+ * device allows), then prints the fastest configuration per shape and M, to pick the defaults of
+ * kernels/ops/linear.ts from one run.
  *
  * @module
  */
 
+import { parseArgs } from "node:util";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type LinearKernel, loadLinearOps } from "../../kernels/ops/linear.ts";
+import {
+  type GpuLinearOps,
+  type LinearKernel,
+  type LinearOptions,
+  loadLinearOps,
+} from "../../kernels/ops/linear.ts";
 import { medianUs, printBench, printCopyBandwidth } from "./measure.ts";
 
 const SHAPES: [number, number][] = [
@@ -32,6 +47,12 @@ const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 1024, 4096];
 /** The mma GEMM tilings timed one by one beside the automatic choice. */
 const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256", "wgmma128x256", "wgmma128x128"];
+/** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
+const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>
+  ([1, 2, 4, 8] as const).flatMap((gemvSplit) =>
+    ([1, 2] as const).map((gemvStages) => ({ kernel, gemvSplit, gemvStages }))
+  )
+);
 const ROTATION_BYTES = 256 * 2 ** 20;
 const CHUNK_BYTES = 64 * 2 ** 20;
 
@@ -42,6 +63,27 @@ function fillRandom(gpu: Backend, buffer: DeviceBuffer, chunk: Uint16Array): voi
     const length = Math.min(bytes, buffer.bytes - offset);
     gpu.copyToDevice(buffer.slice(offset, length), new Uint8Array(chunk.buffer, 0, length));
   }
+}
+
+/** A sweep configuration's label, e.g. `r16_k8_s1`. */
+function sweepLabel(options: LinearOptions): string {
+  const rows = options.kernel === "gemv16" ? 16 : 8;
+  return `r${rows}_k${options.gemvSplit}_s${options.gemvStages}`;
+}
+
+/** How `ops` runs a GEMV shape, for the `#` lines. */
+function describeGemv(
+  ops: GpuLinearOps,
+  m: number,
+  n: number,
+  k: number,
+  x: DeviceBuffer,
+  w: DeviceBuffer,
+) {
+  const g = ops.gemvLaunch(m, n, k, x, w);
+  if (g === null) return "";
+  return ` launch=${g.kernel} split=${g.split} stages=${g.stages} blocks=${g.blocks}` +
+    ` programmatic=${g.programmatic}`;
 }
 
 /** 64 MiB of seeded random bf16, uniform in ±scale. */
@@ -58,15 +100,24 @@ function randomChunk(scale: number, seed: number): Uint16Array {
 }
 
 async function main() {
+  const { values } = parseArgs({ args: Deno.args, options: { "gemv-sweep": { type: "boolean" } } });
+  const sweep = values["gemv-sweep"] ?? false;
   const gpu = openCuda();
   const stream: Stream = gpu.createStream();
-  console.log(`# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
+  const { computeCapability: [major, minor], driverVersion } = gpu.info;
+  console.log(
+    `# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs, compute capability ` +
+      `${major}.${minor}, driver ${driverVersion}`,
+  );
   const copy = printCopyBandwidth(gpu, stream);
   const ops = await loadLinearOps(gpu);
+  const plain = await loadLinearOps(gpu, { programmatic: false });
   const variants = await Promise.all(
-    GEMM_VARIANTS.map((kernel) => loadLinearOps(gpu, { kernel })),
+    (sweep ? [] : GEMM_VARIANTS).map((kernel) => loadLinearOps(gpu, { kernel })),
   );
-  const accel = gpu.gemmAccelerator;
+  const sweepOps = await Promise.all((sweep ? SWEEP : []).map((o) => loadLinearOps(gpu, o)));
+  const best: string[] = [];
+  const accel = sweep ? null : gpu.gemmAccelerator;
   console.log(`# accelerator: ${accel?.name ?? "none"}`);
   const xChunk = randomChunk(1, 7);
 
@@ -86,7 +137,7 @@ async function main() {
     const out = gpu.alloc(2 * maxM * n);
     gpu.synchronize();
 
-    for (const m of [...GEMV_MS, ...GEMM_MS]) {
+    for (const m of sweep ? GEMV_MS : [...GEMV_MS, ...GEMM_MS]) {
       const gemv = m <= 16;
       const shape = `m${m}_n${n}_k${k}`;
       const bytes = 2 * (m * k + n * k + m * n);
@@ -103,8 +154,38 @@ async function main() {
       const gbps = bytes / (us * 1e3);
       console.log(
         `# ${op} ${shape} kernel=${ops.kernelName(m, n, k, x, weights[0])}` +
+          describeGemv(ops, m, n, k, x, weights[0]) +
           (gemv ? ` of_copy=${(gbps / copy).toFixed(3)}` : ""),
       );
+      if (gemv) {
+        const time = (o: GpuLinearOps) =>
+          medianUs(
+            gpu,
+            stream,
+            (rep) => o.linear(out, x, weights[rep % copies], m, n, k, stream),
+            reps,
+          );
+        const plainUs = time(plain);
+        printBench("linear_gemv_plain_launch", shape, plainUs, bytes, flops);
+        console.log(`# ${shape} programmatic/plain time ratio=${(us / plainUs).toFixed(3)}`);
+        let bestUs = us, bestLabel = "auto";
+        sweepOps.forEach((o, i) => {
+          const label = sweepLabel(SWEEP[i]);
+          const sweepUs = time(o);
+          printBench(`linear_gemv_sweep_${label}`, shape, sweepUs, bytes, flops);
+          if (sweepUs < bestUs) [bestUs, bestLabel] = [sweepUs, label];
+        });
+        if (sweep) {
+          const ratio = (t: number) => (bytes / (t * 1e3) / copy).toFixed(3);
+          best.push(
+            `# best ${shape}: ${bestLabel} ${bestUs.toFixed(2)} us of_copy=${ratio(bestUs)}` +
+              ` (auto ${us.toFixed(2)} us of_copy=${ratio(us)}, plain launch ${
+                plainUs.toFixed(2)
+              } us of_copy=${ratio(plainUs)})`,
+          );
+          console.log(best[best.length - 1]);
+        }
+      }
       for (let v = 0; v < (gemv ? 0 : variants.length); v++) {
         const variantUs = medianUs(
           gpu,
@@ -138,6 +219,7 @@ async function main() {
     }
     for (const b of [...weights, x, out]) gpu.free(b);
   }
+  if (sweep) console.log(["# GEMV sweep: fastest configuration per shape", ...best].join("\n"));
   gpu.close();
 }
 

@@ -4,14 +4,21 @@
  *
  * Kernel choice (see linear.cu for the kernels themselves):
  * - K % 8 == 0 and x, W 16-byte aligned ("vector" shapes), M <= 16: the tensor-core GEMV,
- *   `linear_gemv_t{8,16}_r{16,8}`: t8 for M <= 8, else t16; 16 W rows per warp group when that
- *   still gives at least one group per SM, else 8 (more blocks for small N). 256 threads; warps
+ *   `linear_gemv_t{8,16}_r{16,8}[_s2]`: t8 for M <= 8, else t16; 16 W rows per warp group when
+ *   that still gives at least one group per SM, else 8 (more blocks for small N); one step of W
+ *   in flight per warp (`_s2`, two, only when forced by `gemvStages` so far). 256 threads; warps
  *   split K in groups of `ksplit` = 8 (fewer when K has fewer than 8 steps of 128 or 256), so a
- *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that).
+ *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that). Where the backend offers
+ *   programmatic dependent launch (CUDA, compute capability 9.0+, a CUDA 12.3+ driver), GEMVs
+ *   use it: a GEMV may start while the kernel before it still runs, streaming its first weights,
+ *   and waits for that kernel before it reads x or writes out. So a GEMV's weights must not be
+ *   written by the kernels still running when it is launched (the engine writes them once, by
+ *   copies, at load time). Every other linear kernel launches plainly.
  * - Vector shapes, M > 16, CUDA with the sm_90a image of linear_sm90.cu loaded (Hopper):
  *   `linear_wgmma_128x256` when its 128×256 tiles fill at least 0.9 of the SMs (one block per SM),
- *   else `linear_wgmma_128x128` when its tiles fill a quarter of them; 256 threads, 193 KiB
- *   dynamic shared memory.
+ *   else `linear_wgmma_128x128` when its tiles fill a quarter of them, or when splitting K over up
+ *   to 16 blocks a tile (a ticket per tile; the last block sums the fp32 partials) makes ~0.9
+ *   waves; 256 threads, 193 KiB dynamic shared memory.
  * - Other vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
  *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
  *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
@@ -26,7 +33,7 @@
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
-import { createLauncher, type Launcher } from "../launcher.ts";
+import { createLauncher, type KernelLauncher, type Launcher } from "../launcher.ts";
 import { type LoadedKernels, loadKernels } from "../modules.ts";
 
 /**
@@ -52,12 +59,44 @@ export interface LinearOptions {
   readonly kernel?: LinearKernel;
   /** Forces the GEMV's K split (warps per row group): 1, 2, 4 or 8. */
   readonly gemvSplit?: 1 | 2 | 4 | 8;
+  /** Forces the GEMV's steps of W in flight per warp: 1, or 2 (the `_s2` kernels). */
+  readonly gemvStages?: 1 | 2;
+  /**
+   * Whether GEMVs use programmatic dependent launch where the backend offers it. Default true,
+   * unless the environment sets DENALI_PDL=0.
+   */
+  readonly programmatic?: boolean;
+}
+
+/** One GEMV launch, as `linear` would make it. */
+export interface GemvLaunch {
+  /** The kernel function, e.g. `linear_gemv_t8_r16_s2`. */
+  readonly kernel: string;
+  /** Warps per row group (the K split). */
+  readonly split: number;
+  /** Steps of W in flight per warp. */
+  readonly stages: number;
+  /** Blocks of 256 threads. */
+  readonly blocks: number;
+  /** Whether it launches programmatically. */
+  readonly programmatic: boolean;
 }
 
 /** The linear ops, plus which kernel a call would run (for benchmark labels). */
 export interface GpuLinearOps extends LinearOps {
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
   kernelName(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer): string;
+  /**
+   * The GEMV launch `linear` makes for this shape and these buffers, or null when it runs no
+   * GEMV (M > 16, a fallback shape, or the accelerator). For benchmark labels and tests.
+   */
+  gemvLaunch(
+    m: number,
+    n: number,
+    k: number,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+  ): GemvLaunch | null;
 }
 
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
@@ -120,6 +159,21 @@ function autoSplit(steps: number): number {
 }
 
 /**
+ * The GEMV kernels, indexed by (M > 8 ? 4 : 0) + (8 rows ? 2 : 0) + (stages - 1): tokens per
+ * tile, W rows per warp group, steps in flight per warp.
+ */
+const GEMV_KERNELS = [
+  "linear_gemv_t8_r16",
+  "linear_gemv_t8_r16_s2",
+  "linear_gemv_t8_r8",
+  "linear_gemv_t8_r8_s2",
+  "linear_gemv_t16_r16",
+  "linear_gemv_t16_r16_s2",
+  "linear_gemv_t16_r8",
+  "linear_gemv_t16_r8_s2",
+];
+
+/**
  * Loads the linear kernels onto the backend's device and returns its ops.
  *
  * @example
@@ -139,6 +193,14 @@ export async function loadLinearOps(
   // The wgmma kernels exist only in the sm_90a image; elsewhere the module's copies trap.
   const sm90 = cuda ? await loadKernels(backend, "linear_sm90") : null;
   const wgmma = sm90 !== null && sm90.target === "sm_90a";
+  // Split-K scratch of the wgmma GEMMs, allocated once: an fp32 128×128 slot per block of a split
+  // grid (wgmmaSplit keeps those to one per SM) and a ticket counter per tile, zeroed here and left
+  // zeroed by the kernels. Like a vendor library's workspace, it is shared by every call of these
+  // ops, so split calls on different streams must not overlap.
+  const slots = backend.info.multiprocessors;
+  const partials = wgmma ? backend.alloc(slots * 128 * 128 * 4) : null;
+  const counters = wgmma ? backend.alloc(slots * 4) : null;
+  if (counters !== null) backend.memset(counters, 0);
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
   // attribute of a function handle, so their launchers are built here over the very handles it
   // was raised on (the driver need not hand out the same handle twice). HIP never runs them.
@@ -149,10 +211,21 @@ export async function loadLinearOps(
     const spec = kernels.specs.find((s) => s.name === name)!;
     return createLauncher(backend.launchAbi!, spec, [{ fn, assumes: {} }]).launch;
   };
-  const gemvT8R16 = launchers.linear_gemv_t8_r16.launch;
-  const gemvT16R16 = launchers.linear_gemv_t16_r16.launch;
-  const gemvT8R8 = launchers.linear_gemv_t8_r8.launch;
-  const gemvT16R8 = launchers.linear_gemv_t16_r8.launch;
+  // The GEMVs wait for the previous kernel before they touch x or out (griddepcontrol.wait), so
+  // they, and only they, may launch programmatically.
+  const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
+  const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
+  const gemvLauncher = (name: string): KernelLauncher => {
+    if (!pdl) return launchers[name];
+    const spec = linearKernels.specs.find((s) => s.name === name)!;
+    const variants = spec.variants.map((v) => ({
+      fn: linearKernels.module.getFunction(v.symbol),
+      assumes: v.assumes,
+    }));
+    return createLauncher(backend.launchAbi!, spec, variants, { programmatic: true });
+  };
+  const gemvs = GEMV_KERNELS.map(gemvLauncher);
+  const gemv = gemvs.map((l) => l.launch);
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
@@ -169,6 +242,20 @@ export async function loadLinearOps(
   const forcedSplit = options.gemvSplit ?? 0;
   if (![0, 1, 2, 4, 8].includes(forcedSplit)) {
     throw new RangeError(`loadLinearOps: gemvSplit must be 1, 2, 4 or 8, got ${forcedSplit}`);
+  }
+  const forcedStages = options.gemvStages ?? 0;
+  if (![0, 1, 2].includes(forcedStages)) {
+    throw new RangeError(`loadLinearOps: gemvStages must be 1 or 2, got ${forcedStages}`);
+  }
+
+  /**
+   * K slices of a wgmma 128×128 call: 1, unless its tiles leave most SMs idle; then enough for
+   * about one block per SM, each slice at least 4 k tiles (256 k) long, at most 16.
+   */
+  function wgmmaSplit(kernel: number, m: number, n: number, k: number): number {
+    const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
+    if (kernel !== WGMMA128 || tiles * 2 > sms) return 1;
+    return Math.max(1, Math.min(Math.floor(sms / tiles), Math.floor(Math.ceil(k / 64) / 4), 16));
   }
 
   /** The kernel code for a call; integer arithmetic only. */
@@ -188,10 +275,32 @@ export async function loadLinearOps(
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
       // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).
       if (Math.ceil(m / 128) * Math.ceil(n / 256) * 10 >= sms * 9) return WGMMA256;
-      if (Math.ceil(m / 128) * Math.ceil(n / 128) * 4 >= sms) return WGMMA128;
+      const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
+      // Split over K, fewer tiles still make ~0.9 waves (M = 256 with N = 1024).
+      if (tiles * 4 >= sms || tiles * wgmmaSplit(WGMMA128, m, n, k) * 10 >= sms * 9) {
+        return WGMMA128;
+      }
     }
     if (m >= 4096) return GEMM128X256;
     return Math.ceil(m / 128) * Math.ceil(n / 128) >= sms ? GEMM128 : GEMM64;
+  }
+
+  /** The GEMV's K split: forced, else 8 or fewer when K has fewer warp steps than that. */
+  function gemvSplit(kernel: number, k: number): number {
+    if (forcedSplit !== 0) return forcedSplit;
+    // A warp step covers 128 k (16 rows) or 256 k (8 rows); more warps than steps would idle.
+    return autoSplit(Math.ceil(k / (kernel === GEMV16 ? 128 : 256)));
+  }
+
+  /** Blocks of a GEMV launch: 8 / split row groups of 16 or 8 rows each. */
+  function gemvBlocks(kernel: number, n: number, split: number): number {
+    return Math.ceil(n / ((8 / split) * (kernel === GEMV16 ? 16 : 8)));
+  }
+
+  /** Index into GEMV_KERNELS; one step in flight unless forced (the H100 sweep decides). */
+  function gemvIndex(kernel: number, m: number): number {
+    const stages = forcedStages !== 0 ? forcedStages : 1;
+    return (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0) + stages - 1;
   }
 
   function runDenali(
@@ -205,18 +314,36 @@ export async function loadLinearOps(
   ): void {
     const kernel = choose(m, n, k, x, weight);
     if (kernel === GEMV16 || kernel === GEMV8) {
-      const rows = kernel === GEMV16 ? 16 : 8;
-      // A warp step covers 128 k (16 rows) or 256 k (8 rows); more warps than steps would idle.
-      const steps = Math.ceil(k / (rows === 16 ? 128 : 256));
-      const split = forcedSplit !== 0 ? forcedSplit : autoSplit(steps);
-      const blocks = Math.ceil(n / ((8 / split) * rows));
-      const launch = m <= 8
-        ? (rows === 16 ? gemvT8R16 : gemvT8R8)
-        : (rows === 16 ? gemvT16R16 : gemvT16R8);
+      const split = gemvSplit(kernel, k), blocks = gemvBlocks(kernel, n, split);
+      const launch = gemv[gemvIndex(kernel, m)];
       launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight, m, n, k, split);
     } else if (kernel !== FMA) {
       const g = MMA_GEMMS[kernel] ?? WGMMA_GEMMS[kernel];
       const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
+      if (kernel === WGMMA256 || kernel === WGMMA128) {
+        const split = wgmmaSplit(kernel, m, n, k);
+        const grid = tiles * split;
+        mma[kernel]!(
+          grid,
+          1,
+          1,
+          256,
+          1,
+          1,
+          g.shared,
+          stream,
+          out,
+          x,
+          weight,
+          m,
+          n,
+          k,
+          split,
+          partials!,
+          counters!,
+        );
+        return;
+      }
       mma[kernel]!(
         tiles,
         1,
@@ -340,6 +467,20 @@ export async function loadLinearOps(
     kernelName(m, n, k, x, weight) {
       if (accel !== null && useAccelerator(m, n, k)) return "accelerator";
       return KERNEL_NAMES[choose(m, n, k, x, weight)];
+    },
+
+    gemvLaunch(m, n, k, x, weight) {
+      if (accel !== null && useAccelerator(m, n, k)) return null;
+      const kernel = choose(m, n, k, x, weight);
+      if (kernel !== GEMV16 && kernel !== GEMV8) return null;
+      const index = gemvIndex(kernel, m), split = gemvSplit(kernel, k);
+      return {
+        kernel: GEMV_KERNELS[index],
+        split,
+        stages: (index & 1) + 1,
+        blocks: gemvBlocks(kernel, n, split),
+        programmatic: gemvs[index].programmatic,
+      };
     },
   };
 }

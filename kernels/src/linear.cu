@@ -1,10 +1,12 @@
 // Linear layers: out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation.
 //
 // Kernels (kernels/ops/linear.ts picks one per call):
-//   linear_gemv_t8_r16, linear_gemv_t16_r16, linear_gemv_t8_r8, linear_gemv_t16_r8
+//   linear_gemv_t{8,16}_r{16,8} and linear_gemv_t{8,16}_r{16,8}_s2
 //     Decode (M <= 16): weight-bandwidth-bound. Each warp streams W rows with 16-byte loads and
 //     feeds them straight from registers into tensor-core mma (no shared memory, no bf16→f32
-//     conversions); t8/t16 = up to 8/16 tokens, r16/r8 = 16/8 W rows per warp.
+//     conversions); t8/t16 = up to 8/16 tokens, r16/r8 = 16/8 W rows per warp, _s2 = two steps
+//     of W in flight per warp instead of one. On sm_90 they support programmatic dependent
+//     launch: weight loads start before the previous kernel of the stream has finished.
 //   linear_gemm_128x128, linear_gemm_64x64, linear_gemm_128x256
 //     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline;
 //     block tile BM×BN, 4 warps (8 for 128×256).
@@ -59,12 +61,89 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 //
 // A block has 8 warps in groups of `ksplit` (1, 2, 4 or 8) that split K between them; each group
 // owns one block of ROWS rows of W. A warp step covers ROWS rows × (32 · CH) k, i.e. 4 KiB of W
-// in flight per warp, and group members take steps round-robin so the block reads each row in
-// long contiguous runs. Partial sums meet in shared memory at the end.
+// per warp, and group members take steps round-robin so the block reads each row in long
+// contiguous runs. Partial sums meet in shared memory at the end.
+//
+// Each warp keeps S steps of W in flight: S register slots, each refilled with the step S ahead
+// as soon as its mmas have been issued. S = 1 loads each step's x with its W (load, multiply,
+// load, ...); S = 2 loads x just before the mmas that use it (L1 or L2 hits), to hold one step of
+// x rather than two.
+//
+// Programmatic dependent launch (sm_90+): launched with programmatic stream serialization, the
+// kernel may start while the previous kernel of its stream still runs. It issues the loads of
+// its first S weight steps at once (no kernel writes weights), then waits in griddepcontrol.wait
+// until that kernel has completed and its writes are visible, and only then reads x and, at the
+// end, writes out. Its first instruction, griddepcontrol.launch_dependents, lets the next such
+// launch start early in turn. Launched plainly, both instructions do nothing.
 //
 // Rows past N read row N - 1 and tokens past M read token M - 1 (valid memory, results
 // discarded), so only the K tail needs predication.
-template <int MT, int RH>
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// A weight load for before pdl_wait: volatile, so the compiler keeps it on that side.
+__device__ __forceinline__ uint4 ld_stream_early(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// An x load. x may have been written by the kernel pdl_wait waited for, which ran while this
+// one had already started, so not the non-coherent path: a plain load (cached in L1, where the
+// block's other row groups find it), volatile so the compiler keeps it after the wait.
+__device__ __forceinline__ uint4 ld_x(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// One step of R rows (W, or x tokens) from chunk c0: thread t takes chunks c0 + t + 4j, given
+// p[r] = row r's start + t. In the K tail, chunks past the row end count as zeros; out-of-range
+// lanes load their row's first chunk (always valid, so nothing depends on the compiler not
+// speculating a load) and then drop it. Zeroing both W and x keeps a NaN in either from
+// reaching the sums.
+template <int R, int CH, int KIND>  // KIND: 0 weight, 1 weight before the wait, 2 x
+__device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const (&p)[R], int c0,
+                                          int t, int kc) {
+  auto load = [](const uint4* q) {
+    return KIND == 0 ? ld_stream(q) : KIND == 1 ? ld_stream_early(q) : ld_x(q);
+  };
+  if (c0 + 4 * CH <= kc) {
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) v[r][j] = load(p[r] + c0 + 4 * j);
+    }
+  } else {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      const bool in = c0 + t + 4 * j < kc;
+      const int off = in ? c0 + 4 * j : -t;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint4 loaded = load(p[r] + off);
+        v[r][j] = in ? loaded : zero;
+      }
+    }
+  }
+}
+
+template <int MT, int RH, int S>
 __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
                                          const uint16_t* __restrict__ w, int M, int N, int K,
                                          int ksplit) {
@@ -72,6 +151,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   constexpr int CH = 8 / RH;      // 16-byte chunks per row per thread per step
   constexpr int STEP = 4 * CH;    // chunks per row per step (the 4 threads of a group)
   __shared__ float red[LINEAR_WARPS][MT][4][32];
+  pdl_launch_dependents();
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -80,6 +160,8 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
   const int kc = K >> 3;  // 16-byte chunks per row
   const int steps = (kc + STEP - 1) / STEP;
+  // This warp's steps are part, part + ksplit, ...: `mine` of them.
+  const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
 
   const uint4* wr[RH];
 #pragma unroll
@@ -94,6 +176,14 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     xr[mt] = reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K) + t;
   }
 
+  uint4 wv[S][RH][CH], xv[MT][CH];
+#pragma unroll
+  for (int u = 0; u < S; ++u) {
+    if (u < mine) load_step<RH, CH, 1>(wv[u], wr, (part + u * ksplit) * STEP, t, kc);
+  }
+  pdl_wait();
+  if (S == 1 && mine > 0) load_step<MT, CH, 2>(xv, xr, part * STEP, t, kc);
+
   // Two accumulator sets, one per half of each 16-byte chunk, halve the chain of dependent mmas.
   float acc[MT][2][4];
 #pragma unroll
@@ -102,48 +192,28 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     for (int r = 0; r < 4; ++r) acc[mt][0][r] = acc[mt][1][r] = 0.f;
   }
 
-  for (int s = part; s < steps; s += ksplit) {
-    const int c0 = s * STEP;  // this thread's chunks: c0 + t + 4j
-    uint4 wv[RH][CH], xv[MT][CH];
-    if ((s + 1) * STEP <= kc) {
+  for (int i0 = 0; i0 < mine; i0 += S) {
 #pragma unroll
-      for (int j = 0; j < CH; ++j) {
+    for (int u = 0; u < S; ++u) {
+      const int i = i0 + u;
+      if (i < mine) {
+        if (S > 1) load_step<MT, CH, 2>(xv, xr, (part + i * ksplit) * STEP, t, kc);
 #pragma unroll
-        for (int h = 0; h < RH; ++h) wv[h][j] = ld_stream(wr[h] + c0 + 4 * j);
-      }
+        for (int j = 0; j < CH; ++j) {
+          const uint4 lo = wv[u][0][j];
+          const uint4 hi = RH == 2 ? wv[u][RH - 1][j] : make_uint4(0, 0, 0, 0);
 #pragma unroll
-      for (int j = 0; j < CH; ++j) {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) xv[mt][j] = __ldg(xr[mt] + c0 + 4 * j);
-      }
-    } else {  // the K tail: chunks past the row end count as zeros
-      // Out-of-range lanes load their row's first chunk (always valid, so nothing depends on
-      // the compiler not speculating a load) and then drop it.
-      const uint4 zero = make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int j = 0; j < CH; ++j) {
-        const bool in = c0 + t + 4 * j < kc;
-        const int off = in ? c0 + 4 * j : -t;
-#pragma unroll
-        for (int h = 0; h < RH; ++h) {
-          const uint4 v = ld_stream(wr[h] + off);
-          wv[h][j] = in ? v : zero;
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint4 b = xv[mt][j];
+            mma_bf16(acc[mt][0], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+            mma_bf16(acc[mt][1], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+          }
         }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const uint4 v = __ldg(xr[mt] + off);
-          xv[mt][j] = in ? v : zero;
+        if (i + S < mine) {
+          const int c0 = (part + (i + S) * ksplit) * STEP;
+          load_step<RH, CH, 0>(wv[u], wr, c0, t, kc);
+          if (S == 1) load_step<MT, CH, 2>(xv, xr, c0, t, kc);
         }
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < CH; ++j) {
-      const uint32_t hx = RH == 2 ? wv[RH - 1][j].x : 0u, hy = RH == 2 ? wv[RH - 1][j].y : 0u;
-      const uint32_t hz = RH == 2 ? wv[RH - 1][j].z : 0u, hw = RH == 2 ? wv[RH - 1][j].w : 0u;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma_bf16(acc[mt][0], wv[0][j].x, hx, wv[0][j].y, hy, xv[mt][j].x, xv[mt][j].y);
-        mma_bf16(acc[mt][1], wv[0][j].z, hz, wv[0][j].w, hw, xv[mt][j].z, xv[mt][j].w);
       }
     }
   }
@@ -400,35 +470,57 @@ __device__ __forceinline__ void gemv_portable(uint16_t* __restrict__ out,
 
 // ---------------------------------------------------------------------------------------------
 // Entry points. Geometry of every GEMV kernel: 256 threads; grid ceil(N / (ROWS · 8 / ksplit));
-// ksplit ∈ {1, 2, 4, 8}; t8 needs M <= 8, t16 M <= 16.
+// ksplit ∈ {1, 2, 4, 8}; t8 needs M <= 8, t16 M <= 16; r16/r8: ROWS = 16/8 W rows per warp
+// group; no suffix / _s2: S = 1 / 2 steps in flight per warp.
 
 #ifndef DENALI_HIP
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_gemm_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
-#define GEMV_BODY(T, RH) gemv_mma<(T) / 8, RH>(out, x, w, M, N, K, ksplit)
+#define GEMV_BODY(T, RH, S) gemv_mma<(T) / 8, RH, S>(out, x, w, M, N, K, ksplit)
 #else
-#define GEMV_BODY(T, RH) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
+// HIP has no griddepcontrol and keeps no steps in flight by hand: S does not apply.
+#define GEMV_BODY(T, RH, S) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
 #endif
 
 extern "C" __global__ void linear_gemv_t8_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
-  GEMV_BODY(8, 2);
+  GEMV_BODY(8, 2, 1);
 }
 
 extern "C" __global__ void linear_gemv_t16_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
-  GEMV_BODY(16, 2);
+  GEMV_BODY(16, 2, 1);
 }
 
 extern "C" __global__ void linear_gemv_t8_r8(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
-  GEMV_BODY(8, 1);
+  GEMV_BODY(8, 1, 1);
 }
 
 extern "C" __global__ void linear_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
-  GEMV_BODY(16, 1);
+  GEMV_BODY(16, 1, 1);
+}
+
+extern "C" __global__ void linear_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(8, 2, 2);
+}
+
+extern "C" __global__ void linear_gemv_t16_r16_s2(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(16, 2, 2);
+}
+
+extern "C" __global__ void linear_gemv_t8_r8_s2(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(8, 1, 2);
+}
+
+extern "C" __global__ void linear_gemv_t16_r8_s2(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_BODY(16, 1, 2);
 }
 
 // 128 threads (4 warps of 64×64), 3 stages: 98304 bytes of dynamic shared memory; 1-D grid of

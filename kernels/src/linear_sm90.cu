@@ -18,6 +18,14 @@
 // barrier (after which every warpgroup has also retired tile kt - 2's wgmmas), start copying tile
 // kt + STAGES - 2 into the slot tile kt - 2 used, issue tile kt's four wgmmas, and wait until at
 // most one batch (tile kt's) is in flight.
+//
+// Split-K: with kSplit > 1 the grid has kSplit blocks per output tile, each over a contiguous
+// run of k tiles. Each block stores its fp32 accumulators to `partials` (slot tile · kSplit +
+// slice, in register order, so every access is a coalesced float4), fences, and takes a ticket
+// from counters[tile]; the block that takes the last ticket sums all kSplit slots in slice order
+// (its own read back too, so the result does not depend on which block finished last), writes
+// the bf16 tile and resets the counter to zero for the next call (so the counters, zeroed once
+// when allocated, survive graph replays). Small shapes with long K then fill the GPU.
 #include "compat.h"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -141,7 +149,9 @@ __device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint
 template <int BN, int STAGES>
 __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            const uint16_t* __restrict__ x,
-                                           const uint16_t* __restrict__ w, int M, int N, int K) {
+                                           const uint16_t* __restrict__ w, int M, int N, int K,
+                                           int kSplit, float* __restrict__ partials,
+                                           uint32_t* __restrict__ counters) {
   constexpr int BM = 128, BK = 64;
   constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
   constexpr int GROUP_M = 16;  // tile rows per raster group, for L2 reuse of x and W
@@ -149,7 +159,8 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   // Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right,
   // so the blocks resident at once share a few MB of x and W in L2.
   const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
-  const int pid = blockIdx.x;
+  const int pid = blockIdx.x % (tilesM * tilesN);
+  const int slice = blockIdx.x / (tilesM * tilesN);
   const int inGroup = GROUP_M * tilesN;
   const int firstM = (pid / inGroup) * GROUP_M;
   const int groupM = min(tilesM - firstM, GROUP_M);
@@ -160,12 +171,15 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   // launch asks for 1 KiB more than the ring needs).
   const uint32_t base = (shared_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
-  const int kTiles = (K + BK - 1) / BK;
+  // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
+  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
+  const int kFirst = slice * perSlice;
+  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
-    copy_tile<BM>(a, x, m0, M, kt * BK, K);
-    copy_tile<BN>(a + A_BYTES, w, n0, N, kt * BK, K);
+    copy_tile<BM>(a, x, m0, M, (kFirst + kt) * BK, K);
+    copy_tile<BN>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K);
   };
 
   float acc[BN / 2];
@@ -206,6 +220,39 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   pin_registers(acc);
   asm volatile("cp.async.wait_group 0;" ::: "memory");
 
+  if (kSplit > 1) {
+    // Register i of thread t lives at float (i / 4) · 1024 + 4 t + i % 4 of a slice's slot.
+    constexpr int SLOT = BM * BN;
+    float4* mine = reinterpret_cast<float4*>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT);
+#pragma unroll
+    for (int i = 0; i < BN / 8; ++i) {
+      mine[i * 256 + threadIdx.x] = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (threadIdx.x == 0) last = atomicAdd(&counters[pid], 1u) == static_cast<uint32_t>(kSplit - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // Sum the slices in slice order (this block's own included, read back), so the result does
+    // not depend on which block finished last.
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+    for (int other = 0; other < kSplit; ++other) {
+      const float4* p = reinterpret_cast<const float4*>(partials + static_cast<size_t>(pid * kSplit + other) * SLOT);
+#pragma unroll
+      for (int i = 0; i < BN / 8; ++i) {
+        const float4 v = __ldcg(p + i * 256 + threadIdx.x);
+        acc[4 * i] += v.x;
+        acc[4 * i + 1] += v.y;
+        acc[4 * i + 2] += v.z;
+        acc[4 * i + 3] += v.w;
+      }
+    }
+    if (threadIdx.x == 0) counters[pid] = 0;
+  }
+
   // Accumulator layout (per warpgroup, m64nBN): thread (warp v, lane l) holds, for each 8-column
   // slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4) and + 1, in acc[4 j .. 4 j + 3].
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
@@ -231,21 +278,23 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
-extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
-#define WGMMA_BODY(BN, STAGES) gemm_wgmma<BN, STAGES>(out, x, w, M, N, K)
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+#define WGMMA_BODY(BN, STAGES) gemm_wgmma<BN, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // 256 threads; 4 stages: 4 · (128 + 256) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
-// memory; 1-D grid of ceil(M / 128) · ceil(N / 256) blocks.
-extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+// memory; 1-D grid of kSplit · ceil(M / 128) · ceil(N / 256) blocks. With kSplit > 1, partials
+// holds kSplit · tiles · 128 · 256 floats and counters one zeroed word per tile.
+extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_BODY(256, 4);
 }
 
 // 256 threads; 6 stages: 6 · (128 + 128) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
-// memory; 1-D grid of ceil(M / 128) · ceil(N / 128) blocks.
-extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
+// memory; 1-D grid of kSplit · ceil(M / 128) · ceil(N / 128) blocks; partials and counters as
+// above with 128 · 128 floats a slot.
+extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_BODY(128, 6);
 }

@@ -15,10 +15,15 @@ export interface FakeDriverOptions {
   hip?: boolean;
   /** Leave out cuGraphLaunch / hipGraphLaunch, to test how a missing symbol is reported. */
   omitGraphLaunch?: boolean;
+  /**
+   * Export cuLaunchKernelEx (CUDA only). Without it the fake is a driver older than CUDA 11.8,
+   * so every launch goes through cuLaunchKernel, as tests that count those expect.
+   */
+  launchEx?: boolean;
 }
 
 /** Byte size of a serialised launch record's fixed header; the argument bytes follow it. */
-export const FAKE_LAUNCH_HEADER_BYTES = 104;
+export const FAKE_LAUNCH_HEADER_BYTES = 112;
 
 /** The most argument bytes the fake accepts for one launch (the classic CUDA limit). */
 export const FAKE_MAX_ARG_BYTES = 4096;
@@ -37,12 +42,20 @@ export interface FakeLaunch {
   functionName: string;
   /** The packed argument bytes, exactly as the kernel would have received them. */
   args: Uint8Array;
+  /** Whether it came through cuLaunchKernelEx. */
+  launchEx: boolean;
+  /** Whether it allowed programmatic stream serialization (programmatic dependent launch). */
+  programmatic: boolean;
 }
 
 /** Typed access to the fake's `fake_*` control exports. */
 export interface FakeControl {
   /** Sets how many devices the driver sees; 0 makes init fail with 100 (no device). */
   setDeviceCount(n: number): void;
+  /** Sets the compute capability the device reports (default 9.0). */
+  setComputeCapability(major: number, minor: number): void;
+  /** Sets the version the driver reports, encoded as the driver does (default 12040). */
+  setDriverVersion(version: number): void;
   /**
    * Declares the byte sizes (1, 2, 4, 8 or 16) of the parameters that the next kernelParams
    * launches pass, since the fake cannot read a kernel's signature.
@@ -62,7 +75,8 @@ export interface FakeControl {
   /** Device bytes currently allocated (pinned host memory is not counted). */
   bytesAllocated(): number;
   /** Clears counters, capture state, injected failures, param sizes, clock offset and freeze,
-   * and sets the device count back to 1. Allocations and handles survive. */
+   * and sets the device count, compute capability and driver version back to their defaults.
+   * Allocations and handles survive. */
   reset(): void;
   /** The last executed launch; throws if none was recorded since load or reset. */
   lastLaunch(): FakeLaunch;
@@ -74,6 +88,8 @@ export interface FakeControl {
 
 const CONTROL_SYMBOLS = {
   fake_set_device_count: { parameters: ["i32"], result: "void" },
+  fake_set_compute_capability: { parameters: ["i32", "i32"], result: "void" },
+  fake_set_driver_version: { parameters: ["i32"], result: "void" },
   fake_set_param_sizes: { parameters: ["buffer", "u32"], result: "i32" },
   fake_fail_next: { parameters: ["buffer", "i32"], result: "i32" },
   fake_advance_clock_ns: { parameters: ["u64"], result: "void" },
@@ -96,7 +112,11 @@ const built = new Map<string, string>();
 export function buildFakeDriver(options: FakeDriverOptions = {}): string {
   const hip = options.hip ?? false;
   const omitGraphLaunch = options.omitGraphLaunch ?? false;
-  const name = `libfake_${hip ? "hip" : "cuda"}${omitGraphLaunch ? "_nograph" : ""}.so`;
+  const launchEx = options.launchEx ?? false;
+  if (hip && launchEx) throw new RangeError("buildFakeDriver: launchEx is a CUDA-only option");
+  const name = `libfake_${hip ? "hip" : "cuda"}${omitGraphLaunch ? "_nograph" : ""}${
+    launchEx ? "_ex" : ""
+  }.so`;
   const cached = built.get(name);
   if (cached) return cached;
 
@@ -117,6 +137,7 @@ export function buildFakeDriver(options: FakeDriverOptions = {}): string {
   const args = ["-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-o", output, source];
   if (hip) args.unshift("-DFAKE_HIP");
   if (omitGraphLaunch) args.unshift("-DFAKE_OMIT_GRAPH_LAUNCH");
+  if (launchEx) args.unshift("-DFAKE_LAUNCH_EX");
   const result = new Deno.Command("gcc", { args, stdout: "piped", stderr: "piped" }).outputSync();
   if (!result.success) {
     const stderr = new TextDecoder().decode(result.stderr);
@@ -150,11 +171,15 @@ export function openFakeControl(path: string): FakeControl {
       stream: view.getBigUint64(32, true),
       functionName: new TextDecoder().decode(nameBytes.subarray(0, nul < 0 ? 64 : nul)),
       args: record.slice(FAKE_LAUNCH_HEADER_BYTES, FAKE_LAUNCH_HEADER_BYTES + u32(28)),
+      launchEx: (u32(104) & 1) !== 0,
+      programmatic: (u32(104) & 2) !== 0,
     };
   }
 
   return {
     setDeviceCount: (n) => s.fake_set_device_count(n),
+    setComputeCapability: (major, minor) => s.fake_set_compute_capability(major, minor),
+    setDriverVersion: (version) => s.fake_set_driver_version(version),
     setParamSizes(sizes) {
       if (s.fake_set_param_sizes(new Uint32Array(sizes), sizes.length) !== 0) {
         throw new RangeError(`bad fake kernel parameter sizes: [${sizes.join(", ")}]`);

@@ -4,6 +4,8 @@
 //   gcc -O2 -shared -fPIC -o libfake_cuda.so fake_driver.c                  # libcuda symbols
 //   gcc -O2 -shared -fPIC -DFAKE_HIP -o libfake_hip.so fake_driver.c        # libamdhip64 symbols
 //   add -DFAKE_OMIT_GRAPH_LAUNCH to leave out cuGraphLaunch / hipGraphLaunch
+//   add -DFAKE_LAUNCH_EX (CUDA only) to export cuLaunchKernelEx, which the default build leaves
+//   out, like a driver older than CUDA 11.8, so that every launch goes through cuLaunchKernel
 //
 // Every driver body is written once: `API(cu, hip)` picks the exported name for the build, so the
 // two builds cannot drift apart. The exported C signatures mirror backends/driver_ffi.ts,
@@ -16,6 +18,8 @@
 // Control and query entry points (the same in every build), for tests and benchmarks:
 //
 //   void     fake_set_device_count(int n);
+//   void     fake_set_compute_capability(int major, int minor);
+//   void     fake_set_driver_version(int version);
 //   int      fake_set_param_sizes(const uint32_t* sizes, uint32_t count);
 //   int      fake_fail_next(const char* role_or_symbol_name, int code);
 //   void     fake_advance_clock_ns(uint64_t ns);
@@ -40,9 +44,12 @@
 //       28     4  u32 argBytes
 //       32     8  u64 stream handle (0 for the default stream)
 //       40    64  char[64] function name, NUL padded (truncated to 63 bytes)
-//      104     n  argBytes bytes of packed kernel arguments
+//      104     4  u32 flags: 1 = launched through cuLaunchKernelEx, 2 = with programmatic stream
+//                 serialization allowed (CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+//      108     4  u32 zero
+//      112     n  argBytes bytes of packed kernel arguments
 //
-// Both return the total bytes written (104 + argBytes), 0 if no launch was recorded since load
+// Both return the total bytes written (112 + argBytes), 0 if no launch was recorded since load
 // or fake_reset, or -1 if `cap` is too small.
 //
 // Not thread safe: Deno calls FFI symbols from the JS thread, one at a time.
@@ -83,7 +90,9 @@ enum {
 #define MAX_ARG_BYTES 4096 // the classic CUDA kernel parameter limit
 #define MAX_PARAMS 256
 #define NAME_BYTES 64
-#define RECORD_HEADER_BYTES 104
+#define RECORD_HEADER_BYTES 112
+#define FLAG_LAUNCH_EX 1u
+#define FLAG_PROGRAMMATIC 2u
 #define MAX_FAILURES 32
 #define MAX_EXTRA_SLOTS 16
 #ifdef FAKE_HIP
@@ -115,6 +124,7 @@ typedef struct {
   uint32_t arg_bytes;
   uint64_t stream;
   char name[NAME_BYTES];
+  uint32_t flags;
   uint8_t args[MAX_ARG_BYTES];
 } launch_record;
 
@@ -170,6 +180,13 @@ typedef struct {
 // ---- State -------------------------------------------------------------------------------------
 
 static int g_device_count = 1;
+#ifdef FAKE_HIP
+#define DEFAULT_DRIVER_VERSION 60200000 // ROCm 6.2
+#else
+#define DEFAULT_DRIVER_VERSION 12040 // CUDA 12.4
+#endif
+static int g_cc_major = 9, g_cc_minor = 0; // an H100
+static int g_driver_version = DEFAULT_DRIVER_VERSION;
 static uint64_t g_launches;
 static uint64_t g_nodes_replayed;
 static uint64_t g_bytes_allocated;
@@ -324,6 +341,8 @@ static int serialise(const launch_record* r, int has, uint8_t* out, uint32_t cap
   put_u32(out + 28, r->arg_bytes);
   put_u64(out + 32, r->stream);
   memcpy(out + 40, r->name, NAME_BYTES);
+  put_u32(out + 104, r->flags);
+  put_u32(out + 108, 0);
   memcpy(out + RECORD_HEADER_BYTES, r->args, r->arg_bytes);
   return (int)total;
 }
@@ -381,11 +400,7 @@ EXPORT int API(cuInit, hipInit)(unsigned int flags) {
 EXPORT int API(cuDriverGetVersion, hipDriverGetVersion)(int* version) {
   FAIL_POINT(driverGetVersion);
   if (!version) return R_INVALID_VALUE;
-#ifdef FAKE_HIP
-  *version = 60200000; // ROCm 6.2
-#else
-  *version = 12040; // CUDA 12.4
-#endif
+  *version = g_driver_version;
   return R_SUCCESS;
 }
 
@@ -417,16 +432,16 @@ EXPORT int API(cuDeviceGetAttribute, hipDeviceGetAttribute)(int* value, int attr
   // does not model finds out in CI instead of computing with a silent zero.
   switch (attribute) {
 #ifdef FAKE_HIP
-  case 23: *value = 9; return R_SUCCESS;   // hipDeviceAttributeComputeCapabilityMajor
-  case 61: *value = 0; return R_SUCCESS;   // hipDeviceAttributeComputeCapabilityMinor
+  case 23: *value = g_cc_major; return R_SUCCESS; // hipDeviceAttributeComputeCapabilityMajor
+  case 61: *value = g_cc_minor; return R_SUCCESS; // hipDeviceAttributeComputeCapabilityMinor
   case 63: *value = 132; return R_SUCCESS; // hipDeviceAttributeMultiprocessorCount
 #else
   case 1: *value = 1024; return R_SUCCESS;              // MAX_THREADS_PER_BLOCK
   case 8: *value = 49152; return R_SUCCESS;             // MAX_SHARED_MEMORY_PER_BLOCK
   case 10: *value = 32; return R_SUCCESS;               // WARP_SIZE
   case 16: *value = 132; return R_SUCCESS;              // MULTIPROCESSOR_COUNT
-  case 75: *value = 9; return R_SUCCESS;                // COMPUTE_CAPABILITY_MAJOR
-  case 76: *value = 0; return R_SUCCESS;                // COMPUTE_CAPABILITY_MINOR
+  case 75: *value = g_cc_major; return R_SUCCESS;       // COMPUTE_CAPABILITY_MAJOR
+  case 76: *value = g_cc_minor; return R_SUCCESS;       // COMPUTE_CAPABILITY_MINOR
   case 97: *value = MAX_DYNAMIC_SMEM; return R_SUCCESS; // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 #endif
   default: return R_INVALID_VALUE;
@@ -808,16 +823,16 @@ static int gather_args(launch_record* r, void** params, void** extra) {
   return R_SUCCESS;
 }
 
-EXPORT int API(cuLaunchKernel, hipModuleLaunchKernel)(void* func, unsigned int gx, unsigned int gy,
-                                                      unsigned int gz, unsigned int bx,
-                                                      unsigned int by, unsigned int bz,
-                                                      unsigned int shared_mem, void* stream,
-                                                      void** params, void** extra) {
-  FAIL_POINT(launchKernel);
+// Validates and records one launch; `flags` says how it was made (FLAG_*).
+static int launch(void* func, const uint32_t grid[3], const uint32_t block[3],
+                  unsigned int shared_mem, void* stream, void** params, void** extra,
+                  uint32_t flags) {
   fake_function* f = func;
   if (!f || f->magic != MAGIC_FUNCTION || !valid_stream(stream)) return R_INVALID_HANDLE;
-  if (!gx || !gy || !gz || !bx || !by || !bz) return R_INVALID_VALUE;
-  if ((uint64_t)bx * by * bz > 1024) return R_INVALID_VALUE;
+  if (!grid[0] || !grid[1] || !grid[2] || !block[0] || !block[1] || !block[2]) {
+    return R_INVALID_VALUE;
+  }
+  if ((uint64_t)block[0] * block[1] * block[2] > 1024) return R_INVALID_VALUE;
   if (shared_mem > f->max_dynamic_smem) return R_INVALID_VALUE;
 
   fake_stream* s = stream;
@@ -829,11 +844,12 @@ EXPORT int API(cuLaunchKernel, hipModuleLaunchKernel)(void* func, unsigned int g
   launch_record* r = g_scratch;
   int rc = gather_args(r, params, extra);
   if (rc != R_SUCCESS) return rc;
-  r->grid[0] = gx, r->grid[1] = gy, r->grid[2] = gz;
-  r->block[0] = bx, r->block[1] = by, r->block[2] = bz;
+  memcpy(r->grid, grid, sizeof(r->grid));
+  memcpy(r->block, block, sizeof(r->block));
   r->shared_mem = shared_mem;
   r->stream = (uint64_t)(uintptr_t)stream;
   memcpy(r->name, f->name, NAME_BYTES);
+  r->flags = flags;
 
   if (capturing) {
     g_scratch = g_last_captured;
@@ -849,6 +865,74 @@ EXPORT int API(cuLaunchKernel, hipModuleLaunchKernel)(void* func, unsigned int g
   }
   return R_SUCCESS;
 }
+
+EXPORT int API(cuLaunchKernel, hipModuleLaunchKernel)(void* func, unsigned int gx, unsigned int gy,
+                                                      unsigned int gz, unsigned int bx,
+                                                      unsigned int by, unsigned int bz,
+                                                      unsigned int shared_mem, void* stream,
+                                                      void** params, void** extra) {
+  FAIL_POINT(launchKernel);
+  const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+  return launch(func, grid, block, shared_mem, stream, params, extra, 0);
+}
+
+#if defined(FAKE_LAUNCH_EX) && !defined(FAKE_HIP)
+
+// CUlaunchAttribute and CUlaunchConfig as cuda.h (CUDA 11.8 and later) lays them out; the
+// asserts pin the offsets read from the real header, so the fake checks Denali's bytes against
+// the driver's layout rather than against itself.
+typedef struct {
+  uint32_t id; // CUlaunchAttributeID
+  uint32_t pad;
+  union {
+    int32_t programmatic_stream_serialization_allowed;
+    uint8_t bytes[64];
+  } value;
+} fake_launch_attribute;
+
+typedef struct {
+  uint32_t grid[3];
+  uint32_t block[3];
+  uint32_t shared_mem;
+  void* stream;
+  const fake_launch_attribute* attrs;
+  uint32_t num_attrs;
+} fake_launch_config;
+
+_Static_assert(sizeof(fake_launch_attribute) == 72, "CUlaunchAttribute is 72 bytes");
+_Static_assert(offsetof(fake_launch_attribute, value) == 8, "its value starts at 8");
+_Static_assert(sizeof(fake_launch_config) == 56, "CUlaunchConfig is 56 bytes");
+_Static_assert(offsetof(fake_launch_config, stream) == 32, "hStream at 32");
+_Static_assert(offsetof(fake_launch_config, attrs) == 40, "attrs at 40");
+_Static_assert(offsetof(fake_launch_config, num_attrs) == 48, "numAttrs at 48");
+
+#define ATTRIBUTE_IGNORE 0
+#define ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION 6
+#define MAX_ATTRIBUTES 16
+
+// Accepts the attributes Denali sends (and IGNORE entries); anything else, or a value other
+// than 0 or 1, is reported as invalid, so a misplaced field shows up as an error.
+EXPORT int cuLaunchKernelEx(const fake_launch_config* config, void* func, void** params,
+                            void** extra) {
+  FAIL_POINT(launchKernelEx);
+  if (!config) return R_INVALID_VALUE;
+  if (config->num_attrs > MAX_ATTRIBUTES || (config->num_attrs && !config->attrs)) {
+    return R_INVALID_VALUE;
+  }
+  uint32_t flags = FLAG_LAUNCH_EX;
+  for (uint32_t i = 0; i < config->num_attrs; i++) {
+    const fake_launch_attribute* a = &config->attrs[i];
+    if (a->id == ATTRIBUTE_IGNORE) continue;
+    if (a->id != ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION) return R_INVALID_VALUE;
+    int32_t allowed = a->value.programmatic_stream_serialization_allowed;
+    if (allowed != 0 && allowed != 1) return R_INVALID_VALUE;
+    flags = allowed ? flags | FLAG_PROGRAMMATIC : flags & ~FLAG_PROGRAMMATIC;
+  }
+  return launch(func, config->grid, config->block, config->shared_mem, config->stream, params,
+                extra, flags);
+}
+
+#endif
 
 // ---- Stream capture and graphs -----------------------------------------------------------------
 
@@ -934,6 +1018,15 @@ EXPORT int API(cuGraphDestroy, hipGraphDestroy)(void* graph) {
 // n == 0 models a machine whose driver loads but sees no GPU.
 EXPORT void fake_set_device_count(int n) { g_device_count = n < 0 ? 0 : n; }
 
+// What the compute capability attributes report from now on (default 9.0).
+EXPORT void fake_set_compute_capability(int major, int minor) {
+  g_cc_major = major;
+  g_cc_minor = minor;
+}
+
+// What cuDriverGetVersion / hipDriverGetVersion report from now on (default CUDA 12.4, ROCm 6.2).
+EXPORT void fake_set_driver_version(int version) { g_driver_version = version; }
+
 // Sizes of the parameters a kernelParams launch passes, in order; each must be 1, 2, 4, 8 or 16.
 // Returns 0, or -1 (nothing changed) for a bad size or more than 256 parameters.
 EXPORT int fake_set_param_sizes(const uint32_t* sizes, uint32_t count) {
@@ -979,6 +1072,9 @@ EXPORT uint64_t fake_bytes_allocated(void) { return g_bytes_allocated; }
 // survive (tests free what they allocate), but any capture in progress is abandoned.
 EXPORT void fake_reset(void) {
   g_device_count = 1;
+  g_cc_major = 9;
+  g_cc_minor = 0;
+  g_driver_version = DEFAULT_DRIVER_VERSION;
   g_launches = 0;
   g_nodes_replayed = 0;
   g_epoch++;

@@ -6,9 +6,14 @@
  * (both GEMV row widths and several K splits, both mma GEMM tiles, the FMA fallback), so every
  * kernel meets the tails: N = 37 and 1000 are no multiple of any tile, K = 64 is less than one
  * GEMV step, K = 1000 (125 chunks of 8) ends in a partial step and a partial 64-wide k tile, and
- * K = 1001 is no multiple of 8 (fallback only). Also: a misaligned x view (fallback), graph
- * capture, and the vendor-library choice of prepareLinear where the backend has one. Outputs are
- * poisoned (0xff bytes: NaN) before each run, so an unwritten element fails.
+ * K = 1001 is no multiple of 8 (fallback only). The GEMVs also run with two steps in flight per
+ * warp, and launched plainly instead of programmatically. Also: a misaligned x view (fallback),
+ * graph capture, the vendor-library choice of prepareLinear where the backend has one, and
+ * chains of GEMVs that each read the previous one's output, eagerly and from a graph: on an H100
+ * these launch programmatically (each may start before the one before it ends), so a GEMV that
+ * read x, or wrote out, before its griddepcontrol.wait would read stale values or clobber its
+ * predecessor's input. Outputs are poisoned (0xff bytes: NaN) before each run, so an unwritten
+ * element fails.
  *
  * Inputs: x uniform in ±1, W uniform in ±1/sqrt(K), so outputs are O(1).
  *
@@ -54,10 +59,15 @@ const VARIANTS: LinearOptions[] = [
   { kernel: "gemm64" },
   { kernel: "fma" },
   { kernel: "gemm128x256" },
+  { programmatic: false },
+  { kernel: "gemv16", gemvStages: 2 },
+  { kernel: "gemv8", gemvStages: 2, gemvSplit: 1 },
 ];
 
 function describe(options: LinearOptions): string {
-  return `${options.kernel ?? "auto"}${options.gemvSplit ? ` split ${options.gemvSplit}` : ""}`;
+  return `${options.kernel ?? "auto"}${options.gemvSplit ? ` split ${options.gemvSplit}` : ""}${
+    options.gemvStages ? ` stages ${options.gemvStages}` : ""
+  }${options.programmatic === false ? " plain launch" : ""}`;
 }
 
 /** Fills `bits` with bf16 patterns of seeded uniform values in ±scale. */
@@ -181,7 +191,9 @@ gpuTest("gpu linear: the 128256×4096 LM head at M = 1", (gpu, ops, stream) => {
   const c = new Case(gpu, stream, 128256, 4096, 1);
   try {
     const ref = c.reference(1);
-    for (const i of [0, 1, 2, 3, 7, 8]) c.check(ops[i], 1, ref, `lm head ${describe(VARIANTS[i])}`);
+    for (const i of [0, 1, 2, 3, 7, 8, 10, 11, 12]) {
+      c.check(ops[i], 1, ref, `lm head ${describe(VARIANTS[i])}`);
+    }
   } finally {
     c.free();
   }
@@ -267,5 +279,250 @@ gpuTest("gpu linear: bad sizes throw RangeError before any launch", (gpu, ops, s
     );
   } finally {
     for (const b of [x, w, out]) gpu.free(b);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Chains of GEMVs: out of call i is x of call i + 1 (square 4096×4096 weights).
+
+const CHAIN = 8;
+
+/**
+ * Weights uniform in ±sqrt(3 / K) (variance 1 / K), so every link keeps x's scale: the chain's
+ * outputs stay O(1), where the per-element bound of assertLinearClose applies as above.
+ */
+function chainWeights(n: number, k: number): Uint16Array {
+  const bits = new Uint16Array(n * k);
+  fillRandom(bits, 77, Math.sqrt(3 / k));
+  return bits;
+}
+
+/** The GEMV configurations the chains run, each programmatically and plainly. */
+const CHAIN_VARIANTS: LinearOptions[] = [
+  {},
+  { gemvStages: 2 },
+  { kernel: "gemv8" },
+  { kernel: "gemv8", gemvStages: 2 },
+];
+
+/** Bit-for-bit equality of two bf16 outputs, reporting the first difference (not a huge diff). */
+function assertSameBits(got: Uint16Array, want: Uint16Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let first = -1, count = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) {
+      if (first < 0) first = i;
+      count++;
+    }
+  }
+  if (count > 0) {
+    assert.fail(
+      `${what}: ${count} of ${want.length} outputs differ; the first, [${first}], is 0x${
+        got[first].toString(16)
+      }, expected 0x${want[first].toString(16)}`,
+    );
+  }
+}
+
+/** What the chain tests share: the weights, x, and room for every link's output. */
+class Chain {
+  readonly n = 4096;
+  readonly k = 4096;
+  readonly maxM = 16;
+  readonly cpu = new CpuBackend();
+  readonly cpuOps = cpuLinearOps();
+  readonly cw: DeviceBuffer;
+  readonly cx: DeviceBuffer;
+  readonly cout: DeviceBuffer;
+  readonly gw: DeviceBuffer;
+  readonly gx: DeviceBuffer;
+  readonly gys: DeviceBuffer;
+
+  constructor(readonly gpu: Backend, readonly stream: Stream) {
+    const { n, k, maxM } = this;
+    this.cw = this.cpu.alloc(2 * n * k);
+    bf16Of(this.cw).set(chainWeights(n, k));
+    this.cx = this.cpu.alloc(2 * maxM * k);
+    this.cout = this.cpu.alloc(2 * maxM * n);
+    this.gw = gpu.alloc(2 * n * k);
+    this.gx = gpu.alloc(2 * maxM * k);
+    this.gys = gpu.alloc(2 * CHAIN * maxM * n);
+    gpu.copyToDevice(this.gw, this.cw.host!);
+    const x0 = new Uint16Array(maxM * k);
+    fillRandom(x0, 78, 1);
+    gpu.copyToDevice(this.gx, x0);
+  }
+
+  /** Link i's output for m rows: a 16-byte-aligned slice of gys. */
+  y(i: number, m: number): DeviceBuffer {
+    return this.gys.slice(2 * i * m * this.n, 2 * m * this.n);
+  }
+
+  /** Enqueues the poison and the chain x → y0 → y1 → ... on the stream. */
+  enqueue(ops: GpuLinearOps, m: number): void {
+    this.gpu.memset(this.gys, 0xff, this.stream);
+    let input = this.gx;
+    for (let i = 0; i < CHAIN; i++) {
+      ops.linear(this.y(i, m), input, this.gw, m, this.n, this.k, this.stream);
+      input = this.y(i, m);
+    }
+  }
+
+  /** Every link's output after the stream has run, as bf16 bits. */
+  read(m: number): Uint16Array {
+    this.stream.synchronize();
+    const bits = new Uint16Array(CHAIN * m * this.n);
+    this.gpu.copyToHost(bits, this.gys);
+    return bits;
+  }
+
+  /** The chain run eagerly. */
+  run(ops: GpuLinearOps, m: number): Uint16Array {
+    this.enqueue(ops, m);
+    return this.read(m);
+  }
+
+  /** Link i against the CPU, on the GPU's own output of link i - 1 as its x. */
+  checkLinks(bits: Uint16Array, m: number, what: string): void {
+    const { n, k } = this;
+    const x0 = new Uint16Array(m * k);
+    this.gpu.copyToHost(x0, this.gx.slice(0, 2 * m * k));
+    for (let i = 0; i < CHAIN; i++) {
+      bf16Of(this.cx).set(i === 0 ? x0 : bits.subarray((i - 1) * m * n, i * m * n));
+      this.cpuOps.linear(this.cout, this.cx, this.cw, m, n, k, this.cpu.defaultStream);
+      const ref = decodeBf16(bf16Of(this.cout).subarray(0, m * n));
+      const got = decodeBf16(bits.subarray(i * m * n, (i + 1) * m * n));
+      assertLinearClose(got, ref, `${what}, link ${i}`);
+    }
+  }
+
+  free(): void {
+    for (const b of [this.gw, this.gx, this.gys]) this.gpu.free(b);
+  }
+}
+
+/** Opens the GPU and a chain, loads each chain variant launched both ways, and cleans up. */
+function chainTest(
+  name: string,
+  body: (chain: Chain, pdl: GpuLinearOps[], plain: GpuLinearOps[]) => void,
+) {
+  Deno.test({ name, ignore, sanitizeResources: false }, async () => {
+    const gpu = openCuda();
+    try {
+      const pdl = await Promise.all(CHAIN_VARIANTS.map((o) => loadLinearOps(gpu, o)));
+      const plain = await Promise.all(
+        CHAIN_VARIANTS.map((o) => loadLinearOps(gpu, { ...o, programmatic: false })),
+      );
+      const chain = new Chain(gpu, gpu.createStream());
+      try {
+        // Where the device and driver allow it, the chains must really launch programmatically.
+        const { computeCapability: [major], driverVersion } = gpu.info;
+        const expected = major >= 9 && driverVersion >= 12030;
+        for (const ops of pdl) {
+          const launch = ops.gemvLaunch(1, chain.n, chain.k, chain.gx, chain.gw)!;
+          assert.equal(
+            launch.programmatic,
+            expected,
+            `programmatic launch, driver ${driverVersion}`,
+          );
+        }
+        for (const ops of plain) {
+          assert.equal(
+            ops.gemvLaunch(1, chain.n, chain.k, chain.gx, chain.gw)!.programmatic,
+            false,
+          );
+        }
+        body(chain, pdl, plain);
+      } finally {
+        chain.free();
+      }
+    } finally {
+      gpu.close();
+    }
+  });
+}
+
+chainTest(
+  "gpu linear: a chain of GEMVs, each reading the one before, matches the CPU link by link",
+  (chain, pdl, plain) => {
+    for (const m of [1, 5, 16]) {
+      CHAIN_VARIANTS.forEach((options, v) => {
+        const what = `chain m=${m} ${describe(options)}`;
+        const got = chain.run(pdl[v], m);
+        chain.checkLinks(got, m, what);
+        // Same kernels, same inputs, same summation order: bit for bit what the plain launches
+        // (which cannot overlap) give.
+        assertSameBits(got, chain.run(plain[v], m), `${what}: programmatic = plain`);
+      });
+    }
+  },
+);
+
+chainTest(
+  "gpu linear: a chain of GEMVs ping-ponging between two buffers, eagerly and from a graph",
+  (chain, pdl) => {
+    const { gpu, stream, n, k } = chain;
+    for (const m of [1, 16]) {
+      // x → A → B → A ...: link i + 1 overwrites the buffer link i reads, so a GEMV that wrote
+      // out before waiting would corrupt its predecessor's input.
+      const a = gpu.alloc(2 * m * n), b = gpu.alloc(2 * m * n);
+      try {
+        CHAIN_VARIANTS.forEach((options, v) => {
+          const what = `ping-pong m=${m} ${describe(options)}`;
+          const expected = chain.run(pdl[v], m).subarray((CHAIN - 1) * m * n);
+          const enqueue = () => {
+            gpu.copyDevice(a, chain.gx, stream);
+            gpu.memset(b, 0xff, stream);
+            for (let i = 0; i < CHAIN; i++) {
+              const [src, dst] = i % 2 === 0 ? [a, b] : [b, a];
+              pdl[v].linear(dst, src, chain.gw, m, n, k, stream);
+            }
+          };
+          const last = () => {
+            stream.synchronize();
+            const bits = new Uint16Array(m * n);
+            gpu.copyToHost(bits, CHAIN % 2 === 0 ? a : b);
+            return bits;
+          };
+          enqueue();
+          assertSameBits(last(), expected, `${what}: eager`);
+          gpu.beginCapture(stream);
+          enqueue();
+          const graph = gpu.endCapture(stream);
+          try {
+            for (let replay = 0; replay < 2; replay++) {
+              gpu.memset(a, 0xff, stream);
+              graph.launch(stream);
+              assertSameBits(last(), expected, `${what}: graph replay ${replay}`);
+            }
+          } finally {
+            graph.destroy();
+          }
+        });
+      } finally {
+        gpu.free(a);
+        gpu.free(b);
+      }
+    }
+  },
+);
+
+chainTest("gpu linear: a captured chain of GEMVs replays every link right", (chain, pdl) => {
+  for (const m of [1, 16]) {
+    CHAIN_VARIANTS.forEach((options, v) => {
+      const what = `graph chain m=${m} ${describe(options)}`;
+      const eager = chain.run(pdl[v], m);
+      chain.gpu.beginCapture(chain.stream);
+      chain.enqueue(pdl[v], m); // the poisoning memset is captured too
+      const graph = chain.gpu.endCapture(chain.stream);
+      try {
+        for (let replay = 0; replay < 3; replay++) {
+          graph.launch(chain.stream);
+          assertSameBits(chain.read(m), eager, `${what}: replay ${replay}`);
+        }
+      } finally {
+        graph.destroy();
+      }
+    });
   }
 });

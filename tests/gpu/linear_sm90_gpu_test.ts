@@ -6,7 +6,10 @@
  * reference on shapes whose every edge is a partial tile (M, N not multiples of 128 or 256, K not
  * a multiple of the 64-wide k tile, K = 8 a single chunk), and on large shapes, where the CPU
  * would take minutes, with the mma.sync GEMM of linear.cu: an independent kernel (other
- * instructions, tiles and summation order) on the same inputs.
+ * instructions, tiles and summation order) on the same inputs. Shapes with few 128×128 tiles
+ * split K (300×1000×1000 in 4 slices, the last one short; 257×264×4096 in 14, the last one
+ * empty; 256×1024×4096 in 8), each run three times on the same ticket counters, so a counter
+ * the last block failed to reset, or a partial read before it was written, shows.
  *
  * Tolerance: as tests/gpu/linear_gpu_test.ts. Each side rounds an fp32 sum to bf16 once; sums
  * that straddle a rounding boundary land one bf16 ulp apart (≤ 2^-7·|ref|), and the fp32 sums
@@ -126,7 +129,9 @@ hopperTest("gpu wgmma: both tilings match the CPU on partial tiles", async (gpu)
       const ref = operands.reference();
       ops.forEach((o, i) => {
         assert.equal(o.kernelName(m, n, k, operands.gx, operands.gw), WGMMA[i]);
-        assertGemmClose(operands.run(o), ref, `${WGMMA[i]} m=${m} n=${n} k=${k}`);
+        for (let run = 0; run < 3; run++) {
+          assertGemmClose(operands.run(o), ref, `${WGMMA[i]} m=${m} n=${n} k=${k} run ${run}`);
+        }
       });
     } finally {
       operands.free();
@@ -137,13 +142,17 @@ hopperTest("gpu wgmma: both tilings match the CPU on partial tiles", async (gpu)
 hopperTest("gpu wgmma: large shapes match the mma.sync GEMM", async (gpu) => {
   const reference = await loadLinearOps(gpu, { kernel: "gemm128" });
   const ops = await Promise.all(WGMMA.map((kernel) => loadLinearOps(gpu, { kernel })));
-  for (const [m, n, k] of [[2048, 4096, 4096], [1100, 14336, 4096], [512, 4096, 14336]]) {
+  const shapes = [[2048, 4096, 4096], [1100, 14336, 4096], [512, 4096, 14336], [256, 1024, 4096]];
+  for (const [m, n, k] of shapes) {
     const operands = new Operands(gpu, m, n, k);
     try {
       assert.equal(reference.kernelName(m, n, k, operands.gx, operands.gw), "gemm128");
       const ref = operands.run(reference);
       ops.forEach((o, i) => {
-        assertGemmClose(operands.run(o), ref, `${WGMMA[i]} m=${m} n=${n} k=${k} vs gemm128`);
+        for (let run = 0; run < 3; run++) {
+          const what = `${WGMMA[i]} m=${m} n=${n} k=${k} vs gemm128, run ${run}`;
+          assertGemmClose(operands.run(o), ref, what);
+        }
       });
     } finally {
       operands.free();
@@ -159,7 +168,8 @@ hopperTest("gpu wgmma: the automatic choice takes wgmma for prefill shapes", asy
     assert.equal(ops.kernelName(4096, 14336, 4096, x, w), "wgmma128x256");
     assert.equal(ops.kernelName(256, 14336, 4096, x, w), "wgmma128x128");
     assert.equal(ops.kernelName(256, 4096, 4096, x, w), "wgmma128x128");
-    assert.equal(ops.kernelName(256, 1024, 4096, x, w), "gemm64");
+    assert.equal(ops.kernelName(256, 1024, 4096, x, w), "wgmma128x128"); // split 8 ways
+    assert.equal(ops.kernelName(64, 1024, 1024, x, w), "gemm64"); // 8 tiles, k too short to split
     assert.match(ops.kernelName(16, 4096, 4096, x, w), /^gemv/);
   } finally {
     gpu.free(x);

@@ -163,10 +163,15 @@ interface Expected {
   split?: number;
 }
 
-async function dispatchCases(hip: boolean, cases: [number, number, number, number, Expected][]) {
+async function dispatchCases(
+  hip: boolean,
+  cases: [number, number, number, number, Expected][],
+  computeCapability: [number, number] = [9, 0],
+) {
   const libraryPath = buildFakeDriver({ hip });
   const fake = openFakeControl(libraryPath);
   fake.reset();
+  fake.setComputeCapability(...computeCapability);
   const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
   try {
     const ops = await loadLinearOps(gpu);
@@ -176,7 +181,10 @@ async function dispatchCases(hip: boolean, cases: [number, number, number, numbe
     for (const [m, n, k, xOffset, want] of cases) {
       const what = `${hip ? "hip" : "cuda"} m=${m} n=${n} k=${k} x+${xOffset}`;
       const gemv = want.kernel.startsWith("linear_gemv");
-      fake.setParamSizes(gemv ? [8, 8, 8, 4, 4, 4, 4] : [8, 8, 8, 4, 4, 4]);
+      const wgmma = want.kernel.startsWith("linear_wgmma");
+      fake.setParamSizes(
+        gemv ? [8, 8, 8, 4, 4, 4, 4] : wgmma ? [8, 8, 8, 4, 4, 4, 4, 8, 8] : [8, 8, 8, 4, 4, 4],
+      );
       const xv = x.slice(xOffset, 2 * m * k);
       ops.linear(out, xv, w, m, n, k, s);
       const launch = fake.lastLaunch();
@@ -193,7 +201,12 @@ async function dispatchCases(hip: boolean, cases: [number, number, number, numbe
         [m, n, k],
         `${what}: sizes`,
       );
-      if (gemv) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
+      if (gemv || wgmma) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
+      if (wgmma) {
+        // Split-K scratch: the same two buffers on every call.
+        const scratch = [args.getBigUint64(40, true), args.getBigUint64(48, true)];
+        assert.ok(scratch[0] !== 0n && scratch[1] !== 0n && scratch[0] !== scratch[1], what);
+      }
     }
     for (const b of [x, w, out]) gpu.free(b);
   } finally {
@@ -217,7 +230,35 @@ const fmaShape = (m: number, n: number): Expected => ({
   shared: 0,
 });
 
-Deno.test("linear dispatch (fake CUDA driver): kernel, grid, block, shared memory, arguments", async () => {
+const wgmmaShape = (bn: number, blocks: number, split: number): Expected => ({
+  kernel: `linear_wgmma_128x${bn}`,
+  grid: [blocks, 1, 1],
+  block: [256, 1, 1],
+  shared: 197632,
+  split,
+});
+
+Deno.test("linear dispatch (fake CUDA driver, sm_90): wgmma tiles, split-K, GEMVs below", async () => {
+  await dispatchCases(false, [
+    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    // 8·16 = 128 tiles of 128×256 >= 0.9 · 132 SMs.
+    [1024, 4096, 4096, 0, wgmmaShape(256, 128, 1)],
+    // 3·16 = 48 tiles of 128×256 are too few; 3·32 = 96 of 128×128 fill a quarter wave and more.
+    [300, 4096, 4096, 0, wgmmaShape(128, 96, 1)],
+    // 2·8 = 16 tiles: K (64 k tiles) splits 8 ways, 128 blocks.
+    [256, 1024, 4096, 0, wgmmaShape(128, 128, 8)],
+    // 1 tile of 128×128 and K = 64, one k tile: nothing to split; the 64×64 mma.sync tiles.
+    [17, 37, 64, 0, {
+      kernel: "linear_gemm_64x64",
+      grid: [1, 1, 1],
+      block: [128, 1, 1],
+      shared: 65536,
+    }],
+    [300, 1000, 1001, 0, fmaShape(300, 1000)],
+  ]);
+});
+
+Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, shared memory, arguments", async () => {
   await dispatchCases(false, [
     // 4096 rows = 256 groups of 16 >= 132 SMs: 16-row GEMV, K = 32 steps, split 8 → 16 rows/block.
     [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
@@ -258,7 +299,7 @@ Deno.test("linear dispatch (fake CUDA driver): kernel, grid, block, shared memor
     [300, 1000, 1001, 0, fmaShape(300, 1000)],
     [1, 4096, 4096, 2, fmaShape(1, 4096)],
     [64, 4096, 4096, 2, fmaShape(64, 4096)],
-  ]);
+  ], [8, 0]);
 });
 
 Deno.test("linear dispatch (fake HIP driver): GEMV geometry for M <= 16, FMA GEMM above", async () => {

@@ -6,7 +6,7 @@
  * - K % 8 == 0 and x, W 16-byte aligned ("vector" shapes), M <= 16: the tensor-core GEMV,
  *   `linear_gemv_t{8,16}_r{16,8}[_s2]`: t8 for M <= 8, else t16; 16 W rows per warp group when
  *   that still gives at least one group per SM, else 8 (more blocks for small N); one step of W
- *   in flight per warp (`_s2`, two, only when forced by `gemvStages` so far). 256 threads; warps
+ *   in flight per warp for M > 8, two (`_s2`) for M <= 8. 256 threads; warps
  *   split K in groups of `ksplit` = 8 (fewer when K has fewer than 8 steps of 128 or 256), so a
  *   block covers 8 · ROWS / ksplit rows; grid ceil(N / that). Where the backend offers
  *   programmatic dependent launch (CUDA, compute capability 9.0+, a CUDA 12.3+ driver), GEMVs
@@ -297,9 +297,13 @@ export async function loadLinearOps(
     return Math.ceil(n / ((8 / split) * (kernel === GEMV16 ? 16 : 8)));
   }
 
-  /** Index into GEMV_KERNELS; one step in flight unless forced (the H100 sweep decides). */
+  /**
+   * Index into GEMV_KERNELS. Two steps in flight for up to 8 tokens, one above, where the larger
+   * x tiles need the registers: the fastest (or within 1%) at every shape of the H100 sweep
+   * (bench/results/2026-11-25-s3-gemv-pdl-h100.md).
+   */
   function gemvIndex(kernel: number, m: number): number {
-    const stages = forcedStages !== 0 ? forcedStages : 1;
+    const stages = forcedStages !== 0 ? forcedStages : m <= 8 ? 2 : 1;
     return (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0) + stages - 1;
   }
 

@@ -240,7 +240,7 @@ const wgmmaShape = (bn: number, blocks: number, split: number): Expected => ({
 
 Deno.test("linear dispatch (fake CUDA driver, sm_90): wgmma tiles, split-K, GEMVs below", async () => {
   await dispatchCases(false, [
-    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [1, 4096, 4096, 0, gemvShape("t8_r16_s2", 256, 8)],
     // 8·16 = 128 tiles of 128×256 >= 0.9 · 132 SMs.
     [1024, 4096, 4096, 0, wgmmaShape(256, 128, 1)],
     // 3·16 = 48 tiles of 128×256 are too few; 3·32 = 96 of 128×128 fill a quarter wave and more.
@@ -261,20 +261,20 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90): wgmma tiles, split-K, GEMV
 Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, shared memory, arguments", async () => {
   await dispatchCases(false, [
     // 4096 rows = 256 groups of 16 >= 132 SMs: 16-row GEMV, K = 32 steps, split 8 → 16 rows/block.
-    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
-    [8, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [1, 4096, 4096, 0, gemvShape("t8_r16_s2", 256, 8)],
+    [8, 4096, 4096, 0, gemvShape("t8_r16_s2", 256, 8)],
     [9, 4096, 4096, 0, gemvShape("t16_r16", 256, 8)],
     // 1024 rows = 64 groups of 16 < 132: 8-row GEMV, 128 blocks.
     [16, 1024, 4096, 0, gemvShape("t16_r8", 128, 8)],
     // K = 64 is one step: split 1, a block covers 8 groups of 8 rows.
-    [1, 37, 64, 0, gemvShape("t8_r8", 1, 1)],
+    [1, 37, 64, 0, gemvShape("t8_r8_s2", 1, 1)],
     // K = 1000 is 125 chunks of 8: 4 steps of 32 chunks, split 4 → 2 groups of 8 rows.
-    [1, 1000, 1000, 0, gemvShape("t8_r8", 63, 4)],
+    [1, 1000, 1000, 0, gemvShape("t8_r8_s2", 63, 4)],
     // K = 512: 2 steps of 256 (8-row), split 2 → 4 groups of 8 = 32 rows per block.
-    [3, 100, 512, 0, gemvShape("t8_r8", 4, 2)],
+    [3, 100, 512, 0, gemvShape("t8_r8_s2", 4, 2)],
     // N = 8192 and 8184 (not a multiple of 16): 512 blocks.
-    [1, 8192, 4096, 0, gemvShape("t8_r16", 512, 8)],
-    [2, 8184, 4096, 0, gemvShape("t8_r16", 512, 8)],
+    [1, 8192, 4096, 0, gemvShape("t8_r16_s2", 512, 8)],
+    [2, 8184, 4096, 0, gemvShape("t8_r16_s2", 512, 8)],
     // M > 16: 3·32 = 96 tiles of 128 < 132 → 64×64 tiles (5·64), 64 KiB; 8·32 = 256 → 128×128.
     [300, 4096, 4096, 0, {
       kernel: "linear_gemm_64x64",
@@ -304,7 +304,7 @@ Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, share
 
 Deno.test("linear dispatch (fake HIP driver): GEMV geometry for M <= 16, FMA GEMM above", async () => {
   await dispatchCases(true, [
-    [1, 4096, 4096, 0, gemvShape("t8_r16", 256, 8)],
+    [1, 4096, 4096, 0, gemvShape("t8_r16_s2", 256, 8)],
     [16, 1024, 4096, 0, gemvShape("t16_r8", 128, 8)],
     [17, 4096, 4096, 0, fmaShape(17, 4096)],
     [1024, 4096, 4096, 0, fmaShape(1024, 4096)],

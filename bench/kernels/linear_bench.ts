@@ -13,7 +13,8 @@
  * bandwidth reached. Each GEMV is also timed launched plainly (`linear_gemv_plain_launch`): the
  * difference is what programmatic dependent launch gains over back-to-back calls. Weights are
  * rotated over enough copies (≥ 256 MiB together) that L2 (50 MB) never holds the next call's
- * weight; inputs are random bf16.
+ * weight; inputs are random bf16. Per weight shape, `BENCH copy_same_size n<N>_k<K>` times a
+ * device-to-device copy of one weight the same way: what a call moving that many bytes reaches.
  *
  * `--gemv-sweep` times only the GEMVs (M = 1, 8, 16), each shape also under every forced
  * configuration (`linear_gemv_sweep_r<rows>_k<split>_s<stages>`: 16 or 8 W rows per warp group,
@@ -136,6 +137,21 @@ async function main() {
     fillRandom(gpu, x, xChunk);
     const out = gpu.alloc(2 * maxM * n);
     gpu.synchronize();
+
+    // What the copy engine path reaches on a working set of this size: the same back-to-back
+    // timing of a device-to-device copy of one (rotated) weight, bytes read plus written. Small
+    // weights pay the fixed cost of every call, so this is the ceiling a GEMV of W can expect.
+    const copyDst = gpu.alloc(wBytes);
+    const copyUs = medianUs(
+      gpu,
+      stream,
+      (rep) => gpu.copyDevice(copyDst, weights[rep % copies], stream),
+    );
+    printBench("copy_same_size", `n${n}_k${k}`, copyUs, 2 * wBytes);
+    console.log(
+      `# copy_same_size n${n}_k${k} of_copy=${(2 * wBytes / (copyUs * 1e3) / copy).toFixed(3)}`,
+    );
+    gpu.free(copyDst);
 
     for (const m of sweep ? GEMV_MS : [...GEMV_MS, ...GEMM_MS]) {
       const gemv = m <= 16;

@@ -47,7 +47,13 @@ const SHAPES: [number, number][] = [
 const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 1024, 4096];
 /** The mma GEMM tilings timed one by one beside the automatic choice. */
-const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256", "wgmma128x256", "wgmma128x128"];
+const GEMM_VARIANTS: LinearKernel[] = [
+  "gemm128",
+  "gemm128x256",
+  "wgmma128x256",
+  "wgmma128x128",
+  "wgmmaws128x256",
+];
 /** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
 const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>
   ([1, 2, 4, 8] as const).flatMap((gemvSplit) =>

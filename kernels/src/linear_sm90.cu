@@ -45,12 +45,12 @@ __device__ __forceinline__ void copy16_async(uint32_t dst, const void* src, int 
 
 // Copies rows [r0, r0 + ROWS) × k [k0, k0 + 64) of a row-major [R, K] matrix into a swizzled
 // tile at `tile` (1024-byte aligned), zero-filling past R and K.
-template <int ROWS>
+template <int ROWS, int THREADS>
 __device__ __forceinline__ void copy_tile(uint32_t tile, const uint16_t* __restrict__ src, int r0,
-                                          int R, int k0, int K) {
-#pragma unroll
-  for (int i = 0; i < ROWS * 8 / 256; ++i) {
-    const int e = threadIdx.x + i * 256;
+                                          int R, int k0, int K, int tid) {
+#pragma unroll 8
+  for (int i = 0; i < ROWS * 8 / THREADS; ++i) {
+    const int e = tid + i * THREADS;
     const int row = e >> 3, ch = e & 7;
     const int gr = r0 + row, gk = k0 + ch * 8;
     const bool in = gr < R && gk < K;
@@ -118,6 +118,18 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
       : "l"(da), "l"(db));
 }
 
+// Spins until the mbarrier at `addr` has completed the phase of parity `parity`.
+__device__ __forceinline__ void mbarrier_wait(uint32_t addr, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
@@ -146,6 +158,62 @@ __device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint
   wgmma_m64n128k16(d, da, db);
 }
 
+// Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right, so
+// the blocks resident at once share a few MB of x and W in L2. Returns tile `pid`'s first row
+// and column.
+template <int BM, int BN>
+__device__ __forceinline__ int2 tile_origin(int pid, int M, int N) {
+  constexpr int GROUP_M = 16;
+  const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
+  const int inGroup = GROUP_M * tilesN;
+  const int firstM = (pid / inGroup) * GROUP_M;
+  const int groupM = min(tilesM - firstM, GROUP_M);
+  return make_int2((firstM + (pid % inGroup) % groupM) * BM, ((pid % inGroup) / groupM) * BN);
+}
+
+// Writes one warpgroup's m64nBN accumulators as bf16. Layout: thread (warp v of the warpgroup,
+// lane l) holds, for each 8-column slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4)
+// and + 1, in acc[4 j .. 4 j + 3].
+template <int BN>
+__device__ __forceinline__ void store_accumulators(uint16_t* __restrict__ out,
+                                                   const float (&acc)[BN / 2], int row0, int n0,
+                                                   int M, int N) {
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  const int rowBase = row0 + warp * 16 + (lane >> 2);
+  const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int col = n0 + j * 8 + 2 * (lane & 3);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = rowBase + 8 * h;
+      if (row >= M) continue;
+      const uint16_t lo = f32_to_bf16(acc[4 * j + 2 * h]);
+      const uint16_t hi = f32_to_bf16(acc[4 * j + 2 * h + 1]);
+      uint16_t* o = out + static_cast<size_t>(row) * N + col;
+      if (pairs && col + 1 < N) {
+        *reinterpret_cast<uint32_t*>(o) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+      } else {
+        if (col < N) o[0] = lo;
+        if (col + 1 < N) o[1] = hi;
+      }
+    }
+  }
+}
+
+// One k tile's four wgmmas for a warpgroup: A rows at `a`, B rows at `b`, both swizzled tiles.
+template <int BN>
+__device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uint32_t b) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    // 16 k = 32 bytes further along every (swizzled) row: the hardware applies the XOR to the
+    // final address, so the start address just moves by 32.
+    wgmma_k16<BN>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32));
+  }
+  wgmma_commit();
+}
+
 template <int BN, int STAGES>
 __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            const uint16_t* __restrict__ x,
@@ -154,18 +222,10 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            uint32_t* __restrict__ counters) {
   constexpr int BM = 128, BK = 64;
   constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
-  constexpr int GROUP_M = 16;  // tile rows per raster group, for L2 reuse of x and W
-
-  // Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right,
-  // so the blocks resident at once share a few MB of x and W in L2.
-  const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
-  const int pid = blockIdx.x % (tilesM * tilesN);
-  const int slice = blockIdx.x / (tilesM * tilesN);
-  const int inGroup = GROUP_M * tilesN;
-  const int firstM = (pid / inGroup) * GROUP_M;
-  const int groupM = min(tilesM - firstM, GROUP_M);
-  const int m0 = (firstM + (pid % inGroup) % groupM) * BM;
-  const int n0 = ((pid % inGroup) / groupM) * BN;
+  const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
+  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
+  const int2 origin = tile_origin<BM, BN>(pid, M, N);
+  const int m0 = origin.x, n0 = origin.y;
 
   // The swizzle acts on absolute address bits, so stages start on 1024-byte boundaries (the
   // launch asks for 1 KiB more than the ring needs).
@@ -178,8 +238,8 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
-    copy_tile<BM>(a, x, m0, M, (kFirst + kt) * BK, K);
-    copy_tile<BN>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K);
+    copy_tile<BM, 256>(a, x, m0, M, (kFirst + kt) * BK, K, threadIdx.x);
+    copy_tile<BN, 256>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K, threadIdx.x);
   };
 
   float acc[BN / 2];
@@ -203,16 +263,8 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     if (next < kTiles) copy_stage(next);
     asm volatile("cp.async.commit_group;" ::: "memory");
 
-    const uint32_t a = base + (kt % STAGES) * STAGE_BYTES + warpgroup * (64 * 128);
-    const uint32_t b = base + (kt % STAGES) * STAGE_BYTES + A_BYTES;
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      // 16 k = 32 bytes further along every (swizzled) row: the hardware applies the XOR to
-      // the final address, so the start address just moves by 32.
-      wgmma_k16<BN>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32));
-    }
-    wgmma_commit();
+    const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
+    wgmma_tile<BN>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
     wgmma_wait<1>();
     pin_registers(acc);
   }
@@ -253,36 +305,83 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     if (threadIdx.x == 0) counters[pid] = 0;
   }
 
-  // Accumulator layout (per warpgroup, m64nBN): thread (warp v, lane l) holds, for each 8-column
-  // slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4) and + 1, in acc[4 j .. 4 j + 3].
-  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
-  const int rowBase = m0 + warpgroup * 64 + warp * 16 + (lane >> 2);
-  const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int col = n0 + j * 8 + 2 * (lane & 3);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int row = rowBase + 8 * h;
-      if (row >= M) continue;
-      const uint16_t lo = f32_to_bf16(acc[4 * j + 2 * h]);
-      const uint16_t hi = f32_to_bf16(acc[4 * j + 2 * h + 1]);
-      uint16_t* o = out + static_cast<size_t>(row) * N + col;
-      if (pairs && col + 1 < N) {
-        *reinterpret_cast<uint32_t*>(o) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-      } else {
-        if (col < N) o[0] = lo;
-        if (col + 1 < N) o[1] = hi;
-      }
+  store_accumulators<BN>(out, acc, m0 + warpgroup * 64, n0, M, N);
+}
+
+// Warp-specialized 128 × BN tile: warp 8 only copies (cp.async, each lane's copies arriving on
+// the stage's `full` barrier as they land), warps 0-7 (two warpgroups) only multiply, each
+// releasing a stage on its `empty` barrier once its wgmmas on it have retired. No block-wide
+// barrier in the loop: the copier runs up to STAGES tiles ahead, and one warpgroup stalling does
+// not stall the other.
+template <int BN, int STAGES>
+__device__ __forceinline__ void gemm_wgmma_ws(uint16_t* __restrict__ out,
+                                              const uint16_t* __restrict__ x,
+                                              const uint16_t* __restrict__ w, int M, int N, int K) {
+  constexpr int BM = 128, BK = 64;
+  constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  const int2 origin = tile_origin<BM, BN>(blockIdx.x, M, N);
+  const int m0 = origin.x, n0 = origin.y;
+  const uint32_t base = (shared_addr(wgmma_smem) + 1023u) & ~1023u;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int kTiles = (K + BK - 1) / BK;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      // full: one cp.async-completion arrival per copier lane; empty: one per consumer warp.
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 32;" ::"r"(shared_addr(&full[s])));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 8;" ::"r"(shared_addr(&empty[s])));
     }
   }
+  __syncthreads();
+
+  if (warp == 8) {
+    for (int kt = 0; kt < kTiles; ++kt) {
+      const int s = kt % STAGES;
+      // Use u = kt / STAGES of the slot needs use u - 1 released: that phase's parity.
+      if (kt >= STAGES) mbarrier_wait(shared_addr(&empty[s]), ((kt / STAGES) & 1) ^ 1);
+      const uint32_t stage = base + s * STAGE_BYTES;
+      copy_tile<BM, 32>(stage, x, m0, M, kt * BK, K, lane);
+      copy_tile<BN, 32>(stage + A_BYTES, w, n0, N, kt * BK, K, lane);
+      asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_addr(&full[s]))
+                   : "memory");
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    return;
+  }
+
+  const int warpgroup = warp >> 2;
+  float acc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+  pin_registers(acc);
+  for (int kt = 0; kt < kTiles; ++kt) {
+    const int s = kt % STAGES;
+    mbarrier_wait(shared_addr(&full[s]), (kt / STAGES) & 1);
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    const uint32_t stage = base + s * STAGE_BYTES;
+    wgmma_tile<BN>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
+    wgmma_wait<1>();
+    pin_registers(acc);
+    // Tile kt - 1's wgmmas have retired: its slot may be refilled.
+    if (kt > 0 && lane == 0) {
+      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_addr(&empty[(kt - 1) % STAGES]))
+                   : "memory");
+    }
+  }
+  wgmma_wait<0>();
+  pin_registers(acc);
+  store_accumulators<BN>(out, acc, m0 + warpgroup * 64, n0, M, N);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(288, 1) linear_wgmma_ws_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+#define WGMMA_WS_BODY(BN, STAGES) gemm_wgmma_ws<BN, STAGES>(out, x, w, M, N, K)
 #define WGMMA_BODY(BN, STAGES) gemm_wgmma<BN, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
+#define WGMMA_WS_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // 256 threads; 4 stages: 4 · (128 + 256) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
@@ -297,4 +396,11 @@ extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x
 // above with 128 · 128 floats a slot.
 extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_BODY(128, 6);
+}
+
+// 288 threads (two multiplying warpgroups and one copying warp); 4 stages: 197632 bytes of
+// dynamic shared memory; 1-D grid of ceil(M / 128) · ceil(N / 256) blocks. kSplit must be 1
+// (partials and counters are unused; the signature is the other wgmma kernels').
+extern "C" __global__ void linear_wgmma_ws_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_WS_BODY(256, 4);
 }

@@ -31,7 +31,7 @@ import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
-const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128"];
+const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128", "wgmmaws128x256"];
 
 /** Seeded bf16 patterns uniform in ±scale. */
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {
@@ -119,7 +119,7 @@ hopperTest("gpu wgmma: an sm_90 device loads the sm_90a image", async (gpu) => {
   assert.equal((await loadKernels(gpu, "linear")).target, "sm_90");
 });
 
-hopperTest("gpu wgmma: both tilings match the CPU on partial tiles", async (gpu) => {
+hopperTest("gpu wgmma: every wgmma kernel matches the CPU on partial tiles", async (gpu) => {
   const ops = await Promise.all(WGMMA.map((kernel) => loadLinearOps(gpu, { kernel })));
   // [m, n, k]: K = 8 is one chunk; 72 and 1000 end inside a k tile; 4096 is 64 k tiles.
   const shapes = [[17, 37, 8], [129, 300, 72], [300, 1000, 1000], [257, 264, 4096]];

@@ -52,7 +52,6 @@ const GEMM_VARIANTS: LinearKernel[] = [
   "gemm128x256",
   "wgmma128x256",
   "wgmma128x128",
-  "wgmmaws128x256",
 ];
 /** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
 const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>

@@ -51,8 +51,7 @@ export type LinearKernel =
   | "fma"
   | "gemm128x256"
   | "wgmma128x256"
-  | "wgmma128x128"
-  | "wgmmaws128x256";
+  | "wgmma128x128";
 
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
@@ -101,7 +100,7 @@ export interface GpuLinearOps extends LinearOps {
 }
 
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
-const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8, WGMMAWS256 = 9;
+const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
   gemv8: GEMV8,
@@ -112,7 +111,6 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   gemm128x256: GEMM128X256,
   wgmma128x256: WGMMA256,
   wgmma128x128: WGMMA128,
-  wgmmaws128x256: WGMMAWS256,
 };
 const KERNEL_NAMES = [
   "gemv16",
@@ -124,7 +122,6 @@ const KERNEL_NAMES = [
   "gemm128x256",
   "wgmma128x256",
   "wgmma128x128",
-  "wgmmaws128x256",
 ];
 /** The mma GEMMs by code: kernel, tile rows (M), tile columns (N), threads, shared bytes. */
 interface MmaGemm {
@@ -146,14 +143,12 @@ const MMA_GEMMS: Record<number, MmaGemm> = {
   [GEMM128X256]: mmaGemm("linear_gemm_128x256", 128, 256, 256),
 };
 /**
- * The wgmma GEMMs of linear_sm90.cu by code: 256 threads (288 for the warp-specialized one), a
- * ring of 4 (128×256) or 6 (128×128) stages of (128 + BN) · 64 bf16, plus 1 KiB to align it for
- * the 128-byte swizzle.
+ * The wgmma GEMMs of linear_sm90.cu by code: 256 threads, a ring of 4 (128×256) or 6 (128×128)
+ * stages of (128 + BN) · 64 bf16, plus 1 KiB to align it for the 128-byte swizzle.
  */
 const WGMMA_GEMMS: Record<number, MmaGemm> = {
   [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
   [WGMMA128]: { name: "linear_wgmma_128x128", bm: 128, bn: 128, threads: 256, shared: 197632 },
-  [WGMMAWS256]: { name: "linear_wgmma_ws_128x256", bm: 128, bn: 256, threads: 288, shared: 197632 },
 };
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_REPS = 10;

@@ -118,18 +118,6 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
       : "l"(da), "l"(db));
 }
 
-// Spins until the mbarrier at `addr` has completed the phase of parity `parity`.
-__device__ __forceinline__ void mbarrier_wait(uint32_t addr, uint32_t parity) {
-  uint32_t done;
-  do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(addr), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
@@ -308,80 +296,11 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   store_accumulators<BN>(out, acc, m0 + warpgroup * 64, n0, M, N);
 }
 
-// Warp-specialized 128 × BN tile: warp 8 only copies (cp.async, each lane's copies arriving on
-// the stage's `full` barrier as they land), warps 0-7 (two warpgroups) only multiply, each
-// releasing a stage on its `empty` barrier once its wgmmas on it have retired. No block-wide
-// barrier in the loop: the copier runs up to STAGES tiles ahead, and one warpgroup stalling does
-// not stall the other.
-template <int BN, int STAGES>
-__device__ __forceinline__ void gemm_wgmma_ws(uint16_t* __restrict__ out,
-                                              const uint16_t* __restrict__ x,
-                                              const uint16_t* __restrict__ w, int M, int N, int K) {
-  constexpr int BM = 128, BK = 64;
-  constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
-  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
-  const int2 origin = tile_origin<BM, BN>(blockIdx.x, M, N);
-  const int m0 = origin.x, n0 = origin.y;
-  const uint32_t base = (shared_addr(wgmma_smem) + 1023u) & ~1023u;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int kTiles = (K + BK - 1) / BK;
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) {
-      // full: one cp.async-completion arrival per copier lane; empty: one per consumer warp.
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 32;" ::"r"(shared_addr(&full[s])));
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 8;" ::"r"(shared_addr(&empty[s])));
-    }
-  }
-  __syncthreads();
-
-  if (warp == 8) {
-    for (int kt = 0; kt < kTiles; ++kt) {
-      const int s = kt % STAGES;
-      // Use u = kt / STAGES of the slot needs use u - 1 released: that phase's parity.
-      if (kt >= STAGES) mbarrier_wait(shared_addr(&empty[s]), ((kt / STAGES) & 1) ^ 1);
-      const uint32_t stage = base + s * STAGE_BYTES;
-      copy_tile<BM, 32>(stage, x, m0, M, kt * BK, K, lane);
-      copy_tile<BN, 32>(stage + A_BYTES, w, n0, N, kt * BK, K, lane);
-      asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_addr(&full[s]))
-                   : "memory");
-    }
-    asm volatile("cp.async.wait_all;" ::: "memory");
-    return;
-  }
-
-  const int warpgroup = warp >> 2;
-  float acc[BN / 2];
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-  pin_registers(acc);
-  for (int kt = 0; kt < kTiles; ++kt) {
-    const int s = kt % STAGES;
-    mbarrier_wait(shared_addr(&full[s]), (kt / STAGES) & 1);
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    const uint32_t stage = base + s * STAGE_BYTES;
-    wgmma_tile<BN>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
-    wgmma_wait<1>();
-    pin_registers(acc);
-    // Tile kt - 1's wgmmas have retired: its slot may be refilled.
-    if (kt > 0 && lane == 0) {
-      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_addr(&empty[(kt - 1) % STAGES]))
-                   : "memory");
-    }
-  }
-  wgmma_wait<0>();
-  pin_registers(acc);
-  store_accumulators<BN>(out, acc, m0 + warpgroup * 64, n0, M, N);
-}
-
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-extern "C" __global__ void __launch_bounds__(288, 1) linear_wgmma_ws_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-#define WGMMA_WS_BODY(BN, STAGES) gemm_wgmma_ws<BN, STAGES>(out, x, w, M, N, K)
 #define WGMMA_BODY(BN, STAGES) gemm_wgmma<BN, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
-#define WGMMA_WS_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // 256 threads; 4 stages: 4 · (128 + 256) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
@@ -396,11 +315,4 @@ extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x
 // above with 128 · 128 floats a slot.
 extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_BODY(128, 6);
-}
-
-// 288 threads (two multiplying warpgroups and one copying warp); 4 stages: 197632 bytes of
-// dynamic shared memory; 1-D grid of ceil(M / 128) · ceil(N / 256) blocks. kSplit must be 1
-// (partials and counters are unused; the signature is the other wgmma kernels').
-extern "C" __global__ void linear_wgmma_ws_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_WS_BODY(256, 4);
 }

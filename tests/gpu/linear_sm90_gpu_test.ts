@@ -31,7 +31,7 @@ import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
-const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128", "wgmmaws128x256"];
+const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128"];
 
 /** Seeded bf16 patterns uniform in ±scale. */
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {

@@ -18,6 +18,7 @@
 // Under HIP the GEMV kernels keep their launch geometry but run a portable FMA body, and the
 // mma GEMM kernels trap (the host never launches them there).
 #include "compat.h"
+#include "tile_copy.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
@@ -242,48 +243,14 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
 // GEMM on tensor cores (CUDA): block tile BM × BN × 64, warp tile WM × WN, STAGES-deep cp.async
 // pipeline, one barrier per k tile, register fragments double-buffered across the 4 k16 steps.
 //
-// Shared-memory tiles are [rows][64] bf16 (128-byte rows) with the 16-byte chunk index XORed by
-// row % 8, so the 8 rows an ldmatrix phase reads hit 8 different bank groups.
+// Shared-memory tiles are swizzled [rows][64] bf16 (tile_copy.h).
 
 extern __shared__ uint4 linear_smem[];
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global → shared, bypassing L1; src_bytes = 0 writes zeros (out-of-range rows and k).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-
-// Copies rows [r0, r0 + ROWS) × k [k0, k0 + 64) of a row-major [R, K] matrix into a swizzled
-// tile, zero-filling past R and K (K % 8 == 0, so a chunk is either all in or all out).
-template <int ROWS, int THREADS>
-__device__ __forceinline__ void load_tile(uint32_t tile, const uint16_t* __restrict__ src, int r0,
-                                          int R, int k0, int K) {
-#pragma unroll
-  for (int i = 0; i < ROWS * 8 / THREADS; ++i) {
-    const int e = threadIdx.x + i * THREADS;
-    const int row = e >> 3, ch = e & 7;
-    const int gr = r0 + row, gk = k0 + ch * 8;
-    const bool in = gr < R && gk < K;
-    const uint16_t* p = in ? src + static_cast<size_t>(gr) * K + gk : src;
-    cp_async16(tile + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2, p, in ? 16 : 0);
-  }
 }
 
 template <int BM, int BN, int WM, int WN, int STAGES>

@@ -27,37 +27,11 @@
 // the bf16 tile and resets the counter to zero for the next call (so the counters, zeroed once
 // when allocated, survive graph replays). Small shapes with long K then fill the GPU.
 #include "compat.h"
+#include "tile_copy.h"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 extern __shared__ __align__(1024) uint8_t wgmma_smem[];
-
-__device__ __forceinline__ uint32_t shared_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global → shared, bypassing L1; src_bytes = 0 writes zeros (out-of-range rows and k).
-__device__ __forceinline__ void copy16_async(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-
-// Copies rows [r0, r0 + ROWS) × k [k0, k0 + 64) of a row-major [R, K] matrix into a swizzled
-// tile at `tile` (1024-byte aligned), zero-filling past R and K.
-template <int ROWS, int THREADS>
-__device__ __forceinline__ void copy_tile(uint32_t tile, const uint16_t* __restrict__ src, int r0,
-                                          int R, int k0, int K, int tid) {
-#pragma unroll 8
-  for (int i = 0; i < ROWS * 8 / THREADS; ++i) {
-    const int e = tid + i * THREADS;
-    const int row = e >> 3, ch = e & 7;
-    const int gr = r0 + row, gk = k0 + ch * 8;
-    const bool in = gr < R && gk < K;
-    const uint16_t* p = in ? src + static_cast<size_t>(gr) * K + gk : src;
-    copy16_async(tile + row * 128 + ((ch ^ (row & 7)) << 4), p, in ? 16 : 0);
-  }
-}
 
 // Shared-memory matrix descriptor of a K-major, 128-byte-swizzled operand whose 8-row groups sit
 // 1024 bytes apart: start address >> 4 (bits 0-13), leading offset 16 bytes (unused by K-major
@@ -217,7 +191,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
   // The swizzle acts on absolute address bits, so stages start on 1024-byte boundaries (the
   // launch asks for 1 KiB more than the ring needs).
-  const uint32_t base = (shared_addr(wgmma_smem) + 1023u) & ~1023u;
+  const uint32_t base = (smem_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
   // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
   const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
@@ -226,8 +200,8 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
-    copy_tile<BM, 256>(a, x, m0, M, (kFirst + kt) * BK, K, threadIdx.x);
-    copy_tile<BN, 256>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K, threadIdx.x);
+    load_tile<BM, 256>(a, x, m0, M, (kFirst + kt) * BK, K);
+    load_tile<BN, 256>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K);
   };
 
   float acc[BN / 2];
@@ -238,18 +212,18 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 #pragma unroll
   for (int s = 0; s < STAGES - 2; ++s) {
     if (s < kTiles) copy_stage(s);
-    asm volatile("cp.async.commit_group;" ::: "memory");
+    cp_async_commit();
   }
 
   for (int kt = 0; kt < kTiles; ++kt) {
     // Groups committed so far: tiles 0 .. kt + STAGES - 3; tile kt is done when at most
     // STAGES - 3 are pending.
-    asm volatile("cp.async.wait_group %0;" ::"n"(STAGES - 3) : "memory");
+    cp_async_wait<STAGES - 3>();
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
     const int next = kt + STAGES - 2;
     if (next < kTiles) copy_stage(next);
-    asm volatile("cp.async.commit_group;" ::: "memory");
+    cp_async_commit();
 
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
     wgmma_tile<BN>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
@@ -258,7 +232,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   }
   wgmma_wait<0>();
   pin_registers(acc);
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
+  cp_async_wait<0>();
 
   if (kSplit > 1) {
     // Register i of thread t lives at float (i / 4) · 1024 + 4 t + i % 4 of a slice's slot.

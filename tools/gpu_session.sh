@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # One batched run on the GPU machine (device tool, carry [".device"]):
-#   bash tools/gpu_session.sh [fixtures] [tests] [launch] [kernels]
+#   bash tools/gpu_session.sh [fixtures] [tests] [launch] [kernels] [decode-pdl]
 # Each step's full output goes to $OUT/<step>.log; a short summary is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/denali-out}"
 mkdir -p "$OUT"
+# The module cache may travel packed (tar -cJf .device/deno_dir.txz -C .device deno_dir) when the
+# working tree and .device together pass the device tool's 64 MiB carry limit.
+if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
+  tar -xJf .device/deno_dir.txz -C .device
+fi
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(fixtures tests launch kernels)
 run() { bash .device/gpu.sh "$@"; }
@@ -38,13 +43,16 @@ for step in "${steps[@]}"; do
       cp "$OUT/launch_compare.log" "$log" 2>/dev/null
       ;;
     kernels)
-      for bench in bench/kernels/*_bench.ts; do
-        echo "--- $bench" >>"$log"
-        timeout 240 bash .device/gpu.sh deno run -A "$bench" >>"$log" 2>&1 || echo "FAILED: $bench" >>"$log"
-      done
-      for bench in bench/kernels/*_torch.py; do
-        echo "--- $bench" >>"$log"
-        PYTHONUNBUFFERED=1 timeout 240 python3 "$bench" >>"$log" 2>&1 || echo "FAILED: $bench" >>"$log"
+      # Every family benchmark and its PyTorch baseline, then the tables and the kernel targets.
+      timeout 540 bash .device/gpu.sh deno run -A bench/kernels_bench.ts >>"$log" 2>&1 ||
+        echo "FAILED: bench/kernels_bench.ts" | tee -a "$log"
+      ;;
+    decode-pdl)
+      # Llama-3-8B decode with programmatic dependent launch (the default) and without.
+      for pdl in 1 0; do
+        echo "--- DENALI_PDL=$pdl" >>"$log"
+        DENALI_PDL=$pdl timeout 200 bash .device/gpu.sh deno run -A bench/decode_bench.ts \
+          --batches 1,8,64 >>"$log" 2>&1 || echo "FAILED: decode_bench DENALI_PDL=$pdl" | tee -a "$log"
       done
       ;;
   esac

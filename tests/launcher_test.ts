@@ -520,16 +520,17 @@ Deno.test("programmatic launch: of the linear kernels only the GEMVs use it", as
       ops.linear(out, xv, w, m, 4096, 4096, s);
       return fake.lastLaunch();
     };
-    // M = 1: the 16-row GEMV, 256 blocks, programmatic; gemvLaunch says the same.
+    // M = 1: the 16-row GEMV with two steps in flight, 256 blocks, programmatic; gemvLaunch
+    // says the same.
     let launch = run(auto, 1);
     assert.deepEqual(
       [launch.functionName, launch.grid[0], launch.launchEx, launch.programmatic],
-      ["linear_gemv_t8_r16", 256, true, true],
+      ["linear_gemv_t8_r16_s2", 256, true, true],
     );
     assert.deepEqual(auto.gemvLaunch(1, 4096, 4096, x, w), {
-      kernel: "linear_gemv_t8_r16",
+      kernel: "linear_gemv_t8_r16_s2",
       split: 8,
-      stages: 1,
+      stages: 2,
       blocks: 256,
       programmatic: true,
     });
@@ -548,7 +549,7 @@ Deno.test("programmatic launch: of the linear kernels only the GEMVs use it", as
     assert.equal(fake.lastLaunch().launchEx, false);
     assert.equal(auto.gemvLaunch(300, 4096, 4096, x, w), null);
     launch = run(plain, 1);
-    assert.deepEqual([launch.functionName, launch.launchEx], ["linear_gemv_t8_r16", false]);
+    assert.deepEqual([launch.functionName, launch.launchEx], ["linear_gemv_t8_r16_s2", false]);
     assert.equal(plain.gemvLaunch(1, 4096, 4096, x, w)?.programmatic, false);
     await assert.rejects(
       () => loadLinearOps(gpu, { gemvStages: 3 as 2 }),

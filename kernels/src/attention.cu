@@ -12,6 +12,7 @@
 // Every kernel's signature sits on one line (kernels/build.ts reads them); the templated bodies
 // below are instantiated by thin extern "C" wrappers, one per head dimension / head group size.
 #include "compat.h"
+#include "tile_copy.h"
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS 4
@@ -724,26 +725,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Global → shared 16-byte copy that skips the registers; a row past the keys is zero-filled
-// (src-size 0 reads nothing). Grouped by cp_async_commit, awaited by cp_async_wait_group.
-__device__ __forceinline__ void cp_async16(uint16_t* smem, const uint16_t* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-               :
-               : "r"(dst), "l"(gmem), "r"(valid ? 16 : 0)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-// Waits until at most N of this thread's committed copy groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait_group() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // Four 8x8 b16 matrices from shared memory: lanes 8i..8i+7 address the rows of matrix i; lane t
 // receives row t/4, columns 2(t%4) and 2(t%4)+1 of each (the B-fragment layout for K rows).
 __device__ __forceinline__ void ldmatrix_x4(const uint16_t* p, uint32_t& r0, uint32_t& r1,
@@ -842,8 +823,9 @@ __device__ __forceinline__ void prefill_mma(
       const bool valid = kv < t.kvEnd;
       const size_t at =
           valid ? cache_row(table, kv, shift, kvh, numKvHeads, numBlocks, D) + col : 0;
-      cp_async16(ks + row * STR + col, kCache + at, valid);
-      cp_async16(vs + row * STR + col, vCache + at, valid);
+      // A row past the keys is zero-filled (src-size 0 reads nothing).
+      cp_async16(smem_addr(ks + row * STR + col), kCache + at, valid ? 16 : 0);
+      cp_async16(smem_addr(vs + row * STR + col), vCache + at, valid ? 16 : 0);
     }
     cp_async_commit();
   };
@@ -859,9 +841,9 @@ __device__ __forceinline__ void prefill_mma(
     // Two stages: the next tile's copies fly while this one is computed.
     if (stages == 2 && tile + 1 < tiles) {
       issue(tile + 1, (tile + 1) & 1);
-      cp_async_wait_group<1>();
+      cp_async_wait<1>();
     } else {
-      cp_async_wait_group<0>();
+      cp_async_wait<0>();
     }
     __syncthreads();  // every thread's copies of this tile have landed
     const uint16_t* Ks = prefillSmem + (stages == 2 ? (tile & 1) : 0) * STAGE;

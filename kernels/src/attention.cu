@@ -12,7 +12,7 @@
 // Every kernel's signature sits on one line (kernels/build.ts reads them); the templated bodies
 // below are instantiated by thin extern "C" wrappers, one per head dimension / head group size.
 #include "compat.h"
-#include "tile_copy.h"
+#include "gemm_tiles.h"
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS 4

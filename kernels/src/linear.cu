@@ -18,7 +18,7 @@
 // Under HIP the GEMV kernels keep their launch geometry but run a portable FMA body, and the
 // mma GEMM kernels trap (the host never launches them there).
 #include "compat.h"
-#include "tile_copy.h"
+#include "gemm_tiles.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
@@ -243,7 +243,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
 // GEMM on tensor cores (CUDA): block tile BM × BN × 64, warp tile WM × WN, STAGES-deep cp.async
 // pipeline, one barrier per k tile, register fragments double-buffered across the 4 k16 steps.
 //
-// Shared-memory tiles are swizzled [rows][64] bf16 (tile_copy.h).
+// Shared-memory tiles are swizzled [rows][64] bf16 (gemm_tiles.h).
 
 extern __shared__ uint4 linear_smem[];
 
@@ -261,18 +261,8 @@ __device__ __forceinline__ void gemm_mma(uint16_t* __restrict__ out, const uint1
   constexpr int THREADS = (BM / WM) * WARPS_N * 32;
   constexpr int MI = WM / 16, NI = WN / 8;
   constexpr int STAGE_ELEMS = (BM + BN) * BK;
-  constexpr int GROUP_M = 16;  // tile rows per raster group, for L2 reuse of x and W
-
-  // Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right,
-  // so the blocks resident at once share a few MB of x and W in L2.
-  const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
-  const int pid = blockIdx.x;
-  const int inGroup = GROUP_M * tilesN;
-  const int firstM = (pid / inGroup) * GROUP_M;
-  const int groupM = min(tilesM - firstM, GROUP_M);
-  const int tm = firstM + (pid % inGroup) % groupM;
-  const int tn = (pid % inGroup) / groupM;
-  const int m0 = tm * BM, n0 = tn * BN;
+  const int2 origin = tile_origin<BM, BN>(blockIdx.x, M, N);
+  const int m0 = origin.x, n0 = origin.y;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int wm = warp / WARPS_N, wn = warp % WARPS_N;
@@ -363,16 +353,7 @@ __device__ __forceinline__ void gemm_mma(uint16_t* __restrict__ out, const uint1
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int row = m0 + wm * WM + mi * 16 + g + 8 * h;
-        if (row >= M) continue;
-        const uint16_t lo = f32_to_bf16(acc[mi][ni][2 * h]);
-        const uint16_t hi = f32_to_bf16(acc[mi][ni][2 * h + 1]);
-        uint16_t* o = out + static_cast<size_t>(row) * N + col;
-        if (pairs && col + 1 < N) {
-          *reinterpret_cast<uint32_t*>(o) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-        } else {
-          if (col < N) o[0] = lo;
-          if (col + 1 < N) o[1] = hi;
-        }
+        if (row < M) store_bf16_pair(out, row, col, N, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], pairs);
       }
     }
   }

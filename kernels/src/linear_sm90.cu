@@ -27,7 +27,7 @@
 // the bf16 tile and resets the counter to zero for the next call (so the counters, zeroed once
 // when allocated, survive graph replays). Small shapes with long K then fill the GPU.
 #include "compat.h"
-#include "tile_copy.h"
+#include "gemm_tiles.h"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -120,19 +120,6 @@ __device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint
   wgmma_m64n128k16(d, da, db);
 }
 
-// Grouped raster order: consecutive blocks walk down GROUP_M row tiles before moving right, so
-// the blocks resident at once share a few MB of x and W in L2. Returns tile `pid`'s first row
-// and column.
-template <int BM, int BN>
-__device__ __forceinline__ int2 tile_origin(int pid, int M, int N) {
-  constexpr int GROUP_M = 16;
-  const int tilesM = (M + BM - 1) / BM, tilesN = (N + BN - 1) / BN;
-  const int inGroup = GROUP_M * tilesN;
-  const int firstM = (pid / inGroup) * GROUP_M;
-  const int groupM = min(tilesM - firstM, GROUP_M);
-  return make_int2((firstM + (pid % inGroup) % groupM) * BM, ((pid % inGroup) / groupM) * BN);
-}
-
 // Writes one warpgroup's m64nBN accumulators as bf16. Layout: thread (warp v of the warpgroup,
 // lane l) holds, for each 8-column slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4)
 // and + 1, in acc[4 j .. 4 j + 3].
@@ -149,16 +136,7 @@ __device__ __forceinline__ void store_accumulators(uint16_t* __restrict__ out,
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = rowBase + 8 * h;
-      if (row >= M) continue;
-      const uint16_t lo = f32_to_bf16(acc[4 * j + 2 * h]);
-      const uint16_t hi = f32_to_bf16(acc[4 * j + 2 * h + 1]);
-      uint16_t* o = out + static_cast<size_t>(row) * N + col;
-      if (pairs && col + 1 < N) {
-        *reinterpret_cast<uint32_t*>(o) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-      } else {
-        if (col < N) o[0] = lo;
-        if (col + 1 < N) o[1] = hi;
-      }
+      if (row < M) store_bf16_pair(out, row, col, N, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], pairs);
     }
   }
 }

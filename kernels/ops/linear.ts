@@ -30,10 +30,15 @@
  * @module
  */
 
-import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import type { Backend, DeviceBuffer, KernelFunction, Stream } from "../../backends/backend.ts";
 import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
-import { createLauncher, type KernelLauncher, type Launcher } from "../launcher.ts";
+import {
+  createLauncher,
+  type KernelLauncher,
+  type Launcher,
+  type LauncherOptions,
+} from "../launcher.ts";
 import { type LoadedKernels, loadKernels } from "../modules.ts";
 
 /**
@@ -203,29 +208,37 @@ export async function loadLinearOps(
   const partials = wgmma ? backend.alloc(slots * 128 * 128 * 4) : null;
   const counters = wgmma ? backend.alloc(slots * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
+  /**
+   * A launcher of `name` built here, not by loadKernels: with launch options of its own, over
+   * function handles `prepare` configured first.
+   */
+  const launcherOver = (
+    kernels: LoadedKernels,
+    name: string,
+    launch: LauncherOptions,
+    prepare: (fn: KernelFunction) => void = () => {},
+  ): KernelLauncher => {
+    const spec = kernels.specs.find((s) => s.name === name)!;
+    const variants = spec.variants.map((v) => {
+      const fn = kernels.module.getFunction(v.symbol);
+      prepare(fn);
+      return { fn, assumes: v.assumes };
+    });
+    return createLauncher(backend.launchAbi!, spec, variants, launch);
+  };
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
   // attribute of a function handle, so their launchers are built here over the very handles it
   // was raised on (the driver need not hand out the same handle twice). HIP never runs them.
   const bigShared = (kernels: LoadedKernels, name: string, bytes: number): Launcher => {
     if (!cuda) return kernels.launchers[name].launch;
-    const fn = kernels.module.getFunction(name);
-    fn.setMaxDynamicSharedMemory(bytes);
-    const spec = kernels.specs.find((s) => s.name === name)!;
-    return createLauncher(backend.launchAbi!, spec, [{ fn, assumes: {} }]).launch;
+    return launcherOver(kernels, name, {}, (fn) => fn.setMaxDynamicSharedMemory(bytes)).launch;
   };
   // The GEMVs wait for the previous kernel before they touch x or out (griddepcontrol.wait), so
   // they, and only they, may launch programmatically.
   const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
   const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
-  const gemvLauncher = (name: string): KernelLauncher => {
-    if (!pdl) return launchers[name];
-    const spec = linearKernels.specs.find((s) => s.name === name)!;
-    const variants = spec.variants.map((v) => ({
-      fn: linearKernels.module.getFunction(v.symbol),
-      assumes: v.assumes,
-    }));
-    return createLauncher(backend.launchAbi!, spec, variants, { programmatic: true });
-  };
+  const gemvLauncher = (name: string): KernelLauncher =>
+    pdl ? launcherOver(linearKernels, name, { programmatic: true }) : launchers[name];
   const gemvs = GEMV_KERNELS.map(gemvLauncher);
   const gemv = gemvs.map((l) => l.launch);
   // Indexed by kernel code; the non-mma codes stay empty.
@@ -381,13 +394,17 @@ export async function loadLinearOps(
   const preparedM: number[] = [], preparedN: number[] = [], preparedK: number[] = [];
   const acceleratorWins: boolean[] = [];
 
-  function useAccelerator(m: number, n: number, k: number): boolean {
+  /** Where prepareLinear recorded this shape, or -1. */
+  function preparedIndex(m: number, n: number, k: number): number {
     for (let i = 0; i < preparedM.length; i++) {
-      if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) {
-        return acceleratorWins[i];
-      }
+      if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) return i;
     }
-    return false;
+    return -1;
+  }
+
+  function useAccelerator(m: number, n: number, k: number): boolean {
+    const i = preparedIndex(m, n, k);
+    return i >= 0 && acceleratorWins[i];
   }
 
   /**
@@ -395,7 +412,13 @@ export async function loadLinearOps(
    * null when there was no room for the scratch buffers, so a later prepareLinear may retry.
    * A failure of Denali's own kernel is a bug, and propagates.
    */
-  function timeShape(m: number, n: number, k: number, stream: Stream): boolean | null {
+  function timeShape(
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    evictor: () => DeviceBuffer | null,
+  ): boolean | null {
     const buffers: DeviceBuffer[] = [];
     const free = () => {
       stream.synchronize();
@@ -408,12 +431,7 @@ export async function loadLinearOps(
       return null;
     }
     const [x, w, out] = buffers;
-    // Optional: without room for it, calls are timed with whatever L2 holds.
-    let flush: DeviceBuffer | null = null;
-    try {
-      flush = backend.alloc(FLUSH_BYTES);
-      buffers.push(flush);
-    } catch { /* timed without the flush */ }
+    const flush = evictor();
     const start = backend.createEvent(), stop = backend.createEvent();
     try {
       // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
@@ -468,18 +486,34 @@ export async function loadLinearOps(
     prepareLinear(shapes, stream) {
       checkLinearShapes("prepareLinear", shapes);
       if (accel === null) return;
-      for (const { m, n, k } of shapes) {
-        let known = false;
-        for (let i = 0; i < preparedM.length; i++) {
-          if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) known = true;
+      // The L2-evicting fill of every timed call, allocated once, after the first shape's scratch
+      // buffers. Optional: without room for it, calls are timed with whatever L2 holds.
+      let flush: DeviceBuffer | null | undefined;
+      const evictor = () => {
+        if (flush === undefined) {
+          try {
+            flush = backend.alloc(FLUSH_BYTES);
+          } catch {
+            flush = null;
+          }
         }
-        if (known) continue;
-        const wins = timeShape(m, n, k, stream);
-        if (wins === null) continue;
-        preparedM.push(m);
-        preparedN.push(n);
-        preparedK.push(k);
-        acceleratorWins.push(wins);
+        return flush;
+      };
+      try {
+        for (const { m, n, k } of shapes) {
+          if (preparedIndex(m, n, k) >= 0) continue;
+          const wins = timeShape(m, n, k, stream, evictor);
+          if (wins === null) continue;
+          preparedM.push(m);
+          preparedN.push(n);
+          preparedK.push(k);
+          acceleratorWins.push(wins);
+        }
+      } finally {
+        if (flush) {
+          stream.synchronize();
+          backend.free(flush);
+        }
       }
     },
 

@@ -43,9 +43,14 @@ export function parseBench(log: string): BenchLine[] {
   return lines;
 }
 
+/** Every copy bandwidth (GB/s) the run measured; the benchmarks compare against the best. */
+function copyBandwidths(lines: readonly BenchLine[]): number[] {
+  return lines.filter((l) => l.op === "copy_bandwidth").map((l) => l.fields.gbps);
+}
+
 /** The markdown table of Denali's kernels against the copy bandwidth and PyTorch. */
 export function renderReport(lines: readonly BenchLine[]): string {
-  const copy = lines.filter((l) => l.op === "copy_bandwidth").map((l) => l.fields.gbps);
+  const copy = copyBandwidths(lines);
   const copyGbps = copy.length ? Math.max(...copy) : NaN;
   const torch = torchTimes(lines);
   const rows = [
@@ -105,9 +110,7 @@ export interface TargetRow {
  * (≥ 0.70).
  */
 export function targetRows(lines: readonly BenchLine[]): TargetRow[] {
-  const copy = Math.max(
-    ...lines.filter((l) => l.op === "copy_bandwidth").map((l) => l.fields.gbps),
-  );
+  const copy = Math.max(...copyBandwidths(lines));
   const torch = torchTimes(lines);
   const time = (op: string, shape: string) =>
     lines.find((l) => l.op === op && l.shape === shape)?.fields.time_us;

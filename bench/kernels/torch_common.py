@@ -11,24 +11,37 @@ import time
 import torch
 
 
-def median_us(run, reps=30, warmup=5, device="cuda", interpolate=False):
+# The fill a dense sample is queued behind (median_us's `cover_bytes`), as in measure.ts.
+COVER_BYTES = 512 * 2**20
+
+
+def median_us(run, reps=30, warmup=5, device="cuda", interpolate=False, inner=1, cover_bytes=0):
     """Median time of run(rep) in microseconds: CUDA events on the GPU, perf_counter on the CPU.
 
     With an even `reps`, the upper of the two middle samples, or their mean when `interpolate`
-    (statistics.median).
+    (statistics.median). On the GPU, `inner` and `cover_bytes` time as bench/kernels/measure.ts
+    does: each sample is `inner` back-to-back runs between two events, queued behind a fill of
+    `cover_bytes` that keeps the GPU busy while the host enqueues them, so there are no host
+    launch gaps inside a sample and the GPU runs the calls as densely as Denali's are timed (same
+    clocks, same power draw); the sample is their mean.
     """
     for i in range(warmup):
         run(i)
     times = []
     if device == "cuda":
+        cover = torch.empty(cover_bytes, dtype=torch.uint8, device="cuda") if cover_bytes else None
         start = torch.cuda.Event(enable_timing=True)
         stop = torch.cuda.Event(enable_timing=True)
         for i in range(reps):
+            if cover is not None:
+                cover.fill_(i & 0xFF)
             start.record()
-            run(i)
+            for j in range(inner):
+                run(i * inner + j)
             stop.record()
             stop.synchronize()
-            times.append(start.elapsed_time(stop) * 1000.0)
+            times.append(start.elapsed_time(stop) * 1000.0 / inner)
+        del cover
     else:
         for i in range(reps):
             t0 = time.perf_counter()
@@ -36,32 +49,6 @@ def median_us(run, reps=30, warmup=5, device="cuda", interpolate=False):
             times.append((time.perf_counter() - t0) * 1e6)
     if interpolate:
         return statistics.median(times)
-    times.sort()
-    return times[reps // 2]
-
-
-def median_us_covered(run, reps=30, warmup=5, inner=10):
-    """Median CUDA time of run(rep) in microseconds, measured as bench/kernels/measure.ts does.
-
-    Each sample is `inner` back-to-back runs between two events, queued behind a 512 MiB fill
-    that keeps the GPU busy while the host enqueues them: no host launch gaps inside a sample,
-    and the GPU runs the calls as densely as Denali's are timed (same clocks, same power draw).
-    """
-    for i in range(warmup):
-        run(i)
-    cover = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
-    start = torch.cuda.Event(enable_timing=True)
-    stop = torch.cuda.Event(enable_timing=True)
-    times = []
-    for i in range(reps):
-        cover.fill_(i & 0xFF)
-        start.record()
-        for j in range(inner):
-            run(i * inner + j)
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) * 1000.0 / inner)
-    del cover
     times.sort()
     return times[reps // 2]
 

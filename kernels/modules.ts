@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Backend, DeviceModule, ModuleImage } from "../backends/backend.ts";
+import type { Backend, DeviceModule, KernelFunction, ModuleImage } from "../backends/backend.ts";
 import { ARCH_SPECIFIC_PTX, HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 import { createLauncher, type KernelLauncher, type LauncherOptions } from "./launcher.ts";
 import { KERNEL_MODULES } from "./manifest.ts";
@@ -103,4 +103,27 @@ export async function loadKernels(
   // "ptx/<module>.<target>.ptx" or "hsaco/<module>.<target>.hsaco"; module names have no dots.
   const target = path.split("/")[1].split(".")[1];
   return { module, specs, launchers, target };
+}
+
+/**
+ * A launcher of kernel `name` of a loaded module, built with launch options of its own (e.g.
+ * programmatic) over function handles that `prepare` configures first (e.g. a raised
+ * shared-memory limit, which is an attribute of the handle: the driver need not hand out the same
+ * handle twice, so the launcher must use the very handles it was raised on).
+ */
+export function launcherWith(
+  backend: Backend,
+  kernels: LoadedKernels,
+  name: string,
+  options: LauncherOptions,
+  prepare: (fn: KernelFunction) => void = () => {},
+): KernelLauncher {
+  const spec = kernels.specs.find((s) => s.name === name);
+  if (!spec) throw new Error(`no kernel '${name}' in the loaded module`);
+  const variants = spec.variants.map((v) => {
+    const fn = kernels.module.getFunction(v.symbol);
+    prepare(fn);
+    return { fn, assumes: v.assumes };
+  });
+  return createLauncher(backend.launchAbi!, spec, variants, options);
 }

@@ -30,16 +30,11 @@
  * @module
  */
 
-import type { Backend, DeviceBuffer, KernelFunction, Stream } from "../../backends/backend.ts";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
-import {
-  createLauncher,
-  type KernelLauncher,
-  type Launcher,
-  type LauncherOptions,
-} from "../launcher.ts";
-import { type LoadedKernels, loadKernels } from "../modules.ts";
+import type { KernelLauncher, Launcher } from "../launcher.ts";
+import { launcherWith, type LoadedKernels, loadKernels } from "../modules.ts";
 
 /**
  * Which Denali kernel `linear` runs. `auto` picks by shape; the others force one, for tests and
@@ -208,37 +203,20 @@ export async function loadLinearOps(
   const partials = wgmma ? backend.alloc(slots * 128 * 128 * 4) : null;
   const counters = wgmma ? backend.alloc(slots * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
-  /**
-   * A launcher of `name` built here, not by loadKernels: with launch options of its own, over
-   * function handles `prepare` configured first.
-   */
-  const launcherOver = (
-    kernels: LoadedKernels,
-    name: string,
-    launch: LauncherOptions,
-    prepare: (fn: KernelFunction) => void = () => {},
-  ): KernelLauncher => {
-    const spec = kernels.specs.find((s) => s.name === name)!;
-    const variants = spec.variants.map((v) => {
-      const fn = kernels.module.getFunction(v.symbol);
-      prepare(fn);
-      return { fn, assumes: v.assumes };
-    });
-    return createLauncher(backend.launchAbi!, spec, variants, launch);
-  };
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
   // attribute of a function handle, so their launchers are built here over the very handles it
   // was raised on (the driver need not hand out the same handle twice). HIP never runs them.
   const bigShared = (kernels: LoadedKernels, name: string, bytes: number): Launcher => {
     if (!cuda) return kernels.launchers[name].launch;
-    return launcherOver(kernels, name, {}, (fn) => fn.setMaxDynamicSharedMemory(bytes)).launch;
+    return launcherWith(backend, kernels, name, {}, (fn) => fn.setMaxDynamicSharedMemory(bytes))
+      .launch;
   };
   // The GEMVs wait for the previous kernel before they touch x or out (griddepcontrol.wait), so
   // they, and only they, may launch programmatically.
   const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
   const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
   const gemvLauncher = (name: string): KernelLauncher =>
-    pdl ? launcherOver(linearKernels, name, { programmatic: true }) : launchers[name];
+    pdl ? launcherWith(backend, linearKernels, name, { programmatic: true }) : launchers[name];
   const gemvs = GEMV_KERNELS.map(gemvLauncher);
   const gemv = gemvs.map((l) => l.launch);
   // Indexed by kernel code; the non-mma codes stay empty.

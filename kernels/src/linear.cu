@@ -19,6 +19,7 @@
 // mma GEMM kernels trap (the host never launches them there).
 #include "compat.h"
 #include "gemm_tiles.h"
+#include "pdl.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
@@ -79,18 +80,6 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 //
 // Rows past N read row N - 1 and tokens past M read token M - 1 (valid memory, results
 // discarded), so only the K tail needs predication.
-
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
 
 // A weight load for before pdl_wait: volatile, so the compiler keeps it on that side.
 __device__ __forceinline__ uint4 ld_stream_early(const uint4* p) {

@@ -7,6 +7,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { launcherWith, loadKernels } from "../../kernels/modules.ts";
 
 /**
  * Median device time in microseconds of one `run` (which enqueues work on `stream`).
@@ -110,4 +111,52 @@ export function printBench(
   const gbps = bytes / (timeUs * 1e3);
   const tflops = flops ? ` tflops=${(flops / (timeUs * 1e6)).toFixed(1)}` : "";
   console.log(`BENCH ${op} ${shape} time_us=${timeUs.toFixed(2)} gbps=${gbps.toFixed(0)}${tflops}`);
+}
+
+/** 16-byte chunks a stream_read block reads: 4 a thread, 16 KiB a block. */
+const READ_FLOOR_BLOCK_CHUNKS = 1024;
+
+/** Times the read floor of a byte count; see readFloor. */
+export interface ReadFloor {
+  /** Median µs of one stream_read call over `bytes` of `sources[rep % sources.length]`. */
+  timeUs(sources: readonly DeviceBuffer[], bytes: number): number;
+  /**
+   * Times `bytes` of `sources` and prints `BENCH read_floor_same_size <shape> ...` (gbps counts
+   * the bytes read once) and its fraction of `copyGbps`.
+   */
+  print(shape: string, sources: readonly DeviceBuffer[], bytes: number, copyGbps: number): number;
+}
+
+/**
+ * The read floor: the stream_read kernel (kernels/src/runtime_test.cu) only reads its bytes, with
+ * every load issued before griddepcontrol.wait and launched programmatically where the backend
+ * allows, as the GEMVs read weights, and is timed like the kernels under test (medianUs, inputs
+ * rotated so L2 holds none). A kernel that reads the same bytes once per call, in the same
+ * chain of back-to-back calls, cannot expect more.
+ */
+export async function readFloor(gpu: Backend, stream: Stream): Promise<ReadFloor> {
+  const kernels = await loadKernels(gpu, "runtime_test");
+  const { launch } = launcherWith(gpu, kernels, "stream_read", { programmatic: true });
+  const timeUs = (sources: readonly DeviceBuffer[], bytes: number): number => {
+    const chunks = Math.floor(bytes / 16);
+    const blocks = Math.ceil(chunks / READ_FLOOR_BLOCK_CHUNKS);
+    const out = gpu.alloc(4 * blocks);
+    const us = medianUs(gpu, stream, (rep) => {
+      const src = sources[rep % sources.length];
+      launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, src, READ_FLOOR_BLOCK_CHUNKS, chunks);
+    });
+    gpu.free(out);
+    return us;
+  };
+  return {
+    timeUs,
+    print(shape, sources, bytes, copyGbps) {
+      const us = timeUs(sources, bytes);
+      printBench("read_floor_same_size", shape, us, bytes);
+      console.log(
+        `# read_floor_same_size ${shape} of_copy=${(bytes / (us * 1e3) / copyGbps).toFixed(3)}`,
+      );
+      return us;
+    },
+  };
 }

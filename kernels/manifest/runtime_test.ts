@@ -55,4 +55,12 @@ export const KERNELS: readonly KernelSpec[] = [
     ],
     "variants": [{ "symbol": "args8", "assumes": {} }],
   },
+  {
+    "name": "stream_read",
+    "params": [{ "name": "out", "type": "ptr" }, { "name": "src", "type": "ptr" }, {
+      "name": "chunksPerBlock",
+      "type": "i32",
+    }, { "name": "totalChunks", "type": "i32" }],
+    "variants": [{ "symbol": "stream_read", "assumes": {} }],
+  },
 ];

@@ -7,6 +7,7 @@
 //   - parameter types are spelled exactly int32_t, uint32_t, int64_t, uint64_t, float,
 //     f16_bits / bf16_bits (raw 16-bit patterns, see compat.h) or a pointer `T*`.
 #include "compat.h"
+#include "pdl.h"
 
 // Writes every scalar argument back verbatim so the host can check the marshalling of each
 // launcher param type bit-for-bit. Layout of `out` (32 bytes, little-endian, naturally aligned):
@@ -70,4 +71,41 @@ extern "C" __global__ void spin_ns(uint64_t ns) {
 // taken, but it keeps every param live so the compiler cannot drop them.
 extern "C" __global__ void args8(float* a, float* b, float* c, float* d, int32_t n, int32_t m, float x, float y) {
   if (n < 0) a[0] = b[0] + c[0] * d[0] + x * y + (float)m;
+}
+
+// The read floor of the kernel benchmarks: what a kernel that only reads `totalChunks` 16-byte
+// chunks once can reach, timed like the kernel under test. Launched programmatically, it reads
+// the way the GEMVs read weights (every load issued before pdl_wait, as many as 16 a thread) and
+// does next to nothing after: one sum per block, one store. 256 threads; grid
+// ceil(totalChunks / chunksPerBlock); chunksPerBlock <= 16 · 256.
+extern "C" __global__ void stream_read(float* out, const uint16_t* src, int32_t chunksPerBlock, int32_t totalChunks) {
+  pdl_launch_dependents();
+  const int first = blockIdx.x * chunksPerBlock;
+  const int end = min(first + chunksPerBlock, totalChunks);
+  const uint4* p = reinterpret_cast<const uint4*>(src);
+  uint4 v[16];
+#pragma unroll
+  for (int i = 0; i < 16; i++) {
+    const int c = first + static_cast<int>(threadIdx.x) + i * static_cast<int>(blockDim.x);
+    v[i] = c < end ? __ldg(p + c) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  pdl_wait();
+  uint32_t bits = 0;
+#pragma unroll
+  for (int i = 0; i < 16; i++) bits ^= v[i].x ^ v[i].y ^ v[i].z ^ v[i].w;
+  // One word a block depends on every load, so none can be dropped.
+  __shared__ uint32_t red[32];
+  for (int off = 16; off >= 1; off >>= 1) {
+#ifdef DENALI_HIP
+    bits ^= __shfl_xor(bits, off);  // within each 32-lane half of a 64-lane wavefront
+#else
+    bits ^= __shfl_xor_sync(0xffffffffu, bits, off);
+#endif
+  }
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = bits;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); w++) bits ^= red[w];
+    out[blockIdx.x] = __uint_as_float(bits & 0x3fffffffu);
+  }
 }

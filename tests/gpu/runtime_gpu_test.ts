@@ -1,7 +1,7 @@
 /**
  * The runtime on a real NVIDIA GPU (`deno task test:gpu`, on the device machine): parameter
  * marshalling read back from the device, vector add against the CPU, graph replay, event timing,
- * and the driver's own errors (bad PTX with its JIT log, out of memory, a bad launch).
+ * the benchmarks' read-floor kernel against a CPU checksum, and the driver's own errors (bad PTX with its JIT log, out of memory, a bad launch).
  *
  * @module
  */
@@ -11,7 +11,7 @@ import type { Backend, Stream } from "../../backends/backend.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { DriverError, ModuleLoadError } from "../../backends/errors.ts";
 import type { ArgumentPacking } from "../../kernels/launcher.ts";
-import { type LoadedKernels, loadKernels } from "../../kernels/modules.ts";
+import { launcherWith, type LoadedKernels, loadKernels } from "../../kernels/modules.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 
@@ -153,6 +153,30 @@ gpuTest("gpu: events time a kernel of known length", (gpu, k, s) => {
   assert.ok(ms >= 1.99 && ms < 50, `a 2 ms spin measured ${ms} ms`);
   start.destroy();
   stop.destroy();
+});
+
+gpuTest("gpu: stream_read (the benchmarks' read floor) reads every byte", (gpu, k, s) => {
+  // A partial last block, and a launch programmatic where the device allows, as measure.ts runs it.
+  const chunks = 3 * 1024 + 37, perBlock = 1024, blocks = Math.ceil(chunks / perBlock);
+  const words = new Uint32Array(chunks * 4);
+  const floats = randomFloats(words.length, 11);
+  words.set(new Uint32Array(floats.buffer));
+  const src = gpu.alloc(words.byteLength), out = gpu.alloc(4 * blocks);
+  gpu.copyToDevice(src, new Uint8Array(words.buffer));
+  const { launch } = launcherWith(gpu, k, "stream_read", { programmatic: true });
+  launch(blocks, 1, 1, 256, 1, 1, 0, s, out, src, perBlock, chunks);
+  s.synchronize();
+  const got = new Uint32Array(blocks);
+  gpu.copyToHost(new Uint8Array(got.buffer), out);
+  for (let b = 0; b < blocks; b++) {
+    let bits = 0;
+    for (let w = b * perBlock * 4; w < Math.min((b + 1) * perBlock, chunks) * 4; w++) {
+      bits ^= words[w];
+    }
+    assert.equal(got[b], (bits & 0x3fffffff) >>> 0, `block ${b}`);
+  }
+  gpu.free(src);
+  gpu.free(out);
 });
 
 gpuTest("gpu: bad PTX fails with the JIT log", (gpu) => {

@@ -160,6 +160,12 @@ export interface LlamaOps {
    * Decode attention: one query token per sequence against its whole cached context.
    * q and out [batch, numHeads, headDim]; blockTables i32 [batch, maxBlocks]; contextLens i32
    * [batch]. `workspace` holds the split-K partials; size it with `decodeWorkspaceBytes`.
+   *
+   * On CUDA (sm_90+) its kernels launch programmatically and read contextLens, the block tables
+   * and K rows before the previous kernel of the stream has finished. So, of what it reads, only
+   * the K and V rows at position contextLens[b] - 1 may be written by the op enqueued right
+   * before it (as kvWrite of the new tokens does), and that op must not overlap earlier work
+   * (kvWrite launches plainly); everything else must be complete before that op starts.
    */
   decodeAttention(
     out: DeviceBuffer,

@@ -13,6 +13,19 @@
  * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
  * pay for a big reduce.
  *
+ * The decode kernels and `decode_reduce` launch with programmatic dependent launch where the
+ * backend offers it (CUDA, compute capability 9.0+, a CUDA 12.3+ driver; off with
+ * `programmatic: false` or DENALI_PDL=0): a block may start while the previous kernel of the
+ * stream still runs, and waits for it (griddepcontrol.wait) only after the reads that cannot
+ * depend on it. The contract: of what decodeAttention reads, only K and V row contextLens[b] - 1
+ * of each sequence (its new token) may be written by a kernel still running when it starts, and
+ * only by the kernel enqueued right before it. The engine keeps it: that kernel is kvWrite,
+ * launched plainly, so everything enqueued before kvWrite is complete. Before its wait a decode
+ * block reads contextLens, its block table and the K rows of earlier positions (the chain of
+ * dependent round trips that makes a short call latency-bound); q, the rows at
+ * contextLens[b] - 1 and every write come after. `decode_reduce` reads only contextLens before
+ * its wait. kvWrite and prefill launch plainly.
+ *
  * @module
  */
 
@@ -26,7 +39,7 @@ import {
 import { checkPositive } from "../../backends/op_checks.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import type { Launcher } from "../launcher.ts";
-import { loadKernels } from "../modules.ts";
+import { launcherWith, loadKernels } from "../modules.ts";
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;
@@ -53,6 +66,17 @@ export interface AttentionKernelOptions {
    * partitions (more parallel loads, a bigger reduce). For benchmarks that tune it.
    */
   readonly decodeBlocksPerSm?: number;
+  /**
+   * Whether the decode kernels and decode_reduce use programmatic dependent launch where the
+   * backend offers it. Default true, unless the environment sets DENALI_PDL=0.
+   */
+  readonly programmatic?: boolean;
+}
+
+/** The attention ops on a GPU backend, and how they launch. */
+export interface GpuAttentionOps extends AttentionOps {
+  /** Whether decodeAttention's kernels launch programmatically (programmatic dependent launch). */
+  readonly decodeProgrammatic: boolean;
 }
 
 /** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
@@ -117,37 +141,50 @@ function gpuShape(op: string, shape: AttentionShape): void {
 export async function loadAttentionOps(
   backend: Backend,
   options: AttentionKernelOptions = {},
-): Promise<AttentionOps> {
-  const { module, launchers } = await loadKernels(backend, "attention");
+): Promise<GpuAttentionOps> {
+  const kernels = await loadKernels(backend, "attention");
+  const launchers = kernels.launchers;
   const get = (name: string): Launcher => {
     const launcher = launchers[name];
     if (!launcher) throw new Error(`attention: kernel ${name} is missing from the manifest`);
     return launcher.launch;
   };
+  // Only the decode kernels wait (griddepcontrol.wait) before touching what the kernel before
+  // them may write, so only they may launch programmatically.
+  const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
+  const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
+  const getDecode = (name: string): Launcher =>
+    pdl ? launcherWith(backend, kernels, name, { programmatic: true }).launch : get(name);
   const kvWrite = get("kv_write");
   // Index: (headDim === 128 ? 4 : 0) + log2(heads per block).
-  const decode = [64, 128].flatMap((d) => [1, 2, 4, 8].map((g) => get(`decode_attn_d${d}_g${g}`)));
-  const reduce = get("decode_reduce");
+  const decode = [64, 128].flatMap((d) =>
+    [1, 2, 4, 8].map((g) => getDecode(`decode_attn_d${d}_g${g}`))
+  );
+  const reduce = getDecode("decode_reduce");
   const simt = options.prefill === "simt";
-  const prefill64 = get(simt ? "prefill_attn_simt_d64" : "prefill_attn_d64");
-  const prefill128 = get(simt ? "prefill_attn_simt_d128" : "prefill_attn_d128");
   // The CUDA tensor-core kernel pipelines two K/V stages in dynamic shared memory when the
   // device lets it have that much (69 KB at head dim 128); the portable kernels use static
-  // shared memory and take none.
+  // shared memory and take none. The raised limit is an attribute of a function handle, so that
+  // launcher is built over the very handles it was raised on (see launcherWith).
   const tensorCores = backend.kind === "cuda" && !simt;
-  const prefillStages = (headDim: number): number => {
-    if (!tensorCores || options.prefill === "one-stage") return 1;
-    try {
-      module.getFunction(`prefill_attn_d${headDim}`)
-        .setMaxDynamicSharedMemory(2 * prefillStageBytes(headDim));
-      return 2;
-    } catch {
-      return 1;
+  const prefillKernel = (headDim: number): { launch: Launcher; stages: number } => {
+    const name = simt ? `prefill_attn_simt_d${headDim}` : `prefill_attn_d${headDim}`;
+    if (tensorCores && options.prefill !== "one-stage") {
+      const bytes = 2 * prefillStageBytes(headDim);
+      try {
+        const raised = launcherWith(backend, kernels, name, {}, (fn) => {
+          fn.setMaxDynamicSharedMemory(bytes);
+        });
+        return { launch: raised.launch, stages: 2 };
+      } catch {
+        // The device refuses that much shared memory: one stage.
+      }
     }
+    return { launch: get(name), stages: 1 };
   };
-  const stages64 = prefillStages(64), stages128 = prefillStages(128);
-  const shared64 = tensorCores ? stages64 * prefillStageBytes(64) : 0;
-  const shared128 = tensorCores ? stages128 * prefillStageBytes(128) : 0;
+  const prefill64 = prefillKernel(64), prefill128 = prefillKernel(128);
+  const shared64 = tensorCores ? prefill64.stages * prefillStageBytes(64) : 0;
+  const shared128 = tensorCores ? prefill128.stages * prefillStageBytes(128) : 0;
   const targetBlocks = (options.decodeBlocksPerSm ?? 4) * Math.max(1, backend.info.multiprocessors);
 
   /** Bytes of partials for exactly this call (0 when one partition suffices). */
@@ -155,6 +192,8 @@ export async function loadAttentionOps(
     parts === 1 ? 0 : batch * shape.numHeads * parts * (shape.headDim + 2) * 4;
 
   return {
+    decodeProgrammatic: pdl,
+
     kvWrite(kCache, vCache, k, v, slots, tokens, shape, stream) {
       const op = "kvWrite";
       gpuShape(op, shape);
@@ -347,7 +386,7 @@ export async function loadAttentionOps(
       // Σ ceil(n_s / 64) <= (tokens + 63 · seqs) / 64 tiles; blocks past the real count exit.
       const tiles = Math.floor((tokens + (PREFILL_ROWS - 1) * seqs) / PREFILL_ROWS);
       const wide = shape.headDim === 128;
-      (wide ? prefill128 : prefill64)(
+      (wide ? prefill128 : prefill64).launch(
         tiles,
         shape.numHeads,
         1,
@@ -370,7 +409,7 @@ export async function loadAttentionOps(
         maxBlocks,
         numBlocks,
         shape.scale,
-        wide ? stages128 : stages64,
+        wide ? prefill128.stages : prefill64.stages,
       );
     },
   };

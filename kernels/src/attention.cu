@@ -13,6 +13,7 @@
 // below are instantiated by thin extern "C" wrappers, one per head dimension / head group size.
 #include "compat.h"
 #include "gemm_tiles.h"
+#include "pdl.h"
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS 4
@@ -53,6 +54,12 @@ __device__ __forceinline__ uint4 load16(const uint16_t* p) {
   return *reinterpret_cast<const uint4*>(p);
 }
 
+// load16 through the read-only path: for rows no kernel writes while this one runs (the wait's
+// memory clobber keeps the compiler from choosing that path by itself).
+__device__ __forceinline__ uint4 load16_nc(const uint16_t* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
 __device__ __forceinline__ void store16(uint16_t* p, uint4 v) {
   *reinterpret_cast<uint4*>(p) = v;
 }
@@ -74,6 +81,35 @@ __device__ __forceinline__ int log2_pow2(int x) { return __ffs(x) - 1; }
 __device__ __forceinline__ void prefetch_l2(const void* p) {
 #ifndef DENALI_HIP
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+#endif
+}
+
+// The two sides of pdl_wait (pdl.h) in decode. A load before the wait may only read what the
+// previous kernel cannot be writing; it goes through the read-only path and is volatile, so the
+// compiler keeps it before the wait. A load of what that kernel may have written comes after the
+// wait, volatile so it stays there, and coherent: .cg reads L2, where those writes land, so not
+// even a line an early load brought into L1 can answer it. HIP has no programmatic launch.
+__device__ __forceinline__ uint4 ld_early(const uint16_t* p) {
+#ifdef DENALI_HIP
+  return load16(p);
+#else
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+#endif
+}
+
+__device__ __forceinline__ uint4 ld_fresh(const uint16_t* p) {
+#ifdef DENALI_HIP
+  return load16(p);
+#else
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
 #endif
 }
 
@@ -114,6 +150,13 @@ extern "C" __global__ void kv_write(uint16_t* kCache, uint16_t* vCache, const ui
 // Phase 2: per-head max and exp-sum over the partition. Phase 3: p·v into fp32 registers, then a
 // cross-group and cross-warp sum. The partition's (max, sum, unnormalised out[D]) go to the
 // workspace; with a single partition the block writes the normalised bf16 output directly.
+//
+// Launched programmatically (pdl.h), a block starts while the previous kernel of the stream may
+// still run. In the engine that kernel is kv_write, launched plainly, writing one row per decode
+// sequence: position contextLens[b] - 1. So before pdl_wait a block reads only what was complete
+// before kv_write started: contextLens, the block table, and the K rows of its first step below
+// that position (the chain of dependent round trips a short partition is made of); the fresh
+// row, q, and every write come after the wait.
 
 // Sums v[] over T lanes so that, afterwards, lane li holds in v[0] the total of head
 // li / (T / GT). Each step halves the values a lane keeps, so the exchanges cost GT - 1 + the
@@ -176,6 +219,7 @@ __device__ __forceinline__ void decode_partition(
   __shared__ __align__(16) float smem[SMEM];  // logits [partSize][GT], later warp partials
   __shared__ float redMax[ATTN_WARPS][GT];
   __shared__ float redSum[ATTN_WARPS][GT];
+  pdl_launch_dependents();
 
   const int ratio = numHeads / numKvHeads;
   const int chunks = (ratio + GT - 1) / GT;
@@ -194,6 +238,7 @@ __device__ __forceinline__ void decode_partition(
   if (start >= ctx) {
     // An empty context has no softmax; its output is defined as zeros.
     if (direct && part == 0) {
+      pdl_wait();  // the previous kernel may still read out
       for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
         out[(static_cast<size_t>(b) * numHeads + headBase) * D + e] = 0;
       }
@@ -201,17 +246,44 @@ __device__ __forceinline__ void decode_partition(
     return;
   }
   const int n = min(partSize, ctx - start);
+  // The partition's index of position ctx - 1, the row the previous kernel (kv_write) may be
+  // writing: n - 1 in the sequence's last partition, past every row (>= n) in the others.
+  const int fresh = ctx - 1 - start;
   const int li = tid % T;
   const int gi = tid / T;
   const int shift = log2_pow2(blockSize);
   const int32_t* table = blockTables + static_cast<size_t>(b) * maxBlocks;
+  // This lane's 16 bytes of partition row j, in either cache.
+  auto rowAt = [&](int j) {
+    return cache_row(table, start + j, shift, kvh, numKvHeads, numBlocks, D) + li * 8;
+  };
+
+  // Short partitions (the many-way splits of small batches, where latency rules) also ask L2
+  // for their V rows during phase 1, so phase 3 does not wait a full trip to memory; long ones
+  // would flood L2 with lines it evicts before use.
+  const bool prefetchV = partSize <= 128 && (li & 7) == 0;
+  // Before the wait: the first step's K rows (and V prefetches), all but the fresh row, so the
+  // table and row round trips overlap the previous kernel.
+  uint4 kr[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int j = gi + u * NG;
+    kr[u] = make_uint4(0u, 0u, 0u, 0u);
+    if (j < n && j != fresh) {
+      const size_t at = rowAt(j);
+      kr[u] = ld_early(kCache + at);
+      if (prefetchV) prefetch_l2(vCache + at);
+    }
+  }
+  pdl_wait();
 
   float qf[GT][8];
   const float qscale = scale * LOG2E;
 #pragma unroll
   for (int g = 0; g < GT; g++) {
     if (g < validHeads) {
-      const uint4 raw = load16(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + li * 8);
+      const uint4 raw =
+          ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + li * 8);
       unpack8(raw, qf[g]);
 #pragma unroll
       for (int i = 0; i < 8; i++) qf[g][i] *= qscale;
@@ -220,25 +292,27 @@ __device__ __forceinline__ void decode_partition(
       for (int i = 0; i < 8; i++) qf[g][i] = 0.0f;
     }
   }
-
-  // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
-  // Short partitions (the many-way splits of small batches, where latency rules) also ask L2
-  // for their V rows now, so phase 3 does not wait a full trip to memory; long ones would
-  // flood L2 with lines it evicts before use.
-  float* logits = smem;
-  const int myHead = li / GT_SPREAD;
-  const bool prefetchV = partSize <= 128 && (li & 7) == 0;
-  for (int base = 0; base < n; base += STEP) {
-    uint4 kr[U];
+  if (fresh < n && fresh < STEP) {  // the fresh row belongs to the first step
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      const int j = base + gi + u * NG;
-      kr[u] = make_uint4(0u, 0u, 0u, 0u);
-      if (j < n) {
-        const size_t at =
-            cache_row(table, start + j, shift, kvh, numKvHeads, numBlocks, D) + li * 8;
-        kr[u] = load16(kCache + at);
-        if (prefetchV) prefetch_l2(vCache + at);
+      if (gi + u * NG == fresh) kr[u] = ld_fresh(kCache + rowAt(fresh));
+    }
+  }
+
+  // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
+  float* logits = smem;
+  const int myHead = li / GT_SPREAD;
+  for (int base = 0; base < n; base += STEP) {
+    if (base > 0) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int j = base + gi + u * NG;
+        kr[u] = make_uint4(0u, 0u, 0u, 0u);
+        if (j < n) {
+          const size_t at = rowAt(j);
+          kr[u] = j == fresh ? ld_fresh(kCache + at) : load16_nc(kCache + at);
+          if (prefetchV) prefetch_l2(vCache + at);
+        }
       }
     }
 #pragma unroll
@@ -323,9 +397,11 @@ __device__ __forceinline__ void decode_partition(
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
-      vr[u] = j < n ? load16(vCache + cache_row(table, start + j, shift, kvh, numKvHeads,
-                                                numBlocks, D) + li * 8)
-                    : make_uint4(0u, 0u, 0u, 0u);
+      vr[u] = make_uint4(0u, 0u, 0u, 0u);
+      if (j < n) {
+        const size_t at = rowAt(j);
+        vr[u] = j == fresh ? ld_fresh(vCache + at) : load16(vCache + at);
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -438,7 +514,8 @@ extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, ui
 // Grid (numHeads, batch), DECODE_REDUCE_THREADS threads. Every step is spread over the
 // partitions, so a sequence split 64 ways costs a few memory round trips, not 64: thread
 // (slice, v) sums float4 column v of the partitions p ≡ slice (mod slices), four loads at a
-// time, and the slices meet in shared memory.
+// time, and the slices meet in shared memory. Launched programmatically, it reads only
+// contextLens before pdl_wait.
 #define DECODE_REDUCE_THREADS 512
 #define DECODE_REDUCE_CHUNK 512
 
@@ -463,11 +540,14 @@ extern "C" __global__ void decode_reduce(uint16_t* out, const float* partOut, co
   __shared__ float weight[DECODE_REDUCE_CHUNK];
   __shared__ float scratch[DECODE_REDUCE_THREADS / 32];
   __shared__ __align__(16) float4 slicesum[DECODE_REDUCE_THREADS];
+  pdl_launch_dependents();
   const int h = blockIdx.x;
   const int b = blockIdx.y;
   const int tid = threadIdx.x;
   int ctx = contextLens[b];
   ctx = max(0, min(ctx, maxContext));
+  // The partials come from the kernel before (decode_attn_*); out may still be read by it.
+  pdl_wait();
   const int parts = (ctx + partSize - 1) / partSize;
   const size_t head = static_cast<size_t>(b) * numHeads + h;
   const float* ml = partMl + head * numParts * 2;

@@ -11,6 +11,12 @@
  * wrong mask, block or head shows as errors of order 1e-1 or more. kvWrite is compared bit for
  * bit.
  *
+ * Decode launches programmatically where the device and driver allow it (sm_90, CUDA 12.3+): its
+ * kernels start before the kernel ahead of them has finished and read the new token's K/V row only
+ * after waiting for it. The chain tests write that row right before each decode, many calls in a
+ * row on one stream (eagerly and from a graph), over caches whose not-yet-written rows are NaN,
+ * so a decode that read the row too early fails loudly.
+ *
  * @module
  */
 
@@ -21,11 +27,14 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuAttentionOps } from "../../backends/cpu/attention.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
-import { loadAttentionOps } from "../../kernels/ops/attention.ts";
+import { type GpuAttentionOps, loadAttentionOps } from "../../kernels/ops/attention.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
+
+/** One buffer on each backend. */
+type Pair = { g: DeviceBuffer; c: DeviceBuffer };
 
 /** Both backends, the ops on each, and the buffers allocated for the current case. */
 class Env {
@@ -37,7 +46,8 @@ class Env {
 
   constructor(
     readonly gpu: Backend,
-    readonly gpuOps: AttentionOps,
+    readonly gpuOps: GpuAttentionOps,
+    readonly plainOps: GpuAttentionOps,
     readonly simtOps: AttentionOps,
     readonly oneStageOps: AttentionOps,
   ) {
@@ -45,7 +55,7 @@ class Env {
   }
 
   /** The same bytes on both devices (zero-filled when `data` is a length). */
-  pair(data: ArrayBufferView | number): { g: DeviceBuffer; c: DeviceBuffer } {
+  pair(data: ArrayBufferView | number): Pair {
     const bytes = typeof data === "number" ? data : data.byteLength;
     const g = this.gpu.alloc(Math.max(16, bytes)), c = this.cpu.alloc(Math.max(16, bytes));
     this.#gpuBuffers.push(g);
@@ -68,7 +78,7 @@ class Env {
   }
 
   /** Reads `count` bf16 values from both sides of a pair (the GPU side after the stream). */
-  readBoth(p: { g: DeviceBuffer; c: DeviceBuffer }, count: number) {
+  readBoth(p: Pair, count: number) {
     this.stream.synchronize();
     const g = new Uint16Array(count), c = new Uint16Array(count);
     this.gpu.copyToHost(g, p.g);
@@ -92,6 +102,7 @@ function gpuTest(name: string, body: (env: Env, t: Deno.TestContext) => Promise<
       const env = new Env(
         gpu,
         await loadAttentionOps(gpu),
+        await loadAttentionOps(gpu, { programmatic: false }),
         await loadAttentionOps(gpu, { prefill: "simt" }),
         await loadAttentionOps(gpu, { prefill: "one-stage" }),
       );
@@ -145,7 +156,8 @@ interface DecodeCase {
   maxContext?: number;
 }
 
-function runDecode(env: Env, c: DecodeCase, seed: number): void {
+/** Runs `c` on `ops` and the CPU, checks them against each other, and returns the GPU's bits. */
+function runDecode(env: Env, c: DecodeCase, seed: number, ops = env.gpuOps): Uint16Array {
   const { shape, contexts } = c;
   const { numHeads, numKvHeads, headDim, blockSize } = shape;
   const batch = contexts.length;
@@ -160,8 +172,8 @@ function runDecode(env: Env, c: DecodeCase, seed: number): void {
   const lens = env.pair(Int32Array.from(contexts));
   const outCount = batch * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
-  const workspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(batch, maxContext, shape));
-  env.gpuOps.decodeAttention(
+  const workspace = env.poisoned(ops.decodeWorkspaceBytes(batch, maxContext, shape));
+  ops.decodeAttention(
     out.g,
     q.g,
     kCache.g,
@@ -186,22 +198,32 @@ function runDecode(env: Env, c: DecodeCase, seed: number): void {
     maxBlocks,
     maxContext,
     shape,
-    env.cpu.alloc(16),
+    env.pair(16).c,
     env.cpu.defaultStream,
   );
   const { g, c: ref } = env.readBoth(out, outCount);
-  const got = decodeBf16(g), want = decodeBf16(ref);
-  const row = numHeads * headDim;
-  // Per sequence, so a short sequence's error is not diluted by a long one's.
-  for (let b = 0; b < batch; b++) {
+  checkDecodeRows(g, ref, contexts, numHeads * headDim, c.name);
+  return g;
+}
+
+/** Checks decode outputs per sequence, so a short sequence's error is not diluted by a long one's. */
+function checkDecodeRows(
+  got: Uint16Array,
+  want: Uint16Array,
+  contexts: readonly number[],
+  row: number,
+  what: string,
+): void {
+  const g = decodeBf16(got), w = decodeBf16(want);
+  contexts.forEach((context, b) => {
     const slice = [b * row, (b + 1) * row] as const;
     assertClose(
-      got.subarray(...slice),
-      want.subarray(...slice),
+      g.subarray(...slice),
+      w.subarray(...slice),
       TOLERANCE,
-      `${c.name}: sequence ${b} (context ${contexts[b]})`,
+      `${what}: sequence ${b} (context ${context})`,
     );
-  }
+  });
 }
 
 interface PrefillCase {
@@ -272,6 +294,312 @@ function runPrefill(env: Env, c: PrefillCase, ops: AttentionOps, seed: number): 
   }
 }
 
+/** Asserts two bf16 outputs are the same bits, naming the first difference. */
+function assertSameBits(got: Uint16Array, want: Uint16Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const first = got.findIndex((x, i) => x !== want[i]);
+  assert.equal(
+    first,
+    -1,
+    `${what}: output [${first}] is 0x${got[first]?.toString(16)}, not 0x${
+      want[first]?.toString(16)
+    }`,
+  );
+}
+
+/** Sequences that grow by one token per step, starting from `contexts`. */
+interface ChainCase {
+  name: string;
+  shape: AttentionShape;
+  contexts: number[];
+  steps: number;
+}
+
+/**
+ * A paged cache for the sequences of a chain, on both devices: rows below the starting contexts
+ * random, every row a step will add NaN (0xffff), so a decode that reads a new row before it is
+ * written shows NaNs rather than small errors. The GPU also keeps pristine copies that
+ * `restore` enqueues back, so a graph can replay the chain from the start.
+ */
+class GrowingCache {
+  readonly batch: number;
+  readonly maxContext: number;
+  readonly maxBlocks: number;
+  readonly table: Int32Array;
+  readonly k: Pair;
+  readonly v: Pair;
+  readonly tables: Pair;
+  readonly #kInit: DeviceBuffer;
+  readonly #vInit: DeviceBuffer;
+
+  constructor(readonly env: Env, readonly c: ChainCase, seed: number) {
+    const { shape, contexts, steps } = c;
+    const { numKvHeads, headDim, blockSize } = shape;
+    this.batch = contexts.length;
+    const finals = contexts.map((n) => n + steps);
+    this.maxContext = Math.max(...finals);
+    this.maxBlocks = Math.ceil(this.maxContext / blockSize) + 1;
+    const { table, numBlocks } = tables(finals, blockSize, this.maxBlocks, seed);
+    this.table = table;
+    const elems = numBlocks * numKvHeads * blockSize * headDim;
+    const [k, v] = [randomBf16(elems, seed + 1), randomBf16(elems, seed + 2)];
+    contexts.forEach((n, b) => {
+      for (let pos = n; pos < finals[b]; pos++) {
+        for (let h = 0; h < numKvHeads; h++) {
+          const at = this.row(b, pos, h);
+          k.fill(0xffff, at, at + headDim);
+          v.fill(0xffff, at, at + headDim);
+        }
+      }
+    });
+    this.k = env.pair(k);
+    this.v = env.pair(v);
+    this.#kInit = env.poisoned(k.byteLength);
+    this.#vInit = env.poisoned(v.byteLength);
+    env.gpu.copyToDevice(this.#kInit, k);
+    env.gpu.copyToDevice(this.#vInit, v);
+    this.tables = env.pair(table);
+  }
+
+  /** The bf16 element offset of sequence b's row at `pos` for KV head h. */
+  row(b: number, pos: number, h: number): number {
+    const { numKvHeads, blockSize, headDim } = this.c.shape;
+    const block = this.table[b * this.maxBlocks + Math.floor(pos / blockSize)];
+    return ((block * numKvHeads + h) * blockSize + (pos % blockSize)) * headDim;
+  }
+
+  /** The cache slot of sequence b's position `pos`. */
+  slot(b: number, pos: number): number {
+    const { blockSize } = this.c.shape;
+    return this.table[b * this.maxBlocks + Math.floor(pos / blockSize)] * blockSize +
+      (pos % blockSize);
+  }
+
+  /** Enqueues the GPU caches' return to their starting state. */
+  restore(): void {
+    const { gpu, stream } = this.env;
+    gpu.copyDevice(this.k.g, this.#kInit, stream);
+    gpu.copyDevice(this.v.g, this.#vInit, stream);
+  }
+}
+
+/**
+ * Runs a chain on the GPU: `enqueue` once, or (`graph`) captured after `reset` and replayed
+ * twice, `check` after each run.
+ */
+function runChainOnGpu(
+  env: Env,
+  graph: boolean,
+  reset: () => void,
+  enqueue: () => void,
+  check: (what: string) => void,
+): void {
+  if (!graph) {
+    enqueue();
+    check("eager");
+    return;
+  }
+  env.gpu.beginCapture(env.stream);
+  reset();
+  enqueue();
+  const captured = env.gpu.endCapture(env.stream);
+  try {
+    for (let replay = 0; replay < 2; replay++) {
+      captured.launch(env.stream);
+      check(`graph replay ${replay}`);
+    }
+  } finally {
+    captured.destroy();
+  }
+}
+
+/**
+ * `steps` × (kvWrite of one new random row per sequence at position contextLens - 1, then decode
+ * into that step's own output) on one stream without synchronizing, against the same steps on
+ * the CPU.
+ */
+function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): void {
+  const { shape, contexts, steps } = c;
+  const { numHeads, numKvHeads, headDim } = shape;
+  const cache = new GrowingCache(env, c, seed);
+  const { batch, maxBlocks, maxContext } = cache;
+  const rowBytes = batch * numKvHeads * headDim * 2, outBytes = batch * numHeads * headDim * 2;
+  const slots = new Int32Array(steps * batch), lens = new Int32Array(steps * batch);
+  contexts.forEach((n, b) => {
+    for (let s = 0; s < steps; s++) {
+      slots[s * batch + b] = cache.slot(b, n + s);
+      lens[s * batch + b] = n + s + 1;
+    }
+  });
+  const newK = env.pair(randomBf16((steps * rowBytes) / 2, seed + 3));
+  const newV = env.pair(randomBf16((steps * rowBytes) / 2, seed + 4));
+  const q = env.pair(randomBf16((steps * outBytes) / 2, seed + 5));
+  const slotsBuf = env.pair(slots), lensBuf = env.pair(lens);
+  const out = { g: env.poisoned(steps * outBytes), c: env.pair(steps * outBytes).c };
+  const workspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(batch, maxContext, shape));
+
+  const enqueue = (ops: AttentionOps, side: "g" | "c", stream: Stream, ws: DeviceBuffer) => {
+    for (let s = 0; s < steps; s++) {
+      const ids = slotsBuf[side].slice(4 * batch * s, 4 * batch);
+      const k = newK[side].slice(rowBytes * s, rowBytes),
+        v = newV[side].slice(rowBytes * s, rowBytes);
+      ops.kvWrite(cache.k[side], cache.v[side], k, v, ids, batch, shape, stream);
+      ops.decodeAttention(
+        out[side].slice(outBytes * s, outBytes),
+        q[side].slice(outBytes * s, outBytes),
+        cache.k[side],
+        cache.v[side],
+        cache.tables[side],
+        lensBuf[side].slice(4 * batch * s, 4 * batch),
+        batch,
+        maxBlocks,
+        maxContext,
+        shape,
+        ws,
+        stream,
+      );
+    }
+  };
+  enqueue(env.cpuOps, "c", env.cpu.defaultStream, env.pair(16).c);
+  runChainOnGpu(
+    env,
+    graph,
+    () => {
+      cache.restore();
+      env.gpu.memset(out.g, 0xff, env.stream);
+    },
+    () => enqueue(env.gpuOps, "g", env.stream, workspace),
+    (what) => checkChainOutputs(env, out, c, `${c.name}, ${what}`),
+  );
+}
+
+/** Checks every step's decode output of a chain against the CPU's. */
+function checkChainOutputs(env: Env, out: Pair, c: ChainCase, what: string): void {
+  const row = c.shape.numHeads * c.shape.headDim, count = c.contexts.length * row;
+  const { g, c: ref } = env.readBoth(out, c.steps * count);
+  for (let s = 0; s < c.steps; s++) {
+    checkDecodeRows(
+      g.subarray(s * count, (s + 1) * count),
+      ref.subarray(s * count, (s + 1) * count),
+      c.contexts.map((n) => n + s + 1),
+      row,
+      `${what}, step ${s}`,
+    );
+  }
+}
+
+/**
+ * A chain whose new rows come from programmatic kernels: each step, after a plain barrier
+ * (kvWrite of nothing, which keeps the contract's "everything before it is complete"), two decodes
+ * of another cache write the new K and V rows (one KV head, so a row is one head's output), then
+ * the decode under test runs. Those writers let it start at once (kvWrite only as its blocks
+ * exit), so a read of the new row before its wait would meet the NaN still there. The CPU then
+ * decodes each step over the rows the GPU wrote, which later steps leave alone.
+ */
+function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: boolean): void {
+  const { shape, contexts, steps } = c;
+  const { numHeads, headDim } = shape;
+  assert.ok(shape.numKvHeads === 1 && contexts.length === 1, "one KV head, one sequence");
+  const cache = new GrowingCache(env, c, seed);
+  const { maxBlocks, maxContext } = cache;
+  // The writers: single-head decodes over 2048 random tokens, long enough to be caught running.
+  const writer = shapeOf(1, 1, headDim, shape.blockSize);
+  const writerContext = 2048, writerBlocks = writerContext / shape.blockSize;
+  const writerElems = writerBlocks * shape.blockSize * headDim;
+  const wk = env.pair(randomBf16(writerElems, seed + 3)).g;
+  const wv = env.pair(randomBf16(writerElems, seed + 4)).g;
+  const wTable = env.pair(Int32Array.from({ length: writerBlocks }, (_, i) => i)).g;
+  const wLens = env.pair(Int32Array.of(writerContext)).g;
+  const wq = env.pair(randomBf16(2 * steps * headDim, seed + 5)).g;
+  const wWorkspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(1, writerContext, writer));
+  const lens = env.pair(Int32Array.from({ length: steps }, (_, s) => contexts[0] + s + 1));
+  const outBytes = numHeads * headDim * 2;
+  const q = env.pair(randomBf16((steps * outBytes) / 2, seed + 6));
+  const out = { g: env.poisoned(steps * outBytes), c: env.pair(steps * outBytes).c };
+  const workspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(1, maxContext, shape));
+  const nothing = env.pair(Int32Array.of(-1)).g, scratch = env.poisoned(2 * headDim);
+
+  const enqueue = () => {
+    const ops = env.gpuOps, stream = env.stream;
+    for (let s = 0; s < steps; s++) {
+      ops.kvWrite(cache.k.g, cache.v.g, scratch, scratch, nothing, 1, shape, stream);
+      const at = 2 * cache.row(0, contexts[0] + s, 0);
+      [cache.k.g, cache.v.g].forEach((dst, i) => {
+        const wqs = wq.slice(2 * headDim * (2 * s + i), 2 * headDim);
+        ops.decodeAttention(
+          dst.slice(at, 2 * headDim),
+          wqs,
+          wk,
+          wv,
+          wTable,
+          wLens,
+          1,
+          writerBlocks,
+          writerContext,
+          writer,
+          wWorkspace,
+          stream,
+        );
+      });
+      ops.decodeAttention(
+        out.g.slice(outBytes * s, outBytes),
+        q.g.slice(outBytes * s, outBytes),
+        cache.k.g,
+        cache.v.g,
+        cache.tables.g,
+        lens.g.slice(4 * s, 4),
+        1,
+        maxBlocks,
+        maxContext,
+        shape,
+        workspace,
+        stream,
+      );
+    }
+  };
+  const check = (what: string) => {
+    // The GPU's finished caches are the reference's: every new row written, and finite.
+    env.stream.synchronize();
+    for (const pair of [cache.k, cache.v]) {
+      const bits = new Uint16Array(pair.g.bytes / 2);
+      env.gpu.copyToHost(bits, pair.g);
+      for (let s = 0; s < steps; s++) {
+        const at = cache.row(0, contexts[0] + s, 0);
+        const rowValues = decodeBf16(bits.subarray(at, at + headDim));
+        assert.ok(rowValues.every(Number.isFinite), `${what}: new row ${s} was not written`);
+      }
+      env.cpu.copyToDevice(pair.c, bits);
+    }
+    for (let s = 0; s < steps; s++) {
+      env.cpuOps.decodeAttention(
+        out.c.slice(outBytes * s, outBytes),
+        q.c.slice(outBytes * s, outBytes),
+        cache.k.c,
+        cache.v.c,
+        cache.tables.c,
+        lens.c.slice(4 * s, 4),
+        1,
+        maxBlocks,
+        maxContext,
+        shape,
+        env.pair(16).c,
+        env.cpu.defaultStream,
+      );
+    }
+    checkChainOutputs(env, out, c, `${c.name}, ${what}`);
+  };
+  runChainOnGpu(
+    env,
+    graph,
+    () => {
+      cache.restore();
+      env.gpu.memset(out.g, 0xff, env.stream);
+    },
+    enqueue,
+    check,
+  );
+}
+
 const llama = (blockSize = 16) => shapeOf(32, 8, 128, blockSize);
 
 const DECODE_CASES: DecodeCase[] = [
@@ -306,6 +634,36 @@ const DECODE_CASES: DecodeCase[] = [
     name: "batch 64 of short contexts (one partition, direct output)",
     shape: llama(),
     contexts: Array.from({ length: 64 }, (_, i) => 1 + ((i * 97) % 512)),
+  },
+];
+
+// Partitions of 32 tokens up to 256 and 512 (the new row then in a later loop step), one
+// partition (direct output) and several; new rows crossing partition and block boundaries.
+const CHAIN_CASES: ChainCase[] = [
+  { name: "one partition, contexts 1 and 9", shape: llama(), contexts: [1, 9], steps: 20 },
+  {
+    name: "32-token partitions, contexts 1, 60, 300",
+    shape: llama(),
+    contexts: [1, 60, 300],
+    steps: 40,
+  },
+  {
+    name: "head dim 64, GQA 8, block 64",
+    shape: shapeOf(16, 2, 64, 64),
+    contexts: [31, 130],
+    steps: 40,
+  },
+  {
+    name: "batch 8 near 2k: 256-token partitions",
+    shape: llama(),
+    contexts: Array.from({ length: 8 }, (_, i) => 1900 + 13 * i),
+    steps: 6,
+  },
+  {
+    name: "batch 64: one 512-token partition",
+    shape: llama(),
+    contexts: Array.from({ length: 64 }, (_, i) => 60 + ((i * 37) % 240)),
+    steps: 4,
   },
 ];
 
@@ -372,6 +730,13 @@ gpuTest("gpu attention: kvWrite scatters rows bit for bit and skips slot -1", as
 });
 
 gpuTest("gpu attention: decode matches the CPU", async (env, t) => {
+  // Where the device and driver allow it, decode must really launch programmatically.
+  const { computeCapability: [major], driverVersion } = env.gpu.info;
+  assert.equal(
+    env.gpuOps.decodeProgrammatic,
+    major >= 9 && driverVersion >= 12030 && Deno.env.get("DENALI_PDL") !== "0",
+    `programmatic decode, compute capability ${major}, driver ${driverVersion}`,
+  );
   for (const [i, c] of DECODE_CASES.entries()) {
     await t.step(c.name, () => {
       try {
@@ -382,6 +747,63 @@ gpuTest("gpu attention: decode matches the CPU", async (env, t) => {
     });
   }
 });
+
+gpuTest(
+  "gpu attention: decode launched plainly matches the CPU, and the programmatic launch bit for bit",
+  async (env, t) => {
+    assert.equal(env.plainOps.decodeProgrammatic, false);
+    for (const [i, c] of DECODE_CASES.entries()) {
+      await t.step(c.name, () => {
+        try {
+          const plain = runDecode(env, c, 1000 + 10 * i, env.plainOps);
+          env.release();
+          // Same kernels, inputs and summation order: only when each block waits differs.
+          assertSameBits(runDecode(env, c, 1000 + 10 * i), plain, `${c.name}: programmatic`);
+        } finally {
+          env.release();
+        }
+      });
+    }
+  },
+);
+
+for (const mode of ["eagerly", "from a graph"] as const) {
+  gpuTest(
+    `gpu attention: kvWrite then decode, many times on one stream (${mode}), matches the CPU`,
+    async (env, t) => {
+      for (const [i, c] of CHAIN_CASES.entries()) {
+        await t.step(c.name, () => {
+          try {
+            runKvWriteChain(env, c, 3000 + 10 * i, mode === "from a graph");
+          } finally {
+            env.release();
+          }
+        });
+      }
+    },
+  );
+}
+
+gpuTest(
+  "gpu attention: decode reads its new row after a programmatic writer ahead of it finishes",
+  async (env, t) => {
+    const cases: ChainCase[] = [
+      { name: "one partition", shape: shapeOf(8, 1, 128, 16), contexts: [3], steps: 20 },
+      { name: "split-K", shape: shapeOf(8, 1, 128, 16), contexts: [100], steps: 40 },
+    ];
+    for (const [i, c] of cases.entries()) {
+      for (const graph of [false, true]) {
+        await t.step(`${c.name}${graph ? ", from a graph" : ""}`, () => {
+          try {
+            runDecodeWrittenChain(env, c, 4000 + 10 * i, graph);
+          } finally {
+            env.release();
+          }
+        });
+      }
+    }
+  },
+);
 
 gpuTest(
   "gpu attention: prefill (tensor cores, 2 and 1 stages; portable) matches the CPU",

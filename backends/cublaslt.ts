@@ -119,6 +119,12 @@ const RESULT_BYTES = 256;
 const CANDIDATES = 16;
 /** How many of the fastest candidates `tune` times again before it picks. */
 const FINALISTS = 3;
+/**
+ * How much faster than the heuristic's first guess another algorithm must time in the final
+ * rounds to replace it: on shapes where that guess is already the fastest (large square GEMMs),
+ * timing noise alone would otherwise now and then crown one a few percent slower.
+ */
+const REPLACE_MARGIN = 0.03;
 const REMEDY = "let Denali use its own matrix kernels";
 
 /**
@@ -293,7 +299,8 @@ class LtGemm implements GemmAccelerator {
    * Times every algorithm the heuristic offered for this call shape with `time` (the caller's
    * clock: milliseconds of the calls its argument makes on `stream`) and keeps the fastest for
    * later calls; one the library refuses is skipped. The heuristic's first guess is often not the
-   * fastest on big shapes. Cold: call it at start, not per step.
+   * fastest on small and skinny shapes, so another replaces it when clearly faster (by
+   * REPLACE_MARGIN). Cold: call it at start, not per step.
    */
   tune(
     out: DeviceBuffer,
@@ -318,11 +325,13 @@ class LtGemm implements GemmAccelerator {
       }
     }
     if (timed.length === 0) return;
-    // One short timing each is noisy (clocks move under a dense GEMM): the best few race again,
-    // twice in turns, and the pick goes by those times alone, so a lucky first timing cannot
-    // crown one.
-    timed.sort((a, b) => a.ms - b.ms);
-    const finalists = timed.slice(0, FINALISTS);
+    // One short timing each is noisy (clocks move under a dense GEMM): the best few, and the
+    // heuristic's first usable guess, race again, twice in turns, and the pick goes by those
+    // times alone, so a lucky first timing cannot crown one. The first guess keeps its place
+    // unless beaten by REPLACE_MARGIN.
+    const first = timed[0];
+    const finalists = [...timed].sort((a, b) => a.ms - b.ms).slice(0, FINALISTS);
+    if (!finalists.includes(first)) finalists.push(first);
     for (const f of finalists) f.ms = Infinity;
     for (let round = 0; round < 2; round++) {
       for (const f of finalists) {
@@ -330,7 +339,8 @@ class LtGemm implements GemmAccelerator {
         f.ms = Math.min(f.ms, time(run));
       }
     }
-    plan.algo = finalists.reduce((a, b) => (b.ms < a.ms ? b : a)).algo;
+    const best = finalists.reduce((a, b) => (b.ms < a.ms ? b : a));
+    plan.algo = best.ms < first.ms * (1 - REPLACE_MARGIN) ? best.algo : first.algo;
   }
 
   /** Checks a call's arguments and returns its plan (made on first use). */

@@ -102,39 +102,40 @@ export interface TargetRow {
   /** The target (ratio ≥ bound). */
   readonly bound: number;
   /**
-   * The same ratio for the read floor of the same bytes (a kernel that only reads them, timed
-   * alike: bench/kernels/measure.ts readFloor), where the run measured one.
+   * The same ratio for a kernel that only reads the same bytes, timed alike (bench/kernels/
+   * measure.ts readOnlyKernel), where the run measured one: what reading them costs, before any
+   * arithmetic.
    */
-  readonly floor?: number;
+  readonly readOnly?: number;
 }
 
 /**
  * The kernel targets of a run: GEMV (M ≤ 16) over the copy bandwidth (≥ 0.85); own GEMM over
  * torch.matmul (≥ 0.5) and the chosen path, the faster of Denali's kernel and the tuned vendor
  * library, over torch.matmul (≥ 0.95); decode attention at 4k+ context over the copy bandwidth
- * (≥ 0.70). Rows over the copy bandwidth also carry the read floor of the same bytes, where the
- * run has a `read_floor_same_size` line of that shape.
+ * (≥ 0.70). Rows over the copy bandwidth also carry the read-only kernel's ratio for the same
+ * bytes, where the run has a `read_only_same_size` line of that shape.
  */
 export function targetRows(lines: readonly BenchLine[]): TargetRow[] {
   const copy = Math.max(...copyBandwidths(lines));
   const torch = torchTimes(lines);
   const time = (op: string, shape: string) =>
     lines.find((l) => l.op === op && l.shape === shape)?.fields.time_us;
-  // The read floor's fraction of the copy bandwidth, by the shape of its line.
-  const floor = (shape: string) => {
-    const line = lines.find((l) => l.op === "read_floor_same_size" && l.shape === shape);
+  // The read-only kernel's fraction of the copy bandwidth, by the shape of its line.
+  const readOnly = (shape: string) => {
+    const line = lines.find((l) => l.op === "read_only_same_size" && l.shape === shape);
     return line && line.fields.gbps / copy;
   };
   const rows: TargetRow[] = [];
   for (const l of lines) {
     const { gbps, time_us: us } = l.fields;
     if (l.op === "linear_gemv") {
-      const weight = floor(l.shape.replace(/^m\d+_/, ""));
+      const weight = readOnly(l.shape.replace(/^m\d+_/, ""));
       rows.push({
         what: `gemv ${l.shape} of copy`,
         ratio: gbps / copy,
         bound: 0.85,
-        floor: weight,
+        readOnly: weight,
       });
     } else if (l.op === "linear_gemm" && torch.has(`linear_gemm ${l.shape}`)) {
       const reference = torch.get(`linear_gemm ${l.shape}`)!;
@@ -146,7 +147,7 @@ export function targetRows(lines: readonly BenchLine[]): TargetRow[] {
         what: `decode attention ${l.shape} of copy`,
         ratio: gbps / copy,
         bound: 0.7,
-        floor: floor(l.shape),
+        readOnly: readOnly(l.shape),
       });
     }
   }
@@ -158,11 +159,11 @@ export function renderTargets(rows: readonly TargetRow[]): string {
   const table = rows.map((r) =>
     `| ${r.what} | ${r.ratio.toFixed(3)} | ${r.bound} | ${
       r.ratio >= r.bound ? "yes" : "**no**"
-    } | ${r.floor === undefined ? "" : r.floor.toFixed(3)} |`
+    } | ${r.readOnly === undefined ? "" : r.readOnly.toFixed(3)} |`
   );
   const met = rows.filter((r) => r.ratio >= r.bound).length;
   return [
-    "| target | ratio | bound | met | read floor, same bytes |",
+    "| target | ratio | bound | met | read-only kernel, same bytes |",
     "|---|---:|---:|---|---:|",
     ...table,
     "",

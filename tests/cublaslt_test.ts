@@ -368,6 +368,28 @@ for (const flavour of FLAVOURS) {
     assert.throws(() => f.gemm.tune!(out, x, w, 0, n, k, f.stream, time), RangeError);
   });
 
+  t("tune keeps the heuristic's first guess unless another is clearly faster", (f) => {
+    // Four usable candidates. The clock: 0 → 5 ms, 1 → 4.9 ms (2% faster: within the margin),
+    // 2 → 4.95 ms, 3 → 4.8 ms (4% faster) at first, then 5.2 ms in the final rounds. Candidate 0
+    // makes the final rounds though it was not among the three fastest, and keeps its place.
+    f.fake.fake_lt_set_candidates(4, -1);
+    const m = 4, n = 8, k = 16;
+    const x = upload(f.cpu, bf16Random(m * k, 5)), w = upload(f.cpu, bf16Random(n * k, 6));
+    const out = f.cpu.alloc(256);
+    const timed: number[] = [];
+    const time = (run: () => void) => {
+      run();
+      const candidate = f.fake.fake_lt_last_candidate();
+      timed.push(candidate);
+      const first = timed.filter((c) => c === candidate).length === 1;
+      return [5, 4.9, 4.95, first ? 4.8 : 5.2][candidate];
+    };
+    f.gemm.tune!(out, x, w, m, n, k, f.stream, time);
+    assert.deepEqual(timed, [0, 1, 2, 3, 3, 1, 2, 0, 3, 1, 2, 0]);
+    f.gemm.gemm(out, x, w, m, n, k, f.stream);
+    assert.equal(f.fake.fake_lt_last_candidate(), 0);
+  });
+
   t("plans once per shape and alignment, then only multiplies", (f) => {
     const calls = () => Number(f.fake.fake_lt_heuristic_calls());
     gemmError(f, 4, 8, 16, 1);

@@ -11,7 +11,7 @@ import { parseBench, renderTargets, targetRows } from "../bench/kernels_bench.ts
 
 const LOG = `
 BENCH copy_bandwidth gbps=3000
-BENCH read_floor_same_size n4096_k4096 time_us=11.00 gbps=2550
+BENCH read_only_same_size n4096_k4096 time_us=11.00 gbps=2550
 BENCH linear_gemv m1_n4096_k4096 time_us=12.00 gbps=2700 tflops=2.8
 BENCH linear_gemm m1024_n4096_k4096 time_us=100.00 gbps=800 tflops=300.0
 BENCH accel_linear_gemm m1024_n4096_k4096 time_us=55.00 gbps=900 tflops=600.0
@@ -26,9 +26,9 @@ Deno.test("kernels_bench: targets take the right lines of one run", () => {
   const ratio = (what: string) => rows.find((r) => r.what === what)?.ratio;
   assert.equal(rows.length, 4);
   assert.equal(ratio("gemv m1_n4096_k4096 of copy"), 0.9);
-  // The floor of the GEMV's weight shape; attention's run measured none of its shape.
-  assert.equal(rows.find((r) => r.what.startsWith("gemv"))?.floor, 0.85);
-  assert.equal(rows.find((r) => r.what.startsWith("decode"))?.floor, undefined);
+  // The read-only kernel of the GEMV's weight shape; the run measured none of attention's shape.
+  assert.equal(rows.find((r) => r.what.startsWith("gemv"))?.readOnly, 0.85);
+  assert.equal(rows.find((r) => r.what.startsWith("decode"))?.readOnly, undefined);
   assert.equal(ratio("gemm m1024_n4096_k4096 own / torch"), 0.6);
   assert.equal(ratio("gemm m1024_n4096_k4096 chosen / torch"), 60 / 55);
   assert.equal(ratio("decode attention b1_ctx4096_h32kv8d128 of copy"), 2000 / 3000);

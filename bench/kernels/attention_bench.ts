@@ -7,8 +7,8 @@
  *   sets rotate over disjoint blocks of one cache pool, at least 128 MiB in all, so L2 (50 MB)
  *   never holds the next call's cache. The kernels launch programmatically (where the device
  *   allows), so each call's table and K-row loads overlap the previous call's reduce. At 4k+
- *   contexts, `read_floor_same_size` times a kernel that only reads the same K and V bytes
- *   (measure.ts readFloor).
+ *   contexts, `read_only_same_size` times a kernel that only reads the same K and V bytes
+ *   (measure.ts readOnlyKernel).
  * - decode_attention_plain: the same at batch 1 with programmatic launch off, for the gain.
  * - prefill_attention (tensor cores, two K/V stages), prefill_attention_1stage (the same, one
  *   stage) and prefill_attention_simt (the portable kernel HIP runs): one sequence of 512 and
@@ -22,7 +22,7 @@ import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import { loadAttentionOps } from "../../kernels/ops/attention.ts";
-import { medianUs, printBench, printCopyBandwidth, readFloor } from "./measure.ts";
+import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
 const SHAPE: AttentionShape = {
   numHeads: 32,
@@ -47,7 +47,7 @@ console.log(
   `# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs, programmatic decode: ${ops.decodeProgrammatic}`,
 );
 const copyGbps = printCopyBandwidth(gpu, stream);
-const floor = await readFloor(gpu, stream);
+const readOnly = await readOnlyKernel(gpu, stream);
 
 /** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
 function shuffled(n: number): Int32Array {
@@ -135,13 +135,13 @@ function benchDecode(
       const shape = `b${batch}_ctx${context}_h32kv8d128`;
       printBench(name, shape, us, bytes);
       if (name === "decode_attention" && context >= 4096) {
-        // The read floor of the K and V bytes, read contiguously from rotating slices of the pools.
+        // The read-only kernel over the K and V bytes, read contiguously from rotating slices of the pools.
         const kvBytes = batch * context * perToken;
         const perPool = Math.floor(POOL_BYTES / kvBytes);
         const sources = [poolK, poolV].flatMap((pool) =>
           Array.from({ length: Math.min(perPool, 4) }, (_, i) => pool.slice(i * kvBytes, kvBytes))
         );
-        floor.print(shape, sources, kvBytes, copyGbps);
+        readOnly.print(shape, sources, kvBytes, copyGbps);
       }
       for (const b of [tableBuf, lens, q, out, workspace]) gpu.free(b);
     }

@@ -15,8 +15,8 @@
  * rotated over enough copies (≥ 256 MiB together) that L2 (50 MB) never holds the next call's
  * weight; inputs are random bf16. Per weight shape, `BENCH copy_same_size n<N>_k<K>` times a
  * device-to-device copy of one weight the same way: what a call moving that many bytes reaches;
- * `BENCH read_floor_same_size n<N>_k<K>` times a kernel that only reads one weight (measure.ts
- * readFloor), and each GEMV's `#` line gives `of_read_floor`, that kernel's time over the GEMV's.
+ * `BENCH read_only_same_size n<N>_k<K>` times a kernel that only reads one weight (measure.ts
+ * readOnlyKernel), and each GEMV's `#` line gives `of_read_only`, that kernel's time over the GEMV's.
  *
  * `--gemv-sweep` times only the GEMVs (M = 1, 8, 16), each shape also under every forced
  * configuration (`linear_gemv_sweep_r<rows>_k<split>_s<stages>`: 16 or 8 W rows per warp group,
@@ -37,7 +37,7 @@ import {
   type LinearOptions,
   loadLinearOps,
 } from "../../kernels/ops/linear.ts";
-import { medianUs, printBench, printCopyBandwidth, readFloor } from "./measure.ts";
+import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
 const SHAPES: [number, number][] = [
   [4096, 4096],
@@ -118,7 +118,7 @@ async function main() {
       `${major}.${minor}, driver ${driverVersion}`,
   );
   const copy = printCopyBandwidth(gpu, stream);
-  const floor = await readFloor(gpu, stream);
+  const readOnly = await readOnlyKernel(gpu, stream);
   const ops = await loadLinearOps(gpu);
   const plain = await loadLinearOps(gpu, { programmatic: false });
   const variants = await Promise.all(
@@ -160,7 +160,7 @@ async function main() {
       `# copy_same_size n${n}_k${k} of_copy=${(2 * wBytes / (copyUs * 1e3) / copy).toFixed(3)}`,
     );
     gpu.free(copyDst);
-    const floorUs = floor.print(`n${n}_k${k}`, weights, wBytes, copy);
+    const readOnlyUs = readOnly.print(`n${n}_k${k}`, weights, wBytes, copy);
 
     for (const m of sweep ? GEMV_MS : [...GEMV_MS, ...GEMM_MS]) {
       const gemv = m <= 16;
@@ -181,7 +181,7 @@ async function main() {
         `# ${op} ${shape} kernel=${ops.kernelName(m, n, k, x, weights[0])}` +
           describeGemv(ops, m, n, k, x, weights[0]) +
           (gemv
-            ? ` of_copy=${(gbps / copy).toFixed(3)} of_read_floor=${(floorUs / us).toFixed(3)}`
+            ? ` of_copy=${(gbps / copy).toFixed(3)} of_read_only=${(readOnlyUs / us).toFixed(3)}`
             : ""),
       );
       if (gemv) {

@@ -73,21 +73,35 @@ extern "C" __global__ void args8(float* a, float* b, float* c, float* d, int32_t
   if (n < 0) a[0] = b[0] + c[0] * d[0] + x * y + (float)m;
 }
 
-// The read floor of the kernel benchmarks: what a kernel that only reads `totalChunks` 16-byte
+// The read-only reference of the kernel benchmarks: what a kernel that only reads `totalChunks` 16-byte
 // chunks once can reach, timed like the kernel under test. Launched programmatically, it reads
-// the way the GEMVs read weights (every load issued before pdl_wait, as many as 16 a thread) and
-// does next to nothing after: one sum per block, one store. 256 threads; grid
-// ceil(totalChunks / chunksPerBlock); chunksPerBlock <= 16 · 256.
+// the way the GEMVs read weights (every load issued before pdl_wait, skipping L1, asking L2 for
+// 256-byte spans) and does next to nothing after: one checksum per block, one store. 256 threads; chunksPerBlock = 256 · n,
+// n in 1..16 (n loads a thread); grid ceil(totalChunks / chunksPerBlock).
+__device__ __forceinline__ uint4 ld_read_only(const uint4* p) {
+#ifdef DENALI_HIP
+  return __ldg(p);
+#else
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+#endif
+}
+
 extern "C" __global__ void stream_read(float* out, const uint16_t* src, int32_t chunksPerBlock, int32_t totalChunks) {
   pdl_launch_dependents();
   const int first = blockIdx.x * chunksPerBlock;
-  const int end = min(first + chunksPerBlock, totalChunks);
-  const uint4* p = reinterpret_cast<const uint4*>(src);
+  const int perThread = chunksPerBlock / static_cast<int>(blockDim.x);
+  const bool whole = first + chunksPerBlock <= totalChunks;  // all but a partial last block
+  const uint4* p = reinterpret_cast<const uint4*>(src) + first + threadIdx.x;
   uint4 v[16];
 #pragma unroll
   for (int i = 0; i < 16; i++) {
     const int c = first + static_cast<int>(threadIdx.x) + i * static_cast<int>(blockDim.x);
-    v[i] = c < end ? __ldg(p + c) : make_uint4(0u, 0u, 0u, 0u);
+    v[i] = i < perThread && (whole || c < totalChunks) ? ld_read_only(p + i * blockDim.x)
+                                                       : make_uint4(0u, 0u, 0u, 0u);
   }
   pdl_wait();
   uint32_t bits = 0;

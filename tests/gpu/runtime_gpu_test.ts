@@ -1,7 +1,8 @@
 /**
  * The runtime on a real NVIDIA GPU (`deno task test:gpu`, on the device machine): parameter
  * marshalling read back from the device, vector add against the CPU, graph replay, event timing,
- * the benchmarks' read-floor kernel against a CPU checksum, and the driver's own errors (bad PTX with its JIT log, out of memory, a bad launch).
+ * the benchmarks' read-only kernel against a CPU checksum, and the driver's own errors (bad PTX
+ * with its JIT log, out of memory, a bad launch).
  *
  * @module
  */
@@ -155,7 +156,7 @@ gpuTest("gpu: events time a kernel of known length", (gpu, k, s) => {
   stop.destroy();
 });
 
-gpuTest("gpu: stream_read (the benchmarks' read floor) reads every byte", (gpu, k, s) => {
+gpuTest("gpu: stream_read (the benchmarks' read-only kernel) reads every byte", (gpu, k, s) => {
   // A partial last block, and a launch programmatic where the device allows, as measure.ts runs it.
   const chunks = 3 * 1024 + 37, perBlock = 1024, blocks = Math.ceil(chunks / perBlock);
   const words = new Uint32Array(chunks * 4);

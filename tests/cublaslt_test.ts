@@ -228,6 +228,22 @@ function gemmError(f: Fixture, m: number, n: number, k: number, seed: number): n
   return relativeError(got, reference(xs, ws, m, n, k));
 }
 
+/**
+ * A tuning clock over the fake library for `tune`: a run of a candidate takes
+ * `ms(candidate, first)` ms (first: the candidate's first timing), and `timed` records the
+ * candidates in the order they ran.
+ */
+function fakeClock(f: Fixture, ms: (candidate: number, first: boolean) => number) {
+  const timed: number[] = [];
+  const time = (run: () => void) => {
+    run();
+    const candidate = f.fake.fake_lt_last_candidate();
+    timed.push(candidate);
+    return ms(candidate, timed.filter((c) => c === candidate).length === 1);
+  };
+  return { timed, time };
+}
+
 /** What `fn` threw; fails the test if it returned. */
 function thrown(fn: () => unknown): unknown {
   try {
@@ -348,14 +364,7 @@ for (const flavour of FLAVOURS) {
     const xs = bf16Random(m * k, 3), ws = bf16Random(n * k, 4);
     const x = upload(f.cpu, xs), w = upload(f.cpu, ws);
     const out = f.cpu.alloc(256);
-    const timed: number[] = [];
-    const time = (run: () => void) => {
-      run();
-      const candidate = f.fake.fake_lt_last_candidate();
-      timed.push(candidate);
-      if (candidate === 4 && timed.filter((c) => c === 4).length === 1) return 1;
-      return candidate === 2 ? 3 : 5;
-    };
+    const { timed, time } = fakeClock(f, (c, first) => c === 4 && first ? 1 : c === 2 ? 3 : 5);
     f.gemm.tune!(out, x, w, m, n, k, f.stream, time);
     // First every usable candidate in order; then the three fastest (4, 2, then 1 of the 5 ms
     // ties, in offer order) twice in turns.
@@ -376,14 +385,7 @@ for (const flavour of FLAVOURS) {
     const m = 4, n = 8, k = 16;
     const x = upload(f.cpu, bf16Random(m * k, 5)), w = upload(f.cpu, bf16Random(n * k, 6));
     const out = f.cpu.alloc(256);
-    const timed: number[] = [];
-    const time = (run: () => void) => {
-      run();
-      const candidate = f.fake.fake_lt_last_candidate();
-      timed.push(candidate);
-      const first = timed.filter((c) => c === candidate).length === 1;
-      return [5, 4.9, 4.95, first ? 4.8 : 5.2][candidate];
-    };
+    const { timed, time } = fakeClock(f, (c, first) => [5, 4.9, 4.95, first ? 4.8 : 5.2][c]);
     f.gemm.tune!(out, x, w, m, n, k, f.stream, time);
     assert.deepEqual(timed, [0, 1, 2, 3, 3, 1, 2, 0, 3, 1, 2, 0]);
     f.gemm.gemm(out, x, w, m, n, k, f.stream);

@@ -89,29 +89,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 // compiler keeps it before the wait. A load of what that kernel may have written comes after the
 // wait, volatile so it stays there, and coherent: .cg reads L2, where those writes land, so not
 // even a line an early load brought into L1 can answer it. HIP has no programmatic launch.
-__device__ __forceinline__ uint4 ld_early(const uint16_t* p) {
-#ifdef DENALI_HIP
-  return load16(p);
-#else
-  uint4 v;
-  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-#endif
-}
-
-__device__ __forceinline__ uint4 ld_fresh(const uint16_t* p) {
-#ifdef DENALI_HIP
-  return load16(p);
-#else
-  uint4 v;
-  asm volatile("ld.global.cg.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-#endif
-}
+DENALI_LD16(ld_early, ".nc")
+DENALI_LD16(ld_fresh, ".cg")
 
 // ---------------------------------------------------------------------------------------------
 // kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
@@ -302,19 +281,22 @@ __device__ __forceinline__ void decode_partition(
   // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
   float* logits = smem;
   const int myHead = li / GT_SPREAD;
-  for (int base = 0; base < n; base += STEP) {
-    if (base > 0) {
+  // This lane's 16 bytes of the step's U rows (zeros past the partition): the fresh row
+  // coherently, the others through the read-only path (K, asking L2 for V as it goes) or plainly.
+  auto loadStep = [&](uint4 (&rows)[U], const uint16_t* cache, int base, bool isK) {
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int j = base + gi + u * NG;
-        kr[u] = make_uint4(0u, 0u, 0u, 0u);
-        if (j < n) {
-          const size_t at = rowAt(j);
-          kr[u] = j == fresh ? ld_fresh(kCache + at) : load16_nc(kCache + at);
-          if (prefetchV) prefetch_l2(vCache + at);
-        }
+    for (int u = 0; u < U; u++) {
+      const int j = base + gi + u * NG;
+      rows[u] = make_uint4(0u, 0u, 0u, 0u);
+      if (j < n) {
+        const size_t at = rowAt(j);
+        rows[u] = j == fresh ? ld_fresh(cache + at) : isK ? load16_nc(cache + at) : load16(cache + at);
+        if (isK && prefetchV) prefetch_l2(vCache + at);
       }
     }
+  };
+  for (int base = 0; base < n; base += STEP) {
+    if (base > 0) loadStep(kr, kCache, base, true);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       float kf[8];
@@ -394,15 +376,7 @@ __device__ __forceinline__ void decode_partition(
   }
   for (int base = 0; base < n; base += STEP) {
     uint4 vr[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int j = base + gi + u * NG;
-      vr[u] = make_uint4(0u, 0u, 0u, 0u);
-      if (j < n) {
-        const size_t at = rowAt(j);
-        vr[u] = j == fresh ? ld_fresh(vCache + at) : load16(vCache + at);
-      }
-    }
+    loadStep(vr, vCache, base, false);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;

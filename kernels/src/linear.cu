@@ -81,25 +81,13 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 // Rows past N read row N - 1 and tokens past M read token M - 1 (valid memory, results
 // discarded), so only the K tail needs predication.
 
-// A weight load for before pdl_wait: volatile, so the compiler keeps it on that side.
-__device__ __forceinline__ uint4 ld_stream_early(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+// A weight load for before pdl_wait (ld_stream, kept on that side).
+DENALI_LD16(ld_stream_early, ".nc.L1::no_allocate.L2::256B")
 
 // An x load. x may have been written by the kernel pdl_wait waited for, which ran while this
 // one had already started, so not the non-coherent path: a plain load (cached in L1, where the
-// block's other row groups find it), volatile so the compiler keeps it after the wait.
-__device__ __forceinline__ uint4 ld_x(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+// block's other row groups find it), kept after the wait.
+DENALI_LD16(ld_x, "")
 
 // One step of R rows (W, or x tokens) from chunk c0: thread t takes chunks c0 + t + 4j, given
 // p[r] = row r's start + t. In the K tail, chunks past the row end count as zeros; out-of-range

@@ -19,3 +19,25 @@ __device__ __forceinline__ void pdl_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+
+// DENALI_LD16(name, ".qualifiers") defines `uint4 name(const T* p)`: a 16-byte global load
+// spelled with those PTX qualifiers (".nc", ".cg", ".nc.L1::no_allocate.L2::256B", or "" for a
+// plain coherent load), volatile so the compiler keeps it on its side of pdl_wait. Under HIP,
+// which has no programmatic launch, a plain load.
+#ifdef DENALI_HIP
+#define DENALI_LD16(name, qualifiers)               \
+  template <typename T>                             \
+  __device__ __forceinline__ uint4 name(const T* p) { \
+    return *reinterpret_cast<const uint4*>(p);      \
+  }
+#else
+#define DENALI_LD16(name, qualifiers)                                                  \
+  template <typename T>                                                                \
+  __device__ __forceinline__ uint4 name(const T* p) {                                  \
+    uint4 v;                                                                           \
+    asm volatile("ld.global" qualifiers ".v4.u32 {%0,%1,%2,%3}, [%4];"                 \
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)                          \
+                 : "l"(p));                                                            \
+    return v;                                                                          \
+  }
+#endif

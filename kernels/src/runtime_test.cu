@@ -73,22 +73,13 @@ extern "C" __global__ void args8(float* a, float* b, float* c, float* d, int32_t
   if (n < 0) a[0] = b[0] + c[0] * d[0] + x * y + (float)m;
 }
 
-// The read-only reference of the kernel benchmarks: what a kernel that only reads `totalChunks` 16-byte
-// chunks once can reach, timed like the kernel under test. Launched programmatically, it reads
-// the way the GEMVs read weights (every load issued before pdl_wait, skipping L1, asking L2 for
-// 256-byte spans) and does next to nothing after: one checksum per block, one store. 256 threads; chunksPerBlock = 256 · n,
-// n in 1..16 (n loads a thread); grid ceil(totalChunks / chunksPerBlock).
-__device__ __forceinline__ uint4 ld_read_only(const uint4* p) {
-#ifdef DENALI_HIP
-  return __ldg(p);
-#else
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-#endif
-}
+// The read-only reference of the kernel benchmarks: what a kernel that only reads `totalChunks`
+// 16-byte chunks once per call reaches, timed like the kernels under test. Launched
+// programmatically, it reads the way the GEMVs read weights (every load issued before pdl_wait,
+// skipping L1, asking L2 for 256-byte spans) and does next to nothing after: one checksum per
+// block, one store. 256 threads; chunksPerBlock = 256 · n, n in 1..16 (n loads a thread); grid
+// ceil(totalChunks / chunksPerBlock).
+DENALI_LD16(ld_read_only, ".nc.L1::no_allocate.L2::256B")
 
 extern "C" __global__ void stream_read(float* out, const uint16_t* src, int32_t chunksPerBlock, int32_t totalChunks) {
   pdl_launch_dependents();

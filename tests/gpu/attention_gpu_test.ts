@@ -384,16 +384,22 @@ class GrowingCache {
 }
 
 /**
- * Runs a chain on the GPU: `enqueue` once, or (`graph`) captured after `reset` and replayed
- * twice, `check` after each run.
+ * Runs a chain on the GPU: `enqueue` once, or (`graph`) captured after restoring `cache` and
+ * poisoning `out`, and replayed twice; `check` after each run.
  */
 function runChainOnGpu(
   env: Env,
   graph: boolean,
-  reset: () => void,
+  cache: GrowingCache,
+  out: DeviceBuffer,
   enqueue: () => void,
   check: (what: string) => void,
 ): void {
+  // A replayed graph starts from the caches as they were and from poisoned outputs.
+  const reset = () => {
+    cache.restore();
+    env.gpu.memset(out, 0xff, env.stream);
+  };
   if (!graph) {
     enqueue();
     check("eager");
@@ -464,10 +470,8 @@ function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): 
   runChainOnGpu(
     env,
     graph,
-    () => {
-      cache.restore();
-      env.gpu.memset(out.g, 0xff, env.stream);
-    },
+    cache,
+    out.g,
     () => enqueue(env.gpuOps, "g", env.stream, workspace),
     (what) => checkChainOutputs(env, out, c, `${c.name}, ${what}`),
   );
@@ -518,6 +522,24 @@ function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: bool
   const out = { g: env.poisoned(steps * outBytes), c: env.pair(steps * outBytes).c };
   const workspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(1, maxContext, shape));
   const nothing = env.pair(Int32Array.of(-1)).g, scratch = env.poisoned(2 * headDim);
+  /** Decode step s of the sequence under test, on the GPU ("g") or the CPU reference ("c"). */
+  const decodeStep = (side: "g" | "c", s: number) => {
+    const gpu = side === "g";
+    (gpu ? env.gpuOps : env.cpuOps).decodeAttention(
+      out[side].slice(outBytes * s, outBytes),
+      q[side].slice(outBytes * s, outBytes),
+      cache.k[side],
+      cache.v[side],
+      cache.tables[side],
+      lens[side].slice(4 * s, 4),
+      1,
+      maxBlocks,
+      maxContext,
+      shape,
+      gpu ? workspace : env.pair(16).c,
+      gpu ? env.stream : env.cpu.defaultStream,
+    );
+  };
 
   const enqueue = () => {
     const ops = env.gpuOps, stream = env.stream;
@@ -541,20 +563,7 @@ function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: bool
           stream,
         );
       });
-      ops.decodeAttention(
-        out.g.slice(outBytes * s, outBytes),
-        q.g.slice(outBytes * s, outBytes),
-        cache.k.g,
-        cache.v.g,
-        cache.tables.g,
-        lens.g.slice(4 * s, 4),
-        1,
-        maxBlocks,
-        maxContext,
-        shape,
-        workspace,
-        stream,
-      );
+      decodeStep("g", s);
     }
   };
   const check = (what: string) => {
@@ -570,31 +579,14 @@ function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: bool
       }
       env.cpu.copyToDevice(pair.c, bits);
     }
-    for (let s = 0; s < steps; s++) {
-      env.cpuOps.decodeAttention(
-        out.c.slice(outBytes * s, outBytes),
-        q.c.slice(outBytes * s, outBytes),
-        cache.k.c,
-        cache.v.c,
-        cache.tables.c,
-        lens.c.slice(4 * s, 4),
-        1,
-        maxBlocks,
-        maxContext,
-        shape,
-        env.pair(16).c,
-        env.cpu.defaultStream,
-      );
-    }
+    for (let s = 0; s < steps; s++) decodeStep("c", s);
     checkChainOutputs(env, out, c, `${c.name}, ${what}`);
   };
   runChainOnGpu(
     env,
     graph,
-    () => {
-      cache.restore();
-      env.gpu.memset(out.g, 0xff, env.stream);
-    },
+    cache,
+    out.g,
     enqueue,
     check,
   );

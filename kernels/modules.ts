@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { Backend, DeviceModule, KernelFunction, ModuleImage } from "../backends/backend.ts";
+import type {
+  Backend,
+  DeviceModule,
+  KernelFunction,
+  LaunchAbi,
+  ModuleImage,
+} from "../backends/backend.ts";
 import { ARCH_SPECIFIC_PTX, HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 import { createLauncher, type KernelLauncher, type LauncherOptions } from "./launcher.ts";
 import { KERNEL_MODULES } from "./manifest.ts";
@@ -93,13 +99,7 @@ export async function loadKernels(
     : { format: "hsaco", bytes: new Uint8Array(await response.arrayBuffer()) };
   const module = backend.loadModule(image);
   const launchers: Record<string, KernelLauncher> = {};
-  for (const spec of specs) {
-    const variants = spec.variants.map((v) => ({
-      fn: module.getFunction(v.symbol),
-      assumes: v.assumes,
-    }));
-    launchers[spec.name] = createLauncher(abi, spec, variants, options);
-  }
+  for (const spec of specs) launchers[spec.name] = launcherOf(abi, module, spec, options);
   // "ptx/<module>.<target>.ptx" or "hsaco/<module>.<target>.hsaco"; module names have no dots.
   const target = path.split("/")[1].split(".")[1];
   return { module, specs, launchers, target };
@@ -120,10 +120,30 @@ export function launcherWith(
 ): KernelLauncher {
   const spec = kernels.specs.find((s) => s.name === name);
   if (!spec) throw new Error(`no kernel '${name}' in the loaded module`);
+  return launcherOf(backend.launchAbi!, kernels.module, spec, options, prepare);
+}
+
+/**
+ * Whether kernels that wait for the kernel before them (griddepcontrol.wait) ask to launch
+ * programmatically: `requested` where given, else yes unless the environment sets DENALI_PDL=0.
+ * Their launchers still launch plainly where the backend cannot (see KernelLauncher.programmatic).
+ */
+export function programmaticWanted(requested?: boolean): boolean {
+  return requested ?? Deno.env.get("DENALI_PDL") !== "0";
+}
+
+/** The launcher of `spec` over its variants' function handles in `module`, each `prepare`d. */
+function launcherOf(
+  abi: LaunchAbi,
+  module: DeviceModule,
+  spec: KernelSpec,
+  options: LauncherOptions,
+  prepare?: (fn: KernelFunction) => void,
+): KernelLauncher {
   const variants = spec.variants.map((v) => {
-    const fn = kernels.module.getFunction(v.symbol);
-    prepare(fn);
+    const fn = module.getFunction(v.symbol);
+    prepare?.(fn);
     return { fn, assumes: v.assumes };
   });
-  return createLauncher(backend.launchAbi!, spec, variants, options);
+  return createLauncher(abi, spec, variants, options);
 }

@@ -39,7 +39,7 @@ import {
 import { checkPositive } from "../../backends/op_checks.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import type { Launcher } from "../launcher.ts";
-import { launcherWith, loadKernels } from "../modules.ts";
+import { launcherWith, loadKernels, programmaticWanted } from "../modules.ts";
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;
@@ -151,16 +151,15 @@ export async function loadAttentionOps(
   };
   // Only the decode kernels wait (griddepcontrol.wait) before touching what the kernel before
   // them may write, so only they may launch programmatically.
-  const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
-  const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
-  const getDecode = (name: string): Launcher =>
-    pdl ? launcherWith(backend, kernels, name, { programmatic: true }).launch : get(name);
+  const programmatic = programmaticWanted(options.programmatic);
+  const decodeLauncher = (name: string) => launcherWith(backend, kernels, name, { programmatic });
   const kvWrite = get("kv_write");
   // Index: (headDim === 128 ? 4 : 0) + log2(heads per block).
   const decode = [64, 128].flatMap((d) =>
-    [1, 2, 4, 8].map((g) => getDecode(`decode_attn_d${d}_g${g}`))
+    [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_d${d}_g${g}`).launch)
   );
-  const reduce = getDecode("decode_reduce");
+  const reduceLauncher = decodeLauncher("decode_reduce");
+  const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
   // The CUDA tensor-core kernel pipelines two K/V stages in dynamic shared memory when the
   // device lets it have that much (69 KB at head dim 128); the portable kernels use static
@@ -192,7 +191,7 @@ export async function loadAttentionOps(
     parts === 1 ? 0 : batch * shape.numHeads * parts * (shape.headDim + 2) * 4;
 
   return {
-    decodeProgrammatic: pdl,
+    decodeProgrammatic: reduceLauncher.programmatic,
 
     kvWrite(kCache, vCache, k, v, slots, tokens, shape, stream) {
       const op = "kvWrite";

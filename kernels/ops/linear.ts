@@ -33,8 +33,8 @@
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
 import type { LinearOps } from "../../backends/ops.ts";
-import type { KernelLauncher, Launcher } from "../launcher.ts";
-import { launcherWith, type LoadedKernels, loadKernels } from "../modules.ts";
+import type { Launcher } from "../launcher.ts";
+import { launcherWith, type LoadedKernels, loadKernels, programmaticWanted } from "../modules.ts";
 
 /**
  * Which Denali kernel `linear` runs. `auto` picks by shape; the others force one, for tests and
@@ -213,11 +213,10 @@ export async function loadLinearOps(
   };
   // The GEMVs wait for the previous kernel before they touch x or out (griddepcontrol.wait), so
   // they, and only they, may launch programmatically.
-  const programmatic = options.programmatic ?? Deno.env.get("DENALI_PDL") !== "0";
-  const pdl = programmatic && typeof backend.launchAbi?.launchKernelEx === "function";
-  const gemvLauncher = (name: string): KernelLauncher =>
-    pdl ? launcherWith(backend, linearKernels, name, { programmatic: true }) : launchers[name];
-  const gemvs = GEMV_KERNELS.map(gemvLauncher);
+  const programmatic = programmaticWanted(options.programmatic);
+  const gemvs = GEMV_KERNELS.map((name) =>
+    launcherWith(backend, linearKernels, name, { programmatic })
+  );
   const gemv = gemvs.map((l) => l.launch);
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];

@@ -112,17 +112,9 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   wgmma128x256: WGMMA256,
   wgmma128x128: WGMMA128,
 };
-const KERNEL_NAMES = [
-  "gemv16",
-  "gemv8",
-  "gemm128",
-  "gemm64",
-  "fma",
-  "auto",
-  "gemm128x256",
-  "wgmma128x256",
-  "wgmma128x128",
-];
+/** Kernel names by code, for `kernelName`. */
+const KERNEL_NAMES: string[] = [];
+for (const [name, code] of Object.entries(KERNEL_CODES)) KERNEL_NAMES[code] = name;
 /** The mma GEMMs by code: kernel, tile rows (M), tile columns (N), threads, shared bytes. */
 interface MmaGemm {
   readonly name: string;

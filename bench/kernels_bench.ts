@@ -119,12 +119,12 @@ export interface TargetRow {
 export function targetRows(lines: readonly BenchLine[]): TargetRow[] {
   const copy = Math.max(...copyBandwidths(lines));
   const torch = torchTimes(lines);
-  const time = (op: string, shape: string) =>
-    lines.find((l) => l.op === op && l.shape === shape)?.fields.time_us;
+  const line = (op: string, shape: string) => lines.find((l) => l.op === op && l.shape === shape);
+  const time = (op: string, shape: string) => line(op, shape)?.fields.time_us;
   // The read-only kernel's fraction of the copy bandwidth, by the shape of its line.
   const readOnly = (shape: string) => {
-    const line = lines.find((l) => l.op === "read_only_same_size" && l.shape === shape);
-    return line && line.fields.gbps / copy;
+    const gbps = line("read_only_same_size", shape)?.fields.gbps;
+    return gbps === undefined ? undefined : gbps / copy;
   };
   const rows: TargetRow[] = [];
   for (const l of lines) {

@@ -168,12 +168,15 @@ async function main() {
       const bytes = 2 * (m * k + n * k + m * n);
       const flops = 2 * m * n * k;
       const reps = flops > 1e12 ? 10 : 30;
-      const us = medianUs(
-        gpu,
-        stream,
-        (rep) => ops.linear(out, x, weights[rep % copies], m, n, k, stream),
-        reps,
-      );
+      // One set of ops (auto, plain launch, a forced kernel) on this shape, weights rotated.
+      const time = (o: GpuLinearOps) =>
+        medianUs(
+          gpu,
+          stream,
+          (rep) => o.linear(out, x, weights[rep % copies], m, n, k, stream),
+          reps,
+        );
+      const us = time(ops);
       const op = gemv ? "linear_gemv" : "linear_gemm";
       printBench(op, shape, us, bytes, flops);
       const gbps = bytes / (us * 1e3);
@@ -185,13 +188,6 @@ async function main() {
             : ""),
       );
       if (gemv) {
-        const time = (o: GpuLinearOps) =>
-          medianUs(
-            gpu,
-            stream,
-            (rep) => o.linear(out, x, weights[rep % copies], m, n, k, stream),
-            reps,
-          );
         const plainUs = time(plain);
         printBench("linear_gemv_plain_launch", shape, plainUs, bytes, flops);
         console.log(`# ${shape} programmatic/plain time ratio=${(us / plainUs).toFixed(3)}`);
@@ -214,13 +210,7 @@ async function main() {
         }
       }
       for (let v = 0; v < (gemv ? 0 : variants.length); v++) {
-        const variantUs = medianUs(
-          gpu,
-          stream,
-          (rep) => variants[v].linear(out, x, weights[rep % copies], m, n, k, stream),
-          reps,
-        );
-        printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, variantUs, bytes, flops);
+        printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, time(variants[v]), bytes, flops);
       }
       if (accel) {
         // As prepareLinear does at start: time the library's candidate algorithms, keep the best.

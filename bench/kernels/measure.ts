@@ -123,13 +123,9 @@ const READ_ONLY_BLOCK_CHUNKS = [1024, 2048, 4096];
 /** Times a read-only kernel over a byte count; see readOnlyKernel. */
 export interface ReadOnlyKernel {
   /**
-   * Median µs of one stream_read call over `bytes` of `sources[rep % sources.length]`, for the
-   * fastest of its block sizes.
-   */
-  timeUs(sources: readonly DeviceBuffer[], bytes: number): number;
-  /**
-   * Times `bytes` of `sources` and prints `BENCH read_only_same_size <shape> ...` (gbps counts
-   * the bytes read once) and its fraction of `copyGbps`.
+   * Times one stream_read call over `bytes` of `sources[rep % sources.length]` (the median, for
+   * the fastest of its block sizes), prints `BENCH read_only_same_size <shape> ...` (gbps counts
+   * the bytes read once) and its fraction of `copyGbps`, and returns the µs.
    */
   print(shape: string, sources: readonly DeviceBuffer[], bytes: number, copyGbps: number): number;
 }
@@ -161,7 +157,6 @@ export async function readOnlyKernel(gpu: Backend, stream: Stream): Promise<Read
     return best;
   };
   return {
-    timeUs,
     print(shape, sources, bytes, copyGbps) {
       const us = timeUs(sources, bytes);
       printBench("read_only_same_size", shape, us, bytes);

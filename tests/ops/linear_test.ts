@@ -230,6 +230,13 @@ const fmaShape = (m: number, n: number): Expected => ({
   shared: 0,
 });
 
+// The mma.sync GEMMs: 128 threads; 4 stages of 64×64 tiles (64 KiB) or 3 of 128×128 (96 KiB).
+const mmaShape = (tile: "64x64" | "128x128", blocks: number): Expected => ({
+  kernel: `linear_gemm_${tile}`,
+  grid: [blocks, 1, 1],
+  block: [128, 1, 1],
+  shared: tile === "64x64" ? 65536 : 98304,
+});
 const wgmmaShape = (bn: number, blocks: number, split: number): Expected => ({
   kernel: `linear_wgmma_128x${bn}`,
   grid: [blocks, 1, 1],
@@ -248,12 +255,7 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90): wgmma tiles, split-K, GEMV
     // 2·8 = 16 tiles: K (64 k tiles) splits 8 ways, 128 blocks.
     [256, 1024, 4096, 0, wgmmaShape(128, 128, 8)],
     // 1 tile of 128×128 and K = 64, one k tile: nothing to split; the 64×64 mma.sync tiles.
-    [17, 37, 64, 0, {
-      kernel: "linear_gemm_64x64",
-      grid: [1, 1, 1],
-      block: [128, 1, 1],
-      shared: 65536,
-    }],
+    [17, 37, 64, 0, mmaShape("64x64", 1)],
     [300, 1000, 1001, 0, fmaShape(300, 1000)],
   ]);
 });
@@ -276,24 +278,9 @@ Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, share
     [1, 8192, 4096, 0, gemvShape("t8_r16_s2", 512, 8)],
     [2, 8184, 4096, 0, gemvShape("t8_r16_s2", 512, 8)],
     // M > 16: 3·32 = 96 tiles of 128 < 132 → 64×64 tiles (5·64), 64 KiB; 8·32 = 256 → 128×128.
-    [300, 4096, 4096, 0, {
-      kernel: "linear_gemm_64x64",
-      grid: [320, 1, 1],
-      block: [128, 1, 1],
-      shared: 65536,
-    }],
-    [1024, 4096, 4096, 0, {
-      kernel: "linear_gemm_128x128",
-      grid: [256, 1, 1],
-      block: [128, 1, 1],
-      shared: 98304,
-    }],
-    [17, 37, 64, 0, {
-      kernel: "linear_gemm_64x64",
-      grid: [1, 1, 1],
-      block: [128, 1, 1],
-      shared: 65536,
-    }],
+    [300, 4096, 4096, 0, mmaShape("64x64", 320)],
+    [1024, 4096, 4096, 0, mmaShape("128x128", 256)],
+    [17, 37, 64, 0, mmaShape("64x64", 1)],
     // K % 8 != 0 or a misaligned x: the FMA fallback, for any M.
     [1, 1000, 1001, 0, fmaShape(1, 1000)],
     [300, 1000, 1001, 0, fmaShape(300, 1000)],

@@ -40,6 +40,7 @@ import { LlamaModel } from "./model.ts";
 import type { TokenLogprobs } from "./sampler.ts";
 import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
 import { type FinishReason, type SamplingParams, samplingParams, Sequence } from "./sequence.ts";
+import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
 import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
 import { type LlamaWeights, loadWeights, randomWeights } from "./weights.ts";
 
@@ -67,6 +68,11 @@ export interface EngineOptions {
   readonly seed?: number;
   /** Receives start-up and error lines; default: stderr. */
   readonly log?: (line: string) => void;
+  /**
+   * Record the step profile (engine/step_profile.ts): per step shape, device time from events,
+   * idle and host gaps. Default: on when `DENALI_PROFILE` includes `steps`.
+   */
+  readonly profile?: boolean;
 }
 
 /** A model to run with seeded random weights instead of a checkpoint. */
@@ -137,6 +143,7 @@ interface Resolved {
   graphs: boolean;
   seed: number;
   log: (line: string) => void;
+  profile: boolean;
 }
 
 function resolveOptions(options: EngineOptions): Resolved {
@@ -159,6 +166,7 @@ function resolveOptions(options: EngineOptions): Resolved {
     graphs: options.graphs ?? true,
     seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
     log: options.log ?? ((line) => console.error(line)),
+    profile: options.profile ?? profileRequested(),
   };
   r.maxBatchedTokens = integer(
     "maxBatchedTokens",
@@ -328,6 +336,7 @@ export class Engine {
   #closed = false;
   #steps = 0;
   #failedSteps = 0;
+  readonly #profiler: StepProfiler | null;
 
   private constructor(parts: {
     info: EngineInfo;
@@ -359,6 +368,9 @@ export class Engine {
     this.#pendingSeqs = new Array(parts.options.maxRunning).fill(undefined);
     this.#pendingLogprobs = new Array(parts.options.maxRunning).fill(undefined);
     this.#overlap = parts.backend.asynchronous;
+    this.#profiler = parts.options.profile
+      ? new StepProfiler(parts.backend, parts.model.stream)
+      : null;
     this.#scheduler = new Scheduler(parts.blocks, {
       maxRunning: parts.options.maxRunning,
       maxBatchedTokens: parts.options.maxBatchedTokens,
@@ -520,6 +532,19 @@ export class Engine {
   }
 
   /**
+   * The step profile recorded so far, or null when profiling is off (see
+   * {@link EngineOptions.profile}). The columns are live: read them between steps.
+   */
+  get stepProfile(): StepProfileData | null {
+    return this.#profiler;
+  }
+
+  /** Forgets the steps profiled so far (e.g. after a warm-up); a no-op when profiling is off. */
+  resetStepProfile(): void {
+    this.#profiler?.reset();
+  }
+
+  /**
    * Stops the engine: live requests fail with an error saying so, the loop finishes its step,
    * and the model, weights and (when the engine opened it) the backend are released.
    */
@@ -530,6 +555,7 @@ export class Engine {
     await this.#loop;
     // Requests end through their `done` promises; let those callbacks run before freeing.
     await Promise.resolve();
+    this.#profiler?.free();
     this.#model.free();
     this.#weights.free();
     if (this.#ownsBackend) this.#backend.close();
@@ -725,9 +751,14 @@ export class Engine {
     const plan = this.#scheduler.step();
     if (plan.count === 0) return null;
     this.#steps++;
+    const profiler = this.#profiler;
     try {
+      profiler?.beforeLaunch(plan);
+      const replays = this.#model.counters.graphReplays;
       this.#model.launch(plan);
+      profiler?.afterLaunch(this.#model.counters.graphReplays !== replays);
     } catch (error) {
+      profiler?.stepFailed();
       this.#failStep(plan, error);
       return null;
     }
@@ -742,8 +773,10 @@ export class Engine {
   async #deviceDone(plan: BatchPlan): Promise<boolean> {
     try {
       do await nextTick(); while (!this.#model.ready());
+      this.#profiler?.stepDone();
       return true;
     } catch (error) {
+      this.#profiler?.stepFailed();
       this.#model.abandon();
       this.#failStep(plan, error);
       return false;

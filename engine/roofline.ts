@@ -1,0 +1,135 @@
+/**
+ * The roofline bound of one engine step: the least time the device could take, given the bytes
+ * the step must read and the arithmetic it must do, at a measured read bandwidth and a measured
+ * matrix peak. The step profile (engine/step_profile.ts) compares each step's device time with
+ * this bound.
+ *
+ * Bytes counted are those the step really reads from device memory, and no more:
+ * - every layer's linear weights (q/k/v, o, gate/up, down) and norm weights, read once per step
+ *   whatever the token count (they are streamed once per GEMM; re-reads hit L2 for small M);
+ * - one embedding row per token (a gather, not the table);
+ * - the final norm and the lm head, when the step computes any logits;
+ * - the K and V of every position each token attends to: a decode row reads its whole context, a
+ *   prefill chunk reads its context up to its last token once.
+ *
+ * Activations are left out: they are small against the weights and mostly stay in L2.
+ * FLOPs count 2 per multiply-add: 2·params per token for the linear layers, 2·lmHead per logit
+ * row, and attention's QKᵀ and PV, 4·qDim per (query, key) pair, per layer.
+ *
+ * @module
+ */
+
+/** What the bound needs to know of a model. */
+export interface ModelCost {
+  /** Parameters of every layer's linear weights (no embeddings, no lm head). */
+  readonly linearParams: number;
+  /** Parameters of the norms (every layer's two and the final one). */
+  readonly normParams: number;
+  /** Parameters of the lm head (vocab × hidden). */
+  readonly lmHeadParams: number;
+  /** Hidden size: one embedding row. */
+  readonly hiddenSize: number;
+  /** Query width, heads × headDim. */
+  readonly qDim: number;
+  /** Layers. */
+  readonly numLayers: number;
+  /** Bytes of K and V one position holds, over all layers. */
+  readonly kvBytesPerToken: number;
+  /** Bytes per weight element (2 for bf16). */
+  readonly weightBytes: number;
+}
+
+/** The shape of a Llama-style model, as the config describes it. */
+export interface TransformerShape {
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numHiddenLayers: number;
+  readonly numAttentionHeads: number;
+  readonly numKeyValueHeads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+}
+
+/**
+ * The cost figures of a Llama-shaped model (Llama, Qwen, Mistral) in bf16 with a bf16 KV cache.
+ * `kvElementBytes` and `weightBytes` change for quantized caches and weights.
+ */
+export function transformerCost(
+  shape: TransformerShape,
+  weightBytes = 2,
+  kvElementBytes = 2,
+): ModelCost {
+  const h = shape.hiddenSize, L = shape.numHiddenLayers;
+  const qDim = shape.numAttentionHeads * shape.headDim;
+  const kvDim = shape.numKeyValueHeads * shape.headDim;
+  const perLayer = (qDim + 2 * kvDim) * h + qDim * h + 3 * h * shape.intermediateSize;
+  return {
+    linearParams: L * perLayer,
+    normParams: (2 * L + 1) * h,
+    lmHeadParams: shape.vocabSize * h,
+    hiddenSize: h,
+    qDim,
+    numLayers: L,
+    kvBytesPerToken: 2 * L * kvDim * kvElementBytes,
+    weightBytes,
+  };
+}
+
+/** What one step computed, as far as its cost goes. */
+export interface StepWork {
+  /** Tokens computed (decode rows plus prefill tokens). */
+  readonly tokens: number;
+  /** Rows of logits the lm head produced (0: a prefill step short of every prompt's end). */
+  readonly logitRows: number;
+  /** Positions of K/V read: each decode row's context, each prefill chunk's context at its end. */
+  readonly kvTokensRead: number;
+  /** (query, key) pairs attention scored, over all rows, per layer and head group. */
+  readonly attentionPairs: number;
+}
+
+/** Bytes read and floating-point operations of one step. */
+export interface StepCost {
+  readonly bytes: number;
+  readonly flops: number;
+}
+
+/** The bytes a step reads and the FLOPs it does (see the module doc for what counts). */
+export function stepCost(model: ModelCost, work: StepWork): StepCost {
+  const w = model.weightBytes;
+  const logits = work.logitRows > 0;
+  const bytes = model.linearParams * w +
+    model.normParams * 2 +
+    work.tokens * model.hiddenSize * 2 +
+    (logits ? model.lmHeadParams * w : 0) +
+    work.kvTokensRead * model.kvBytesPerToken;
+  const flops = 2 * work.tokens * model.linearParams +
+    2 * work.logitRows * model.lmHeadParams +
+    4 * model.qDim * work.attentionPairs * model.numLayers;
+  return { bytes, flops };
+}
+
+/** The device's measured ceilings. */
+export interface DeviceCeilings {
+  /** What a read-only kernel reaches, GB/s (1e9 bytes). */
+  readonly readGbps: number;
+  /** What the matrix unit reaches on a large GEMM, TFLOP/s (1e12). */
+  readonly peakTflops: number;
+}
+
+/** The roofline bound in milliseconds: the larger of bytes over bandwidth and FLOPs over peak. */
+export function rooflineMs(cost: StepCost, ceilings: DeviceCeilings): number {
+  const memoryMs = cost.bytes / (ceilings.readGbps * 1e6);
+  const computeMs = cost.flops / (ceilings.peakTflops * 1e9);
+  return Math.max(memoryMs, computeMs);
+}
+
+/**
+ * The attention pairs and K/V positions read by a prefill chunk of `tokens` tokens starting at
+ * position `start` (causal: token j sees positions 0..start+j).
+ */
+export function prefillChunkWork(start: number, tokens: number): {
+  pairs: number;
+  kvTokensRead: number;
+} {
+  return { pairs: tokens * start + (tokens * (tokens + 1)) / 2, kvTokensRead: start + tokens };
+}

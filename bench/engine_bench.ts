@@ -16,7 +16,7 @@
  *
  * Usage: deno run -A bench/engine_bench.ts [--preset llama3-8b] [--requests 1000]
  *        [--concurrency 256 | --offline] [--max-num-seqs 256] [--max-batched-tokens 2048]
- *        [--max-len 2048] [--vocab 32000] [--seed 0] [--warmup 8] [--profile] [--label name]
+ *        [--max-len 2048] [--vocab 32000] [--seed 0] [--warmup 8] [--profile] [--profile-out FILE] [--label name]
  *        [--tiny DIR] (a checkpoint directory instead of a random-weights preset, e.g. on the CPU)
  *
  * @module
@@ -153,6 +153,7 @@ async function main() {
       warmup: { type: "string", default: "8" },
       profile: { type: "boolean", default: false },
       label: { type: "string", default: "denali" },
+      "profile-out": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -161,7 +162,7 @@ async function main() {
       "Usage: deno run -A bench/engine_bench.ts [--preset llama3-8b | --tiny DIR] " +
         "[--requests N] [--concurrency C | --offline] [--max-num-seqs N] " +
         "[--max-batched-tokens N] [--max-len N] [--vocab N] [--seed N] [--warmup N] " +
-        "[--profile] [--label NAME]",
+        "[--profile] [--profile-out FILE] [--label NAME]",
     );
     return;
   }
@@ -209,7 +210,7 @@ async function main() {
   const mode = offline ? "offline" : `concurrency ${concurrency}`;
   printResult(runResult(values.label!, mode, timings, seconds));
   console.log(`stats: ${JSON.stringify(engine.stats())}`);
-  if (profiled) await printProfile(engine, seconds, ceilings);
+  if (profiled) await printProfile(engine, seconds, ceilings, values["profile-out"]);
   await engine.close();
   backend.close();
 }
@@ -219,6 +220,7 @@ async function printProfile(
   engine: Engine,
   seconds: number,
   ceilings: DeviceCeilings | null,
+  out: string | undefined,
 ): Promise<void> {
   // Imported here: a baseline checkout without the profile never reaches this.
   const { formatSummary, summarizeSteps } = await import("../engine/step_profile.ts");
@@ -231,6 +233,16 @@ async function printProfile(
       `(device time over the run's wall time, host start-up of the run included)`,
   );
   console.log(`PROFILE_JSON ${JSON.stringify({ summary, ceilings })}`);
+  if (out !== undefined) {
+    // Every step's columns, for looking at gaps and step times one by one.
+    const columns: Record<string, number[]> = {};
+    for (const [key, value] of Object.entries(data)) {
+      if (ArrayBuffer.isView(value)) {
+        columns[key] = Array.from(value as Float64Array).slice(0, data.count);
+      }
+    }
+    await Deno.writeTextFile(out, JSON.stringify(columns));
+  }
 }
 
 if (import.meta.main) await main();

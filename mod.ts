@@ -91,5 +91,8 @@ export {
   type RandomWeightsSource,
 } from "./engine/engine.ts";
 export { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "./engine/config.ts";
+export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
+export type { LogprobEntry } from "./engine/request_text.ts";
+export { TokenTexts } from "./engine/token_texts.ts";
 export type { TokenLogprobs } from "./engine/sampler.ts";
 export type { SamplingParams } from "./engine/sequence.ts";

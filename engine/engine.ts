@@ -35,14 +35,18 @@ import { type BackendChoice, openBackend } from "../backends/select.ts";
 import { BlockManager } from "./block_manager.ts";
 import { capacityFromMemory } from "./kv_cache.ts";
 import { type LlamaConfig, loadLlamaConfig } from "./config.ts";
-import { IncrementalDecoder } from "./detokenizer.ts";
 import { LlamaModel } from "./model.ts";
+import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
+import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
 import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
 import { type FinishReason, type SamplingParams, samplingParams, Sequence } from "./sequence.ts";
 import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
-import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+import { TokenTexts } from "./token_texts.ts";
+import { Tokenizer } from "./tokenizer.ts";
 import { type LlamaWeights, loadWeights, randomWeights } from "./weights.ts";
+
+export type { Prompt } from "./prompt.ts";
 
 /** How an {@link Engine} is sized and where it runs. */
 export interface EngineOptions {
@@ -87,7 +91,10 @@ export interface RandomWeightsSource {
   readonly tokenizerDir?: string;
 }
 
-/** One generated token and the text it completes. */
+/**
+ * One generated token and the text it completes. The engine owns the request's text (see
+ * engine/request_text.ts): a server only formats chunks.
+ */
 export interface GenerationChunk {
   /**
    * The sampled token id; -1 on a final chunk that carries no token (the sequence ended
@@ -96,13 +103,25 @@ export interface GenerationChunk {
   readonly tokenId: number;
   /**
    * Text that became final with this token: "" while a UTF-8 character is incomplete, or while
-   * it might still turn out to begin a stop string. Concatenated, the chunks give the output.
+   * it might still turn out to begin a stop string. Concatenated, the chunks give the output:
+   * without any stop string that ended it, and without the text of a stop token.
    */
   readonly text: string;
+  /** Code points of output text before `text` (Python `str` indices, as OpenAI counts). */
+  readonly textOffset: number;
   /** Set on the last chunk: why generation ended. */
   readonly finishReason?: FinishReason;
-  /** With `logprobs` set in the params: the token's log-probability and the top alternatives. */
-  readonly logprobs?: TokenLogprobs;
+  /**
+   * Set on the last chunk: the stop token id or stop string that ended it, as vLLM's
+   * `stop_reason`; null when neither did.
+   */
+  readonly stopReason?: number | string | null;
+  /**
+   * With `logprobs` set in the params: the entries that became final with this chunk — this
+   * token's, or earlier ones' whose character it completes; on the last chunk all that are
+   * left. Every generated token gets one, in order, including tokens a stop string cut off.
+   */
+  readonly logprobs?: readonly LogprobEntry[];
 }
 
 /** What the engine runs on, for logs and /v1/models. */
@@ -191,12 +210,8 @@ function resolveOptions(options: EngineOptions): Resolved {
   return r;
 }
 
-/** Per-request state: its sequence, its stream to the caller and its text so far. */
+/** Per-request state: its sequence, its stream to the caller and its text. */
 class Request {
-  /** Decoded output text, for stop strings and streaming. */
-  text = "";
-  /** Characters of `text` already sent. */
-  sent = 0;
   /** Output tokens already sent. */
   emitted = 0;
   /** Target for lastLogits, filled in the step that samples the first token. */
@@ -208,20 +223,22 @@ class Request {
   constructor(
     readonly seq: Sequence,
     readonly stream: ChunkStream,
-    readonly decoder: IncrementalDecoder | null,
-    /** Characters held back while a stop string might be forming: longest stop − 1. */
-    readonly holdBack: number,
+    /** Its detokenized text, stop strings and token placement. */
+    readonly output: OutputText,
   ) {}
 
-  /** Decodes output tokens not yet decoded; returns the text so far. */
-  catchUp(): string {
-    const decoder = this.decoder;
-    if (decoder === null) return this.text;
-    const seq = this.seq;
-    for (let i = decoder.tokenCount; i < seq.numOutputTokens; i++) {
-      this.text += decoder.push(seq.tokenAt(seq.numPromptTokens + i));
+  /** The chunk for what the output text reported last, for token `tokenId`. */
+  chunk(tokenId: number, finishReason?: FinishReason): GenerationChunk {
+    const out = this.output;
+    const wantsLogprobs = this.seq.params.logprobs !== null;
+    if (finishReason === undefined) {
+      return wantsLogprobs
+        ? { tokenId, text: out.text, textOffset: out.textOffset, logprobs: out.entries }
+        : { tokenId, text: out.text, textOffset: out.textOffset };
     }
-    return this.text;
+    const stopReason = out.stopString ?? this.seq.stopReason;
+    const chunk = { tokenId, text: out.text, textOffset: out.textOffset, finishReason, stopReason };
+    return wantsLogprobs ? { ...chunk, logprobs: out.entries } : chunk;
   }
 }
 
@@ -300,9 +317,6 @@ class ChunkStream implements AsyncIterableIterator<GenerationChunk> {
   }
 }
 
-/** The prompt forms `generate` accepts. */
-export type Prompt = string | readonly number[] | readonly ChatMessage[];
-
 /** A loaded model serving generation requests. */
 export class Engine {
   /** What the engine runs on. */
@@ -315,12 +329,15 @@ export class Engine {
   readonly maxModelLen: number;
   /** The ids that end generation by default. */
   readonly eosTokenIds: readonly number[];
+  /** Each token's own text and bytes, for naming tokens in logprobs. */
+  readonly tokenTexts: TokenTexts;
 
   readonly #backend: Backend;
   readonly #ownsBackend: boolean;
   readonly #weights: LlamaWeights;
   readonly #model: LlamaModel;
   readonly #scheduler: Scheduler;
+  readonly #prompts: PromptPreparer;
   readonly #log: (line: string) => void;
   readonly #requests = new Map<number, Request>();
   readonly #sampled: Int32Array;
@@ -375,8 +392,9 @@ export class Engine {
       maxRunning: parts.options.maxRunning,
       maxBatchedTokens: parts.options.maxBatchedTokens,
       maxModelLen: parts.maxModelLen,
-      detokenize: (_ids, seq) => this.#requests.get(seq.id)?.catchUp() ?? "",
     });
+    this.tokenTexts = new TokenTexts(parts.tokenizer);
+    this.#prompts = new PromptPreparer(parts.tokenizer, parts.config.vocabSize, parts.maxModelLen);
   }
 
   /**
@@ -493,11 +511,23 @@ export class Engine {
    * ChatTemplateError when the model has no chat template; Error once the engine is closed
    */
   generate(
-    prompt: Prompt,
+    prompt: Prompt | PreparedPrompt,
     params: Partial<SamplingParams> = {},
     signal?: AbortSignal,
   ): AsyncIterableIterator<GenerationChunk> {
     return this.#submit(prompt, params, signal, null).stream;
+  }
+
+  /**
+   * Tokenizes and checks a prompt once, for {@link generate}: a server calls this to learn the
+   * prompt's ids (usage, echo) and to answer a bad prompt before it starts a response.
+   *
+   * @throws PromptError naming the problem (empty, outside the vocabulary, longer than
+   * maxModelLen: code "context_length_exceeded"); ChatTemplateError when the template fails;
+   * TypeError for text without a tokenizer
+   */
+  prepare(prompt: Prompt): Promise<PreparedPrompt> {
+    return Promise.resolve().then(() => this.#prompts.prepare(prompt));
   }
 
   /**
@@ -561,62 +591,14 @@ export class Engine {
     if (this.#ownsBackend) this.#backend.close();
   }
 
-  #tokenize(prompt: Prompt): number[] {
-    if (typeof prompt === "string") {
-      if (prompt.length === 0) {
-        throw new RangeError("prompt is empty: pass some text, token ids or chat messages");
-      }
-      return this.#needTokenizer("a text prompt").encode(prompt);
-    }
-    if (!Array.isArray(prompt)) {
-      throw new TypeError("prompt must be a string, an array of token ids or chat messages");
-    }
-    if (prompt.length === 0) {
-      throw new RangeError("prompt is empty: pass some text, token ids or chat messages");
-    }
-    if (typeof prompt[0] === "object") {
-      return this.#needTokenizer("a chat prompt").encodeChat(prompt as ChatMessage[], {
-        addGenerationPrompt: true,
-      });
-    }
-    const ids = prompt as readonly number[];
-    const vocab = this.config.vocabSize;
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-        throw new RangeError(
-          `prompt token ${i} is ${id}, outside the vocabulary [0, ${vocab}); pass ids from ` +
-            `this model's tokenizer`,
-        );
-      }
-    }
-    return [...ids];
-  }
-
-  #needTokenizer(what: string): Tokenizer {
-    if (this.tokenizer === null) {
-      throw new TypeError(
-        `${what} needs a tokenizer, and this engine has none (random weights without ` +
-          `tokenizerDir); pass token ids, or load with tokenizerDir`,
-      );
-    }
-    return this.tokenizer;
-  }
-
   #submit(
-    prompt: Prompt,
+    prompt: Prompt | PreparedPrompt,
     given: Partial<SamplingParams>,
     signal: AbortSignal | undefined,
     logits: Float32Array | null,
   ): Request {
     if (this.#closed) throw new Error("the engine is closed; load a new one");
-    const ids = this.#tokenize(prompt);
-    if (ids.length >= this.maxModelLen) {
-      throw new RangeError(
-        `the prompt is ${ids.length} tokens but maxModelLen is ${this.maxModelLen}, which ` +
-          `must leave room for at least one generated token; shorten the prompt`,
-      );
-    }
+    const ids = prompt instanceof PreparedPrompt ? prompt.ids : this.#prompts.prepare(prompt).ids;
     // Fields given as undefined (an optional request field left out) take the defaults.
     const defined: Partial<Record<keyof SamplingParams, unknown>> = {};
     for (const [key, value] of Object.entries(given)) {
@@ -627,19 +609,15 @@ export class Engine {
       ...defined as Partial<SamplingParams>,
       seed: given.seed ?? this.#nextSeed(),
     });
-    if (params.stop.length > 0 && this.tokenizer === null) {
-      throw new RangeError(
-        "sampling params: stop strings need a tokenizer to match text; use stopTokenIds",
-      );
-    }
+    const output = new OutputText({
+      texts: this.tokenizer === null ? null : this.tokenTexts,
+      promptIds: ids,
+      stop: params.stop,
+      logprobs: params.logprobs !== null,
+    });
     const seq = new Sequence(ids, params);
-    const decoder = this.tokenizer === null
-      ? null
-      : new IncrementalDecoder(this.tokenizer, { promptIds: ids, skipSpecialTokens: true });
-    let longest = 0;
-    for (const s of params.stop) longest = Math.max(longest, s.length);
     const stream = new ChunkStream(() => this.#cancel(seq.id));
-    const request = new Request(seq, stream, decoder, Math.max(0, longest - 1));
+    const request = new Request(seq, stream, output);
     request.logits = logits;
 
     if (signal?.aborted) {
@@ -683,26 +661,15 @@ export class Engine {
       return;
     }
     if (seq.finishReason !== "abort") {
-      const text = this.#finalText(request);
-      request.stream.push({ tokenId: -1, text, finishReason: seq.finishReason ?? "stop" });
+      request.output.finish(null, undefined, false);
+      request.stream.push(request.chunk(-1, this.#finishReason(request)));
     }
     request.stream.end();
   }
 
-  /** The unsent rest of a finished request's text, without any stop string. */
-  #finalText(request: Request): string {
-    const seq = request.seq;
-    let full: string;
-    if (seq.outputText !== null) {
-      full = seq.outputText;
-    } else {
-      request.catchUp();
-      if (request.decoder !== null) request.text += request.decoder.flush();
-      full = request.text;
-    }
-    const text = full.length > request.sent ? full.slice(request.sent) : "";
-    request.sent = Math.max(request.sent, full.length);
-    return text;
+  /** Why a request ended: a stop string its text matched wins over the scheduler's reason. */
+  #finishReason(request: Request): FinishReason {
+    return request.output.stopString !== null ? "stop" : request.seq.finishReason ?? "stop";
   }
 
   #kick(): void {
@@ -831,27 +798,22 @@ export class Engine {
     const request = this.#requests.get(seq.id);
     if (request === undefined || request.emitted >= seq.numOutputTokens) return;
     request.emitted = seq.numOutputTokens;
-    const tokenId = seq.tokenAt(seq.numTokens - 1);
+    const tokenId = seq.lastTokenId;
+    const output = request.output;
     if (seq.isFinished) {
-      this.#requests.delete(seq.id);
-      request.detach();
-      const text = this.#finalText(request);
-      request.stream.push(
-        logprobs === undefined
-          ? { tokenId, text, finishReason: seq.finishReason! }
-          : { tokenId, text, finishReason: seq.finishReason!, logprobs },
-      );
-      request.stream.end();
+      output.finish(tokenId, logprobs, typeof seq.stopReason === "number");
+    } else if (output.push(tokenId, logprobs)) {
+      // A stop string: the scheduler knows no text, so the engine ends the sequence. On an
+      // asynchronous device the step now running computes one more token for it, unused.
+      this.#scheduler.finish(seq.id, "stop");
+    } else {
+      request.stream.push(request.chunk(tokenId));
       return;
     }
-    const full = request.catchUp();
-    const ready = full.length - request.holdBack;
-    let text = "";
-    if (ready > request.sent) {
-      text = full.slice(request.sent, ready);
-      request.sent = ready;
-    }
-    request.stream.push(logprobs === undefined ? { tokenId, text } : { tokenId, text, logprobs });
+    this.#requests.delete(seq.id);
+    request.detach();
+    request.stream.push(request.chunk(tokenId, this.#finishReason(request)));
+    request.stream.end();
   }
 }
 

@@ -23,14 +23,7 @@
 import type { BlockManager } from "./block_manager.ts";
 import type { FinishReason, Sequence } from "./sequence.ts";
 
-/**
- * Returns the text of `seq`'s generated tokens (`outputIds`, a view valid only during the call).
- * Stop strings are searched in it. It may be backed by the engine's incremental detokenizer; the
- * text is assumed to grow by appending, so each call only searches its new tail.
- */
-export type Detokenize = (outputIds: Int32Array, seq: Sequence) => string;
-
-/** Limits and callbacks of a Scheduler. */
+/** Limits of a Scheduler. */
 export interface SchedulerConfig {
   /** Most sequences running at once (the batch size of a decode step). */
   readonly maxRunning: number;
@@ -38,8 +31,6 @@ export interface SchedulerConfig {
   readonly maxBatchedTokens: number;
   /** Most tokens (prompt + generated) one sequence may hold; default unlimited. */
   readonly maxModelLen?: number;
-  /** Needed only when a request has stop strings. */
-  readonly detokenize?: Detokenize;
 }
 
 /** A request that can never run with this engine's limits; it names both sizes and the remedy. */
@@ -146,7 +137,6 @@ export class Scheduler {
   /** Most tokens per sequence. */
   readonly maxModelLen: number;
 
-  readonly #detokenize: Detokenize | null;
   readonly #waiting: Sequence[] = [];
   // Oldest admitted first: preemption takes from the end.
   readonly #running: Sequence[] = [];
@@ -180,7 +170,6 @@ export class Scheduler {
     this.maxRunning = maxRunning;
     this.maxBatchedTokens = maxBatchedTokens;
     this.maxModelLen = maxModelLen;
-    this.#detokenize = config.detokenize ?? null;
     this.#plan = new BatchPlan(maxRunning);
   }
 
@@ -209,12 +198,6 @@ export class Scheduler {
       throw new RequestRejectedError(
         `the prompt is ${seq.numTokens} tokens but the model's context is ${this.maxModelLen} ` +
           `tokens, leaving no room to generate; shorten the prompt`,
-      );
-    }
-    if (seq.params.stop.length > 0 && this.#detokenize === null) {
-      throw new Error(
-        `Scheduler.add: sequence ${seq.id} has stop strings but the scheduler has no detokenize ` +
-          `callback; pass one in SchedulerConfig`,
       );
     }
     this.#live.set(seq.id, seq);
@@ -308,7 +291,8 @@ export class Scheduler {
   /**
    * Applies a finished step: marks the computed tokens, registers newly full blocks for prefix
    * sharing, appends each sampling entry's token (`sampledIds[i]` for entry i; entries that do
-   * not sample are ignored) and ends sequences on a stop token, a stop string or a length limit.
+   * not sample are ignored) and ends sequences on a stop token or a length limit. Stop strings are text, which
+   * the engine matches; it ends those sequences with {@link finish}.
    * Sequences cancelled while the step ran are skipped.
    */
   postprocess(plan: BatchPlan, sampledIds: ArrayLike<number>): void {
@@ -368,12 +352,23 @@ export class Scheduler {
     const seq = this.#live.get(id);
     if (seq === undefined) return false;
     seq.cancelled = true;
+    return this.finish(id, "abort");
+  }
+
+  /**
+   * Ends a live sequence with `reason` wherever it is, freeing its blocks at once, as
+   * {@link cancel} does; the engine uses it when the text matched a stop string. Returns false
+   * for an unknown or finished id.
+   */
+  finish(id: number, reason: FinishReason): boolean {
+    const seq = this.#live.get(id);
+    if (seq === undefined) return false;
     const w = this.#waiting.indexOf(seq);
     if (w >= 0) removeAt(this.#waiting, w);
     const r = this.#running.indexOf(seq);
     if (r >= 0) removeAt(this.#running, r);
     this.blocks.free(seq);
-    this.#finish(seq, "abort");
+    this.#finish(seq, reason);
     return true;
   }
 
@@ -450,33 +445,8 @@ export class Scheduler {
       seq.stopReason = id;
       return "stop";
     }
-    if (p.stop.length > 0 && this.#findStopString(seq)) return "stop";
     if (seq.numOutputTokens >= p.maxTokens || seq.numTokens >= this.maxModelLen) return "length";
     return null;
-  }
-
-  // Searches only text that could hold a match not seen before: the new tail plus an overlap of
-  // (longest stop string - 1) characters. The earliest match wins.
-  #findStopString(seq: Sequence): boolean {
-    const text = this.#detokenize!(seq.outputTokenIds(), seq);
-    const stops = seq.params.stop;
-    let longest = 0;
-    for (const s of stops) longest = Math.max(longest, s.length);
-    const from = Math.max(0, seq.stopScanEnd - longest + 1);
-    seq.stopScanEnd = text.length;
-    let best = -1;
-    let which = "";
-    for (const s of stops) {
-      const at = text.indexOf(s, from);
-      if (at >= 0 && (best < 0 || at < best)) {
-        best = at;
-        which = s;
-      }
-    }
-    if (best < 0) return false;
-    seq.outputText = text.slice(0, best);
-    seq.stopReason = which;
-    return true;
   }
 
   #finish(seq: Sequence, reason: FinishReason, error: Error | null = null): void {

@@ -163,19 +163,12 @@ export class Sequence {
   cancelled = false;
   /** Times the scheduler took its KV away to make room; it is recomputed on resume. */
   numPreemptions = 0;
-  /** Length of generated text already searched for stop strings (scheduler-owned). */
-  stopScanEnd = 0;
   /** Why it ended, once it has. */
   finishReason: FinishReason | null = null;
   /** The error behind finishReason "error". */
   error: Error | null = null;
-  /** The stop token id or stop string that ended it, as in vLLM's `stop_reason`. */
-  stopReason: number | string | null = null;
-  /**
-   * Set when a stop string ended it: the generated text up to, not including, the stop string.
-   * The token ids keep every sampled token; use this text for the final output.
-   */
-  outputText: string | null = null;
+  /** The stop token id that ended it, as in vLLM's `stop_reason` (stop strings: the engine's). */
+  stopReason: number | null = null;
   /** Resolves (never rejects) with the finish reason once the sequence ends. */
   readonly done: Promise<FinishReason>;
   /**

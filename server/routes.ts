@@ -10,16 +10,12 @@
  */
 
 import type { Engine, GenerationChunk } from "../engine/engine.ts";
+import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
+import type { LogprobEntry } from "../engine/request_text.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
 import { ApiError, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
-import {
-  chatLogprobs,
-  completionLogprobs,
-  type LogprobEntry,
-  LogprobsTracker,
-  TokenTexts,
-} from "./logprobs.ts";
+import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
@@ -44,8 +40,6 @@ export class Routes {
   readonly metrics: Metrics = new Metrics();
   /** The name /v1/models lists and requests may give. */
   readonly modelName: string;
-  /** Token texts and bytes for logprobs, shared by all requests. */
-  readonly tokenTexts: TokenTexts;
   readonly #apiKey: string | null;
   readonly #maxQueue: number;
   readonly #maxBody: number;
@@ -59,7 +53,6 @@ export class Routes {
     this.#maxQueue = options.maxQueue ?? 256;
     this.#maxBody = options.maxBodyBytes ?? 4 * 2 ** 20;
     this.modelName = options.modelName ?? engine.info.model;
-    this.tokenTexts = new TokenTexts(engine.tokenizer);
   }
 
   /** Requests in flight. */
@@ -142,62 +135,33 @@ export class Routes {
     return this.#generate(request, kind, parsed);
   }
 
-  #tokenize(kind: Kind, req: GenerationRequest): number[] {
+  /** The engine tokenizes and checks the prompt; its errors become 400s naming the field. */
+  async #prepare(kind: Kind, req: GenerationRequest): Promise<PreparedPrompt> {
     const param = kind === "chat" ? "messages" : "prompt";
-    const tokenizer = this.engine.tokenizer;
-    const vocab = this.engine.config.vocabSize;
-    let ids: number[];
-    if (typeof req.prompt === "string" || kind === "chat") {
-      if (tokenizer === null) {
-        throw new ApiError(
-          400,
-          `${param}: this model has no tokenizer; send token ids as prompt`,
-          param,
-        );
+    try {
+      return await this.engine.prepare(req.prompt);
+    } catch (error) {
+      if (error instanceof PromptError) {
+        const code = error.problem === "context_length_exceeded" ? error.problem : null;
+        throw new ApiError(400, `${param}: ${error.message}`, param, undefined, code);
       }
-      try {
-        ids = typeof req.prompt === "string"
-          ? tokenizer.encode(req.prompt)
-          : tokenizer.encodeChat(req.prompt as never, { addGenerationPrompt: true });
-      } catch (error) {
-        if (error instanceof ChatTemplateError) throw new ApiError(400, error.message, param);
-        throw error;
+      if (error instanceof ChatTemplateError || error instanceof TypeError) {
+        throw new ApiError(400, `${param}: ${error.message}`, param);
       }
-    } else {
-      ids = req.prompt as number[];
-      const bad = ids.findIndex((id) => id >= vocab);
-      if (bad >= 0) {
-        throw new ApiError(
-          400,
-          `prompt: token ${bad} is ${ids[bad]}, outside the vocabulary [0, ${vocab})`,
-          "prompt",
-        );
-      }
+      throw error;
     }
-    const max = this.engine.maxModelLen;
-    if (ids.length >= max) {
-      throw new ApiError(
-        400,
-        `${param}: the prompt is ${ids.length} tokens, but the model's context is ${max} ` +
-          `tokens and must leave room for at least one generated token; shorten it`,
-        param,
-        "invalid_request_error",
-        "context_length_exceeded",
-      );
-    }
-    return ids;
   }
 
   async #generate(request: Request, kind: Kind, req: GenerationRequest): Promise<Response> {
     if (this.#closing) throw new ApiError(503, "the server is shutting down", null, "server_error");
-    const ids = this.#tokenize(kind, req);
+    const prompt = await this.#prepare(kind, req);
     if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
     const controller = new AbortController();
     const onClientGone = () => controller.abort();
     request.signal.addEventListener("abort", onClientGone, { once: true });
     let chunks: AsyncIterableIterator<GenerationChunk>;
     try {
-      chunks = this.engine.generate(ids, req.params, controller.signal);
+      chunks = this.engine.generate(prompt, req.params, controller.signal);
     } catch (error) {
       request.signal.removeEventListener("abort", onClientGone);
       if (
@@ -213,8 +177,8 @@ export class Routes {
       this.#live.delete(controller);
       request.signal.removeEventListener("abort", onClientGone);
     };
-    this.metrics.promptTokens += ids.length;
-    const run = new Run(this, kind, req, ids, chunks);
+    this.metrics.promptTokens += prompt.ids.length;
+    const run = new Run(this, kind, req, prompt, chunks);
     if (!req.stream) {
       try {
         return Response.json(await run.collect());
@@ -242,31 +206,24 @@ class Run {
   #last = 0;
   completionTokens = 0;
   readonly promptTokens: number;
-  /** Null unless the request asked for logprobs. */
-  readonly #logprobs: LogprobsTracker | null;
+  readonly #logprobs: boolean;
 
   constructor(
     readonly routes: Routes,
     readonly kind: Kind,
     readonly req: GenerationRequest,
-    promptIds: readonly number[],
+    prompt: PreparedPrompt,
     readonly chunks: AsyncIterableIterator<GenerationChunk>,
   ) {
     this.id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
-    this.promptTokens = promptIds.length;
-    const params = req.params;
-    this.#logprobs = params.logprobs === null || params.logprobs === undefined
-      ? null
-      : new LogprobsTracker(routes.tokenTexts, promptIds, {
-        offsets: kind === "completion",
-        stopStrings: (params.stop?.length ?? 0) > 0,
-      });
+    this.promptTokens = prompt.ids.length;
+    this.#logprobs = req.params.logprobs !== null && req.params.logprobs !== undefined;
   }
 
   /** The choice's `logprobs` for `entries`: null when not asked for. */
   #formatLogprobs(entries: readonly LogprobEntry[]): unknown {
-    if (this.#logprobs === null) return null;
-    const texts = this.routes.tokenTexts;
+    if (!this.#logprobs) return null;
+    const texts = this.routes.engine.tokenTexts;
     return this.kind === "chat" ? chatLogprobs(entries, texts) : completionLogprobs(entries, texts);
   }
 
@@ -302,7 +259,7 @@ class Run {
     for await (const chunk of this.chunks) {
       this.#tick(chunk);
       text += chunk.text;
-      if (this.#logprobs !== null) entries.push(...this.#logprobs.take(chunk));
+      if (chunk.logprobs !== undefined) entries.push(...chunk.logprobs);
       if (chunk.finishReason) {
         reason = finishReason(chunk.finishReason);
         ended = true;
@@ -378,11 +335,10 @@ class Run {
         // character or a possible stop string is incomplete, but clients still see each token
         // arrive (inter-token latency is measured from these events).
         // A token's logprobs ride on its own event, or on a later one: the event completing
-        // the character it is part of (completions, for text_offset), or one past it while a
-        // stop string may still cut it (see LogprobsTracker).
-        const entries = this.#logprobs === null ? [] : this.#logprobs.take(chunk);
+        // the character it is part of, or one past it while a stop string may still cut it
+        // (see engine/request_text.ts).
         if (chunk.tokenId >= 0 || reason !== null) {
-          send(this.#event(chunk.text, reason, entries));
+          send(this.#event(chunk.text, reason, chunk.logprobs ?? []));
         }
         ended ||= reason !== null;
       }

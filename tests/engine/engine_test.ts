@@ -618,6 +618,12 @@ Deno.test("engine: streamed text, stop strings and stop tokens", async () => {
     );
     assert.equal(byToken.finishReason, "stop");
     assert.deepEqual(byToken.ids, full.ids.slice(0, full.ids.indexOf(stopId) + 1));
+    // As in vLLM, the stop token's own text is left out.
+    assert.equal(
+      byToken.text,
+      TOKENIZER.decode(byToken.ids.slice(0, -1), { skipSpecialTokens: true }),
+    );
+    assert.equal(byToken.chunks.at(-1)!.stopReason, stopId);
 
     // Stop at a string taken from the middle of the text: the output ends just before it.
     const chars = [...full.text];
@@ -629,6 +635,13 @@ Deno.test("engine: streamed text, stop strings and stop tokens", async () => {
     );
     assert.equal(byString.finishReason, "stop");
     assert.equal(byString.text, full.text.slice(0, at));
+    assert.equal(byString.chunks.at(-1)!.stopReason, stop);
+    // Every token up to the one completing the string was generated, and is reported: the one
+    // whose chunk of the uncut run (whole characters only) completes it.
+    const ends = full.chunks.findIndex((_, i) =>
+      full.chunks.slice(0, i + 1).map((c) => c.text).join("").includes(stop)
+    );
+    assert.deepEqual(byString.ids, full.ids.slice(0, ends + 1));
 
     // Chat messages go through the template; the template's output is what gets encoded.
     const messages = [{ role: "user", content: "Hi there" }];
@@ -723,9 +736,11 @@ Deno.test("engine: logprobs are the raw model's, with the top alternatives in or
     ];
     for (const params of cases) {
       const run = await collect(engine.generate(prompt, params));
+      // Each entry comes with its token's chunk or a later one, in order: one per token.
+      const entries = run.chunks.flatMap((c) => c.logprobs ?? []);
+      assert.deepEqual(entries.map((e) => e.tokenId), run.ids);
       for (let i = 0; i < run.ids.length; i++) {
-        const lp = run.chunks.filter((c) => c.tokenId >= 0)[i].logprobs;
-        assert.ok(lp, `token ${i} has no logprobs`);
+        const lp = entries[i];
         const reference = logSoftmax(await engine.lastLogits([...prompt, ...run.ids.slice(0, i)]));
         // Both sides read the same bf16 logits; f32 against f64 log-softmax differ by ~1e-6.
         assert.ok(Math.abs(lp.logprob - reference[run.ids[i]]) < 1e-4, `token ${i} logprob`);

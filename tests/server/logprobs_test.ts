@@ -317,19 +317,24 @@ Deno.test({
           choice.message.content,
         );
 
+        // Streamed: a token's entry comes with its own chunk, or, while it holds part of a
+        // character, with the chunk completing that character.
         const stream = await client.chat.completions.create({ ...args, stream: true });
         const joined: ChatEntry[] = [];
         let first = true;
+        let late = 0;
         for await (const chunk of stream) {
           const lp = chunk.choices[0].logprobs;
           if (first) assert.deepStrictEqual(lp, null, "the role chunk carries no token");
           else {
-            assert.deepStrictEqual(lp!.content!.length, 1);
-            joined.push(...lp!.content as ChatEntry[]);
+            const entries = lp!.content as ChatEntry[];
+            joined.push(...entries);
+            if (entries.length !== 1) late++;
           }
           first = false;
         }
         assert.deepStrictEqual(joined, content);
+        assert(late <= 2 * partial, `${late} chunks without exactly one entry`);
 
         // logprobs without top_logprobs: no alternatives; logprobs false: none at all.
         const bare = await client.chat.completions.create({ ...args, top_logprobs: undefined });
@@ -385,9 +390,9 @@ Deno.test({
 
       /**
        * Stop strings to cut the greedy output of `prompt` with, found in that output: one
-       * starting where a token starts (that token and the next are cut: dropped) and one
-       * starting inside a token (kept: part of its text is returned). Each with the text and
-       * the number of tokens that should come back.
+       * starting where a token starts and one starting inside a token. Each with the text and
+       * the number of tokens that should come back: as in vLLM, every token generated up to
+       * the one completing the stop string, cut or not.
        */
       const stopCases = async (prompt: number[]) => {
         const clean = (s: string) => /^[ -~]+$/.test(s);
@@ -405,7 +410,13 @@ Deno.test({
           const at = out.indexOf(s);
           return at < 0 ? -1 : [...out.slice(0, at)].length;
         };
-        const cases: { stop: string; text: string; tokens: number; inside: boolean }[] = [];
+        const cases: {
+          stop: string;
+          text: string;
+          tokens: number;
+          offsets: number[];
+          inside: boolean;
+        }[] = [];
         // Stop strings of one or two whole printable tokens, or from the second character of a
         // token on, taken where they first occur in the output.
         for (let k = 0; k < tokens.length; k++) {
@@ -416,7 +427,8 @@ Deno.test({
             cases.push({
               stop: atStart,
               text: cpSlice(out, 0, offsets[k]),
-              tokens: k,
+              tokens: next === "" ? k + 1 : k + 2,
+              offsets: offsets.slice(0, next === "" ? k + 1 : k + 2),
               inside: false,
             });
           }
@@ -425,7 +437,8 @@ Deno.test({
             cases.push({
               stop: inside,
               text: cpSlice(out, 0, offsets[k] + 1),
-              tokens: k + 1,
+              tokens: next === "" ? k + 1 : k + 2,
+              offsets: offsets.slice(0, next === "" ? k + 1 : k + 2),
               inside: true,
             });
           }
@@ -433,7 +446,7 @@ Deno.test({
         return cases;
       };
 
-      await t.step("a stop string drops the logprobs of the tokens it cut", async () => {
+      await t.step("a stop string: logprobs and usage count every generated token", async () => {
         let inside = 0, atStart = 0;
         for (
           const p of ["Once upon a time", "Hello there", "The quick brown fox", "abc", "x y z"]
@@ -451,11 +464,18 @@ Deno.test({
               stop: c.stop,
             };
             const what = `${p}: ${JSON.stringify(c)}`;
-            const choice = (await client.completions.create(args)).choices[0];
+            const res = await client.completions.create(args);
+            const choice = res.choices[0];
             assert.deepStrictEqual(choice.finish_reason, "stop", what);
             assert.deepStrictEqual(choice.text, c.text, what);
             const lp = choice.logprobs as Legacy;
             assert.deepStrictEqual(lp.tokens!.length, c.tokens, what);
+            assert.deepStrictEqual(res.usage!.completion_tokens, c.tokens, what);
+            // Offsets are those of the uncut output: the tokens the stop string cut start at or
+            // past the end of the returned text.
+            assert.deepStrictEqual(lp.text_offset, c.offsets, what);
+            const length = [...c.text].length;
+            assert(c.offsets.at(-1)! >= length || c.inside, what);
             checkLegacy(lp, await greedyReference(engine, prompt, c.tokens), 1, what);
             // Streamed: the same, so no chunk carried a token the stop string removed.
             const joined: Legacy = {

@@ -94,5 +94,15 @@ export { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "./engine/co
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
 export type { LogprobEntry } from "./engine/request_text.ts";
 export { TokenTexts } from "./engine/token_texts.ts";
+export {
+  type ChatMessage,
+  ChatTemplateError,
+  type ChatTemplateOptions,
+  type DecodeOptions,
+  type EncodeOptions,
+  Tokenizer,
+  TokenizerError,
+  type TokenizerFiles,
+} from "./engine/tokenizer.ts";
 export type { TokenLogprobs } from "./engine/sampler.ts";
-export type { SamplingParams } from "./engine/sequence.ts";
+export type { FinishReason, SamplingParams } from "./engine/sequence.ts";

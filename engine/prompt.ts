@@ -30,11 +30,20 @@ export class PromptError extends RangeError {
 
 /** A prompt's token ids, checked against the vocabulary and the context length. */
 export class PreparedPrompt {
+  /** The prompt's token ids. */
+  readonly ids: readonly number[];
+  /** The text that was encoded (the prompt, or the rendered chat); null for token ids. */
+  readonly text: string | null;
+
   /**
+   * Wraps ids that are already checked (use {@link PromptPreparer.prepare}).
    * @param ids the prompt's token ids
-   * @param text the text that was encoded (the prompt, or the rendered chat), null for ids
+   * @param text the text that was encoded, or null
    */
-  constructor(readonly ids: readonly number[], readonly text: string | null) {}
+  constructor(ids: readonly number[], text: string | null) {
+    this.ids = ids;
+    this.text = text;
+  }
 }
 
 /** Tokenizes and checks prompts for one model. */

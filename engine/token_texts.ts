@@ -29,8 +29,16 @@ const encoder = new TextEncoder();
 export class TokenTexts {
   readonly #cache = new Map<number, { text: string; bytes: number[]; special: boolean }>();
 
-  /** @param tokenizer the model's tokenizer; without one a token reads `token_id:<id>` (vLLM). */
-  constructor(readonly tokenizer: Tokenizer | null) {}
+  /** The model's tokenizer; without one a token reads `token_id:<id>`, as in vLLM. */
+  readonly tokenizer: Tokenizer | null;
+
+  /**
+   * Starts an empty cache.
+   * @param tokenizer the model's tokenizer, or null
+   */
+  constructor(tokenizer: Tokenizer | null) {
+    this.tokenizer = tokenizer;
+  }
 
   /** The token's text, decoded alone. */
   text(id: number): string {

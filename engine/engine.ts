@@ -456,6 +456,16 @@ export class Engine {
 
       const numBlocks = kvBlockCount(backend, model, o, maxModelLen);
       model.allocateKvCache(numBlocks);
+      if (o.graphs) {
+        const started = performance.now();
+        const graphs = model.captureAllGraphs();
+        if (graphs > 0) {
+          o.log(
+            `graphs: ${graphs} decode graphs captured in ` +
+              `${((performance.now() - started) / 1000).toFixed(1)} s`,
+          );
+        }
+      }
       const blocks = new BlockManager(numBlocks, o.blockSize, { prefixCaching: o.prefixCaching });
       const name = typeof source === "string"
         ? basename(source.replace(/\/+$/, ""))

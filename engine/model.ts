@@ -77,14 +77,15 @@ export interface ModelCounters {
 const MIN_GRAPH_CONTEXT = 256;
 
 /**
- * Decode batch sizes graphs are captured for, as vLLM does: 1, 2, 4, then every multiple of 8
- * below maxRunning, and maxRunning. A batch pads to the next size, so at most 7 rows are wasted
- * (powers of two would run 129 rows as 256).
+ * Decode batch sizes graphs are captured for, as vLLM does: 1, 2, 4, then every multiple of 8 up
+ * to 256, of 16 up to 512 and of 32 beyond, below maxRunning, and maxRunning. A batch pads to the
+ * next size, so at most 7 rows are wasted up to 256 rows and under 7% beyond (powers of two would
+ * run 129 rows as 256), and a maxRunning of 1024 needs 67 graphs per context bucket, not 131.
  */
 export function graphBatchSizes(maxRunning: number): number[] {
   const sizes: number[] = [];
   for (const b of [1, 2, 4]) if (b < maxRunning) sizes.push(b);
-  for (let b = 8; b < maxRunning; b += 8) sizes.push(b);
+  for (let b = 8; b < maxRunning; b += b < 256 ? 8 : b < 512 ? 16 : 32) sizes.push(b);
   sizes.push(maxRunning);
   return sizes;
 }
@@ -357,9 +358,11 @@ export class LlamaModel {
       shapes.push({ m, n: vocab, k: h });
     }
     shapes.push({ m: 1, n: qDim + 2 * kvDim, k: h });
-    if (!this.#batchSizes.includes(this.options.maxBatchedTokens)) {
-      layer(this.options.maxBatchedTokens);
-    }
+    // Mixed and prefill steps run any token count up to the budget; between the shapes timed
+    // here, linear takes the decision of the nearest one, so a power-of-two ladder covers them.
+    const budget = this.options.maxBatchedTokens;
+    for (let m = 512; m < budget; m *= 2) if (!this.#batchSizes.includes(m)) layer(m);
+    if (!this.#batchSizes.includes(budget)) layer(budget);
     this.ops.prepareLinear(shapes, this.stream);
     this.stream.synchronize();
   }
@@ -518,8 +521,6 @@ export class LlamaModel {
     }
     if (bucket > cap) bucket = cap;
     const maxBlocks = Math.ceil(bucket / bs);
-    const key = this.#batchSizes.indexOf(batch) * 64 + log2;
-    let captured = this.#graphs.get(key);
     const inputs = this.#inputs;
     const padding = this.#padding;
     padding.batch = batch;
@@ -527,26 +528,71 @@ export class LlamaModel {
     padding.maxContext = bucket;
     inputs.build(plan, padding);
     inputs.upload(this.stream);
-    if (captured === undefined) {
-      const s = this.#shape;
-      s.tokens = batch;
-      s.decodes = batch;
-      s.decodeMaxBlocks = maxBlocks;
-      s.decodeMaxContext = bucket;
-      s.prefills = 0;
-      s.prefillTokens = 0;
-      s.prefillMaxBlocks = 0;
-      s.logitRows = batch;
-      s.gather = false;
-      const graph = this.#capture(s);
-      if (graph === null) return false;
-      captured = { graph, batch, maxBlocks, maxContext: bucket };
-      this.#graphs.set(key, captured);
-      this.counters.graphsCaptured++;
-      this.#log(`graph captured: ${batch} decode rows, context bucket ${bucket} tokens`);
-    }
+    const captured = this.#graphFor(batch, bucket, log2, true);
+    if (captured === null) return false;
     captured.graph.launch(this.stream);
     return true;
+  }
+
+  /**
+   * Captures every decode graph a step can replay — each graph batch size at each context bucket
+   * — so that no step pays for a capture while requests wait (vLLM and SGLang capture at start
+   * too). Graphs capture launches, not data, so no inputs are needed. Returns how many graphs
+   * exist afterwards; 0 when the backend has no graphs.
+   */
+  captureAllGraphs(): number {
+    if (this.#kv === null) {
+      throw new Error("LlamaModel.captureAllGraphs: allocate the KV cache first (allocateKvCache)");
+    }
+    const cap = this.#maxBlocksPerSeq * this.options.blockSize;
+    for (let bucket = MIN_GRAPH_CONTEXT, log2 = 8;; bucket *= 2, log2++) {
+      for (const batch of this.#batchSizes) {
+        const graph = this.#graphsOn
+          ? this.#graphFor(batch, Math.min(bucket, cap), log2, false)
+          : null;
+        if (graph === null) {
+          return 0;
+        }
+      }
+      if (bucket >= cap) break;
+    }
+    this.stream.synchronize();
+    return this.#graphs.size;
+  }
+
+  /**
+   * The graph for `batch` rows at context `bucket` (2^log2, capped), captured on first use (and
+   * logged if `announce`).
+   */
+  #graphFor(
+    batch: number,
+    bucket: number,
+    log2: number,
+    announce: boolean,
+  ): CapturedGraph | null {
+    const key = this.#batchSizes.indexOf(batch) * 64 + log2;
+    let captured = this.#graphs.get(key);
+    if (captured !== undefined) return captured;
+    const maxBlocks = Math.ceil(bucket / this.options.blockSize);
+    const s = this.#shape;
+    s.tokens = batch;
+    s.decodes = batch;
+    s.decodeMaxBlocks = maxBlocks;
+    s.decodeMaxContext = bucket;
+    s.prefills = 0;
+    s.prefillTokens = 0;
+    s.prefillMaxBlocks = 0;
+    s.logitRows = batch;
+    s.gather = false;
+    const graph = this.#capture(s);
+    if (graph === null) return null;
+    captured = { graph, batch, maxBlocks, maxContext: bucket };
+    this.#graphs.set(key, captured);
+    this.counters.graphsCaptured++;
+    if (announce) {
+      this.#log(`graph captured: ${batch} decode rows, context bucket ${bucket} tokens`);
+    }
+    return captured;
   }
 
   /** The graph batch size for `count` decode rows. */

@@ -100,6 +100,8 @@ export interface GpuLinearOps extends LinearOps {
 }
 
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
+/** The most rows the GEMV kernels take; larger m runs a GEMM. */
+const GEMV_MAX_M = 16;
 const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
@@ -248,7 +250,7 @@ export async function loadLinearOps(
     const vector = (k & 7) === 0 && ((x.ptr | weight.ptr) & 15) === 0;
     if (!vector || forced === FMA) return FMA;
     const forcedMma = forced !== AUTO && forced !== GEMV16 && forced !== GEMV8;
-    if (m <= 16 && !forcedMma) {
+    if (m <= GEMV_MAX_M && !forcedMma) {
       if (forced === GEMV16 || forced === GEMV8) return forced;
       return Math.ceil(n / 16) >= sms ? GEMV16 : GEMV8;
     }
@@ -371,9 +373,24 @@ export async function loadLinearOps(
     return -1;
   }
 
+  /**
+   * Whether the accelerator runs this shape: as timed, for a prepared shape; for a GEMM-sized m
+   * (> GEMV_MAX_M) that was not prepared (a mixed step's token count), as timed for the nearest
+   * prepared m of the same n and k, the smallest above it or else the largest below; the GEMVs
+   * (m <= GEMV_MAX_M) of an unprepared shape stay Denali's.
+   */
   function useAccelerator(m: number, n: number, k: number): boolean {
-    const i = preparedIndex(m, n, k);
-    return i >= 0 && acceleratorWins[i];
+    let above = -1, below = -1;
+    for (let i = 0; i < preparedM.length; i++) {
+      if (preparedN[i] !== n || preparedK[i] !== k) continue;
+      const pm = preparedM[i];
+      if (pm === m) return acceleratorWins[i];
+      if (m <= GEMV_MAX_M || pm <= GEMV_MAX_M) continue;
+      if (pm > m && (above < 0 || pm < preparedM[above])) above = i;
+      if (pm < m && (below < 0 || pm > preparedM[below])) below = i;
+    }
+    const nearest = above >= 0 ? above : below;
+    return nearest >= 0 && acceleratorWins[nearest];
   }
 
   /**

@@ -371,6 +371,11 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     ops.linear(out, x, w, 2, 256, 512, s);
     assert.deepEqual([accelCalls, fake.launchCount()], [calls + 1, launches + 1]);
     assert.equal(ops.kernelName(2, 256, 512, x, w), "gemv8");
+    // A GEMM-sized m never prepared (a mixed step's token count) takes the decision of the
+    // nearest prepared m of the same n and k (the smallest above, else the largest below).
+    assert.equal(ops.kernelName(200, 256, 512, x, w), "accelerator");
+    assert.equal(ops.kernelName(999, 256, 512, x, w), "accelerator");
+    assert.notEqual(ops.kernelName(200, 256, 1024, x, w), "accelerator"); // another k
     // A prepared shape is not timed again.
     ops.prepareLinear([{ m: 1, n: 256, k: 512 }], s);
     assert.equal(accelCalls, calls + 1);
@@ -379,6 +384,14 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     accelNs = 9000;
     ops.prepareLinear([{ m: 4, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(4, 256, 512, x, w), "gemv8");
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    ops.prepareLinear([{ m: 600, n: 256, k: 512 }], s);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+    const own600 = ops.kernelName(600, 256, 512, x, w);
+    assert.notEqual(own600, "accelerator");
+    assert.equal(ops.kernelName(500, 256, 512, x, w), own600); // 600 is the nearest above
+    assert.equal(ops.kernelName(999, 256, 512, x, w), own600); // 600 is the largest below
+    assert.equal(ops.kernelName(200, 256, 512, x, w), "accelerator"); // 300 is still above
     accelThrows = true;
     ops.prepareLinear([{ m: 5, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(5, 256, 512, x, w), "gemv8");

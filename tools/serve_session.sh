@@ -10,12 +10,14 @@
 # HF_SEED (1: the comparison's workload seed; the other runs use seed 0, and a seed the server has
 # not served yet keeps its prefix cache from skipping the comparison's prefills), BUDGET_S (560:
 # the whole script stays inside a 10-minute device call), SERVER_FLAGS (extra serve.ts flags,
-# e.g. "--max-num-batched-tokens 8192").
+# e.g. "--max-num-batched-tokens 8192"), TREE (.: the checkout whose serve.ts runs, e.g. a baseline
+# in .base/ made as tools/throughput_session.sh says; the benchmark client is always this tree's).
 # Expected wall time on an H100: server start under a minute, 1000:256 about 40 s, 200:256 about
 # 15 s, 16:1 about 30 s, HF about 1-3 min (Python start and model build about 30 s, then the run,
 # cut off by its deadline with a PARTIAL report if it would pass the budget).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
 OUT="${OUT:-/tmp/denali-out}"
 mkdir -p "$OUT"
 HF="${HF-200:256}"
@@ -31,8 +33,9 @@ pairs=("$@")
 bench_flags=(--vocab 32000 --max-len 2048)
 
 # shellcheck disable=SC2086 # SERVER_FLAGS is a list of flags
-bash .device/gpu.sh deno run -A serve.ts --backend cuda --random-weights llama3-8b \
-  --max-model-len 2048 --port 8000 ${SERVER_FLAGS:-} >"$OUT/server.log" 2>&1 &
+(cd "${TREE:-.}" && exec bash "$root/.device/gpu.sh" deno run -A serve.ts --backend cuda \
+  --random-weights llama3-8b --max-model-len 2048 --port 8000 ${SERVER_FLAGS:-}) \
+  >"$OUT/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 180); do
   curl -sf http://127.0.0.1:8000/health >/dev/null && break

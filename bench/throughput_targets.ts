@@ -1,0 +1,117 @@
+/**
+ * The throughput issue's TARGET lines, from the logs of one device call
+ * (tools/throughput_session.sh and tools/serve_session.sh write them):
+ * - `new_offline.log`, `base_offline.log`: bench/engine_bench.ts `--offline` on the new tree (step
+ *   profile on) and on the baseline checkout;
+ * - `new_c256.log`, `base_c256.log`: bench/serve_bench.ts through each tree's HTTP server at
+ *   concurrency 256 (or engine_bench.ts `--concurrency 256`: both print the same lines);
+ * - `new_c1.log`: engine_bench.ts `--concurrency 1` on the new tree, step profile on.
+ *
+ * Usage: deno run -A bench/throughput_targets.ts DIR
+ *
+ * @module
+ */
+
+/** The figures a log holds (NaN where it lacks one). */
+export interface LogFigures {
+  readonly completionTokPerS: number;
+  readonly itlP50Ms: number;
+  /** The profile's busy fraction (engine logs with the profile on). */
+  readonly busy: number;
+  /** Decode-only steps of >= 128 rows: device time over their roofline bound. */
+  readonly bigDecodeOfBound: number;
+  /** Mean device time of a decode-only step of one row, from the per-step columns. */
+  readonly batch1StepMs: number;
+}
+
+const number = (text: string, pattern: RegExp): number => {
+  const match = text.match(pattern);
+  return match ? Number(match[1]) : NaN;
+};
+
+/** Reads the figures out of one log's text (and its per-step columns, if given). */
+export function logFigures(text: string, steps: Record<string, number[]> | null): LogFigures {
+  let batch1 = NaN;
+  if (steps !== null) {
+    let sum = 0, n = 0;
+    for (let i = 0; i < steps.deviceMs.length; i++) {
+      if (steps.decodeRows[i] === 1 && steps.prefillRows[i] === 0) {
+        sum += steps.deviceMs[i];
+        n++;
+      }
+    }
+    if (n > 0) batch1 = sum / n;
+  }
+  return {
+    completionTokPerS: number(text, /completion tok\/s: ([\d.]+)/),
+    itlP50Ms: number(text, /per-token latency \(ms\): p50 ([\d.]+)/),
+    busy: number(text, /^PROFILE steps=.* busy=([\d.]+)/m),
+    bigDecodeOfBound: number(text, /^PROFILE kind=decode_b128 .* of_bound=([\d.]+)/m),
+    batch1StepMs: batch1,
+  };
+}
+
+/** One `TARGET` line; a NaN value is MISSED (the run did not show it). */
+export function targetLine(
+  name: string,
+  value: number,
+  goal: number,
+  higherIsBetter: boolean,
+): string {
+  const met = Number.isFinite(value) && (higherIsBetter ? value >= goal : value <= goal);
+  const shown = Number.isFinite(value) ? value.toFixed(3) : "NaN";
+  return `TARGET ${name} value=${shown} goal=${goal} ${met ? "met" : "MISSED"}`;
+}
+
+/** Every target of the throughput issue, from the figures of the runs. */
+export function throughputTargets(f: {
+  newOffline: LogFigures;
+  baseOffline: LogFigures;
+  newC256: LogFigures;
+  baseC256: LogFigures;
+  newC1: LogFigures;
+}): string[] {
+  return [
+    targetLine("serve_offline_1000", f.newOffline.completionTokPerS, 20000, true),
+    targetLine(
+      "serve_offline_vs_4ce50e3",
+      f.newOffline.completionTokPerS / f.baseOffline.completionTokPerS,
+      2.0,
+      true,
+    ),
+    targetLine(
+      "serve_c256_vs_4ce50e3",
+      f.newC256.completionTokPerS / f.baseC256.completionTokPerS,
+      1.8,
+      true,
+    ),
+    targetLine("serve_c256_itl_p50_vs_4ce50e3", f.newC256.itlP50Ms / f.baseC256.itlP50Ms, 1, false),
+    targetLine("serve_busy", f.newOffline.busy, 0.95, true),
+    targetLine("decode_roofline_b128", f.newOffline.bigDecodeOfBound, 1.3, false),
+    targetLine("serve_c1_itl", f.newC1.itlP50Ms / f.newC1.batch1StepMs, 1.05, false),
+  ];
+}
+
+async function read(dir: string, name: string): Promise<LogFigures> {
+  const text = await Deno.readTextFile(`${dir}/${name}.log`).catch(() => "");
+  const steps = await Deno.readTextFile(`${dir}/${name}_steps.json`)
+    .then((t) => JSON.parse(t) as Record<string, number[]>)
+    .catch(() => null);
+  return logFigures(text, steps);
+}
+
+if (import.meta.main) {
+  const dir = Deno.args[0];
+  if (dir === undefined || dir === "--help" || dir === "-h") {
+    console.log("Usage: deno run -A bench/throughput_targets.ts DIR (see the module doc)");
+    Deno.exit(dir === undefined ? 2 : 0);
+  }
+  const lines = throughputTargets({
+    newOffline: await read(dir, "new_offline"),
+    baseOffline: await read(dir, "base_offline"),
+    newC256: await read(dir, "new_c256"),
+    baseC256: await read(dir, "base_c256"),
+    newC1: await read(dir, "new_c1"),
+  });
+  for (const line of lines) console.log(line);
+}

@@ -359,6 +359,7 @@ export class Engine {
     info: EngineInfo;
     config: LlamaConfig;
     tokenizer: Tokenizer | null;
+    tokenizerDir: string | undefined;
     backend: Backend;
     ownsBackend: boolean;
     weights: LlamaWeights;
@@ -394,7 +395,9 @@ export class Engine {
       maxModelLen: parts.maxModelLen,
     });
     this.tokenTexts = new TokenTexts(parts.tokenizer);
-    this.#prompts = new PromptPreparer(parts.tokenizer, parts.config.vocabSize, parts.maxModelLen);
+    this.#prompts = new PromptPreparer(parts.tokenizer, parts.config.vocabSize, parts.maxModelLen, {
+      tokenizerDir: parts.tokenizerDir,
+    });
   }
 
   /**
@@ -490,6 +493,7 @@ export class Engine {
         },
         config,
         tokenizer,
+        tokenizerDir,
         backend,
         ownsBackend,
         weights,
@@ -530,14 +534,17 @@ export class Engine {
 
   /**
    * Tokenizes and checks a prompt once, for {@link generate}: a server calls this to learn the
-   * prompt's ids (usage, echo) and to answer a bad prompt before it starts a response.
+   * prompt's ids (usage, echo) and to answer a bad prompt before it starts a response. A text
+   * too long for the context by its size alone is refused without encoding; a long one is
+   * encoded on a worker, so running requests do not wait for it (see engine/prompt.ts).
    *
    * @throws PromptError naming the problem (empty, outside the vocabulary, longer than
    * maxModelLen: code "context_length_exceeded"); ChatTemplateError when the template fails;
    * TypeError for text without a tokenizer
    */
   prepare(prompt: Prompt): Promise<PreparedPrompt> {
-    return Promise.resolve().then(() => this.#prompts.prepare(prompt));
+    if (this.#closed) return Promise.reject(new Error("the engine is closed; load a new one"));
+    return this.#prompts.prepareAsync(prompt);
   }
 
   /**
@@ -592,6 +599,7 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     this.#scheduler.failAll(new Error("the engine was closed while the request was running"));
+    this.#prompts.close();
     await this.#loop;
     // Requests end through their `done` promises; let those callbacks run before freeing.
     await Promise.resolve();

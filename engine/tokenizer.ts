@@ -113,6 +113,14 @@ export class Tokenizer {
   readonly eosIds: readonly number[];
   /** Ids the model can emit: the largest token id + 1. */
   readonly vocabSize: number;
+  /**
+   * The most UTF-8 bytes of text one token can stand for (the longest vocabulary or added
+   * token), so a text of B bytes encodes to at least B / longestTokenBytes tokens: a cheap
+   * bound to refuse a huge prompt without encoding it. Null where no such bound holds (a
+   * normalizer that may shrink the text, unknown tokens fused over any length, or a model other
+   * than BPE).
+   */
+  readonly longestTokenBytes: number | null;
 
   #hf: HfTokenizer;
   #eos: Set<number>;
@@ -137,6 +145,7 @@ export class Tokenizer {
       );
     }
     this.vocabSize = this.#hf.model?.vocab.length ?? 0;
+    this.longestTokenBytes = longestTokenBytes(files.tokenizer);
     this.bosToken = tokenText(config.bos_token, source);
     this.eosToken = tokenText(config.eos_token, source);
     this.bosId = this.bosToken === null ? null : this.#idOf(this.bosToken, "bos_token");
@@ -355,6 +364,61 @@ export class Tokenizer {
         `equivalent.`;
     }
   }
+}
+
+/**
+ * The longest token of a BPE tokenizer.json in UTF-8 bytes, or null when a token may stand for
+ * more text than its own entry: every BPE token covers exactly the text its entry spells (in
+ * byte-level BPE each byte is one 1- or 2-byte character of the entry; SentencePiece-style "▁" is
+ * 3 bytes for a 1-byte space; a byte-fallback "<0xNN>" is 6 for 1), as long as the normalizer
+ * only grows the text and unknown characters are not fused into one token.
+ */
+function longestTokenBytes(json: JsonObject): number | null {
+  const model = json.model as JsonObject | undefined;
+  if (model?.type !== "BPE" || typeof model.vocab !== "object" || model.vocab === null) return null;
+  if (model.fuse_unk === true && model.byte_fallback !== true && model.unk_token != null) {
+    return null;
+  }
+  if (!growsOnly(json.normalizer)) return null;
+  let longest = 0;
+  const consider = (token: unknown) => {
+    if (typeof token === "string") longest = Math.max(longest, utf8Length(token));
+  };
+  for (const token of Object.keys(model.vocab)) consider(token);
+  for (const added of (json.added_tokens ?? []) as JsonObject[]) consider(added?.content);
+  return longest > 0 ? longest : null;
+}
+
+/** Whether a tokenizer.json normalizer never makes a text shorter in UTF-8. */
+function growsOnly(normalizer: unknown): boolean {
+  if (normalizer === null || normalizer === undefined) return true;
+  const n = normalizer as JsonObject;
+  if (n.type === "Sequence") return Array.isArray(n.normalizers) && n.normalizers.every(growsOnly);
+  if (n.type === "Prepend") return true;
+  if (n.type === "Replace") {
+    const pattern = (n.pattern as JsonObject | undefined)?.String;
+    return typeof pattern === "string" && typeof n.content === "string" &&
+      utf8Length(n.content) >= utf8Length(pattern);
+  }
+  return false;
+}
+
+/** UTF-8 length of `text` without encoding it. */
+export function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
 }
 
 function errorText(e: unknown): string {

@@ -12,6 +12,14 @@
  */
 
 import { parseArgs } from "node:util";
+import { helpRequested } from "../tools/cli.ts";
+
+const USAGE = `Usage: deno run -A bench/kernels_bench.ts [--report saved.log]...
+
+Runs every kernel benchmark under bench/kernels/ and the PyTorch baselines (NVIDIA GPU), then
+prints the kernel tables and TARGET lines.
+  --report FILE   no run: the tables and targets of a saved log (repeatable)
+  -h, --help      show this help`;
 
 /** One `BENCH <op> <shape> time_us=... gbps=... [tflops=...]` line. */
 export interface BenchLine {
@@ -198,7 +206,7 @@ async function runAll(): Promise<string> {
   return log;
 }
 
-if (import.meta.main) {
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
   const { values } = parseArgs({
     args: Deno.args,
     options: { report: { type: "string", multiple: true } },

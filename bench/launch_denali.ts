@@ -15,6 +15,15 @@ import { openCuda } from "../backends/cuda.ts";
 import { loadKernels } from "../kernels/modules.ts";
 import { prepackArgs } from "./prepacked_args.ts";
 import { BATCH, type Contender, printResult, timeInterleaved } from "./round_timer.ts";
+import { helpRequested } from "../tools/cli.ts";
+
+const USAGE = `Usage: deno run -A bench/launch_denali.ts [path/to/liblaunch_c_loop.so]
+
+Host nanoseconds per launch of the args8 kernel (NVIDIA GPU): Denali's launchers beside a C loop
+of cuLaunchKernel when its library is given (bench/launch_compare.sh builds it).
+  -h, --help   show this help`;
+
+if (helpRequested(Deno.args, USAGE)) Deno.exit(0);
 
 const backend = openCuda();
 console.log(`device: ${backend.info.name} (${backend.info.arch}), Deno ${Deno.version.deno}`);

@@ -19,6 +19,20 @@
  */
 
 import { parseArgs } from "node:util";
+import { helpRequested } from "../tools/cli.ts";
+
+const USAGE = `Usage: deno run -A bench/serve_bench.ts [options]
+
+Sends a seeded workload of random-token requests to a running OpenAI-compatible server and prints
+throughput and latency.
+  --url URL              server (default http://127.0.0.1:8000)
+  --requests N           requests (default 1000)
+  --concurrency N        requests in flight (default 256)
+  --seed N               workload seed (default 0)
+  --vocab N              token ids drawn below N (default 32000)
+  --max-len N            longest prompt + output (default 2048)
+  --dump-workload FILE   write the requests as JSON and exit
+  -h, --help             show this help`;
 
 /** One request's shape. */
 export interface RequestShape {
@@ -217,4 +231,4 @@ async function main() {
   console.log(`RPS: ${(results.length / seconds).toFixed(2)}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

@@ -145,6 +145,14 @@ async function hasCommand(command: string): Promise<boolean> {
   }
 }
 
+const USAGE = `Usage: deno task kernels [--check] [--skip-hip] [--only module1,module2]
+
+Builds kernels/src/*.cu to PTX (nvcc) and HSACO (hipcc) and writes kernels/manifest/.
+  --check       rebuild into a temporary folder; fail if the checked-in files differ
+  --skip-hip    leave the HSACO files alone (no hipcc)
+  --only LIST   rebuild just these modules (kernels/src/<module>.cu)
+  -h, --help    show this help`;
+
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -152,8 +160,13 @@ async function main() {
       check: { type: "boolean" },
       "skip-hip": { type: "boolean" },
       only: { type: "string" },
+      help: { type: "boolean", short: "h" },
     },
   });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
   const root = new URL("./", import.meta.url).pathname;
   const sources = [...Deno.readDirSync(`${root}src`)]
     .filter((entry) => entry.name.endsWith(".cu"))

@@ -10,6 +10,9 @@ import { CpuBackend } from "../backends/cpu.ts";
 import { GpuBackend } from "../backends/gpu_backend.ts";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "../backends/select.ts";
 import { buildFakeDriver } from "./fake_driver/fake.ts";
+import { hipRuntime } from "./support/hip_runtime.ts";
+
+const realHip = hipRuntime();
 
 /** Runs `body` with environment variables set (a string) or unset (undefined), then restores. */
 function withEnv(vars: Record<string, string | undefined>, body: () => void): void {
@@ -45,7 +48,10 @@ Deno.test("select: cpu by name is the CPU backend", () => {
   backend.close();
 });
 
-Deno.test("select: auto without a GPU skips cuda and hip, saying why, and opens the CPU", () => {
+Deno.test({
+  name: "select: auto without a GPU skips cuda and hip, saying why, and opens the CPU",
+  ignore: realHip.ignore,
+}, () => {
   // A libcuda path that cannot exist makes the cuda step fail the same way on any machine.
   withEnv({ DENALI_LIBCUDA: "/nonexistent/libcuda.so.1", DENALI_LIBHIP: undefined }, () => {
     const { kind, skipped } = openAuto();

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { helpRequested } from "./cli.ts";
+
 const OUT = new URL("../tests/fixtures/tokenizer/", import.meta.url);
 
 /**
@@ -207,7 +209,13 @@ function build() {
   return { tokenizer, tokenizerConfig, generationConfig };
 }
 
-if (import.meta.main) {
+const USAGE = `Usage: deno run --allow-write tools/make_test_tokenizer.ts
+
+Writes tests/fixtures/tokenizer/ (tokenizer.json, tokenizer_config.json,
+generation_config.json): a tiny byte-level BPE tokenizer built like Llama 3's.
+  -h, --help   show this help`;
+
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
   const { tokenizer, tokenizerConfig, generationConfig } = build();
   await Deno.mkdir(OUT, { recursive: true });
   const write = (name: string, value: unknown) =>

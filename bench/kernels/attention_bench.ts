@@ -23,191 +23,203 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
 import { loadAttentionOps } from "../../kernels/ops/attention.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
+import { helpRequested } from "../../tools/cli.ts";
 
-const SHAPE: AttentionShape = {
-  numHeads: 32,
-  numKvHeads: 8,
-  headDim: 128,
-  blockSize: 16,
-  scale: 1 / Math.sqrt(128),
-};
-const BLOCK_BYTES = SHAPE.numKvHeads * SHAPE.blockSize * SHAPE.headDim * 2;
-const MAX_SET_BYTES = 4 * 2 ** 30; // K + V of one input set
-const POOL_BYTES = 4 * 2 ** 30; // per cache (K, V): two of the largest sets
-const MIN_ROTATION_BYTES = 128 * 2 ** 20;
-const MAX_SETS = 64;
+const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep]
 
-const gpu = openCuda();
-const stream = gpu.createStream();
-const ops = await loadAttentionOps(gpu);
-const plainOps = await loadAttentionOps(gpu, { programmatic: false });
-const simtOps = await loadAttentionOps(gpu, { prefill: "simt" });
-const oneStageOps = await loadAttentionOps(gpu, { prefill: "one-stage" });
-console.log(
-  `# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs, programmatic decode: ${ops.decodeProgrammatic}`,
-);
-const copyGbps = printCopyBandwidth(gpu, stream);
-const readOnly = await readOnlyKernel(gpu, stream);
+Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape.
+  --decode-sweep   also sweep the decode kernel's blocks per SM at batch 1
+  -h, --help       show this help`;
 
-/** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
-function shuffled(n: number): Int32Array {
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = i;
-  let s = 0x9e3779b9;
-  for (let i = n - 1; i > 0; i--) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    const j = (s >>> 0) % (i + 1);
-    const t = out[i];
-    out[i] = out[j];
-    out[j] = t;
+/** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
+async function main(): Promise<void> {
+  const SHAPE: AttentionShape = {
+    numHeads: 32,
+    numKvHeads: 8,
+    headDim: 128,
+    blockSize: 16,
+    scale: 1 / Math.sqrt(128),
+  };
+  const BLOCK_BYTES = SHAPE.numKvHeads * SHAPE.blockSize * SHAPE.headDim * 2;
+  const MAX_SET_BYTES = 4 * 2 ** 30; // K + V of one input set
+  const POOL_BYTES = 4 * 2 ** 30; // per cache (K, V): two of the largest sets
+  const MIN_ROTATION_BYTES = 128 * 2 ** 20;
+  const MAX_SETS = 64;
+
+  const gpu = openCuda();
+  const stream = gpu.createStream();
+  const ops = await loadAttentionOps(gpu);
+  const plainOps = await loadAttentionOps(gpu, { programmatic: false });
+  const simtOps = await loadAttentionOps(gpu, { prefill: "simt" });
+  const oneStageOps = await loadAttentionOps(gpu, { prefill: "one-stage" });
+  console.log(
+    `# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs, programmatic decode: ${ops.decodeProgrammatic}`,
+  );
+  const copyGbps = printCopyBandwidth(gpu, stream);
+  const readOnly = await readOnlyKernel(gpu, stream);
+
+  /** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
+  function shuffled(n: number): Int32Array {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) out[i] = i;
+    let s = 0x9e3779b9;
+    for (let i = n - 1; i > 0; i--) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      const j = (s >>> 0) % (i + 1);
+      const t = out[i];
+      out[i] = out[j];
+      out[j] = t;
+    }
+    return out;
   }
-  return out;
-}
 
-function randomBf16Buffer(count: number, seed: number): DeviceBuffer {
-  const values = new Float32Array(count);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < count; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    values[i] = (s >>> 0) / 2 ** 32 - 0.5;
+  function randomBf16Buffer(count: number, seed: number): DeviceBuffer {
+    const values = new Float32Array(count);
+    let s = seed >>> 0 || 1;
+    for (let i = 0; i < count; i++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      values[i] = (s >>> 0) / 2 ** 32 - 0.5;
+    }
+    const buffer = gpu.alloc(count * 2);
+    gpu.copyToDevice(buffer, encodeBf16(values));
+    return buffer;
   }
-  const buffer = gpu.alloc(count * 2);
-  gpu.copyToDevice(buffer, encodeBf16(values));
-  return buffer;
-}
 
-function benchDecode(
-  poolK: DeviceBuffer,
-  poolV: DeviceBuffer,
-  order: Int32Array,
-  ops: AttentionOps,
-  name = "decode_attention",
-  batches = [1, 8, 64],
-  contexts = [512, 4096, 16384, 32768],
-) {
-  const poolBlocks = order.length;
-  for (const requested of batches) {
-    for (const context of contexts) {
-      const perToken = SHAPE.numKvHeads * SHAPE.headDim * 2 * 2;
-      const batch = Math.min(requested, Math.floor(MAX_SET_BYTES / (context * perToken)));
-      const maxBlocks = Math.ceil(context / SHAPE.blockSize);
-      const setBlocks = batch * maxBlocks;
-      const setBytes = setBlocks * BLOCK_BYTES * 2;
-      const sets = Math.min(
-        MAX_SETS,
-        Math.floor(poolBlocks / setBlocks),
-        Math.max(2, Math.ceil(MIN_ROTATION_BYTES / setBytes)),
-      );
-      // Each set's tables take the next setBlocks of the shuffled pool: disjoint, scattered.
-      const tables = new Int32Array(sets * setBlocks);
-      tables.set(order.subarray(0, sets * setBlocks));
-      const tableBuf = gpu.alloc(tables.byteLength);
-      gpu.copyToDevice(tableBuf, tables);
-      const tableSets = Array.from(
-        { length: sets },
-        (_, i) => tableBuf.slice(i * setBlocks * 4, setBlocks * 4),
-      );
-      const lens = gpu.alloc(batch * 4);
-      gpu.copyToDevice(lens, new Int32Array(batch).fill(context));
-      const q = randomBf16Buffer(batch * SHAPE.numHeads * SHAPE.headDim, 7);
-      const out = gpu.alloc(batch * SHAPE.numHeads * SHAPE.headDim * 2);
-      const workspace = gpu.alloc(ops.decodeWorkspaceBytes(batch, context, SHAPE));
-      const us = medianUs(gpu, stream, (rep) =>
-        ops.decodeAttention(
-          out,
-          q,
-          poolK,
-          poolV,
-          tableSets[rep % sets],
-          lens,
-          batch,
-          maxBlocks,
-          context,
-          SHAPE,
-          workspace,
-          stream,
-        ));
-      const bytes = batch * context * perToken + 2 * batch * SHAPE.numHeads * SHAPE.headDim * 2;
-      const shape = `b${batch}_ctx${context}_h32kv8d128`;
-      printBench(name, shape, us, bytes);
-      if (name === "decode_attention" && context >= 4096) {
-        // The read-only kernel over the K and V bytes, read contiguously from rotating slices of the pools.
-        const kvBytes = batch * context * perToken;
-        const perPool = Math.floor(POOL_BYTES / kvBytes);
-        const sources = [poolK, poolV].flatMap((pool) =>
-          Array.from({ length: Math.min(perPool, 4) }, (_, i) => pool.slice(i * kvBytes, kvBytes))
+  function benchDecode(
+    poolK: DeviceBuffer,
+    poolV: DeviceBuffer,
+    order: Int32Array,
+    ops: AttentionOps,
+    name = "decode_attention",
+    batches = [1, 8, 64],
+    contexts = [512, 4096, 16384, 32768],
+  ) {
+    const poolBlocks = order.length;
+    for (const requested of batches) {
+      for (const context of contexts) {
+        const perToken = SHAPE.numKvHeads * SHAPE.headDim * 2 * 2;
+        const batch = Math.min(requested, Math.floor(MAX_SET_BYTES / (context * perToken)));
+        const maxBlocks = Math.ceil(context / SHAPE.blockSize);
+        const setBlocks = batch * maxBlocks;
+        const setBytes = setBlocks * BLOCK_BYTES * 2;
+        const sets = Math.min(
+          MAX_SETS,
+          Math.floor(poolBlocks / setBlocks),
+          Math.max(2, Math.ceil(MIN_ROTATION_BYTES / setBytes)),
         );
-        readOnly.print(shape, sources, kvBytes, copyGbps);
+        // Each set's tables take the next setBlocks of the shuffled pool: disjoint, scattered.
+        const tables = new Int32Array(sets * setBlocks);
+        tables.set(order.subarray(0, sets * setBlocks));
+        const tableBuf = gpu.alloc(tables.byteLength);
+        gpu.copyToDevice(tableBuf, tables);
+        const tableSets = Array.from(
+          { length: sets },
+          (_, i) => tableBuf.slice(i * setBlocks * 4, setBlocks * 4),
+        );
+        const lens = gpu.alloc(batch * 4);
+        gpu.copyToDevice(lens, new Int32Array(batch).fill(context));
+        const q = randomBf16Buffer(batch * SHAPE.numHeads * SHAPE.headDim, 7);
+        const out = gpu.alloc(batch * SHAPE.numHeads * SHAPE.headDim * 2);
+        const workspace = gpu.alloc(ops.decodeWorkspaceBytes(batch, context, SHAPE));
+        const us = medianUs(gpu, stream, (rep) =>
+          ops.decodeAttention(
+            out,
+            q,
+            poolK,
+            poolV,
+            tableSets[rep % sets],
+            lens,
+            batch,
+            maxBlocks,
+            context,
+            SHAPE,
+            workspace,
+            stream,
+          ));
+        const bytes = batch * context * perToken + 2 * batch * SHAPE.numHeads * SHAPE.headDim * 2;
+        const shape = `b${batch}_ctx${context}_h32kv8d128`;
+        printBench(name, shape, us, bytes);
+        if (name === "decode_attention" && context >= 4096) {
+          // The read-only kernel over the K and V bytes, read contiguously from rotating slices of the pools.
+          const kvBytes = batch * context * perToken;
+          const perPool = Math.floor(POOL_BYTES / kvBytes);
+          const sources = [poolK, poolV].flatMap((pool) =>
+            Array.from({ length: Math.min(perPool, 4) }, (_, i) => pool.slice(i * kvBytes, kvBytes))
+          );
+          readOnly.print(shape, sources, kvBytes, copyGbps);
+        }
+        for (const b of [tableBuf, lens, q, out, workspace]) gpu.free(b);
       }
-      for (const b of [tableBuf, lens, q, out, workspace]) gpu.free(b);
     }
   }
-}
 
-function benchPrefill(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Array) {
-  for (const tokens of [512, 2048]) {
-    const maxBlocks = Math.ceil(tokens / SHAPE.blockSize);
-    const table = gpu.alloc(maxBlocks * 4);
-    gpu.copyToDevice(table, order.slice(0, maxBlocks));
-    const starts = gpu.alloc(8);
-    gpu.copyToDevice(starts, Int32Array.from([0, tokens]));
-    const lens = gpu.alloc(4);
-    gpu.copyToDevice(lens, Int32Array.from([tokens]));
-    const q = randomBf16Buffer(tokens * SHAPE.numHeads * SHAPE.headDim, 11);
-    const out = gpu.alloc(tokens * SHAPE.numHeads * SHAPE.headDim * 2);
-    const pairs = (tokens * (tokens + 1)) / 2;
-    const flops = 4 * SHAPE.headDim * SHAPE.numHeads * pairs;
-    const bytes = 2 * tokens * SHAPE.numHeads * SHAPE.headDim * 2 +
-      2 * tokens * SHAPE.numKvHeads * SHAPE.headDim * 2;
-    const impls = [
-      ["prefill_attention", ops],
-      ["prefill_attention_1stage", oneStageOps],
-      ["prefill_attention_simt", simtOps],
-    ] as const;
-    for (const [name, impl] of impls) {
-      const us = medianUs(gpu, stream, () =>
-        impl.prefillAttention(
-          out,
-          q,
-          poolK,
-          poolV,
-          starts,
-          lens,
-          table,
-          1,
-          tokens,
-          maxBlocks,
-          SHAPE,
-          stream,
-        ), 20);
-      printBench(name, `n${tokens}_h32kv8d128`, us, bytes, flops);
+  function benchPrefill(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Array) {
+    for (const tokens of [512, 2048]) {
+      const maxBlocks = Math.ceil(tokens / SHAPE.blockSize);
+      const table = gpu.alloc(maxBlocks * 4);
+      gpu.copyToDevice(table, order.slice(0, maxBlocks));
+      const starts = gpu.alloc(8);
+      gpu.copyToDevice(starts, Int32Array.from([0, tokens]));
+      const lens = gpu.alloc(4);
+      gpu.copyToDevice(lens, Int32Array.from([tokens]));
+      const q = randomBf16Buffer(tokens * SHAPE.numHeads * SHAPE.headDim, 11);
+      const out = gpu.alloc(tokens * SHAPE.numHeads * SHAPE.headDim * 2);
+      const pairs = (tokens * (tokens + 1)) / 2;
+      const flops = 4 * SHAPE.headDim * SHAPE.numHeads * pairs;
+      const bytes = 2 * tokens * SHAPE.numHeads * SHAPE.headDim * 2 +
+        2 * tokens * SHAPE.numKvHeads * SHAPE.headDim * 2;
+      const impls = [
+        ["prefill_attention", ops],
+        ["prefill_attention_1stage", oneStageOps],
+        ["prefill_attention_simt", simtOps],
+      ] as const;
+      for (const [name, impl] of impls) {
+        const us = medianUs(gpu, stream, () =>
+          impl.prefillAttention(
+            out,
+            q,
+            poolK,
+            poolV,
+            starts,
+            lens,
+            table,
+            1,
+            tokens,
+            maxBlocks,
+            SHAPE,
+            stream,
+          ), 20);
+        printBench(name, `n${tokens}_h32kv8d128`, us, bytes, flops);
+      }
+      for (const b of [table, starts, lens, q, out]) gpu.free(b);
     }
-    for (const b of [table, starts, lens, q, out]) gpu.free(b);
   }
+
+  // One K and one V pool, filled with a finite bf16 pattern (0x3c3c ≈ 0.0115); values do not
+  // change the kernels' work.
+  const poolK = gpu.alloc(POOL_BYTES);
+  const poolV = gpu.alloc(POOL_BYTES);
+  gpu.memset(poolK, 0x3c);
+  gpu.memset(poolV, 0x3c);
+  const order = shuffled(Math.floor(POOL_BYTES / BLOCK_BYTES));
+  if (Deno.args.includes("--decode-sweep")) {
+    // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
+    for (const perSm of [2, 4, 8, 16, 32]) {
+      const tuned = await loadAttentionOps(gpu, { decodeBlocksPerSm: perSm });
+      benchDecode(poolK, poolV, order, tuned, `decode_attention_sm${perSm}`, [1, 8], [4096, 16384]);
+    }
+  } else {
+    benchDecode(poolK, poolV, order, ops);
+    benchDecode(poolK, poolV, order, plainOps, "decode_attention_plain", [1]);
+    benchPrefill(poolK, poolV, order);
+  }
+  gpu.free(poolK);
+  gpu.free(poolV);
+  gpu.close();
 }
 
-// One K and one V pool, filled with a finite bf16 pattern (0x3c3c ≈ 0.0115); values do not
-// change the kernels' work.
-const poolK = gpu.alloc(POOL_BYTES);
-const poolV = gpu.alloc(POOL_BYTES);
-gpu.memset(poolK, 0x3c);
-gpu.memset(poolV, 0x3c);
-const order = shuffled(Math.floor(POOL_BYTES / BLOCK_BYTES));
-if (Deno.args.includes("--decode-sweep")) {
-  // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
-  for (const perSm of [2, 4, 8, 16, 32]) {
-    const tuned = await loadAttentionOps(gpu, { decodeBlocksPerSm: perSm });
-    benchDecode(poolK, poolV, order, tuned, `decode_attention_sm${perSm}`, [1, 8], [4096, 16384]);
-  }
-} else {
-  benchDecode(poolK, poolV, order, ops);
-  benchDecode(poolK, poolV, order, plainOps, "decode_attention_plain", [1]);
-  benchPrefill(poolK, poolV, order);
-}
-gpu.free(poolK);
-gpu.free(poolV);
-gpu.close();
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

@@ -28,6 +28,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { helpRequested } from "../../tools/cli.ts";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
@@ -243,4 +244,10 @@ async function main() {
   gpu.close();
 }
 
-if (import.meta.main) await main();
+const USAGE = `Usage: deno run -A bench/kernels/linear_bench.ts [--gemv-sweep]
+
+GEMV and GEMM benchmarks at Llama-3-8B shapes on an NVIDIA GPU: one BENCH line each.
+  --gemv-sweep   also sweep the GEMV variants' options
+  -h, --help     show this help`;
+
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

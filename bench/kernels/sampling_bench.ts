@@ -30,99 +30,111 @@ import {
   printCopyBandwidth,
   setCount as setCountIn,
 } from "./measure.ts";
+import { helpRequested } from "../../tools/cli.ts";
 
-const smoke = Deno.args.includes("--smoke");
-const gpu: Backend = smoke ? new CpuBackend() : openCuda();
-const ops: SamplingOps = smoke ? cpuSamplingOps() : await loadSamplingOps(gpu);
-const stream = gpu.createStream();
-const ARENA_BYTES = smoke ? 2 ** 20 : 128 * 2 ** 20;
-const MAX_SETS = 1024;
-const VOCAB = smoke ? 1000 : 128256;
-const BATCHES = smoke ? [1, 4] : [1, 64, 256];
+const USAGE = `Usage: deno run -A bench/kernels/sampling_bench.ts [--smoke]
 
-const SAMPLE_CONFIGS = [
-  { op: "sample_topk_topp", temperature: 0.7, topK: 50, topP: 0.9 },
-  { op: "sample_topp", temperature: 1, topK: 0, topP: 0.95 },
-  { op: "sample_plain", temperature: 1, topK: 0, topP: 1 },
-] as const;
+Sampling kernel benchmarks at Llama-3's vocabulary on an NVIDIA GPU: one BENCH line each.
+  --smoke      tiny shapes on the CPU backend, only to check the script
+  -h, --help   show this help`;
 
-const { alloc, freeAll } = benchBuffers(gpu, stream);
+/** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
+async function main(): Promise<void> {
+  const smoke = Deno.args.includes("--smoke");
+  const gpu: Backend = smoke ? new CpuBackend() : openCuda();
+  const ops: SamplingOps = smoke ? cpuSamplingOps() : await loadSamplingOps(gpu);
+  const stream = gpu.createStream();
+  const ARENA_BYTES = smoke ? 2 ** 20 : 128 * 2 ** 20;
+  const MAX_SETS = 1024;
+  const VOCAB = smoke ? 1000 : 128256;
+  const BATCHES = smoke ? [1, 4] : [1, 64, 256];
 
-/** How many copies of a `bytes`-sized working set fill the arena (at least 2). */
-function setCount(bytes: number): number {
-  return setCountIn(bytes, ARENA_BYTES, MAX_SETS);
-}
+  const SAMPLE_CONFIGS = [
+    { op: "sample_topk_topp", temperature: 0.7, topK: 50, topP: 0.9 },
+    { op: "sample_topp", temperature: 1, topK: 0, topP: 0.95 },
+    { op: "sample_plain", temperature: 1, topK: 0, topP: 1 },
+  ] as const;
 
-/** `sets` slices of `bytes` each (256-byte aligned) of one arena, all holding `data`. */
-function rotating(bytes: number, sets: number, data?: Float32Array): DeviceBuffer[] {
-  const stride = Math.ceil(bytes / 256) * 256;
-  const arena = alloc(stride * sets);
-  const slices = Array.from({ length: sets }, (_, i) => arena.slice(i * stride, bytes));
-  if (data) { for (const slice of slices) gpu.copyToDevice(slice, data); }
-  return slices;
-}
+  const { alloc, freeAll } = benchBuffers(gpu, stream);
 
-function upload(data: ArrayBufferView): DeviceBuffer {
-  const buffer = alloc(Math.max(8, data.byteLength));
-  gpu.copyToDevice(buffer, data);
-  return buffer;
-}
-
-printCopyBandwidth(gpu, stream, smoke ? 2 ** 24 : 2 ** 30);
-
-for (const batch of BATCHES) {
-  const shape = `batch=${batch},vocab=${VOCAB}`;
-  const logitBytes = 4 * batch * VOCAB;
-  // Logits as after an LM head: random, spread over ±8.
-  const host = randomArray(batch * VOCAB, 17 + batch, -8, 8);
-
-  {
-    const sets = setCount(logitBytes);
-    const logits = rotating(logitBytes, sets, host);
-    const ids = alloc(4 * batch);
-    const us = medianUs(gpu, stream, (rep) => {
-      ops.argmax(ids, logits[rep % sets], batch, VOCAB, stream);
-    });
-    printBench("argmax", shape, us, logitBytes + 4 * batch);
-    freeAll();
+  /** How many copies of a `bytes`-sized working set fill the arena (at least 2). */
+  function setCount(bytes: number): number {
+    return setCountIn(bytes, ARENA_BYTES, MAX_SETS);
   }
 
-  {
-    const sets = setCount(2 * logitBytes);
-    const logits = rotating(logitBytes, sets, host);
-    const out = rotating(logitBytes, sets);
-    const us = medianUs(gpu, stream, (rep) => {
-      const i = rep % sets;
-      ops.logSoftmax(out[i], logits[i], batch, VOCAB, stream);
-    });
-    printBench("log_softmax", shape, us, 2 * logitBytes);
-    freeAll();
+  /** `sets` slices of `bytes` each (256-byte aligned) of one arena, all holding `data`. */
+  function rotating(bytes: number, sets: number, data?: Float32Array): DeviceBuffer[] {
+    const stride = Math.ceil(bytes / 256) * 256;
+    const arena = alloc(stride * sets);
+    const slices = Array.from({ length: sets }, (_, i) => arena.slice(i * stride, bytes));
+    if (data) { for (const slice of slices) gpu.copyToDevice(slice, data); }
+    return slices;
   }
 
-  for (const config of SAMPLE_CONFIGS) {
-    const sets = setCount(logitBytes);
-    const logits = rotating(logitBytes, sets, host);
-    const ids = alloc(4 * batch);
-    const workspace = alloc(ops.sampleWorkspaceBytes(batch, VOCAB));
-    const seeds = new BigUint64Array(batch);
-    for (let b = 0; b < batch; b++) {
-      seeds[b] = BigInt(b) * 0x9e3779b97f4a7c15n & 0xffffffffffffffffn;
+  function upload(data: ArrayBufferView): DeviceBuffer {
+    const buffer = alloc(Math.max(8, data.byteLength));
+    gpu.copyToDevice(buffer, data);
+    return buffer;
+  }
+
+  printCopyBandwidth(gpu, stream, smoke ? 2 ** 24 : 2 ** 30);
+
+  for (const batch of BATCHES) {
+    const shape = `batch=${batch},vocab=${VOCAB}`;
+    const logitBytes = 4 * batch * VOCAB;
+    // Logits as after an LM head: random, spread over ±8.
+    const host = randomArray(batch * VOCAB, 17 + batch, -8, 8);
+
+    {
+      const sets = setCount(logitBytes);
+      const logits = rotating(logitBytes, sets, host);
+      const ids = alloc(4 * batch);
+      const us = medianUs(gpu, stream, (rep) => {
+        ops.argmax(ids, logits[rep % sets], batch, VOCAB, stream);
+      });
+      printBench("argmax", shape, us, logitBytes + 4 * batch);
+      freeAll();
     }
-    const steps = new Int32Array(batch);
-    const params: SamplingBuffers = {
-      temperature: upload(new Float32Array(batch).fill(config.temperature)),
-      topK: upload(new Int32Array(batch).fill(config.topK)),
-      topP: upload(new Float32Array(batch).fill(config.topP)),
-      minP: upload(new Float32Array(batch)),
-      seed: upload(seeds),
-      step: upload(steps),
-    };
-    const us = medianUs(gpu, stream, (rep) => {
-      ops.sample(ids, logits[rep % sets], params, batch, VOCAB, workspace, stream);
-    });
-    printBench(config.op, shape, us, logitBytes + 4 * batch);
-    freeAll();
+
+    {
+      const sets = setCount(2 * logitBytes);
+      const logits = rotating(logitBytes, sets, host);
+      const out = rotating(logitBytes, sets);
+      const us = medianUs(gpu, stream, (rep) => {
+        const i = rep % sets;
+        ops.logSoftmax(out[i], logits[i], batch, VOCAB, stream);
+      });
+      printBench("log_softmax", shape, us, 2 * logitBytes);
+      freeAll();
+    }
+
+    for (const config of SAMPLE_CONFIGS) {
+      const sets = setCount(logitBytes);
+      const logits = rotating(logitBytes, sets, host);
+      const ids = alloc(4 * batch);
+      const workspace = alloc(ops.sampleWorkspaceBytes(batch, VOCAB));
+      const seeds = new BigUint64Array(batch);
+      for (let b = 0; b < batch; b++) {
+        seeds[b] = BigInt(b) * 0x9e3779b97f4a7c15n & 0xffffffffffffffffn;
+      }
+      const steps = new Int32Array(batch);
+      const params: SamplingBuffers = {
+        temperature: upload(new Float32Array(batch).fill(config.temperature)),
+        topK: upload(new Int32Array(batch).fill(config.topK)),
+        topP: upload(new Float32Array(batch).fill(config.topP)),
+        minP: upload(new Float32Array(batch)),
+        seed: upload(seeds),
+        step: upload(steps),
+      };
+      const us = medianUs(gpu, stream, (rep) => {
+        ops.sample(ids, logits[rep % sets], params, batch, VOCAB, workspace, stream);
+      });
+      printBench(config.op, shape, us, logitBytes + 4 * batch);
+      freeAll();
+    }
   }
+
+  gpu.close();
 }
 
-gpu.close();
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

@@ -15,7 +15,7 @@ if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
   tar -xJf .device/deno_dir.txz -C .device
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-echo "tree: $(git log --oneline -1 2>/dev/null)"
+echo "tree: $(cat .device/commit 2>/dev/null || echo unknown) (written by the caller: git rev-parse --short HEAD > .device/commit)"
 root="$PWD"
 for item in "$@"; do
   IFS=: read -r label tree flags <<<"$item"

@@ -14,7 +14,7 @@ import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
 import type { LogprobEntry } from "../engine/request_text.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
-import { ApiError, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
+import { ApiError, badField, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
 import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
@@ -135,6 +135,24 @@ export class Routes {
     return this.#generate(request, kind, parsed);
   }
 
+  /** Token ids in fields other than the prompt must be in the vocabulary. */
+  #checkIds(req: GenerationRequest): void {
+    const vocab = this.engine.config.vocabSize;
+    const outside = (id: number) => id >= vocab;
+    const bad = (field: string, id: number) =>
+      badField(field, `token id ${id} is outside the vocabulary [0, ${vocab})`);
+    const stopId = (req.params.stopTokenIds ?? []).find(outside);
+    if (stopId !== undefined) throw bad("stop_token_ids", stopId);
+    const biased = req.logitBias.find(([id]) => outside(id));
+    if (biased !== undefined) throw bad("logit_bias", biased[0]);
+    if (req.logitBias.length > 0) {
+      throw badField(
+        "logit_bias",
+        "is checked but not applied yet: this engine's sampler has no logit bias; leave it out",
+      );
+    }
+  }
+
   /** The engine tokenizes and checks the prompt; its errors become 400s naming the field. */
   async #prepare(kind: Kind, req: GenerationRequest): Promise<PreparedPrompt> {
     const param = kind === "chat" ? "messages" : "prompt";
@@ -154,6 +172,7 @@ export class Routes {
 
   async #generate(request: Request, kind: Kind, req: GenerationRequest): Promise<Response> {
     if (this.#closing) throw new ApiError(503, "the server is shutting down", null, "server_error");
+    this.#checkIds(req);
     const prompt = await this.#prepare(kind, req);
     if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
     const controller = new AbortController();
@@ -254,6 +273,7 @@ class Run {
   async collect(): Promise<unknown> {
     let text = this.req.echo && typeof this.req.prompt === "string" ? this.req.prompt : "";
     let reason: string = "stop";
+    let stopReason: number | string | null = null;
     let ended = false;
     const entries: LogprobEntry[] = [];
     for await (const chunk of this.chunks) {
@@ -262,6 +282,7 @@ class Run {
       if (chunk.logprobs !== undefined) entries.push(...chunk.logprobs);
       if (chunk.finishReason) {
         reason = finishReason(chunk.finishReason);
+        stopReason = chunk.stopReason ?? null;
         ended = true;
       }
     }
@@ -274,6 +295,7 @@ class Run {
           text,
           logprobs: this.#formatLogprobs(entries),
           finish_reason: reason,
+          stop_reason: stopReason,
         }],
         usage: this.usage,
       };
@@ -285,6 +307,7 @@ class Run {
         message: { role: "assistant", content: text },
         logprobs: this.#formatLogprobs(entries),
         finish_reason: reason,
+        stop_reason: stopReason,
       }],
       usage: this.usage,
     };
@@ -299,12 +322,19 @@ class Run {
     reason: string | null,
     entries: readonly LogprobEntry[] | null,
     first = false,
+    stopReason: number | string | null = null,
   ): unknown {
     const logprobs = entries === null ? null : this.#formatLogprobs(entries);
     if (this.kind === "completion") {
       return {
         ...this.#head("text_completion"),
-        choices: [{ index: 0, text: text ?? "", logprobs, finish_reason: reason }],
+        choices: [{
+          index: 0,
+          text: text ?? "",
+          logprobs,
+          finish_reason: reason,
+          stop_reason: stopReason,
+        }],
       };
     }
     const delta: Record<string, string> = {};
@@ -312,7 +342,7 @@ class Run {
     if (text !== null) delta.content = text;
     return {
       ...this.#head("chat.completion.chunk"),
-      choices: [{ index: 0, delta, logprobs, finish_reason: reason }],
+      choices: [{ index: 0, delta, logprobs, finish_reason: reason, stop_reason: stopReason }],
     };
   }
 
@@ -338,7 +368,9 @@ class Run {
         // the character it is part of, or one past it while a stop string may still cut it
         // (see engine/request_text.ts).
         if (chunk.tokenId >= 0 || reason !== null) {
-          send(this.#event(chunk.text, reason, chunk.logprobs ?? []));
+          send(
+            this.#event(chunk.text, reason, chunk.logprobs ?? [], false, chunk.stopReason ?? null),
+          );
         }
         ended ||= reason !== null;
       }

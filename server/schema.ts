@@ -4,9 +4,10 @@
  * the field at fault.
  *
  * Beyond OpenAI's fields, vLLM's sampling extensions are accepted: top_k, min_p,
- * repetition_penalty, ignore_eos. Not supported, so accepted only at their neutral values: n (1),
- * best_of (1); echo together with logprobs (it would need the prompt's logprobs, which the
- * engine does not compute; OpenAI refuses the pair too).
+ * repetition_penalty, ignore_eos, stop_token_ids. Not supported, so accepted only at their
+ * neutral values: n (1), best_of (1); echo together with logprobs (it would need the prompt's
+ * logprobs, which the engine does not compute; OpenAI refuses the pair too). Every other field
+ * is checked by server/fields.ts: unknown or unsupported ones get a 400 naming them.
  *
  * @module
  */
@@ -14,6 +15,7 @@
 import { MAX_TOP_LOGPROBS, type SamplingParams } from "../engine/sequence.ts";
 import type { ChatMessage } from "../engine/tokenizer.ts";
 import { ApiError, badField } from "./errors.ts";
+import { checkFields } from "./fields.ts";
 
 /** A validated generation request, in the engine's terms. */
 export interface GenerationRequest {
@@ -29,6 +31,11 @@ export interface GenerationRequest {
   readonly model: string | null;
   /** Echo the prompt before the completion (completions only). */
   readonly echo: boolean;
+  /**
+   * OpenAI's `logit_bias` as [tokenId, bias] pairs (ids checked against the vocabulary by the
+   * routes, which know it); empty when not given.
+   */
+  readonly logitBias: readonly (readonly [number, number])[];
 }
 
 type Body = Record<string, unknown>;
@@ -81,6 +88,44 @@ function notImplemented(body: Body, key: string, neutral: unknown[]): void {
       neutral.map((v) => JSON.stringify(v)).join(" or ")
     }`,
   );
+}
+
+/** OpenAI's logit_bias: {"<token id>": bias in [-100, 100]} → [id, bias] pairs. */
+function logitBias(body: Body): [number, number][] {
+  const value = body.logit_bias;
+  if (value === undefined || value === null) return [];
+  if (!isObject(value)) {
+    throw badField(
+      "logit_bias",
+      `must be an object mapping token ids to biases, got ${describe(value)}`,
+    );
+  }
+  return Object.entries(value).map(([key, bias]) => {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(key) || Number(key) > 0x7fffffff) {
+      throw badField("logit_bias", `keys must be token ids (integers >= 0), got "${key}"`);
+    }
+    if (typeof bias !== "number" || !(bias >= -100 && bias <= 100)) {
+      throw badField("logit_bias", `the bias of token ${key} must be in [-100, 100], got ${
+        describe(bias)
+      }`);
+    }
+    return [Number(key), bias];
+  });
+}
+
+/** vLLM's stop_token_ids: a list of token ids that end generation. */
+function stopTokenIds(body: Body): number[] | undefined {
+  const value = body.stop_token_ids;
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value)) {
+    throw badField("stop_token_ids", `must be an array of token ids, got ${describe(value)}`);
+  }
+  return value.map((id, i) => {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > 0x7fffffff) {
+      throw badField("stop_token_ids", `item ${i} must be a token id (an integer >= 0)`);
+    }
+    return id;
+  });
 }
 
 function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
@@ -137,7 +182,9 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
     model: typeof model === "string" ? model : null,
     stream,
     includeUsage,
+    logitBias: logitBias(body),
     params: {
+      stopTokenIds: stopTokenIds(body),
       maxTokens,
       temperature: optNumber(body, "temperature", 0, 2),
       topP: optNumber(body, "top_p", Number.MIN_VALUE, 1),
@@ -169,6 +216,7 @@ function parseObject(body: unknown): Body {
 /** Validates a /v1/completions body. */
 export function parseCompletionRequest(raw: unknown): GenerationRequest {
   const body = parseObject(raw);
+  checkFields(body, "completion");
   const prompt = body.prompt;
   let parsed: string | number[];
   if (typeof prompt === "string") {
@@ -227,6 +275,7 @@ export function parseCompletionRequest(raw: unknown): GenerationRequest {
 /** Validates a /v1/chat/completions body. */
 export function parseChatRequest(raw: unknown): GenerationRequest {
   const body = parseObject(raw);
+  checkFields(body, "chat");
   const messages = body.messages;
   if (!Array.isArray(messages)) {
     throw badField("messages", `must be an array of messages, got ${describe(messages)}`);

@@ -118,7 +118,9 @@ export function checkFields(body: Body, endpoint: Endpoint): void {
     throw badField(
       key,
       `is not supported by this server, and would change the output; leave it out` +
-        (neutral.length > 0 ? ` or send ${neutral.map((n) => JSON.stringify(n)).join(" or ")}` : ""),
+        (neutral.length > 0
+          ? ` or send ${neutral.map((n) => JSON.stringify(n)).join(" or ")}`
+          : ""),
     );
   }
 }

@@ -105,9 +105,10 @@ function logitBias(body: Body): [number, number][] {
       throw badField("logit_bias", `keys must be token ids (integers >= 0), got "${key}"`);
     }
     if (typeof bias !== "number" || !(bias >= -100 && bias <= 100)) {
-      throw badField("logit_bias", `the bias of token ${key} must be in [-100, 100], got ${
-        describe(bias)
-      }`);
+      throw badField(
+        "logit_bias",
+        `the bias of token ${key} must be in [-100, 100], got ${describe(bias)}`,
+      );
     }
     return [Number(key), bias];
   });

@@ -105,4 +105,11 @@ export {
   type TokenizerFiles,
 } from "./engine/tokenizer.ts";
 export type { TokenLogprobs } from "./engine/sampler.ts";
-export type { FinishReason, SamplingParams } from "./engine/sequence.ts";
+export type {
+  FinishReason,
+  LogitEdits,
+  SamplingParams,
+  Sequence,
+  SequenceStatus,
+  TokenBitmaskFiller,
+} from "./engine/sequence.ts";

@@ -34,8 +34,23 @@ export type AttentionOps = Pick<
 /** The sampling family (kernels/src/sampling.cu, backends/cpu/sampling.ts). */
 export type SamplingOps = Pick<
   LlamaOps,
-  "argmax" | "sample" | "sampleWorkspaceBytes" | "logSoftmax" | "applyPenalties" | "logprobs"
+  | "argmax"
+  | "sample"
+  | "sampleWorkspaceBytes"
+  | "logSoftmax"
+  | "applyPenalties"
+  | "applyLogitEdits"
+  | "applyTokenBitmask"
+  | "logprobs"
 >;
+
+/**
+ * Words of one row's allowed-token bitmask for `applyTokenBitmask` (xgrammar's layout: bit
+ * t & 31 of word t >> 5 is token t).
+ */
+export function bitmaskWords(vocab: number): number {
+  return Math.ceil(vocab / 32);
+}
 
 /** RoPE frequencies: the host computes `invFreq` once, including Llama 3.1 `llama3` scaling. */
 export interface RopeTable {
@@ -257,6 +272,36 @@ export interface LlamaOps {
     entries: DeviceBuffer,
     count: number,
     penalties: DeviceBuffer,
+    batch: number,
+    vocab: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Adds sparse per-token values to f32 logits in place (OpenAI's logit_bias; -inf bans a
+   * token). `entries` is i32 [count, 3]: (row, token, f32 bits of the addend), each (row, token)
+   * at most once; logits[row, token] = f32(logits[row, token] + addend). `count` 0 is a no-op.
+   */
+  applyLogitEdits(
+    logits: DeviceBuffer,
+    entries: DeviceBuffer,
+    count: number,
+    batch: number,
+    vocab: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Sets to -inf every logit a row's allowed-token bitmask leaves out (xgrammar's layout).
+   * `masks` is i32 [count, ceil(vocab / 32)]: bit t & 31 of word t >> 5 of mask k set = token t
+   * allowed in row rows[k]; `rows` is i32 [count], distinct rows of the [batch, vocab] logits.
+   * `count` 0 is a no-op.
+   */
+  applyTokenBitmask(
+    logits: DeviceBuffer,
+    masks: DeviceBuffer,
+    rows: DeviceBuffer,
+    count: number,
     batch: number,
     vocab: number,
     stream: Stream,

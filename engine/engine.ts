@@ -40,7 +40,13 @@ import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
 import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
-import { type FinishReason, type SamplingParams, samplingParams, Sequence } from "./sequence.ts";
+import {
+  checkParamsVocabulary,
+  type FinishReason,
+  type SamplingParams,
+  samplingParams,
+  Sequence,
+} from "./sequence.ts";
 import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
 import { TokenTexts } from "./token_texts.ts";
 import { Tokenizer } from "./tokenizer.ts";
@@ -627,6 +633,7 @@ export class Engine {
       ...defined as Partial<SamplingParams>,
       seed: given.seed ?? this.#nextSeed(),
     });
+    checkParamsVocabulary(params, this.config.vocabSize);
     const output = new OutputText({
       texts: this.tokenizer === null ? null : this.tokenTexts,
       promptIds: ids,

@@ -11,15 +11,18 @@
  * (so the copies are asynchronous), and `collect` reads the results once the stream has got
  * there. Between the two the caller is free to serve its event loop while the device works.
  *
- * Order, as in vLLM: penalties change the logits the sampler sees; logprobs are of the raw
- * model output (read from the lm head's bf16 logits, which penalties do not touch), like
- * vLLM's default `raw_logprobs`.
+ * Order, as in vLLM: the built-in logits processors first — logitBias, bannedTokenIds and
+ * minTokens as one sparse edit launch, then allowedTokenIds and the per-step token bitmask
+ * ({@link TokenBitmaskFiller}) as one mask launch over the constrained rows — then penalties,
+ * then temperature and the filters. Each costs nothing unless a row in the step uses it.
+ * Logprobs are of the raw model output (read from the lm head's bf16 logits, which none of
+ * these touch), like vLLM's default `raw_logprobs`.
  *
  * @module
  */
 
 import type { Backend, DeviceBuffer, HostBuffer, Stream } from "../backends/backend.ts";
-import type { LlamaOps, SamplingBuffers } from "../backends/ops.ts";
+import { bitmaskWords, type LlamaOps, type SamplingBuffers } from "../backends/ops.ts";
 import { MAX_TOP_LOGPROBS, type Sequence } from "./sequence.ts";
 
 /** Log-probabilities of one sampled token, from the model's raw output distribution. */
@@ -89,6 +92,18 @@ export class Sampler {
   readonly #chosenHost: Float32Array;
   readonly #topIdsHost: Int32Array;
   readonly #topValuesHost: Float32Array;
+  // Logit edits: i32 [capacity, 3] (row, token, addend bits), grown when a step needs more.
+  #edits: DeviceBuffer;
+  #editsHost: HostBuffer;
+  #editWords: Int32Array;
+  // Bitmasks: i32 [R, words] masks (one view per slot, made once) and i32 [R] rows.
+  readonly #maskWords: number;
+  readonly #masks: DeviceBuffer;
+  readonly #masksHost: HostBuffer;
+  readonly #maskViews: Int32Array[] = [];
+  readonly #maskScratch: Int32Array;
+  readonly #maskRows: DeviceBuffer;
+  readonly #maskRowsHost: Int32Array;
   // Bound once: Map.forEach with a prebound callback walks the counts without an iterator.
   readonly #pushEntry = (count: number, token: number) => {
     const at = 3 * this.#entryCount++;
@@ -156,6 +171,22 @@ export class Sampler {
       this.#chosenHost = this.#pinned(Float32Array, R);
       this.#topIdsHost = this.#pinned(Int32Array, top);
       this.#topValuesHost = this.#pinned(Float32Array, top);
+
+      const editCapacity = R * 16;
+      this.#edits = this.#alloc(editCapacity * 12);
+      this.#editsHost = this.#allocHost(editCapacity * 12);
+      this.#editWords = wordsOf(this.#editsHost);
+      const perRow = bitmaskWords(vocab);
+      this.#maskWords = perRow;
+      this.#masks = this.#alloc(R * perRow * 4);
+      this.#masksHost = this.#allocHost(R * perRow * 4);
+      const maskWords = wordsOf(this.#masksHost);
+      for (let k = 0; k < R; k++) {
+        this.#maskViews.push(maskWords.subarray(k * perRow, (k + 1) * perRow));
+      }
+      this.#maskScratch = new Int32Array(perRow);
+      this.#maskRows = this.#alloc(R * 4);
+      this.#maskRowsHost = this.#pinned(Int32Array, R);
     } catch (error) {
       this.free();
       throw error;
@@ -170,11 +201,14 @@ export class Sampler {
    */
   launch(rows: SampleRows, logits: DeviceBuffer, rawLogits: DeviceBuffer): void {
     const count = rows.count, vocab = this.#vocab, ops = this.#ops, stream = this.#stream;
-    let greedy = true, penalised = false, topN = -1;
+    let greedy = true, penalised = false, edited = false, masked = false, topN = -1;
     for (let s = 0; s < count; s++) {
       const seq = rows.seqOf(s);
-      if (seq.params.temperature > 0) greedy = false;
+      const p = seq.params;
+      if (p.temperature > 0) greedy = false;
       if (seq.penaltyCounts !== null) penalised = true;
+      if (seq.logitEdits.after !== null || seq.logitEdits.beforeMin !== null) edited = true;
+      if (p.allowedTokenIds !== null || p.tokenBitmask !== null) masked = true;
       if (seq.params.logprobs !== null && seq.params.logprobs > topN) topN = seq.params.logprobs;
     }
     // A vocabulary smaller than the request has only that many alternatives.
@@ -182,6 +216,8 @@ export class Sampler {
     this.#launchedRows = count;
     this.#launchedTopN = topN;
     if (count === 0) return;
+    if (edited) this.#applyEdits(rows, logits);
+    if (masked) this.#applyMasks(rows, logits);
     if (penalised) this.#applyPenalties(rows, logits);
     if (greedy) {
       ops.argmax(this.#ids, logits, count, vocab, stream);
@@ -250,6 +286,93 @@ export class Sampler {
       };
     }
     return { logprob: this.#chosenHost[s], top };
+  }
+
+  #applyEdits(rows: SampleRows, logits: DeviceBuffer): void {
+    let needed = 0;
+    for (let s = 0; s < rows.count; s++) needed += editsOf(rows.seqOf(s))?.length ?? 0;
+    needed /= 2;
+    if (3 * needed > this.#editWords.length) this.#growEdits(needed);
+    const words = this.#editWords;
+    let at = 0;
+    for (let s = 0; s < rows.count; s++) {
+      const pairs = editsOf(rows.seqOf(s));
+      if (pairs === null) continue;
+      for (let j = 0; j < pairs.length; j += 2) {
+        words[at++] = s;
+        words[at++] = pairs[j];
+        words[at++] = pairs[j + 1];
+      }
+    }
+    if (needed === 0) return;
+    const stream = this.#stream;
+    this.#backend.copyToDevice(this.#edits, this.#editsHost.bytes.subarray(0, at * 4), stream);
+    this.#ops.applyLogitEdits(logits, this.#edits, needed, rows.count, this.#vocab, stream);
+  }
+
+  /** Room for `entries` edits: a step with more than ever before reallocates, once. */
+  #growEdits(entries: number): void {
+    const capacity = Math.max(entries, 2 * (this.#editWords.length / 3));
+    // The previous step has finished (collect ran), so nothing still reads the old buffers.
+    const edits = this.#backend.alloc(capacity * 12);
+    let host: HostBuffer;
+    try {
+      host = this.#backend.allocHost(capacity * 12);
+    } catch (error) {
+      this.#backend.free(edits);
+      throw error;
+    }
+    this.#release(this.#edits, this.#editsHost);
+    this.#owned.push(edits);
+    this.#hosts.push(host);
+    this.#edits = edits;
+    this.#editsHost = host;
+    this.#editWords = wordsOf(host);
+  }
+
+  #release(buffer: DeviceBuffer, host: HostBuffer): void {
+    this.#owned.splice(this.#owned.indexOf(buffer), 1);
+    this.#hosts.splice(this.#hosts.indexOf(host), 1);
+    this.#backend.free(buffer);
+    host.free();
+  }
+
+  #applyMasks(rows: SampleRows, logits: DeviceBuffer): void {
+    const words = this.#maskWords, scratch = this.#maskScratch;
+    let k = 0;
+    for (let s = 0; s < rows.count; s++) {
+      const seq = rows.seqOf(s);
+      const { allowedTokenIds: allowed, tokenBitmask: filler } = seq.params;
+      if (allowed === null && filler === null) continue;
+      const mask = this.#maskViews[k];
+      mask.fill(0);
+      let used = false;
+      if (filler !== null) used = filler.fill(mask, seq) === true;
+      if (allowed !== null) {
+        const into = used ? scratch : mask;
+        if (used) scratch.fill(0);
+        for (let j = 0; j < allowed.length; j++) {
+          const id = allowed[j];
+          into[id >>> 5] |= 1 << (id & 31);
+        }
+        if (used) { for (let w = 0; w < words; w++) mask[w] &= scratch[w]; }
+        used = true;
+      }
+      if (used) this.#maskRowsHost[k++] = s;
+    }
+    if (k === 0) return;
+    const backend = this.#backend, stream = this.#stream;
+    backend.copyToDevice(this.#masks, this.#masksHost.bytes.subarray(0, k * words * 4), stream);
+    backend.copyToDevice(this.#maskRows, this.#maskRowsHost, stream);
+    this.#ops.applyTokenBitmask(
+      logits,
+      this.#masks,
+      this.#maskRows,
+      k,
+      rows.count,
+      this.#vocab,
+      stream,
+    );
   }
 
   #applyPenalties(rows: SampleRows, logits: DeviceBuffer): void {
@@ -322,4 +445,15 @@ export class Sampler {
     this.#hosts.push(host);
     return host;
   }
+}
+
+/** The sequence's (token, addend bits) edit pairs for its next token, or null. */
+function editsOf(seq: Sequence): Int32Array | null {
+  const edits = seq.logitEdits;
+  return seq.numOutputTokens < seq.params.minTokens ? edits.beforeMin : edits.after;
+}
+
+/** An Int32Array over a whole host buffer. */
+function wordsOf(host: HostBuffer): Int32Array {
+  return new Int32Array(host.bytes.buffer, host.bytes.byteOffset, host.bytes.byteLength >> 2);
 }

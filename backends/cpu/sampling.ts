@@ -22,7 +22,7 @@
 import type { DeviceBuffer } from "../backend.ts";
 import { fromBf16Bits } from "../bf16.ts";
 import { checkBuffer } from "../op_checks.ts";
-import type { SamplingBuffers, SamplingOps } from "../ops.ts";
+import { bitmaskWords, type SamplingBuffers, type SamplingOps } from "../ops.ts";
 import { uniform24 } from "../philox.ts";
 
 /** Largest vocabulary: indices and per-block loops stay well inside 32-bit integers. */
@@ -75,6 +75,15 @@ export function checkLogSoftmax(
   checkBuffer("logSoftmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
 }
 
+/** Throws unless `count` is a valid i32 entry count (0 included). */
+function checkEntryCount(op: string, count: number): void {
+  if (!Number.isInteger(count) || count < 0 || count > MAX_PENALTY_ENTRIES) {
+    throw new RangeError(
+      `${op}: count must be an integer in 0..${MAX_PENALTY_ENTRIES}, got ${count}`,
+    );
+  }
+}
+
 /** The checks of `applyPenalties` (the entries' contents are checked by the CPU op alone). */
 export function checkApplyPenalties(
   logits: DeviceBuffer,
@@ -85,14 +94,45 @@ export function checkApplyPenalties(
   vocab: number,
 ): void {
   checkRows("applyPenalties", batch, vocab);
-  if (!Number.isInteger(count) || count < 0 || count > MAX_PENALTY_ENTRIES) {
-    throw new RangeError(
-      `applyPenalties: count must be an integer in 0..${MAX_PENALTY_ENTRIES}, got ${count}`,
-    );
-  }
+  checkEntryCount("applyPenalties", count);
   checkBuffer("applyPenalties", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
   checkBuffer("applyPenalties", "entries", entries, 12 * count, 4, "count × 3 i32");
   checkBuffer("applyPenalties", "penalties", penalties, 12 * batch, 4, "batch × 3 f32");
+}
+
+/** The checks of `applyLogitEdits` (the entries' contents are checked by the CPU op alone). */
+export function checkApplyLogitEdits(
+  logits: DeviceBuffer,
+  entries: DeviceBuffer,
+  count: number,
+  batch: number,
+  vocab: number,
+): void {
+  checkRows("applyLogitEdits", batch, vocab);
+  checkEntryCount("applyLogitEdits", count);
+  checkBuffer("applyLogitEdits", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer("applyLogitEdits", "entries", entries, 12 * count, 4, "count × 3 i32");
+}
+
+/** The checks of `applyTokenBitmask` (the rows' values are checked by the CPU op alone). */
+export function checkApplyTokenBitmask(
+  logits: DeviceBuffer,
+  masks: DeviceBuffer,
+  rows: DeviceBuffer,
+  count: number,
+  batch: number,
+  vocab: number,
+): void {
+  checkRows("applyTokenBitmask", batch, vocab);
+  if (!Number.isInteger(count) || count < 0 || count > batch) {
+    throw new RangeError(
+      `applyTokenBitmask: count must be an integer in 0..${batch}, got ${count}`,
+    );
+  }
+  const words = bitmaskWords(vocab);
+  checkBuffer("applyTokenBitmask", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer("applyTokenBitmask", "masks", masks, 4 * count * words, 4, "count × ⌈vocab/32⌉ i32");
+  checkBuffer("applyTokenBitmask", "rows", rows, 4 * count, 4, "count i32");
 }
 
 /**
@@ -457,6 +497,21 @@ function rowLogprobs(
   return fromBf16Bits(x[o + id]) - lse;
 }
 
+/**
+ * Throws unless every (row, token) of i32 [count, 3] entries lies inside batch × vocab; checked
+ * before any entry is applied, so a rejected call changes nothing.
+ */
+function checkEntries(op: string, e: Int32Array, count: number, batch: number, vocab: number) {
+  for (let k = 0; k < count; k++) {
+    const row = e[3 * k], token = e[3 * k + 1];
+    if (row < 0 || row >= batch || token < 0 || token >= vocab) {
+      throw new RangeError(
+        `${op}: entry ${k} (row ${row}, token ${token}) is outside batch ${batch} × vocab ${vocab}`,
+      );
+    }
+  }
+}
+
 /** Throws unless every buffer is CPU memory (DeviceBuffer.host set). */
 function checkHost(op: string, buffers: readonly DeviceBuffer[]): void {
   for (const buffer of buffers) {
@@ -540,18 +595,45 @@ export function cpuSamplingOps(): SamplingOps {
       const x = f32(logits, batch * vocab);
       const e = i32(entries, 3 * count);
       const p = f32(penalties, 3 * batch);
-      // Every entry is checked before any is applied, so a rejected call changes nothing.
-      for (let k = 0; k < count; k++) {
-        const row = e[3 * k], token = e[3 * k + 1];
-        if (row < 0 || row >= batch || token < 0 || token >= vocab) {
-          throw new RangeError(
-            `applyPenalties: entry ${k} (row ${row}, token ${token}) is outside batch ${batch} × vocab ${vocab}`,
-          );
-        }
-      }
+      checkEntries("applyPenalties", e, count, batch, vocab);
       for (let k = 0; k < count; k++) {
         const row = e[3 * k], at = row * vocab + e[3 * k + 1];
         x[at] = penalised(x[at], p[3 * row], p[3 * row + 1], p[3 * row + 2], e[3 * k + 2]);
+      }
+    },
+
+    applyLogitEdits(logits, entries, count, batch, vocab) {
+      checkApplyLogitEdits(logits, entries, count, batch, vocab);
+      if (count === 0) return;
+      checkHost("applyLogitEdits", [logits, entries]);
+      const x = f32(logits, batch * vocab);
+      const e = i32(entries, 3 * count);
+      const addends = f32(entries, 3 * count);
+      checkEntries("applyLogitEdits", e, count, batch, vocab);
+      for (let k = 0; k < count; k++) {
+        const at = e[3 * k] * vocab + e[3 * k + 1];
+        x[at] = Math.fround(x[at] + addends[3 * k + 2]);
+      }
+    },
+
+    applyTokenBitmask(logits, masks, rows, count, batch, vocab) {
+      checkApplyTokenBitmask(logits, masks, rows, count, batch, vocab);
+      if (count === 0) return;
+      checkHost("applyTokenBitmask", [logits, masks, rows]);
+      const words = bitmaskWords(vocab);
+      const x = f32(logits, batch * vocab);
+      const m = i32(masks, count * words);
+      const r = i32(rows, count);
+      for (let k = 0; k < count; k++) {
+        if (!(r[k] >= 0 && r[k] < batch)) {
+          throw new RangeError(`applyTokenBitmask: rows[${k}] is ${r[k]}, outside batch ${batch}`);
+        }
+      }
+      for (let k = 0; k < count; k++) {
+        const o = r[k] * vocab, w = k * words;
+        for (let t = 0; t < vocab; t++) {
+          if (((m[w + (t >> 5)] >>> (t & 31)) & 1) === 0) x[o + t] = -Infinity;
+        }
       }
     },
 

@@ -62,6 +62,28 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "apply_penalties_f32", "assumes": {} }],
   },
   {
+    "name": "apply_logit_edits_f32",
+    "params": [
+      { "name": "logits", "type": "ptr" },
+      { "name": "entries", "type": "ptr" },
+      { "name": "count", "type": "i32" },
+      { "name": "batch", "type": "i32" },
+      { "name": "vocab", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "apply_logit_edits_f32", "assumes": {} }],
+  },
+  {
+    "name": "apply_token_bitmask_f32",
+    "params": [
+      { "name": "logits", "type": "ptr" },
+      { "name": "masks", "type": "ptr" },
+      { "name": "rows", "type": "ptr" },
+      { "name": "batch", "type": "i32" },
+      { "name": "vocab", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "apply_token_bitmask_f32", "assumes": {} }],
+  },
+  {
     "name": "logprobs_bf16",
     "params": [
       { "name": "chosen", "type": "ptr" },

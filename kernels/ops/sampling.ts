@@ -8,14 +8,18 @@
  * pointers are 16-byte aligned. sample uses about 25 KiB of static shared memory per block and
  * a workspace of batch × vocab f32 (it keeps p there between its passes over the row). logprobs
  * reads its row 2 + n times (max, sum, then one pass per top entry). applyPenalties runs one
- * thread per entry (grid = ceil(count / 256), block 256) and launches nothing for count 0.
+ * thread per entry (grid = ceil(count / 256), block 256) and launches nothing for count 0;
+ * applyLogitEdits likewise; applyTokenBitmask one thread per (masked row, token): grid
+ * (ceil(vocab / 256), count), block 256.
  *
  * @module
  */
 
 import type { Backend } from "../../backends/backend.ts";
 import {
+  checkApplyLogitEdits,
   checkApplyPenalties,
+  checkApplyTokenBitmask,
   checkArgmax,
   checkLogprobs,
   checkLogSoftmax,
@@ -44,6 +48,8 @@ export async function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
   const sample = launchers.sample_f32.launch;
   const applyPenalties = launchers.apply_penalties_f32.launch;
   const logprobs = launchers.logprobs_bf16.launch;
+  const applyLogitEdits = launchers.apply_logit_edits_f32.launch;
+  const applyTokenBitmask = launchers.apply_token_bitmask_f32.launch;
 
   return {
     argmax(ids, logits, batch, vocab, stream) {
@@ -107,6 +113,48 @@ export async function loadSamplingOps(backend: Backend): Promise<SamplingOps> {
         entries,
         penalties,
         count,
+        batch,
+        vocab,
+      );
+    },
+
+    applyLogitEdits(logits, entries, count, batch, vocab, stream) {
+      checkApplyLogitEdits(logits, entries, count, batch, vocab);
+      if (count === 0) return;
+      const grid = Math.ceil(count / PENALTY_THREADS);
+      applyLogitEdits(
+        grid,
+        1,
+        1,
+        PENALTY_THREADS,
+        1,
+        1,
+        0,
+        stream,
+        logits,
+        entries,
+        count,
+        batch,
+        vocab,
+      );
+    },
+
+    applyTokenBitmask(logits, masks, rows, count, batch, vocab, stream) {
+      checkApplyTokenBitmask(logits, masks, rows, count, batch, vocab);
+      if (count === 0) return;
+      const grid = Math.ceil(vocab / PENALTY_THREADS);
+      applyTokenBitmask(
+        grid,
+        count,
+        1,
+        PENALTY_THREADS,
+        1,
+        1,
+        0,
+        stream,
+        logits,
+        masks,
+        rows,
         batch,
         vocab,
       );

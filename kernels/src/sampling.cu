@@ -712,6 +712,37 @@ extern "C" __global__ void apply_penalties_f32(float* logits, const int32_t* __r
 }
 
 // ---------------------------------------------------------------------------------------------
+// Logit edits and allowed-token bitmasks: the sampler's built-in logits processors (logit_bias,
+// banned and allowed ids, min_tokens, structured-output masks), before penalties and sampling.
+
+// One thread per entry e < count: (row, token, addend bits) = entries[3e .. 3e + 2];
+// logits[row, token] += addend (f32, correctly rounded; -inf bans). An entry outside
+// [0, batch) × [0, vocab) is skipped (the CPU op rejects it). Entries name distinct (row, token)
+// pairs. Grid (ceil(count / 256)), block 256.
+extern "C" __global__ void __launch_bounds__(PENALTY_THREADS) apply_logit_edits_f32(float* logits, const int32_t* __restrict__ entries, int32_t count, int32_t batch, int32_t vocab);
+extern "C" __global__ void apply_logit_edits_f32(float* logits, const int32_t* __restrict__ entries, int32_t count, int32_t batch, int32_t vocab) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * PENALTY_THREADS + threadIdx.x;
+  if (e >= count) return;
+  const int32_t row = entries[3 * e], token = entries[3 * e + 1];
+  if (row < 0 || row >= batch || token < 0 || token >= vocab) return;
+  float* at = logits + static_cast<size_t>(row) * vocab + token;
+  *at = add_rn(*at, __int_as_float(entries[3 * e + 2]));
+}
+
+// Mask k (ceil(vocab / 32) words, xgrammar's layout) applies to row rows[k]: a token whose bit is
+// clear gets -inf. A row outside [0, batch) is skipped (the CPU op rejects it).
+// Grid (ceil(vocab / 256), count), block 256.
+extern "C" __global__ void __launch_bounds__(PENALTY_THREADS) apply_token_bitmask_f32(float* logits, const int32_t* __restrict__ masks, const int32_t* __restrict__ rows, int32_t batch, int32_t vocab);
+extern "C" __global__ void apply_token_bitmask_f32(float* logits, const int32_t* __restrict__ masks, const int32_t* __restrict__ rows, int32_t batch, int32_t vocab) {
+  const int32_t t = blockIdx.x * PENALTY_THREADS + threadIdx.x;
+  const int32_t row = rows[blockIdx.y];
+  if (t >= vocab || row < 0 || row >= batch) return;
+  const int32_t words = (vocab + 31) >> 5;
+  const uint32_t word = static_cast<uint32_t>(masks[static_cast<size_t>(blockIdx.y) * words + (t >> 5)]);
+  if (((word >> (t & 31)) & 1u) == 0) logits[static_cast<size_t>(row) * vocab + t] = -INFINITY;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Log-probabilities of bf16 logits: lse = max + log(sum of exp(l - max)) in f32 with the accurate
 // expf / logf, then the chosen token's l - lse and the n largest l - lse.
 

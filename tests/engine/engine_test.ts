@@ -831,3 +831,152 @@ Deno.test("engine: bad requests and options fail with errors naming the problem"
     /randomWeights: true/,
   );
 });
+
+/** OpenAI's logit_bias, banned ids, allowed ids and a bitmask applied to a raw row, in f64. */
+function processed(
+  row: Float32Array,
+  bias: readonly (readonly [number, number])[],
+  banned: readonly number[],
+  allowed: ReadonlySet<number>,
+): Float64Array {
+  const out = Float64Array.from(row);
+  for (const [id, b] of bias) out[id] += b;
+  for (const id of banned) out[id] = -Infinity;
+  for (let t = 0; t < out.length; t++) if (!allowed.has(t)) out[t] = -Infinity;
+  return out;
+}
+
+Deno.test("engine: logitBias, banned and allowed ids and a token bitmask steer greedy decoding", async () => {
+  const engine = await load();
+  try {
+    const prompt = promptIds(10, 8);
+    const plain = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 8 }));
+    const allowedIds = Array.from({ length: 120 }, (_, i) => 2 * i + 1); // odd ids below 240
+    const bias: [number, number][] = [[plain.ids[2] | 1, 2.5], [plain.ids[3] | 1, -1.5]];
+    const banned = [plain.ids[0] | 1, plain.ids[1] | 1];
+    // The bitmask allows ids below 200 only, and never the previous token: it changes per step.
+    const fills: number[] = [];
+    const tokenBitmask = {
+      fill(mask: Int32Array, seq: { numOutputTokens: number; lastTokenId: number }) {
+        fills.push(seq.numOutputTokens);
+        for (let t = 0; t < 200; t++) mask[t >> 5] |= 1 << (t & 31);
+        if (seq.numOutputTokens > 0) mask[seq.lastTokenId >> 5] &= ~(1 << (seq.lastTokenId & 31));
+        return true;
+      },
+    };
+    const params = {
+      ...GREEDY,
+      maxTokens: 8,
+      logitBias: bias,
+      bannedTokenIds: banned,
+      allowedTokenIds: allowedIds,
+      tokenBitmask,
+    };
+    // Beside an unconstrained request: processors are per sequence.
+    const [run, beside] = await Promise.all([
+      collect(engine.generate(prompt, params)),
+      collect(engine.generate(prompt, { ...GREEDY, maxTokens: 8 })),
+    ]);
+    assert.deepEqual(beside.ids, plain.ids);
+    assert.deepEqual(fills, [0, 1, 2, 3, 4, 5, 6, 7]);
+    for (let i = 0; i < run.ids.length; i++) {
+      const output = run.ids.slice(0, i);
+      const allowed = new Set(
+        allowedIds.filter((t) => t < 200 && (i === 0 || t !== output[i - 1])),
+      );
+      const row = processed(await engine.lastLogits([...prompt, ...output]), bias, banned, allowed);
+      const best = argmax(row);
+      assert.ok(
+        run.ids[i] === best || row[best] - row[run.ids[i]] < 1e-4,
+        `step ${i}: token ${run.ids[i]} (${row[run.ids[i]]}) but ${best} scores ${row[best]}`,
+      );
+      assert.ok(allowed.has(run.ids[i]) && !banned.includes(run.ids[i]), `step ${i}`);
+    }
+    assert.notDeepEqual(run.ids, plain.ids);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: a +100 logit bias wins and -100 loses, as OpenAI documents", async () => {
+  const engine = await load();
+  try {
+    const prompt = promptIds(7, 9);
+    const plain = await collect(engine.generate(prompt, { ...GREEDY, maxTokens: 4 }));
+    const favourite = (plain.ids[0] + 1) % 270;
+    const forced = await collect(
+      engine.generate(prompt, { ...GREEDY, maxTokens: 4, logitBias: [[favourite, 100]] }),
+    );
+    assert.deepEqual(forced.ids, [favourite, favourite, favourite, favourite]);
+    const avoided = await collect(
+      engine.generate(prompt, { ...GREEDY, maxTokens: 4, logitBias: [[plain.ids[0], -100]] }),
+    );
+    assert.notEqual(avoided.ids[0], plain.ids[0]);
+    // Sampled rows honour the bias too.
+    const sampled = await collect(
+      engine.generate(prompt, { temperature: 1, seed: 3, maxTokens: 4, logitBias: [[5, 100]] }),
+    );
+    assert.deepEqual(sampled.ids, [5, 5, 5, 5]);
+    // More edits than the sampler first makes room for (16 a row): it grows its buffers.
+    const banned = Array.from({ length: 270 }, (_, t) => t).filter((t) => t !== 42 && t !== 7);
+    const few = await collect(
+      engine.generate(prompt, { ...GREEDY, maxTokens: 3, bannedTokenIds: banned }),
+    );
+    const everything = new Set(Array.from({ length: engine.config.vocabSize }, (_, t) => t));
+    for (let i = 0; i < few.ids.length; i++) {
+      const raw = await engine.lastLogits([...prompt, ...few.ids.slice(0, i)]);
+      assert.equal(few.ids[i], argmax(processed(raw, [], banned, everything)), `step ${i}`);
+    }
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: minTokens holds EOS and stop ids back, then lets them end the request", async () => {
+  const engine = await load();
+  try {
+    const prompt = promptIds(6, 10);
+    // EOS (278) pushed to the top: without minTokens it ends the request at once.
+    const eager = await collect(
+      engine.generate(prompt, { temperature: 0, maxTokens: 10, logitBias: [[278, 100]] }),
+    );
+    assert.deepEqual(eager.ids, [278]);
+    const held = await collect(
+      engine.generate(prompt, {
+        temperature: 0,
+        maxTokens: 10,
+        minTokens: 4,
+        logitBias: [[278, 100], [281, 90], [17, 80]],
+        stopTokenIds: [17],
+      }),
+    );
+    assert.equal(held.ids.length, 5);
+    assert.ok(held.ids.slice(0, 4).every((t) => t !== 278 && t !== 281 && t !== 17));
+    assert.equal(held.ids[4], 278);
+    assert.equal(held.finishReason, "stop");
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("engine: bad logits-processor parameters fail naming the field", async () => {
+  const engine = await load();
+  try {
+    const vocab = engine.config.vocabSize;
+    assert.throws(() => engine.generate([1], { logitBias: [[vocab, 1]] }), /logitBias names token/);
+    assert.throws(() => engine.generate([1], { logitBias: [[3, 101]] }), /\[-100, 100\]/);
+    assert.throws(() => engine.generate([1], { logitBias: [[3, 1], [3, 2]] }), /distinct/);
+    assert.throws(
+      () => engine.generate([1], { logitBias: { 3: 1 } as never }),
+      /array of \[tokenId, bias\] pairs/,
+    );
+    assert.throws(() => engine.generate([1], { bannedTokenIds: [vocab] }), /bannedTokenIds names/);
+    assert.throws(() => engine.generate([1], { allowedTokenIds: [] }), /allowedTokenIds/);
+    assert.throws(() => engine.generate([1], { allowedTokenIds: [-1] }), /allowedTokenIds/);
+    assert.throws(() => engine.generate([1], { maxTokens: 2, minTokens: 3 }), /minTokens/);
+    assert.throws(() => engine.generate([1], { tokenBitmask: {} as never }), /tokenBitmask/);
+    assert.equal(engine.stats().kvUsage, 0);
+  } finally {
+    await engine.close();
+  }
+});

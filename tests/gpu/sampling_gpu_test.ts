@@ -650,3 +650,122 @@ gpuTest("gpu: logprobs writes NaN for ids out of range and never ranks NaN logit
   assert.deepEqual(q.gpu.topIds, q.cpu.topIds);
   assert.ok(Number.isNaN(q.gpu.chosen[0]) && q.gpu.topValues.every(Number.isNaN));
 });
+
+/** Runs `gpuOp` and `cpuOp` on the same logits (GPU copy between poisoned guards); compares bits. */
+function compareInPlace(
+  rig: Rig,
+  logits: Float32Array,
+  what: string,
+  gpuOp: (gLogits: DeviceBuffer) => void,
+  cpuOp: (cLogits: DeviceBuffer) => void,
+): Float32Array {
+  const { gpu, stream } = rig;
+  const guard = 4096, bytes = logits.byteLength;
+  const whole = rig.gpuBuffer(bytes + 2 * guard);
+  const gLogits = whole.slice(guard, bytes);
+  stream.synchronize();
+  gpu.copyToDevice(gLogits, logits);
+  gpuOp(gLogits);
+  const cLogits = rig.cpuBuffer(bytes);
+  rig.cpu.copyToDevice(cLogits, logits);
+  cpuOp(cLogits);
+  stream.synchronize();
+  const got = new Uint8Array(bytes + 2 * guard);
+  gpu.copyToHost(got, whole);
+  for (let i = 0; i < guard; i++) {
+    if (got[i] !== 0xff) assert.fail(`${what}: byte ${guard - i} before the logits written`);
+    if (got[guard + bytes + i] !== 0xff) assert.fail(`${what}: byte ${i} past the end written`);
+  }
+  const g = new Uint32Array(got.buffer, guard, logits.length);
+  const want = new Float32Array(logits.length);
+  rig.cpu.copyToHost(want, cLogits);
+  const w = new Uint32Array(want.buffer);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] !== w[i]) {
+      const gv = new Float32Array(Uint32Array.of(g[i]).buffer)[0];
+      assert.fail(`${what}: logit ${i} gpu ${gv} cpu ${want[i]} (was ${logits[i]})`);
+    }
+  }
+  return want;
+}
+
+gpuTest("gpu: applyLogitEdits (logit_bias, bans) equals the CPU bit for bit", (rig) => {
+  const { gOps, cOps, stream } = rig;
+  for (const vocab of [7, 32000, 128256]) {
+    for (const batch of [1, 64]) {
+      const logits = randomArray(batch * vocab, vocab + batch, -10, 10);
+      const next = rng(vocab * 3 + batch);
+      const words: number[] = [];
+      for (let b = 0; b < batch; b++) {
+        const tokens = new Set<number>([0, vocab - 1]);
+        while (tokens.size < Math.min(300, vocab)) tokens.add(Math.floor(next(0, vocab)));
+        for (const t of tokens) {
+          const bias = next() < -0.6 ? -Infinity : Math.fround(next(-100, 100));
+          words.push(b, t, new Int32Array(Float32Array.of(bias).buffer)[0]);
+        }
+      }
+      const entries = Int32Array.from(words), count = entries.length / 3;
+      const e = rig.upload(entries);
+      const what = `applyLogitEdits ${batch}x${vocab}, ${count} entries`;
+      const want = compareInPlace(
+        rig,
+        logits,
+        what,
+        (g) => gOps.applyLogitEdits(g, e.g, count, batch, vocab, stream),
+        (c) => cOps.applyLogitEdits(c, e.c, count, batch, vocab, rig.cpu.defaultStream),
+      );
+      // The CPU op against OpenAI's definition: the bias added to the logit.
+      const addend = new Float32Array(entries.buffer);
+      for (let k = 0; k < count; k++) {
+        const at = entries[3 * k] * vocab + entries[3 * k + 1];
+        assert.equal(want[at], Math.fround(logits[at] + addend[3 * k + 2]), `${what}: entry ${k}`);
+      }
+      rig.release();
+    }
+  }
+});
+
+gpuTest(
+  "gpu: applyTokenBitmask equals the CPU bit for bit; unmasked rows stay as they are",
+  (rig) => {
+    const { gOps, cOps, stream } = rig;
+    for (const vocab of [7, 32000, 128256]) {
+      for (const batch of [1, 64]) {
+        const logits = randomArray(batch * vocab, vocab + batch + 1, -10, 10);
+        const next = rng(vocab * 5 + batch);
+        // Every other row is constrained, in a shuffled order; each mask allows about 1 in 4.
+        const rows: number[] = [];
+        for (let b = 0; b < batch; b += 2) rows.push(b);
+        rows.reverse();
+        const words = Math.ceil(vocab / 32);
+        const masks = new Int32Array(rows.length * words);
+        for (let i = 0; i < masks.length; i++) {
+          masks[i] = (next(0, 2 ** 32) >>> 0) & (next(0, 2 ** 32) >>> 0);
+        }
+        const m = rig.upload(masks), r = rig.upload(Int32Array.from(rows));
+        const what = `applyTokenBitmask ${batch}x${vocab}, ${rows.length} rows`;
+        const want = compareInPlace(
+          rig,
+          logits,
+          what,
+          (g) => gOps.applyTokenBitmask(g, m.g, r.g, rows.length, batch, vocab, stream),
+          (c) =>
+            cOps.applyTokenBitmask(c, m.c, r.c, rows.length, batch, vocab, rig.cpu.defaultStream),
+        );
+        for (let b = 0; b < batch; b++) {
+          const k = rows.indexOf(b);
+          for (let t = 0; t < vocab; t++) {
+            const allowed = k < 0 || ((masks[k * words + (t >> 5)] >>> (t & 31)) & 1) === 1;
+            const at = b * vocab + t;
+            assert.equal(
+              want[at],
+              allowed ? logits[at] : -Infinity,
+              `${what}: row ${b} token ${t}`,
+            );
+          }
+        }
+        rig.release();
+      }
+    }
+  },
+);

@@ -633,3 +633,103 @@ Deno.test("logprobs rejects ids outside the vocabulary and bad sizes, naming the
   cpu.copyToHost(got, chosen);
   assert.equal(got[0], Math.fround(-Math.log(7))); // seven equal logits
 });
+
+Deno.test("applyLogitEdits adds each f32 addend once, -inf bans, and rejects bad entries", () => {
+  const batch = 3, vocab = 50;
+  const raw = randomArray(batch * vocab, 77, -10, 10);
+  const entries = new Int32Array([0, 0, 0, 1, 49, 0, 2, 7, 0, 0, 12, 0]);
+  const addends = new Float32Array(entries.buffer);
+  addends[2] = 100;
+  addends[5] = -Infinity;
+  addends[8] = 0.1;
+  addends[11] = -3.75;
+  const logits = upload(raw);
+  ops.applyLogitEdits(logits, upload(entries), 4, batch, vocab, stream);
+  const got = new Float32Array(batch * vocab);
+  cpu.copyToHost(got, logits);
+  const want = Float32Array.from(raw);
+  want[0] = Math.fround(raw[0] + 100);
+  want[vocab + 49] = -Infinity;
+  want[2 * vocab + 7] = Math.fround(raw[2 * vocab + 7] + Math.fround(0.1));
+  want[12] = Math.fround(raw[12] - 3.75);
+  assert.deepEqual(got, want);
+
+  for (const [row, token] of [[batch, 0], [-1, 0], [0, vocab], [0, -1]]) {
+    const before = upload(raw);
+    rejects(
+      () =>
+        ops.applyLogitEdits(
+          before,
+          upload(Int32Array.of(0, 1, 0, row, token, 0)),
+          2,
+          batch,
+          vocab,
+          stream,
+        ),
+      new RegExp(`^applyLogitEdits: entry 1 \\(row ${row}, token ${token}\\) is outside`),
+    );
+    const after = new Float32Array(batch * vocab);
+    cpu.copyToHost(after, before);
+    assert.deepEqual(after, raw, "a rejected call changed the logits");
+  }
+  const small = cpu.alloc(16);
+  rejects(() => ops.applyLogitEdits(logits, small, 2, batch, vocab, stream), /entries/);
+  rejects(() => ops.applyLogitEdits(small, small, 0, batch, vocab, stream), /logits/);
+  rejects(() => ops.applyLogitEdits(logits, small, -1, batch, vocab, stream), /count must be/);
+});
+
+Deno.test("applyTokenBitmask sets -inf outside each masked row's allowed set, other rows untouched", () => {
+  const batch = 4, vocab = 70; // 3 words per mask, the last one partial
+  const raw = randomArray(batch * vocab, 78, -10, 10);
+  const allowedOf: Record<number, number[]> = { 3: [0, 31, 32, 69], 1: [5] };
+  const rows = [3, 1];
+  const masks = new Int32Array(2 * 3);
+  rows.forEach((row, k) => {
+    for (const t of allowedOf[row]) masks[3 * k + (t >> 5)] |= 1 << (t & 31);
+  });
+  const logits = upload(raw);
+  ops.applyTokenBitmask(
+    logits,
+    upload(masks),
+    upload(Int32Array.from(rows)),
+    2,
+    batch,
+    vocab,
+    stream,
+  );
+  const got = new Float32Array(batch * vocab);
+  cpu.copyToHost(got, logits);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < vocab; t++) {
+      const keep = !(b in allowedOf) || allowedOf[b].includes(t);
+      assert.equal(
+        got[b * vocab + t],
+        keep ? raw[b * vocab + t] : -Infinity,
+        `row ${b} token ${t}`,
+      );
+    }
+  }
+  const m = upload(masks);
+  rejects(
+    () =>
+      ops.applyTokenBitmask(logits, m, upload(Int32Array.of(0, batch)), 2, batch, vocab, stream),
+    /rows\[1\] is 4, outside batch 4/,
+  );
+  rejects(
+    () =>
+      ops.applyTokenBitmask(
+        logits,
+        cpu.alloc(8),
+        upload(Int32Array.of(0, 1)),
+        2,
+        batch,
+        vocab,
+        stream,
+      ),
+    /masks/,
+  );
+  rejects(
+    () => ops.applyTokenBitmask(logits, m, m, 5, batch, vocab, stream),
+    /count must be an integer in 0..4/,
+  );
+});

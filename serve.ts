@@ -34,9 +34,11 @@ Options:
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)
-  --max-num-seqs N             most sequences in one step, as in vLLM (default 256)
+  --max-num-seqs N             most sequences in one step, as in vLLM (default 1024 on a GPU
+                               of 64 GiB or more, else 256)
   --max-num-batched-tokens N   most tokens computed in one step, the chunked-prefill budget
-                               (default 2048; >= --max-num-seqs)
+                               (default 8192 on a GPU of 64 GiB or more, else 2048;
+                               >= --max-num-seqs)
   -h, --help                   show this help`;
 
 function positiveInt(name: string, text: string, min: number): number {

@@ -32,6 +32,7 @@ import { basename } from "node:path";
 import type { Backend } from "../backends/backend.ts";
 import type { LlamaOps } from "../backends/ops.ts";
 import { type BackendChoice, openBackend } from "../backends/select.ts";
+import { batchLimits, SMALL_DEVICE_LIMITS } from "./batch_limits.ts";
 import { BlockManager } from "./block_manager.ts";
 import { capacityFromMemory } from "./kv_cache.ts";
 import { type LlamaConfig, loadLlamaConfig } from "./config.ts";
@@ -64,9 +65,12 @@ export interface EngineOptions {
   readonly kvBlocks?: number;
   /** Most tokens per sequence, prompt included; default and maximum: the model's context. */
   readonly maxModelLen?: number;
-  /** Most sequences in one step; 256. */
+  /** Most sequences in one step; 1024 on a GPU of 64 GiB or more, else 256 (batch_limits.ts). */
   readonly maxRunning?: number;
-  /** Most tokens computed in one step (the chunked-prefill budget); 2048, >= maxRunning. */
+  /**
+   * Most tokens computed in one step (the chunked-prefill budget), >= maxRunning; 8192 on a GPU
+   * of 64 GiB or more, else 2048.
+   */
   readonly maxBatchedTokens?: number;
   /** Tokens per KV block, a power of two; 16. */
   readonly blockSize?: number;
@@ -184,7 +188,9 @@ function resolveOptions(options: EngineOptions): Resolved {
     kvFraction: options.kvFraction ?? 0.9,
     kvBlocks: options.kvBlocks ?? null,
     maxModelLen: options.maxModelLen ?? null,
-    maxRunning: integer("maxRunning", options.maxRunning ?? 256, 1),
+    // Checked here with the small defaults, so a bad option fails before any device work; the
+    // device's own defaults replace them once it is open (see batchLimits).
+    maxRunning: integer("maxRunning", options.maxRunning ?? SMALL_DEVICE_LIMITS.maxRunning, 1),
     maxBatchedTokens: 0,
     blockSize: integer("blockSize", options.blockSize ?? 16, 1),
     prefixCaching: options.prefixCaching ?? true,
@@ -195,7 +201,8 @@ function resolveOptions(options: EngineOptions): Resolved {
   };
   r.maxBatchedTokens = integer(
     "maxBatchedTokens",
-    options.maxBatchedTokens ?? Math.max(2048, r.maxRunning),
+    options.maxBatchedTokens ??
+      Math.max(SMALL_DEVICE_LIMITS.maxBatchedTokens, r.maxRunning),
     r.maxRunning,
     ` (maxRunning: every running sequence must fit one step)`,
   );
@@ -449,6 +456,12 @@ export class Engine {
     let weights: LlamaWeights | null = null;
     let model: LlamaModel | null = null;
     try {
+      const limits = batchLimits(options, {
+        kind: backend.kind,
+        totalMemory: backend.info.totalMemory,
+      });
+      o.maxRunning = limits.maxRunning;
+      o.maxBatchedTokens = limits.maxBatchedTokens;
       const ops: LlamaOps = await backend.loadOps();
       weights = typeof source === "string"
         ? await loadWeights(source, config, backend)

@@ -20,6 +20,7 @@ const CLIS = [
   "bench/kernels_bench.ts",
   "bench/launch_denali.ts",
   "bench/serve_bench.ts",
+  "bench/throughput_targets.ts",
   "bench/kernels/attention_bench.ts",
   "bench/kernels/elementwise_bench.ts",
   "bench/kernels/linear_bench.ts",

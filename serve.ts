@@ -4,7 +4,8 @@
  * Loads a model (a Hugging Face Llama directory, the embedded tiny model by default, or a preset
  * shape with random weights), then serves /v1/completions, /v1/chat/completions, /v1/models,
  * /health and /metrics. SIGINT or SIGTERM stops accepting, cancels in-flight requests, closes
- * the engine and exits 0.
+ * the engine and exits 0. The port is checked before the model loads, so a port in use costs one
+ * line and no loading time.
  *
  * @module
  */
@@ -14,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "./mod.ts";
 import { Engine, type RandomWeightsSource } from "./engine/engine.ts";
 import { CONFIG_PRESETS, configPreset } from "./engine/config.ts";
+import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 
 const DEFAULT_MODEL = fileURLToPath(new URL("./models/tiny-llama", import.meta.url));
@@ -30,7 +32,9 @@ Options:
   --port N                     TCP port (default 8000; 0 picks a free one)
   --backend auto|${AUTO_ORDER.join("|")}  device backend (default auto: the first with a device)
   --device N                   GPU ordinal (default 0)
-  --api-key KEY                require \`Authorization: Bearer KEY\` on /v1/*
+  --api-key-file PATH          require \`Authorization: Bearer KEY\` on /v1/*, KEY being the
+                               file's first line (or set ${API_KEY_ENV}=KEY; --api-key KEY
+                               works too, but shows in \`ps\`). /health and /metrics stay open.
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)
@@ -49,6 +53,25 @@ function positiveInt(name: string, text: string, min: number): number {
   return value;
 }
 
+/**
+ * Why the server could not listen on `host`:`port`, or null when it can: checked by binding and
+ * closing at once, before minutes of model loading.
+ */
+export function portProblem(hostname: string, port: number): string | null {
+  if (port === 0) return null;
+  try {
+    Deno.listen({ hostname, port }).close();
+    return null;
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      return `port ${port} on ${hostname} is already in use; stop what holds it or pick ` +
+        "another with --port";
+    }
+    return `cannot listen on ${hostname}:${port}: ${(error as Error).message}; check --host ` +
+      "and --port";
+  }
+}
+
 /** Parses the command line, loads the engine and serves until a signal; resolves the exit code. */
 export async function main(args: string[]): Promise<number> {
   let values;
@@ -63,6 +86,7 @@ export async function main(args: string[]): Promise<number> {
         backend: { type: "string", default: "auto" },
         device: { type: "string", default: "0" },
         "api-key": { type: "string" },
+        "api-key-file": { type: "string" },
         "max-queue": { type: "string", default: "256" },
         "kv-fraction": { type: "string" },
         "max-model-len": { type: "string" },
@@ -80,7 +104,7 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const choice = values.backend as BackendChoice;
-  let port, device, maxQueue, kvFraction, maxModelLen, maxRunning, maxBatchedTokens;
+  let port, device, maxQueue, kvFraction, maxModelLen, maxRunning, maxBatchedTokens, apiKey;
   try {
     if (choice !== "auto" && !AUTO_ORDER.includes(choice)) {
       throw new Error(`--backend ${choice} is not one of auto, ${AUTO_ORDER.join(", ")}`);
@@ -111,6 +135,22 @@ export async function main(args: string[]): Promise<number> {
   }
 
   const log = (line: string) => console.error(`[denali] ${line}`);
+  try {
+    apiKey = resolveApiKey({
+      flag: values["api-key"],
+      file: values["api-key-file"],
+      env: Deno.env.get(API_KEY_ENV),
+    });
+  } catch (error) {
+    log((error as Error).message);
+    return 2;
+  }
+  const unavailable = portProblem(values.host, port);
+  if (unavailable !== null) {
+    log(unavailable);
+    return 1;
+  }
+
   let backend;
   let engine: Engine;
   try {
@@ -143,7 +183,7 @@ export async function main(args: string[]): Promise<number> {
   const server = startServer(engine, {
     host: values.host,
     port,
-    apiKey: values["api-key"] ?? null,
+    apiKey,
     maxQueue,
     onListen: (addr) => log(`serving on http://${addr.hostname}:${addr.port}/v1`),
   });

@@ -32,6 +32,13 @@ export class TokenizerError extends Error {
   }
 }
 
+/** `messages` with a missing or null `content` replaced by "". */
+function withEmptyContent(messages: readonly ChatMessage[]): JsonObject[] {
+  return messages.map((m) =>
+    (m.content === null || m.content === undefined ? { ...m, content: "" } : m) as JsonObject
+  );
+}
+
 /** Chat was requested but the model has no usable chat template, or the template failed. */
 export class ChatTemplateError extends Error {
   /**
@@ -296,6 +303,14 @@ export class Tokenizer {
     try {
       return this.#template.render(context);
     } catch (e) {
+      // OpenAI's schema allows `content: null` (an assistant turn with tool_calls), but templates
+      // written for strings may filter it (`| trim`). Such a template gets "" in its place; one
+      // that handles null itself never sees the substitute.
+      if (messages.some((m) => m.content === null || m.content === undefined)) {
+        try {
+          return this.#template.render({ ...context, messages: withEmptyContent(messages) });
+        } catch { /* report the first failure: it is about the conversation as sent */ }
+      }
       throw new ChatTemplateError(
         `the chat template from ${this.#templateFile} failed on this conversation: ` +
           `${errorText(e)}`,

@@ -1,6 +1,13 @@
 /**
  * The HTTP routes of the OpenAI-compatible server: POST /v1/completions and
- * /v1/chat/completions (JSON or server-sent events), GET /v1/models, /health and /metrics.
+ * /v1/chat/completions (JSON or server-sent events), GET /v1/models, /v1/models/{id}, /health
+ * and /metrics.
+ *
+ * With an API key, every /v1/* path needs it, known or not (401 comes before 404 and 405);
+ * /health and /metrics stay open for load balancers and Prometheus. A known path asked with
+ * another method gets 405 with `Allow`; a POST body must be declared application/json (415), so
+ * a web page cannot make a browser post a form or text/plain to a server on localhost. Chat
+ * without max_tokens may use the rest of the context, as in vLLM; max_tokens past it is a 400.
  *
  * Every request gets its own AbortController, aborted when the client goes away (the request's
  * signal, or the SSE stream's cancel) or when the server shuts down; the engine frees the
@@ -14,7 +21,17 @@ import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
 import type { LogprobEntry } from "../engine/request_text.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
-import { ApiError, badField, notFound, queueFull, tooLarge, unauthorized } from "./errors.ts";
+import { ApiKeyCheck } from "./auth.ts";
+import {
+  ApiError,
+  badField,
+  methodNotAllowed,
+  notFound,
+  notJson,
+  queueFull,
+  tooLarge,
+  unauthorized,
+} from "./errors.ts";
 import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
@@ -34,13 +51,37 @@ export interface RouteOptions {
 
 type Kind = "completion" | "chat";
 
+/** The method each fixed path takes. */
+const ROUTES: Readonly<Record<string, string>> = {
+  "/health": "GET",
+  "/metrics": "GET",
+  "/v1/models": "GET",
+  "/v1/completions": "POST",
+  "/v1/chat/completions": "POST",
+};
+
+/** GET /v1/models/{id}: one model by name. */
+const MODEL_PATH = /^\/v1\/models\/([^/]+)$/;
+
+/** The route's name for metrics and its method, or null for an unknown path. */
+function routeOf(path: string): { name: string; method: string } | null {
+  if (Object.hasOwn(ROUTES, path)) return { name: path, method: ROUTES[path] };
+  if (MODEL_PATH.test(path)) return { name: "/v1/models/{id}", method: "GET" };
+  return null;
+}
+
+/** Whether a Content-Type header declares JSON (`application/json`, any parameters). */
+function isJson(contentType: string | null): boolean {
+  return contentType?.split(";")[0].trim().toLowerCase() === "application/json";
+}
+
 /** The request handler and its state (metrics, live requests). */
 export class Routes {
   /** The server's metrics. */
   readonly metrics: Metrics = new Metrics();
   /** The name /v1/models lists and requests may give. */
   readonly modelName: string;
-  readonly #apiKey: string | null;
+  readonly #apiKey: ApiKeyCheck | null;
   readonly #maxQueue: number;
   readonly #maxBody: number;
   readonly #live = new Set<AbortController>();
@@ -49,7 +90,7 @@ export class Routes {
 
   /** Creates the routes over a loaded engine. */
   constructor(readonly engine: Engine, options: RouteOptions = {}) {
-    this.#apiKey = options.apiKey ?? null;
+    this.#apiKey = options.apiKey ? new ApiKeyCheck(options.apiKey) : null;
     this.#maxQueue = options.maxQueue ?? 256;
     this.#maxBody = options.maxBodyBytes ?? 4 * 2 ** 20;
     this.modelName = options.modelName ?? engine.info.model;
@@ -82,41 +123,36 @@ export class Routes {
 
   async #route(request: Request, path: string, name: (e: string) => void): Promise<Response> {
     const method = request.method;
-    if (path === "/health" && method === "GET") {
-      name("/health");
-      return Response.json({ status: "ok" });
+    if (
+      this.#apiKey !== null && path.startsWith("/v1/") &&
+      !this.#apiKey.matches(request.headers.get("authorization"))
+    ) {
+      throw unauthorized();
     }
-    if (path === "/metrics" && method === "GET") {
-      name("/metrics");
+    const route = routeOf(path);
+    if (route === null) throw notFound(`no route for ${method} ${path}`);
+    if (method !== route.method) throw methodNotAllowed(method, path, route.method);
+    name(route.name);
+    if (path === "/health") return Response.json({ status: "ok" });
+    if (path === "/metrics") {
       return new Response(this.metrics.render(this.engine.stats()), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       });
     }
-    const routes: Record<string, string> = {
-      "/v1/models": "GET",
-      "/v1/completions": "POST",
-      "/v1/chat/completions": "POST",
-    };
-    if (routes[path] !== method) {
-      throw notFound(`no route for ${method} ${path}`);
+    if (path === "/v1/models") return Response.json({ object: "list", data: [this.#model()] });
+    const id = MODEL_PATH.exec(path)?.[1];
+    if (id !== undefined) {
+      const wanted = decodeURIComponent(id);
+      if (wanted !== this.modelName) {
+        throw notFound(
+          `model '${wanted}' does not exist; this server has '${this.modelName}'`,
+          "model",
+        );
+      }
+      return Response.json(this.#model());
     }
-    name(path);
-    if (this.#apiKey !== null) {
-      const auth = request.headers.get("authorization") ?? "";
-      if (auth !== `Bearer ${this.#apiKey}`) throw unauthorized();
-    }
-    if (path === "/v1/models") {
-      return Response.json({
-        object: "list",
-        data: [{
-          id: this.modelName,
-          object: "model",
-          created: this.#created,
-          owned_by: "denali",
-          max_model_len: this.engine.maxModelLen,
-        }],
-      });
-    }
+    const contentType = request.headers.get("content-type");
+    if (!isJson(contentType)) throw notJson(contentType);
     const kind: Kind = path === "/v1/completions" ? "completion" : "chat";
     const text = await readBody(request, this.#maxBody);
     let json: unknown;
@@ -132,7 +168,45 @@ export class Routes {
         "model",
       );
     }
-    return this.#generate(request, kind, parsed);
+    return this.#generate(request, kind, parsed, maxTokensField(json));
+  }
+
+  /** The model object of /v1/models and /v1/models/{id}. */
+  #model() {
+    return {
+      id: this.modelName,
+      object: "model",
+      created: this.#created,
+      owned_by: "denali",
+      max_model_len: this.engine.maxModelLen,
+    };
+  }
+
+  /**
+   * The request's sampling parameters with max_tokens checked against the context the prompt
+   * leaves: past it is a 400 naming `field`, as vLLM answers; chat without it may use all of it.
+   */
+  #withMaxTokens(
+    kind: Kind,
+    req: GenerationRequest,
+    prompt: PreparedPrompt,
+    field: string,
+  ): GenerationRequest["params"] {
+    const maxLen = this.engine.maxModelLen;
+    const remaining = maxLen - prompt.ids.length;
+    const asked = req.params.maxTokens;
+    if (asked === undefined) {
+      return kind === "chat" ? { ...req.params, maxTokens: remaining } : req.params;
+    }
+    if (asked > remaining) {
+      throw badField(
+        field,
+        `is ${asked}, but the prompt is ${prompt.ids.length} tokens and this model's context is ` +
+          `${maxLen} tokens, which leaves room for ${remaining}; send ${field} <= ${remaining} ` +
+          "or a shorter prompt",
+      );
+    }
+    return req.params;
   }
 
   /** Token ids in fields other than the prompt must be in the vocabulary. */
@@ -170,10 +244,16 @@ export class Routes {
     }
   }
 
-  async #generate(request: Request, kind: Kind, req: GenerationRequest): Promise<Response> {
+  async #generate(
+    request: Request,
+    kind: Kind,
+    asked: GenerationRequest,
+    maxTokensField: string,
+  ): Promise<Response> {
     if (this.#closing) throw new ApiError(503, "the server is shutting down", null, "server_error");
-    this.#checkIds(req);
-    const prompt = await this.#prepare(kind, req);
+    this.#checkIds(asked);
+    const prompt = await this.#prepare(kind, asked);
+    const req = { ...asked, params: this.#withMaxTokens(kind, asked, prompt, maxTokensField) };
     if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
     const controller = new AbortController();
     const onClientGone = () => controller.abort();
@@ -390,6 +470,14 @@ class Run {
       sink.close();
     } catch { /* already closed by a cancel */ }
   }
+}
+
+/** The body field that set max_tokens: `max_tokens`, or `max_completion_tokens` given alone. */
+function maxTokensField(json: unknown): string {
+  const body = json as Record<string, unknown>;
+  return (body.max_tokens ?? null) === null && (body.max_completion_tokens ?? null) !== null
+    ? "max_completion_tokens"
+    : "max_tokens";
 }
 
 /** The request was cancelled before it finished: only seen when the server shuts down. */

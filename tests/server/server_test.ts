@@ -7,7 +7,13 @@
 
 import assert from "node:assert/strict";
 import { Routes } from "../../server/routes.ts";
-import { assertApiError as assertError, startTestServer } from "../support/server.ts";
+import {
+  assertApiError as assertError,
+  readRest,
+  startTestServer,
+  waitUntil,
+  within,
+} from "../support/server.ts";
 
 const MAX_MODEL_LEN = 1024;
 
@@ -203,9 +209,9 @@ Deno.test({
         const e2 = await assertError(await post(chat, longChat), 400, "messages");
         assert.match(e2.message, new RegExp(`${MAX_MODEL_LEN} tokens`));
 
-        // 404: unknown path, wrong method, unknown model.
+        // 404: unknown path or model; 405: a known path with the wrong method.
         await assertError(await fetch(`${base}/v1/nothing`), 404, null);
-        await assertError(await fetch(`${base}/v1/completions`), 404, null);
+        await assertError(await fetch(`${base}/v1/completions`), 405, null);
         await assertError(await post(c, { prompt: "x", model: "gpt-4" }), 404, "model");
 
         // 413: by Content-Length, and while reading a body sent without one.
@@ -226,7 +232,10 @@ Deno.test({
         const req = (key?: string) =>
           new Request("http://x/v1/completions", {
             method: "POST",
-            headers: key ? { authorization: `Bearer ${key}` } : {},
+            headers: {
+              "content-type": "application/json",
+              ...(key ? { authorization: `Bearer ${key}` } : {}),
+            },
             body: JSON.stringify({ prompt: "x", max_tokens: 1 }),
           });
         await assertError(await secured.handle(req()), 401, null);
@@ -310,7 +319,7 @@ Deno.test({
           await Promise.all(
             bodies.slice(i, i + 25).map(async (body, j) => {
               const path = (i + j) % 2 ? "/v1/completions" : "/v1/chat/completions";
-              const res = await fetch(`${base}${path}`, { method: "POST", body });
+              const res = await post(path, body);
               const text = await res.text();
               assert([200, 400, 404].includes(res.status), `${res.status} for ${body}: ${text}`);
               if (res.status !== 200) {
@@ -335,15 +344,15 @@ Deno.test({
         }, { signal: abort.signal });
         assert.deepStrictEqual(res.status, 200);
         const reader = res.body!.getReader();
-        for (let i = 0; i < 3; i++) await reader.read();
+        for (let i = 0; i < 3; i++) await within(reader.read(), "a stream event");
         assert(await metric(base, "denali_kv_cache_blocks_used") > 0);
         abort.abort();
         await reader.cancel().catch(() => {});
-        const deadline = Date.now() + 5000;
-        while (await metric(base, "denali_kv_cache_blocks_used") > 0) {
-          assert(Date.now() < deadline, "KV blocks still held 5 s after the disconnect");
-          await new Promise((r) => setTimeout(r, 20));
-        }
+        await waitUntil(
+          async () => await metric(base, "denali_kv_cache_blocks_used") === 0,
+          "KV blocks freed after the disconnect",
+          5000,
+        );
         assert.deepStrictEqual(await metric(base, "denali_kv_cache_usage_ratio"), 0);
         assert.deepStrictEqual(await metric(base, "denali_requests_running"), 0);
         assert.deepStrictEqual(engine.stats().finished.abort, abortsBefore + 1);
@@ -359,16 +368,19 @@ Deno.test({
             max_tokens: 1000,
             ignore_eos: true,
           }, { signal: abort.signal }).catch(() => null);
-          while (await metric(base, "denali_kv_cache_blocks_used") === 0) {
-            await new Promise((r) => setTimeout(r, 5));
-          }
+          await waitUntil(
+            async () => await metric(base, "denali_kv_cache_blocks_used") > 0,
+            "the request holds KV blocks",
+            5000,
+            5,
+          );
           abort.abort();
-          await reply;
-          const deadline = Date.now() + 5000;
-          while (await metric(base, "denali_kv_cache_blocks_used") > 0) {
-            assert.ok(Date.now() < deadline, "KV blocks still held 5 s after the disconnect");
-            await new Promise((r) => setTimeout(r, 20));
-          }
+          await within(reply, "the aborted request's reply");
+          await waitUntil(
+            async () => await metric(base, "denali_kv_cache_blocks_used") === 0,
+            "KV blocks freed after the disconnect",
+            5000,
+          );
           assert.deepStrictEqual(engine.stats().finished.abort, abortsBefore + 1);
         },
       );
@@ -378,23 +390,23 @@ Deno.test({
         const res = await routes.handle(
           new Request("http://x/v1/completions", {
             method: "POST",
+            headers: { "content-type": "application/json" },
             body: JSON.stringify({ prompt: "x", max_tokens: 1000, ignore_eos: true, stream: true }),
           }),
         );
         const reader = res.body!.getReader();
-        await reader.read();
+        const first = await within(reader.read(), "the first stream event");
         routes.abortAll();
-        let text = "";
-        const decoder = new TextDecoder();
-        while (true) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += decoder.decode(value);
-        }
+        const text = new TextDecoder().decode(first.value) +
+          await readRest(reader, "the cancelled stream's end");
         assert.match(text, /"error":\{"message":"the request was cancelled/);
         assert.ok(text.endsWith("data: [DONE]\n\n"));
         const after = await routes.handle(
-          new Request("http://x/v1/completions", { method: "POST", body: '{"prompt":"x"}' }),
+          new Request("http://x/v1/completions", {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: '{"prompt":"x"}',
+          }),
         );
         await assertError(after, 503, null);
       });

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "npm:openai@6.49.0";
 import { Engine, type EngineOptions } from "../../engine/engine.ts";
+import type { RouteOptions } from "../../server/routes.ts";
 import { type RunningServer, startServer } from "../../server/server.ts";
 
 /** The embedded tiny Llama (vocabulary of 282, byte-level BPE, 1024-token context). */
@@ -32,18 +33,27 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** What to serve and how, beyond the engine's options. */
+export interface TestServeOptions extends RouteOptions {
+  /** The model directory; the tiny model by default. */
+  readonly modelDir?: string;
+}
+
 /**
- * Loads the tiny model on the CPU with `options` (seed 1, quiet, unless given) and serves it on
- * an ephemeral port.
+ * Loads the tiny model (or `serve.modelDir`) on the CPU with `options` (seed 1, quiet, unless
+ * given) and serves it on an ephemeral port with the route options in `serve`.
  */
-export async function startTestServer(options: EngineOptions = {}): Promise<TestServer> {
-  const engine = await Engine.load(TINY_MODEL_DIR, {
+export async function startTestServer(
+  options: EngineOptions = {},
+  serve: TestServeOptions = {},
+): Promise<TestServer> {
+  const engine = await Engine.load(serve.modelDir ?? TINY_MODEL_DIR, {
     seed: 1,
     log: () => {},
     ...options,
     backend: "cpu",
   });
-  const server = startServer(engine, { port: 0 });
+  const server = startServer(engine, { ...serve, port: 0 });
   const base = server.url;
   return {
     engine,
@@ -87,4 +97,65 @@ export async function assertApiError(
     assert(body.error.message.includes(param), body.error.message);
   }
   return body.error;
+}
+
+/** How long a test waits for the server by default before it fails, in ms. */
+export const WAIT_MS = 10_000;
+
+/**
+ * Polls `condition` every `pollMs` until it holds; fails naming `what` after `timeoutMs`, so a
+ * regression fails the test instead of hanging CI.
+ */
+export async function waitUntil(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs: number = WAIT_MS,
+  pollMs = 10,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    assert.ok(Date.now() < deadline, `${what}: still not so after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/** `promise`, or a failure naming `what` if it has not settled within `timeoutMs`. */
+export async function within<T>(
+  promise: Promise<T>,
+  what: string,
+  timeoutMs: number = WAIT_MS,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The rest of a stream from `reader` as text, read to its end within `timeoutMs`. */
+export function readRest(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  what: string,
+  timeoutMs: number = WAIT_MS,
+): Promise<string> {
+  return within(
+    (async () => {
+      const decoder = new TextDecoder();
+      let text = "";
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) return text + decoder.decode();
+        text += decoder.decode(value, { stream: true });
+      }
+    })(),
+    what,
+    timeoutMs,
+  );
 }

@@ -12,6 +12,13 @@
  * @module
  */
 
+import { helpRequested } from "../tools/cli.ts";
+
+const USAGE = `Usage: deno run -A bench/throughput_targets.ts DIR
+
+Prints the throughput issue's TARGET lines from the logs of one device call in DIR.
+  -h, --help   show this help`;
+
 /** The figures a log holds (NaN where it lacks one). */
 export interface LogFigures {
   readonly completionTokPerS: number;
@@ -100,7 +107,7 @@ async function read(dir: string, name: string): Promise<LogFigures> {
   return logFigures(text, steps);
 }
 
-if (import.meta.main) {
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
   const dir = Deno.args[0];
   if (dir === undefined || dir === "--help" || dir === "-h") {
     console.log("Usage: deno run -A bench/throughput_targets.ts DIR (see the module doc)");

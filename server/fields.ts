@@ -34,6 +34,7 @@ const COMMON = [
   "logit_bias",
   "n",
   "logprobs",
+  "return_tokens_as_token_ids",
 ];
 
 /** Fields only one endpoint implements. */

@@ -11,8 +11,15 @@
  *   bytes}]}], refusal: null}`, `top_logprobs` holding exactly `top_logprobs` entries.
  *
  * A token's text is its id decoded alone with special tokens kept, as vLLM does; `bytes` are
- * the token's own bytes (see {@link TokenTexts.bytes}). Logprobs below -9999 (−∞ included,
- * which JSON cannot carry) are sent as -9999, as OpenAI and vLLM do.
+ * the token's own bytes (see {@link TokenTexts.bytes}). With vLLM's `return_tokens_as_token_ids`
+ * a token is named `token_id:<id>` instead, which tells apart tokens of the same text. Logprobs
+ * below -9999 (−∞ included, which JSON cannot carry) are sent as -9999, as OpenAI and vLLM do.
+ *
+ * Completions' `top_logprobs` is a dict keyed by token text, so two tokens of the same text
+ * (parts of characters both decoding to U+FFFD, say) share a key. The convention is vLLM's: the
+ * dict is built from the sampled token, then the alternatives by rank, and a repeated text keeps
+ * its first place with the later (less likely) token's logprob. Name tokens by id to keep
+ * every alternative.
  *
  * @module
  */
@@ -57,10 +64,22 @@ function clamp(logprob: number): number {
   return logprob < LOGPROB_FLOOR ? LOGPROB_FLOOR : logprob;
 }
 
+/** How tokens are named: by their text, or as `token_id:<id>` (vLLM's option). */
+export interface TokenNaming {
+  /** The token texts of the engine's tokenizer. */
+  readonly texts: TokenTexts;
+  /** Name every token `token_id:<id>`. */
+  readonly asIds: boolean;
+}
+
+function nameOf(naming: TokenNaming, id: number): string {
+  return naming.asIds ? `token_id:${id}` : naming.texts.text(id);
+}
+
 /** `entries` in the legacy /v1/completions format. */
 export function completionLogprobs(
   entries: readonly LogprobEntry[],
-  texts: TokenTexts,
+  naming: TokenNaming,
 ): CompletionLogprobs {
   const out: CompletionLogprobs = {
     tokens: [],
@@ -69,17 +88,16 @@ export function completionLogprobs(
     text_offset: [],
   };
   for (const e of entries) {
-    out.tokens.push(texts.text(e.tokenId));
+    const chosen = nameOf(naming, e.tokenId);
+    out.tokens.push(chosen);
     out.token_logprobs.push(clamp(e.logprob));
-    // A dict keyed by text: two ids with the same text (parts of characters both decoding to
-    // U+FFFD) share one key, which keeps the likelier. No prototype, so no text is special.
+    // vLLM's dict: the sampled token, then the alternatives by rank (the sampled one once); a
+    // repeated text takes the later logprob. No prototype, so no text is special.
     const top: Record<string, number> = Object.create(null);
+    top[chosen] = clamp(e.logprob);
     for (const t of e.top) {
-      const key = texts.text(t.tokenId);
-      if (!Object.hasOwn(top, key)) top[key] = clamp(t.logprob);
+      if (t.tokenId !== e.tokenId) top[nameOf(naming, t.tokenId)] = clamp(t.logprob);
     }
-    const chosen = texts.text(e.tokenId);
-    if (!Object.hasOwn(top, chosen)) top[chosen] = clamp(e.logprob);
     out.top_logprobs.push(top);
     out.text_offset.push(e.textOffset);
   }
@@ -87,11 +105,11 @@ export function completionLogprobs(
 }
 
 /** `entries` in the /v1/chat/completions format. */
-export function chatLogprobs(entries: readonly LogprobEntry[], texts: TokenTexts): ChatLogprobs {
+export function chatLogprobs(entries: readonly LogprobEntry[], naming: TokenNaming): ChatLogprobs {
   const one = (tokenId: number, logprob: number): ChatTokenLogprob => ({
-    token: texts.text(tokenId),
+    token: nameOf(naming, tokenId),
     logprob: clamp(logprob),
-    bytes: texts.bytes(tokenId),
+    bytes: naming.texts.bytes(tokenId),
   });
   return {
     content: entries.map((e) => ({

@@ -322,8 +322,10 @@ class Run {
   /** The choice's `logprobs` for `entries`: null when not asked for. */
   #formatLogprobs(entries: readonly LogprobEntry[]): unknown {
     if (!this.#logprobs) return null;
-    const texts = this.routes.engine.tokenTexts;
-    return this.kind === "chat" ? chatLogprobs(entries, texts) : completionLogprobs(entries, texts);
+    const naming = { texts: this.routes.engine.tokenTexts, asIds: this.req.tokensAsIds };
+    return this.kind === "chat"
+      ? chatLogprobs(entries, naming)
+      : completionLogprobs(entries, naming);
   }
 
   /** Records timing of a chunk that carries a token. */

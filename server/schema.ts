@@ -36,6 +36,8 @@ export interface GenerationRequest {
    * routes, which know it); empty when not given.
    */
   readonly logitBias: readonly (readonly [number, number])[];
+  /** vLLM's `return_tokens_as_token_ids`: name logprobs tokens `token_id:<id>`. */
+  readonly tokensAsIds: boolean;
 }
 
 type Body = Record<string, unknown>;
@@ -184,6 +186,7 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
     stream,
     includeUsage,
     logitBias: logitBias(body),
+    tokensAsIds: optBoolean(body, "return_tokens_as_token_ids") ?? false,
     params: {
       stopTokenIds: stopTokenIds(body),
       maxTokens,

@@ -128,6 +128,16 @@ Deno.test({
           echo: false,
         });
         assert.deepStrictEqual(chatOk.status, 200, await chatOk.text());
+        // vLLM's return_tokens_as_token_ids names logprobs tokens by id.
+        const named = await (await post(c, {
+          prompt: "x",
+          max_tokens: 2,
+          logprobs: 1,
+          return_tokens_as_token_ids: true,
+        })).json();
+        const lp = named.choices[0].logprobs;
+        assert(lp.tokens.every((t: string) => /^token_id:\d+$/.test(t)), JSON.stringify(lp));
+        assert(Object.keys(lp.top_logprobs[0]).every((t) => t.startsWith("token_id:")));
       });
     } finally {
       await served.close();

@@ -147,10 +147,11 @@ Deno.test({
       for (let i = 0; i < ref.length; i++) {
         const { id, logprobs } = ref[i];
         close(lp.token_logprobs![i], logprobs[id], `${where} token ${i}`);
-        // Top k by rank, then the chosen token; a text already present keeps the likelier.
+        // vLLM's dict: the chosen token, then the top k by rank; a repeated text takes the
+        // later logprob.
         const want = new Map<string, number>();
-        for (const alt of [...ranked(logprobs).slice(0, k), id]) {
-          if (!want.has(text(alt))) want.set(text(alt), logprobs[alt]);
+        for (const alt of [id, ...ranked(logprobs).slice(0, k).filter((a) => a !== id)]) {
+          want.set(text(alt), logprobs[alt]);
         }
         const got = lp.top_logprobs![i];
         // JSON objects put integer-like keys first, so compare as sets.
@@ -219,12 +220,10 @@ Deno.test({
         const choice = res.choices[0];
         const lp = choice.logprobs as Legacy;
         checkLegacy(lp, ref, 5, "completions");
-        // Greedy: the chosen token is the top one.
+        // Greedy: the chosen token is the top one (a less likely token of the same text may
+        // hold its key, by vLLM's convention).
         for (let i = 0; i < steps; i++) {
-          assert.deepStrictEqual(
-            lp.token_logprobs![i],
-            Math.max(...Object.values(lp.top_logprobs![i])),
-          );
+          assert(lp.token_logprobs![i] >= Math.max(...Object.values(lp.top_logprobs![i])));
         }
         assert.deepStrictEqual(
           choice.text,

@@ -602,7 +602,7 @@ export class Engine {
    * {@link EngineOptions.profile}). The columns are live: read them between steps.
    */
   get stepProfile(): StepProfileData | null {
-    return this.#profiler;
+    return this.#profiler?.data ?? null;
   }
 
   /** Forgets the steps profiled so far (e.g. after a warm-up); a no-op when profiling is off. */

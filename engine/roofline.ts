@@ -19,6 +19,8 @@
  * @module
  */
 
+import type { LlamaConfig } from "./config.ts";
+
 /** What the bound needs to know of a model. */
 export interface ModelCost {
   /** Parameters of every layer's linear weights (no embeddings, no lm head). */
@@ -39,16 +41,17 @@ export interface ModelCost {
   readonly weightBytes: number;
 }
 
-/** The shape of a Llama-style model, as the config describes it. */
-export interface TransformerShape {
-  readonly hiddenSize: number;
-  readonly intermediateSize: number;
-  readonly numHiddenLayers: number;
-  readonly numAttentionHeads: number;
-  readonly numKeyValueHeads: number;
-  readonly headDim: number;
-  readonly vocabSize: number;
-}
+/** The shape of a Llama-style model, as its config describes it. */
+export type TransformerShape = Pick<
+  LlamaConfig,
+  | "hiddenSize"
+  | "intermediateSize"
+  | "numHiddenLayers"
+  | "numAttentionHeads"
+  | "numKeyValueHeads"
+  | "headDim"
+  | "vocabSize"
+>;
 
 /**
  * The cost figures of a Llama-shaped model (Llama, Qwen, Mistral) in bf16 with a bf16 KV cache.

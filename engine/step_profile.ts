@@ -35,28 +35,41 @@ export function profileRequested(): boolean {
   }
 }
 
-/** The recorded steps, one array element per step, `count` of them valid. */
-export interface StepProfileData {
+/** The per-step columns, `capacity` steps long (see StepProfileData for their meaning). */
+function stepColumns(capacity: number) {
+  return {
+    decodeRows: new Int32Array(capacity),
+    prefillRows: new Int32Array(capacity),
+    prefillTokens: new Int32Array(capacity),
+    logitRows: new Int32Array(capacity),
+    /** K/V positions read (decode contexts plus prefill chunks' contexts at their end). */
+    kvTokensRead: new Float64Array(capacity),
+    /** (query, key) pairs scored by attention, per layer and head group. */
+    attentionPairs: new Float64Array(capacity),
+    /** 1 if the step replayed a captured graph. */
+    graph: new Uint8Array(capacity),
+    /** Device time of the step, start event to end event. */
+    deviceMs: new Float64Array(capacity),
+    /** Device idle before the step: the previous step's end event to this start event (0 first). */
+    deviceIdleMs: new Float64Array(capacity),
+    /** Host time from seeing the previous step done to starting this launch (0 first). */
+    hostGapMs: new Float64Array(capacity),
+  };
+}
+
+/** The columns of a step profile: one typed array per figure, one element per step. */
+export type StepColumns = Readonly<ReturnType<typeof stepColumns>>;
+
+/**
+ * The recorded steps, `count` of them valid in each column: decode rows, prefill rows and
+ * tokens, logit rows, K/V positions read, attention pairs, whether a graph ran, device time,
+ * device idle before the step and host gap before its launch.
+ */
+export interface StepProfileData extends StepColumns {
   /** Steps recorded. */
   readonly count: number;
   /** Steps not recorded because the columns were full. */
   readonly dropped: number;
-  readonly decodeRows: Int32Array;
-  readonly prefillRows: Int32Array;
-  readonly prefillTokens: Int32Array;
-  readonly logitRows: Int32Array;
-  /** K/V positions read (decode contexts plus prefill chunks' contexts at their end). */
-  readonly kvTokensRead: Float64Array;
-  /** (query, key) pairs scored by attention, per layer and head group. */
-  readonly attentionPairs: Float64Array;
-  /** 1 if the step replayed a captured graph. */
-  readonly graph: Uint8Array;
-  /** Device time of the step, start event to end event. */
-  readonly deviceMs: Float64Array;
-  /** Device idle before the step: the previous step's end event to this start event (0 first). */
-  readonly deviceIdleMs: Float64Array;
-  /** Host time from seeing the previous step done to starting this launch (0 first). */
-  readonly hostGapMs: Float64Array;
 }
 
 /** Events of one step in flight. */
@@ -67,19 +80,9 @@ interface Slot {
 }
 
 /** Records steps into preallocated columns; see the module doc. */
-export class StepProfiler implements StepProfileData {
-  count = 0;
-  dropped = 0;
-  readonly decodeRows: Int32Array;
-  readonly prefillRows: Int32Array;
-  readonly prefillTokens: Int32Array;
-  readonly logitRows: Int32Array;
-  readonly kvTokensRead: Float64Array;
-  readonly attentionPairs: Float64Array;
-  readonly graph: Uint8Array;
-  readonly deviceMs: Float64Array;
-  readonly deviceIdleMs: Float64Array;
-  readonly hostGapMs: Float64Array;
+export class StepProfiler {
+  /** What has been recorded; the columns are live, read them between steps. */
+  readonly data: { count: number; dropped: number } & StepColumns;
 
   readonly #stream: Stream;
   // Enough slots for steps in flight; a step's end event stays needed until the next one ends.
@@ -96,16 +99,7 @@ export class StepProfiler implements StepProfileData {
    */
   constructor(backend: Backend, stream: Stream, capacity = 1 << 16) {
     this.#stream = stream;
-    this.decodeRows = new Int32Array(capacity);
-    this.prefillRows = new Int32Array(capacity);
-    this.prefillTokens = new Int32Array(capacity);
-    this.logitRows = new Int32Array(capacity);
-    this.kvTokensRead = new Float64Array(capacity);
-    this.attentionPairs = new Float64Array(capacity);
-    this.graph = new Uint8Array(capacity);
-    this.deviceMs = new Float64Array(capacity);
-    this.deviceIdleMs = new Float64Array(capacity);
-    this.hostGapMs = new Float64Array(capacity);
+    this.data = { count: 0, dropped: 0, ...stepColumns(capacity) };
     for (let i = 0; i < 4; i++) {
       this.#slots.push({ start: backend.createEvent(), end: backend.createEvent(), index: -1 });
     }
@@ -121,11 +115,11 @@ export class StepProfiler implements StepProfileData {
       throw new Error("StepProfiler: more steps in flight than event slots");
     }
     this.#launched++;
-    const i = this.count < this.decodeRows.length ? this.count++ : -1;
+    const i = this.data.count < this.data.decodeRows.length ? this.data.count++ : -1;
     slot.index = i;
     slot.start.record(this.#stream);
     if (i < 0) {
-      this.dropped++;
+      this.data.dropped++;
       return;
     }
     let kv = 0, pairs = 0, prefillTokens = 0, logits = 0;
@@ -143,20 +137,20 @@ export class StepProfiler implements StepProfileData {
         prefillTokens += plan.numTokens[e];
       }
     }
-    this.decodeRows[i] = plan.numDecodes;
-    this.prefillRows[i] = plan.count - plan.numDecodes;
-    this.prefillTokens[i] = prefillTokens;
-    this.logitRows[i] = logits;
-    this.kvTokensRead[i] = kv;
-    this.attentionPairs[i] = pairs;
-    this.hostGapMs[i] = this.#doneAt < 0 ? 0 : performance.now() - this.#doneAt;
+    this.data.decodeRows[i] = plan.numDecodes;
+    this.data.prefillRows[i] = plan.count - plan.numDecodes;
+    this.data.prefillTokens[i] = prefillTokens;
+    this.data.logitRows[i] = logits;
+    this.data.kvTokensRead[i] = kv;
+    this.data.attentionPairs[i] = pairs;
+    this.data.hostGapMs[i] = this.#doneAt < 0 ? 0 : performance.now() - this.#doneAt;
   }
 
   /** Call right after the step's launches: records the end event and whether a graph ran. */
   afterLaunch(replayedGraph: boolean): void {
     const slot = this.#slots[(this.#launched - 1) % this.#slots.length];
     slot.end.record(this.#stream);
-    if (slot.index >= 0) this.graph[slot.index] = replayedGraph ? 1 : 0;
+    if (slot.index >= 0) this.data.graph[slot.index] = replayedGraph ? 1 : 0;
   }
 
   /**
@@ -169,8 +163,10 @@ export class StepProfiler implements StepProfileData {
     this.#finished++;
     const i = slot.index;
     if (i >= 0) {
-      this.deviceMs[i] = slot.end.elapsedMsSince(slot.start);
-      this.deviceIdleMs[i] = this.#lastEnd === null ? 0 : slot.start.elapsedMsSince(this.#lastEnd);
+      this.data.deviceMs[i] = slot.end.elapsedMsSince(slot.start);
+      this.data.deviceIdleMs[i] = this.#lastEnd === null
+        ? 0
+        : slot.start.elapsedMsSince(this.#lastEnd);
     }
     this.#lastEnd = slot.end;
   }
@@ -179,15 +175,15 @@ export class StepProfiler implements StepProfileData {
   stepFailed(): void {
     const slot = this.#slots[this.#finished % this.#slots.length];
     this.#finished++;
-    if (slot.index >= 0) this.deviceMs[slot.index] = NaN;
+    if (slot.index >= 0) this.data.deviceMs[slot.index] = NaN;
     this.#lastEnd = null;
     this.#doneAt = -1;
   }
 
   /** Starts over (keeps the columns): e.g. after a warm-up. */
   reset(): void {
-    this.count = 0;
-    this.dropped = 0;
+    this.data.count = 0;
+    this.data.dropped = 0;
     this.#lastEnd = null;
     this.#doneAt = -1;
   }

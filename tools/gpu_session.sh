@@ -2,15 +2,7 @@
 # One batched run on the GPU machine (device tool, carry [".device"]):
 #   bash tools/gpu_session.sh [fixtures] [tests] [launch] [kernels] [decode-pdl]
 # Each step's full output goes to $OUT/<step>.log; a short summary is printed last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/denali-out}"
-mkdir -p "$OUT"
-# The module cache may travel packed (tar -cJf .device/deno_dir.txz -C .device deno_dir) when the
-# working tree and .device together pass the device tool's 64 MiB carry limit.
-if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
-  tar -xJf .device/deno_dir.txz -C .device
-fi
+source "$(dirname "$0")/device_env.sh"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(fixtures tests launch kernels)
 run() { bash .device/gpu.sh "$@"; }

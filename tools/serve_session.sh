@@ -15,11 +15,8 @@
 # Expected wall time on an H100: server start under a minute, 1000:256 about 40 s, 200:256 about
 # 15 s, 16:1 about 30 s, HF about 1-3 min (Python start and model build about 30 s, then the run,
 # cut off by its deadline with a PARTIAL report if it would pass the budget).
-set -uo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/device_env.sh"
 root="$PWD"
-OUT="${OUT:-/tmp/denali-out}"
-mkdir -p "$OUT"
 HF="${HF-200:256}"
 HF_SEED="${HF_SEED:-1}"
 BUDGET_S="${BUDGET_S:-560}"

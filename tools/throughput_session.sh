@@ -7,13 +7,7 @@
 #   bash tools/throughput_session.sh "new:.:--offline" "base:.base:--offline"
 # Logs: $OUT/<label>.log (and $OUT/<label>_steps.json, every profiled step's columns).
 # Knobs: RUN_S (240: limit of each run), REQUESTS (1000).
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/denali-out}"
-mkdir -p "$OUT"
-if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
-  tar -xJf .device/deno_dir.txz -C .device
-fi
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "tree: $(cat .device/commit 2>/dev/null || echo unknown) (written by the caller: git rev-parse --short HEAD > .device/commit)"
 root="$PWD"

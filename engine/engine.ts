@@ -652,6 +652,7 @@ export class Engine {
       promptIds: ids,
       stop: params.stop,
       logprobs: params.logprobs !== null,
+      minTokens: params.minTokens,
     });
     const seq = new Sequence(ids, params);
     const stream = new ChunkStream(() => this.#cancel(seq.id));

@@ -47,6 +47,11 @@ export interface OutputTextOptions {
   readonly stop: readonly string[];
   /** Whether the request wants logprobs, so tokens must be placed in the text. */
   readonly logprobs: boolean;
+  /**
+   * vLLM's `min_tokens`: a stop string must end in text of a later token (text of the first
+   * minTokens tokens is not searched, as vLLM's `stop_check_offset`); 0 by default.
+   */
+  readonly minTokens?: number;
 }
 
 const NO_ENTRIES: readonly LogprobEntry[] = Object.freeze([]);
@@ -79,6 +84,8 @@ export class OutputText {
   readonly #stop: readonly string[];
   readonly #longestStop: number;
   readonly #logprobs: boolean;
+  readonly #minTokens: number;
+  #tokens = 0;
   /** Decoded text not released yet (held back for stop strings). */
   #pending = "";
   /** Length of #pending already searched for stop strings. */
@@ -112,6 +119,7 @@ export class OutputText {
     for (const s of options.stop) longest = Math.max(longest, s.length);
     this.#longestStop = longest;
     this.#logprobs = options.logprobs;
+    this.#minTokens = options.minTokens ?? 0;
     // The decoder starts from the prompt's last few ids; token placement starts there too.
     this.#context = promptIds.slice(-PROMPT_CONTEXT);
   }
@@ -165,6 +173,7 @@ export class OutputText {
 
   /** Feeds a token to the decoder and places what it released. */
   #add(id: number, logprobs: TokenLogprobs | undefined): void {
+    this.#tokens++;
     const decoder = this.#decoder;
     if (decoder === null) {
       // No text at all (no tokenizer): every token starts at 0.
@@ -189,6 +198,10 @@ export class OutputText {
   #matchStop(): boolean {
     if (this.#stop.length === 0 || this.stopString !== null) return this.stopString !== null;
     const text = this.#pending;
+    if (this.#tokens <= this.#minTokens) {
+      this.#scanned = text.length;
+      return false;
+    }
     // A match that ends in the new text starts at most longest − 1 characters before it.
     const from = Math.max(0, this.#scanned - this.#longestStop + 1);
     this.#scanned = text.length;

@@ -71,8 +71,8 @@ export interface SamplingParams {
   readonly allowedTokenIds: readonly number[] | null;
   /**
    * vLLM's `min_tokens`: EOS (unless ignoreEos) and `stopTokenIds` cannot be sampled before
-   * this many tokens are generated; at most maxTokens. Stop strings still match (vLLM also holds
-   * them back).
+   * this many tokens are generated; at most maxTokens. A stop string must end in text of a
+   * later token (engine/request_text.ts), as in vLLM.
    */
   readonly minTokens: number;
   /**

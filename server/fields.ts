@@ -35,6 +35,8 @@ const COMMON = [
   "n",
   "logprobs",
   "return_tokens_as_token_ids",
+  "min_tokens",
+  "allowed_token_ids",
 ];
 
 /** Fields only one endpoint implements. */
@@ -71,8 +73,6 @@ const UNSUPPORTED: Readonly<Record<string, readonly unknown[]>> = {
   parallel_tool_calls: [true, false],
   functions: [],
   function_call: ["none", "auto"],
-  min_tokens: [0],
-  allowed_token_ids: [],
   bad_words: [],
   logits_processors: [],
   use_beam_search: [false],

@@ -217,14 +217,10 @@ export class Routes {
       badField(field, `token id ${id} is outside the vocabulary [0, ${vocab})`);
     const stopId = (req.params.stopTokenIds ?? []).find(outside);
     if (stopId !== undefined) throw bad("stop_token_ids", stopId);
-    const biased = req.logitBias.find(([id]) => outside(id));
+    const biased = (req.params.logitBias ?? []).find(([id]) => outside(id));
     if (biased !== undefined) throw bad("logit_bias", biased[0]);
-    if (req.logitBias.length > 0) {
-      throw badField(
-        "logit_bias",
-        "is checked but not applied yet: this engine's sampler has no logit bias; leave it out",
-      );
-    }
+    const allowed = (req.params.allowedTokenIds ?? []).find(outside);
+    if (allowed !== undefined) throw bad("allowed_token_ids", allowed);
   }
 
   /** The engine tokenizes and checks the prompt; its errors become 400s naming the field. */

@@ -31,11 +31,6 @@ export interface GenerationRequest {
   readonly model: string | null;
   /** Echo the prompt before the completion (completions only). */
   readonly echo: boolean;
-  /**
-   * OpenAI's `logit_bias` as [tokenId, bias] pairs (ids checked against the vocabulary by the
-   * routes, which know it); empty when not given.
-   */
-  readonly logitBias: readonly (readonly [number, number])[];
   /** vLLM's `return_tokens_as_token_ids`: name logprobs tokens `token_id:<id>`. */
   readonly tokensAsIds: boolean;
 }
@@ -116,19 +111,37 @@ function logitBias(body: Body): [number, number][] {
   });
 }
 
-/** vLLM's stop_token_ids: a list of token ids that end generation. */
-function stopTokenIds(body: Body): number[] | undefined {
-  const value = body.stop_token_ids;
+/** A list of token ids (vLLM's stop_token_ids, allowed_token_ids); ids >= vocab: routes. */
+function tokenIds(body: Body, key: string): number[] | undefined {
+  const value = body[key];
   if (value === undefined || value === null) return undefined;
   if (!Array.isArray(value)) {
-    throw badField("stop_token_ids", `must be an array of token ids, got ${describe(value)}`);
+    throw badField(key, `must be an array of token ids, got ${describe(value)}`);
   }
   return value.map((id, i) => {
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > 0x7fffffff) {
-      throw badField("stop_token_ids", `item ${i} must be a token id (an integer >= 0)`);
+      throw badField(key, `item ${i} must be a token id (an integer >= 0)`);
     }
     return id;
   });
+}
+
+/** vLLM's allowed_token_ids: only these may be sampled; an empty list would allow none. */
+function allowedTokenIds(body: Body): number[] | undefined {
+  const ids = tokenIds(body, "allowed_token_ids");
+  if (ids !== undefined && ids.length === 0) {
+    throw badField("allowed_token_ids", "must name at least one token (empty allows none)");
+  }
+  return ids;
+}
+
+/** vLLM's min_tokens: no stop token or stop string before this many tokens; <= max_tokens. */
+function minTokens(body: Body, maxTokens: number | undefined): number | undefined {
+  const min = optInteger(body, "min_tokens", 0, Number.MAX_SAFE_INTEGER);
+  if (min !== undefined && maxTokens !== undefined && min > maxTokens) {
+    throw badField("min_tokens", `must be at most max_tokens (${maxTokens}), got ${min}`);
+  }
+  return min;
 }
 
 function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
@@ -185,10 +198,12 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
     model: typeof model === "string" ? model : null,
     stream,
     includeUsage,
-    logitBias: logitBias(body),
     tokensAsIds: optBoolean(body, "return_tokens_as_token_ids") ?? false,
     params: {
-      stopTokenIds: stopTokenIds(body),
+      stopTokenIds: tokenIds(body, "stop_token_ids"),
+      logitBias: logitBias(body),
+      allowedTokenIds: allowedTokenIds(body),
+      minTokens: minTokens(body, maxTokens),
       maxTokens,
       temperature: optNumber(body, "temperature", 0, 2),
       topP: optNumber(body, "top_p", Number.MIN_VALUE, 1),

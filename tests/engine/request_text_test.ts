@@ -95,6 +95,44 @@ Deno.test("output text: every stop string taken from the text cuts at its first 
   assert.ok(cases > 50, `${cases} cases`);
 });
 
+Deno.test("output text: before min_tokens, no stop string can end", () => {
+  const text = "ab ab ab";
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  const withMin = (minTokens: number) => {
+    const out = new OutputText({
+      texts,
+      promptIds: prompt,
+      stop: ["ab"],
+      logprobs: false,
+      minTokens,
+    });
+    let sent = "";
+    for (let i = 0; i < ids.length; i++) {
+      const stopped = out.push(ids[i], undefined);
+      sent += out.text;
+      if (stopped) return { sent, used: i + 1 };
+    }
+    return { sent, used: ids.length };
+  };
+  // The reference: the first token after the first min_tokens whose text completes "ab".
+  const decodedAt = (n: number) => decode(ids.slice(0, n));
+  for (let min = 0; min < ids.length; min++) {
+    let ends = -1;
+    for (let n = min + 1; n <= ids.length && ends < 0; n++) {
+      const at = decodedAt(n).indexOf("ab", Math.max(0, decodedAt(min).length - 1));
+      if (at >= 0) ends = n;
+    }
+    const got = withMin(min);
+    if (ends < 0) {
+      assert.equal(got.sent, text, `min ${min}`);
+      continue;
+    }
+    assert.equal(got.used, ends, `min ${min}`);
+    const cut = decodedAt(ends);
+    assert.equal(got.sent, cut.slice(0, cut.indexOf("ab", Math.max(0, decodedAt(min).length - 1))));
+  }
+});
+
 Deno.test("output text: a stop token adds no text but has its entry at the end", () => {
   const cut = output.slice(0, 4);
   const stopId = output[4]; // an ordinary token used as a stop token id

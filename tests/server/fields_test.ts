@@ -85,6 +85,64 @@ Deno.test({
         }
       });
 
+      await t.step("logit_bias, allowed_token_ids and min_tokens steer sampling", async () => {
+        const promptIds = tokenizer.encode("Once upon a time");
+        const greedy = async (extra: Record<string, unknown>) => {
+          const res = await (await post(c, {
+            model,
+            prompt: promptIds,
+            max_tokens: 4,
+            temperature: 0,
+            ignore_eos: true,
+            logprobs: 0,
+            return_tokens_as_token_ids: true,
+            ...extra,
+          })).json();
+          assert(res.choices, JSON.stringify(res));
+          const lp = res.choices[0].logprobs;
+          return {
+            ids: lp.tokens.map((t: string) => Number(t.slice("token_id:".length))) as number[],
+            logprobs: lp.token_logprobs as number[],
+          };
+        };
+        // The reference: the model's own logits for the first token.
+        const logits = await engine.lastLogits(promptIds);
+        const argmax = (row: ArrayLike<number>) => {
+          let best = 0;
+          for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+          return best;
+        };
+        const top = argmax(logits);
+        const plain = await greedy({});
+        assert.deepStrictEqual(plain.ids[0], top);
+        // -100 on the top token: the first token is the argmax of the biased logits.
+        const biased = Float32Array.from(logits);
+        biased[top] -= 100;
+        const banned = await greedy({ logit_bias: { [String(top)]: -100 } });
+        assert.deepStrictEqual(banned.ids[0], argmax(biased));
+        assert(!banned.ids.includes(top), `token ${top} still sampled: ${banned.ids}`);
+        // +100 on one token: it wins every step; its reported logprob stays the raw model's.
+        const forced = 7 === top ? 8 : 7;
+        const pushed = await greedy({ logit_bias: { [String(forced)]: 100 } });
+        assert.deepStrictEqual(pushed.ids, [forced, forced, forced, forced]);
+        let max = -Infinity;
+        for (const l of logits) max = Math.max(max, l);
+        let sum = 0;
+        for (const l of logits) sum += Math.exp(l - max);
+        const raw = logits[forced] - max - Math.log(sum);
+        assert(Math.abs(pushed.logprobs[0] - raw) < 1e-4, `${pushed.logprobs[0]} vs ${raw}`);
+        // allowed_token_ids: every token is one of them.
+        const allowed = [11, 12, 13];
+        const kept = await greedy({ allowed_token_ids: allowed });
+        assert(kept.ids.every((id) => allowed.includes(id)), `${kept.ids}`);
+        // min_tokens: checked against max_tokens.
+        await r400(c, { prompt: "x", max_tokens: 2, min_tokens: 3 }, "min_tokens");
+        await r400(c, { prompt: "x", allowed_token_ids: [] }, "allowed_token_ids");
+        await r400(c, { prompt: "x", allowed_token_ids: [1e6] }, "allowed_token_ids");
+        const min = await post(c, { prompt: "x", max_tokens: 3, min_tokens: 3 });
+        assert.deepStrictEqual((await min.json()).usage.completion_tokens, 3);
+      });
+
       await t.step("unknown fields and unsupported ones get a 400 naming them", async () => {
         const e = await r400(c, { prompt: "x", temprature: 0.5 }, "temprature");
         assert.match(e.message, /unrecognized request argument/);
@@ -95,12 +153,10 @@ Deno.test({
             ["response_format", { type: "json_object" }],
             ["guided_regex", "a+"],
             ["guided_choice", ["a", "b"]],
-            ["min_tokens", 3],
             ["use_beam_search", true],
             ["include_stop_str_in_output", true],
             ["skip_special_tokens", false],
             ["bad_words", ["x"]],
-            ["allowed_token_ids", [1, 2]],
           ] as const
         ) {
           const u = await r400(c, { prompt: "x", [field]: value }, field);
@@ -113,7 +169,6 @@ Deno.test({
           max_tokens: 1,
           user: "u1",
           metadata: { a: "b" },
-          min_tokens: 0,
           response_format: { type: "text" },
           skip_special_tokens: true,
           include_stop_str_in_output: false,

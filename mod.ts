@@ -27,6 +27,20 @@
  * stream.synchronize();
  * ```
  *
+ * @example Compile a kernel at run time and launch it like Denali's own (needs a GPU and NVRTC)
+ * ```ts ignore
+ * import { compileKernels, openBackend } from "./mod.ts";
+ * const gpu = openBackend("cuda");
+ * const mod = await compileKernels(gpu, `
+ *   extern "C" __global__ void scale(float* x, float a, int n) {
+ *     int i = blockIdx.x * blockDim.x + threadIdx.x;
+ *     if (i < n) x[i] *= a;
+ *   }`, { name: "my_ops", arch: "auto" });
+ * const x = gpu.alloc(4 * 1024), stream = gpu.createStream();
+ * mod.launchers.scale.launch(4, 1, 1, 256, 1, 1, 0, stream, x, 2, 1024);
+ * stream.synchronize();
+ * ```
+ *
  * @module
  */
 
@@ -73,13 +87,30 @@ export {
   type LoadedVariant,
 } from "./kernels/launcher.ts";
 export { imagePath, type LoadedKernels, loadKernels } from "./kernels/modules.ts";
-export type {
-  Assumption,
-  KernelParam,
-  KernelSignature,
-  KernelSpec,
-  ParamType,
-  VariantSpec,
+export {
+  type CompiledKernels,
+  compileKernels,
+  type CompileKernelsOptions,
+  defaultKernelCacheDir,
+  KernelSourceError,
+  type PrecompiledKernels,
+} from "./kernels/compile.ts";
+export {
+  CompileError,
+  openRuntimeCompiler,
+  RtcError,
+  type RtcOutput,
+  RuntimeCompiler,
+  type RuntimeCompilerOptions,
+} from "./backends/rtc.ts";
+export {
+  type Assumption,
+  type KernelParam,
+  type KernelSignature,
+  type KernelSpec,
+  type ParamType,
+  parseKernels,
+  type VariantSpec,
 } from "./kernels/signature.ts";
 export { KERNEL_MODULES } from "./kernels/manifest.ts";
 export {

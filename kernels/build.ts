@@ -13,81 +13,10 @@
  */
 
 import { parseArgs } from "node:util";
-import type { Assumption, KernelParam, KernelSpec, ParamType, VariantSpec } from "./signature.ts";
+import { type KernelSpec, parseKernels } from "./signature.ts";
 import { ARCH_SPECIFIC_PTX, HSACO_ARCHS, PTX_ARCHS } from "./targets.ts";
 
-const KERNEL_LINE = /^extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{/;
-const VARIANT_LINE = /^\/\/ variant-of (\w+):((?:\s+\w+=\w+)+)\s*$/;
-const SCALAR_TYPES: Record<string, ParamType> = {
-  int32_t: "i32",
-  uint32_t: "u32",
-  int64_t: "i64",
-  uint64_t: "u64",
-  float: "f32",
-  f16_bits: "f16",
-  bf16_bits: "bf16",
-};
-const ASSUMPTIONS: readonly Assumption[] = ["aligned16", "one", "div16"];
-
-/** Reads the kernels of one source file; throws naming the file and line on anything unknown. */
-export function parseKernels(source: string, file: string): KernelSpec[] {
-  const kernels = new Map<string, { params: KernelParam[]; variants: VariantSpec[] }>();
-  let pendingVariant: { of: string; assumes: Record<string, Assumption> } | null = null;
-  source.split("\n").forEach((line, index) => {
-    const where = `${file}:${index + 1}`;
-    const variant = VARIANT_LINE.exec(line);
-    if (variant) {
-      const assumes: Record<string, Assumption> = {};
-      for (const pair of variant[2].trim().split(/\s+/)) {
-        const [param, assumption] = pair.split("=");
-        if (!ASSUMPTIONS.includes(assumption as Assumption)) {
-          throw new Error(`${where}: unknown assumption '${assumption}' (use ${ASSUMPTIONS})`);
-        }
-        assumes[param] = assumption as Assumption;
-      }
-      pendingVariant = { of: variant[1], assumes };
-      return;
-    }
-    const kernel = KERNEL_LINE.exec(line);
-    if (!kernel) return;
-    const [, name, list] = kernel;
-    const params = list.trim() === "" ? [] : list.split(",").map((raw) => parseParam(raw, where));
-    if (pendingVariant) {
-      const base = kernels.get(pendingVariant.of);
-      if (!base) throw new Error(`${where}: variant of unknown kernel ${pendingVariant.of}`);
-      const same = JSON.stringify(base.params.map((p) => p.type)) ===
-        JSON.stringify(params.map((p) => p.type));
-      if (!same) throw new Error(`${where}: ${name} must take the same parameters as its base`);
-      for (const param of Object.keys(pendingVariant.assumes)) {
-        if (!params.some((p) => p.name === param)) {
-          throw new Error(`${where}: ${name} assumes something of '${param}', not a parameter`);
-        }
-      }
-      base.variants.push({ symbol: name, assumes: pendingVariant.assumes });
-      pendingVariant = null;
-      return;
-    }
-    kernels.set(name, { params, variants: [{ symbol: name, assumes: {} }] });
-  });
-  return [...kernels].map(([name, k]) => ({ name, params: k.params, variants: k.variants }));
-}
-
-function parseParam(raw: string, where: string): KernelParam {
-  const text = raw.trim().replace(/\s+/g, " ");
-  const match = /^(?:const )?([\w:]+)\s*(\*?)\s*(?:__restrict__ )?(\w+)$/.exec(text);
-  if (!match) throw new Error(`${where}: cannot read parameter '${text}'`);
-  const [, type, star, name] = match;
-  if (star) return { name, type: "ptr" };
-  const mapped = SCALAR_TYPES[type];
-  if (!mapped) {
-    throw new Error(
-      `${where}: parameter '${text}' has type ${type}; use a pointer or one of ${
-        Object.keys(SCALAR_TYPES).join(", ")
-      }`,
-    );
-  }
-  return { name, type: mapped };
-}
+export { parseKernels };
 
 /** Renders one module's generated manifest file (kernels/manifest/<module>.ts). */
 export function renderModuleManifest(kernels: readonly KernelSpec[]): string {

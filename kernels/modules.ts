@@ -98,11 +98,38 @@ export async function loadKernels(
     ? { format: "ptx", text: await response.text() }
     : { format: "hsaco", bytes: new Uint8Array(await response.arrayBuffer()) };
   const module = backend.loadModule(image);
-  const launchers: Record<string, KernelLauncher> = {};
-  for (const spec of specs) launchers[spec.name] = launcherOf(abi, module, spec, options);
+  const launchers = launchersOf(backend, module, specs, options, moduleName);
   // "ptx/<module>.<target>.ptx" or "hsaco/<module>.<target>.hsaco"; module names have no dots.
   const target = path.split("/")[1].split(".")[1];
   return { module, specs, launchers, target };
+}
+
+/**
+ * One generated launcher per kernel of `specs` over `module` (loaded from `moduleName`).
+ * @throws Error naming the kernel when the image lacks one the specs declare
+ */
+export function launchersOf(
+  backend: Backend,
+  module: DeviceModule,
+  specs: readonly KernelSpec[],
+  options: LauncherOptions,
+  moduleName: string,
+): Record<string, KernelLauncher> {
+  const abi = backend.launchAbi;
+  if (!abi) throw new Error(`the ${backend.kind} backend cannot launch device kernels`);
+  const launchers: Record<string, KernelLauncher> = {};
+  for (const spec of specs) {
+    try {
+      launchers[spec.name] = launcherOf(abi, module, spec, options);
+    } catch (error) {
+      throw new Error(
+        `${moduleName}: kernel ${spec.name} is declared but its image has no such function ` +
+          `(is it extern "C" and compiled into the image?): ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+  return launchers;
 }
 
 /**

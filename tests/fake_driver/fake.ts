@@ -202,3 +202,63 @@ export function openFakeControl(path: string): FakeControl {
     close: () => lib.close(),
   };
 }
+
+/** Typed access to the fake run-time compiler's `fake_rtc_*` control exports. */
+export interface FakeRtcControl {
+  /** Compiles run since load or reset. */
+  compileCount(): number;
+  /** The target the last compile was asked for. */
+  lastArch(): string;
+  /** Makes the next createProgram return `code`. */
+  failNextCreate(code: number): void;
+  /** Clears the counter, the last target and a queued failure. */
+  reset(): void;
+  /** Closes this handle on the library. */
+  close(): void;
+}
+
+/**
+ * Compiles the fake NVRTC (`fake_nvrtc.c`; hipRTC with `hip`) once per process and returns the
+ * library's path, with its control exports opened on the same path.
+ */
+export function buildFakeRtc(hip = false): { path: string; control: FakeRtcControl } {
+  const name = hip ? "libfake_hiprtc.so" : "libfake_nvrtc.so";
+  let path = built.get(name);
+  if (!path) {
+    // The driver's build makes the shared temp folder; reuse it.
+    const driver = buildFakeDriver();
+    path = `${driver.slice(0, driver.lastIndexOf("/"))}/${name}`;
+    const source = decodeURIComponent(new URL("./fake_nvrtc.c", import.meta.url).pathname);
+    const args = ["-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-o", path, source];
+    if (hip) args.unshift("-DFAKE_HIP");
+    const result = new Deno.Command("gcc", { args, stdout: "piped", stderr: "piped" }).outputSync();
+    if (!result.success) {
+      throw new Error(`gcc failed to build ${name}:\n${new TextDecoder().decode(result.stderr)}`);
+    }
+    built.set(name, path);
+  }
+  const lib = Deno.dlopen(
+    path,
+    {
+      fake_rtc_compile_count: { parameters: [], result: "u64" },
+      fake_rtc_last_arch: { parameters: ["buffer", "i32"], result: "i32" },
+      fake_rtc_fail_next_create: { parameters: ["i32"], result: "void" },
+      fake_rtc_reset: { parameters: [], result: "void" },
+    } as const,
+  );
+  const s = lib.symbols;
+  return {
+    path,
+    control: {
+      compileCount: () => Number(s.fake_rtc_compile_count()),
+      lastArch() {
+        const out = new Uint8Array(64);
+        s.fake_rtc_last_arch(out, out.length);
+        return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
+      },
+      failNextCreate: (code) => s.fake_rtc_fail_next_create(code),
+      reset: () => s.fake_rtc_reset(),
+      close: () => lib.close(),
+    },
+  };
+}

@@ -59,7 +59,7 @@ export type {
   Stream,
 } from "./backends/backend.ts";
 export { DeviceBuffer } from "./backends/backend.ts";
-export type { AttentionShape, LlamaOps, RopeTable, SamplingBuffers } from "./backends/ops.ts";
+export type { AttentionShape, ModelOps, RopeTable, SamplingBuffers } from "./ops/ops.ts";
 export { decodeBf16, encodeBf16, fromBf16Bits, roundBf16, toBf16Bits } from "./backends/bf16.ts";
 export {
   DriverError,

@@ -1,11 +1,10 @@
 /**
- * The one interface every device implements. The engine and the kernels see only these types;
- * `CUstream`, `hipStream_t` and friends stay inside the backend that owns them.
+ * The one interface every device implements: memory, streams, events, modules, launches and
+ * graphs, and nothing of any model. The operators (ops/), the runner and the engine see only these
+ * types; `CUstream`, `hipStream_t` and friends stay inside the backend that owns them.
  *
  * @module
  */
-
-import type { LlamaOps } from "./ops.ts";
 
 /** The device families Denali can run on. */
 export type BackendKind = "cuda" | "hip" | "cpu";
@@ -263,9 +262,6 @@ export interface Backend {
 
   /** The vendor matrix library, when one was found; null otherwise. */
   readonly gemmAccelerator: GemmAccelerator | null;
-
-  /** Loads the Llama operator set for this device (modules, launchers, or the CPU code). */
-  loadOps(): Promise<LlamaOps>;
 
   /** Releases the device context; the backend must not be used afterwards. */
   close(): void;

@@ -16,7 +16,6 @@ import type {
   Stream,
 } from "./backend.ts";
 import { DeviceBuffer } from "./backend.ts";
-import type { LlamaOps } from "./ops.ts";
 
 const NO_MODULES = "the CPU backend runs built-in TypeScript operators, not device modules; " +
   "use --backend cuda or --backend hip for PTX, cubin or HSACO";
@@ -138,11 +137,6 @@ export class CpuBackend implements Backend {
 
   endCapture(): DeviceGraph {
     throw new Error(NO_GRAPHS);
-  }
-
-  async loadOps(): Promise<LlamaOps> {
-    const { cpuOps } = await import("./cpu/index.ts");
-    return cpuOps();
   }
 
   close(): void {

@@ -22,7 +22,6 @@ import type {
 import { DeviceBuffer } from "./backend.ts";
 import type { DriverNames, DriverRole, DriverSymbols } from "./driver_ffi.ts";
 import { DriverError, ModuleLoadError } from "./errors.ts";
-import type { LlamaOps } from "./ops.ts";
 
 /** What a concrete driver (CUDA or HIP) supplies to the shared GPU backend. */
 export interface DriverAdapter {
@@ -307,12 +306,6 @@ export class GpuBackend implements Backend {
         this.check(sym.graphDestroy(graph), "graphDestroy");
       }),
     };
-  }
-
-  async loadOps(): Promise<LlamaOps> {
-    // Imported on demand: the kernels import the backend types, not the other way round.
-    const { loadGpuOps } = await import("../kernels/gpu_ops.ts");
-    return loadGpuOps(this);
   }
 
   close(): void {

@@ -11,7 +11,8 @@
 import { parseArgs } from "node:util";
 import type { DeviceBuffer } from "../backends/backend.ts";
 import { CpuBackend } from "../backends/cpu.ts";
-import type { AttentionShape } from "../backends/ops.ts";
+import { loadOps } from "../ops/load.ts";
+import type { AttentionShape } from "../ops/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../engine/rope.ts";
 import { helpRequested } from "../tools/cli.ts";
 
@@ -36,7 +37,7 @@ async function main(): Promise<void> {
   const qkvRows = (heads + 2 * kvHeads) * headDim;
 
   const cpu = new CpuBackend();
-  const ops = await cpu.loadOps();
+  const ops = await loadOps(cpu);
   const stream = cpu.defaultStream;
 
   /** A bf16 buffer of `count` values filled with a cheap repeating pseudo-random pattern. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { loadOps } from "../ops/load.ts";
 import type { Backend, Stream } from "../backends/backend.ts";
 import type { DeviceCeilings } from "../engine/roofline.ts";
 import { medianUs, printBench, readOnlyKernel } from "./kernels/measure.ts";
@@ -26,7 +27,7 @@ export async function measureCeilings(backend: Backend, stream: Stream): Promise
     for (const s of sources) backend.free(s);
   }
 
-  const ops = await backend.loadOps();
+  const ops = await loadOps(backend);
   const m = 4096, n = 28672, k = 4096;
   const a = backend.alloc(m * k * 2), w = backend.alloc(n * k * 2), c = backend.alloc(m * n * 2);
   let peakTflops: number;

@@ -30,7 +30,8 @@
 import { setImmediate } from "node:timers";
 import { basename } from "node:path";
 import type { Backend } from "../backends/backend.ts";
-import type { LlamaOps } from "../backends/ops.ts";
+import { loadOps } from "../ops/load.ts";
+import type { ModelOps } from "../ops/ops.ts";
 import { type BackendChoice, openBackend } from "../backends/select.ts";
 import { batchLimits, SMALL_DEVICE_LIMITS } from "./batch_limits.ts";
 import { BlockManager } from "./block_manager.ts";
@@ -87,6 +88,11 @@ export interface EngineOptions {
    * idle and host gaps. Default: on when `DENALI_PROFILE` includes `steps`.
    */
   readonly profile?: boolean;
+  /**
+   * The operators to run with, loaded for `backend`; default `loadOps(backend)`. Tests pass
+   * wrapped operators to record launches or inject failures.
+   */
+  readonly ops?: ModelOps;
 }
 
 /** A model to run with seeded random weights instead of a checkpoint. */
@@ -462,7 +468,7 @@ export class Engine {
       });
       o.maxRunning = limits.maxRunning;
       o.maxBatchedTokens = limits.maxBatchedTokens;
-      const ops: LlamaOps = await backend.loadOps();
+      const ops: ModelOps = options.ops ?? await loadOps(backend);
       weights = typeof source === "string"
         ? await loadWeights(source, config, backend)
         : randomWeights(config, backend, ops, source.seed ?? 0);

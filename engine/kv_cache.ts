@@ -1,6 +1,6 @@
 /**
  * The paged KV cache on the device: per layer one K and one V buffer of
- * [numBlocks + 1, numKvHeads, blockSize, headDim] bf16 (the LlamaOps layout), and the sizing
+ * [numBlocks + 1, numKvHeads, blockSize, headDim] bf16 (the ModelOps layout), and the sizing
  * rule — as many blocks as a fraction of the free device memory holds, logged at start.
  *
  * The block after the usable ones is scratch: padded rows of a captured decode graph write no

@@ -3,7 +3,7 @@
  * buffer on one device, and `launch` / `ready` / `finish`, which run one scheduler step (a
  * {@link BatchPlan}) and return a sampled token for each entry that samples.
  *
- * Only the Backend interface and LlamaOps are used, so the same code runs on CUDA, HIP and the
+ * Only the Backend interface and ModelOps are used, so the same code runs on CUDA, HIP and the
  * CPU. All buffers are allocated in the constructor (the KV cache in `allocateKvCache`, once
  * the engine knows how much memory is left), so a step allocates no device memory.
  *
@@ -37,7 +37,7 @@ import type {
   DeviceGraph,
   Stream,
 } from "../backends/backend.ts";
-import type { AttentionShape, LlamaOps, RopeTable } from "../backends/ops.ts";
+import type { AttentionShape, ModelOps, RopeTable } from "../ops/ops.ts";
 import { BatchInputs } from "./batch_inputs.ts";
 import { kvBytesPerBlock, KvCache, type KvCacheShape } from "./kv_cache.ts";
 import type { LlamaConfig } from "./config.ts";
@@ -119,7 +119,7 @@ export class LlamaModel {
   /** The device. */
   readonly backend: Backend;
   /** The device's operators. */
-  readonly ops: LlamaOps;
+  readonly ops: ModelOps;
   /** The weights (owned by the caller, who frees them). */
   readonly weights: LlamaWeights;
   /** The stream every step runs on (graphs cannot be captured on the default stream). */
@@ -199,11 +199,11 @@ export class LlamaModel {
    * {@link allocateKvCache}. On failure whatever was allocated is freed.
    *
    * @param backend the device
-   * @param ops the device's operators (`backend.loadOps()`)
+   * @param ops the device's operators (`await loadOps(backend)`)
    * @param weights the model's weights on that device
    * @param options sizes; see {@link LlamaModelOptions}
    */
-  constructor(backend: Backend, ops: LlamaOps, weights: LlamaWeights, options: LlamaModelOptions) {
+  constructor(backend: Backend, ops: ModelOps, weights: LlamaWeights, options: LlamaModelOptions) {
     const config = weights.config;
     for (const key of ["maxBatchedTokens", "maxRunning", "blockSize", "maxModelLen"] as const) {
       const value = options[key];

@@ -7,7 +7,7 @@
  */
 
 import type { Backend } from "../backends/backend.ts";
-import type { RopeTable } from "../backends/ops.ts";
+import type { RopeTable } from "../ops/ops.ts";
 
 /** Llama 3.1 "llama3" frequency scaling, as in a config's `rope_scaling`. */
 export interface Llama3RopeScaling {

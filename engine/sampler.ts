@@ -22,7 +22,7 @@
  */
 
 import type { Backend, DeviceBuffer, HostBuffer, Stream } from "../backends/backend.ts";
-import { bitmaskWords, type LlamaOps, type SamplingBuffers } from "../backends/ops.ts";
+import { bitmaskWords, type ModelOps, type SamplingBuffers } from "../ops/ops.ts";
 import { MAX_TOP_LOGPROBS, type Sequence } from "./sequence.ts";
 
 /** Log-probabilities of one sampled token, from the model's raw output distribution. */
@@ -54,7 +54,7 @@ export interface SampleRows {
 /** One step's sampling on a device; see the module doc. */
 export class Sampler {
   readonly #backend: Backend;
-  readonly #ops: LlamaOps;
+  readonly #ops: ModelOps;
   readonly #stream: Stream;
   readonly #vocab: number;
   readonly #owned: DeviceBuffer[] = [];
@@ -116,7 +116,7 @@ export class Sampler {
    * Allocates every buffer for `options.maxRows` rows on `stream`'s device; frees what it
    * allocated if one allocation fails.
    */
-  constructor(backend: Backend, ops: LlamaOps, stream: Stream, options: SamplerOptions) {
+  constructor(backend: Backend, ops: ModelOps, stream: Stream, options: SamplerOptions) {
     const { maxRows: R, vocab } = options;
     this.#backend = backend;
     this.#ops = ops;

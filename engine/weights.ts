@@ -28,7 +28,7 @@
 import { isAbsolute, join, normalize } from "node:path";
 import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
-import type { LlamaOps } from "../backends/ops.ts";
+import type { ModelOps } from "../ops/ops.ts";
 import { philox4x32 } from "../backends/philox.ts";
 import type { LlamaConfig } from "./config.ts";
 import {
@@ -625,14 +625,14 @@ function bufferSeed(seed: number, index: number): number {
  * default stream, which is synchronised before returning, so the weights are ready for any
  * stream. Whatever was allocated before a failure is freed.
  *
- * @param ops the device's operators (`await backend.loadOps()`); only `fillRandom` is used
+ * @param ops the device's operators (`await loadOps(backend)`); only `fillRandom` is used
  * @param seed an integer in 0..2^53-1
  * @throws RangeError for a bad seed; the backend's error when an allocation fails
  */
 export function randomWeights(
   config: LlamaConfig,
   backend: Backend,
-  ops: Pick<LlamaOps, "fillRandom">,
+  ops: Pick<ModelOps, "fillRandom">,
   seed: number,
 ): LlamaWeights {
   if (!Number.isSafeInteger(seed) || seed < 0) {

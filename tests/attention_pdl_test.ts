@@ -12,12 +12,12 @@ import type { DeviceBuffer, Stream } from "../backends/backend.ts";
 import { openCuda } from "../backends/cuda.ts";
 import { DriverError } from "../backends/errors.ts";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
-import type { AttentionShape } from "../backends/ops.ts";
+import type { AttentionShape } from "../ops/ops.ts";
 import {
   type AttentionKernelOptions,
   type GpuAttentionOps,
   loadAttentionOps,
-} from "../kernels/ops/attention.ts";
+} from "../ops/gpu/attention.ts";
 import {
   buildFakeDriver,
   type FakeControl,

@@ -17,7 +17,7 @@ import {
   type LauncherOptions,
   type LoadedVariant,
 } from "../kernels/launcher.ts";
-import { loadLinearOps } from "../kernels/ops/linear.ts";
+import { loadLinearOps } from "../ops/gpu/linear.ts";
 import { type KernelSignature, PARAM_BYTES } from "../kernels/signature.ts";
 import {
   buildFakeDriver,

@@ -20,8 +20,8 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
-import { loadAttentionOps } from "../../kernels/ops/attention.ts";
+import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import { loadAttentionOps } from "../../ops/gpu/attention.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
 

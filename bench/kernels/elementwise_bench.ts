@@ -15,11 +15,11 @@
 
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
+import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { ElementwiseOps } from "../../backends/ops.ts";
+import type { ElementwiseOps } from "../../ops/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
-import { loadElementwiseOps } from "../../kernels/ops/elementwise.ts";
+import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import {
   benchBuffers,
   medianUs,

@@ -22,7 +22,7 @@
  * configuration (`linear_gemv_sweep_r<rows>_k<split>_s<stages>`: 16 or 8 W rows per warp group,
  * K split 1, 2, 4 or 8, one or two steps in flight; all launched programmatically where the
  * device allows), then prints the fastest configuration per shape and M, to pick the defaults of
- * kernels/ops/linear.ts from one run.
+ * ops/gpu/linear.ts from one run.
  *
  * @module
  */
@@ -37,7 +37,7 @@ import {
   type LinearKernel,
   type LinearOptions,
   loadLinearOps,
-} from "../../kernels/ops/linear.ts";
+} from "../../ops/gpu/linear.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
 const SHAPES: [number, number][] = [

@@ -18,10 +18,10 @@
 
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuSamplingOps } from "../../backends/cpu/sampling.ts";
+import { cpuSamplingOps } from "../../ops/cpu/sampling.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { SamplingBuffers, SamplingOps } from "../../backends/ops.ts";
-import { loadSamplingOps } from "../../kernels/ops/sampling.ts";
+import type { SamplingBuffers, SamplingOps } from "../../ops/ops.ts";
+import { loadSamplingOps } from "../../ops/gpu/sampling.ts";
 import { randomArray } from "../../tests/support/numeric.ts";
 import {
   benchBuffers,

@@ -18,7 +18,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CpuBackend } from "../../backends/cpu.ts";
-import type { LlamaOps } from "../../backends/ops.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import type { ModelOps } from "../../ops/ops.ts";
 import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CONFIG_PRESETS, ConfigError, type LlamaConfig } from "../../engine/config.ts";
 import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
@@ -469,8 +470,9 @@ class GraphCpuBackend extends CpuBackend {
     super.copyToHost(dst, src);
   }
 
-  override async loadOps(): Promise<LlamaOps> {
-    const ops = await super.loadOps();
+  /** The CPU operators, wrapped to honour `fail` and to record during a capture. */
+  ops(): ModelOps {
+    const ops = cpuOps();
     const wrapped: Record<string, unknown> = { ...ops };
     for (const [name, value] of Object.entries(ops)) {
       if (typeof value !== "function" || name.endsWith("WorkspaceBytes")) continue;
@@ -482,7 +484,7 @@ class GraphCpuBackend extends CpuBackend {
         else fn(...args);
       };
     }
-    return wrapped as unknown as LlamaOps;
+    return wrapped as unknown as ModelOps;
   }
 }
 
@@ -526,7 +528,7 @@ Deno.test("engine: decode graphs (padded batches, context buckets) match the eag
   }
   const backend = new GraphCpuBackend();
   const lines: string[] = [];
-  const graphed = await load({ backend, log: (line) => lines.push(line) });
+  const graphed = await load({ backend, ops: backend.ops(), log: (line) => lines.push(line) });
   try {
     const runs = await Promise.all(prompts.map((p, i) => collect(graphed.generate(p, params(i)))));
     runs.forEach((run, i) => assert.deepEqual(run.ids, expected[i].ids, `prompt ${i}`));
@@ -545,7 +547,7 @@ Deno.test("engine: decode graphs (padded batches, context buckets) match the eag
 
 Deno.test("engine: a failed step fails its requests with the error and the engine goes on", async () => {
   const backend = new GraphCpuBackend();
-  const engine = await load({ backend, graphs: false });
+  const engine = await load({ backend, ops: backend.ops(), graphs: false });
   try {
     backend.fail = "prefillAttention";
     await assert.rejects(

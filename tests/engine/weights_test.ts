@@ -11,8 +11,9 @@
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
-import type { LlamaOps } from "../../backends/ops.ts";
+import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
+import { loadOps } from "../../ops/load.ts";
+import type { ModelOps } from "../../ops/ops.ts";
 import { type LlamaConfig, loadLlamaConfig } from "../../engine/config.ts";
 import { SafetensorsError } from "../../engine/safetensors.ts";
 import {
@@ -675,7 +676,7 @@ interface Fill {
 function recordingOps(failAt = Infinity) {
   const cpu = cpuElementwiseOps();
   const fills: Fill[] = [];
-  const ops: Pick<LlamaOps, "fillRandom"> = {
+  const ops: Pick<ModelOps, "fillRandom"> = {
     fillRandom(out, count, seed, scale, stream) {
       if (fills.length + 1 === failAt) throw new Error("fillRandom: launch failed");
       fills.push({ out, count, seed, scale });
@@ -792,7 +793,7 @@ Deno.test("weights: randomWeights ties lm_head and frees on failure", async () =
   tied.free();
 
   // The backend's own ops work as well as a recording wrapper.
-  const real = randomWeights(CONFIG, backend, await backend.loadOps(), 1);
+  const real = randomWeights(CONFIG, backend, await loadOps(backend), 1);
   const recorded = randomWeights(CONFIG, backend, ops, 1);
   assert.deepEqual(readBf16(backend, real.lmHead), readBf16(backend, recorded.lmHead));
   real.free();

@@ -24,10 +24,10 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuAttentionOps } from "../../backends/cpu/attention.ts";
+import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
-import { type GpuAttentionOps, loadAttentionOps } from "../../kernels/ops/attention.ts";
+import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import { type GpuAttentionOps, loadAttentionOps } from "../../ops/gpu/attention.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import type { DeviceBuffer, GemmAccelerator, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16, roundBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuLinearOps } from "../../backends/cpu/linear.ts";
+import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { CUBLASLT_PATHS, openCublasLt, openLtLibrary } from "../../backends/cublaslt.ts";
 import { CUBLASLT_SYMBOLS } from "../../backends/cublaslt_ffi.ts";
 import { openCuda } from "../../backends/cuda.ts";

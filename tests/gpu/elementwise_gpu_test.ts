@@ -1,6 +1,6 @@
 /**
  * The elementwise kernels on a real NVIDIA GPU (`deno task test:gpu`) against the CPU reference
- * (backends/cpu/elementwise.ts), on the same inputs, at the edge shapes: 1, 7 and 300 tokens;
+ * (ops/cpu/elementwise.ts), on the same inputs, at the edge shapes: 1, 7 and 300 tokens;
  * rows that take the 16-byte path (4096, 1000 = 125 vectors), the scalar path (1001, misaligned
  * views) and the two-pass path of wide rows (20480); rope with 32/8 heads of 128 and 64 at
  * positions up to 32767; embedding over a 32000-row table; casts of 1e6 + 3 elements with NaN,
@@ -24,11 +24,11 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps, fillRandomAt } from "../../backends/cpu/elementwise.ts";
+import { cpuElementwiseOps, fillRandomAt } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { ElementwiseOps, RopeTable } from "../../backends/ops.ts";
+import type { ElementwiseOps, RopeTable } from "../../ops/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
-import { loadElementwiseOps } from "../../kernels/ops/elementwise.ts";
+import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");

@@ -1,6 +1,6 @@
 /**
  * The linear kernels on a real NVIDIA GPU (`deno task test:gpu`) against the CPU reference
- * (backends/cpu/linear.ts), on the same inputs: M ∈ {1, 2, 3, 8, 16, 17, 64, 300} over (N, K) ∈
+ * (ops/cpu/linear.ts), on the same inputs: M ∈ {1, 2, 3, 8, 16, 17, 64, 300} over (N, K) ∈
  * {(4096, 4096), (1000, 1000), (1000, 1001), (1024, 4096), (37, 64)}, plus the 128256×4096
  * GEMV at M = 1. Every shape runs through the automatic choice and through each kernel forced
  * (both GEMV row widths and several K splits, both mma GEMM tiles, the FMA fallback), so every
@@ -30,9 +30,9 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuLinearOps } from "../../backends/cpu/linear.ts";
+import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../kernels/ops/linear.ts";
+import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");

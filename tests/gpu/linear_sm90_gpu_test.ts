@@ -24,9 +24,9 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuLinearOps } from "../../backends/cpu/linear.ts";
+import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type GpuLinearOps, type LinearKernel, loadLinearOps } from "../../kernels/ops/linear.ts";
+import { type GpuLinearOps, type LinearKernel, loadLinearOps } from "../../ops/gpu/linear.ts";
 import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 

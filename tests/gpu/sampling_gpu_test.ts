@@ -1,6 +1,6 @@
 /**
  * The sampling kernels on a real NVIDIA GPU (`deno task test:gpu`) against the CPU reference
- * (backends/cpu/sampling.ts), on the same inputs: vocab 1, 7, 32000 and 128256 at batch 1 and
+ * (ops/cpu/sampling.ts), on the same inputs: vocab 1, 7, 32000 and 128256 at batch 1 and
  * 256, NaN-free random logits scaled ×5 (and ×30, and integer-valued rows full of ties), per-row
  * random temperature / top-k / top-p / min-p / seed / step; 1000 random rows at vocab 32000; the
  * device Philox against backends/philox.ts. applyPenalties and logprobs run at vocab 1000, 32000
@@ -36,13 +36,13 @@ import {
   newSampleTrace,
   sampleRow,
   type SampleTrace,
-} from "../../backends/cpu/sampling.ts";
+} from "../../ops/cpu/sampling.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { SamplingBuffers, SamplingOps } from "../../backends/ops.ts";
+import type { SamplingBuffers, SamplingOps } from "../../ops/ops.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { philox4x32 } from "../../backends/philox.ts";
 import { loadKernels } from "../../kernels/modules.ts";
-import { loadSamplingOps } from "../../kernels/ops/sampling.ts";
+import { loadSamplingOps } from "../../ops/gpu/sampling.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");

@@ -13,9 +13,9 @@
 
 import assert from "node:assert/strict";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuAttentionOps } from "../../backends/cpu/attention.ts";
+import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { decodeBf16 } from "../../backends/bf16.ts";
-import type { AttentionShape } from "../../backends/ops.ts";
+import type { AttentionShape } from "../../ops/ops.ts";
 import { assertClose } from "../support/numeric.ts";
 
 const TOLERANCE = 4e-3;

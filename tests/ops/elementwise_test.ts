@@ -20,8 +20,8 @@ import assert from "node:assert/strict";
 import { DeviceBuffer } from "../../backends/backend.ts";
 import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps } from "../../backends/cpu/elementwise.ts";
-import type { RopeTable } from "../../backends/ops.ts";
+import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
+import type { RopeTable } from "../../ops/ops.ts";
 import {
   createRopeTable,
   type Llama3RopeScaling,

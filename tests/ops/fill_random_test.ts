@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { DeviceBuffer } from "../../backends/backend.ts";
 import { fromBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuElementwiseOps, fillRandomAt } from "../../backends/cpu/elementwise.ts";
+import { cpuElementwiseOps, fillRandomAt } from "../../ops/cpu/elementwise.ts";
 import { philox4x32 } from "../../backends/philox.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 

@@ -21,10 +21,10 @@ import type {
 } from "../../backends/backend.ts";
 import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuLinearOps } from "../../backends/cpu/linear.ts";
+import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { openHip } from "../../backends/hip.ts";
-import { loadLinearOps } from "../../kernels/ops/linear.ts";
+import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { assertClose } from "../support/numeric.ts";
 import { readFixtureText } from "../support/fixtures.ts";

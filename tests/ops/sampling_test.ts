@@ -23,8 +23,8 @@
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuSamplingOps, exp2Det, newSampleTrace, sampleRow } from "../../backends/cpu/sampling.ts";
-import type { SamplingBuffers } from "../../backends/ops.ts";
+import { cpuSamplingOps, exp2Det, newSampleTrace, sampleRow } from "../../ops/cpu/sampling.ts";
+import type { SamplingBuffers } from "../../ops/ops.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { philox4x32, uniform24 } from "../../backends/philox.ts";
 import { assertClose, randomArray } from "../support/numeric.ts";

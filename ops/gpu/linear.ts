@@ -31,10 +31,15 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
-import { checkLinearArgs, checkLinearShapes } from "../../backends/cpu/linear.ts";
-import type { LinearOps } from "../../backends/ops.ts";
-import type { Launcher } from "../launcher.ts";
-import { launcherWith, type LoadedKernels, loadKernels, programmaticWanted } from "../modules.ts";
+import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
+import type { LinearOps } from "../ops.ts";
+import type { Launcher } from "../../kernels/launcher.ts";
+import {
+  launcherWith,
+  type LoadedKernels,
+  loadKernels,
+  programmaticWanted,
+} from "../../kernels/modules.ts";
 
 /**
  * Which Denali kernel `linear` runs. `auto` picks by shape; the others force one, for tests and

@@ -1,8 +1,9 @@
 /**
- * The Llama operator set, as the engine calls it. Each backend implements it: the GPU backends
- * through generated launchers over the kernels in kernels/src (kernels/gpu_ops.ts), the CPU
- * backend in TypeScript (backends/cpu/). The engine sees only this interface, so it never knows
- * which device it runs on.
+ * The operator contract: what a model's forward pass and the sampler call. It is implemented
+ * for each backend, by generated launchers over the kernels in kernels/src on the GPUs
+ * (ops/gpu/) and in TypeScript on the CPU (ops/cpu/, the reference); `loadOps` (ops/load.ts)
+ * picks the one for a backend. Models and the runner see only this interface, so they never
+ * know which device they run on.
  *
  * Conventions, the same for every implementation:
  * - Activations and weights are bf16, stored as raw 16-bit patterns; accumulation is fp32.
@@ -17,23 +18,23 @@
  * @module
  */
 
-import type { DeviceBuffer, Stream } from "./backend.ts";
+import type { DeviceBuffer, Stream } from "../backends/backend.ts";
 
-/** The elementwise and normalisation family (kernels/src/elementwise.cu, backends/cpu/elementwise.ts). */
+/** The elementwise and normalisation family (kernels/src/elementwise.cu, ops/cpu/elementwise.ts). */
 export type ElementwiseOps = Pick<
-  LlamaOps,
+  ModelOps,
   "embedding" | "rmsNorm" | "rope" | "siluMul" | "castF32ToBf16" | "castBf16ToF32" | "fillRandom"
 >;
-/** The matrix family (kernels/src/linear.cu, backends/cpu/linear.ts). */
-export type LinearOps = Pick<LlamaOps, "linear" | "prepareLinear">;
-/** The attention and KV-cache family (kernels/src/attention.cu, backends/cpu/attention.ts). */
+/** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
+export type LinearOps = Pick<ModelOps, "linear" | "prepareLinear">;
+/** The attention and KV-cache family (kernels/src/attention.cu, ops/cpu/attention.ts). */
 export type AttentionOps = Pick<
-  LlamaOps,
+  ModelOps,
   "kvWrite" | "decodeAttention" | "decodeWorkspaceBytes" | "prefillAttention"
 >;
-/** The sampling family (kernels/src/sampling.cu, backends/cpu/sampling.ts). */
+/** The sampling family (kernels/src/sampling.cu, ops/cpu/sampling.ts). */
 export type SamplingOps = Pick<
-  LlamaOps,
+  ModelOps,
   | "argmax"
   | "sample"
   | "sampleWorkspaceBytes"
@@ -90,8 +91,8 @@ export interface SamplingBuffers {
   readonly step: DeviceBuffer;
 }
 
-/** The operators a Llama forward pass and its sampler need. */
-export interface LlamaOps {
+/** The operators a decoder forward pass and its sampler need. */
+export interface ModelOps {
   /** out[t, :] = table[ids[t], :]. out bf16 [tokens, hidden]; table bf16 [vocab, hidden]. */
   embedding(
     out: DeviceBuffer,

@@ -1,6 +1,6 @@
 /**
  * The elementwise family on a GPU: launchers over kernels/src/elementwise.cu. Arguments are
- * checked by the same functions the CPU reference uses (backends/cpu/elementwise.ts); launch
+ * checked by the same functions the CPU reference uses (ops/checks/elementwise.ts); launch
  * shapes are pure arithmetic, so a call allocates nothing.
  *
  * Launch configurations (the kernels take their 16-byte path on their own when sizes and
@@ -25,9 +25,9 @@ import {
   checkRmsNorm,
   checkRope,
   checkSiluMul,
-} from "../../backends/cpu/elementwise.ts";
-import type { ElementwiseOps } from "../../backends/ops.ts";
-import { loadKernels } from "../modules.ts";
+} from "../checks/elementwise.ts";
+import type { ElementwiseOps } from "../ops.ts";
+import { loadKernels } from "../../kernels/modules.ts";
 
 /** Threads per block of the grid-stride kernels. */
 const FLAT_THREADS = 256;

@@ -1,11 +1,11 @@
 /**
- * Argument checks shared by the CPU ops (backends/cpu/) and the GPU ops (kernels/ops/), so every
+ * Argument checks shared by the CPU ops (ops/cpu/) and the GPU ops (ops/gpu/), so every
  * implementation rejects the same calls with the same messages.
  *
  * @module
  */
 
-import type { DeviceBuffer } from "./backend.ts";
+import type { DeviceBuffer } from "../../backends/backend.ts";
 
 /** Throws unless `value` is a positive safe integer. */
 export function checkPositive(op: string, name: string, value: number): void {

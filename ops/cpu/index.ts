@@ -1,16 +1,16 @@
 /**
- * The Llama operator set on the CPU backend, merged from its families.
+ * The operator set on the CPU backend, merged from its families.
  *
  * @module
  */
 
-import type { LlamaOps } from "../ops.ts";
+import type { ModelOps } from "../ops.ts";
 import { cpuAttentionOps } from "./attention.ts";
 import { cpuElementwiseOps } from "./elementwise.ts";
 import { cpuLinearOps } from "./linear.ts";
 import { cpuSamplingOps } from "./sampling.ts";
 
-/** Every CPU operator family as one LlamaOps. */
-export function cpuOps(): LlamaOps {
+/** Every CPU operator family as one ModelOps. */
+export function cpuOps(): ModelOps {
   return { ...cpuElementwiseOps(), ...cpuLinearOps(), ...cpuAttentionOps(), ...cpuSamplingOps() };
 }

@@ -12,70 +12,13 @@
  * @module
  */
 
-import type { DeviceBuffer } from "../backend.ts";
-import { toBf16Bits } from "../bf16.ts";
+import type { DeviceBuffer } from "../../backends/backend.ts";
+import { toBf16Bits } from "../../backends/bf16.ts";
+import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import type { LinearOps } from "../ops.ts";
 
-const INT32_MAX = 0x7fffffff;
 /** Up to this many x rows, W is read through the bf16 table rather than decoded to scratch. */
 const TABLE_ROWS = 2;
-
-function checkDim(op: string, name: string, value: number): void {
-  if (!Number.isInteger(value) || value <= 0 || value > INT32_MAX) {
-    throw new RangeError(`${op}: ${name} = ${value} must be an integer in 1..2^31-1`);
-  }
-}
-
-function checkBytes(
-  op: string,
-  name: string,
-  buffer: DeviceBuffer,
-  rows: number,
-  cols: number,
-  dims: string,
-): void {
-  if (buffer.bytes < 2 * rows * cols) {
-    throw new RangeError(
-      `${op}: ${name} holds ${buffer.bytes} bytes, but ${dims} = ${rows}×${cols} bf16 needs ${
-        2 * rows * cols
-      }`,
-    );
-  }
-}
-
-/**
- * Validates a linear call: m, n and k positive int32, and out, x and weight big enough for
- * [m, n], [m, k] and [n, k] bf16. Throws a RangeError naming the op, the argument and the sizes;
- * allocates nothing when the arguments are good.
- */
-export function checkLinearArgs(
-  op: string,
-  out: DeviceBuffer,
-  x: DeviceBuffer,
-  weight: DeviceBuffer,
-  m: number,
-  n: number,
-  k: number,
-): void {
-  checkDim(op, "m", m);
-  checkDim(op, "n", n);
-  checkDim(op, "k", k);
-  checkBytes(op, "x", x, m, k, "[m, k]");
-  checkBytes(op, "weight", weight, n, k, "[n, k]");
-  checkBytes(op, "out", out, m, n, "[m, n]");
-}
-
-/** Validates prepareLinear's shapes: each m, n and k a positive int32. */
-export function checkLinearShapes(
-  op: string,
-  shapes: readonly { m: number; n: number; k: number }[],
-): void {
-  for (const { m, n, k } of shapes) {
-    checkDim(op, "m", m);
-    checkDim(op, "n", n);
-    checkDim(op, "k", k);
-  }
-}
 
 let table: Float32Array | null = null;
 

@@ -1,6 +1,6 @@
 /**
  * The sampling family on a GPU: launchers over kernels/src/sampling.cu. Arguments are checked by
- * the same functions the CPU reference uses (backends/cpu/sampling.ts); launch shapes are pure
+ * the same functions the CPU reference uses (ops/checks/sampling.ts); launch shapes are pure
  * arithmetic, so a call allocates nothing.
  *
  * Launch configurations: every row kernel runs one block of 1024 threads per row (grid = batch).
@@ -25,9 +25,9 @@ import {
   checkLogSoftmax,
   checkSample,
   checkSampleSizes,
-} from "../../backends/cpu/sampling.ts";
-import type { SamplingOps } from "../../backends/ops.ts";
-import { loadKernels } from "../modules.ts";
+} from "../checks/sampling.ts";
+import type { SamplingOps } from "../ops.ts";
+import { loadKernels } from "../../kernels/modules.ts";
 
 /** Threads per block of every row kernel (the kernels assume exactly this many). */
 const THREADS = 1024;

@@ -1,7 +1,7 @@
 /**
  * The sampling family on the CPU backend (argmax, seeded sampling, log-softmax, penalties and
- * logprobs), and the argument checks it shares with the GPU ops (kernels/ops/sampling.ts), so both
- * reject the same calls with the same messages.
+ * logprobs), the reference the GPU ops (ops/gpu/sampling.ts) are tested against; both take
+ * their argument checks from ops/checks/sampling.ts.
  *
  * `sample` follows the exact-arithmetic specification at the top of kernels/src/sampling.cu step
  * by step, so for the same inputs it picks the same token as the GPU:
@@ -19,174 +19,26 @@
  * @module
  */
 
-import type { DeviceBuffer } from "../backend.ts";
-import { fromBf16Bits } from "../bf16.ts";
-import { checkBuffer } from "../op_checks.ts";
+import type { DeviceBuffer } from "../../backends/backend.ts";
+import { fromBf16Bits } from "../../backends/bf16.ts";
+import { uniform24 } from "../../backends/philox.ts";
+import { checkBuffer } from "../checks/common.ts";
+import {
+  checkApplyLogitEdits,
+  checkApplyPenalties,
+  checkApplyTokenBitmask,
+  checkArgmax,
+  checkLogprobs,
+  checkLogSoftmax,
+  checkSample,
+  checkSampleSizes,
+} from "../checks/sampling.ts";
 import { bitmaskWords, type SamplingBuffers, type SamplingOps } from "../ops.ts";
-import { uniform24 } from "../philox.ts";
 
-/** Largest vocabulary: indices and per-block loops stay well inside 32-bit integers. */
-export const MAX_VOCAB = 2 ** 30;
-/** Largest batch: the grid's x dimension. */
-const MAX_BATCH = 0x7fffffff;
-/** Most top log-probabilities `logprobs` returns per row (OpenAI's top_logprobs limit). */
-export const MAX_TOP_LOGPROBS = 20;
-/** Most penalty entries: the kernel's i32 count. */
-const MAX_PENALTY_ENTRIES = 0x7fffffff;
 /** The largest finite f32. */
 const FLT_MAX = 3.4028234663852886e38;
 /** 2^32, the fixed-point unit of mass: the top token's mass. */
 const MASS_ONE = 4294967296;
-
-/** Throws unless `value` is an integer in 1..max. */
-function checkCount(op: string, name: string, value: number, max: number): void {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(`${op}: ${name} must be an integer in 1..${max}, got ${value}`);
-  }
-}
-
-/** batch and vocab of a [batch, vocab] logits op. */
-function checkRows(op: string, batch: number, vocab: number): void {
-  checkCount(op, "batch", batch, MAX_BATCH);
-  checkCount(op, "vocab", vocab, MAX_VOCAB);
-}
-
-/** The checks of `argmax`. */
-export function checkArgmax(
-  ids: DeviceBuffer,
-  logits: DeviceBuffer,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows("argmax", batch, vocab);
-  checkBuffer("argmax", "ids", ids, 4 * batch, 4, "batch i32");
-  checkBuffer("argmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-}
-
-/** The checks of `logSoftmax`. */
-export function checkLogSoftmax(
-  out: DeviceBuffer,
-  logits: DeviceBuffer,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows("logSoftmax", batch, vocab);
-  checkBuffer("logSoftmax", "out", out, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("logSoftmax", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-}
-
-/** Throws unless `count` is a valid i32 entry count (0 included). */
-function checkEntryCount(op: string, count: number): void {
-  if (!Number.isInteger(count) || count < 0 || count > MAX_PENALTY_ENTRIES) {
-    throw new RangeError(
-      `${op}: count must be an integer in 0..${MAX_PENALTY_ENTRIES}, got ${count}`,
-    );
-  }
-}
-
-/** The checks of `applyPenalties` (the entries' contents are checked by the CPU op alone). */
-export function checkApplyPenalties(
-  logits: DeviceBuffer,
-  entries: DeviceBuffer,
-  count: number,
-  penalties: DeviceBuffer,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows("applyPenalties", batch, vocab);
-  checkEntryCount("applyPenalties", count);
-  checkBuffer("applyPenalties", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("applyPenalties", "entries", entries, 12 * count, 4, "count × 3 i32");
-  checkBuffer("applyPenalties", "penalties", penalties, 12 * batch, 4, "batch × 3 f32");
-}
-
-/** The checks of `applyLogitEdits` (the entries' contents are checked by the CPU op alone). */
-export function checkApplyLogitEdits(
-  logits: DeviceBuffer,
-  entries: DeviceBuffer,
-  count: number,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows("applyLogitEdits", batch, vocab);
-  checkEntryCount("applyLogitEdits", count);
-  checkBuffer("applyLogitEdits", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("applyLogitEdits", "entries", entries, 12 * count, 4, "count × 3 i32");
-}
-
-/** The checks of `applyTokenBitmask` (the rows' values are checked by the CPU op alone). */
-export function checkApplyTokenBitmask(
-  logits: DeviceBuffer,
-  masks: DeviceBuffer,
-  rows: DeviceBuffer,
-  count: number,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows("applyTokenBitmask", batch, vocab);
-  if (!Number.isInteger(count) || count < 0 || count > batch) {
-    throw new RangeError(
-      `applyTokenBitmask: count must be an integer in 0..${batch}, got ${count}`,
-    );
-  }
-  const words = bitmaskWords(vocab);
-  checkBuffer("applyTokenBitmask", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("applyTokenBitmask", "masks", masks, 4 * count * words, 4, "count × ⌈vocab/32⌉ i32");
-  checkBuffer("applyTokenBitmask", "rows", rows, 4 * count, 4, "count i32");
-}
-
-/**
- * The checks of `logprobs`. n may not exceed vocab, as a row has no more than vocab entries to
- * rank (the ids' values are checked by the CPU op alone).
- */
-export function checkLogprobs(
-  chosen: DeviceBuffer,
-  topIds: DeviceBuffer,
-  topValues: DeviceBuffer,
-  logits: DeviceBuffer,
-  ids: DeviceBuffer,
-  batch: number,
-  vocab: number,
-  n: number,
-): void {
-  checkRows("logprobs", batch, vocab);
-  const maxN = Math.min(MAX_TOP_LOGPROBS, vocab);
-  if (!Number.isInteger(n) || n < 0 || n > maxN) {
-    throw new RangeError(`logprobs: n must be an integer in 0..${maxN}, got ${n}`);
-  }
-  checkBuffer("logprobs", "chosen", chosen, 4 * batch, 4, "batch f32");
-  checkBuffer("logprobs", "topIds", topIds, 4 * batch * n, 4, "batch × n i32");
-  checkBuffer("logprobs", "topValues", topValues, 4 * batch * n, 4, "batch × n f32");
-  checkBuffer("logprobs", "logits", logits, 2 * batch * vocab, 2, "batch × vocab bf16");
-  checkBuffer("logprobs", "ids", ids, 4 * batch, 4, "batch i32");
-}
-
-/** The checks of the sizes `sampleWorkspaceBytes` takes. */
-export function checkSampleSizes(batch: number, vocab: number): void {
-  checkRows("sample", batch, vocab);
-}
-
-/** The checks of `sample`; `workspaceBytes` is what the backend's sampleWorkspaceBytes asks. */
-export function checkSample(
-  ids: DeviceBuffer,
-  logits: DeviceBuffer,
-  params: SamplingBuffers,
-  batch: number,
-  vocab: number,
-  workspace: DeviceBuffer,
-  workspaceBytes: number,
-): void {
-  checkSampleSizes(batch, vocab);
-  checkBuffer("sample", "ids", ids, 4 * batch, 4, "batch i32");
-  checkBuffer("sample", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("sample", "params.temperature", params.temperature, 4 * batch, 4, "batch f32");
-  checkBuffer("sample", "params.topK", params.topK, 4 * batch, 4, "batch i32");
-  checkBuffer("sample", "params.topP", params.topP, 4 * batch, 4, "batch f32");
-  checkBuffer("sample", "params.minP", params.minP, 4 * batch, 4, "batch f32");
-  checkBuffer("sample", "params.seed", params.seed, 8 * batch, 8, "batch u64");
-  checkBuffer("sample", "params.step", params.step, 4 * batch, 4, "batch i32");
-  checkBuffer("sample", "workspace", workspace, workspaceBytes, 4, "sampleWorkspaceBytes");
-}
 
 /** Taylor coefficients (ln 2)^j / j! of 2^f, j = 7 down to 1, as f32 (the kernel's bit patterns). */
 const EXP2_COEFFS = new Float32Array(

@@ -35,11 +35,11 @@ import {
   checkDecode,
   checkKvWrite,
   checkPrefill,
-} from "../../backends/cpu/attention.ts";
-import { checkPositive } from "../../backends/op_checks.ts";
-import type { AttentionOps, AttentionShape } from "../../backends/ops.ts";
-import type { Launcher } from "../launcher.ts";
-import { launcherWith, loadKernels, programmaticWanted } from "../modules.ts";
+} from "../checks/attention.ts";
+import { checkPositive } from "../checks/common.ts";
+import type { AttentionOps, AttentionShape } from "../ops.ts";
+import type { Launcher } from "../../kernels/launcher.ts";
+import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;

@@ -1,0 +1,152 @@
+/**
+ * The elementwise family's argument checks, shared by the CPU reference (ops/cpu/elementwise.ts) and the GPU launchers
+ * (ops/gpu/elementwise.ts), so every implementation rejects the same calls with the same messages.
+ *
+ * @module
+ */
+
+import type { DeviceBuffer } from "../../backends/backend.ts";
+import { checkBuffer, checkPositive } from "./common.ts";
+import type { RopeTable } from "../ops.ts";
+
+/** Largest size argument: every count must fit the kernels' 32-bit parameters and indices. */
+const MAX_COUNT = 0x7fffffff;
+
+/** Throws unless `value` is an integer in 1..2^31-1. */
+export function checkCount(op: string, name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_COUNT) {
+    throw new RangeError(`${op}: ${name} must be an integer in 1..2^31-1, got ${value}`);
+  }
+}
+
+/** Throws unless the total element count `count` fits the kernels' 32-bit indices. */
+function checkTotal(op: string, what: string, count: number): void {
+  if (count > MAX_COUNT) {
+    throw new RangeError(`${op}: ${what} is ${count} elements, more than 2^31-1`);
+  }
+}
+
+/** The checks of `embedding`; returns the vocabulary size the table holds. */
+export function checkEmbedding(
+  out: DeviceBuffer,
+  table: DeviceBuffer,
+  ids: DeviceBuffer,
+  tokens: number,
+  hidden: number,
+): number {
+  checkCount("embedding", "tokens", tokens);
+  checkCount("embedding", "hidden", hidden);
+  checkTotal("embedding", "out (tokens × hidden)", tokens * hidden);
+  checkBuffer("embedding", "out", out, 2 * tokens * hidden, 2, "tokens × hidden bf16");
+  checkBuffer("embedding", "table", table, 2 * hidden, 2, "one hidden-wide bf16 row");
+  checkBuffer("embedding", "ids", ids, 4 * tokens, 4, "tokens i32");
+  return Math.min(Math.floor(table.bytes / (2 * hidden)), MAX_COUNT);
+}
+
+/** The checks of `rmsNorm`. */
+export function checkRmsNorm(
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: DeviceBuffer,
+  residual: DeviceBuffer | null,
+  tokens: number,
+  hidden: number,
+  eps: number,
+): void {
+  checkCount("rmsNorm", "tokens", tokens);
+  checkCount("rmsNorm", "hidden", hidden);
+  checkTotal("rmsNorm", "x (tokens × hidden)", tokens * hidden);
+  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
+    throw new RangeError(`rmsNorm: eps must be a finite number >= 0, got ${eps}`);
+  }
+  const bytes = 2 * tokens * hidden;
+  checkBuffer("rmsNorm", "out", out, bytes, 2, "tokens × hidden bf16");
+  checkBuffer("rmsNorm", "x", x, bytes, 2, "tokens × hidden bf16");
+  checkBuffer("rmsNorm", "weight", weight, 2 * hidden, 2, "hidden bf16");
+  if (residual !== null) {
+    checkBuffer("rmsNorm", "residual", residual, bytes, 2, "tokens × hidden bf16");
+  }
+}
+
+/** The checks of `rope`. */
+export function checkRope(
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  positions: DeviceBuffer,
+  table: RopeTable,
+  tokens: number,
+  numHeads: number,
+  numKvHeads: number,
+): void {
+  checkCount("rope", "tokens", tokens);
+  checkCount("rope", "numHeads", numHeads);
+  checkCount("rope", "numKvHeads", numKvHeads);
+  const headDim = table.headDim;
+  // The GPU keeps a token's cos and sin (headDim floats) in shared memory: 32 KiB at most.
+  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0 || headDim > 8192) {
+    throw new RangeError(`rope: table.headDim must be an even integer in 2..8192, got ${headDim}`);
+  }
+  checkTotal("rope", "q (tokens × numHeads × headDim)", tokens * numHeads * headDim);
+  checkTotal("rope", "k (tokens × numKvHeads × headDim)", tokens * numKvHeads * headDim);
+  checkBuffer("rope", "q", q, 2 * tokens * numHeads * headDim, 2, "tokens × numHeads × headDim");
+  checkBuffer(
+    "rope",
+    "k",
+    k,
+    2 * tokens * numKvHeads * headDim,
+    2,
+    "tokens × numKvHeads × headDim",
+  );
+  checkBuffer("rope", "positions", positions, 4 * tokens, 4, "tokens i32");
+  checkBuffer("rope", "table.invFreq", table.invFreq, 2 * headDim, 4, "headDim / 2 f32");
+}
+
+/** The checks of `siluMul`. */
+export function checkSiluMul(
+  out: DeviceBuffer,
+  gateUp: DeviceBuffer,
+  tokens: number,
+  inter: number,
+): void {
+  checkCount("siluMul", "tokens", tokens);
+  checkCount("siluMul", "inter", inter);
+  // gateUp has twice as many elements; the kernels index it from the row, so out's count is the
+  // limit, and 2 · (2^31 - 1) still fits their unsigned 32-bit arithmetic.
+  checkTotal("siluMul", "out (tokens × inter)", tokens * inter);
+  checkBuffer("siluMul", "out", out, 2 * tokens * inter, 2, "tokens × inter bf16");
+  checkBuffer("siluMul", "gateUp", gateUp, 4 * tokens * inter, 2, "tokens × 2·inter bf16");
+}
+
+/** The checks of the two casts; `outBytes`/`inBytes` are the element sizes. */
+export function checkCast(
+  op: string,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  count: number,
+  outBytes: number,
+  inBytes: number,
+): void {
+  checkCount(op, "count", count);
+  const outType = outBytes === 2 ? "bf16" : "f32";
+  const inType = inBytes === 2 ? "bf16" : "f32";
+  checkBuffer(op, "out", out, outBytes * count, outBytes, `count ${outType}`);
+  checkBuffer(op, "x", x, inBytes * count, inBytes, `count ${inType}`);
+}
+
+/** The checks of `fillRandom`. */
+export function checkFillRandom(
+  out: DeviceBuffer,
+  count: number,
+  seed: number,
+  scale: number,
+): void {
+  checkPositive("fillRandom", "count", count);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`fillRandom: seed must be an integer in 0..2^53-1, got ${seed}`);
+  }
+  // The kernel takes scale as an f32, so it must stay finite there too.
+  if (typeof scale !== "number" || !(scale >= 0) || !Number.isFinite(Math.fround(scale))) {
+    throw new RangeError(`fillRandom: scale must be a finite f32 >= 0, got ${scale}`);
+  }
+  checkBuffer("fillRandom", "out", out, 2 * count, 2, "count bf16");
+}

@@ -59,7 +59,15 @@ export type {
   Stream,
 } from "./backends/backend.ts";
 export { DeviceBuffer } from "./backends/backend.ts";
-export type { AttentionShape, ModelOps, RopeTable, SamplingBuffers } from "./ops/ops.ts";
+export type {
+  AttentionShape,
+  DecodeAttentionArgs,
+  ModelOps,
+  PrefillAttentionArgs,
+  RopeTable,
+  SamplingBuffers,
+} from "./ops/ops.ts";
+export { loadOps } from "./ops/load.ts";
 export { decodeBf16, encodeBf16, fromBf16Bits, roundBf16, toBf16Bits } from "./backends/bf16.ts";
 export {
   DriverError,
@@ -121,7 +129,9 @@ export {
   type GenerationChunk,
   type RandomWeightsSource,
 } from "./engine/engine.ts";
-export { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "./engine/config.ts";
+export { loadModelConfig, type ModelConfig, parseModelConfig } from "./models/config.ts";
+export type { ModelDefinition, ModelWeights } from "./models/model.ts";
+export { MODEL_FAMILIES, modelDefinition } from "./models/families.ts";
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
 export type { LogprobEntry } from "./engine/request_text.ts";
 export { TokenTexts } from "./engine/token_texts.ts";

@@ -14,11 +14,11 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "./mod.ts";
 import { Engine, type RandomWeightsSource } from "./engine/engine.ts";
-import { CONFIG_PRESETS, configPreset } from "./engine/config.ts";
+import { CONFIG_PRESETS, configPreset } from "./models/config.ts";
 import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 
-const DEFAULT_MODEL = fileURLToPath(new URL("./models/tiny-llama", import.meta.url));
+const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.meta.url));
 
 const HELP = `Usage: deno run -A serve.ts [options]
 

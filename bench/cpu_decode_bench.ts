@@ -13,7 +13,7 @@ import type { DeviceBuffer } from "../backends/backend.ts";
 import { CpuBackend } from "../backends/cpu.ts";
 import { loadOps } from "../ops/load.ts";
 import type { AttentionShape } from "../ops/ops.ts";
-import { createRopeTable, ropeInverseFrequencies } from "../engine/rope.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../models/rope.ts";
 import { helpRequested } from "../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/cpu_decode_bench.ts [--steps 3] [--layers 16]
@@ -117,20 +117,19 @@ async function main(): Promise<void> {
       timed("other", () => ops.rope(q, k, positions, rope, 1, heads, kvHeads, stream));
       timed("attention", () => {
         ops.kvWrite(w.k, w.v, k, v, slots, 1, shape, stream);
-        ops.decodeAttention(
-          attn,
+        ops.decodeAttention({
+          out: attn,
           q,
-          w.k,
-          w.v,
+          kCache: w.k,
+          vCache: w.v,
           blockTables,
           contextLens,
-          1,
-          context / blockSize,
-          context,
+          batch: 1,
+          maxBlocks: context / blockSize,
+          maxContext: context,
           shape,
           workspace,
-          stream,
-        );
+        }, stream);
       });
       timed("linear", () => ops.linear(x, attn, w.o, 1, hidden, heads * headDim, stream));
       timed("other", () => ops.rmsNorm(normed, x, w.postNorm, residual, 1, hidden, 1e-5, stream));

@@ -13,7 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { openBackend } from "../backends/select.ts";
-import { configPreset, parameterCount } from "../engine/config.ts";
+import { configPreset, parameterCount } from "../models/config.ts";
 import { Engine } from "../engine/engine.ts";
 import { copyBandwidthGbps } from "./kernels/measure.ts";
 import { helpRequested } from "../tools/cli.ts";

@@ -23,7 +23,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { configPreset } from "../engine/config.ts";
+import { configPreset } from "../models/config.ts";
 import { Engine, type EngineOptions } from "../engine/engine.ts";
 import type { DeviceCeilings } from "../engine/roofline.ts";
 import { openBackend } from "../backends/select.ts";

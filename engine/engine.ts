@@ -36,8 +36,11 @@ import { type BackendChoice, openBackend } from "../backends/select.ts";
 import { batchLimits, SMALL_DEVICE_LIMITS } from "./batch_limits.ts";
 import { BlockManager } from "./block_manager.ts";
 import { capacityFromMemory } from "./kv_cache.ts";
-import { type LlamaConfig, loadLlamaConfig } from "./config.ts";
-import { LlamaModel } from "./model.ts";
+import { loadModelConfig, type ModelConfig } from "../models/config.ts";
+import { modelDefinition } from "../models/families.ts";
+import type { ModelWeights } from "../models/model.ts";
+import { loadWeights, randomWeights } from "../models/weights.ts";
+import { ModelRunner } from "./runner.ts";
 import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
@@ -52,7 +55,6 @@ import {
 import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
 import { TokenTexts } from "./token_texts.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { type LlamaWeights, loadWeights, randomWeights } from "./weights.ts";
 
 export type { Prompt } from "./prompt.ts";
 
@@ -98,7 +100,7 @@ export interface EngineOptions {
 /** A model to run with seeded random weights instead of a checkpoint. */
 export interface RandomWeightsSource {
   /** The model's shape. */
-  readonly config: LlamaConfig;
+  readonly config: ModelConfig;
   /** Marks the source as random weights. */
   readonly randomWeights: true;
   /** Seed of the weights; 0. */
@@ -341,7 +343,7 @@ export class Engine {
   /** What the engine runs on. */
   readonly info: EngineInfo;
   /** The model's shape. */
-  readonly config: LlamaConfig;
+  readonly config: ModelConfig;
   /** The tokenizer, or null for random weights without one (token-id prompts only). */
   readonly tokenizer: Tokenizer | null;
   /** Most tokens per sequence. */
@@ -353,8 +355,8 @@ export class Engine {
 
   readonly #backend: Backend;
   readonly #ownsBackend: boolean;
-  readonly #weights: LlamaWeights;
-  readonly #model: LlamaModel;
+  readonly #weights: ModelWeights;
+  readonly #model: ModelRunner;
   readonly #scheduler: Scheduler;
   readonly #prompts: PromptPreparer;
   readonly #log: (line: string) => void;
@@ -376,13 +378,13 @@ export class Engine {
 
   private constructor(parts: {
     info: EngineInfo;
-    config: LlamaConfig;
+    config: ModelConfig;
     tokenizer: Tokenizer | null;
     tokenizerDir: string | undefined;
     backend: Backend;
     ownsBackend: boolean;
-    weights: LlamaWeights;
-    model: LlamaModel;
+    weights: ModelWeights;
+    model: ModelRunner;
     blocks: BlockManager;
     options: Resolved;
     maxModelLen: number;
@@ -437,7 +439,7 @@ export class Engine {
       );
     }
     // Read the config first: a wrong path or option fails before any device work.
-    const config = typeof source === "string" ? await loadLlamaConfig(source) : source.config;
+    const config = typeof source === "string" ? await loadModelConfig(source) : source.config;
     const maxModelLen = o.maxModelLen ?? config.maxPositionEmbeddings;
     if (maxModelLen > config.maxPositionEmbeddings) {
       throw new RangeError(
@@ -459,8 +461,8 @@ export class Engine {
       options.backend ?? "auto",
       { onSkip: (kind, why) => o.log(`backend ${kind} skipped: ${why}`) },
     );
-    let weights: LlamaWeights | null = null;
-    let model: LlamaModel | null = null;
+    let weights: ModelWeights | null = null;
+    let model: ModelRunner | null = null;
     try {
       const limits = batchLimits(options, {
         kind: backend.kind,
@@ -472,7 +474,7 @@ export class Engine {
       weights = typeof source === "string"
         ? await loadWeights(source, config, backend)
         : randomWeights(config, backend, ops, source.seed ?? 0);
-      model = new LlamaModel(backend, ops, weights, {
+      model = new ModelRunner(backend, ops, modelDefinition(config), weights, {
         maxBatchedTokens: o.maxBatchedTokens,
         maxRunning: o.maxRunning,
         blockSize: o.blockSize,
@@ -868,7 +870,7 @@ export class Engine {
  */
 function kvBlockCount(
   backend: Backend,
-  model: LlamaModel,
+  model: ModelRunner,
   o: Resolved,
   maxModelLen: number,
 ): number {

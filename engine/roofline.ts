@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { LlamaConfig } from "./config.ts";
+import type { ModelConfig } from "../models/config.ts";
 
 /** What the bound needs to know of a model. */
 export interface ModelCost {
@@ -43,7 +43,7 @@ export interface ModelCost {
 
 /** The shape of a Llama-style model, as its config describes it. */
 export type TransformerShape = Pick<
-  LlamaConfig,
+  ModelConfig,
   | "hiddenSize"
   | "intermediateSize"
   | "numHiddenLayers"

@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import type { BackendChoice } from "../backends/select.ts";
-import { CONFIG_PRESETS } from "../engine/config.ts";
+import { CONFIG_PRESETS } from "../models/config.ts";
 import { Engine, type Prompt } from "../engine/engine.ts";
 import { Tokenizer } from "../engine/tokenizer.ts";
 import { helpRequested } from "../tools/cli.ts";

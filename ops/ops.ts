@@ -75,6 +75,61 @@ export interface AttentionShape {
   readonly scale: number;
 }
 
+/**
+ * The arguments of `decodeAttention`, as a record a caller allocates once and refills per call,
+ * so the hot path passes one object instead of eleven positions.
+ */
+export interface DecodeAttentionArgs {
+  /** bf16 [batch, numHeads, headDim]: the attention output. */
+  out: DeviceBuffer;
+  /** bf16 [batch, numHeads, headDim]: one query token per sequence. */
+  q: DeviceBuffer;
+  /** The layer's K cache. */
+  kCache: DeviceBuffer;
+  /** The layer's V cache. */
+  vCache: DeviceBuffer;
+  /** i32 [batch, maxBlocks]: each sequence's block table. */
+  blockTables: DeviceBuffer;
+  /** i32 [batch]: each sequence's context length, the new token included. */
+  contextLens: DeviceBuffer;
+  /** Sequences. */
+  batch: number;
+  /** The block tables' row stride. */
+  maxBlocks: number;
+  /** The longest context in the batch, or a bound on it (sizes the split). */
+  maxContext: number;
+  /** Head counts, head dimension, block size and scale. */
+  shape: AttentionShape;
+  /** Split-K partials, `decodeWorkspaceBytes` bytes. */
+  workspace: DeviceBuffer;
+}
+
+/** The arguments of `prefillAttention`, a record allocated once and refilled per call. */
+export interface PrefillAttentionArgs {
+  /** bf16 [tokens, numHeads, headDim]: the attention output. */
+  out: DeviceBuffer;
+  /** bf16 [tokens, numHeads, headDim]: the new tokens' queries, sequence after sequence. */
+  q: DeviceBuffer;
+  /** The layer's K cache. */
+  kCache: DeviceBuffer;
+  /** The layer's V cache. */
+  vCache: DeviceBuffer;
+  /** i32 [seqs + 1]: prefix sums of the new tokens. */
+  queryStarts: DeviceBuffer;
+  /** i32 [seqs]: cached + new tokens of each sequence. */
+  contextLens: DeviceBuffer;
+  /** i32 [seqs, maxBlocks]: each sequence's block table. */
+  blockTables: DeviceBuffer;
+  /** Sequences. */
+  seqs: number;
+  /** New tokens in all. */
+  tokens: number;
+  /** The block tables' row stride. */
+  maxBlocks: number;
+  /** Head counts, head dimension, block size and scale. */
+  shape: AttentionShape;
+}
+
 /** Sampling parameters per sequence, in device buffers of length `batch`. */
 export interface SamplingBuffers {
   /** f32 [batch]: temperature; 0 means greedy. */
@@ -183,20 +238,7 @@ export interface ModelOps {
    * before it (as kvWrite of the new tokens does), and that op must not overlap earlier work
    * (kvWrite launches plainly); everything else must be complete before that op starts.
    */
-  decodeAttention(
-    out: DeviceBuffer,
-    q: DeviceBuffer,
-    kCache: DeviceBuffer,
-    vCache: DeviceBuffer,
-    blockTables: DeviceBuffer,
-    contextLens: DeviceBuffer,
-    batch: number,
-    maxBlocks: number,
-    maxContext: number,
-    shape: AttentionShape,
-    workspace: DeviceBuffer,
-    stream: Stream,
-  ): void;
+  decodeAttention(args: DecodeAttentionArgs, stream: Stream): void;
 
   /** Bytes of workspace `decodeAttention` needs for this batch and longest context. */
   decodeWorkspaceBytes(batch: number, maxContext: number, shape: AttentionShape): number;
@@ -208,20 +250,7 @@ export interface ModelOps {
    * blockTables i32 [seqs, maxBlocks]. New token j of sequence s sits at position
    * contextLens[s] - newTokens(s) + j and attends to positions up to and including itself.
    */
-  prefillAttention(
-    out: DeviceBuffer,
-    q: DeviceBuffer,
-    kCache: DeviceBuffer,
-    vCache: DeviceBuffer,
-    queryStarts: DeviceBuffer,
-    contextLens: DeviceBuffer,
-    blockTables: DeviceBuffer,
-    seqs: number,
-    tokens: number,
-    maxBlocks: number,
-    shape: AttentionShape,
-    stream: Stream,
-  ): void;
+  prefillAttention(args: PrefillAttentionArgs, stream: Stream): void;
 
   /** Greedy: ids[b] = argmax(logits[b, :]) (lowest index on ties). logits f32 [batch, vocab]. */
   argmax(

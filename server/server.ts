@@ -6,7 +6,7 @@
  * ```ts ignore
  * import { Engine } from "../engine/engine.ts";
  * import { startServer } from "./server.ts";
- * const engine = await Engine.load("models/tiny-llama", { backend: "cpu" });
+ * const engine = await Engine.load("checkpoints/tiny-llama", { backend: "cpu" });
  * const server = startServer(engine, { port: 0 });
  * console.log(server.url);
  * await server.stop();

@@ -73,20 +73,19 @@ class Calls {
 
   /** Enqueues a batch-1 decode over contexts up to `maxContext` on `stream`. */
   enqueueDecode(maxContext: number, stream: Stream = this.gpu.defaultStream): void {
-    this.ops.decodeAttention(
-      this.out,
-      this.q,
-      this.kCache,
-      this.vCache,
-      this.tables,
-      this.lens,
-      1,
-      MAX_BLOCKS,
+    this.ops.decodeAttention({
+      out: this.out,
+      q: this.q,
+      kCache: this.kCache,
+      vCache: this.vCache,
+      blockTables: this.tables,
+      contextLens: this.lens,
+      batch: 1,
+      maxBlocks: MAX_BLOCKS,
       maxContext,
-      SHAPE,
-      this.workspace,
-      stream,
-    );
+      shape: SHAPE,
+      workspace: this.workspace,
+    }, stream);
   }
 
   /** A decode on the default stream: how many launches it made, and the last of them. */
@@ -106,20 +105,19 @@ class Calls {
   prefill(): FakeLaunch {
     const { out, q, kCache, vCache, tables, lens, gpu } = this;
     // q holds one token; lens (16 bytes) serves as queryStarts and contextLens.
-    this.ops.prefillAttention(
+    this.ops.prefillAttention({
       out,
       q,
       kCache,
       vCache,
-      lens,
-      lens,
-      tables,
-      1,
-      1,
-      MAX_BLOCKS,
-      SHAPE,
-      gpu.defaultStream,
-    );
+      queryStarts: lens,
+      contextLens: lens,
+      blockTables: tables,
+      seqs: 1,
+      tokens: 1,
+      maxBlocks: MAX_BLOCKS,
+      shape: SHAPE,
+    }, gpu.defaultStream);
     return this.fake.lastLaunch();
   }
 

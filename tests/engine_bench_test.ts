@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { CpuBackend } from "../backends/cpu.ts";
-import { CONFIG_PRESETS } from "../engine/config.ts";
+import { CONFIG_PRESETS } from "../models/config.ts";
 import { Engine } from "../engine/engine.ts";
 import { drive, percentile, runResult } from "../bench/engine_bench.ts";
 import { requestShapes } from "../bench/serve_bench.ts";

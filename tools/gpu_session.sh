@@ -20,7 +20,7 @@ for step in "${steps[@]}"; do
       echo "--- tools/make_fixtures.py" >>"$log"
       PYTHONUNBUFFERED=1 python3 tools/make_fixtures.py >>"$log" 2>&1 || echo "FAILED: make_fixtures" | tee -a "$log"
       # Fixtures come back to the developer machine as one archive.
-      tar czf "$OUT/fixtures.tgz" tests/fixtures models/tiny-llama 2>>"$log"
+      tar czf "$OUT/fixtures.tgz" tests/fixtures checkpoints/tiny-llama 2>>"$log"
       ;;
     tests)
       # One file at a time, so a broken file cannot stop the others from running.

@@ -3,7 +3,7 @@
 
 Writes, for each model below, tests/fixtures/models/<name>/ holding a Hugging Face checkpoint
 (config.json, model.safetensors in bf16, the test tokenizer's files) and reference.json, and
-copies llama3-gqa to models/tiny-llama/ as the default model `deno run -A serve.ts` embeds.
+copies llama3-gqa to checkpoints/tiny-llama/ as the default model `deno run -A serve.ts` embeds.
 
 The models (hidden 128, intermediate 256, 2 layers, head_dim 64, vocab = the test tokenizer's):
   llama2-mha   2 heads, 2 KV heads (MHA), rope_theta 10000, no scaling, untied, eps 1e-6;
@@ -67,9 +67,9 @@ from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForC
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
 FIXTURES_DIR = ROOT / "tests" / "fixtures" / "models"
-DEFAULT_MODEL_DIR = ROOT / "models" / "tiny-llama"
+DEFAULT_MODEL_DIR = ROOT / "checkpoints" / "tiny-llama"
 DEFAULT_MODEL_SOURCE = "llama3-gqa"
-# models/tiny-llama/README.md is written by hand; the script replaces everything else there.
+# checkpoints/tiny-llama/README.md is written by hand; the script replaces everything else there.
 KEEP_IN_DEFAULT_MODEL = {"README.md"}
 
 SEED = 20250611
@@ -425,7 +425,7 @@ def write_reference(name, directory, device, precision):
 
 
 def copy_default_model(source):
-    """models/tiny-llama: the checkpoint and tokenizer files of `source`, no reference.json."""
+    """checkpoints/tiny-llama: the checkpoint and tokenizer files of `source`, no reference.json."""
     DEFAULT_MODEL_DIR.mkdir(parents=True, exist_ok=True)
     for old in DEFAULT_MODEL_DIR.iterdir():
         if old.name not in KEEP_IN_DEFAULT_MODEL:

@@ -125,21 +125,24 @@ async function main(): Promise<void> {
         const q = randomBf16Buffer(batch * SHAPE.numHeads * SHAPE.headDim, 7);
         const out = gpu.alloc(batch * SHAPE.numHeads * SHAPE.headDim * 2);
         const workspace = gpu.alloc(ops.decodeWorkspaceBytes(batch, context, SHAPE));
-        const us = medianUs(gpu, stream, (rep) =>
-          ops.decodeAttention(
-            out,
-            q,
-            poolK,
-            poolV,
-            tableSets[rep % sets],
-            lens,
-            batch,
-            maxBlocks,
-            context,
-            SHAPE,
-            workspace,
-            stream,
-          ));
+        const us = medianUs(
+          gpu,
+          stream,
+          (rep) =>
+            ops.decodeAttention({
+              out,
+              q,
+              kCache: poolK,
+              vCache: poolV,
+              blockTables: tableSets[rep % sets],
+              contextLens: lens,
+              batch,
+              maxBlocks,
+              maxContext: context,
+              shape: SHAPE,
+              workspace,
+            }, stream),
+        );
         const bytes = batch * context * perToken + 2 * batch * SHAPE.numHeads * SHAPE.headDim * 2;
         const shape = `b${batch}_ctx${context}_h32kv8d128`;
         printBench(name, shape, us, bytes);
@@ -178,21 +181,25 @@ async function main(): Promise<void> {
         ["prefill_attention_simt", simtOps],
       ] as const;
       for (const [name, impl] of impls) {
-        const us = medianUs(gpu, stream, () =>
-          impl.prefillAttention(
-            out,
-            q,
-            poolK,
-            poolV,
-            starts,
-            lens,
-            table,
-            1,
-            tokens,
-            maxBlocks,
-            SHAPE,
-            stream,
-          ), 20);
+        const us = medianUs(
+          gpu,
+          stream,
+          () =>
+            impl.prefillAttention({
+              out,
+              q,
+              kCache: poolK,
+              vCache: poolV,
+              queryStarts: starts,
+              contextLens: lens,
+              blockTables: table,
+              seqs: 1,
+              tokens,
+              maxBlocks,
+              shape: SHAPE,
+            }, stream),
+          20,
+        );
         printBench(name, `n${tokens}_h32kv8d128`, us, bytes, flops);
       }
       for (const b of [table, starts, lens, q, out]) gpu.free(b);

@@ -18,7 +18,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps } from "../../ops/ops.ts";
-import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import {
   benchBuffers,

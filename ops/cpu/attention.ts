@@ -168,18 +168,19 @@ export function cpuAttentionOps(): AttentionOps {
       }
     },
 
-    decodeAttention(
-      out,
-      q,
-      kCache,
-      vCache,
-      blockTables,
-      contextLens,
-      batch,
-      maxBlocks,
-      maxContext,
-      shape,
-    ) {
+    decodeAttention(args) {
+      const {
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables,
+        contextLens,
+        batch,
+        maxBlocks,
+        maxContext,
+        shape,
+      } = args;
       const numBlocks = checkDecode(
         out,
         q,
@@ -222,19 +223,20 @@ export function cpuAttentionOps(): AttentionOps {
       return 16;
     },
 
-    prefillAttention(
-      out,
-      q,
-      kCache,
-      vCache,
-      queryStarts,
-      contextLens,
-      blockTables,
-      seqs,
-      tokens,
-      maxBlocks,
-      shape,
-    ) {
+    prefillAttention(args) {
+      const {
+        out,
+        q,
+        kCache,
+        vCache,
+        queryStarts,
+        contextLens,
+        blockTables,
+        seqs,
+        tokens,
+        maxBlocks,
+        shape,
+      } = args;
       const numBlocks = checkPrefill(
         out,
         q,

@@ -19,7 +19,6 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { fromBf16Bits, roundBf16, toBf16Bits } from "../../backends/bf16.ts";
-import { checkBuffer, checkPositive } from "../checks/common.ts";
 import { philox4x32 } from "../../backends/philox.ts";
 import {
   checkCast,
@@ -29,7 +28,7 @@ import {
   checkRope,
   checkSiluMul,
 } from "../checks/elementwise.ts";
-import type { ElementwiseOps, RopeTable } from "../ops.ts";
+import type { ElementwiseOps } from "../ops.ts";
 
 const TWO_POW_32 = 2 ** 32;
 const TWO_POW_MINUS_24 = 2 ** -24;

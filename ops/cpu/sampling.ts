@@ -22,7 +22,6 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { fromBf16Bits } from "../../backends/bf16.ts";
 import { uniform24 } from "../../backends/philox.ts";
-import { checkBuffer } from "../checks/common.ts";
 import {
   checkApplyLogitEdits,
   checkApplyPenalties,
@@ -33,7 +32,7 @@ import {
   checkSample,
   checkSampleSizes,
 } from "../checks/sampling.ts";
-import { bitmaskWords, type SamplingBuffers, type SamplingOps } from "../ops.ts";
+import { bitmaskWords, type SamplingOps } from "../ops.ts";
 
 /** The largest finite f32. */
 const FLT_MAX = 3.4028234663852886e38;

@@ -223,20 +223,20 @@ export async function loadAttentionOps(
       );
     },
 
-    decodeAttention(
-      out,
-      q,
-      kCache,
-      vCache,
-      blockTables,
-      contextLens,
-      batch,
-      maxBlocks,
-      maxContext,
-      shape,
-      workspace,
-      stream,
-    ) {
+    decodeAttention(args, stream) {
+      const {
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables,
+        contextLens,
+        batch,
+        maxBlocks,
+        maxContext,
+        shape,
+        workspace,
+      } = args;
       const op = "decodeAttention";
       gpuShape(op, shape);
       const numBlocks = checkDecode(
@@ -346,20 +346,20 @@ export async function loadAttentionOps(
       return rows * (shape.headDim + 2) * 4;
     },
 
-    prefillAttention(
-      out,
-      q,
-      kCache,
-      vCache,
-      queryStarts,
-      contextLens,
-      blockTables,
-      seqs,
-      tokens,
-      maxBlocks,
-      shape,
-      stream,
-    ) {
+    prefillAttention(args, stream) {
+      const {
+        out,
+        q,
+        kCache,
+        vCache,
+        queryStarts,
+        contextLens,
+        blockTables,
+        seqs,
+        tokens,
+        maxBlocks,
+        shape,
+      } = args;
       const op = "prefillAttention";
       gpuShape(op, shape);
       const numBlocks = checkPrefill(

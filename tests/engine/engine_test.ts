@@ -21,9 +21,9 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import type { ModelOps } from "../../ops/ops.ts";
 import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
-import { CONFIG_PRESETS, ConfigError, type LlamaConfig } from "../../engine/config.ts";
+import { CONFIG_PRESETS, ConfigError, type ModelConfig } from "../../models/config.ts";
 import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
-import { graphBatchSizes } from "../../engine/model.ts";
+import { graphBatchSizes } from "../../engine/runner.ts";
 import { RequestRejectedError } from "../../engine/scheduler.ts";
 import type { SamplingParams } from "../../engine/sequence.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
@@ -37,7 +37,7 @@ const TOKENIZER = await Tokenizer.load(TOKENIZER_DIR);
  * context of 64, so at the positions tested here some frequencies are kept, some blended and
  * some divided by the factor.
  */
-const CONFIG: LlamaConfig = {
+const CONFIG: ModelConfig = {
   ...CONFIG_PRESETS.tiny,
   vocabSize: TOKENIZER.vocabSize,
   maxPositionEmbeddings: 1024,
@@ -83,7 +83,7 @@ interface HostWeights {
  * Writes config.json, model.safetensors (BF16, HF tensor names) and the tokenizer files into
  * `dir`, and returns the tensors. Matrices are uniform with the given std; norms 1 ± 0.2.
  */
-async function writeCheckpoint(dir: string, c: LlamaConfig): Promise<HostWeights> {
+async function writeCheckpoint(dir: string, c: ModelConfig): Promise<HostWeights> {
   const next = rng(2024);
   const tensors: [string, Tensor][] = [];
   const make = (name: string, rows: number, cols: number, std: number, center = 0): Tensor => {
@@ -216,7 +216,7 @@ function promptIds(n: number, seed: number): number[] {
 // The reference: HF LlamaForCausalLM's math in f64, one token at a time, no cache paging.
 
 /** HF's `_compute_llama3_parameters`, written out from the transformers source. */
-function referenceInvFreq(c: LlamaConfig): number[] {
+function referenceInvFreq(c: ModelConfig): number[] {
   const d = c.headDim;
   const base = Array.from({ length: d / 2 }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / d));
   const s = c.ropeScaling;
@@ -253,7 +253,7 @@ function rmsNorm(x: ArrayLike<number>, w: Tensor, eps: number): Float64Array {
 }
 
 /** Logits after each position of `ids`, computed causally; the last row is lastLogits'. */
-function referenceLogits(c: LlamaConfig, w: HostWeights, ids: number[]): Float64Array[] {
+function referenceLogits(c: ModelConfig, w: HostWeights, ids: number[]): Float64Array[] {
   const { hiddenSize: h, numAttentionHeads: H, numKeyValueHeads: KV, headDim: D } = c;
   const invFreq = referenceInvFreq(c);
   const rope = (x: Float64Array, heads: number, pos: number) => {

@@ -12,7 +12,7 @@ import { PromptError, PromptPreparer } from "../../engine/prompt.ts";
 import { Tokenizer, utf8Length } from "../../engine/tokenizer.ts";
 import { rng } from "../support/numeric.ts";
 
-const TINY = new URL("../../models/tiny-llama", import.meta.url).pathname;
+const TINY = new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
 const tok = await Tokenizer.load(TINY);
 
 /** Random text mixing ASCII words, runs of one letter, CJK, emoji and special-token text. */

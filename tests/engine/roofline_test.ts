@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { llama3_8b, parameterCount } from "../../engine/config.ts";
+import { llama3_8b, parameterCount } from "../../models/config.ts";
 import { prefillChunkWork, rooflineMs, stepCost, transformerCost } from "../../engine/roofline.ts";
 
 // hidden 4, intermediate 8, 2 layers, 2 heads over 1 KV head of dim 2, vocab 10.

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { CONFIG_PRESETS } from "../../engine/config.ts";
+import { CONFIG_PRESETS } from "../../models/config.ts";
 import { Engine } from "../../engine/engine.ts";
 import { rooflineMs, stepCost, transformerCost } from "../../engine/roofline.ts";
 import { type StepProfileData, summarizeSteps } from "../../engine/step_profile.ts";

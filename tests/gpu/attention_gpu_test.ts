@@ -173,34 +173,32 @@ function runDecode(env: Env, c: DecodeCase, seed: number, ops = env.gpuOps): Uin
   const outCount = batch * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
   const workspace = env.poisoned(ops.decodeWorkspaceBytes(batch, maxContext, shape));
-  ops.decodeAttention(
-    out.g,
-    q.g,
-    kCache.g,
-    vCache.g,
-    tablesBuf.g,
-    lens.g,
+  ops.decodeAttention({
+    out: out.g,
+    q: q.g,
+    kCache: kCache.g,
+    vCache: vCache.g,
+    blockTables: tablesBuf.g,
+    contextLens: lens.g,
     batch,
     maxBlocks,
     maxContext,
     shape,
     workspace,
-    env.stream,
-  );
-  env.cpuOps.decodeAttention(
-    out.c,
-    q.c,
-    kCache.c,
-    vCache.c,
-    tablesBuf.c,
-    lens.c,
+  }, env.stream);
+  env.cpuOps.decodeAttention({
+    out: out.c,
+    q: q.c,
+    kCache: kCache.c,
+    vCache: vCache.c,
+    blockTables: tablesBuf.c,
+    contextLens: lens.c,
     batch,
     maxBlocks,
     maxContext,
     shape,
-    env.pair(16).c,
-    env.cpu.defaultStream,
-  );
+    workspace: env.pair(16).c,
+  }, env.cpu.defaultStream);
   const { g, c: ref } = env.readBoth(out, outCount);
   checkDecodeRows(g, ref, contexts, numHeads * headDim, c.name);
   return g;
@@ -252,34 +250,32 @@ function runPrefill(env: Env, c: PrefillCase, ops: AttentionOps, seed: number): 
   const tablesBuf = env.pair(table);
   const outCount = tokens * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
-  ops.prefillAttention(
-    out.g,
-    q.g,
-    kCache.g,
-    vCache.g,
-    startsBuf.g,
-    lens.g,
-    tablesBuf.g,
+  ops.prefillAttention({
+    out: out.g,
+    q: q.g,
+    kCache: kCache.g,
+    vCache: vCache.g,
+    queryStarts: startsBuf.g,
+    contextLens: lens.g,
+    blockTables: tablesBuf.g,
     seqs,
     tokens,
     maxBlocks,
     shape,
-    env.stream,
-  );
-  env.cpuOps.prefillAttention(
-    out.c,
-    q.c,
-    kCache.c,
-    vCache.c,
-    startsBuf.c,
-    lens.c,
-    tablesBuf.c,
+  }, env.stream);
+  env.cpuOps.prefillAttention({
+    out: out.c,
+    q: q.c,
+    kCache: kCache.c,
+    vCache: vCache.c,
+    queryStarts: startsBuf.c,
+    contextLens: lens.c,
+    blockTables: tablesBuf.c,
     seqs,
     tokens,
     maxBlocks,
     shape,
-    env.cpu.defaultStream,
-  );
+  }, env.cpu.defaultStream);
   const { g, c: ref } = env.readBoth(out, outCount);
   const got = decodeBf16(g), want = decodeBf16(ref);
   const row = numHeads * headDim;
@@ -450,20 +446,19 @@ function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): 
       const k = newK[side].slice(rowBytes * s, rowBytes),
         v = newV[side].slice(rowBytes * s, rowBytes);
       ops.kvWrite(cache.k[side], cache.v[side], k, v, ids, batch, shape, stream);
-      ops.decodeAttention(
-        out[side].slice(outBytes * s, outBytes),
-        q[side].slice(outBytes * s, outBytes),
-        cache.k[side],
-        cache.v[side],
-        cache.tables[side],
-        lensBuf[side].slice(4 * batch * s, 4 * batch),
+      ops.decodeAttention({
+        out: out[side].slice(outBytes * s, outBytes),
+        q: q[side].slice(outBytes * s, outBytes),
+        kCache: cache.k[side],
+        vCache: cache.v[side],
+        blockTables: cache.tables[side],
+        contextLens: lensBuf[side].slice(4 * batch * s, 4 * batch),
         batch,
         maxBlocks,
         maxContext,
         shape,
-        ws,
-        stream,
-      );
+        workspace: ws,
+      }, stream);
     }
   };
   enqueue(env.cpuOps, "c", env.cpu.defaultStream, env.pair(16).c);
@@ -525,20 +520,19 @@ function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: bool
   /** Decode step s of the sequence under test, on the GPU ("g") or the CPU reference ("c"). */
   const decodeStep = (side: "g" | "c", s: number) => {
     const gpu = side === "g";
-    (gpu ? env.gpuOps : env.cpuOps).decodeAttention(
-      out[side].slice(outBytes * s, outBytes),
-      q[side].slice(outBytes * s, outBytes),
-      cache.k[side],
-      cache.v[side],
-      cache.tables[side],
-      lens[side].slice(4 * s, 4),
-      1,
+    (gpu ? env.gpuOps : env.cpuOps).decodeAttention({
+      out: out[side].slice(outBytes * s, outBytes),
+      q: q[side].slice(outBytes * s, outBytes),
+      kCache: cache.k[side],
+      vCache: cache.v[side],
+      blockTables: cache.tables[side],
+      contextLens: lens[side].slice(4 * s, 4),
+      batch: 1,
       maxBlocks,
       maxContext,
       shape,
-      gpu ? workspace : env.pair(16).c,
-      gpu ? env.stream : env.cpu.defaultStream,
-    );
+      workspace: gpu ? workspace : env.pair(16).c,
+    }, gpu ? env.stream : env.cpu.defaultStream);
   };
 
   const enqueue = () => {
@@ -548,20 +542,19 @@ function runDecodeWrittenChain(env: Env, c: ChainCase, seed: number, graph: bool
       const at = 2 * cache.row(0, contexts[0] + s, 0);
       [cache.k.g, cache.v.g].forEach((dst, i) => {
         const wqs = wq.slice(2 * headDim * (2 * s + i), 2 * headDim);
-        ops.decodeAttention(
-          dst.slice(at, 2 * headDim),
-          wqs,
-          wk,
-          wv,
-          wTable,
-          wLens,
-          1,
-          writerBlocks,
-          writerContext,
-          writer,
-          wWorkspace,
-          stream,
-        );
+        ops.decodeAttention({
+          out: dst.slice(at, 2 * headDim),
+          q: wqs,
+          kCache: wk,
+          vCache: wv,
+          blockTables: wTable,
+          contextLens: wLens,
+          batch: 1,
+          maxBlocks: writerBlocks,
+          maxContext: writerContext,
+          shape: writer,
+          workspace: wWorkspace,
+        }, stream);
       });
       decodeStep("g", s);
     }
@@ -825,20 +818,19 @@ gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
   try {
     assert.throws(
       () =>
-        env.gpuOps.decodeAttention(
-          buf,
-          buf.slice(2),
-          buf,
-          buf,
-          buf,
-          buf,
-          1,
-          1,
-          16,
+        env.gpuOps.decodeAttention({
+          out: buf,
+          q: buf.slice(2),
+          kCache: buf,
+          vCache: buf,
+          blockTables: buf,
+          contextLens: buf,
+          batch: 1,
+          maxBlocks: 1,
+          maxContext: 16,
           shape,
-          buf,
-          env.stream,
-        ),
+          workspace: buf,
+        }, env.stream),
       (e: Error) =>
         e instanceof RangeError && /^decodeAttention: q .* 16-byte aligned/.test(e.message),
     );
@@ -855,20 +847,19 @@ gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
     const small = env.gpu.alloc(256);
     assert.throws(
       () =>
-        env.gpuOps.decodeAttention(
-          buf,
-          buf,
-          buf,
-          buf,
-          buf,
-          buf,
-          1,
-          2048,
-          32768,
+        env.gpuOps.decodeAttention({
+          out: buf,
+          q: buf,
+          kCache: buf,
+          vCache: buf,
+          blockTables: buf,
+          contextLens: buf,
+          batch: 1,
+          maxBlocks: 2048,
+          maxContext: 32768,
           shape,
-          small,
-          env.stream,
-        ),
+          workspace: small,
+        }, env.stream),
       (e: Error) =>
         e instanceof RangeError && /^decodeAttention: workspace has 256 bytes/.test(e.message),
     );

@@ -27,7 +27,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps, fillRandomAt } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps, RopeTable } from "../../ops/ops.ts";
-import { createRopeTable, ropeInverseFrequencies } from "../../engine/rope.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
 

@@ -113,20 +113,19 @@ Deno.test("cpu decodeAttention matches the float64 reference", () => {
   const { shape, decode: d } = fx;
   const out = cpu.alloc(d.q.length * 2);
   cpu.memset(out, 0xff);
-  ops.decodeAttention(
+  ops.decodeAttention({
     out,
-    upload16(d.q),
-    upload16(fx.kvWrite.kCache),
-    upload16(fx.kvWrite.vCache),
-    uploadI32(fx.blockTables),
-    uploadI32(d.contextLens),
-    d.batch,
-    fx.maxBlocks,
-    d.maxContext,
+    q: upload16(d.q),
+    kCache: upload16(fx.kvWrite.kCache),
+    vCache: upload16(fx.kvWrite.vCache),
+    blockTables: uploadI32(fx.blockTables),
+    contextLens: uploadI32(d.contextLens),
+    batch: d.batch,
+    maxBlocks: fx.maxBlocks,
+    maxContext: d.maxContext,
     shape,
-    cpu.alloc(ops.decodeWorkspaceBytes(d.batch, d.maxContext, shape)),
-    stream,
-  );
+    workspace: cpu.alloc(ops.decodeWorkspaceBytes(d.batch, d.maxContext, shape)),
+  }, stream);
   assertClose(readBf16(out, d.out.length), d.out, TOLERANCE, "decode");
 });
 
@@ -135,20 +134,19 @@ Deno.test("cpu prefillAttention (one sequence with a cached prefix) matches the 
   const { shape, prefill: p } = fx;
   const out = cpu.alloc(p.q.length * 2);
   cpu.memset(out, 0xff);
-  ops.prefillAttention(
+  ops.prefillAttention({
     out,
-    upload16(p.q),
-    upload16(fx.kvWrite.kCache),
-    upload16(fx.kvWrite.vCache),
-    uploadI32(p.queryStarts),
-    uploadI32(p.contextLens),
-    uploadI32(fx.blockTables),
-    p.seqs,
-    p.tokens,
-    fx.maxBlocks,
+    q: upload16(p.q),
+    kCache: upload16(fx.kvWrite.kCache),
+    vCache: upload16(fx.kvWrite.vCache),
+    queryStarts: uploadI32(p.queryStarts),
+    contextLens: uploadI32(p.contextLens),
+    blockTables: uploadI32(fx.blockTables),
+    seqs: p.seqs,
+    tokens: p.tokens,
+    maxBlocks: fx.maxBlocks,
     shape,
-    stream,
-  );
+  }, stream);
   const got = readBf16(out, p.out.length);
   assertClose(got, p.out, TOLERANCE, "prefill");
   // Each sequence on its own, so an error confined to the prefixed one cannot hide.
@@ -163,20 +161,19 @@ Deno.test("cpu decode of a one-token context returns that token's value row", ()
   const kCache = upload16(v.map(() => 0x4000)), vCache = upload16(v);
   const out = cpu.alloc(4 * 8 * 2);
   // Block table points at block 1: the value row of KV head h is vCache[1, h, 0, :].
-  ops.decodeAttention(
+  ops.decodeAttention({
     out,
-    upload16(new Array(32).fill(0x3f80)),
+    q: upload16(new Array(32).fill(0x3f80)),
     kCache,
     vCache,
-    uploadI32([1]),
-    uploadI32([1]),
-    1,
-    1,
-    1,
+    blockTables: uploadI32([1]),
+    contextLens: uploadI32([1]),
+    batch: 1,
+    maxBlocks: 1,
+    maxContext: 1,
     shape,
-    cpu.alloc(16),
-    stream,
-  );
+    workspace: cpu.alloc(16),
+  }, stream);
   const got = new Uint16Array(32);
   cpu.copyToHost(got, out);
   for (let h = 0; h < 4; h++) {
@@ -217,118 +214,112 @@ Deno.test("cpu attention ops reject bad sizes with a RangeError naming the op", 
     [
       "decode heads not a multiple",
       () =>
-        ops.decodeAttention(
-          small,
-          small,
-          cache,
-          cache,
-          small,
-          small,
-          1,
-          1,
-          1,
-          {
+        ops.decodeAttention({
+          out: small,
+          q: small,
+          kCache: cache,
+          vCache: cache,
+          blockTables: small,
+          contextLens: small,
+          batch: 1,
+          maxBlocks: 1,
+          maxContext: 1,
+          shape: {
             ...shape,
             numKvHeads: 3,
           },
-          small,
-          stream,
-        ),
+          workspace: small,
+        }, stream),
       /^decodeAttention: shape.numHeads \(8\) must be a multiple of shape.numKvHeads \(3\)/,
     ],
     [
       "decode maxContext past the table",
       () =>
-        ops.decodeAttention(
-          small,
-          small,
-          cache,
-          cache,
-          small,
-          small,
-          1,
-          1,
-          17,
+        ops.decodeAttention({
+          out: small,
+          q: small,
+          kCache: cache,
+          vCache: cache,
+          blockTables: small,
+          contextLens: small,
+          batch: 1,
+          maxBlocks: 1,
+          maxContext: 17,
           shape,
-          small,
-          stream,
-        ),
+          workspace: small,
+        }, stream),
       /^decodeAttention: maxContext 17 exceeds maxBlocks × blockSize/,
     ],
     [
       "decode q too small",
       () =>
-        ops.decodeAttention(
-          small,
-          small,
-          cache,
-          cache,
-          small,
-          small,
-          1,
-          1,
-          16,
+        ops.decodeAttention({
+          out: small,
+          q: small,
+          kCache: cache,
+          vCache: cache,
+          blockTables: small,
+          contextLens: small,
+          batch: 1,
+          maxBlocks: 1,
+          maxContext: 16,
           shape,
-          small,
-          stream,
-        ),
+          workspace: small,
+        }, stream),
       /^decodeAttention: q has 64 bytes, needs 256/,
     ],
     [
       "decode batch fractional",
       () =>
-        ops.decodeAttention(
-          small,
-          small,
-          cache,
-          cache,
-          small,
-          small,
-          1.5,
-          1,
-          16,
+        ops.decodeAttention({
+          out: small,
+          q: small,
+          kCache: cache,
+          vCache: cache,
+          blockTables: small,
+          contextLens: small,
+          batch: 1.5,
+          maxBlocks: 1,
+          maxContext: 16,
           shape,
-          small,
-          stream,
-        ),
+          workspace: small,
+        }, stream),
       /^decodeAttention: batch must be a positive integer/,
     ],
     [
       "prefill queryStarts too small",
       () =>
-        ops.prefillAttention(
-          cache,
-          cache,
-          cache,
-          cache,
-          small,
-          small,
-          small,
-          16,
-          1,
-          1,
+        ops.prefillAttention({
+          out: cache,
+          q: cache,
+          kCache: cache,
+          vCache: cache,
+          queryStarts: small,
+          contextLens: small,
+          blockTables: small,
+          seqs: 16,
+          tokens: 1,
+          maxBlocks: 1,
           shape,
-          stream,
-        ),
+        }, stream),
       /^prefillAttention: queryStarts has 64 bytes, needs 68/,
     ],
     [
       "prefill seqs 0",
       () =>
-        ops.prefillAttention(
-          cache,
-          cache,
-          cache,
-          cache,
-          small,
-          small,
-          small,
-          0,
-          1,
-          1,
+        ops.prefillAttention({
+          out: cache,
+          q: cache,
+          kCache: cache,
+          vCache: cache,
+          queryStarts: small,
+          contextLens: small,
+          blockTables: small,
+          seqs: 0,
+          tokens: 1,
+          maxBlocks: 1,
           shape,
-          stream,
-        ),
+        }, stream),
       /^prefillAttention: seqs must be a positive integer/,
     ],
     [

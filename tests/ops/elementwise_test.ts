@@ -26,7 +26,7 @@ import {
   createRopeTable,
   type Llama3RopeScaling,
   ropeInverseFrequencies,
-} from "../../engine/rope.ts";
+} from "../../models/rope.ts";
 import { assertClose } from "../support/numeric.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 

@@ -11,7 +11,7 @@ import { TokenTexts } from "../../engine/token_texts.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
 import { chatLogprobs, completionLogprobs } from "../../server/logprobs.ts";
 
-const tok = await Tokenizer.load(new URL("../../models/tiny-llama", import.meta.url).pathname);
+const tok = await Tokenizer.load(new URL("../../checkpoints/tiny-llama", import.meta.url).pathname);
 const texts = new TokenTexts(tok);
 
 // Two byte tokens that are parts of characters: alone, both decode to U+FFFD.

@@ -13,7 +13,8 @@ import type { RouteOptions } from "../../server/routes.ts";
 import { type RunningServer, startServer } from "../../server/server.ts";
 
 /** The embedded tiny Llama (vocabulary of 282, byte-level BPE, 1024-token context). */
-export const TINY_MODEL_DIR: string = new URL("../../models/tiny-llama", import.meta.url).pathname;
+export const TINY_MODEL_DIR: string =
+  new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
 
 /** A served engine and the ways to talk to it. */
 export interface TestServer {

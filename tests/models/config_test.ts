@@ -11,11 +11,11 @@ import {
   ConfigError,
   configPreset,
   llama3_8b,
-  type LlamaConfig,
-  loadLlamaConfig,
+  loadModelConfig,
+  type ModelConfig,
   parameterCount,
-  parseLlamaConfig,
-} from "../../engine/config.ts";
+  parseModelConfig,
+} from "../../models/config.ts";
 
 /** meta-llama/Llama-3.1-8B-Instruct config.json, verbatim. */
 const LLAMA31_8B_INSTRUCT = {
@@ -120,7 +120,7 @@ function edit(base: Record<string, unknown>, changes: Record<string, unknown>) {
 /** Asserts that parsing throws a ConfigError whose message contains every fragment. */
 function assertRefused(json: unknown, ...fragments: string[]): void {
   assert.throws(
-    () => parseLlamaConfig(json, "/models/x/config.json"),
+    () => parseModelConfig(json, "/models/x/config.json"),
     (error: unknown) => {
       assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
       assert.equal(error.file, "/models/x/config.json");
@@ -134,10 +134,11 @@ function assertRefused(json: unknown, ...fragments: string[]): void {
 }
 
 Deno.test("config: Llama 3.1 8B Instruct parses to the expected fields", () => {
-  const config = parseLlamaConfig(LLAMA31_8B_INSTRUCT);
+  const config = parseModelConfig(LLAMA31_8B_INSTRUCT);
   assert.deepEqual(
     config,
     {
+      architecture: "LlamaForCausalLM",
       hiddenSize: 4096,
       intermediateSize: 14336,
       numHiddenLayers: 32,
@@ -159,12 +160,12 @@ Deno.test("config: Llama 3.1 8B Instruct parses to the expected fields", () => {
       dtype: "bfloat16",
       bosTokenId: 128000,
       eosTokenIds: [128001, 128008, 128009],
-    } satisfies LlamaConfig,
+    } satisfies ModelConfig,
   );
 });
 
 Deno.test("config: Llama 2 takes HF's defaults for head_dim and rope_theta", () => {
-  const config = parseLlamaConfig(LLAMA2_7B);
+  const config = parseModelConfig(LLAMA2_7B);
   assert.equal(config.headDim, 128);
   assert.equal(config.numKeyValueHeads, 32);
   assert.equal(config.ropeTheta, 10000);
@@ -176,7 +177,7 @@ Deno.test("config: Llama 2 takes HF's defaults for head_dim and rope_theta", () 
 });
 
 Deno.test("config: Llama 3.2 1B is tied, with an explicit head_dim and one eos id", () => {
-  const config = parseLlamaConfig(LLAMA32_1B);
+  const config = parseModelConfig(LLAMA32_1B);
   assert.equal(config.tieWordEmbeddings, true);
   assert.equal(config.headDim, 64);
   assert.deepEqual(config.eosTokenIds, [128001]);
@@ -188,7 +189,7 @@ Deno.test("config: Llama 3.2 1B is tied, with an explicit head_dim and one eos i
   });
 });
 
-Deno.test("config: optional fields default as in HF LlamaConfig", () => {
+Deno.test("config: optional fields default as in HF ModelConfig", () => {
   const minimal = {
     architectures: ["LlamaForCausalLM"],
     hidden_size: 96,
@@ -197,7 +198,7 @@ Deno.test("config: optional fields default as in HF LlamaConfig", () => {
     num_attention_heads: 6,
     vocab_size: 1000,
   };
-  const config = parseLlamaConfig(minimal);
+  const config = parseModelConfig(minimal);
   assert.equal(config.numKeyValueHeads, 6);
   assert.equal(config.headDim, 16);
   assert.equal(config.rmsNormEps, 1e-6);
@@ -208,25 +209,25 @@ Deno.test("config: optional fields default as in HF LlamaConfig", () => {
   assert.equal(config.bosTokenId, null);
   assert.deepEqual(config.eosTokenIds, []);
   // head_dim: null (some exports write it) is the same as absent.
-  assert.equal(parseLlamaConfig({ ...minimal, head_dim: null }).headDim, 16);
+  assert.equal(parseModelConfig({ ...minimal, head_dim: null }).headDim, 16);
 });
 
 Deno.test("config: dtype, old rope keys and transformers 5 rope_parameters", () => {
-  assert.equal(parseLlamaConfig(edit(LLAMA2_7B, { dtype: "float32" })).dtype, "float32");
+  assert.equal(parseModelConfig(edit(LLAMA2_7B, { dtype: "float32" })).dtype, "float32");
   const oldKey = edit(LLAMA31_8B_INSTRUCT, {
     rope_scaling: { ...LLAMA31_8B_INSTRUCT.rope_scaling, rope_type: undefined, type: "llama3" },
   });
-  assert.equal(parseLlamaConfig(oldKey).ropeScaling?.factor, 8);
+  assert.equal(parseModelConfig(oldKey).ropeScaling?.factor, 8);
   const plain = edit(LLAMA31_8B_INSTRUCT, { rope_scaling: { rope_type: "default" } });
-  assert.equal(parseLlamaConfig(plain).ropeScaling, null);
+  assert.equal(parseModelConfig(plain).ropeScaling, null);
   const v5 = edit(LLAMA31_8B_INSTRUCT, {
     rope_theta: undefined,
     rope_scaling: undefined,
     rope_parameters: { ...LLAMA31_8B_INSTRUCT.rope_scaling, rope_theta: 500000.0 },
   });
-  const config = parseLlamaConfig(v5);
+  const config = parseModelConfig(v5);
   assert.equal(config.ropeTheta, 500000);
-  assert.deepEqual(config.ropeScaling, parseLlamaConfig(LLAMA31_8B_INSTRUCT).ropeScaling);
+  assert.deepEqual(config.ropeScaling, parseModelConfig(LLAMA31_8B_INSTRUCT).ropeScaling);
 });
 
 Deno.test("config: unsupported architectures are refused by name", () => {
@@ -241,7 +242,7 @@ Deno.test("config: unsupported architectures are refused by name", () => {
     "LlamaForCausalLM",
   );
   // An old export without `architectures` is still a Llama by model_type.
-  assert.equal(parseLlamaConfig(edit(LLAMA2_7B, { architectures: undefined })).hiddenSize, 4096);
+  assert.equal(parseModelConfig(edit(LLAMA2_7B, { architectures: undefined })).hiddenSize, 4096);
 });
 
 Deno.test("config: bad or missing fields name the key", () => {
@@ -288,25 +289,25 @@ Deno.test("config: features Denali lacks are refused with a remedy", () => {
   assertRefused(edit(LLAMA2_7B, { torch_dtype: "int8" }), '"int8" is not supported');
 });
 
-Deno.test("config: loadLlamaConfig reads a directory and names a missing or broken file", async () => {
+Deno.test("config: loadModelConfig reads a directory and names a missing or broken file", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    await assert.rejects(loadLlamaConfig(dir), (error: unknown) => {
+    await assert.rejects(loadModelConfig(dir), (error: unknown) => {
       assert.ok(error instanceof ConfigError);
       assert.ok(error.message.includes(`${dir}/config.json: not found`), error.message);
       assert.ok(error.message.includes("Hugging Face model directory"), error.message);
       return true;
     });
     await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
-    await assert.rejects(loadLlamaConfig(`${dir}/`), /config\.json: is not valid JSON/);
+    await assert.rejects(loadModelConfig(`${dir}/`), /config\.json: is not valid JSON/);
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(LLAMA32_1B));
-    assert.deepEqual(await loadLlamaConfig(dir), parseLlamaConfig(LLAMA32_1B));
+    assert.deepEqual(await loadModelConfig(dir), parseModelConfig(LLAMA32_1B));
     await Deno.writeTextFile(
       `${dir}/config.json`,
       JSON.stringify(edit(LLAMA32_1B, { architectures: ["GPT2LMHeadModel"] })),
     );
     await assert.rejects(
-      loadLlamaConfig(dir),
+      loadModelConfig(dir),
       new RegExp(`${dir}/config\\.json: unsupported architecture GPT2LMHeadModel`),
     );
   } finally {
@@ -316,7 +317,7 @@ Deno.test("config: loadLlamaConfig reads a directory and names a missing or brok
 
 Deno.test("config: presets match their published configs and parameter counts", () => {
   assert.equal(configPreset("llama3-8b"), llama3_8b);
-  const published = { ...parseLlamaConfig(LLAMA31_8B_INSTRUCT) };
+  const published = { ...parseModelConfig(LLAMA31_8B_INSTRUCT) };
   assert.deepEqual(configPreset("llama3.1-8b"), published);
   assert.deepEqual({ ...llama3_8b, ropeScaling: null }, {
     ...published,

@@ -1,6 +1,6 @@
 /**
  * The model configuration: Hugging Face's Llama `config.json`, parsed and checked once into a
- * typed {@link LlamaConfig}, plus named presets for benchmarks and `--random-weights` runs.
+ * typed {@link ModelConfig}, plus named presets for benchmarks and `--random-weights` runs.
  *
  * Everything the engine needs to size buffers and run the math comes from here, so the checks
  * are strict: a config Denali would run wrongly (biases, another activation, quantisation, an
@@ -8,8 +8,8 @@
  *
  * @example Read a model directory's config
  * ```ts ignore
- * import { loadLlamaConfig } from "./engine/config.ts";
- * const config = await loadLlamaConfig("models/Llama-3.2-1B-Instruct");
+ * import { loadModelConfig } from "./models/config.ts";
+ * const config = await loadModelConfig("models/Llama-3.2-1B-Instruct");
  * console.log(config.numHiddenLayers, config.eosTokenIds);
  * ```
  *
@@ -26,8 +26,10 @@ export const LLAMA_ARCHITECTURE = "LlamaForCausalLM";
 /** A checkpoint's declared floating-point type (`torch_dtype`, or `dtype` in newer files). */
 export type CheckpointDtype = "bfloat16" | "float16" | "float32";
 
-/** A Llama model's shape and constants, named as in HF `config.json` but in camelCase. */
-export interface LlamaConfig {
+/** A model's shape and constants, named as in HF `config.json` but in camelCase. */
+export interface ModelConfig {
+  /** The HF architecture, e.g. "LlamaForCausalLM"; it picks the family (models/families.ts). */
+  readonly architecture: string;
   /** Width of the residual stream. */
   readonly hiddenSize: number;
   /** Width of the MLP's gate and up projections. */
@@ -150,11 +152,11 @@ function tokenIds(fields: Fields, key: string): number[] {
   return ids as number[];
 }
 
-function architecture(fields: Fields): void {
+function architecture(fields: Fields): string {
   const archs = fields.json.architectures;
   if (archs === undefined || archs === null) {
     // Old exports omit `architectures`; model_type alone still identifies a Llama.
-    if (fields.json.model_type === "llama") return;
+    if (fields.json.model_type === "llama") return LLAMA_ARCHITECTURE;
     fields.fail(
       `unsupported architecture (none declared, model_type ${
         JSON.stringify(fields.json.model_type)
@@ -170,6 +172,7 @@ function architecture(fields: Fields): void {
         `Denali runs ${LLAMA_ARCHITECTURE}`,
     );
   }
+  return LLAMA_ARCHITECTURE;
 }
 
 /** Features of the HF Llama class that change the weights or the math, which Denali lacks. */
@@ -247,12 +250,12 @@ function ropeScaling(fields: Fields): Llama3RopeScaling | null {
  * Validates a parsed config.json and returns it typed. `file` names the source in errors.
  * Sizes must be present; the optional fields take HF LlamaConfig's defaults.
  */
-export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConfig {
+export function parseModelConfig(json: unknown, file = "config.json"): ModelConfig {
   if (!isObject(json)) {
     throw new ConfigError(file, "config.json must hold a JSON object");
   }
   const fields = new Fields(file, json);
-  architecture(fields);
+  const arch = architecture(fields);
   unsupportedFeatures(fields);
 
   const hiddenSize = fields.integer("hidden_size");
@@ -287,6 +290,7 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
   if (bos.length > 1) fields.fail(`'bos_token_id' must be a single token id`);
 
   return {
+    architecture: arch,
     hiddenSize,
     intermediateSize: fields.integer("intermediate_size"),
     numHiddenLayers: fields.integer("num_hidden_layers"),
@@ -306,10 +310,10 @@ export function parseLlamaConfig(json: unknown, file = "config.json"): LlamaConf
 }
 
 /**
- * Reads `<dir>/config.json` and validates it with {@link parseLlamaConfig}. A missing file or
+ * Reads `<dir>/config.json` and validates it with {@link parseModelConfig}. A missing file or
  * broken JSON is a ConfigError naming the path.
  */
-export async function loadLlamaConfig(dir: string): Promise<LlamaConfig> {
+export async function loadModelConfig(dir: string): Promise<ModelConfig> {
   const file = `${dir.replace(/\/+$/, "")}/config.json`;
   let text: string;
   try {
@@ -333,11 +337,11 @@ export async function loadLlamaConfig(dir: string): Promise<LlamaConfig> {
       `is not valid JSON (${(error as Error).message}); re-download it`,
     );
   }
-  return parseLlamaConfig(json, file);
+  return parseModelConfig(json, file);
 }
 
 /** Weights of a Llama model with this config, counted in elements (tied tables once). */
-export function parameterCount(config: LlamaConfig): number {
+export function parameterCount(config: ModelConfig): number {
   const { hiddenSize: h, intermediateSize: i, numAttentionHeads: q, numKeyValueHeads: kv } = config;
   const d = config.headDim;
   const perLayer = (q + 2 * kv) * d * h + h * q * d + 3 * h * i + 2 * h;
@@ -356,7 +360,8 @@ const LLAMA3_SCALING_31: Llama3RopeScaling = {
 const LLAMA3_SCALING_32: Llama3RopeScaling = { ...LLAMA3_SCALING_31, factor: 32 };
 
 /** Meta-Llama-3-8B (the base model; Instruct ends turns with 128009 too). */
-export const llama3_8b: LlamaConfig = {
+export const llama3_8b: ModelConfig = {
+  architecture: LLAMA_ARCHITECTURE,
   hiddenSize: 4096,
   intermediateSize: 14336,
   numHiddenLayers: 32,
@@ -378,8 +383,9 @@ export const llama3_8b: LlamaConfig = {
  * Named model shapes for benchmarks and `--random-weights`, transcribed from the models'
  * config.json files; "tiny" is a CPU-sized model for tests.
  */
-export const CONFIG_PRESETS: Readonly<Record<string, LlamaConfig>> = {
+export const CONFIG_PRESETS: Readonly<Record<string, ModelConfig>> = {
   "tiny": {
+    architecture: LLAMA_ARCHITECTURE,
     hiddenSize: 64,
     intermediateSize: 128,
     numHiddenLayers: 2,
@@ -397,6 +403,7 @@ export const CONFIG_PRESETS: Readonly<Record<string, LlamaConfig>> = {
     eosTokenIds: [2],
   },
   "llama2-7b": {
+    architecture: LLAMA_ARCHITECTURE,
     hiddenSize: 4096,
     intermediateSize: 11008,
     numHiddenLayers: 32,
@@ -461,7 +468,7 @@ export const CONFIG_PRESETS: Readonly<Record<string, LlamaConfig>> = {
  * The preset called `name` (see {@link CONFIG_PRESETS}); an unknown name is a ConfigError
  * listing the known ones.
  */
-export function configPreset(name: string): LlamaConfig {
+export function configPreset(name: string): ModelConfig {
   if (!Object.hasOwn(CONFIG_PRESETS, name)) {
     throw new ConfigError(
       `preset '${name}'`,

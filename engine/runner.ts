@@ -1,25 +1,13 @@
 /**
- * The Llama model runner: weights, the RoPE table, the paged K/V cache and every activation
- * buffer on one device, and `launch` / `ready` / `finish`, which run one scheduler step (a
- * {@link BatchPlan}) and return a sampled token for each entry that samples.
+ * The model runner: takes any model definition (models/model.ts) and runs scheduler steps on
+ * one device. It owns the step inputs, the paged K/V cache, the logits and sampling buffers and
+ * the decode graphs; the model's forward pass owns its activations. `launch` / `ready` /
+ * `finish` run one scheduler step (a {@link BatchPlan}) and return a sampled token for each
+ * entry that samples.
  *
  * Only the Backend interface and ModelOps are used, so the same code runs on CUDA, HIP and the
  * CPU. All buffers are allocated in the constructor (the KV cache in `allocateKvCache`, once
  * the engine knows how much memory is left), so a step allocates no device memory.
- *
- * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
- * embedding → per layer [rmsNorm (fused residual) → q, k, v projections → rope → kvWrite →
- * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
- * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
- * → the rows that sample (gathered) → lm head → f32 → the sampler (engine/sampler.ts).
- *
- * The q, k and v projections are three `linear` calls over row slices of the fused weight:
- * rope, kvWrite and attention take q, k and v each as a contiguous [tokens, heads, headDim]
- * array, and a fused output interleaves them per token. A single-token step (batch-1 decode,
- * the latency case) is the exception: with one row the fused output is q, k and v back to
- * back, so one launch over the fused weight serves, and the weight streams at the bandwidth
- * of one large GEMV instead of three small ones. The gate/up output is used fused, as
- * siluMul reads it.
  *
  * Decode-only steps replay a captured device graph where the backend has graphs: one per
  * (padded batch, context bucket), captured on first use. Padding rows write no K/V and attend
@@ -37,18 +25,24 @@ import type {
   DeviceGraph,
   Stream,
 } from "../backends/backend.ts";
-import type { AttentionShape, ModelOps, RopeTable } from "../ops/ops.ts";
+import type { ModelOps } from "../ops/ops.ts";
+import type { ModelConfig } from "../models/config.ts";
+import type {
+  Forward,
+  LinearShape,
+  LogitsOut,
+  ModelDefinition,
+  ModelWeights,
+  StepShape,
+} from "../models/model.ts";
 import { BatchInputs } from "./batch_inputs.ts";
 import { kvBytesPerBlock, KvCache, type KvCacheShape } from "./kv_cache.ts";
-import type { LlamaConfig } from "./config.ts";
-import { createRopeTable, ropeInverseFrequencies } from "./rope.ts";
 import { Sampler, type SampleRows, type TokenLogprobs } from "./sampler.ts";
 import type { BatchPlan } from "./scheduler.ts";
 import type { Sequence } from "./sequence.ts";
-import type { LlamaWeights } from "./weights.ts";
 
-/** Sizes and switches of a {@link LlamaModel}. */
-export interface LlamaModelOptions {
+/** Sizes and switches of a {@link ModelRunner}. */
+export interface RunnerOptions {
   /** Most tokens in one step; activations are sized for it. */
   readonly maxBatchedTokens: number;
   /** Most sequences in one step. */
@@ -64,7 +58,7 @@ export interface LlamaModelOptions {
 }
 
 /** Counters for logs and tests. */
-export interface ModelCounters {
+export interface RunnerCounters {
   /** Steps run launch by launch. */
   eagerSteps: number;
   /** Decode steps run by replaying a graph. */
@@ -98,63 +92,30 @@ interface CapturedGraph {
   readonly maxContext: number;
 }
 
-/** The shape of one step's launches: what `#body` needs beyond the fixed buffers. */
-interface StepShape {
-  tokens: number;
-  decodes: number;
-  decodeMaxBlocks: number;
-  decodeMaxContext: number;
-  prefills: number;
-  prefillTokens: number;
-  prefillMaxBlocks: number;
-  /** Rows of logits the lm head computes. */
-  logitRows: number;
-  gather: boolean;
-}
-
-/** A Llama model on one device, ready to run scheduler steps. */
-export class LlamaModel {
+/** A model on one device, ready to run scheduler steps. */
+export class ModelRunner {
   /** The model's shape. */
-  readonly config: LlamaConfig;
+  readonly config: ModelConfig;
   /** The device. */
   readonly backend: Backend;
   /** The device's operators. */
   readonly ops: ModelOps;
   /** The weights (owned by the caller, who frees them). */
-  readonly weights: LlamaWeights;
+  readonly weights: ModelWeights;
+  /** The model's forward pass (owned by the runner). */
+  readonly forward: Forward;
   /** The stream every step runs on (graphs cannot be captured on the default stream). */
   readonly stream: Stream;
-  /** Head counts, head dimension, block size and softmax scale of every attention call. */
-  readonly shape: AttentionShape;
   /** Sizes the buffers were allocated for. */
-  readonly options: Required<Omit<LlamaModelOptions, "log">>;
+  readonly options: Required<Omit<RunnerOptions, "log">>;
   /** Steps and graphs so far. */
-  readonly counters: ModelCounters = { eagerSteps: 0, graphReplays: 0, graphsCaptured: 0 };
+  readonly counters: RunnerCounters = { eagerSteps: 0, graphReplays: 0, graphsCaptured: 0 };
 
   readonly #log: (line: string) => void;
   readonly #owned: DeviceBuffer[] = [];
-  readonly #rope: RopeTable;
   readonly #inputs: BatchInputs;
-  // Activations, [maxBatchedTokens, ...] bf16 unless noted.
-  readonly #residual: DeviceBuffer;
-  readonly #hidden: DeviceBuffer;
-  readonly #normed: DeviceBuffer;
-  readonly #q: DeviceBuffer;
-  readonly #k: DeviceBuffer;
-  readonly #v: DeviceBuffer;
-  readonly #attn: DeviceBuffer;
-  // Single-token steps (batch-1 decode) run q, k and v as one linear over the fused weight into
-  // #qkvOne; with one row the three outputs are contiguous slices of it.
-  readonly #qkvOne: DeviceBuffer;
-  readonly #qOne: DeviceBuffer;
-  readonly #kOne: DeviceBuffer;
-  readonly #vOne: DeviceBuffer;
-  readonly #gateUp: DeviceBuffer;
-  readonly #act: DeviceBuffer;
-  // Per-sample buffers, [maxRunning, ...].
-  readonly #gathered: DeviceBuffer;
-  readonly #logitsBf16: DeviceBuffer;
-  readonly #logits: DeviceBuffer;
+  // [maxRunning, vocab]: the lm head's bf16 output and its f32 copy, which the sampler reads.
+  readonly #logits: LogitsOut;
   readonly #sampler: Sampler;
   // Recorded after each launched step; its completion means the results are on the host.
   readonly #done: DeviceEvent;
@@ -164,14 +125,6 @@ export class LlamaModel {
     count: 0,
     seqOf: (s: number): Sequence => this.#plan!.seq(this.#inputs.sampleEntry[s]),
   };
-  readonly #decodeWorkspace: DeviceBuffer;
-  // Row slices of the fused q/k/v weight, per layer.
-  readonly #wq: DeviceBuffer[] = [];
-  readonly #wk: DeviceBuffer[] = [];
-  readonly #wv: DeviceBuffer[] = [];
-  // Views of q and attn starting at token row r (the first prefill row), made once per r.
-  readonly #qAt: (DeviceBuffer | undefined)[] = [];
-  readonly #attnAt: (DeviceBuffer | undefined)[] = [];
   #kv: KvCache | null = null;
   readonly #maxBlocksPerSeq: number;
   // Graphs: keyed by batch-size index · 64 + log2 of the context bucket.
@@ -194,26 +147,33 @@ export class LlamaModel {
   #freed = false;
 
   /**
-   * Allocates the RoPE table, the step inputs, the activations for `maxBatchedTokens` tokens and
-   * the sampling buffers for `maxRunning` rows. The KV cache comes later, from
-   * {@link allocateKvCache}. On failure whatever was allocated is freed.
+   * Creates the model's forward pass and allocates the step inputs and the sampling buffers
+   * for `maxRunning` rows. The KV cache comes later, from {@link allocateKvCache}. On failure
+   * whatever was allocated is freed.
    *
    * @param backend the device
    * @param ops the device's operators (`await loadOps(backend)`)
+   * @param model the model family (models/families.ts)
    * @param weights the model's weights on that device
-   * @param options sizes; see {@link LlamaModelOptions}
+   * @param options sizes; see {@link RunnerOptions}
    */
-  constructor(backend: Backend, ops: ModelOps, weights: LlamaWeights, options: LlamaModelOptions) {
+  constructor(
+    backend: Backend,
+    ops: ModelOps,
+    model: ModelDefinition,
+    weights: ModelWeights,
+    options: RunnerOptions,
+  ) {
     const config = weights.config;
     for (const key of ["maxBatchedTokens", "maxRunning", "blockSize", "maxModelLen"] as const) {
       const value = options[key];
       if (!Number.isSafeInteger(value) || value < 1) {
-        throw new RangeError(`LlamaModel: ${key} must be an integer >= 1, got ${value}`);
+        throw new RangeError(`ModelRunner: ${key} must be an integer >= 1, got ${value}`);
       }
     }
     if (options.maxBatchedTokens < options.maxRunning) {
       throw new RangeError(
-        `LlamaModel: maxBatchedTokens (${options.maxBatchedTokens}) must be >= maxRunning ` +
+        `ModelRunner: maxBatchedTokens (${options.maxBatchedTokens}) must be >= maxRunning ` +
           `(${options.maxRunning})`,
       );
     }
@@ -232,75 +192,35 @@ export class LlamaModel {
     this.#graphsOn = this.options.graphs;
     this.#batchSizes = graphBatchSizes(options.maxRunning);
     this.#maxBlocksPerSeq = Math.ceil(options.maxModelLen / options.blockSize);
-    const {
-      hiddenSize: h,
-      intermediateSize: inter,
-      numAttentionHeads: heads,
-      numKeyValueHeads: kvHeads,
-      headDim,
-      vocabSize: vocab,
-    } = config;
-    this.shape = {
-      numHeads: heads,
-      numKvHeads: kvHeads,
-      headDim,
-      blockSize: options.blockSize,
-      scale: 1 / Math.sqrt(headDim),
-    };
-    const T = options.maxBatchedTokens, R = options.maxRunning;
-    const qDim = heads * headDim, kvDim = kvHeads * headDim;
+    const T = options.maxBatchedTokens, R = options.maxRunning, vocab = config.vocabSize;
 
     this.stream = backend.createStream();
-    let rope: RopeTable | null = null;
+    let forward: Forward | null = null;
     let inputs: BatchInputs | null = null;
     let sampler: Sampler | null = null;
     let done: DeviceEvent | null = null;
     try {
-      rope = createRopeTable(
-        backend,
-        ropeInverseFrequencies(headDim, config.ropeTheta, config.ropeScaling ?? undefined),
-      );
+      forward = model.createForward(backend, ops, weights, {
+        maxTokens: T,
+        maxRows: R,
+        blockSize: options.blockSize,
+        maxBlocksPerSeq: this.#maxBlocksPerSeq,
+      });
       inputs = new BatchInputs(backend, {
         maxTokens: T,
         maxEntries: R,
         maxBlocksPerSeq: this.#maxBlocksPerSeq,
         blockSize: options.blockSize,
       });
-      const bf16 = (elements: number) => this.#alloc(elements * 2);
-      this.#residual = bf16(T * h);
-      this.#hidden = bf16(T * h);
-      this.#normed = bf16(T * h);
-      this.#q = bf16(T * qDim);
-      this.#k = bf16(T * kvDim);
-      this.#v = bf16(T * kvDim);
-      this.#attn = bf16(T * qDim);
-      this.#qkvOne = bf16(qDim + 2 * kvDim);
-      this.#qOne = this.#qkvOne.slice(0, qDim * 2);
-      this.#kOne = this.#qkvOne.slice(qDim * 2, kvDim * 2);
-      this.#vOne = this.#qkvOne.slice((qDim + kvDim) * 2, kvDim * 2);
-      this.#gateUp = bf16(T * 2 * inter);
-      this.#act = bf16(T * inter);
-      this.#gathered = bf16(R * h);
-      this.#logitsBf16 = bf16(R * vocab);
-      this.#logits = this.#alloc(R * vocab * 4);
-      this.#decodeWorkspace = this.#alloc(
-        ops.decodeWorkspaceBytes(R, this.#maxBlocksPerSeq * options.blockSize, this.shape),
-      );
+      this.#logits = { bf16: this.#alloc(R * vocab * 2), f32: this.#alloc(R * vocab * 4) };
       sampler = new Sampler(backend, ops, this.stream, {
         maxRows: R,
         vocab,
         maxModelLen: options.maxModelLen,
       });
       done = backend.createEvent();
-
-      const qBytes = qDim * h * 2, kvBytes = kvDim * h * 2;
-      for (const layer of weights.layers) {
-        this.#wq.push(layer.qkvProj.slice(0, qBytes));
-        this.#wk.push(layer.qkvProj.slice(qBytes, kvBytes));
-        this.#wv.push(layer.qkvProj.slice(qBytes + kvBytes, kvBytes));
-      }
     } catch (error) {
-      if (rope) backend.free(rope.invFreq);
+      forward?.free();
       inputs?.free();
       sampler?.free();
       done?.destroy();
@@ -308,7 +228,7 @@ export class LlamaModel {
       if (this.stream !== backend.defaultStream) this.stream.destroy();
       throw error;
     }
-    this.#rope = rope;
+    this.forward = forward;
     this.#inputs = inputs;
     this.#sampler = sampler;
     this.#done = done;
@@ -340,29 +260,18 @@ export class LlamaModel {
    * must precede graph capture) and before sizing the KV cache, since timing allocates.
    */
   prepare(): void {
-    const { hiddenSize: h, intermediateSize: inter, vocabSize: vocab } = this.config;
-    const qDim = this.config.numAttentionHeads * this.config.headDim;
-    const kvDim = this.config.numKeyValueHeads * this.config.headDim;
-    const shapes: { m: number; n: number; k: number }[] = [];
-    const layer = (m: number) => {
-      shapes.push(
-        { m, n: qDim, k: h },
-        { m, n: kvDim, k: h },
-        { m, n: h, k: qDim },
-        { m, n: 2 * inter, k: h },
-        { m, n: h, k: inter },
-      );
-    };
+    const { hiddenSize: h, vocabSize: vocab } = this.config;
+    const shapes: LinearShape[] = [];
     for (const m of this.#batchSizes) {
-      layer(m);
-      shapes.push({ m, n: vocab, k: h });
+      shapes.push(...this.forward.linearShapes(m), { m, n: vocab, k: h });
     }
-    shapes.push({ m: 1, n: qDim + 2 * kvDim, k: h });
     // Mixed and prefill steps run any token count up to the budget; between the shapes timed
     // here, linear takes the decision of the nearest one, so a power-of-two ladder covers them.
     const budget = this.options.maxBatchedTokens;
-    for (let m = 512; m < budget; m *= 2) if (!this.#batchSizes.includes(m)) layer(m);
-    if (!this.#batchSizes.includes(budget)) layer(budget);
+    for (let m = 512; m < budget; m *= 2) {
+      if (!this.#batchSizes.includes(m)) shapes.push(...this.forward.linearShapes(m));
+    }
+    if (!this.#batchSizes.includes(budget)) shapes.push(...this.forward.linearShapes(budget));
     this.ops.prepareLinear(shapes, this.stream);
     this.stream.synchronize();
   }
@@ -372,7 +281,7 @@ export class LlamaModel {
    * block that graph padding reads. Call once.
    */
   allocateKvCache(numBlocks: number): void {
-    if (this.#kv !== null) throw new Error("LlamaModel: the KV cache is already allocated");
+    if (this.#kv !== null) throw new Error("ModelRunner: the KV cache is already allocated");
     this.#kv = new KvCache(this.backend, this.kvShape, numBlocks, this.stream);
     this.#padding.scratchBlock = this.#kv.scratchBlock;
   }
@@ -384,12 +293,12 @@ export class LlamaModel {
    * fails the step.
    */
   launch(plan: BatchPlan): void {
-    if (this.#freed) throw new Error("LlamaModel.launch: the model was freed");
+    if (this.#freed) throw new Error("ModelRunner.launch: the model was freed");
     if (this.#kv === null) {
-      throw new Error("LlamaModel.launch: allocate the KV cache first (allocateKvCache)");
+      throw new Error("ModelRunner.launch: allocate the KV cache first (allocateKvCache)");
     }
     if (this.#plan !== null) {
-      throw new Error("LlamaModel.launch: the previous step was not finished (call finish)");
+      throw new Error("ModelRunner.launch: the previous step was not finished (call finish)");
     }
     this.#plan = plan;
     this.#rows.count = 0;
@@ -420,11 +329,11 @@ export class LlamaModel {
         s.prefillMaxBlocks = inputs.prefillMaxBlocks;
         s.logitRows = inputs.numSamples;
         s.gather = inputs.gather;
-        this.#body(s);
+        this.#run(s);
         this.counters.eagerSteps++;
       }
       this.#rows.count = this.#inputs.numSamples;
-      this.#sampler.launch(this.#rows, this.#logits, this.#logitsBf16);
+      this.#sampler.launch(this.#rows, this.#logits.f32, this.#logits.bf16);
     }
   }
 
@@ -445,11 +354,11 @@ export class LlamaModel {
    */
   finish(sampled: Int32Array, logprobs: (TokenLogprobs | undefined)[] | null = null): void {
     const plan = this.#plan;
-    if (plan === null) throw new Error("LlamaModel.finish: no step was launched");
+    if (plan === null) throw new Error("ModelRunner.finish: no step was launched");
     try {
       if (sampled.length < plan.count) {
         throw new RangeError(
-          `LlamaModel.finish: sampled holds ${sampled.length} ids, the plan has ${plan.count}`,
+          `ModelRunner.finish: sampled holds ${sampled.length} ids, the plan has ${plan.count}`,
         );
       }
       this.#sampler.collect(this.#rows, this.#inputs.sampleEntry, sampled, logprobs);
@@ -466,16 +375,16 @@ export class LlamaModel {
   readLogits(entry: number, out: Float32Array): void {
     const vocab = this.config.vocabSize;
     if (out.length !== vocab) {
-      throw new RangeError(`LlamaModel.readLogits: out must hold ${vocab} floats`);
+      throw new RangeError(`ModelRunner.readLogits: out must hold ${vocab} floats`);
     }
     const inputs = this.#inputs;
     for (let s = 0; s < inputs.numSamples; s++) {
       if (inputs.sampleEntry[s] !== entry) continue;
-      this.backend.copyToHost(out, this.#logits.slice(s * vocab * 4, vocab * 4), this.stream);
+      this.backend.copyToHost(out, this.#logits.f32.slice(s * vocab * 4, vocab * 4), this.stream);
       this.stream.synchronize();
       return;
     }
-    throw new RangeError(`LlamaModel.readLogits: entry ${entry} did not sample in the last step`);
+    throw new RangeError(`ModelRunner.readLogits: entry ${entry} did not sample in the last step`);
   }
 
   /** Frees every buffer and graph the model allocated (not the weights). A second call is a no-op. */
@@ -487,7 +396,7 @@ export class LlamaModel {
     } finally {
       for (const captured of this.#graphs.values()) captured.graph.destroy();
       this.#graphs.clear();
-      this.backend.free(this.#rope.invFreq);
+      this.forward.free();
       this.#inputs.free();
       this.#sampler.free();
       this.#done.destroy();
@@ -542,7 +451,9 @@ export class LlamaModel {
    */
   captureAllGraphs(): number {
     if (this.#kv === null) {
-      throw new Error("LlamaModel.captureAllGraphs: allocate the KV cache first (allocateKvCache)");
+      throw new Error(
+        "ModelRunner.captureAllGraphs: allocate the KV cache first (allocateKvCache)",
+      );
     }
     const cap = this.#maxBlocksPerSeq * this.options.blockSize;
     for (let bucket = MIN_GRAPH_CONTEXT, log2 = 8;; bucket *= 2, log2++) {
@@ -599,7 +510,7 @@ export class LlamaModel {
   #paddedBatch(count: number): number {
     for (const size of this.#batchSizes) if (size >= count) return size;
     throw new RangeError(
-      `LlamaModel: ${count} decodes exceed maxRunning ${this.options.maxRunning}`,
+      `ModelRunner: ${count} decodes exceed maxRunning ${this.options.maxRunning}`,
     );
   }
 
@@ -619,7 +530,7 @@ export class LlamaModel {
       return null;
     }
     try {
-      this.#body(s);
+      this.#run(s);
     } catch (error) {
       try {
         this.backend.endCapture(this.stream).destroy();
@@ -632,101 +543,7 @@ export class LlamaModel {
   }
 
   /** Enqueues the launches of one step, up to f32 logits for `s.logitRows` rows. */
-  #body(s: StepShape): void {
-    const ops = this.ops, stream = this.stream, w = this.weights, c = this.config;
-    const inputs = this.#inputs, shape = this.shape, kv = this.#kv!;
-    const h = c.hiddenSize, eps = c.rmsNormEps, inter = c.intermediateSize;
-    const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
-    const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
-    const T = s.tokens;
-    const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
-    // One token: the fused q/k/v linear reads the weight once, in one launch (see #qkvOne).
-    const one = T === 1;
-    const q = one ? this.#qOne : this.#q, k = one ? this.#kOne : this.#k;
-    const v = one ? this.#vOne : this.#v, attn = this.#attn;
-    const qPrefill = s.prefills > 0 && !one ? this.#rowsAt(this.#qAt, q, qDim, s.decodes) : q;
-    const attnPrefill = s.prefills > 0 ? this.#rowsAt(this.#attnAt, attn, qDim, s.decodes) : attn;
-
-    // The embeddings go straight into the residual stream; layer 0 normalises it unfused.
-    ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const layer = w.layers[l];
-      const kCache = kv.k(l), vCache = kv.v(l);
-      if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
-      else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
-      if (one) {
-        ops.linear(this.#qkvOne, normed, layer.qkvProj, 1, qDim + 2 * kvDim, h, stream);
-      } else {
-        ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
-        ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
-        ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
-      }
-      ops.rope(q, k, inputs.positions, this.#rope, T, heads, kvHeads, stream);
-      ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
-      if (s.decodes > 0) {
-        ops.decodeAttention(
-          attn,
-          q,
-          kCache,
-          vCache,
-          inputs.decodeBlockTables,
-          inputs.decodeContextLens,
-          s.decodes,
-          s.decodeMaxBlocks,
-          s.decodeMaxContext,
-          shape,
-          this.#decodeWorkspace,
-          stream,
-        );
-      }
-      if (s.prefills > 0) {
-        ops.prefillAttention(
-          attnPrefill,
-          qPrefill,
-          kCache,
-          vCache,
-          inputs.queryStarts,
-          inputs.prefillContextLens,
-          inputs.prefillBlockTables,
-          s.prefills,
-          s.prefillTokens,
-          s.prefillMaxBlocks,
-          shape,
-          stream,
-        );
-      }
-      ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
-      ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
-      ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
-      ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
-      ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
-    }
-    // A step of prefill chunks that all stop short of their prompt's end samples nothing.
-    if (s.logitRows === 0) return;
-    ops.rmsNorm(normed, hidden, w.norm, residual, T, h, eps, stream);
-    let rows = normed;
-    if (s.gather) {
-      // embedding is a row gather: rows[s] = normed[logitRows[s]].
-      ops.embedding(this.#gathered, normed, inputs.logitRows, s.logitRows, h, stream);
-      rows = this.#gathered;
-    }
-    const vocab = c.vocabSize;
-    ops.linear(this.#logitsBf16, rows, w.lmHead, s.logitRows, vocab, h, stream);
-    ops.castBf16ToF32(this.#logits, this.#logitsBf16, s.logitRows * vocab, stream);
-  }
-
-  /** A view of `buffer` from token row `row` on (rows of `width` bf16), made once per row. */
-  #rowsAt(
-    cache: (DeviceBuffer | undefined)[],
-    buffer: DeviceBuffer,
-    width: number,
-    row: number,
-  ): DeviceBuffer {
-    let view = cache[row];
-    if (view === undefined) {
-      view = buffer.slice(row * width * 2);
-      cache[row] = view;
-    }
-    return view;
+  #run(s: StepShape): void {
+    this.forward.run(s, this.#inputs, this.#kv!, this.#logits, this.stream);
   }
 }

@@ -14,19 +14,16 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { loadOps } from "../../ops/load.ts";
 import type { ModelOps } from "../../ops/ops.ts";
-import { type LlamaConfig, loadLlamaConfig } from "../../engine/config.ts";
-import { SafetensorsError } from "../../engine/safetensors.ts";
-import {
-  f16ToF32,
-  type LlamaWeights,
-  loadWeights,
-  randomWeights,
-  WeightsError,
-} from "../../engine/weights.ts";
+import { loadModelConfig, type ModelConfig } from "../../models/config.ts";
+import { SafetensorsError } from "../../models/safetensors.ts";
+import { f16ToF32, loadWeights, randomWeights, WeightsError } from "../../models/weights.ts";
+import { llamaWeights } from "../../models/llama.ts";
+import type { ModelWeights } from "../../models/model.ts";
 import { rng } from "../support/numeric.ts";
 
 /** Small but irregular: GQA 2:1, head_dim 6 ≠ hidden / heads, so o_proj is [8, 12]. */
-const CONFIG: LlamaConfig = {
+const CONFIG: ModelConfig = {
+  architecture: "LlamaForCausalLM",
   hiddenSize: 8,
   intermediateSize: 12,
   numHiddenLayers: 2,
@@ -43,7 +40,7 @@ const CONFIG: LlamaConfig = {
   bosTokenId: 1,
   eosTokenIds: [2],
 };
-const TIED: LlamaConfig = { ...CONFIG, tieWordEmbeddings: true };
+const TIED: ModelConfig = { ...CONFIG, tieWordEmbeddings: true };
 
 // ---------------------------------------------------------------------------------------------
 // An independent bf16 path.
@@ -94,7 +91,7 @@ interface Tensor {
 }
 
 /** HF tensor names and shapes for a config, written out longhand. */
-function hfShapes(config: LlamaConfig, withLmHead = !config.tieWordEmbeddings) {
+function hfShapes(config: ModelConfig, withLmHead = !config.tieWordEmbeddings) {
   const { hiddenSize: h, intermediateSize: i, headDim: d } = config;
   const q = config.numAttentionHeads * d, kv = config.numKeyValueHeads * d;
   const out: [string, number[]][] = [["model.embed_tokens.weight", [config.vocabSize, h]]];
@@ -156,7 +153,7 @@ function makeTensor(dtype: Dtype, shape: number[], seed: number): Tensor {
 
 /** Every tensor of a checkpoint, dtypes chosen per name. */
 function makeCheckpoint(
-  config: LlamaConfig,
+  config: ModelConfig,
   dtypeOf: (name: string, index: number) => Dtype,
   seed = 1,
   withLmHead = !config.tieWordEmbeddings,
@@ -251,10 +248,11 @@ function concat(...parts: Uint16Array[]): Uint16Array {
 /** Every device buffer equals the expected fused bf16, bit for bit. */
 function assertWeights(
   backend: CpuBackend,
-  weights: LlamaWeights,
+  loaded: ModelWeights,
   tensors: Map<string, Tensor>,
-  config: LlamaConfig,
+  config: ModelConfig,
 ): void {
+  const weights = llamaWeights(loaded);
   const want = (name: string) => tensors.get(name)!.bf16;
   const check = (buffer: DeviceBuffer, expected: Uint16Array, what: string) => {
     assert.equal(buffer.bytes, expected.length * 2, `${what}: size`);
@@ -425,7 +423,7 @@ Deno.test("weights: a lone *.safetensors under another name, with config.json", 
         eos_token_id: 2,
       }),
     );
-    const config = await loadLlamaConfig(dir);
+    const config = await loadModelConfig(dir);
     assert.deepEqual(config, CONFIG);
     const backend = new CpuBackend();
     const weights = await loadWeights(dir, config, backend, quiet);
@@ -440,7 +438,7 @@ Deno.test("weights: a lone *.safetensors under another name, with config.json", 
 /** Asserts loadWeights fails with `type`, naming `file` and `tensor` and every fragment. */
 async function assertLoadFails(
   dir: string,
-  config: LlamaConfig,
+  config: ModelConfig,
   type: typeof WeightsError | typeof SafetensorsError,
   file: string,
   tensor: string | null,
@@ -687,7 +685,8 @@ function recordingOps(failAt = Infinity) {
 }
 
 /** Every matrix buffer of `w`, embedTokens first, lmHead last (once when tied). */
-function matrices(w: LlamaWeights): DeviceBuffer[] {
+function matrices(loaded: ModelWeights): DeviceBuffer[] {
+  const w = llamaWeights(loaded);
   const layers = w.layers.flatMap((l) => [l.qkvProj, l.oProj, l.gateUpProj, l.downProj]);
   return [w.embedTokens, ...layers, ...(w.lmHead === w.embedTokens ? [] : [w.lmHead])];
 }
@@ -736,7 +735,7 @@ Deno.test("weights: randomWeights fills every matrix on the device, seeded, std 
   );
 
   // The bytes are exactly the op's output for the recorded seed: nothing else writes them.
-  const probe = backend.alloc(a.embedTokens.bytes);
+  const probe = backend.alloc(llamaWeights(a).embedTokens.bytes);
   cpuElementwiseOps().fillRandom(
     probe,
     aFills[0].count,
@@ -762,11 +761,17 @@ Deno.test("weights: randomWeights fills every matrix on the device, seeded, std 
   const mean = sum / count, std = Math.sqrt(squares / count - mean * mean);
   assert.ok(Math.abs(mean) < 1e-3, `mean ${mean}`);
   assert.ok(Math.abs(std - 0.02) < 5e-4, `std ${std}`);
-  for (const norm of [a.norm, a.layers[0].inputNorm, a.layers[1].postAttentionNorm]) {
+  for (
+    const norm of [
+      llamaWeights(a).norm,
+      llamaWeights(a).layers[0].inputNorm,
+      llamaWeights(a).layers[1].postAttentionNorm,
+    ]
+  ) {
     assert.ok(readBf16(backend, norm).every((bits) => bits === 0x3f80), "norm weights are 1");
   }
-  assert.equal(a.layers[0].qkvProj.bytes, (2 + 2 * 1) * 32 * 64 * 2);
-  assert.equal(a.layers[0].gateUpProj.bytes, 2 * 96 * 64 * 2);
+  assert.equal(llamaWeights(a).layers[0].qkvProj.bytes, (2 + 2 * 1) * 32 * 64 * 2);
+  assert.equal(llamaWeights(a).layers[0].gateUpProj.bytes, 2 * 96 * 64 * 2);
   for (const weights of [a, b, c]) weights.free();
   assert.equal(backend.live.size, 0);
 });
@@ -780,7 +785,10 @@ Deno.test("weights: randomWeights seeds use all 53 bits", () => {
   const perModel = fills.length / 3;
   const seedsOf = (k: number) => fills.slice(k * perModel, (k + 1) * perModel).map((f) => f.seed);
   assert.equal(new Set([...seedsOf(0), ...seedsOf(1), ...seedsOf(2)]).size, fills.length);
-  assert.notDeepEqual(readBf16(backend, high.embedTokens), readBf16(backend, low.embedTokens));
+  assert.notDeepEqual(
+    readBf16(backend, llamaWeights(high).embedTokens),
+    readBf16(backend, llamaWeights(low).embedTokens),
+  );
   for (const w of [low, high, top]) w.free();
 });
 
@@ -788,14 +796,17 @@ Deno.test("weights: randomWeights ties lm_head and frees on failure", async () =
   const backend = new CountingBackend();
   const { ops, fills } = recordingOps();
   const tied = randomWeights(TIED, backend, ops, 1);
-  assert.equal(tied.lmHead, tied.embedTokens);
+  assert.equal(llamaWeights(tied).lmHead, llamaWeights(tied).embedTokens);
   assert.deepEqual(fills.map((f) => f.out), matrices(tied), "the tied table is filled once");
   tied.free();
 
   // The backend's own ops work as well as a recording wrapper.
   const real = randomWeights(CONFIG, backend, await loadOps(backend), 1);
   const recorded = randomWeights(CONFIG, backend, ops, 1);
-  assert.deepEqual(readBf16(backend, real.lmHead), readBf16(backend, recorded.lmHead));
+  assert.deepEqual(
+    readBf16(backend, llamaWeights(real).lmHead),
+    readBf16(backend, llamaWeights(recorded).lmHead),
+  );
   real.free();
   recorded.free();
 

@@ -1,11 +1,10 @@
 /**
- * Llama weights on the device: {@link loadWeights} streams a Hugging Face safetensors checkpoint
+ * Model weights on the device: {@link loadWeights} streams a Hugging Face safetensors checkpoint
  * (one file, or shards listed in model.safetensors.index.json) into bf16 device buffers, and
  * {@link randomWeights} builds seeded random weights of any config for benchmarks and tests.
  *
- * The layout is the one the forward pass wants, not the one HF stores: q, k and v are fused into
- * one [(H + 2·KV)·D, hidden] matrix and gate and up into one [2·inter, hidden] matrix, so each is
- * a single `linear` call. Every source tensor is checked against the config before anything is
+ * The layout (which buffers, and which checkpoint tensors fill which rows of them) is the model
+ * family's (`weightLayout` in models/<family>.ts), made for its forward pass. Every source tensor is checked against the config before anything is
  * allocated, so a mismatched or incomplete checkpoint fails in a second, naming the file and the
  * tensor, not after minutes of copying. Bytes then go through one reused host staging buffer,
  * converted to bf16 in place, so host memory stays at the staging size whatever the model.
@@ -14,11 +13,11 @@
  * @example Load a model directory onto a backend
  * ```ts ignore
  * import { CpuBackend } from "./backends/cpu.ts";
- * import { loadLlamaConfig } from "./engine/config.ts";
- * import { loadWeights } from "./engine/weights.ts";
+ * import { loadModelConfig } from "./models/config.ts";
+ * import { loadWeights } from "./models/weights.ts";
  * const dir = "models/Llama-3.2-1B-Instruct";
  * const backend = new CpuBackend();
- * const weights = await loadWeights(dir, await loadLlamaConfig(dir), backend);
+ * const weights = await loadWeights(dir, await loadModelConfig(dir), backend);
  * weights.free();
  * ```
  *
@@ -30,47 +29,15 @@ import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
 import type { ModelOps } from "../ops/ops.ts";
 import { philox4x32 } from "../backends/philox.ts";
-import type { LlamaConfig } from "./config.ts";
+import type { ModelConfig } from "./config.ts";
+import { modelDefinition } from "./families.ts";
+import type { ModelWeights, WeightPart, WeightSlot } from "./model.ts";
 import {
   readSafetensorsHeader,
   readTensorRange,
   type SafetensorsHeader,
   type SafetensorsTensor,
 } from "./safetensors.ts";
-
-/** One decoder layer's weights, bf16, row-major [out, in] as `linear` takes them. */
-export interface LayerWeights {
-  /** input_layernorm: [hidden]. */
-  readonly inputNorm: DeviceBuffer;
-  /** q_proj, k_proj and v_proj stacked: [(H + 2·KV)·D, hidden], q rows first, then k, then v. */
-  readonly qkvProj: DeviceBuffer;
-  /** o_proj: [hidden, H·D]. */
-  readonly oProj: DeviceBuffer;
-  /** post_attention_layernorm: [hidden]. */
-  readonly postAttentionNorm: DeviceBuffer;
-  /** gate_proj and up_proj stacked: [2·inter, hidden], gate rows first (as `siluMul` reads). */
-  readonly gateUpProj: DeviceBuffer;
-  /** down_proj: [hidden, inter]. */
-  readonly downProj: DeviceBuffer;
-}
-
-/** A whole Llama model's weights on one device, all bf16. */
-export interface LlamaWeights {
-  /** The config the weights were checked against. */
-  readonly config: LlamaConfig;
-  /** embed_tokens: [vocab, hidden]. */
-  readonly embedTokens: DeviceBuffer;
-  /** The decoder layers, in order. */
-  readonly layers: readonly LayerWeights[];
-  /** The final norm: [hidden]. */
-  readonly norm: DeviceBuffer;
-  /** lm_head: [vocab, hidden]; the very buffer `embedTokens` is when the embeddings are tied. */
-  readonly lmHead: DeviceBuffer;
-  /** Device bytes held, counting a tied table once. */
-  readonly bytes: number;
-  /** Frees every buffer; the weights must not be used afterwards. A second call does nothing. */
-  free(): void;
-}
 
 /** Options of {@link loadWeights}. */
 export interface LoadWeightsOptions {
@@ -114,69 +81,8 @@ const MISMATCH = "the checkpoint does not match its config.json (or is a differe
 // ---------------------------------------------------------------------------------------------
 // Layout: which device buffers a config needs and which HF tensors fill which byte ranges.
 
-/** One HF tensor's place in a device buffer. */
-interface Part {
-  readonly name: string;
-  readonly shape: readonly number[];
-  /** Byte offset of the part inside its buffer. */
-  readonly offset: number;
-}
-
-/** One device buffer of the model. */
-interface Slot {
-  readonly key: string;
-  readonly bytes: number;
-  readonly isNorm: boolean;
-  readonly parts: readonly Part[];
-}
-
-function layout(config: LlamaConfig): Slot[] {
-  const {
-    hiddenSize: h,
-    intermediateSize: inter,
-    numAttentionHeads: heads,
-    numKeyValueHeads: kv,
-    headDim: d,
-    vocabSize: vocab,
-  } = config;
-  const slots: Slot[] = [];
-  /** A matrix buffer of `cols` columns whose row blocks are the named HF tensors, in order. */
-  const matrix = (key: string, cols: number, ...parts: [string, number][]): void => {
-    let offset = 0;
-    const placed = parts.map(([name, rows]) => {
-      const part = { name, shape: [rows, cols], offset };
-      offset += rows * cols * 2;
-      return part;
-    });
-    slots.push({ key, bytes: offset, isNorm: false, parts: placed });
-  };
-  const norm = (key: string, name: string): void => {
-    slots.push({ key, bytes: h * 2, isNorm: true, parts: [{ name, shape: [h], offset: 0 }] });
-  };
-
-  matrix("embedTokens", h, ["model.embed_tokens.weight", vocab]);
-  for (let i = 0; i < config.numHiddenLayers; i++) {
-    const p = `model.layers.${i}.self_attn.`, m = `model.layers.${i}.mlp.`;
-    norm(`${i}.inputNorm`, `model.layers.${i}.input_layernorm.weight`);
-    matrix(
-      `${i}.qkvProj`,
-      h,
-      [`${p}q_proj.weight`, heads * d],
-      [`${p}k_proj.weight`, kv * d],
-      [`${p}v_proj.weight`, kv * d],
-    );
-    matrix(`${i}.oProj`, heads * d, [`${p}o_proj.weight`, h]);
-    norm(`${i}.postAttentionNorm`, `model.layers.${i}.post_attention_layernorm.weight`);
-    matrix(`${i}.gateUpProj`, h, [`${m}gate_proj.weight`, inter], [`${m}up_proj.weight`, inter]);
-    matrix(`${i}.downProj`, inter, [`${m}down_proj.weight`, h]);
-  }
-  norm("norm", "model.norm.weight");
-  if (!config.tieWordEmbeddings) matrix("lmHead", h, ["lm_head.weight", vocab]);
-  return slots;
-}
-
 /** Allocates every slot, freeing what was allocated if one allocation fails. */
-function allocate(backend: Backend, slots: readonly Slot[]): Map<string, DeviceBuffer> {
+function allocate(backend: Backend, slots: readonly WeightSlot[]): Map<string, DeviceBuffer> {
   const buffers = new Map<string, DeviceBuffer>();
   try {
     for (const slot of slots) buffers.set(slot.key, backend.alloc(slot.bytes));
@@ -188,26 +94,19 @@ function allocate(backend: Backend, slots: readonly Slot[]): Map<string, DeviceB
 }
 
 function assemble(
-  config: LlamaConfig,
+  config: ModelConfig,
   backend: Backend,
   buffers: Map<string, DeviceBuffer>,
-): LlamaWeights {
-  const get = (key: string) => buffers.get(key)!;
-  const embedTokens = get("embedTokens");
+): ModelWeights {
   let freed = false;
   return {
     config,
-    embedTokens,
-    layers: Array.from({ length: config.numHiddenLayers }, (_, i) => ({
-      inputNorm: get(`${i}.inputNorm`),
-      qkvProj: get(`${i}.qkvProj`),
-      oProj: get(`${i}.oProj`),
-      postAttentionNorm: get(`${i}.postAttentionNorm`),
-      gateUpProj: get(`${i}.gateUpProj`),
-      downProj: get(`${i}.downProj`),
-    })),
-    norm: get("norm"),
-    lmHead: config.tieWordEmbeddings ? embedTokens : get("lmHead"),
+    get(key) {
+      const buffer = buffers.get(key);
+      if (buffer === undefined) throw new RangeError(`weights: no buffer '${key}' in the layout`);
+      return buffer;
+    },
+    has: (key) => buffers.has(key),
     bytes: [...buffers.values()].reduce((sum, b) => sum + b.bytes, 0),
     free() {
       if (freed) return;
@@ -445,7 +344,7 @@ async function shardedCheckpoint(
 }
 
 /** The source tensor of a part, checked for presence, dtype and shape. */
-function sourceTensor(checkpoint: Checkpoint, config: LlamaConfig, part: Part): {
+function sourceTensor(checkpoint: Checkpoint, config: ModelConfig, part: WeightPart): {
   file: string;
   tensor: SafetensorsTensor;
 } {
@@ -484,7 +383,7 @@ function sourceTensor(checkpoint: Checkpoint, config: LlamaConfig, part: Part): 
 }
 
 /** A checkpoint with layers past num_hidden_layers would run as a silently truncated model. */
-function checkLayerCount(checkpoint: Checkpoint, config: LlamaConfig): void {
+function checkLayerCount(checkpoint: Checkpoint, config: ModelConfig): void {
   for (const name of checkpoint.names) {
     const match = /^model\.layers\.(\d+)\./.exec(name);
     if (match && Number(match[1]) >= config.numHiddenLayers) {
@@ -511,17 +410,17 @@ interface Job {
 
 /**
  * Loads the safetensors checkpoint in `dir` (model.safetensors, a lone *.safetensors, or the
- * shards of model.safetensors.index.json) onto `backend` as bf16 {@link LlamaWeights}.
+ * shards of model.safetensors.index.json) onto `backend` as bf16 {@link ModelWeights}.
  * Problems are WeightsError or SafetensorsError naming the file and tensor; whatever was
  * allocated before a failure is freed.
  */
 export async function loadWeights(
   dir: string,
-  config: LlamaConfig,
+  config: ModelConfig,
   backend: Backend,
   options: LoadWeightsOptions = {},
-): Promise<LlamaWeights> {
-  const slots = layout(config);
+): Promise<ModelWeights> {
+  const slots = modelDefinition(config).weightLayout(config);
   const parts = slots.flatMap((slot) => slot.parts);
   const checkpoint = await resolveCheckpoint(dir, parts.map((p) => p.name));
   checkLayerCount(checkpoint, config);
@@ -630,15 +529,15 @@ function bufferSeed(seed: number, index: number): number {
  * @throws RangeError for a bad seed; the backend's error when an allocation fails
  */
 export function randomWeights(
-  config: LlamaConfig,
+  config: ModelConfig,
   backend: Backend,
   ops: Pick<ModelOps, "fillRandom">,
   seed: number,
-): LlamaWeights {
+): ModelWeights {
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new RangeError(`randomWeights: seed must be an integer in 0..2^53-1, got ${seed}`);
   }
-  const slots = layout(config);
+  const slots = modelDefinition(config).weightLayout(config);
   const buffers = allocate(backend, slots);
   const stream = backend.defaultStream;
   try {

@@ -12,7 +12,7 @@ import {
   readTensor,
   readTensorRange,
   SafetensorsError,
-} from "../../engine/safetensors.ts";
+} from "../../models/safetensors.ts";
 
 interface Entry {
   name: string;

@@ -1,0 +1,25 @@
+/**
+ * The model families Denali runs, by HF architecture name. A new family is one file in models/
+ * and one line here.
+ *
+ * @module
+ */
+
+import type { ModelConfig } from "./config.ts";
+import { llama } from "./llama.ts";
+import type { ModelDefinition } from "./model.ts";
+
+/** Every family Denali runs. */
+export const MODEL_FAMILIES: readonly ModelDefinition[] = [llama];
+
+/** The family that runs `config`'s architecture; throws naming the supported ones if none. */
+export function modelDefinition(config: ModelConfig): ModelDefinition {
+  const family = MODEL_FAMILIES.find((f) => f.architecture === config.architecture);
+  if (family === undefined) {
+    throw new RangeError(
+      `unsupported architecture ${config.architecture}; Denali runs ` +
+        MODEL_FAMILIES.map((f) => f.architecture).join(", "),
+    );
+  }
+  return family;
+}

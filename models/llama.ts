@@ -1,0 +1,451 @@
+/**
+ * Llama (`LlamaForCausalLM`): its weights in a checkpoint and its forward pass over the
+ * operators. Families that differ from Llama in a step or two (biases, norms on q and k) extend
+ * {@link LlamaForward} and override its hooks.
+ *
+ * Weights are laid out as the forward pass wants them, not as HF stores them: q, k and v fused
+ * into one [(H + 2·KV)·D, hidden] matrix and gate and up into one [2·inter, hidden] matrix, so
+ * each is a single `linear` call.
+ *
+ * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
+ * embedding → per layer [rmsNorm (fused residual) → q, k, v projections → rope → kvWrite →
+ * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
+ * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
+ * → the rows that sample (gathered) → lm head → f32.
+ *
+ * The q, k and v projections are three `linear` calls over row slices of the fused weight:
+ * rope, kvWrite and attention take q, k and v each as a contiguous [tokens, heads, headDim]
+ * array, and a fused output interleaves them per token. A single-token step (batch-1 decode,
+ * the latency case) is the exception: with one row the fused output is q, k and v back to
+ * back, so one launch over the fused weight serves, and the weight streams at the bandwidth
+ * of one large GEMV instead of three small ones. The gate/up output is used fused, as
+ * siluMul reads it.
+ *
+ * @module
+ */
+
+import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
+import type {
+  AttentionShape,
+  DecodeAttentionArgs,
+  ModelOps,
+  PrefillAttentionArgs,
+  RopeTable,
+} from "../ops/ops.ts";
+import type { ModelConfig } from "./config.ts";
+import type {
+  Forward,
+  ForwardSizes,
+  LayerCaches,
+  LinearShape,
+  LogitsOut,
+  ModelDefinition,
+  ModelWeights,
+  StepInputs,
+  StepShape,
+  WeightSlot,
+} from "./model.ts";
+import { createRopeTable, ropeInverseFrequencies } from "./rope.ts";
+
+/** Adds a matrix slot of `cols` columns whose row blocks are the named tensors, in order. */
+export function matrixSlot(
+  slots: WeightSlot[],
+  key: string,
+  cols: number,
+  ...parts: [string, number][]
+): void {
+  let offset = 0;
+  const placed = parts.map(([name, rows]) => {
+    const part = { name, shape: [rows, cols], offset };
+    offset += rows * cols * 2;
+    return part;
+  });
+  slots.push({ key, bytes: offset, isNorm: false, parts: placed });
+}
+
+/** Adds a norm slot: one [width] vector. */
+export function normSlot(slots: WeightSlot[], key: string, name: string, width: number): void {
+  slots.push({ key, bytes: width * 2, isNorm: true, parts: [{ name, shape: [width], offset: 0 }] });
+}
+
+/** Llama's checkpoint tensors and the device buffers they fill (fused q/k/v and gate/up). */
+export function llamaWeightLayout(config: ModelConfig): WeightSlot[] {
+  const {
+    hiddenSize: h,
+    intermediateSize: inter,
+    numAttentionHeads: heads,
+    numKeyValueHeads: kv,
+    headDim: d,
+    vocabSize: vocab,
+  } = config;
+  const slots: WeightSlot[] = [];
+  matrixSlot(slots, "embedTokens", h, ["model.embed_tokens.weight", vocab]);
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const p = `model.layers.${i}.self_attn.`, m = `model.layers.${i}.mlp.`;
+    normSlot(slots, `${i}.inputNorm`, `model.layers.${i}.input_layernorm.weight`, h);
+    matrixSlot(
+      slots,
+      `${i}.qkvProj`,
+      h,
+      [`${p}q_proj.weight`, heads * d],
+      [`${p}k_proj.weight`, kv * d],
+      [`${p}v_proj.weight`, kv * d],
+    );
+    matrixSlot(slots, `${i}.oProj`, heads * d, [`${p}o_proj.weight`, h]);
+    normSlot(
+      slots,
+      `${i}.postAttentionNorm`,
+      `model.layers.${i}.post_attention_layernorm.weight`,
+      h,
+    );
+    matrixSlot(
+      slots,
+      `${i}.gateUpProj`,
+      h,
+      [`${m}gate_proj.weight`, inter],
+      [`${m}up_proj.weight`, inter],
+    );
+    matrixSlot(slots, `${i}.downProj`, inter, [`${m}down_proj.weight`, h]);
+  }
+  normSlot(slots, "norm", "model.norm.weight", h);
+  if (!config.tieWordEmbeddings) matrixSlot(slots, "lmHead", h, ["lm_head.weight", vocab]);
+  return slots;
+}
+
+/** One decoder layer's weights, bf16, row-major [out, in] as `linear` takes them. */
+export interface LayerWeights {
+  /** input_layernorm: [hidden]. */
+  readonly inputNorm: DeviceBuffer;
+  /** q_proj, k_proj and v_proj stacked: [(H + 2·KV)·D, hidden], q rows first, then k, then v. */
+  readonly qkvProj: DeviceBuffer;
+  /** o_proj: [hidden, H·D]. */
+  readonly oProj: DeviceBuffer;
+  /** post_attention_layernorm: [hidden]. */
+  readonly postAttentionNorm: DeviceBuffer;
+  /** gate_proj and up_proj stacked: [2·inter, hidden], gate rows first (as `siluMul` reads). */
+  readonly gateUpProj: DeviceBuffer;
+  /** down_proj: [hidden, inter]. */
+  readonly downProj: DeviceBuffer;
+}
+
+/** A Llama model's weights by role. */
+export interface LlamaWeights {
+  /** embed_tokens: [vocab, hidden]. */
+  readonly embedTokens: DeviceBuffer;
+  /** The decoder layers, in order. */
+  readonly layers: readonly LayerWeights[];
+  /** The final norm: [hidden]. */
+  readonly norm: DeviceBuffer;
+  /** lm_head: [vocab, hidden]; the very buffer `embedTokens` is when the embeddings are tied. */
+  readonly lmHead: DeviceBuffer;
+}
+
+/** Llama's weights by role, from the buffers {@link llamaWeightLayout} names. */
+export function llamaWeights(weights: ModelWeights): LlamaWeights {
+  const config = weights.config;
+  const embedTokens = weights.get("embedTokens");
+  return {
+    embedTokens,
+    layers: Array.from({ length: config.numHiddenLayers }, (_, i) => ({
+      inputNorm: weights.get(`${i}.inputNorm`),
+      qkvProj: weights.get(`${i}.qkvProj`),
+      oProj: weights.get(`${i}.oProj`),
+      postAttentionNorm: weights.get(`${i}.postAttentionNorm`),
+      gateUpProj: weights.get(`${i}.gateUpProj`),
+      downProj: weights.get(`${i}.downProj`),
+    })),
+    norm: weights.get("norm"),
+    lmHead: config.tieWordEmbeddings ? embedTokens : weights.get("lmHead"),
+  };
+}
+
+/**
+ * The Llama forward pass: its activations, the RoPE table and the decode workspace, allocated
+ * once for the largest step, and `run`, which enqueues one step.
+ */
+export class LlamaForward implements Forward {
+  /** The model's shape. */
+  readonly config: ModelConfig;
+  /** The weights by role. */
+  readonly weights: LlamaWeights;
+  /** Head counts, head dimension, block size and softmax scale of every attention call. */
+  readonly shape: AttentionShape;
+  /** The device's operators. */
+  protected readonly ops: ModelOps;
+  /** The device. */
+  protected readonly backend: Backend;
+  readonly #owned: DeviceBuffer[] = [];
+  readonly #rope: RopeTable;
+  // Activations, [maxTokens, ...] bf16.
+  readonly #residual: DeviceBuffer;
+  readonly #hidden: DeviceBuffer;
+  readonly #normed: DeviceBuffer;
+  readonly #q: DeviceBuffer;
+  readonly #k: DeviceBuffer;
+  readonly #v: DeviceBuffer;
+  readonly #attn: DeviceBuffer;
+  // Single-token steps (batch-1 decode) run q, k and v as one linear over the fused weight into
+  // #qkvOne; with one row the three outputs are contiguous slices of it.
+  readonly #qkvOne: DeviceBuffer;
+  readonly #qOne: DeviceBuffer;
+  readonly #kOne: DeviceBuffer;
+  readonly #vOne: DeviceBuffer;
+  readonly #gateUp: DeviceBuffer;
+  readonly #act: DeviceBuffer;
+  // [maxRows, hidden]: the rows that sample, gathered.
+  readonly #gathered: DeviceBuffer;
+  readonly #decodeWorkspace: DeviceBuffer;
+  // Row slices of the fused q/k/v weight, per layer.
+  readonly #wq: DeviceBuffer[] = [];
+  readonly #wk: DeviceBuffer[] = [];
+  readonly #wv: DeviceBuffer[] = [];
+  // Views of q and attn starting at token row r (the first prefill row), made once per r.
+  readonly #qAt: (DeviceBuffer | undefined)[] = [];
+  readonly #attnAt: (DeviceBuffer | undefined)[] = [];
+  // The attention calls' arguments, allocated once and refilled per layer.
+  readonly #decodeArgs: DecodeAttentionArgs;
+  readonly #prefillArgs: PrefillAttentionArgs;
+  #freed = false;
+
+  /**
+   * Allocates the RoPE table and the activations for `sizes`; on failure whatever was
+   * allocated is freed.
+   */
+  constructor(backend: Backend, ops: ModelOps, weights: ModelWeights, sizes: ForwardSizes) {
+    const config = weights.config;
+    this.config = config;
+    this.backend = backend;
+    this.ops = ops;
+    this.weights = llamaWeights(weights);
+    const {
+      hiddenSize: h,
+      intermediateSize: inter,
+      numAttentionHeads: heads,
+      numKeyValueHeads: kvHeads,
+      headDim,
+    } = config;
+    this.shape = {
+      numHeads: heads,
+      numKvHeads: kvHeads,
+      headDim,
+      blockSize: sizes.blockSize,
+      scale: 1 / Math.sqrt(headDim),
+    };
+    const T = sizes.maxTokens, R = sizes.maxRows;
+    const qDim = heads * headDim, kvDim = kvHeads * headDim;
+    let rope: RopeTable | null = null;
+    try {
+      rope = createRopeTable(
+        backend,
+        ropeInverseFrequencies(headDim, config.ropeTheta, config.ropeScaling ?? undefined),
+      );
+      const bf16 = (elements: number) => this.alloc(elements * 2);
+      this.#residual = bf16(T * h);
+      this.#hidden = bf16(T * h);
+      this.#normed = bf16(T * h);
+      this.#q = bf16(T * qDim);
+      this.#k = bf16(T * kvDim);
+      this.#v = bf16(T * kvDim);
+      this.#attn = bf16(T * qDim);
+      this.#qkvOne = bf16(qDim + 2 * kvDim);
+      this.#qOne = this.#qkvOne.slice(0, qDim * 2);
+      this.#kOne = this.#qkvOne.slice(qDim * 2, kvDim * 2);
+      this.#vOne = this.#qkvOne.slice((qDim + kvDim) * 2, kvDim * 2);
+      this.#gateUp = bf16(T * 2 * inter);
+      this.#act = bf16(T * inter);
+      this.#gathered = bf16(R * h);
+      this.#decodeWorkspace = this.alloc(
+        ops.decodeWorkspaceBytes(R, sizes.maxBlocksPerSeq * sizes.blockSize, this.shape),
+      );
+      const qBytes = qDim * h * 2, kvBytes = kvDim * h * 2;
+      for (const layer of this.weights.layers) {
+        this.#wq.push(layer.qkvProj.slice(0, qBytes));
+        this.#wk.push(layer.qkvProj.slice(qBytes, kvBytes));
+        this.#wv.push(layer.qkvProj.slice(qBytes + kvBytes, kvBytes));
+      }
+    } catch (error) {
+      if (rope) backend.free(rope.invFreq);
+      this.#freeOwned();
+      throw error;
+    }
+    this.#rope = rope;
+    const placeholder = this.#attn;
+    this.#decodeArgs = {
+      out: placeholder,
+      q: placeholder,
+      kCache: placeholder,
+      vCache: placeholder,
+      blockTables: placeholder,
+      contextLens: placeholder,
+      batch: 0,
+      maxBlocks: 0,
+      maxContext: 0,
+      shape: this.shape,
+      workspace: this.#decodeWorkspace,
+    };
+    this.#prefillArgs = {
+      out: placeholder,
+      q: placeholder,
+      kCache: placeholder,
+      vCache: placeholder,
+      queryStarts: placeholder,
+      contextLens: placeholder,
+      blockTables: placeholder,
+      seqs: 0,
+      tokens: 0,
+      maxBlocks: 0,
+      shape: this.shape,
+    };
+  }
+
+  linearShapes(m: number): LinearShape[] {
+    const { hiddenSize: h, intermediateSize: inter } = this.config;
+    const qDim = this.config.numAttentionHeads * this.config.headDim;
+    const kvDim = this.config.numKeyValueHeads * this.config.headDim;
+    const shapes = [
+      { m, n: qDim, k: h },
+      { m, n: kvDim, k: h },
+      { m, n: h, k: qDim },
+      { m, n: 2 * inter, k: h },
+      { m, n: h, k: inter },
+    ];
+    // A single-token step runs q, k and v as one linear over the fused weight.
+    if (m === 1) shapes.push({ m, n: qDim + 2 * kvDim, k: h });
+    return shapes;
+  }
+
+  run(s: StepShape, inputs: StepInputs, kv: LayerCaches, out: LogitsOut, stream: Stream): void {
+    const ops = this.ops, w = this.weights, c = this.config;
+    const shape = this.shape;
+    const h = c.hiddenSize, eps = c.rmsNormEps, inter = c.intermediateSize;
+    const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
+    const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
+    const T = s.tokens;
+    const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
+    // One token: the fused q/k/v linear reads the weight once, in one launch (see #qkvOne).
+    const one = T === 1;
+    const q = one ? this.#qOne : this.#q, k = one ? this.#kOne : this.#k;
+    const v = one ? this.#vOne : this.#v, attn = this.#attn;
+    const decode = this.#decodeArgs, prefill = this.#prefillArgs;
+    if (s.decodes > 0) {
+      decode.out = attn;
+      decode.q = q;
+      decode.blockTables = inputs.decodeBlockTables;
+      decode.contextLens = inputs.decodeContextLens;
+      decode.batch = s.decodes;
+      decode.maxBlocks = s.decodeMaxBlocks;
+      decode.maxContext = s.decodeMaxContext;
+    }
+    if (s.prefills > 0) {
+      prefill.out = this.#rowsAt(this.#attnAt, attn, qDim, s.decodes);
+      prefill.q = one ? q : this.#rowsAt(this.#qAt, q, qDim, s.decodes);
+      prefill.queryStarts = inputs.queryStarts;
+      prefill.contextLens = inputs.prefillContextLens;
+      prefill.blockTables = inputs.prefillBlockTables;
+      prefill.seqs = s.prefills;
+      prefill.tokens = s.prefillTokens;
+      prefill.maxBlocks = s.prefillMaxBlocks;
+    }
+
+    // The embeddings go straight into the residual stream; layer 0 normalises it unfused.
+    ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const layer = w.layers[l];
+      const kCache = kv.k(l), vCache = kv.v(l);
+      if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
+      else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
+      if (one) {
+        ops.linear(this.#qkvOne, normed, layer.qkvProj, 1, qDim + 2 * kvDim, h, stream);
+      } else {
+        ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
+        ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
+        ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
+      }
+      this.beforeRope(l, q, k, v, T, one, stream);
+      ops.rope(q, k, inputs.positions, this.#rope, T, heads, kvHeads, stream);
+      ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
+      if (s.decodes > 0) {
+        decode.kCache = kCache;
+        decode.vCache = vCache;
+        ops.decodeAttention(decode, stream);
+      }
+      if (s.prefills > 0) {
+        prefill.kCache = kCache;
+        prefill.vCache = vCache;
+        ops.prefillAttention(prefill, stream);
+      }
+      ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
+      ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
+      ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
+      ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
+      ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
+    }
+    // A step of prefill chunks that all stop short of their prompt's end samples nothing.
+    if (s.logitRows === 0) return;
+    ops.rmsNorm(normed, hidden, w.norm, residual, T, h, eps, stream);
+    let rows = normed;
+    if (s.gather) {
+      // embedding is a row gather: rows[s] = normed[logitRows[s]].
+      ops.embedding(this.#gathered, normed, inputs.logitRows, s.logitRows, h, stream);
+      rows = this.#gathered;
+    }
+    const vocab = c.vocabSize;
+    ops.linear(out.bf16, rows, w.lmHead, s.logitRows, vocab, h, stream);
+    ops.castBf16ToF32(out.f32, out.bf16, s.logitRows * vocab, stream);
+  }
+
+  /**
+   * A family's step between the q/k/v projections and RoPE, on layer `layer`'s q, k and v
+   * ([T, heads, headDim] each; with `one`, slices of one fused row). Llama has none.
+   */
+  protected beforeRope(
+    _layer: number,
+    _q: DeviceBuffer,
+    _k: DeviceBuffer,
+    _v: DeviceBuffer,
+    _tokens: number,
+    _one: boolean,
+    _stream: Stream,
+  ): void {}
+
+  /** Allocates a device buffer that `free` releases. */
+  protected alloc(bytes: number): DeviceBuffer {
+    const buffer = this.backend.alloc(bytes);
+    this.#owned.push(buffer);
+    return buffer;
+  }
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.backend.free(this.#rope.invFreq);
+    this.#freeOwned();
+  }
+
+  #freeOwned(): void {
+    for (const buffer of this.#owned) this.backend.free(buffer);
+    this.#owned.length = 0;
+  }
+
+  /** A view of `buffer` from token row `row` on (rows of `width` bf16), made once per row. */
+  #rowsAt(
+    cache: (DeviceBuffer | undefined)[],
+    buffer: DeviceBuffer,
+    width: number,
+    row: number,
+  ): DeviceBuffer {
+    let view = cache[row];
+    if (view === undefined) {
+      view = buffer.slice(row * width * 2);
+      cache[row] = view;
+    }
+    return view;
+  }
+}
+
+/** The Llama family. */
+export const llama: ModelDefinition = {
+  architecture: "LlamaForCausalLM",
+  weightLayout: llamaWeightLayout,
+  createForward: (backend, ops, weights, sizes) => new LlamaForward(backend, ops, weights, sizes),
+};

@@ -77,7 +77,9 @@ export interface AttentionShape {
 
 /**
  * The arguments of `decodeAttention`, as a record a caller allocates once and refills per call,
- * so the hot path passes one object instead of eleven positions.
+ * so the hot path passes one object instead of eleven positions. An op reads the record during
+ * the call only (a graph keeps the values it was captured with), so the caller may refill it
+ * for the next call at once.
  */
 export interface DecodeAttentionArgs {
   /** bf16 [batch, numHeads, headDim]: the attention output. */

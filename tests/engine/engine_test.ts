@@ -480,7 +480,12 @@ class GraphCpuBackend extends CpuBackend {
       wrapped[name] = (...args: unknown[]) => {
         if (this.fail === name) throw new Error(`injected ${name} failure`);
         if (name === "prepareLinear" && this.recording) throw new Error("prepareLinear in capture");
-        if (this.recording) this.recording.push(() => fn(...args));
+        // A graph keeps the arguments as they were at capture; argument records are refilled
+        // by the caller after each call, so the recording snapshots them.
+        const snapshot = args.map((a) =>
+          a !== null && Object.getPrototypeOf(a) === Object.prototype ? { ...a } : a
+        );
+        if (this.recording) this.recording.push(() => fn(...snapshot));
         else fn(...args);
       };
     }

@@ -146,6 +146,28 @@ export {
   type TokenizerFiles,
 } from "./engine/tokenizer.ts";
 export type { TokenLogprobs } from "./engine/sampler.ts";
+export {
+  formatSummary,
+  type KindTotals,
+  type StepColumns,
+  stepColumns,
+  type StepKind,
+  type StepProfileData,
+  type StepSummary,
+  summarizeSteps,
+} from "./engine/step_profile.ts";
+export {
+  type DeviceCeilings,
+  type ModelCost,
+  prefillChunkWork,
+  rooflineMs,
+  type StepCost,
+  stepCost,
+  type StepWork,
+  transformerCost,
+  type TransformerShape,
+} from "./engine/roofline.ts";
+export { type BatchLimits, batchLimits } from "./engine/batch_limits.ts";
 export type {
   FinishReason,
   LogitEdits,

@@ -17,6 +17,8 @@ import { Engine, type RandomWeightsSource } from "./engine/engine.ts";
 import { CONFIG_PRESETS, configPreset } from "./models/config.ts";
 import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
+import { formatSummary, summarizeSteps } from "./engine/step_profile.ts";
+import { transformerCost } from "./engine/roofline.ts";
 
 const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.meta.url));
 
@@ -195,6 +197,16 @@ export async function main(args: string[]): Promise<number> {
   });
   log("shutting down: cancelling in-flight requests");
   await server.stop(5000);
+  // DENALI_PROFILE=steps: the step profile of the whole run (no roofline: that needs the
+  // device's ceilings, which bench/engine_bench.ts measures).
+  const profile = engine.stepProfile;
+  if (profile !== null) {
+    for (
+      const line of formatSummary(summarizeSteps(profile, transformerCost(engine.config), null))
+    ) {
+      log(line);
+    }
+  }
   await engine.close();
   backend.close();
   log("stopped");

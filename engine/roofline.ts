@@ -92,7 +92,9 @@ export interface StepWork {
 
 /** Bytes read and floating-point operations of one step. */
 export interface StepCost {
+  /** Bytes read from device memory. */
   readonly bytes: number;
+  /** Floating-point operations (2 per multiply-add). */
   readonly flops: number;
 }
 

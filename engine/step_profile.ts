@@ -35,30 +35,46 @@ export function profileRequested(): boolean {
   }
 }
 
-/** The per-step columns, `capacity` steps long (see StepProfileData for their meaning). */
-function stepColumns(capacity: number) {
-  return {
-    decodeRows: new Int32Array(capacity),
-    prefillRows: new Int32Array(capacity),
-    prefillTokens: new Int32Array(capacity),
-    logitRows: new Int32Array(capacity),
-    /** K/V positions read (decode contexts plus prefill chunks' contexts at their end). */
-    kvTokensRead: new Float64Array(capacity),
-    /** (query, key) pairs scored by attention, per layer and head group. */
-    attentionPairs: new Float64Array(capacity),
-    /** 1 if the step replayed a captured graph. */
-    graph: new Uint8Array(capacity),
-    /** Device time of the step, start event to end event. */
-    deviceMs: new Float64Array(capacity),
-    /** Device idle before the step: the previous step's end event to this start event (0 first). */
-    deviceIdleMs: new Float64Array(capacity),
-    /** Host time from seeing the previous step done to starting this launch (0 first). */
-    hostGapMs: new Float64Array(capacity),
-  };
+/** The columns of a step profile: one typed array per figure, one element per step. */
+export interface StepColumns {
+  /** Decode rows of the step. */
+  readonly decodeRows: Int32Array;
+  /** Prefill chunks of the step. */
+  readonly prefillRows: Int32Array;
+  /** Tokens of those chunks. */
+  readonly prefillTokens: Int32Array;
+  /** Rows of logits the lm head produced. */
+  readonly logitRows: Int32Array;
+  /** K/V positions read (decode contexts plus prefill chunks' contexts at their end). */
+  readonly kvTokensRead: Float64Array;
+  /** (query, key) pairs scored by attention, per layer and head group. */
+  readonly attentionPairs: Float64Array;
+  /** 1 if the step replayed a captured graph. */
+  readonly graph: Uint8Array;
+  /** Device time of the step, start event to end event. */
+  readonly deviceMs: Float64Array;
+  /** Device idle before the step: the previous step's end event to this start event (0 first). */
+  readonly deviceIdleMs: Float64Array;
+  /** Host time from seeing the previous step done to starting this launch (0 first). */
+  readonly hostGapMs: Float64Array;
 }
 
-/** The columns of a step profile: one typed array per figure, one element per step. */
-export type StepColumns = Readonly<ReturnType<typeof stepColumns>>;
+/** Empty columns for `capacity` steps. */
+export function stepColumns(capacity: number): StepColumns {
+  const i32 = () => new Int32Array(capacity), f64 = () => new Float64Array(capacity);
+  return {
+    decodeRows: i32(),
+    prefillRows: i32(),
+    prefillTokens: i32(),
+    logitRows: i32(),
+    kvTokensRead: f64(),
+    attentionPairs: f64(),
+    graph: new Uint8Array(capacity),
+    deviceMs: f64(),
+    deviceIdleMs: f64(),
+    hostGapMs: f64(),
+  };
+}
 
 /**
  * The recorded steps, `count` of them valid in each column: decode rows, prefill rows and

@@ -114,6 +114,8 @@ export interface RandomWeightsSource {
  * engine/request_text.ts): a server only formats chunks.
  */
 export interface GenerationChunk {
+  /** Which choice of the request the chunk belongs to: 0 to n − 1 (always 0 for `generate`). */
+  readonly index: number;
   /**
    * The sampled token id; -1 on a final chunk that carries no token (the sequence ended
    * because the KV cache could hold no more of it).
@@ -231,35 +233,63 @@ function resolveOptions(options: EngineOptions): Resolved {
   return r;
 }
 
-/** Per-request state: its sequence, its stream to the caller and its text. */
-class Request {
+/** One choice of a request: its sequence and its text. */
+class Choice {
   /** Output tokens already sent. */
   emitted = 0;
   /** Target for lastLogits, filled in the step that samples the first token. */
   logits: Float32Array | null = null;
   logitsFilled = false;
-  /** Removes the abort listener. */
-  detach: () => void = () => {};
 
   constructor(
+    /** Its index among the request's choices. */
+    readonly index: number,
     readonly seq: Sequence,
-    readonly stream: ChunkStream,
     /** Its detokenized text, stop strings and token placement. */
     readonly output: OutputText,
+    readonly request: Request,
   ) {}
 
   /** The chunk for what the output text reported last, for token `tokenId`. */
   chunk(tokenId: number, finishReason?: FinishReason): GenerationChunk {
     const out = this.output;
+    const index = this.index;
     const wantsLogprobs = this.seq.params.logprobs !== null;
     if (finishReason === undefined) {
       return wantsLogprobs
-        ? { tokenId, text: out.text, textOffset: out.textOffset, logprobs: out.entries }
-        : { tokenId, text: out.text, textOffset: out.textOffset };
+        ? { index, tokenId, text: out.text, textOffset: out.textOffset, logprobs: out.entries }
+        : { index, tokenId, text: out.text, textOffset: out.textOffset };
     }
     const stopReason = out.stopString ?? this.seq.stopReason;
-    const chunk = { tokenId, text: out.text, textOffset: out.textOffset, finishReason, stopReason };
+    const chunk = {
+      index,
+      tokenId,
+      text: out.text,
+      textOffset: out.textOffset,
+      finishReason,
+      stopReason,
+    };
     return wantsLogprobs ? { ...chunk, logprobs: out.entries } : chunk;
+  }
+}
+
+/**
+ * Per-request state: its choices and the one stream they share. Choices after the first wait
+ * for the first one's prompt to be computed, so they find its KV blocks in the prefix cache
+ * instead of computing the prompt again.
+ */
+class Request {
+  /** Choices not ended yet, started or waiting. */
+  live: number;
+  /** Choices waiting for the first choice's first token. */
+  waiting: Choice[] = [];
+  /** Choices handed to the scheduler. */
+  readonly started: Choice[] = [];
+  /** Removes the abort listener. */
+  detach: () => void = () => {};
+
+  constructor(readonly stream: ChunkStream, n: number) {
+    this.live = n;
   }
 }
 
@@ -360,7 +390,8 @@ export class Engine {
   readonly #scheduler: Scheduler;
   readonly #prompts: PromptPreparer;
   readonly #log: (line: string) => void;
-  readonly #requests = new Map<number, Request>();
+  /** Started, unfinished choices by sequence id. */
+  readonly #requests = new Map<number, Choice>();
   readonly #sampled: Int32Array;
   readonly #logprobs: (TokenLogprobs | undefined)[];
   // Tokens of the last finished step, sent while the next step runs (see #run).
@@ -556,7 +587,31 @@ export class Engine {
     params: Partial<SamplingParams> = {},
     signal?: AbortSignal,
   ): AsyncIterableIterator<GenerationChunk> {
-    return this.#submit(prompt, params, signal, null).stream;
+    return this.#submit(prompt, params, 1, signal, null).request.stream;
+  }
+
+  /**
+   * {@link generate} with `n` choices of one prompt (OpenAI's `n`), streamed together: each
+   * chunk carries its choice's `index`, and each choice ends with its own `finishReason` chunk.
+   * The prompt is computed once: choices 1 to n − 1 start when choice 0 has its first token,
+   * and share its KV blocks through the prefix cache (all but the last, partial block). With a
+   * seed, choice i samples with seed + i, so it gives what a single request with that seed
+   * gives; without, each takes the next seed of the engine's sequence.
+   *
+   * @throws as {@link generate}; RangeError for n not an integer in [1, maxRunning]
+   */
+  generateChoices(
+    prompt: Prompt | PreparedPrompt,
+    params: Partial<SamplingParams>,
+    n: number,
+    signal?: AbortSignal,
+  ): AsyncIterableIterator<GenerationChunk> {
+    if (!Number.isInteger(n) || n < 1 || n > this.#scheduler.maxRunning) {
+      throw new RangeError(
+        `n must be an integer in [1, ${this.#scheduler.maxRunning}] (maxRunning), got ${n}`,
+      );
+    }
+    return this.#submit(prompt, params, n, signal, null).request.stream;
   }
 
   /**
@@ -580,15 +635,16 @@ export class Engine {
    */
   async lastLogits(promptIds: readonly number[]): Promise<Float32Array> {
     const logits = new Float32Array(this.config.vocabSize);
-    const request = this.#submit(
+    const choice = this.#submit(
       promptIds,
       { temperature: 0, maxTokens: 1, ignoreEos: true },
+      1,
       undefined,
       logits,
     );
-    for await (const _ of request.stream) { /* drain */ }
-    if (!request.logitsFilled) {
-      throw new Error(`lastLogits: the request ended (${request.seq.finishReason}) without logits`);
+    for await (const _ of choice.request.stream) { /* drain */ }
+    if (!choice.logitsFilled) {
+      throw new Error(`lastLogits: the request ended (${choice.seq.finishReason}) without logits`);
     }
     return logits;
   }
@@ -636,12 +692,14 @@ export class Engine {
     if (this.#ownsBackend) this.#backend.close();
   }
 
+  /** Queues a request of `n` choices; returns its first choice. */
   #submit(
     prompt: Prompt | PreparedPrompt,
     given: Partial<SamplingParams>,
+    n: number,
     signal: AbortSignal | undefined,
     logits: Float32Array | null,
-  ): Request {
+  ): Choice {
     if (this.#closed) throw new Error("the engine is closed; load a new one");
     const ids = prompt instanceof PreparedPrompt ? prompt.ids : this.#prompts.prepare(prompt).ids;
     // Fields given as undefined (an optional request field left out) take the defaults.
@@ -649,38 +707,61 @@ export class Engine {
     for (const [key, value] of Object.entries(given)) {
       if (value !== undefined) defined[key as keyof SamplingParams] = value;
     }
-    const params = samplingParams({
-      eosTokenIds: this.eosTokenIds,
-      ...defined as Partial<SamplingParams>,
-      seed: given.seed ?? this.#nextSeed(),
-    });
-    checkParamsVocabulary(params, this.config.vocabSize);
-    const output = new OutputText({
-      texts: this.tokenizer === null ? null : this.tokenTexts,
-      promptIds: ids,
-      stop: params.stop,
-      logprobs: params.logprobs !== null,
-      minTokens: params.minTokens,
-    });
-    const seq = new Sequence(ids, params);
-    const stream = new ChunkStream(() => this.#cancel(seq.id));
-    const request = new Request(seq, stream, output);
-    request.logits = logits;
+    const stream = new ChunkStream(() => this.#cancel(request));
+    const request = new Request(stream, n);
+    const choices: Choice[] = [];
+    for (let i = 0; i < n; i++) {
+      const params = samplingParams({
+        eosTokenIds: this.eosTokenIds,
+        ...defined as Partial<SamplingParams>,
+        seed: given.seed == null ? this.#nextSeed() : (given.seed + i) % Number.MAX_SAFE_INTEGER,
+      });
+      if (i === 0) checkParamsVocabulary(params, this.config.vocabSize);
+      const output = new OutputText({
+        texts: this.tokenizer === null ? null : this.tokenTexts,
+        promptIds: ids,
+        stop: params.stop,
+        logprobs: params.logprobs !== null,
+        minTokens: params.minTokens,
+      });
+      choices.push(new Choice(i, new Sequence(ids, params), output, request));
+    }
+    const first = choices[0];
+    first.logits = logits;
 
     if (signal?.aborted) {
       stream.end();
-      return request;
+      return first;
     }
-    this.#scheduler.add(seq); // throws RequestRejectedError for a prompt the cache can't hold
-    this.#requests.set(seq.id, request);
+    this.#scheduler.add(first.seq); // throws RequestRejectedError for a prompt the cache can't hold
+    this.#track(first);
+    request.waiting = choices.slice(1);
     if (signal) {
-      const onAbort = () => this.#cancel(seq.id);
+      const onAbort = () => this.#cancel(request);
       signal.addEventListener("abort", onAbort, { once: true });
       request.detach = () => signal.removeEventListener("abort", onAbort);
     }
-    seq.done.then(() => this.#ended(request));
     this.#kick();
-    return request;
+    return first;
+  }
+
+  /** Follows a choice the scheduler now has. */
+  #track(choice: Choice): void {
+    choice.request.started.push(choice);
+    this.#requests.set(choice.seq.id, choice);
+    choice.seq.done.then(() => this.#ended(choice));
+  }
+
+  /** Hands a request's waiting choices to the scheduler: the prompt's blocks are cached now. */
+  #startWaiting(request: Request): void {
+    const waiting = request.waiting;
+    if (waiting.length === 0) return;
+    request.waiting = [];
+    for (const choice of waiting) {
+      this.#scheduler.add(choice.seq);
+      this.#track(choice);
+    }
+    this.#kick();
   }
 
   #nextSeed(): number {
@@ -688,35 +769,56 @@ export class Engine {
     return (this.#seedBase + this.#seedCounter++) % Number.MAX_SAFE_INTEGER;
   }
 
-  #cancel(id: number): void {
-    const request = this.#requests.get(id);
-    if (request === undefined) return;
-    this.#scheduler.cancel(id); // frees the blocks now; `done` then ends the stream
-    this.#requests.delete(id);
+  /**
+   * Ends every choice of a request: cancelled (abort, or the caller left the iteration), or
+   * failed with `error`, which its stream then throws.
+   */
+  #cancel(request: Request, error: Error | null = null): void {
+    if (request.live === 0) return;
+    request.live = 0;
+    request.waiting = [];
+    for (const choice of request.started) {
+      const id = choice.seq.id;
+      if (this.#requests.get(id) !== choice) continue;
+      this.#requests.delete(id);
+      this.#scheduler.cancel(id); // frees the blocks now
+    }
     request.detach();
-    request.stream.end();
+    request.stream.end(error);
   }
 
   /** A sequence ended outside a step's token (cancel, failed step, close, cache limit). */
-  #ended(request: Request): void {
-    const seq = request.seq;
-    if (this.#requests.get(seq.id) !== request) return; // already finished with its token
-    this.#requests.delete(seq.id);
-    request.detach();
+  #ended(choice: Choice): void {
+    const seq = choice.seq;
+    if (this.#requests.get(seq.id) !== choice) return; // already finished with its token
     if (seq.finishReason === "error") {
-      request.stream.end(seq.error ?? new Error("the request failed"));
+      // One failed choice fails the request: its stream ends with the error.
+      this.#cancel(choice.request, seq.error ?? new Error("the request failed"));
       return;
     }
-    if (seq.finishReason !== "abort") {
-      request.output.finish(null, undefined, false);
-      request.stream.push(request.chunk(-1, this.#finishReason(request)));
+    if (seq.finishReason === "abort") {
+      this.#cancel(choice.request);
+      return;
     }
+    choice.output.finish(null, undefined, false);
+    this.#close(choice, -1);
+  }
+
+  /** Sends a choice's last chunk; the request's stream ends with its last choice. */
+  #close(choice: Choice, tokenId: number): void {
+    const request = choice.request;
+    this.#requests.delete(choice.seq.id);
+    request.stream.push(choice.chunk(tokenId, this.#finishReason(choice)));
+    // Choices waiting for this one's prompt need not wait any more.
+    if (choice.index === 0) this.#startWaiting(request);
+    if (--request.live > 0) return;
+    request.detach();
     request.stream.end();
   }
 
-  /** Why a request ended: a stop string its text matched wins over the scheduler's reason. */
-  #finishReason(request: Request): FinishReason {
-    return request.output.stopString !== null ? "stop" : request.seq.finishReason ?? "stop";
+  /** Why a choice ended: a stop string its text matched wins over the scheduler's reason. */
+  #finishReason(choice: Choice): FinishReason {
+    return choice.output.stopString !== null ? "stop" : choice.seq.finishReason ?? "stop";
   }
 
   #kick(): void {
@@ -840,13 +942,13 @@ export class Engine {
     }
   }
 
-  /** Sends the chunk of `seq`'s newest token, and ends its stream if it finished. */
+  /** Sends the chunk of `seq`'s newest token, and ends its choice if it finished. */
   #emit(seq: Sequence, logprobs: TokenLogprobs | undefined): void {
-    const request = this.#requests.get(seq.id);
-    if (request === undefined || request.emitted >= seq.numOutputTokens) return;
-    request.emitted = seq.numOutputTokens;
+    const choice = this.#requests.get(seq.id);
+    if (choice === undefined || choice.emitted >= seq.numOutputTokens) return;
+    choice.emitted = seq.numOutputTokens;
     const tokenId = seq.lastTokenId;
-    const output = request.output;
+    const output = choice.output;
     if (seq.isFinished) {
       output.finish(tokenId, logprobs, typeof seq.stopReason === "number");
     } else if (output.push(tokenId, logprobs)) {
@@ -854,13 +956,13 @@ export class Engine {
       // asynchronous device the step now running computes one more token for it, unused.
       this.#scheduler.finish(seq.id, "stop");
     } else {
-      request.stream.push(request.chunk(tokenId));
+      choice.request.stream.push(choice.chunk(tokenId));
+      if (choice.index === 0 && choice.request.waiting.length > 0) {
+        this.#startWaiting(choice.request);
+      }
       return;
     }
-    this.#requests.delete(seq.id);
-    request.detach();
-    request.stream.push(request.chunk(tokenId, this.#finishReason(request)));
-    request.stream.end();
+    this.#close(choice, tokenId);
   }
 }
 

@@ -256,7 +256,7 @@ export class Routes {
     request.signal.addEventListener("abort", onClientGone, { once: true });
     let chunks: AsyncIterableIterator<GenerationChunk>;
     try {
-      chunks = this.engine.generate(prompt, req.params, controller.signal);
+      chunks = this.engine.generateChoices(prompt, req.params, req.n, controller.signal);
     } catch (error) {
       request.signal.removeEventListener("abort", onClientGone);
       if (
@@ -307,7 +307,7 @@ class Run {
     readonly routes: Routes,
     readonly kind: Kind,
     readonly req: GenerationRequest,
-    prompt: PreparedPrompt,
+    readonly prompt: PreparedPrompt,
     readonly chunks: AsyncIterableIterator<GenerationChunk>,
   ) {
     this.id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -348,54 +348,52 @@ class Run {
     return { id: this.id, object, created: this.created, model: this.routes.modelName };
   }
 
+  /** The text a completion choice starts with: the prompt, with `echo`. */
+  get #echoed(): string {
+    return this.req.echo ? this.prompt.text ?? "" : "";
+  }
+
   async collect(): Promise<unknown> {
-    let text = this.req.echo && typeof this.req.prompt === "string" ? this.req.prompt : "";
-    let reason: string = "stop";
-    let stopReason: number | string | null = null;
-    let ended = false;
-    const entries: LogprobEntry[] = [];
+    const choices = Array.from({ length: this.req.n }, () => ({
+      text: this.#echoed,
+      reason: "stop",
+      stopReason: null as number | string | null,
+      ended: false,
+      entries: [] as LogprobEntry[],
+    }));
     for await (const chunk of this.chunks) {
       this.#tick(chunk);
-      text += chunk.text;
-      if (chunk.logprobs !== undefined) entries.push(...chunk.logprobs);
+      const choice = choices[chunk.index];
+      choice.text += chunk.text;
+      if (chunk.logprobs !== undefined) choice.entries.push(...chunk.logprobs);
       if (chunk.finishReason) {
-        reason = finishReason(chunk.finishReason);
-        stopReason = chunk.stopReason ?? null;
-        ended = true;
+        choice.reason = finishReason(chunk.finishReason);
+        choice.stopReason = chunk.stopReason ?? null;
+        choice.ended = true;
       }
     }
-    if (!ended) throw cutShort();
-    if (this.kind === "completion") {
-      return {
-        ...this.#head("text_completion"),
-        choices: [{
-          index: 0,
-          text,
-          logprobs: this.#formatLogprobs(entries),
-          finish_reason: reason,
-          stop_reason: stopReason,
-        }],
-        usage: this.usage,
-      };
-    }
+    if (!choices.every((c) => c.ended)) throw cutShort();
+    const completion = this.kind === "completion";
     return {
-      ...this.#head("chat.completion"),
-      choices: [{
-        index: 0,
-        message: { role: "assistant", content: text },
-        logprobs: this.#formatLogprobs(entries),
-        finish_reason: reason,
-        stop_reason: stopReason,
-      }],
+      ...this.#head(completion ? "text_completion" : "chat.completion"),
+      choices: choices.map((c, index) => ({
+        index,
+        ...(completion ? { text: c.text } : { message: { role: "assistant", content: c.text } }),
+        logprobs: this.#formatLogprobs(c.entries),
+        finish_reason: c.reason,
+        stop_reason: c.stopReason,
+      })),
       usage: this.usage,
     };
   }
 
   /**
-   * One streamed chunk. `entries` are the logprobs that became final with it, null for a chunk
-   * that carries no token (the chat role chunk, an echoed prompt): its logprobs are null.
+   * One streamed chunk of choice `index`. `entries` are the logprobs that became final with it,
+   * null for a chunk that carries no token (the chat role chunk, an echoed prompt): its
+   * logprobs are null.
    */
   #event(
+    index: number,
     text: string | null,
     reason: string | null,
     entries: readonly LogprobEntry[] | null,
@@ -407,7 +405,7 @@ class Run {
       return {
         ...this.#head("text_completion"),
         choices: [{
-          index: 0,
+          index,
           text: text ?? "",
           logprobs,
           finish_reason: reason,
@@ -420,7 +418,7 @@ class Run {
     if (text !== null) delta.content = text;
     return {
       ...this.#head("chat.completion.chunk"),
-      choices: [{ index: 0, delta, logprobs, finish_reason: reason, stop_reason: stopReason }],
+      choices: [{ index, delta, logprobs, finish_reason: reason, stop_reason: stopReason }],
     };
   }
 
@@ -431,11 +429,12 @@ class Run {
       } catch { /* the client is gone; the abort signal stops generation */ }
     };
     try {
-      if (this.kind === "chat") send(this.#event("", null, null, true));
-      else if (this.req.echo && typeof this.req.prompt === "string") {
-        send(this.#event(this.req.prompt, null, null));
+      // Each choice opens as vLLM opens it: chat with the role, completions with the echo.
+      for (let i = 0; i < this.req.n; i++) {
+        if (this.kind === "chat") send(this.#event(i, "", null, null, true));
+        else if (this.#echoed !== "") send(this.#event(i, this.#echoed, null, null));
       }
-      let ended = false;
+      let ended = 0;
       for await (const chunk of this.chunks) {
         this.#tick(chunk);
         const reason = chunk.finishReason ? finishReason(chunk.finishReason) : null;
@@ -443,16 +442,20 @@ class Run {
         // character or a possible stop string is incomplete, but clients still see each token
         // arrive (inter-token latency is measured from these events).
         // A token's logprobs ride on its own event, or on a later one: the event completing
-        // the character it is part of, or one past it while a stop string may still cut it
-        // (see engine/request_text.ts).
+        // the character it is part of (see engine/request_text.ts).
         if (chunk.tokenId >= 0 || reason !== null) {
-          send(
-            this.#event(chunk.text, reason, chunk.logprobs ?? [], false, chunk.stopReason ?? null),
-          );
+          send(this.#event(
+            chunk.index,
+            chunk.text,
+            reason,
+            chunk.logprobs ?? [],
+            false,
+            chunk.stopReason ?? null,
+          ));
         }
-        ended ||= reason !== null;
+        if (reason !== null) ended++;
       }
-      if (!ended) throw cutShort();
+      if (ended < this.req.n) throw cutShort();
       if (this.req.includeUsage) {
         send({
           ...this.#head(this.kind === "chat" ? "chat.completion.chunk" : "text_completion"),

@@ -5,7 +5,7 @@
  *
  * Beyond OpenAI's fields, vLLM's sampling extensions are accepted: top_k, min_p,
  * repetition_penalty, ignore_eos, stop_token_ids. Not supported, so accepted only at their
- * neutral values: n (1), best_of (1); echo together with logprobs (it would need the prompt's
+ * neutral values: best_of (1); echo together with logprobs (it would need the prompt's
  * logprobs, which the engine does not compute; OpenAI refuses the pair too). Every other field
  * is checked by server/fields.ts: unknown or unsupported ones get a 400 naming them.
  *
@@ -31,6 +31,8 @@ export interface GenerationRequest {
   readonly model: string | null;
   /** Echo the prompt before the completion (completions only). */
   readonly echo: boolean;
+  /** Choices to generate from the prompt (OpenAI's `n`). */
+  readonly n: number;
   /** vLLM's `return_tokens_as_token_ids`: name logprobs tokens `token_id:<id>`. */
   readonly tokensAsIds: boolean;
 }
@@ -144,19 +146,16 @@ function minTokens(body: Body, maxTokens: number | undefined): number | undefine
   return min;
 }
 
+/** Most choices one request may ask for, as OpenAI allows. */
+const MAX_CHOICES = 128;
+
 function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
   const model = body.model;
   if (model !== undefined && model !== null && typeof model !== "string") {
     throw badField("model", `must be a string, got ${describe(model)}`);
   }
-  const n = optInteger(body, "n", 1, Number.MAX_SAFE_INTEGER);
-  if (n !== undefined && n !== 1) {
-    throw badField(
-      "n",
-      `only 1 choice per request is supported, got ${n}; send ${n} requests instead ` +
-        `(with different seeds when sampling)`,
-    );
-  }
+  // OpenAI's limit; the engine also needs n <= its maxRunning.
+  const n = optInteger(body, "n", 1, MAX_CHOICES) ?? 1;
   const repetition = optNumber(body, "repetition_penalty", -Infinity, Infinity);
   if (repetition !== undefined && !(repetition > 0)) {
     throw badField("repetition_penalty", `must be > 0 (1 is off), got ${repetition}`);
@@ -198,6 +197,7 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
     model: typeof model === "string" ? model : null,
     stream,
     includeUsage,
+    n,
     tokensAsIds: optBoolean(body, "return_tokens_as_token_ids") ?? false,
     params: {
       stopTokenIds: tokenIds(body, "stop_token_ids"),

@@ -610,7 +610,7 @@ Deno.test({
           [chat, { messages: m, logprobs: true, top_logprobs: -1 }, "top_logprobs"],
           [chat, { messages: m, logprobs: true, top_logprobs: 2.5 }, "top_logprobs"],
           [chat, { messages: m, logprobs: true, top_logprobs: "3" }, "top_logprobs"],
-          [chat, { messages: m, n: 2 }, "n"],
+          [chat, { messages: m, n: 0 }, "n"],
         ];
         for (const [path, body, param] of bad) {
           await assertApiError(await post(path, body), 400, param, JSON.stringify(body));

@@ -168,6 +168,13 @@ export {
   type TransformerShape,
 } from "./engine/roofline.ts";
 export { type BatchLimits, batchLimits } from "./engine/batch_limits.ts";
+export {
+  hostLogitsProcessor,
+  kernelLogitsProcessor,
+  type KernelProcessorOptions,
+  type LogitsProcessor,
+  type LogitsRows,
+} from "./engine/logits_processors.ts";
 export type {
   FinishReason,
   LogitEdits,

@@ -45,6 +45,7 @@ import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
 import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
+import { checkProcessors, type LogitsProcessor } from "./logits_processors.ts";
 import {
   checkParamsVocabulary,
   type FinishReason,
@@ -81,6 +82,13 @@ export interface EngineOptions {
   readonly prefixCaching?: boolean;
   /** Replay decode steps as device graphs where the backend can; true. */
   readonly graphs?: boolean;
+  /**
+   * Kernel logits processors for every request (engine/logits_processors.ts), run at the end of
+   * each forward pass and recorded into the decode graphs. Compile their kernels on the backend
+   * passed as `backend` (open it first). Requests add their own with
+   * `SamplingParams.logitsProcessors`.
+   */
+  readonly logitsProcessors?: readonly LogitsProcessor[];
   /** Base of the seeds given to requests without one; random by default. */
   readonly seed?: number;
   /** Receives start-up and error lines; default: stderr. */
@@ -511,6 +519,7 @@ export class Engine {
         blockSize: o.blockSize,
         maxModelLen,
         graphs: o.graphs,
+        logitsProcessors: engineProcessors(options.logitsProcessors),
         log: o.log,
       });
       model.prepare();
@@ -1012,4 +1021,22 @@ function kvBlockCount(
 /** Resolves in a later macrotask, after pending I/O callbacks (no 1 ms timer clamp). */
 function nextTick(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** The engine-wide processors, checked: they are recorded into graphs, so kernels only. */
+function engineProcessors(
+  processors: readonly LogitsProcessor[] | undefined,
+): readonly LogitsProcessor[] {
+  if (processors === undefined) return [];
+  checkProcessors("EngineOptions.logitsProcessors", processors);
+  for (const p of processors) {
+    if (!p.capturable) {
+      throw new TypeError(
+        `EngineOptions.logitsProcessors: ${p.name} runs on the host, and engine-wide processors ` +
+          `are recorded into decode graphs; give it to the requests that need it ` +
+          `(SamplingParams.logitsProcessors), or write it as a kernel (kernelLogitsProcessor)`,
+      );
+    }
+  }
+  return Object.freeze([...processors]);
 }

@@ -37,6 +37,7 @@ import type {
 } from "../models/model.ts";
 import { BatchInputs } from "./batch_inputs.ts";
 import { kvBytesPerBlock, KvCache, type KvCacheShape } from "./kv_cache.ts";
+import type { LogitsProcessor } from "./logits_processors.ts";
 import { Sampler, type SampleRows, type TokenLogprobs } from "./sampler.ts";
 import type { BatchPlan } from "./scheduler.ts";
 import type { Sequence } from "./sequence.ts";
@@ -55,6 +56,11 @@ export interface RunnerOptions {
   readonly graphs?: boolean;
   /** Told of each graph captured, and once if graphs turn out to be unavailable. */
   readonly log?: (line: string) => void;
+  /**
+   * Kernel logits processors run on every sampled row at the end of each forward pass (and so
+   * recorded into the decode graphs); see engine/logits_processors.ts.
+   */
+  readonly logitsProcessors?: readonly LogitsProcessor[];
 }
 
 /** Counters for logs and tests. */
@@ -107,7 +113,7 @@ export class ModelRunner {
   /** The stream every step runs on (graphs cannot be captured on the default stream). */
   readonly stream: Stream;
   /** Sizes the buffers were allocated for. */
-  readonly options: Required<Omit<RunnerOptions, "log">>;
+  readonly options: Required<Omit<RunnerOptions, "log" | "logitsProcessors">>;
   /** Steps and graphs so far. */
   readonly counters: RunnerCounters = { eagerSteps: 0, graphReplays: 0, graphsCaptured: 0 };
 
@@ -217,6 +223,7 @@ export class ModelRunner {
         maxRows: R,
         vocab,
         maxModelLen: options.maxModelLen,
+        engineProcessors: options.logitsProcessors,
       });
       done = backend.createEvent();
     } catch (error) {
@@ -545,5 +552,6 @@ export class ModelRunner {
   /** Enqueues the launches of one step, up to f32 logits for `s.logitRows` rows. */
   #run(s: StepShape): void {
     this.forward.run(s, this.#inputs, this.#kv!, this.#logits, this.stream);
+    if (s.logitRows > 0) this.#sampler.launchEngineProcessors(this.#logits.f32, s.logitRows);
   }
 }

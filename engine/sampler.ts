@@ -23,7 +23,9 @@
 
 import type { Backend, DeviceBuffer, HostBuffer, Stream } from "../backends/backend.ts";
 import { bitmaskWords, type ModelOps, type SamplingBuffers } from "../ops/ops.ts";
+import type { LogitsProcessor, LogitsRows } from "./logits_processors.ts";
 import { MAX_TOP_LOGPROBS, type Sequence } from "./sequence.ts";
+import { StagedWords } from "./staged_words.ts";
 
 /** Log-probabilities of one sampled token, from the model's raw output distribution. */
 export interface TokenLogprobs {
@@ -41,6 +43,8 @@ export interface SamplerOptions {
   readonly vocab: number;
   /** Most tokens per sequence: bounds the distinct tokens a row's penalties can name. */
   readonly maxModelLen: number;
+  /** Processors of every row, run by {@link Sampler.launchEngineProcessors}; default none. */
+  readonly engineProcessors?: readonly LogitsProcessor[];
 }
 
 /** Which sequence each sample row belongs to. */
@@ -58,6 +62,8 @@ export class Sampler {
   readonly #stream: Stream;
   readonly #vocab: number;
   readonly #owned: DeviceBuffer[] = [];
+  readonly #stagedOwned: StagedWords[] = [];
+  #hostRow: Float32Array | null = null;
   readonly #hosts: HostBuffer[] = [];
 
   readonly #ids: DeviceBuffer;
@@ -93,9 +99,15 @@ export class Sampler {
   readonly #topIdsHost: Int32Array;
   readonly #topValuesHost: Float32Array;
   // Logit edits: i32 [capacity, 3] (row, token, addend bits), grown when a step needs more.
-  #edits: DeviceBuffer;
-  #editsHost: HostBuffer;
-  #editWords: Int32Array;
+  readonly #edits: StagedWords;
+  // User processors: the rows of each (position, processor) group, and the groups in order.
+  readonly #groupRows: StagedWords;
+  readonly #groupProcessors: LogitsProcessor[] = [];
+  readonly #groupStarts: number[] = [];
+  readonly #grouped: Uint8Array;
+  readonly #processorRows: ProcessorRows;
+  readonly #engineProcessors: readonly LogitsProcessor[];
+  readonly #allRows: StagedWords;
   // Bitmasks: i32 [R, words] masks (one view per slot, made once) and i32 [R] rows.
   readonly #maskWords: number;
   readonly #masks: DeviceBuffer;
@@ -172,10 +184,17 @@ export class Sampler {
       this.#topIdsHost = this.#pinned(Int32Array, top);
       this.#topValuesHost = this.#pinned(Float32Array, top);
 
-      const editCapacity = R * 16;
-      this.#edits = this.#alloc(editCapacity * 12);
-      this.#editsHost = this.#allocHost(editCapacity * 12);
-      this.#editWords = wordsOf(this.#editsHost);
+      this.#edits = this.#staged(3 * 16 * R);
+      this.#groupRows = this.#staged(4 * R);
+      this.#grouped = new Uint8Array(R);
+      this.#allRows = this.#staged(R);
+      for (let r = 0; r < R; r++) this.#allRows.words[r] = r;
+      this.#allRows.upload(R, stream);
+      this.#engineProcessors = options.engineProcessors ?? [];
+      this.#processorRows = new ProcessorRows(backend, stream, vocab, () => {
+        this.#hostRow ??= this.#pinned(Float32Array, vocab);
+        return this.#hostRow;
+      });
       const perRow = bitmaskWords(vocab);
       this.#maskWords = perRow;
       this.#masks = this.#alloc(R * perRow * 4);
@@ -201,7 +220,7 @@ export class Sampler {
    */
   launch(rows: SampleRows, logits: DeviceBuffer, rawLogits: DeviceBuffer): void {
     const count = rows.count, vocab = this.#vocab, ops = this.#ops, stream = this.#stream;
-    let greedy = true, penalised = false, edited = false, masked = false, topN = -1;
+    let greedy = true, penalised = false, edited = false, masked = false, topN = -1, longest = 0;
     for (let s = 0; s < count; s++) {
       const seq = rows.seqOf(s);
       const p = seq.params;
@@ -209,6 +228,7 @@ export class Sampler {
       if (seq.penaltyCounts !== null) penalised = true;
       if (seq.logitEdits.after !== null || seq.logitEdits.beforeMin !== null) edited = true;
       if (p.allowedTokenIds !== null || p.tokenBitmask !== null) masked = true;
+      if (p.logitsProcessors.length > longest) longest = p.logitsProcessors.length;
       if (seq.params.logprobs !== null && seq.params.logprobs > topN) topN = seq.params.logprobs;
     }
     // A vocabulary smaller than the request has only that many alternatives.
@@ -218,6 +238,7 @@ export class Sampler {
     if (count === 0) return;
     if (edited) this.#applyEdits(rows, logits);
     if (masked) this.#applyMasks(rows, logits);
+    if (longest > 0) this.#applyProcessors(rows, logits, longest);
     if (penalised) this.#applyPenalties(rows, logits);
     if (greedy) {
       ops.argmax(this.#ids, logits, count, vocab, stream);
@@ -271,6 +292,8 @@ export class Sampler {
 
   /** Releases every buffer; safe to call twice. */
   free(): void {
+    for (const staged of this.#stagedOwned) staged.free();
+    this.#stagedOwned.length = 0;
     for (const buffer of this.#owned) this.#backend.free(buffer);
     this.#owned.length = 0;
     for (const host of this.#hosts) host.free();
@@ -292,8 +315,8 @@ export class Sampler {
     let needed = 0;
     for (let s = 0; s < rows.count; s++) needed += editsOf(rows.seqOf(s))?.length ?? 0;
     needed /= 2;
-    if (3 * needed > this.#editWords.length) this.#growEdits(needed);
-    const words = this.#editWords;
+    this.#edits.reserve(3 * needed);
+    const words = this.#edits.words;
     let at = 0;
     for (let s = 0; s < rows.count; s++) {
       const pairs = editsOf(rows.seqOf(s));
@@ -306,35 +329,57 @@ export class Sampler {
     }
     if (needed === 0) return;
     const stream = this.#stream;
-    this.#backend.copyToDevice(this.#edits, this.#editsHost.bytes.subarray(0, at * 4), stream);
-    this.#ops.applyLogitEdits(logits, this.#edits, needed, rows.count, this.#vocab, stream);
+    this.#edits.upload(at, stream);
+    this.#ops.applyLogitEdits(logits, this.#edits.device, needed, rows.count, this.#vocab, stream);
   }
 
-  /** Room for `entries` edits: a step with more than ever before reallocates, once. */
-  #growEdits(entries: number): void {
-    const capacity = Math.max(entries, 2 * (this.#editWords.length / 3));
-    // The previous step has finished (collect ran), so nothing still reads the old buffers.
-    const edits = this.#backend.alloc(capacity * 12);
-    let host: HostBuffer;
-    try {
-      host = this.#backend.allocHost(capacity * 12);
-    } catch (error) {
-      this.#backend.free(edits);
-      throw error;
+  /**
+   * Enqueues the engine-wide processors over logits rows [0, count). The model calls it at the
+   * end of its forward pass, so decode graphs record it.
+   */
+  launchEngineProcessors(logits: DeviceBuffer, count: number): void {
+    const view = this.#processorRows;
+    for (const processor of this.#engineProcessors) {
+      view.set(logits, this.#allRows, 0, count, null);
+      processor.process(view);
     }
-    this.#release(this.#edits, this.#editsHost);
-    this.#owned.push(edits);
-    this.#hosts.push(host);
-    this.#edits = edits;
-    this.#editsHost = host;
-    this.#editWords = wordsOf(host);
   }
 
-  #release(buffer: DeviceBuffer, host: HostBuffer): void {
-    this.#owned.splice(this.#owned.indexOf(buffer), 1);
-    this.#hosts.splice(this.#hosts.indexOf(host), 1);
-    this.#backend.free(buffer);
-    host.free();
+  /**
+   * Runs the requests' own processors: position by position, one call per distinct processor
+   * over all the rows that have it at that position, so each row sees its list in order.
+   */
+  #applyProcessors(rows: SampleRows, logits: DeviceBuffer, longest: number): void {
+    const count = rows.count, grouped = this.#grouped;
+    const starts = this.#groupStarts, processors = this.#groupProcessors;
+    this.#groupRows.reserve(count * longest);
+    const ids = this.#groupRows.words;
+    let at = 0, groups = 0;
+    for (let j = 0; j < longest; j++) {
+      grouped.fill(0, 0, count);
+      for (let s = 0; s < count; s++) {
+        const list = rows.seqOf(s).params.logitsProcessors;
+        if (grouped[s] === 1 || list.length <= j) continue;
+        const processor = list[j];
+        processors[groups] = processor;
+        starts[groups++] = at;
+        for (let t = s; t < count; t++) {
+          const other = rows.seqOf(t).params.logitsProcessors;
+          if (grouped[t] === 0 && other.length > j && other[j] === processor) {
+            grouped[t] = 1;
+            ids[at++] = t;
+          }
+        }
+      }
+    }
+    starts[groups] = at;
+    this.#groupRows.upload(at, this.#stream);
+    const view = this.#processorRows;
+    for (let g = 0; g < groups; g++) {
+      view.set(logits, this.#groupRows, starts[g], starts[g + 1] - starts[g], rows);
+      processors[g].process(view);
+      processors[g] = NO_PROCESSOR; // hold no user object past the step
+    }
   }
 
   #applyMasks(rows: SampleRows, logits: DeviceBuffer): void {
@@ -425,6 +470,12 @@ export class Sampler {
     this.#backend.copyToDevice(this.#paramsDevice, this.#paramsHost.bytes, this.#stream);
   }
 
+  #staged(capacity: number): StagedWords {
+    const staged = new StagedWords(this.#backend, capacity);
+    this.#stagedOwned.push(staged);
+    return staged;
+  }
+
   #alloc(bytes: number): DeviceBuffer {
     const buffer = this.#backend.alloc(bytes);
     this.#owned.push(buffer);
@@ -444,6 +495,52 @@ export class Sampler {
     const host = this.#backend.allocHost(bytes);
     this.#hosts.push(host);
     return host;
+  }
+}
+
+/** Stands in for a processor slot after its step, so the sampler keeps no user object alive. */
+const NO_PROCESSOR: LogitsProcessor = { name: "none", capturable: true, process() {} };
+
+/** The LogitsRows a processor call sees; one object, reset before every call. */
+class ProcessorRows implements LogitsRows {
+  logits!: DeviceBuffer;
+  count = 0;
+  offset = 0;
+  #rows: StagedWords | null = null;
+  #sampleRows: SampleRows | null = null;
+
+  constructor(
+    readonly backend: Backend,
+    readonly stream: Stream,
+    readonly vocab: number,
+    readonly hostRow: () => Float32Array,
+  ) {}
+
+  get rowIds(): Int32Array {
+    return this.#rows!.words;
+  }
+
+  get rowIdsDevice(): DeviceBuffer {
+    return this.#rows!.device;
+  }
+
+  set(
+    logits: DeviceBuffer,
+    rows: StagedWords,
+    offset: number,
+    count: number,
+    sampleRows: SampleRows | null,
+  ): void {
+    this.logits = logits;
+    this.#rows = rows;
+    this.offset = offset;
+    this.count = count;
+    this.#sampleRows = sampleRows;
+  }
+
+  sequence(k: number): Sequence | null {
+    const rows = this.#sampleRows;
+    return rows === null ? null : rows.seqOf(this.#rows!.words[this.offset + k]);
   }
 }
 

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { checkProcessors, type LogitsProcessor } from "./logits_processors.ts";
+
 /** Where a sequence is in its life. `preempted` is a waiting sequence that lost its KV. */
 export type SequenceStatus = "waiting" | "running" | "preempted" | "finished";
 
@@ -81,6 +83,12 @@ export interface SamplingParams {
    * launch of the forward pass and the launch of the sampler.
    */
   readonly tokenBitmask: TokenBitmaskFiller | null;
+  /**
+   * The request's own logits processors (engine/logits_processors.ts), run in the order given
+   * after the built-ins above and before penalties; each is launched once per step for all the
+   * rows that use it.
+   */
+  readonly logitsProcessors: readonly LogitsProcessor[];
 }
 
 /**
@@ -127,6 +135,7 @@ const DEFAULTS: SamplingParams = {
   allowedTokenIds: null,
   minTokens: 0,
   tokenBitmask: null,
+  logitsProcessors: [],
 };
 
 /** Most alternatives `logprobs` may ask for (OpenAI's top_logprobs limit). */
@@ -195,6 +204,7 @@ export function samplingParams(given: Partial<SamplingParams> = {}): SamplingPar
     "null or an object with a fill(mask, seq) method",
     typeof p.tokenBitmask,
   );
+  checkProcessors("sampling params: logitsProcessors", p.logitsProcessors);
   for (const s of p.stop) {
     check(typeof s === "string" && s.length > 0, "stop", "non-empty strings", JSON.stringify(s));
   }
@@ -203,6 +213,7 @@ export function samplingParams(given: Partial<SamplingParams> = {}): SamplingPar
     eosTokenIds: tokenIdList("eosTokenIds", p.eosTokenIds),
     stopTokenIds: tokenIdList("stopTokenIds", p.stopTokenIds),
     stop: Object.freeze([...p.stop]),
+    logitsProcessors: Object.freeze([...p.logitsProcessors]),
     logitBias: logitBiasList(p.logitBias),
     bannedTokenIds: tokenIdList("bannedTokenIds", p.bannedTokenIds),
     allowedTokenIds: p.allowedTokenIds === null

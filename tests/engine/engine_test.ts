@@ -17,9 +17,6 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CpuBackend } from "../../backends/cpu.ts";
-import { cpuOps } from "../../ops/cpu/index.ts";
-import type { ModelOps } from "../../ops/ops.ts";
 import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CONFIG_PRESETS, ConfigError, type ModelConfig } from "../../models/config.ts";
 import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
@@ -27,6 +24,7 @@ import { graphBatchSizes } from "../../engine/runner.ts";
 import { RequestRejectedError } from "../../engine/scheduler.ts";
 import type { SamplingParams } from "../../engine/sequence.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
+import { GraphCpuBackend } from "../support/graph_cpu_backend.ts";
 import { rng } from "../support/numeric.ts";
 
 const TOKENIZER_DIR = new URL("../fixtures/tokenizer", import.meta.url).pathname;
@@ -437,61 +435,6 @@ Deno.test("engine: prefix-cache hits give the tokens of an uncached run", async 
     await cached.close();
   }
 });
-
-/**
- * A CPU backend that "captures" like a GPU: between beginCapture and endCapture each launch is
- * recorded with its arguments instead of run, and the graph replays the records. Copies during
- * a capture are refused, as inputs must be uploaded before a replay, not baked into the graph.
- * `fail` makes a named op throw, to test failed steps.
- */
-class GraphCpuBackend extends CpuBackend {
-  recording: (() => void)[] | null = null;
-  fail: string | null = null;
-
-  override beginCapture(): void {
-    if (this.recording) throw new Error("capture already in progress");
-    this.recording = [];
-  }
-
-  override endCapture() {
-    const calls = this.recording;
-    if (!calls) throw new Error("no capture in progress");
-    this.recording = null;
-    return { launch: () => calls.forEach((call) => call()), destroy() {} };
-  }
-
-  override copyToDevice(dst: Parameters<CpuBackend["copyToDevice"]>[0], src: ArrayBufferView) {
-    if (this.recording) throw new Error("copyToDevice during a capture");
-    super.copyToDevice(dst, src);
-  }
-
-  override copyToHost(dst: ArrayBufferView, src: Parameters<CpuBackend["copyToHost"]>[1]) {
-    if (this.recording) throw new Error("copyToHost during a capture");
-    super.copyToHost(dst, src);
-  }
-
-  /** The CPU operators, wrapped to honour `fail` and to record during a capture. */
-  ops(): ModelOps {
-    const ops = cpuOps();
-    const wrapped: Record<string, unknown> = { ...ops };
-    for (const [name, value] of Object.entries(ops)) {
-      if (typeof value !== "function" || name.endsWith("WorkspaceBytes")) continue;
-      const fn = value as (...args: unknown[]) => void;
-      wrapped[name] = (...args: unknown[]) => {
-        if (this.fail === name) throw new Error(`injected ${name} failure`);
-        if (name === "prepareLinear" && this.recording) throw new Error("prepareLinear in capture");
-        // A graph keeps the arguments as they were at capture; argument records are refilled
-        // by the caller after each call, so the recording snapshots them.
-        const snapshot = args.map((a) =>
-          a !== null && Object.getPrototypeOf(a) === Object.prototype ? { ...a } : a
-        );
-        if (this.recording) this.recording.push(() => fn(...snapshot));
-        else fn(...args);
-      };
-    }
-    return wrapped as unknown as ModelOps;
-  }
-}
 
 Deno.test("graph batch sizes: 1, 2, 4, multiples of 8, 16 past 256, 32 past 512, and maxRunning", () => {
   const sizes = graphBatchSizes(256);

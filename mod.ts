@@ -1,8 +1,21 @@
 /**
  * Denali: an LLM inference engine for Deno that talks to the GPU driver directly.
  *
- * This module is the public API. Open a backend (CUDA, HIP or CPU), load kernel modules, and
- * launch kernels through launchers generated once per signature.
+ * This module is the public API. Generate text with an {@link Engine} (a Hugging Face Llama
+ * directory on CUDA, HIP or the CPU); underneath, open a backend, load kernel modules, and launch
+ * kernels through launchers generated once per signature.
+ *
+ * @example Generate text with the Engine
+ * ```ts
+ * import { Engine } from "./mod.ts";
+ * // Any Hugging Face Llama directory; this one is the tiny random-weight model of the repository.
+ * const engine = await Engine.load("models/tiny-llama", { backend: "cpu", log: () => {} });
+ * let text = "";
+ * for await (const chunk of engine.generate("Hello", { maxTokens: 8, temperature: 0 })) {
+ *   text += chunk.text; // or stream it: chunk.finishReason is set on the last one
+ * }
+ * await engine.close();
+ * ```
  *
  * @example Pick a device and copy memory through it
  * ```ts
@@ -85,6 +98,7 @@ export {
 export { type CudaOptions, openCuda } from "./backends/cuda.ts";
 export { type HipOptions, openHip } from "./backends/hip.ts";
 export { CpuBackend } from "./backends/cpu.ts";
+export { GpuBackend } from "./backends/gpu_backend.ts";
 export {
   type ArgumentPacking,
   type CheckLevel,
@@ -129,9 +143,19 @@ export {
   type GenerationChunk,
   type RandomWeightsSource,
 } from "./engine/engine.ts";
-export { loadModelConfig, type ModelConfig, parseModelConfig } from "./models/config.ts";
+export {
+  type CheckpointDtype,
+  ConfigError,
+  loadModelConfig,
+  type ModelConfig,
+  parseModelConfig,
+} from "./models/config.ts";
+export type { Llama3RopeScaling } from "./models/rope.ts";
 export type { ModelDefinition, ModelWeights } from "./models/model.ts";
 export { MODEL_FAMILIES, modelDefinition } from "./models/families.ts";
+export { WeightsError } from "./models/weights.ts";
+export { SafetensorsError } from "./models/safetensors.ts";
+export { RequestRejectedError, type SchedulerMetrics } from "./engine/scheduler.ts";
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
 export type { LogprobEntry } from "./engine/request_text.ts";
 export { TokenTexts } from "./engine/token_texts.ts";

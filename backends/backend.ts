@@ -33,6 +33,7 @@ export interface DeviceInfo {
  */
 export class DeviceBuffer {
   /**
+   * Wraps a device address (backends create buffers; use {@link DeviceBuffer.slice} for views).
    * @param ptr device address of the first byte
    * @param bytes length in bytes
    * @param base the allocation this buffer is a view into, or null when it is the allocation

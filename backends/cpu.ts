@@ -34,7 +34,7 @@ export class CpuBackend implements Backend {
   readonly asynchronous = false;
   readonly kind = "cpu" as const;
   readonly info: DeviceInfo;
-  readonly defaultStream = CPU_STREAM;
+  readonly defaultStream: Stream = CPU_STREAM;
   readonly launchAbi = null;
   readonly gemmAccelerator = null;
   readonly #allocations = new Map<number, Uint8Array>();

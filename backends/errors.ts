@@ -8,6 +8,7 @@
 /** A driver call returned a non-zero result code. */
 export class DriverError extends Error {
   /**
+   * Creates the error; the message names the call, the code and the driver's text.
    * @param backend which driver ("cuda" or "hip")
    * @param call the C function that failed, e.g. `cuMemAlloc_v2`
    * @param code the raw result code
@@ -30,7 +31,10 @@ export class DriverError extends Error {
 
 /** The driver library itself could not be loaded, or lacks a symbol Denali needs. */
 export class DriverNotFoundError extends Error {
-  /** @param message what is missing and which backend to pick instead */
+  /**
+   * Creates the error.
+   * @param message what is missing and which backend to pick instead
+   */
   constructor(message: string) {
     super(message);
     this.name = "DriverNotFoundError";
@@ -39,7 +43,10 @@ export class DriverNotFoundError extends Error {
 
 /** The driver loaded, but it sees no device. */
 export class NoDeviceError extends Error {
-  /** @param message which device kind is missing and what to do instead */
+  /**
+   * Creates the error.
+   * @param message which device kind is missing and what to do instead
+   */
   constructor(message: string) {
     super(message);
     this.name = "NoDeviceError";
@@ -49,6 +56,7 @@ export class NoDeviceError extends Error {
 /** A module image (PTX, cubin, HSACO) failed to load; `jitLog` holds the compiler's log. */
 export class ModuleLoadError extends DriverError {
   /**
+   * Creates the error from the load call's error and the JIT log.
    * @param cause the driver error from the load call
    * @param jitLog the JIT compiler's error log, possibly empty
    */
@@ -63,7 +71,10 @@ export class ModuleLoadError extends DriverError {
 
 /** A kernel was launched with the wrong number or kind of arguments. */
 export class LaunchArgumentError extends TypeError {
-  /** @param message names the kernel, the parameter and what was given */
+  /**
+   * Creates the error.
+   * @param message names the kernel, the parameter and what was given
+   */
   constructor(message: string) {
     super(message);
     this.name = "LaunchArgumentError";

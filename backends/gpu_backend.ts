@@ -73,7 +73,10 @@ export class GpuBackend implements Backend {
   readonly #allocations = new Map<number, number>();
   #closed = false;
 
-  /** @param driver the initialised driver this backend runs on */
+  /**
+   * Wraps an initialised driver (use `openCuda` or `openHip`).
+   * @param driver the initialised driver this backend runs on
+   */
   constructor(driver: DriverAdapter) {
     this.#driver = driver;
     this.#sym = driver.symbols;
@@ -95,7 +98,10 @@ export class GpuBackend implements Backend {
     };
   }
 
-  /** Throws the typed error for result `code` of the call made in `role`, unless it is 0. */
+  /**
+   * Throws the typed error for result `code` of the call made in `role`, unless it is 0.
+   * @internal for the backend's own driver calls
+   */
   check(code: number, role: DriverRole, hint = ""): void {
     if (code !== 0) this.fail(code, this.#driver.names[role], hint);
   }

@@ -35,7 +35,10 @@ export interface SchedulerConfig {
 
 /** A request that can never run with this engine's limits; it names both sizes and the remedy. */
 export class RequestRejectedError extends Error {
-  /** @param message what is too large, by how much, and what to change */
+  /**
+   * Creates the error.
+   * @param message what is too large, by how much, and what to change
+   */
   constructor(message: string) {
     super(message);
     this.name = "RequestRejectedError";

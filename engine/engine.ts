@@ -673,6 +673,7 @@ export class Engine {
   /**
    * The step profile recorded so far, or null when profiling is off (see
    * {@link EngineOptions.profile}). The columns are live: read them between steps.
+   * @internal for the benchmarks; its columns change with the profile
    */
   get stepProfile(): StepProfileData | null {
     return this.#profiler?.data ?? null;

@@ -9,7 +9,7 @@
  * ```ts
  * import { Engine } from "./mod.ts";
  * // Any Hugging Face Llama directory; this one is the tiny random-weight model of the repository.
- * const engine = await Engine.load("models/tiny-llama", { backend: "cpu", log: () => {} });
+ * const engine = await Engine.load("checkpoints/tiny-llama", { backend: "cpu", log: () => {} });
  * let text = "";
  * for await (const chunk of engine.generate("Hello", { maxTokens: 8, temperature: 0 })) {
  *   text += chunk.text; // or stream it: chunk.finishReason is set on the last one
@@ -151,7 +151,19 @@ export {
   parseModelConfig,
 } from "./models/config.ts";
 export type { Llama3RopeScaling } from "./models/rope.ts";
-export type { ModelDefinition, ModelWeights } from "./models/model.ts";
+export type {
+  Forward,
+  ForwardSizes,
+  LayerCaches,
+  LinearShape,
+  LogitsOut,
+  ModelDefinition,
+  ModelWeights,
+  StepInputs,
+  StepShape,
+  WeightPart,
+  WeightSlot,
+} from "./models/model.ts";
 export { MODEL_FAMILIES, modelDefinition } from "./models/families.ts";
 export { WeightsError } from "./models/weights.ts";
 export { SafetensorsError } from "./models/safetensors.ts";

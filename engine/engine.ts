@@ -55,7 +55,7 @@ import {
 } from "./sequence.ts";
 import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
 import { TokenTexts } from "./token_texts.ts";
-import { Tokenizer } from "./tokenizer.ts";
+import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
 
 export type { Prompt } from "./prompt.ts";
 
@@ -636,6 +636,39 @@ export class Engine {
   prepare(prompt: Prompt): Promise<PreparedPrompt> {
     if (this.#closed) return Promise.reject(new Error("the engine is closed; load a new one"));
     return this.#prompts.prepareAsync(prompt);
+  }
+
+  /**
+   * The token ids of a text, or of chat messages rendered with the chat template, without the
+   * context-length check `prepare` makes (for counting tokens: vLLM's /tokenize). A long text
+   * is encoded on the worker, as in `prepare`.
+   *
+   * @param options `addSpecialTokens`: add BOS (etc.) as the tokenizer says; default true for a
+   * text, false for chat (the template writes them). `addGenerationPrompt`: end a chat with the
+   * assistant's turn; default true.
+   * @throws TypeError without a tokenizer; ChatTemplateError when the template fails
+   */
+  tokenize(
+    prompt: string | readonly ChatMessage[],
+    options: { readonly addSpecialTokens?: boolean; readonly addGenerationPrompt?: boolean } = {},
+  ): Promise<number[]> {
+    const tokenizer = this.tokenizer;
+    if (tokenizer === null) {
+      return Promise.reject(
+        new TypeError("this engine has no tokenizer (random weights without tokenizerDir)"),
+      );
+    }
+    try {
+      const chat = typeof prompt !== "string";
+      const text = chat
+        ? tokenizer.applyChatTemplate(prompt, {
+          addGenerationPrompt: options.addGenerationPrompt ?? true,
+        })
+        : prompt;
+      return this.#prompts.encodeAsync(text, options.addSpecialTokens ?? !chat);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**

@@ -118,6 +118,18 @@ export class PromptPreparer {
     return this.#checked(ids, text.text);
   }
 
+  /**
+   * Encodes a text as {@link prepareAsync} would (a long one on the worker), without the
+   * length checks: for counting tokens (a /tokenize endpoint).
+   */
+  async encodeAsync(text: string, addSpecialTokens: boolean): Promise<number[]> {
+    const prompt = { text, addSpecialTokens };
+    this.#needTokenizer("tokenizing text");
+    return this.#worker !== null && utf8Length(text) > this.#inlineBytes
+      ? await this.#worker.encode(text, addSpecialTokens)
+      : this.#encodeInline(prompt);
+  }
+
   /** Stops the worker, if one was started; pending encodes fail. */
   close(): void {
     this.#worker?.close();

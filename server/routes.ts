@@ -36,6 +36,7 @@ import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
+import { detokenize, tokenize } from "./tokenize.ts";
 
 /** How the routes behave. */
 export interface RouteOptions {
@@ -58,7 +59,12 @@ const ROUTES: Readonly<Record<string, string>> = {
   "/v1/models": "GET",
   "/v1/completions": "POST",
   "/v1/chat/completions": "POST",
+  "/tokenize": "POST",
+  "/detokenize": "POST",
 };
+
+/** Paths outside /v1 that still need the API key (vLLM leaves them open; they cost CPU). */
+const TOKENIZER_PATHS = new Set(["/tokenize", "/detokenize"]);
 
 /** GET /v1/models/{id}: one model by name. */
 const MODEL_PATH = /^\/v1\/models\/([^/]+)$/;
@@ -124,7 +130,7 @@ export class Routes {
   async #route(request: Request, path: string, name: (e: string) => void): Promise<Response> {
     const method = request.method;
     if (
-      this.#apiKey !== null && path.startsWith("/v1/") &&
+      this.#apiKey !== null && (path.startsWith("/v1/") || TOKENIZER_PATHS.has(path)) &&
       !this.#apiKey.matches(request.headers.get("authorization"))
     ) {
       throw unauthorized();
@@ -153,7 +159,6 @@ export class Routes {
     }
     const contentType = request.headers.get("content-type");
     if (!isJson(contentType)) throw notJson(contentType);
-    const kind: Kind = path === "/v1/completions" ? "completion" : "chat";
     const text = await readBody(request, this.#maxBody);
     let json: unknown;
     try {
@@ -161,6 +166,22 @@ export class Routes {
     } catch (error) {
       throw new ApiError(400, `the body is not valid JSON: ${(error as Error).message}`);
     }
+    if (path === "/tokenize" || path === "/detokenize") {
+      if (json === null || typeof json !== "object" || Array.isArray(json)) {
+        throw new ApiError(400, "the request body must be a JSON object");
+      }
+      const body = json as Record<string, unknown>;
+      if (body.model !== undefined && body.model !== null && body.model !== this.modelName) {
+        throw notFound(
+          `model '${body.model}' does not exist; this server has '${this.modelName}'`,
+          "model",
+        );
+      }
+      return path === "/tokenize"
+        ? await tokenize(this.engine, body)
+        : detokenize(this.engine, body);
+    }
+    const kind: Kind = path === "/v1/completions" ? "completion" : "chat";
     const parsed = kind === "completion" ? parseCompletionRequest(json) : parseChatRequest(json);
     if (parsed.model !== null && parsed.model !== this.modelName) {
       throw notFound(

@@ -291,16 +291,13 @@ export function parseCompletionRequest(raw: unknown): GenerationRequest {
   };
 }
 
-/** Validates a /v1/chat/completions body. */
-export function parseChatRequest(raw: unknown): GenerationRequest {
-  const body = parseObject(raw);
-  checkFields(body, "chat");
-  const messages = body.messages;
+/** Validates chat messages: roles, and content as a string or text parts (joined). */
+export function parseMessages(messages: unknown): ChatMessage[] {
   if (!Array.isArray(messages)) {
     throw badField("messages", `must be an array of messages, got ${describe(messages)}`);
   }
   if (messages.length === 0) throw badField("messages", "must hold at least one message");
-  const parsed: ChatMessage[] = messages.map((m, i) => {
+  return messages.map((m, i) => {
     const at = `messages[${i}]`;
     if (!isObject(m)) throw badField(at, `must be an object, got ${describe(m)}`);
     if (typeof m.role !== "string" || m.role.length === 0) {
@@ -322,6 +319,13 @@ export function parseChatRequest(raw: unknown): GenerationRequest {
     }).join("");
     return { ...m, content: text } as ChatMessage;
   });
+}
+
+/** Validates a /v1/chat/completions body. */
+export function parseChatRequest(raw: unknown): GenerationRequest {
+  const body = parseObject(raw);
+  checkFields(body, "chat");
+  const parsed = parseMessages(body.messages);
   const logprobs = optBoolean(body, "logprobs") ?? false;
   const top = topCount(body, "top_logprobs");
   // As OpenAI: alternatives need logprobs on; 0 (what some clients send by default) passes.

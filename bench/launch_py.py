@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Python baselines for the kernel-launch benchmark: Triton kernel launch and PyTorch eager op.
+"""Python baselines for the kernel-launch benchmark: Triton kernel launch, PyTorch eager op and,
+where CuPy is installed, a CuPy RawKernel launch (the CuPy-style run-time compiled kernel).
 
     python3 bench/launch_py.py
 
@@ -29,18 +30,18 @@ def args8(a, b, c, d, n, m, x, y, BLOCK: tl.constexpr):
         tl.store(a + offs, v)
 
 
-def bench(name, one_round):
+def bench(name, one_round, sync=torch.cuda.synchronize):
     """one_round() issues exactly B calls; passing the whole loop keeps per-call wrapper cost out."""
     for _ in range(WARMUP // B):
         one_round()
-    torch.cuda.synchronize()
+    sync()
     per_round = []
     total = 0
     for _ in range(R):
         t0 = time.perf_counter_ns()
         one_round()
         dt = time.perf_counter_ns() - t0
-        torch.cuda.synchronize()
+        sync()
         total += dt
         per_round.append(dt / B)
     mean = total / (R * B)
@@ -67,6 +68,35 @@ def main():
     with torch.cuda.stream(s):  # both Triton and torch launch on torch's current stream
         bench("triton_3_6", triton_round)
         bench("torch_eager_add", torch_round)
+    cupy_launch(n, m, x, y)
+
+
+CUPY_ARGS8 = r"""
+extern "C" __global__ void args8(float* a, float* b, float* c, float* d, int n, int m, float x,
+                                 float y) {
+  if (n < 0) a[0] = b[0] + c[0] * d[0] + x * y + (float)m;
+}
+"""
+
+
+def cupy_launch(n, m, x, y):
+    """A CuPy RawKernel of args8's signature, launched on a non-blocking stream, if CuPy exists."""
+    try:
+        import cupy
+        import numpy
+    except ImportError:
+        print("cupy: not installed, skipped", flush=True)
+        return
+    kernel = cupy.RawKernel(CUPY_ARGS8, "args8")
+    a, b, c, d = (cupy.zeros(32, dtype=cupy.float32) for _ in range(4))
+    args = (a, b, c, d, numpy.int32(n), numpy.int32(m), numpy.float32(x), numpy.float32(y))
+    stream = cupy.cuda.Stream(non_blocking=True)
+
+    def cupy_round():
+        for _ in range(B):
+            kernel((1,), (32,), args, stream=stream)
+
+    bench("cupy_rawkernel", cupy_round, stream.synchronize)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,4 @@ cp "$work/http_base/serve_bench.log" "$work/base_c256.log"
 echo "(all runs done after $((SECONDS - started)) s)"
 bash "$root/.device/gpu.sh" deno run -A bench/throughput_targets.ts "$work" | tee "$final/targets.txt"
 tar czf "$final/throughput.tgz" -C "$work" .
+rm -rf "$work" # the device tool brings back 8 files: the tarball holds them all

@@ -16,12 +16,14 @@
  *
  * The row signature of a kernel processor:
  * ```c
- * extern "C" __global__ void my_processor(float* logits, const int32_t* rows, int32_t count,
- *                                         int32_t vocab, ...extra);
+ * extern "C" __global__ void my_processor(float* logits, const int* rows, int count, int vocab,
+ *                                         ...extra);
  * ```
  * Row `rows[k]` (k < count) of the [*, vocab] f32 logits is the k-th row to process. The launch
  * is grid (blocksPerRow, count, 1), block (block, 1, 1): by default one thread per token,
- * blockIdx.y the row and blockIdx.x * blockDim.x + threadIdx.x the token.
+ * blockIdx.y the row and blockIdx.x * blockDim.x + threadIdx.x the token. NVRTC includes no
+ * standard headers: write `int` rather than `int32_t`, and -inf as `__int_as_float(0xff800000)`
+ * (there is no `INFINITY`).
  *
  * @module
  */
@@ -87,7 +89,8 @@ const MAX_EXTRA_ARGS = 6;
  * const mod = await compileKernels(gpu, `
  *   extern "C" __global__ void no_odd_ids(float* logits, const int* rows, int count, int vocab) {
  *     const int t = blockIdx.x * blockDim.x + threadIdx.x;
- *     if (t < vocab && (t & 1)) logits[(size_t)rows[blockIdx.y] * vocab + t] = -INFINITY;
+ *     float* row = logits + (size_t)rows[blockIdx.y] * vocab;
+ *     if (t < vocab && (t & 1)) row[t] = __int_as_float(0xff800000);  // -inf
  *   }`, { name: "no_odd" });
  * const processor = kernelLogitsProcessor(mod, "no_odd_ids");
  * engine.generate("Hi", { logitsProcessors: [processor] });
@@ -113,8 +116,8 @@ export function kernelLogitsProcessor(
     throw new TypeError(
       `kernelLogitsProcessor: ${name} takes (${
         params.map((p) => `${p.type} ${p.name}`).join(", ")
-      }); a logits processor kernel starts (float* logits, const int32_t* rows, int32_t count, ` +
-        `int32_t vocab), then its own arguments`,
+      }); a logits processor kernel starts (float* logits, const int* rows, int count, int vocab), ` +
+        `then its own arguments`,
     );
   }
   const extra = options.args ?? [];

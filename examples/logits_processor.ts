@@ -42,7 +42,7 @@ export const BAN_SOURCE = `
 extern "C" __global__ void ban_tokens(float* logits, const int* rows, int count, int vocab,
                                       const int* banned, int n) {
   float* row = logits + (size_t)rows[blockIdx.y] * vocab;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) row[banned[i]] = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) row[banned[i]] = __int_as_float(0xff800000);  // -inf
 }
 `;
 

@@ -28,7 +28,7 @@ export interface CompileKernelsOptions {
    * an explicit target is passed to the compiler as is.
    */
   readonly arch?: string;
-  /** Extra compiler options, e.g. `["-O3", "--use_fast_math"]` (part of the cache key). */
+  /** Extra compiler options, e.g. `["--use_fast_math"]` (part of the cache key). */
   readonly options?: readonly string[];
   /**
    * The folder of compiled images; default `$DENALI_KERNEL_CACHE`, else

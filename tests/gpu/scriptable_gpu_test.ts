@@ -64,7 +64,11 @@ gpuTest(
     const n = 100_003, a = 1.75, b = -0.5;
     const x = randomArray(n, 1, -4, 4), y = randomArray(n, 2, -4, 4);
     for (const round of [0, 1]) {
-      const mod = await compileKernels(gpu, AXPBY, { name: "axpby", cacheDir, options: ["-O3"] });
+      const mod = await compileKernels(gpu, AXPBY, {
+        name: "axpby",
+        cacheDir,
+        options: ["--generate-line-info"],
+      });
       assert.equal(mod.fromCache, round === 1);
       const gx = gpu.alloc(4 * n), gy = gpu.alloc(4 * n), stream = gpu.createStream();
       gpu.copyToDevice(gx, x);
@@ -115,7 +119,7 @@ const BAN = `
 extern "C" __global__ void ban_set(float* logits, const int* rows, int count, int vocab,
                                    const int* banned, int n) {
   float* row = logits + (size_t)rows[blockIdx.y] * vocab;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) row[banned[i]] = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) row[banned[i]] = __int_as_float(0xff800000);  // -inf
 }
 `;
 

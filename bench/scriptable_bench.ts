@@ -199,7 +199,13 @@ function engineOptions(gpu: Backend): EngineOptions {
   };
 }
 
-async function decode(gpu: Backend, preset: string, tokens: number, rounds: number) {
+async function decode(
+  gpu: Backend,
+  preset: string,
+  tokens: number,
+  rounds: number,
+  host: boolean,
+) {
   const config = configPreset(preset);
   const options = engineOptions(gpu);
   const mod = await compileKernels(gpu, SOFTCAP, { name: "softcap" });
@@ -226,6 +232,7 @@ async function decode(gpu: Backend, preset: string, tokens: number, rounds: numb
     );
     console.log(`RESULT processor_decode_b64_per_request ${(p / b).toFixed(4)}`);
     target("processor_decode_b64", g / b, 1.03, true);
+    if (host) await hostCost(plain);
   } finally {
     await plain.close();
     await withProcessor.close();
@@ -233,26 +240,19 @@ async function decode(gpu: Backend, preset: string, tokens: number, rounds: numb
   }
 }
 
-async function hostCost(gpu: Backend, preset: string) {
-  const engine = await Engine.load(
-    { config: configPreset(preset), randomWeights: true },
-    engineOptions(gpu),
-  );
-  try {
-    const noop: LogitsProcessor = hostLogitsProcessor("noop", () => {});
-    for (const batch of [1, 64]) {
-      await decodeStepMs(engine, 16, {}, batch);
-      const plain = await decodeStepMs(engine, 48, {}, batch);
-      const host = await decodeStepMs(engine, 48, { logitsProcessors: [noop] }, batch);
-      console.log(
-        `RESULT host_processor_b${batch} step_ms=${host.toFixed(3)} plain_ms=${plain.toFixed(3)} ` +
-          `cost_per_step_ms=${(host - plain).toFixed(3)} per_row_us=${
-            ((host - plain) * 1000 / batch).toFixed(1)
-          }`,
-      );
-    }
-  } finally {
-    await engine.close();
+/** Step time with a no-op host processor on every row, at batch 1 and 64, beside none. */
+async function hostCost(engine: Engine): Promise<void> {
+  const noop: LogitsProcessor = hostLogitsProcessor("noop", () => {});
+  for (const batch of [1, 64]) {
+    await decodeStepMs(engine, 16, {}, batch);
+    const plain = await decodeStepMs(engine, 48, {}, batch);
+    const host = await decodeStepMs(engine, 48, { logitsProcessors: [noop] }, batch);
+    console.log(
+      `RESULT host_processor_b${batch} step_ms=${host.toFixed(3)} plain_ms=${plain.toFixed(3)} ` +
+        `cost_per_step_ms=${(host - plain).toFixed(3)} per_row_us=${
+          ((host - plain) * 1000 / batch).toFixed(1)
+        }`,
+    );
   }
 }
 
@@ -275,9 +275,18 @@ async function main(args: string[]): Promise<number> {
     if (part === "all" || part === "compile") await compileCached(gpu);
     if (part === "all" || part === "launch") await launchCost(gpu, values.python);
     if (part === "all" || part === "decode") {
-      await decode(gpu, values.preset, Number(values.tokens), Number(values.rounds));
+      const rounds = Number(values.rounds);
+      await decode(gpu, values.preset, Number(values.tokens), rounds, part === "all");
     }
-    if (part === "all" || part === "host") await hostCost(gpu, values.preset);
+    if (part === "host") {
+      const config = configPreset(values.preset);
+      const engine = await Engine.load({ config, randomWeights: true }, engineOptions(gpu));
+      try {
+        await hostCost(engine);
+      } finally {
+        await engine.close();
+      }
+    }
   } finally {
     gpu.close();
   }

@@ -20,8 +20,33 @@ import type { Llama3RopeScaling } from "./rope.ts";
 
 export type { Llama3RopeScaling } from "./rope.ts";
 
-/** The only architecture Denali runs. */
+/** Llama's architecture name in config.json. */
 export const LLAMA_ARCHITECTURE = "LlamaForCausalLM";
+/** Qwen2 and Qwen2.5 (q/k/v biases). */
+export const QWEN2_ARCHITECTURE = "Qwen2ForCausalLM";
+/** Qwen3 (per-head RMSNorm on q and k). */
+export const QWEN3_ARCHITECTURE = "Qwen3ForCausalLM";
+/** Mistral (Llama's math; sliding window off). */
+export const MISTRAL_ARCHITECTURE = "MistralForCausalLM";
+
+/** Every architecture Denali runs, as config.json names them. */
+export const ARCHITECTURES = [
+  LLAMA_ARCHITECTURE,
+  QWEN2_ARCHITECTURE,
+  QWEN3_ARCHITECTURE,
+  MISTRAL_ARCHITECTURE,
+] as const;
+
+/** An architecture Denali runs. */
+export type Architecture = typeof ARCHITECTURES[number];
+
+/** config.json's model_type of each, for old files without `architectures`. */
+const MODEL_TYPES: Readonly<Record<string, Architecture>> = {
+  llama: LLAMA_ARCHITECTURE,
+  qwen2: QWEN2_ARCHITECTURE,
+  qwen3: QWEN3_ARCHITECTURE,
+  mistral: MISTRAL_ARCHITECTURE,
+};
 
 /** A checkpoint's declared floating-point type (`torch_dtype`, or `dtype` in newer files). */
 export type CheckpointDtype = "bfloat16" | "float16" | "float32";
@@ -29,7 +54,7 @@ export type CheckpointDtype = "bfloat16" | "float16" | "float32";
 /** A model's shape and constants, named as in HF `config.json` but in camelCase. */
 export interface ModelConfig {
   /** The HF architecture, e.g. "LlamaForCausalLM"; it picks the family (models/families.ts). */
-  readonly architecture: string;
+  readonly architecture: Architecture;
   /** Width of the residual stream. */
   readonly hiddenSize: number;
   /** Width of the MLP's gate and up projections. */
@@ -152,41 +177,48 @@ function tokenIds(fields: Fields, key: string): number[] {
   return ids as number[];
 }
 
-function architecture(fields: Fields): string {
+function architecture(fields: Fields): Architecture {
   const archs = fields.json.architectures;
+  const supported = ARCHITECTURES.join(", ");
   if (archs === undefined || archs === null) {
-    // Old exports omit `architectures`; model_type alone still identifies a Llama.
-    if (fields.json.model_type === "llama") return LLAMA_ARCHITECTURE;
+    // Old exports omit `architectures`; model_type alone still identifies the family.
+    const byType = MODEL_TYPES[String(fields.json.model_type)];
+    if (byType !== undefined) return byType;
     fields.fail(
       `unsupported architecture (none declared, model_type ${
         JSON.stringify(fields.json.model_type)
-      }); Denali runs ${LLAMA_ARCHITECTURE}`,
+      }); Denali runs ${supported}`,
     );
   }
   if (!Array.isArray(archs) || !archs.every((a) => typeof a === "string")) {
     fields.fail(`'architectures' must be a list of names, found ${JSON.stringify(archs)}`);
   }
-  if (!archs.includes(LLAMA_ARCHITECTURE)) {
+  const found = ARCHITECTURES.find((a) => archs.includes(a));
+  if (found === undefined) {
     fields.fail(
-      `unsupported architecture ${archs.join(", ") || "(empty list)"}; ` +
-        `Denali runs ${LLAMA_ARCHITECTURE}`,
+      `unsupported architecture ${archs.join(", ") || "(empty list)"}; Denali runs ${supported}`,
     );
   }
-  return LLAMA_ARCHITECTURE;
+  return found;
 }
 
-/** Features of the HF Llama class that change the weights or the math, which Denali lacks. */
-function unsupportedFeatures(fields: Fields): void {
-  for (const key of ["attention_bias", "mlp_bias"]) {
+/** Features of the HF classes that change the weights or the math, which Denali lacks. */
+function unsupportedFeatures(fields: Fields, arch: Architecture): void {
+  // Qwen2 always has q/k/v biases (its family runs them); elsewhere a bias flag is refused.
+  const biasKeys = arch === QWEN2_ARCHITECTURE ? ["mlp_bias"] : ["attention_bias", "mlp_bias"];
+  for (const key of biasKeys) {
     if (fields.boolean(key, false)) {
       fields.fail(
-        `'${key}: true' (biased projections) is not supported; Denali runs bias-free Llama`,
+        `'${key}: true' (biased projections) is not supported for ${arch}; Denali runs its ` +
+          "bias-free form (only Qwen2ForCausalLM has q/k/v biases)",
       );
     }
   }
   if (fields.has("hidden_act") && fields.json.hidden_act !== "silu") {
     fields.fail(
-      `hidden_act ${JSON.stringify(fields.json.hidden_act)} is not supported; Llama uses "silu"`,
+      `hidden_act ${
+        JSON.stringify(fields.json.hidden_act)
+      } is not supported; Denali runs "silu" (Llama, Qwen, Mistral)`,
     );
   }
   if (fields.has("quantization_config")) {
@@ -194,6 +226,44 @@ function unsupportedFeatures(fields: Fields): void {
       "quantized checkpoints (quantization_config) are not supported; " +
         "use the model's unquantized bf16/f16 release",
     );
+  }
+  slidingWindow(fields, arch);
+}
+
+/**
+ * Sliding-window attention, which Denali lacks: refused wherever the config turns it on, with
+ * the key that does. Qwen configs carry `sliding_window` even when `use_sliding_window` is false,
+ * so for them the switch decides; for Mistral a window is on unless null, and a window at least
+ * max_position_embeddings long is full attention and runs.
+ */
+function slidingWindow(fields: Fields, arch: Architecture): void {
+  const remedy = "Denali runs full (causal) attention only, sliding-window attention is " +
+    "not implemented";
+  const types = fields.json.layer_types;
+  if (Array.isArray(types) && types.some((t) => t === "sliding_attention")) {
+    fields.fail(
+      `layer_types lists sliding_attention layers (sliding-window attention); ${remedy}`,
+    );
+  }
+  if (arch === QWEN2_ARCHITECTURE || arch === QWEN3_ARCHITECTURE) {
+    if (fields.boolean("use_sliding_window", false)) {
+      fields.fail(
+        `'use_sliding_window: true' (sliding-window attention) is not supported; ${remedy}: ` +
+          "use a config with use_sliding_window false, as the released Qwen models ship",
+      );
+    }
+    return;
+  }
+  if (fields.has("sliding_window")) {
+    const window = fields.integer("sliding_window");
+    const context = fields.integer("max_position_embeddings", 2048);
+    if (window < context) {
+      fields.fail(
+        `'sliding_window: ${window}' (sliding-window attention, shorter than ` +
+          `max_position_embeddings ${context}) is not supported; ${remedy}: use a checkpoint ` +
+          `whose config sets sliding_window to null (Mistral 7B v0.2 and later)`,
+      );
+    }
   }
 }
 
@@ -256,7 +326,7 @@ export function parseModelConfig(json: unknown, file = "config.json"): ModelConf
   }
   const fields = new Fields(file, json);
   const arch = architecture(fields);
-  unsupportedFeatures(fields);
+  unsupportedFeatures(fields, arch);
 
   const hiddenSize = fields.integer("hidden_size");
   const numAttentionHeads = fields.integer("num_attention_heads");
@@ -267,13 +337,15 @@ export function parseModelConfig(json: unknown, file = "config.json"): ModelConf
         `num_key_value_heads (${numKeyValueHeads})`,
     );
   }
-  if (!fields.has("head_dim") && hiddenSize % numAttentionHeads !== 0) {
+  // HF's Qwen3Config defaults head_dim to 128, whatever hidden_size / heads is.
+  const defaultHeadDim = arch === QWEN3_ARCHITECTURE ? 128 : hiddenSize / numAttentionHeads;
+  if (!fields.has("head_dim") && !Number.isInteger(defaultHeadDim)) {
     fields.fail(
       `hidden_size (${hiddenSize}) is not a multiple of num_attention_heads ` +
         `(${numAttentionHeads}); set head_dim explicitly`,
     );
   }
-  const headDim = fields.integer("head_dim", hiddenSize / numAttentionHeads);
+  const headDim = fields.integer("head_dim", defaultHeadDim);
   if (headDim % 2 !== 0) fields.fail(`head_dim (${headDim}) must be even for RoPE`);
 
   const scaling = ropeScaling(fields);
@@ -340,11 +412,19 @@ export async function loadModelConfig(dir: string): Promise<ModelConfig> {
   return parseModelConfig(json, file);
 }
 
-/** Weights of a Llama model with this config, counted in elements (tied tables once). */
+/**
+ * Weights of a model with this config, counted in elements (tied tables once), with each
+ * family's extra vectors: Qwen2's q/k/v biases, Qwen3's q/k norms.
+ */
 export function parameterCount(config: ModelConfig): number {
   const { hiddenSize: h, intermediateSize: i, numAttentionHeads: q, numKeyValueHeads: kv } = config;
   const d = config.headDim;
-  const perLayer = (q + 2 * kv) * d * h + h * q * d + 3 * h * i + 2 * h;
+  const extra = config.architecture === QWEN2_ARCHITECTURE
+    ? (q + 2 * kv) * d
+    : config.architecture === QWEN3_ARCHITECTURE
+    ? 2 * d
+    : 0;
+  const perLayer = (q + 2 * kv) * d * h + h * q * d + 3 * h * i + 2 * h + extra;
   const embeddings = config.vocabSize * h * (config.tieWordEmbeddings ? 1 : 2);
   return config.numHiddenLayers * perLayer + embeddings + h;
 }
@@ -452,6 +532,60 @@ export const CONFIG_PRESETS: Readonly<Record<string, ModelConfig>> = {
     maxPositionEmbeddings: 131072,
     tieWordEmbeddings: true,
     eosTokenIds: [128001, 128008, 128009],
+  },
+  "qwen2.5-7b": {
+    architecture: QWEN2_ARCHITECTURE,
+    hiddenSize: 3584,
+    intermediateSize: 18944,
+    numHiddenLayers: 28,
+    numAttentionHeads: 28,
+    numKeyValueHeads: 4,
+    headDim: 128,
+    rmsNormEps: 1e-6,
+    ropeTheta: 1000000,
+    ropeScaling: null,
+    maxPositionEmbeddings: 32768,
+    vocabSize: 152064,
+    tieWordEmbeddings: false,
+    dtype: "bfloat16",
+    bosTokenId: 151643,
+    eosTokenIds: [151645, 151643],
+  },
+  "qwen3-8b": {
+    architecture: QWEN3_ARCHITECTURE,
+    hiddenSize: 4096,
+    intermediateSize: 12288,
+    numHiddenLayers: 36,
+    numAttentionHeads: 32,
+    numKeyValueHeads: 8,
+    headDim: 128,
+    rmsNormEps: 1e-6,
+    ropeTheta: 1000000,
+    ropeScaling: null,
+    maxPositionEmbeddings: 40960,
+    vocabSize: 151936,
+    tieWordEmbeddings: false,
+    dtype: "bfloat16",
+    bosTokenId: 151643,
+    eosTokenIds: [151645],
+  },
+  "mistral-7b": {
+    architecture: MISTRAL_ARCHITECTURE,
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    numHiddenLayers: 32,
+    numAttentionHeads: 32,
+    numKeyValueHeads: 8,
+    headDim: 128,
+    rmsNormEps: 1e-5,
+    ropeTheta: 1000000,
+    ropeScaling: null,
+    maxPositionEmbeddings: 32768,
+    vocabSize: 32768,
+    tieWordEmbeddings: false,
+    dtype: "bfloat16",
+    bosTokenId: 1,
+    eosTokenIds: [2],
   },
   "llama3-70b": {
     ...llama3_8b,

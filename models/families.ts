@@ -7,10 +7,13 @@
 
 import type { ModelConfig } from "./config.ts";
 import { llama } from "./llama.ts";
+import { mistral } from "./mistral.ts";
 import type { ModelDefinition } from "./model.ts";
+import { qwen2 } from "./qwen2.ts";
+import { qwen3 } from "./qwen3.ts";
 
 /** Every family Denali runs. */
-export const MODEL_FAMILIES: readonly ModelDefinition[] = [llama];
+export const MODEL_FAMILIES: readonly ModelDefinition[] = [llama, qwen2, qwen3, mistral];
 
 /** The family that runs `config`'s architecture; throws naming the supported ones if none. */
 export function modelDefinition(config: ModelConfig): ModelDefinition {

@@ -63,6 +63,17 @@ export function matrixSlot(
   slots.push({ key, bytes: offset, isNorm: false, parts: placed });
 }
 
+/** Adds a vector slot whose pieces are the named 1-D tensors, in order (e.g. fused biases). */
+export function vectorSlot(slots: WeightSlot[], key: string, ...parts: [string, number][]): void {
+  let offset = 0;
+  const placed = parts.map(([name, length]) => {
+    const part = { name, shape: [length], offset };
+    offset += length * 2;
+    return part;
+  });
+  slots.push({ key, bytes: offset, isNorm: false, parts: placed });
+}
+
 /** Adds a norm slot: one [width] vector. */
 export function normSlot(slots: WeightSlot[], key: string, name: string, width: number): void {
   slots.push({ key, bytes: width * 2, isNorm: true, parts: [{ name, shape: [width], offset: 0 }] });

@@ -541,11 +541,12 @@ export function randomWeights(
   const buffers = allocate(backend, slots);
   const stream = backend.defaultStream;
   try {
-    const ones = new Uint16Array(config.hiddenSize).fill(BF16_ONE);
+    const widest = Math.max(0, ...slots.filter((s) => s.isNorm).map((s) => s.bytes / 2));
+    const ones = new Uint16Array(widest).fill(BF16_ONE);
     slots.forEach((slot, index) => {
       const dst = buffers.get(slot.key)!;
       if (slot.isNorm) {
-        backend.copyToDevice(dst, ones);
+        backend.copyToDevice(dst, ones.subarray(0, slot.bytes / 2));
       } else {
         ops.fillRandom(dst, slot.bytes / 2, bufferSeed(seed, index), RANDOM_HALF_WIDTH, stream);
       }

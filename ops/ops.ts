@@ -23,7 +23,15 @@ import type { DeviceBuffer, Stream } from "../backends/backend.ts";
 /** The elementwise and normalisation family (kernels/src/elementwise.cu, ops/cpu/elementwise.ts). */
 export type ElementwiseOps = Pick<
   ModelOps,
-  "embedding" | "rmsNorm" | "rope" | "siluMul" | "castF32ToBf16" | "castBf16ToF32" | "fillRandom"
+  | "embedding"
+  | "rmsNorm"
+  | "qkNorm"
+  | "qkvBias"
+  | "rope"
+  | "siluMul"
+  | "castF32ToBf16"
+  | "castBf16ToF32"
+  | "fillRandom"
 >;
 /** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
 export type LinearOps = Pick<ModelOps, "linear" | "prepareLinear">;
@@ -172,6 +180,40 @@ export interface ModelOps {
     tokens: number,
     hidden: number,
     eps: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * RMSNorm of every head, in place: each [headDim] row of q [tokens, numHeads, headDim] is
+   * normalised with `qWeight` and each of k [tokens, numKvHeads, headDim] with `kWeight` (both
+   * bf16 [headDim]), rounded as `rmsNorm` rounds (Qwen3's q_norm and k_norm, before RoPE).
+   */
+  qkNorm(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    qWeight: DeviceBuffer,
+    kWeight: DeviceBuffer,
+    tokens: number,
+    numHeads: number,
+    numKvHeads: number,
+    headDim: number,
+    eps: number,
+    stream: Stream,
+  ): void;
+
+  /**
+   * Adds the fused q/k/v bias in place, one launch for all three (Qwen2's biased projections):
+   * q[t, i] += bias[i], k[t, j] += bias[qWidth + j], v[t, j] += bias[qWidth + kvWidth + j], each
+   * sum rounded to bf16. q [tokens, qWidth], k and v [tokens, kvWidth], bias [qWidth + 2·kvWidth].
+   */
+  qkvBias(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    bias: DeviceBuffer,
+    tokens: number,
+    qWidth: number,
+    kvWidth: number,
     stream: Stream,
   ): void;
 

@@ -13,6 +13,13 @@ The models (hidden 128, intermediate 256, 2 layers, head_dim 64, vocab = the tes
   llama3-tied  4 heads, 1 KV head (4:1), llama3 scaling as above, tie_word_embeddings (no
                lm_head.weight in the file), and config.json rewritten in the transformers 4.x
                form the Hub's Llama 3.x checkpoints use (rope_theta + rope_scaling, torch_dtype).
+  qwen2-bias   Qwen2ForCausalLM: 2 heads, 1 KV head, q/k/v biases, tied embeddings (as the small
+               Qwen2.5 sizes), rope_theta 1e6, use_sliding_window false, eps 1e-6, and a
+               ChatML chat template (Qwen's) in tokenizer_config.json;
+  qwen3-qknorm Qwen3ForCausalLM: 4 heads, 2 KV heads, head_dim 64 != hidden / heads (32),
+               q_norm and k_norm, untied, rope_theta 1e6, eps 1e-6, the ChatML template;
+  mistral      MistralForCausalLM: 2 heads, 1 KV head, sliding_window null, rope_theta 1e6,
+               eps 1e-5, untied, a Mistral [INST] chat template.
 head_dim is 64 because the GPU attention kernels take 64 or 128; with hidden 128 the llama3
 models therefore set head_dim explicitly (heads x head_dim != hidden), which Llama allows.
 
@@ -41,9 +48,15 @@ checkpoint with eager attention:
 bf16 GEMMs run with fp32 accumulation (reduced-precision reductions off) and fp32 GEMMs in full
 fp32 (no TF32), the conventions of Denali's ops, recorded under "precision".
 
+Every model's reference.json also records, for the chat prompt, "chatText": the template
+rendered by transformers' apply_chat_template(add_generation_prompt=True, tokenize=False).
+
 Usage (repo root, on the GPU machine; no network needed):
   python3 tools/make_fixtures.py                # bf16 on CUDA, as the fixtures of record
   python3 tools/make_fixtures.py --device cpu   # dry run without a GPU (not for committing)
+  python3 tools/make_fixtures.py --only qwen2-bias,qwen3-qknorm,mistral --out /tmp/fx
+                                                # just those models, written under /tmp/fx/
+                                                # (copy them to tests/fixtures/models/)
 Requires torch, transformers (5.x), tokenizers and safetensors.
 """
 
@@ -62,7 +75,8 @@ import torch
 import transformers
 from safetensors import safe_open
 from tokenizers import Tokenizer as RawTokenizer
-from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
+                          LlamaForCausalLM)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
@@ -86,6 +100,31 @@ LLAMA3_ROPE = {
     "original_max_position_embeddings": 64,
 }
 
+DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 1000000.0}
+
+# Qwen's ChatML template (the released Qwen2.5 one without tools) and Mistral's [INST] one.
+CHATML_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% set system = '' %}"
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] + '\\n\\n' %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if loop.first %}{{ '[INST] ' + system + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
 MODELS = {
     "llama2-mha": dict(
         heads=2, kv_heads=2, layers=2, eps=1e-6, tied=False, legacy_config=False,
@@ -96,6 +135,18 @@ MODELS = {
     ),
     "llama3-tied": dict(
         heads=4, kv_heads=1, layers=2, eps=1e-5, tied=True, legacy_config=True, rope=LLAMA3_ROPE,
+    ),
+    "qwen2-bias": dict(
+        family="qwen2", heads=2, kv_heads=1, layers=2, eps=1e-6, tied=True, legacy_config=False,
+        rope=DEFAULT_ROPE, chat_template=CHATML_TEMPLATE,
+    ),
+    "qwen3-qknorm": dict(
+        family="qwen3", heads=4, kv_heads=2, layers=2, eps=1e-6, tied=False, legacy_config=False,
+        rope=DEFAULT_ROPE, chat_template=CHATML_TEMPLATE,
+    ),
+    "mistral": dict(
+        family="mistral", heads=2, kv_heads=1, layers=2, eps=1e-5, tied=False,
+        legacy_config=False, rope=DEFAULT_ROPE, chat_template=MISTRAL_TEMPLATE,
     ),
 }
 HIDDEN, INTERMEDIATE, HEAD_DIM, MAX_POSITIONS = 128, 256, 64, 1024
@@ -171,8 +222,10 @@ def tokenizer_facts():
     }
 
 
-def llama_config(spec, facts):
-    return LlamaConfig(
+def model_config(spec, facts):
+    """The HF config of `spec`'s family (transformers' own config classes)."""
+    family = spec.get("family", "llama")
+    common = dict(
         vocab_size=facts["vocab_size"],
         hidden_size=HIDDEN,
         intermediate_size=INTERMEDIATE,
@@ -187,9 +240,29 @@ def llama_config(spec, facts):
         tie_word_embeddings=spec["tied"],
         bos_token_id=facts["bos"],
         eos_token_id=facts["eos"],
-        attention_bias=False,
-        mlp_bias=False,
     )
+    if family == "llama":
+        return LlamaConfig(**common, attention_bias=False, mlp_bias=False)
+    if family == "qwen2":
+        from transformers import Qwen2Config
+        return Qwen2Config(**common, use_sliding_window=False)
+    if family == "qwen3":
+        from transformers import Qwen3Config
+        return Qwen3Config(**common, use_sliding_window=False, attention_bias=False)
+    if family == "mistral":
+        from transformers import MistralConfig
+        return MistralConfig(**common, sliding_window=None)
+    fail(f"unknown family {family}")
+
+
+def model_class(spec):
+    """transformers' causal-LM class of `spec`'s family."""
+    family = spec.get("family", "llama")
+    if family == "llama":
+        return LlamaForCausalLM
+    import transformers as t
+    return {"qwen2": t.Qwen2ForCausalLM, "qwen3": t.Qwen3ForCausalLM,
+            "mistral": t.MistralForCausalLM}[family]
 
 
 @torch.no_grad()
@@ -216,6 +289,17 @@ def randomize(model, spec, generator):
         normal(mlp.gate_proj.weight, 1.0 / math.sqrt(HIDDEN))
         normal(mlp.up_proj.weight, 1.0 / math.sqrt(HIDDEN))
         normal(mlp.down_proj.weight, 1.0 / math.sqrt(INTERMEDIATE))
+    # The families' extra parameters, drawn after Llama's so that the Llama fixtures keep
+    # their bytes: Qwen2's q/k/v biases (std 0.5 against projections of unit spread, so a
+    # dropped bias moves the logits) and Qwen3's per-head norms (as the other norms).
+    for layer in inner.layers:
+        attn = layer.self_attn
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            if proj.bias is not None:
+                normal(proj.bias, 0.5)
+        for norm in (getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)):
+            if norm is not None:
+                uniform(norm.weight, 0.5, 1.5)
     uniform(inner.norm.weight, 0.5, 1.5)
     if spec["tied"]:
         if model.lm_head.weight.data_ptr() != inner.embed_tokens.weight.data_ptr():
@@ -245,8 +329,12 @@ def write_checkpoint(name, spec, facts, directory):
     directory.mkdir(parents=True)
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
-    model = LlamaForCausalLM(llama_config(spec, facts))
+    model = model_class(spec)(model_config(spec, facts))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     randomize(model, spec, generator)
+    untouched = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    if untouched:
+        fail(f"{name}: parameters not drawn by randomize: {untouched}")
     model = model.to(torch.bfloat16)
     model.save_pretrained(directory, safe_serialization=True)
     # save_pretrained writes its own generation_config.json; the tokenizer's (two EOS ids,
@@ -255,6 +343,11 @@ def write_checkpoint(name, spec, facts, directory):
         shutil.copy(file, directory / file.name)
     if spec["legacy_config"]:
         legacy_config(directory / "config.json", spec)
+    if "chat_template" in spec:
+        path = directory / "tokenizer_config.json"
+        tokenizer_config = json.loads(path.read_text())
+        tokenizer_config["chat_template"] = spec["chat_template"]
+        path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
 
     weights = directory / "model.safetensors"
     if not weights.exists():
@@ -287,7 +380,8 @@ def prompt_ids(tokenizer, raw, prompt):
 
 
 def load(directory, dtype, device):
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype,
+                                                 attn_implementation="eager")
     model = model.to(device).eval()
     if model.config._attn_implementation != "eager" or model.dtype != dtype:
         fail(f"{directory}: loaded with {model.config._attn_implementation} attention in "
@@ -371,6 +465,9 @@ def reference(directory, device):
             })
         entry = {"name": prompt["name"]}
         entry.update({k: prompt[k] for k in ("text", "messages") if k in prompt})
+        if "messages" in prompt:
+            entry["chatText"] = tokenizer.apply_chat_template(
+                prompt["messages"], add_generation_prompt=True, tokenize=False)
         entry.update({
             "ids": ids,
             "logits": {"bf16": rounded(logits16.tolist()), "fp32": rounded(logits32.tolist())},
@@ -401,6 +498,7 @@ def write_reference(name, directory, device, precision):
     prompts = reference(directory, device)
     doc = {
         "model": name,
+        "architecture": json.loads((directory / "config.json").read_text())["architectures"][0],
         "generator": "tools/make_fixtures.py",
         "seed": SEED,
         "device": device,
@@ -448,7 +546,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                         help="where HF runs the reference (default cuda; cpu is a dry run)")
+    parser.add_argument("--out", default=str(FIXTURES_DIR),
+                        help="folder for the model folders (default tests/fixtures/models)")
+    parser.add_argument("--only", default=",".join(MODELS),
+                        help=f"comma-separated models to write (default all: {','.join(MODELS)})")
     args = parser.parse_args()
+    only = [n for n in args.only.split(",") if n]
+    unknown = [n for n in only if n not in MODELS]
+    if unknown:
+        fail(f"unknown models {unknown}; choose from {list(MODELS)}")
+    out_dir = Path(args.out).resolve()
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("CUDA is not available; the fixtures of record are computed on the GPU "
              "(pass --device cpu for a dry run)")
@@ -458,12 +565,13 @@ def main():
           f"device {args.device}; tokenizer vocab {facts['vocab_size']}, "
           f"bos {facts['bos']}, eos {facts['eos']}")
 
-    FIXTURES_DIR.mkdir(parents=True, exist_ok=True)
-    for name, spec in MODELS.items():
-        directory = FIXTURES_DIR / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in only:
+        spec = MODELS[name]
+        directory = out_dir / name
         write_checkpoint(name, spec, facts, directory)
         prompts = write_reference(name, directory, args.device, precision)
-        print(f"wrote {directory.relative_to(ROOT)}/ ({size(directory) / 1024:.0f} KiB): "
+        print(f"wrote {directory}/ ({size(directory) / 1024:.0f} KiB): "
               f"{', '.join(sorted(p.name for p in directory.iterdir()))}")
         for p in prompts:
             s = p["stats"]
@@ -472,11 +580,13 @@ def main():
                   f"  top-2 margin {s['top2MarginFp32']:.3f}"
                   f"  greedy bf16/fp32 agree {p['greedy']['agree']}/{MAX_NEW_TOKENS}")
 
-    total = size(FIXTURES_DIR)
-    print(f"tests/fixtures/models/: {total / 1024:.0f} KiB in all")
+    total = size(out_dir)
+    print(f"{out_dir}: {total / 1024:.0f} KiB in all")
     if total > FIXTURES_SIZE_LIMIT:
         fail(f"fixtures are {total} bytes, over the {FIXTURES_SIZE_LIMIT}-byte budget")
-    written = copy_default_model(FIXTURES_DIR / DEFAULT_MODEL_SOURCE)
+    if DEFAULT_MODEL_SOURCE not in only or out_dir != FIXTURES_DIR.resolve():
+        return
+    written = copy_default_model(out_dir / DEFAULT_MODEL_SOURCE)
     print(f"wrote {DEFAULT_MODEL_DIR.relative_to(ROOT)}/ ({size(DEFAULT_MODEL_DIR) / 1024:.0f} KiB)"
           f" from {DEFAULT_MODEL_SOURCE}: {', '.join(p.name for p in written)}")
 

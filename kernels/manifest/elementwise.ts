@@ -38,6 +38,32 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "rms_norm_residual_bf16", "assumes": {} }],
   },
   {
+    "name": "qk_norm_bf16",
+    "params": [
+      { "name": "q", "type": "ptr" },
+      { "name": "k", "type": "ptr" },
+      { "name": "q_weight", "type": "ptr" },
+      { "name": "k_weight", "type": "ptr" },
+      { "name": "num_heads", "type": "u32" },
+      { "name": "num_kv_heads", "type": "u32" },
+      { "name": "head_dim", "type": "u32" },
+      { "name": "eps", "type": "f32" },
+    ],
+    "variants": [{ "symbol": "qk_norm_bf16", "assumes": {} }],
+  },
+  {
+    "name": "qkv_bias_bf16",
+    "params": [
+      { "name": "q", "type": "ptr" },
+      { "name": "k", "type": "ptr" },
+      { "name": "v", "type": "ptr" },
+      { "name": "bias", "type": "ptr" },
+      { "name": "q_width", "type": "u32" },
+      { "name": "kv_width", "type": "u32" },
+    ],
+    "variants": [{ "symbol": "qkv_bias_bf16", "assumes": {} }],
+  },
+  {
     "name": "rope_bf16",
     "params": [
       { "name": "q", "type": "ptr" },

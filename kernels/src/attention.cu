@@ -2,7 +2,7 @@
 // decode attention with split-K over the context (flash-decoding) plus its reduce, and causal
 // prefill attention over a packed variable-length batch that reads K/V through block tables.
 //
-// Layouts (backends/ops.ts): the cache of one layer is K and V, each [numBlocks, numKvHeads,
+// Layouts (ops/ops.ts): the cache of one layer is K and V, each [numBlocks, numKvHeads,
 // blockSize, headDim] bf16; token t of a sequence lives in block blockTable[t / blockSize] at
 // offset t % blockSize. q/out are [tokens, numHeads, headDim]. blockSize is a power of two.
 //
@@ -17,7 +17,7 @@
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS 4
-// The largest decode partition (tokens per block); kernels/ops/attention.ts never picks more.
+// The largest decode partition (tokens per block); ops/gpu/attention.ts never picks more.
 #define DECODE_MAX_PART 512
 #define LOG2E 1.4426950408889634f
 

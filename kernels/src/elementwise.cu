@@ -1,11 +1,12 @@
-// Elementwise and normalisation kernels of the Llama forward pass: embedding gather, RMSNorm
-// (plain and fused with the residual add), rotary embedding, SiLU-and-multiply, and the
-// f32 <-> bf16 casts, and the seeded random fill behind random weights. All but the fill are
-// memory-bound, so each has a 16-byte path (uint4 = 8 bf16) taken when its sizes and pointers
-// allow, and a scalar path for the rest. The kernels check alignment themselves (a uniform
+// Elementwise and normalisation kernels of the forward pass: embedding gather, RMSNorm (plain
+// and fused with the residual add), per-head q/k RMSNorm, the q/k/v bias add, rotary embedding,
+// SiLU-and-multiply, the f32 <-> bf16 casts, and the seeded random fill behind random weights.
+// All but the fill are memory-bound; most have a 16-byte path (uint4 = 8 bf16) taken when
+// their sizes and pointers allow, and a scalar path for the rest (the per-head norm and the
+// bias add, a few KB per token, have only the scalar one). The kernels check alignment themselves (a uniform
 // branch), so any slice of a buffer is correct.
 //
-// Rounding follows HF transformers with bf16 weights, step for step, and backends/cpu/
+// Rounding follows HF transformers with bf16 weights, step for step, and ops/cpu/
 // elementwise.ts rounds at exactly the same places (see each kernel). Signatures stay on one
 // line each for kernels/build.ts.
 #include "compat.h"
@@ -203,6 +204,45 @@ extern "C" __global__ void rms_norm_bf16(uint16_t* out, const uint16_t* x, const
 // residual = bf16(residual + x); out = rmsnorm(residual) * weight, one row per block.
 extern "C" __global__ void rms_norm_residual_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, uint16_t* residual, uint32_t hidden, float eps) {
   rms_norm_row<true>(out, x, weight, residual, hidden, eps);
+}
+
+// RMSNorm of every head of q and k in place (Qwen3's q_norm and k_norm), rounded as
+// rms_norm_row rounds: out = bf16(w * bf16(h * inv)). One warp per head row: lane i takes
+// elements i, i + warp, ...; each element is read and written by the same lane, so in place is
+// safe. Grid: one block per token; block: whole warps (rows are dealt to them in turn).
+extern "C" __global__ void qk_norm_bf16(uint16_t* q, uint16_t* k, const uint16_t* __restrict__ q_weight, const uint16_t* __restrict__ k_weight, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, float eps) {
+  const uint32_t lane = threadIdx.x % DENALI_WARP;
+  const uint32_t warps = blockDim.x / DENALI_WARP;
+  const float n = static_cast<float>(head_dim);
+  for (uint32_t r = threadIdx.x / DENALI_WARP; r < num_heads + num_kv_heads; r += warps) {
+    const bool is_q = r < num_heads;
+    uint16_t* row = is_q ? q + (static_cast<size_t>(blockIdx.x) * num_heads + r) * head_dim
+                         : k + (static_cast<size_t>(blockIdx.x) * num_kv_heads + (r - num_heads)) * head_dim;
+    const uint16_t* w = is_q ? q_weight : k_weight;
+    float ss = 0.0f;
+    for (uint32_t i = lane; i < head_dim; i += DENALI_WARP) {
+      const float v = bf16_to_f32(row[i]);
+      ss += v * v;
+    }
+    const float inv = rms_scale(warp_sum(ss), n, eps);
+    for (uint32_t i = lane; i < head_dim; i += DENALI_WARP) {
+      const float h = round_bf16(bf16_to_f32(row[i]) * inv);
+      row[i] = f32_to_bf16(bf16_to_f32(w[i]) * h);
+    }
+  }
+}
+
+// q, k and v += their slices of the fused bias [q_width + 2 * kv_width], each sum rounded to
+// bf16 (Qwen2's biased projections). Grid: one block per token; block: any size.
+extern "C" __global__ void qkv_bias_bf16(uint16_t* q, uint16_t* k, uint16_t* v, const uint16_t* __restrict__ bias, uint32_t q_width, uint32_t kv_width) {
+  const size_t t = blockIdx.x;
+  const uint32_t total = q_width + 2 * kv_width;
+  for (uint32_t i = threadIdx.x; i < total; i += blockDim.x) {
+    uint16_t* p = i < q_width ? q + t * q_width + i
+                : i < q_width + kv_width ? k + t * kv_width + (i - q_width)
+                : v + t * kv_width + (i - q_width - kv_width);
+    *p = f32_to_bf16(bf16_to_f32(*p) + bf16_to_f32(bias[i]));
+  }
 }
 
 // Rotary embedding in place, HF "rotate_half" pairing (element i with i + headDim/2):

@@ -1,6 +1,6 @@
 // Linear layers: out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation.
 //
-// Kernels (kernels/ops/linear.ts picks one per call):
+// Kernels (ops/gpu/linear.ts picks one per call):
 //   linear_gemv_t{8,16}_r{16,8} and linear_gemv_t{8,16}_r{16,8}_s2
 //     Decode (M <= 16): weight-bandwidth-bound. Each warp streams W rows with 16-byte loads and
 //     feeds them straight from registers into tensor-core mma (no shared memory, no bf16→f32

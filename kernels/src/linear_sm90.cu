@@ -1,5 +1,5 @@
 // Hopper GEMM: out[M, N] = x[M, K] · W[N, K]ᵀ on wgmma (sm_90a), bf16 in and out, fp32
-// accumulation. kernels/ops/linear.ts runs it for M > 16 on vector shapes (K % 8 == 0, x and W
+// accumulation. ops/gpu/linear.ts runs it for M > 16 on vector shapes (K % 8 == 0, x and W
 // 16-byte aligned) when the device loaded this module's sm_90a image.
 //
 // wgmma is an arch-specific instruction: only the sm_90a build (nvcc -arch=sm_90a defines

@@ -1,7 +1,7 @@
 // The sampling family: argmax, log-softmax and seeded top-k / top-p / min-p sampling over f32
 // logits [batch, vocab]. One block of 1024 threads per row; rows of up to 2^30 tokens.
 //
-// Sampling is specified in exact arithmetic wherever the CPU reference (backends/cpu/sampling.ts)
+// Sampling is specified in exact arithmetic wherever the CPU reference (ops/cpu/sampling.ts)
 // must reach the same token, so both backends pick the same id for the same (seed, step):
 //   1. Greedy (the row's lowest-index argmax) when temperature is not > 0 or the top logit is
 //      not finite.
@@ -677,7 +677,7 @@ extern "C" __global__ void sample_f32(int32_t* ids, const float* __restrict__ lo
 // ---------------------------------------------------------------------------------------------
 // Penalties: vLLM's repetition, presence and frequency penalties, in place on f32 logits. Every
 // step is one IEEE f32 operation (correctly rounded division, no FMA contraction), so the result
-// equals backends/cpu/sampling.ts bit for bit.
+// equals ops/cpu/sampling.ts bit for bit.
 #ifdef DENALI_HIP
 // hipcc divides f32 correctly rounded by default (-fhip-fp32-correctly-rounded-divide-sqrt).
 __device__ __forceinline__ float div_rn(float a, float b) {

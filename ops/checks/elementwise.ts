@@ -68,6 +68,53 @@ export function checkRmsNorm(
   }
 }
 
+/** The checks of `qkNorm`. */
+export function checkQkNorm(
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  qWeight: DeviceBuffer,
+  kWeight: DeviceBuffer,
+  tokens: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  eps: number,
+): void {
+  checkCount("qkNorm", "tokens", tokens);
+  checkCount("qkNorm", "numHeads", numHeads);
+  checkCount("qkNorm", "numKvHeads", numKvHeads);
+  checkCount("qkNorm", "headDim", headDim);
+  checkTotal("qkNorm", "q (tokens × numHeads × headDim)", tokens * numHeads * headDim);
+  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
+    throw new RangeError(`qkNorm: eps must be a finite number >= 0, got ${eps}`);
+  }
+  const qBytes = 2 * tokens * numHeads * headDim, kBytes = 2 * tokens * numKvHeads * headDim;
+  checkBuffer("qkNorm", "q", q, qBytes, 2, "tokens × numHeads × headDim bf16");
+  checkBuffer("qkNorm", "k", k, kBytes, 2, "tokens × numKvHeads × headDim bf16");
+  checkBuffer("qkNorm", "qWeight", qWeight, 2 * headDim, 2, "headDim bf16");
+  checkBuffer("qkNorm", "kWeight", kWeight, 2 * headDim, 2, "headDim bf16");
+}
+
+/** The checks of `qkvBias`. */
+export function checkQkvBias(
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  bias: DeviceBuffer,
+  tokens: number,
+  qWidth: number,
+  kvWidth: number,
+): void {
+  checkCount("qkvBias", "tokens", tokens);
+  checkCount("qkvBias", "qWidth", qWidth);
+  checkCount("qkvBias", "kvWidth", kvWidth);
+  checkTotal("qkvBias", "q (tokens × qWidth)", tokens * qWidth);
+  checkBuffer("qkvBias", "q", q, 2 * tokens * qWidth, 2, "tokens × qWidth bf16");
+  checkBuffer("qkvBias", "k", k, 2 * tokens * kvWidth, 2, "tokens × kvWidth bf16");
+  checkBuffer("qkvBias", "v", v, 2 * tokens * kvWidth, 2, "tokens × kvWidth bf16");
+  checkBuffer("qkvBias", "bias", bias, 2 * (qWidth + 2 * kvWidth), 2, "qWidth + 2·kvWidth bf16");
+}
+
 /** The checks of `rope`. */
 export function checkRope(
   q: DeviceBuffer,

@@ -24,6 +24,8 @@ import {
   checkCast,
   checkEmbedding,
   checkFillRandom,
+  checkQkNorm,
+  checkQkvBias,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -80,6 +82,32 @@ function f32(op: string, name: string, buffer: DeviceBuffer, count: number): Flo
   return new Float32Array(host.buffer, host.byteOffset, count);
 }
 
+/**
+ * RMSNorm of the row of `hidden` at `at` of `src` into `o` (which may be `src`): the sum of
+ * squares in f64 here and in fp32 (another order) on the GPU, either far more precise than the
+ * bf16 outputs it feeds; then inv and the outputs rounded where HF rounds.
+ */
+function normRow(
+  o: Uint16Array,
+  src: Uint16Array,
+  at: number,
+  w: Uint16Array,
+  hidden: number,
+  epsF: number,
+): void {
+  let ss = 0;
+  for (let i = at; i < at + hidden; i++) {
+    const v = fromBf16Bits(src[i]);
+    ss += v * v;
+  }
+  const mean = Math.fround(Math.fround(ss) / hidden);
+  const inv = Math.fround(1 / Math.fround(Math.sqrt(Math.fround(mean + epsF))));
+  for (let i = 0; i < hidden; i++) {
+    const h = roundBf16(fromBf16Bits(src[at + i]) * inv);
+    o[at + i] = toBf16Bits(fromBf16Bits(w[i]) * h);
+  }
+}
+
 /** The elementwise ops on the CPU backend (buffers from CpuBackend). */
 export function cpuElementwiseOps(): ElementwiseOps {
   // Per-token cos/sin, grown on demand and reused across calls.
@@ -110,28 +138,44 @@ export function cpuElementwiseOps(): ElementwiseOps {
       const epsF = Math.fround(eps);
       for (let row = 0; row < tokens; row++) {
         const at = row * hidden;
-        // The sum of squares runs in f64 here and in fp32 (another order) on the GPU; either
-        // is far more precise than the bf16 outputs it feeds.
-        let ss = 0;
         if (r) {
           for (let i = at; i < at + hidden; i++) {
-            const bits = toBf16Bits(fromBf16Bits(xs[i]) + fromBf16Bits(r[i]));
-            r[i] = bits;
-            const v = fromBf16Bits(bits);
-            ss += v * v;
-          }
-        } else {
-          for (let i = at; i < at + hidden; i++) {
-            const v = fromBf16Bits(xs[i]);
-            ss += v * v;
+            r[i] = toBf16Bits(fromBf16Bits(xs[i]) + fromBf16Bits(r[i]));
           }
         }
-        const mean = Math.fround(Math.fround(ss) / hidden);
-        const inv = Math.fround(1 / Math.fround(Math.sqrt(Math.fround(mean + epsF))));
-        const src = r ?? xs;
-        for (let i = 0; i < hidden; i++) {
-          const h = roundBf16(fromBf16Bits(src[at + i]) * inv);
-          o[at + i] = toBf16Bits(fromBf16Bits(w[i]) * h);
+        normRow(o, r ?? xs, at, w, hidden, epsF);
+      }
+    },
+
+    qkNorm(q, k, qWeight, kWeight, tokens, numHeads, numKvHeads, headDim, eps) {
+      checkQkNorm(q, k, qWeight, kWeight, tokens, numHeads, numKvHeads, headDim, eps);
+      const qs = u16("qkNorm", "q", q, tokens * numHeads * headDim);
+      const ks = u16("qkNorm", "k", k, tokens * numKvHeads * headDim);
+      const qw = u16("qkNorm", "qWeight", qWeight, headDim);
+      const kw = u16("qkNorm", "kWeight", kWeight, headDim);
+      const epsF = Math.fround(eps);
+      for (let row = 0; row < tokens * numHeads; row++) {
+        normRow(qs, qs, row * headDim, qw, headDim, epsF);
+      }
+      for (let row = 0; row < tokens * numKvHeads; row++) {
+        normRow(ks, ks, row * headDim, kw, headDim, epsF);
+      }
+    },
+
+    qkvBias(q, k, v, bias, tokens, qWidth, kvWidth) {
+      checkQkvBias(q, k, v, bias, tokens, qWidth, kvWidth);
+      const b = u16("qkvBias", "bias", bias, qWidth + 2 * kvWidth);
+      const parts = [
+        [u16("qkvBias", "q", q, tokens * qWidth), qWidth, 0],
+        [u16("qkvBias", "k", k, tokens * kvWidth), kvWidth, qWidth],
+        [u16("qkvBias", "v", v, tokens * kvWidth), kvWidth, qWidth + kvWidth],
+      ] as const;
+      for (const [x, width, from] of parts) {
+        for (let t = 0; t < tokens; t++) {
+          for (let i = 0; i < width; i++) {
+            const at = t * width + i;
+            x[at] = toBf16Bits(fromBf16Bits(x[at]) + fromBf16Bits(b[from + i]));
+          }
         }
       }
     },

@@ -130,7 +130,11 @@ function alignedQueryAndCache(
 function gpuShape(op: string, shape: AttentionShape): void {
   checkAttentionShape(op, shape);
   if (shape.headDim !== 64 && shape.headDim !== 128) {
-    throw new RangeError(`${op}: shape.headDim must be 64 or 128 on the GPU, got ${shape.headDim}`);
+    throw new RangeError(
+      `${op}: shape.headDim must be 64 or 128 on the GPU, got ${shape.headDim}: the GPU ` +
+        "attention kernels take head_dim 64 and 128; run this model on the CPU backend " +
+        "(--backend cpu)",
+    );
   }
   if ((shape.blockSize & (shape.blockSize - 1)) !== 0) {
     throw new RangeError(`${op}: shape.blockSize must be a power of two, got ${shape.blockSize}`);

@@ -10,6 +10,8 @@
  *   a thread per 16 elements keeps rows up to 16384 in registers between the two passes.
  * - rope: one block per token, a thread per (head, 8 rotated pairs), 64..512 threads, headDim
  *   floats of dynamic shared memory for that token's cos and sin.
+ * - qkNorm: one block per token, a warp per head row in turn, 64..512 threads.
+ * - qkvBias: one block per token, a thread per 4 elements of q|k|v, 64..512 threads.
  * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
  * - fillRandom: grid-stride, 256 threads, a thread per output (one Philox block each), at most
  *   65536 blocks; 64-bit indices, so counts past 2^32 are fine.
@@ -22,6 +24,8 @@ import {
   checkCast,
   checkEmbedding,
   checkFillRandom,
+  checkQkNorm,
+  checkQkvBias,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -52,6 +56,8 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
   const embedding = launchers.embedding_bf16.launch;
   const rmsNorm = launchers.rms_norm_bf16.launch;
   const rmsNormResidual = launchers.rms_norm_residual_bf16.launch;
+  const qkNorm = launchers.qk_norm_bf16.launch;
+  const qkvBias = launchers.qkv_bias_bf16.launch;
   const rope = launchers.rope_bf16.launch;
   const siluMul = launchers.silu_mul_bf16.launch;
   const castF32ToBf16 = launchers.cast_f32_to_bf16.launch;
@@ -88,6 +94,35 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
           eps,
         );
       }
+    },
+
+    qkNorm(q, k, qWeight, kWeight, tokens, numHeads, numKvHeads, headDim, eps, stream) {
+      checkQkNorm(q, k, qWeight, kWeight, tokens, numHeads, numKvHeads, headDim, eps);
+      const threads = threads64((numHeads + numKvHeads) * 32, 512);
+      qkNorm(
+        tokens,
+        1,
+        1,
+        threads,
+        1,
+        1,
+        0,
+        stream,
+        q,
+        k,
+        qWeight,
+        kWeight,
+        numHeads,
+        numKvHeads,
+        headDim,
+        eps,
+      );
+    },
+
+    qkvBias(q, k, v, bias, tokens, qWidth, kvWidth, stream) {
+      checkQkvBias(q, k, v, bias, tokens, qWidth, kvWidth);
+      const threads = threads64(Math.ceil((qWidth + 2 * kvWidth) / 4), 512);
+      qkvBias(tokens, 1, 1, threads, 1, 1, 0, stream, q, k, v, bias, qWidth, kvWidth);
     },
 
     rope(q, k, positions, table, tokens, numHeads, numKvHeads, stream) {

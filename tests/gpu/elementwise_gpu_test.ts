@@ -5,7 +5,8 @@
  * views) and the two-pass path of wide rows (20480); rope with 32/8 heads of 128 and 64 at
  * positions up to 32767; embedding over a 32000-row table; casts of 1e6 + 3 elements with NaN,
  * ±Inf, subnormals and exact ties; fillRandom of 1, 1000 and 2^20 + 3 elements, and one fill
- * past 2^32 elements checked around the 2^32 boundary. Outputs are poisoned (0xff bytes: NaN) before each run, so an
+ * past 2^32 elements checked around the 2^32 boundary; qkNorm at Qwen3's 32/8 heads of 128 and at
+ * 64; qkvBias at Qwen2.5-7B's widths and on one fused q|k|v row. Outputs are poisoned (0xff bytes: NaN) before each run, so an
  * unwritten element fails.
  *
  * Tolerances. Both sides round to bf16 at the same steps, so most outputs are bit-identical;
@@ -243,6 +244,59 @@ gpuTest("gpu elementwise: rmsNorm writes over x and over the residual", (rig) =>
   compareBf16(g2, c2, "rmsNorm out = residual, fused", 2);
   // Both placements must agree with each other too.
   assertBitsEqual(g2, g, "out = x vs out = residual on the GPU");
+  rig.release();
+});
+
+gpuTest("gpu elementwise: qkNorm normalises every q and k head in place", (rig) => {
+  // Qwen3-8B's heads (32/8 of 128), a 64-wide case, and a misaligned view.
+  const shapes: [tokens: number, heads: number, kvHeads: number, headDim: number, off: number][] =
+    [];
+  for (const tokens of TOKENS) shapes.push([tokens, 32, 8, 128, 0], [tokens, 16, 8, 64, 0]);
+  shapes.push([7, 32, 8, 128, 2]);
+  for (const [tokens, heads, kvHeads, headDim, offset] of shapes) {
+    const what = `qkNorm tokens=${tokens} heads=${heads}/${kvHeads} headDim=${headDim} +${offset}`;
+    const nq = tokens * heads * headDim, nk = tokens * kvHeads * headDim;
+    const qs = randomArray(nq, nq, -3, 3);
+    for (let i = 0; i < headDim; i++) qs[i] *= 1e-3; // a near-silent head, where eps matters
+    const q = rig.upload(encodeBf16(qs), offset);
+    const k = rig.upload(randomBf16(nk, nk + 1, -3, 3), offset);
+    const qw = rig.upload(randomBf16(headDim, 5, 0.5, 1.5), offset);
+    const kw = rig.upload(randomBf16(headDim, 6, 0.5, 1.5), offset);
+    rig.run((ops, d, st) => {
+      ops.qkNorm(d(q), d(k), d(qw), d(kw), tokens, heads, kvHeads, headDim, 1e-6, st);
+    });
+    const [gq, cq] = rig.read16(q, nq);
+    compareBf16(gq, cq, `${what} q`, 2);
+    const [gk, ck] = rig.read16(k, nk);
+    compareBf16(gk, ck, `${what} k`, 2);
+    rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: qkvBias adds the fused bias to q, k and v bit for bit", (rig) => {
+  // Qwen2.5-7B's widths (28 heads and 4 KV heads of 128), and one token of a fused q|k|v row.
+  for (const tokens of TOKENS) {
+    const qWidth = 28 * 128, kvWidth = 4 * 128;
+    const what = `qkvBias tokens=${tokens}`;
+    const q = rig.upload(randomBf16(tokens * qWidth, tokens, -3, 3));
+    const k = rig.upload(randomBf16(tokens * kvWidth, tokens + 1, -3, 3));
+    const v = rig.upload(randomBf16(tokens * kvWidth, tokens + 2, -3, 3));
+    const bias = rig.upload(randomBf16(qWidth + 2 * kvWidth, 9, -1, 1));
+    rig.run((ops, d, st) => ops.qkvBias(d(q), d(k), d(v), d(bias), tokens, qWidth, kvWidth, st));
+    for (const [name, t, n] of [["q", q, qWidth], ["k", k, kvWidth], ["v", v, kvWidth]] as const) {
+      const [g, c] = rig.read16(t, tokens * n);
+      assertBitsEqual(g, c, `${what} ${name}`);
+    }
+    rig.release();
+  }
+  const fused = rig.upload(randomBf16(3584 + 1024, 21, -3, 3));
+  const bias = rig.upload(randomBf16(3584 + 1024, 22, -1, 1));
+  rig.run((ops, d, st) => {
+    const row = d(fused);
+    ops.qkvBias(row, row.slice(3584 * 2), row.slice(4096 * 2), d(bias), 1, 3584, 512, st);
+  });
+  const [g, c] = rig.read16(fused, 3584 + 1024);
+  assertBitsEqual(g, c, "qkvBias on one fused q|k|v row");
   rig.release();
 });
 

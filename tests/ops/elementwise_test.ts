@@ -27,7 +27,8 @@ import {
   type Llama3RopeScaling,
   ropeInverseFrequencies,
 } from "../../models/rope.ts";
-import { assertClose } from "../support/numeric.ts";
+import { encodeBf16 } from "../../backends/bf16.ts";
+import { assertClose, randomArray } from "../support/numeric.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 
 interface RmsNormCase {
@@ -77,6 +78,37 @@ interface Fixture {
   };
   castF32ToBf16: { x: number[]; expected: number[] };
   castBf16ToF32: { x: number[]; expected: number[] };
+  /** Added with the Qwen families; absent from fixtures generated before them. */
+  qkNorm?: {
+    tokens: number;
+    numHeads: number;
+    numKvHeads: number;
+    headDim: number;
+    eps: number;
+    q: number[];
+    k: number[];
+    qWeight: number[];
+    kWeight: number[];
+    expectedQ: number[];
+    expectedK: number[];
+    hfBitsQ: number[];
+    hfBitsK: number[];
+  };
+  qkvBias?: {
+    tokens: number;
+    qWidth: number;
+    kvWidth: number;
+    q: number[];
+    k: number[];
+    v: number[];
+    bias: number[];
+    expectedQ: number[];
+    expectedK: number[];
+    expectedV: number[];
+    hfBitsQ: number[];
+    hfBitsK: number[];
+    hfBitsV: number[];
+  };
   ropeInvFreq: {
     name: string;
     headDim: number;
@@ -368,5 +400,117 @@ Deno.test("elementwise: the CPU ops refuse buffers of another backend", () => {
   assert.throws(
     () => ops.castBf16ToF32(foreign, cpu.alloc(64), 8, stream),
     (e: Error) => e instanceof TypeError && /castBf16ToF32: out/.test(e.message),
+  );
+});
+
+/** Whether the fixture has the Qwen ops' cases (generated after tools/fixtures/elementwise.py grew them). */
+const QWEN_CASES = "qkNorm" in fixture() && "qkvBias" in fixture();
+if (!QWEN_CASES) {
+  console.log(
+    "elementwise fixture: qkNorm and qkvBias SKIPPED: tests/fixtures/ops/elementwise.json predates " +
+      "them; regenerate it with `python3 tools/fixtures/elementwise.py` (torch and transformers)",
+  );
+}
+
+Deno.test({
+  name: "elementwise fixture: qkNorm normalises each head as HF's Qwen3RMSNorm",
+  ignore: !QWEN_CASES,
+  fn() {
+    const c = fixture().qkNorm!;
+    const nq = c.tokens * c.numHeads * c.headDim, nk = c.tokens * c.numKvHeads * c.headDim;
+    const q = upload(Uint16Array.from(c.q)), k = upload(Uint16Array.from(c.k));
+    ops.qkNorm(
+      q,
+      k,
+      upload(Uint16Array.from(c.qWeight)),
+      upload(Uint16Array.from(c.kWeight)),
+      c.tokens,
+      c.numHeads,
+      c.numKvHeads,
+      c.headDim,
+      c.eps,
+      stream,
+    );
+    for (
+      const [name, buf, n, want, hf] of [
+        ["q", q, nq, c.expectedQ, c.hfBitsQ],
+        ["k", k, nk, c.expectedK, c.hfBitsK],
+      ] as const
+    ) {
+      const got = values(buf, n);
+      assertElementwise(got, want, 2 ** -7, 1e-6, `qkNorm ${name}`);
+      assertNearHf(bits16(buf, n), hf, `qkNorm ${name}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "elementwise fixture: qkvBias equals torch's bf16 add",
+  ignore: !QWEN_CASES,
+  fn() {
+    const c = fixture().qkvBias!;
+    const q = upload(Uint16Array.from(c.q)), k = upload(Uint16Array.from(c.k));
+    const v = upload(Uint16Array.from(c.v));
+    ops.qkvBias(q, k, v, upload(Uint16Array.from(c.bias)), c.tokens, c.qWidth, c.kvWidth, stream);
+    assert.deepEqual([...bits16(q, c.tokens * c.qWidth)], c.hfBitsQ, "q");
+    assert.deepEqual([...bits16(k, c.tokens * c.kvWidth)], c.hfBitsK, "k");
+    assert.deepEqual([...bits16(v, c.tokens * c.kvWidth)], c.hfBitsV, "v");
+    assertElementwise(values(q, c.tokens * c.qWidth), c.expectedQ, 2 ** -8, 0, "q vs float64");
+  },
+});
+
+Deno.test("elementwise: qkNorm equals rmsNorm over each head's row, in place", () => {
+  // The closed form is rmsNorm's (checked against HF above): q as tokens·heads rows of headDim.
+  const tokens = 3, heads = 4, kvHeads = 2, headDim = 64, eps = 1e-6;
+  const qBits = encodeBf16(randomArray(tokens * heads * headDim, 1, -3, 3));
+  const kBits = encodeBf16(randomArray(tokens * kvHeads * headDim, 2, -3, 3));
+  const qw = upload(encodeBf16(randomArray(headDim, 3, 0.5, 1.5)));
+  const kw = upload(encodeBf16(randomArray(headDim, 4, 0.5, 1.5)));
+  const q = upload(qBits), k = upload(kBits);
+  ops.qkNorm(q, k, qw, kw, tokens, heads, kvHeads, headDim, eps, stream);
+  const wantQ = cpu.alloc(qBits.byteLength), wantK = cpu.alloc(kBits.byteLength);
+  ops.rmsNorm(wantQ, upload(qBits), qw, null, tokens * heads, headDim, eps, stream);
+  ops.rmsNorm(wantK, upload(kBits), kw, null, tokens * kvHeads, headDim, eps, stream);
+  assert.deepEqual(bits16(q, qBits.length), bits16(wantQ, qBits.length), "q");
+  assert.deepEqual(bits16(k, kBits.length), bits16(wantK, kBits.length), "k");
+  // Unit RMS per head after the norm (weights aside): the norm did run.
+  const normed = values(q, headDim), w = values(qw, headDim);
+  let ss = 0;
+  for (let i = 0; i < headDim; i++) ss += (normed[i] / w[i]) ** 2;
+  assert.ok(Math.abs(Math.sqrt(ss / headDim) - 1) < 2e-2, `rms ${Math.sqrt(ss / headDim)}`);
+});
+
+Deno.test("elementwise: qkvBias adds each slice of the bias to its own tensor", () => {
+  const tokens = 2, qWidth = 8, kvWidth = 4;
+  const q = upload(encodeBf16(new Float32Array(tokens * qWidth).fill(1)));
+  const k = upload(encodeBf16(new Float32Array(tokens * kvWidth).fill(2)));
+  const v = upload(encodeBf16(new Float32Array(tokens * kvWidth).fill(3)));
+  const bias = Float32Array.from({ length: qWidth + 2 * kvWidth }, (_, i) => i / 4);
+  ops.qkvBias(q, k, v, upload(encodeBf16(bias)), tokens, qWidth, kvWidth, stream);
+  const row = (n: number, base: number, from: number) =>
+    Array.from({ length: tokens * n }, (_, i) => base + bias[from + (i % n)]);
+  assert.deepEqual([...values(q, tokens * qWidth)], row(qWidth, 1, 0));
+  assert.deepEqual([...values(k, tokens * kvWidth)], row(kvWidth, 2, qWidth));
+  assert.deepEqual([...values(v, tokens * kvWidth)], row(kvWidth, 3, qWidth + kvWidth));
+});
+
+Deno.test("elementwise: qkNorm and qkvBias reject bad sizes, naming the op and argument", () => {
+  const small = cpu.alloc(16);
+  assert.throws(
+    () => ops.qkNorm(small, small, small, small, 1, 4, 2, 64, 1e-6, stream),
+    /qkNorm: q holds 16 bytes/,
+  );
+  assert.throws(
+    () => ops.qkNorm(small, small, small, small, 1, 1, 1, 4, -1, stream),
+    /qkNorm: eps must be/,
+  );
+  assert.throws(() => ops.qkNorm(small, small, small, small, 0, 1, 1, 4, 0, stream), /tokens/);
+  assert.throws(
+    () => ops.qkvBias(small, small, small, small, 1, 8, 0, stream),
+    /qkvBias: kvWidth must be/,
+  );
+  assert.throws(
+    () => ops.qkvBias(small, small, small, small, 1, 8, 2, stream),
+    /qkvBias: bias holds 16 bytes but qWidth \+ 2·kvWidth bf16 needs 24/,
   );
 });

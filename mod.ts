@@ -144,6 +144,8 @@ export {
   type RandomWeightsSource,
 } from "./engine/engine.ts";
 export {
+  type Architecture,
+  ARCHITECTURES,
   type CheckpointDtype,
   ConfigError,
   loadModelConfig,

@@ -1,8 +1,8 @@
 /**
  * Denali's OpenAI-compatible server: `deno run -A serve.ts [options]`.
  *
- * Loads a model (a Hugging Face Llama directory, the embedded tiny model by default, or a preset
- * shape with random weights), then serves /v1/completions, /v1/chat/completions, /v1/models,
+ * Loads a model (a Hugging Face directory of Llama, Qwen2, Qwen3 or Mistral, the embedded tiny
+ * model by default, or a preset shape with random weights), then serves /v1/completions, /v1/chat/completions, /v1/models,
  * /health and /metrics. SIGINT or SIGTERM stops accepting, cancels in-flight requests, closes
  * the engine and exits 0. The port is checked before the model loads, so a port in use costs one
  * line and no loading time.
@@ -25,7 +25,7 @@ const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.m
 const HELP = `Usage: deno run -A serve.ts [options]
 
 Options:
-  --model DIR                  Hugging Face Llama directory (default: the embedded tiny-llama)
+  --model DIR                  Hugging Face model directory: Llama, Qwen2, Qwen3, Mistral (default: the embedded tiny-llama)
   --random-weights PRESET      random weights of a preset shape (${
   Object.keys(CONFIG_PRESETS).join(", ")
 }),

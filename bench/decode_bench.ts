@@ -1,106 +1,149 @@
 /**
- * Decode speed on the GPU machine: ms per decode step of a Llama model with seeded random
- * weights (default the Llama-3-8B config, bf16) at several batch sizes with a 512-token context,
- * through the real Engine (paged KV cache, scheduler, decode graphs). Also prints the bandwidth
- * floor: weight bytes over the device-to-device copy bandwidth measured in the same run.
- * bench/decode_hf.py prints the HF transformers baselines in the same `DECODE` line format.
+ * Decode speed on the GPU machine: ms per decode step of each model preset with seeded random
+ * weights (default Llama-3-8B, Qwen2.5-7B, Qwen3-8B and Mistral-7B, bf16) at batch 1 and 64 with
+ * a 512-token context, through the real Engine (paged KV cache, scheduler, decode graphs), beside
+ * its bandwidth floor.
  *
- * Usage: deno run -A bench/decode_bench.ts [--preset llama3-8b] [--batches 1,8,64,256]
- *        [--context 512] [--steps 64]
+ * The floor is the bytes one decode step reads over what a read-only kernel reaches on this
+ * device (bench/device_ceilings.ts `measureReadGbps`, 1 GiB): every weight once (the input
+ * embedding table not at all: a step reads one row of it per token, counted as such; a tied
+ * table once, as the lm head), the family's own vectors (biases, q/k norms), and the K/V
+ * positions the step attends to. Each preset prints `TARGET decode_b1_<preset>` with its batch-1
+ * time over that floor (goal 1.15). bench/decode_hf.py prints the HF transformers baselines in
+ * the same `DECODE` line format.
+ *
+ * Usage: deno run -A bench/decode_bench.ts [--presets llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b]
+ *        [--batches 1,64] [--context 512] [--steps 64]
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { openBackend } from "../backends/select.ts";
-import { configPreset, parameterCount } from "../models/config.ts";
+import { configPreset, type ModelConfig, parameterCount } from "../models/config.ts";
 import { Engine } from "../engine/engine.ts";
-import { copyBandwidthGbps } from "./kernels/measure.ts";
+import { measureReadGbps } from "./device_ceilings.ts";
 import { helpRequested } from "../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/decode_bench.ts [options]
 
-Decode ms/step of a random-weight Llama through the Engine, beside the bandwidth floor (GPU).
-  --preset NAME     model shape (default llama3-8b)
-  --batches LIST    batch sizes (default 1,8,64,256)
+Decode ms/step of random-weight models through the Engine, beside the bytes-read floor (GPU).
+  --presets LIST    model shapes (default llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b)
+  --preset NAME     one model shape (the same as --presets NAME)
+  --batches LIST    batch sizes (default 1,64)
   --context N       context length (default 512)
   --steps N         decode steps per batch (default 64)
   -h, --help        show this help`;
+
+/** The batch-1 goal: decode within 15% of the floor. */
+const GOAL = 1.15;
+
+/**
+ * Bytes one decode step of `batch` rows reads, each row attending to `context` positions:
+ * the weights once without the input embedding table (a tied table counts once, as the lm head
+ * reads it whole), one embedding row per row, and the K and V of every attended position.
+ */
+export function decodeStepBytes(config: ModelConfig, batch: number, context: number): number {
+  const h = config.hiddenSize;
+  const table = config.tieWordEmbeddings ? 0 : config.vocabSize * h;
+  const weights = 2 * (parameterCount(config) - table);
+  const kvPerPosition = 2 * config.numHiddenLayers * config.numKeyValueHeads * config.headDim * 2;
+  return weights + batch * h * 2 + batch * context * kvPerPosition;
+}
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      preset: { type: "string", default: "llama3-8b" },
-      batches: { type: "string", default: "1,8,64,256" },
+      presets: { type: "string", default: "llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b" },
+      preset: { type: "string" },
+      batches: { type: "string", default: "1,64" },
       context: { type: "string", default: "512" },
       steps: { type: "string", default: "64" },
     },
   });
-  const config = configPreset(values.preset!);
+  const presets = (values.preset ?? values.presets!).split(",");
   const batches = values.batches!.split(",").map(Number);
   const context = Number(values.context);
   const steps = Number(values.steps);
 
   const backend = openBackend("auto");
-  const stream = backend.createStream();
-  const copyGbps = copyBandwidthGbps(backend, stream);
-  const weightBytes = 2 * parameterCount(config);
-  const floorMs = weightBytes / (copyGbps * 1e6);
-  console.log(
-    `device: ${backend.info.name}; model ${values.preset}, ${(weightBytes / 1e9).toFixed(2)} GB`,
-  );
-  console.log(
-    `DECODE floor batch=1 ms_per_step=${floorMs.toFixed(3)} copy_gbps=${copyGbps.toFixed(0)}`,
-  );
-
-  const engine = await Engine.load({ config, randomWeights: true, seed: 1 }, {
-    backend,
-    maxRunning: Math.max(...batches),
-    maxModelLen: context + steps + 8,
-    maxBatchedTokens: 8192,
-  });
-  console.log(`engine: ${JSON.stringify(engine.info)}`);
-
-  let seed = 7;
-  const randomPrompt = () =>
-    Array.from(
-      { length: context },
-      () => (seed = (seed * 1103515245 + 12345) >>> 0) % (config.vocabSize - 100) + 100,
-    );
-
-  /** Runs `batch` requests to completion: warm-up (graph capture, JIT) when `tokens` is small. */
-  async function run(prompts: number[][], tokens: number, onFirst: () => void) {
-    let firstTokens = 0;
-    await Promise.all(prompts.map(async (prompt) => {
-      let count = 0;
-      for await (
-        const _ of engine.generate(prompt, { maxTokens: tokens, temperature: 0, ignoreEos: true })
-      ) {
-        if (count++ === 0 && ++firstTokens === prompts.length) onFirst();
-      }
-    }));
-  }
-
-  for (const batch of batches) {
-    // Warm-up at the same batch and context, so decode graphs are captured before timing.
-    await run(Array.from({ length: batch }, randomPrompt), 4, () => {});
-    const prompts = Array.from({ length: batch }, randomPrompt);
-    let firstAt = 0;
-    const started = performance.now();
-    await run(prompts, steps + 1, () => firstAt = performance.now());
-    const ended = performance.now();
-    const msPerStep = (ended - firstAt) / steps;
+  const readGbps = await measureReadGbps(backend, backend.createStream());
+  console.log(`device: ${backend.info.name}; read-only kernel ${readGbps.toFixed(0)} GB/s`);
+  const targets: string[] = [];
+  for (const preset of presets) {
+    const config = configPreset(preset);
+    // The context grows from `context` to `context + steps` over the timed steps.
+    const floorMs = (batch: number) =>
+      decodeStepBytes(config, batch, context + steps / 2) / (readGbps * 1e6);
     console.log(
-      `DECODE denali batch=${batch} ms_per_step=${msPerStep.toFixed(3)} ` +
-        `prefill_s=${((firstAt - started) / 1000).toFixed(2)} of_floor=${
-          (msPerStep / floorMs).toFixed(3)
-        } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}`,
+      `model ${preset} (${config.architecture}): ` +
+        `${(2 * parameterCount(config) / 1e9).toFixed(2)} GB of weights, ` +
+        `${(decodeStepBytes(config, 1, context + steps / 2) / 1e9).toFixed(3)} GB read per ` +
+        `batch-1 step`,
     );
+    const engine = await Engine.load({ config, randomWeights: true, seed: 1 }, {
+      backend,
+      maxRunning: Math.max(...batches),
+      maxModelLen: context + steps + 8,
+      maxBatchedTokens: 8192,
+      log: () => {},
+    });
+
+    let seed = 7;
+    const randomPrompt = () =>
+      Array.from(
+        { length: context },
+        () => (seed = (seed * 1103515245 + 12345) >>> 0) % (config.vocabSize - 100) + 100,
+      );
+
+    /** Runs the prompts to completion; `onFirst` when every one has its first token. */
+    const run = async (prompts: number[][], tokens: number, onFirst: () => void) => {
+      let firstTokens = 0;
+      await Promise.all(prompts.map(async (prompt) => {
+        let count = 0;
+        const params = { maxTokens: tokens, temperature: 0, ignoreEos: true };
+        for await (const _ of engine.generate(prompt, params)) {
+          if (count++ === 0 && ++firstTokens === prompts.length) onFirst();
+        }
+      }));
+    };
+
+    try {
+      for (const batch of batches) {
+        // Warm-up at the same batch and context (graphs, JIT), then the timed run.
+        await run(Array.from({ length: batch }, randomPrompt), 4, () => {});
+        const prompts = Array.from({ length: batch }, randomPrompt);
+        let firstAt = 0;
+        const started = performance.now();
+        await run(prompts, steps + 1, () => firstAt = performance.now());
+        const msPerStep = (performance.now() - firstAt) / steps;
+        const ofFloor = msPerStep / floorMs(batch);
+        console.log(
+          `DECODE floor preset=${preset} batch=${batch} ms_per_step=${floorMs(batch).toFixed(3)} ` +
+            `read_gbps=${readGbps.toFixed(0)}`,
+        );
+        console.log(
+          `DECODE denali preset=${preset} batch=${batch} ms_per_step=${msPerStep.toFixed(3)} ` +
+            `prefill_s=${((firstAt - started) / 1000).toFixed(2)} of_floor=${
+              ofFloor.toFixed(3)
+            } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}`,
+        );
+        if (batch === 1) {
+          targets.push(
+            `TARGET decode_b1_${preset} value=${ofFloor.toFixed(3)} goal=${GOAL} ` +
+              (ofFloor <= GOAL ? "met" : "MISSED"),
+          );
+        }
+      }
+      console.log(`stats ${preset}: ${JSON.stringify(engine.stats())}`);
+    } finally {
+      await engine.close();
+    }
   }
-  console.log(`stats: ${JSON.stringify(engine.stats())}`);
-  await engine.close();
+  for (const line of targets) console.log(line);
+  backend.close();
 }
 
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

@@ -12,20 +12,27 @@ import type { Backend, Stream } from "../backends/backend.ts";
 import type { DeviceCeilings } from "../engine/roofline.ts";
 import { medianUs, printBench, readOnlyKernel } from "./kernels/measure.ts";
 
-/** Measures both ceilings on `backend` (a GPU), printing the `BENCH` lines of each. */
-export async function measureCeilings(backend: Backend, stream: Stream): Promise<DeviceCeilings> {
+/**
+ * What the read-only kernel reaches over 1 GiB on `backend` (a GPU), GB/s, printing its `BENCH`
+ * line: the bandwidth a step that only reads its bytes could reach.
+ */
+export async function measureReadGbps(backend: Backend, stream: Stream): Promise<number> {
   const bytes = 2 ** 30;
   const sources = [backend.alloc(bytes), backend.alloc(bytes)];
-  let readGbps: number;
   try {
     for (const s of sources) backend.memset(s, 1, stream);
     const reader = await readOnlyKernel(backend, stream);
     const us = reader.print("bytes=1GiB", sources, bytes, NaN);
-    readGbps = bytes / (us * 1e3);
+    return bytes / (us * 1e3);
   } finally {
     stream.synchronize();
     for (const s of sources) backend.free(s);
   }
+}
+
+/** Measures both ceilings on `backend` (a GPU), printing the `BENCH` lines of each. */
+export async function measureCeilings(backend: Backend, stream: Stream): Promise<DeviceCeilings> {
+  const readGbps = await measureReadGbps(backend, stream);
 
   const ops = await loadOps(backend);
   const m = 4096, n = 28672, k = 4096;

@@ -28,7 +28,7 @@ left() { echo $((BUDGET_S - (SECONDS - started))); }
 } | tee "$OUT/decode_summary.txt"
 
 echo "=== denali (limit ${DENALI_LIMIT_S} s)"
-timeout -k 10 "$DENALI_LIMIT_S" bash .device/gpu.sh deno run -A bench/decode_bench.ts \
+timeout -k 10 "$DENALI_LIMIT_S" bash .device/gpu.sh deno run -A bench/decode_bench.ts --presets llama3-8b \
   --batches "$BATCHES" --context "$CONTEXT" --steps 64 2>&1 | tee "$OUT/decode_denali.log"
 echo "denali rc=${PIPESTATUS[0]} after $((SECONDS - started)) s" | tee -a "$OUT/decode_denali.log"
 

@@ -43,7 +43,7 @@ for step in "${steps[@]}"; do
       # Llama-3-8B decode with programmatic dependent launch (the default) and without.
       for pdl in 1 0; do
         echo "--- DENALI_PDL=$pdl" >>"$log"
-        DENALI_PDL=$pdl timeout 200 bash .device/gpu.sh deno run -A bench/decode_bench.ts \
+        DENALI_PDL=$pdl timeout 200 bash .device/gpu.sh deno run -A bench/decode_bench.ts --presets llama3-8b \
           --batches 1,8,64 >>"$log" 2>&1 || echo "FAILED: decode_bench DENALI_PDL=$pdl" | tee -a "$log"
       done
       ;;

@@ -232,13 +232,14 @@ Deno.test("config: dtype, old rope keys and transformers 5 rope_parameters", () 
 
 Deno.test("config: unsupported architectures are refused by name", () => {
   assertRefused(
-    edit(LLAMA2_7B, { architectures: ["MistralForCausalLM"] }),
-    "unsupported architecture MistralForCausalLM; Denali runs LlamaForCausalLM",
+    edit(LLAMA2_7B, { architectures: ["MixtralForCausalLM"] }),
+    "unsupported architecture MixtralForCausalLM; Denali runs LlamaForCausalLM, " +
+      "Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM",
   );
   assertRefused(
-    edit(LLAMA2_7B, { architectures: undefined, model_type: "qwen2" }),
+    edit(LLAMA2_7B, { architectures: undefined, model_type: "gemma" }),
     "unsupported architecture",
-    '"qwen2"',
+    '"gemma"',
     "LlamaForCausalLM",
   );
   // An old export without `architectures` is still a Llama by model_type.
@@ -332,6 +333,10 @@ Deno.test("config: presets match their published configs and parameter counts", 
   assert.equal(parameterCount(configPreset("llama3.2-1b")), 1_235_814_400);
   assert.equal(parameterCount(configPreset("llama3.2-3b")), 3_212_749_824);
   assert.equal(parameterCount(configPreset("llama3-70b")), 70_553_706_496);
+  // The published counts of the other families' presets (biases and q/k norms included).
+  assert.equal(parameterCount(configPreset("qwen2.5-7b")), 7_615_616_512);
+  assert.equal(parameterCount(configPreset("qwen3-8b")), 8_190_735_360);
+  assert.equal(parameterCount(configPreset("mistral-7b")), 7_248_023_552);
   for (const [name, config] of Object.entries(CONFIG_PRESETS)) {
     assert.equal(config.numAttentionHeads % config.numKeyValueHeads, 0, name);
   }

@@ -38,7 +38,7 @@ import { BlockManager } from "./block_manager.ts";
 import { capacityFromMemory } from "./kv_cache.ts";
 import { loadModelConfig, type ModelConfig } from "../models/config.ts";
 import { modelDefinition } from "../models/families.ts";
-import type { ModelWeights } from "../models/model.ts";
+import { attentionShape, type ModelWeights } from "../models/model.ts";
 import { loadWeights, randomWeights } from "../models/weights.ts";
 import { ModelRunner } from "./runner.ts";
 import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
@@ -510,6 +510,9 @@ export class Engine {
       o.maxRunning = limits.maxRunning;
       o.maxBatchedTokens = limits.maxBatchedTokens;
       const ops: ModelOps = options.ops ?? await loadOps(backend);
+      // The attention ops check the model's shape here, so a head_dim the device's kernels lack
+      // fails before the weights load (minutes for a large checkpoint), not after.
+      ops.decodeWorkspaceBytes(1, o.blockSize, attentionShape(config, o.blockSize));
       weights = typeof source === "string"
         ? await loadWeights(source, config, backend)
         : randomWeights(config, backend, ops, source.seed ?? 0);

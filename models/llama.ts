@@ -33,17 +33,18 @@ import type {
   RopeTable,
 } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
-import type {
-  Forward,
-  ForwardSizes,
-  LayerCaches,
-  LinearShape,
-  LogitsOut,
-  ModelDefinition,
-  ModelWeights,
-  StepInputs,
-  StepShape,
-  WeightSlot,
+import {
+  attentionShape,
+  type Forward,
+  type ForwardSizes,
+  type LayerCaches,
+  type LinearShape,
+  type LogitsOut,
+  type ModelDefinition,
+  type ModelWeights,
+  type StepInputs,
+  type StepShape,
+  type WeightSlot,
 } from "./model.ts";
 import { createRopeTable, ropeInverseFrequencies } from "./rope.ts";
 
@@ -235,13 +236,7 @@ export class LlamaForward implements Forward {
       numKeyValueHeads: kvHeads,
       headDim,
     } = config;
-    this.shape = {
-      numHeads: heads,
-      numKvHeads: kvHeads,
-      headDim,
-      blockSize: sizes.blockSize,
-      scale: 1 / Math.sqrt(headDim),
-    };
+    this.shape = attentionShape(config, sizes.blockSize);
     const T = sizes.maxTokens, R = sizes.maxRows;
     const qDim = heads * headDim, kvDim = kvHeads * headDim;
     let rope: RopeTable | null = null;

@@ -8,7 +8,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import type { AttentionShape, ModelOps } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
 
 /** One checkpoint tensor's place in a device buffer. */
@@ -164,4 +164,15 @@ export interface ModelDefinition {
     weights: ModelWeights,
     sizes: ForwardSizes,
   ): Forward;
+}
+
+/** The shape of `config`'s attention calls with a KV cache of `blockSize`-token blocks. */
+export function attentionShape(config: ModelConfig, blockSize: number): AttentionShape {
+  return {
+    numHeads: config.numAttentionHeads,
+    numKvHeads: config.numKeyValueHeads,
+    headDim: config.headDim,
+    blockSize,
+    scale: 1 / Math.sqrt(config.headDim),
+  };
 }

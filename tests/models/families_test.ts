@@ -402,3 +402,34 @@ Deno.test("families: the weight layouts name each family's tensors", () => {
   assert.deepEqual(qwen3.find((s) => s.key === "1.kNorm")!.parts[0].shape, [32]);
   assert.deepEqual(names(FAMILIES.mistral), names(FAMILIES.llama));
 });
+
+Deno.test("families: the attention shape is checked before the weights load", async () => {
+  // A checkpoint directory without weights, whose head_dim the (stand-in) device ops refuse:
+  // the head_dim error must come first, not the missing weights after minutes of loading.
+  const dir = await Deno.makeTempDir();
+  try {
+    const tiny = new URL("../../checkpoints/tiny-llama/", import.meta.url);
+    for (const file of ["tokenizer.json", "tokenizer_config.json", "config.json"]) {
+      await Deno.copyFile(new URL(file, tiny), `${dir}/${file}`);
+    }
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...config, head_dim: 96 }));
+    const ops = {
+      ...cpuOps(),
+      decodeWorkspaceBytes(_batch: number, _context: number, shape: { headDim: number }) {
+        if (shape.headDim !== 64 && shape.headDim !== 128) {
+          throw new RangeError(
+            `the GPU attention kernels take head_dim 64 and 128, not ${shape.headDim}`,
+          );
+        }
+        return 16;
+      },
+    };
+    await assert.rejects(
+      Engine.load(dir, { backend: "cpu", ops, log: () => {} }),
+      /head_dim 64 and 128, not 96/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -42,6 +42,7 @@ import { attentionShape, type ModelWeights } from "../models/model.ts";
 import { loadWeights, randomWeights } from "../models/weights.ts";
 import { ModelRunner } from "./runner.ts";
 import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
+import { PromptScore, type PromptTokenLogprobs } from "./prompt_logprobs.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
 import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
@@ -150,6 +151,12 @@ export interface GenerationChunk {
    * left. Every generated token gets one, in order, including tokens a stop string cut off.
    */
   readonly logprobs?: readonly LogprobEntry[];
+  /**
+   * With `promptLogprobs` set in the params: every prompt token with its place in the prompt's
+   * text and its log-probability (null for the first), on one chunk (index 0, tokenId -1) that
+   * comes before any generated token's.
+   */
+  readonly promptLogprobs?: readonly PromptTokenLogprobs[];
 }
 
 /** What the engine runs on, for logs and /v1/models. */
@@ -293,6 +300,18 @@ class Request {
   waiting: Choice[] = [];
   /** Choices handed to the scheduler. */
   readonly started: Choice[] = [];
+  /** The prompt's scoring, when the request asked for prompt logprobs. */
+  score: PromptScore | null = null;
+  /** Ids of the scoring sequences in flight. */
+  readonly scoring = new Set<number>();
+  /** Chunks held back until the prompt logprobs, which come first, are sent. */
+  held: GenerationChunk[] | null = null;
+
+  /** Sends a chunk, or holds it while the prompt logprobs are still being computed. */
+  push(chunk: GenerationChunk): void {
+    if (this.held !== null) this.held.push(chunk);
+    else this.stream.push(chunk);
+  }
   /** Removes the abort listener. */
   detach: () => void = () => {};
 
@@ -400,6 +419,8 @@ export class Engine {
   readonly #log: (line: string) => void;
   /** Started, unfinished choices by sequence id. */
   readonly #requests = new Map<number, Choice>();
+  /** Sequences scoring a prompt position (prompt logprobs), by sequence id. */
+  readonly #scoring = new Map<number, { request: Request; position: number }>();
   readonly #sampled: Int32Array;
   readonly #logprobs: (TokenLogprobs | undefined)[];
   // Tokens of the last finished step, sent while the next step runs (see #run).
@@ -774,6 +795,12 @@ export class Engine {
     }
     const first = choices[0];
     first.logits = logits;
+    const top = first.seq.params.promptLogprobs;
+    if (top !== null) {
+      request.score = new PromptScore(ids, top, this.eosTokenIds);
+      request.held = [];
+      request.live++; // the scoring is one more thing the stream waits for
+    }
 
     if (signal?.aborted) {
       stream.end();
@@ -798,16 +825,81 @@ export class Engine {
     choice.seq.done.then(() => this.#ended(choice));
   }
 
-  /** Hands a request's waiting choices to the scheduler: the prompt's blocks are cached now. */
+  /**
+   * Hands a request's waiting choices to the scheduler, and starts its prompt's scoring: the
+   * prompt's blocks are cached now.
+   */
   #startWaiting(request: Request): void {
     const waiting = request.waiting;
-    if (waiting.length === 0) return;
     request.waiting = [];
     for (const choice of waiting) {
       this.#scheduler.add(choice.seq);
       this.#track(choice);
     }
+    this.#scoreMore(request);
     this.#kick();
+  }
+
+  /** Keeps up to a window of the prompt's scoring sequences in flight. */
+  #scoreMore(request: Request): void {
+    const score = request.score;
+    if (score === null || request.live === 0 || request.held === null) return;
+    if (score.complete) {
+      this.#deliverScore(request); // a one-token prompt: nothing to score
+      return;
+    }
+    const window = this.#scheduler.maxRunning;
+    while (request.scoring.size < window) {
+      const next = score.next();
+      if (next === null) break;
+      const { seq, position } = next;
+      this.#scheduler.add(seq);
+      request.scoring.add(seq.id);
+      this.#scoring.set(seq.id, { request, position });
+      seq.done.then(() => {
+        // Still here after its step's chunks went out: it ended without its token.
+        if (this.#scoring.get(seq.id)?.request !== request) return;
+        this.#scoring.delete(seq.id);
+        request.scoring.delete(seq.id);
+        if (seq.finishReason === "abort") return;
+        this.#cancel(
+          request,
+          seq.error ??
+            new Error(`computing the prompt's logprobs failed at position ${position}`),
+        );
+      });
+    }
+  }
+
+  /** A scoring sequence's token arrived: record it; send the prompt logprobs once all are in. */
+  #scored(seq: Sequence, logprobs: TokenLogprobs | undefined): void {
+    const entry = this.#scoring.get(seq.id);
+    if (entry === undefined || seq.numOutputTokens === 0) return;
+    const { request, position } = entry;
+    this.#scoring.delete(seq.id);
+    request.scoring.delete(seq.id);
+    // One token per sequence: it has ended (maxTokens 1) or ends now.
+    if (!seq.isFinished) this.#scheduler.finish(seq.id, "length");
+    if (logprobs !== undefined) request.score!.record(position, logprobs);
+    this.#scoreMore(request);
+  }
+
+  /** Sends the prompt logprobs, then the chunks held back behind them. */
+  #deliverScore(request: Request): void {
+    const score = request.score!;
+    request.stream.push({
+      index: 0,
+      tokenId: -1,
+      text: "",
+      textOffset: 0,
+      promptLogprobs: score.tokens(this.tokenizer === null ? null : this.tokenTexts),
+    });
+    const held = request.held ?? [];
+    request.held = null;
+    for (const chunk of held) request.stream.push(chunk);
+    if (--request.live > 0) return;
+    request.detach();
+    request.stream.end();
   }
 
   #nextSeed(): number {
@@ -829,6 +921,12 @@ export class Engine {
       this.#requests.delete(id);
       this.#scheduler.cancel(id); // frees the blocks now
     }
+    for (const id of request.scoring) {
+      this.#scoring.delete(id);
+      this.#scheduler.cancel(id);
+    }
+    request.scoring.clear();
+    request.held = null;
     request.detach();
     request.stream.end(error);
   }
@@ -854,7 +952,7 @@ export class Engine {
   #close(choice: Choice, tokenId: number): void {
     const request = choice.request;
     this.#requests.delete(choice.seq.id);
-    request.stream.push(choice.chunk(tokenId, this.#finishReason(choice)));
+    request.push(choice.chunk(tokenId, this.#finishReason(choice)));
     // Choices waiting for this one's prompt need not wait any more.
     if (choice.index === 0) this.#startWaiting(request);
     if (--request.live > 0) return;
@@ -991,7 +1089,11 @@ export class Engine {
   /** Sends the chunk of `seq`'s newest token, and ends its choice if it finished. */
   #emit(seq: Sequence, logprobs: TokenLogprobs | undefined): void {
     const choice = this.#requests.get(seq.id);
-    if (choice === undefined || choice.emitted >= seq.numOutputTokens) return;
+    if (choice === undefined) {
+      this.#scored(seq, logprobs);
+      return;
+    }
+    if (choice.emitted >= seq.numOutputTokens) return;
     choice.emitted = seq.numOutputTokens;
     const tokenId = seq.lastTokenId;
     const output = choice.output;
@@ -1002,10 +1104,8 @@ export class Engine {
       // asynchronous device the step now running computes one more token for it, unused.
       this.#scheduler.finish(seq.id, "stop");
     } else {
-      choice.request.stream.push(choice.chunk(tokenId));
-      if (choice.index === 0 && choice.request.waiting.length > 0) {
-        this.#startWaiting(choice.request);
-      }
+      choice.request.push(choice.chunk(tokenId));
+      if (choice.index === 0 && seq.numOutputTokens === 1) this.#startWaiting(choice.request);
       return;
     }
     this.#close(choice, tokenId);

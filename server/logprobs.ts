@@ -24,6 +24,7 @@
  * @module
  */
 
+import type { PromptTokenLogprobs } from "../engine/prompt_logprobs.ts";
 import type { LogprobEntry } from "../engine/request_text.ts";
 import type { TokenTexts } from "../engine/token_texts.ts";
 
@@ -31,10 +32,10 @@ import type { TokenTexts } from "../engine/token_texts.ts";
 export interface CompletionLogprobs {
   /** Each token's text. */
   tokens: string[];
-  /** Each token's logprob. */
-  token_logprobs: number[];
-  /** Each token's alternatives: text → logprob, most likely first. */
-  top_logprobs: Record<string, number>[];
+  /** Each token's logprob; null for the first prompt token of an echo. */
+  token_logprobs: (number | null)[];
+  /** Each token's alternatives: text → logprob; null for the first prompt token of an echo. */
+  top_logprobs: (Record<string, number> | null)[];
   /** Each token's start in the choice's text, in code points. */
   text_offset: number[];
 }
@@ -76,10 +77,15 @@ function nameOf(naming: TokenNaming, id: number): string {
   return naming.asIds ? `token_id:${id}` : naming.texts.text(id);
 }
 
-/** `entries` in the legacy /v1/completions format. */
+/**
+ * `entries` in the legacy /v1/completions format. With `echo`, the prompt's tokens come first
+ * (the first with null logprobs, as vLLM sends it) and the generated tokens' offsets count
+ * from the end of the echoed prompt.
+ */
 export function completionLogprobs(
   entries: readonly LogprobEntry[],
   naming: TokenNaming,
+  echo: { readonly tokens: readonly PromptTokenLogprobs[]; readonly length: number } | null = null,
 ): CompletionLogprobs {
   const out: CompletionLogprobs = {
     tokens: [],
@@ -87,21 +93,35 @@ export function completionLogprobs(
     top_logprobs: [],
     text_offset: [],
   };
-  for (const e of entries) {
-    const chosen = nameOf(naming, e.tokenId);
-    out.tokens.push(chosen);
-    out.token_logprobs.push(clamp(e.logprob));
-    // vLLM's dict: the sampled token, then the alternatives by rank (the sampled one once); a
-    // repeated text takes the later logprob. No prototype, so no text is special.
-    const top: Record<string, number> = Object.create(null);
-    top[chosen] = clamp(e.logprob);
-    for (const t of e.top) {
-      if (t.tokenId !== e.tokenId) top[nameOf(naming, t.tokenId)] = clamp(t.logprob);
+  for (const p of echo?.tokens ?? []) {
+    if (p.logprobs === null) {
+      out.tokens.push(nameOf(naming, p.tokenId));
+      out.token_logprobs.push(null);
+      out.top_logprobs.push(null);
+      out.text_offset.push(p.textOffset);
+    } else {
+      add(out, { tokenId: p.tokenId, textOffset: p.textOffset, ...p.logprobs }, naming, 0);
     }
-    out.top_logprobs.push(top);
-    out.text_offset.push(e.textOffset);
   }
+  const shift = echo?.length ?? 0;
+  for (const e of entries) add(out, e, naming, shift);
   return out;
+}
+
+/** Appends one token's entry, its offset moved by `shift` code points. */
+function add(out: CompletionLogprobs, e: LogprobEntry, naming: TokenNaming, shift: number): void {
+  const chosen = nameOf(naming, e.tokenId);
+  out.tokens.push(chosen);
+  out.token_logprobs.push(clamp(e.logprob));
+  // vLLM's dict: the sampled token, then the alternatives by rank (the sampled one once); a
+  // repeated text takes the later logprob. No prototype, so no text is special.
+  const top: Record<string, number> = Object.create(null);
+  top[chosen] = clamp(e.logprob);
+  for (const t of e.top) {
+    if (t.tokenId !== e.tokenId) top[nameOf(naming, t.tokenId)] = clamp(t.logprob);
+  }
+  out.top_logprobs.push(top);
+  out.text_offset.push(e.textOffset + shift);
 }
 
 /** `entries` in the /v1/chat/completions format. */

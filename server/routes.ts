@@ -18,7 +18,8 @@
 
 import type { Engine, GenerationChunk } from "../engine/engine.ts";
 import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
-import type { LogprobEntry } from "../engine/request_text.ts";
+import type { PromptTokenLogprobs } from "../engine/prompt_logprobs.ts";
+import { codePoints, type LogprobEntry } from "../engine/request_text.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
 import { ApiKeyCheck } from "./auth.ts";
@@ -323,6 +324,8 @@ class Run {
   completionTokens = 0;
   readonly promptTokens: number;
   readonly #logprobs: boolean;
+  #echoLengthCache: number | undefined;
+  #echoedCache: string | undefined;
 
   constructor(
     readonly routes: Routes,
@@ -336,13 +339,19 @@ class Run {
     this.#logprobs = req.params.logprobs !== null && req.params.logprobs !== undefined;
   }
 
-  /** The choice's `logprobs` for `entries`: null when not asked for. */
-  #formatLogprobs(entries: readonly LogprobEntry[]): unknown {
+  /**
+   * The choice's `logprobs` for `entries` (and, with echo, the prompt's tokens first): null
+   * when not asked for.
+   */
+  #formatLogprobs(
+    entries: readonly LogprobEntry[],
+    prompt: readonly PromptTokenLogprobs[] = [],
+  ): unknown {
     if (!this.#logprobs) return null;
     const naming = { texts: this.routes.engine.tokenTexts, asIds: this.req.tokensAsIds };
-    return this.kind === "chat"
-      ? chatLogprobs(entries, naming)
-      : completionLogprobs(entries, naming);
+    if (this.kind === "chat") return chatLogprobs(entries, naming);
+    const echo = this.req.echo ? { tokens: prompt, length: this.#echoLength } : null;
+    return completionLogprobs(entries, naming, echo);
   }
 
   /** Records timing of a chunk that carries a token. */
@@ -369,9 +378,19 @@ class Run {
     return { id: this.id, object, created: this.created, model: this.routes.modelName };
   }
 
-  /** The text a completion choice starts with: the prompt, with `echo`. */
+  /**
+   * The text a completion choice starts with, with `echo`: the prompt as sent, or token ids
+   * decoded (special tokens skipped, as in the output).
+   */
   get #echoed(): string {
-    return this.req.echo ? this.prompt.text ?? "" : "";
+    if (!this.req.echo) return "";
+    return this.#echoedCache ??= this.prompt.text ??
+      this.routes.engine.tokenizer?.decode(this.prompt.ids, { skipSpecialTokens: true }) ?? "";
+  }
+
+  /** The echoed text's length in code points: where the generated tokens' offsets start. */
+  get #echoLength(): number {
+    return this.#echoLengthCache ??= codePoints(this.#echoed);
   }
 
   async collect(): Promise<unknown> {
@@ -382,7 +401,12 @@ class Run {
       ended: false,
       entries: [] as LogprobEntry[],
     }));
+    let prompt: readonly PromptTokenLogprobs[] = [];
     for await (const chunk of this.chunks) {
+      if (chunk.promptLogprobs !== undefined) {
+        prompt = chunk.promptLogprobs;
+        continue;
+      }
       this.#tick(chunk);
       const choice = choices[chunk.index];
       choice.text += chunk.text;
@@ -400,7 +424,7 @@ class Run {
       choices: choices.map((c, index) => ({
         index,
         ...(completion ? { text: c.text } : { message: { role: "assistant", content: c.text } }),
-        logprobs: this.#formatLogprobs(c.entries),
+        logprobs: this.#formatLogprobs(c.entries, prompt),
         finish_reason: c.reason,
         stop_reason: c.stopReason,
       })),
@@ -420,8 +444,9 @@ class Run {
     entries: readonly LogprobEntry[] | null,
     first = false,
     stopReason: number | string | null = null,
+    prompt: readonly PromptTokenLogprobs[] = [],
   ): unknown {
-    const logprobs = entries === null ? null : this.#formatLogprobs(entries);
+    const logprobs = entries === null ? null : this.#formatLogprobs(entries, prompt);
     if (this.kind === "completion") {
       return {
         ...this.#head("text_completion"),
@@ -450,13 +475,23 @@ class Run {
       } catch { /* the client is gone; the abort signal stops generation */ }
     };
     try {
-      // Each choice opens as vLLM opens it: chat with the role, completions with the echo.
+      // Each choice opens as vLLM opens it: chat with the role, completions with the echo,
+      // which carries the prompt's logprobs when asked (the engine sends them first).
+      const echoWithLogprobs = this.req.echo && this.#logprobs;
       for (let i = 0; i < this.req.n; i++) {
         if (this.kind === "chat") send(this.#event(i, "", null, null, true));
-        else if (this.#echoed !== "") send(this.#event(i, this.#echoed, null, null));
+        else if (this.#echoed !== "" && !echoWithLogprobs) {
+          send(this.#event(i, this.#echoed, null, null));
+        }
       }
       let ended = 0;
       for await (const chunk of this.chunks) {
+        if (chunk.promptLogprobs !== undefined) {
+          for (let i = 0; i < this.req.n; i++) {
+            send(this.#event(i, this.#echoed, null, [], false, null, chunk.promptLogprobs));
+          }
+          continue;
+        }
         this.#tick(chunk);
         const reason = chunk.finishReason ? finishReason(chunk.finishReason) : null;
         // One event per generated token, as vLLM streams: the text may be "" while a UTF-8

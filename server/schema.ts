@@ -5,8 +5,7 @@
  *
  * Beyond OpenAI's fields, vLLM's sampling extensions are accepted: top_k, min_p,
  * repetition_penalty, ignore_eos, stop_token_ids. Not supported, so accepted only at their
- * neutral values: best_of (1); echo together with logprobs (it would need the prompt's
- * logprobs, which the engine does not compute; OpenAI refuses the pair too). Every other field
+ * neutral values: best_of (1). Every other field
  * is checked by server/fields.ts: unknown or unsupported ones get a 400 naming them.
  *
  * @module
@@ -276,16 +275,15 @@ export function parseCompletionRequest(raw: unknown): GenerationRequest {
     throw badField("suffix", "is not supported by this server");
   }
   const echo = optBoolean(body, "echo") ?? false;
-  if (echo && logprobs !== undefined) {
-    throw badField(
-      "echo",
-      "cannot be combined with logprobs: this server does not compute the prompt's logprobs",
-    );
-  }
   const base = common(body);
   return {
     ...base,
-    params: { ...base.params, logprobs: logprobs ?? null },
+    params: {
+      ...base.params,
+      logprobs: logprobs ?? null,
+      // echo with logprobs returns the prompt's logprobs first, as vLLM does.
+      promptLogprobs: echo && logprobs !== undefined ? logprobs : null,
+    },
     prompt: parsed,
     echo,
   };

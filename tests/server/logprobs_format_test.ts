@@ -38,14 +38,14 @@ Deno.test("completions top_logprobs: a repeated text takes the later logprob, as
   assert.deepEqual(byText.tokens, ["\ufffd"]);
   assert.deepEqual(byText.token_logprobs, [-1.5]);
   // Built as vLLM builds it: {p2: -1.5}, then a, p1 (same text as p2: overwrites), b (clamped).
-  assert.deepEqual(Object.entries(byText.top_logprobs[0]), [
+  assert.deepEqual(Object.entries(byText.top_logprobs[0]!), [
     ["\ufffd", -1],
     ["a", -0.5],
     ["b", -9999],
   ]);
   const byId = completionLogprobs([entry], { texts, asIds: true });
   assert.deepEqual(byId.tokens, [`token_id:${p2}`]);
-  assert.deepEqual(Object.entries(byId.top_logprobs[0]), [
+  assert.deepEqual(Object.entries(byId.top_logprobs[0]!), [
     [`token_id:${p2}`, -1.5],
     [`token_id:${a}`, -0.5],
     [`token_id:${p1}`, -1],

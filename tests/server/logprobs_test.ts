@@ -601,7 +601,6 @@ Deno.test({
           [c, { prompt: "x", logprobs: true }, "logprobs"],
           [c, { prompt: "x", logprobs: "5" }, "logprobs"],
           [c, { prompt: "x", top_logprobs: 2 }, "top_logprobs"],
-          [c, { prompt: "x", logprobs: 2, echo: true }, "echo"],
           [chat, { messages: m, logprobs: 1 }, "logprobs"],
           [chat, { messages: m, logprobs: "true" }, "logprobs"],
           [chat, { messages: m, top_logprobs: 3 }, "top_logprobs"],

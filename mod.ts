@@ -172,6 +172,7 @@ export { SafetensorsError } from "./models/safetensors.ts";
 export { RequestRejectedError, type SchedulerMetrics } from "./engine/scheduler.ts";
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
 export type { LogprobEntry } from "./engine/request_text.ts";
+export type { PromptTokenLogprobs } from "./engine/prompt_logprobs.ts";
 export { TokenTexts } from "./engine/token_texts.ts";
 export {
   type ChatMessage,

@@ -18,7 +18,7 @@ import {
   type LoadedVariant,
 } from "../kernels/launcher.ts";
 import { loadLinearOps } from "../ops/gpu/linear.ts";
-import { type KernelSignature, PARAM_BYTES } from "../kernels/signature.ts";
+import { type KernelSignature, packLayout, PARAM_BYTES } from "../kernels/signature.ts";
 import {
   buildFakeDriver,
   type FakeControl,
@@ -159,6 +159,84 @@ for (const packing of ["params", "extra"] as ArgumentPacking[]) {
         assert.equal(record.functionName, "all_types");
         assert.deepEqual(record.args, expectedAllTypes(expect));
       }
+    }),
+  );
+}
+
+/**
+ * A signature whose narrow parameters come before wide ones, so the packing must pad: an i32
+ * before a pointer, an f16 before an i64, a bf16 before a pointer.
+ */
+const PADDED: KernelSignature = {
+  name: "padded",
+  params: [
+    { name: "n", type: "i32" },
+    { name: "out", type: "ptr" },
+    { name: "h", type: "f16" },
+    { name: "l", type: "i64" },
+    { name: "bh", type: "bf16" },
+    { name: "in", type: "ptr" },
+    { name: "tail", type: "u32" },
+  ],
+};
+
+/**
+ * The bytes of PADDED as the C ABI lays out `struct { int32_t n; void* out; uint16_t h; int64_t
+ * l; uint16_t bh; void* in; uint32_t tail; }` (x86-64 and AArch64 alike), written by hand:
+ * 4 bytes of padding after n, 6 after h, 6 after bh; 52 bytes without the struct's tail padding.
+ */
+function expectedPadded(n: number, out: number, h: number, l: bigint, bh: number, inp: number) {
+  const bytes = new Uint8Array(52);
+  const dv = new DataView(bytes.buffer);
+  dv.setInt32(0, n, true);
+  dv.setBigUint64(8, BigInt(out), true);
+  dv.setUint16(16, h, true);
+  dv.setBigInt64(24, l, true);
+  dv.setUint16(32, bh, true);
+  dv.setBigUint64(40, BigInt(inp), true);
+  dv.setUint32(48, 0xdeadbeef, true);
+  return bytes;
+}
+
+Deno.test("packLayout: an i32 before a pointer pads to the pointer's alignment", () => {
+  assert.deepEqual(packLayout(PADDED.params), { offsets: [0, 8, 16, 24, 32, 40, 48], size: 52 });
+});
+
+for (const packing of ["params", "extra"] as ArgumentPacking[]) {
+  Deno.test(
+    `launcher (${packing}): narrow arguments before wide ones are padded as the C ABI pads`,
+    withFake((gpu, module, fake) => {
+      setSizes(fake, PADDED);
+      const { launch } = createLauncher(gpu.launchAbi, PADDED, generic(module, "padded"), {
+        packing,
+      });
+      const buffer = gpu.alloc(256);
+      const stream = gpu.createStream();
+      // Every byte of each value is non-zero, so a value written at a wrong offset shows.
+      const l = -0x0102030405060708n;
+      launch(
+        1,
+        1,
+        1,
+        32,
+        1,
+        1,
+        0,
+        stream,
+        -2,
+        buffer.ptr + 32,
+        0x3c01,
+        l,
+        0x3f81,
+        buffer,
+        0xdeadbeef,
+      );
+      const record = fake.lastLaunch();
+      assert.equal(record.functionName, "padded");
+      assert.deepEqual(
+        record.args,
+        expectedPadded(-2, buffer.ptr + 32, 0x3c01, l, 0x3f81, buffer.ptr),
+      );
     }),
   );
 }

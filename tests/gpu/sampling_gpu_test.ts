@@ -44,6 +44,12 @@ import { philox4x32 } from "../../backends/philox.ts";
 import { loadKernels } from "../../kernels/modules.ts";
 import { loadSamplingOps } from "../../ops/gpu/sampling.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
+import {
+  BOUNDARY_CASES,
+  BOUNDARY_LOGITS,
+  BOUNDARY_TEMPERATURE,
+  BOUNDARY_VOCAB,
+} from "../support/top_p_boundary.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 
@@ -396,6 +402,29 @@ gpuTest("gpu: sample agrees with the CPU on 1000 random rows", (rig) => {
   }
   compareSample(rig, logits, randomParams(batch, vocab, 4321), batch, vocab, "1000 rows");
 });
+
+gpuTest(
+  "gpu: top-p at, and one f32 step past, each boundary draws the closed-form nucleus",
+  (rig) => {
+    // Rows of one case each, 512 steps per case: every nucleus token is drawn, none outside it.
+    const perCase = 512, vocab = BOUNDARY_VOCAB, batch = perCase * BOUNDARY_CASES.length;
+    const logits = new Float32Array(batch * vocab);
+    const params = randomParams(batch, vocab, 17);
+    for (let b = 0; b < batch; b++) {
+      logits.set(BOUNDARY_LOGITS, b * vocab);
+      params.temperature[b] = BOUNDARY_TEMPERATURE;
+      params.topK[b] = 0;
+      params.topP[b] = BOUNDARY_CASES[Math.floor(b / perCase)][0];
+      params.minP[b] = 0;
+      params.step[b] = b;
+    }
+    const ids = compareSample(rig, logits, params, batch, vocab, "top-p boundary");
+    BOUNDARY_CASES.forEach(([topP, nucleus], c) => {
+      const drawn = new Set(ids.subarray(c * perCase, (c + 1) * perCase));
+      assert.deepEqual([...drawn].sort(), [...nucleus], `tokens drawn at topP ${topP}`);
+    });
+  },
+);
 
 gpuTest("gpu: sample is reproducible, and the step changes the draw", (rig) => {
   const batch = 256, vocab = 128256;

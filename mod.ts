@@ -88,7 +88,9 @@ export {
   LaunchArgumentError,
   ModuleLoadError,
   NoDeviceError,
+  UnsupportedShapeError,
 } from "./backends/errors.ts";
+export { reportFallback, setFallbackSink } from "./backends/fallbacks.ts";
 export {
   AUTO_ORDER,
   type BackendChoice,

@@ -36,7 +36,8 @@ import {
   ltSymbols,
 } from "./cublaslt_ffi.ts";
 import { cStringFrom, openLibrary } from "./dlopen.ts";
-import { DriverError, DriverNotFoundError } from "./errors.ts";
+import { DriverError, DriverNotFoundError, UnsupportedShapeError } from "./errors.ts";
+import { reportFallback } from "./fallbacks.ts";
 import type { DriverAdapter } from "./gpu_backend.ts";
 
 /** Options for opening a vendor Lt library (cuBLASLt or hipBLASLt). */
@@ -320,8 +321,13 @@ class LtGemm implements GemmAccelerator {
       plan.algo = candidate;
       try {
         timed.push({ algo: candidate, ms: time(run) });
-      } catch {
-        continue; // refused for this problem: not a choice
+      } catch (error) {
+        // Refused for this problem: not a choice. Any other failure is real.
+        if (!(error instanceof UnsupportedShapeError)) throw error;
+        reportFallback(
+          `${this.#lt.label} refused an algorithm its heuristic offered`,
+          `${error.message}; tuning skips it`,
+        );
       }
     }
     if (timed.length === 0) return;
@@ -527,7 +533,15 @@ class LtGemm implements GemmAccelerator {
 
   #fail(code: number, role: LtRole, hint = ""): never {
     const { name, message } = this.#lt.statusText(code);
-    throw new DriverError(this.#lt.backend, this.#lt.names[role], code, name, message, hint);
+    const error = new DriverError(
+      this.#lt.backend,
+      this.#lt.names[role],
+      code,
+      name,
+      message,
+      hint,
+    );
+    throw code === this.#lt.notSupported ? new UnsupportedShapeError(error) : error;
   }
 
   /** Destroys everything made so far, each once; returns the first failure instead of throwing. */

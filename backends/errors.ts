@@ -29,6 +29,27 @@ export class DriverError extends Error {
   }
 }
 
+/**
+ * A vendor library (cuBLASLt, hipBLASLt) has no algorithm for a problem, or refuses one it
+ * offered: its NOT_SUPPORTED status. Callers with another way to compute fall back on it.
+ */
+export class UnsupportedShapeError extends DriverError {
+  /**
+   * Creates the error from the library call's error.
+   * @param cause the error of the call that returned NOT_SUPPORTED
+   */
+  constructor(cause: DriverError) {
+    super(cause.backend, cause.call, cause.code, cause.codeName, cause.driverMessage);
+    this.message = cause.message;
+    this.name = "UnsupportedShapeError";
+  }
+}
+
+/** Whether `error` is a device allocation that failed for want of memory (CUDA or HIP). */
+export function isOutOfMemory(error: unknown): error is DriverError {
+  return error instanceof DriverError && /OUT_OF_MEMORY|OutOfMemory/.test(error.codeName);
+}
+
 /** The driver library itself could not be loaded, or lacks a symbol Denali needs. */
 export class DriverNotFoundError extends Error {
   /**

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import type { DeviceBuffer, Stream } from "../backends/backend.ts";
 import { openCuda } from "../backends/cuda.ts";
 import { DriverError } from "../backends/errors.ts";
+import { setFallbackSink } from "../backends/fallbacks.ts";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
 import type { AttentionShape } from "../ops/ops.ts";
 import {
@@ -236,4 +237,36 @@ Deno.test("attention launch: plain where the backend has no programmatic launch"
   await withOps({}, {}, assertAllPlain);
   await withOps(EX, {}, assertAllPlain, (f) => f.setComputeCapability(8, 0));
   await withOps(EX, {}, assertAllPlain, (f) => f.setDriverVersion(12020));
+});
+
+Deno.test("attention: a device refusing the two-stage shared memory gets one stage, reported once", async () => {
+  const lines: string[] = [];
+  const previous = setFallbackSink((line) => lines.push(line));
+  try {
+    // Both head dims (64, then 128) are refused their raised limit.
+    await withOps(EX, {}, (calls) => {
+      const prefill = calls.prefill();
+      assert.equal(prefill.functionName, "prefill_attn_d128");
+      assert.equal(prefill.sharedMem, 2 * 64 * 136 * 2, "one K/V stage");
+    }, (fake) => {
+      fake.failNext("funcSetAttribute", 1);
+      fake.failNext("funcSetAttribute", 1);
+    });
+    assert.equal(lines.length, 1, lines.join("\n"));
+    assert.match(
+      lines[0],
+      /^\[denali\] fallback: the device refuses the two-stage prefill attention's shared memory: cuFuncSetAttribute failed/,
+    );
+  } finally {
+    setFallbackSink(previous);
+  }
+});
+
+Deno.test("attention: any other failure while raising the limit propagates", async () => {
+  await assert.rejects(
+    () => withOps(EX, {}, () => {}, (fake) => fake.failNext("funcSetAttribute", 700)),
+    (e: Error) =>
+      e instanceof DriverError && e.call === "cuFuncSetAttribute" &&
+      e.codeName === "CUDA_ERROR_ILLEGAL_ADDRESS",
+  );
 });

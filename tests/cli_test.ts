@@ -23,6 +23,7 @@ const CLIS = [
   "bench/launch_denali.ts",
   "bench/scriptable_bench.ts",
   "bench/serve_bench.ts",
+  "bench/soak.ts",
   "bench/throughput_targets.ts",
   "bench/kernels/attention_bench.ts",
   "bench/kernels/elementwise_bench.ts",

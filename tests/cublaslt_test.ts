@@ -17,7 +17,8 @@ import { CUBLASLT_SYMBOLS, LT_SIGNATURES, ltSymbolNames } from "../backends/cubl
 import { CUDA_SYMBOLS } from "../backends/cuda_ffi.ts";
 import { symbolNames } from "../backends/driver_ffi.ts";
 import { cStringFrom } from "../backends/dlopen.ts";
-import { DriverError } from "../backends/errors.ts";
+import { DriverError, UnsupportedShapeError } from "../backends/errors.ts";
+import { setFallbackSink } from "../backends/fallbacks.ts";
 import { HIP_SYMBOLS } from "../backends/hip_ffi.ts";
 import { HIPBLASLT_PATHS, openHipBlasLt } from "../backends/hipblaslt.ts";
 import { HIPBLASLT_SYMBOLS } from "../backends/hipblaslt_ffi.ts";
@@ -377,6 +378,39 @@ for (const flavour of FLAVOURS) {
     assert.throws(() => f.gemm.tune!(out, x, w, 0, n, k, f.stream, time), RangeError);
   });
 
+  t("tune reports a refused algorithm once, and any other failure propagates", (f) => {
+    const lines: string[] = [];
+    const previous = setFallbackSink((line) => lines.push(line));
+    try {
+      f.fake.fake_lt_set_candidates(3, 0);
+      const n = 8, k = 16;
+      const x = upload(f.cpu, bf16Random(8 * k, 7)), w = upload(f.cpu, bf16Random(n * k, 8));
+      const out = f.cpu.alloc(256);
+      for (const m of [4, 5]) {
+        const { time } = fakeClock(f, () => 1);
+        f.gemm.tune!(out, x, w, m, n, k, f.stream, time);
+      }
+      assert.equal(lines.length, 1, lines.join("\n"));
+      assert.match(
+        lines[0],
+        new RegExp(
+          `^\\[denali\\] fallback: ${flavour.label} refused an algorithm its heuristic offered`,
+        ),
+      );
+      assert.match(lines[0], new RegExp(flavour.notSupported.name));
+      // A candidate that fails otherwise (the device, not the library's choice) is not skipped.
+      const { code, name } = flavour.executionFailed;
+      f.fake.fake_lt_set_candidates(3, -1);
+      failNext(f.fake, flavour.call("Matmul"), code);
+      const { time } = fakeClock(f, () => 1);
+      const error = thrown(() => f.gemm.tune!(out, x, w, 6, n, k, f.stream, time));
+      assert.ok(error instanceof DriverError && !(error instanceof UnsupportedShapeError));
+      assert.equal(error.codeName, name);
+    } finally {
+      setFallbackSink(previous);
+    }
+  });
+
   t("tune keeps the heuristic's first guess unless another is clearly faster", (f) => {
     // Four usable candidates. The clock: 0 → 5 ms, 1 → 4.9 ms (2% faster: within the margin),
     // 2 → 4.95 ms, 3 → 4.8 ms (4% faster) at first, then 5.2 ms in the final rounds. Candidate 0
@@ -467,7 +501,7 @@ for (const flavour of FLAVOURS) {
   t("reports a shape without an algorithm, naming the shape", (f) => {
     f.fake.fake_lt_set_no_algorithm(1);
     const error = thrown(() => gemmError(f, 2, 8, 16, 1));
-    assert.ok(error instanceof DriverError, String(error));
+    assert.ok(error instanceof UnsupportedShapeError, String(error));
     assert.equal(error.call, flavour.call("MatmulAlgoGetHeuristic"));
     assert.equal(error.code, flavour.notSupported.code);
     assert.equal(error.codeName, flavour.notSupported.name);

@@ -30,6 +30,8 @@
  */
 
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
+import { DriverError } from "../../backends/errors.ts";
+import { reportFallback } from "../../backends/fallbacks.ts";
 import {
   checkAttentionShape,
   checkDecode,
@@ -179,8 +181,16 @@ export async function loadAttentionOps(
           fn.setMaxDynamicSharedMemory(bytes);
         });
         return { launch: raised.launch, stages: 2 };
-      } catch {
-        // The device refuses that much shared memory: one stage.
+      } catch (error) {
+        // The device refuses that much shared memory (an invalid value for the attribute): one
+        // stage. Anything else, a sticky device error included, is real.
+        const refused = error instanceof DriverError && /FuncSetAttribute$/i.test(error.call) &&
+          /INVALID_VALUE|InvalidValue/.test(error.codeName);
+        if (!refused) throw error;
+        reportFallback(
+          "the device refuses the two-stage prefill attention's shared memory",
+          `${error.message}; prefill attention runs one K/V stage`,
+        );
       }
     }
     return { launch: get(name), stages: 1 };

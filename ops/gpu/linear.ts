@@ -31,6 +31,8 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { isOutOfMemory, UnsupportedShapeError } from "../../backends/errors.ts";
+import { reportFallback } from "../../backends/fallbacks.ts";
 import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import type { LinearOps } from "../ops.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
@@ -417,8 +419,13 @@ export async function loadLinearOps(
     };
     try {
       for (const bytes of [2 * m * k, 2 * n * k, 2 * m * n]) buffers.push(backend.alloc(bytes));
-    } catch {
+    } catch (error) {
       free();
+      if (!isOutOfMemory(error)) throw error;
+      reportFallback(
+        "no memory to time linear shapes",
+        `${error.message}; such a shape keeps Denali's kernel until a later prepareLinear`,
+      );
       return null;
     }
     const [x, w, out] = buffers;
@@ -451,8 +458,15 @@ export async function loadLinearOps(
       try {
         accel!.tune?.(out, x, w, m, n, k, stream, time);
         libMs = time(lib);
-      } catch {
-        return false; // the library rejects the shape: Denali's kernel it is
+      } catch (error) {
+        // The library has no algorithm for the shape: Denali's kernel it is. Anything else (a
+        // failed launch, a broken stream) is a real error.
+        if (!(error instanceof UnsupportedShapeError)) throw error;
+        reportFallback(
+          `${accel!.name} refused a linear shape`,
+          `${error.message}; Denali's kernel runs it`,
+        );
+        return false;
       }
       ownMs = Math.min(ownMs, time(own));
       libMs = Math.min(libMs, time(lib));
@@ -484,7 +498,12 @@ export async function loadLinearOps(
         if (flush === undefined) {
           try {
             flush = backend.alloc(FLUSH_BYTES);
-          } catch {
+          } catch (error) {
+            if (!isOutOfMemory(error)) throw error;
+            reportFallback(
+              "no memory for the L2-evicting fill",
+              `${error.message}; linear shapes are timed with whatever L2 holds`,
+            );
             flush = null;
           }
         }

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { DriverError, UnsupportedShapeError } from "../../backends/errors.ts";
+import { setFallbackSink } from "../../backends/fallbacks.ts";
 import assert from "node:assert/strict";
 import type {
   Backend,
@@ -308,6 +310,12 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     // and events read that clock, so the timing race has a known winner.
     const launchNs = 5000;
     let now = 0, accelNs = 1000, accelCalls = 0, accelThrows = false;
+    const refusal = new UnsupportedShapeError(
+      new DriverError("cuda", "cublasLtMatmul", 15, "CUBLAS_STATUS_NOT_SUPPORTED", "not supported"),
+    );
+    let accelError: Error = refusal;
+    const fallbacks: string[] = [];
+    const previousSink = setFallbackSink((line) => fallbacks.push(line));
     const realAbi = gpu.launchAbi!;
     const abi: LaunchAbi = {
       ...realAbi,
@@ -319,7 +327,7 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     const accel: GemmAccelerator = {
       name: "fake accelerator",
       gemm() {
-        if (accelThrows) throw new RangeError("fake accelerator: unsupported shape");
+        if (accelThrows) throw accelError;
         accelCalls++;
         now += accelNs;
       },
@@ -395,6 +403,17 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     accelThrows = true;
     ops.prepareLinear([{ m: 5, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(5, 256, 512, x, w), "gemv8");
+    // The refusal is reported, once however many shapes it hits.
+    ops.prepareLinear([{ m: 9, n: 256, k: 512 }], s);
+    assert.deepEqual(fallbacks, [
+      "[denali] fallback: fake accelerator refused a linear shape: " +
+      "cublasLtMatmul failed: CUBLAS_STATUS_NOT_SUPPORTED (15): not supported; Denali's kernel runs it",
+    ]);
+    // Any other accelerator failure is a real error: it propagates, nothing leaks.
+    accelError = new DriverError("cuda", "cublasLtMatmul", 14, "CUBLAS_STATUS_INTERNAL_ERROR", "x");
+    assert.throws(() => ops.prepareLinear([{ m: 10, n: 256, k: 512 }], s), /INTERNAL_ERROR/);
+    assert.equal(ops.kernelName(10, 256, 512, x, w), "gemv8");
+    assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when the accelerator fails");
     accelThrows = false;
 
     // No room for scratch: the shape stays unprepared, and a later prepareLinear retries it.
@@ -403,14 +422,20 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     ops.prepareLinear([{ m: 6, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(6, 256, 512, x, w), "gemv8");
     assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when an allocation fails");
+    assert.match(fallbacks.at(-1)!, /^\[denali\] fallback: no memory to time linear shapes: /);
     ops.prepareLinear([{ m: 6, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(6, 256, 512, x, w), "accelerator");
+    // An allocation failing for another reason is not "no room": it propagates.
+    fake.failNext("memAlloc", 1);
+    assert.throws(() => ops.prepareLinear([{ m: 11, n: 256, k: 512 }], s), /INVALID_VALUE/);
+    assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when an allocation fails");
 
     // A failing Denali kernel is a bug, not a reason to prefer the library: it propagates.
     fake.failNext("launchKernel", 1);
     assert.throws(() => ops.prepareLinear([{ m: 7, n: 256, k: 512 }], s), /cuLaunchKernel/);
     assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when a launch fails");
     for (const b of [x, w, out]) gpu.free(b);
+    setFallbackSink(previousSink);
   } finally {
     gpu.close();
     fake.reset();

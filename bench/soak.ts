@@ -318,7 +318,7 @@ export async function soak(
       } finally {
         clearTimeout(timer);
       }
-      if (now() - lastReport >= Number(Deno.env.get("SOAK_REPORT_S") ?? 30)) {
+      if (now() - lastReport >= 30) {
         lastReport = now();
         const total = Object.values(sent).reduce((a, b) => a + b, 0);
         const stats = engine.stats();

@@ -831,6 +831,7 @@ export class Engine {
    */
   #startWaiting(request: Request): void {
     const waiting = request.waiting;
+    if (waiting.length === 0 && request.score === null) return; // the common case: n = 1
     request.waiting = [];
     for (const choice of waiting) {
       this.#scheduler.add(choice.seq);

@@ -3,7 +3,7 @@
  * prompts, each under the body limit, sent while a stream runs, are all refused with
  * `context_length_exceeded` within a deadline, and the stream's events keep coming meanwhile.
  * Before the fix each such prompt was encoded on the event loop (about a microsecond per byte):
- * the stream stalled for seconds per prompt.
+ * the stream stalled for seconds per prompt, and four took the resident set to 1.26 GB.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +13,8 @@ import { assertApiError, startTestServer } from "../support/server.ts";
 const STALL_BOUND_MS = 1500;
 /** All four refusals must arrive within this, in ms (encoding them all would take ~16 s). */
 const REFUSAL_DEADLINE_MS = 6000;
+/** Most the resident set may grow while they are refused (encoding them took it to 1.26 GB). */
+const RSS_GROWTH_BOUND = 512 * 2 ** 20;
 
 Deno.test({
   name: "four 4 MB prompts are refused at once and never stall a running stream",
@@ -49,11 +51,19 @@ Deno.test({
 
       const huge = JSON.stringify({ model, prompt: "x".repeat(4_000_000), max_tokens: 4 });
       assert(huge.length < 4 * 2 ** 20, "under the body limit, so the prompt check must act");
+      const rssBefore = Deno.memoryUsage().rss;
+      let rssPeak = rssBefore;
+      const sampler = setInterval(() => {
+        rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss);
+      }, 10);
       const sent = performance.now();
       const replies = await Promise.all(
         Array.from({ length: 4 }, () => post("/v1/completions", huge)),
       );
       const refusedIn = performance.now() - sent;
+      clearInterval(sampler);
+      const growth = rssPeak - rssBefore;
+      assert(growth < RSS_GROWTH_BOUND, `RSS grew ${(growth / 2 ** 20).toFixed(0)} MiB`);
       for (const res of replies) {
         const error = await assertApiError(res, 400, "prompt", "huge prompt");
         assert.deepStrictEqual(error.code, "context_length_exceeded");
@@ -79,7 +89,7 @@ Deno.test({
       assert(worst < STALL_BOUND_MS, `the stream stalled for ${worst.toFixed(0)} ms`);
       console.log(
         `4 huge prompts refused in ${refusedIn.toFixed(0)} ms; longest stream gap ` +
-          `${worst.toFixed(0)} ms`,
+          `${worst.toFixed(0)} ms; RSS grew ${(growth / 2 ** 20).toFixed(0)} MiB`,
       );
       // The server still serves.
       const ok = await fetch(`${base}/health`);

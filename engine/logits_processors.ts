@@ -4,8 +4,9 @@
  * - a **kernel** processor launches a user kernel (compiled with `compileKernels`) once per step
  *   over all the rows that use it, at the cost of one generated launch; engine-wide ones are
  *   recorded into the decode graphs, so a replayed step pays nothing on the host for them;
- * - a **host** processor calls a TypeScript function on each row's logits: the row is copied to
- *   pinned host memory, the stream is waited for, the function runs and the row is copied back.
+ * - a **host** processor calls a TypeScript function on each row's logits: its rows are copied to
+ *   pinned host memory, the stream is waited for once, the function runs on each row and the rows
+ *   are copied back.
  *   It works on every backend (it is how a kernel's CPU reference runs on the CPU backend), but
  *   the wait stalls the pipeline each step: see bench/scriptable_bench.ts for its measured cost.
  *
@@ -51,8 +52,11 @@ export interface LogitsRows {
   readonly rowIds: Int32Array;
   /** The same indices on the device (i32). */
   readonly rowIdsDevice: DeviceBuffer;
-  /** Pinned host memory for one row of logits (vocab floats), for host processors. */
-  hostRow(): Float32Array;
+  /**
+   * Pinned host memory for `count` rows of logits (count × vocab floats), for host processors;
+   * allocated on first use and reused (valid until the next call).
+   */
+  hostRows(count: number): Float32Array;
   /** The sequence of the k-th row (k < count); null for engine-wide processors. */
   sequence(k: number): Sequence | null;
 }
@@ -205,7 +209,8 @@ export function kernelLogitsProcessor(
 /**
  * A processor that calls `fn` on each row's logits on the host (a pinned copy, written back after
  * `fn` returns). `seq` is the row's sequence, or null when the processor is engine-wide. Each
- * call waits for the stream: use a kernel processor where the step time matters.
+ * step waits for the stream once to copy the rows down: use a kernel processor where the step
+ * time matters.
  *
  * @example
  * ```ts ignore
@@ -223,16 +228,17 @@ export function hostLogitsProcessor(
     name,
     capturable: false,
     process(rows) {
-      const { backend, stream, logits, vocab } = rows;
-      const host = rows.hostRow();
-      for (let k = 0; k < rows.count; k++) {
-        const row = logits.slice(4 * vocab * rows.rowIds[rows.offset + k], 4 * vocab);
-        backend.copyToHost(host, row, stream);
-        stream.synchronize();
-        fn(host, rows.sequence(k));
-        // Ordered before the next row's copy into `host` on the same stream.
-        backend.copyToDevice(row, host, stream);
-      }
+      const { backend, stream, logits, vocab, count } = rows;
+      if (count === 0) return;
+      const host = rows.hostRows(count);
+      const rowOf = (k: number) =>
+        logits.slice(4 * vocab * rows.rowIds[rows.offset + k], 4 * vocab);
+      const hostOf = (k: number) => host.subarray(k * vocab, (k + 1) * vocab);
+      // All rows down, one wait, the calls, all rows back: one round trip per step, not per row.
+      for (let k = 0; k < count; k++) backend.copyToHost(hostOf(k), rowOf(k), stream);
+      stream.synchronize();
+      for (let k = 0; k < count; k++) fn(hostOf(k), rows.sequence(k));
+      for (let k = 0; k < count; k++) backend.copyToDevice(rowOf(k), hostOf(k), stream);
     },
   };
 }

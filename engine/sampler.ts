@@ -63,7 +63,8 @@ export class Sampler {
   readonly #vocab: number;
   readonly #owned: DeviceBuffer[] = [];
   readonly #stagedOwned: StagedWords[] = [];
-  #hostRow: Float32Array | null = null;
+  #hostRows: Float32Array = new Float32Array(0);
+  #hostRowsBuffer: HostBuffer | null = null;
   readonly #hosts: HostBuffer[] = [];
 
   readonly #ids: DeviceBuffer;
@@ -191,9 +192,19 @@ export class Sampler {
       for (let r = 0; r < R; r++) this.#allRows.words[r] = r;
       this.#allRows.upload(R, stream);
       this.#engineProcessors = options.engineProcessors ?? [];
-      this.#processorRows = new ProcessorRows(backend, stream, vocab, () => {
-        this.#hostRow ??= this.#pinned(Float32Array, vocab);
-        return this.#hostRow;
+      this.#processorRows = new ProcessorRows(backend, stream, vocab, (count) => {
+        // Taken on first use (most engines never run a host processor), grown by doubling.
+        if (this.#hostRows.length < count * vocab) {
+          // An earlier group's copies back may still read the old buffer.
+          stream.synchronize();
+          this.#hostRowsBuffer?.free();
+          this.#hostRowsBuffer = null;
+          const rows = Math.min(R, Math.max(count, (2 * this.#hostRows.length) / vocab));
+          this.#hostRowsBuffer = backend.allocHost(4 * rows * vocab);
+          const bytes = this.#hostRowsBuffer.bytes;
+          this.#hostRows = new Float32Array(bytes.buffer, bytes.byteOffset, rows * vocab);
+        }
+        return this.#hostRows.subarray(0, count * vocab);
       });
       const perRow = bitmaskWords(vocab);
       this.#maskWords = perRow;
@@ -292,6 +303,8 @@ export class Sampler {
 
   /** Releases every buffer; safe to call twice. */
   free(): void {
+    this.#hostRowsBuffer?.free();
+    this.#hostRowsBuffer = null;
     for (const staged of this.#stagedOwned) staged.free();
     this.#stagedOwned.length = 0;
     for (const buffer of this.#owned) this.#backend.free(buffer);
@@ -513,7 +526,7 @@ class ProcessorRows implements LogitsRows {
     readonly backend: Backend,
     readonly stream: Stream,
     readonly vocab: number,
-    readonly hostRow: () => Float32Array,
+    readonly hostRows: (count: number) => Float32Array,
   ) {}
 
   get rowIds(): Int32Array {

@@ -228,7 +228,7 @@ Deno.test("kernel processors launch (blocksPerRow, count) over the group's rows,
       offset: 5,
       rowIds: new Int32Array(16),
       rowIdsDevice: rowIds,
-      hostRow: () => new Float32Array(1000),
+      hostRows: (count: number) => new Float32Array(count * 1000),
       sequence: (): Sequence | null => null,
     };
     processor.process(rows);

@@ -6,7 +6,8 @@
  * know which device they run on.
  *
  * Conventions, the same for every implementation:
- * - Activations and weights are bf16, stored as raw 16-bit patterns; accumulation is fp32.
+ * - Activations and weights are bf16, stored as raw 16-bit patterns; accumulation is fp32. A
+ *   linear layer's weight may instead be FP8 E4M3 with per-row scales (ops/linear_weight.ts).
  *   Logits are f32. Token ids, positions, block tables, slot mappings and lengths are i32.
  * - Matrices are row-major. A linear layer's weight is [N, K] (HF's `[out, in]`), and
  *   `out[M, N] = x[M, K] · W[N, K]ᵀ`.
@@ -19,6 +20,9 @@
  */
 
 import type { DeviceBuffer, Stream } from "../backends/backend.ts";
+import type { Fp8Weight, LinearWeight } from "./linear_weight.ts";
+
+export type { Fp8Weight, LinearWeight } from "./linear_weight.ts";
 
 /** The elementwise and normalisation family (kernels/src/elementwise.cu, ops/cpu/elementwise.ts). */
 export type ElementwiseOps = Pick<
@@ -35,6 +39,8 @@ export type ElementwiseOps = Pick<
 >;
 /** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
 export type LinearOps = Pick<ModelOps, "linear" | "prepareLinear">;
+/** FP8 weight quantization (kernels/src/linear_fp8.cu, ops/cpu/fp8.ts). */
+export type Fp8Ops = Pick<ModelOps, "quantizeFp8" | "dequantizeFp8" | "fp8ScratchBytes">;
 /** The attention and KV-cache family (kernels/src/attention.cu, ops/cpu/attention.ts). */
 export type AttentionOps = Pick<
   ModelOps,
@@ -232,11 +238,16 @@ export interface ModelOps {
     stream: Stream,
   ): void;
 
-  /** out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation. */
+  /**
+   * out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation. W is bf16, or FP8 with
+   * per-row scales (an {@link Fp8Weight}): then out[m, n] = scales[n] · Σ x[m, k] · e4m3(W[n, k])
+   * for M <= 16 (the W8A16 GEMV), and for larger M the bf16 GEMM over W dequantized into the
+   * weight's scratch (each element bf16(scales[n] · e4m3(W[n, k])), as `dequantizeFp8`).
+   */
   linear(
     out: DeviceBuffer,
     x: DeviceBuffer,
-    weight: DeviceBuffer,
+    weight: LinearWeight,
     m: number,
     n: number,
     k: number,
@@ -249,6 +260,22 @@ export interface ModelOps {
    * prepared run on Denali's own kernel. A no-op where there is nothing to choose.
    */
   prepareLinear(shapes: readonly { m: number; n: number; k: number }[], stream: Stream): void;
+
+  /**
+   * Quantizes a bf16 weight [n, k] to FP8 with one scale per row: scales[n] = f32(amax_n / 448)
+   * (1 for an all-zero row), data[n, k] = e4m3(f32(W[n, k] / scales[n])), rounded to nearest
+   * even and saturated to ±448 (backends/fp8.ts). Every backend writes the same bits.
+   */
+  quantizeFp8(out: Fp8Weight, weight: DeviceBuffer, n: number, k: number, stream: Stream): void;
+
+  /** out[n, k] (bf16) = bf16(f32(scales[n] · e4m3(W[n, k]))): the FP8 weight as a bf16 one. */
+  dequantizeFp8(out: DeviceBuffer, weight: Fp8Weight, n: number, k: number, stream: Stream): void;
+
+  /**
+   * Bytes of the bf16 scratch `linear` needs for an FP8 weight of [n, k] (0 where it needs
+   * none, as on the CPU); one scratch of the largest such size serves every weight of a model.
+   */
+  fp8ScratchBytes(n: number, k: number): number;
 
   /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, inter + i]; gateUp is [tokens, 2 · inter]. */
   siluMul(

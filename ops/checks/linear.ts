@@ -6,6 +6,7 @@
  */
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
+import { type Fp8Weight, isFp8Weight, type LinearWeight } from "../linear_weight.ts";
 
 const INT32_MAX = 0x7fffffff;
 
@@ -32,16 +33,32 @@ function checkBytes(
   }
 }
 
+/** Validates an FP8 weight of [n, k]: codes of n·k bytes and n f32 scales. */
+export function checkFp8Weight(op: string, weight: Fp8Weight, n: number, k: number): void {
+  if (weight.data.bytes < n * k) {
+    throw new RangeError(
+      `${op}: the FP8 weight's data holds ${weight.data.bytes} bytes, but [n, k] = ${n}×${k} ` +
+        `E4M3 needs ${n * k}`,
+    );
+  }
+  if (weight.scales.bytes < 4 * n) {
+    throw new RangeError(
+      `${op}: the FP8 weight's scales hold ${weight.scales.bytes} bytes, but ${n} rows need ` +
+        `${4 * n} (one f32 each)`,
+    );
+  }
+}
+
 /**
  * Validates a linear call: m, n and k positive int32, and out, x and weight big enough for
- * [m, n], [m, k] and [n, k] bf16. Throws a RangeError naming the op, the argument and the sizes;
- * allocates nothing when the arguments are good.
+ * [m, n], [m, k] and [n, k] (bf16, or FP8 codes and per-row scales). Throws a RangeError naming
+ * the op, the argument and the sizes; allocates nothing when the arguments are good.
  */
 export function checkLinearArgs(
   op: string,
   out: DeviceBuffer,
   x: DeviceBuffer,
-  weight: DeviceBuffer,
+  weight: LinearWeight,
   m: number,
   n: number,
   k: number,
@@ -50,8 +67,23 @@ export function checkLinearArgs(
   checkDim(op, "n", n);
   checkDim(op, "k", k);
   checkBytes(op, "x", x, m, k, "[m, k]");
-  checkBytes(op, "weight", weight, n, k, "[n, k]");
+  if (isFp8Weight(weight)) checkFp8Weight(op, weight, n, k);
+  else checkBytes(op, "weight", weight, n, k, "[n, k]");
   checkBytes(op, "out", out, m, n, "[m, n]");
+}
+
+/** Validates a quantizeFp8 or dequantizeFp8 call: the bf16 side [n, k] and the FP8 side. */
+export function checkFp8Args(
+  op: string,
+  bf16: DeviceBuffer,
+  fp8: Fp8Weight,
+  n: number,
+  k: number,
+): void {
+  checkDim(op, "n", n);
+  checkDim(op, "k", k);
+  checkBytes(op, "the bf16 weight", bf16, n, k, "[n, k]");
+  checkFp8Weight(op, fp8, n, k);
 }
 
 /** Validates prepareLinear's shapes: each m, n and k a positive int32. */

@@ -7,10 +7,17 @@
 import type { ModelOps } from "../ops.ts";
 import { cpuAttentionOps } from "./attention.ts";
 import { cpuElementwiseOps } from "./elementwise.ts";
+import { cpuFp8Ops } from "./fp8.ts";
 import { cpuLinearOps } from "./linear.ts";
 import { cpuSamplingOps } from "./sampling.ts";
 
 /** Every CPU operator family as one ModelOps. */
 export function cpuOps(): ModelOps {
-  return { ...cpuElementwiseOps(), ...cpuLinearOps(), ...cpuAttentionOps(), ...cpuSamplingOps() };
+  return {
+    ...cpuElementwiseOps(),
+    ...cpuLinearOps(),
+    ...cpuFp8Ops(),
+    ...cpuAttentionOps(),
+    ...cpuSamplingOps(),
+  };
 }

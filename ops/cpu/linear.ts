@@ -1,6 +1,6 @@
 /**
  * CPU linear ops: out[M, N] = x[M, K] · W[N, K]ᵀ over bf16 host buffers, the reference the GPU
- * kernels are tested against. Sums are accumulated in double precision (at least as accurate as
+ * kernels are tested against (FP8 weights go to ops/cpu/fp8.ts). Sums are accumulated in double precision (at least as accurate as
  * the GPU's fp32) and each output is rounded once to bf16, as the GPU stores it.
  *
  * Four W rows are done per pass over an x row: one x load feeds four independent sums, which
@@ -15,7 +15,9 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
+import { isFp8Weight } from "../linear_weight.ts";
 import type { LinearOps } from "../ops.ts";
+import { fp8LinearRows } from "./fp8.ts";
 
 /** Up to this many x rows, W is read through the bf16 table rather than decoded to scratch. */
 const TABLE_ROWS = 2;
@@ -147,11 +149,16 @@ export function cpuLinearOps(): LinearOps {
   return {
     linear(out, x, weight, m, n, k) {
       checkLinearArgs("linear", out, x, weight, m, n, k);
-      const xb = bf16View(x, m * k), wb = bf16View(weight, n * k), ob = bf16View(out, m * n);
+      const xb = bf16View(x, m * k), ob = bf16View(out, m * n);
       if (xf.length < m * k) xf = new Float32Array(m * k);
-      if (wf.length < 4 * k) wf = new Float32Array(4 * k);
       const xw = new Uint32Array(xf.buffer, 0, m * k);
       for (let i = 0; i < m * k; i++) xw[i] = xb[i] << 16;
+      if (isFp8Weight(weight)) {
+        fp8LinearRows(ob, xf, weight, m, n, k);
+        return;
+      }
+      const wb = bf16View(weight, n * k);
+      if (wf.length < 4 * k) wf = new Float32Array(4 * k);
       const n4 = n - (n % 4);
       if (m <= TABLE_ROWS) columnsViaTable(ob, xf, wb, m, n, k, n4);
       else columnsViaScratch(ob, xf, wb, wf, m, n, k, n4);

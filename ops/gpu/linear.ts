@@ -34,7 +34,9 @@ import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { isOutOfMemory, UnsupportedShapeError } from "../../backends/errors.ts";
 import { reportFallback } from "../../backends/fallbacks.ts";
 import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
-import type { LinearOps } from "../ops.ts";
+import { isFp8Weight } from "../linear_weight.ts";
+import type { Fp8Ops, LinearOps } from "../ops.ts";
+import { loadFp8Ops } from "./fp8.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import {
   launcherWith,
@@ -89,8 +91,11 @@ export interface GemvLaunch {
   readonly programmatic: boolean;
 }
 
-/** The linear ops, plus which kernel a call would run (for benchmark labels). */
-export interface GpuLinearOps extends LinearOps {
+/**
+ * The linear ops (with the FP8 weight ops of ops/gpu/fp8.ts), plus which kernel a call would run
+ * (for benchmark labels).
+ */
+export interface GpuLinearOps extends LinearOps, Fp8Ops {
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
   kernelName(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer): string;
   /**
@@ -228,6 +233,8 @@ export async function loadLinearOps(
     mma[Number(code)] = bigShared(sm90!, g.name, g.shared);
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
+  // FP8 weights: the W8A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
+  const fp8 = await loadFp8Ops(backend, { programmatic });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
@@ -479,8 +486,15 @@ export async function loadLinearOps(
   }
 
   return {
-    linear(out, x, weight, m, n, k, stream) {
-      checkLinearArgs("linear", out, x, weight, m, n, k);
+    linear(out, x, linearWeight, m, n, k, stream) {
+      checkLinearArgs("linear", out, x, linearWeight, m, n, k);
+      let weight: DeviceBuffer;
+      if (isFp8Weight(linearWeight)) {
+        if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
+        weight = fp8.toScratch(linearWeight, n, k, stream);
+      } else {
+        weight = linearWeight;
+      }
       if (accel !== null && preparedM.length !== 0 && useAccelerator(m, n, k)) {
         accel.gemm(out, x, weight, m, n, k, stream);
         return;
@@ -526,6 +540,10 @@ export async function loadLinearOps(
         }
       }
     },
+
+    quantizeFp8: fp8.quantizeFp8,
+    dequantizeFp8: fp8.dequantizeFp8,
+    fp8ScratchBytes: fp8.fp8ScratchBytes,
 
     kernelName(m, n, k, x, weight) {
       if (accel !== null && useAccelerator(m, n, k)) return "accelerator";

@@ -1,0 +1,296 @@
+/**
+ * The FP8 weight ops: the CPU reference (ops/cpu/fp8.ts, and `linear` on an FP8 weight) against
+ * closed-form values and independent double-precision sums, their argument checks, and the GPU
+ * launchers' dispatch on the fake CUDA and HIP drivers (kernel, grid, arguments; the
+ * dequantize-then-GEMM path above 16 rows).
+ *
+ * Tolerances. `linear` on an FP8 weight rounds once to bf16 a sum the CPU accumulates in double:
+ * per element |out − ref| ≤ 2^-8·|ref| (a bf16 ulp) plus 1e-6 for sums that cancel. A
+ * quantized weight differs from the original by at most half an E4M3 step: 2^-4 of the value
+ * (3 mantissa bits) for normal codes, and scale · 2^-10 in the subnormal range.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { DeviceBuffer } from "../../backends/backend.ts";
+import { decodeBf16, encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import { fromE4m3Bits } from "../../backends/fp8.ts";
+import { openHip } from "../../backends/hip.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import { loadLinearOps } from "../../ops/gpu/linear.ts";
+import type { Fp8Weight } from "../../ops/linear_weight.ts";
+import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
+import { randomArray } from "../support/numeric.ts";
+
+const cpu = new CpuBackend();
+const ops = cpuOps();
+const stream = cpu.defaultStream;
+
+function bf16Buffer(values: ArrayLike<number>): DeviceBuffer {
+  const buffer = cpu.alloc(2 * values.length);
+  cpu.copyToDevice(buffer, encodeBf16(values));
+  return buffer;
+}
+
+function fp8Buffers(n: number, k: number): Fp8Weight {
+  return { format: "fp8-e4m3", data: cpu.alloc(n * k), scales: cpu.alloc(4 * n), scratch: null };
+}
+
+function codesOf(weight: Fp8Weight, count: number): Uint8Array {
+  const out = new Uint8Array(count);
+  cpu.copyToHost(out, weight.data);
+  return out;
+}
+
+function scalesOf(weight: Fp8Weight, n: number): Float32Array {
+  const out = new Float32Array(n);
+  cpu.copyToHost(new Uint8Array(out.buffer), weight.scales);
+  return out;
+}
+
+function bf16Of(buffer: DeviceBuffer, count: number): Float32Array {
+  const bits = new Uint16Array(count);
+  cpu.copyToHost(bits, buffer);
+  return decodeBf16(bits);
+}
+
+Deno.test("quantizeFp8 (CPU): closed-form codes and scales", () => {
+  // Row 0: amax 3.5 → scale 3.5/448 = 2^-7, so codes are the values times 128.
+  // Row 1: all zeros → scale 1, codes 0. Row 2: amax 448 → scale 1, codes are the values.
+  const k = 4;
+  const w = bf16Buffer([3.5, -1.75, 0.5, 2 ** -15, 0, 0, 0, -0, 448, -0.25, 1.5, 2 ** -9]);
+  const q = fp8Buffers(3, k);
+  ops.quantizeFp8(q, w, 3, k, stream);
+  assert.deepEqual(Array.from(scalesOf(q, 3)), [2 ** -7, 1, 1]);
+  assert.deepEqual(Array.from(codesOf(q, 3 * k)), [
+    0x7e, // 448
+    0xf6, // -224 = -1.75·2^7
+    0x68, // 64 = 2^6: exponent 6 + 7 = 13
+    0x02, // 2^-8 = 2 subnormal steps of 2^-9
+    0x00,
+    0x00,
+    0x00,
+    0x80, // -0 keeps its sign
+    0x7e,
+    0xa8, // -0.25
+    0x3c, // 1.5
+    0x01, // 2^-9, the smallest subnormal
+  ]);
+});
+
+Deno.test("quantizeFp8 (CPU): random rows round-trip within half an E4M3 step", () => {
+  const n = 8, k = 96;
+  const values = randomArray(n * k, 7, -2, 2);
+  for (let j = 0; j < n; j++) values[j * k + j] = (j + 1) * 3; // a distinct amax per row
+  const w = bf16Buffer(values);
+  const bf16 = bf16Of(w, n * k);
+  const q = fp8Buffers(n, k);
+  ops.quantizeFp8(q, w, n, k, stream);
+  const codes = codesOf(q, n * k), scales = scalesOf(q, n);
+  for (let j = 0; j < n; j++) {
+    assert.equal(scales[j], Math.fround((j + 1) * 3 / 448), `row ${j} scale`);
+    for (let i = 0; i < k; i++) {
+      const original = bf16[j * k + i], back = fromE4m3Bits(codes[j * k + i]) * scales[j];
+      const bound = Math.max(Math.abs(original) * 2 ** -4, scales[j] * 2 ** -10) * (1 + 1e-6);
+      assert.ok(Math.abs(back - original) <= bound, `[${j}, ${i}]: ${original} → ${back}`);
+    }
+  }
+});
+
+Deno.test("dequantizeFp8 (CPU): bf16(scale · e4m3(code)) for every code", () => {
+  const k = 256, n = 2;
+  const q = fp8Buffers(n, k);
+  const codes = new Uint8Array(n * k);
+  for (let i = 0; i < n * k; i++) codes[i] = i & 0xff;
+  cpu.copyToDevice(q.data, codes);
+  cpu.copyToDevice(q.scales, new Uint8Array(Float32Array.of(0.5, 3e-3).buffer));
+  const out = cpu.alloc(2 * n * k);
+  ops.dequantizeFp8(out, q, n, k, stream);
+  const got = bf16Of(out, n * k);
+  for (let i = 0; i < n * k; i++) {
+    const scale = i < k ? 0.5 : Math.fround(3e-3);
+    const want = fromBf16Bits(toBf16Bits(Math.fround(scale * fromE4m3Bits(i & 0xff))));
+    if (Number.isNaN(want)) assert.ok(Number.isNaN(got[i]), `code ${i & 0xff} is NaN`);
+    else assert.ok(Object.is(got[i], want), `[${i >> 8}, ${i & 0xff}]: ${got[i]} vs ${want}`);
+  }
+});
+
+Deno.test("linear (CPU) on an FP8 weight: scale · Σ x · e4m3(W), for M from 1 to 20", () => {
+  const n = 9, k = 37;
+  const q = fp8Buffers(n, k);
+  const codes = new Uint8Array(n * k);
+  // Every finite code appears, subnormals included.
+  for (let i = 0; i < n * k; i++) {
+    codes[i] = (i * 7) % 256 === 0x7f || (i * 7) % 256 === 0xff ? 0x38 : (i * 7) % 256;
+  }
+  cpu.copyToDevice(q.data, codes);
+  const scales = Float32Array.from({ length: n }, (_, j) => Math.fround(0.01 * (j + 1)));
+  cpu.copyToDevice(q.scales, new Uint8Array(scales.buffer));
+  for (const m of [1, 2, 5, 17, 20]) {
+    const xValues = randomArray(m * k, 100 + m);
+    const x = bf16Buffer(xValues), xb = bf16Of(x, m * k);
+    const out = cpu.alloc(2 * m * n);
+    cpu.memset(out, 0xff);
+    ops.linear(out, x, q, m, n, k, stream);
+    const got = bf16Of(out, m * n);
+    for (let r = 0; r < m; r++) {
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        for (let i = 0; i < k; i++) sum += xb[r * k + i] * fromE4m3Bits(codes[j * k + i]);
+        const want = scales[j] * sum;
+        const bound = 2 ** -8 * Math.abs(want) + 1e-6;
+        assert.ok(
+          Math.abs(got[r * n + j] - want) <= bound,
+          `m=${m} [${r}, ${j}]: ${got[r * n + j]} vs ${want}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("FP8 ops (CPU): bad sizes throw RangeError naming the op and the argument", () => {
+  const q = fp8Buffers(4, 16), w = cpu.alloc(2 * 4 * 16), x = cpu.alloc(2 * 16), out = cpu.alloc(8);
+  const cases: [string, () => void, RegExp][] = [
+    ["quantize n = 0", () => ops.quantizeFp8(q, w, 0, 16, stream), /^quantizeFp8: n = 0/],
+    [
+      "quantize data too small",
+      () => ops.quantizeFp8(q, w, 5, 16, stream),
+      /^quantizeFp8: the bf16 weight holds/,
+    ],
+    [
+      "dequantize k too big",
+      () => ops.dequantizeFp8(w, q, 4, 17, stream),
+      /^dequantizeFp8: the bf16 weight holds/,
+    ],
+    [
+      "linear scales too small",
+      () => ops.linear(out, x, { ...q, scales: cpu.alloc(12) }, 1, 4, 16, stream),
+      /^linear: the FP8 weight's scales hold 12 bytes, but 4 rows need 16/,
+    ],
+    [
+      "linear data too small",
+      () => ops.linear(cpu.alloc(10), x, q, 1, 5, 16, stream),
+      /^linear: the FP8 weight's data holds 64 bytes/,
+    ],
+  ];
+  for (const [what, run, message] of cases) {
+    assert.throws(run, (e: Error) => e instanceof RangeError && message.test(e.message), what);
+  }
+  assert.equal(ops.fp8ScratchBytes(4096, 4096), 0, "the CPU needs no scratch");
+});
+
+// ---------------------------------------------------------------------------------------------
+// GPU dispatch on the fake drivers.
+
+async function withFake(
+  hip: boolean,
+  computeCapability: [number, number],
+  body: (
+    gpu: ReturnType<typeof openCuda>,
+    ops: Awaited<ReturnType<typeof loadLinearOps>>,
+    fake: ReturnType<typeof openFakeControl>,
+  ) => void,
+) {
+  const libraryPath = buildFakeDriver({ hip });
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  fake.setComputeCapability(...computeCapability);
+  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
+  try {
+    body(gpu, await loadLinearOps(gpu), fake);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+}
+
+Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments, dequantize + GEMM above 16 rows", async () => {
+  await withFake(false, [8, 0], (gpu, gops, fake) => {
+    const n = 4096, k = 4096;
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: gpu.alloc(gops.fp8ScratchBytes(n, k)),
+    };
+    assert.equal(weight.scratch!.bytes, 2 * n * k);
+    const x = gpu.alloc(2 * 64 * k + 16), out = gpu.alloc(2 * 64 * n);
+    const s = gpu.createStream();
+    // [m, n, k, kernel, blocks, split]: 4096 rows = 256 groups of 16 >= 132 SMs → r16; K = 4096
+    // is 16 steps of 256 → split 8, 16 rows per block. 1024 rows → r8, K 8 steps of 512.
+    const gemvs: [number, number, number, string, number, number][] = [
+      [1, 4096, 4096, "linear_fp8_gemv_t8_r16_s2", 256, 8],
+      [8, 4096, 4096, "linear_fp8_gemv_t8_r16_s2", 256, 8],
+      [9, 4096, 4096, "linear_fp8_gemv_t16_r16", 256, 8],
+      [16, 1024, 4096, "linear_fp8_gemv_t16_r8", 128, 8],
+      // K = 512: one step of 512 (8 rows) → split 1, 64 rows per block.
+      [1, 100, 512, "linear_fp8_gemv_t8_r8_s2", 2, 1],
+    ];
+    fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
+    for (const [m, nn, kk, kernel, blocks, split] of gemvs) {
+      const what = `m=${m} n=${nn} k=${kk}`;
+      gops.linear(out, x, weight, m, nn, kk, s);
+      const launch = fake.lastLaunch();
+      assert.equal(launch.functionName, kernel, what);
+      assert.deepEqual(launch.grid, [blocks, 1, 1], `${what}: grid`);
+      assert.deepEqual(launch.block, [256, 1, 1], `${what}: block`);
+      const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+      assert.deepEqual(
+        [0, 8, 16, 24].map((o) => args.getBigUint64(o, true)),
+        [out, x, weight.data, weight.scales].map((b) => BigInt(b.ptr)),
+        `${what}: out, x, data, scales`,
+      );
+      assert.deepEqual([32, 36, 40, 44].map((o) => args.getInt32(o, true)), [m, nn, kk, split]);
+    }
+    // M = 17: the dequantize kernel, then the bf16 GEMM reading the scratch.
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    const before = fake.launchCount();
+    gops.linear(out, x, weight, 17, n, k, s);
+    assert.equal(fake.launchCount() - before, 2, "two launches");
+    const gemm = fake.lastLaunch();
+    assert.equal(gemm.functionName, "linear_gemm_64x64");
+    const args = new DataView(gemm.args.buffer, gemm.args.byteOffset);
+    assert.equal(
+      args.getBigUint64(16, true),
+      BigInt(weight.scratch!.ptr),
+      "the GEMM reads the scratch",
+    );
+    // A K that is not a multiple of 16 takes the dequantize path even for one row.
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    gops.linear(out, x, weight, 1, 64, 40, s);
+    assert.notEqual(fake.lastLaunch().functionName.startsWith("linear_fp8_gemv"), true);
+    // No scratch: a clear error instead of a launch.
+    assert.throws(
+      () => gops.linear(out, x, { ...weight, scratch: null }, 17, n, k, s),
+      /needs a bf16 scratch of 33554432 bytes, but it has none; size it with fp8ScratchBytes/,
+    );
+    fake.setParamSizes([8, 8, 8, 4, 4]);
+    gops.quantizeFp8(weight, gpu.alloc(2 * n * k), n, k, s);
+    assert.equal(fake.lastLaunch().functionName, "linear_fp8_quantize");
+    assert.deepEqual(fake.lastLaunch().grid, [4096, 1, 1]);
+  });
+});
+
+Deno.test("linear on FP8 weights (fake HIP driver): the portable GEMV, dequantize above 16 rows", async () => {
+  await withFake(true, [9, 0], (gpu, gops, fake) => {
+    const n = 1024, k = 1024;
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: gpu.alloc(2 * n * k),
+    };
+    const x = gpu.alloc(2 * 32 * k), out = gpu.alloc(2 * 32 * n);
+    const s = gpu.createStream();
+    fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
+    gops.linear(out, x, weight, 4, n, k, s);
+    assert.equal(fake.lastLaunch().functionName, "linear_fp8_gemv_t8_r8_s2");
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    gops.linear(out, x, weight, 32, n, k, s);
+    assert.equal(fake.lastLaunch().functionName, "linear_gemm_fma");
+  });
+});

@@ -37,6 +37,9 @@ Options:
   --api-key-file PATH          require \`Authorization: Bearer KEY\` on /v1/*, KEY being the
                                file's first line (or set ${API_KEY_ENV}=KEY; --api-key KEY
                                works too, but shows in \`ps\`). /health and /metrics stay open.
+  --quantization fp8           hold the linear weights in FP8 E4M3 (W8A16), quantizing a bf16
+                               checkpoint at load with per-channel scales; FP8 checkpoints
+                               (compressed-tensors, fp8) run in FP8 without it
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)
@@ -89,6 +92,7 @@ export async function main(args: string[]): Promise<number> {
         device: { type: "string", default: "0" },
         "api-key": { type: "string" },
         "api-key-file": { type: "string" },
+        quantization: { type: "string" },
         "max-queue": { type: "string", default: "256" },
         "kv-fraction": { type: "string" },
         "max-model-len": { type: "string" },
@@ -131,6 +135,9 @@ export async function main(args: string[]): Promise<number> {
       maxBatchedTokens = positiveInt("max-num-batched-tokens", values["max-num-batched-tokens"], 1);
     }
     if (values["random-weights"] !== undefined) configPreset(values["random-weights"]);
+    if (values.quantization !== undefined && values.quantization !== "fp8") {
+      throw new Error(`--quantization ${values.quantization} is not supported; use fp8`);
+    }
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${HELP}`);
     return 2;
@@ -171,6 +178,7 @@ export async function main(args: string[]): Promise<number> {
       maxRunning,
       maxBatchedTokens,
       log,
+      quantization: values.quantization === "fp8" ? "fp8" : null,
     });
   } catch (error) {
     backend?.close();

@@ -39,7 +39,7 @@ import { capacityFromMemory } from "./kv_cache.ts";
 import { loadModelConfig, type ModelConfig } from "../models/config.ts";
 import { modelDefinition } from "../models/families.ts";
 import { attentionShape, type ModelWeights } from "../models/model.ts";
-import { loadWeights, randomWeights } from "../models/weights.ts";
+import { loadWeights, randomWeights, type WeightQuantization } from "../models/weights.ts";
 import { ModelRunner } from "./runner.ts";
 import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { PromptScore, type PromptTokenLogprobs } from "./prompt_logprobs.ts";
@@ -104,6 +104,12 @@ export interface EngineOptions {
    * wrapped operators to record launches or inject failures.
    */
   readonly ops?: ModelOps;
+  /**
+   * "fp8": hold the decoder layers' linear weights in FP8 E4M3 (W8A16), quantizing a bf16
+   * checkpoint (or random weights) at load with one scale per output channel. An FP8 checkpoint
+   * (config.json's quantization_config) runs in FP8 without it. Default: as the checkpoint is.
+   */
+  readonly quantization?: WeightQuantization;
 }
 
 /** A model to run with seeded random weights instead of a checkpoint. */
@@ -534,9 +540,15 @@ export class Engine {
       // The attention ops check the model's shape here, so a head_dim the device's kernels lack
       // fails before the weights load (minutes for a large checkpoint), not after.
       ops.decodeWorkspaceBytes(1, o.blockSize, attentionShape(config, o.blockSize));
+      const quantization = options.quantization ?? null;
+      if (quantization !== null && quantization !== "fp8") {
+        throw new RangeError(
+          `EngineOptions.quantization ${JSON.stringify(quantization)} is not supported; use "fp8"`,
+        );
+      }
       weights = typeof source === "string"
-        ? await loadWeights(source, config, backend)
-        : randomWeights(config, backend, ops, source.seed ?? 0);
+        ? await loadWeights(source, config, backend, { quantization, ops })
+        : randomWeights(config, backend, ops, source.seed ?? 0, { quantization });
       model = new ModelRunner(backend, ops, modelDefinition(config), weights, {
         maxBatchedTokens: o.maxBatchedTokens,
         maxRunning: o.maxRunning,
@@ -566,7 +578,8 @@ export class Engine {
         : "random-weights";
       o.log(
         `model ${name}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ` +
-          `${(weights.bytes / 2 ** 30).toFixed(2)} GiB of weights on ${backend.kind} ` +
+          `${(weights.bytes / 2 ** 30).toFixed(2)} GiB of ${weights.format} weights on ` +
+          `${backend.kind} ` +
           `(${backend.info.name})`,
       );
       o.log(blocks.describe());

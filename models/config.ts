@@ -16,9 +16,11 @@
  * @module
  */
 
+import { type Fp8Checkpoint, parseQuantizationConfig } from "./quantization.ts";
 import type { Llama3RopeScaling } from "./rope.ts";
 
 export type { Llama3RopeScaling } from "./rope.ts";
+export type { Fp8Checkpoint } from "./quantization.ts";
 
 /** Llama's architecture name in config.json. */
 export const LLAMA_ARCHITECTURE = "LlamaForCausalLM";
@@ -85,6 +87,8 @@ export interface ModelConfig {
   readonly bosTokenId: number | null;
   /** Every end-of-sequence token (Llama 3.1 Instruct lists several). */
   readonly eosTokenIds: readonly number[];
+  /** The checkpoint's FP8 weight scheme (`quantization_config`); absent or null for bf16. */
+  readonly quantization?: Fp8Checkpoint | null;
 }
 
 /** A config.json Denali cannot run, or cannot read. `file` is the path it came from. */
@@ -221,12 +225,6 @@ function unsupportedFeatures(fields: Fields, arch: Architecture): void {
       } is not supported; Denali runs "silu" (Llama, Qwen, Mistral)`,
     );
   }
-  if (fields.has("quantization_config")) {
-    fields.fail(
-      "quantized checkpoints (quantization_config) are not supported; " +
-        "use the model's unquantized bf16/f16 release",
-    );
-  }
   slidingWindow(fields, arch);
 }
 
@@ -361,6 +359,10 @@ export function parseModelConfig(json: unknown, file = "config.json"): ModelConf
   const bos = tokenIds(fields, "bos_token_id");
   if (bos.length > 1) fields.fail(`'bos_token_id' must be a single token id`);
 
+  const quantization = parseQuantizationConfig(
+    fields.json.quantization_config,
+    (message) => fields.fail(message),
+  );
   return {
     architecture: arch,
     hiddenSize,
@@ -378,6 +380,8 @@ export function parseModelConfig(json: unknown, file = "config.json"): ModelConf
     dtype: checkpointDtype(fields),
     bosTokenId: bos.length === 1 ? bos[0] : null,
     eosTokenIds,
+    // Only a quantized checkpoint carries the key, so bf16 configs compare as before.
+    ...(quantization === null ? {} : { quantization }),
   };
 }
 

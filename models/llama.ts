@@ -28,10 +28,12 @@ import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
 import type {
   AttentionShape,
   DecodeAttentionArgs,
+  LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
   RopeTable,
 } from "../ops/ops.ts";
+import { weightRows } from "../ops/linear_weight.ts";
 import type { ModelConfig } from "./config.ts";
 import {
   attentionShape,
@@ -75,6 +77,17 @@ export function vectorSlot(slots: WeightSlot[], key: string, ...parts: [string, 
   slots.push({ key, bytes: offset, isNorm: false, parts: placed });
 }
 
+/** Adds a decoder layer's linear weight: a matrix slot that may be held in FP8. */
+export function linearSlot(
+  slots: WeightSlot[],
+  key: string,
+  cols: number,
+  ...parts: [string, number][]
+): void {
+  matrixSlot(slots, key, cols, ...parts);
+  slots[slots.length - 1] = { ...slots[slots.length - 1], linear: true };
+}
+
 /** Adds a norm slot: one [width] vector. */
 export function normSlot(slots: WeightSlot[], key: string, name: string, width: number): void {
   slots.push({ key, bytes: width * 2, isNorm: true, parts: [{ name, shape: [width], offset: 0 }] });
@@ -95,7 +108,7 @@ export function llamaWeightLayout(config: ModelConfig): WeightSlot[] {
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const p = `model.layers.${i}.self_attn.`, m = `model.layers.${i}.mlp.`;
     normSlot(slots, `${i}.inputNorm`, `model.layers.${i}.input_layernorm.weight`, h);
-    matrixSlot(
+    linearSlot(
       slots,
       `${i}.qkvProj`,
       h,
@@ -103,41 +116,44 @@ export function llamaWeightLayout(config: ModelConfig): WeightSlot[] {
       [`${p}k_proj.weight`, kv * d],
       [`${p}v_proj.weight`, kv * d],
     );
-    matrixSlot(slots, `${i}.oProj`, heads * d, [`${p}o_proj.weight`, h]);
+    linearSlot(slots, `${i}.oProj`, heads * d, [`${p}o_proj.weight`, h]);
     normSlot(
       slots,
       `${i}.postAttentionNorm`,
       `model.layers.${i}.post_attention_layernorm.weight`,
       h,
     );
-    matrixSlot(
+    linearSlot(
       slots,
       `${i}.gateUpProj`,
       h,
       [`${m}gate_proj.weight`, inter],
       [`${m}up_proj.weight`, inter],
     );
-    matrixSlot(slots, `${i}.downProj`, inter, [`${m}down_proj.weight`, h]);
+    linearSlot(slots, `${i}.downProj`, inter, [`${m}down_proj.weight`, h]);
   }
   normSlot(slots, "norm", "model.norm.weight", h);
   if (!config.tieWordEmbeddings) matrixSlot(slots, "lmHead", h, ["lm_head.weight", vocab]);
   return slots;
 }
 
-/** One decoder layer's weights, bf16, row-major [out, in] as `linear` takes them. */
+/**
+ * One decoder layer's weights, row-major [out, in] as `linear` takes them: norms bf16, the
+ * projections bf16 or FP8.
+ */
 export interface LayerWeights {
   /** input_layernorm: [hidden]. */
   readonly inputNorm: DeviceBuffer;
   /** q_proj, k_proj and v_proj stacked: [(H + 2·KV)·D, hidden], q rows first, then k, then v. */
-  readonly qkvProj: DeviceBuffer;
+  readonly qkvProj: LinearWeight;
   /** o_proj: [hidden, H·D]. */
-  readonly oProj: DeviceBuffer;
+  readonly oProj: LinearWeight;
   /** post_attention_layernorm: [hidden]. */
   readonly postAttentionNorm: DeviceBuffer;
   /** gate_proj and up_proj stacked: [2·inter, hidden], gate rows first (as `siluMul` reads). */
-  readonly gateUpProj: DeviceBuffer;
+  readonly gateUpProj: LinearWeight;
   /** down_proj: [hidden, inter]. */
-  readonly downProj: DeviceBuffer;
+  readonly downProj: LinearWeight;
 }
 
 /** A Llama model's weights by role. */
@@ -160,11 +176,11 @@ export function llamaWeights(weights: ModelWeights): LlamaWeights {
     embedTokens,
     layers: Array.from({ length: config.numHiddenLayers }, (_, i) => ({
       inputNorm: weights.get(`${i}.inputNorm`),
-      qkvProj: weights.get(`${i}.qkvProj`),
-      oProj: weights.get(`${i}.oProj`),
+      qkvProj: weights.linear(`${i}.qkvProj`),
+      oProj: weights.linear(`${i}.oProj`),
       postAttentionNorm: weights.get(`${i}.postAttentionNorm`),
-      gateUpProj: weights.get(`${i}.gateUpProj`),
-      downProj: weights.get(`${i}.downProj`),
+      gateUpProj: weights.linear(`${i}.gateUpProj`),
+      downProj: weights.linear(`${i}.downProj`),
     })),
     norm: weights.get("norm"),
     lmHead: config.tieWordEmbeddings ? embedTokens : weights.get("lmHead"),
@@ -208,9 +224,9 @@ export class LlamaForward implements Forward {
   readonly #gathered: DeviceBuffer;
   readonly #decodeWorkspace: DeviceBuffer;
   // Row slices of the fused q/k/v weight, per layer.
-  readonly #wq: DeviceBuffer[] = [];
-  readonly #wk: DeviceBuffer[] = [];
-  readonly #wv: DeviceBuffer[] = [];
+  readonly #wq: LinearWeight[] = [];
+  readonly #wk: LinearWeight[] = [];
+  readonly #wv: LinearWeight[] = [];
   // Views of q and attn starting at token row r (the first prefill row), made once per r.
   readonly #qAt: (DeviceBuffer | undefined)[] = [];
   readonly #attnAt: (DeviceBuffer | undefined)[] = [];
@@ -263,11 +279,10 @@ export class LlamaForward implements Forward {
       this.#decodeWorkspace = this.alloc(
         ops.decodeWorkspaceBytes(R, sizes.maxBlocksPerSeq * sizes.blockSize, this.shape),
       );
-      const qBytes = qDim * h * 2, kvBytes = kvDim * h * 2;
       for (const layer of this.weights.layers) {
-        this.#wq.push(layer.qkvProj.slice(0, qBytes));
-        this.#wk.push(layer.qkvProj.slice(qBytes, kvBytes));
-        this.#wv.push(layer.qkvProj.slice(qBytes + kvBytes, kvBytes));
+        this.#wq.push(weightRows(layer.qkvProj, 0, qDim, h));
+        this.#wk.push(weightRows(layer.qkvProj, qDim, kvDim, h));
+        this.#wv.push(weightRows(layer.qkvProj, qDim + kvDim, kvDim, h));
       }
     } catch (error) {
       if (rope) backend.free(rope.invFreq);

@@ -8,7 +8,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { AttentionShape, ModelOps } from "../ops/ops.ts";
+import type { AttentionShape, LinearWeight, ModelOps } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
 
 /** One checkpoint tensor's place in a device buffer. */
@@ -29,16 +29,26 @@ export interface WeightSlot {
   readonly bytes: number;
   /** A norm weight: random weights fill it with ones, not noise. */
   readonly isNorm: boolean;
+  /**
+   * A decoder layer's linear weight [rows, cols], which may be held in FP8 (an FP8 checkpoint,
+   * or `--quantization fp8`); the model reads it with `ModelWeights.linear`. Embeddings and the
+   * lm head stay bf16.
+   */
+  readonly linear?: boolean;
   /** The tensors that fill it, in order. */
   readonly parts: readonly WeightPart[];
 }
 
-/** A model's weights on one device, by slot key, all bf16. */
+/** A model's weights on one device, by slot key: bf16, or FP8 for linear slots. */
 export interface ModelWeights {
   /** The config the weights were checked against. */
   readonly config: ModelConfig;
-  /** The buffer of slot `key`; throws for a key the layout lacks. */
+  /** The bf16 buffer of slot `key`; throws for a key the layout lacks or an FP8 slot. */
   get(key: string): DeviceBuffer;
+  /** The weight of linear slot `key` in whatever form it is held (bf16 or FP8). */
+  linear(key: string): LinearWeight;
+  /** "fp8" when any linear slot is held in FP8, else "bf16". */
+  readonly format: "bf16" | "fp8";
   /** Whether the layout has slot `key` (a tied lm head has none). */
   has(key: string): boolean;
   /** Device bytes held. */

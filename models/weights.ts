@@ -27,13 +27,14 @@
 import { isAbsolute, join, normalize } from "node:path";
 import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import type { Fp8Weight, LinearWeight, ModelOps } from "../ops/ops.ts";
 import { philox4x32 } from "../backends/philox.ts";
 import type { ModelConfig } from "./config.ts";
 import { modelDefinition } from "./families.ts";
 import type { ModelWeights, WeightPart, WeightSlot } from "./model.ts";
 import {
   readSafetensorsHeader,
+  readTensor,
   readTensorRange,
   type SafetensorsHeader,
   type SafetensorsTensor,
@@ -47,7 +48,20 @@ export interface LoadWeightsOptions {
   readonly onProgress?: (done: number, total: number) => void;
   /** Host staging buffer size in bytes (pinned where the backend can); default 64 MiB. */
   readonly stagingBytes?: number;
+  /**
+   * "fp8": hold the decoder layers' linear weights in FP8 E4M3, quantizing bf16 ones at load
+   * with one scale per output row (amax / 448). An FP8 checkpoint is held in FP8 either way.
+   */
+  readonly quantization?: WeightQuantization;
+  /** The device's operators: needed for FP8 weights (quantizeFp8 and fp8ScratchBytes). */
+  readonly ops?: Fp8LoadOps;
 }
+
+/** How linear weights are held: as the checkpoint has them, or "fp8" (quantized at load). */
+export type WeightQuantization = "fp8" | null;
+
+/** The operators FP8 weights need at load. */
+export type Fp8LoadOps = Pick<ModelOps, "quantizeFp8" | "fp8ScratchBytes">;
 
 /** A checkpoint that does not fit its config or cannot be read. */
 export class WeightsError extends Error {
@@ -74,46 +88,121 @@ export class WeightsError extends Error {
 const DEFAULT_STAGING_BYTES = 64 << 20;
 const INDEX_FILE = "model.safetensors.index.json";
 const SINGLE_FILE = "model.safetensors";
-const SOURCE_DTYPES: Readonly<Record<string, number>> = { BF16: 2, F16: 2, F32: 4 };
+const SOURCE_DTYPES: Readonly<Record<string, number>> = { BF16: 2, F16: 2, F32: 4, F8_E4M3: 1 };
+const FP8 = "F8_E4M3";
 const BF16_ONE = 0x3f80;
 const MISMATCH = "the checkpoint does not match its config.json (or is a different model)";
 
 // ---------------------------------------------------------------------------------------------
 // Layout: which device buffers a config needs and which HF tensors fill which byte ranges.
 
-/** Allocates every slot, freeing what was allocated if one allocation fails. */
-function allocate(backend: Backend, slots: readonly WeightSlot[]): Map<string, DeviceBuffer> {
-  const buffers = new Map<string, DeviceBuffer>();
-  try {
-    for (const slot of slots) buffers.set(slot.key, backend.alloc(slot.bytes));
-  } catch (error) {
-    for (const buffer of buffers.values()) backend.free(buffer);
-    throw error;
+/** Device buffers of a load in progress, all freed together if it fails. */
+class Owned {
+  readonly buffers: DeviceBuffer[] = [];
+  constructor(readonly backend: Backend) {}
+  alloc(bytes: number): DeviceBuffer {
+    const buffer = this.backend.alloc(bytes);
+    this.buffers.push(buffer);
+    return buffer;
   }
-  return buffers;
+  release(buffer: DeviceBuffer): void {
+    this.buffers.splice(this.buffers.indexOf(buffer), 1);
+    this.backend.free(buffer);
+  }
+  freeAll(): void {
+    for (const buffer of this.buffers) this.backend.free(buffer);
+    this.buffers.length = 0;
+  }
 }
 
 function assemble(
   config: ModelConfig,
-  backend: Backend,
+  owned: Owned,
   buffers: Map<string, DeviceBuffer>,
+  fp8: Map<string, Fp8Weight>,
 ): ModelWeights {
   let freed = false;
+  const all = [...owned.buffers];
   return {
     config,
     get(key) {
       const buffer = buffers.get(key);
-      if (buffer === undefined) throw new RangeError(`weights: no buffer '${key}' in the layout`);
-      return buffer;
+      if (buffer !== undefined) return buffer;
+      if (fp8.has(key)) {
+        throw new RangeError(`weights: slot '${key}' is held in FP8; read it with linear()`);
+      }
+      throw new RangeError(`weights: no buffer '${key}' in the layout`);
     },
-    has: (key) => buffers.has(key),
-    bytes: [...buffers.values()].reduce((sum, b) => sum + b.bytes, 0),
+    linear(key): LinearWeight {
+      const weight = fp8.get(key) ?? buffers.get(key);
+      if (weight === undefined) throw new RangeError(`weights: no buffer '${key}' in the layout`);
+      return weight;
+    },
+    has: (key) => buffers.has(key) || fp8.has(key),
+    format: fp8.size > 0 ? "fp8" : "bf16",
+    bytes: all.reduce((sum, b) => sum + b.bytes, 0),
     free() {
       if (freed) return;
       freed = true;
-      for (const buffer of buffers.values()) backend.free(buffer);
+      for (const buffer of all) owned.backend.free(buffer);
     },
   };
+}
+
+/** Rows and columns of a linear slot (its parts stacked by rows). */
+function slotMatrix(slot: WeightSlot): { n: number; k: number } {
+  return { n: slot.parts.reduce((sum, p) => sum + p.shape[0], 0), k: slot.parts[0].shape[1] };
+}
+
+/** The FP8 ops, or a TypeError saying they are needed. */
+function fp8Ops(options: { readonly ops?: Fp8LoadOps }): Fp8LoadOps {
+  if (!options.ops) {
+    throw new TypeError("loadWeights: FP8 weights need the device's operators (options.ops)");
+  }
+  return options.ops;
+}
+
+/** One bf16 scratch of the largest size `ops.fp8ScratchBytes` asks for over `slots`, or null. */
+function fp8Scratch(owned: Owned, ops: Fp8LoadOps, slots: readonly WeightSlot[]) {
+  const bytes = Math.max(
+    0,
+    ...slots.map((slot) => {
+      const { n, k } = slotMatrix(slot);
+      return ops.fp8ScratchBytes(n, k);
+    }),
+  );
+  return bytes > 0 ? owned.alloc(bytes) : null;
+}
+
+/** Allocates the FP8 codes and scales of one linear slot. */
+function fp8Weight(owned: Owned, slot: WeightSlot, scratch: DeviceBuffer | null): Fp8Weight {
+  const { n, k } = slotMatrix(slot);
+  return { format: "fp8-e4m3", data: owned.alloc(n * k), scales: owned.alloc(4 * n), scratch };
+}
+
+/**
+ * Quantizes the bf16 `buffers` of `slots` into new FP8 weights in `fp8`, on the default stream,
+ * freeing each bf16 buffer once its codes are written, so at most one slot is held twice.
+ */
+function quantizeSlots(
+  owned: Owned,
+  ops: Fp8LoadOps,
+  slots: readonly WeightSlot[],
+  buffers: Map<string, DeviceBuffer>,
+  fp8: Map<string, Fp8Weight>,
+  scratch: DeviceBuffer | null,
+): void {
+  const stream = owned.backend.defaultStream;
+  for (const slot of slots) {
+    const { n, k } = slotMatrix(slot);
+    const source = buffers.get(slot.key)!;
+    const weight = fp8Weight(owned, slot, scratch);
+    fp8.set(slot.key, weight);
+    ops.quantizeFp8(weight, source, n, k, stream);
+    stream.synchronize();
+    buffers.delete(slot.key);
+    owned.release(source);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +433,12 @@ async function shardedCheckpoint(
 }
 
 /** The source tensor of a part, checked for presence, dtype and shape. */
-function sourceTensor(checkpoint: Checkpoint, config: ModelConfig, part: WeightPart): {
+function sourceTensor(
+  checkpoint: Checkpoint,
+  config: ModelConfig,
+  slot: WeightSlot,
+  part: WeightPart,
+): {
   file: string;
   tensor: SafetensorsTensor;
 } {
@@ -363,8 +457,19 @@ function sourceTensor(checkpoint: Checkpoint, config: ModelConfig, part: WeightP
     throw new WeightsError(
       file,
       part.name,
-      `dtype ${tensor.dtype} is not supported; Denali loads BF16, F16 or F32 weights ` +
-        "(quantized checkpoints are not supported: use the unquantized release)",
+      `dtype ${tensor.dtype} is not supported; Denali loads BF16, F16 or F32 weights, and ` +
+        "F8_E4M3 linear weights of FP8 checkpoints (use the unquantized release otherwise)",
+    );
+  }
+  if (tensor.dtype === FP8 && (!slot.linear || !config.quantization)) {
+    throw new WeightsError(
+      file,
+      part.name,
+      !config.quantization
+        ? "dtype F8_E4M3, but config.json has no quantization_config to say how it is scaled; " +
+          "restore the checkpoint's config.json"
+        : "dtype F8_E4M3 is supported only for the decoder layers' linear weights (embeddings, " +
+          "norms and the lm head must be BF16, F16 or F32)",
     );
   }
   const same = tensor.shape.length === part.shape.length &&
@@ -408,9 +513,135 @@ interface Job {
   readonly offset: number;
 }
 
+/** Where a linear part's FP8 scale lives: `<prefix>.weight` → `<prefix>.weight_scale`. */
+function scaleName(part: WeightPart): string {
+  return part.name.replace(/\.weight$/, ".weight_scale");
+}
+
+/** How one slot is held: bf16 as loaded, FP8 as the checkpoint has it, or FP8 quantized here. */
+type SlotForm = "bf16" | "fp8" | "quantize";
+
+/** A slot's form, from its tensors' dtypes (all F8_E4M3, or none) and the quantization asked. */
+function slotForm(
+  slot: WeightSlot,
+  sources: readonly { file: string; tensor: SafetensorsTensor }[],
+  quantization: WeightQuantization | undefined,
+): SlotForm {
+  const fp8 = sources.filter((s) => s.tensor.dtype === FP8).length;
+  if (fp8 === sources.length) return "fp8";
+  if (fp8 > 0) {
+    const odd = sources.find((s) => s.tensor.dtype !== FP8)!;
+    throw new WeightsError(
+      odd.file,
+      odd.tensor.name,
+      `dtype ${odd.tensor.dtype}, but the other parts of '${slot.key}' are F8_E4M3; Denali ` +
+        "fuses them into one weight, so they must share a format: requantize the checkpoint " +
+        "with the same scheme for all of them",
+    );
+  }
+  return slot.linear && quantization === "fp8" ? "quantize" : "bf16";
+}
+
+/**
+ * The scale tensor of an F8_E4M3 part, checked: F32, BF16 or F16; [rows, 1] or [rows] per
+ * channel, [] or [1] per tensor.
+ */
+function scaleTensor(checkpoint: Checkpoint, part: WeightPart): {
+  file: string;
+  tensor: SafetensorsTensor;
+} {
+  const name = scaleName(part);
+  const file = checkpoint.fileOf(name);
+  const tensor = file === undefined ? undefined : checkpoint.headers.get(file)?.tensors.get(name);
+  if (file === undefined || tensor === undefined) {
+    throw new WeightsError(
+      file ?? checkpoint.listing,
+      name,
+      `missing: the F8_E4M3 weight ${part.name} needs its scale (a per-channel [out, 1] or ` +
+        "per-tensor scalar weight_scale); the download is incomplete, or the checkpoint uses a " +
+        "layout Denali does not read (block-wise weight_scale_inv)",
+    );
+  }
+  if (tensor.dtype !== "F32" && tensor.dtype !== "BF16" && tensor.dtype !== "F16") {
+    throw new WeightsError(
+      file,
+      name,
+      `dtype ${tensor.dtype} is not supported for a scale; expected F32, BF16 or F16`,
+    );
+  }
+  const rows = part.shape[0], shape = tensor.shape;
+  const perTensor = shape.length === 0 || (shape.length === 1 && shape[0] === 1);
+  const perChannel = (shape.length === 2 && shape[0] === rows && shape[1] === 1) ||
+    (shape.length === 1 && shape[0] === rows);
+  if (!perTensor && !perChannel) {
+    throw new WeightsError(
+      file,
+      name,
+      `shape [${shape.join(", ")}] is not a scale Denali supports for the [${
+        part.shape.join(", ")
+      }] weight: expected [${rows}, 1] (per output channel) or [] (per tensor); block-wise ` +
+        "or group scales need a checkpoint quantized per channel instead",
+    );
+  }
+  return { file, tensor };
+}
+
+/** f32 values of a small F32, BF16 or F16 tensor read whole. */
+function floatsOf(dtype: string, bytes: Uint8Array): Float32Array {
+  if (dtype === "F32") return new Float32Array(bytes.slice().buffer);
+  const halves = new Uint16Array(bytes.slice().buffer);
+  const out = new Float32Array(halves.length);
+  for (let i = 0; i < halves.length; i++) {
+    out[i] = dtype === "BF16" ? fromBf16(halves[i]) : f16ToF32(halves[i]);
+  }
+  return out;
+}
+
+const bf16Word = new Uint32Array(1);
+const bf16Value = new Float32Array(bf16Word.buffer);
+function fromBf16(bits: number): number {
+  bf16Word[0] = bits << 16;
+  return bf16Value[0];
+}
+
+/** Reads the scales of an FP8 slot's parts into one f32 per row, and copies them over. */
+async function copyScales(
+  backend: Backend,
+  checkpoint: Checkpoint,
+  slot: WeightSlot,
+  weight: Fp8Weight,
+): Promise<void> {
+  const { n } = slotMatrix(slot);
+  const scales = new Float32Array(n);
+  let row = 0;
+  for (const part of slot.parts) {
+    const { file, tensor } = scaleTensor(checkpoint, part);
+    const values = floatsOf(
+      tensor.dtype,
+      await readTensor(checkpoint.headers.get(file)!, tensor.name),
+    );
+    const rows = part.shape[0];
+    for (let r = 0; r < rows; r++) {
+      const value = values.length === 1 ? values[0] : values[r];
+      if (!(value >= 0) || !Number.isFinite(value)) {
+        throw new WeightsError(
+          file,
+          tensor.name,
+          `row ${r} has scale ${value}; a scale must be finite and >= 0: the checkpoint is corrupt`,
+        );
+      }
+      scales[row + r] = value;
+    }
+    row += rows;
+  }
+  backend.copyToDevice(weight.scales, new Uint8Array(scales.buffer));
+}
+
 /**
  * Loads the safetensors checkpoint in `dir` (model.safetensors, a lone *.safetensors, or the
- * shards of model.safetensors.index.json) onto `backend` as bf16 {@link ModelWeights}.
+ * shards of model.safetensors.index.json) onto `backend` as {@link ModelWeights}: bf16, with
+ * the linear weights of an FP8 checkpoint (config.json's quantization_config) kept in FP8, and
+ * with `options.quantization` "fp8", a bf16 checkpoint's linear weights quantized to FP8.
  * Problems are WeightsError or SafetensorsError naming the file and tensor; whatever was
  * allocated before a failure is freed.
  */
@@ -422,13 +653,24 @@ export async function loadWeights(
 ): Promise<ModelWeights> {
   const slots = modelDefinition(config).weightLayout(config);
   const parts = slots.flatMap((slot) => slot.parts);
-  const checkpoint = await resolveCheckpoint(dir, parts.map((p) => p.name));
+  const needed = parts.flatMap((p) => [p.name, ...(config.quantization ? [scaleName(p)] : [])]);
+  const checkpoint = await resolveCheckpoint(dir, needed);
   checkLayerCount(checkpoint, config);
-  const sources = parts.map((part) => sourceTensor(checkpoint, config, part));
+  const sources = slots.map((slot) =>
+    slot.parts.map((part) => sourceTensor(checkpoint, config, slot, part))
+  );
+  const forms = slots.map((slot, i) => slotForm(slot, sources[i], options.quantization));
+  slots.forEach((slot, i) => {
+    if (forms[i] === "fp8") { for (const part of slot.parts) scaleTensor(checkpoint, part); }
+  });
+  const fp8Slots = slots.filter((_, i) => forms[i] !== "bf16");
+  const ops = fp8Slots.length > 0 ? fp8Ops(options) : null;
 
-  const buffers = allocate(backend, slots);
+  const owned = new Owned(backend);
+  const buffers = new Map<string, DeviceBuffer>();
+  const fp8 = new Map<string, Fp8Weight>();
   let staging: HostBuffer | null = null;
-  const total = sources.reduce((sum, s) => sum + s.tensor.bytes, 0);
+  const total = sources.flat().reduce((sum, s) => sum + s.tensor.bytes, 0);
   const progress = new Progress(
     "loading weights",
     total,
@@ -436,13 +678,22 @@ export async function loadWeights(
     options.onProgress,
   );
   try {
+    const scratch = ops ? fp8Scratch(owned, ops, fp8Slots) : null;
     const jobs: Job[] = [];
-    let next = 0;
-    for (const slot of slots) {
-      for (const part of slot.parts) {
-        jobs.push({ ...sources[next++], dst: buffers.get(slot.key)!, offset: part.offset });
+    slots.forEach((slot, i) => {
+      if (forms[i] === "fp8") {
+        const weight = fp8Weight(owned, slot, scratch);
+        fp8.set(slot.key, weight);
+        // Codes are one byte: a part's byte offset is half its bf16 one.
+        slot.parts.forEach((part, j) =>
+          jobs.push({ ...sources[i][j], dst: weight.data, offset: part.offset / 2 })
+        );
+      } else {
+        const dst = owned.alloc(slot.bytes);
+        buffers.set(slot.key, dst);
+        slot.parts.forEach((part, j) => jobs.push({ ...sources[i][j], dst, offset: part.offset }));
       }
-    }
+    });
     staging = backend.allocHost(
       stagingSize(options, Math.max(...jobs.map((job) => job.tensor.bytes))),
     );
@@ -467,14 +718,22 @@ export async function loadWeights(
         file.close();
       }
     }
+    for (const slot of slots) {
+      const weight = fp8.get(slot.key);
+      if (weight) await copyScales(backend, checkpoint, slot, weight);
+    }
+    if (ops) {
+      const quantized = slots.filter((_, i) => forms[i] === "quantize");
+      quantizeSlots(owned, ops, quantized, buffers, fp8, scratch);
+    }
   } catch (error) {
-    for (const buffer of buffers.values()) backend.free(buffer);
+    owned.freeAll();
     throw error;
   } finally {
     staging?.free();
     progress.finish();
   }
-  return assemble(config, backend, buffers);
+  return assemble(config, owned, buffers, fp8);
 }
 
 async function copyTensor(
@@ -491,10 +750,30 @@ async function copyTensor(
   for (let start = 0; start < tensor.bytes; start += chunk) {
     const bytes = Math.min(chunk, tensor.bytes - start);
     await readTensorRange(file, header, tensor, start, staging.subarray(0, bytes));
-    const out = toBf16InPlace(tensor.dtype, staging, bytes / elementBytes);
-    const at = offset + (start / elementBytes) * 2;
-    backend.copyToDevice(dst.slice(at, out), staging.subarray(0, out));
+    if (tensor.dtype === FP8) {
+      // E4M3 codes go over as they are; a NaN code means a corrupt file, and the GEMV would
+      // read it as a number.
+      checkNoNaNCodes(header.path, tensor.name, staging.subarray(0, bytes), start);
+      backend.copyToDevice(dst.slice(offset + start, bytes), staging.subarray(0, bytes));
+    } else {
+      const out = toBf16InPlace(tensor.dtype, staging, bytes / elementBytes);
+      const at = offset + (start / elementBytes) * 2;
+      backend.copyToDevice(dst.slice(at, out), staging.subarray(0, out));
+    }
     progress.advance(bytes);
+  }
+}
+
+function checkNoNaNCodes(file: string, tensor: string, codes: Uint8Array, start: number): void {
+  for (let i = 0; i < codes.length; i++) {
+    if ((codes[i] & 0x7f) === 0x7f) {
+      throw new WeightsError(
+        file,
+        tensor,
+        `element ${start + i} is NaN (E4M3 code 0x${codes[i].toString(16)}): the checkpoint ` +
+          "is corrupt; re-download it",
+      );
+    }
   }
 }
 
@@ -524,23 +803,36 @@ function bufferSeed(seed: number, index: number): number {
  * default stream, which is synchronised before returning, so the weights are ready for any
  * stream. Whatever was allocated before a failure is freed.
  *
- * @param ops the device's operators (`await loadOps(backend)`); only `fillRandom` is used
+ * With `options.quantization` "fp8" the linear slots are then quantized to FP8 (per-row scales),
+ * as `loadWeights` quantizes a bf16 checkpoint.
+ *
+ * @param ops the device's operators (`await loadOps(backend)`); `fillRandom`, and for FP8
+ * `quantizeFp8` and `fp8ScratchBytes`
  * @param seed an integer in 0..2^53-1
+ * @param options `quantization`: "fp8" to hold the linear weights in FP8
  * @throws RangeError for a bad seed; the backend's error when an allocation fails
  */
 export function randomWeights(
   config: ModelConfig,
   backend: Backend,
-  ops: Pick<ModelOps, "fillRandom">,
+  ops: Pick<ModelOps, "fillRandom"> & Partial<Fp8LoadOps>,
   seed: number,
+  options: { readonly quantization?: WeightQuantization } = {},
 ): ModelWeights {
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new RangeError(`randomWeights: seed must be an integer in 0..2^53-1, got ${seed}`);
   }
   const slots = modelDefinition(config).weightLayout(config);
-  const buffers = allocate(backend, slots);
+  const quantized = options.quantization === "fp8" ? slots.filter((slot) => slot.linear) : [];
+  const fp8 = quantized.length === 0
+    ? null
+    : fp8Ops({ ops: ops.quantizeFp8 && ops.fp8ScratchBytes ? ops as Fp8LoadOps : undefined });
+  const owned = new Owned(backend);
+  const buffers = new Map<string, DeviceBuffer>();
+  const weights = new Map<string, Fp8Weight>();
   const stream = backend.defaultStream;
   try {
+    for (const slot of slots) buffers.set(slot.key, owned.alloc(slot.bytes));
     const widest = Math.max(0, ...slots.filter((s) => s.isNorm).map((s) => s.bytes / 2));
     const ones = new Uint16Array(widest).fill(BF16_ONE);
     slots.forEach((slot, index) => {
@@ -552,13 +844,17 @@ export function randomWeights(
       }
     });
     stream.synchronize();
+    if (fp8) {
+      const scratch = fp8Scratch(owned, fp8, quantized);
+      quantizeSlots(owned, fp8, quantized, buffers, weights, scratch);
+    }
   } catch (error) {
     // Let queued fills finish before their buffers go back to the allocator.
     try {
       stream.synchronize();
     } catch { /* the original error is the one to report */ }
-    for (const buffer of buffers.values()) backend.free(buffer);
+    owned.freeAll();
     throw error;
   }
-  return assemble(config, backend, buffers);
+  return assemble(config, owned, buffers, weights);
 }

@@ -14,6 +14,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { loadOps } from "../../ops/load.ts";
 import type { ModelOps } from "../../ops/ops.ts";
+import { isFp8Weight, type LinearWeight } from "../../ops/linear_weight.ts";
 import { loadModelConfig, type ModelConfig } from "../../models/config.ts";
 import { SafetensorsError } from "../../models/safetensors.ts";
 import { f16ToF32, loadWeights, randomWeights, WeightsError } from "../../models/weights.ts";
@@ -254,7 +255,9 @@ function assertWeights(
 ): void {
   const weights = llamaWeights(loaded);
   const want = (name: string) => tensors.get(name)!.bf16;
-  const check = (buffer: DeviceBuffer, expected: Uint16Array, what: string) => {
+  const check = (weight: LinearWeight, expected: Uint16Array, what: string) => {
+    assert.ok(!isFp8Weight(weight), `${what}: a bf16 checkpoint loads as bf16`);
+    const buffer = weight;
     assert.equal(buffer.bytes, expected.length * 2, `${what}: size`);
     assert.deepEqual(readBf16(backend, buffer), expected, what);
   };
@@ -687,7 +690,9 @@ function recordingOps(failAt = Infinity) {
 /** Every matrix buffer of `w`, embedTokens first, lmHead last (once when tied). */
 function matrices(loaded: ModelWeights): DeviceBuffer[] {
   const w = llamaWeights(loaded);
-  const layers = w.layers.flatMap((l) => [l.qkvProj, l.oProj, l.gateUpProj, l.downProj]);
+  const layers = w.layers.flatMap((l) =>
+    [l.qkvProj, l.oProj, l.gateUpProj, l.downProj] as DeviceBuffer[]
+  );
   return [w.embedTokens, ...layers, ...(w.lmHead === w.embedTokens ? [] : [w.lmHead])];
 }
 
@@ -770,8 +775,11 @@ Deno.test("weights: randomWeights fills every matrix on the device, seeded, std 
   ) {
     assert.ok(readBf16(backend, norm).every((bits) => bits === 0x3f80), "norm weights are 1");
   }
-  assert.equal(llamaWeights(a).layers[0].qkvProj.bytes, (2 + 2 * 1) * 32 * 64 * 2);
-  assert.equal(llamaWeights(a).layers[0].gateUpProj.bytes, 2 * 96 * 64 * 2);
+  assert.equal(
+    (llamaWeights(a).layers[0].qkvProj as DeviceBuffer).bytes,
+    (2 + 2 * 1) * 32 * 64 * 2,
+  );
+  assert.equal((llamaWeights(a).layers[0].gateUpProj as DeviceBuffer).bytes, 2 * 96 * 64 * 2);
   for (const weights of [a, b, c]) weights.free();
   assert.equal(backend.live.size, 0);
 });

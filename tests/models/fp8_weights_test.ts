@@ -1,0 +1,331 @@
+/**
+ * Loading FP8 weights: a compressed-tensors (and an `fp8`-method) checkpoint the test writes from
+ * checkpoints/tiny-llama by per-row quantization on the host, against the same bf16 checkpoint
+ * quantized at load (`quantization: "fp8"`), which must give bit-identical codes, scales and
+ * logits; the FP8 model's logits against the bf16 model's; and every refusal naming the tensor
+ * or key and the remedy.
+ *
+ * Tolerance of FP8 against bf16 logits: per-channel E4M3 keeps 3 mantissa bits, a relative
+ * weight error of at most 2^-4 (about 2^-4/√3 ≈ 3.6% RMS, uniform rounding); through two layers
+ * of random weights the logits move by a few percent of their norm. 0.15 leaves room for that
+ * while a wrong scale (a factor of 448, or another row's) or a mis-decoded code moves them by
+ * far more (a missing scale multiplies every projection by ~100).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { fromBf16Bits } from "../../backends/bf16.ts";
+import { quantizeE4m3, rowScale } from "../../backends/fp8.ts";
+import { Engine } from "../../engine/engine.ts";
+import { ConfigError, loadModelConfig, parseModelConfig } from "../../models/config.ts";
+import { readSafetensorsHeader, readTensor } from "../../models/safetensors.ts";
+import { loadWeights, WeightsError } from "../../models/weights.ts";
+import { isFp8Weight } from "../../ops/linear_weight.ts";
+import { loadOps } from "../../ops/load.ts";
+import { relativeError } from "../support/numeric.ts";
+
+const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
+const LINEAR = /\.(q|k|v|o|gate|up|down)_proj\.weight$/;
+
+interface Tensor {
+  dtype: string;
+  shape: number[];
+  data: Uint8Array;
+}
+
+function writeSafetensors(path: string, tensors: Map<string, Tensor>): void {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    header[name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + t.data.length],
+    };
+    offset += t.data.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  let at = 8 + json.length;
+  for (const t of tensors.values()) {
+    out.set(t.data, at);
+    at += t.data.length;
+  }
+  Deno.writeFileSync(path, out);
+}
+
+const COMPRESSED_TENSORS = {
+  quant_method: "compressed-tensors",
+  format: "float-quantized",
+  config_groups: {
+    group_0: {
+      targets: ["Linear"],
+      weights: { num_bits: 8, type: "float", strategy: "channel", symmetric: true, dynamic: false },
+      input_activations: { num_bits: 8, type: "float", strategy: "token", dynamic: true },
+    },
+  },
+  ignore: ["lm_head"],
+};
+
+/**
+ * Writes tiny-llama with its linear weights quantized per row (F8_E4M3 + F32 weight_scale
+ * [out, 1], or a per-tensor scalar with `perTensor`), `edit` applied to the tensors last.
+ */
+async function writeFp8Checkpoint(
+  quantizationConfig: unknown,
+  options: { perTensor?: boolean; edit?: (tensors: Map<string, Tensor>) => void } = {},
+): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "denali-fp8-" });
+  const header = await readSafetensorsHeader(join(TINY, "model.safetensors"));
+  const tensors = new Map<string, Tensor>();
+  for (const [name, info] of header.tensors) {
+    const data = await readTensor(header, name);
+    if (!LINEAR.test(name)) {
+      tensors.set(name, { dtype: info.dtype, shape: [...info.shape], data });
+      continue;
+    }
+    const [rows, cols] = info.shape;
+    const bits = new Uint16Array(data.buffer, data.byteOffset, rows * cols);
+    const values = Float64Array.from(bits, fromBf16Bits);
+    const codes = new Uint8Array(rows * cols);
+    const amaxOf = (from: number, to: number) => {
+      let m = 0;
+      for (let i = from; i < to; i++) m = Math.max(m, Math.abs(values[i]));
+      return m;
+    };
+    const tensorScale = rowScale(amaxOf(0, rows * cols));
+    const scales = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      scales[r] = options.perTensor ? tensorScale : rowScale(amaxOf(r * cols, (r + 1) * cols));
+      for (let c = 0; c < cols; c++) {
+        codes[r * cols + c] = quantizeE4m3(values[r * cols + c], scales[r]);
+      }
+    }
+    tensors.set(name, { dtype: "F8_E4M3", shape: [rows, cols], data: codes });
+    tensors.set(name.replace(/weight$/, "weight_scale"), {
+      dtype: "F32",
+      shape: options.perTensor ? [] : [rows, 1],
+      data: new Uint8Array((options.perTensor ? Float32Array.of(tensorScale) : scales).buffer),
+    });
+  }
+  options.edit?.(tensors);
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  const config = JSON.parse(await Deno.readTextFile(join(TINY, "config.json")));
+  config.quantization_config = quantizationConfig;
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(config));
+  for (const file of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+    await Deno.copyFile(join(TINY, file), join(dir, file));
+  }
+  return dir;
+}
+
+const PROMPT = [277, 40, 41, 42, 43, 100, 101, 7, 8, 9, 200, 201, 5, 6];
+
+async function lastLogits(dir: string, quantization: "fp8" | null = null): Promise<Float32Array> {
+  const engine = await Engine.load(dir, { backend: "cpu", log: () => {}, quantization });
+  try {
+    return await engine.lastLogits(PROMPT);
+  } finally {
+    await engine.close();
+  }
+}
+
+const base = { sanitizeResources: false, sanitizeOps: false };
+
+Deno.test({
+  ...base,
+  name: "FP8 checkpoint (compressed-tensors, per channel) equals the bf16 one quantized at load",
+}, async () => {
+  const dir = await writeFp8Checkpoint(COMPRESSED_TENSORS);
+  try {
+    const backend = new CpuBackend();
+    const ops = await loadOps(backend);
+    const fromFile = await loadWeights(dir, await loadModelConfig(dir), backend, { ops });
+    const atLoad = await loadWeights(TINY, await loadModelConfig(TINY), backend, {
+      ops,
+      quantization: "fp8",
+    });
+    assert.equal(fromFile.format, "fp8");
+    assert.equal(atLoad.format, "fp8");
+    for (const key of ["0.qkvProj", "0.oProj", "1.gateUpProj", "1.downProj"]) {
+      const a = fromFile.linear(key), b = atLoad.linear(key);
+      assert.ok(isFp8Weight(a) && isFp8Weight(b), `${key} is FP8 both ways`);
+      assert.deepEqual(a.data.host, b.data.host, `${key}: codes`);
+      assert.deepEqual(a.scales.host, b.scales.host, `${key}: scales`);
+    }
+    assert.throws(() => fromFile.get("0.qkvProj"), /held in FP8; read it with linear\(\)/);
+    assert.ok(!isFp8Weight(fromFile.linear("lmHead")), "the lm head stays bf16");
+    // Codes take a byte, bf16 two: the FP8 model is smaller.
+    const bf16 = await loadWeights(TINY, await loadModelConfig(TINY), backend);
+    assert.ok(fromFile.bytes < bf16.bytes, `${fromFile.bytes} < ${bf16.bytes}`);
+    for (const w of [fromFile, atLoad, bf16]) w.free();
+
+    const fp8Logits = await lastLogits(dir);
+    assert.deepEqual(
+      fp8Logits,
+      await lastLogits(TINY, "fp8"),
+      "identical weights, identical logits",
+    );
+    const error = relativeError(fp8Logits, await lastLogits(TINY));
+    console.log(`FP8 (per channel) vs bf16 logits: relative error ${error.toExponential(2)}`);
+    assert.ok(error > 0 && error < 0.15, `relative error ${error}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(
+  { ...base, name: "FP8 checkpoint (fp8 method, per-tensor scalar scales) loads and runs" },
+  async () => {
+    const dir = await writeFp8Checkpoint(
+      { quant_method: "fp8", activation_scheme: "dynamic" },
+      { perTensor: true },
+    );
+    try {
+      const error = relativeError(await lastLogits(dir), await lastLogits(TINY));
+      console.log(`FP8 (per tensor) vs bf16 logits: relative error ${error.toExponential(2)}`);
+      assert.ok(error > 0 && error < 0.25, `relative error ${error}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test({
+  ...base,
+  name: "FP8 checkpoints: bad tensors are refused naming the tensor and the remedy",
+}, async () => {
+  const scale = "model.layers.0.self_attn.k_proj.weight_scale";
+  const cases: [string, (t: Map<string, Tensor>) => void, RegExp][] = [
+    [
+      "a scale of the wrong shape",
+      (t) => t.set(scale, { dtype: "F32", shape: [64, 2], data: new Uint8Array(64 * 2 * 4) }),
+      /k_proj\.weight_scale': shape \[64, 2\] is not a scale Denali supports for the \[128, 128\] weight: expected \[128, 1\] \(per output channel\) or \[\] \(per tensor\)/,
+    ],
+    [
+      "a missing scale",
+      (t) => t.delete(scale),
+      /k_proj\.weight_scale': missing: the F8_E4M3 weight .* needs its scale/,
+    ],
+    [
+      "a NaN code",
+      (t) => t.get("model.layers.1.mlp.down_proj.weight")!.data[5] = 0xff,
+      /down_proj\.weight': element 5 is NaN \(E4M3 code 0xff\): the checkpoint is corrupt/,
+    ],
+    [
+      "FP8 beside bf16 in one fused weight",
+      (t) => {
+        const q = t.get("model.layers.0.self_attn.v_proj.weight")!;
+        t.set("model.layers.0.self_attn.v_proj.weight", {
+          dtype: "BF16",
+          shape: q.shape,
+          data: new Uint8Array(q.data.length * 2),
+        });
+      },
+      /v_proj\.weight': dtype BF16, but the other parts of '0\.qkvProj' are F8_E4M3/,
+    ],
+    [
+      "an FP8 embedding",
+      (t) => {
+        const e = t.get("model.embed_tokens.weight")!;
+        t.set("model.embed_tokens.weight", {
+          dtype: "F8_E4M3",
+          shape: e.shape,
+          data: new Uint8Array(e.data.length / 2),
+        });
+      },
+      /embed_tokens\.weight': dtype F8_E4M3 is supported only for the decoder layers' linear weights/,
+    ],
+  ];
+  for (const [what, edit, message] of cases) {
+    const dir = await writeFp8Checkpoint(COMPRESSED_TENSORS, { edit });
+    try {
+      await assert.rejects(
+        loadWeights(dir, await loadModelConfig(dir), new CpuBackend(), {
+          ops: await loadOps(new CpuBackend()),
+        }),
+        (e: Error) => e instanceof WeightsError && message.test(e.message),
+        what,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  // F8 tensors without a quantization_config: nothing says how they are scaled.
+  const dir = await writeFp8Checkpoint(null);
+  try {
+    await assert.rejects(
+      loadWeights(dir, await loadModelConfig(dir), new CpuBackend(), {
+        ops: await loadOps(new CpuBackend()),
+      }),
+      /dtype F8_E4M3, but config.json has no quantization_config/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FP8 quantization_config: unsupported schemes are refused naming the key", async () => {
+  const config = JSON.parse(await Deno.readTextFile(join(TINY, "config.json")));
+  const group = COMPRESSED_TENSORS.config_groups.group_0;
+  const withGroup = (g: Record<string, unknown>) => ({
+    ...COMPRESSED_TENSORS,
+    config_groups: { group_0: { ...group, ...g } },
+  });
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "block-wise weights",
+      withGroup({ weights: { ...group.weights, strategy: "block", block_structure: [128, 128] } }),
+      /weights\.strategy "block" with block_structure \[128,128\] is not supported/,
+    ],
+    [
+      "group weights",
+      withGroup({ weights: { ...group.weights, strategy: "group", group_size: 128 } }),
+      /strategy "group" with group_size 128 is not supported/,
+    ],
+    [
+      "int8 activations",
+      withGroup({ input_activations: { num_bits: 8, type: "int", dynamic: true } }),
+      /input_activations \(int 8-bit activations\) is not supported/,
+    ],
+    [
+      "FP8 outputs",
+      withGroup({ output_activations: { num_bits: 8, type: "float" } }),
+      /output_activations \(quantized outputs\) is not supported/,
+    ],
+    [
+      "int4 weights",
+      { ...COMPRESSED_TENSORS, format: "pack-quantized" },
+      /format "pack-quantized" is not supported/,
+    ],
+    [
+      "an FP8 KV cache",
+      { ...COMPRESSED_TENSORS, kv_cache_scheme: { num_bits: 8, type: "float" } },
+      /kv_cache_scheme \(an FP8 KV cache\) is not supported yet; remove kv_cache_scheme/,
+    ],
+    [
+      "block-wise fp8 method",
+      { quant_method: "fp8", weight_block_size: [128, 128] },
+      /weight_block_size \[128,128\] \(block-wise FP8 scales\) is not supported/,
+    ],
+    ["awq", { quant_method: "awq" }, /quant_method "awq" is not supported.*unquantized/],
+  ];
+  for (const [what, quantization, message] of cases) {
+    assert.throws(
+      () => parseModelConfig({ ...config, quantization_config: quantization }),
+      (e: Error) => e instanceof ConfigError && message.test(e.message),
+      what,
+    );
+  }
+  const parsed = parseModelConfig({ ...config, quantization_config: COMPRESSED_TENSORS });
+  assert.deepEqual(parsed.quantization, {
+    method: "compressed-tensors",
+    strategy: "channel",
+    activations: "fp8-dynamic",
+  });
+});

@@ -75,6 +75,8 @@ export { DeviceBuffer } from "./backends/backend.ts";
 export type {
   AttentionShape,
   DecodeAttentionArgs,
+  Fp8Weight,
+  LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
   RopeTable,
@@ -82,6 +84,8 @@ export type {
 } from "./ops/ops.ts";
 export { loadOps } from "./ops/load.ts";
 export { decodeBf16, encodeBf16, fromBf16Bits, roundBf16, toBf16Bits } from "./backends/bf16.ts";
+export { decodeE4m3, E4M3_MAX, encodeE4m3, fromE4m3Bits, toE4m3Bits } from "./backends/fp8.ts";
+export { isFp8Weight, weightRows } from "./ops/linear_weight.ts";
 export {
   DriverError,
   DriverNotFoundError,
@@ -150,6 +154,7 @@ export {
   ARCHITECTURES,
   type CheckpointDtype,
   ConfigError,
+  type Fp8Checkpoint,
   loadModelConfig,
   type ModelConfig,
   parseModelConfig,
@@ -169,7 +174,7 @@ export type {
   WeightSlot,
 } from "./models/model.ts";
 export { MODEL_FAMILIES, modelDefinition } from "./models/families.ts";
-export { WeightsError } from "./models/weights.ts";
+export { type WeightQuantization, WeightsError } from "./models/weights.ts";
 export { SafetensorsError } from "./models/safetensors.ts";
 export { RequestRejectedError, type SchedulerMetrics } from "./engine/scheduler.ts";
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";

@@ -12,8 +12,14 @@
  * time over that floor (goal 1.15). bench/decode_hf.py prints the HF transformers baselines in
  * the same `DECODE` line format.
  *
+ * With `--quantization fp8` each preset runs twice in one call, bf16 weights and then the same
+ * weights quantized to FP8 at load (W8A16), one engine on the device at a time; the FP8 runs
+ * print their DECODE lines with `weights=fp8` (their floor stays the bf16 one) and each preset
+ * ends with `TARGET decode_b1_fp8` (llama3-8b, the issue's model) or a `# decode_b1_fp8` line:
+ * the FP8 batch-1 ms/step over the bf16 one (goal 0.60).
+ *
  * Usage: deno run -A bench/decode_bench.ts [--presets llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b]
- *        [--batches 1,64] [--context 512] [--steps 64]
+ *        [--batches 1,64] [--context 512] [--steps 64] [--quantization fp8]
  *
  * @module
  */
@@ -33,7 +39,11 @@ Decode ms/step of random-weight models through the Engine, beside the bytes-read
   --batches LIST    batch sizes (default 1,64)
   --context N       context length (default 512)
   --steps N         decode steps per batch (default 64)
+  --quantization fp8  also run each preset with FP8 weights: TARGET decode_b1_fp8 (FP8 ÷ bf16)
   -h, --help        show this help`;
+
+/** Issue 13's goal for the batch-1 decode step, FP8 over bf16. */
+const FP8_GOAL = 0.6;
 
 /** The batch-1 goal: decode within 15% of the floor. */
 const GOAL = 1.15;
@@ -61,8 +71,13 @@ async function main(): Promise<void> {
       batches: { type: "string", default: "1,64" },
       context: { type: "string", default: "512" },
       steps: { type: "string", default: "64" },
+      quantization: { type: "string" },
     },
   });
+  if (values.quantization !== undefined && values.quantization !== "fp8") {
+    throw new Error(`--quantization ${values.quantization} is not supported; use fp8`);
+  }
+  const formats: ("fp8" | null)[] = values.quantization === "fp8" ? [null, "fp8"] : [null];
   const presets = (values.preset ?? values.presets!).split(",");
   const batches = values.batches!.split(",").map(Number);
   const context = Number(values.context);
@@ -83,63 +98,80 @@ async function main(): Promise<void> {
         `${(decodeStepBytes(config, 1, context + steps / 2) / 1e9).toFixed(3)} GB read per ` +
         `batch-1 step`,
     );
-    const engine = await Engine.load({ config, randomWeights: true, seed: 1 }, {
-      backend,
-      maxRunning: Math.max(...batches),
-      maxModelLen: context + steps + 8,
-      maxBatchedTokens: 8192,
-      log: () => {},
-    });
+    const batchOneMs: number[] = [];
+    for (const quantization of formats) {
+      const weights = quantization === null ? "" : ` weights=${quantization}`;
+      const engine = await Engine.load({ config, randomWeights: true, seed: 1 }, {
+        backend,
+        maxRunning: Math.max(...batches),
+        maxModelLen: context + steps + 8,
+        maxBatchedTokens: 8192,
+        log: () => {},
+        quantization,
+      });
 
-    let seed = 7;
-    const randomPrompt = () =>
-      Array.from(
-        { length: context },
-        () => (seed = (seed * 1103515245 + 12345) >>> 0) % (config.vocabSize - 100) + 100,
-      );
-
-    /** Runs the prompts to completion; `onFirst` when every one has its first token. */
-    const run = async (prompts: number[][], tokens: number, onFirst: () => void) => {
-      let firstTokens = 0;
-      await Promise.all(prompts.map(async (prompt) => {
-        let count = 0;
-        const params = { maxTokens: tokens, temperature: 0, ignoreEos: true };
-        for await (const _ of engine.generate(prompt, params)) {
-          if (count++ === 0 && ++firstTokens === prompts.length) onFirst();
-        }
-      }));
-    };
-
-    try {
-      for (const batch of batches) {
-        // Warm-up at the same batch and context (graphs, JIT), then the timed run.
-        await run(Array.from({ length: batch }, randomPrompt), 4, () => {});
-        const prompts = Array.from({ length: batch }, randomPrompt);
-        let firstAt = 0;
-        const started = performance.now();
-        await run(prompts, steps + 1, () => firstAt = performance.now());
-        const msPerStep = (performance.now() - firstAt) / steps;
-        const ofFloor = msPerStep / floorMs(batch);
-        console.log(
-          `DECODE floor preset=${preset} batch=${batch} ms_per_step=${floorMs(batch).toFixed(3)} ` +
-            `read_gbps=${readGbps.toFixed(0)}`,
+      let seed = 7;
+      const randomPrompt = () =>
+        Array.from(
+          { length: context },
+          () => (seed = (seed * 1103515245 + 12345) >>> 0) % (config.vocabSize - 100) + 100,
         );
-        console.log(
-          `DECODE denali preset=${preset} batch=${batch} ms_per_step=${msPerStep.toFixed(3)} ` +
-            `prefill_s=${((firstAt - started) / 1000).toFixed(2)} of_floor=${
-              ofFloor.toFixed(3)
-            } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}`,
-        );
-        if (batch === 1) {
-          targets.push(
-            `TARGET decode_b1_${preset} value=${ofFloor.toFixed(3)} goal=${GOAL} ` +
-              (ofFloor <= GOAL ? "met" : "MISSED"),
+
+      /** Runs the prompts to completion; `onFirst` when every one has its first token. */
+      const run = async (prompts: number[][], tokens: number, onFirst: () => void) => {
+        let firstTokens = 0;
+        await Promise.all(prompts.map(async (prompt) => {
+          let count = 0;
+          const params = { maxTokens: tokens, temperature: 0, ignoreEos: true };
+          for await (const _ of engine.generate(prompt, params)) {
+            if (count++ === 0 && ++firstTokens === prompts.length) onFirst();
+          }
+        }));
+      };
+
+      try {
+        for (const batch of batches) {
+          // Warm-up at the same batch and context (graphs, JIT), then the timed run.
+          await run(Array.from({ length: batch }, randomPrompt), 4, () => {});
+          const prompts = Array.from({ length: batch }, randomPrompt);
+          let firstAt = 0;
+          const started = performance.now();
+          await run(prompts, steps + 1, () => firstAt = performance.now());
+          const msPerStep = (performance.now() - firstAt) / steps;
+          const ofFloor = msPerStep / floorMs(batch);
+          if (batch === 1) batchOneMs.push(msPerStep);
+          console.log(
+            `DECODE floor preset=${preset} batch=${batch} ms_per_step=${
+              floorMs(batch).toFixed(3)
+            } ` +
+              `read_gbps=${readGbps.toFixed(0)}`,
           );
+          console.log(
+            `DECODE denali preset=${preset} batch=${batch} ms_per_step=${msPerStep.toFixed(3)} ` +
+              `prefill_s=${((firstAt - started) / 1000).toFixed(2)} of_floor=${
+                ofFloor.toFixed(3)
+              } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}${weights}`,
+          );
+          if (batch === 1 && quantization === null) {
+            targets.push(
+              `TARGET decode_b1_${preset} value=${ofFloor.toFixed(3)} goal=${GOAL} ` +
+                (ofFloor <= GOAL ? "met" : "MISSED"),
+            );
+          }
         }
+        console.log(`stats ${preset}${weights}: ${JSON.stringify(engine.stats())}`);
+      } finally {
+        await engine.close();
       }
-      console.log(`stats ${preset}: ${JSON.stringify(engine.stats())}`);
-    } finally {
-      await engine.close();
+    }
+    if (batchOneMs.length === 2) {
+      const ratio = batchOneMs[1] / batchOneMs[0];
+      const line = `decode_b1_fp8 value=${ratio.toFixed(3)} goal=${FP8_GOAL.toFixed(2)}`;
+      if (preset === "llama3-8b") {
+        targets.push(`TARGET ${line} ${ratio <= FP8_GOAL ? "met" : "MISSED"}`);
+      } else {
+        console.log(`# ${line} preset=${preset}`);
+      }
     }
   }
   for (const line of targets) console.log(line);

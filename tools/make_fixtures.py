@@ -20,6 +20,12 @@ The models (hidden 128, intermediate 256, 2 layers, head_dim 64, vocab = the tes
                q_norm and k_norm, untied, rope_theta 1e6, eps 1e-6, the ChatML template;
   mistral      MistralForCausalLM: 2 heads, 1 KV head, sliding_window null, rope_theta 1e6,
                eps 1e-5, untied, a Mistral [INST] chat template.
+  llama3-gqa-fp8  the llama3-gqa shape (its own seed), its linear weights quantized to FP8 E4M3
+               with one scale per output channel (scale = amax / 448, codes = the weight / scale
+               clamped to +-448 and cast to torch.float8_e4m3fn) and saved as compressed-tensors
+               "float-quantized" (weight F8_E4M3, weight_scale F32 [out, 1]); embeddings, norms
+               and lm_head stay bf16. Its reference runs HF on the dequantized weights (codes x
+               scale): logits.fp32 in float32 throughout, logits.bf16 with them rounded to bf16.
 head_dim is 64 because the GPU attention kernels take 64 or 128; with hidden 128 the llama3
 models therefore set head_dim explicitly (heads x head_dim != hidden), which Llama allows.
 
@@ -57,6 +63,7 @@ Usage (repo root, on the GPU machine; no network needed):
   python3 tools/make_fixtures.py --only qwen2-bias,qwen3-qknorm,mistral --out /tmp/fx
                                                 # just those models, written under /tmp/fx/
                                                 # (copy them to tests/fixtures/models/)
+  python3 tools/make_fixtures.py --only llama3-gqa-fp8   # the FP8 fixture alone
 Requires torch, transformers (5.x), tokenizers and safetensors.
 """
 
@@ -149,6 +156,32 @@ MODELS = {
         family="mistral", heads=2, kv_heads=1, layers=2, eps=1e-5, tied=False,
         legacy_config=False, rope=DEFAULT_ROPE, chat_template=MISTRAL_TEMPLATE,
     ),
+    "llama3-gqa-fp8": dict(
+        heads=8, kv_heads=2, layers=2, eps=1e-5, tied=False, legacy_config=False, rope=LLAMA3_ROPE,
+        fp8=True,
+    ),
+}
+FP8_MAX = 448.0
+LINEAR_GROUPS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
+                 ("mlp", ("gate_proj", "up_proj", "down_proj")))
+# What llm-compressor writes for its FP8_DYNAMIC scheme (per-channel weights, dynamic per-token
+# activations, which Denali runs in bf16).
+COMPRESSED_TENSORS_FP8 = {
+    "quant_method": "compressed-tensors",
+    "format": "float-quantized",
+    "quantization_status": "compressed",
+    "config_groups": {
+        "group_0": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "float", "strategy": "channel",
+                        "symmetric": True, "dynamic": False},
+            "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
+                                  "symmetric": True, "dynamic": True},
+            "output_activations": None,
+        },
+    },
+    "ignore": ["lm_head"],
+    "kv_cache_scheme": None,
 }
 HIDDEN, INTERMEDIATE, HEAD_DIM, MAX_POSITIONS = 128, 256, 64, 1024
 LOGIT_STD = 3.0
@@ -323,11 +356,8 @@ def legacy_config(path, spec):
         fail(f"{path}: transformers reads the 4.x-style rope keys as {reread.rope_parameters}")
 
 
-def write_checkpoint(name, spec, facts, directory):
-    """The seeded random model, saved in bf16 with the test tokenizer's files beside it."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+def random_model(name, spec, facts):
+    """The seeded random model of `name`, in bf16."""
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
     model = model_class(spec)(model_config(spec, facts))
@@ -336,7 +366,62 @@ def write_checkpoint(name, spec, facts, directory):
     untouched = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     if untouched:
         fail(f"{name}: parameters not drawn by randomize: {untouched}")
-    model = model.to(torch.bfloat16)
+    return model.to(torch.bfloat16)
+
+
+def quantize_fp8(weight):
+    """Per-output-channel E4M3: (codes, scales [out, 1] float32), as Denali quantizes at load."""
+    w = weight.float()
+    amax = w.abs().amax(dim=1, keepdim=True)
+    scales = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    codes = (w / scales).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return codes, scales
+
+
+@torch.no_grad()
+def write_fp8_checkpoint(name, spec, facts, directory, dequantized_dir):
+    """
+    The FP8 compressed-tensors checkpoint of `name` in `directory`, and in `dequantized_dir` the
+    same model with its linear weights replaced by codes x scale in float32, for the reference.
+    """
+    from safetensors.torch import save_file
+
+    for d in (directory, dequantized_dir):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    tensors = {k: v.contiguous() for k, v in random_model(name, spec, facts).state_dict().items()}
+    dequantized = random_model(name, spec, facts).to(torch.float32)  # the bf16 values, upcast
+    for i, layer in enumerate(dequantized.model.layers):
+        for group, module_names in LINEAR_GROUPS:
+            for module_name in module_names:
+                module = getattr(getattr(layer, group), module_name)
+                prefix = f"model.layers.{i}.{group}.{module_name}"
+                codes, scales = quantize_fp8(tensors[f"{prefix}.weight"])
+                tensors[f"{prefix}.weight"] = codes.contiguous()
+                tensors[f"{prefix}.weight_scale"] = scales.contiguous()
+                module.weight.copy_(codes.float() * scales)
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    dequantized.save_pretrained(dequantized_dir, safe_serialization=True)
+    config = json.loads((dequantized_dir / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    config["quantization_config"] = COMPRESSED_TENSORS_FP8
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for file in sorted(TOKENIZER_DIR.iterdir()):
+        shutil.copy(file, directory / file.name)
+        shutil.copy(file, dequantized_dir / file.name)
+    with safe_open(directory / "model.safetensors", "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    if dtypes != {"BF16", "F8_E4M3", "F32"}:
+        fail(f"{directory}: expected BF16, F8_E4M3 and F32 tensors, found {sorted(dtypes)}")
+
+
+def write_checkpoint(name, spec, facts, directory):
+    """The seeded random model, saved in bf16 with the test tokenizer's files beside it."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    model = random_model(name, spec, facts)
     model.save_pretrained(directory, safe_serialization=True)
     # save_pretrained writes its own generation_config.json; the tokenizer's (two EOS ids,
     # Llama 3 Instruct's sampling defaults) is the one a real checkpoint ships.
@@ -495,8 +580,9 @@ def reference(directory, device):
     return prompts
 
 
-def write_reference(name, directory, device, precision):
-    prompts = reference(directory, device)
+def write_reference(name, directory, device, precision, source=None):
+    """reference.json in `directory`, computed by HF from `source` (default: `directory`)."""
+    prompts = reference(source or directory, device)
     doc = {
         "model": name,
         "architecture": json.loads((directory / "config.json").read_text())["architectures"][0],
@@ -514,6 +600,8 @@ def write_reference(name, directory, device, precision):
             "bf16": "bf16 weights and activations, GEMMs accumulating in fp32",
             "fp32": "the bf16 weights upcast, fp32 throughout, no TF32",
             "torch": precision,
+            **({"weights": "FP8 E4M3 per channel; both runs use the dequantized weights (codes x "
+                           "scale), fp32 exactly and bf16 rounded"} if source else {}),
         },
         "maxNewTokens": MAX_NEW_TOKENS,
         "topK": TOP_K,
@@ -570,8 +658,14 @@ def main():
     for name in only:
         spec = MODELS[name]
         directory = out_dir / name
-        write_checkpoint(name, spec, facts, directory)
-        prompts = write_reference(name, directory, args.device, precision)
+        if spec.get("fp8"):
+            dequantized = Path(os.environ.get("TMPDIR", "/tmp")) / f"denali-{name}-dequantized"
+            write_fp8_checkpoint(name, spec, facts, directory, dequantized)
+            prompts = write_reference(name, directory, args.device, precision, dequantized)
+            shutil.rmtree(dequantized)
+        else:
+            write_checkpoint(name, spec, facts, directory)
+            prompts = write_reference(name, directory, args.device, precision)
         print(f"wrote {directory}/ ({size(directory) / 1024:.0f} KiB): "
               f"{', '.join(sorted(p.name for p in directory.iterdir()))}")
         for p in prompts:

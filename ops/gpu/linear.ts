@@ -34,7 +34,7 @@ import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { isOutOfMemory, UnsupportedShapeError } from "../../backends/errors.ts";
 import { reportFallback } from "../../backends/fallbacks.ts";
 import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
-import { isFp8Weight } from "../linear_weight.ts";
+import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { loadFp8Ops } from "./fp8.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
@@ -96,6 +96,14 @@ export interface GemvLaunch {
  * (for benchmark labels).
  */
 export interface GpuLinearOps extends LinearOps, Fp8Ops {
+  /** The FP8 GEMV `linear` runs for an FP8 weight, or null where it dequantizes first. */
+  fp8GemvKernel(
+    m: number,
+    n: number,
+    k: number,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+  ): string | null;
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
   kernelName(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer): string;
   /**
@@ -544,6 +552,7 @@ export async function loadLinearOps(
     quantizeFp8: fp8.quantizeFp8,
     dequantizeFp8: fp8.dequantizeFp8,
     fp8ScratchBytes: fp8.fp8ScratchBytes,
+    fp8GemvKernel: fp8.gemvKernel,
 
     kernelName(m, n, k, x, weight) {
       if (accel !== null && useAccelerator(m, n, k)) return "accelerator";

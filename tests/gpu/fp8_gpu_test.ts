@@ -1,0 +1,289 @@
+/**
+ * The FP8 weight kernels (kernels/src/linear_fp8.cu) on a real NVIDIA GPU (`deno task
+ * test:gpu`) against the CPU reference (ops/cpu/fp8.ts) on the same inputs:
+ * - quantizeFp8 and dequantizeFp8 bit for bit (both compute one f32 product or quotient and one
+ *   rounding), over random rows, an all-zero row, tiny rows (subnormal codes) and every code;
+ *   the dequantize kernel's 16-wide and element paths (K % 16 != 0, a misaligned view);
+ * - `linear` on FP8 weights for M ∈ {1, 2, 3, 8, 9, 16, 17, 64, 300} over (N, K) ∈ {(4096,
+ *   4096), (1024, 4096), (1000, 1008), (37, 64), (1000, 1000)}: the W8A16 GEMVs (both row widths,
+ *   K splits 1..8, partial steps) for M <= 16 and K % 16 == 0, the dequantize + bf16 GEMM path
+ *   otherwise; a weight holding every finite code (subnormals through the bf16x2 widening);
+ *   the 128256×4096 shape at M = 1; a chain of GEMVs each reading the previous output (the
+ *   programmatic launch must wait before reading x); and the engine on tiny-llama quantized at
+ *   load, against the CPU engine. (HF parity of the FP8 fixture runs with the other models in
+ *   tests/gpu/parity_gpu_test.ts.)
+ *
+ * Tolerances. GEMV: both sides round one sum per output to bf16 after applying the row scale,
+ * the GPU summing exact products in fp32, so per element |gpu − cpu| ≤ 2^-7·|ref| + 1e-4, as the
+ * bf16 GEMVs. Dequantize path: each weight is first rounded to bf16 (2^-9 relative), so the
+ * bound adds 2^-9·Σ|x·w|. Engine logits: relative L2 ≤ 2e-2, the bf16 engine's GPU-vs-CPU
+ * bound (the same weights, different summation orders and bf16 roundings of activations).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
+import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import { e4m3Table } from "../../backends/fp8.ts";
+import { Engine } from "../../engine/engine.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import type { Fp8Weight } from "../../ops/linear_weight.ts";
+import { assertClose, relativeError, rng } from "../support/numeric.ts";
+
+const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
+const cpu = new CpuBackend();
+const ref = cpuOps();
+const cs = cpu.defaultStream;
+
+function gpuTest(name: string, body: (gpu: Backend, ops: GpuLinearOps) => void | Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async () => {
+    const gpu = openCuda();
+    try {
+      await body(gpu, await loadLinearOps(gpu));
+    } finally {
+      gpu.close();
+    }
+  });
+}
+
+function randomBf16(count: number, seed: number, scale: number): Uint16Array {
+  const next = rng(seed);
+  return Uint16Array.from({ length: count }, () => toBf16Bits(next(-scale, scale)));
+}
+
+/** The same FP8 weight on the CPU and the GPU. */
+interface Pair {
+  cpu: Fp8Weight;
+  gpu: Fp8Weight;
+}
+
+function cpuFp8(n: number, k: number): Fp8Weight {
+  return { format: "fp8-e4m3", data: cpu.alloc(n * k), scales: cpu.alloc(4 * n), scratch: null };
+}
+
+function upload(gpu: Backend, ops: GpuLinearOps, w: Fp8Weight, n: number, k: number): Fp8Weight {
+  const out: Fp8Weight = {
+    format: "fp8-e4m3",
+    data: gpu.alloc(n * k),
+    scales: gpu.alloc(4 * n),
+    scratch: gpu.alloc(ops.fp8ScratchBytes(n, k)),
+  };
+  gpu.copyToDevice(out.data, w.data.host!);
+  gpu.copyToDevice(out.scales, w.scales.host!);
+  return out;
+}
+
+function freeFp8(gpu: Backend, w: Fp8Weight): void {
+  for (const b of [w.data, w.scales, w.scratch]) if (b) gpu.free(b);
+}
+
+/** A weight quantized on the CPU from seeded bf16 values in ±1/√K, on both devices. */
+function quantizedPair(gpu: Backend, ops: GpuLinearOps, n: number, k: number, seed: number): Pair {
+  const w = cpu.alloc(2 * n * k);
+  cpu.copyToDevice(w, randomBf16(n * k, seed, 1 / Math.sqrt(k)));
+  const c = cpuFp8(n, k);
+  ref.quantizeFp8(c, w, n, k, cs);
+  return { cpu: c, gpu: upload(gpu, ops, c, n, k) };
+}
+
+function download(gpu: Backend, buffer: DeviceBuffer, bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  gpu.copyToHost(out, buffer);
+  return out;
+}
+
+gpuTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (gpu, ops) => {
+  const s = gpu.createStream();
+  for (const [n, k] of [[4096, 4096], [1000, 1000], [37, 64], [100, 40]]) {
+    const bits = randomBf16(n * k, n + k, 3);
+    bits.fill(0, 0, k); // row 0: all zeros (scale 1)
+    for (let i = k; i < 2 * k; i++) bits[i] = toBf16Bits((i % 7 - 3) * 1e-6); // tiny: subnormals
+    bits[2 * k + 3] = toBf16Bits(-1000); // a row with one large value
+    const cw = cpu.alloc(2 * n * k);
+    cpu.copyToDevice(cw, bits);
+    const c = cpuFp8(n, k);
+    ref.quantizeFp8(c, cw, n, k, cs);
+    const gw = gpu.alloc(2 * n * k);
+    gpu.copyToDevice(gw, bits);
+    const g: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: null,
+    };
+    gpu.memset(g.data, 0x7f, s);
+    ops.quantizeFp8(g, gw, n, k, s);
+    s.synchronize();
+    assert.deepEqual(download(gpu, g.scales, 4 * n), c.scales.host, `${n}×${k}: scales`);
+    assert.deepEqual(download(gpu, g.data, n * k), c.data.host, `${n}×${k}: codes`);
+    for (const b of [gw, g.data, g.scales]) gpu.free(b);
+  }
+});
+
+gpuTest("gpu dequantizeFp8: every code, both paths, equal to the CPU bit for bit", (gpu, ops) => {
+  const s = gpu.createStream();
+  for (const [n, k, offset] of [[64, 4096, 0], [37, 1000, 0], [16, 256, 2]]) {
+    const c = cpuFp8(n, k);
+    const codes = c.data.host!;
+    for (let i = 0; i < n * k; i++) codes[i] = (i * 13 + (i >> 8)) & 0xff;
+    new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).forEach((_, j, a) =>
+      a[j] = Math.fround(0.001 * (j + 1))
+    );
+    const cout = cpu.alloc(2 * n * k);
+    ref.dequantizeFp8(cout, c, n, k, cs);
+    const g = upload(gpu, ops, c, n, k);
+    const gout = gpu.alloc(2 * n * k + 16);
+    const view = gout.slice(offset, 2 * n * k);
+    ops.dequantizeFp8(view, g, n, k, s);
+    s.synchronize();
+    const got = new Uint16Array(n * k);
+    gpu.copyToHost(got, view);
+    const want = new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, n * k);
+    for (let i = 0; i < n * k; i++) {
+      // NaN codes: any NaN pattern will do.
+      if ((codes[i] & 0x7f) === 0x7f) assert.ok((got[i] & 0x7fff) > 0x7f80, `NaN at ${i}`);
+      else if (got[i] !== want[i]) {
+        assert.fail(`${n}×${k}+${offset} [${i}]: ${got[i]} vs ${want[i]}`);
+      }
+    }
+    freeFp8(gpu, g);
+    gpu.free(gout);
+  }
+});
+
+/** GPU linear on an FP8 weight against the CPU reference, per the module's bounds. */
+function checkLinear(
+  gpu: Backend,
+  ops: GpuLinearOps,
+  pair: Pair,
+  m: number,
+  n: number,
+  k: number,
+  seed: number,
+): void {
+  const s = gpu.createStream();
+  const xBits = randomBf16(m * k, seed, 1);
+  const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
+  cpu.copyToDevice(cx, xBits);
+  ref.linear(cout, cx, pair.cpu, m, n, k, cs);
+  const want = decodeBf16(new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, m * n));
+  const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
+  gpu.copyToDevice(gx, xBits);
+  gpu.memset(gout, 0xff, s);
+  ops.linear(gout, gx, pair.gpu, m, n, k, s);
+  s.synchronize();
+  const bits = new Uint16Array(m * n);
+  gpu.copyToHost(bits, gout);
+  const got = decodeBf16(bits);
+  const gemv = ops.fp8GemvKernel(m, n, k, gx, pair.gpu);
+  const what = `m=${m} n=${n} k=${k} (${gemv ?? "dequantize + GEMM"})`;
+  assertClose(got, want, 1e-2, what);
+  const xs = decodeBf16(xBits), lut = e4m3Table();
+  const codes = pair.cpu.data.host!;
+  const scales = new Float32Array(
+    pair.cpu.scales.host!.buffer,
+    pair.cpu.scales.host!.byteOffset,
+    n,
+  );
+  for (let r = 0; r < m; r++) {
+    for (let j = 0; j < n; j++) {
+      let magnitude = 0;
+      if (gemv === null) {
+        for (let i = 0; i < k; i++) magnitude += Math.abs(xs[r * k + i] * lut[codes[j * k + i]]);
+      }
+      const i = r * n + j;
+      const bound = 2 ** -7 * Math.abs(want[i]) + 2 ** -9 * scales[j] * magnitude + 1e-4;
+      if (!(Math.abs(got[i] - want[i]) <= bound)) {
+        assert.fail(`${what}: [${r}, ${j}] is ${got[i]}, the CPU says ${want[i]}`);
+      }
+    }
+  }
+  gpu.free(gx);
+  gpu.free(gout);
+}
+
+const MS = [1, 2, 3, 8, 9, 16, 17, 64, 300];
+for (const [n, k] of [[4096, 4096], [1024, 4096], [1000, 1008], [37, 64], [1000, 1000]]) {
+  gpuTest(`gpu linear on FP8 weights: N=${n} K=${k}, M in ${MS.join(", ")}`, (gpu, ops) => {
+    const pair = quantizedPair(gpu, ops, n, k, 7 * n + k);
+    try {
+      for (const m of MS) {
+        checkLinear(gpu, ops, pair, m, n, k, m);
+        const dummy = gpu.alloc(16);
+        const expected = m <= 16 && k % 16 === 0;
+        assert.equal(ops.fp8GemvKernel(m, n, k, dummy, pair.gpu) !== null, expected, `m=${m}`);
+        gpu.free(dummy);
+      }
+    } finally {
+      freeFp8(gpu, pair.gpu);
+    }
+  });
+}
+
+gpuTest("gpu linear on FP8 weights: every finite code, and the 128256×4096 shape", (gpu, ops) => {
+  const n = 64, k = 512;
+  const c = cpuFp8(n, k);
+  const codes = c.data.host!;
+  for (let i = 0; i < n * k; i++) {
+    const code = (i * 7 + (i >> 9)) & 0xff;
+    codes[i] = (code & 0x7f) === 0x7f ? 0 : code;
+  }
+  new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).fill(1 / 448);
+  const pair = { cpu: c, gpu: upload(gpu, ops, c, n, k) };
+  for (const m of [1, 8, 16, 20]) checkLinear(gpu, ops, pair, m, n, k, 100 + m);
+  freeFp8(gpu, pair.gpu);
+  const big = quantizedPair(gpu, ops, 128256, 4096, 5);
+  checkLinear(gpu, ops, big, 1, 128256, 4096, 9);
+  freeFp8(gpu, big.gpu);
+});
+
+gpuTest(
+  "gpu linear on FP8 weights: a chain of GEMVs, each reading the previous output",
+  (gpu, ops) => {
+    const n = 1024, depth = 6;
+    const pairs = Array.from({ length: depth }, (_, i) => quantizedPair(gpu, ops, n, n, 50 + i));
+    const s = gpu.createStream();
+    const x0 = randomBf16(n, 3, 1);
+    const cbufs = [cpu.alloc(2 * n), cpu.alloc(2 * n)];
+    cpu.copyToDevice(cbufs[0], x0);
+    const gbufs = [gpu.alloc(2 * n), gpu.alloc(2 * n)];
+    gpu.copyToDevice(gbufs[0], x0);
+    for (let i = 0; i < depth; i++) {
+      ref.linear(cbufs[(i + 1) & 1], cbufs[i & 1], pairs[i].cpu, 1, n, n, cs);
+      ops.linear(gbufs[(i + 1) & 1], gbufs[i & 1], pairs[i].gpu, 1, n, n, s);
+    }
+    s.synchronize();
+    const got = new Uint16Array(n);
+    gpu.copyToHost(got, gbufs[depth & 1]);
+    const want = new Uint16Array(cbufs[depth & 1].host!.buffer, 0, n);
+    // Errors compound over the chain: 2e-2 of the norm (each step ≤ 1e-2 in the tests above).
+    assertClose(decodeBf16(got), decodeBf16(want), 2e-2, `chain of ${depth} FP8 GEMVs`);
+    for (const p of pairs) freeFp8(gpu, p.gpu);
+  },
+);
+
+Deno.test({
+  name: "gpu engine: tiny-llama with --quantization fp8 matches the CPU engine",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const prompt = [277, 40, 41, 42, 43, 100, 101, 7, 8, 9, 200, 201, 5, 6];
+  const logits: Float32Array[] = [];
+  for (const backend of ["cpu", "cuda"] as const) {
+    const engine = await Engine.load(TINY, { backend, log: () => {}, quantization: "fp8" });
+    try {
+      logits.push(await engine.lastLogits(prompt));
+    } finally {
+      await engine.close();
+    }
+  }
+  const error = relativeError(logits[1], logits[0]);
+  console.log(`tiny-llama FP8: GPU vs CPU logits relative error ${error.toExponential(2)}`);
+  assert.ok(error <= 2e-2, `relative error ${error}`);
+});

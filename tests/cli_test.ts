@@ -28,6 +28,7 @@ const CLIS = [
   "bench/kernels/attention_bench.ts",
   "bench/kernels/elementwise_bench.ts",
   "bench/kernels/linear_bench.ts",
+  "bench/kernels/linear_fp8_bench.ts",
   "bench/kernels/sampling_bench.ts",
   "tools/make_test_tokenizer.ts",
   "kernels/build.ts",

@@ -16,6 +16,9 @@ import { type RunningServer, startServer } from "../../server/server.ts";
 export const TINY_MODEL_DIR: string =
   new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
 
+/** The longest any test request (and its streamed body) may take, in ms. */
+export const REQUEST_DEADLINE_MS = 120_000;
+
 /** A served engine and the ways to talk to it. */
 export interface TestServer {
   /** The engine (CPU backend). */
@@ -61,7 +64,14 @@ export async function startTestServer(
     server,
     base,
     model: engine.info.model,
-    client: new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0 }),
+    // Every request has a deadline (for `post`, reading its body too): a regression fails the
+    // test instead of hanging CI.
+    client: new OpenAI({
+      baseURL: `${base}/v1`,
+      apiKey: "unused",
+      maxRetries: 0,
+      timeout: REQUEST_DEADLINE_MS,
+    }),
     post: (path, body, init = {}) =>
       fetch(`${base}${path}`, {
         method: "POST",
@@ -69,6 +79,7 @@ export async function startTestServer(
         body: typeof body === "string" || body instanceof ReadableStream
           ? body
           : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_DEADLINE_MS),
         ...init,
       }),
     close: async () => {

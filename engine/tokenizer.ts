@@ -243,6 +243,13 @@ export class Tokenizer {
     return this.#hf.id_to_token(id);
   }
 
+  /** The ids of special added tokens (<|eot_id|>, ...): control tokens, never output text. */
+  specialIds(): number[] {
+    const ids: number[] = [];
+    for (const [id, token] of this.#hf.get_added_tokens_decoder()) if (token.special) ids.push(id);
+    return ids;
+  }
+
   /**
    * Token ids for `text`. Special-token text in `text` (e.g. "<|eot_id|>") becomes the special
    * token, as in HF. With `addSpecialTokens`, tokenizer_config.json's add_bos_token and

@@ -182,6 +182,23 @@ export type { LogprobEntry } from "./engine/request_text.ts";
 export type { PromptTokenLogprobs } from "./engine/prompt_logprobs.ts";
 export { TokenTexts } from "./engine/token_texts.ts";
 export {
+  type CompiledSpec,
+  GrammarCompiler,
+  GrammarError,
+  type GrammarStats,
+} from "./engine/grammar/compiler.ts";
+export { GrammarState } from "./engine/grammar/state.ts";
+export type { CompiledGrammar, GrammarMatcher } from "./engine/grammar/xgrammar.ts";
+export {
+  choiceSpec,
+  ebnfSpec,
+  type GrammarSpec,
+  jsonSchemaSpec,
+  jsonSpec,
+  regexSpec,
+  structuralTagSpec,
+} from "./engine/grammar/spec.ts";
+export {
   type ChatMessage,
   ChatTemplateError,
   type ChatTemplateOptions,

@@ -41,6 +41,7 @@ import { modelDefinition } from "../models/families.ts";
 import { attentionShape, type ModelWeights } from "../models/model.ts";
 import { loadWeights, randomWeights, type WeightQuantization } from "../models/weights.ts";
 import { ModelRunner } from "./runner.ts";
+import { GrammarCompiler } from "./grammar/compiler.ts";
 import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { PromptScore, type PromptTokenLogprobs } from "./prompt_logprobs.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
@@ -437,6 +438,7 @@ export class Engine {
   readonly #seedBase: number;
   #seedCounter = 0;
   #loop: Promise<void> | null = null;
+  #grammars: Promise<GrammarCompiler> | null = null;
   #closed = false;
   #steps = 0;
   #failedSteps = 0;
@@ -709,6 +711,30 @@ export class Engine {
   }
 
   /**
+   * The grammar compiler for this model's vocabulary (structured output): started on first use
+   * (xgrammar loads, and its vocabulary view is built, once). A request passes a
+   * `GrammarState` from it as `tokenBitmask`.
+   *
+   * @throws TypeError when the engine has no tokenizer (grammars match text)
+   */
+  grammarCompiler(): Promise<GrammarCompiler> {
+    const tokenizer = this.tokenizer;
+    if (tokenizer === null) {
+      return Promise.reject(
+        new TypeError(
+          "structured output needs a tokenizer, and this engine has none (random weights " +
+            "without tokenizerDir); load with tokenizerDir",
+        ),
+      );
+    }
+    if (this.#grammars === null) {
+      this.#grammars = GrammarCompiler.create(tokenizer, this.config.vocabSize, this.eosTokenIds);
+      this.#grammars.catch(() => this.#grammars = null);
+    }
+    return this.#grammars;
+  }
+
+  /**
    * The f32 logits over the whole vocabulary at the last position of `promptIds`, computed by
    * the same batched forward pass `generate` uses (for parity tests against a reference).
    */
@@ -766,6 +792,7 @@ export class Engine {
     await this.#loop;
     // Requests end through their `done` promises; let those callbacks run before freeing.
     await Promise.resolve();
+    await this.#grammars?.then((g) => g.close(), () => {});
     this.#profiler?.free();
     this.#model.free();
     this.#weights.free();

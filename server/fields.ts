@@ -37,6 +37,13 @@ const COMMON = [
   "return_tokens_as_token_ids",
   "min_tokens",
   "allowed_token_ids",
+  // Structured output (server/structured.ts).
+  "response_format",
+  "guided_json",
+  "guided_regex",
+  "guided_choice",
+  "guided_grammar",
+  "guided_decoding_backend",
 ];
 
 /** Fields only one endpoint implements. */
@@ -58,15 +65,9 @@ const LABELS = [
 
 /**
  * Known fields this server does not implement, with the values that mean "off" (absent and
- * null always pass). Structured output and tools are the next to come off this list.
+ * null always pass).
  */
 const UNSUPPORTED: Readonly<Record<string, readonly unknown[]>> = {
-  response_format: [{ type: "text" }],
-  guided_json: [],
-  guided_regex: [],
-  guided_choice: [],
-  guided_grammar: [],
-  guided_decoding_backend: [],
   guided_whitespace_pattern: [],
   structural_tag: [],
   tool_choice: ["none", "auto"],

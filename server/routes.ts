@@ -20,6 +20,8 @@ import type { Engine, GenerationChunk } from "../engine/engine.ts";
 import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
 import type { PromptTokenLogprobs } from "../engine/prompt_logprobs.ts";
 import { codePoints, type LogprobEntry } from "../engine/request_text.ts";
+import { GrammarError } from "../engine/grammar/compiler.ts";
+import type { GrammarState } from "../engine/grammar/state.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
 import { ApiKeyCheck } from "./auth.ts";
@@ -36,6 +38,7 @@ import {
 import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
+import type { OutputConstraint } from "./structured.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
 import { detokenize, tokenize } from "./tokenize.ts";
 
@@ -262,6 +265,23 @@ export class Routes {
     }
   }
 
+  /**
+   * A grammar state for the request's output constraint (compiled once per spec, cached), or
+   * null without one; a spec xgrammar refuses is a 400 naming the field and xgrammar's reason.
+   */
+  async #grammar(constraint: OutputConstraint | null): Promise<GrammarState | null> {
+    if (constraint === null) return null;
+    try {
+      const compiler = await this.engine.grammarCompiler();
+      return await compiler.state(await compiler.compile(constraint.spec));
+    } catch (error) {
+      if (error instanceof GrammarError || error instanceof TypeError) {
+        throw badField(constraint.field, `is not usable by xgrammar: ${error.message}`);
+      }
+      throw error;
+    }
+  }
+
   async #generate(
     request: Request,
     kind: Kind,
@@ -271,8 +291,13 @@ export class Routes {
     if (this.#closing) throw new ApiError(503, "the server is shutting down", null, "server_error");
     this.#checkIds(asked);
     const prompt = await this.#prepare(kind, asked);
-    const req = { ...asked, params: this.#withMaxTokens(kind, asked, prompt, maxTokensField) };
+    const sized = { ...asked, params: this.#withMaxTokens(kind, asked, prompt, maxTokensField) };
     if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
+    const grammar = await this.#grammar(sized.constraint);
+    const req = grammar === null ? sized : {
+      ...sized,
+      params: { ...sized.params, tokenBitmask: grammar },
+    };
     const controller = new AbortController();
     const onClientGone = () => controller.abort();
     request.signal.addEventListener("abort", onClientGone, { once: true });
@@ -280,6 +305,7 @@ export class Routes {
     try {
       chunks = this.engine.generateChoices(prompt, req.params, req.n, controller.signal);
     } catch (error) {
+      grammar?.dispose();
       request.signal.removeEventListener("abort", onClientGone);
       if (
         error instanceof RangeError || error instanceof TypeError ||
@@ -293,6 +319,8 @@ export class Routes {
     const finish = () => {
       this.#live.delete(controller);
       request.signal.removeEventListener("abort", onClientGone);
+      // The request has ended, so no step asks its grammar for another mask.
+      grammar?.dispose();
     };
     this.metrics.promptTokens += prompt.ids.length;
     const run = new Run(this, kind, req, prompt, chunks);

@@ -15,6 +15,7 @@ import { MAX_TOP_LOGPROBS, type SamplingParams } from "../engine/sequence.ts";
 import type { ChatMessage } from "../engine/tokenizer.ts";
 import { ApiError, badField } from "./errors.ts";
 import { checkFields } from "./fields.ts";
+import { type OutputConstraint, parseOutputConstraint } from "./structured.ts";
 
 /** A validated generation request, in the engine's terms. */
 export interface GenerationRequest {
@@ -34,6 +35,8 @@ export interface GenerationRequest {
   readonly n: number;
   /** vLLM's `return_tokens_as_token_ids`: name logprobs tokens `token_id:<id>`. */
   readonly tokensAsIds: boolean;
+  /** What the output must match (response_format, guided_*), or null. */
+  readonly constraint: OutputConstraint | null;
 }
 
 type Body = Record<string, unknown>;
@@ -198,6 +201,7 @@ function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
     includeUsage,
     n,
     tokensAsIds: optBoolean(body, "return_tokens_as_token_ids") ?? false,
+    constraint: parseOutputConstraint(body),
     params: {
       stopTokenIds: tokenIds(body, "stop_token_ids"),
       logitBias: logitBias(body),

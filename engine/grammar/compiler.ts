@@ -75,6 +75,7 @@ export class GrammarCompiler {
     compiler: XGrammarCompiler,
     readonly vocabSize: number,
     jsonSafe: Int32Array,
+    readonly stopTokenIds: readonly number[],
   ) {
     this.#xgrammar = xgrammar;
     this.#compiler = compiler;
@@ -108,6 +109,7 @@ export class GrammarCompiler {
       compiler,
       vocabSize,
       jsonSafeMask(tokenizer, tokens, stopTokenIds),
+      [...stopTokenIds],
     );
   }
 
@@ -139,13 +141,20 @@ export class GrammarCompiler {
 
   /** A fresh matcher state for one request over a compiled grammar. */
   async state(compiled: CompiledSpec): Promise<GrammarState> {
-    const matcher = await this.#xgrammar.GrammarMatcher.createGrammarMatcher(compiled.compiled);
+    const matcher = await this.#xgrammar.GrammarMatcher.createGrammarMatcher(
+      compiled.compiled as Parameters<XGrammar["GrammarMatcher"]["createGrammarMatcher"]>[0],
+    );
     // xgrammar's JSON strings admit raw control characters, which JSON forbids (and compact
     // JSON never needs outside strings), and bytes that never join into valid UTF-8, which
     // decode to U+FFFD and break maxLength: JSON grammars also mask those tokens (a character
     // the vocabulary only has in pieces can still be written as a \u escape).
     const json = compiled.spec.type === "json_schema" || compiled.spec.type === "json";
-    return new GrammarState(matcher, this.vocabSize, json ? this.#jsonSafe : null);
+    return new GrammarState(
+      matcher,
+      this.vocabSize,
+      json ? this.#jsonSafe : null,
+      this.stopTokenIds,
+    );
   }
 
   /** Stops the checking worker and frees the compiled grammars. */

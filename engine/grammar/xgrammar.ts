@@ -9,6 +9,11 @@
  * problem is named — and callers check a grammar in a throwaway instance (a worker, see
  * check_worker.ts) before compiling it in the instance that serves.
  *
+ * The package's `getNextTokenBitmask` is async and returns a fresh array; the engine needs the
+ * mask synchronously, between the launch of the forward pass and the sampler's, without
+ * allocating. {@link fillNextTokenBitmask} calls the same binding and reads the vector it
+ * returns straight from the instance's memory, captured when the instance starts.
+ *
  * @module
  */
 
@@ -18,16 +23,30 @@ import { fileURLToPath } from "node:url";
 /** The package's exports: Grammar, GrammarCompiler, GrammarMatcher, TokenizerInfo, ... */
 export type XGrammar = typeof import("npm:@mlc-ai/web-xgrammar@0.1.27");
 
-/** A compiled grammar of the package. */
-export type CompiledGrammar = import("npm:@mlc-ai/web-xgrammar@0.1.27").CompiledGrammar;
+/** A compiled grammar of the package (the part Denali uses). */
+export interface CompiledGrammar {
+  /** Frees it in the WebAssembly instance. */
+  dispose(): void;
+}
 
 /** The package's grammar compiler. */
 export type XGrammarCompiler = import("npm:@mlc-ai/web-xgrammar@0.1.27").GrammarCompiler;
 
-/** A matcher of the package. */
-export type GrammarMatcher = import("npm:@mlc-ai/web-xgrammar@0.1.27").GrammarMatcher;
+/** A matcher of the package (the part Denali uses). */
+export interface GrammarMatcher {
+  /** Advances past `tokenId`; false when the grammar does not allow it. */
+  acceptToken(tokenId: number): boolean;
+  /** Whether the grammar is complete and a stop token accepted. */
+  isTerminated(): boolean;
+  /** The next token's bitmask, in a fresh array. */
+  getNextTokenBitmask(): Promise<Int32Array>;
+  /** Frees it in the WebAssembly instance. */
+  dispose(): void;
+}
 
 let loaded: Promise<XGrammar> | null = null;
+/** The instance's linear memory, captured as it starts. */
+let memory: WebAssembly.Memory | null = null;
 /** Lines xgrammar printed while {@link captureErrors} ran, else null. */
 let captured: string[] | null = null;
 
@@ -48,6 +67,17 @@ async function load(): Promise<XGrammar> {
     if (captured !== null) captured.push(parts.map(String).join(" "));
     else stderr(...parts);
   };
+  const instantiate = WebAssembly.instantiate;
+  // deno-lint-ignore no-explicit-any
+  (WebAssembly as any).instantiate = async (...args: Parameters<typeof instantiate>) => {
+    // deno-lint-ignore no-explicit-any
+    const result = await (instantiate as any)(...args);
+    const exports = (result.instance ?? result).exports as Record<string, unknown>;
+    memory ??= Object.values(exports).find((e) => e instanceof WebAssembly.Memory) as
+      | WebAssembly.Memory
+      | undefined ?? null;
+    return result;
+  };
   try {
     await import("npm:@mlc-ai/web-xgrammar@0.1.27");
     const xgrammar = g.xgrammar as XGrammar;
@@ -56,7 +86,49 @@ async function load(): Promise<XGrammar> {
     return xgrammar;
   } finally {
     console.error = stderr;
+    WebAssembly.instantiate = instantiate;
   }
+}
+
+/** The embind handle of a matcher and the vector its bitmask call returns. */
+interface MatcherHandle {
+  GetNextTokenBitmask(vocabSize: number): { $$: { ptr: number }; delete(): void };
+}
+
+/**
+ * Writes `matcher`'s next-token bitmask (ceil(vocabSize / 32) words, xgrammar's layout) into
+ * `out` from word `offset`, synchronously and without allocating: the binding's vector is read
+ * from the instance's memory (a libc++ `std::vector<int32_t>`: begin and end pointers) and freed.
+ */
+export function fillNextTokenBitmask(
+  matcher: GrammarMatcher,
+  vocabSize: number,
+  out: Int32Array,
+  offset: number,
+): void {
+  if (memory === null) throw new Error("xgrammar is not loaded: call loadXgrammar first");
+  const handle = (matcher as unknown as { handle: MatcherHandle }).handle;
+  const vector = handle.GetNextTokenBitmask(vocabSize);
+  try {
+    const heap = heapWords(memory);
+    const at = vector.$$.ptr >>> 2;
+    const begin = heap[at] >>> 2, end = heap[at + 1] >>> 2;
+    const words = Math.ceil(vocabSize / 32);
+    if (end - begin !== words) {
+      throw new Error(`xgrammar returned a bitmask of ${end - begin} words, expected ${words}`);
+    }
+    for (let w = 0; w < words; w++) out[offset + w] = heap[begin + w];
+  } finally {
+    vector.delete();
+  }
+}
+
+let heap: Int32Array | null = null;
+
+/** A word view of the instance's memory, remade when the memory grows (its buffer changes). */
+function heapWords(memory: WebAssembly.Memory): Int32Array {
+  if (heap === null || heap.buffer !== memory.buffer) heap = new Int32Array(memory.buffer);
+  return heap;
 }
 
 /**

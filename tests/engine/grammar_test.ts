@@ -49,8 +49,12 @@ async function walk(
   const random = prng(seed);
   const ids: number[] = [];
   try {
+    const now = new Int32Array(words + 1);
     for (let step = 0; step < limit && !state.terminated; step++) {
       await state.fillBitmask(mask, 0);
+      // The engine's synchronous path reads the same mask from the instance's memory.
+      state.fillBitmaskNow(now, 1);
+      assert.deepStrictEqual(now.subarray(1), mask);
       const allowed: number[] = [];
       for (let id = 0; id < compiler.vocabSize; id++) {
         if ((mask[id >> 5] >>> (id & 31)) & 1) allowed.push(id);

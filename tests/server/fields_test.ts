@@ -150,9 +150,7 @@ Deno.test({
         await r400(c, { prompt: "x", messages: [] }, "messages");
         for (
           const [field, value] of [
-            ["response_format", { type: "json_object" }],
-            ["guided_regex", "a+"],
-            ["guided_choice", ["a", "b"]],
+            ["structural_tag", { type: "structural_tag" }],
             ["use_beam_search", true],
             ["include_stop_str_in_output", true],
             ["skip_special_tokens", false],

@@ -19,7 +19,7 @@ import {
 import { bitmaskWords } from "../../engine/grammar/state.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
 
-const TINY = new URL("../../models/tiny-llama", import.meta.url).pathname;
+const TINY = new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
 const EOS = 281;
 
 /** Mulberry32. */

@@ -57,7 +57,7 @@ import {
 } from "./sequence.ts";
 import { profileRequested, type StepProfileData, StepProfiler } from "./step_profile.ts";
 import { TokenTexts } from "./token_texts.ts";
-import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+import { type ChatMessage, type ChatTemplateOptions, Tokenizer } from "./tokenizer.ts";
 
 export type { Prompt } from "./prompt.ts";
 
@@ -671,10 +671,11 @@ export class Engine {
    * @throws PromptError naming the problem (empty, outside the vocabulary, longer than
    * maxModelLen: code "context_length_exceeded"); ChatTemplateError when the template fails;
    * TypeError for text without a tokenizer
+   * @param chat more variables for a chat prompt's template (e.g. `tools`)
    */
-  prepare(prompt: Prompt): Promise<PreparedPrompt> {
+  prepare(prompt: Prompt, chat: ChatTemplateOptions = {}): Promise<PreparedPrompt> {
     if (this.#closed) return Promise.reject(new Error("the engine is closed; load a new one"));
-    return this.#prompts.prepareAsync(prompt);
+    return this.#prompts.prepareAsync(prompt, chat);
   }
 
   /**

@@ -14,7 +14,12 @@
  * @module
  */
 
-import { type ChatMessage, type Tokenizer, utf8Length } from "./tokenizer.ts";
+import {
+  type ChatMessage,
+  type ChatTemplateOptions,
+  type Tokenizer,
+  utf8Length,
+} from "./tokenizer.ts";
 import type { TokenizeReply, TokenizeRequest } from "./tokenize_worker.ts";
 
 /** The prompt forms `Engine.generate` accepts. */
@@ -106,10 +111,11 @@ export class PromptPreparer {
 
   /**
    * As {@link prepare}, but a long text is encoded on the worker, so the caller's event loop
-   * keeps running; the cheap length bound is checked first either way.
+   * keeps running; the cheap length bound is checked first either way. `chat` adds variables
+   * for a chat prompt's template (e.g. `tools`).
    */
-  async prepareAsync(prompt: Prompt): Promise<PreparedPrompt> {
-    const text = this.#text(prompt);
+  async prepareAsync(prompt: Prompt, chat: ChatTemplateOptions = {}): Promise<PreparedPrompt> {
+    const text = this.#text(prompt, chat);
     if (text === null) return this.#checked(this.#checkIds(prompt as readonly number[]), null);
     const ids = this.#worker !== null && text.text.length > this.#inlineBytes / 3 &&
         utf8Length(text.text) > this.#inlineBytes
@@ -136,7 +142,7 @@ export class PromptPreparer {
   }
 
   /** The text to encode (rendered for chat) after the cheap bound; null for token ids. */
-  #text(prompt: Prompt): TextPrompt | null {
+  #text(prompt: Prompt, chat: ChatTemplateOptions = {}): TextPrompt | null {
     let text: TextPrompt;
     if (typeof prompt === "string") {
       if (prompt.length === 0) throw empty();
@@ -149,7 +155,7 @@ export class PromptPreparer {
     } else if (typeof prompt[0] === "object") {
       const rendered = this.#needTokenizer("a chat prompt").applyChatTemplate(
         prompt as ChatMessage[],
-        { addGenerationPrompt: true },
+        { ...chat, addGenerationPrompt: true },
       );
       text = { text: rendered, addSpecialTokens: false };
     } else {

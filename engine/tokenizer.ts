@@ -138,6 +138,7 @@ export class Tokenizer {
   #template: Template | null = null;
   #templateProblem: string;
   #templateFile = "";
+  #templateText: string | null = null;
 
   private constructor(readonly source: string, files: TokenizerFiles) {
     const config = files.config ?? {};
@@ -221,6 +222,11 @@ export class Tokenizer {
    */
   static fromFiles(source: string, files: TokenizerFiles): Tokenizer {
     return new Tokenizer(source, files);
+  }
+
+  /** The chat template's source text, or null without one (tool-call formats read it). */
+  get chatTemplate(): string | null {
+    return this.#templateText;
   }
 
   /** True when a chat template was found and parsed, so {@link applyChatTemplate} can work. */
@@ -377,6 +383,7 @@ export class Tokenizer {
       }
     }
     if (text === null) return;
+    this.#templateText = text;
     try {
       this.#template = new Template(text);
     } catch (e) {

@@ -49,7 +49,14 @@ const COMMON = [
 /** Fields only one endpoint implements. */
 const OWN: Record<Endpoint, readonly string[]> = {
   completion: ["prompt", "echo", "best_of", "suffix"],
-  chat: ["messages", "top_logprobs", "max_completion_tokens", "tools"],
+  chat: [
+    "messages",
+    "top_logprobs",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+  ],
 };
 
 /** Labels and routing hints that do not change the output: accepted, unused. */
@@ -70,8 +77,6 @@ const LABELS = [
 const UNSUPPORTED: Readonly<Record<string, readonly unknown[]>> = {
   guided_whitespace_pattern: [],
   structural_tag: [],
-  tool_choice: ["none", "auto"],
-  parallel_tool_calls: [true, false],
   functions: [],
   function_call: ["none", "auto"],
   bad_words: [],

@@ -21,7 +21,7 @@ import { type PreparedPrompt, PromptError } from "../engine/prompt.ts";
 import type { PromptTokenLogprobs } from "../engine/prompt_logprobs.ts";
 import { codePoints, type LogprobEntry } from "../engine/request_text.ts";
 import { GrammarError } from "../engine/grammar/compiler.ts";
-import type { GrammarState } from "../engine/grammar/state.ts";
+import { GrammarChoices } from "../engine/grammar/state.ts";
 import { RequestRejectedError } from "../engine/scheduler.ts";
 import { ChatTemplateError } from "../engine/tokenizer.ts";
 import { ApiKeyCheck } from "./auth.ts";
@@ -39,6 +39,17 @@ import { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 import { Metrics } from "./metrics.ts";
 import { type GenerationRequest, parseChatRequest, parseCompletionRequest } from "./schema.ts";
 import type { OutputConstraint } from "./structured.ts";
+import {
+  callStart,
+  mayOpenCalls,
+  type ParsedAnswer,
+  parseToolCalls,
+  type ToolCall,
+  type ToolCallFormat,
+  toolCallFormat,
+  type ToolFunction,
+  toolGrammar,
+} from "./tools.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
 import { detokenize, tokenize } from "./tokenize.ts";
 
@@ -252,7 +263,8 @@ export class Routes {
   async #prepare(kind: Kind, req: GenerationRequest): Promise<PreparedPrompt> {
     const param = kind === "chat" ? "messages" : "prompt";
     try {
-      return await this.engine.prepare(req.prompt);
+      // The template renders the tools (tool_choice "none" sends none, see server/tools.ts).
+      return await this.engine.prepare(req.prompt, req.tools ? { tools: req.tools.tools } : {});
     } catch (error) {
       if (error instanceof PromptError) {
         const code = error.problem === "context_length_exceeded" ? error.problem : null;
@@ -265,15 +277,30 @@ export class Routes {
     }
   }
 
+  /** The call format the model's chat template asks for. */
+  get toolCallFormat(): ToolCallFormat {
+    return toolCallFormat(this.engine.tokenizer?.chatTemplate ?? null);
+  }
+
+  /** The grammar that enforces tool_choice "required" or a named function, or null. */
+  #toolConstraint(req: GenerationRequest): OutputConstraint | null {
+    if (req.tools === null) return null;
+    const spec = toolGrammar(req.tools, this.toolCallFormat);
+    return spec === null ? null : { spec, field: "tools" };
+  }
+
   /**
    * A grammar state for the request's output constraint (compiled once per spec, cached), or
    * null without one; a spec xgrammar refuses is a 400 naming the field and xgrammar's reason.
    */
-  async #grammar(constraint: OutputConstraint | null): Promise<GrammarState | null> {
+  async #grammar(constraint: OutputConstraint | null, n: number): Promise<GrammarChoices | null> {
     if (constraint === null) return null;
     try {
       const compiler = await this.engine.grammarCompiler();
-      return await compiler.state(await compiler.compile(constraint.spec));
+      const compiled = await compiler.compile(constraint.spec);
+      const states = [];
+      for (let i = 0; i < n; i++) states.push(await compiler.state(compiled));
+      return new GrammarChoices(states);
     } catch (error) {
       if (error instanceof GrammarError || error instanceof TypeError) {
         throw badField(constraint.field, `is not usable by xgrammar: ${error.message}`);
@@ -293,7 +320,7 @@ export class Routes {
     const prompt = await this.#prepare(kind, asked);
     const sized = { ...asked, params: this.#withMaxTokens(kind, asked, prompt, maxTokensField) };
     if (this.engine.stats().waiting >= this.#maxQueue) throw queueFull(this.#maxQueue);
-    const grammar = await this.#grammar(sized.constraint);
+    const grammar = await this.#grammar(sized.constraint ?? this.#toolConstraint(sized), sized.n);
     const req = grammar === null ? sized : {
       ...sized,
       params: { ...sized.params, tokenBitmask: grammar },
@@ -449,15 +476,28 @@ class Run {
     const completion = this.kind === "completion";
     return {
       ...this.#head(completion ? "text_completion" : "chat.completion"),
-      choices: choices.map((c, index) => ({
-        index,
-        ...(completion ? { text: c.text } : { message: { role: "assistant", content: c.text } }),
-        logprobs: this.#formatLogprobs(c.entries, prompt),
-        finish_reason: c.reason,
-        stop_reason: c.stopReason,
-      })),
+      choices: choices.map((c, index) => {
+        const answer = this.#answer(c.text);
+        const message = answer.calls.length > 0
+          ? { role: "assistant", content: answer.content, tool_calls: answer.calls }
+          : { role: "assistant", content: c.text };
+        return {
+          index,
+          ...(completion ? { text: c.text } : { message }),
+          logprobs: this.#formatLogprobs(c.entries, prompt),
+          finish_reason: answer.calls.length > 0 ? "tool_calls" : c.reason,
+          stop_reason: c.stopReason,
+        };
+      }),
       usage: this.usage,
     };
+  }
+
+  /** A chat answer's text and tool calls (none without tools, or when it is text). */
+  #answer(text: string): ParsedAnswer {
+    const tools = this.req.tools;
+    if (tools === null) return { content: text, calls: [] };
+    return parseToolCalls(text, this.routes.toolCallFormat, tools.functions);
   }
 
   /**
@@ -496,6 +536,14 @@ class Run {
     };
   }
 
+  /** A streamed chunk carrying one tool-call delta. */
+  #toolEvent(index: number, delta: unknown): unknown {
+    return {
+      ...this.#head("chat.completion.chunk"),
+      choices: [{ index, delta: { tool_calls: [delta] }, logprobs: null, finish_reason: null }],
+    };
+  }
+
   async stream(sink: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
     const send = (value: unknown) => {
       try {
@@ -512,6 +560,11 @@ class Run {
           send(this.#event(i, this.#echoed, null, null));
         }
       }
+      const tools = this.req.tools;
+      const splitters = tools === null ? null : Array.from(
+        { length: this.req.n },
+        () => new ToolCallSplitter(this.routes.toolCallFormat, tools.functions),
+      );
       let ended = 0;
       for await (const chunk of this.chunks) {
         if (chunk.promptLogprobs !== undefined) {
@@ -527,7 +580,30 @@ class Run {
         // arrive (inter-token latency is measured from these events).
         // A token's logprobs ride on its own event, or on a later one: the event completing
         // the character it is part of (see engine/request_text.ts).
-        if (chunk.tokenId >= 0 || reason !== null) {
+        const splitter = splitters?.[chunk.index];
+        if (splitter !== undefined) {
+          // Tool calls: text that may open a call is held back until the answer ends.
+          const text = splitter.push(chunk.text);
+          if (reason === null) {
+            if (text !== "") send(this.#event(chunk.index, text, null, chunk.logprobs ?? []));
+          } else {
+            const { content, calls } = splitter.finish();
+            if (text + content !== "") send(this.#event(chunk.index, text + content, null, []));
+            for (let k = 0; k < calls.length; k++) {
+              for (const delta of toolCallDeltas(calls[k], k)) {
+                send(this.#toolEvent(chunk.index, delta));
+              }
+            }
+            send(this.#event(
+              chunk.index,
+              null,
+              calls.length > 0 ? "tool_calls" : reason,
+              chunk.logprobs ?? [],
+              false,
+              chunk.stopReason ?? null,
+            ));
+          }
+        } else if (chunk.tokenId >= 0 || reason !== null) {
           send(this.#event(
             chunk.index,
             chunk.text,
@@ -614,4 +690,68 @@ async function readBody(request: Request, limit: number): Promise<string> {
   } catch {
     throw new ApiError(400, "the body is not valid UTF-8");
   }
+}
+
+/**
+ * A streamed chat answer with tools, split as the non-streamed one is (server/tools.ts): text
+ * goes out as it comes while it cannot open a call; from where it may, the text is held, and at
+ * the end becomes calls, or is released as text when it does not parse.
+ */
+class ToolCallSplitter {
+  #sent = "";
+  #held = "";
+
+  constructor(
+    readonly format: ToolCallFormat,
+    readonly functions: ReadonlyMap<string, ToolFunction>,
+  ) {}
+
+  /** Adds the next text; returns what can be sent now. */
+  push(text: string): string {
+    this.#held += text;
+    const all = this.#sent + this.#held;
+    if (callStart(all, this.format) >= 0) return "";
+    if (this.format === "hermes") {
+      // Release everything before the last "<" that may still begin "<tool_call>".
+      const at = this.#held.lastIndexOf("<");
+      const keep = at >= 0 && mayOpenCalls(this.#held.slice(at), this.format, false) ? at : -1;
+      return this.#release(keep < 0 ? this.#held.length : keep);
+    }
+    if (mayOpenCalls(all, this.format, true)) return "";
+    return this.#release(this.#held.length);
+  }
+
+  /** The answer ended: the held text as content, or the calls it makes. */
+  finish(): { content: string; calls: readonly ToolCall[] } {
+    const all = this.#sent + this.#held;
+    const parsed = parseToolCalls(all, this.format, this.functions);
+    if (parsed.calls.length === 0) {
+      const rest = this.#held;
+      this.#held = "";
+      return { content: rest, calls: [] };
+    }
+    // What was sent is the content before the calls; the held text is only calls.
+    const before = all.slice(0, callStart(all, this.format));
+    const content = before.slice(this.#sent.length);
+    this.#held = "";
+    return { content: before.trim() === "" ? "" : content, calls: parsed.calls };
+  }
+
+  #release(n: number): string {
+    const out = this.#held.slice(0, n);
+    this.#held = this.#held.slice(n);
+    this.#sent += out;
+    return out;
+  }
+}
+
+/**
+ * The deltas that stream one call as OpenAI streams them: the first names the call (index, id,
+ * type, function name, empty arguments), the next carries the arguments.
+ */
+function toolCallDeltas(call: ToolCall, index: number): unknown[] {
+  return [
+    { index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } },
+    { index, function: { arguments: call.function.arguments } },
+  ];
 }

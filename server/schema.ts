@@ -16,6 +16,7 @@ import type { ChatMessage } from "../engine/tokenizer.ts";
 import { ApiError, badField } from "./errors.ts";
 import { checkFields } from "./fields.ts";
 import { type OutputConstraint, parseOutputConstraint } from "./structured.ts";
+import { parseToolRequest, templateMessages, type ToolRequest } from "./tools.ts";
 
 /** A validated generation request, in the engine's terms. */
 export interface GenerationRequest {
@@ -37,6 +38,8 @@ export interface GenerationRequest {
   readonly tokensAsIds: boolean;
   /** What the output must match (response_format, guided_*), or null. */
   readonly constraint: OutputConstraint | null;
+  /** The functions a chat answer may call (`tools`, `tool_choice`), or null. */
+  readonly tools: ToolRequest | null;
 }
 
 type Body = Record<string, unknown>;
@@ -151,7 +154,7 @@ function minTokens(body: Body, maxTokens: number | undefined): number | undefine
 /** Most choices one request may ask for, as OpenAI allows. */
 const MAX_CHOICES = 128;
 
-function common(body: Body): Omit<GenerationRequest, "prompt" | "echo"> {
+function common(body: Body): Omit<GenerationRequest, "prompt" | "echo" | "tools"> {
   const model = body.model;
   if (model !== undefined && model !== null && typeof model !== "string") {
     throw badField("model", `must be a string, got ${describe(model)}`);
@@ -289,6 +292,7 @@ export function parseCompletionRequest(raw: unknown): GenerationRequest {
       promptLogprobs: echo && logprobs !== undefined ? logprobs : null,
     },
     prompt: parsed,
+    tools: null,
     echo,
   };
 }
@@ -334,15 +338,19 @@ export function parseChatRequest(raw: unknown): GenerationRequest {
   if (top !== undefined && top > 0 && !logprobs) {
     throw badField("top_logprobs", `needs logprobs: true, got top_logprobs ${top} without it`);
   }
-  const tools = body.tools;
-  if (tools !== undefined && tools !== null && !(Array.isArray(tools) && tools.length === 0)) {
-    throw badField("tools", "is not supported by this server yet");
-  }
+  const tools = parseToolRequest(body);
   const base = common(body);
+  if (tools !== null && tools.choice !== "auto" && base.constraint !== null) {
+    throw badField(
+      "tool_choice",
+      `cannot force a tool call together with ${base.constraint.field}: send one of them`,
+    );
+  }
   return {
     ...base,
     params: { ...base.params, logprobs: logprobs ? top ?? 0 : null },
-    prompt: parsed,
+    prompt: templateMessages(parsed),
     echo: false,
+    tools,
   };
 }

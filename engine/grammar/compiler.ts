@@ -148,7 +148,9 @@ export class GrammarCompiler {
     // JSON never needs outside strings), and bytes that never join into valid UTF-8, which
     // decode to U+FFFD and break maxLength: JSON grammars also mask those tokens (a character
     // the vocabulary only has in pieces can still be written as a \u escape).
-    const json = compiled.spec.type === "json_schema" || compiled.spec.type === "json";
+    const spec = compiled.spec;
+    const json = spec.type === "json_schema" || spec.type === "json" ||
+      (spec.type === "structural_tag" && spec.jsonText);
     return new GrammarState(
       matcher,
       this.vocabSize,

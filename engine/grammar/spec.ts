@@ -35,6 +35,11 @@ export type GrammarSpec =
     readonly type: "structural_tag";
     /** The structural tag, as JSON text. */
     readonly tag: string;
+    /**
+     * The output is JSON with literal tags (tool calls): tokens with control characters or
+     * broken UTF-8 are masked, as for JSON (see GrammarCompiler.state).
+     */
+    readonly jsonText: boolean;
   };
 
 /** A JSON schema constraint. */
@@ -62,9 +67,13 @@ export function choiceSpec(choices: readonly string[]): GrammarSpec {
   return ebnfSpec(`root ::= ${choices.map(ebnfString).join(" | ")}`);
 }
 
-/** An xgrammar structural tag format (the `format` of `{"type": "structural_tag"}`). */
-export function structuralTagSpec(format: unknown): GrammarSpec {
-  return { type: "structural_tag", tag: JSON.stringify({ type: "structural_tag", format }) };
+/**
+ * An xgrammar structural tag format (the `format` of `{"type": "structural_tag"}`); `jsonText`:
+ * the output is JSON between literal tags, masked as JSON is.
+ */
+export function structuralTagSpec(format: unknown, jsonText = false): GrammarSpec {
+  const tag = JSON.stringify({ type: "structural_tag", format });
+  return { type: "structural_tag", tag, jsonText };
 }
 
 /** The key a compiled grammar is cached under: equal for equal specs. */
@@ -77,7 +86,7 @@ export function specKey(spec: GrammarSpec): string {
     case "ebnf":
       return `ebnf:${spec.grammar}`;
     case "structural_tag":
-      return `structural_tag:${spec.tag}`;
+      return `structural_tag:${spec.jsonText ? "json" : "text"}:${spec.tag}`;
   }
 }
 

@@ -113,3 +113,35 @@ export class GrammarState implements TokenBitmaskFiller {
     this.#matcher.dispose();
   }
 }
+
+/**
+ * One request's grammar for each of its `n` choices: a choice's sequence takes the next unused
+ * state on its first mask, and keeps it. All are freed together.
+ */
+export class GrammarChoices implements TokenBitmaskFiller {
+  readonly #states: readonly GrammarState[];
+  readonly #bySequence = new Map<number, GrammarState>();
+
+  /**
+   * @param states one state per choice, each fresh
+   */
+  constructor(states: readonly GrammarState[]) {
+    this.#states = states;
+  }
+
+  /** Fills the mask of `seq`'s choice (see {@link GrammarState.fill}). */
+  fill(mask: Int32Array, seq: Sequence): boolean {
+    let state = this.#bySequence.get(seq.id);
+    if (state === undefined) {
+      state = this.#states[this.#bySequence.size];
+      if (state === undefined) return false;
+      this.#bySequence.set(seq.id, state);
+    }
+    return state.fill(mask, seq);
+  }
+
+  /** Frees every choice's state. */
+  dispose(): void {
+    for (const state of this.#states) state.dispose();
+  }
+}

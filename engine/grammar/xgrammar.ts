@@ -143,8 +143,13 @@ export async function captureErrors<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (error) {
     const fatal = lines.find((line) => line.includes("[FATAL]"));
+    // A C++ exception reaches JavaScript as a bare number (its address): nothing to show.
     const message = fatal === undefined
-      ? (error instanceof Error ? error.message : String(error))
+      ? (error instanceof Error
+        ? error.message
+        : typeof error === "number"
+        ? "xgrammar failed on it with an internal error"
+        : String(error))
       : fatal.replace(/^.*\[FATAL\]\s*(?:[^:]*\.(?:cc|h):\d+:\s*)?/, "");
     throw new Error(message);
   } finally {

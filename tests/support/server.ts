@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import OpenAI from "npm:openai@6.49.0";
-import { Engine, type EngineOptions } from "../../engine/engine.ts";
+import { Engine, type EngineOptions, type RandomWeightsSource } from "../../engine/engine.ts";
 import type { RouteOptions } from "../../server/routes.ts";
 import { type RunningServer, startServer } from "../../server/server.ts";
 
@@ -39,8 +39,8 @@ export interface TestServer {
 
 /** What to serve and how, beyond the engine's options. */
 export interface TestServeOptions extends RouteOptions {
-  /** The model directory; the tiny model by default. */
-  readonly modelDir?: string;
+  /** The model directory, or random weights; the tiny model by default. */
+  readonly modelDir?: string | RandomWeightsSource;
 }
 
 /**

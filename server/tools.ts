@@ -19,6 +19,7 @@
  * @module
  */
 
+import { enumerateIntegerRanges } from "../engine/grammar/integer_ranges.ts";
 import { type GrammarSpec, structuralTagSpec } from "../engine/grammar/spec.ts";
 import type { ChatMessage } from "../engine/tokenizer.ts";
 import { badField } from "./errors.ts";
@@ -178,7 +179,7 @@ export function toolGrammar(request: ToolRequest, format: ToolCallFormat): Gramm
     begin: `${format === "hermes" ? "<tool_call>" : ""}{"name": ${
       JSON.stringify(f.name)
     }, "${key}": `,
-    content: { type: "json_schema", json_schema: f.parameters },
+    content: { type: "json_schema", json_schema: enumerateIntegerRanges(f.parameters) },
     end: format === "hermes" ? "}</tool_call>" : "}",
   }));
   return structuralTagSpec({

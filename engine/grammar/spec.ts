@@ -10,6 +10,8 @@
  * @module
  */
 
+import { enumerateIntegerRanges } from "./integer_ranges.ts";
+
 /** A constraint on a request's output; build one with the functions below. */
 export type GrammarSpec =
   | {
@@ -42,9 +44,9 @@ export type GrammarSpec =
     readonly jsonText: boolean;
   };
 
-/** A JSON schema constraint. */
+/** A JSON schema constraint (narrow integer ranges enumerated: see integer_ranges.ts). */
 export function jsonSchemaSpec(schema: unknown, strict: boolean): GrammarSpec {
-  return { type: "json_schema", schema: JSON.stringify(schema), strict };
+  return { type: "json_schema", schema: JSON.stringify(enumerateIntegerRanges(schema)), strict };
 }
 
 /** Any JSON value (response_format `json_object`). */

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { rng } from "../support/numeric.ts";
 import { Ajv } from "npm:ajv@8.17.1";
 import { GrammarCompiler, GrammarError } from "../../engine/grammar/compiler.ts";
 import {
@@ -22,14 +23,10 @@ import { Tokenizer } from "../../engine/tokenizer.ts";
 const TINY = new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
 const EOS = 281;
 
-/** Mulberry32. */
+/** Uniform numbers in [0, 1) from a seed (numeric.ts's generator). */
 function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = rng(seed + 1);
+  return () => next(0, 1);
 }
 
 /**
@@ -90,7 +87,7 @@ Deno.test({
             tags: { type: "array", items: { type: "boolean" }, maxItems: 3 },
             inner: {
               type: "object",
-              properties: { x: { type: "number", minimum: -5, maximum: 5 } },
+              properties: { x: { type: "integer", minimum: -5, maximum: 5 } },
               required: ["x"],
             },
           },

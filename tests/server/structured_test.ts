@@ -7,17 +7,14 @@
  */
 
 import assert from "node:assert/strict";
+import { rng } from "../support/numeric.ts";
 import { Ajv } from "npm:ajv@8.17.1";
 import { assertApiError, startTestServer } from "../support/server.ts";
 
-/** Mulberry32. */
+/** Uniform numbers in [0, 1) from a seed (numeric.ts's generator). */
 function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = rng(seed + 1);
+  return () => next(0, 1);
 }
 
 type Schema = Record<string, unknown>;

@@ -24,6 +24,7 @@ const CLIS = [
   "bench/scriptable_bench.ts",
   "bench/serve_bench.ts",
   "bench/soak.ts",
+  "bench/structured_bench.ts",
   "bench/throughput_targets.ts",
   "bench/kernels/attention_bench.ts",
   "bench/kernels/elementwise_bench.ts",

@@ -65,6 +65,11 @@ export class CpuBackend implements Backend {
       // An explicit ArrayBuffer is always off the V8 heap, so its address never moves; a small
       // `new Uint8Array(n)` may live on the heap and be moved by the GC.
       host = new Uint8Array(new ArrayBuffer(bytes));
+      // A GPU commits an allocation at once; a fresh ArrayBuffer's pages are only mapped when
+      // first written. Writing them now makes the KV cache resident at load, as on a device,
+      // so the resident set does not creep up as blocks see their first use (which looked like
+      // a leak in the soak) and an over-large cache fails here rather than mid-serving.
+      host.fill(0);
     } catch {
       throw new RangeError(`alloc(${bytes}): the host is out of memory`);
     }

@@ -48,12 +48,12 @@ function i32(op: string, name: string, buffer: DeviceBuffer): Int32Array {
  * the block table. Block ids outside the cache read block 0, as the kernels do.
  */
 class Gathered {
-  k: Float32Array;
-  v: Float32Array;
-  #kBits: Uint32Array;
-  #vBits: Uint32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly #kBits: Uint32Array;
+  readonly #vBits: Uint32Array;
 
-  constructor(rows: number, headDim: number) {
+  constructor(readonly rows: number, readonly headDim: number) {
     this.k = new Float32Array(rows * headDim);
     this.v = new Float32Array(rows * headDim);
     this.#kBits = new Uint32Array(this.k.buffer);
@@ -144,8 +144,20 @@ class RowScratch {
   }
 }
 
-/** The attention ops on the CPU backend. */
+/**
+ * The attention ops on the CPU backend. Their scratch lives as long as the ops and grows to the
+ * longest context seen: a fresh half-megabyte per call made glibc's heap creep (its mmap
+ * threshold rises after the first frees), which the soak's flat-memory check caught.
+ */
 export function cpuAttentionOps(): AttentionOps {
+  let kv = new Gathered(0, 0);
+  let row = new RowScratch(0, 0);
+  const scratch = (rows: number, headDim: number): void => {
+    if (kv.rows < rows || kv.headDim !== headDim) {
+      kv = new Gathered(Math.max(rows, 2 * kv.rows), headDim);
+      row = new RowScratch(headDim, kv.rows);
+    }
+  };
   return {
     kvWrite(kCache, vCache, k, v, slots, tokens, shape) {
       const numBlocks = checkKvWrite(kCache, vCache, k, v, slots, tokens, shape);
@@ -200,8 +212,7 @@ export function cpuAttentionOps(): AttentionOps {
         lens = i32(op, "contextLens", contextLens);
       const { numHeads, numKvHeads, headDim } = shape;
       const ratio = numHeads / numKvHeads;
-      const kv = new Gathered(maxContext, headDim);
-      const row = new RowScratch(headDim, maxContext);
+      scratch(maxContext, headDim);
       for (let b = 0; b < batch; b++) {
         // The kernels clamp contexts to maxContext, which the caller promises bounds them.
         const ctx = Math.max(0, Math.min(lens[b], maxContext));
@@ -263,8 +274,7 @@ export function cpuAttentionOps(): AttentionOps {
       for (let s = 0; s < seqs; s++) {
         longest = Math.max(longest, Math.min(Math.max(lens[s], 0), cacheTokens));
       }
-      const kv = new Gathered(longest, headDim);
-      const row = new RowScratch(headDim, longest);
+      scratch(longest, headDim);
       for (let s = 0; s < seqs; s++) {
         const first = starts[s], count = Math.max(0, starts[s + 1] - first);
         if (first < 0 || first + count > tokens) {

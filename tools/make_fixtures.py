@@ -82,8 +82,8 @@ import torch
 import transformers
 from safetensors import safe_open
 from tokenizers import Tokenizer as RawTokenizer
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
-                          LlamaForCausalLM)
+from transformers import (AutoModelForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
@@ -526,7 +526,10 @@ def top2_margin(logits):
 
 
 def reference(directory, device):
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    # The tokenizer.json as written (what Denali loads), not the class transformers maps the
+    # model type to: for a qwen2 config, transformers 5 builds Qwen2's own pre-tokenizer (one
+    # digit a token), which the shared test tokenizer.json does not have.
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
     raw = RawTokenizer.from_file(str(directory / "tokenizer.json"))
     bf16 = load(directory, torch.bfloat16, device)
     fp32 = load(directory, torch.float32, device)

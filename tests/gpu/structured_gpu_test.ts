@@ -38,7 +38,10 @@ Deno.test({
             const chunk of engine.generate(prompt, {
               maxTokens: 400,
               seed: i,
-              temperature: i % 3 === 0 ? 0 : 1,
+              // Sampled, as in the server test: greedy decoding of this tiny model can repeat
+              // digits inside a number until maxTokens (seen on the H200), which the grammar
+              // rightly allows, so a greedy answer need not stop.
+              temperature: 1,
               tokenBitmask: grammar,
             })
           ) {

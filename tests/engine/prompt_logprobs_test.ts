@@ -8,24 +8,10 @@
  */
 
 import assert from "node:assert/strict";
-import { Engine, type GenerationChunk } from "../../engine/engine.ts";
+import { Engine } from "../../engine/engine.ts";
+import { logSoftmax } from "../support/numeric.ts";
 
 const TINY = new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-async function collect(stream: AsyncIterable<GenerationChunk>): Promise<GenerationChunk[]> {
-  const out: GenerationChunk[] = [];
-  for await (const chunk of stream) out.push(chunk);
-  return out;
-}
 
 Deno.test({
   name: "prompt logprobs: each prompt token's logprob and top alternatives, first",
@@ -45,11 +31,11 @@ Deno.test({
       const text = "Hello 世界, once upon a time";
       const ids = tokenizer.encode(text);
       const params = { temperature: 0, maxTokens: 6, ignoreEos: true };
-      const plain = await collect(engine.generate(ids, params));
+      const plain = await Array.fromAsync(engine.generate(ids, params));
       assert(plain.every((c) => c.promptLogprobs === undefined));
 
       const before = engine.stats().prefillTokens;
-      const chunks = await collect(engine.generate(ids, { ...params, promptLogprobs: 3 }));
+      const chunks = await Array.fromAsync(engine.generate(ids, { ...params, promptLogprobs: 3 }));
       const scoringCost = engine.stats().prefillTokens - before;
       // The prompt chunk first, then the same generated tokens as without scoring.
       const prompt = chunks[0].promptLogprobs!;
@@ -91,19 +77,21 @@ Deno.test({
       assert.equal(engine.stats().kvBlocksUsed, 0);
 
       // n choices: one prompt chunk, before every choice's tokens.
-      const many = await collect(
+      const many = await Array.fromAsync(
         engine.generateChoices(ids, { ...params, promptLogprobs: 0, seed: 4 }, 3),
       );
       assert.equal(many.filter((c) => c.promptLogprobs !== undefined).length, 1);
       assert.ok(many[0].promptLogprobs);
       // A one-token prompt: only the first token, with no logprob.
-      const one = await collect(engine.generate([ids[0]], { ...params, promptLogprobs: 1 }));
+      const one = await Array.fromAsync(
+        engine.generate([ids[0]], { ...params, promptLogprobs: 1 }),
+      );
       assert.deepEqual(one[0].promptLogprobs, [{ tokenId: ids[0], textOffset: 0, logprobs: null }]);
       // Cancelling mid-way frees everything, scoring sequences included.
       const controller = new AbortController();
       const stream = engine.generate(ids, { ...params, promptLogprobs: 2 }, controller.signal);
       controller.abort();
-      assert.deepEqual(await collect(stream), []);
+      assert.deepEqual(await Array.fromAsync(stream), []);
       const deadline = performance.now() + 5000;
       while (engine.stats().kvBlocksUsed > 0 || engine.stats().running > 0) {
         assert(performance.now() < deadline, "blocks still held after the abort");

@@ -17,24 +17,10 @@
 
 import assert from "node:assert/strict";
 import { Engine, type GenerationChunk } from "../../engine/engine.ts";
+import { logSoftmax } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TINY = new URL("../../checkpoints/tiny-llama", import.meta.url).pathname;
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-async function collect(stream: AsyncIterable<GenerationChunk>): Promise<GenerationChunk[]> {
-  const out: GenerationChunk[] = [];
-  for await (const chunk of stream) out.push(chunk);
-  return out;
-}
 
 Deno.test({
   name: "gpu: prompt logprobs match the forward pass; n = 4 with a seed matches singles",
@@ -45,7 +31,7 @@ Deno.test({
     const engine = await Engine.load(TINY, { backend: "cuda", log: () => {}, seed: 1 });
     try {
       const ids = engine.tokenizer!.encode("Once upon a time, in a land far away, 世界 waited");
-      const chunks = await collect(
+      const chunks = await Array.fromAsync(
         engine.generate(ids, { temperature: 0, maxTokens: 4, promptLogprobs: 5 }),
       );
       const prompt = chunks[0].promptLogprobs!;
@@ -62,10 +48,12 @@ Deno.test({
       const params = { temperature: 1, maxTokens: 16, ignoreEos: true };
       const tokens = (cs: GenerationChunk[], index: number) =>
         cs.filter((c) => c.index === index && c.tokenId >= 0).map((c) => c.tokenId);
-      const together = await collect(engine.generateChoices(ids, { ...params, seed: 77 }, 4));
+      const together = await Array.fromAsync(
+        engine.generateChoices(ids, { ...params, seed: 77 }, 4),
+      );
       let differ = 0;
       for (let i = 0; i < 4; i++) {
-        const single = await collect(engine.generate(ids, { ...params, seed: 77 + i }));
+        const single = await Array.fromAsync(engine.generate(ids, { ...params, seed: 77 + i }));
         if (tokens(together, i).join() !== tokens(single, 0).join()) differ++;
       }
       assert(differ <= 1, `${differ} of 4 choices differ from their single requests`);

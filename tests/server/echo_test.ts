@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { logSoftmax } from "../support/numeric.ts";
 import { startTestServer } from "../support/server.ts";
 
 interface Legacy {
@@ -14,15 +15,6 @@ interface Legacy {
   token_logprobs: (number | null)[];
   top_logprobs: (Record<string, number> | null)[];
   text_offset: number[];
-}
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
 }
 
 Deno.test({

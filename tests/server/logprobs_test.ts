@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import type { Engine } from "../../engine/engine.ts";
+import { logSoftmax } from "../support/numeric.ts";
 import { assertApiError, startTestServer, type TestServer } from "../support/server.ts";
 
 /**
@@ -36,16 +37,6 @@ const GREEDY = { temperature: 0, ...IGNORE_EOS };
 interface RefStep {
   readonly id: number;
   readonly logprobs: Float64Array;
-}
-
-/** log_softmax of f32 logits, in float64. */
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const l of logits) max = Math.max(max, l);
-  let sum = 0;
-  for (const l of logits) sum += Math.exp(l - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (l) => l - lse);
 }
 
 /** Token ids by descending value; ties: lower id first (the engine's rule). */

@@ -1,6 +1,7 @@
 /**
- * Numeric helpers for operator tests: seeded random inputs and the error measure every kernel
- * comparison uses (‖out − ref‖ / ‖ref‖, NaN never passing).
+ * Numeric helpers for tests: seeded random inputs, the error measure every kernel comparison
+ * uses (‖out − ref‖ / ‖ref‖, NaN never passing), and the float64 log_softmax that logprob tests
+ * redo the engine's f32 one with.
  *
  * @module
  */
@@ -47,4 +48,14 @@ export function assertClose(
 ): void {
   const error = relativeError(out, ref);
   assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(3)} > ${tolerance}`);
+}
+
+/** log_softmax of a logit row, in float64: the reference that logprob tests check against. */
+export function logSoftmax(row: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]);
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
 }

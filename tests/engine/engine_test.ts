@@ -25,7 +25,8 @@ import { RequestRejectedError } from "../../engine/scheduler.ts";
 import type { SamplingParams } from "../../engine/sequence.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
 import { GraphCpuBackend } from "../support/graph_cpu_backend.ts";
-import { rng } from "../support/numeric.ts";
+import { logSoftmax, rng } from "../support/numeric.ts";
+import { safetensorsBytes } from "../support/safetensors.ts";
 
 const TOKENIZER_DIR = new URL("../fixtures/tokenizer", import.meta.url).pathname;
 const TOKENIZER = await Tokenizer.load(TOKENIZER_DIR);
@@ -115,21 +116,14 @@ async function writeCheckpoint(dir: string, c: ModelConfig): Promise<HostWeights
     lmHead: make("lm_head.weight", c.vocabSize, h, 0.1),
   };
 
-  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    const shape = t.rows === 1 && name.endsWith("norm.weight") ? [t.cols] : [t.rows, t.cols];
-    header[name] = { dtype: "BF16", shape, data_offsets: [offset, offset + t.data.length * 2] };
-    offset += t.data.length * 2;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const file = new Uint8Array(8 + json.length + offset);
-  new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
-  file.set(new TextEncoder().encode(json), 8);
-  const body = new Uint16Array(file.buffer, 8 + json.length, offset / 2);
-  let at = 0;
-  for (const [, t] of tensors) for (const v of t.data) body[at++] = toBf16Bits(v);
+  const file = safetensorsBytes(
+    tensors.map(([name, t]) => [name, {
+      dtype: "BF16",
+      shape: t.rows === 1 && name.endsWith("norm.weight") ? [t.cols] : [t.rows, t.cols],
+      data: new Uint8Array(Uint16Array.from(t.data, toBf16Bits).buffer),
+    }]),
+    { format: "pt" },
+  );
   await Deno.writeFile(join(dir, "model.safetensors"), file);
 
   const s = c.ropeScaling!;
@@ -612,16 +606,6 @@ Deno.test("engine: streamed text, stop strings and stop tokens", async () => {
     await engine.close();
   }
 });
-
-/** Log-softmax of a logit row in f64. */
-function logSoftmax(row: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]);
-  let sum = 0;
-  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
 
 /** vLLM's penalties, written from its docs: repetition over prompt and output, the others output. */
 function penalise(

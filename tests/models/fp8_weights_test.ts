@@ -26,38 +26,10 @@ import { loadWeights, WeightsError } from "../../models/weights.ts";
 import { isFp8Weight } from "../../ops/linear_weight.ts";
 import { loadOps } from "../../ops/load.ts";
 import { relativeError } from "../support/numeric.ts";
+import { safetensorsBytes, type SafetensorsTensor } from "../support/safetensors.ts";
 
 const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
 const LINEAR = /\.(q|k|v|o|gate|up|down)_proj\.weight$/;
-
-interface Tensor {
-  dtype: string;
-  shape: number[];
-  data: Uint8Array;
-}
-
-function writeSafetensors(path: string, tensors: Map<string, Tensor>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    header[name] = {
-      dtype: t.dtype,
-      shape: t.shape,
-      data_offsets: [offset, offset + t.data.length],
-    };
-    offset += t.data.length;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const out = new Uint8Array(8 + json.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  let at = 8 + json.length;
-  for (const t of tensors.values()) {
-    out.set(t.data, at);
-    at += t.data.length;
-  }
-  Deno.writeFileSync(path, out);
-}
 
 const COMPRESSED_TENSORS = {
   quant_method: "compressed-tensors",
@@ -78,11 +50,11 @@ const COMPRESSED_TENSORS = {
  */
 async function writeFp8Checkpoint(
   quantizationConfig: unknown,
-  options: { perTensor?: boolean; edit?: (tensors: Map<string, Tensor>) => void } = {},
+  options: { perTensor?: boolean; edit?: (tensors: Map<string, SafetensorsTensor>) => void } = {},
 ): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "denali-fp8-" });
   const header = await readSafetensorsHeader(join(TINY, "model.safetensors"));
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, SafetensorsTensor>();
   for (const [name, info] of header.tensors) {
     const data = await readTensor(header, name);
     if (!LINEAR.test(name)) {
@@ -114,7 +86,7 @@ async function writeFp8Checkpoint(
     });
   }
   options.edit?.(tensors);
-  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  Deno.writeFileSync(join(dir, "model.safetensors"), safetensorsBytes(tensors));
   const config = JSON.parse(await Deno.readTextFile(join(TINY, "config.json")));
   config.quantization_config = quantizationConfig;
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(config));
@@ -201,7 +173,7 @@ Deno.test({
   name: "FP8 checkpoints: bad tensors are refused naming the tensor and the remedy",
 }, async () => {
   const scale = "model.layers.0.self_attn.k_proj.weight_scale";
-  const cases: [string, (t: Map<string, Tensor>) => void, RegExp][] = [
+  const cases: [string, (t: Map<string, SafetensorsTensor>) => void, RegExp][] = [
     [
       "a scale of the wrong shape",
       (t) => t.set(scale, { dtype: "F32", shape: [64, 2], data: new Uint8Array(64 * 2 * 4) }),

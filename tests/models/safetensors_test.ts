@@ -13,35 +13,7 @@ import {
   readTensorRange,
   SafetensorsError,
 } from "../../models/safetensors.ts";
-
-interface Entry {
-  name: string;
-  dtype: string;
-  shape: number[];
-  data: Uint8Array;
-}
-
-/** A safetensors file: u64 LE header length, the JSON header padded with spaces, the data. */
-function build(entries: Entry[], metadata?: Record<string, string>, pad = 8): Uint8Array {
-  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
-  let offset = 0;
-  for (const { name, dtype, shape, data } of entries) {
-    header[name] = { dtype, shape, data_offsets: [offset, offset + data.length] };
-    offset += data.length;
-  }
-  let json = JSON.stringify(header);
-  while (json.length % pad !== 0) json += " ";
-  const text = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + text.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true);
-  out.set(text, 8);
-  let at = 8 + text.length;
-  for (const { data } of entries) {
-    out.set(data, at);
-    at += data.length;
-  }
-  return out;
-}
+import { safetensorsBytes } from "../support/safetensors.ts";
 
 /** A file from a raw JSON header (for malformed entries) and `dataBytes` bytes of data. */
 function buildRaw(json: string, dataBytes: number): Uint8Array {
@@ -92,11 +64,11 @@ async function assertFails(
 Deno.test("safetensors: header fields, absolute offsets and metadata", async () => {
   await withDir(async (dir) => {
     const path = `${dir}/model.safetensors`;
-    const file = build([
-      { name: "a", dtype: "F32", shape: [2, 3], data: F32 },
-      { name: "b.weight", dtype: "BF16", shape: [3], data: BF16 },
-      { name: "scalar", dtype: "I8", shape: [], data: I8.slice(0, 1) },
-      { name: "empty", dtype: "F16", shape: [0, 4], data: new Uint8Array(0) },
+    const file = safetensorsBytes([
+      ["a", { dtype: "F32", shape: [2, 3], data: F32 }],
+      ["b.weight", { dtype: "BF16", shape: [3], data: BF16 }],
+      ["scalar", { dtype: "I8", shape: [], data: I8.slice(0, 1) }],
+      ["empty", { dtype: "F16", shape: [0, 4], data: new Uint8Array(0) }],
     ], { format: "pt" });
     await Deno.writeFile(path, file);
     const header = await readSafetensorsHeader(path);
@@ -130,9 +102,9 @@ Deno.test("safetensors: readTensorRange reads a tensor in chunks into one buffer
     const big = new Uint8Array(1000).map((_, i) => (i * 37 + 11) & 0xff);
     await Deno.writeFile(
       path,
-      build([
-        { name: "pad", dtype: "U8", shape: [3], data: new Uint8Array([9, 9, 9]) },
-        { name: "big", dtype: "U8", shape: [10, 100], data: big },
+      safetensorsBytes([
+        ["pad", { dtype: "U8", shape: [3], data: new Uint8Array([9, 9, 9]) }],
+        ["big", { dtype: "U8", shape: [10, 100], data: big }],
       ]),
     );
     const header = await readSafetensorsHeader(path);
@@ -168,9 +140,9 @@ Deno.test("safetensors: unknown dtypes are kept for the loader to refuse by name
 Deno.test("safetensors: a truncated file names the file and the tensor it cuts into", async () => {
   await withDir(async (dir) => {
     const path = `${dir}/model-00001-of-00002.safetensors`;
-    const file = build([
-      { name: "a", dtype: "F32", shape: [2, 3], data: F32 },
-      { name: "b.weight", dtype: "BF16", shape: [3], data: BF16 },
+    const file = safetensorsBytes([
+      ["a", { dtype: "F32", shape: [2, 3], data: F32 }],
+      ["b.weight", { dtype: "BF16", shape: [3], data: BF16 }],
     ]);
     await Deno.writeFile(path, file.subarray(0, file.length - 3));
     await assertFails(readSafetensorsHeader(path), path, "b.weight", "truncated", "re-download");
@@ -191,7 +163,7 @@ Deno.test("safetensors: broken headers are refused with the file's name", async 
     await write(new Uint8Array(5));
     await assertFails(readSafetensorsHeader(path), path, null, "too short", "truncated");
 
-    const huge = build([{ name: "a", dtype: "F32", shape: [2, 3], data: F32 }]);
+    const huge = safetensorsBytes([["a", { dtype: "F32", shape: [2, 3], data: F32 }]]);
     new DataView(huge.buffer).setBigUint64(0, BigInt(huge.length), true);
     await write(huge);
     await assertFails(readSafetensorsHeader(path), path, null, "header length", "past the end");

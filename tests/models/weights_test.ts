@@ -21,6 +21,7 @@ import { f16ToF32, loadWeights, randomWeights, WeightsError } from "../../models
 import { llamaWeights } from "../../models/llama.ts";
 import type { ModelWeights } from "../../models/model.ts";
 import { rng } from "../support/numeric.ts";
+import { safetensorsBytes } from "../support/safetensors.ts";
 
 /** Small but irregular: GQA 2:1, head_dim 6 ≠ hidden / heads, so o_proj is [8, 12]. */
 const CONFIG: ModelConfig = {
@@ -167,35 +168,12 @@ function makeCheckpoint(
   );
 }
 
-/** Writes one safetensors file: u64 LE header length, padded JSON header, data. */
-async function writeSafetensors(path: string, tensors: [string, Tensor][]): Promise<void> {
-  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    header[name] = {
-      dtype: t.dtype,
-      shape: t.shape,
-      data_offsets: [offset, offset + t.data.length],
-    };
-    offset += t.data.length;
-  }
-  let json = JSON.stringify(header);
-  while (json.length % 8) json += " ";
-  const text = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + text.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true);
-  out.set(text, 8);
-  let at = 8 + text.length;
-  for (const [, t] of tensors) {
-    out.set(t.data, at);
-    at += t.data.length;
-  }
-  await Deno.writeFile(path, out);
-}
+/** The metadata torch writes. */
+const PT = { format: "pt" };
 
 /** A single model.safetensors, tensors in reverse order so disk order ≠ layout order. */
 async function writeSingle(dir: string, tensors: Map<string, Tensor>, name = "model.safetensors") {
-  await writeSafetensors(`${dir}/${name}`, [...tensors].reverse());
+  await Deno.writeFile(`${dir}/${name}`, safetensorsBytes([...tensors].reverse(), PT));
 }
 
 /** `shards` files plus model.safetensors.index.json, tensors dealt round-robin. */
@@ -207,7 +185,7 @@ async function writeSharded(dir: string, tensors: Map<string, Tensor>, shards = 
     weightMap[name] = shardName(k % shards, shards);
   });
   for (let s = 0; s < shards; s++) {
-    await writeSafetensors(`${dir}/${shardName(s, shards)}`, files[s]);
+    await Deno.writeFile(`${dir}/${shardName(s, shards)}`, safetensorsBytes(files[s], PT));
   }
   const index = { metadata: { total_size: 0 }, weight_map: weightMap };
   await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify(index));

@@ -17,6 +17,7 @@ import { CUBLASLT_SYMBOLS } from "../../backends/cublaslt_ffi.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cStringFrom } from "../../backends/dlopen.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
+import { readBf16 } from "../support/device.ts";
 import { assertClose, randomArray } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
@@ -58,13 +59,6 @@ function uploadBoth(gpu: GpuBackend, cpu: CpuBackend, values: Float32Array) {
   gpu.copyToDevice(g, bits);
   cpu.copyToDevice(c, bits);
   return { g, c };
-}
-
-/** Reads `count` bf16 values from the GPU. */
-function download(gpu: GpuBackend, buffer: DeviceBuffer, count: number): Float32Array {
-  const bits = new Uint16Array(count);
-  gpu.copyToHost(bits, buffer);
-  return decodeBf16(bits);
 }
 
 /**
@@ -139,7 +133,7 @@ ltTest("gpu: cuBLASLt gemm matches the CPU linear op", (gpu, lt, stream) => {
       lt.gemm(out, x.g, w.g, m, n, k, stream);
       stream.synchronize();
       const what = `out[${m}, ${n}] = x[${m}, ${k}] · W[${n}, ${k}]ᵀ`;
-      checkAgainstCpu(download(gpu, out, m * n), cpu, x.c, w.c, m, n, k, what);
+      checkAgainstCpu(readBf16(gpu, out, m * n), cpu, x.c, w.c, m, n, k, what);
       gpu.free(out);
       gpu.free(x.g);
     }
@@ -157,7 +151,7 @@ ltTest("gpu: cuBLASLt gemm on a 2-byte aligned view of x", (gpu, lt, stream) => 
   gpu.memset(out, 0xff, stream);
   lt.gemm(out, x.g.slice(2), w.g, m, n, k, stream);
   stream.synchronize();
-  checkAgainstCpu(download(gpu, out, m * n), cpu, x.c.slice(2), w.c, m, n, k, "x offset by 2");
+  checkAgainstCpu(readBf16(gpu, out, m * n), cpu, x.c.slice(2), w.c, m, n, k, "x offset by 2");
 });
 
 ltTest("gpu: a captured cuBLASLt gemm replays to the same result", (gpu, lt, stream) => {
@@ -174,9 +168,9 @@ ltTest("gpu: a captured cuBLASLt gemm replays to the same result", (gpu, lt, str
   const graph = gpu.endCapture(stream);
   graph.launch(stream);
   stream.synchronize();
-  const want = download(gpu, eager, m * n);
+  const want = readBf16(gpu, eager, m * n);
   checkAgainstCpu(want, cpu, x.c, w.c, m, n, k, "eager");
-  assertClose(download(gpu, replayed, m * n), want, 1e-3, "graph replay against eager");
+  assertClose(readBf16(gpu, replayed, m * n), want, 1e-3, "graph replay against eager");
 
   // Median of 20 timed calls, for information only.
   const [start, stop] = [gpu.createEvent(), gpu.createEvent()];
@@ -212,7 +206,7 @@ Deno.test({ name: "gpu: the CUDA backend opens cuBLASLt as its accelerator", ign
     gpu.memset(out, 0xff);
     accelerator.gemm(out, x.g, w.g, m, n, k, gpu.defaultStream);
     gpu.defaultStream.synchronize();
-    checkAgainstCpu(download(gpu, out, m * n), cpu, x.c, w.c, m, n, k, "backend accelerator");
+    checkAgainstCpu(readBf16(gpu, out, m * n), cpu, x.c, w.c, m, n, k, "backend accelerator");
   } finally {
     gpu.close();
   }

@@ -14,9 +14,9 @@
 import assert from "node:assert/strict";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
-import { decodeBf16 } from "../../backends/bf16.ts";
-import type { AttentionShape } from "../../ops/ops.ts";
+import type { AttentionShape, DecodeAttentionArgs, PrefillAttentionArgs } from "../../ops/ops.ts";
 import { assertClose } from "../support/numeric.ts";
+import { readBf16 } from "../support/device.ts";
 
 const TOLERANCE = 4e-3;
 const FIXTURE = new URL("../fixtures/ops/attention.json", import.meta.url);
@@ -80,12 +80,6 @@ function uploadI32(values: readonly number[]) {
   return buffer;
 }
 
-function readBf16(buffer: { bytes: number }, count: number): Float32Array {
-  const bits = new Uint16Array(count);
-  cpu.copyToHost(bits, buffer as Parameters<typeof cpu.copyToHost>[1]);
-  return decodeBf16(bits);
-}
-
 Deno.test("cpu kvWrite matches the fixture's scatter and skips the padding slot", () => {
   const fx = loadFixture();
   const { shape, kvWrite: w } = fx;
@@ -126,7 +120,7 @@ Deno.test("cpu decodeAttention matches the float64 reference", () => {
     shape,
     workspace: cpu.alloc(ops.decodeWorkspaceBytes(d.batch, d.maxContext, shape)),
   }, stream);
-  assertClose(readBf16(out, d.out.length), d.out, TOLERANCE, "decode");
+  assertClose(readBf16(cpu, out, d.out.length), d.out, TOLERANCE, "decode");
 });
 
 Deno.test("cpu prefillAttention (one sequence with a cached prefix) matches the reference", () => {
@@ -147,7 +141,7 @@ Deno.test("cpu prefillAttention (one sequence with a cached prefix) matches the 
     maxBlocks: fx.maxBlocks,
     shape,
   }, stream);
-  const got = readBf16(out, p.out.length);
+  const got = readBf16(cpu, out, p.out.length);
   assertClose(got, p.out, TOLERANCE, "prefill");
   // Each sequence on its own, so an error confined to the prefixed one cannot hide.
   const split = p.queryStarts[1] * shape.numHeads * shape.headDim;
@@ -195,6 +189,37 @@ Deno.test("cpu attention ops reject bad sizes with a RangeError naming the op", 
     scale: 0.25,
   };
   const small = cpu.alloc(64), cache = cpu.alloc(2 * 16 * 16 * 2 * 4);
+  // Each case changes one argument of an otherwise valid-sized call (q stays too small).
+  const decode = (changed: Partial<DecodeAttentionArgs>) => () =>
+    ops.decodeAttention({
+      out: small,
+      q: small,
+      kCache: cache,
+      vCache: cache,
+      blockTables: small,
+      contextLens: small,
+      batch: 1,
+      maxBlocks: 1,
+      maxContext: 16,
+      shape,
+      workspace: small,
+      ...changed,
+    }, stream);
+  const prefill = (changed: Partial<PrefillAttentionArgs>) => () =>
+    ops.prefillAttention({
+      out: cache,
+      q: cache,
+      kCache: cache,
+      vCache: cache,
+      queryStarts: small,
+      contextLens: small,
+      blockTables: small,
+      seqs: 1,
+      tokens: 1,
+      maxBlocks: 1,
+      shape,
+      ...changed,
+    }, stream);
   const cases: [string, () => void, RegExp][] = [
     [
       "kvWrite tokens 0",
@@ -213,113 +238,32 @@ Deno.test("cpu attention ops reject bad sizes with a RangeError naming the op", 
     ],
     [
       "decode heads not a multiple",
-      () =>
-        ops.decodeAttention({
-          out: small,
-          q: small,
-          kCache: cache,
-          vCache: cache,
-          blockTables: small,
-          contextLens: small,
-          batch: 1,
-          maxBlocks: 1,
-          maxContext: 1,
-          shape: {
-            ...shape,
-            numKvHeads: 3,
-          },
-          workspace: small,
-        }, stream),
+      decode({ maxContext: 1, shape: { ...shape, numKvHeads: 3 } }),
       /^decodeAttention: shape.numHeads \(8\) must be a multiple of shape.numKvHeads \(3\)/,
     ],
     [
       "decode maxContext past the table",
-      () =>
-        ops.decodeAttention({
-          out: small,
-          q: small,
-          kCache: cache,
-          vCache: cache,
-          blockTables: small,
-          contextLens: small,
-          batch: 1,
-          maxBlocks: 1,
-          maxContext: 17,
-          shape,
-          workspace: small,
-        }, stream),
+      decode({ maxContext: 17 }),
       /^decodeAttention: maxContext 17 exceeds maxBlocks × blockSize/,
     ],
     [
       "decode q too small",
-      () =>
-        ops.decodeAttention({
-          out: small,
-          q: small,
-          kCache: cache,
-          vCache: cache,
-          blockTables: small,
-          contextLens: small,
-          batch: 1,
-          maxBlocks: 1,
-          maxContext: 16,
-          shape,
-          workspace: small,
-        }, stream),
+      decode({}),
       /^decodeAttention: q has 64 bytes, needs 256/,
     ],
     [
       "decode batch fractional",
-      () =>
-        ops.decodeAttention({
-          out: small,
-          q: small,
-          kCache: cache,
-          vCache: cache,
-          blockTables: small,
-          contextLens: small,
-          batch: 1.5,
-          maxBlocks: 1,
-          maxContext: 16,
-          shape,
-          workspace: small,
-        }, stream),
+      decode({ batch: 1.5 }),
       /^decodeAttention: batch must be a positive integer/,
     ],
     [
       "prefill queryStarts too small",
-      () =>
-        ops.prefillAttention({
-          out: cache,
-          q: cache,
-          kCache: cache,
-          vCache: cache,
-          queryStarts: small,
-          contextLens: small,
-          blockTables: small,
-          seqs: 16,
-          tokens: 1,
-          maxBlocks: 1,
-          shape,
-        }, stream),
+      prefill({ seqs: 16 }),
       /^prefillAttention: queryStarts has 64 bytes, needs 68/,
     ],
     [
       "prefill seqs 0",
-      () =>
-        ops.prefillAttention({
-          out: cache,
-          q: cache,
-          kCache: cache,
-          vCache: cache,
-          queryStarts: small,
-          contextLens: small,
-          blockTables: small,
-          seqs: 0,
-          tokens: 1,
-          maxBlocks: 1,
-          shape,
-        }, stream),
+      prefill({ seqs: 0 }),
       /^prefillAttention: seqs must be a positive integer/,
     ],
     [

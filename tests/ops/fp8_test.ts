@@ -14,7 +14,7 @@
 
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { decodeBf16, encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
+import { encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { fromE4m3Bits } from "../../backends/fp8.ts";
@@ -24,6 +24,7 @@ import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { randomArray } from "../support/numeric.ts";
+import { readBf16 } from "../support/device.ts";
 
 const cpu = new CpuBackend();
 const ops = cpuOps();
@@ -49,12 +50,6 @@ function scalesOf(weight: Fp8Weight, n: number): Float32Array {
   const out = new Float32Array(n);
   cpu.copyToHost(new Uint8Array(out.buffer), weight.scales);
   return out;
-}
-
-function bf16Of(buffer: DeviceBuffer, count: number): Float32Array {
-  const bits = new Uint16Array(count);
-  cpu.copyToHost(bits, buffer);
-  return decodeBf16(bits);
 }
 
 Deno.test("quantizeFp8 (CPU): closed-form codes and scales", () => {
@@ -86,7 +81,7 @@ Deno.test("quantizeFp8 (CPU): random rows round-trip within half an E4M3 step", 
   const values = randomArray(n * k, 7, -2, 2);
   for (let j = 0; j < n; j++) values[j * k + j] = (j + 1) * 3; // a distinct amax per row
   const w = bf16Buffer(values);
-  const bf16 = bf16Of(w, n * k);
+  const bf16 = readBf16(cpu, w, n * k);
   const q = fp8Buffers(n, k);
   ops.quantizeFp8(q, w, n, k, stream);
   const codes = codesOf(q, n * k), scales = scalesOf(q, n);
@@ -109,7 +104,7 @@ Deno.test("dequantizeFp8 (CPU): bf16(scale · e4m3(code)) for every code", () =>
   cpu.copyToDevice(q.scales, new Uint8Array(Float32Array.of(0.5, 3e-3).buffer));
   const out = cpu.alloc(2 * n * k);
   ops.dequantizeFp8(out, q, n, k, stream);
-  const got = bf16Of(out, n * k);
+  const got = readBf16(cpu, out, n * k);
   for (let i = 0; i < n * k; i++) {
     const scale = i < k ? 0.5 : Math.fround(3e-3);
     const want = fromBf16Bits(toBf16Bits(Math.fround(scale * fromE4m3Bits(i & 0xff))));
@@ -131,11 +126,11 @@ Deno.test("linear (CPU) on an FP8 weight: scale · Σ x · e4m3(W), for M from 1
   cpu.copyToDevice(q.scales, new Uint8Array(scales.buffer));
   for (const m of [1, 2, 5, 17, 20]) {
     const xValues = randomArray(m * k, 100 + m);
-    const x = bf16Buffer(xValues), xb = bf16Of(x, m * k);
+    const x = bf16Buffer(xValues), xb = readBf16(cpu, x, m * k);
     const out = cpu.alloc(2 * m * n);
     cpu.memset(out, 0xff);
     ops.linear(out, x, q, m, n, k, stream);
-    const got = bf16Of(out, m * n);
+    const got = readBf16(cpu, out, m * n);
     for (let r = 0; r < m; r++) {
       for (let j = 0; j < n; j++) {
         let sum = 0;

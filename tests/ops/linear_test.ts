@@ -29,6 +29,7 @@ import { openHip } from "../../backends/hip.ts";
 import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { assertClose } from "../support/numeric.ts";
+import { readBf16 } from "../support/device.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 
 interface LinearCase {
@@ -61,12 +62,6 @@ function upload(bits: readonly number[]): DeviceBuffer {
   return buffer;
 }
 
-function download(buffer: DeviceBuffer, count: number): Float32Array {
-  const bits = new Uint16Array(count);
-  cpu.copyToHost(bits, buffer);
-  return decodeBf16(bits);
-}
-
 Deno.test("linear fixture: CPU matches float64 within one bf16 rounding", () => {
   const cases = fixture();
   assert.ok(cases.length >= 8, "the fixture has its cases");
@@ -77,7 +72,7 @@ Deno.test("linear fixture: CPU matches float64 within one bf16 rounding", () => 
     const out = cpu.alloc(2 * c.m * c.n);
     cpu.memset(out, 0xff); // NaN: an unwritten element cannot pass
     ops.linear(out, upload(c.x), upload(c.weight), c.m, c.n, c.k, stream);
-    const got = download(out, c.m * c.n);
+    const got = readBf16(cpu, out, c.m * c.n);
     assertClose(got, c.expected, 1e-2, what);
     for (let i = 0; i < got.length; i++) {
       const bound = 2 ** -8 * Math.abs(c.expected[i]) + 1e-6;
@@ -99,7 +94,7 @@ Deno.test("linear: a slice of a wider output and offset inputs work", () => {
   const out = cpu.alloc(2 * c.m * c.n + 8);
   cpu.memset(out, 0x7f);
   ops.linear(out.slice(8), xs, ws, c.m, c.n, c.k, stream);
-  assertClose(download(out.slice(8), c.m * c.n), c.expected, 1e-2, "offset views");
+  assertClose(readBf16(cpu, out.slice(8), c.m * c.n), c.expected, 1e-2, "offset views");
   const head = new Uint8Array(8);
   cpu.copyToHost(head, out);
   assert.deepEqual([...head], new Array(8).fill(0x7f), "nothing written before the view");
@@ -149,7 +144,7 @@ Deno.test("linear: K not a multiple of 4 and N not a multiple of 4 take the tail
         ref[r * n + j] = s;
       }
     }
-    assertClose(download(out, m * n), ref, 4e-3, `m=${m}`);
+    assertClose(readBf16(cpu, out, m * n), ref, 4e-3, `m=${m}`);
   }
 });
 

@@ -7,7 +7,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { checkPositive } from "./common.ts";
-import type { AttentionShape } from "../ops.ts";
+import type { AttentionShape, DecodeAttentionArgs, PrefillAttentionArgs } from "../ops.ts";
 
 /** The most slots the kernels address (slots and block ids are i32). */
 const MAX_SLOTS = 2 ** 31 - 1;
@@ -74,20 +74,39 @@ export function checkKvWrite(
   return cacheBlocks(op, kCache, vCache, shape);
 }
 
-/** Checks decodeAttention's arguments (all but the workspace); returns the cache's block count. */
-export function checkDecode(
-  out: DeviceBuffer,
-  q: DeviceBuffer,
-  kCache: DeviceBuffer,
-  vCache: DeviceBuffer,
-  blockTables: DeviceBuffer,
-  contextLens: DeviceBuffer,
+/** Checks the sizes decodeWorkspaceBytes takes (shape, batch and maxContext). */
+export function checkDecodeWorkspaceSizes(
   batch: number,
-  maxBlocks: number,
   maxContext: number,
   shape: AttentionShape,
-): number {
+): void {
+  const op = "decodeWorkspaceBytes";
+  checkAttentionShape(op, shape);
+  checkPositive(op, "batch", batch);
+  checkPositive(op, "maxContext", maxContext);
+}
+
+/**
+ * Checks that q and out each hold `rows` query rows ([rows, numHeads, headDim] bf16); `what`
+ * names that size, a literal so the hot path builds no string.
+ */
+function holdsQueryRows(
+  op: string,
+  out: DeviceBuffer,
+  q: DeviceBuffer,
+  rows: number,
+  shape: AttentionShape,
+  what: string,
+): void {
+  const bytes = rows * shape.numHeads * shape.headDim * 2;
+  holds(op, "q", q, bytes, what);
+  holds(op, "out", out, bytes, what);
+}
+
+/** Checks decodeAttention's arguments (all but the workspace); returns the cache's block count. */
+export function checkDecode(args: DecodeAttentionArgs): number {
   const op = "decodeAttention";
+  const { batch, maxBlocks, maxContext, shape } = args;
   checkAttentionShape(op, shape);
   checkPositive(op, "batch", batch);
   checkPositive(op, "maxBlocks", maxBlocks);
@@ -98,38 +117,23 @@ export function checkDecode(
         `${maxBlocks} × ${shape.blockSize}`,
     );
   }
-  const qBytes = batch * shape.numHeads * shape.headDim * 2;
-  holds(op, "q", q, qBytes, "batch × numHeads × headDim bf16");
-  holds(op, "out", out, qBytes, "batch × numHeads × headDim bf16");
-  holds(op, "blockTables", blockTables, batch * maxBlocks * 4, "batch × maxBlocks i32");
-  holds(op, "contextLens", contextLens, batch * 4, "batch i32");
-  return cacheBlocks(op, kCache, vCache, shape);
+  holdsQueryRows(op, args.out, args.q, batch, shape, "batch × numHeads × headDim bf16");
+  holds(op, "blockTables", args.blockTables, batch * maxBlocks * 4, "batch × maxBlocks i32");
+  holds(op, "contextLens", args.contextLens, batch * 4, "batch i32");
+  return cacheBlocks(op, args.kCache, args.vCache, shape);
 }
 
 /** Checks prefillAttention's arguments; returns the cache's block count. */
-export function checkPrefill(
-  out: DeviceBuffer,
-  q: DeviceBuffer,
-  kCache: DeviceBuffer,
-  vCache: DeviceBuffer,
-  queryStarts: DeviceBuffer,
-  contextLens: DeviceBuffer,
-  blockTables: DeviceBuffer,
-  seqs: number,
-  tokens: number,
-  maxBlocks: number,
-  shape: AttentionShape,
-): number {
+export function checkPrefill(args: PrefillAttentionArgs): number {
   const op = "prefillAttention";
+  const { seqs, tokens, maxBlocks, shape } = args;
   checkAttentionShape(op, shape);
   checkPositive(op, "seqs", seqs);
   checkPositive(op, "tokens", tokens);
   checkPositive(op, "maxBlocks", maxBlocks);
-  const qBytes = tokens * shape.numHeads * shape.headDim * 2;
-  holds(op, "q", q, qBytes, "tokens × numHeads × headDim bf16");
-  holds(op, "out", out, qBytes, "tokens × numHeads × headDim bf16");
-  holds(op, "queryStarts", queryStarts, (seqs + 1) * 4, "seqs + 1 i32");
-  holds(op, "contextLens", contextLens, seqs * 4, "seqs i32");
-  holds(op, "blockTables", blockTables, seqs * maxBlocks * 4, "seqs × maxBlocks i32");
-  return cacheBlocks(op, kCache, vCache, shape);
+  holdsQueryRows(op, args.out, args.q, tokens, shape, "tokens × numHeads × headDim bf16");
+  holds(op, "queryStarts", args.queryStarts, (seqs + 1) * 4, "seqs + 1 i32");
+  holds(op, "contextLens", args.contextLens, seqs * 4, "seqs i32");
+  holds(op, "blockTables", args.blockTables, seqs * maxBlocks * 4, "seqs × maxBlocks i32");
+  return cacheBlocks(op, args.kCache, args.vCache, shape);
 }

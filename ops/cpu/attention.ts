@@ -13,10 +13,9 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
-import { checkPositive } from "../checks/common.ts";
 import {
-  checkAttentionShape,
   checkDecode,
+  checkDecodeWorkspaceSizes,
   checkKvWrite,
   checkPrefill,
 } from "../checks/attention.ts";
@@ -181,35 +180,13 @@ export function cpuAttentionOps(): AttentionOps {
     },
 
     decodeAttention(args) {
-      const {
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTables,
-        contextLens,
-        batch,
-        maxBlocks,
-        maxContext,
-        shape,
-      } = args;
-      const numBlocks = checkDecode(
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTables,
-        contextLens,
-        batch,
-        maxBlocks,
-        maxContext,
-        shape,
-      );
+      const numBlocks = checkDecode(args);
       const op = "decodeAttention";
-      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
-      const qs = u16(op, "q", q), os = u16(op, "out", out);
-      const tables = i32(op, "blockTables", blockTables),
-        lens = i32(op, "contextLens", contextLens);
+      const { batch, maxBlocks, maxContext, shape } = args;
+      const kc = u16(op, "kCache", args.kCache), vc = u16(op, "vCache", args.vCache);
+      const qs = u16(op, "q", args.q), os = u16(op, "out", args.out);
+      const tables = i32(op, "blockTables", args.blockTables);
+      const lens = i32(op, "contextLens", args.contextLens);
       const { numHeads, numKvHeads, headDim } = shape;
       const ratio = numHeads / numKvHeads;
       scratch(maxContext, headDim);
@@ -227,46 +204,20 @@ export function cpuAttentionOps(): AttentionOps {
     },
 
     decodeWorkspaceBytes(batch, maxContext, shape) {
-      checkAttentionShape("decodeWorkspaceBytes", shape);
-      checkPositive("decodeWorkspaceBytes", "batch", batch);
-      checkPositive("decodeWorkspaceBytes", "maxContext", maxContext);
+      checkDecodeWorkspaceSizes(batch, maxContext, shape);
       // The CPU needs no partials; a small positive size keeps `alloc(bytes)` valid for callers.
       return 16;
     },
 
     prefillAttention(args) {
-      const {
-        out,
-        q,
-        kCache,
-        vCache,
-        queryStarts,
-        contextLens,
-        blockTables,
-        seqs,
-        tokens,
-        maxBlocks,
-        shape,
-      } = args;
-      const numBlocks = checkPrefill(
-        out,
-        q,
-        kCache,
-        vCache,
-        queryStarts,
-        contextLens,
-        blockTables,
-        seqs,
-        tokens,
-        maxBlocks,
-        shape,
-      );
+      const numBlocks = checkPrefill(args);
       const op = "prefillAttention";
-      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
-      const qs = u16(op, "q", q), os = u16(op, "out", out);
-      const starts = i32(op, "queryStarts", queryStarts);
-      const lens = i32(op, "contextLens", contextLens);
-      const tables = i32(op, "blockTables", blockTables);
+      const { seqs, tokens, maxBlocks, shape } = args;
+      const kc = u16(op, "kCache", args.kCache), vc = u16(op, "vCache", args.vCache);
+      const qs = u16(op, "q", args.q), os = u16(op, "out", args.out);
+      const starts = i32(op, "queryStarts", args.queryStarts);
+      const lens = i32(op, "contextLens", args.contextLens);
+      const tables = i32(op, "blockTables", args.blockTables);
       const { numHeads, numKvHeads, headDim, blockSize } = shape;
       const ratio = numHeads / numKvHeads;
       const cacheTokens = maxBlocks * blockSize;

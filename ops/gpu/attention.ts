@@ -35,11 +35,16 @@ import { reportFallback } from "../../backends/fallbacks.ts";
 import {
   checkAttentionShape,
   checkDecode,
+  checkDecodeWorkspaceSizes,
   checkKvWrite,
   checkPrefill,
 } from "../checks/attention.ts";
-import { checkPositive } from "../checks/common.ts";
-import type { AttentionOps, AttentionShape } from "../ops.ts";
+import type {
+  AttentionOps,
+  AttentionShape,
+  DecodeAttentionArgs,
+  PrefillAttentionArgs,
+} from "../ops.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 
@@ -118,15 +123,12 @@ function aligned(op: string, name: string, buffer: DeviceBuffer, bytes: number):
 /** The 16-byte alignment decode and prefill need of out, q and the two cache buffers. */
 function alignedQueryAndCache(
   op: string,
-  out: DeviceBuffer,
-  q: DeviceBuffer,
-  kCache: DeviceBuffer,
-  vCache: DeviceBuffer,
+  args: DecodeAttentionArgs | PrefillAttentionArgs,
 ): void {
-  aligned(op, "out", out, 16);
-  aligned(op, "q", q, 16);
-  aligned(op, "kCache", kCache, 16);
-  aligned(op, "vCache", vCache, 16);
+  aligned(op, "out", args.out, 16);
+  aligned(op, "q", args.q, 16);
+  aligned(op, "kCache", args.kCache, 16);
+  aligned(op, "vCache", args.vCache, 16);
 }
 
 function gpuShape(op: string, shape: AttentionShape): void {
@@ -238,6 +240,9 @@ export async function loadAttentionOps(
     },
 
     decodeAttention(args, stream) {
+      const op = "decodeAttention";
+      gpuShape(op, args.shape);
+      const numBlocks = checkDecode(args);
       const {
         out,
         q,
@@ -251,21 +256,7 @@ export async function loadAttentionOps(
         shape,
         workspace,
       } = args;
-      const op = "decodeAttention";
-      gpuShape(op, shape);
-      const numBlocks = checkDecode(
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTables,
-        contextLens,
-        batch,
-        maxBlocks,
-        maxContext,
-        shape,
-      );
-      alignedQueryAndCache(op, out, q, kCache, vCache);
+      alignedQueryAndCache(op, args);
       aligned(op, "workspace", workspace, 16);
       aligned(op, "blockTables", blockTables, 4);
       aligned(op, "contextLens", contextLens, 4);
@@ -343,10 +334,8 @@ export async function loadAttentionOps(
     },
 
     decodeWorkspaceBytes(batch, maxContext, shape) {
-      const op = "decodeWorkspaceBytes";
-      gpuShape(op, shape);
-      checkPositive(op, "batch", batch);
-      checkPositive(op, "maxContext", maxContext);
+      gpuShape("decodeWorkspaceBytes", shape);
+      checkDecodeWorkspaceSizes(batch, maxContext, shape);
       // Any call with batch' <= batch and maxContext' <= maxContext fits: a partition below
       // MAX_PART is chosen only when the grid (batch' × headBlocks × parts) is within
       // targetBlocks, so its partial rows (batch' × numHeads × parts) are at most
@@ -361,38 +350,14 @@ export async function loadAttentionOps(
     },
 
     prefillAttention(args, stream) {
-      const {
-        out,
-        q,
-        kCache,
-        vCache,
-        queryStarts,
-        contextLens,
-        blockTables,
-        seqs,
-        tokens,
-        maxBlocks,
-        shape,
-      } = args;
       const op = "prefillAttention";
+      const { seqs, tokens, shape } = args;
       gpuShape(op, shape);
-      const numBlocks = checkPrefill(
-        out,
-        q,
-        kCache,
-        vCache,
-        queryStarts,
-        contextLens,
-        blockTables,
-        seqs,
-        tokens,
-        maxBlocks,
-        shape,
-      );
-      alignedQueryAndCache(op, out, q, kCache, vCache);
-      aligned(op, "queryStarts", queryStarts, 4);
-      aligned(op, "contextLens", contextLens, 4);
-      aligned(op, "blockTables", blockTables, 4);
+      const numBlocks = checkPrefill(args);
+      alignedQueryAndCache(op, args);
+      aligned(op, "queryStarts", args.queryStarts, 4);
+      aligned(op, "contextLens", args.contextLens, 4);
+      aligned(op, "blockTables", args.blockTables, 4);
       if (shape.numHeads > GRID_YZ) {
         throw new RangeError(`${op}: shape.numHeads ${shape.numHeads} must be <= ${GRID_YZ}`);
       }
@@ -408,18 +373,18 @@ export async function loadAttentionOps(
         1,
         wide ? shared128 : shared64,
         stream,
-        out,
-        q,
-        kCache,
-        vCache,
-        queryStarts,
-        contextLens,
-        blockTables,
+        args.out,
+        args.q,
+        args.kCache,
+        args.vCache,
+        args.queryStarts,
+        args.contextLens,
+        args.blockTables,
         seqs,
         shape.numHeads,
         shape.numKvHeads,
         shape.blockSize,
-        maxBlocks,
+        args.maxBlocks,
         numBlocks,
         shape.scale,
         wide ? prefill128.stages : prefill64.stages,

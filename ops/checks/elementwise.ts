@@ -26,6 +26,13 @@ function checkTotal(op: string, what: string, count: number): void {
   }
 }
 
+/** Throws unless the norm's `eps` is a finite number >= 0. */
+function checkEps(op: string, eps: number): void {
+  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
+    throw new RangeError(`${op}: eps must be a finite number >= 0, got ${eps}`);
+  }
+}
+
 /** The checks of `embedding`; returns the vocabulary size the table holds. */
 export function checkEmbedding(
   out: DeviceBuffer,
@@ -56,9 +63,7 @@ export function checkRmsNorm(
   checkCount("rmsNorm", "tokens", tokens);
   checkCount("rmsNorm", "hidden", hidden);
   checkTotal("rmsNorm", "x (tokens × hidden)", tokens * hidden);
-  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
-    throw new RangeError(`rmsNorm: eps must be a finite number >= 0, got ${eps}`);
-  }
+  checkEps("rmsNorm", eps);
   const bytes = 2 * tokens * hidden;
   checkBuffer("rmsNorm", "out", out, bytes, 2, "tokens × hidden bf16");
   checkBuffer("rmsNorm", "x", x, bytes, 2, "tokens × hidden bf16");
@@ -85,9 +90,7 @@ export function checkQkNorm(
   checkCount("qkNorm", "numKvHeads", numKvHeads);
   checkCount("qkNorm", "headDim", headDim);
   checkTotal("qkNorm", "q (tokens × numHeads × headDim)", tokens * numHeads * headDim);
-  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
-    throw new RangeError(`qkNorm: eps must be a finite number >= 0, got ${eps}`);
-  }
+  checkEps("qkNorm", eps);
   const qBytes = 2 * tokens * numHeads * headDim, kBytes = 2 * tokens * numKvHeads * headDim;
   checkBuffer("qkNorm", "q", q, qBytes, 2, "tokens × numHeads × headDim bf16");
   checkBuffer("qkNorm", "k", k, kBytes, 2, "tokens × numKvHeads × headDim bf16");

@@ -16,6 +16,13 @@ function checkDim(op: string, name: string, value: number): void {
   }
 }
 
+/** m, n and k of an [m, k] · [n, k]ᵀ product, each a positive int32. */
+function checkMnk(op: string, m: number, n: number, k: number): void {
+  checkDim(op, "m", m);
+  checkDim(op, "n", n);
+  checkDim(op, "k", k);
+}
+
 function checkBytes(
   op: string,
   name: string,
@@ -63,9 +70,7 @@ export function checkLinearArgs(
   n: number,
   k: number,
 ): void {
-  checkDim(op, "m", m);
-  checkDim(op, "n", n);
-  checkDim(op, "k", k);
+  checkMnk(op, m, n, k);
   checkBytes(op, "x", x, m, k, "[m, k]");
   if (isFp8Weight(weight)) checkFp8Weight(op, weight, n, k);
   else checkBytes(op, "weight", weight, n, k, "[n, k]");
@@ -92,8 +97,6 @@ export function checkLinearShapes(
   shapes: readonly { m: number; n: number; k: number }[],
 ): void {
   for (const { m, n, k } of shapes) {
-    checkDim(op, "m", m);
-    checkDim(op, "n", n);
-    checkDim(op, "k", k);
+    checkMnk(op, m, n, k);
   }
 }

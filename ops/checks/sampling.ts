@@ -65,6 +65,24 @@ function checkEntryCount(op: string, count: number): void {
   }
 }
 
+/**
+ * The checks applyPenalties and applyLogitEdits share: [batch, vocab] f32 logits edited in place
+ * by `count` (row, token, value) i32 triples.
+ */
+function checkLogitEntries(
+  op: string,
+  logits: DeviceBuffer,
+  entries: DeviceBuffer,
+  count: number,
+  batch: number,
+  vocab: number,
+): void {
+  checkRows(op, batch, vocab);
+  checkEntryCount(op, count);
+  checkBuffer(op, "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer(op, "entries", entries, 12 * count, 4, "count × 3 i32");
+}
+
 /** The checks of `applyPenalties` (the entries' contents are checked by the CPU op alone). */
 export function checkApplyPenalties(
   logits: DeviceBuffer,
@@ -74,10 +92,7 @@ export function checkApplyPenalties(
   batch: number,
   vocab: number,
 ): void {
-  checkRows("applyPenalties", batch, vocab);
-  checkEntryCount("applyPenalties", count);
-  checkBuffer("applyPenalties", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("applyPenalties", "entries", entries, 12 * count, 4, "count × 3 i32");
+  checkLogitEntries("applyPenalties", logits, entries, count, batch, vocab);
   checkBuffer("applyPenalties", "penalties", penalties, 12 * batch, 4, "batch × 3 f32");
 }
 
@@ -89,10 +104,7 @@ export function checkApplyLogitEdits(
   batch: number,
   vocab: number,
 ): void {
-  checkRows("applyLogitEdits", batch, vocab);
-  checkEntryCount("applyLogitEdits", count);
-  checkBuffer("applyLogitEdits", "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer("applyLogitEdits", "entries", entries, 12 * count, 4, "count × 3 i32");
+  checkLogitEntries("applyLogitEdits", logits, entries, count, batch, vocab);
 }
 
 /** The checks of `applyTokenBitmask` (the rows' values are checked by the CPU op alone). */

@@ -65,24 +65,6 @@ function checkEntryCount(op: string, count: number): void {
   }
 }
 
-/**
- * The checks applyPenalties and applyLogitEdits share: [batch, vocab] f32 logits edited in place
- * by `count` (row, token, value) i32 triples.
- */
-function checkLogitEntries(
-  op: string,
-  logits: DeviceBuffer,
-  entries: DeviceBuffer,
-  count: number,
-  batch: number,
-  vocab: number,
-): void {
-  checkRows(op, batch, vocab);
-  checkEntryCount(op, count);
-  checkBuffer(op, "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
-  checkBuffer(op, "entries", entries, 12 * count, 4, "count × 3 i32");
-}
-
 /** The checks of `applyPenalties` (the entries' contents are checked by the CPU op alone). */
 export function checkApplyPenalties(
   logits: DeviceBuffer,
@@ -92,19 +74,27 @@ export function checkApplyPenalties(
   batch: number,
   vocab: number,
 ): void {
-  checkLogitEntries("applyPenalties", logits, entries, count, batch, vocab);
+  checkApplyLogitEdits(logits, entries, count, batch, vocab, "applyPenalties");
   checkBuffer("applyPenalties", "penalties", penalties, 12 * batch, 4, "batch × 3 f32");
 }
 
-/** The checks of `applyLogitEdits` (the entries' contents are checked by the CPU op alone). */
+/**
+ * The checks of `applyLogitEdits`: [batch, vocab] f32 logits edited in place by `count`
+ * (row, token, value) i32 triples. `applyPenalties` runs them too, under its own `op` name (the
+ * entries' contents are checked by the CPU op alone).
+ */
 export function checkApplyLogitEdits(
   logits: DeviceBuffer,
   entries: DeviceBuffer,
   count: number,
   batch: number,
   vocab: number,
+  op = "applyLogitEdits",
 ): void {
-  checkLogitEntries("applyLogitEdits", logits, entries, count, batch, vocab);
+  checkRows(op, batch, vocab);
+  checkEntryCount(op, count);
+  checkBuffer(op, "logits", logits, 4 * batch * vocab, 4, "batch × vocab f32");
+  checkBuffer(op, "entries", entries, 12 * count, 4, "count × 3 i32");
 }
 
 /** The checks of `applyTokenBitmask` (the rows' values are checked by the CPU op alone). */

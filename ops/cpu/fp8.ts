@@ -12,6 +12,7 @@ import { e4m3Table, quantizeE4m3, rowScale } from "../../backends/fp8.ts";
 import { checkFp8Args } from "../checks/linear.ts";
 import type { Fp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops } from "../ops.ts";
+import { lutDot } from "./lut_dot.ts";
 
 function host(buffer: DeviceBuffer, op: string): Uint8Array {
   if (!buffer.host) throw new TypeError(`${op}: the CPU ops need CPU backend buffers (with .host)`);
@@ -46,15 +47,7 @@ export function fp8LinearRows(
   for (let j = 0; j < n; j++) {
     const base = j * k, scale = scales[j];
     for (let r = 0; r < m; r++) {
-      const xo = r * k;
-      let s0 = 0, s1 = 0;
-      let i = 0;
-      for (; i + 2 <= k; i += 2) {
-        s0 += xf[xo + i] * lut[codes[base + i]];
-        s1 += xf[xo + i + 1] * lut[codes[base + i + 1]];
-      }
-      if (i < k) s0 += xf[xo + i] * lut[codes[base + i]];
-      ob[r * n + j] = toBf16Bits(scale * (s0 + s1));
+      ob[r * n + j] = toBf16Bits(scale * lutDot(xf, r * k, lut, codes, base, k));
     }
   }
 }

@@ -18,6 +18,7 @@ import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { isFp8Weight } from "../linear_weight.ts";
 import type { LinearOps } from "../ops.ts";
 import { fp8LinearRows } from "./fp8.ts";
+import { lutDot } from "./lut_dot.ts";
 
 /** Up to this many x rows, W is read through the bf16 table rather than decoded to scratch. */
 const TABLE_ROWS = 2;
@@ -127,15 +128,7 @@ function columnsOneByOne(
   for (let j = j0; j < n; j++) {
     const base = j * k;
     for (let r = 0; r < m; r++) {
-      const xo = r * k;
-      let s0 = 0, s1 = 0;
-      let i = 0;
-      for (; i + 2 <= k; i += 2) {
-        s0 += xf[xo + i] * lut[wb[base + i]];
-        s1 += xf[xo + i + 1] * lut[wb[base + i + 1]];
-      }
-      if (i < k) s0 += xf[xo + i] * lut[wb[base + i]];
-      ob[r * n + j] = toBf16Bits(s0 + s1);
+      ob[r * n + j] = toBf16Bits(lutDot(xf, r * k, lut, wb, base, k));
     }
   }
 }

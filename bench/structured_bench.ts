@@ -25,6 +25,7 @@ import { Engine } from "../engine/engine.ts";
 import { jsonSchemaSpec } from "../engine/grammar/spec.ts";
 import { configPreset } from "../models/config.ts";
 import { startServer } from "../server/server.ts";
+import { byteLevelBpeModel, bytesToUnicode } from "../tools/byte_level_bpe.ts";
 
 /** The schema every constrained request uses: nested, with unbounded strings and arrays. */
 export const BENCH_SCHEMA = {
@@ -77,15 +78,7 @@ function prng(seed: number): () => number {
  * into `dir`: tokenizer.json, tokenizer_config.json and generation_config.json.
  */
 export async function writeSyntheticTokenizer(dir: string, vocabSize: number): Promise<number> {
-  const printable: number[] = [];
-  for (const [lo, hi] of [[0x21, 0x7e], [0xa1, 0xac], [0xae, 0xff]]) {
-    for (let b = lo; b <= hi; b++) printable.push(b);
-  }
-  const byteChar: string[] = [];
-  let shifted = 0;
-  for (let b = 0; b < 256; b++) {
-    byteChar.push(String.fromCharCode(printable.includes(b) ? b : 256 + shifted++));
-  }
+  const byteChar = bytesToUnicode();
   const vocab: Record<string, number> = {};
   let next = 0;
   const add = (token: string) => {
@@ -138,18 +131,7 @@ export async function writeSyntheticTokenizer(dir: string, vocabSize: number): P
     },
     post_processor: null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: true,
-      vocab,
-      merges: [],
-    },
+    model: byteLevelBpeModel(vocab, []),
   };
   await Deno.writeTextFile(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
   await Deno.writeTextFile(

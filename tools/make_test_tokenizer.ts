@@ -13,26 +13,10 @@
  * @module
  */
 
+import { byteLevelBpeModel, bytesToUnicode } from "./byte_level_bpe.ts";
 import { helpRequested } from "./cli.ts";
 
 const OUT = new URL("../tests/fixtures/tokenizer/", import.meta.url);
-
-/**
- * GPT-2's byte → printable character map (`bytes_to_unicode` in openai/gpt-2 encoder.py):
- * printable Latin-1 bytes map to themselves, the rest to U+0100 upwards, so every byte is one
- * visible character and a BPE vocabulary can be a JSON object of strings.
- */
-function bytesToUnicode(): string[] {
-  const printable: number[] = [];
-  const ranges: [number, number][] = [[0x21, 0x7e], [0xa1, 0xac], [0xae, 0xff]];
-  for (const [lo, hi] of ranges) for (let b = lo; b <= hi; b++) printable.push(b);
-  const map = new Array<string>(256);
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    map[b] = printable.includes(b) ? String.fromCharCode(b) : String.fromCharCode(256 + n++);
-  }
-  return map;
-}
 
 const BYTE = bytesToUnicode();
 
@@ -166,18 +150,7 @@ function build() {
       ],
     },
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: true,
-      vocab,
-      merges,
-    },
+    model: byteLevelBpeModel(vocab, merges),
   };
 
   const tokenizerConfig = {

@@ -21,6 +21,7 @@ import { configPreset } from "../models/config.ts";
 import { Tokenizer } from "../engine/tokenizer.ts";
 import { startServer } from "../server/server.ts";
 import { helpRequested } from "../tools/cli.ts";
+import { mulberry32 } from "../tests/support/numeric.ts";
 
 const USAGE = `Usage: deno run -A bench/soak.ts [options]
 
@@ -86,16 +87,6 @@ export interface SoakOptions {
   readonly maxTokens: number;
   /** Progress lines. */
   readonly log?: (line: string) => void;
-}
-
-/** Mulberry32: a small seeded PRNG, so a run's traffic can be replayed. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const WORDS = [
@@ -240,7 +231,7 @@ export async function soak(
   let lastReport = 0;
 
   const worker = async (seed: number) => {
-    const pick = prng(seed);
+    const pick = mulberry32(seed);
     const words = (n: number) =>
       Array.from({ length: n }, () => WORDS[Math.floor(pick() * WORDS.length)]).join(" ");
     const int = (lo: number, hi: number) => lo + Math.floor(pick() * (hi - lo + 1));

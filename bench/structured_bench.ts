@@ -26,6 +26,7 @@ import { jsonSchemaSpec } from "../engine/grammar/spec.ts";
 import { configPreset } from "../models/config.ts";
 import { startServer } from "../server/server.ts";
 import { byteLevelBpeModel, bytesToUnicode } from "../tools/byte_level_bpe.ts";
+import { mulberry32 } from "../tests/support/numeric.ts";
 
 /** The schema every constrained request uses: nested, with unbounded strings and arrays. */
 export const BENCH_SCHEMA = {
@@ -63,16 +64,6 @@ export function twentyPropertySchema(): Record<string, unknown> {
   return { type: "object", properties, required: Object.keys(properties) };
 }
 
-/** Mulberry32. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Writes a byte-level BPE tokenizer of `vocabSize` ids (the last 256 special, like Llama 3's)
  * into `dir`: tokenizer.json, tokenizer_config.json and generation_config.json.
@@ -86,7 +77,7 @@ export async function writeSyntheticTokenizer(dir: string, vocabSize: number): P
   };
   for (const c of byteChar) add(c);
   const specials = 256;
-  const random = prng(7);
+  const random = mulberry32(7);
   const letters = "etaoinshrdlcumwfgypbvkjxqz";
   const pieces = ['":', '",', '{"', '"}', "},", "],", '["', '"]', ", ", ": ", "0", "00", "000"];
   for (const p of pieces) add([...p].map((c) => byteChar[c.charCodeAt(0)]).join(""));
@@ -207,7 +198,7 @@ async function main(): Promise<void> {
   const server = startServer(engine, { port: 0 });
   try {
     const vocab = engine.tokenizer!.vocabSize - 256;
-    const random = prng(3);
+    const random = mulberry32(3);
     const prompts = Array.from(
       { length: concurrency },
       () => Array.from({ length: promptTokens }, () => 256 + Math.floor(random() * (vocab - 256))),

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { IncrementalDecoder, type TokenDecoder } from "../../engine/detokenizer.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
+import { mulberry32 } from "../support/numeric.ts";
 
 const tok = await Tokenizer.load(
   fileURLToPath(new URL("../fixtures/tokenizer/", import.meta.url)),
@@ -131,18 +132,8 @@ Deno.test("context-dependent decoders: SentencePiece's leading-space strip", () 
   assert.equal(withPrompt.join(""), " world!");
 });
 
-/** mulberry32: a small seeded generator, so a failure reproduces. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("random id sequences, valid UTF-8 or not: the stream equals the full decode", () => {
-  const random = rng(1234);
+  const random = mulberry32(1234);
   // Bias towards multi-byte pieces so that partial and invalid sequences are common.
   const pool = [
     ...Array.from({ length: 256 }, (_, b) => b),

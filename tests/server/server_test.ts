@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { Routes } from "../../server/routes.ts";
+import { mulberry32 } from "../support/numeric.ts";
 import {
   assertApiError as assertError,
   readRest,
@@ -22,16 +23,6 @@ async function metric(base: string, name: string): Promise<number> {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   assert(line, `metric ${name} missing`);
   return Number(line.split(" ")[1]);
-}
-
-/** Mulberry32: a small seeded PRNG for the fuzz test. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 Deno.test({
@@ -246,7 +237,7 @@ Deno.test({
       });
 
       await t.step("fuzz: malformed and random bodies never break the server", async () => {
-        const rand = prng(1234);
+        const rand = mulberry32(1234);
         const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
         const values: unknown[] = [
           null,

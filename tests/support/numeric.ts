@@ -19,6 +19,19 @@ export function rng(seed: number): (lo?: number, hi?: number) => number {
   };
 }
 
+/**
+ * Mulberry32: a seeded generator of floats in [0, 1), for tests and benches whose inputs or
+ * traffic must replay (it is not rng's sequence, so each keeps the inputs it was written with).
+ */
+export function mulberry32(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** `n` seeded random floats in [lo, hi). */
 export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const next = rng(seed);

@@ -12,7 +12,7 @@
 
 import type { GrammarSpec } from "./spec.ts";
 import { captureErrors, loadXgrammar } from "./xgrammar.ts";
-import { JSON_SCHEMA_FORMAT } from "./json_format.ts";
+import { jsonSchemaArgs } from "./json_format.ts";
 
 // The handler is installed before the bundle loads: a message that arrives while it loads
 // would otherwise be dropped.
@@ -23,15 +23,8 @@ self.onmessage = async (event: MessageEvent<{ id: number; spec: GrammarSpec }>) 
   try {
     const { Grammar } = await xgrammar;
     await captureErrors(async () => {
-      const f = JSON_SCHEMA_FORMAT;
       const grammar = spec.type === "json_schema"
-        ? await Grammar.fromJSONSchema(
-          spec.schema,
-          f.anyWhitespace,
-          f.indent,
-          f.separators,
-          spec.strict,
-        )
+        ? await Grammar.fromJSONSchema(...jsonSchemaArgs(spec.schema, spec.strict))
         : spec.type === "json"
         ? await Grammar.builtinJSONGrammar()
         : spec.type === "ebnf"

@@ -7,7 +7,7 @@
  */
 
 import type { Tokenizer } from "../tokenizer.ts";
-import { JSON_SCHEMA_FORMAT } from "./json_format.ts";
+import { jsonSchemaArgs } from "./json_format.ts";
 import { type GrammarSpec, specKey } from "./spec.ts";
 import { bitmaskWords, GrammarState } from "./state.ts";
 import {
@@ -182,16 +182,9 @@ export class GrammarCompiler {
       }
     }
     const compiler = this.#compiler;
-    const f = JSON_SCHEMA_FORMAT;
     const compiled = await captureErrors<CompiledGrammar>(() =>
       spec.type === "json_schema"
-        ? compiler.compileJSONSchema(
-          spec.schema,
-          f.anyWhitespace,
-          f.indent,
-          f.separators,
-          spec.strict,
-        )
+        ? compiler.compileJSONSchema(...jsonSchemaArgs(spec.schema, spec.strict))
         : spec.type === "json"
         ? compiler.compileBuiltinJSONGrammar()
         : spec.type === "ebnf"

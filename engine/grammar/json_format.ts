@@ -6,9 +6,21 @@
  * @module
  */
 
-/** xgrammar's JSON-schema layout arguments. */
-export const JSON_SCHEMA_FORMAT: {
-  readonly anyWhitespace: boolean;
-  readonly indent: number;
-  readonly separators: [string, string];
-} = { anyWhitespace: false, indent: -1, separators: [", ", ": "] };
+/**
+ * xgrammar's arguments for a JSON schema (`Grammar.fromJSONSchema`, `compileJSONSchema`), in its
+ * order: the check worker and the compiler build the grammar from one list, so a schema that
+ * passes the check is the grammar that compiles.
+ */
+export function jsonSchemaArgs(
+  schema: string,
+  strict: boolean,
+): [
+  schema: string,
+  anyWhitespace: boolean,
+  indent: number,
+  separators: [string, string],
+  strict: boolean,
+] {
+  // No free whitespace, one line (indent -1), Python's separators.
+  return [schema, false, -1, [", ", ": "], strict];
+}

@@ -16,15 +16,12 @@ import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { openCuda } from "../../backends/cuda.ts";
 import { fromE4m3Bits } from "../../backends/fp8.ts";
-import { openHip } from "../../backends/hip.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
-import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { randomArray } from "../support/numeric.ts";
 import { readBf16 } from "../support/device.ts";
+import { withFakeLinearOps } from "../support/fake_linear.ts";
 
 const cpu = new CpuBackend();
 const ops = cpuOps();
@@ -180,31 +177,8 @@ Deno.test("FP8 ops (CPU): bad sizes throw RangeError naming the op and the argum
 // ---------------------------------------------------------------------------------------------
 // GPU dispatch on the fake drivers.
 
-async function withFake(
-  hip: boolean,
-  computeCapability: [number, number],
-  body: (
-    gpu: ReturnType<typeof openCuda>,
-    ops: Awaited<ReturnType<typeof loadLinearOps>>,
-    fake: ReturnType<typeof openFakeControl>,
-  ) => void,
-) {
-  const libraryPath = buildFakeDriver({ hip });
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  fake.setComputeCapability(...computeCapability);
-  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
-  try {
-    body(gpu, await loadLinearOps(gpu), fake);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
-}
-
 Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments, dequantize + GEMM above 16 rows", async () => {
-  await withFake(false, [8, 0], (gpu, gops, fake) => {
+  await withFakeLinearOps(false, [8, 0], (gpu, gops, fake) => {
     const n = 4096, k = 4096;
     const weight: Fp8Weight = {
       format: "fp8-e4m3",
@@ -271,7 +245,7 @@ Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments
 });
 
 Deno.test("linear on FP8 weights (fake HIP driver): the portable GEMV, dequantize above 16 rows", async () => {
-  await withFake(true, [9, 0], (gpu, gops, fake) => {
+  await withFakeLinearOps(true, [9, 0], (gpu, gops, fake) => {
     const n = 1024, k = 1024;
     const weight: Fp8Weight = {
       format: "fp8-e4m3",

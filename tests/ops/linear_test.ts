@@ -25,11 +25,11 @@ import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { openHip } from "../../backends/hip.ts";
 import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { assertClose } from "../support/numeric.ts";
 import { readBf16 } from "../support/device.ts";
+import { withFakeLinearOps } from "../support/fake_linear.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 
 interface LinearCase {
@@ -165,13 +165,7 @@ async function dispatchCases(
   cases: [number, number, number, number, Expected][],
   computeCapability: [number, number] = [9, 0],
 ) {
-  const libraryPath = buildFakeDriver({ hip });
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  fake.setComputeCapability(...computeCapability);
-  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
-  try {
-    const ops = await loadLinearOps(gpu);
+  await withFakeLinearOps(hip, computeCapability, (gpu, ops, fake) => {
     const s = gpu.createStream();
     const x = gpu.alloc(2 * 1024 * 4096 + 16), w = gpu.alloc(2 * 8192 * 4096);
     const out = gpu.alloc(2 * 1024 * 4096);
@@ -206,11 +200,7 @@ async function dispatchCases(
       }
     }
     for (const b of [x, w, out]) gpu.free(b);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  });
 }
 
 const gemvShape = (kernel: string, blocks: number, split: number): Expected => ({

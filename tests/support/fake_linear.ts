@@ -1,0 +1,35 @@
+/**
+ * The linear operators on a CUDA or HIP backend over the fake driver, for dispatch tests that
+ * check which kernel a shape launches and with what arguments, without a GPU.
+ *
+ * @module
+ */
+
+import { openCuda } from "../../backends/cuda.ts";
+import type { GpuBackend } from "../../backends/gpu_backend.ts";
+import { openHip } from "../../backends/hip.ts";
+import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import { buildFakeDriver, type FakeControl, openFakeControl } from "../fake_driver/fake.ts";
+
+/**
+ * Runs `body` with the linear operators of a backend on a freshly reset fake driver (HIP's when
+ * `hip`) that reports `computeCapability`; closes the backend and resets the fake after.
+ */
+export async function withFakeLinearOps(
+  hip: boolean,
+  computeCapability: [number, number],
+  body: (gpu: GpuBackend, ops: GpuLinearOps, fake: FakeControl) => void | Promise<void>,
+): Promise<void> {
+  const libraryPath = buildFakeDriver({ hip });
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  fake.setComputeCapability(...computeCapability);
+  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
+  try {
+    await body(gpu, await loadLinearOps(gpu), fake);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+}

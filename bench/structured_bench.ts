@@ -25,7 +25,7 @@ import { Engine } from "../engine/engine.ts";
 import { jsonSchemaSpec } from "../engine/grammar/spec.ts";
 import { configPreset } from "../models/config.ts";
 import { startServer } from "../server/server.ts";
-import { byteLevelBpeModel, bytesToUnicode } from "../tools/byte_level_bpe.ts";
+import { byteLevelBpeModel, bytesToUnicode, specialToken } from "../tools/byte_level_bpe.ts";
 import { mulberry32 } from "../tests/support/numeric.ts";
 
 /** The schema every constrained request uses: nested, with unbounded strings and arrays. */
@@ -97,15 +97,7 @@ export async function writeSyntheticTokenizer(dir: string, vocabSize: number): P
       : i === 9
       ? "<|eot_id|>"
       : `<|reserved_special_token_${i}|>`;
-    added.push({
-      id: next + i,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    });
+    added.push(specialToken(next + i, content));
   }
   const eot = next + 9;
   const tokenizer = {

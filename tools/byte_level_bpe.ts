@@ -42,3 +42,16 @@ export function byteLevelBpeModel<Merges extends readonly (readonly [string, str
     merges,
   };
 }
+
+/** An `added_tokens` entry of tokenizer.json for a special token (matched whole, never split). */
+export function specialToken(id: number, content: string) {
+  return {
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  };
+}

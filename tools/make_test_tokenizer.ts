@@ -13,7 +13,7 @@
  * @module
  */
 
-import { byteLevelBpeModel, bytesToUnicode } from "./byte_level_bpe.ts";
+import { byteLevelBpeModel, bytesToUnicode, specialToken } from "./byte_level_bpe.ts";
 import { helpRequested } from "./cli.ts";
 
 const OUT = new URL("../tests/fixtures/tokenizer/", import.meta.url);
@@ -112,15 +112,7 @@ function build() {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: SPECIAL.map((content, i) => ({
-      id: firstSpecial + i,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
+    added_tokens: SPECIAL.map((content, i) => specialToken(firstSpecial + i, content)),
     normalizer: null,
     pre_tokenizer: {
       type: "Sequence",

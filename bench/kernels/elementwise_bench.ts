@@ -18,6 +18,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps } from "../../ops/ops.ts";
+import { configPreset } from "../../models/config.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import {
@@ -109,14 +110,8 @@ async function main(): Promise<void> {
   }
 
   {
-    const llama3 = {
-      ropeType: "llama3",
-      factor: 8,
-      lowFreqFactor: 1,
-      highFreqFactor: 4,
-      originalMaxPositionEmbeddings: 8192,
-    } as const;
-    const table = createRopeTable(gpu, ropeInverseFrequencies(HEAD_DIM, 500000, llama3));
+    const { ropeTheta, ropeScaling } = configPreset("llama3.1-8b");
+    const table = createRopeTable(gpu, ropeInverseFrequencies(HEAD_DIM, ropeTheta, ropeScaling!));
     for (const tokens of TOKENS) {
       const qBytes = 2 * tokens * HEADS * HEAD_DIM, kBytes = 2 * tokens * KV_HEADS * HEAD_DIM;
       const sets = setCount(qBytes + kBytes);

@@ -28,6 +28,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps, fillRandomAt } from "../../ops/cpu/elementwise.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { ElementwiseOps, RopeTable } from "../../ops/ops.ts";
+import { configPreset } from "../../models/config.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
 import { assertClose, randomArray, rng } from "../support/numeric.ts";
@@ -301,13 +302,7 @@ gpuTest("gpu elementwise: qkvBias adds the fused bias to q, k and v bit for bit"
 });
 
 gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) => {
-  const llama3 = {
-    ropeType: "llama3",
-    factor: 8,
-    lowFreqFactor: 1,
-    highFreqFactor: 4,
-    originalMaxPositionEmbeddings: 8192,
-  } as const;
+  const llama31 = configPreset("llama3.1-8b");
   const cases: [tokens: number, heads: number, kvHeads: number, headDim: number, offset: number][] =
     [];
   for (const tokens of TOKENS) {
@@ -319,7 +314,7 @@ gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) 
     const what =
       `rope tokens=${tokens} heads=${heads}/${kvHeads} headDim=${headDim} offset=${offset}`;
     const inv = headDim === 128
-      ? ropeInverseFrequencies(headDim, 500000, llama3)
+      ? ropeInverseFrequencies(headDim, llama31.ropeTheta, llama31.ropeScaling!)
       : ropeInverseFrequencies(headDim, 10000);
     const tables: [RopeTable, RopeTable] = [
       createRopeTable(rig.gpu, inv),

@@ -13,7 +13,8 @@ import { openCuda } from "../backends/cuda.ts";
 import { DriverError } from "../backends/errors.ts";
 import { setFallbackSink } from "../backends/fallbacks.ts";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
-import type { AttentionShape } from "../ops/ops.ts";
+import { configPreset } from "../models/config.ts";
+import { attentionShape } from "../models/model.ts";
 import {
   type AttentionKernelOptions,
   type GpuAttentionOps,
@@ -31,13 +32,7 @@ import {
 const EX = { launchEx: true };
 
 /** Llama-3-8B heads: 4 query heads per KV head, so decode_attn_d128_g4. */
-const SHAPE: AttentionShape = {
-  numHeads: 32,
-  numKvHeads: 8,
-  headDim: 128,
-  blockSize: 16,
-  scale: 1 / Math.sqrt(128),
-};
+const SHAPE = attentionShape(configPreset("llama3-8b"), 16);
 const MAX_CONTEXT = 4096;
 const MAX_BLOCKS = MAX_CONTEXT / SHAPE.blockSize;
 

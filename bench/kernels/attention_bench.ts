@@ -20,7 +20,9 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import type { AttentionOps } from "../../ops/ops.ts";
+import { configPreset } from "../../models/config.ts";
+import { attentionShape } from "../../models/model.ts";
 import { loadAttentionOps } from "../../ops/gpu/attention.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
@@ -33,13 +35,7 @@ Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
-  const SHAPE: AttentionShape = {
-    numHeads: 32,
-    numKvHeads: 8,
-    headDim: 128,
-    blockSize: 16,
-    scale: 1 / Math.sqrt(128),
-  };
+  const SHAPE = attentionShape(configPreset("llama3-8b"), 16);
   const BLOCK_BYTES = SHAPE.numKvHeads * SHAPE.blockSize * SHAPE.headDim * 2;
   const MAX_SET_BYTES = 4 * 2 ** 30; // K + V of one input set
   const POOL_BYTES = 4 * 2 ** 30; // per cache (K, V): two of the largest sets

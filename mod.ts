@@ -74,6 +74,7 @@ export type {
 export { DeviceBuffer } from "./backends/backend.ts";
 export type {
   AttentionShape,
+  AwqWeight,
   DecodeAttentionArgs,
   Fp8Weight,
   LinearWeight,
@@ -85,7 +86,7 @@ export type {
 export { loadOps } from "./ops/load.ts";
 export { decodeBf16, encodeBf16, fromBf16Bits, roundBf16, toBf16Bits } from "./backends/bf16.ts";
 export { decodeE4m3, E4M3_MAX, encodeE4m3, fromE4m3Bits, toE4m3Bits } from "./backends/fp8.ts";
-export { isFp8Weight, weightRows } from "./ops/linear_weight.ts";
+export { isAwqWeight, isFp8Weight, weightRows } from "./ops/linear_weight.ts";
 export {
   DriverError,
   DriverNotFoundError,
@@ -155,6 +156,7 @@ export {
   type CheckpointDtype,
   ConfigError,
   type Fp8Checkpoint,
+  type Int4Checkpoint,
   loadModelConfig,
   type ModelConfig,
   parseModelConfig,

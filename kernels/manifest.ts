@@ -3,6 +3,7 @@ import type { KernelSpec } from "./signature.ts";
 import { KERNELS as attention } from "./manifest/attention.ts";
 import { KERNELS as elementwise } from "./manifest/elementwise.ts";
 import { KERNELS as linear } from "./manifest/linear.ts";
+import { KERNELS as linear_awq } from "./manifest/linear_awq.ts";
 import { KERNELS as linear_fp8 } from "./manifest/linear_fp8.ts";
 import { KERNELS as linear_sm90 } from "./manifest/linear_sm90.ts";
 import { KERNELS as runtime_test } from "./manifest/runtime_test.ts";
@@ -13,6 +14,7 @@ export const KERNEL_MODULES: Readonly<Record<string, readonly KernelSpec[]>> = {
   attention,
   elementwise,
   linear,
+  linear_awq,
   linear_fp8,
   linear_sm90,
   runtime_test,

@@ -16,11 +16,11 @@
  * @module
  */
 
-import { type Fp8Checkpoint, parseQuantizationConfig } from "./quantization.ts";
+import { type Fp8Checkpoint, type Int4Checkpoint, parseQuantizationConfig } from "./quantization.ts";
 import type { Llama3RopeScaling } from "./rope.ts";
 
 export type { Llama3RopeScaling } from "./rope.ts";
-export type { Fp8Checkpoint } from "./quantization.ts";
+export type { Fp8Checkpoint, Int4Checkpoint } from "./quantization.ts";
 
 /** Llama's architecture name in config.json. */
 export const LLAMA_ARCHITECTURE = "LlamaForCausalLM";
@@ -87,8 +87,11 @@ export interface ModelConfig {
   readonly bosTokenId: number | null;
   /** Every end-of-sequence token (Llama 3.1 Instruct lists several). */
   readonly eosTokenIds: readonly number[];
-  /** The checkpoint's FP8 weight scheme (`quantization_config`); absent or null for bf16. */
-  readonly quantization?: Fp8Checkpoint | null;
+  /**
+   * The checkpoint's quantized weight scheme (`quantization_config`): FP8, or 4-bit AWQ/GPTQ;
+   * absent or null for bf16.
+   */
+  readonly quantization?: Fp8Checkpoint | Int4Checkpoint | null;
 }
 
 /** A config.json Denali cannot run, or cannot read. `file` is the path it came from. */

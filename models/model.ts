@@ -47,8 +47,8 @@ export interface ModelWeights {
   get(key: string): DeviceBuffer;
   /** The weight of linear slot `key` in whatever form it is held (bf16 or FP8). */
   linear(key: string): LinearWeight;
-  /** "fp8" when any linear slot is held in FP8, else "bf16". */
-  readonly format: "bf16" | "fp8";
+  /** "fp8" or "awq" (4-bit) when linear slots are held quantized, else "bf16". */
+  readonly format: "bf16" | "fp8" | "awq";
   /** Whether the layout has slot `key` (a tied lm head has none). */
   has(key: string): boolean;
   /** Device bytes held. */

@@ -16,6 +16,10 @@
  * @module
  */
 
+import { type Int4Checkpoint, parseAwqConfig, parseGptqConfig } from "./quantization_int4.ts";
+
+export type { Int4Checkpoint } from "./quantization_int4.ts";
+
 /** An FP8 checkpoint's scheme, as parsed from config.json. */
 export interface Fp8Checkpoint {
   /** The layout: compressed-tensors, or the `fp8` method. */
@@ -140,21 +144,25 @@ function fp8Method(config: Json, fail: QuantizationFail): Fp8Checkpoint {
 }
 
 /**
- * Parses config.json's `quantization_config` (null when absent). `fail` throws the caller's
- * error (a ConfigError naming config.json).
+ * Parses config.json's `quantization_config` (null when absent): FP8, or 4-bit AWQ/GPTQ
+ * (models/quantization_int4.ts). `fail` throws the caller's error (a ConfigError naming
+ * config.json).
  */
 export function parseQuantizationConfig(
   value: unknown,
   fail: QuantizationFail,
-): Fp8Checkpoint | null {
+): Fp8Checkpoint | Int4Checkpoint | null {
   if (value === undefined || value === null) return null;
   if (!isObject(value)) fail("quantization_config must be an object");
   const method = value.quant_method;
   if (method === "compressed-tensors") return compressedTensors(value, fail);
   if (method === "fp8") return fp8Method(value, fail);
+  if (method === "awq") return parseAwqConfig(value, fail);
+  if (method === "gptq") return parseGptqConfig(value, fail);
   return fail(
     `quantization_config.quant_method ${JSON.stringify(method)} is not supported; Denali loads ` +
-      `FP8 checkpoints ("compressed-tensors" float-quantized, or "fp8"); otherwise use the ` +
+      `FP8 checkpoints ("compressed-tensors" float-quantized, or "fp8") and 4-bit "awq" or ` +
+      `"gptq" ones; otherwise use the ` +
       "model's unquantized bf16/f16 release (add --quantization fp8 to quantize it at load)",
   );
 }

@@ -27,7 +27,9 @@
 import { isAbsolute, join, normalize } from "node:path";
 import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
-import type { Fp8Weight, LinearWeight, ModelOps } from "../ops/ops.ts";
+import type { AwqWeight, Fp8Weight, LinearWeight, ModelOps } from "../ops/ops.ts";
+import { checkInt4Slots, int4TensorNames, loadInt4Slots } from "./int4_weights.ts";
+import type { Int4Checkpoint } from "./quantization_int4.ts";
 import { philox4x32 } from "../backends/philox.ts";
 import type { ModelConfig } from "./config.ts";
 import { modelDefinition } from "./families.ts";
@@ -53,8 +55,11 @@ export interface LoadWeightsOptions {
    * with one scale per output row (amax / 448). An FP8 checkpoint is held in FP8 either way.
    */
   readonly quantization?: WeightQuantization;
-  /** The device's operators: needed for FP8 weights (quantizeFp8 and fp8ScratchBytes). */
-  readonly ops?: Fp8LoadOps;
+  /**
+   * The device's operators: needed for FP8 weights (quantizeFp8 and fp8ScratchBytes) and for
+   * 4-bit ones (awqScratchBytes).
+   */
+  readonly ops?: Fp8LoadOps & Partial<Pick<ModelOps, "awqScratchBytes">>;
 }
 
 /** How linear weights are held: as the checkpoint has them, or "fp8" (quantized at load). */
@@ -119,7 +124,7 @@ function assemble(
   config: ModelConfig,
   owned: Owned,
   buffers: Map<string, DeviceBuffer>,
-  fp8: Map<string, Fp8Weight>,
+  fp8: Map<string, Fp8Weight | AwqWeight>,
 ): ModelWeights {
   let freed = false;
   const all = [...owned.buffers];
@@ -139,7 +144,11 @@ function assemble(
       return weight;
     },
     has: (key) => buffers.has(key) || fp8.has(key),
-    format: fp8.size > 0 ? "fp8" : "bf16",
+    format: [...fp8.values()].some((w) => w.format === "awq-int4")
+      ? "awq"
+      : fp8.size > 0
+      ? "fp8"
+      : "bf16",
     bytes: all.reduce((sum, b) => sum + b.bytes, 0),
     free() {
       if (freed) return;
@@ -189,7 +198,7 @@ function quantizeSlots(
   ops: Fp8LoadOps,
   slots: readonly WeightSlot[],
   buffers: Map<string, DeviceBuffer>,
-  fp8: Map<string, Fp8Weight>,
+  fp8: Map<string, Fp8Weight | AwqWeight>,
   scratch: DeviceBuffer | null,
 ): void {
   const stream = owned.backend.defaultStream;
@@ -513,6 +522,12 @@ interface Job {
   readonly offset: number;
 }
 
+/** The checkpoint's 4-bit scheme, or null when it is not an AWQ/GPTQ one. */
+function int4Scheme(config: ModelConfig): Int4Checkpoint | null {
+  const q = config.quantization;
+  return q && (q.method === "awq" || q.method === "gptq") ? q : null;
+}
+
 /** Where a linear part's FP8 scale lives: `<prefix>.weight` → `<prefix>.weight_scale`. */
 function scaleName(part: WeightPart): string {
   return part.name.replace(/\.weight$/, ".weight_scale");
@@ -651,11 +666,22 @@ export async function loadWeights(
   backend: Backend,
   options: LoadWeightsOptions = {},
 ): Promise<ModelWeights> {
-  const slots = modelDefinition(config).weightLayout(config);
+  const layout = modelDefinition(config).weightLayout(config);
+  // A 4-bit checkpoint's linear slots load through models/int4_weights.ts; the rest as below.
+  const int4 = int4Scheme(config);
+  const int4Slots = int4 ? layout.filter((slot) => slot.linear) : [];
+  const slots = int4 ? layout.filter((slot) => !slot.linear) : layout;
   const parts = slots.flatMap((slot) => slot.parts);
-  const needed = parts.flatMap((p) => [p.name, ...(config.quantization ? [scaleName(p)] : [])]);
+  const needed = [
+    ...parts.flatMap((p) => [p.name, ...(config.quantization && !int4 ? [scaleName(p)] : [])]),
+    ...int4Slots.flatMap((slot) => slot.parts.flatMap((p) => int4TensorNames(p, int4!))),
+  ];
   const checkpoint = await resolveCheckpoint(dir, needed);
   checkLayerCount(checkpoint, config);
+  const int4Fail = (file: string, tensor: string, message: string): never => {
+    throw new WeightsError(file, tensor, message);
+  };
+  if (int4) checkInt4Slots(checkpoint, int4Slots, int4, int4Fail);
   const sources = slots.map((slot) =>
     slot.parts.map((part) => sourceTensor(checkpoint, config, slot, part))
   );
@@ -668,7 +694,7 @@ export async function loadWeights(
 
   const owned = new Owned(backend);
   const buffers = new Map<string, DeviceBuffer>();
-  const fp8 = new Map<string, Fp8Weight>();
+  const fp8 = new Map<string, Fp8Weight | AwqWeight>();
   let staging: HostBuffer | null = null;
   const total = sources.flat().reduce((sum, s) => sum + s.tensor.bytes, 0);
   const progress = new Progress(
@@ -720,11 +746,33 @@ export async function loadWeights(
     }
     for (const slot of slots) {
       const weight = fp8.get(slot.key);
-      if (weight) await copyScales(backend, checkpoint, slot, weight);
+      if (weight?.format === "fp8-e4m3") await copyScales(backend, checkpoint, slot, weight);
     }
     if (ops) {
       const quantized = slots.filter((_, i) => forms[i] === "quantize");
       quantizeSlots(owned, ops, quantized, buffers, fp8, scratch);
+    }
+    if (int4) {
+      const scratchBytes = options.ops?.awqScratchBytes;
+      if (!scratchBytes) {
+        throw new TypeError("loadWeights: 4-bit weights need the device's operators (options.ops)");
+      }
+      const bytes = Math.max(0, ...int4Slots.map((slot) => {
+        const { n, k } = slotMatrix(slot);
+        return scratchBytes(n, k);
+      }));
+      const int4Scratch = bytes > 0 ? owned.alloc(bytes) : null;
+      const alloc = (size: number) => owned.alloc(size);
+      const loaded = await loadInt4Slots(
+        backend,
+        alloc,
+        checkpoint,
+        int4Slots,
+        int4,
+        int4Scratch,
+        int4Fail,
+      );
+      for (const [key, weight] of loaded) fp8.set(key, weight);
     }
   } catch (error) {
     owned.freeAll();

@@ -29,8 +29,36 @@ export interface Fp8Weight {
   readonly scratch: DeviceBuffer | null;
 }
 
+/**
+ * A 4-bit group-quantized weight (W4A16, from AWQ or GPTQ checkpoints; backends/awq.ts has the
+ * layout): W[n, k] = (q[n, k] - zeros[n, k / groupSize]) · scales[n, k / groupSize].
+ */
+export interface AwqWeight {
+  /** Marks the form. */
+  readonly format: "awq-int4";
+  /** u32 [n, k / 8]: the 4-bit codes, row-major; nibble i of word j of a row is k = 8j + i. */
+  readonly codes: DeviceBuffer;
+  /** u8 [n, k / groupSize]: each group's zero point (0..15). */
+  readonly zeros: DeviceBuffer;
+  /** f32 [n, k / groupSize]: each group's scale. */
+  readonly scales: DeviceBuffer;
+  /** Input columns per group: 64 or 128. */
+  readonly groupSize: number;
+  /**
+   * bf16 workspace of at least `awqScratchBytes(n, k)` bytes, where calls with more rows than a
+   * GEMV takes dequantize the weight before running the bf16 GEMM; null where the backend needs
+   * none (the CPU). Shared by all of a model's quantized weights, as an FP8 weight's scratch.
+   */
+  readonly scratch: DeviceBuffer | null;
+}
+
 /** The weight of a `linear` call. */
-export type LinearWeight = DeviceBuffer | Fp8Weight;
+export type LinearWeight = DeviceBuffer | Fp8Weight | AwqWeight;
+
+/** Whether `weight` is a 4-bit {@link AwqWeight}. */
+export function isAwqWeight(weight: LinearWeight): weight is AwqWeight {
+  return (weight as AwqWeight).format === "awq-int4";
+}
 
 /** Whether `weight` is an FP8 weight (else a bf16 buffer). */
 export function isFp8Weight(weight: LinearWeight): weight is Fp8Weight {
@@ -47,6 +75,15 @@ export function weightRows(
   rows: number,
   cols: number,
 ): LinearWeight {
+  if (isAwqWeight(weight)) {
+    const groups = cols / weight.groupSize;
+    return {
+      ...weight,
+      codes: weight.codes.slice(row * cols / 2, rows * cols / 2),
+      zeros: weight.zeros.slice(row * groups, rows * groups),
+      scales: weight.scales.slice(row * groups * 4, rows * groups * 4),
+    };
+  }
   if (!isFp8Weight(weight)) return weight.slice(row * cols * 2, rows * cols * 2);
   return {
     format: weight.format,

@@ -20,9 +20,9 @@
  */
 
 import type { DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { Fp8Weight, LinearWeight } from "./linear_weight.ts";
+import type { AwqWeight, Fp8Weight, LinearWeight } from "./linear_weight.ts";
 
-export type { Fp8Weight, LinearWeight } from "./linear_weight.ts";
+export type { AwqWeight, Fp8Weight, LinearWeight } from "./linear_weight.ts";
 
 /** The elementwise and normalisation family (kernels/src/elementwise.cu, ops/cpu/elementwise.ts). */
 export type ElementwiseOps = Pick<
@@ -41,6 +41,8 @@ export type ElementwiseOps = Pick<
 export type LinearOps = Pick<ModelOps, "linear" | "prepareLinear">;
 /** FP8 weight quantization (kernels/src/linear_fp8.cu, ops/cpu/fp8.ts). */
 export type Fp8Ops = Pick<ModelOps, "quantizeFp8" | "dequantizeFp8" | "fp8ScratchBytes">;
+/** 4-bit (AWQ/GPTQ) weights (kernels/src/linear_awq.cu, ops/cpu/awq.ts). */
+export type AwqOps = Pick<ModelOps, "dequantizeAwq" | "awqScratchBytes">;
 /** The attention and KV-cache family (kernels/src/attention.cu, ops/cpu/attention.ts). */
 export type AttentionOps = Pick<
   ModelOps,
@@ -276,6 +278,17 @@ export interface ModelOps {
    * none, as on the CPU); one scratch of the largest such size serves every weight of a model.
    */
   fp8ScratchBytes(n: number, k: number): number;
+
+  /**
+   * out[n, k] (bf16) = bf16((q[n, k] - zeros[n, g]) · scales[n, g]), g = k / groupSize: the
+   * 4-bit weight as a bf16 one (the f32 product is exact, so only the bf16 rounding differs from
+   * the true value). `linear` on an {@link AwqWeight} runs the W4A16 GEMV for M <= 16 (sums of
+   * x · that product, in f32) and otherwise the bf16 GEMM over this dequantization.
+   */
+  dequantizeAwq(out: DeviceBuffer, weight: AwqWeight, n: number, k: number, stream: Stream): void;
+
+  /** Bytes of the bf16 scratch `linear` needs for a 4-bit weight of [n, k] (0 on the CPU). */
+  awqScratchBytes(n: number, k: number): number;
 
   /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, inter + i]; gateUp is [tokens, 2 · inter]. */
   siluMul(

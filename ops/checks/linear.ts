@@ -7,6 +7,8 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { type Fp8Weight, isFp8Weight, type LinearWeight } from "../linear_weight.ts";
+import { isAwqWeight } from "../linear_weight.ts";
+import { checkAwqWeight } from "./awq.ts";
 
 const INT32_MAX = 0x7fffffff;
 
@@ -73,6 +75,7 @@ export function checkLinearArgs(
   checkMnk(op, m, n, k);
   checkBytes(op, "x", x, m, k, "[m, k]");
   if (isFp8Weight(weight)) checkFp8Weight(op, weight, n, k);
+  else if (isAwqWeight(weight)) checkAwqWeight(op, weight, n, k);
   else checkBytes(op, "weight", weight, n, k, "[n, k]");
   checkBytes(op, "out", out, m, n, "[m, n]");
 }

@@ -7,6 +7,7 @@
 import type { ModelOps } from "../ops.ts";
 import { cpuAttentionOps } from "./attention.ts";
 import { cpuElementwiseOps } from "./elementwise.ts";
+import { cpuAwqOps } from "./awq.ts";
 import { cpuFp8Ops } from "./fp8.ts";
 import { cpuLinearOps } from "./linear.ts";
 import { cpuSamplingOps } from "./sampling.ts";
@@ -17,6 +18,7 @@ export function cpuOps(): ModelOps {
     ...cpuElementwiseOps(),
     ...cpuLinearOps(),
     ...cpuFp8Ops(),
+    ...cpuAwqOps(),
     ...cpuAttentionOps(),
     ...cpuSamplingOps(),
   };

@@ -18,6 +18,8 @@ import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { isFp8Weight } from "../linear_weight.ts";
 import type { LinearOps } from "../ops.ts";
 import { fp8LinearRows } from "./fp8.ts";
+import { isAwqWeight } from "../linear_weight.ts";
+import { awqLinearRows } from "./awq.ts";
 import { lutDot } from "./lut_dot.ts";
 
 /** Up to this many x rows, W is read through the bf16 table rather than decoded to scratch. */
@@ -148,6 +150,10 @@ export function cpuLinearOps(): LinearOps {
       for (let i = 0; i < m * k; i++) xw[i] = xb[i] << 16;
       if (isFp8Weight(weight)) {
         fp8LinearRows(ob, xf, weight, m, n, k);
+        return;
+      }
+      if (isAwqWeight(weight)) {
+        awqLinearRows(ob, xf, weight, m, n, k);
         return;
       }
       const wb = bf16View(weight, n * k);

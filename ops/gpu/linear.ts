@@ -37,6 +37,9 @@ import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { loadFp8Ops } from "./fp8.ts";
+import { isAwqWeight } from "../linear_weight.ts";
+import type { AwqOps } from "../ops.ts";
+import { loadAwqOps } from "./awq.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import {
   launcherWith,
@@ -95,7 +98,7 @@ export interface GemvLaunch {
  * The linear ops (with the FP8 weight ops of ops/gpu/fp8.ts), plus which kernel a call would run
  * (for benchmark labels).
  */
-export interface GpuLinearOps extends LinearOps, Fp8Ops {
+export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
   /** The FP8 GEMV `linear` runs for an FP8 weight, or null where it dequantizes first. */
   fp8GemvKernel(
     m: number,
@@ -243,6 +246,8 @@ export async function loadLinearOps(
   const gemmFma = launchers.linear_gemm_fma.launch;
   // FP8 weights: the W8A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic });
+  // 4-bit weights: the W4A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
+  const awq = await loadAwqOps(backend);
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
@@ -500,6 +505,9 @@ export async function loadLinearOps(
       if (isFp8Weight(linearWeight)) {
         if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
         weight = fp8.toScratch(linearWeight, n, k, stream);
+      } else if (isAwqWeight(linearWeight)) {
+        if (awq.gemv(out, x, linearWeight, m, n, k, stream)) return;
+        weight = awq.toScratch(linearWeight, n, k, stream);
       } else {
         weight = linearWeight;
       }
@@ -553,6 +561,8 @@ export async function loadLinearOps(
     dequantizeFp8: fp8.dequantizeFp8,
     fp8ScratchBytes: fp8.fp8ScratchBytes,
     fp8GemvKernel: fp8.gemvKernel,
+    dequantizeAwq: awq.dequantizeAwq,
+    awqScratchBytes: awq.awqScratchBytes,
 
     kernelName(m, n, k, x, weight) {
       if (accel !== null && useAccelerator(m, n, k)) return "accelerator";

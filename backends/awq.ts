@@ -36,7 +36,9 @@ export function packAwq(values: Uint8Array, rows: number, cols: number): Int32Ar
   for (let r = 0; r < rows; r++) {
     for (let w = 0; w < words; w++) {
       let word = 0;
-      for (let i = 0; i < 8; i++) word |= (values[r * cols + 8 * w + AWQ_PACK_ORDER[i]] & 15) << (4 * i);
+      for (let i = 0; i < 8; i++) {
+        word |= (values[r * cols + 8 * w + AWQ_PACK_ORDER[i]] & 15) << (4 * i);
+      }
       out[r * words + w] = word;
     }
   }
@@ -50,7 +52,9 @@ export function unpackAwq(packed: Int32Array, rows: number, cols: number): Uint8
   for (let r = 0; r < rows; r++) {
     for (let w = 0; w < words; w++) {
       const word = packed[r * words + w];
-      for (let c = 0; c < 8; c++) out[r * cols + 8 * w + c] = (word >>> (4 * AWQ_UNPACK_NIBBLE[c])) & 15;
+      for (let c = 0; c < 8; c++) {
+        out[r * cols + 8 * w + c] = (word >>> (4 * AWQ_UNPACK_NIBBLE[c])) & 15;
+      }
     }
   }
   return out;

@@ -16,7 +16,11 @@
  * @module
  */
 
-import { type Fp8Checkpoint, type Int4Checkpoint, parseQuantizationConfig } from "./quantization.ts";
+import {
+  type Fp8Checkpoint,
+  type Int4Checkpoint,
+  parseQuantizationConfig,
+} from "./quantization.ts";
 import type { Llama3RopeScaling } from "./rope.ts";
 
 export type { Llama3RopeScaling } from "./rope.ts";

@@ -50,7 +50,7 @@ export function parseAwqConfig(config: Record<string, unknown>, fail: Fail): Int
   const groupSize = bitsAndGroup(config, fail);
   if (config.zero_point === false) {
     fail(
-      'quantization_config.zero_point false is not supported; Denali runs AWQ with zero ' +
+      "quantization_config.zero_point false is not supported; Denali runs AWQ with zero " +
         `points (zero_point true). ${REMEDY}`,
     );
   }

@@ -669,6 +669,14 @@ export async function loadWeights(
   const layout = modelDefinition(config).weightLayout(config);
   // A 4-bit checkpoint's linear slots load through models/int4_weights.ts; the rest as below.
   const int4 = int4Scheme(config);
+  if (int4 && options.quantization === "fp8") {
+    throw new WeightsError(
+      dir,
+      null,
+      `quantization "fp8" cannot apply to a 4-bit (${int4.method}) checkpoint, whose weights ` +
+        "are already quantized; drop --quantization fp8",
+    );
+  }
   const int4Slots = int4 ? layout.filter((slot) => slot.linear) : [];
   const slots = int4 ? layout.filter((slot) => !slot.linear) : layout;
   const parts = slots.flatMap((slot) => slot.parts);
@@ -757,10 +765,13 @@ export async function loadWeights(
       if (!scratchBytes) {
         throw new TypeError("loadWeights: 4-bit weights need the device's operators (options.ops)");
       }
-      const bytes = Math.max(0, ...int4Slots.map((slot) => {
-        const { n, k } = slotMatrix(slot);
-        return scratchBytes(n, k);
-      }));
+      const bytes = Math.max(
+        0,
+        ...int4Slots.map((slot) => {
+          const { n, k } = slotMatrix(slot);
+          return scratchBytes(n, k);
+        }),
+      );
       const int4Scratch = bytes > 0 ? owned.alloc(bytes) : null;
       const alloc = (size: number) => owned.alloc(size);
       const loaded = await loadInt4Slots(

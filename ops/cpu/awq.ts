@@ -27,7 +27,11 @@ export function awqRow(weight: AwqWeight, row: number, k: number, out: Float32Ar
   const groups = k / weight.groupSize;
   const zeroBytes = host(weight.zeros, "linear");
   const scaleBytes = host(weight.scales, "linear");
-  const scales = new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset + 4 * row * groups, groups);
+  const scales = new Float32Array(
+    scaleBytes.buffer,
+    scaleBytes.byteOffset + 4 * row * groups,
+    groups,
+  );
   for (let i = 0; i < k; i++) {
     const g = Math.floor(i / weight.groupSize);
     const q = (codes[i >>> 3] >>> (4 * (i & 7))) & 15;

@@ -285,7 +285,11 @@ Deno.test("FP8 quantization_config: unsupported schemes are refused naming the k
       { quant_method: "fp8", weight_block_size: [128, 128] },
       /weight_block_size \[128,128\] \(block-wise FP8 scales\) is not supported/,
     ],
-    ["awq", { quant_method: "awq" }, /quant_method "awq" is not supported.*unquantized/],
+    [
+      "bitsandbytes",
+      { quant_method: "bitsandbytes" },
+      /quant_method "bitsandbytes" is not supported.*unquantized/,
+    ],
   ];
   for (const [what, quantization, message] of cases) {
     assert.throws(

@@ -26,6 +26,12 @@ The models (hidden 128, intermediate 256, 2 layers, head_dim 64, vocab = the tes
                "float-quantized" (weight F8_E4M3, weight_scale F32 [out, 1]); embeddings, norms
                and lm_head stay bf16. Its reference runs HF on the dequantized weights (codes x
                scale): logits.fp32 in float32 throughout, logits.bf16 with them rounded to bf16.
+  llama3-gqa-awq  the llama3-gqa shape (its own seed), its linear weights quantized to 4 bits
+               per group of 128 inputs with a zero point (AutoAWQ's min/max scheme: scale =
+               (max - min) / 15 in f16, zero = round(-min / scale)) and packed by hand in
+               AutoAWQ's GEMM layout (qweight int32 [in, out/8], columns 0 2 4 6 1 3 5 7 from the
+               low nibble; qzeros likewise; scales f16 [in/128, out]); embeddings, norms and
+               lm_head stay bf16. Its reference runs HF on the dequantized weights ((q - z) x s).
 head_dim is 64 because the GPU attention kernels take 64 or 128; with hidden 128 the llama3
 models therefore set head_dim explicitly (heads x head_dim != hidden), which Llama allows.
 
@@ -64,6 +70,7 @@ Usage (repo root, on the GPU machine; no network needed):
                                                 # just those models, written under /tmp/fx/
                                                 # (copy them to tests/fixtures/models/)
   python3 tools/make_fixtures.py --only llama3-gqa-fp8   # the FP8 fixture alone
+  python3 tools/make_fixtures.py --only llama3-gqa-awq   # the AWQ fixture alone
 Requires torch, transformers (5.x), tokenizers and safetensors.
 """
 
@@ -160,7 +167,17 @@ MODELS = {
         heads=8, kv_heads=2, layers=2, eps=1e-5, tied=False, legacy_config=False, rope=LLAMA3_ROPE,
         fp8=True,
     ),
+    "llama3-gqa-awq": dict(
+        heads=8, kv_heads=2, layers=2, eps=1e-5, tied=False, legacy_config=False, rope=LLAMA3_ROPE,
+        awq=True,
+    ),
 }
+AWQ_GROUP = 128
+# AutoAWQ's GEMM packing: nibble i of a word holds column AWQ_ORDER[i] of its eight.
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+# What AutoAWQ (and transformers' AwqConfig) write.
+AWQ_CONFIG = {"quant_method": "awq", "bits": 4, "group_size": AWQ_GROUP, "zero_point": True,
+              "version": "gemm", "modules_to_not_convert": None}
 FP8_MAX = 448.0
 LINEAR_GROUPS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
                  ("mlp", ("gate_proj", "up_proj", "down_proj")))
@@ -378,6 +395,69 @@ def quantize_fp8(weight):
     return codes, scales
 
 
+def quantize_awq(weight):
+    """
+    4-bit groups of AWQ_GROUP inputs with zero points, as AutoAWQ's pseudo-quantizer: returns
+    (q [out, in] int, zeros [out, groups] int, scales [out, groups] f16).
+    """
+    out_features, in_features = weight.shape
+    w = weight.float().reshape(out_features, in_features // AWQ_GROUP, AWQ_GROUP)
+    hi, lo = w.amax(dim=2), w.amin(dim=2)
+    scales = ((hi - lo).clamp(min=1e-5) / 15).to(torch.float16)
+    s = scales.float()
+    zeros = (-torch.round(lo / s)).clamp(0, 15)
+    q = (torch.round(w / s[..., None]) + zeros[..., None]).clamp(0, 15)
+    return q.reshape(out_features, in_features).to(torch.int64), zeros.to(torch.int64), scales
+
+
+def pack_awq(values):
+    """int [rows, cols] (0..15) -> int32 [rows, cols / 8] in AutoAWQ's interleaved order."""
+    packed = torch.zeros(values.shape[0], values.shape[1] // 8, dtype=torch.int64)
+    for i, column in enumerate(AWQ_ORDER):
+        packed |= values[:, column::8] << (4 * i)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+@torch.no_grad()
+def write_awq_checkpoint(name, spec, facts, directory, dequantized_dir):
+    """
+    The AWQ (GEMM) checkpoint of `name` in `directory`, and in `dequantized_dir` the same model
+    with its linear weights replaced by (q - z) x s in float32, for the reference.
+    """
+    from safetensors.torch import save_file
+
+    for d in (directory, dequantized_dir):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    tensors = {k: v.contiguous() for k, v in random_model(name, spec, facts).state_dict().items()}
+    dequantized = random_model(name, spec, facts).to(torch.float32)
+    for i, layer in enumerate(dequantized.model.layers):
+        for group, module_names in LINEAR_GROUPS:
+            for module_name in module_names:
+                module = getattr(getattr(layer, group), module_name)
+                prefix = f"model.layers.{i}.{group}.{module_name}"
+                q, zeros, scales = quantize_awq(tensors.pop(f"{prefix}.weight"))
+                tensors[f"{prefix}.qweight"] = pack_awq(q.t().contiguous()).contiguous()
+                tensors[f"{prefix}.qzeros"] = pack_awq(zeros.t().contiguous()).contiguous()
+                tensors[f"{prefix}.scales"] = scales.t().contiguous()
+                expanded = (q - zeros.repeat_interleave(AWQ_GROUP, dim=1)).float()
+                module.weight.copy_(expanded * scales.float().repeat_interleave(AWQ_GROUP, dim=1))
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    dequantized.save_pretrained(dequantized_dir, safe_serialization=True)
+    config = json.loads((dequantized_dir / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    config["quantization_config"] = AWQ_CONFIG
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for file in sorted(TOKENIZER_DIR.iterdir()):
+        shutil.copy(file, directory / file.name)
+        shutil.copy(file, dequantized_dir / file.name)
+    with safe_open(directory / "model.safetensors", "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    if dtypes != {"BF16", "I32", "F16"}:
+        fail(f"{directory}: expected BF16, I32 and F16 tensors, found {sorted(dtypes)}")
+
+
 @torch.no_grad()
 def write_fp8_checkpoint(name, spec, facts, directory, dequantized_dir):
     """
@@ -583,7 +663,9 @@ def reference(directory, device):
     return prompts
 
 
-def write_reference(name, directory, device, precision, source=None):
+def write_reference(name, directory, device, precision, source=None,
+                    weights="FP8 E4M3 per channel; both runs use the dequantized weights (codes x "
+                            "scale), fp32 exactly and bf16 rounded"):
     """reference.json in `directory`, computed by HF from `source` (default: `directory`)."""
     prompts = reference(source or directory, device)
     doc = {
@@ -603,8 +685,7 @@ def write_reference(name, directory, device, precision, source=None):
             "bf16": "bf16 weights and activations, GEMMs accumulating in fp32",
             "fp32": "the bf16 weights upcast, fp32 throughout, no TF32",
             "torch": precision,
-            **({"weights": "FP8 E4M3 per channel; both runs use the dequantized weights (codes x "
-                           "scale), fp32 exactly and bf16 rounded"} if source else {}),
+            **({"weights": weights} if source else {}),
         },
         "maxNewTokens": MAX_NEW_TOKENS,
         "topK": TOP_K,
@@ -665,6 +746,14 @@ def main():
             dequantized = Path(os.environ.get("TMPDIR", "/tmp")) / f"denali-{name}-dequantized"
             write_fp8_checkpoint(name, spec, facts, directory, dequantized)
             prompts = write_reference(name, directory, args.device, precision, dequantized)
+            shutil.rmtree(dequantized)
+        elif spec.get("awq"):
+            dequantized = Path(os.environ.get("TMPDIR", "/tmp")) / f"denali-{name}-dequantized"
+            write_awq_checkpoint(name, spec, facts, directory, dequantized)
+            prompts = write_reference(
+                name, directory, args.device, precision, dequantized,
+                weights=f"AWQ 4-bit, group {AWQ_GROUP}, zero points; both runs use the dequantized "
+                        "weights ((q - z) x s), fp32 exactly and bf16 rounded")
             shutil.rmtree(dequantized)
         else:
             write_checkpoint(name, spec, facts, directory)

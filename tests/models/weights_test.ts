@@ -14,7 +14,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { loadOps } from "../../ops/load.ts";
 import type { ModelOps } from "../../ops/ops.ts";
-import { isFp8Weight, type LinearWeight } from "../../ops/linear_weight.ts";
+import { isAwqWeight, isFp8Weight, type LinearWeight } from "../../ops/linear_weight.ts";
 import { loadModelConfig, type ModelConfig } from "../../models/config.ts";
 import { SafetensorsError } from "../../models/safetensors.ts";
 import { f16ToF32, loadWeights, randomWeights, WeightsError } from "../../models/weights.ts";
@@ -234,7 +234,7 @@ function assertWeights(
   const weights = llamaWeights(loaded);
   const want = (name: string) => tensors.get(name)!.bf16;
   const check = (weight: LinearWeight, expected: Uint16Array, what: string) => {
-    assert.ok(!isFp8Weight(weight), `${what}: a bf16 checkpoint loads as bf16`);
+    assert.ok(!isFp8Weight(weight) && !isAwqWeight(weight), `${what}: loads as bf16`);
     const buffer = weight;
     assert.equal(buffer.bytes, expected.length * 2, `${what}: size`);
     assert.deepEqual(readBf16(backend, buffer), expected, what);

@@ -60,8 +60,13 @@ export const FAMILY_PARITY_MODELS = ["qwen2-bias", "qwen3-qknorm", "mistral"] as
  * weights add no error beyond bf16's and the bf16 tolerances hold unchanged. A scale not applied
  * (×~100), taken from another row or part of a fused weight, or codes decoded with the wrong bias
  * or order, land far outside them.
+ *
+ * The AWQ checkpoint (4-bit, group 128, AutoAWQ's GEMM packing) is argued the same way: HF runs
+ * on (q − z)·s in float32, which Denali's CPU and GPU GEMV compute exactly in f32 (a 5-bit
+ * integer times an f16 scale), and its prefill path rounds each to bf16 once. A nibble read in
+ * the wrong order, a zero point or scale from another group or row, lands far outside.
  */
-export const QUANTIZED_PARITY_MODELS = ["llama3-gqa-fp8"] as const;
+export const QUANTIZED_PARITY_MODELS = ["llama3-gqa-fp8", "llama3-gqa-awq"] as const;
 
 /** Where they live. */
 export const FIXTURES_URL = new URL("../fixtures/models/", import.meta.url);

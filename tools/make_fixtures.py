@@ -418,54 +418,41 @@ def pack_awq(values):
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
-@torch.no_grad()
-def write_awq_checkpoint(name, spec, facts, directory, dequantized_dir):
-    """
-    The AWQ (GEMM) checkpoint of `name` in `directory`, and in `dequantized_dir` the same model
-    with its linear weights replaced by (q - z) x s in float32, for the reference.
-    """
-    from safetensors.torch import save_file
+def awq_linear(tensors, prefix):
+    """Replaces `prefix`.weight by AWQ's qweight, qzeros and scales; returns (q - z) x s."""
+    q, zeros, scales = quantize_awq(tensors.pop(f"{prefix}.weight"))
+    tensors[f"{prefix}.qweight"] = pack_awq(q.t().contiguous()).contiguous()
+    tensors[f"{prefix}.qzeros"] = pack_awq(zeros.t().contiguous()).contiguous()
+    tensors[f"{prefix}.scales"] = scales.t().contiguous()
+    expanded = (q - zeros.repeat_interleave(AWQ_GROUP, dim=1)).float()
+    return expanded * scales.float().repeat_interleave(AWQ_GROUP, dim=1)
 
-    for d in (directory, dequantized_dir):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-    tensors = {k: v.contiguous() for k, v in random_model(name, spec, facts).state_dict().items()}
-    dequantized = random_model(name, spec, facts).to(torch.float32)
-    for i, layer in enumerate(dequantized.model.layers):
-        for group, module_names in LINEAR_GROUPS:
-            for module_name in module_names:
-                module = getattr(getattr(layer, group), module_name)
-                prefix = f"model.layers.{i}.{group}.{module_name}"
-                q, zeros, scales = quantize_awq(tensors.pop(f"{prefix}.weight"))
-                tensors[f"{prefix}.qweight"] = pack_awq(q.t().contiguous()).contiguous()
-                tensors[f"{prefix}.qzeros"] = pack_awq(zeros.t().contiguous()).contiguous()
-                tensors[f"{prefix}.scales"] = scales.t().contiguous()
-                expanded = (q - zeros.repeat_interleave(AWQ_GROUP, dim=1)).float()
-                module.weight.copy_(expanded * scales.float().repeat_interleave(AWQ_GROUP, dim=1))
-    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    dequantized.save_pretrained(dequantized_dir, safe_serialization=True)
-    config = json.loads((dequantized_dir / "config.json").read_text())
-    config["dtype"] = "bfloat16"
-    config["quantization_config"] = AWQ_CONFIG
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    for file in sorted(TOKENIZER_DIR.iterdir()):
-        shutil.copy(file, directory / file.name)
-        shutil.copy(file, dequantized_dir / file.name)
-    with safe_open(directory / "model.safetensors", "pt") as f:
-        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
-    if dtypes != {"BF16", "I32", "F16"}:
-        fail(f"{directory}: expected BF16, I32 and F16 tensors, found {sorted(dtypes)}")
+
+def fp8_linear(tensors, prefix):
+    """Replaces `prefix`.weight by E4M3 codes plus weight_scale; returns codes x scale."""
+    codes, scales = quantize_fp8(tensors[f"{prefix}.weight"])
+    tensors[f"{prefix}.weight"] = codes.contiguous()
+    tensors[f"{prefix}.weight_scale"] = scales.contiguous()
+    return codes.float() * scales
+
+
+QUANTIZED_FORMATS = {
+    # spec key: (quantize one linear, quantization_config, the checkpoint's dtypes)
+    "fp8": (fp8_linear, COMPRESSED_TENSORS_FP8, {"BF16", "F8_E4M3", "F32"}),
+    "awq": (awq_linear, AWQ_CONFIG, {"BF16", "I32", "F16"}),
+}
 
 
 @torch.no_grad()
-def write_fp8_checkpoint(name, spec, facts, directory, dequantized_dir):
+def write_quantized_checkpoint(name, spec, facts, directory, dequantized_dir, form):
     """
-    The FP8 compressed-tensors checkpoint of `name` in `directory`, and in `dequantized_dir` the
-    same model with its linear weights replaced by codes x scale in float32, for the reference.
+    The quantized checkpoint of `name` (`form` a key of QUANTIZED_FORMATS) in `directory`, and
+    in `dequantized_dir` the same model with its linear weights replaced by their dequantized
+    values in float32, for the reference.
     """
     from safetensors.torch import save_file
 
+    quantize_linear, quantization_config, expected = QUANTIZED_FORMATS[form]
     for d in (directory, dequantized_dir):
         if d.exists():
             shutil.rmtree(d)
@@ -476,24 +463,20 @@ def write_fp8_checkpoint(name, spec, facts, directory, dequantized_dir):
         for group, module_names in LINEAR_GROUPS:
             for module_name in module_names:
                 module = getattr(getattr(layer, group), module_name)
-                prefix = f"model.layers.{i}.{group}.{module_name}"
-                codes, scales = quantize_fp8(tensors[f"{prefix}.weight"])
-                tensors[f"{prefix}.weight"] = codes.contiguous()
-                tensors[f"{prefix}.weight_scale"] = scales.contiguous()
-                module.weight.copy_(codes.float() * scales)
+                module.weight.copy_(quantize_linear(tensors, f"model.layers.{i}.{group}.{module_name}"))
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
     dequantized.save_pretrained(dequantized_dir, safe_serialization=True)
     config = json.loads((dequantized_dir / "config.json").read_text())
     config["dtype"] = "bfloat16"
-    config["quantization_config"] = COMPRESSED_TENSORS_FP8
+    config["quantization_config"] = quantization_config
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for file in sorted(TOKENIZER_DIR.iterdir()):
         shutil.copy(file, directory / file.name)
         shutil.copy(file, dequantized_dir / file.name)
     with safe_open(directory / "model.safetensors", "pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
-    if dtypes != {"BF16", "F8_E4M3", "F32"}:
-        fail(f"{directory}: expected BF16, F8_E4M3 and F32 tensors, found {sorted(dtypes)}")
+    if dtypes != expected:
+        fail(f"{directory}: expected {sorted(expected)} tensors, found {sorted(dtypes)}")
 
 
 def write_checkpoint(name, spec, facts, directory):
@@ -744,12 +727,12 @@ def main():
         directory = out_dir / name
         if spec.get("fp8"):
             dequantized = Path(os.environ.get("TMPDIR", "/tmp")) / f"denali-{name}-dequantized"
-            write_fp8_checkpoint(name, spec, facts, directory, dequantized)
+            write_quantized_checkpoint(name, spec, facts, directory, dequantized, "fp8")
             prompts = write_reference(name, directory, args.device, precision, dequantized)
             shutil.rmtree(dequantized)
         elif spec.get("awq"):
             dequantized = Path(os.environ.get("TMPDIR", "/tmp")) / f"denali-{name}-dequantized"
-            write_awq_checkpoint(name, spec, facts, directory, dequantized)
+            write_quantized_checkpoint(name, spec, facts, directory, dequantized, "awq")
             prompts = write_reference(
                 name, directory, args.device, precision, dequantized,
                 weights=f"AWQ 4-bit, group {AWQ_GROUP}, zero points; both runs use the dequantized "

@@ -1,6 +1,6 @@
 /**
- * Argument checks of the 4-bit weight ops, shared by the CPU reference (ops/cpu/awq.ts) and the
- * GPU launchers (ops/gpu/awq.ts), so both reject the same calls with the same messages.
+ * The 4-bit weight's own check, shared by `linear` and `dequantizeAwq` on the CPU (ops/cpu/) and
+ * the GPU (ops/gpu/), so both reject the same weights with the same messages.
  *
  * @module
  */
@@ -8,8 +8,6 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { AWQ_GROUP_SIZES } from "../../backends/awq.ts";
 import type { AwqWeight } from "../linear_weight.ts";
-
-const INT32_MAX = 0x7fffffff;
 
 /**
  * Validates a 4-bit weight of [n, k]: a supported group size that divides k, and codes, zeros
@@ -40,25 +38,4 @@ export function checkAwqWeight(op: string, weight: AwqWeight, n: number, k: numb
       );
     }
   }
-}
-
-/** Validates a dequantizeAwq call: n and k positive int32, the bf16 out [n, k] and the weight. */
-export function checkAwqArgs(
-  op: string,
-  out: DeviceBuffer,
-  weight: AwqWeight,
-  n: number,
-  k: number,
-): void {
-  for (const [name, value] of [["n", n], ["k", k]] as const) {
-    if (!Number.isInteger(value) || value <= 0 || value > INT32_MAX) {
-      throw new RangeError(`${op}: ${name} = ${value} must be an integer in 1..2^31-1`);
-    }
-  }
-  if (out.bytes < 2 * n * k) {
-    throw new RangeError(
-      `${op}: out holds ${out.bytes} bytes, but [n, k] = ${n}×${k} bf16 needs ${2 * n * k}`,
-    );
-  }
-  checkAwqWeight(op, weight, n, k);
 }

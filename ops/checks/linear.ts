@@ -7,7 +7,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { type Fp8Weight, isFp8Weight, type LinearWeight } from "../linear_weight.ts";
-import { isAwqWeight } from "../linear_weight.ts";
+import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import { checkAwqWeight } from "./awq.ts";
 
 const INT32_MAX = 0x7fffffff;
@@ -80,6 +80,13 @@ export function checkLinearArgs(
   checkBytes(op, "out", out, m, n, "[m, n]");
 }
 
+/** n and k of a (de)quantize call, and its bf16 weight [n, k]. */
+function checkBf16Side(op: string, bf16: DeviceBuffer, n: number, k: number): void {
+  checkDim(op, "n", n);
+  checkDim(op, "k", k);
+  checkBytes(op, "the bf16 weight", bf16, n, k, "[n, k]");
+}
+
 /** Validates a quantizeFp8 or dequantizeFp8 call: the bf16 side [n, k] and the FP8 side. */
 export function checkFp8Args(
   op: string,
@@ -88,10 +95,20 @@ export function checkFp8Args(
   n: number,
   k: number,
 ): void {
-  checkDim(op, "n", n);
-  checkDim(op, "k", k);
-  checkBytes(op, "the bf16 weight", bf16, n, k, "[n, k]");
+  checkBf16Side(op, bf16, n, k);
   checkFp8Weight(op, fp8, n, k);
+}
+
+/** Validates a dequantizeAwq call: the bf16 side [n, k] and the 4-bit weight. */
+export function checkAwqArgs(
+  op: string,
+  bf16: DeviceBuffer,
+  weight: AwqWeight,
+  n: number,
+  k: number,
+): void {
+  checkBf16Side(op, bf16, n, k);
+  checkAwqWeight(op, weight, n, k);
 }
 
 /** Validates prepareLinear's shapes: each m, n and k a positive int32. */

@@ -8,7 +8,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
-import { checkAwqArgs } from "../checks/awq.ts";
+import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 

@@ -12,7 +12,7 @@
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { loadKernels } from "../../kernels/modules.ts";
-import { checkAwqArgs } from "../checks/awq.ts";
+import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 

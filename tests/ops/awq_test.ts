@@ -24,13 +24,11 @@ import {
 } from "../../backends/awq.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { openCuda } from "../../backends/cuda.ts";
-import { openHip } from "../../backends/hip.ts";
+import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import { type AwqWeight, weightRows } from "../../ops/linear_weight.ts";
-import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { readBf16 } from "../support/device.ts";
+import { withFakeLinearOps } from "../support/fake_linear.ts";
 import { rng } from "../support/numeric.ts";
 
 const cpu = new CpuBackend();
@@ -193,7 +191,7 @@ Deno.test("4-bit ops (CPU): bad weights and sizes throw RangeError naming the pr
   );
   assert.throws(
     () => ops.dequantizeAwq(cpu.alloc(10), weight, n, k, stream),
-    /dequantizeAwq: out holds 10 bytes, but \[n, k\] = 8×128 bf16 needs 2048/,
+    /dequantizeAwq: the bf16 weight holds 10 bytes, but \[n, k\] = 8×128 bf16 needs 2048/,
   );
   assert.throws(() => ops.dequantizeAwq(cpu.alloc(2048), weight, 0, k, stream), /n = 0 must be/);
   assert.equal(ops.awqScratchBytes(n, k), 0);
@@ -201,29 +199,7 @@ Deno.test("4-bit ops (CPU): bad weights and sizes throw RangeError naming the pr
 
 // GPU dispatch on the fake drivers.
 
-async function withFake(
-  hip: boolean,
-  body: (
-    gpu: ReturnType<typeof openCuda>,
-    ops: Awaited<ReturnType<typeof loadLinearOps>>,
-    fake: ReturnType<typeof openFakeControl>,
-  ) => void,
-) {
-  const libraryPath = buildFakeDriver({ hip });
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  fake.setComputeCapability(hip ? 9 : 8, 0);
-  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
-  try {
-    body(gpu, await loadLinearOps(gpu), fake);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
-}
-
-function gpuWeight(gpu: ReturnType<typeof openCuda>, n: number, k: number, scratch: boolean) {
+function gpuWeight(gpu: GpuBackend, n: number, k: number, scratch: boolean) {
   const weight: AwqWeight = {
     format: "awq-int4",
     codes: gpu.alloc(n * k / 2),
@@ -238,7 +214,7 @@ function gpuWeight(gpu: ReturnType<typeof openCuda>, n: number, k: number, scrat
 for (const hip of [false, true]) {
   const driver = hip ? "HIP" : "CUDA";
   Deno.test(`linear on 4-bit weights (fake ${driver} driver): GEMV up to 16 rows, dequantize + GEMM above`, async () => {
-    await withFake(hip, (gpu, gops, fake) => {
+    await withFakeLinearOps(hip, [hip ? 9 : 8, 0], (gpu, gops, fake) => {
       const n = 4096, k = 4096;
       const weight = gpuWeight(gpu, n, k, true);
       assert.equal(gops.awqScratchBytes(n, k), 2 * n * k);

@@ -16,10 +16,12 @@
  * weights quantized to FP8 at load (W8A16), one engine on the device at a time; the FP8 runs
  * print their DECODE lines with `weights=fp8` (their floor stays the bf16 one) and each preset
  * ends with `TARGET decode_b1_fp8` (llama3-8b, the issue's model) or a `# decode_b1_fp8` line:
- * the FP8 batch-1 ms/step over the bf16 one (goal 0.60).
+ * the FP8 batch-1 ms/step over the bf16 one (goal 0.60). `--quantization awq` does the same
+ * with random 4-bit weights (AWQ layout, group 128: W4A16) and `TARGET decode_b1_awq` (goal
+ * 0.40); `--quantization fp8,awq` runs all three in one call.
  *
  * Usage: deno run -A bench/decode_bench.ts [--presets llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b]
- *        [--batches 1,64] [--context 512] [--steps 64] [--quantization fp8]
+ *        [--batches 1,64] [--context 512] [--steps 64] [--quantization fp8,awq]
  *
  * @module
  */
@@ -40,10 +42,12 @@ Decode ms/step of random-weight models through the Engine, beside the bytes-read
   --context N       context length (default 512)
   --steps N         decode steps per batch (default 64)
   --quantization fp8  also run each preset with FP8 weights: TARGET decode_b1_fp8 (FP8 ÷ bf16)
+  --quantization awq  ... with random 4-bit weights: TARGET decode_b1_awq (4-bit ÷ bf16); a
+                      list (fp8,awq) runs both
   -h, --help        show this help`;
 
-/** Issue 13's goal for the batch-1 decode step, FP8 over bf16. */
-const FP8_GOAL = 0.6;
+/** Issue 13's goals for the batch-1 decode step, quantized over bf16. */
+const QUANTIZED_GOALS = { fp8: 0.6, awq: 0.4 } as const;
 
 /** The batch-1 goal: decode within 15% of the floor. */
 const GOAL = 1.15;
@@ -74,10 +78,13 @@ async function main(): Promise<void> {
       quantization: { type: "string" },
     },
   });
-  if (values.quantization !== undefined && values.quantization !== "fp8") {
-    throw new Error(`--quantization ${values.quantization} is not supported; use fp8`);
+  const asked = values.quantization === undefined ? [] : values.quantization.split(",");
+  for (const name of asked) {
+    if (name !== "fp8" && name !== "awq") {
+      throw new Error(`--quantization ${name} is not supported; use fp8, awq or fp8,awq`);
+    }
   }
-  const formats: ("fp8" | null)[] = values.quantization === "fp8" ? [null, "fp8"] : [null];
+  const formats: ("fp8" | "awq" | null)[] = [null, ...asked as ("fp8" | "awq")[]];
   const presets = (values.preset ?? values.presets!).split(",");
   const batches = values.batches!.split(",").map(Number);
   const context = Number(values.context);
@@ -164,15 +171,16 @@ async function main(): Promise<void> {
         await engine.close();
       }
     }
-    if (batchOneMs.length === 2) {
-      const ratio = batchOneMs[1] / batchOneMs[0];
-      const line = `decode_b1_fp8 value=${ratio.toFixed(3)} goal=${FP8_GOAL.toFixed(2)}`;
+    formats.forEach((format, i) => {
+      if (format === null || batchOneMs.length !== formats.length) return;
+      const ratio = batchOneMs[i] / batchOneMs[0], goal = QUANTIZED_GOALS[format];
+      const line = `decode_b1_${format} value=${ratio.toFixed(3)} goal=${goal.toFixed(2)}`;
       if (preset === "llama3-8b") {
-        targets.push(`TARGET ${line} ${ratio <= FP8_GOAL ? "met" : "MISSED"}`);
+        targets.push(`TARGET ${line} ${ratio <= goal ? "met" : "MISSED"}`);
       } else {
         console.log(`# ${line} preset=${preset}`);
       }
-    }
+    });
   }
   for (const line of targets) console.log(line);
   backend.close();

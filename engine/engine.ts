@@ -108,7 +108,9 @@ export interface EngineOptions {
   /**
    * "fp8": hold the decoder layers' linear weights in FP8 E4M3 (W8A16), quantizing a bf16
    * checkpoint (or random weights) at load with one scale per output channel. An FP8 checkpoint
-   * (config.json's quantization_config) runs in FP8 without it. Default: as the checkpoint is.
+   * (config.json's quantization_config) runs in FP8 without it. "awq": random 4-bit weights
+   * (random-weight sources only, for benchmarks; AWQ/GPTQ checkpoints run 4-bit without it).
+   * Default: as the checkpoint is.
    */
   readonly quantization?: WeightQuantization;
 }
@@ -543,9 +545,10 @@ export class Engine {
       // fails before the weights load (minutes for a large checkpoint), not after.
       ops.decodeWorkspaceBytes(1, o.blockSize, attentionShape(config, o.blockSize));
       const quantization = options.quantization ?? null;
-      if (quantization !== null && quantization !== "fp8") {
+      if (quantization !== null && quantization !== "fp8" && quantization !== "awq") {
         throw new RangeError(
-          `EngineOptions.quantization ${JSON.stringify(quantization)} is not supported; use "fp8"`,
+          `EngineOptions.quantization ${JSON.stringify(quantization)} is not supported; use ` +
+            '"fp8" ("awq" for random weights)',
         );
       }
       weights = typeof source === "string"

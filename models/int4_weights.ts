@@ -11,6 +11,7 @@
 import type { Backend, DeviceBuffer } from "../backends/backend.ts";
 import { AWQ_UNPACK_NIBBLE, awqCodesToRows, groupsToRows } from "../backends/awq.ts";
 import type { AwqWeight } from "../ops/linear_weight.ts";
+import type { ModelOps } from "../ops/ops.ts";
 import type { WeightPart, WeightSlot } from "./model.ts";
 import type { Int4Checkpoint } from "./quantization_int4.ts";
 import { readTensor, type SafetensorsHeader, type SafetensorsTensor } from "./safetensors.ts";
@@ -210,4 +211,37 @@ export async function loadInt4Slots(
     out.set(slot.key, weight);
   }
   return out;
+}
+
+/**
+ * A random 4-bit weight [n, k] (group 128) for benchmarks: codes of seeded random bits
+ * (`fillRandom` over the codes' bytes), zero points 8, and one scale `halfWidth` / 8 for every
+ * group, so the weights lie in [-halfWidth, halfWidth) as random bf16 ones do.
+ */
+export function randomInt4Weight(
+  backend: Backend,
+  alloc: (bytes: number) => DeviceBuffer,
+  fillRandom: ModelOps["fillRandom"],
+  n: number,
+  k: number,
+  seed: number,
+  halfWidth: number,
+  scratch: DeviceBuffer | null,
+): AwqWeight {
+  const groupSize = 128, groups = n * k / groupSize;
+  const weight: AwqWeight = {
+    format: "awq-int4",
+    codes: alloc(n * k / 2),
+    zeros: alloc(groups),
+    scales: alloc(4 * groups),
+    groupSize,
+    scratch,
+  };
+  fillRandom(weight.codes, n * k / 4, seed, 1, backend.defaultStream);
+  backend.copyToDevice(weight.zeros, new Uint8Array(groups).fill(8));
+  backend.copyToDevice(
+    weight.scales,
+    new Uint8Array(new Float32Array(groups).fill(halfWidth / 8).buffer),
+  );
+  return weight;
 }

@@ -28,7 +28,12 @@ import { isAbsolute, join, normalize } from "node:path";
 import type { Backend, DeviceBuffer, HostBuffer } from "../backends/backend.ts";
 import { toBf16Bits } from "../backends/bf16.ts";
 import type { AwqWeight, Fp8Weight, LinearWeight, ModelOps } from "../ops/ops.ts";
-import { checkInt4Slots, int4TensorNames, loadInt4Slots } from "./int4_weights.ts";
+import {
+  checkInt4Slots,
+  int4TensorNames,
+  loadInt4Slots,
+  randomInt4Weight,
+} from "./int4_weights.ts";
 import type { Int4Checkpoint } from "./quantization_int4.ts";
 import { philox4x32 } from "../backends/philox.ts";
 import type { ModelConfig } from "./config.ts";
@@ -62,8 +67,12 @@ export interface LoadWeightsOptions {
   readonly ops?: Fp8LoadOps & Partial<Pick<ModelOps, "awqScratchBytes">>;
 }
 
-/** How linear weights are held: as the checkpoint has them, or "fp8" (quantized at load). */
-export type WeightQuantization = "fp8" | null;
+/**
+ * How linear weights are held: as the checkpoint has them, or "fp8" (quantized at load). "awq"
+ * (random 4-bit weights) applies to random weights only, for benchmarks: a checkpoint's 4-bit
+ * weights come from its quantization_config.
+ */
+export type WeightQuantization = "fp8" | "awq" | null;
 
 /** The operators FP8 weights need at load. */
 export type Fp8LoadOps = Pick<ModelOps, "quantizeFp8" | "fp8ScratchBytes">;
@@ -133,8 +142,10 @@ function assemble(
     get(key) {
       const buffer = buffers.get(key);
       if (buffer !== undefined) return buffer;
-      if (fp8.has(key)) {
-        throw new RangeError(`weights: slot '${key}' is held in FP8; read it with linear()`);
+      const quantized = fp8.get(key);
+      if (quantized !== undefined) {
+        const form = quantized.format === "awq-int4" ? "4 bits" : "FP8";
+        throw new RangeError(`weights: slot '${key}' is held in ${form}; read it with linear()`);
       }
       throw new RangeError(`weights: no buffer '${key}' in the layout`);
     },
@@ -677,6 +688,14 @@ export async function loadWeights(
         "are already quantized; drop --quantization fp8",
     );
   }
+  if (!int4 && options.quantization === "awq") {
+    throw new WeightsError(
+      dir,
+      null,
+      'quantization "awq" applies to random weights only; a checkpoint runs 4-bit when its ' +
+        "config.json has an AWQ or GPTQ quantization_config",
+    );
+  }
   const int4Slots = int4 ? layout.filter((slot) => slot.linear) : [];
   const slots = int4 ? layout.filter((slot) => !slot.linear) : layout;
   const parts = slots.flatMap((slot) => slot.parts);
@@ -874,7 +893,7 @@ function bufferSeed(seed: number, index: number): number {
 export function randomWeights(
   config: ModelConfig,
   backend: Backend,
-  ops: Pick<ModelOps, "fillRandom"> & Partial<Fp8LoadOps>,
+  ops: Pick<ModelOps, "fillRandom"> & Partial<Fp8LoadOps & Pick<ModelOps, "awqScratchBytes">>,
   seed: number,
   options: { readonly quantization?: WeightQuantization } = {},
 ): ModelWeights {
@@ -888,7 +907,7 @@ export function randomWeights(
     : fp8Ops({ ops: ops.quantizeFp8 && ops.fp8ScratchBytes ? ops as Fp8LoadOps : undefined });
   const owned = new Owned(backend);
   const buffers = new Map<string, DeviceBuffer>();
-  const weights = new Map<string, Fp8Weight>();
+  const weights = new Map<string, Fp8Weight | AwqWeight>();
   const stream = backend.defaultStream;
   try {
     for (const slot of slots) buffers.set(slot.key, owned.alloc(slot.bytes));
@@ -906,6 +925,39 @@ export function randomWeights(
     if (fp8) {
       const scratch = fp8Scratch(owned, fp8, quantized);
       quantizeSlots(owned, fp8, quantized, buffers, weights, scratch);
+    }
+    if (options.quantization === "awq") {
+      const linear = slots.filter((slot) => slot.linear);
+      const scratchBytes = ops.awqScratchBytes;
+      if (!scratchBytes) throw new TypeError("randomWeights: 4-bit weights need awqScratchBytes");
+      const bytes = Math.max(
+        0,
+        ...linear.map((slot) => {
+          const { n, k } = slotMatrix(slot);
+          return scratchBytes(n, k);
+        }),
+      );
+      const scratch = bytes > 0 ? owned.alloc(bytes) : null;
+      for (const slot of linear) {
+        const { n, k } = slotMatrix(slot);
+        const seedOf = bufferSeed(seed, slots.indexOf(slot));
+        weights.set(
+          slot.key,
+          randomInt4Weight(
+            backend,
+            (size) => owned.alloc(size),
+            ops.fillRandom,
+            n,
+            k,
+            seedOf,
+            RANDOM_HALF_WIDTH,
+            scratch,
+          ),
+        );
+        owned.release(buffers.get(slot.key)!);
+        buffers.delete(slot.key);
+      }
+      stream.synchronize();
     }
   } catch (error) {
     // Let queued fills finish before their buffers go back to the allocator.

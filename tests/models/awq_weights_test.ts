@@ -19,7 +19,7 @@ import { fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { Engine } from "../../engine/engine.ts";
 import { ConfigError, loadModelConfig, parseModelConfig } from "../../models/config.ts";
-import { loadWeights, WeightsError } from "../../models/weights.ts";
+import { loadWeights, randomWeights, WeightsError } from "../../models/weights.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { isAwqWeight } from "../../ops/linear_weight.ts";
 import { readBf16 } from "../support/device.ts";
@@ -221,3 +221,36 @@ Deno.test(
     }
   },
 );
+
+Deno.test({
+  ...base,
+  name: "random 4-bit weights: every linear slot, (q − 8)·s within the bf16 range",
+}, async () => {
+  const cpu = new CpuBackend();
+  const ops = cpuOps();
+  const config = await loadModelConfig(TINY);
+  const weights = randomWeights(config, cpu, ops, 3, { quantization: "awq" });
+  try {
+    assert.equal(weights.format, "awq");
+    const weight = weights.linear("1.gateUpProj");
+    assert.ok(isAwqWeight(weight));
+    const n = 2 * config.intermediateSize, k = config.hiddenSize;
+    const out = cpu.alloc(2 * n * k);
+    ops.dequantizeAwq(out, weight, n, k, cpu.defaultStream);
+    const values = readBf16(cpu, out, n * k);
+    const step = fromBf16Bits(toBf16Bits(0.02 * Math.sqrt(3) / 8));
+    const levels = new Set(values.map((v) => Math.round(v / step)));
+    assert.ok(levels.size >= 12, `${levels.size} distinct levels`);
+    assert.ok([...levels].every((q) => q >= -8 && q <= 7), "(q − 8) in -8..7");
+    assert.throws(
+      () => weights.get("0.qkvProj"),
+      /slot '0.qkvProj' is held in 4 bits; read it with/,
+    );
+  } finally {
+    weights.free();
+  }
+  await assert.rejects(
+    () => loadWeights(TINY, config, cpu, { ops, quantization: "awq" }),
+    /quantization "awq" applies to random weights only/,
+  );
+});

@@ -1,0 +1,129 @@
+/**
+ * The shared body of the quantized linear benchmarks (linear_fp8_bench.ts, linear_awq_bench.ts):
+ * per Llama-3-8B weight shape, the quantized GEMV (M = 1, 8, 16) and the dequantize + GEMM path
+ * (M = 256) beside the bf16 kernels on the same shape, and the GEMV's fraction of the read-only
+ * bandwidth over the same bytes (the quantized weights plus their scales and zeros):
+ *   TARGET gemv_<format>_n<N>_k<K> value=<read-only time ÷ GEMV time> goal=0.85 met|MISSED
+ * Weights rotate over copies of at least 256 MiB, so L2 never holds the next call's weight.
+ *
+ * @module
+ */
+
+import type { DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import type { GpuBackend } from "../../backends/gpu_backend.ts";
+import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import type { LinearWeight } from "../../ops/linear_weight.ts";
+import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
+
+/** One quantized weight format, as the benchmark needs it. */
+export interface QuantizedFormat<W extends LinearWeight> {
+  /** The name in labels and targets: "fp8", "awq". */
+  readonly name: string;
+  /** Bytes of the main buffer (the codes), which the read-only kernel reads. */
+  codeBytes(n: number, k: number): number;
+  /** Every byte the GEMV must read: the codes plus scales (and zeros). */
+  weightBytes(n: number, k: number): number;
+  /** Bytes of the dequantize scratch. */
+  scratchBytes(ops: GpuLinearOps, n: number, k: number): number;
+  /** Copy `copy` of a weight [n, k] with finite, realistic values, filled on `stream`. */
+  alloc(
+    gpu: GpuBackend,
+    n: number,
+    k: number,
+    scratch: DeviceBuffer,
+    copy: number,
+    stream: Stream,
+  ): W;
+  /** The weight's codes (what the read-only kernel reads) and all its buffers. */
+  codes(weight: W): DeviceBuffer;
+  buffers(weight: W): DeviceBuffer[];
+  /** The kernel `linear` runs for this call, for the log. */
+  kernel(ops: GpuLinearOps, m: number, n: number, k: number, x: DeviceBuffer, weight: W): string;
+}
+
+const SHAPES: [number, number][] = [
+  [6144, 4096],
+  [4096, 4096],
+  [1024, 4096],
+  [28672, 4096],
+  [4096, 14336],
+];
+const GEMV_MS = [1, 8, 16];
+const GEMM_M = 256;
+const ROTATION_BYTES = 256 * 2 ** 20;
+const GOAL = 0.85;
+
+/** Runs the benchmark of `format` on the first CUDA device and prints its lines. */
+export async function runQuantizedLinearBench<W extends LinearWeight>(
+  format: QuantizedFormat<W>,
+): Promise<void> {
+  const gpu = openCuda();
+  const stream: Stream = gpu.createStream();
+  console.log(`# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
+  const copy = printCopyBandwidth(gpu, stream);
+  const readOnly = await readOnlyKernel(gpu, stream);
+  const ops = await loadLinearOps(gpu);
+  const targets: string[] = [];
+  const tag = format.name;
+
+  for (const [n, k] of SHAPES) {
+    const codeBytes = format.codeBytes(n, k), quantizedBytes = format.weightBytes(n, k);
+    const copies = Math.max(1, Math.ceil(ROTATION_BYTES / codeBytes));
+    const scratch = gpu.alloc(format.scratchBytes(ops, n, k));
+    const weights: W[] = [];
+    const bf16: DeviceBuffer[] = [];
+    for (let i = 0; i < copies; i++) weights.push(format.alloc(gpu, n, k, scratch, i, stream));
+    for (let i = 0; i < Math.max(1, Math.ceil(ROTATION_BYTES / (2 * n * k))); i++) {
+      const w = gpu.alloc(2 * n * k);
+      gpu.memset(w, 0x3c, stream);
+      bf16.push(w);
+    }
+    const x = gpu.alloc(2 * GEMM_M * k), out = gpu.alloc(2 * GEMM_M * n);
+    gpu.memset(x, 0x3c, stream);
+    stream.synchronize();
+    const shape = `n${n}_k${k}`;
+    // The read-only kernel reads the codes (one buffer); scales and zeros are read at the same
+    // bandwidth, so its time scales by the bytes.
+    const readOnlyUs = readOnly.print(shape, weights.map(format.codes), codeBytes, copy) *
+      quantizedBytes / codeBytes;
+
+    for (const m of [...GEMV_MS, GEMM_M]) {
+      const label = `m${m}_${shape}`;
+      const reps = m > 16 ? 10 : 30;
+      const quantizedUs = medianUs(
+        gpu,
+        stream,
+        (rep) => ops.linear(out, x, weights[rep % copies], m, n, k, stream),
+        reps,
+      );
+      const bf16Us = medianUs(
+        gpu,
+        stream,
+        (rep) => ops.linear(out, x, bf16[rep % bf16.length], m, n, k, stream),
+        reps,
+      );
+      const kind = m > 16 ? "gemm" : "gemv";
+      const io = 2 * m * (k + n);
+      printBench(`linear_${tag}_${kind}`, label, quantizedUs, quantizedBytes + io, 2 * m * n * k);
+      printBench(`linear_${kind}`, label, bf16Us, 2 * n * k + io);
+      const ofReadOnly = readOnlyUs / quantizedUs;
+      console.log(
+        `# ${label} kernel=${format.kernel(ops, m, n, k, x, weights[0])} ${tag}/bf16 time=${
+          (quantizedUs / bf16Us).toFixed(3)
+        }` + (m <= 16 ? ` of_read_only=${ofReadOnly.toFixed(3)}` : ""),
+      );
+      if (m === 1) {
+        targets.push(
+          `TARGET gemv_${tag}_${shape} value=${ofReadOnly.toFixed(3)} goal=${GOAL} ${
+            ofReadOnly >= GOAL ? "met" : "MISSED"
+          }`,
+        );
+      }
+    }
+    for (const w of weights) for (const b of format.buffers(w)) gpu.free(b);
+    for (const b of [...bf16, scratch, x, out]) gpu.free(b);
+  }
+  for (const line of targets) console.log(line);
+  gpu.close();
+}

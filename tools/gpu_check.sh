@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The correctness pass on the GPU machine within one device call (carry [".device"]):
 #   BUDGET_S=540 bash tools/gpu_check.sh
-# 1. the HF fixtures that only torch can build (Qwen2/Qwen3/Mistral/FP8 checkpoints and the
+# 1. the HF fixtures that only torch can build (Qwen2/Qwen3/Mistral/FP8/AWQ checkpoints and the
 #    elementwise op cases), packed as $OUT/fixtures.tgz to bring back and commit;
 # 2. every tests/gpu file, most important first, each under its own timeout, until BUDGET_S is
 #    spent; a file not reached is listed as such, never counted as passed.
@@ -14,7 +14,7 @@ strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 
 log="$OUT/fixtures.log"
 echo "=== fixtures ($(date -u +%H:%M:%S))" | tee "$log"
-PYTHONUNBUFFERED=1 python3 tools/make_fixtures.py --only qwen2-bias,qwen3-qknorm,mistral,llama3-gqa-fp8 \
+PYTHONUNBUFFERED=1 python3 tools/make_fixtures.py --only qwen2-bias,qwen3-qknorm,mistral,llama3-gqa-fp8,llama3-gqa-awq \
   >>"$log" 2>&1 || summary+=("FAILED: make_fixtures")
 PYTHONUNBUFFERED=1 python3 tools/fixtures/elementwise.py >>"$log" 2>&1 ||
   summary+=("FAILED: tools/fixtures/elementwise.py")
@@ -23,7 +23,7 @@ summary+=("fixtures: $((SECONDS - start)) s")
 
 log="$OUT/tests.log"
 echo "=== tests ($(date -u +%H:%M:%S))" | tee "$log"
-order=(parity elementwise fp8 sampling scriptable openai_surface structured linear attention runtime
+order=(parity elementwise fp8 awq sampling scriptable openai_surface structured linear attention runtime
   cublaslt linear_sm90)
 for name in "${order[@]}"; do
   test="tests/gpu/${name}_gpu_test.ts"

@@ -49,7 +49,8 @@ const AWQ: QuantizedFormat<AwqWeight> = {
   },
   codes: (w) => w.codes,
   buffers: (w) => [w.codes, w.zeros, w.scales],
-  kernel: (_ops, m) => m <= 16 ? "linear_awq_gemv" : "dequantize+gemm",
+  kernel: (_ops, m) =>
+    m <= 4 ? "linear_awq_gemv_t4" : m <= 16 ? "linear_awq_gemv_t16" : "dequantize+gemm",
 };
 
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(AWQ);

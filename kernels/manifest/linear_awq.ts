@@ -4,7 +4,7 @@ import type { KernelSpec } from "../signature.ts";
 /** The module's kernels: signatures and precompiled variants. */
 export const KERNELS: readonly KernelSpec[] = [
   {
-    "name": "linear_awq_gemv",
+    "name": "linear_awq_gemv_t4",
     "params": [
       { "name": "out", "type": "ptr" },
       { "name": "x", "type": "ptr" },
@@ -16,7 +16,22 @@ export const KERNELS: readonly KernelSpec[] = [
       { "name": "K", "type": "i32" },
       { "name": "group", "type": "i32" },
     ],
-    "variants": [{ "symbol": "linear_awq_gemv", "assumes": {} }],
+    "variants": [{ "symbol": "linear_awq_gemv_t4", "assumes": {} }],
+  },
+  {
+    "name": "linear_awq_gemv_t16",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "codes", "type": "ptr" },
+      { "name": "zeros", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "group", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_awq_gemv_t16", "assumes": {} }],
   },
   {
     "name": "linear_awq_dequantize",

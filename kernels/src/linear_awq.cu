@@ -3,34 +3,39 @@
 // [N, K / group], scales f32 [N, K / group]; W[n, k] = (q - zeros[n, k / group]) · scales[...].
 //
 // Kernels (ops/gpu/awq.ts picks one per call):
-//   linear_awq_gemv
-//     Decode (M <= 16): out[m, n] = bf16(Σ_k x[m, k] · W[n, k]), the weights unpacked in
+//   linear_awq_gemv_t4, linear_awq_gemv_t16
+//     Decode (M <= 4, M <= 16): out[m, n] = bf16(Σ_k x[m, k] · W[n, k]), the weights unpacked in
 //     registers and the sums in f32. Needs K % 32 == 0 (true for every supported group size)
 //     and 16-byte-aligned x and codes; other calls take the dequantize path.
 //   linear_awq_dequantize
 //     out[n, k] (bf16) = bf16((q - z) · s): the prefill path (M > 16) dequantizes a weight into
 //     a scratch buffer and runs the bf16 GEMM on it.
 //
-// Both are plain portable code (no inline PTX, no warp shuffles), so the same source builds
+// All are plain portable code (no inline PTX, no warp shuffles), so the same source builds
 // for HIP, where a wavefront may be 64 wide.
 #include "compat.h"
 
 #define AWQ_ROWS 8        // output rows per GEMV block
 #define AWQ_LANES 32      // threads per output row
-#define AWQ_MAX_M 16      // most rows of x a GEMV takes
 
 // 256 threads; grid ceil(N / 8). Thread (r = tid / 32, lane = tid % 32) owns output row
 // blockIdx.x · 8 + r and walks it in chunks of 32 k (one 16-byte load of codes), lane, lane + 32,
 // ...; a chunk never straddles a group, since group sizes are multiples of 32. Each thread keeps
-// one partial sum per row of x; the 32 partials of a row are added in shared memory.
-extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
-  __shared__ float red[AWQ_MAX_M][AWQ_ROWS * AWQ_LANES];
+// one partial sum per row of x (T of them, M <= T: t4 keeps the registers, and so the
+// occupancy, of batch-1 decode low); the 32 partials of a row are added in shared memory.
+template <int T>
+__device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
+                                         const uint32_t* __restrict__ codes,
+                                         const uint8_t* __restrict__ zeros,
+                                         const float* __restrict__ scales, int M, int N, int K,
+                                         int group) {
+  __shared__ float red[T][AWQ_ROWS * AWQ_LANES];
   const int r = threadIdx.x / AWQ_LANES, lane = threadIdx.x % AWQ_LANES;
   const int n = blockIdx.x * AWQ_ROWS + r;
   const int chunks = K >> 5, groups = K / group;
-  float acc[AWQ_MAX_M];
+  float acc[T];
 #pragma unroll
-  for (int m = 0; m < AWQ_MAX_M; ++m) acc[m] = 0.f;
+  for (int m = 0; m < T; ++m) acc[m] = 0.f;
   if (n < N) {
     const uint4* w = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(n) * (K >> 3));
     const size_t row_groups = static_cast<size_t>(n) * groups;
@@ -46,7 +51,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv(uint16_t* out,
 #pragma unroll
         for (int i = 0; i < 8; ++i) wf[i] = (static_cast<float>((words[j] >> (4 * i)) & 15u) - z) * s;
 #pragma unroll
-        for (int m = 0; m < AWQ_MAX_M; ++m) {
+        for (int m = 0; m < T; ++m) {
           if (m < M) {
             // The 8 x values of k = 32c + 8j .. + 7: one 16-byte load.
             const uint4 xv = *reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * K + (c << 5) + 8 * j);
@@ -64,7 +69,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv(uint16_t* out,
     }
   }
 #pragma unroll
-  for (int m = 0; m < AWQ_MAX_M; ++m) red[m][threadIdx.x] = acc[m];
+  for (int m = 0; m < T; ++m) red[m][threadIdx.x] = acc[m];
   __syncthreads();
   for (int i = threadIdx.x; i < AWQ_ROWS * M; i += blockDim.x) {
     const int row = i % AWQ_ROWS, tok = i / AWQ_ROWS;
@@ -73,6 +78,14 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv(uint16_t* out,
     for (int p = 0; p < AWQ_LANES; ++p) sum += red[tok][row * AWQ_LANES + p];
     if (col < N) out[static_cast<size_t>(tok) * N + col] = f32_to_bf16(sum);
   }
+}
+
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t4(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
+  gemv_awq<4>(out, x, codes, zeros, scales, M, N, K, group);
+}
+
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
+  gemv_awq<16>(out, x, codes, zeros, scales, M, N, K, group);
 }
 
 // 256 threads; grid min(N, 65535) blocks, each taking rows blockIdx.x, + gridDim.x, ...; a

@@ -2,8 +2,9 @@
  * 4-bit (AWQ/GPTQ) weights on a GPU: launchers over kernels/src/linear_awq.cu.
  *
  * Kernel choice for `linear` on an {@link AwqWeight}:
- * - M <= 16 with x and the codes 16-byte aligned: the W4A16 GEMV `linear_awq_gemv`, 256 threads,
- *   8 output rows per block, grid ceil(N / 8).
+ * - M <= 16 with x and the codes 16-byte aligned: the W4A16 GEMV, `linear_awq_gemv_t4` for
+ *   M <= 4 (half the registers: more blocks per SM for batch-1 decode), else
+ *   `linear_awq_gemv_t16`; 256 threads, 8 output rows per block, grid ceil(N / 8).
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
  *
@@ -42,7 +43,8 @@ const MAX_ROW_BLOCKS = 65535;
 /** Loads the 4-bit weight kernels onto `backend`'s device. */
 export async function loadAwqOps(backend: Backend): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
-  const gemv = kernels.launchers.linear_awq_gemv.launch;
+  const gemvT4 = kernels.launchers.linear_awq_gemv_t4.launch;
+  const gemvT16 = kernels.launchers.linear_awq_gemv_t16.launch;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
 
   function dequantizeAwq(
@@ -79,7 +81,7 @@ export async function loadAwqOps(backend: Backend): Promise<GpuAwqOps> {
       // multiple of the group size (checked), hence of 32.
       if (m > AWQ_GEMV_MAX_M || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
       const blocks = Math.ceil(n / GEMV_ROWS);
-      gemv(
+      (m <= 4 ? gemvT4 : gemvT16)(
         blocks,
         1,
         1,

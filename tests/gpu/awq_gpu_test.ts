@@ -25,29 +25,18 @@ import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { packRows } from "../../backends/awq.ts";
 import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { openCuda } from "../../backends/cuda.ts";
 import { Engine } from "../../engine/engine.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import { type AwqWeight, weightRows } from "../../ops/linear_weight.ts";
 import { writeCheckpoint } from "../support/awq_checkpoint.ts";
+import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
 import { assertClose, relativeError, rng } from "../support/numeric.ts";
 
-const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+const ignore = GPU_TESTS_IGNORED;
 const cpu = new CpuBackend();
 const ref = cpuOps();
 const cs = cpu.defaultStream;
-
-function gpuTest(name: string, body: (gpu: Backend, ops: GpuLinearOps) => void | Promise<void>) {
-  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async () => {
-    const gpu = openCuda();
-    try {
-      await body(gpu, await loadLinearOps(gpu));
-    } finally {
-      gpu.close();
-    }
-  });
-}
 
 /** A random 4-bit weight on the CPU: codes 0..15, zeros 0..15, scales of f16 values. */
 function randomWeight(n: number, k: number, g: number, seed: number): AwqWeight {
@@ -97,22 +86,29 @@ function readGpu(gpu: Backend, buffer: DeviceBuffer, count: number): Uint16Array
   return out;
 }
 
-gpuTest("gpu dequantizeAwq: equal to the CPU bit for bit (group sizes 64 and 128)", (gpu, ops) => {
-  for (const [n, k, g] of [[1024, 4096, 128], [1000, 1024, 64], [24, 256, 128]]) {
-    const w = randomWeight(n, k, g, n + k);
-    const gw = upload(gpu, ops, w, n, k);
-    const s = gpu.createStream();
-    const out = gpu.alloc(2 * n * k);
-    ops.dequantizeAwq(out, gw, n, k, s);
-    s.synchronize();
-    const want = cpu.alloc(2 * n * k);
-    ref.dequantizeAwq(want, w, n, k, cs);
-    const got = readGpu(gpu, out, n * k);
-    const expected = new Uint16Array(want.host!.buffer, want.host!.byteOffset, n * k);
-    const bad = got.findIndex((v, i) => v !== expected[i]);
-    assert.equal(bad, -1, `${n}×${k} g${g}: element ${bad} is ${got[bad]}, want ${expected[bad]}`);
-  }
-});
+gpuLinearTest(
+  "gpu dequantizeAwq: equal to the CPU bit for bit (group sizes 64 and 128)",
+  (gpu, ops) => {
+    for (const [n, k, g] of [[1024, 4096, 128], [1000, 1024, 64], [24, 256, 128]]) {
+      const w = randomWeight(n, k, g, n + k);
+      const gw = upload(gpu, ops, w, n, k);
+      const s = gpu.createStream();
+      const out = gpu.alloc(2 * n * k);
+      ops.dequantizeAwq(out, gw, n, k, s);
+      s.synchronize();
+      const want = cpu.alloc(2 * n * k);
+      ref.dequantizeAwq(want, w, n, k, cs);
+      const got = readGpu(gpu, out, n * k);
+      const expected = new Uint16Array(want.host!.buffer, want.host!.byteOffset, n * k);
+      const bad = got.findIndex((v, i) => v !== expected[i]);
+      assert.equal(
+        bad,
+        -1,
+        `${n}×${k} g${g}: element ${bad} is ${got[bad]}, want ${expected[bad]}`,
+      );
+    }
+  },
+);
 
 /** `linear` on the GPU against the CPU for each m, from one weight. */
 function checkLinear(
@@ -145,16 +141,19 @@ function checkLinear(
 
 const MS = [1, 2, 3, 8, 9, 16, 17, 64];
 for (const [n, k, g] of [[4096, 4096, 128], [1024, 4096, 64], [1000, 1024, 128], [37, 256, 64]]) {
-  gpuTest(`gpu linear on 4-bit weights: N=${n} K=${k} g${g}, M in ${MS.join(", ")}`, (gpu, ops) => {
-    checkLinear(gpu, ops, n, k, g, MS);
-  });
+  gpuLinearTest(
+    `gpu linear on 4-bit weights: N=${n} K=${k} g${g}, M in ${MS.join(", ")}`,
+    (gpu, ops) => {
+      checkLinear(gpu, ops, n, k, g, MS);
+    },
+  );
 }
 
-gpuTest("gpu linear on 4-bit weights: the 14336×4096 shape at M = 1", (gpu, ops) => {
+gpuLinearTest("gpu linear on 4-bit weights: the 14336×4096 shape at M = 1", (gpu, ops) => {
   checkLinear(gpu, ops, 14336, 4096, 128, [1]);
 });
 
-gpuTest(
+gpuLinearTest(
   "gpu linear on 4-bit weights: misaligned x, and row views of a fused weight",
   (gpu, ops) => {
     const n = 768, k = 512, g = 128;

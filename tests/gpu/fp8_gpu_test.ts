@@ -26,30 +26,19 @@ import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { openCuda } from "../../backends/cuda.ts";
 import { e4m3Table } from "../../backends/fp8.ts";
 import { Engine } from "../../engine/engine.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
+import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
 import { assertClose, relativeError, rng } from "../support/numeric.ts";
 
-const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+const ignore = GPU_TESTS_IGNORED;
 const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
 const cpu = new CpuBackend();
 const ref = cpuOps();
 const cs = cpu.defaultStream;
-
-function gpuTest(name: string, body: (gpu: Backend, ops: GpuLinearOps) => void | Promise<void>) {
-  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async () => {
-    const gpu = openCuda();
-    try {
-      await body(gpu, await loadLinearOps(gpu));
-    } finally {
-      gpu.close();
-    }
-  });
-}
 
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {
   const next = rng(seed);
@@ -97,7 +86,7 @@ function download(gpu: Backend, buffer: DeviceBuffer, bytes: number): Uint8Array
   return out;
 }
 
-gpuTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (gpu, ops) => {
+gpuLinearTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (gpu, ops) => {
   const s = gpu.createStream();
   for (const [n, k] of [[4096, 4096], [1000, 1000], [37, 64], [100, 40]]) {
     const bits = randomBf16(n * k, n + k, 3);
@@ -125,36 +114,39 @@ gpuTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (gpu, o
   }
 });
 
-gpuTest("gpu dequantizeFp8: every code, both paths, equal to the CPU bit for bit", (gpu, ops) => {
-  const s = gpu.createStream();
-  for (const [n, k, offset] of [[64, 4096, 0], [37, 1000, 0], [16, 256, 2]]) {
-    const c = cpuFp8(n, k);
-    const codes = c.data.host!;
-    for (let i = 0; i < n * k; i++) codes[i] = (i * 13 + (i >> 8)) & 0xff;
-    new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).forEach((_, j, a) =>
-      a[j] = Math.fround(0.001 * (j + 1))
-    );
-    const cout = cpu.alloc(2 * n * k);
-    ref.dequantizeFp8(cout, c, n, k, cs);
-    const g = upload(gpu, ops, c, n, k);
-    const gout = gpu.alloc(2 * n * k + 16);
-    const view = gout.slice(offset, 2 * n * k);
-    ops.dequantizeFp8(view, g, n, k, s);
-    s.synchronize();
-    const got = new Uint16Array(n * k);
-    gpu.copyToHost(got, view);
-    const want = new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, n * k);
-    for (let i = 0; i < n * k; i++) {
-      // NaN codes: any NaN pattern will do.
-      if ((codes[i] & 0x7f) === 0x7f) assert.ok((got[i] & 0x7fff) > 0x7f80, `NaN at ${i}`);
-      else if (got[i] !== want[i]) {
-        assert.fail(`${n}×${k}+${offset} [${i}]: ${got[i]} vs ${want[i]}`);
+gpuLinearTest(
+  "gpu dequantizeFp8: every code, both paths, equal to the CPU bit for bit",
+  (gpu, ops) => {
+    const s = gpu.createStream();
+    for (const [n, k, offset] of [[64, 4096, 0], [37, 1000, 0], [16, 256, 2]]) {
+      const c = cpuFp8(n, k);
+      const codes = c.data.host!;
+      for (let i = 0; i < n * k; i++) codes[i] = (i * 13 + (i >> 8)) & 0xff;
+      new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).forEach((_, j, a) =>
+        a[j] = Math.fround(0.001 * (j + 1))
+      );
+      const cout = cpu.alloc(2 * n * k);
+      ref.dequantizeFp8(cout, c, n, k, cs);
+      const g = upload(gpu, ops, c, n, k);
+      const gout = gpu.alloc(2 * n * k + 16);
+      const view = gout.slice(offset, 2 * n * k);
+      ops.dequantizeFp8(view, g, n, k, s);
+      s.synchronize();
+      const got = new Uint16Array(n * k);
+      gpu.copyToHost(got, view);
+      const want = new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, n * k);
+      for (let i = 0; i < n * k; i++) {
+        // NaN codes: any NaN pattern will do.
+        if ((codes[i] & 0x7f) === 0x7f) assert.ok((got[i] & 0x7fff) > 0x7f80, `NaN at ${i}`);
+        else if (got[i] !== want[i]) {
+          assert.fail(`${n}×${k}+${offset} [${i}]: ${got[i]} vs ${want[i]}`);
+        }
       }
+      freeFp8(gpu, g);
+      gpu.free(gout);
     }
-    freeFp8(gpu, g);
-    gpu.free(gout);
-  }
-});
+  },
+);
 
 /** GPU linear on an FP8 weight against the CPU reference, per the module's bounds. */
 function checkLinear(
@@ -209,7 +201,7 @@ function checkLinear(
 
 const MS = [1, 2, 3, 8, 9, 16, 17, 64, 300];
 for (const [n, k] of [[4096, 4096], [1024, 4096], [1000, 1008], [37, 64], [1000, 1000]]) {
-  gpuTest(`gpu linear on FP8 weights: N=${n} K=${k}, M in ${MS.join(", ")}`, (gpu, ops) => {
+  gpuLinearTest(`gpu linear on FP8 weights: N=${n} K=${k}, M in ${MS.join(", ")}`, (gpu, ops) => {
     const pair = quantizedPair(gpu, ops, n, k, 7 * n + k);
     try {
       for (const m of MS) {
@@ -225,24 +217,27 @@ for (const [n, k] of [[4096, 4096], [1024, 4096], [1000, 1008], [37, 64], [1000,
   });
 }
 
-gpuTest("gpu linear on FP8 weights: every finite code, and the 128256×4096 shape", (gpu, ops) => {
-  const n = 64, k = 512;
-  const c = cpuFp8(n, k);
-  const codes = c.data.host!;
-  for (let i = 0; i < n * k; i++) {
-    const code = (i * 7 + (i >> 9)) & 0xff;
-    codes[i] = (code & 0x7f) === 0x7f ? 0 : code;
-  }
-  new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).fill(1 / 448);
-  const pair = { cpu: c, gpu: upload(gpu, ops, c, n, k) };
-  for (const m of [1, 8, 16, 20]) checkLinear(gpu, ops, pair, m, n, k, 100 + m);
-  freeFp8(gpu, pair.gpu);
-  const big = quantizedPair(gpu, ops, 128256, 4096, 5);
-  checkLinear(gpu, ops, big, 1, 128256, 4096, 9);
-  freeFp8(gpu, big.gpu);
-});
+gpuLinearTest(
+  "gpu linear on FP8 weights: every finite code, and the 128256×4096 shape",
+  (gpu, ops) => {
+    const n = 64, k = 512;
+    const c = cpuFp8(n, k);
+    const codes = c.data.host!;
+    for (let i = 0; i < n * k; i++) {
+      const code = (i * 7 + (i >> 9)) & 0xff;
+      codes[i] = (code & 0x7f) === 0x7f ? 0 : code;
+    }
+    new Float32Array(c.scales.host!.buffer, c.scales.host!.byteOffset, n).fill(1 / 448);
+    const pair = { cpu: c, gpu: upload(gpu, ops, c, n, k) };
+    for (const m of [1, 8, 16, 20]) checkLinear(gpu, ops, pair, m, n, k, 100 + m);
+    freeFp8(gpu, pair.gpu);
+    const big = quantizedPair(gpu, ops, 128256, 4096, 5);
+    checkLinear(gpu, ops, big, 1, 128256, 4096, 9);
+    freeFp8(gpu, big.gpu);
+  },
+);
 
-gpuTest(
+gpuLinearTest(
   "gpu linear on FP8 weights: a chain of GEMVs, each reading the previous output",
   (gpu, ops) => {
     const n = 1024, depth = 6;

@@ -47,9 +47,11 @@ import {
   type ToolCall,
   type ToolCallFormat,
   toolCallFormat,
+  toolCallId,
   type ToolFunction,
   toolGrammar,
 } from "./tools.ts";
+import { ToolCallScanner, type ToolCallSink } from "./tool_call_scanner.ts";
 import { SSE_DONE, SSE_HEADERS, sseEvent } from "./sse.ts";
 import { detokenize, tokenize } from "./tokenize.ts";
 
@@ -544,6 +546,24 @@ class Run {
     };
   }
 
+  /**
+   * Sends choice `index`'s calls as the scanner reads them: a first delta naming the call
+   * (index, id, type, name, empty arguments), then one per arguments fragment.
+   */
+  #toolSink(index: number, send: (value: unknown) => void): ToolCallSink {
+    return {
+      open: (call, name) =>
+        send(this.#toolEvent(index, {
+          index: call,
+          id: toolCallId(),
+          type: "function",
+          function: { name, arguments: "" },
+        })),
+      arguments: (call, fragment) =>
+        send(this.#toolEvent(index, { index: call, function: { arguments: fragment } })),
+    };
+  }
+
   async stream(sink: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
     const send = (value: unknown) => {
       try {
@@ -561,9 +581,15 @@ class Run {
         }
       }
       const tools = this.req.tools;
-      const splitters = tools === null ? null : Array.from(
+      // Calls a grammar enforces stream as they are written; with auto the text is held.
+      const forced = tools !== null && tools.choice !== "auto";
+      const splitters = tools === null || forced ? null : Array.from(
         { length: this.req.n },
         () => new ToolCallSplitter(this.routes.toolCallFormat, tools.functions),
+      );
+      const scanners = !forced ? null : Array.from(
+        { length: this.req.n },
+        (_, choice) => new ToolCallScanner(this.#toolSink(choice, send)),
       );
       let ended = 0;
       for await (const chunk of this.chunks) {
@@ -581,7 +607,21 @@ class Run {
         // A token's logprobs ride on its own event, or on a later one: the event completing
         // the character it is part of (see engine/request_text.ts).
         const splitter = splitters?.[chunk.index];
-        if (splitter !== undefined) {
+        const scanner = scanners?.[chunk.index];
+        if (scanner !== undefined) {
+          scanner.push(chunk.text);
+          if (reason !== null) {
+            send(this.#event(
+              chunk.index,
+              null,
+              // A call cut short (max_tokens, a stop string) ends as the text would.
+              scanner.calls > 0 && scanner.between && reason === "stop" ? "tool_calls" : reason,
+              chunk.logprobs ?? [],
+              false,
+              chunk.stopReason ?? null,
+            ));
+          }
+        } else if (splitter !== undefined) {
           // Tool calls: text that may open a call is held back until the answer ends.
           const text = splitter.push(chunk.text);
           if (reason === null) {
@@ -693,7 +733,7 @@ async function readBody(request: Request, limit: number): Promise<string> {
 }
 
 /**
- * A streamed chat answer with tools, split as the non-streamed one is (server/tools.ts): text
+ * A streamed chat answer with tools and tool_choice "auto", split as the non-streamed one is (server/tools.ts): text
  * goes out as it comes while it cannot open a call; from where it may, the text is held, and at
  * the end becomes calls, or is released as text when it does not parse.
  */

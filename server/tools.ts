@@ -14,7 +14,9 @@
  * `tool_calls`; anything else, a malformed call included, is returned as text. With `required`
  * or a named function, a grammar makes the output one or more (one with
  * `parallel_tool_calls: false` or a named function) well-formed calls whose arguments match the
- * function's `parameters` schema. `none` renders no tools and parses nothing.
+ * function's `parameters` schema. `none` renders no tools and parses nothing. A call's
+ * `arguments` is the model's own JSON text of the object, which a stream sends as it is written
+ * (server/tool_call_scanner.ts).
  *
  * @module
  */
@@ -23,6 +25,7 @@ import { enumerateIntegerRanges } from "../engine/grammar/integer_ranges.ts";
 import { type GrammarSpec, structuralTagSpec } from "../engine/grammar/spec.ts";
 import type { ChatMessage } from "../engine/tokenizer.ts";
 import { badField } from "./errors.ts";
+import { argumentsText } from "./tool_call_scanner.ts";
 
 type Body = Record<string, unknown>;
 
@@ -252,42 +255,51 @@ export function mayOpenCalls(text: string, format: ToolCallFormat, atStart: bool
   return OPENERS[format].some((o) => o.startsWith(trimmed) || trimmed.startsWith(o));
 }
 
-/** One call from its JSON (text or parsed): a known name and object arguments, else null. */
-function toolCall(json: unknown, functions: ReadonlyMap<string, ToolFunction>): ToolCall | null {
-  let value = json;
-  if (typeof json === "string") {
-    try {
-      value = JSON.parse(json);
-    } catch {
-      return null;
-    }
+/**
+ * One call from its JSON text: a known name and object arguments, else null. The arguments are
+ * the model's raw text of the value (valid JSON, as it parsed), re-serialized only when the
+ * object has more than one arguments member.
+ */
+function toolCall(json: string, functions: ReadonlyMap<string, ToolFunction>): ToolCall | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return null;
   }
   if (!isObject(value) || typeof value.name !== "string" || !functions.has(value.name)) {
     return null;
   }
-  const args = value.arguments ?? value.parameters ?? {};
+  const given = value.arguments ?? value.parameters;
+  const args = given ?? {};
   if (!isObject(args)) return null;
+  // The model's own text of the arguments, as a stream sends it (server/tool_call_scanner.ts).
+  const raw = given === undefined || given === null ? null : argumentsText(json);
   return {
-    id: `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
+    id: toolCallId(),
     type: "function",
-    function: { name: value.name, arguments: JSON.stringify(args) },
+    function: { name: value.name, arguments: raw ?? JSON.stringify(args) },
   };
 }
 
-/** JSON values one after another, separated by `;` and whitespace; null unless all parse. */
-function jsonSequence(text: string): unknown[] | null {
-  const values: unknown[] = [];
+/** A new call id: `call_` and 24 hex digits. */
+export function toolCallId(): string {
+  return `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
+}
+
+/**
+ * The texts of JSON objects (or arrays) one after another, separated by `;` and whitespace;
+ * null when one does not close.
+ */
+function jsonSequence(text: string): string[] | null {
+  const values: string[] = [];
   let at = 0;
   while (at < text.length) {
     while (at < text.length && /[\s;]/.test(text[at])) at++;
     if (at >= text.length) break;
     const end = jsonEnd(text, at);
     if (end < 0) return null;
-    try {
-      values.push(JSON.parse(text.slice(at, end)));
-    } catch {
-      return null;
-    }
+    values.push(text.slice(at, end));
     at = end;
   }
   return values;

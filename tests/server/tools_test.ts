@@ -111,6 +111,47 @@ async function streamed(
   return { content, calls, reason };
 }
 
+/**
+ * The tool calls of each of `n` choices of a raw SSE answer, checking each delta's shape: a
+ * call's first delta carries index, id, type and name with empty arguments; later ones carry
+ * only index and an arguments fragment. No content comes with forced calls.
+ */
+async function rawToolDeltas(
+  res: Response,
+  n: number,
+): Promise<{ calls: { name: string; fragments: string[] }[]; reason: string | null }[]> {
+  assert.deepStrictEqual(res.status, 200);
+  const out = Array.from({ length: n }, () => ({
+    calls: [] as { name: string; fragments: string[] }[],
+    reason: null as string | null,
+  }));
+  const lines = (await res.text()).split("\n").filter((l) => l.startsWith("data: {"));
+  for (const line of lines) {
+    const choice = JSON.parse(line.slice(6)).choices[0];
+    if (choice === undefined) continue;
+    const into = out[choice.index];
+    assert(!choice.delta.content, `content with forced calls: ${line}`);
+    into.reason = choice.finish_reason ?? into.reason;
+    for (const delta of choice.delta.tool_calls ?? []) {
+      if (delta.index === into.calls.length) {
+        assert.match(delta.id, /^call_[0-9a-f]{24}$/);
+        assert.deepStrictEqual(Object.keys(delta).sort(), ["function", "id", "index", "type"]);
+        assert.deepStrictEqual(delta.type, "function");
+        assert.deepStrictEqual(delta.function.arguments, "", line);
+        assert(typeof delta.function.name === "string" && delta.function.name !== "", line);
+        into.calls.push({ name: delta.function.name, fragments: [] });
+      } else {
+        assert.deepStrictEqual(delta.index, into.calls.length - 1, `out of order: ${line}`);
+        assert.deepStrictEqual(Object.keys(delta).sort(), ["function", "index"], line);
+        assert.deepStrictEqual(Object.keys(delta.function), ["arguments"], line);
+        assert(delta.function.arguments !== "", `an empty fragment: ${line}`);
+        into.calls[delta.index].fragments.push(delta.function.arguments);
+      }
+    }
+  }
+  return out;
+}
+
 for (const style of ["hermes", "llama3"] as const) {
   Deno.test({
     name: `tool calls through the server (${style} template)`,
@@ -203,6 +244,84 @@ for (const style of ["hermes", "llama3"] as const) {
           }
         });
 
+        await t.step(
+          "required and named, streamed: arguments arrive in fragments as they are written",
+          async () => {
+            const choices: unknown[] = [
+              "required",
+              { type: "function", function: { name: "get_weather" } },
+            ];
+            let parallel = 0;
+            for (const tool_choice of choices) {
+              for (let seed = 0; seed < 2; seed++) {
+                const request = {
+                  model,
+                  messages,
+                  tools: TOOLS,
+                  tool_choice,
+                  max_tokens: 300,
+                  seed,
+                  n: 2,
+                };
+                const res = await post("/v1/chat/completions", request);
+                assert.deepStrictEqual(res.status, 200);
+                const full = (await res.json()).choices as {
+                  message: { tool_calls: FunctionCall[] };
+                  finish_reason: string;
+                }[];
+                const sse = await post("/v1/chat/completions", { ...request, stream: true });
+                const got = await rawToolDeltas(sse, 2);
+                const what = `${JSON.stringify(tool_choice)} seed ${seed}`;
+                for (let index = 0; index < 2; index++) {
+                  const expected = full[index].message.tool_calls;
+                  assertCalls(expected, `${what} choice ${index}`);
+                  assert.deepStrictEqual(got[index].reason, "tool_calls", what);
+                  assert.deepStrictEqual(full[index].finish_reason, "tool_calls", what);
+                  assert.deepStrictEqual(got[index].calls.length, expected.length, what);
+                  if (expected.length > 1) parallel++;
+                  got[index].calls.forEach((call, k) => {
+                    assert.deepStrictEqual(call.name, expected[k].function.name, what);
+                    // Each call's arguments span many tokens, so they come in several pieces.
+                    assert(call.fragments.length > 1, `${what}: ${JSON.stringify(call)}`);
+                    assert.deepStrictEqual(
+                      call.fragments.join(""),
+                      expected[k].function.arguments,
+                      what,
+                    );
+                  });
+                }
+              }
+            }
+            // These seeds give parallel calls (index 0, 1) with "required".
+            assert(parallel > 0, "no answer with parallel calls: pick other seeds");
+            // Cut short by max_tokens: the stream ends as far as it got, with "length" (not
+            // "tool_calls"), and the non-streamed answer returns the text as content. (Not
+            // compared with each other: a prefix-cache hit of another length can change a
+            // random-weight model's next token.)
+            for (const max_tokens of [4, 40]) {
+              const request = {
+                model,
+                messages,
+                tools: TOOLS,
+                tool_choice: "required",
+                max_tokens,
+                seed: 5,
+              };
+              const full = (await (await post("/v1/chat/completions", request)).json()).choices[0];
+              assert.deepStrictEqual(full.finish_reason, "length");
+              assert.deepStrictEqual(full.message.tool_calls, undefined);
+              const opener = style === "hermes" ? "<tool_call>{" : "{";
+              const text: string = full.message.content;
+              assert(text.startsWith(opener) || opener.startsWith(text), text);
+              const [got] = await rawToolDeltas(
+                await post("/v1/chat/completions", { ...request, stream: true }),
+                1,
+              );
+              assert.deepStrictEqual(got.reason, "length");
+            }
+          },
+        );
+
         const wellFormed = style === "hermes"
           ? 'Sure.<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}</tool_call>'
           : '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "c"}}';
@@ -233,7 +352,7 @@ for (const style of ["hermes", "llama3"] as const) {
                 assert.deepStrictEqual(choice.message.content, style === "hermes" ? "Sure." : null);
                 assert.deepStrictEqual(choice.message.tool_calls[0].function, {
                   name: "get_weather",
-                  arguments: '{"city":"Oslo","unit":"c"}',
+                  arguments: '{"city": "Oslo", "unit": "c"}',
                 });
                 const text = (await bad.json()).choices[0];
                 assert.deepStrictEqual(text.finish_reason, "stop");
@@ -254,7 +373,7 @@ for (const style of ["hermes", "llama3"] as const) {
                 assert.deepStrictEqual(parsed.content, style === "hermes" ? "Sure." : "");
                 assert.deepStrictEqual(parsed.calls, [{
                   name: "get_weather",
-                  arguments: '{"city":"Oslo","unit":"c"}',
+                  arguments: '{"city": "Oslo", "unit": "c"}',
                 }]);
                 const text = await events(bad);
                 assert.deepStrictEqual(text.reason, "stop");
@@ -358,7 +477,7 @@ Deno.test("parseToolCalls: well-formed calls parse, anything else is text", () =
         '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>\n<tool_call>{"name": "g", "arguments": {}}</tool_call>',
       ),
     ),
-    [["f", '{"x":1}'], ["g", "{}"]],
+    [["f", '{"x": 1}'], ["g", "{}"]],
   );
   assert.deepStrictEqual(
     hermes('Hi <tool_call>{"name": "f", "arguments": {}}</tool_call>').content,
@@ -382,7 +501,7 @@ Deno.test("parseToolCalls: well-formed calls parse, anything else is text", () =
         '<|python_tag|>{"name": "f", "parameters": {"a": "b"}}; {"name": "g", "arguments": {}}',
       ),
     ),
-    [["f", '{"a":"b"}'], ["g", "{}"]],
+    [["f", '{"a": "b"}'], ["g", "{}"]],
   );
   assert.deepStrictEqual(llama(' {"name": "f", "parameters": {}}').content, null);
   for (

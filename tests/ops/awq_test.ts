@@ -22,12 +22,11 @@ import {
   packRows,
   unpackAwq,
 } from "../../backends/awq.ts";
-import { encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { type AwqWeight, weightRows } from "../../ops/linear_weight.ts";
-import { readBf16 } from "../support/device.ts";
+import { readBf16, writeBf16 } from "../support/device.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 import { rng } from "../support/numeric.ts";
 
@@ -35,11 +34,8 @@ const cpu = new CpuBackend();
 const ops = cpuOps();
 const stream = cpu.defaultStream;
 
-function bf16Buffer(values: ArrayLike<number>): DeviceBuffer {
-  const buffer = cpu.alloc(2 * values.length);
-  cpu.copyToDevice(buffer, encodeBf16(values));
-  return buffer;
-}
+/** `values` as bf16 in a new CPU buffer. */
+const bf16Buffer = (values: ArrayLike<number>): DeviceBuffer => writeBf16(cpu, values);
 
 /** An AwqWeight on the CPU from int4 values q[n, k], zeros and scales [n, k / g]. */
 function awqWeight(

@@ -14,24 +14,21 @@
 
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
+import { fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { fromE4m3Bits } from "../../backends/fp8.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { randomArray } from "../support/numeric.ts";
-import { readBf16 } from "../support/device.ts";
+import { readBf16, writeBf16 } from "../support/device.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 
 const cpu = new CpuBackend();
 const ops = cpuOps();
 const stream = cpu.defaultStream;
 
-function bf16Buffer(values: ArrayLike<number>): DeviceBuffer {
-  const buffer = cpu.alloc(2 * values.length);
-  cpu.copyToDevice(buffer, encodeBf16(values));
-  return buffer;
-}
+/** `values` as bf16 in a new CPU buffer. */
+const bf16Buffer = (values: ArrayLike<number>): DeviceBuffer => writeBf16(cpu, values);
 
 function fp8Buffers(n: number, k: number): Fp8Weight {
   return { format: "fp8-e4m3", data: cpu.alloc(n * k), scales: cpu.alloc(4 * n), scratch: null };

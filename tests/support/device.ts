@@ -1,11 +1,11 @@
 /**
- * Reading operator results back from a backend in tests.
+ * Writing operator inputs to a backend and reading results back, in tests.
  *
  * @module
  */
 
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
-import { decodeBf16 } from "../../backends/bf16.ts";
+import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 
 /** The first `count` bf16 values of a device buffer, as f32 (a blocking copy). */
 export function readBf16(
@@ -16,4 +16,14 @@ export function readBf16(
   const bits = new Uint16Array(count);
   backend.copyToHost(bits, buffer);
   return decodeBf16(bits);
+}
+
+/** A new device buffer holding `values` rounded to bf16 (a blocking copy). */
+export function writeBf16(
+  backend: Pick<Backend, "alloc" | "copyToDevice">,
+  values: ArrayLike<number>,
+): DeviceBuffer {
+  const buffer = backend.alloc(2 * values.length);
+  backend.copyToDevice(buffer, encodeBf16(values));
+  return buffer;
 }

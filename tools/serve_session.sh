@@ -11,7 +11,7 @@
 # not served yet keeps its prefix cache from skipping the comparison's prefills), BUDGET_S (560:
 # the whole script stays inside a 10-minute device call), SERVER_FLAGS (extra serve.ts flags,
 # e.g. "--max-num-batched-tokens 8192"), TREE (.: the checkout whose serve.ts runs, e.g. a baseline
-# in .base/ made as tools/throughput_session.sh says; the benchmark client is always this tree's).
+# in .base/ made by tools/make_base.sh; the benchmark client is always this tree's).
 # Expected wall time on an H100: server start under a minute, 1000:256 about 40 s, 200:256 about
 # 15 s, 16:1 about 30 s, HF about 1-3 min (Python start and model build about 30 s, then the run,
 # cut off by its deadline with a PARTIAL report if it would pass the budget).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU machine, ONE device call (carry [".device", ".base"]): every run the throughput issue's
-# targets need, in one call, then the TARGET lines. .base/ holds the baseline checkout (see
-# tools/throughput_session.sh); write `git rev-parse --short HEAD > .device/commit` before the call.
+# targets need, in one call, then the TARGET lines. .base/ holds the baseline checkout (made by
+# `bash tools/make_base.sh`); write `git rev-parse --short HEAD > .device/commit` before the call.
 #   1. engine-only (bench/engine_bench.ts, no HTTP): offline 1000 requests, new tree (step profile
 #      on) and baseline; concurrency 1, 16 requests, new tree (profile on); with ENGINE_C256=1 also
 #      concurrency 256, new tree (against the HTTP run below it tells the server's cost apart);

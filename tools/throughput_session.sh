@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU machine, ONE device call (carry [".device", ".base"]): the throughput issue's engine-only
 # runs for the new tree and for a baseline checkout in .base/ (made here with
-# `git archive <commit> | tar -x -C .base --exclude=bench/results --exclude=kernels/hsaco
-# --exclude=tests` and this tree's bench/engine_bench.ts copied in), in one process each, the
+# `bash tools/make_base.sh`, which also points this tree's bench/engine_bench.ts at the
+# baseline's layout), in one process each, the
 # step profile on for the new tree. Each argument is "label:tree:engine_bench flags", e.g.
 #   bash tools/throughput_session.sh "new:.:--offline" "base:.base:--offline"
 # Logs: $OUT/<label>.log (and $OUT/<label>_steps.json, every profiled step's columns).

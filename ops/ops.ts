@@ -282,7 +282,7 @@ export interface ModelOps {
   /**
    * out[n, k] (bf16) = bf16((q[n, k] - zeros[n, g]) · scales[n, g]), g = k / groupSize: the
    * 4-bit weight as a bf16 one (the f32 product is exact, so only the bf16 rounding differs from
-   * the true value). `linear` on an {@link AwqWeight} runs the W4A16 GEMV for M <= 16 (sums of
+   * the true value). `linear` on an {@link AwqWeight} runs the W4A16 GEMV for M <= 4 (sums of
    * x · that product, in f32) and otherwise the bf16 GEMM over this dequantization.
    */
   dequantizeAwq(out: DeviceBuffer, weight: AwqWeight, n: number, k: number, stream: Stream): void;

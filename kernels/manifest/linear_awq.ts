@@ -19,21 +19,6 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_awq_gemv_t4", "assumes": {} }],
   },
   {
-    "name": "linear_awq_gemv_t16",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "codes", "type": "ptr" },
-      { "name": "zeros", "type": "ptr" },
-      { "name": "scales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "group", "type": "i32" },
-    ],
-    "variants": [{ "symbol": "linear_awq_gemv_t16", "assumes": {} }],
-  },
-  {
     "name": "linear_awq_dequantize",
     "params": [
       { "name": "out", "type": "ptr" },

@@ -3,13 +3,14 @@
 // [N, K / group], scales f32 [N, K / group]; W[n, k] = (q - zeros[n, k / group]) · scales[...].
 //
 // Kernels (ops/gpu/awq.ts picks one per call):
-//   linear_awq_gemv_t4, linear_awq_gemv_t16
-//     Decode (M <= 4, M <= 16): out[m, n] = bf16(Σ_k x[m, k] · W[n, k]), the weights unpacked in
+//   linear_awq_gemv_t4
+//     Decode (M <= 4): out[m, n] = bf16(Σ_k x[m, k] · W[n, k]), the weights unpacked in
 //     registers and the sums in f32. Needs K % 32 == 0 (true for every supported group size)
 //     and 16-byte-aligned x and codes; other calls take the dequantize path.
 //   linear_awq_dequantize
-//     out[n, k] (bf16) = bf16((q - z) · s): the prefill path (M > 16) dequantizes a weight into
-//     a scratch buffer and runs the bf16 GEMM on it.
+//     out[n, k] (bf16) = bf16((q - z) · s): for M > 4 a weight is dequantized into a scratch
+//     buffer and the bf16 GEMM runs on it (the GEMV's CUDA-core work grows with M; a 16-row
+//     variant measured slower than this path from M = 8 on an H100).
 //
 // All are plain portable code (no inline PTX, no warp shuffles), so the same source builds
 // for HIP, where a wavefront may be 64 wide.
@@ -126,10 +127,6 @@ __device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint1
 
 extern "C" __global__ void __launch_bounds__(256, 4) linear_awq_gemv_t4(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
   gemv_awq<4>(out, x, codes, zeros, scales, M, N, K, group);
-}
-
-extern "C" __global__ void __launch_bounds__(256, 2) linear_awq_gemv_t16(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
-  gemv_awq<16>(out, x, codes, zeros, scales, M, N, K, group);
 }
 
 // 256 threads; grid min(N, 65535) blocks, each taking rows blockIdx.x, + gridDim.x, ...; a

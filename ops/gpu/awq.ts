@@ -2,11 +2,16 @@
  * 4-bit (AWQ/GPTQ) weights on a GPU: launchers over kernels/src/linear_awq.cu.
  *
  * Kernel choice for `linear` on an {@link AwqWeight}:
- * - M <= 16 with x and the codes 16-byte aligned: the W4A16 GEMV, `linear_awq_gemv_t4` for
- *   M <= 4 (half the registers: more blocks per SM for batch-1 decode), else
- *   `linear_awq_gemv_t16`; 256 threads, 8 output rows per block, grid ceil(N / 8).
+ * - M <= 4 with x and the codes 16-byte aligned: the W4A16 GEMV `linear_awq_gemv_t4`; 256
+ *   threads, 8 output rows per block, grid ceil(N / 8).
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
+ *
+ * Why 4: the GEMV works on CUDA cores, so its cost grows with M, while dequantize + GEMM costs
+ * one bf16 weight write and read plus a GEMM whose time hardly moves up to M = 16. On an H100
+ * (bench/results/2026-12-05-s7-awq-kernels-h100.md) a 16-row GEMV kernel took 3.1x the bf16
+ * GEMV at M = 8 and 5x at M = 16, while the dequantize + GEMM path cost about 2.4x (its
+ * dequantize time, measured at M = 256, plus the bf16 GEMV at M = 8), so that kernel is gone.
  *
  * @module
  */
@@ -34,7 +39,7 @@ export interface GpuAwqOps extends AwqOps {
 }
 
 /** The most rows of x the GEMV takes (AWQ_MAX_M in the kernel). */
-export const AWQ_GEMV_MAX_M = 16;
+export const AWQ_GEMV_MAX_M = 4;
 /** Output rows per GEMV block (AWQ_ROWS in the kernel). */
 const GEMV_ROWS = 8;
 /** Grid limit of the row-striding kernel. */
@@ -44,7 +49,6 @@ const MAX_ROW_BLOCKS = 65535;
 export async function loadAwqOps(backend: Backend): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
   const gemvT4 = kernels.launchers.linear_awq_gemv_t4.launch;
-  const gemvT16 = kernels.launchers.linear_awq_gemv_t16.launch;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
 
   function dequantizeAwq(
@@ -81,7 +85,7 @@ export async function loadAwqOps(backend: Backend): Promise<GpuAwqOps> {
       // multiple of the group size (checked), hence of 32.
       if (m > AWQ_GEMV_MAX_M || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
       const blocks = Math.ceil(n / GEMV_ROWS);
-      (m <= 4 ? gemvT4 : gemvT16)(
+      gemvT4(
         blocks,
         1,
         1,

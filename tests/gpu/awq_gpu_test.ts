@@ -6,7 +6,7 @@
  *   with random codes, zeros and f16-valued scales, group sizes 64 and 128;
  * - `linear` on 4-bit weights for M ∈ {1, 2, 3, 8, 9, 16, 17, 64} over (N, K, group) ∈
  *   {(4096, 4096, 128), (1024, 4096, 64), (1000, 1024, 128), (37, 256, 64), (14336, 4096, 128)
- *   at M = 1}: the W4A16 GEMV for M <= 16, the dequantize + bf16 GEMM path above; a misaligned
+ *   at M = 1}: the W4A16 GEMV for M <= 4, the dequantize + bf16 GEMM path above; a misaligned
  *   x (the dequantize path at M = 1); the q, k and v row views of a fused weight;
  * - the engine on a tiny AWQ checkpoint (tests/support/awq_checkpoint.ts) against the CPU
  *   engine.

@@ -91,6 +91,12 @@ main() {
       print "  triton_3_6 / denali_closure_extra = " ratio(v["triton_3_6", "mean_ns"], de)
       print "  triton_3_6 / denali_closure_params = " ratio(v["triton_3_6", "mean_ns"], dp)
       print "  torch_eager_add / denali_closure_extra = " ratio(v["torch_eager_add", "mean_ns"], de)
+      print "  cupy_rawkernel / denali_closure_extra = " ratio(v["cupy_rawkernel", "mean_ns"], de)
+      # No launcher beats the driver call it makes, so these are the most any launcher can gain
+      # over each Python one on this machine (issue 15 asks for 5x over Triton and CuPy).
+      print "Ceilings: Python launcher / the standalone C program"
+      print "  triton_3_6 / c = " ratio(v["triton_3_6", "mean_ns"], c)
+      print "  cupy_rawkernel / c = " ratio(v["cupy_rawkernel", "mean_ns"], c)
     }' "$RESULTS"
 }
 

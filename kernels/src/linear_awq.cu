@@ -12,9 +12,10 @@
 //     buffer and the bf16 GEMM runs on it (the GEMV's CUDA-core work grows with M; a 16-row
 //     variant measured slower than this path from M = 8 on an H100).
 //
-// All are plain portable code (no inline PTX, no warp shuffles), so the same source builds
-// for HIP, where a wavefront may be 64 wide.
+// Portable code (no warp shuffles, so a 64-wide HIP wavefront is fine); the only inline PTX is
+// pdl.h's, which HIP and pre-sm_90 builds compile to plain loads and no-ops.
 #include "compat.h"
+#include "pdl.h"
 
 #define AWQ_ROWS 8        // output rows per GEMV block
 #define AWQ_LANES 32      // threads per output row
@@ -78,12 +79,32 @@ __device__ __forceinline__ void gemv_awq_chunk(float acc[T], const uint4 q, int 
   for (int m = 0; m < T; ++m) acc[m] = fmaf(s, part[m], acc[m]);
 }
 
+// Code loads. The codes are weights no kernel writes, read once: the non-coherent path, not kept
+// in L1. The _early one is issued before pdl_wait (volatile, so it stays there).
+DENALI_LD16(awq_ld_w, ".nc.L1::no_allocate.L2::256B")
+DENALI_LD16(awq_ld_w_early, ".nc.L1::no_allocate.L2::256B")
+
+// The two chunks c and c + 32 of a row (zeros past the row end, never loaded).
+template <bool EARLY>
+__device__ __forceinline__ void awq_load_pair(uint4& q, uint4& q2, const uint4* w, int c,
+                                              int chunks) {
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  q = c < chunks ? (EARLY ? awq_ld_w_early(w + c) : awq_ld_w(w + c)) : zero;
+  q2 = c + AWQ_LANES < chunks ? (EARLY ? awq_ld_w_early(w + c + AWQ_LANES) : awq_ld_w(w + c + AWQ_LANES))
+                              : zero;
+}
+
 // 256 threads; grid ceil(N / 8). Thread (r = tid / 32, lane = tid % 32) owns output row
 // blockIdx.x · 8 + r and walks it in chunks of 32 k (one 16-byte load of codes), lane, lane + 32,
-// ...; a chunk never straddles a group, since group sizes are multiples of 32. Two chunks are
-// loaded before either is used, so each thread keeps two loads in flight. Each thread keeps
-// one partial sum per row of x (T of them, M <= T: t4 keeps the registers, and so the
-// occupancy, of batch-1 decode low); the 32 partials of a row are added in shared memory.
+// ...; a chunk never straddles a group, since group sizes are multiples of 32. Chunks go in
+// pairs, and the next pair's loads are issued before the current pair is used, so each thread
+// keeps two to four loads in flight. Each thread keeps one partial sum per row of x (T of them,
+// M <= T); the 32 partials of a row are added in shared memory.
+//
+// Programmatic dependent launch (sm_90+), as linear.cu's GEMVs: the kernel may start while the
+// previous kernel of its stream still runs. It loads its first pair of codes, then waits in
+// pdl_wait until that kernel has completed, and only then reads x, scales, zeros and writes out.
+// Launched plainly, or on HIP, both PDL calls do nothing.
 template <int T>
 __device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
                                          const uint32_t* __restrict__ codes,
@@ -91,27 +112,32 @@ __device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint1
                                          const float* __restrict__ scales, int M, int N, int K,
                                          int group) {
   __shared__ float red[T][AWQ_ROWS * AWQ_LANES];
+  pdl_launch_dependents();
   const int r = threadIdx.x / AWQ_LANES, lane = threadIdx.x % AWQ_LANES;
   const int n = blockIdx.x * AWQ_ROWS + r;
-  const int chunks = K >> 5, groups = K / group;
+  const bool row_in = n < N;
+  const int chunks = row_in ? K >> 5 : 0, groups = K / group;
+  const uint4* w = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(row_in ? n : 0) * (K >> 3));
+  uint4 q, q2;
+  awq_load_pair<true>(q, q2, w, lane, chunks);
+  pdl_wait();
   float acc[T];
 #pragma unroll
   for (int m = 0; m < T; ++m) acc[m] = 0.f;
-  if (n < N) {
-    const uint4* w = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(n) * (K >> 3));
-    const float* row_scales = scales + static_cast<size_t>(n) * groups;
-    const uint8_t* row_zeros = zeros + static_cast<size_t>(n) * groups;
-    for (int c = lane; c < chunks; c += 2 * AWQ_LANES) {
-      const int c2 = c + AWQ_LANES;
-      const bool second = c2 < chunks;
-      const uint4 q = w[c];
-      const uint4 q2 = second ? w[c2] : make_uint4(0u, 0u, 0u, 0u);
-      const int g = (c << 5) / group, g2 = (c2 << 5) / group;
-      gemv_awq_chunk<T>(acc, q, c, x, M, K, row_scales[g], 128.f + static_cast<float>(row_zeros[g]));
-      if (second) {
-        gemv_awq_chunk<T>(acc, q2, c2, x, M, K, row_scales[g2], 128.f + static_cast<float>(row_zeros[g2]));
-      }
+  const float* row_scales = scales + static_cast<size_t>(row_in ? n : 0) * groups;
+  const uint8_t* row_zeros = zeros + static_cast<size_t>(row_in ? n : 0) * groups;
+  for (int c = lane; c < chunks; c += 2 * AWQ_LANES) {
+    uint4 next, next2;
+    awq_load_pair<false>(next, next2, w, c + 2 * AWQ_LANES, chunks);
+    const int c2 = c + AWQ_LANES;
+    const int g = (c << 5) / group;
+    gemv_awq_chunk<T>(acc, q, c, x, M, K, row_scales[g], 128.f + static_cast<float>(row_zeros[g]));
+    if (c2 < chunks) {
+      const int g2 = (c2 << 5) / group;
+      gemv_awq_chunk<T>(acc, q2, c2, x, M, K, row_scales[g2], 128.f + static_cast<float>(row_zeros[g2]));
     }
+    q = next;
+    q2 = next2;
   }
 #pragma unroll
   for (int m = 0; m < T; ++m) red[m][threadIdx.x] = acc[m];

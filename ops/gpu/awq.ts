@@ -17,7 +17,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
-import { loadKernels } from "../../kernels/modules.ts";
+import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
@@ -45,10 +45,19 @@ const GEMV_ROWS = 8;
 /** Grid limit of the row-striding kernel. */
 const MAX_ROW_BLOCKS = 65535;
 
-/** Loads the 4-bit weight kernels onto `backend`'s device. */
-export async function loadAwqOps(backend: Backend): Promise<GpuAwqOps> {
+/**
+ * Loads the 4-bit weight kernels onto `backend`'s device. The GEMV reads x, scales and zeros and
+ * writes out only after griddepcontrol.wait, so it may launch programmatically (`programmatic`,
+ * as the other GEMVs: on where the backend supports it unless DENALI_PDL=0); the dequantize
+ * kernel may not, since it overwrites a scratch the GEMM before it may still read.
+ */
+export async function loadAwqOps(
+  backend: Backend,
+  options: { readonly programmatic?: boolean } = {},
+): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
-  const gemvT4 = kernels.launchers.linear_awq_gemv_t4.launch;
+  const programmatic = programmaticWanted(options.programmatic);
+  const gemvT4 = launcherWith(backend, kernels, "linear_awq_gemv_t4", { programmatic }).launch;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
 
   function dequantizeAwq(

@@ -246,8 +246,8 @@ export async function loadLinearOps(
   const gemmFma = launchers.linear_gemm_fma.launch;
   // FP8 weights: the W8A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic });
-  // 4-bit weights: the W4A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
-  const awq = await loadAwqOps(backend);
+  // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
+  const awq = await loadAwqOps(backend, { programmatic });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];

@@ -260,3 +260,23 @@ for (const hip of [false, true]) {
     });
   });
 }
+
+Deno.test("linear on 4-bit weights (fake CUDA 12.4 driver, sm_90): the GEMV launches programmatically, the dequantize plainly", async () => {
+  await withFakeLinearOps(false, [9, 0], (gpu, gops, fake) => {
+    const n = 1024, k = 1024;
+    const weight = gpuWeight(gpu, n, k, true);
+    const x = gpu.alloc(2 * 8 * k), out = gpu.alloc(2 * 8 * n);
+    const s = gpu.createStream();
+    const how = () => {
+      const launch = fake.lastLaunch();
+      return [launch.functionName, launch.launchEx, launch.programmatic];
+    };
+    fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
+    gops.linear(out, x, weight, 1, n, k, s);
+    assert.deepEqual(how(), ["linear_awq_gemv_t4", true, true]);
+    // The dequantize overwrites the scratch a GEMM before it may still read: never early.
+    fake.setParamSizes([8, 8, 8, 8, 4, 4, 4]);
+    gops.dequantizeAwq(weight.scratch!, weight, n, k, s);
+    assert.deepEqual(how(), ["linear_awq_dequantize", false, false]);
+  }, { launchEx: true });
+});

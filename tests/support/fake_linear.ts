@@ -9,18 +9,25 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { openHip } from "../../backends/hip.ts";
 import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
-import { buildFakeDriver, type FakeControl, openFakeControl } from "../fake_driver/fake.ts";
+import {
+  buildFakeDriver,
+  type FakeControl,
+  type FakeDriverOptions,
+  openFakeControl,
+} from "../fake_driver/fake.ts";
 
 /**
  * Runs `body` with the linear operators of a backend on a freshly reset fake driver (HIP's when
- * `hip`) that reports `computeCapability`; closes the backend and resets the fake after.
+ * `hip`, built with `driver`'s options) that reports `computeCapability`; closes the backend
+ * and resets the fake after.
  */
 export async function withFakeLinearOps(
   hip: boolean,
   computeCapability: [number, number],
   body: (gpu: GpuBackend, ops: GpuLinearOps, fake: FakeControl) => void | Promise<void>,
+  driver: Omit<FakeDriverOptions, "hip"> = {},
 ): Promise<void> {
-  const libraryPath = buildFakeDriver({ hip });
+  const libraryPath = buildFakeDriver({ ...driver, hip });
   const fake = openFakeControl(libraryPath);
   fake.reset();
   fake.setComputeCapability(...computeCapability);

@@ -42,6 +42,15 @@ __device__ __forceinline__ void unpack8(uint32_t word, float bz, float w[8]) {
 __device__ __forceinline__ float bf16_lo(uint32_t pair) { return __uint_as_float(pair << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t pair) { return __uint_as_float(pair & 0xffff0000u); }
 
+// Code loads. The codes are weights no kernel writes, read once: the non-coherent path, not kept
+// in L1. The _early one is issued before pdl_wait (volatile, so it stays there).
+DENALI_LD16(awq_ld_w, ".nc.L1::no_allocate.L2::256B")
+DENALI_LD16(awq_ld_w_early, ".nc.L1::no_allocate.L2::256B")
+// An x load. x may have been written by the kernel pdl_wait waited for, which ran while this one
+// had already started, so not the non-coherent path (as linear.cu's ld_x): a plain load, cached
+// in L1 where the block's other rows find it, and kept after the wait.
+DENALI_LD16(awq_ld_x, "")
+
 // One 32-k chunk of one output row (one group, so one scale s and zero z): 4 code words against
 // the T rows of x. The chunk's Σ x·(q - z) is kept apart and scaled once, acc += s · Σ, which
 // saves the per-weight multiply.
@@ -61,7 +70,7 @@ __device__ __forceinline__ void gemv_awq_chunk(float acc[T], const uint4 q, int 
     for (int m = 0; m < T; ++m) {
       if (m < M) {
         // The 8 x values of k = 32c + 8j .. + 7: one 16-byte load.
-        const uint4 xv = *reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * K + (c << 5) + 8 * j);
+        const uint4 xv = awq_ld_x(x + static_cast<size_t>(m) * K + (c << 5) + 8 * j);
         float a = part[m];
         a = fmaf(wf[0], bf16_lo(xv.x), a);
         a = fmaf(wf[1], bf16_hi(xv.x), a);
@@ -79,10 +88,6 @@ __device__ __forceinline__ void gemv_awq_chunk(float acc[T], const uint4 q, int 
   for (int m = 0; m < T; ++m) acc[m] = fmaf(s, part[m], acc[m]);
 }
 
-// Code loads. The codes are weights no kernel writes, read once: the non-coherent path, not kept
-// in L1. The _early one is issued before pdl_wait (volatile, so it stays there).
-DENALI_LD16(awq_ld_w, ".nc.L1::no_allocate.L2::256B")
-DENALI_LD16(awq_ld_w_early, ".nc.L1::no_allocate.L2::256B")
 
 // The two chunks c and c + 32 of a row (zeros past the row end, never loaded).
 template <bool EARLY>

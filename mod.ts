@@ -77,6 +77,7 @@ export type {
   AwqWeight,
   DecodeAttentionArgs,
   Fp8Weight,
+  KvCacheDtype,
   LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
@@ -150,6 +151,7 @@ export {
   type GenerationChunk,
   type RandomWeightsSource,
 } from "./engine/engine.ts";
+export { type KvCacheDtypeOption, resolveKvCacheDtype } from "./engine/kv_cache.ts";
 export {
   type Architecture,
   ARCHITECTURES,

@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "./mod.ts";
 import { Engine, type RandomWeightsSource } from "./engine/engine.ts";
 import { CONFIG_PRESETS, configPreset } from "./models/config.ts";
+import { KV_CACHE_DTYPES, resolveKvCacheDtype } from "./engine/kv_cache.ts";
 import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 import { formatSummary, summarizeSteps } from "./engine/step_profile.ts";
@@ -40,6 +41,10 @@ Options:
   --quantization fp8           hold the linear weights in FP8 E4M3 (W8A16), quantizing a bf16
                                checkpoint at load with per-channel scales; FP8 checkpoints
                                (compressed-tensors, fp8) run in FP8 without it
+  --kv-cache-dtype ${KV_CACHE_DTYPES.join("|")}
+                               KV cache element type (default auto = bf16); fp8 (alias
+                               fp8_e4m3) stores E4M3 with K/V scales 1, twice the tokens;
+                               CPU backend only for now
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)
@@ -93,6 +98,7 @@ export async function main(args: string[]): Promise<number> {
         "api-key": { type: "string" },
         "api-key-file": { type: "string" },
         quantization: { type: "string" },
+        "kv-cache-dtype": { type: "string" },
         "max-queue": { type: "string", default: "256" },
         "kv-fraction": { type: "string" },
         "max-model-len": { type: "string" },
@@ -111,6 +117,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const choice = values.backend as BackendChoice;
   let port, device, maxQueue, kvFraction, maxModelLen, maxRunning, maxBatchedTokens, apiKey;
+  let kvCacheDtype;
   try {
     if (choice !== "auto" && !AUTO_ORDER.includes(choice)) {
       throw new Error(`--backend ${choice} is not one of auto, ${AUTO_ORDER.join(", ")}`);
@@ -138,6 +145,7 @@ export async function main(args: string[]): Promise<number> {
     if (values.quantization !== undefined && values.quantization !== "fp8") {
       throw new Error(`--quantization ${values.quantization} is not supported; use fp8`);
     }
+    kvCacheDtype = resolveKvCacheDtype(values["kv-cache-dtype"], "--kv-cache-dtype");
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${HELP}`);
     return 2;
@@ -179,6 +187,7 @@ export async function main(args: string[]): Promise<number> {
       maxBatchedTokens,
       log,
       quantization: values.quantization === "fp8" ? "fp8" : null,
+      kvCacheDtype,
     });
   } catch (error) {
     backend?.close();
@@ -188,7 +197,7 @@ export async function main(args: string[]): Promise<number> {
   const { info } = engine;
   log(
     `model ${info.model} on ${info.backend} (${info.device}); KV cache ${info.kvBlocks} blocks, ` +
-      `${info.kvTokens} tokens; max model len ${engine.maxModelLen}`,
+      `${info.kvTokens} tokens, ${info.kvCacheDtype}; max model len ${engine.maxModelLen}`,
   );
   const server = startServer(engine, {
     host: values.host,

@@ -31,11 +31,11 @@ import { setImmediate } from "node:timers";
 import { basename } from "node:path";
 import type { Backend } from "../backends/backend.ts";
 import { loadOps } from "../ops/load.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import type { KvCacheDtype, ModelOps } from "../ops/ops.ts";
 import { type BackendChoice, openBackend } from "../backends/select.ts";
 import { batchLimits, SMALL_DEVICE_LIMITS } from "./batch_limits.ts";
 import { BlockManager } from "./block_manager.ts";
-import { capacityFromMemory } from "./kv_cache.ts";
+import { capacityFromMemory, type KvCacheDtypeOption, resolveKvCacheDtype } from "./kv_cache.ts";
 import { loadModelConfig, type ModelConfig } from "../models/config.ts";
 import { modelDefinition } from "../models/families.ts";
 import { attentionShape, type ModelWeights } from "../models/model.ts";
@@ -113,6 +113,13 @@ export interface EngineOptions {
    * Default: as the checkpoint is.
    */
   readonly quantization?: WeightQuantization;
+  /**
+   * How the KV cache stores keys and values, as vLLM's `--kv-cache-dtype`: "bf16" (or "auto",
+   * the default), or "fp8" (alias "fp8_e4m3"): FP8 E4M3 with a per-layer K and V scale of 1,
+   * twice the tokens in the same memory. "fp8" runs on the CPU backend only for now; a GPU
+   * backend rejects it at load.
+   */
+  readonly kvCacheDtype?: KvCacheDtypeOption;
 }
 
 /** A model to run with seeded random weights instead of a checkpoint. */
@@ -180,6 +187,8 @@ export interface EngineInfo {
   readonly kvBlocks: number;
   /** Tokens the KV cache holds. */
   readonly kvTokens: number;
+  /** The KV cache's element type. */
+  readonly kvCacheDtype: KvCacheDtype;
 }
 
 /** Scheduler metrics plus the engine's own counters. */
@@ -204,6 +213,7 @@ interface Resolved {
   blockSize: number;
   prefixCaching: boolean;
   graphs: boolean;
+  kvCacheDtype: KvCacheDtype;
   seed: number;
   log: (line: string) => void;
   profile: boolean;
@@ -229,6 +239,7 @@ function resolveOptions(options: EngineOptions): Resolved {
     blockSize: integer("blockSize", options.blockSize ?? 16, 1),
     prefixCaching: options.prefixCaching ?? true,
     graphs: options.graphs ?? true,
+    kvCacheDtype: resolveKvCacheDtype(options.kvCacheDtype, "EngineOptions.kvCacheDtype"),
     seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
     log: options.log ?? ((line) => console.error(line)),
     profile: options.profile ?? profileRequested(),
@@ -541,9 +552,14 @@ export class Engine {
       o.maxRunning = limits.maxRunning;
       o.maxBatchedTokens = limits.maxBatchedTokens;
       const ops: ModelOps = options.ops ?? await loadOps(backend);
-      // The attention ops check the model's shape here, so a head_dim the device's kernels lack
-      // fails before the weights load (minutes for a large checkpoint), not after.
-      ops.decodeWorkspaceBytes(1, o.blockSize, attentionShape(config, o.blockSize));
+      // The attention ops check the model's shape here, so a head_dim the device's kernels lack,
+      // or a KV dtype they lack (fp8 on a GPU), fails before the weights load (minutes for a
+      // large checkpoint), not after.
+      ops.decodeWorkspaceBytes(
+        1,
+        o.blockSize,
+        attentionShape(config, o.blockSize, o.kvCacheDtype),
+      );
       const quantization = options.quantization ?? null;
       if (quantization !== null && quantization !== "fp8" && quantization !== "awq") {
         throw new RangeError(
@@ -560,6 +576,7 @@ export class Engine {
         blockSize: o.blockSize,
         maxModelLen,
         graphs: o.graphs,
+        kvCacheDtype: o.kvCacheDtype,
         logitsProcessors: engineProcessors(options.logitsProcessors),
         log: o.log,
       });
@@ -599,6 +616,7 @@ export class Engine {
           device: backend.info.name,
           kvBlocks: numBlocks,
           kvTokens: numBlocks * o.blockSize,
+          kvCacheDtype: o.kvCacheDtype,
         },
         config,
         tokenizer,
@@ -1168,6 +1186,9 @@ function kvBlockCount(
   maxModelLen: number,
 ): number {
   const perBlock = model.kvBytesPerBlock;
+  if (o.kvCacheDtype === "fp8") {
+    o.log("KV cache: fp8 (E4M3, K and V scales 1 per layer), 1 byte per element");
+  }
   if (o.kvBlocks !== null) {
     o.log(
       `KV cache: ${o.kvBlocks} blocks × ${o.blockSize} tokens (set by kvBlocks), ` +

@@ -1,7 +1,8 @@
 /**
  * The paged KV cache on the device: per layer one K and one V buffer of
- * [numBlocks + 1, numKvHeads, blockSize, headDim] bf16 (the ModelOps layout), and the sizing
- * rule — as many blocks as a fraction of the free device memory holds, logged at start.
+ * [numBlocks + 1, numKvHeads, blockSize, headDim] bf16, or FP8 E4M3 with `--kv-cache-dtype fp8`
+ * (the ModelOps layout), and the sizing rule — as many blocks as a fraction of the free device
+ * memory holds, logged at start.
  *
  * The block after the usable ones is scratch: padded rows of a captured decode graph write no
  * K/V and read one position of it, so it is zeroed once to keep their discarded outputs finite.
@@ -12,6 +13,31 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
+import type { KvCacheDtype } from "../ops/ops.ts";
+
+/**
+ * What `EngineOptions.kvCacheDtype` and `--kv-cache-dtype` accept, as vLLM names them: "auto"
+ * is the model's dtype (bf16), "fp8_e4m3" an alias of "fp8".
+ */
+export type KvCacheDtypeOption = KvCacheDtype | "auto" | "fp8_e4m3";
+
+/** The accepted spellings, for error messages and help. */
+export const KV_CACHE_DTYPES: readonly KvCacheDtypeOption[] = ["auto", "bf16", "fp8", "fp8_e4m3"];
+
+/**
+ * The cache dtype `value` names; `what` is how the caller's user spelled the option (e.g.
+ * "--kv-cache-dtype"), for the error. Throws a RangeError naming the accepted values otherwise.
+ */
+export function resolveKvCacheDtype(value: unknown, what: string): KvCacheDtype {
+  if (value === undefined || value === "auto" || value === "bf16") return "bf16";
+  if (value === "fp8" || value === "fp8_e4m3") return "fp8";
+  // vLLM's other FP8 format: worth naming, since its users may try it.
+  const why = value === "fp8_e5m2" ? " (Denali stores FP8 as E4M3 only)" : "";
+  throw new RangeError(
+    `${what} ${JSON.stringify(value)} is not supported${why}; use one of ` +
+      KV_CACHE_DTYPES.join(", "),
+  );
+}
 
 /** Shape of a model's KV cache, for sizing one block. */
 export interface KvCacheShape {

@@ -25,7 +25,7 @@ import type {
   DeviceGraph,
   Stream,
 } from "../backends/backend.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import { type KvCacheDtype, kvElementBytes, type ModelOps } from "../ops/ops.ts";
 import type { ModelConfig } from "../models/config.ts";
 import type {
   Forward,
@@ -54,6 +54,8 @@ export interface RunnerOptions {
   readonly maxModelLen: number;
   /** Replay decode steps as device graphs where the backend can capture them (default true). */
   readonly graphs?: boolean;
+  /** The KV cache's element type (default "bf16"); "fp8" halves a block's bytes. */
+  readonly kvCacheDtype?: KvCacheDtype;
   /** Told of each graph captured, and once if graphs turn out to be unavailable. */
   readonly log?: (line: string) => void;
   /**
@@ -193,6 +195,7 @@ export class ModelRunner {
       blockSize: options.blockSize,
       maxModelLen: options.maxModelLen,
       graphs: options.graphs ?? true,
+      kvCacheDtype: options.kvCacheDtype ?? "bf16",
     };
     this.#log = options.log ?? (() => {});
     this.#graphsOn = this.options.graphs;
@@ -211,6 +214,7 @@ export class ModelRunner {
         maxRows: R,
         blockSize: options.blockSize,
         maxBlocksPerSeq: this.#maxBlocksPerSeq,
+        kvCacheDtype: this.options.kvCacheDtype,
       });
       inputs = new BatchInputs(backend, {
         maxTokens: T,
@@ -248,6 +252,7 @@ export class ModelRunner {
       numKvHeads: this.config.numKeyValueHeads,
       headDim: this.config.headDim,
       blockSize: this.options.blockSize,
+      bytesPerElement: kvElementBytes(this.options.kvCacheDtype),
     };
   }
 

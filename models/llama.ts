@@ -252,7 +252,7 @@ export class LlamaForward implements Forward {
       numKeyValueHeads: kvHeads,
       headDim,
     } = config;
-    this.shape = attentionShape(config, sizes.blockSize);
+    this.shape = attentionShape(config, sizes.blockSize, sizes.kvCacheDtype);
     const T = sizes.maxTokens, R = sizes.maxRows;
     const qDim = heads * headDim, kvDim = kvHeads * headDim;
     let rope: RopeTable | null = null;

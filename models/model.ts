@@ -8,7 +8,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { AttentionShape, LinearWeight, ModelOps } from "../ops/ops.ts";
+import type { AttentionShape, KvCacheDtype, LinearWeight, ModelOps } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
 
 /** One checkpoint tensor's place in a device buffer. */
@@ -127,6 +127,8 @@ export interface ForwardSizes {
   readonly blockSize: number;
   /** Block-table stride of the longest sequence. */
   readonly maxBlocksPerSeq: number;
+  /** The KV cache's element type; "bf16" when absent. */
+  readonly kvCacheDtype?: KvCacheDtype;
 }
 
 /** A linear call's shape, for `prepareLinear`. */
@@ -176,13 +178,22 @@ export interface ModelDefinition {
   ): Forward;
 }
 
-/** The shape of `config`'s attention calls with a KV cache of `blockSize`-token blocks. */
-export function attentionShape(config: ModelConfig, blockSize: number): AttentionShape {
-  return {
+/**
+ * The shape of `config`'s attention calls with a KV cache of `blockSize`-token blocks of
+ * `kvDtype` elements. An "fp8" cache gets K and V scales of 1, vLLM's default when the checkpoint
+ * has none (Denali does not read checkpoint-provided `k_scale` / `v_scale` yet).
+ */
+export function attentionShape(
+  config: ModelConfig,
+  blockSize: number,
+  kvDtype: KvCacheDtype = "bf16",
+): AttentionShape {
+  const shape = {
     numHeads: config.numAttentionHeads,
     numKvHeads: config.numKeyValueHeads,
     headDim: config.headDim,
     blockSize,
     scale: 1 / Math.sqrt(config.headDim),
   };
+  return kvDtype === "fp8" ? { ...shape, kvDtype, kScale: 1, vScale: 1 } : shape;
 }

@@ -12,8 +12,9 @@
  * - Matrices are row-major. A linear layer's weight is [N, K] (HF's `[out, in]`), and
  *   `out[M, N] = x[M, K] · W[N, K]ᵀ`.
  * - The KV cache of one layer is two buffers, K and V, each [numBlocks, numKvHeads, blockSize,
- *   headDim] bf16. Token t of a sequence lives in block `blockTable[t / blockSize]` at offset
- *   `t % blockSize`; its "slot" is `block * blockSize + offset`.
+ *   headDim] bf16, or FP8 E4M3 codes (one byte each) when the shape's `kvDtype` is "fp8".
+ *   Token t of a sequence lives in block `blockTable[t / blockSize]` at offset `t % blockSize`;
+ *   its "slot" is `block * blockSize + offset`.
  * - Every op is ordered on `stream` and allocates nothing; workspaces come from the caller.
  *
  * @module
@@ -77,6 +78,17 @@ export interface RopeTable {
   readonly headDim: number;
 }
 
+/**
+ * How the KV cache stores keys and values: "bf16", or "fp8", E4M3 codes of value / scale with one
+ * scale per layer for K and one for V (vLLM's `--kv-cache-dtype fp8`), half the bytes.
+ */
+export type KvCacheDtype = "bf16" | "fp8";
+
+/** Bytes one cached K or V element takes in a cache of `dtype`. */
+export function kvElementBytes(dtype: KvCacheDtype = "bf16"): number {
+  return dtype === "fp8" ? 1 : 2;
+}
+
 /** Shapes of one paged-attention call. */
 export interface AttentionShape {
   /** Query heads. */
@@ -89,6 +101,15 @@ export interface AttentionShape {
   readonly blockSize: number;
   /** Softmax scale, normally 1 / sqrt(headDim). */
   readonly scale: number;
+  /** The KV cache's element type; "bf16" when absent. */
+  readonly kvDtype?: KvCacheDtype;
+  /**
+   * "fp8" only: K is stored as e4m3(k / kScale) and read back as e4m3 · kScale (f32 product);
+   * a positive finite number, 1 when absent (vLLM's default without checkpoint scales).
+   */
+  readonly kScale?: number;
+  /** "fp8" only: V's scale, as `kScale` is K's. */
+  readonly vScale?: number;
 }
 
 /**
@@ -299,7 +320,11 @@ export interface ModelOps {
     stream: Stream,
   ): void;
 
-  /** Scatters k and v ([tokens, numKvHeads, headDim]) into the paged cache at `slots` (i32). */
+  /**
+   * Scatters k and v ([tokens, numKvHeads, headDim] bf16) into the paged cache at `slots` (i32).
+   * An "fp8" cache gets e4m3(f32(x / scale)), rounded to nearest even and saturated to ±448, NaN
+   * kept (backends/fp8.ts); decode and prefill read each element back as f32(e4m3 · scale).
+   */
   kvWrite(
     kCache: DeviceBuffer,
     vCache: DeviceBuffer,

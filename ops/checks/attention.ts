@@ -7,7 +7,12 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { checkPositive } from "./common.ts";
-import type { AttentionShape, DecodeAttentionArgs, PrefillAttentionArgs } from "../ops.ts";
+import {
+  type AttentionShape,
+  type DecodeAttentionArgs,
+  kvElementBytes,
+  type PrefillAttentionArgs,
+} from "../ops.ts";
 
 /** The most slots the kernels address (slots and block ids are i32). */
 const MAX_SLOTS = 2 ** 31 - 1;
@@ -35,6 +40,19 @@ export function checkAttentionShape(op: string, shape: AttentionShape): void {
   if (typeof shape.scale !== "number" || !Number.isFinite(shape.scale)) {
     throw new RangeError(`${op}: shape.scale must be a finite number, got ${shape.scale}`);
   }
+  const dtype = shape.kvDtype;
+  if (dtype !== undefined && dtype !== "bf16" && dtype !== "fp8") {
+    throw new RangeError(`${op}: shape.kvDtype must be "bf16" or "fp8", got ${dtype}`);
+  }
+  kvScale(op, "shape.kScale", shape.kScale);
+  kvScale(op, "shape.vScale", shape.vScale);
+}
+
+function kvScale(op: string, name: string, value: number | undefined): void {
+  // A zero, negative or infinite scale would turn every cached value into NaN or ±0.
+  if (value !== undefined && !(value > 0 && Number.isFinite(value))) {
+    throw new RangeError(`${op}: ${name} must be a positive finite number, got ${value}`);
+  }
 }
 
 /**
@@ -47,7 +65,8 @@ export function cacheBlocks(
   vCache: DeviceBuffer,
   shape: AttentionShape,
 ): number {
-  const blockBytes = shape.numKvHeads * shape.blockSize * shape.headDim * 2;
+  const blockBytes = shape.numKvHeads * shape.blockSize * shape.headDim *
+    kvElementBytes(shape.kvDtype);
   holds(op, "kCache", kCache, blockBytes, "one cache block");
   holds(op, "vCache", vCache, blockBytes, "one cache block");
   const blocks = Math.floor(Math.min(kCache.bytes, vCache.bytes) / blockBytes);

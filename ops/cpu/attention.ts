@@ -5,6 +5,10 @@
  * computes the same math in a different summation order (split-K partitions, lane butterflies,
  * tensor-core tiles), so the two agree to bf16 rounding, not bit for bit.
  *
+ * An "fp8" cache holds E4M3 codes: kvWrite quantizes with backends/fp8.ts (the converter the FP8
+ * weights use) and the gather decodes each code through its table times the layer's scale, so
+ * the math after the gather is the bf16 path's.
+ *
  * Both implementations take their argument checks from ops/checks/attention.ts, so they reject
  * the same calls with the same messages.
  *
@@ -13,6 +17,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
+import { e4m3Table, quantizeE4m3 } from "../../backends/fp8.ts";
 import {
   checkDecode,
   checkDecodeWorkspaceSizes,
@@ -42,6 +47,11 @@ function i32(op: string, name: string, buffer: DeviceBuffer): Int32Array {
   return new Int32Array(host.buffer, host.byteOffset, host.byteLength >> 2);
 }
 
+/** The cache's elements: bf16 bits, or E4M3 codes for an "fp8" cache. */
+function cacheView(op: string, name: string, buffer: DeviceBuffer, shape: AttentionShape) {
+  return shape.kvDtype === "fp8" ? hostOf(op, name, buffer) : u16(op, name, buffer);
+}
+
 /**
  * Scratch for one (sequence, KV head): its first `count` K and V rows as f32, gathered through
  * the block table. Block ids outside the cache read block 0, as the kernels do.
@@ -60,8 +70,8 @@ class Gathered {
   }
 
   fill(
-    kc: Uint16Array,
-    vc: Uint16Array,
+    kc: Uint16Array | Uint8Array,
+    vc: Uint16Array | Uint8Array,
     tables: Int32Array,
     tableBase: number,
     count: number,
@@ -70,14 +80,24 @@ class Gathered {
     numBlocks: number,
   ): void {
     const { numKvHeads, blockSize, headDim } = shape;
+    const fp8 = shape.kvDtype === "fp8";
+    const lut = e4m3Table(), kScale = shape.kScale ?? 1, vScale = shape.vScale ?? 1;
     for (let t = 0; t < count; t++) {
       let block = tables[tableBase + Math.floor(t / blockSize)];
       if (!(block >= 0 && block < numBlocks)) block = 0;
       const src = ((block * numKvHeads + kvh) * blockSize + (t % blockSize)) * headDim;
       const dst = t * headDim;
-      for (let d = 0; d < headDim; d++) {
-        this.#kBits[dst + d] = kc[src + d] << 16;
-        this.#vBits[dst + d] = vc[src + d] << 16;
+      if (fp8) {
+        // Storing into the f32 array rounds the double product to the f32 one a kernel computes.
+        for (let d = 0; d < headDim; d++) {
+          this.k[dst + d] = lut[kc[src + d]] * kScale;
+          this.v[dst + d] = lut[vc[src + d]] * vScale;
+        }
+      } else {
+        for (let d = 0; d < headDim; d++) {
+          this.#kBits[dst + d] = kc[src + d] << 16;
+          this.#vBits[dst + d] = vc[src + d] << 16;
+        }
       }
     }
   }
@@ -157,13 +177,21 @@ export function cpuAttentionOps(): AttentionOps {
       row = new RowScratch(headDim, kv.rows);
     }
   };
+  // One f32 whose bits a bf16 element is widened into, for the fp8 kvWrite's quantization.
+  const widened = new Float32Array(1), widenedBits = new Uint32Array(widened.buffer);
+  const quantize = (bits: number, scale: number): number => {
+    widenedBits[0] = bits << 16;
+    return quantizeE4m3(widened[0], scale);
+  };
   return {
     kvWrite(kCache, vCache, k, v, slots, tokens, shape) {
       const numBlocks = checkKvWrite(kCache, vCache, k, v, slots, tokens, shape);
       const op = "kvWrite";
-      const kc = u16(op, "kCache", kCache), vc = u16(op, "vCache", vCache);
+      const kc = cacheView(op, "kCache", kCache, shape);
+      const vc = cacheView(op, "vCache", vCache, shape);
       const ks = u16(op, "k", k), vs = u16(op, "v", v), slot = i32(op, "slots", slots);
       const { numKvHeads, headDim, blockSize } = shape;
+      const fp8 = shape.kvDtype === "fp8", kScale = shape.kScale ?? 1, vScale = shape.vScale ?? 1;
       for (let t = 0; t < tokens; t++) {
         const s = slot[t];
         if (s < 0 || s >= numBlocks * blockSize) continue; // padding, or past the cache
@@ -171,9 +199,16 @@ export function cpuAttentionOps(): AttentionOps {
         for (let h = 0; h < numKvHeads; h++) {
           const dst = ((block * numKvHeads + h) * blockSize + offset) * headDim;
           const src = (t * numKvHeads + h) * headDim;
-          for (let d = 0; d < headDim; d++) {
-            kc[dst + d] = ks[src + d];
-            vc[dst + d] = vs[src + d];
+          if (fp8) {
+            for (let d = 0; d < headDim; d++) {
+              kc[dst + d] = quantize(ks[src + d], kScale);
+              vc[dst + d] = quantize(vs[src + d], vScale);
+            }
+          } else {
+            for (let d = 0; d < headDim; d++) {
+              kc[dst + d] = ks[src + d];
+              vc[dst + d] = vs[src + d];
+            }
           }
         }
       }
@@ -183,7 +218,8 @@ export function cpuAttentionOps(): AttentionOps {
       const numBlocks = checkDecode(args);
       const op = "decodeAttention";
       const { batch, maxBlocks, maxContext, shape } = args;
-      const kc = u16(op, "kCache", args.kCache), vc = u16(op, "vCache", args.vCache);
+      const kc = cacheView(op, "kCache", args.kCache, shape);
+      const vc = cacheView(op, "vCache", args.vCache, shape);
       const qs = u16(op, "q", args.q), os = u16(op, "out", args.out);
       const tables = i32(op, "blockTables", args.blockTables);
       const lens = i32(op, "contextLens", args.contextLens);
@@ -213,7 +249,8 @@ export function cpuAttentionOps(): AttentionOps {
       const numBlocks = checkPrefill(args);
       const op = "prefillAttention";
       const { seqs, tokens, maxBlocks, shape } = args;
-      const kc = u16(op, "kCache", args.kCache), vc = u16(op, "vCache", args.vCache);
+      const kc = cacheView(op, "kCache", args.kCache, shape);
+      const vc = cacheView(op, "vCache", args.vCache, shape);
       const qs = u16(op, "q", args.q), os = u16(op, "out", args.out);
       const starts = i32(op, "queryStarts", args.queryStarts);
       const lens = i32(op, "contextLens", args.contextLens);

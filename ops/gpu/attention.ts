@@ -9,6 +9,10 @@
  *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
  *   dynamic shared memory (2 × 34 KB at head dim 128; one stage if the device refuses).
  *
+ * The kernels read and write a bf16 cache only: every op rejects a shape whose `kvDtype` is
+ * "fp8" (the CPU ops run it), and since the engine sizes the decode workspace before loading
+ * weights, `--kv-cache-dtype fp8` on a GPU fails at load, not at the first step.
+ *
  * The decode partition size is the smallest of 32..512 tokens that keeps the grid within four
  * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
  * pay for a big reduce.
@@ -131,8 +135,14 @@ function alignedQueryAndCache(
   aligned(op, "vCache", args.vCache, 16);
 }
 
+/** What an "fp8" KV cache on a GPU is told: engine load checks the shape, so it fails there. */
+export const GPU_FP8_KV_MESSAGE = '--kv-cache-dtype fp8 (shape.kvDtype "fp8") needs the FP8-KV ' +
+  "attention kernels, which the GPU backend does not have yet; use --kv-cache-dtype bf16 (the " +
+  "default), or run on the CPU backend (--backend cpu)";
+
 function gpuShape(op: string, shape: AttentionShape): void {
   checkAttentionShape(op, shape);
+  if (shape.kvDtype === "fp8") throw new RangeError(`${op}: ${GPU_FP8_KV_MESSAGE}`);
   if (shape.headDim !== 64 && shape.headDim !== 128) {
     throw new RangeError(
       `${op}: shape.headDim must be 64 or 128 on the GPU, got ${shape.headDim}: the GPU ` +

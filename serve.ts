@@ -20,6 +20,7 @@ import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 import { formatSummary, summarizeSteps } from "./engine/step_profile.ts";
 import { transformerCost } from "./engine/roofline.ts";
+import { kvElementBytes } from "./ops/ops.ts";
 
 const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.meta.url));
 
@@ -219,7 +220,11 @@ export async function main(args: string[]): Promise<number> {
   const profile = engine.stepProfile;
   if (profile !== null) {
     for (
-      const line of formatSummary(summarizeSteps(profile, transformerCost(engine.config), null))
+      const line of formatSummary(summarizeSteps(
+        profile,
+        transformerCost(engine.config, 2, kvElementBytes(engine.info.kvCacheDtype)),
+        null,
+      ))
     ) {
       log(line);
     }

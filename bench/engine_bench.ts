@@ -225,8 +225,13 @@ async function printProfile(
   // Imported here: a baseline checkout without the profile never reaches this.
   const { formatSummary, summarizeSteps } = await import("../engine/step_profile.ts");
   const { transformerCost } = await import("../engine/roofline.ts");
+  const { kvElementBytes } = await import("../ops/ops.ts");
   const data = engine.stepProfile!;
-  const summary = summarizeSteps(data, transformerCost(engine.config), ceilings);
+  const summary = summarizeSteps(
+    data,
+    transformerCost(engine.config, 2, kvElementBytes(engine.info.kvCacheDtype)),
+    ceilings,
+  );
   for (const line of formatSummary(summary)) console.log(line);
   console.log(
     `PROFILE device_busy_of_wall=${(summary.deviceMs / (seconds * 1000)).toFixed(3)} ` +

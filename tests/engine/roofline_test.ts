@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { llama3_8b, parameterCount } from "../../models/config.ts";
 import { prefillChunkWork, rooflineMs, stepCost, transformerCost } from "../../engine/roofline.ts";
+import { kvElementBytes } from "../../ops/ops.ts";
 
 // hidden 4, intermediate 8, 2 layers, 2 heads over 1 KV head of dim 2, vocab 10.
 const TINY = {
@@ -42,6 +43,16 @@ Deno.test("roofline: a tiny model's bytes and FLOPs, counted by hand", () => {
   const noLogits = stepCost(model, { ...work, logitRows: 0 });
   assert.equal(noLogits.bytes, 800);
   assert.equal(noLogits.flops, 1728 + 384);
+});
+
+Deno.test("roofline: an FP8 KV cache reads one byte a cached value", () => {
+  const fp8 = transformerCost(TINY, 2, kvElementBytes("fp8"));
+  // 2 layers × K and V × 1 head × 2 values × 1 byte.
+  assert.equal(fp8.kvBytesPerToken, 8);
+  assert.equal(transformerCost(TINY, 2, kvElementBytes("bf16")).kvBytesPerToken, 16);
+  // The tiny step above reads 160 bytes of K/V in bf16, 80 in FP8; the rest is unchanged.
+  const work = { tokens: 3, logitRows: 2, kvTokensRead: 10, attentionPairs: 12 };
+  assert.equal(stepCost(fp8, work).bytes, 880 - 80);
 });
 
 Deno.test("roofline: Llama-3-8B's counts agree with the config's parameter count", () => {

@@ -19,7 +19,7 @@ import { KV_CACHE_DTYPES, resolveKvCacheDtype } from "./engine/kv_cache.ts";
 import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 import { formatSummary, summarizeSteps } from "./engine/step_profile.ts";
-import { transformerCost } from "./engine/roofline.ts";
+import { linearWeightBytes, transformerCost } from "./engine/roofline.ts";
 import { kvElementBytes } from "./ops/ops.ts";
 
 const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.meta.url));
@@ -222,7 +222,11 @@ export async function main(args: string[]): Promise<number> {
     for (
       const line of formatSummary(summarizeSteps(
         profile,
-        transformerCost(engine.config, 2, kvElementBytes(engine.info.kvCacheDtype)),
+        transformerCost(
+          engine.config,
+          linearWeightBytes(engine.info.weightFormat),
+          kvElementBytes(engine.info.kvCacheDtype),
+        ),
         null,
       ))
     ) {

@@ -224,12 +224,16 @@ async function printProfile(
 ): Promise<void> {
   // Imported here: a baseline checkout without the profile never reaches this.
   const { formatSummary, summarizeSteps } = await import("../engine/step_profile.ts");
-  const { transformerCost } = await import("../engine/roofline.ts");
+  const { linearWeightBytes, transformerCost } = await import("../engine/roofline.ts");
   const { kvElementBytes } = await import("../ops/ops.ts");
   const data = engine.stepProfile!;
   const summary = summarizeSteps(
     data,
-    transformerCost(engine.config, 2, kvElementBytes(engine.info.kvCacheDtype)),
+    transformerCost(
+      engine.config,
+      linearWeightBytes(engine.info.weightFormat),
+      kvElementBytes(engine.info.kvCacheDtype),
+    ),
     ceilings,
   );
   for (const line of formatSummary(summary)) console.log(line);

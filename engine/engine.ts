@@ -189,6 +189,8 @@ export interface EngineInfo {
   readonly kvTokens: number;
   /** The KV cache's element type. */
   readonly kvCacheDtype: KvCacheDtype;
+  /** How the decoder's linear weights are held: bf16, FP8 or 4-bit (AWQ/GPTQ). */
+  readonly weightFormat: ModelWeights["format"];
 }
 
 /** Scheduler metrics plus the engine's own counters. */
@@ -617,6 +619,7 @@ export class Engine {
           kvBlocks: numBlocks,
           kvTokens: numBlocks * o.blockSize,
           kvCacheDtype: o.kvCacheDtype,
+          weightFormat: weights.format,
         },
         config,
         tokenizer,

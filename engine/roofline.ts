@@ -6,7 +6,9 @@
  *
  * Bytes counted are those the step really reads from device memory, and no more:
  * - every layer's linear weights (q/k/v, o, gate/up, down) and norm weights, read once per step
- *   whatever the token count (they are streamed once per GEMM; re-reads hit L2 for small M);
+ *   whatever the token count (they are streamed once per GEMM; re-reads hit L2 for small M), the
+ *   linear ones at their stored size (bf16, FP8 or 4-bit, {@link linearWeightBytes}), the rest
+ *   in bf16;
  * - one embedding row per token (a gather, not the table);
  * - the final norm and the lm head, when the step computes any logits;
  * - the K and V of every position each token attends to: a decode row reads its whole context, a
@@ -37,7 +39,7 @@ export interface ModelCost {
   readonly numLayers: number;
   /** Bytes of K and V one position holds, over all layers. */
   readonly kvBytesPerToken: number;
-  /** Bytes per weight element (2 for bf16). */
+  /** Bytes per element of the decoder's linear weights (2 for bf16); the rest stays bf16. */
   readonly weightBytes: number;
 }
 
@@ -52,6 +54,18 @@ export type TransformerShape = Pick<
   | "headDim"
   | "vocabSize"
 >;
+
+/**
+ * Device bytes per element of a decoder linear weight held as `format` (ModelWeights.format):
+ * bf16 2; FP8 1 (its per-row f32 scale adds 4/K, under 0.1% at K >= 4096, left out so the bound
+ * stays a floor); 4-bit ½ plus one f32 scale and one u8 zero per group of `groupSize` (128 by
+ * default, AutoAWQ's and GPTQ's usual size). Embeddings, norms and the lm head stay bf16.
+ */
+export function linearWeightBytes(format: "bf16" | "fp8" | "awq", groupSize = 128): number {
+  if (format === "fp8") return 1;
+  if (format === "awq") return 0.5 + 5 / groupSize;
+  return 2;
+}
 
 /**
  * The cost figures of a Llama-shaped model (Llama, Qwen, Mistral) in bf16 with a bf16 KV cache.
@@ -105,7 +119,7 @@ export function stepCost(model: ModelCost, work: StepWork): StepCost {
   const bytes = model.linearParams * w +
     model.normParams * 2 +
     work.tokens * model.hiddenSize * 2 +
-    (logits ? model.lmHeadParams * w : 0) +
+    (logits ? model.lmHeadParams * 2 : 0) +
     work.kvTokensRead * model.kvBytesPerToken;
   const flops = 2 * work.tokens * model.linearParams +
     2 * work.logitRows * model.lmHeadParams +

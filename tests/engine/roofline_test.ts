@@ -7,7 +7,13 @@
 
 import assert from "node:assert/strict";
 import { llama3_8b, parameterCount } from "../../models/config.ts";
-import { prefillChunkWork, rooflineMs, stepCost, transformerCost } from "../../engine/roofline.ts";
+import {
+  linearWeightBytes,
+  prefillChunkWork,
+  rooflineMs,
+  stepCost,
+  transformerCost,
+} from "../../engine/roofline.ts";
 import { kvElementBytes } from "../../ops/ops.ts";
 
 // hidden 4, intermediate 8, 2 layers, 2 heads over 1 KV head of dim 2, vocab 10.
@@ -85,4 +91,18 @@ Deno.test("roofline: a prefill chunk's causal pairs and the positions it reads",
   const whole = prefillChunkWork(0, 10).pairs;
   assert.equal(prefillChunkWork(0, 4).pairs + prefillChunkWork(4, 6).pairs, whole);
   assert.equal(whole, 55);
+});
+
+Deno.test("roofline: quantized linear weights shrink only the decoder's linear bytes", () => {
+  assert.deepEqual(
+    [linearWeightBytes("bf16"), linearWeightBytes("fp8"), linearWeightBytes("awq")],
+    [2, 1, 0.5 + 5 / 128],
+  );
+  assert.equal(linearWeightBytes("awq", 64), 0.5 + 5 / 64);
+  const work = { tokens: 3, logitRows: 2, kvTokensRead: 10, attentionPairs: 12 };
+  // The tiny step reads 576 bytes of bf16 linear weights; at 1 byte, 288. Norms (40), the three
+  // embedding rows (24), the lm head (80) and K/V (160) stay as they were.
+  const fp8 = stepCost(transformerCost(TINY, linearWeightBytes("fp8")), work);
+  assert.equal(fp8.bytes, 288 + 40 + 24 + 80 + 160);
+  assert.equal(fp8.flops, stepCost(transformerCost(TINY), work).flops);
 });

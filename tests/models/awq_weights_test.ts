@@ -102,9 +102,11 @@ Deno.test({
 
 const PROMPT = [277, 40, 41, 42, 43, 100, 101, 7, 8, 9, 200, 201, 5, 6];
 
-async function lastLogits(dir: string): Promise<Float32Array> {
+async function lastLogits(dir: string, format: "awq" | "bf16"): Promise<Float32Array> {
   const engine = await Engine.load(dir, { backend: "cpu", log: () => {} });
   try {
+    // The step profile's roofline counts linear bytes by this (engine/roofline.ts).
+    assert.equal(engine.info.weightFormat, format);
     return await engine.lastLogits(PROMPT);
   } finally {
     await engine.close();
@@ -117,7 +119,7 @@ Deno.test(
     const awq = await writeCheckpoint("awq");
     const bf16 = await writeCheckpoint("bf16");
     try {
-      const [a, b] = [await lastLogits(awq.dir), await lastLogits(bf16.dir)];
+      const [a, b] = [await lastLogits(awq.dir, "awq"), await lastLogits(bf16.dir, "bf16")];
       assert.equal(a.length, 282);
       assert.ok(a.some((v) => v !== 0));
       assert.deepEqual(a, b);

@@ -101,6 +101,9 @@ const PROMPT = [277, 40, 41, 42, 43, 100, 101, 7, 8, 9, 200, 201, 5, 6];
 async function lastLogits(dir: string, quantization: "fp8" | null = null): Promise<Float32Array> {
   const engine = await Engine.load(dir, { backend: "cpu", log: () => {}, quantization });
   try {
+    // The step profile's roofline counts linear bytes by this (engine/roofline.ts).
+    const fp8 = quantization === "fp8" || dir !== TINY;
+    assert.equal(engine.info.weightFormat, fp8 ? "fp8" : "bf16");
     return await engine.lastLogits(PROMPT);
   } finally {
     await engine.close();

@@ -44,8 +44,8 @@ Options:
                                (compressed-tensors, fp8) run in FP8 without it
   --kv-cache-dtype ${KV_CACHE_DTYPES.join("|")}
                                KV cache element type (default auto = bf16); fp8 (alias
-                               fp8_e4m3) stores E4M3 with K/V scales 1, twice the tokens;
-                               CPU backend only for now
+                               fp8_e4m3) stores E4M3 with K/V scales 1, twice the tokens
+                               (GPU kernels not yet checked on a GPU)
   --max-queue N                waiting requests before new ones get 429 (default 256)
   --kv-fraction F              fraction of free device memory for the KV cache (default 0.9)
   --max-model-len N            most tokens per sequence (default: the model's context)

@@ -116,8 +116,8 @@ export interface EngineOptions {
   /**
    * How the KV cache stores keys and values, as vLLM's `--kv-cache-dtype`: "bf16" (or "auto",
    * the default), or "fp8" (alias "fp8_e4m3"): FP8 E4M3 with a per-layer K and V scale of 1,
-   * twice the tokens in the same memory. "fp8" runs on the CPU backend only for now; a GPU
-   * backend rejects it at load.
+   * twice the tokens in the same memory. On a GPU it runs the FP8-KV attention kernels
+   * (kernels/src/attention.cu), not yet checked on a GPU.
    */
   readonly kvCacheDtype?: KvCacheDtypeOption;
 }
@@ -555,7 +555,7 @@ export class Engine {
       o.maxBatchedTokens = limits.maxBatchedTokens;
       const ops: ModelOps = options.ops ?? await loadOps(backend);
       // The attention ops check the model's shape here, so a head_dim the device's kernels lack,
-      // or a KV dtype they lack (fp8 on a GPU), fails before the weights load (minutes for a
+      // or a KV shape they refuse, fails before the weights load (minutes for a
       // large checkpoint), not after.
       ops.decodeWorkspaceBytes(
         1,

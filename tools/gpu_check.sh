@@ -23,7 +23,7 @@ summary+=("fixtures: $((SECONDS - start)) s")
 
 log="$OUT/tests.log"
 echo "=== tests ($(date -u +%H:%M:%S))" | tee "$log"
-order=(parity elementwise fp8 awq sampling scriptable openai_surface structured linear attention runtime
+order=(parity elementwise fp8 kv_fp8 awq sampling scriptable openai_surface structured linear attention runtime
   cublaslt linear_sm90)
 for name in "${order[@]}"; do
   test="tests/gpu/${name}_gpu_test.ts"

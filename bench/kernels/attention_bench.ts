@@ -13,6 +13,9 @@
  * - prefill_attention (tensor cores, two K/V stages), prefill_attention_1stage (the same, one
  *   stage) and prefill_attention_simt (the portable kernel HIP runs): one sequence of 512 and
  *   2048 new tokens, causal; tflops counts 4 · headDim · numHeads per (query, visible key) pair.
+ * - `--fp8-kv` (issue 13's target): decode at batch 8, context 16384 over a bf16 cache
+ *   (decode_attention) and an FP8 E4M3 cache (decode_attention_fp8kv, half the K/V bytes), same
+ *   run, same pools, then `TARGET attn_fp8kv_16k value=<fp8 time / bf16 time> goal=0.60`.
  *
  * @module
  */
@@ -20,18 +23,23 @@
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionOps } from "../../ops/ops.ts";
+import { type AttentionOps, type AttentionShape, kvElementBytes } from "../../ops/ops.ts";
 import { configPreset } from "../../models/config.ts";
 import { attentionShape } from "../../models/model.ts";
 import { loadAttentionOps } from "../../ops/gpu/attention.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
 
-const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep]
+const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep | --fp8-kv]
 
 Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape.
   --decode-sweep   also sweep the decode kernel's blocks per SM at batch 1
+  --fp8-kv         only decode at batch 8, context 16k, bf16 then fp8 KV cache, and print
+                   TARGET attn_fp8kv_16k (fp8 time / bf16 time, goal <= 0.60)
   -h, --help       show this help`;
+
+/** The FP8-KV decode target: fp8 time over bf16 time at batch 8, context 16k (issue 13). */
+const FP8_KV_GOAL = 0.6;
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
@@ -93,15 +101,19 @@ async function main(): Promise<void> {
     name = "decode_attention",
     batches = [1, 8, 64],
     contexts = [512, 4096, 16384, 32768],
-  ) {
+    shape: AttentionShape = SHAPE,
+  ): number[] {
     const poolBlocks = order.length;
+    const times: number[] = [];
+    // An fp8 cache's blocks are half the bytes; the pools and tables are the bf16 run's.
+    const blockBytes = BLOCK_BYTES / 2 * kvElementBytes(shape.kvDtype);
     for (const requested of batches) {
       for (const context of contexts) {
-        const perToken = SHAPE.numKvHeads * SHAPE.headDim * 2 * 2;
+        const perToken = SHAPE.numKvHeads * SHAPE.headDim * 2 * kvElementBytes(shape.kvDtype);
         const batch = Math.min(requested, Math.floor(MAX_SET_BYTES / (context * perToken)));
         const maxBlocks = Math.ceil(context / SHAPE.blockSize);
         const setBlocks = batch * maxBlocks;
-        const setBytes = setBlocks * BLOCK_BYTES * 2;
+        const setBytes = setBlocks * blockBytes * 2;
         const sets = Math.min(
           MAX_SETS,
           Math.floor(poolBlocks / setBlocks),
@@ -120,7 +132,7 @@ async function main(): Promise<void> {
         gpu.copyToDevice(lens, new Int32Array(batch).fill(context));
         const q = randomBf16Buffer(batch * SHAPE.numHeads * SHAPE.headDim, 7);
         const out = gpu.alloc(batch * SHAPE.numHeads * SHAPE.headDim * 2);
-        const workspace = gpu.alloc(ops.decodeWorkspaceBytes(batch, context, SHAPE));
+        const workspace = gpu.alloc(ops.decodeWorkspaceBytes(batch, context, shape));
         const us = medianUs(
           gpu,
           stream,
@@ -135,13 +147,14 @@ async function main(): Promise<void> {
               batch,
               maxBlocks,
               maxContext: context,
-              shape: SHAPE,
+              shape,
               workspace,
             }, stream),
         );
         const bytes = batch * context * perToken + 2 * batch * SHAPE.numHeads * SHAPE.headDim * 2;
-        const shape = `b${batch}_ctx${context}_h32kv8d128`;
-        printBench(name, shape, us, bytes);
+        const label = `b${batch}_ctx${context}_h32kv8d128`;
+        printBench(name, label, us, bytes);
+        times.push(us);
         if (name === "decode_attention" && context >= 4096) {
           // The read-only kernel over the K and V bytes, read contiguously from rotating slices of the pools.
           const kvBytes = batch * context * perToken;
@@ -149,11 +162,12 @@ async function main(): Promise<void> {
           const sources = [poolK, poolV].flatMap((pool) =>
             Array.from({ length: Math.min(perPool, 4) }, (_, i) => pool.slice(i * kvBytes, kvBytes))
           );
-          readOnly.print(shape, sources, kvBytes, copyGbps);
+          readOnly.print(label, sources, kvBytes, copyGbps);
         }
         for (const b of [tableBuf, lens, q, out, workspace]) gpu.free(b);
       }
     }
+    return times;
   }
 
   function benchPrefill(poolK: DeviceBuffer, poolV: DeviceBuffer, order: Int32Array) {
@@ -209,7 +223,27 @@ async function main(): Promise<void> {
   gpu.memset(poolK, 0x3c);
   gpu.memset(poolV, 0x3c);
   const order = shuffled(Math.floor(POOL_BYTES / BLOCK_BYTES));
-  if (Deno.args.includes("--decode-sweep")) {
+  if (Deno.args.includes("--fp8-kv")) {
+    // Both in one run over the same pools (0x3c is E4M3 1.5, finite), bf16 first.
+    const fp8Shape = attentionShape(configPreset("llama3-8b"), 16, "fp8");
+    const [bf16Us] = benchDecode(poolK, poolV, order, ops, "decode_attention_bf16kv", [8], [16384]);
+    const [fp8Us] = benchDecode(
+      poolK,
+      poolV,
+      order,
+      ops,
+      "decode_attention_fp8kv",
+      [8],
+      [16384],
+      fp8Shape,
+    );
+    const ratio = fp8Us / bf16Us;
+    console.log(
+      `TARGET attn_fp8kv_16k value=${ratio.toFixed(3)} goal=${FP8_KV_GOAL.toFixed(2)} ${
+        ratio <= FP8_KV_GOAL ? "met" : "MISSED"
+      }`,
+    );
+  } else if (Deno.args.includes("--decode-sweep")) {
     // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
     for (const perSm of [2, 4, 8, 16, 32]) {
       const tuned = await loadAttentionOps(gpu, { decodeBlocksPerSm: perSm });

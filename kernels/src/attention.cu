@@ -9,9 +9,18 @@
 // Softmax runs in the log2 domain: q·k is scaled by scale·log2(e) and exponentiated with exp2f,
 // which is the same function as exp(scale·q·k) up to fp32 rounding.
 //
+// FP8 KV cache (shape.kvDtype "fp8"): the same layout with one-byte E4M3 codes. kv_write_fp8
+// stores e4m3(x / scale); the *_fp8_* kernels are the bf16 kernels' bodies instantiated with a
+// cache type (KvCache below) that loads half the bytes and widens each code to f32 code · scale.
+// Decode does the math after the widening in f32 exactly as for bf16; prefill widens into the
+// bf16 shared tiles its portable and tensor-core bodies read (rounding code · scale to bf16,
+// exact when the scale is a power of two), as vLLM's FP8 prefill does.
+//
 // Every kernel's signature sits on one line (kernels/build.ts reads them); the templated bodies
-// below are instantiated by thin extern "C" wrappers, one per head dimension / head group size.
+// below are instantiated by thin extern "C" wrappers, one per head dimension / head group size
+// (and cache type).
 #include "compat.h"
+#include "fp8.h"
 #include "gemm_tiles.h"
 #include "pdl.h"
 
@@ -92,6 +101,83 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 DENALI_LD16(ld_early, ".nc")
 DENALI_LD16(ld_fresh, ".cg")
 
+// The same two loads, 8 bytes wide: 8 E4M3 codes of an fp8 cache row.
+#ifdef DENALI_HIP
+#define DENALI_LD8(name, qualifiers)                \
+  __device__ __forceinline__ uint2 name(const uint8_t* p) { \
+    return *reinterpret_cast<const uint2*>(p);      \
+  }
+#else
+#define DENALI_LD8(name, qualifiers)                                       \
+  __device__ __forceinline__ uint2 name(const uint8_t* p) {                \
+    uint2 v;                                                               \
+    asm volatile("ld.global" qualifiers ".v2.u32 {%0,%1}, [%2];"           \
+                 : "=r"(v.x), "=r"(v.y)                                    \
+                 : "l"(p));                                                \
+    return v;                                                              \
+  }
+#endif
+DENALI_LD8(ld8_early, ".nc")
+DENALI_LD8(ld8_fresh, ".cg")
+
+// 8 E4M3 codes (the low byte of each word first) to f32 code · scale: the f32 product the CPU
+// backend computes (ops/cpu/attention.ts), so only the summation order differs from it.
+__device__ __forceinline__ void widen8_fp8(const uint32_t lo, const uint32_t hi, float scale,
+                                           float (&f)[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    f[i] = e4m3_to_f32((lo >> (8 * i)) & 0xffu) * scale;
+    f[4 + i] = e4m3_to_f32((hi >> (8 * i)) & 0xffu) * scale;
+  }
+}
+
+// How a kernel body reads 8 consecutive elements of a cache row (an element offset `at` into
+// the cache) and widens them. The bf16 cache does exactly what the kernels did before the FP8
+// cache existed, and ignores the scale; the fp8 cache loads 8 bytes into the low half of the
+// uint4 the bodies carry, so the bodies' registers and loop structure stay the same.
+template <bool FP8>
+struct KvCache;
+
+template <>
+struct KvCache<false> {
+  using Elem = uint16_t;
+  static __device__ __forceinline__ uint4 early(const Elem* p) { return ld_early(p); }
+  static __device__ __forceinline__ uint4 fresh(const Elem* p) { return ld_fresh(p); }
+  static __device__ __forceinline__ uint4 readonly(const Elem* p) { return load16_nc(p); }
+  static __device__ __forceinline__ uint4 plain(const Elem* p) { return load16(p); }
+  static __device__ __forceinline__ void widen(const uint4 r, float, float (&f)[8]) {
+    unpack8(r, f);
+  }
+  // 8 elements as 8 bf16 (one 16-byte shared-memory row chunk).
+  static __device__ __forceinline__ uint4 bf16x8(const Elem* p, float) { return load16(p); }
+};
+
+template <>
+struct KvCache<true> {
+  using Elem = uint8_t;
+  static __device__ __forceinline__ uint4 early(const Elem* p) { return wide(ld8_early(p)); }
+  static __device__ __forceinline__ uint4 fresh(const Elem* p) { return wide(ld8_fresh(p)); }
+  static __device__ __forceinline__ uint4 readonly(const Elem* p) {
+    return wide(__ldg(reinterpret_cast<const uint2*>(p)));
+  }
+  static __device__ __forceinline__ uint4 plain(const Elem* p) {
+    return wide(*reinterpret_cast<const uint2*>(p));
+  }
+  static __device__ __forceinline__ void widen(const uint4 r, float scale, float (&f)[8]) {
+    widen8_fp8(r.x, r.y, scale, f);
+  }
+  static __device__ __forceinline__ uint4 bf16x8(const Elem* p, float scale) {
+    const uint2 r = *reinterpret_cast<const uint2*>(p);
+    float f[8];
+    widen8_fp8(r.x, r.y, scale, f);
+    return make_uint4(pack_bf16x2(f[0], f[1]), pack_bf16x2(f[2], f[3]), pack_bf16x2(f[4], f[5]),
+                      pack_bf16x2(f[6], f[7]));
+  }
+
+ private:
+  static __device__ __forceinline__ uint4 wide(const uint2 r) { return make_uint4(r.x, r.y, 0u, 0u); }
+};
+
 // ---------------------------------------------------------------------------------------------
 // kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
 // A negative slot (padding) writes nothing; so does a slot past the end of the cache.
@@ -114,6 +200,42 @@ extern "C" __global__ void kv_write(uint16_t* kCache, uint16_t* vCache, const ui
     const size_t from = src + static_cast<size_t>(head) * headDim + col;
     store16(kCache + dst, load16(k + from));
     store16(vCache + dst, load16(v + from));
+  }
+}
+
+// kv_write into an fp8 cache: code = e4m3(f32(x) / scale), the IEEE f32 quotient (this file is
+// built without fast math), rounded to nearest even, saturated to ±448, NaN kept, as
+// quantizeE4m3 in backends/fp8.ts. Threads over 8-element chunks: a 16-byte load of k, an
+// 8-byte store of codes.
+__device__ __forceinline__ uint2 quantize8_e4m3(const uint4 r, float scale) {
+  float f[8];
+  unpack8(r, f);
+  uint32_t w[2] = {0u, 0u};
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    w[i >> 2] |= static_cast<uint32_t>(f32_to_e4m3(f[i] / scale)) << (8 * (i & 3));
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks, float kScale, float vScale) {
+  const int token = blockIdx.x;
+  const int slot = slots[token];
+  if (slot < 0 || slot >= numBlocks * blockSize) return;
+  const int shift = log2_pow2(blockSize);
+  const int block = slot >> shift;
+  const int offset = slot & (blockSize - 1);
+  const int chunksPerHead = headDim >> 3;
+  const int chunks = numKvHeads * chunksPerHead;
+  const size_t src = static_cast<size_t>(token) * numKvHeads * headDim;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const int head = c / chunksPerHead;
+    const int col = (c - head * chunksPerHead) << 3;
+    const size_t dst =
+        ((static_cast<size_t>(block) * numKvHeads + head) * blockSize + offset) * headDim + col;
+    const size_t from = src + static_cast<size_t>(head) * headDim + col;
+    *reinterpret_cast<uint2*>(kCache + dst) = quantize8_e4m3(load16(k + from), kScale);
+    *reinterpret_cast<uint2*>(vCache + dst) = quantize8_e4m3(load16(v + from), vScale);
   }
 }
 
@@ -179,13 +301,15 @@ __device__ __forceinline__ void load_group(const float* src, float (&p)[GT]) {
   for (int g = GT - GT % 4; g < GT; g++) p[g] = src[g];
 }
 
-template <int D, int GT>
+template <int D, int GT, bool FP8 = false>
 __device__ __forceinline__ void decode_partition(
     float* __restrict__ partOut, float* __restrict__ partMl, uint16_t* __restrict__ out,
-    const uint16_t* __restrict__ q, const uint16_t* __restrict__ kCache,
-    const uint16_t* __restrict__ vCache, const int32_t* __restrict__ blockTables,
+    const uint16_t* __restrict__ q, const typename KvCache<FP8>::Elem* __restrict__ kCache,
+    const typename KvCache<FP8>::Elem* __restrict__ vCache, const int32_t* __restrict__ blockTables,
     const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
-    int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale) {
+    int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale,
+    float kScale = 1.0f, float vScale = 1.0f) {
+  using C = KvCache<FP8>;
   constexpr int T = D / 8;                  // lanes per token row
   constexpr int NG = ATTN_THREADS / T;      // token groups per block
   // Rows in flight per lane: 8 keeps ~64 KB of loads in flight per SM at 4 blocks/SM; a group
@@ -250,7 +374,7 @@ __device__ __forceinline__ void decode_partition(
     kr[u] = make_uint4(0u, 0u, 0u, 0u);
     if (j < n && j != fresh) {
       const size_t at = rowAt(j);
-      kr[u] = ld_early(kCache + at);
+      kr[u] = C::early(kCache + at);
       if (prefetchV) prefetch_l2(vCache + at);
     }
   }
@@ -274,7 +398,7 @@ __device__ __forceinline__ void decode_partition(
   if (fresh < n && fresh < STEP) {  // the fresh row belongs to the first step
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      if (gi + u * NG == fresh) kr[u] = ld_fresh(kCache + rowAt(fresh));
+      if (gi + u * NG == fresh) kr[u] = C::fresh(kCache + rowAt(fresh));
     }
   }
 
@@ -283,14 +407,14 @@ __device__ __forceinline__ void decode_partition(
   const int myHead = li / GT_SPREAD;
   // This lane's 16 bytes of the step's U rows (zeros past the partition): the fresh row
   // coherently, the others through the read-only path (K, asking L2 for V as it goes) or plainly.
-  auto loadStep = [&](uint4 (&rows)[U], const uint16_t* cache, int base, bool isK) {
+  auto loadStep = [&](uint4 (&rows)[U], const typename C::Elem* cache, int base, bool isK) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
       rows[u] = make_uint4(0u, 0u, 0u, 0u);
       if (j < n) {
         const size_t at = rowAt(j);
-        rows[u] = j == fresh ? ld_fresh(cache + at) : isK ? load16_nc(cache + at) : load16(cache + at);
+        rows[u] = j == fresh ? C::fresh(cache + at) : isK ? C::readonly(cache + at) : C::plain(cache + at);
         if (isK && prefetchV) prefetch_l2(vCache + at);
       }
     }
@@ -300,7 +424,7 @@ __device__ __forceinline__ void decode_partition(
 #pragma unroll
     for (int u = 0; u < U; u++) {
       float kf[8];
-      unpack8(kr[u], kf);
+      C::widen(kr[u], kScale, kf);
       float dot[GT];
 #pragma unroll
       for (int g = 0; g < GT; g++) {
@@ -382,7 +506,7 @@ __device__ __forceinline__ void decode_partition(
       const int j = base + gi + u * NG;
       if (j < n) {
         float vf[8];
-        unpack8(vr[u], vf);
+        C::widen(vr[u], vScale, vf);
         float p[GT];
         load_group<GT>(logits + j * GT, p);
 #pragma unroll
@@ -453,6 +577,21 @@ DECODE_KERNEL_DECL(128, 1)
 DECODE_KERNEL_DECL(128, 2)
 DECODE_KERNEL_DECL(128, 4)
 DECODE_KERNEL_DECL(128, 8)
+#define DECODE_FP8_KERNEL_DECL(D, GT)                                                           \
+  extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_d##D##_g##GT(  \
+      float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache,   \
+      const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens,            \
+      int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
+      int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale,   \
+      float kScale, float vScale);
+DECODE_FP8_KERNEL_DECL(64, 1)
+DECODE_FP8_KERNEL_DECL(64, 2)
+DECODE_FP8_KERNEL_DECL(64, 4)
+DECODE_FP8_KERNEL_DECL(64, 8)
+DECODE_FP8_KERNEL_DECL(128, 1)
+DECODE_FP8_KERNEL_DECL(128, 2)
+DECODE_FP8_KERNEL_DECL(128, 4)
+DECODE_FP8_KERNEL_DECL(128, 8)
 
 #define DECODE_ARGS                                                                         \
   partOut, partMl, out, q, kCache, vCache, blockTables, contextLens, numHeads, numKvHeads,  \
@@ -482,6 +621,34 @@ extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, ui
 }
 extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
   decode_partition<128, 8>(DECODE_ARGS);
+}
+
+// The same over an fp8 cache: K and V rows are E4M3 codes, read back as f32 code · kScale (V:
+// vScale); the partials and decode_reduce are the bf16 path's. Same grid and launch.
+#define DECODE_FP8_ARGS DECODE_ARGS, kScale, vScale
+extern "C" __global__ void decode_attn_fp8_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<64, 1, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<64, 2, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<64, 4, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<64, 8, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<128, 1, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<128, 2, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<128, 4, true>(DECODE_FP8_ARGS);
+}
+extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  decode_partition<128, 8, true>(DECODE_FP8_ARGS);
 }
 
 // Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.
@@ -633,13 +800,15 @@ __device__ __forceinline__ bool prefill_tile(const int32_t* queryStarts,
 // Portable path (HIP, and a reference for the tensor-core path): BN = 32 keys per tile. Thread
 // (row = tid / 2, half = tid % 2) scores 16 keys of its row and accumulates half of the row's
 // output dimensions.
-template <int D>
+template <int D, bool FP8 = false>
 __device__ __forceinline__ void prefill_simt(
     uint16_t* __restrict__ out, const uint16_t* __restrict__ q,
-    const uint16_t* __restrict__ kCache, const uint16_t* __restrict__ vCache,
+    const typename KvCache<FP8>::Elem* __restrict__ kCache,
+    const typename KvCache<FP8>::Elem* __restrict__ vCache,
     const int32_t* __restrict__ queryStarts, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ blockTables, int seqs, int numHeads, int numKvHeads,
-    int blockSize, int maxBlocks, int numBlocks, float scale, int /*stages: static smem here*/) {
+    int blockSize, int maxBlocks, int numBlocks, float scale, int /*stages: static smem here*/,
+    float kScale = 1.0f, float vScale = 1.0f) {
   constexpr int BN = 32;
   constexpr int QS = D + 2;   // padded rows (in bf16) so the 16 rows of a warp hit 16 banks
   constexpr int KS = D + 2;
@@ -688,8 +857,8 @@ __device__ __forceinline__ void prefill_simt(
       uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;
       if (kv < t.kvEnd) {
         const size_t at = cache_row(table, kv, shift, kvh, numKvHeads, numBlocks, D) + col;
-        kx = load16(kCache + at);
-        vx = load16(vCache + at);
+        kx = KvCache<FP8>::bf16x8(kCache + at, kScale);
+        vx = KvCache<FP8>::bf16x8(vCache + at, vScale);
       }
       uint32_t* kd = reinterpret_cast<uint32_t*>(Ks + r * KS + col);
       kd[0] = kx.x;
@@ -809,13 +978,15 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const uint16_t* p, uint32_t& r
 // Shared bytes of one pipeline stage of prefill_mma<D>: a K and a V tile of 64 padded rows.
 #define PREFILL_STAGE_BYTES(D) (2 * 64 * ((D) + 8) * 2)
 
-template <int D>
+template <int D, bool FP8 = false>
 __device__ __forceinline__ void prefill_mma(
     uint16_t* __restrict__ out, const uint16_t* __restrict__ q,
-    const uint16_t* __restrict__ kCache, const uint16_t* __restrict__ vCache,
+    const typename KvCache<FP8>::Elem* __restrict__ kCache,
+    const typename KvCache<FP8>::Elem* __restrict__ vCache,
     const int32_t* __restrict__ queryStarts, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ blockTables, int seqs, int numHeads, int numKvHeads,
-    int blockSize, int maxBlocks, int numBlocks, float scale, int stages) {
+    int blockSize, int maxBlocks, int numBlocks, float scale, int stages, float kScale = 1.0f,
+    float vScale = 1.0f) {
   constexpr int BN = 64;
   constexpr int STR = D + 8;          // bf16 per shared row: 16 bytes of padding
   constexpr int CH = D / 8;           // 16-byte chunks per row
@@ -866,6 +1037,9 @@ __device__ __forceinline__ void prefill_mma(
   const float qscale = scale * LOG2E;
 
   // Issues the cp.async copies of key tile `tile` into `stage` (rows past the keys zero-filled).
+  // An fp8 cache has no copy to issue: its codes are loaded, widened to bf16 and stored by the
+  // threads themselves, so the tile is in shared memory once the __syncthreads after the
+  // (then empty) cp_async_wait passes; with two stages those loads still precede the compute.
   auto issue = [&](int tile, int stage) {
     uint16_t* ks = prefillSmem + stage * STAGE;
     uint16_t* vs = ks + BN * STR;
@@ -877,9 +1051,15 @@ __device__ __forceinline__ void prefill_mma(
       const bool valid = kv < t.kvEnd;
       const size_t at =
           valid ? cache_row(table, kv, shift, kvh, numKvHeads, numBlocks, D) + col : 0;
-      // A row past the keys is zero-filled (src-size 0 reads nothing).
-      cp_async16(smem_addr(ks + row * STR + col), kCache + at, valid ? 16 : 0);
-      cp_async16(smem_addr(vs + row * STR + col), vCache + at, valid ? 16 : 0);
+      if (FP8) {
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+        store16(ks + row * STR + col, valid ? KvCache<FP8>::bf16x8(kCache + at, kScale) : zero);
+        store16(vs + row * STR + col, valid ? KvCache<FP8>::bf16x8(vCache + at, vScale) : zero);
+      } else {
+        // A row past the keys is zero-filled (src-size 0 reads nothing).
+        cp_async16(smem_addr(ks + row * STR + col), kCache + at, valid ? 16 : 0);
+        cp_async16(smem_addr(vs + row * STR + col), vCache + at, valid ? 16 : 0);
+      }
     }
     cp_async_commit();
   };
@@ -1035,4 +1215,20 @@ extern "C" __global__ void prefill_attn_simt_d64(uint16_t* out, const uint16_t* 
 }
 extern "C" __global__ void prefill_attn_simt_d128(uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages) {
   prefill_simt<128>(PREFILL_ARGS);
+}
+
+// The prefill kernels over an fp8 cache: the same bodies, K/V widened to bf16 (code · kScale,
+// code · vScale) as they enter shared memory. Same grid, threads and dynamic shared memory.
+#define PREFILL_FP8_ARGS PREFILL_ARGS, kScale, vScale
+extern "C" __global__ void prefill_attn_fp8_d64(uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages, float kScale, float vScale) {
+  PREFILL_FAST<64, true>(PREFILL_FP8_ARGS);
+}
+extern "C" __global__ void prefill_attn_fp8_d128(uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages, float kScale, float vScale) {
+  PREFILL_FAST<128, true>(PREFILL_FP8_ARGS);
+}
+extern "C" __global__ void prefill_attn_simt_fp8_d64(uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages, float kScale, float vScale) {
+  prefill_simt<64, true>(PREFILL_FP8_ARGS);
+}
+extern "C" __global__ void prefill_attn_simt_fp8_d128(uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* queryStarts, const int32_t* contextLens, const int32_t* blockTables, int32_t seqs, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t numBlocks, float scale, int32_t stages, float kScale, float vScale) {
+  prefill_simt<128, true>(PREFILL_FP8_ARGS);
 }

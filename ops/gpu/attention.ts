@@ -9,9 +9,12 @@
  *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
  *   dynamic shared memory (2 × 34 KB at head dim 128; one stage if the device refuses).
  *
- * The kernels read and write a bf16 cache only: every op rejects a shape whose `kvDtype` is
- * "fp8" (the CPU ops run it), and since the engine sizes the decode workspace before loading
- * weights, `--kv-cache-dtype fp8` on a GPU fails at load, not at the first step.
+ * A shape whose `kvDtype` is "fp8" (E4M3 codes, one byte an element) takes the same launches
+ * through the fp8 instantiations of the same kernel bodies: `kv_write_fp8` (code = e4m3(x /
+ * scale)), `decode_attn_fp8_d*_g*` (then the same `decode_reduce`) and `prefill_attn_fp8_d*` /
+ * `prefill_attn_simt_fp8_d*`, each taking the layer's kScale and vScale as two trailing f32
+ * arguments. Grids, threads, shared memory, partition sizes and workspace are the bf16 path's:
+ * the partials are f32 whatever the cache holds. Not yet run on a GPU.
  *
  * The decode partition size is the smallest of 32..512 tokens that keeps the grid within four
  * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
@@ -135,14 +138,13 @@ function alignedQueryAndCache(
   aligned(op, "vCache", args.vCache, 16);
 }
 
-/** What an "fp8" KV cache on a GPU is told: engine load checks the shape, so it fails there. */
-export const GPU_FP8_KV_MESSAGE = '--kv-cache-dtype fp8 (shape.kvDtype "fp8") needs the FP8-KV ' +
-  "attention kernels, which the GPU backend does not have yet; use --kv-cache-dtype bf16 (the " +
-  "default), or run on the CPU backend (--backend cpu)";
+/** The fp8 kernels' two trailing f32 arguments: the layer's K and V scales (1 when absent). */
+function fp8Scales(shape: AttentionShape): [number, number] {
+  return [shape.kScale ?? 1, shape.vScale ?? 1];
+}
 
 function gpuShape(op: string, shape: AttentionShape): void {
   checkAttentionShape(op, shape);
-  if (shape.kvDtype === "fp8") throw new RangeError(`${op}: ${GPU_FP8_KV_MESSAGE}`);
   if (shape.headDim !== 64 && shape.headDim !== 128) {
     throw new RangeError(
       `${op}: shape.headDim must be 64 or 128 on the GPU, got ${shape.headDim}: the GPU ` +
@@ -172,10 +174,13 @@ export async function loadAttentionOps(
   const programmatic = programmaticWanted(options.programmatic);
   const decodeLauncher = (name: string) => launcherWith(backend, kernels, name, { programmatic });
   const kvWrite = get("kv_write");
-  // Index: (headDim === 128 ? 4 : 0) + log2(heads per block).
-  const decode = [64, 128].flatMap((d) =>
-    [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_d${d}_g${g}`).launch)
-  );
+  const kvWriteFp8 = get("kv_write_fp8");
+  // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_".
+  const decodeKernels = (infix: string) =>
+    [64, 128].flatMap((d) =>
+      [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_${infix}d${d}_g${g}`).launch)
+    );
+  const decode = decodeKernels(""), decodeFp8 = decodeKernels("fp8_");
   const reduceLauncher = decodeLauncher("decode_reduce");
   const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
@@ -184,8 +189,11 @@ export async function loadAttentionOps(
   // shared memory and take none. The raised limit is an attribute of a function handle, so that
   // launcher is built over the very handles it was raised on (see launcherWith).
   const tensorCores = backend.kind === "cuda" && !simt;
-  const prefillKernel = (headDim: number): { launch: Launcher; stages: number } => {
-    const name = simt ? `prefill_attn_simt_d${headDim}` : `prefill_attn_d${headDim}`;
+  const prefillKernel = (headDim: number, fp8 = false): { launch: Launcher; stages: number } => {
+    const infix = fp8 ? "fp8_" : "";
+    const name = simt
+      ? `prefill_attn_simt_${infix}d${headDim}`
+      : `prefill_attn_${infix}d${headDim}`;
     if (tensorCores && options.prefill !== "one-stage") {
       const bytes = 2 * prefillStageBytes(headDim);
       try {
@@ -207,9 +215,17 @@ export async function loadAttentionOps(
     }
     return { launch: get(name), stages: 1 };
   };
-  const prefill64 = prefillKernel(64), prefill128 = prefillKernel(128);
-  const shared64 = tensorCores ? prefill64.stages * prefillStageBytes(64) : 0;
-  const shared128 = tensorCores ? prefill128.stages * prefillStageBytes(128) : 0;
+  // The fp8 kernels widen K/V into the same bf16 shared tiles, so they take the same bytes.
+  const prefillKernels = (fp8: boolean) => {
+    const d64 = prefillKernel(64, fp8), d128 = prefillKernel(128, fp8);
+    return {
+      d64,
+      d128,
+      shared64: tensorCores ? d64.stages * prefillStageBytes(64) : 0,
+      shared128: tensorCores ? d128.stages * prefillStageBytes(128) : 0,
+    };
+  };
+  const prefill = prefillKernels(false), prefillFp8 = prefillKernels(true);
   const targetBlocks = (options.decodeBlocksPerSm ?? 4) * Math.max(1, backend.info.multiprocessors);
 
   /** Bytes of partials for exactly this call (0 when one partition suffices). */
@@ -228,15 +244,7 @@ export async function loadAttentionOps(
       aligned(op, "k", k, 16);
       aligned(op, "v", v, 16);
       aligned(op, "slots", slots, 4);
-      kvWrite(
-        tokens,
-        1,
-        1,
-        THREADS,
-        1,
-        1,
-        0,
-        stream,
+      const common = [
         kCache,
         vCache,
         k,
@@ -246,7 +254,12 @@ export async function loadAttentionOps(
         shape.headDim,
         shape.blockSize,
         numBlocks,
-      );
+      ] as const;
+      if (shape.kvDtype === "fp8") {
+        kvWriteFp8(tokens, 1, 1, THREADS, 1, 1, 0, stream, ...common, ...fp8Scales(shape));
+      } else {
+        kvWrite(tokens, 1, 1, THREADS, 1, 1, 0, stream, ...common);
+      }
     },
 
     decodeAttention(args, stream) {
@@ -292,7 +305,8 @@ export async function loadAttentionOps(
       // Partial outputs [batch, numHeads, parts, headDim] f32, then (max, sum) pairs.
       const partOut = workspace.ptr;
       const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
-      const kernel = decode[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
+      const fp8 = shape.kvDtype === "fp8";
+      const kernel = (fp8 ? decodeFp8 : decode)[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
       kernel(
         parts,
         headBlocks,
@@ -319,6 +333,7 @@ export async function loadAttentionOps(
         parts,
         numBlocks,
         shape.scale,
+        ...(fp8 ? fp8Scales(shape) : []),
       );
       if (parts > 1) {
         reduce(
@@ -374,14 +389,17 @@ export async function loadAttentionOps(
       // Σ ceil(n_s / 64) <= (tokens + 63 · seqs) / 64 tiles; blocks past the real count exit.
       const tiles = Math.floor((tokens + (PREFILL_ROWS - 1) * seqs) / PREFILL_ROWS);
       const wide = shape.headDim === 128;
-      (wide ? prefill128 : prefill64).launch(
+      const fp8 = shape.kvDtype === "fp8";
+      const kernels = fp8 ? prefillFp8 : prefill;
+      const kernel = wide ? kernels.d128 : kernels.d64;
+      kernel.launch(
         tiles,
         shape.numHeads,
         1,
         THREADS,
         1,
         1,
-        wide ? shared128 : shared64,
+        wide ? kernels.shared128 : kernels.shared64,
         stream,
         args.out,
         args.q,
@@ -397,7 +415,8 @@ export async function loadAttentionOps(
         args.maxBlocks,
         numBlocks,
         shape.scale,
-        wide ? prefill128.stages : prefill64.stages,
+        kernel.stages,
+        ...(fp8 ? fp8Scales(shape) : []),
       );
     },
   };

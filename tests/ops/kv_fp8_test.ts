@@ -1,7 +1,8 @@
 /**
  * The FP8 (E4M3) KV cache on the CPU ops: kvWrite's quantization against a closed-form
  * reference over every bf16 value, the round trip through decodeAttention, fp8 attention against
- * bf16 attention on random data, the argument checks, and the GPU ops' refusal (fake driver).
+ * bf16 attention on random data, and the argument checks. Which kernels the GPU ops launch for
+ * an fp8 cache: tests/attention_fp8_launch_test.ts; their numbers: tests/gpu/kv_fp8_gpu_test.ts.
  *
  * @module
  */
@@ -9,12 +10,9 @@
 import assert from "node:assert/strict";
 import { fromBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
-import { openCuda } from "../../backends/cuda.ts";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
-import { loadAttentionOps } from "../../ops/gpu/attention.ts";
 import type { AttentionShape, KvCacheDtype } from "../../ops/ops.ts";
-import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { randomArray, relativeError } from "../support/numeric.ts";
 import { readBf16, writeBf16 } from "../support/device.ts";
 
@@ -325,34 +323,5 @@ Deno.test("the attention checks size an fp8 cache by the byte and reject bad dty
       () => ops.kvWrite(cache, cache, k, k, slots, 1, { ...shape, ...change }, stream),
       message,
     );
-  }
-});
-
-Deno.test("the GPU attention ops reject an fp8 KV cache, naming the flag and the remedy", async () => {
-  const path = buildFakeDriver();
-  const fake = openFakeControl(path);
-  fake.reset();
-  const gpu = openCuda({ libraryPath: path });
-  try {
-    const gops = await loadAttentionOps(gpu);
-    const shape: AttentionShape = { ...oneHeadShape("fp8"), headDim: 128, blockSize: 16 };
-    const message =
-      /decodeWorkspaceBytes: --kv-cache-dtype fp8 .*needs the FP8-KV attention kernels, which the GPU backend does not have yet; use --kv-cache-dtype bf16/;
-    assert.throws(() => gops.decodeWorkspaceBytes(1, 16, shape), message);
-    const buffer = gpu.alloc(1 << 16);
-    try {
-      assert.throws(
-        () => gops.kvWrite(buffer, buffer, buffer, buffer, buffer, 1, shape, gpu.defaultStream),
-        /kvWrite: --kv-cache-dtype fp8/,
-      );
-    } finally {
-      gpu.free(buffer);
-    }
-    // The bf16 shape is still accepted.
-    assert.ok(gops.decodeWorkspaceBytes(1, 16, { ...shape, kvDtype: "bf16" }) > 0);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
   }
 });

@@ -1,0 +1,200 @@
+/**
+ * Which kernels the GPU attention ops launch for an fp8 KV cache, through the fake driver: the
+ * fp8 instantiations (kv_write_fp8, decode_attn_fp8_*, prefill_attn_fp8_* / _simt_fp8_*) with
+ * the layer's K and V scales as the two trailing f32 arguments, every other argument and the
+ * launch geometry as the bf16 kernels get them; a bf16 shape launches the bf16 kernels with
+ * their arguments unchanged.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { DeviceBuffer } from "../backends/backend.ts";
+import { openCuda } from "../backends/cuda.ts";
+import type { GpuBackend } from "../backends/gpu_backend.ts";
+import { configPreset } from "../models/config.ts";
+import { attentionShape } from "../models/model.ts";
+import {
+  type AttentionKernelOptions,
+  type GpuAttentionOps,
+  loadAttentionOps,
+} from "../ops/gpu/attention.ts";
+import type { AttentionShape } from "../ops/ops.ts";
+import {
+  buildFakeDriver,
+  type FakeControl,
+  type FakeLaunch,
+  openFakeControl,
+} from "./fake_driver/fake.ts";
+
+/** Llama-3-8B heads (group of 4, head dim 128) and a 2-group head-dim-64 shape. */
+const BF16_128 = attentionShape(configPreset("llama3-8b"), 16);
+const BF16_64: AttentionShape = { ...BF16_128, numHeads: 16, numKvHeads: 8, headDim: 64 };
+/** f32-exact scales that differ, so a swap or a dropped scale shows. */
+const K_SCALE = 0.5, V_SCALE = 3;
+const fp8 = (shape: AttentionShape): AttentionShape => ({
+  ...shape,
+  kvDtype: "fp8",
+  kScale: K_SCALE,
+  vScale: V_SCALE,
+});
+const MAX_CONTEXT = 4096;
+
+/**
+ * The launches of one kvWrite, a one-partition decode (the decode kernel), a split decode's
+ * decode_reduce and a prefill over `shape`.
+ */
+interface Launched {
+  kvWrite: FakeLaunch;
+  decode: FakeLaunch[];
+  prefill: FakeLaunch;
+}
+
+function launchAll(
+  gpu: GpuBackend,
+  ops: GpuAttentionOps,
+  fake: FakeControl,
+  shape: AttentionShape,
+): Launched {
+  const buffers: DeviceBuffer[] = [];
+  const alloc = (bytes: number) => {
+    const b = gpu.alloc(bytes);
+    buffers.push(b);
+    return b;
+  };
+  try {
+    const { numHeads, numKvHeads, headDim, blockSize } = shape;
+    const maxBlocks = MAX_CONTEXT / blockSize;
+    const elem = shape.kvDtype === "fp8" ? 1 : 2;
+    const out = alloc(numHeads * headDim * 2), q = alloc(numHeads * headDim * 2);
+    const kCache = alloc(4 * numKvHeads * blockSize * headDim * elem);
+    const vCache = alloc(kCache.bytes);
+    const tables = alloc(maxBlocks * 4), lens = alloc(16);
+    const workspace = alloc(ops.decodeWorkspaceBytes(1, MAX_CONTEXT, shape));
+    const stream = gpu.defaultStream;
+    const k = q.slice(0, numKvHeads * headDim * 2);
+    ops.kvWrite(kCache, vCache, k, k, lens, 1, shape, stream);
+    const kvWrite = fake.lastLaunch();
+    const decodeOver = (maxContext: number) => {
+      ops.decodeAttention({
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTables: tables,
+        contextLens: lens,
+        batch: 1,
+        maxBlocks,
+        maxContext,
+        shape,
+        workspace,
+      }, stream);
+      return fake.lastLaunch();
+    };
+    // One partition (the decode kernel alone), then a split one (its last launch is the reduce).
+    const decode = [decodeOver(32), decodeOver(MAX_CONTEXT)];
+    ops.prefillAttention({
+      out,
+      q,
+      kCache,
+      vCache,
+      queryStarts: lens,
+      contextLens: lens,
+      blockTables: tables,
+      seqs: 1,
+      tokens: 1,
+      maxBlocks,
+      shape,
+    }, stream);
+    return { kvWrite, decode, prefill: fake.lastLaunch() } satisfies Launched;
+  } finally {
+    for (const b of buffers) gpu.free(b);
+  }
+}
+
+/** Runs `body` over attention ops loaded with `options` on a CUDA backend over the fake driver. */
+async function withOps(
+  options: AttentionKernelOptions,
+  body: (gpu: GpuBackend, ops: GpuAttentionOps, fake: FakeControl) => void,
+): Promise<void> {
+  const path = buildFakeDriver({ launchEx: true });
+  const fake = openFakeControl(path);
+  fake.reset();
+  const gpu = openCuda({ libraryPath: path });
+  try {
+    body(gpu, await loadAttentionOps(gpu, options), fake);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+}
+
+/** The two f32s a launch's packed arguments end with. */
+function trailingScales(launch: FakeLaunch): [number, number] {
+  const view = new DataView(launch.args.buffer, launch.args.byteOffset, launch.args.byteLength);
+  const end = launch.args.byteLength;
+  return [view.getFloat32(end - 8, true), view.getFloat32(end - 4, true)];
+}
+
+/** Asserts the fp8 launch is the bf16 one with an fp8 name and the scales appended. */
+function assertFp8Twin(bf16: FakeLaunch, fp8Launch: FakeLaunch, name: string): void {
+  assert.equal(fp8Launch.functionName, name);
+  assert.deepEqual(
+    [fp8Launch.grid, fp8Launch.block, fp8Launch.sharedMem, fp8Launch.programmatic],
+    [bf16.grid, bf16.block, bf16.sharedMem, bf16.programmatic],
+    name,
+  );
+  assert.equal(fp8Launch.args.byteLength, bf16.args.byteLength + 8, `${name}: two more f32s`);
+  assert.deepEqual(trailingScales(fp8Launch), [K_SCALE, V_SCALE], `${name}: kScale, vScale`);
+}
+
+for (
+  const [label, options, prefix] of [
+    ["tensor-core prefill", {}, "prefill_attn_"],
+    ["portable prefill", { prefill: "simt" }, "prefill_attn_simt_"],
+  ] as const
+) {
+  Deno.test(`attention fp8 launch (${label}): fp8 kernels, scales last, bf16 geometry`, async () => {
+    await withOps(options, (gpu, ops, fake) => {
+      for (const [shape, d, g] of [[BF16_128, 128, 4], [BF16_64, 64, 2]] as const) {
+        const bf16 = launchAll(gpu, ops, fake, shape);
+        const f8 = launchAll(gpu, ops, fake, fp8(shape));
+        // The bf16 shape launches what it did before the fp8 cache: names and argument sizes.
+        assert.deepEqual(
+          [bf16.kvWrite, ...bf16.decode, bf16.prefill].map((l) => [l.functionName, l.args.length]),
+          [
+            ["kv_write", 56],
+            [`decode_attn_d${d}_g${g}`, 100],
+            ["decode_reduce", 52],
+            [`${prefix}d${d}`, 88],
+          ],
+        );
+        assertFp8Twin(bf16.kvWrite, f8.kvWrite, "kv_write_fp8");
+        assertFp8Twin(bf16.decode[0], f8.decode[0], `decode_attn_fp8_d${d}_g${g}`);
+        // The reduce reads f32 partials only: the same kernel and launch (its pointers differ,
+        // being other buffers; its scalars, the last 20 bytes, do not).
+        assert.equal(f8.decode[1].functionName, "decode_reduce");
+        assert.deepEqual(
+          [f8.decode[1].grid, f8.decode[1].args.length, [...f8.decode[1].args.slice(-20)]],
+          [bf16.decode[1].grid, bf16.decode[1].args.length, [...bf16.decode[1].args.slice(-20)]],
+        );
+        assertFp8Twin(bf16.prefill, f8.prefill, `${prefix}fp8_d${d}`);
+        // Absent scales are 1.
+        const plain = launchAll(gpu, ops, fake, { ...shape, kvDtype: "fp8" });
+        assert.deepEqual(trailingScales(plain.decode[0]), [1, 1]);
+      }
+    });
+  });
+}
+
+Deno.test("attention fp8: the decode workspace is the bf16 shape's", async () => {
+  await withOps({}, (_gpu, ops) => {
+    for (const [batch, ctx] of [[1, 16], [8, 16384], [64, 2048]]) {
+      assert.equal(
+        ops.decodeWorkspaceBytes(batch, ctx, fp8(BF16_128)),
+        ops.decodeWorkspaceBytes(batch, ctx, BF16_128),
+      );
+    }
+  });
+});

@@ -1,0 +1,446 @@
+/**
+ * The FP8 (E4M3) KV cache kernels on a real GPU against the CPU backend (`deno task test:gpu`):
+ * kv_write_fp8 bit for bit (every finite bf16 value, several scales), decode and prefill
+ * attention over an fp8 cache, and the tiny engine with `kvCacheDtype: "fp8"`. GPU outputs and
+ * workspaces are poisoned with 0xff (NaN) first, so an element the kernels forget to write
+ * cannot pass.
+ *
+ * kvWrite: the kernel divides in IEEE f32 and rounds to E4M3 as backends/fp8.ts does, so the
+ * cache bytes must be equal, written slots and untouched ones alike.
+ *
+ * Attention, tolerance 1e-2 (‖gpu − cpu‖ / ‖cpu‖, bf16 outputs), the bf16 attention test's bound
+ * (tests/gpu/attention_gpu_test.ts): both sides read each code as the same f32 (code · scale, an
+ * exact f32 product when the scale is an f32; the CPU rounds the double product of two f32s to
+ * f32, the same number), so decode differs from the CPU only in summation order and the final
+ * bf16 rounding, as bf16 decode does. Prefill widens K and V to bf16 on their way into shared
+ * memory: code · scale has at most 4 + 24 significant bits, so that rounding is exact for a
+ * power-of-two scale and within 2^-9 relative per element otherwise (the cases use 3, to see
+ * it), which moves each score by at most 2^-9 · Σ|q · k| and each output by 2^-9 of its norm,
+ * on top of the P rounding the bf16 tensor-core prefill already has. A code read as bf16 bits,
+ * a lost or swapped scale, or a wrong block gives errors of order 1.
+ *
+ * Engine: logits of the tiny checkpoint with an fp8 cache on CUDA against the CPU engine with an
+ * fp8 cache, relative L2 ≤ 2e-2, the bf16 engine's GPU-vs-CPU bound (tests/gpu/fp8_gpu_test.ts):
+ * both quantize the same K/V values, except where the GPU's bf16 K/V (from its own GEMMs) differ
+ * by a bf16 ulp and round to a neighbouring code, an error of the same order as those ulps.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import { openCuda } from "../../backends/cuda.ts";
+import { quantizeE4m3 } from "../../backends/fp8.ts";
+import { Engine, type EngineOptions } from "../../engine/engine.ts";
+import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
+import { type AttentionKernelOptions, loadAttentionOps } from "../../ops/gpu/attention.ts";
+import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import { assertClose, randomArray, relativeError, rng } from "../support/numeric.ts";
+
+const ignore = !Deno.env.get("DENALI_GPU_TESTS");
+const TOLERANCE = 1e-2;
+const ENGINE_TOLERANCE = 2e-2;
+const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
+
+/** The GPU's launch variants: default, plain decode launches, portable and one-stage prefill. */
+const VARIANTS: [string, AttentionKernelOptions][] = [
+  ["default", {}],
+  ["plain launch", { programmatic: false }],
+  ["portable prefill", { prefill: "simt" }],
+  ["one-stage prefill", { prefill: "one-stage" }],
+];
+
+/** Both backends, with one buffer list each, freed by `release`. */
+class Env {
+  readonly cpu = new CpuBackend();
+  readonly cpuOps = cpuAttentionOps();
+  readonly stream: Stream;
+  #gpuBuffers: DeviceBuffer[] = [];
+  #cpuBuffers: DeviceBuffer[] = [];
+
+  constructor(readonly gpu: Backend) {
+    this.stream = gpu.createStream();
+  }
+
+  /** The same bytes on both devices. */
+  pair(data: ArrayBufferView): { g: DeviceBuffer; c: DeviceBuffer } {
+    const bytes = Math.max(16, data.byteLength);
+    const g = this.gpu.alloc(bytes), c = this.cpu.alloc(bytes);
+    this.#gpuBuffers.push(g);
+    this.#cpuBuffers.push(c);
+    this.gpu.copyToDevice(g, data);
+    this.cpu.copyToDevice(c, data);
+    return { g, c };
+  }
+
+  /** A GPU buffer poisoned with NaN bytes, and a zeroed CPU one, of `bytes` each. */
+  output(bytes: number): { g: DeviceBuffer; c: DeviceBuffer } {
+    const g = this.gpu.alloc(Math.max(16, bytes)), c = this.cpu.alloc(Math.max(16, bytes));
+    this.#gpuBuffers.push(g);
+    this.#cpuBuffers.push(c);
+    this.gpu.memset(g, 0xff);
+    this.cpu.memset(c, 0);
+    return { g, c };
+  }
+
+  /** The bytes of both sides of a pair, the GPU's after the stream. */
+  bytesOf(p: { g: DeviceBuffer; c: DeviceBuffer }, count: number) {
+    this.stream.synchronize();
+    const g = new Uint8Array(count), c = new Uint8Array(count);
+    this.gpu.copyToHost(g, p.g);
+    this.cpu.copyToHost(c, p.c);
+    return { g, c };
+  }
+
+  release(): void {
+    this.stream.synchronize();
+    for (const b of this.#gpuBuffers) this.gpu.free(b);
+    for (const b of this.#cpuBuffers) this.cpu.free(b);
+    this.#gpuBuffers = [];
+    this.#cpuBuffers = [];
+  }
+}
+
+function gpuTest(name: string, body: (env: Env) => Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async () => {
+    const gpu = openCuda();
+    try {
+      const env = new Env(gpu);
+      try {
+        await body(env);
+      } finally {
+        env.release();
+      }
+    } finally {
+      gpu.close();
+    }
+  });
+}
+
+function fp8Shape(
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  blockSize: number,
+  kScale: number,
+  vScale: number,
+): AttentionShape {
+  const scale = 1 / Math.sqrt(headDim);
+  return { numHeads, numKvHeads, headDim, blockSize, scale, kvDtype: "fp8", kScale, vScale };
+}
+
+/** E4M3 codes of random values in [-2, 2] quantized with `scale`: what kvWrite would store. */
+function randomCodes(n: number, seed: number, scale: number): Uint8Array {
+  const values = randomArray(n, seed, -2, 2);
+  return Uint8Array.from(values, (x) => quantizeE4m3(x, scale));
+}
+
+/** Seeded Fisher-Yates permutation of 0..n-1. */
+function shuffled(n: number, seed: number): number[] {
+  const next = rng(seed);
+  const out = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(next(0, 1) * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Block tables over a shuffled pool (two spare blocks), -1 where a sequence has no block. */
+function tables(lengths: readonly number[], blockSize: number, maxBlocks: number, seed: number) {
+  const need = lengths.map((n) => Math.ceil(n / blockSize));
+  const numBlocks = need.reduce((a, b) => a + b, 0) + 2;
+  const pool = shuffled(numBlocks, seed);
+  const table = new Int32Array(lengths.length * maxBlocks).fill(-1);
+  let used = 0;
+  need.forEach((n, s) => {
+    for (let i = 0; i < n; i++) table[s * maxBlocks + i] = pool[used++];
+  });
+  return { table, numBlocks };
+}
+
+/** Every bf16 bit pattern but the NaNs (exponent all ones, mantissa non-zero). */
+function everyFiniteBf16(): Uint16Array {
+  const out: number[] = [];
+  for (let bits = 0; bits < 65536; bits++) {
+    if ((bits & 0x7f80) !== 0x7f80 || (bits & 0x7f) === 0) out.push(bits);
+  }
+  return Uint16Array.from(out);
+}
+
+gpuTest(
+  "kv_write_fp8 matches the CPU's kvWrite bit for bit on every finite bf16 value",
+  async (env) => {
+    const gpuOps = await loadAttentionOps(env.gpu);
+    const values = everyFiniteBf16(); // ±448 and beyond, infinities, subnormals, ±0
+    // Powers of two, and f32 scales whose division rounds (a reciprocal multiply would differ).
+    const scales: [number, number][] = [[1, 1], [0.5, 4], [Math.fround(0.1), Math.fround(1.7)]];
+    for (const headDim of [64, 128]) {
+      for (const [kScale, vScale] of scales) {
+        const shape = fp8Shape(16, 8, headDim, 16, kScale, vScale);
+        const row = shape.numKvHeads * headDim;
+        const tokens = Math.ceil(values.length / row);
+        const k = new Uint16Array(tokens * row), v = new Uint16Array(tokens * row);
+        for (let i = 0; i < k.length; i++) {
+          k[i] = values[i % values.length];
+          v[i] = values[(i * 7919 + 13) % values.length];
+        }
+        // Scattered slots, one padding (-1) and one past the cache: those write nothing.
+        const numBlocks = Math.ceil(tokens / shape.blockSize) + 2;
+        const slotsArr = Int32Array.from(shuffled(numBlocks * shape.blockSize, 7).slice(0, tokens));
+        slotsArr[1] = -1;
+        slotsArr[2] = numBlocks * shape.blockSize;
+        const cacheBytes = numBlocks * row * shape.blockSize;
+        // The same random bytes on both sides, so untouched slots compare too.
+        const init = Uint8Array.from(randomArray(cacheBytes, 11, 0, 255), (x) => x & 0xff);
+        const kCache = env.pair(init), vCache = env.pair(init);
+        const kb = env.pair(k), vb = env.pair(v), slots = env.pair(slotsArr);
+        gpuOps.kvWrite(kCache.g, vCache.g, kb.g, vb.g, slots.g, tokens, shape, env.stream);
+        env.cpuOps.kvWrite(
+          kCache.c,
+          vCache.c,
+          kb.c,
+          vb.c,
+          slots.c,
+          tokens,
+          shape,
+          env.cpu.defaultStream,
+        );
+        for (const [name, cache] of [["K", kCache], ["V", vCache]] as const) {
+          const { g, c } = env.bytesOf(cache, cacheBytes);
+          const first = g.findIndex((x, i) => x !== c[i]);
+          assert.equal(
+            first,
+            -1,
+            `d${headDim} scales ${kScale}/${vScale}: ${name} cache byte ${first} is 0x${
+              g[first]?.toString(16)
+            }, not 0x${c[first]?.toString(16)}`,
+          );
+        }
+        env.release();
+      }
+    }
+  },
+);
+
+interface DecodeCase {
+  shape: AttentionShape;
+  contexts: number[];
+}
+
+/** Head dims, group sizes (1, 2, 4, 8, a padded 3, two chunks of 8) and contexts over partitions. */
+const DECODE_CASES: DecodeCase[] = [
+  { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), contexts: [1, 37, 700, 2100] },
+  { shape: fp8Shape(32, 8, 128, 16, 1, 1), contexts: [5000] },
+  { shape: fp8Shape(8, 8, 64, 16, 0.25, 2), contexts: [15, 16, 17, 1500] },
+  { shape: fp8Shape(16, 8, 64, 32, 2, 0.5), contexts: [3, 900, 64] },
+  { shape: fp8Shape(16, 2, 64, 16, 1, 3), contexts: [333, 4097] },
+  { shape: fp8Shape(12, 4, 128, 16, 0.5, 1), contexts: [129, 2] },
+  { shape: fp8Shape(32, 2, 128, 16, 3, 0.5), contexts: [640, 1] },
+];
+
+function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, what: string) {
+  const { shape, contexts } = c;
+  const { numHeads, numKvHeads, headDim, blockSize } = shape;
+  const batch = contexts.length;
+  const maxContext = Math.max(...contexts);
+  const maxBlocks = Math.ceil(maxContext / blockSize) + 1;
+  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
+  const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
+  const kCache = env.pair(randomCodes(cacheElems, seed + 1, shape.kScale!));
+  const vCache = env.pair(randomCodes(cacheElems, seed + 2, shape.vScale!));
+  const q = env.pair(encodeBf16(randomArray(batch * numHeads * headDim, seed + 3, -2, 2)));
+  const tablesBuf = env.pair(table);
+  const lens = env.pair(Int32Array.from(contexts));
+  const count = batch * numHeads * headDim;
+  const out = env.output(count * 2);
+  const workspace = env.output(ops.decodeWorkspaceBytes(batch, maxContext, shape)).g;
+  const args = { batch, maxBlocks, maxContext, shape };
+  ops.decodeAttention({
+    ...args,
+    out: out.g,
+    q: q.g,
+    kCache: kCache.g,
+    vCache: vCache.g,
+    blockTables: tablesBuf.g,
+    contextLens: lens.g,
+    workspace,
+  }, env.stream);
+  env.cpuOps.decodeAttention({
+    ...args,
+    out: out.c,
+    q: q.c,
+    kCache: kCache.c,
+    vCache: vCache.c,
+    blockTables: tablesBuf.c,
+    contextLens: lens.c,
+    workspace: env.output(16).c,
+  }, env.cpu.defaultStream);
+  const { g, c: ref } = env.bytesOf(out, count * 2);
+  const got = decodeBf16(new Uint16Array(g.buffer)), want = decodeBf16(new Uint16Array(ref.buffer));
+  const row = numHeads * headDim;
+  contexts.forEach((context, b) => {
+    const slice = [b * row, (b + 1) * row] as const;
+    assertClose(
+      got.subarray(...slice),
+      want.subarray(...slice),
+      TOLERANCE,
+      `${what}: sequence ${b} (context ${context})`,
+    );
+  });
+}
+
+gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
+  for (const [variant, options] of VARIANTS.slice(0, 2)) {
+    const ops = await loadAttentionOps(env.gpu, options);
+    DECODE_CASES.forEach((c, i) => {
+      const { numHeads, numKvHeads, headDim, blockSize, kScale, vScale } = c.shape;
+      const what = `${variant} decode ${numHeads}/${numKvHeads} d${headDim} block ${blockSize} ` +
+        `scales ${kScale}/${vScale} contexts ${c.contexts}`;
+      runDecode(env, ops, c, 100 + i, what);
+      env.release();
+    });
+  }
+});
+
+interface PrefillCase {
+  shape: AttentionShape;
+  newTokens: number[];
+  prefixes: number[];
+}
+
+const PREFILL_CASES: PrefillCase[] = [
+  { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), newTokens: [1, 70, 130], prefixes: [0, 100, 20] },
+  { shape: fp8Shape(8, 8, 64, 16, 1, 1), newTokens: [64, 65, 3], prefixes: [0, 63, 400] },
+  { shape: fp8Shape(16, 2, 64, 32, 2, 0.25), newTokens: [200], prefixes: [37] },
+  { shape: fp8Shape(12, 4, 128, 16, 3, 0.5), newTokens: [9, 128], prefixes: [700, 0] },
+];
+
+function runPrefill(env: Env, ops: AttentionOps, c: PrefillCase, seed: number, what: string) {
+  const { shape, newTokens, prefixes } = c;
+  const { numHeads, numKvHeads, headDim, blockSize } = shape;
+  const seqs = newTokens.length;
+  const contexts = newTokens.map((n, s) => n + prefixes[s]);
+  const starts = new Int32Array(seqs + 1);
+  for (let s = 0; s < seqs; s++) starts[s + 1] = starts[s] + newTokens[s];
+  const tokens = starts[seqs];
+  const maxBlocks = Math.ceil(Math.max(...contexts) / blockSize) + 1;
+  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
+  const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
+  const kCache = env.pair(randomCodes(cacheElems, seed + 1, shape.kScale!));
+  const vCache = env.pair(randomCodes(cacheElems, seed + 2, shape.vScale!));
+  const q = env.pair(encodeBf16(randomArray(tokens * numHeads * headDim, seed + 3, -2, 2)));
+  const startsBuf = env.pair(starts);
+  const lens = env.pair(Int32Array.from(contexts));
+  const tablesBuf = env.pair(table);
+  const count = tokens * numHeads * headDim;
+  const out = env.output(count * 2);
+  const args = { seqs, tokens, maxBlocks, shape };
+  ops.prefillAttention({
+    ...args,
+    out: out.g,
+    q: q.g,
+    kCache: kCache.g,
+    vCache: vCache.g,
+    queryStarts: startsBuf.g,
+    contextLens: lens.g,
+    blockTables: tablesBuf.g,
+  }, env.stream);
+  env.cpuOps.prefillAttention({
+    ...args,
+    out: out.c,
+    q: q.c,
+    kCache: kCache.c,
+    vCache: vCache.c,
+    queryStarts: startsBuf.c,
+    contextLens: lens.c,
+    blockTables: tablesBuf.c,
+  }, env.cpu.defaultStream);
+  const { g, c: ref } = env.bytesOf(out, count * 2);
+  const got = decodeBf16(new Uint16Array(g.buffer)), want = decodeBf16(new Uint16Array(ref.buffer));
+  const row = numHeads * headDim;
+  for (let s = 0; s < seqs; s++) {
+    const slice = [starts[s] * row, starts[s + 1] * row] as const;
+    assertClose(
+      got.subarray(...slice),
+      want.subarray(...slice),
+      TOLERANCE,
+      `${what}: sequence ${s} (${newTokens[s]} new after ${prefixes[s]} cached)`,
+    );
+  }
+}
+
+gpuTest(
+  "fp8-cache prefill attention matches the CPU's (tensor-core, portable, one stage)",
+  async (env) => {
+    for (const [variant, options] of [VARIANTS[0], VARIANTS[2], VARIANTS[3]]) {
+      const ops = await loadAttentionOps(env.gpu, options);
+      PREFILL_CASES.forEach((c, i) => {
+        const { numHeads, numKvHeads, headDim, blockSize, kScale, vScale } = c.shape;
+        const what =
+          `${variant} prefill ${numHeads}/${numKvHeads} d${headDim} block ${blockSize} ` +
+          `scales ${kScale}/${vScale}`;
+        runPrefill(env, ops, c, 200 + i, what);
+        env.release();
+      });
+    }
+  },
+);
+
+Deno.test({
+  name: "the tiny engine with an fp8 KV cache on CUDA matches the CPU engine with one",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  // 32 tokens a step: a 100-token prompt's later chunks read the earlier ones from the cache.
+  const options: EngineOptions = {
+    kvBlocks: 64,
+    blockSize: 16,
+    maxRunning: 4,
+    maxBatchedTokens: 32,
+    log: () => {},
+    kvCacheDtype: "fp8",
+  };
+  const ids = Array.from({ length: 100 }, (_, i) => (i * 37 + 5) % 277);
+  const logits: Float32Array[] = [];
+  const generated: number[] = [];
+  for (const backend of ["cpu", "cuda"] as const) {
+    const engine = await Engine.load(TINY, { ...options, backend });
+    try {
+      assert.equal(engine.info.kvCacheDtype, "fp8");
+      const first = await engine.lastLogits(ids);
+      const greedy = { temperature: 0, ignoreEos: true, maxTokens: 16 };
+      // The GPU run also decodes over the fp8 cache; its tokens extend the prompt for both.
+      if (backend === "cuda") {
+        for await (const chunk of engine.generate(ids, greedy)) {
+          if (chunk.tokenId >= 0) generated.push(chunk.tokenId);
+        }
+      }
+      logits.push(first);
+    } finally {
+      await engine.close();
+    }
+  }
+  assert.equal(generated.length, 16);
+  const error = relativeError(logits[1], logits[0]);
+  console.log(
+    `tiny-llama fp8 KV: GPU vs CPU prefill logits relative error ${error.toExponential(2)}`,
+  );
+  assert.ok(error <= ENGINE_TOLERANCE, `prefill logits: relative error ${error}`);
+  // The whole sequence, prompt and GPU-generated tokens, through both engines.
+  const all = [...ids, ...generated];
+  const after: Float32Array[] = [];
+  for (const backend of ["cpu", "cuda"] as const) {
+    const engine = await Engine.load(TINY, { ...options, backend });
+    try {
+      after.push(await engine.lastLogits(all));
+    } finally {
+      await engine.close();
+    }
+  }
+  const errorAfter = relativeError(after[1], after[0]);
+  assert.ok(errorAfter <= ENGINE_TOLERANCE, `logits of ${all.length} tokens: ${errorAfter}`);
+});

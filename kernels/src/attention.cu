@@ -182,27 +182,6 @@ struct KvCache<true> {
 // kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
 // A negative slot (padding) writes nothing; so does a slot past the end of the cache.
 
-extern "C" __global__ void kv_write(uint16_t* kCache, uint16_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks) {
-  const int token = blockIdx.x;
-  const int slot = slots[token];
-  if (slot < 0 || slot >= numBlocks * blockSize) return;
-  const int shift = log2_pow2(blockSize);
-  const int block = slot >> shift;
-  const int offset = slot & (blockSize - 1);
-  const int chunksPerHead = headDim >> 3;
-  const int chunks = numKvHeads * chunksPerHead;
-  const size_t src = static_cast<size_t>(token) * numKvHeads * headDim;
-  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-    const int head = c / chunksPerHead;
-    const int col = (c - head * chunksPerHead) << 3;
-    const size_t dst =
-        ((static_cast<size_t>(block) * numKvHeads + head) * blockSize + offset) * headDim + col;
-    const size_t from = src + static_cast<size_t>(head) * headDim + col;
-    store16(kCache + dst, load16(k + from));
-    store16(vCache + dst, load16(v + from));
-  }
-}
-
 // kv_write into an fp8 cache: code = e4m3(f32(x) / scale), the IEEE f32 quotient (this file is
 // built without fast math), rounded to nearest even, saturated to ±448, NaN kept, as
 // quantizeE4m3 in backends/fp8.ts. Threads over 8-element chunks: a 16-byte load of k, an
@@ -218,7 +197,13 @@ __device__ __forceinline__ uint2 quantize8_e4m3(const uint4 r, float scale) {
   return make_uint2(w[0], w[1]);
 }
 
-extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks, float kScale, float vScale) {
+// The token's slot → (block, offset) addressing of both caches and the 8-element chunk loop,
+// shared by the two entry points: FP8 stores e4m3 codes where bf16 copies the chunk as it is.
+template <bool FP8>
+__device__ __forceinline__ void kv_write_token(void* kCache, void* vCache, const uint16_t* k,
+                                               const uint16_t* v, const int32_t* slots,
+                                               int numKvHeads, int headDim, int blockSize,
+                                               int numBlocks, float kScale, float vScale) {
   const int token = blockIdx.x;
   const int slot = slots[token];
   if (slot < 0 || slot >= numBlocks * blockSize) return;
@@ -234,9 +219,24 @@ extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const 
     const size_t dst =
         ((static_cast<size_t>(block) * numKvHeads + head) * blockSize + offset) * headDim + col;
     const size_t from = src + static_cast<size_t>(head) * headDim + col;
-    *reinterpret_cast<uint2*>(kCache + dst) = quantize8_e4m3(load16(k + from), kScale);
-    *reinterpret_cast<uint2*>(vCache + dst) = quantize8_e4m3(load16(v + from), vScale);
+    if constexpr (FP8) {
+      uint8_t* kc = static_cast<uint8_t*>(kCache);
+      uint8_t* vc = static_cast<uint8_t*>(vCache);
+      *reinterpret_cast<uint2*>(kc + dst) = quantize8_e4m3(load16(k + from), kScale);
+      *reinterpret_cast<uint2*>(vc + dst) = quantize8_e4m3(load16(v + from), vScale);
+    } else {
+      store16(static_cast<uint16_t*>(kCache) + dst, load16(k + from));
+      store16(static_cast<uint16_t*>(vCache) + dst, load16(v + from));
+    }
   }
+}
+
+extern "C" __global__ void kv_write(uint16_t* kCache, uint16_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks) {
+  kv_write_token<false>(kCache, vCache, k, v, slots, numKvHeads, headDim, blockSize, numBlocks, 1.f, 1.f);
+}
+
+extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const uint16_t* k, const uint16_t* v, const int32_t* slots, int32_t numKvHeads, int32_t headDim, int32_t blockSize, int32_t numBlocks, float kScale, float vScale) {
+  kv_write_token<true>(kCache, vCache, k, v, slots, numKvHeads, headDim, blockSize, numBlocks, kScale, vScale);
 }
 
 // ---------------------------------------------------------------------------------------------

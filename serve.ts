@@ -19,8 +19,7 @@ import { KV_CACHE_DTYPES, resolveKvCacheDtype } from "./engine/kv_cache.ts";
 import { API_KEY_ENV, resolveApiKey } from "./server/auth.ts";
 import { startServer } from "./server/server.ts";
 import { formatSummary, summarizeSteps } from "./engine/step_profile.ts";
-import { linearWeightBytes, transformerCost } from "./engine/roofline.ts";
-import { kvElementBytes } from "./ops/ops.ts";
+import { loadedModelCost } from "./engine/roofline.ts";
 
 const DEFAULT_MODEL = fileURLToPath(new URL("./checkpoints/tiny-llama", import.meta.url));
 
@@ -220,15 +219,9 @@ export async function main(args: string[]): Promise<number> {
   const profile = engine.stepProfile;
   if (profile !== null) {
     for (
-      const line of formatSummary(summarizeSteps(
-        profile,
-        transformerCost(
-          engine.config,
-          linearWeightBytes(engine.info.weightFormat),
-          kvElementBytes(engine.info.kvCacheDtype),
-        ),
-        null,
-      ))
+      const line of formatSummary(
+        summarizeSteps(profile, loadedModelCost(engine.config, engine.info), null),
+      )
     ) {
       log(line);
     }

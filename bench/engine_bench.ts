@@ -224,18 +224,9 @@ async function printProfile(
 ): Promise<void> {
   // Imported here: a baseline checkout without the profile never reaches this.
   const { formatSummary, summarizeSteps } = await import("../engine/step_profile.ts");
-  const { linearWeightBytes, transformerCost } = await import("../engine/roofline.ts");
-  const { kvElementBytes } = await import("../ops/ops.ts");
+  const { loadedModelCost } = await import("../engine/roofline.ts");
   const data = engine.stepProfile!;
-  const summary = summarizeSteps(
-    data,
-    transformerCost(
-      engine.config,
-      linearWeightBytes(engine.info.weightFormat),
-      kvElementBytes(engine.info.kvCacheDtype),
-    ),
-    ceilings,
-  );
+  const summary = summarizeSteps(data, loadedModelCost(engine.config, engine.info), ceilings);
   for (const line of formatSummary(summary)) console.log(line);
   console.log(
     `PROFILE device_busy_of_wall=${(summary.deviceMs / (seconds * 1000)).toFixed(3)} ` +

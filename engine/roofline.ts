@@ -22,6 +22,7 @@
  */
 
 import type { ModelConfig } from "../models/config.ts";
+import { type KvCacheDtype, kvElementBytes } from "../ops/ops.ts";
 
 /** What the bound needs to know of a model. */
 export interface ModelCost {
@@ -110,6 +111,21 @@ export interface StepCost {
   readonly bytes: number;
   /** Floating-point operations (2 per multiply-add). */
   readonly flops: number;
+}
+
+/**
+ * The cost figures of a loaded engine's model: its shape, with the linear weights and the KV
+ * cache at the sizes it holds them in (EngineInfo's `weightFormat` and `kvCacheDtype`).
+ */
+export function loadedModelCost(
+  shape: TransformerShape,
+  held: { readonly weightFormat: "bf16" | "fp8" | "awq"; readonly kvCacheDtype: KvCacheDtype },
+): ModelCost {
+  return transformerCost(
+    shape,
+    linearWeightBytes(held.weightFormat),
+    kvElementBytes(held.kvCacheDtype),
+  );
 }
 
 /** The bytes a step reads and the FLOPs it does (see the module doc for what counts). */

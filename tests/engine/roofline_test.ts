@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { llama3_8b, parameterCount } from "../../models/config.ts";
 import {
   linearWeightBytes,
+  loadedModelCost,
   prefillChunkWork,
   rooflineMs,
   stepCost,
@@ -105,4 +106,15 @@ Deno.test("roofline: quantized linear weights shrink only the decoder's linear b
   const fp8 = stepCost(transformerCost(TINY, linearWeightBytes("fp8")), work);
   assert.equal(fp8.bytes, 288 + 40 + 24 + 80 + 160);
   assert.equal(fp8.flops, stepCost(transformerCost(TINY), work).flops);
+});
+
+Deno.test("roofline: a loaded engine's cost follows its weight format and KV dtype", () => {
+  assert.deepEqual(
+    loadedModelCost(TINY, { weightFormat: "awq", kvCacheDtype: "fp8" }),
+    transformerCost(TINY, 0.5 + 5 / 128, 1),
+  );
+  assert.deepEqual(
+    loadedModelCost(TINY, { weightFormat: "bf16", kvCacheDtype: "bf16" }),
+    transformerCost(TINY),
+  );
 });

@@ -9,23 +9,13 @@
  */
 
 import assert from "node:assert/strict";
-import type { DeviceBuffer } from "../backends/backend.ts";
-import { openCuda } from "../backends/cuda.ts";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
 import { configPreset } from "../models/config.ts";
 import { attentionShape } from "../models/model.ts";
-import {
-  type AttentionKernelOptions,
-  type GpuAttentionOps,
-  loadAttentionOps,
-} from "../ops/gpu/attention.ts";
+import type { AttentionKernelOptions, GpuAttentionOps } from "../ops/gpu/attention.ts";
 import type { AttentionShape } from "../ops/ops.ts";
-import {
-  buildFakeDriver,
-  type FakeControl,
-  type FakeLaunch,
-  openFakeControl,
-} from "./fake_driver/fake.ts";
+import type { FakeControl, FakeLaunch } from "./fake_driver/fake.ts";
+import { AttentionCalls, withFakeAttentionOps } from "./support/attention_calls.ts";
 
 /** Llama-3-8B heads (group of 4, head dim 128) and a 2-group head-dim-64 shape. */
 const BF16_128 = attentionShape(configPreset("llama3-8b"), 16);
@@ -56,78 +46,23 @@ function launchAll(
   fake: FakeControl,
   shape: AttentionShape,
 ): Launched {
-  const buffers: DeviceBuffer[] = [];
-  const alloc = (bytes: number) => {
-    const b = gpu.alloc(bytes);
-    buffers.push(b);
-    return b;
-  };
+  const calls = new AttentionCalls(gpu, ops, fake, shape, MAX_CONTEXT);
   try {
-    const { numHeads, numKvHeads, headDim, blockSize } = shape;
-    const maxBlocks = MAX_CONTEXT / blockSize;
-    const elem = shape.kvDtype === "fp8" ? 1 : 2;
-    const out = alloc(numHeads * headDim * 2), q = alloc(numHeads * headDim * 2);
-    const kCache = alloc(4 * numKvHeads * blockSize * headDim * elem);
-    const vCache = alloc(kCache.bytes);
-    const tables = alloc(maxBlocks * 4), lens = alloc(16);
-    const workspace = alloc(ops.decodeWorkspaceBytes(1, MAX_CONTEXT, shape));
-    const stream = gpu.defaultStream;
-    const k = q.slice(0, numKvHeads * headDim * 2);
-    ops.kvWrite(kCache, vCache, k, k, lens, 1, shape, stream);
-    const kvWrite = fake.lastLaunch();
-    const decodeOver = (maxContext: number) => {
-      ops.decodeAttention({
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTables: tables,
-        contextLens: lens,
-        batch: 1,
-        maxBlocks,
-        maxContext,
-        shape,
-        workspace,
-      }, stream);
-      return fake.lastLaunch();
-    };
+    const kvWrite = calls.kvWrite();
     // One partition (the decode kernel alone), then a split one (its last launch is the reduce).
-    const decode = [decodeOver(32), decodeOver(MAX_CONTEXT)];
-    ops.prefillAttention({
-      out,
-      q,
-      kCache,
-      vCache,
-      queryStarts: lens,
-      contextLens: lens,
-      blockTables: tables,
-      seqs: 1,
-      tokens: 1,
-      maxBlocks,
-      shape,
-    }, stream);
-    return { kvWrite, decode, prefill: fake.lastLaunch() } satisfies Launched;
+    const decode = [calls.decode(32).last, calls.decode(MAX_CONTEXT).last];
+    return { kvWrite, decode, prefill: calls.prefill() };
   } finally {
-    for (const b of buffers) gpu.free(b);
+    calls.free();
   }
 }
 
 /** Runs `body` over attention ops loaded with `options` on a CUDA backend over the fake driver. */
-async function withOps(
+function withOps(
   options: AttentionKernelOptions,
   body: (gpu: GpuBackend, ops: GpuAttentionOps, fake: FakeControl) => void,
 ): Promise<void> {
-  const path = buildFakeDriver({ launchEx: true });
-  const fake = openFakeControl(path);
-  fake.reset();
-  const gpu = openCuda({ libraryPath: path });
-  try {
-    body(gpu, await loadAttentionOps(gpu, options), fake);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  return withFakeAttentionOps({ launchEx: true }, options, body);
 }
 
 /** The two f32s a launch's packed arguments end with. */

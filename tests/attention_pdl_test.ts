@@ -8,25 +8,13 @@
  */
 
 import assert from "node:assert/strict";
-import type { DeviceBuffer, Stream } from "../backends/backend.ts";
-import { openCuda } from "../backends/cuda.ts";
 import { DriverError } from "../backends/errors.ts";
 import { setFallbackSink } from "../backends/fallbacks.ts";
-import type { GpuBackend } from "../backends/gpu_backend.ts";
 import { configPreset } from "../models/config.ts";
 import { attentionShape } from "../models/model.ts";
-import {
-  type AttentionKernelOptions,
-  type GpuAttentionOps,
-  loadAttentionOps,
-} from "../ops/gpu/attention.ts";
-import {
-  buildFakeDriver,
-  type FakeControl,
-  type FakeDriverOptions,
-  type FakeLaunch,
-  openFakeControl,
-} from "./fake_driver/fake.ts";
+import type { AttentionKernelOptions } from "../ops/gpu/attention.ts";
+import type { FakeControl, FakeDriverOptions, FakeLaunch } from "./fake_driver/fake.ts";
+import { AttentionCalls as Calls, withFakeAttentionOps } from "./support/attention_calls.ts";
 
 /** The fake build that exports cuLaunchKernelEx (compute capability 9.0, CUDA 12.4). */
 const EX = { launchEx: true };
@@ -34,121 +22,22 @@ const EX = { launchEx: true };
 /** Llama-3-8B heads: 4 query heads per KV head, so decode_attn_d128_g4. */
 const SHAPE = attentionShape(configPreset("llama3-8b"), 16);
 const MAX_CONTEXT = 4096;
-const MAX_BLOCKS = MAX_CONTEXT / SHAPE.blockSize;
 
-/** Buffers for one decode, kvWrite and prefill call at batch 1 (the fake reads none of them). */
-class Calls {
-  readonly #buffers: DeviceBuffer[] = [];
-  readonly out: DeviceBuffer;
-  readonly q: DeviceBuffer;
-  readonly kCache: DeviceBuffer;
-  readonly vCache: DeviceBuffer;
-  readonly tables: DeviceBuffer;
-  readonly lens: DeviceBuffer;
-  readonly workspace: DeviceBuffer;
-
-  constructor(
-    readonly gpu: GpuBackend,
-    readonly ops: GpuAttentionOps,
-    readonly fake: FakeControl,
-  ) {
-    const alloc = (bytes: number) => {
-      const b = gpu.alloc(bytes);
-      this.#buffers.push(b);
-      return b;
-    };
-    const row = SHAPE.numHeads * SHAPE.headDim * 2;
-    this.out = alloc(row);
-    this.q = alloc(row);
-    this.kCache = alloc(4 * SHAPE.numKvHeads * SHAPE.blockSize * SHAPE.headDim * 2);
-    this.vCache = alloc(this.kCache.bytes);
-    this.tables = alloc(MAX_BLOCKS * 4);
-    this.lens = alloc(16);
-    this.workspace = alloc(ops.decodeWorkspaceBytes(1, MAX_CONTEXT, SHAPE));
-  }
-
-  /** Enqueues a batch-1 decode over contexts up to `maxContext` on `stream`. */
-  enqueueDecode(maxContext: number, stream: Stream = this.gpu.defaultStream): void {
-    this.ops.decodeAttention({
-      out: this.out,
-      q: this.q,
-      kCache: this.kCache,
-      vCache: this.vCache,
-      blockTables: this.tables,
-      contextLens: this.lens,
-      batch: 1,
-      maxBlocks: MAX_BLOCKS,
-      maxContext,
-      shape: SHAPE,
-      workspace: this.workspace,
-    }, stream);
-  }
-
-  /** A decode on the default stream: how many launches it made, and the last of them. */
-  decode(maxContext: number): { launches: number; last: FakeLaunch } {
-    const before = this.fake.launchCount();
-    this.enqueueDecode(maxContext);
-    return { launches: this.fake.launchCount() - before, last: this.fake.lastLaunch() };
-  }
-
-  kvWrite(): FakeLaunch {
-    const k = this.q.slice(0, SHAPE.numKvHeads * SHAPE.headDim * 2);
-    const { kCache, vCache, lens, gpu } = this;
-    this.ops.kvWrite(kCache, vCache, k, k, lens, 1, SHAPE, gpu.defaultStream);
-    return this.fake.lastLaunch();
-  }
-
-  prefill(): FakeLaunch {
-    const { out, q, kCache, vCache, tables, lens, gpu } = this;
-    // q holds one token; lens (16 bytes) serves as queryStarts and contextLens.
-    this.ops.prefillAttention({
-      out,
-      q,
-      kCache,
-      vCache,
-      queryStarts: lens,
-      contextLens: lens,
-      blockTables: tables,
-      seqs: 1,
-      tokens: 1,
-      maxBlocks: MAX_BLOCKS,
-      shape: SHAPE,
-    }, gpu.defaultStream);
-    return this.fake.lastLaunch();
-  }
-
-  free(): void {
-    for (const b of this.#buffers) this.gpu.free(b);
-  }
-}
-
-/**
- * Runs `body` on attention ops loaded with `options` onto a CUDA backend over the fake driver
- * built with `driver`; `setup` runs on the reset fake before the backend opens.
- */
+/** One call of each op over SHAPE on ops loaded as `withFakeAttentionOps` says. */
 async function withOps(
   driver: FakeDriverOptions,
   options: AttentionKernelOptions,
   body: (calls: Calls) => void,
   setup: (fake: FakeControl) => void = () => {},
 ): Promise<void> {
-  const path = buildFakeDriver(driver);
-  const fake = openFakeControl(path);
-  fake.reset();
-  setup(fake);
-  const gpu = openCuda({ libraryPath: path });
-  try {
-    const calls = new Calls(gpu, await loadAttentionOps(gpu, options), fake);
+  await withFakeAttentionOps(driver, options, (gpu, ops, fake) => {
+    const calls = new Calls(gpu, ops, fake, SHAPE, MAX_CONTEXT);
     try {
       body(calls);
     } finally {
       calls.free();
     }
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  }, setup);
 }
 
 /** [kernel, launched through cuLaunchKernelEx, programmatic] of a recorded launch. */

@@ -28,7 +28,8 @@ import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
 import { type GpuAttentionOps, loadAttentionOps } from "../../ops/gpu/attention.ts";
-import { assertClose, randomArray, rng } from "../support/numeric.ts";
+import { assertClose, randomArray } from "../support/numeric.ts";
+import { pagedTables, shuffled } from "../support/paged_tables.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
@@ -117,33 +118,6 @@ function randomBf16(n: number, seed: number): Uint16Array {
   return encodeBf16(randomArray(n, seed, -2, 2));
 }
 
-/** Seeded Fisher-Yates permutation of 0..n-1. */
-function shuffled(n: number, seed: number): number[] {
-  const next = rng(seed);
-  const out = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(next(0, 1) * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
-
-/**
- * Block tables for sequences of `lengths` tokens over a shuffled pool (two spare blocks), -1 in
- * every entry a sequence does not use, so a kernel reading past a context reads garbage ids.
- */
-function tables(lengths: readonly number[], blockSize: number, maxBlocks: number, seed: number) {
-  const need = lengths.map((n) => Math.ceil(n / blockSize));
-  const numBlocks = need.reduce((a, b) => a + b, 0) + 2;
-  const pool = shuffled(numBlocks, seed);
-  const table = new Int32Array(lengths.length * maxBlocks).fill(-1);
-  let used = 0;
-  need.forEach((n, s) => {
-    for (let i = 0; i < n; i++) table[s * maxBlocks + i] = pool[used++];
-  });
-  return { table, numBlocks };
-}
-
 function shapeOf(numHeads: number, numKvHeads: number, headDim: number, blockSize: number) {
   return { numHeads, numKvHeads, headDim, blockSize, scale: 1 / Math.sqrt(headDim) };
 }
@@ -163,7 +137,7 @@ function runDecode(env: Env, c: DecodeCase, seed: number, ops = env.gpuOps): Uin
   const batch = contexts.length;
   const maxContext = c.maxContext ?? Math.max(...contexts);
   const maxBlocks = Math.ceil(maxContext / blockSize) + 1;
-  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
+  const { table, numBlocks } = pagedTables(contexts, blockSize, maxBlocks, seed);
   const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
   const kCache = env.pair(randomBf16(cacheElems, seed + 1));
   const vCache = env.pair(randomBf16(cacheElems, seed + 2));
@@ -240,7 +214,7 @@ function runPrefill(env: Env, c: PrefillCase, ops: AttentionOps, seed: number): 
   for (let s = 0; s < seqs; s++) starts[s + 1] = starts[s] + newTokens[s];
   const tokens = starts[seqs];
   const maxBlocks = Math.ceil(Math.max(...contexts) / blockSize) + 1;
-  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
+  const { table, numBlocks } = pagedTables(contexts, blockSize, maxBlocks, seed);
   const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
   const kCache = env.pair(randomBf16(cacheElems, seed + 1));
   const vCache = env.pair(randomBf16(cacheElems, seed + 2));
@@ -335,7 +309,7 @@ class GrowingCache {
     const finals = contexts.map((n) => n + steps);
     this.maxContext = Math.max(...finals);
     this.maxBlocks = Math.ceil(this.maxContext / blockSize) + 1;
-    const { table, numBlocks } = tables(finals, blockSize, this.maxBlocks, seed);
+    const { table, numBlocks } = pagedTables(finals, blockSize, this.maxBlocks, seed);
     this.table = table;
     const elems = numBlocks * numKvHeads * blockSize * headDim;
     const [k, v] = [randomBf16(elems, seed + 1), randomBf16(elems, seed + 2)];

@@ -37,7 +37,8 @@ import { Engine, type EngineOptions } from "../../engine/engine.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { type AttentionKernelOptions, loadAttentionOps } from "../../ops/gpu/attention.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
-import { assertClose, randomArray, relativeError, rng } from "../support/numeric.ts";
+import { assertClose, randomArray, relativeError } from "../support/numeric.ts";
+import { pagedTables, shuffled } from "../support/paged_tables.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
@@ -137,30 +138,6 @@ function randomCodes(n: number, seed: number, scale: number): Uint8Array {
   return Uint8Array.from(values, (x) => quantizeE4m3(x, scale));
 }
 
-/** Seeded Fisher-Yates permutation of 0..n-1. */
-function shuffled(n: number, seed: number): number[] {
-  const next = rng(seed);
-  const out = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(next(0, 1) * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
-
-/** Block tables over a shuffled pool (two spare blocks), -1 where a sequence has no block. */
-function tables(lengths: readonly number[], blockSize: number, maxBlocks: number, seed: number) {
-  const need = lengths.map((n) => Math.ceil(n / blockSize));
-  const numBlocks = need.reduce((a, b) => a + b, 0) + 2;
-  const pool = shuffled(numBlocks, seed);
-  const table = new Int32Array(lengths.length * maxBlocks).fill(-1);
-  let used = 0;
-  need.forEach((n, s) => {
-    for (let i = 0; i < n; i++) table[s * maxBlocks + i] = pool[used++];
-  });
-  return { table, numBlocks };
-}
-
 /** Every bf16 bit pattern but the NaNs (exponent all ones, mantissa non-zero). */
 function everyFiniteBf16(): Uint16Array {
   const out: number[] = [];
@@ -241,18 +218,43 @@ const DECODE_CASES: DecodeCase[] = [
   { shape: fp8Shape(32, 2, 128, 16, 3, 0.5), contexts: [640, 1] },
 ];
 
+/**
+ * Random fp8 K and V caches holding `contexts` behind shuffled block tables, and a random q of
+ * `rows` tokens, each on both devices.
+ */
+function pagedInputs(
+  env: Env,
+  shape: AttentionShape,
+  contexts: readonly number[],
+  maxBlocks: number,
+  rows: number,
+  seed: number,
+) {
+  const { numHeads, numKvHeads, headDim, blockSize } = shape;
+  const { table, numBlocks } = pagedTables(contexts, blockSize, maxBlocks, seed);
+  const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
+  return {
+    kCache: env.pair(randomCodes(cacheElems, seed + 1, shape.kScale!)),
+    vCache: env.pair(randomCodes(cacheElems, seed + 2, shape.vScale!)),
+    q: env.pair(encodeBf16(randomArray(rows * numHeads * headDim, seed + 3, -2, 2))),
+    tablesBuf: env.pair(table),
+  };
+}
+
 function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, what: string) {
   const { shape, contexts } = c;
-  const { numHeads, numKvHeads, headDim, blockSize } = shape;
+  const { numHeads, headDim, blockSize } = shape;
   const batch = contexts.length;
   const maxContext = Math.max(...contexts);
   const maxBlocks = Math.ceil(maxContext / blockSize) + 1;
-  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
-  const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
-  const kCache = env.pair(randomCodes(cacheElems, seed + 1, shape.kScale!));
-  const vCache = env.pair(randomCodes(cacheElems, seed + 2, shape.vScale!));
-  const q = env.pair(encodeBf16(randomArray(batch * numHeads * headDim, seed + 3, -2, 2)));
-  const tablesBuf = env.pair(table);
+  const { kCache, vCache, q, tablesBuf } = pagedInputs(
+    env,
+    shape,
+    contexts,
+    maxBlocks,
+    batch,
+    seed,
+  );
   const lens = env.pair(Int32Array.from(contexts));
   const count = batch * numHeads * headDim;
   const out = env.output(count * 2);
@@ -320,21 +322,23 @@ const PREFILL_CASES: PrefillCase[] = [
 
 function runPrefill(env: Env, ops: AttentionOps, c: PrefillCase, seed: number, what: string) {
   const { shape, newTokens, prefixes } = c;
-  const { numHeads, numKvHeads, headDim, blockSize } = shape;
+  const { numHeads, headDim, blockSize } = shape;
   const seqs = newTokens.length;
   const contexts = newTokens.map((n, s) => n + prefixes[s]);
   const starts = new Int32Array(seqs + 1);
   for (let s = 0; s < seqs; s++) starts[s + 1] = starts[s] + newTokens[s];
   const tokens = starts[seqs];
   const maxBlocks = Math.ceil(Math.max(...contexts) / blockSize) + 1;
-  const { table, numBlocks } = tables(contexts, blockSize, maxBlocks, seed);
-  const cacheElems = numBlocks * numKvHeads * blockSize * headDim;
-  const kCache = env.pair(randomCodes(cacheElems, seed + 1, shape.kScale!));
-  const vCache = env.pair(randomCodes(cacheElems, seed + 2, shape.vScale!));
-  const q = env.pair(encodeBf16(randomArray(tokens * numHeads * headDim, seed + 3, -2, 2)));
+  const { kCache, vCache, q, tablesBuf } = pagedInputs(
+    env,
+    shape,
+    contexts,
+    maxBlocks,
+    tokens,
+    seed,
+  );
   const startsBuf = env.pair(starts);
   const lens = env.pair(Int32Array.from(contexts));
-  const tablesBuf = env.pair(table);
   const count = tokens * numHeads * headDim;
   const out = env.output(count * 2);
   const args = { seqs, tokens, maxBlocks, shape };

@@ -8,18 +8,17 @@
  * each is a single `linear` call.
  *
  * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
- * embedding → per layer [rmsNorm (fused residual) → q, k, v projections → rope → kvWrite →
+ * embedding → per layer [rmsNorm (fused residual) → q/k/v projection → qkvRope → kvWrite →
  * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
  * → the rows that sample (gathered) → lm head → f32.
  *
- * The q, k and v projections are three `linear` calls over row slices of the fused weight:
- * rope, kvWrite and attention take q, k and v each as a contiguous [tokens, heads, headDim]
- * array, and a fused output interleaves them per token. A single-token step (batch-1 decode,
- * the latency case) is the exception: with one row the fused output is q, k and v back to
- * back, so one launch over the fused weight serves, and the weight streams at the bandwidth
- * of one large GEMV instead of three small ones. The gate/up output is used fused, as
- * siluMul reads it.
+ * The q/k/v projection is one `linear` over the fused weight, whatever the token count: one
+ * launch, and a GEMM wide enough to fill the device (three, over row slices of the weight, left
+ * the k and v GEMMs of a few hundred rows with a few tiles each). Its output interleaves q, k
+ * and v per token, and `qkvRope` splits it into the contiguous [tokens, heads, headDim] arrays
+ * kvWrite and attention take, applying the family's bias or q/k norms and RoPE on the way. The
+ * gate/up output is used fused, as siluMul reads it.
  *
  * @module
  */
@@ -31,9 +30,9 @@ import type {
   LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
+  QkvRopeArgs,
   RopeTable,
 } from "../ops/ops.ts";
-import { weightRows } from "../ops/linear_weight.ts";
 import type { ModelConfig } from "./config.ts";
 import {
   attentionShape,
@@ -212,27 +211,20 @@ export class LlamaForward implements Forward {
   readonly #k: DeviceBuffer;
   readonly #v: DeviceBuffer;
   readonly #attn: DeviceBuffer;
-  // Single-token steps (batch-1 decode) run q, k and v as one linear over the fused weight into
-  // #qkvOne; with one row the three outputs are contiguous slices of it.
-  readonly #qkvOne: DeviceBuffer;
-  readonly #qOne: DeviceBuffer;
-  readonly #kOne: DeviceBuffer;
-  readonly #vOne: DeviceBuffer;
+  // The fused q/k/v projection's output, [maxTokens, (H + 2·KV)·D].
+  readonly #qkv: DeviceBuffer;
   readonly #gateUp: DeviceBuffer;
   readonly #act: DeviceBuffer;
   // [maxRows, hidden]: the rows that sample, gathered.
   readonly #gathered: DeviceBuffer;
   readonly #decodeWorkspace: DeviceBuffer;
-  // Row slices of the fused q/k/v weight, per layer.
-  readonly #wq: LinearWeight[] = [];
-  readonly #wk: LinearWeight[] = [];
-  readonly #wv: LinearWeight[] = [];
   // Views of q and attn starting at token row r (the first prefill row), made once per r.
   readonly #qAt: (DeviceBuffer | undefined)[] = [];
   readonly #attnAt: (DeviceBuffer | undefined)[] = [];
   // The attention calls' arguments, allocated once and refilled per layer.
   readonly #decodeArgs: DecodeAttentionArgs;
   readonly #prefillArgs: PrefillAttentionArgs;
+  readonly #qkvArgs: QkvRopeArgs;
   #freed = false;
 
   /**
@@ -269,21 +261,18 @@ export class LlamaForward implements Forward {
       this.#k = bf16(T * kvDim);
       this.#v = bf16(T * kvDim);
       this.#attn = bf16(T * qDim);
-      this.#qkvOne = bf16(qDim + 2 * kvDim);
-      this.#qOne = this.#qkvOne.slice(0, qDim * 2);
-      this.#kOne = this.#qkvOne.slice(qDim * 2, kvDim * 2);
-      this.#vOne = this.#qkvOne.slice((qDim + kvDim) * 2, kvDim * 2);
       this.#gateUp = bf16(T * 2 * inter);
+      // The gate/up output is dead from the q/k/v projection to the gate/up projection, so the
+      // fused q/k/v output lives in it where it fits (it does for every shipped family).
+      const qkvElements = T * (qDim + 2 * kvDim);
+      this.#qkv = qkvElements <= T * 2 * inter
+        ? this.#gateUp.slice(0, qkvElements * 2)
+        : bf16(qkvElements);
       this.#act = bf16(T * inter);
       this.#gathered = bf16(R * h);
       this.#decodeWorkspace = this.alloc(
         ops.decodeWorkspaceBytes(R, sizes.maxBlocksPerSeq * sizes.blockSize, this.shape),
       );
-      for (const layer of this.weights.layers) {
-        this.#wq.push(weightRows(layer.qkvProj, 0, qDim, h));
-        this.#wk.push(weightRows(layer.qkvProj, qDim, kvDim, h));
-        this.#wv.push(weightRows(layer.qkvProj, qDim + kvDim, kvDim, h));
-      }
     } catch (error) {
       if (rope) backend.free(rope.invFreq);
       this.#freeOwned();
@@ -317,22 +306,33 @@ export class LlamaForward implements Forward {
       maxBlocks: 0,
       shape: this.shape,
     };
+    this.#qkvArgs = {
+      q: this.#q,
+      k: this.#k,
+      v: this.#v,
+      qkv: this.#qkv,
+      positions: placeholder,
+      table: this.#rope,
+      bias: null,
+      qNorm: null,
+      kNorm: null,
+      eps: config.rmsNormEps,
+      tokens: 0,
+      numHeads: heads,
+      numKvHeads: kvHeads,
+    };
   }
 
   linearShapes(m: number): LinearShape[] {
     const { hiddenSize: h, intermediateSize: inter } = this.config;
     const qDim = this.config.numAttentionHeads * this.config.headDim;
     const kvDim = this.config.numKeyValueHeads * this.config.headDim;
-    const shapes = [
-      { m, n: qDim, k: h },
-      { m, n: kvDim, k: h },
+    return [
+      { m, n: qDim + 2 * kvDim, k: h },
       { m, n: h, k: qDim },
       { m, n: 2 * inter, k: h },
       { m, n: h, k: inter },
     ];
-    // A single-token step runs q, k and v as one linear over the fused weight.
-    if (m === 1) shapes.push({ m, n: qDim + 2 * kvDim, k: h });
-    return shapes;
   }
 
   run(s: StepShape, inputs: StepInputs, kv: LayerCaches, out: LogitsOut, stream: Stream): void {
@@ -343,11 +343,10 @@ export class LlamaForward implements Forward {
     const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
     const T = s.tokens;
     const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
-    // One token: the fused q/k/v linear reads the weight once, in one launch (see #qkvOne).
-    const one = T === 1;
-    const q = one ? this.#qOne : this.#q, k = one ? this.#kOne : this.#k;
-    const v = one ? this.#vOne : this.#v, attn = this.#attn;
-    const decode = this.#decodeArgs, prefill = this.#prefillArgs;
+    const q = this.#q, k = this.#k, v = this.#v, attn = this.#attn;
+    const decode = this.#decodeArgs, prefill = this.#prefillArgs, qkv = this.#qkvArgs;
+    qkv.positions = inputs.positions;
+    qkv.tokens = T;
     if (s.decodes > 0) {
       decode.out = attn;
       decode.q = q;
@@ -359,7 +358,7 @@ export class LlamaForward implements Forward {
     }
     if (s.prefills > 0) {
       prefill.out = this.#rowsAt(this.#attnAt, attn, qDim, s.decodes);
-      prefill.q = one ? q : this.#rowsAt(this.#qAt, q, qDim, s.decodes);
+      prefill.q = this.#rowsAt(this.#qAt, q, qDim, s.decodes);
       prefill.queryStarts = inputs.queryStarts;
       prefill.contextLens = inputs.prefillContextLens;
       prefill.blockTables = inputs.prefillBlockTables;
@@ -375,15 +374,9 @@ export class LlamaForward implements Forward {
       const kCache = kv.k(l), vCache = kv.v(l);
       if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
       else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
-      if (one) {
-        ops.linear(this.#qkvOne, normed, layer.qkvProj, 1, qDim + 2 * kvDim, h, stream);
-      } else {
-        ops.linear(q, normed, this.#wq[l], T, qDim, h, stream);
-        ops.linear(k, normed, this.#wk[l], T, kvDim, h, stream);
-        ops.linear(v, normed, this.#wv[l], T, kvDim, h, stream);
-      }
-      this.beforeRope(l, q, k, v, T, one, stream);
-      ops.rope(q, k, inputs.positions, this.#rope, T, heads, kvHeads, stream);
+      ops.linear(this.#qkv, normed, layer.qkvProj, T, qDim + 2 * kvDim, h, stream);
+      this.layerQkvRope(l, qkv);
+      ops.qkvRope(qkv, stream);
       ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
       if (s.decodes > 0) {
         decode.kCache = kCache;
@@ -416,18 +409,10 @@ export class LlamaForward implements Forward {
   }
 
   /**
-   * A family's step between the q/k/v projections and RoPE, on layer `layer`'s q, k and v
-   * ([T, heads, headDim] each; with `one`, slices of one fused row). Llama has none.
+   * A family's part of layer `layer`'s `qkvRope` call: its bias or q/k norm weights, set on
+   * `args` (which the caller refills for every layer). Llama has none.
    */
-  protected beforeRope(
-    _layer: number,
-    _q: DeviceBuffer,
-    _k: DeviceBuffer,
-    _v: DeviceBuffer,
-    _tokens: number,
-    _one: boolean,
-    _stream: Stream,
-  ): void {}
+  protected layerQkvRope(_layer: number, _args: QkvRopeArgs): void {}
 
   /** Allocates a device buffer that `free` releases. */
   protected alloc(bytes: number): DeviceBuffer {

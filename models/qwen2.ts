@@ -1,15 +1,15 @@
 /**
  * Qwen2 and Qwen2.5 (`Qwen2ForCausalLM`): Llama's layers with a bias on the q, k and v
  * projections. The three biases are fused into one [(H + 2·KV)·D] vector per layer, as the
- * weights are, and added in one `qkvBias` launch between the projections and RoPE. The small
+ * weights are, and added by the `qkvRope` launch that splits the fused projection. The small
  * sizes tie their embeddings (config.json's tie_word_embeddings); sliding-window attention is
  * refused when the config turns it on (models/config.ts).
  *
  * @module
  */
 
-import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import type { Backend, DeviceBuffer } from "../backends/backend.ts";
+import type { ModelOps, QkvRopeArgs } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
 import { LlamaForward, llamaWeightLayout, vectorSlot } from "./llama.ts";
 import type { ForwardSizes, ModelDefinition, ModelWeights, WeightSlot } from "./model.ts";
@@ -45,18 +45,8 @@ export class Qwen2Forward extends LlamaForward {
     );
   }
 
-  protected override beforeRope(
-    layer: number,
-    q: DeviceBuffer,
-    k: DeviceBuffer,
-    v: DeviceBuffer,
-    tokens: number,
-    _one: boolean,
-    stream: Stream,
-  ): void {
-    const c = this.config;
-    const qDim = c.numAttentionHeads * c.headDim, kvDim = c.numKeyValueHeads * c.headDim;
-    this.ops.qkvBias(q, k, v, this.#bias[layer], tokens, qDim, kvDim, stream);
+  protected override layerQkvRope(layer: number, args: QkvRopeArgs): void {
+    args.bias = this.#bias[layer];
   }
 }
 

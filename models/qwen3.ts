@@ -1,14 +1,14 @@
 /**
  * Qwen3 (`Qwen3ForCausalLM`): Llama's layers with an RMSNorm over each head of q and of k
- * (q_norm and k_norm, weights [headDim]) between the projections and RoPE, in one `qkNorm`
- * launch. head_dim is its own config key, independent of hidden_size / heads (Qwen3-8B: 4096 /
- * 32 = 128, Qwen3-0.6B: 1024 / 16 = 64 but head_dim 128).
+ * (q_norm and k_norm, weights [headDim]) between the projections and RoPE, in the `qkvRope`
+ * launch that splits the fused projection. head_dim is its own config key, independent of
+ * hidden_size / heads (Qwen3-8B: 4096 / 32 = 128, Qwen3-0.6B: 1024 / 16 = 64 but head_dim 128).
  *
  * @module
  */
 
-import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
-import type { ModelOps } from "../ops/ops.ts";
+import type { Backend, DeviceBuffer } from "../backends/backend.ts";
+import type { ModelOps, QkvRopeArgs } from "../ops/ops.ts";
 import type { ModelConfig } from "./config.ts";
 import { LlamaForward, llamaWeightLayout, normSlot } from "./llama.ts";
 import type { ForwardSizes, ModelDefinition, ModelWeights, WeightSlot } from "./model.ts";
@@ -37,28 +37,9 @@ export class Qwen3Forward extends LlamaForward {
     this.#kNorm = Array.from({ length: layers }, (_, i) => weights.get(`${i}.kNorm`));
   }
 
-  protected override beforeRope(
-    layer: number,
-    q: DeviceBuffer,
-    k: DeviceBuffer,
-    _v: DeviceBuffer,
-    tokens: number,
-    _one: boolean,
-    stream: Stream,
-  ): void {
-    const c = this.config;
-    this.ops.qkNorm(
-      q,
-      k,
-      this.#qNorm[layer],
-      this.#kNorm[layer],
-      tokens,
-      c.numAttentionHeads,
-      c.numKeyValueHeads,
-      c.headDim,
-      c.rmsNormEps,
-      stream,
-    );
+  protected override layerQkvRope(layer: number, args: QkvRopeArgs): void {
+    args.qNorm = this.#qNorm[layer];
+    args.kNorm = this.#kNorm[layer];
   }
 }
 

@@ -33,6 +33,7 @@ export type ElementwiseOps = Pick<
   | "qkNorm"
   | "qkvBias"
   | "rope"
+  | "qkvRope"
   | "siluMul"
   | "castF32ToBf16"
   | "castBf16ToF32"
@@ -185,6 +186,39 @@ export interface SamplingBuffers {
   readonly step: DeviceBuffer;
 }
 
+/**
+ * The arguments of `qkvRope`: one record, allocated by the caller once and refilled per layer,
+ * so the call allocates nothing.
+ */
+export interface QkvRopeArgs {
+  /** Out: bf16 [tokens, numHeads, headDim], biased, normed and rotated as asked. */
+  q: DeviceBuffer;
+  /** Out: bf16 [tokens, numKvHeads, headDim], likewise. */
+  k: DeviceBuffer;
+  /** Out: bf16 [tokens, numKvHeads, headDim], biased as asked. */
+  v: DeviceBuffer;
+  /** In: the fused projection, bf16 [tokens, (numHeads + 2·numKvHeads)·headDim], q|k|v per row. */
+  qkv: DeviceBuffer;
+  /** i32 [tokens]: each token's position. */
+  positions: DeviceBuffer;
+  /** The inverse frequencies; its headDim is the head dimension. */
+  table: RopeTable;
+  /** The fused q|k|v bias, bf16 [(numHeads + 2·numKvHeads)·headDim] (Qwen2), or null. */
+  bias: DeviceBuffer | null;
+  /** q_norm's weight, bf16 [headDim] (Qwen3), or null; given with kNorm or not at all. */
+  qNorm: DeviceBuffer | null;
+  /** k_norm's weight, bf16 [headDim], or null. */
+  kNorm: DeviceBuffer | null;
+  /** The norms' epsilon (read only with qNorm and kNorm). */
+  eps: number;
+  /** Tokens (rows of qkv). */
+  tokens: number;
+  /** Query heads. */
+  numHeads: number;
+  /** Key/value heads. */
+  numKvHeads: number;
+}
+
 /** The operators a decoder forward pass and its sampler need. */
 export interface ModelOps {
   /** out[t, :] = table[ids[t], :]. out bf16 [tokens, hidden]; table bf16 [vocab, hidden]. */
@@ -260,6 +294,15 @@ export interface ModelOps {
     numKvHeads: number,
     stream: Stream,
   ): void;
+
+  /**
+   * Splits a fused q|k|v projection into contiguous q, k and v and prepares q and k for
+   * attention, in one pass, rounding at the same steps as copying the three slices out and then
+   * running `qkvBias` (with `bias`), `qkNorm` (with `qNorm` and `kNorm`) and `rope` on them, in
+   * that order (the CPU reference does exactly that). One launch where the unfused steps take up to three, and it lets every step
+   * run q, k and v as one `linear` over the fused weight.
+   */
+  qkvRope(args: QkvRopeArgs, stream: Stream): void;
 
   /**
    * out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation. W is bf16, or FP8 with

@@ -77,6 +77,26 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "rope_bf16", "assumes": {} }],
   },
   {
+    "name": "qkv_rope_bf16",
+    "params": [
+      { "name": "q", "type": "ptr" },
+      { "name": "k", "type": "ptr" },
+      { "name": "v", "type": "ptr" },
+      { "name": "qkv", "type": "ptr" },
+      { "name": "positions", "type": "ptr" },
+      { "name": "inv_freq", "type": "ptr" },
+      { "name": "bias", "type": "ptr" },
+      { "name": "q_norm", "type": "ptr" },
+      { "name": "k_norm", "type": "ptr" },
+      { "name": "num_heads", "type": "u32" },
+      { "name": "num_kv_heads", "type": "u32" },
+      { "name": "head_dim", "type": "u32" },
+      { "name": "eps", "type": "f32" },
+      { "name": "flags", "type": "u32" },
+    ],
+    "variants": [{ "symbol": "qkv_rope_bf16", "assumes": {} }],
+  },
+  {
     "name": "silu_mul_bf16",
     "params": [{ "name": "out", "type": "ptr" }, { "name": "gate_up", "type": "ptr" }, {
       "name": "tokens",

@@ -312,6 +312,93 @@ extern "C" __global__ void rope_bf16(uint16_t* q, uint16_t* k, const int32_t* po
   }
 }
 
+// The fused q|k|v projection split into contiguous q, k and v, with Qwen2's bias, Qwen3's per-head
+// RMSNorm of q and k, and RoPE of q and k on the way, rounding to bf16 at the steps qkv_bias_bf16,
+// qk_norm_bf16 and rope_bf16 round: flags bit 0 adds `bias`, bit 1 norms with q_norm and k_norm.
+// Grid: one block per token; block: whole warps, a warp per head row in turn (q heads, then k,
+// then v). A lane owns the rotated pairs (p, p + head_dim / 2) for p = lane, lane + warp, ..., so
+// RoPE needs no exchange, and the norm's sum of squares is a warp reduction over the lanes'
+// shares. Up to 8 pairs a lane: head_dim <= 16 · warp size. Dynamic shared memory: head_dim
+// floats (this token's cos, then sin).
+#define QKV_ROPE_MAX_PAIRS 8
+extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __restrict__ k, uint16_t* __restrict__ v, const uint16_t* __restrict__ qkv, const int32_t* __restrict__ positions, const float* __restrict__ inv_freq, const uint16_t* __restrict__ bias, const uint16_t* __restrict__ q_norm, const uint16_t* __restrict__ k_norm, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, float eps, uint32_t flags) {
+  extern __shared__ float4 qkv_rope_shared[];
+  float* cs = reinterpret_cast<float*>(qkv_rope_shared);
+  const uint32_t half = head_dim / 2;
+  const size_t t = blockIdx.x;
+  const float pos = static_cast<float>(positions[t]);
+  for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);  // accurate sincosf, as rope_bf16
+    cs[i] = c;
+    cs[half + i] = s;
+  }
+  __syncthreads();
+  const bool add_bias = (flags & 1u) != 0, norm = (flags & 2u) != 0;
+  const uint32_t lane = threadIdx.x % DENALI_WARP;
+  const uint32_t warps = blockDim.x / DENALI_WARP;
+  const uint32_t rows = num_heads + 2 * num_kv_heads;
+  const uint16_t* src = qkv + t * rows * head_dim;
+  for (uint32_t r = threadIdx.x / DENALI_WARP; r < rows; r += warps) {
+    const uint32_t col = r * head_dim;
+    const bool is_q = r < num_heads, is_k = !is_q && r < num_heads + num_kv_heads;
+    uint16_t* dst = is_q ? q + (t * num_heads + r) * head_dim
+                  : is_k ? k + (t * num_kv_heads + (r - num_heads)) * head_dim
+                         : v + (t * num_kv_heads + (r - num_heads - num_kv_heads)) * head_dim;
+    float a[QKV_ROPE_MAX_PAIRS], b[QKV_ROPE_MAX_PAIRS];
+    float ss = 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < QKV_ROPE_MAX_PAIRS; j++) {
+      const uint32_t p = lane + j * DENALI_WARP;
+      a[j] = 0.0f;
+      b[j] = 0.0f;
+      if (p < half) {
+        a[j] = bf16_to_f32(src[col + p]);
+        b[j] = bf16_to_f32(src[col + half + p]);
+        if (add_bias) {
+          a[j] = round_bf16(a[j] + bf16_to_f32(bias[col + p]));
+          b[j] = round_bf16(b[j] + bf16_to_f32(bias[col + half + p]));
+        }
+        ss += a[j] * a[j];
+        ss += b[j] * b[j];
+      }
+    }
+    if (is_q || is_k) {
+      if (norm) {
+        // The whole warp takes this branch together (r is the same across its lanes).
+        const float inv = rms_scale(warp_sum(ss), static_cast<float>(head_dim), eps);
+        const uint16_t* w = is_q ? q_norm : k_norm;
+#pragma unroll
+        for (uint32_t j = 0; j < QKV_ROPE_MAX_PAIRS; j++) {
+          const uint32_t p = lane + j * DENALI_WARP;
+          if (p < half) {
+            a[j] = round_bf16(bf16_to_f32(w[p]) * round_bf16(a[j] * inv));
+            b[j] = round_bf16(bf16_to_f32(w[half + p]) * round_bf16(b[j] * inv));
+          }
+        }
+      }
+#pragma unroll
+      for (uint32_t j = 0; j < QKV_ROPE_MAX_PAIRS; j++) {
+        const uint32_t p = lane + j * DENALI_WARP;
+        if (p < half) {
+          const float c = cs[p], s = cs[half + p];
+          const float x1 = a[j], x2 = b[j];
+          a[j] = x1 * c - x2 * s;
+          b[j] = x2 * c + x1 * s;
+        }
+      }
+    }
+#pragma unroll
+    for (uint32_t j = 0; j < QKV_ROPE_MAX_PAIRS; j++) {
+      const uint32_t p = lane + j * DENALI_WARP;
+      if (p < half) {
+        dst[p] = f32_to_bf16(a[j]);
+        dst[half + p] = f32_to_bf16(b[j]);
+      }
+    }
+  }
+}
+
 // SiLU as HF computes it in bf16: the activation is rounded to bf16 before the multiply.
 __device__ __forceinline__ float silu_mul(float g, float u) {
   return round_bf16(g / (1.0f + expf(-g))) * u;

@@ -7,7 +7,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { checkBuffer, checkPositive } from "./common.ts";
-import type { RopeTable } from "../ops.ts";
+import type { QkvRopeArgs, RopeTable } from "../ops.ts";
 
 /** Largest size argument: every count must fit the kernels' 32-bit parameters and indices. */
 const MAX_COUNT = 0x7fffffff;
@@ -127,28 +127,54 @@ export function checkRope(
   tokens: number,
   numHeads: number,
   numKvHeads: number,
+  op = "rope",
 ): void {
-  checkCount("rope", "tokens", tokens);
-  checkCount("rope", "numHeads", numHeads);
-  checkCount("rope", "numKvHeads", numKvHeads);
+  checkCount(op, "tokens", tokens);
+  checkCount(op, "numHeads", numHeads);
+  checkCount(op, "numKvHeads", numKvHeads);
   const headDim = table.headDim;
   // The GPU keeps a token's cos and sin (headDim floats) in shared memory: 32 KiB at most.
   if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0 || headDim > 8192) {
-    throw new RangeError(`rope: table.headDim must be an even integer in 2..8192, got ${headDim}`);
+    throw new RangeError(`${op}: table.headDim must be an even integer in 2..8192, got ${headDim}`);
   }
-  checkTotal("rope", "q (tokens × numHeads × headDim)", tokens * numHeads * headDim);
-  checkTotal("rope", "k (tokens × numKvHeads × headDim)", tokens * numKvHeads * headDim);
-  checkBuffer("rope", "q", q, 2 * tokens * numHeads * headDim, 2, "tokens × numHeads × headDim");
+  checkTotal(op, "q (tokens × numHeads × headDim)", tokens * numHeads * headDim);
+  checkTotal(op, "k (tokens × numKvHeads × headDim)", tokens * numKvHeads * headDim);
+  checkBuffer(op, "q", q, 2 * tokens * numHeads * headDim, 2, "tokens × numHeads × headDim");
   checkBuffer(
-    "rope",
+    op,
     "k",
     k,
     2 * tokens * numKvHeads * headDim,
     2,
     "tokens × numKvHeads × headDim",
   );
-  checkBuffer("rope", "positions", positions, 4 * tokens, 4, "tokens i32");
-  checkBuffer("rope", "table.invFreq", table.invFreq, 2 * headDim, 4, "headDim / 2 f32");
+  checkBuffer(op, "positions", positions, 4 * tokens, 4, "tokens i32");
+  checkBuffer(op, "table.invFreq", table.invFreq, 2 * headDim, 4, "headDim / 2 f32");
+}
+
+/** The checks of `qkvRope`; returns the head dimension. */
+export function checkQkvRope(a: QkvRopeArgs): number {
+  checkRope(a.q, a.k, a.positions, a.table, a.tokens, a.numHeads, a.numKvHeads, "qkvRope");
+  const d = a.table.headDim;
+  const width = (a.numHeads + 2 * a.numKvHeads) * d;
+  checkTotal("qkvRope", "qkv (tokens × (numHeads + 2·numKvHeads) × headDim)", a.tokens * width);
+  const kvBytes = 2 * a.tokens * a.numKvHeads * d;
+  checkBuffer("qkvRope", "v", a.v, kvBytes, 2, "tokens × numKvHeads × headDim bf16");
+  checkBuffer("qkvRope", "qkv", a.qkv, 2 * a.tokens * width, 2, "tokens × (q + 2·kv width) bf16");
+  if (a.bias !== null) {
+    checkBuffer("qkvRope", "bias", a.bias, 2 * width, 2, "(numHeads + 2·numKvHeads)·headDim bf16");
+  }
+  if ((a.qNorm === null) !== (a.kNorm === null)) {
+    throw new RangeError(
+      "qkvRope: qNorm and kNorm go together (Qwen3 norms both q and k); pass both or neither",
+    );
+  }
+  if (a.qNorm !== null && a.kNorm !== null) {
+    checkEps("qkvRope", a.eps);
+    checkBuffer("qkvRope", "qNorm", a.qNorm, 2 * d, 2, "headDim bf16");
+    checkBuffer("qkvRope", "kNorm", a.kNorm, 2 * d, 2, "headDim bf16");
+  }
+  return d;
 }
 
 /** The checks of `siluMul`. */

@@ -26,6 +26,7 @@ import {
   checkFillRandom,
   checkQkNorm,
   checkQkvBias,
+  checkQkvRope,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -113,7 +114,7 @@ export function cpuElementwiseOps(): ElementwiseOps {
   // Per-token cos/sin, grown on demand and reused across calls.
   let trig = new Float32Array(0);
 
-  return {
+  const ops: ElementwiseOps = {
     embedding(out, table, ids, tokens, hidden) {
       const vocab = checkEmbedding(out, table, ids, tokens, hidden);
       const o = u16("embedding", "out", out, tokens * hidden);
@@ -201,6 +202,39 @@ export function cpuElementwiseOps(): ElementwiseOps {
       }
     },
 
+    qkvRope(a, stream) {
+      // The unfused steps themselves, so this reference is the definition of the fused op.
+      const d = checkQkvRope(a);
+      const qWidth = a.numHeads * d, kvWidth = a.numKvHeads * d, width = qWidth + 2 * kvWidth;
+      const src = u16("qkvRope", "qkv", a.qkv, a.tokens * width);
+      const parts = [
+        [u16("qkvRope", "q", a.q, a.tokens * qWidth), qWidth, 0],
+        [u16("qkvRope", "k", a.k, a.tokens * kvWidth), kvWidth, qWidth],
+        [u16("qkvRope", "v", a.v, a.tokens * kvWidth), kvWidth, qWidth + kvWidth],
+      ] as const;
+      for (const [x, w, from] of parts) {
+        for (let t = 0; t < a.tokens; t++) {
+          x.set(src.subarray(t * width + from, t * width + from + w), t * w);
+        }
+      }
+      if (a.bias) ops.qkvBias(a.q, a.k, a.v, a.bias, a.tokens, qWidth, kvWidth, stream);
+      if (a.qNorm && a.kNorm) {
+        ops.qkNorm(
+          a.q,
+          a.k,
+          a.qNorm,
+          a.kNorm,
+          a.tokens,
+          a.numHeads,
+          a.numKvHeads,
+          d,
+          a.eps,
+          stream,
+        );
+      }
+      ops.rope(a.q, a.k, a.positions, a.table, a.tokens, a.numHeads, a.numKvHeads, stream);
+    },
+
     siluMul(out, gateUp, tokens, inter) {
       checkSiluMul(out, gateUp, tokens, inter);
       const o = u16("siluMul", "out", out, tokens * inter);
@@ -248,6 +282,7 @@ export function cpuElementwiseOps(): ElementwiseOps {
       for (let i = 0; i < count; i++) o[i] = xs[i] << 16;
     },
   };
+  return ops;
 }
 
 /** Rotates `heads` consecutive heads starting at element `at`; trig holds cos then sin (f32). */

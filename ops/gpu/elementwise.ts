@@ -12,6 +12,9 @@
  *   floats of dynamic shared memory for that token's cos and sin.
  * - qkNorm: one block per token, a warp per head row in turn, 64..512 threads.
  * - qkvBias: one block per token, a thread per 4 elements of q|k|v, 64..512 threads.
+ * - qkvRope: one block per token, a warp per head row in turn (q, k and v heads), 64..512
+ *   threads, headDim floats of dynamic shared memory for the token's cos and sin; a lane holds
+ *   up to 8 rotated pairs, so headDim is at most 16 · 32.
  * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
  * - fillRandom: grid-stride, 256 threads, a thread per output (one Philox block each), at most
  *   65536 blocks; 64-bit indices, so counts past 2^32 are fine.
@@ -26,6 +29,7 @@ import {
   checkFillRandom,
   checkQkNorm,
   checkQkvBias,
+  checkQkvRope,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -37,6 +41,11 @@ import { loadKernels } from "../../kernels/modules.ts";
 const FLAT_THREADS = 256;
 /** Grid cap of the grid-stride kernels; the loop covers the rest. */
 const MAX_BLOCKS = 65536;
+
+/** qkv_rope_bf16's flag bits: add the fused bias; norm q and k per head. */
+const QKV_ROPE_BIAS = 1, QKV_ROPE_NORM = 2;
+/** The largest head qkv_rope_bf16 holds: 8 rotated pairs a lane of 32. */
+const QKV_ROPE_MAX_HEAD_DIM = 16 * 32;
 
 /** `n` rounded up to a multiple of 64, clamped to [64, max]. */
 function threads64(n: number, max: number): number {
@@ -59,6 +68,7 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
   const qkNorm = launchers.qk_norm_bf16.launch;
   const qkvBias = launchers.qkv_bias_bf16.launch;
   const rope = launchers.rope_bf16.launch;
+  const qkvRope = launchers.qkv_rope_bf16.launch;
   const siluMul = launchers.silu_mul_bf16.launch;
   const castF32ToBf16 = launchers.cast_f32_to_bf16.launch;
   const castBf16ToF32 = launchers.cast_bf16_to_f32.launch;
@@ -146,6 +156,43 @@ export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseO
         numHeads,
         numKvHeads,
         headDim,
+      );
+    },
+
+    qkvRope(a, stream) {
+      const headDim = checkQkvRope(a);
+      if (headDim > QKV_ROPE_MAX_HEAD_DIM) {
+        throw new RangeError(
+          `qkvRope: headDim ${headDim} is over the GPU kernel's ${QKV_ROPE_MAX_HEAD_DIM} ` +
+            "(8 rotated pairs a lane); Denali's attention kernels take 64 and 128",
+        );
+      }
+      const threads = threads64((a.numHeads + 2 * a.numKvHeads) * 32, 512);
+      const flags = (a.bias ? QKV_ROPE_BIAS : 0) | (a.qNorm ? QKV_ROPE_NORM : 0);
+      // Absent weights are never read (flags say so); any valid pointer stands in for them.
+      qkvRope(
+        a.tokens,
+        1,
+        1,
+        threads,
+        1,
+        1,
+        4 * headDim,
+        stream,
+        a.q,
+        a.k,
+        a.v,
+        a.qkv,
+        a.positions,
+        a.table.invFreq,
+        a.bias ?? a.qkv,
+        a.qNorm ?? a.qkv,
+        a.kNorm ?? a.qkv,
+        a.numHeads,
+        a.numKvHeads,
+        headDim,
+        a.eps,
+        flags,
       );
     },
 

@@ -6,8 +6,9 @@
  * positions up to 32767; embedding over a 32000-row table; casts of 1e6 + 3 elements with NaN,
  * ±Inf, subnormals and exact ties; fillRandom of 1, 1000 and 2^20 + 3 elements, and one fill
  * past 2^32 elements checked around the 2^32 boundary; qkNorm at Qwen3's 32/8 heads of 128 and at
- * 64; qkvBias at Qwen2.5-7B's widths and on one fused q|k|v row. Outputs are poisoned (0xff bytes: NaN) before each run, so an
- * unwritten element fails.
+ * 64; qkvBias at Qwen2.5-7B's widths and on one fused q|k|v row; qkvRope at the shipped
+ * families' shapes, with and without bias and norms. Outputs are poisoned (0xff bytes: NaN)
+ * before each run, so an unwritten element fails.
  *
  * Tolerances. Both sides round to bf16 at the same steps, so most outputs are bit-identical;
  * what differs is fp32 summation order (rmsNorm), fused multiply-adds (rope) and the last ulp of
@@ -339,6 +340,68 @@ gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) 
     rig.gpu.free(tables[0].invFreq);
     rig.cpu.free(tables[1].invFreq);
     rig.release();
+  }
+});
+
+gpuTest("gpu elementwise: qkvRope splits, biases, norms and rotates as the CPU does", (rig) => {
+  const llama31 = configPreset("llama3.1-8b");
+  // [heads, kvHeads, headDim, bias, norm]: Llama-3 (none), Qwen2.5-7B (bias), Qwen3-8B (norms),
+  // head 64 with both.
+  const shapes: [number, number, number, boolean, boolean][] = [
+    [32, 8, 128, false, false],
+    [28, 4, 128, true, false],
+    [32, 8, 128, false, true],
+    [16, 4, 64, true, true],
+  ];
+  for (const tokens of TOKENS) {
+    for (const [heads, kvHeads, headDim, withBias, withNorm] of shapes) {
+      const what =
+        `qkvRope tokens=${tokens} heads=${heads}/${kvHeads}x${headDim} bias=${withBias} norm=${withNorm}`;
+      const inv = headDim === 128
+        ? ropeInverseFrequencies(headDim, llama31.ropeTheta, llama31.ropeScaling!)
+        : ropeInverseFrequencies(headDim, 10000);
+      const tables: [RopeTable, RopeTable] = [
+        createRopeTable(rig.gpu, inv),
+        createRopeTable(rig.cpu, inv),
+      ];
+      const width = (heads + 2 * kvHeads) * headDim;
+      const next = rng(tokens * width);
+      const positions = new Int32Array(tokens).map(() => Math.floor(next(0, 32768)));
+      const pos = rig.upload(positions);
+      const qkv = rig.upload(randomBf16(tokens * width, width + tokens, -3, 3));
+      const bias = rig.upload(randomBf16(width, 31, -1, 1));
+      const qNorm = rig.upload(randomBf16(headDim, 32, 0.5, 1.5));
+      const kNorm = rig.upload(randomBf16(headDim, 33, 0.5, 1.5));
+      const qn = tokens * heads * headDim, kn = tokens * kvHeads * headDim;
+      const q = rig.poisoned(2 * qn), k = rig.poisoned(2 * kn), v = rig.poisoned(2 * kn);
+      rig.run((ops, d, s) =>
+        ops.qkvRope({
+          q: d(q),
+          k: d(k),
+          v: d(v),
+          qkv: d(qkv),
+          positions: d(pos),
+          table: ops === rig.gOps ? tables[0] : tables[1],
+          bias: withBias ? d(bias) : null,
+          qNorm: withNorm ? d(qNorm) : null,
+          kNorm: withNorm ? d(kNorm) : null,
+          eps: 1e-6,
+          tokens,
+          numHeads: heads,
+          numKvHeads: kvHeads,
+        }, s)
+      );
+      // The norm's sum runs in another order on each side (one ulp), and RoPE then rounds again.
+      const [gq, cq] = rig.read16(q, qn);
+      compareBf16(gq, cq, `${what} q`, withNorm ? 2 : 1, 1e-5);
+      const [gk, ck] = rig.read16(k, kn);
+      compareBf16(gk, ck, `${what} k`, withNorm ? 2 : 1, 1e-5);
+      const [gv, cv] = rig.read16(v, kn);
+      assertBitsEqual(gv, cv, `${what} v`);
+      rig.gpu.free(tables[0].invFreq);
+      rig.cpu.free(tables[1].invFreq);
+      rig.release();
+    }
   }
 });
 

@@ -514,3 +514,126 @@ Deno.test("elementwise: qkNorm and qkvBias reject bad sizes, naming the op and a
     /qkvBias: bias holds 16 bytes but qWidth \+ 2·kvWidth bf16 needs 24/,
   );
 });
+
+/** qkvRope's reference in float64: bias, per-head RMSNorm, rotate_half, no roundings. */
+function qkvRopeFloat64(
+  row: Float32Array,
+  bias: Float32Array | null,
+  norms: [Float32Array, Float32Array] | null,
+  heads: number,
+  kvHeads: number,
+  d: number,
+  angles: number[],
+): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < heads + 2 * kvHeads; r++) {
+    let x = Array.from({ length: d }, (_, i) => row[r * d + i] + (bias ? bias[r * d + i] : 0));
+    const isV = r >= heads + kvHeads;
+    if (!isV && norms) {
+      const w = r < heads ? norms[0] : norms[1];
+      const rms = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / d + 1e-6);
+      x = x.map((v, i) => w[i] * v / rms);
+    }
+    if (!isV) {
+      const half = d / 2;
+      x = x.map((v, i) => {
+        const a = angles[i % half], c = Math.cos(a), s = Math.sin(a);
+        return i < half ? v * c - x[i + half] * s : v * c + x[i - half] * s;
+      });
+    }
+    out.push(...x);
+  }
+  return out;
+}
+
+Deno.test("elementwise: qkvRope splits the fused row and applies bias, q/k norms and RoPE", () => {
+  const tokens = 3, heads = 4, kvHeads = 2, d = 16, width = (heads + 2 * kvHeads) * d;
+  const invFreq = ropeInverseFrequencies(d, 10000);
+  const positions = [5, 0, 1234];
+  // bf16-exact inputs, so the float64 reference starts from the op's own values.
+  const exact = (x: Float32Array) => decodeBf16(encodeBf16(x));
+  const qkvValues = exact(randomArray(tokens * width, 11, -2, 2));
+  const biasValues = exact(randomArray(width, 12, -0.5, 0.5));
+  const qn = exact(randomArray(d, 13, 0.5, 1.5)), kn = exact(randomArray(d, 14, 0.5, 1.5));
+  for (const [withBias, withNorm] of [[false, false], [true, false], [false, true], [true, true]]) {
+    const what = `bias=${withBias} norm=${withNorm}`;
+    const table = createRopeTable(cpu, invFreq);
+    const q = cpu.alloc(2 * tokens * heads * d), k = cpu.alloc(2 * tokens * kvHeads * d);
+    const v = cpu.alloc(2 * tokens * kvHeads * d);
+    ops.qkvRope({
+      q,
+      k,
+      v,
+      qkv: upload(encodeBf16(qkvValues)),
+      positions: upload(Int32Array.from(positions)),
+      table,
+      bias: withBias ? upload(encodeBf16(biasValues)) : null,
+      qNorm: withNorm ? upload(encodeBf16(qn)) : null,
+      kNorm: withNorm ? upload(encodeBf16(kn)) : null,
+      eps: 1e-6,
+      tokens,
+      numHeads: heads,
+      numKvHeads: kvHeads,
+    }, stream);
+    const gq = values(q, tokens * heads * d), gk = values(k, tokens * kvHeads * d);
+    const gv = values(v, tokens * kvHeads * d);
+    for (let t = 0; t < tokens; t++) {
+      const angles = [...invFreq].map((f) => Math.fround(positions[t] * f));
+      const ref = qkvRopeFloat64(
+        qkvValues.subarray(t * width, (t + 1) * width),
+        withBias ? biasValues : null,
+        withNorm ? [qn, kn] : null,
+        heads,
+        kvHeads,
+        d,
+        angles,
+      );
+      const qd = heads * d, kd = kvHeads * d;
+      const got = [
+        ...gq.subarray(t * qd, (t + 1) * qd),
+        ...gk.subarray(t * kd, (t + 1) * kd),
+        ...gv.subarray(t * kd, (t + 1) * kd),
+      ];
+      // Up to three bf16 roundings on the way (bias, norm twice, rotation).
+      assertClose(got, ref, 1e-2, `qkvRope ${what} token ${t}`);
+      assertElementwise(got, ref, 2 ** -6, 2e-2, `qkvRope ${what} token ${t}`);
+    }
+  }
+});
+
+Deno.test("elementwise: qkvRope rejects bad arguments, naming the op and the remedy", () => {
+  const table = createRopeTable(cpu, ropeInverseFrequencies(8, 10000));
+  const big = cpu.alloc(4096), small = cpu.alloc(16);
+  const args = {
+    q: big,
+    k: big,
+    v: big,
+    qkv: big,
+    positions: big,
+    table,
+    bias: null,
+    qNorm: null,
+    kNorm: null,
+    eps: 1e-6,
+    tokens: 2,
+    numHeads: 2,
+    numKvHeads: 1,
+  };
+  ops.qkvRope(args, stream); // the sizes above suffice
+  assert.throws(() => ops.qkvRope({ ...args, qkv: small }, stream), /qkvRope: qkv holds 16 bytes/);
+  assert.throws(() => ops.qkvRope({ ...args, v: small }, stream), /qkvRope: v holds 16 bytes/);
+  assert.throws(() => ops.qkvRope({ ...args, q: small }, stream), /qkvRope: q holds 16 bytes/);
+  assert.throws(
+    () => ops.qkvRope({ ...args, bias: small }, stream),
+    /qkvRope: bias holds 16 bytes but \(numHeads \+ 2·numKvHeads\)·headDim bf16 needs 64/,
+  );
+  assert.throws(
+    () => ops.qkvRope({ ...args, qNorm: big }, stream),
+    /qkvRope: qNorm and kNorm go together .* pass both or neither/,
+  );
+  assert.throws(
+    () => ops.qkvRope({ ...args, qNorm: big, kNorm: big, eps: -1 }, stream),
+    /qkvRope: eps must be/,
+  );
+  assert.throws(() => ops.qkvRope({ ...args, tokens: 0 }, stream), /qkvRope: tokens must be/);
+});

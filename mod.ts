@@ -81,6 +81,7 @@ export type {
   LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
+  QkvRopeArgs,
   RopeTable,
   SamplingBuffers,
 } from "./ops/ops.ts";

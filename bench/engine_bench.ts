@@ -16,7 +16,8 @@
  *
  * Usage: deno run -A bench/engine_bench.ts [--preset llama3-8b] [--requests 1000]
  *        [--concurrency 256 | --offline] [--max-num-seqs 256] [--max-batched-tokens 2048]
- *        [--max-len 2048] [--vocab 32000] [--seed 0] [--warmup 8] [--profile] [--profile-out FILE] [--label name]
+ *        [--max-len 2048] [--vocab 32000] [--seed 0] [--warmup 8] [--profile]
+ *        [--profile-out FILE] [--label name] [--quantization fp8|awq] [--kv-cache-dtype fp8]
  *        [--tiny DIR] (a checkpoint directory instead of a random-weights preset, e.g. on the CPU)
  *
  * @module
@@ -154,6 +155,8 @@ async function main() {
       profile: { type: "boolean", default: false },
       label: { type: "string", default: "denali" },
       "profile-out": { type: "string" },
+      quantization: { type: "string" },
+      "kv-cache-dtype": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -162,7 +165,8 @@ async function main() {
       "Usage: deno run -A bench/engine_bench.ts [--preset llama3-8b | --tiny DIR] " +
         "[--requests N] [--concurrency C | --offline] [--max-num-seqs N] " +
         "[--max-batched-tokens N] [--max-len N] [--vocab N] [--seed N] [--warmup N] " +
-        "[--profile] [--profile-out FILE] [--label NAME]",
+        "[--profile] [--profile-out FILE] [--label NAME] [--quantization fp8|awq] " +
+        "[--kv-cache-dtype fp8]",
     );
     return;
   }
@@ -189,6 +193,13 @@ async function main() {
       : undefined,
     seed: 1,
     ...(values.profile ? { profile: true } : {}),
+    // Set only when asked, so the file still runs against a checkout without these options.
+    ...(values.quantization
+      ? { quantization: values.quantization as EngineOptions["quantization"] }
+      : {}),
+    ...(values["kv-cache-dtype"]
+      ? { kvCacheDtype: values["kv-cache-dtype"] as EngineOptions["kvCacheDtype"] }
+      : {}),
   };
   const engine = values.tiny ? await Engine.load(values.tiny, options) : await Engine.load(
     { config: configPreset(values.preset!), randomWeights: true, seed: 1 },

@@ -5,7 +5,13 @@
  *   profile on) and on the baseline checkout;
  * - `new_c256.log`, `base_c256.log`: bench/serve_bench.ts through each tree's HTTP server at
  *   concurrency 256 (or engine_bench.ts `--concurrency 256`: both print the same lines);
- * - `new_c1.log`: engine_bench.ts `--concurrency 1` on the new tree, step profile on.
+ * - `new_c1.log`: engine_bench.ts `--concurrency 1` on the new tree, step profile on;
+ * - `new_offline_fp8.log` (optional): engine_bench.ts `--offline` with FP8 weights and an FP8 KV
+ *   cache, for the quantization issue's `serve_offline_fp8` (FP8 over bf16, same run).
+ *
+ * Besides the TARGET lines it prints the offline run's throughput at its roofline: the tokens it
+ * generated over the sum of its steps' roofline bounds, the most any engine could reach with the
+ * same steps on this device.
  *
  * Usage: deno run -A bench/throughput_targets.ts DIR
  *
@@ -29,6 +35,10 @@ export interface LogFigures {
   readonly bigDecodeOfBound: number;
   /** Mean device time of a decode-only step of one row, from the per-step columns. */
   readonly batch1StepMs: number;
+  /** Wall seconds of the run. */
+  readonly seconds: number;
+  /** Sum of every profiled step's roofline bound (decode, mixed and prefill kinds), in ms. */
+  readonly boundMs: number;
 }
 
 const number = (text: string, pattern: RegExp): number => {
@@ -49,13 +59,29 @@ export function logFigures(text: string, steps: Record<string, number[]> | null)
     }
     if (n > 0) batch1 = sum / n;
   }
+  let boundMs = NaN;
+  for (
+    const match of text.matchAll(/^PROFILE kind=(?:decode|mixed|prefill) .*bound_ms=([\d.]+)/gm)
+  ) {
+    boundMs = (Number.isNaN(boundMs) ? 0 : boundMs) + Number(match[1]);
+  }
   return {
     completionTokPerS: number(text, /completion tok\/s: ([\d.]+)/),
     itlP50Ms: number(text, /per-token latency \(ms\): p50 ([\d.]+)/),
     busy: number(text, /^PROFILE steps=.* busy=([\d.]+)/m),
     bigDecodeOfBound: number(text, /^PROFILE kind=decode_b128 .* of_bound=([\d.]+)/m),
     batch1StepMs: batch1,
+    seconds: number(text, /^engine-only .*, ([\d.]+) s$/m),
+    boundMs,
   };
+}
+
+/**
+ * The offline run's completion tok/s had every step taken exactly its roofline bound: the tokens
+ * it generated over the sum of the bounds (NaN without the profile).
+ */
+export function rooflineTokPerS(f: LogFigures): number {
+  return f.completionTokPerS * f.seconds / (f.boundMs / 1000);
 }
 
 /** One `TARGET` line; a NaN value is MISSED (the run did not show it). */
@@ -77,7 +103,18 @@ export function throughputTargets(f: {
   newC256: LogFigures;
   baseC256: LogFigures;
   newC1: LogFigures;
+  newOfflineFp8?: LogFigures;
 }): string[] {
+  const fp8 = f.newOfflineFp8
+    ? [
+      targetLine(
+        "serve_offline_fp8",
+        f.newOfflineFp8.completionTokPerS / f.newOffline.completionTokPerS,
+        1.3,
+        true,
+      ),
+    ]
+    : [];
   return [
     targetLine("serve_offline_1000", f.newOffline.completionTokPerS, 20000, true),
     targetLine(
@@ -96,6 +133,7 @@ export function throughputTargets(f: {
     targetLine("serve_busy", f.newOffline.busy, 0.95, true),
     targetLine("decode_roofline_b128", f.newOffline.bigDecodeOfBound, 1.3, false),
     targetLine("serve_c1_itl", f.newC1.itlP50Ms / f.newC1.batch1StepMs, 1.05, false),
+    ...fp8,
   ];
 }
 
@@ -113,12 +151,21 @@ if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
     console.log("Usage: deno run -A bench/throughput_targets.ts DIR (see the module doc)");
     Deno.exit(dir === undefined ? 2 : 0);
   }
+  const newOffline = await read(dir, "new_offline");
+  const fp8Log = await Deno.stat(`${dir}/new_offline_fp8.log`).then(() => true, () => false);
+  const atRoofline = rooflineTokPerS(newOffline);
+  console.log(
+    `# serve_offline_at_roofline tok_s=${atRoofline.toFixed(1)} (tokens generated over the sum ` +
+      `of the steps' roofline bounds); measured ${newOffline.completionTokPerS.toFixed(1)}, ` +
+      `${(newOffline.completionTokPerS / atRoofline).toFixed(3)} of it`,
+  );
   const lines = throughputTargets({
-    newOffline: await read(dir, "new_offline"),
+    newOffline,
     baseOffline: await read(dir, "base_offline"),
     newC256: await read(dir, "new_c256"),
     baseC256: await read(dir, "base_c256"),
     newC1: await read(dir, "new_c1"),
+    ...(fp8Log ? { newOfflineFp8: await read(dir, "new_offline_fp8") } : {}),
   });
   for (const line of lines) console.log(line);
 }

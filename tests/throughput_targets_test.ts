@@ -5,7 +5,12 @@
  */
 
 import assert from "node:assert/strict";
-import { logFigures, targetLine, throughputTargets } from "../bench/throughput_targets.ts";
+import {
+  logFigures,
+  rooflineTokPerS,
+  targetLine,
+  throughputTargets,
+} from "../bench/throughput_targets.ts";
 
 const ENGINE_LOG = `engine-only new: 1000 requests, offline, 10.00 s
 first-token latency (ms): avg 3000.0
@@ -14,6 +19,8 @@ completion tok/s: 21000.5
 total tok/s: 44000.0
 PROFILE steps=900 device_ms=9700.0 idle_ms=300.0 busy=0.970 mean_decode_batch=700.0 mean_host_gap_ms=0.100 graph_steps=600
 PROFILE kind=decode steps=600 device_ms=5000.0 bound_ms=4000.0 of_bound=1.25 decode_rows=1 prefill_tokens=0
+PROFILE kind=mixed steps=290 device_ms=4500.0 bound_ms=3500.0 of_bound=1.29 decode_rows=1 prefill_tokens=9
+PROFILE kind=prefill steps=10 device_ms=200.0 bound_ms=500.0 of_bound=0.40 decode_rows=0 prefill_tokens=9
 PROFILE kind=decode_b128 steps=500 device_ms=4000.0 bound_ms=3200.0 of_bound=1.25
 `;
 
@@ -30,6 +37,11 @@ Deno.test("throughput targets: figures from the logs, ratios against the baselin
   assert.equal(f.busy, 0.97);
   assert.equal(f.bigDecodeOfBound, 1.25);
   assert.ok(Number.isNaN(f.batch1StepMs));
+  assert.equal(f.seconds, 10);
+  // decode + mixed + prefill; decode_b128 is a subset of decode and not added again.
+  assert.equal(f.boundMs, 8000);
+  // 21000.5 tok/s for 10 s is 210005 tokens; over 8 s of bounds, 26250.625 tok/s.
+  assert.ok(Math.abs(rooflineTokPerS(f) - 26250.625) < 1e-9);
   // Batch-1 decode steps only: the mixed step (prefill rows) and the batch-2 step are left out.
   const c1 = logFigures(SERVE_LOG(100, 6.3), {
     decodeRows: [1, 1, 2, 1],
@@ -43,6 +55,7 @@ Deno.test("throughput targets: figures from the logs, ratios against the baselin
     newC256: logFigures(SERVE_LOG(9000, 25), null),
     baseC256: logFigures(SERVE_LOG(6000, 24), null),
     newC1: c1,
+    newOfflineFp8: logFigures(SERVE_LOG(27000, 20), null),
   });
   assert.deepEqual(lines, [
     "TARGET serve_offline_1000 value=21000.500 goal=20000 met",
@@ -52,6 +65,7 @@ Deno.test("throughput targets: figures from the logs, ratios against the baselin
     "TARGET serve_busy value=0.970 goal=0.95 met",
     "TARGET decode_roofline_b128 value=1.250 goal=1.3 met",
     "TARGET serve_c1_itl value=1.033 goal=1.05 met",
+    "TARGET serve_offline_fp8 value=1.286 goal=1.3 MISSED",
   ]);
 });
 

@@ -245,6 +245,20 @@ extern "C" __global__ void qkv_bias_bf16(uint16_t* q, uint16_t* k, uint16_t* v, 
   }
 }
 
+// One token's cos (cs[0, half)) and sin (cs[half, 2·half)) at angle position · inv_freq[i],
+// computed by the whole block into shared memory; returns after the block's barrier.
+__device__ __forceinline__ void rope_trig(float* cs, int32_t position, const float* inv_freq, uint32_t half) {
+  const float pos = static_cast<float>(position);
+  for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float s, c;
+    // Accurate sincosf (not __sincosf): angles reach tens of thousands of radians.
+    sincosf(pos * inv_freq[i], &s, &c);
+    cs[i] = c;
+    cs[half + i] = s;
+  }
+  __syncthreads();
+}
+
 // Rotary embedding in place, HF "rotate_half" pairing (element i with i + headDim/2):
 //   angle = fp32(positions[t]) * invFreq[i] (one fp32 multiply); c, s = cos, sin (fp32);
 //   x1' = bf16(x1 c - x2 s), x2' = bf16(x2 c + x1 s).
@@ -256,15 +270,7 @@ extern "C" __global__ void rope_bf16(uint16_t* q, uint16_t* k, const int32_t* po
   float* cs = reinterpret_cast<float*>(rope_shared);
   const uint32_t half = head_dim / 2;
   const size_t t = blockIdx.x;
-  const float pos = static_cast<float>(positions[t]);
-  for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
-    float s, c;
-    // Accurate sincosf (not __sincosf): angles reach tens of thousands of radians.
-    sincosf(pos * inv_freq[i], &s, &c);
-    cs[i] = c;
-    cs[half + i] = s;
-  }
-  __syncthreads();
+  rope_trig(cs, positions[t], inv_freq, half);
   const uint32_t heads = num_heads + num_kv_heads;
   uint16_t* qt = q + t * num_heads * head_dim;
   uint16_t* kt = k + t * num_kv_heads * head_dim;
@@ -326,14 +332,7 @@ extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __r
   float* cs = reinterpret_cast<float*>(qkv_rope_shared);
   const uint32_t half = head_dim / 2;
   const size_t t = blockIdx.x;
-  const float pos = static_cast<float>(positions[t]);
-  for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);  // accurate sincosf, as rope_bf16
-    cs[i] = c;
-    cs[half + i] = s;
-  }
-  __syncthreads();
+  rope_trig(cs, positions[t], inv_freq, half);
   const bool add_bias = (flags & 1u) != 0, norm = (flags & 2u) != 0;
   const uint32_t lane = threadIdx.x % DENALI_WARP;
   const uint32_t warps = blockDim.x / DENALI_WARP;

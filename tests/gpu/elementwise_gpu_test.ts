@@ -302,8 +302,21 @@ gpuTest("gpu elementwise: qkvBias adds the fused bias to q, k and v bit for bit"
   rig.release();
 });
 
-gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) => {
+/** The same RoPE table on the GPU and the CPU: Llama-3.1's scaled frequencies at head 128. */
+function ropeTables(rig: Rig, headDim: number): [RopeTable, RopeTable] {
   const llama31 = configPreset("llama3.1-8b");
+  const inv = headDim === 128
+    ? ropeInverseFrequencies(headDim, llama31.ropeTheta, llama31.ropeScaling!)
+    : ropeInverseFrequencies(headDim, 10000);
+  return [createRopeTable(rig.gpu, inv), createRopeTable(rig.cpu, inv)];
+}
+
+function freeRopeTables(rig: Rig, tables: [RopeTable, RopeTable]): void {
+  rig.gpu.free(tables[0].invFreq);
+  rig.cpu.free(tables[1].invFreq);
+}
+
+gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) => {
   const cases: [tokens: number, heads: number, kvHeads: number, headDim: number, offset: number][] =
     [];
   for (const tokens of TOKENS) {
@@ -314,13 +327,7 @@ gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) 
   for (const [tokens, heads, kvHeads, headDim, offset] of cases) {
     const what =
       `rope tokens=${tokens} heads=${heads}/${kvHeads} headDim=${headDim} offset=${offset}`;
-    const inv = headDim === 128
-      ? ropeInverseFrequencies(headDim, llama31.ropeTheta, llama31.ropeScaling!)
-      : ropeInverseFrequencies(headDim, 10000);
-    const tables: [RopeTable, RopeTable] = [
-      createRopeTable(rig.gpu, inv),
-      createRopeTable(rig.cpu, inv),
-    ];
+    const tables = ropeTables(rig, headDim);
     const next = rng(tokens * headDim + offset);
     const positions = new Int32Array(tokens).map(() => Math.floor(next(0, 32768)));
     positions[0] = 32767;
@@ -337,14 +344,12 @@ gpuTest("gpu elementwise: rope with 32/8 heads at positions up to 32767", (rig) 
     const [gk, ck] = rig.read16(k, kn);
     compareBf16(gq, cq, `${what} q`, 1, 1e-5);
     compareBf16(gk, ck, `${what} k`, 1, 1e-5);
-    rig.gpu.free(tables[0].invFreq);
-    rig.cpu.free(tables[1].invFreq);
+    freeRopeTables(rig, tables);
     rig.release();
   }
 });
 
 gpuTest("gpu elementwise: qkvRope splits, biases, norms and rotates as the CPU does", (rig) => {
-  const llama31 = configPreset("llama3.1-8b");
   // [heads, kvHeads, headDim, bias, norm]: Llama-3 (none), Qwen2.5-7B (bias), Qwen3-8B (norms),
   // head 64 with both.
   const shapes: [number, number, number, boolean, boolean][] = [
@@ -357,13 +362,7 @@ gpuTest("gpu elementwise: qkvRope splits, biases, norms and rotates as the CPU d
     for (const [heads, kvHeads, headDim, withBias, withNorm] of shapes) {
       const what =
         `qkvRope tokens=${tokens} heads=${heads}/${kvHeads}x${headDim} bias=${withBias} norm=${withNorm}`;
-      const inv = headDim === 128
-        ? ropeInverseFrequencies(headDim, llama31.ropeTheta, llama31.ropeScaling!)
-        : ropeInverseFrequencies(headDim, 10000);
-      const tables: [RopeTable, RopeTable] = [
-        createRopeTable(rig.gpu, inv),
-        createRopeTable(rig.cpu, inv),
-      ];
+      const tables = ropeTables(rig, headDim);
       const width = (heads + 2 * kvHeads) * headDim;
       const next = rng(tokens * width);
       const positions = new Int32Array(tokens).map(() => Math.floor(next(0, 32768)));
@@ -398,8 +397,7 @@ gpuTest("gpu elementwise: qkvRope splits, biases, norms and rotates as the CPU d
       compareBf16(gk, ck, `${what} k`, withNorm ? 2 : 1, 1e-5);
       const [gv, cv] = rig.read16(v, kn);
       assertBitsEqual(gv, cv, `${what} v`);
-      rig.gpu.free(tables[0].invFreq);
-      rig.cpu.free(tables[1].invFreq);
+      freeRopeTables(rig, tables);
       rig.release();
     }
   }

@@ -17,6 +17,7 @@ import { parseArgs } from "node:util";
 import { configPreset } from "../models/config.ts";
 import { Engine, type EngineOptions } from "../engine/engine.ts";
 import { helpRequested } from "../tools/cli.ts";
+import { relativeError } from "../tests/support/numeric.ts";
 
 const USAGE = `Usage: deno run -A bench/quant_logits_bench.ts [options]
 
@@ -27,17 +28,6 @@ Relative L2 of FP8-weight (and FP8-KV) logits against bf16, random weights of a 
 
 /** The issue's bound on FP8-weight logits against bf16 ones. */
 const GOAL = 0.05;
-
-/** ‖out − ref‖₂ / ‖ref‖₂ (Infinity where either holds a NaN). */
-export function relativeL2(out: Float32Array, ref: Float32Array): number {
-  let diff = 0, norm = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (Number.isNaN(out[i]) || Number.isNaN(ref[i])) return Infinity;
-    diff += (out[i] - ref[i]) ** 2;
-    norm += ref[i] ** 2;
-  }
-  return Math.sqrt(diff / (norm || 1));
-}
 
 /** Index of the largest element (the first of equals). */
 function argmax(x: Float32Array): number {
@@ -92,7 +82,7 @@ async function main(): Promise<void> {
   const targets: string[] = [];
   for (const [name] of variants.slice(1)) {
     const rows = logits.get(name)!;
-    const errors = rows.map((row, i) => relativeL2(row, reference[i]));
+    const errors = rows.map((row, i) => relativeError(row, reference[i]));
     const agree = rows.filter((row, i) => argmax(row) === argmax(reference[i])).length;
     const worst = Math.max(...errors), mean = errors.reduce((a, b) => a + b, 0) / errors.length;
     console.log(

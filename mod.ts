@@ -69,6 +69,7 @@ export type {
   KernelFunction,
   LaunchAbi,
   ModuleImage,
+  ScaledFp8,
   Stream,
 } from "./backends/backend.ts";
 export { DeviceBuffer } from "./backends/backend.ts";

@@ -205,8 +205,47 @@ export interface GemmAccelerator {
     stream: Stream,
     time: (run: () => void) => number,
   ): void;
+  /**
+   * Optional, where the library multiplies FP8 on tensor cores with per-row scales (cuBLASLt 12.9
+   * or newer on compute capability 9.0): out[M, N] = bf16(x.scales[m] · weight.scales[n] ·
+   * Σ_k e4m3(x.data[m, k]) · e4m3(weight.data[n, k])), fp32 accumulation, ordered on `stream`.
+   * Throws UnsupportedShapeError where the library has no algorithm for it (an older release, a
+   * GPU without FP8 tensor cores), which callers treat as "use the dequantizing path".
+   */
+  gemmFp8?(
+    out: DeviceBuffer,
+    x: ScaledFp8,
+    weight: ScaledFp8,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void;
+  /** Optional: `tune` for `gemmFp8`'s call shape. Cold; for start-up tuning. */
+  tuneFp8?(
+    out: DeviceBuffer,
+    x: ScaledFp8,
+    weight: ScaledFp8,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    time: (run: () => void) => number,
+  ): void;
   /** Releases the library's handles. */
   close(): void;
+}
+
+/**
+ * A row-scaled FP8 E4M3 matrix as `GemmAccelerator.gemmFp8` reads it: value[r, c] =
+ * scales[r] · e4m3(data[r, c]), data u8 [rows, cols] row-major, scales f32 [rows]. An FP8
+ * weight (ops/linear_weight.ts) is one; so are activations quantized per token.
+ */
+export interface ScaledFp8 {
+  /** u8 [rows, cols]: E4M3 codes, row-major. */
+  readonly data: DeviceBuffer;
+  /** f32 [rows]: each row's scale. */
+  readonly scales: DeviceBuffer;
 }
 
 /** A device: memory, streams, events, modules, launches and graphs. */

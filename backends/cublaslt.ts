@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { Backend, DeviceBuffer, GemmAccelerator, Stream } from "./backend.ts";
+import type { Backend, DeviceBuffer, GemmAccelerator, ScaledFp8, Stream } from "./backend.ts";
 import {
   CUBLAS_COMPUTE_32F,
   CUBLAS_OP,
@@ -27,6 +27,7 @@ import {
   CUBLASLT_HEURISTIC_RESULT,
   CUBLASLT_MATMUL_DESC,
   CUBLASLT_MATMUL_PREF,
+  CUBLASLT_MATRIX_SCALE,
   CUBLASLT_SYMBOLS,
   CUDA_DATA_TYPE,
   type LtNames,
@@ -95,12 +96,29 @@ export interface LtDialect {
   };
   /** The status code for "no algorithm for this problem". */
   readonly notSupported: number;
+  /**
+   * What FP8 matmuls with per-row scales need, where the library has them (cuBLASLt); absent
+   * where Denali does not use them (hipBLASLt), and the accelerator then has no `gemmFp8`.
+   */
+  readonly fp8?: LtFp8Dialect;
   /** The library's name and description for a status code. */
   statusText(code: number): { name: string; message: string };
   /** The library's version as text; may call the library (the handle is live). */
   version(handle: Deno.PointerValue): string;
   /** Unloads the library. */
   closeLibrary(): void;
+}
+
+/** The enum values of an Lt library's FP8 matmul with per-row (outer-vector) scales. */
+export interface LtFp8Dialect {
+  /** The data type of A and B (E4M3). */
+  readonly dataType: number;
+  /** The matmul-descriptor attributes for A's and B's scale pointers (a device address each). */
+  readonly scalePointer: { readonly A: number; readonly B: number };
+  /** The matmul-descriptor attributes for A's and B's scale modes (int32_t each). */
+  readonly scaleMode: { readonly A: number; readonly B: number };
+  /** The scale mode "one f32 per row of op(A), one per column of op(B)". */
+  readonly outerVector: number;
 }
 
 /** Where cuBLASLt is looked for: the loader's path first, then the default CUDA install. */
@@ -165,6 +183,15 @@ export function openCublasLt(options: LtOptions = {}): GemmAccelerator | null {
       ],
       heuristicResult: CUBLASLT_HEURISTIC_RESULT,
       notSupported: CUBLAS_STATUS.NOT_SUPPORTED,
+      fp8: {
+        dataType: CUDA_DATA_TYPE.R_8F_E4M3,
+        scalePointer: {
+          A: CUBLASLT_MATMUL_DESC.A_SCALE_POINTER,
+          B: CUBLASLT_MATMUL_DESC.B_SCALE_POINTER,
+        },
+        scaleMode: { A: CUBLASLT_MATMUL_DESC.A_SCALE_MODE, B: CUBLASLT_MATMUL_DESC.B_SCALE_MODE },
+        outerVector: CUBLASLT_MATRIX_SCALE.OUTER_VEC_32F,
+      },
       statusText: (code) => ({
         name: cStringFrom(sym.cublasLtGetStatusName(code), `cublasStatus_t ${code}`),
         message: cStringFrom(sym.cublasLtGetStatusString(code), "cuBLASLt has no text for it"),
@@ -230,6 +257,23 @@ interface Plan {
   readonly candidates: readonly Uint8Array<ArrayBuffer>[];
 }
 
+/**
+ * One kind of product the engine runs: bf16 × bf16, or FP8 × FP8 with per-row scales. Each has
+ * its own matmul descriptor (the FP8 one carries the scale modes) and its own plans, since the
+ * heuristic's algorithms are per operand type.
+ */
+interface Precision {
+  readonly desc: Deno.PointerValue;
+  /** The data type of A and B; C and D are bf16 in both. */
+  readonly inputType: number;
+  /** Bytes per element of A and B. */
+  readonly inputBytes: 1 | 2;
+  /** How errors name the product. */
+  readonly label: string;
+  /** N → K → shape; number keys, so a lookup allocates nothing. */
+  readonly shapes: Map<number, Map<number, WeightShape>>;
+}
+
 /** A device workspace and how to give it back. */
 interface Workspace {
   readonly ptr: number;
@@ -248,25 +292,31 @@ class LtGemm implements GemmAccelerator {
   readonly #out = new BigUint64Array(1);
   readonly #alpha = new Float32Array([1]);
   readonly #beta = new Float32Array([0]);
-  // N → K → shape; number keys, so a lookup allocates nothing.
-  readonly #shapes = new Map<number, Map<number, WeightShape>>();
+  // A device address as the 8 bytes a scale-pointer attribute takes, written as two 32-bit
+  // halves so that setting it per call allocates no BigInt.
+  readonly #address = new Uint32Array(2);
   #handle: Deno.PointerValue = null;
-  #desc: Deno.PointerValue = null;
   #pref: Deno.PointerValue = null;
+  #bf16: Precision | null = null;
+  #fp8: Precision | null = null;
+  // Why the FP8 descriptor could not be made, so later calls refuse at once.
+  #fp8Refusal: UnsupportedShapeError | null = null;
   #workspace: Workspace = NO_WORKSPACE;
   #closed = false;
+
+  // Assigned only where the dialect has an FP8 matmul; `declare` keeps them off the instance
+  // otherwise, so `"gemmFp8" in accelerator` tells the truth.
+  /** Present only where the dialect has an FP8 matmul (see GemmAccelerator). */
+  declare readonly gemmFp8?: GemmAccelerator["gemmFp8"];
+  /** Present only where the dialect has an FP8 matmul (see GemmAccelerator). */
+  declare readonly tuneFp8?: GemmAccelerator["tuneFp8"];
 
   constructor(lt: LtDialect, options: LtOptions) {
     this.#lt = lt;
     this.#sym = lt.symbols;
     try {
       this.#handle = this.#create(this.#sym.create(this.#out), "create");
-      this.#desc = this.#create(
-        this.#sym.matmulDescCreate(this.#out, lt.computeType, lt.scaleType),
-        "matmulDescCreate",
-      );
-      this.#setDesc(lt.descTrans.A, lt.op.T);
-      this.#setDesc(lt.descTrans.B, lt.op.N);
+      this.#bf16 = this.#precision(lt.dataType, 2, "bf16");
       this.#pref = this.#create(
         this.#sym.matmulPreferenceCreate(this.#out),
         "matmulPreferenceCreate",
@@ -282,6 +332,21 @@ class LtGemm implements GemmAccelerator {
       this.#release();
       throw error;
     }
+    if (lt.fp8) {
+      this.gemmFp8 = (out, x, weight, m, n, k, stream) => {
+        const fp8 = this.#fp8Precision();
+        this.#checkScales(weight.scales, "weight", n);
+        this.#checkScales(x.scales, "x", m);
+        const plan = this.#planFor(fp8, out, x.data, weight.data, m, n, k);
+        this.#matmulFp8(plan, out, x, weight, stream);
+      };
+      this.tuneFp8 = (out, x, weight, m, n, k, stream, time) => {
+        this.#checkScales(weight.scales, "weight", n);
+        this.#checkScales(x.scales, "x", m);
+        const plan = this.#planFor(this.#fp8Precision(), out, x.data, weight.data, m, n, k);
+        this.#tune(plan, () => this.#matmulFp8(plan, out, x, weight, stream), time);
+      };
+    }
   }
 
   gemm(
@@ -293,15 +358,14 @@ class LtGemm implements GemmAccelerator {
     k: number,
     stream: Stream,
   ): void {
-    this.#matmul(this.#planFor(out, x, weight, m, n, k), out, x, weight, stream);
+    const plan = this.#planFor(this.#bf16!, out, x, weight, m, n, k);
+    this.#matmul(this.#bf16!.desc, plan, out, x.ptr, weight.ptr, stream);
   }
 
   /**
    * Times every algorithm the heuristic offered for this call shape with `time` (the caller's
    * clock: milliseconds of the calls its argument makes on `stream`) and keeps the fastest for
-   * later calls; one the library refuses is skipped. The heuristic's first guess is often not the
-   * fastest on small and skinny shapes, so another replaces it when clearly faster (by
-   * REPLACE_MARGIN). Cold: call it at start, not per step.
+   * later calls; one the library refuses is skipped. Cold: call it at start, not per step.
    */
   tune(
     out: DeviceBuffer,
@@ -313,9 +377,17 @@ class LtGemm implements GemmAccelerator {
     stream: Stream,
     time: (run: () => void) => number,
   ): void {
-    const plan = this.#planFor(out, x, weight, m, n, k);
+    const bf16 = this.#bf16!;
+    const plan = this.#planFor(bf16, out, x, weight, m, n, k);
+    this.#tune(plan, () => this.#matmul(bf16.desc, plan, out, x.ptr, weight.ptr, stream), time);
+  }
+
+  /**
+   * The heuristic's first guess is often not the fastest on small and skinny shapes, so another
+   * replaces it when clearly faster (by REPLACE_MARGIN).
+   */
+  #tune(plan: Plan, run: () => void, time: (run: () => void) => number): void {
     if (plan.candidates.length < 2) return;
-    const run = () => this.#matmul(plan, out, x, weight, stream);
     const timed: { algo: typeof plan.algo; ms: number }[] = [];
     for (const candidate of plan.candidates) {
       plan.algo = candidate;
@@ -351,6 +423,7 @@ class LtGemm implements GemmAccelerator {
 
   /** Checks a call's arguments and returns its plan (made on first use). */
   #planFor(
+    precision: Precision,
     out: DeviceBuffer,
     x: DeviceBuffer,
     weight: DeviceBuffer,
@@ -362,34 +435,36 @@ class LtGemm implements GemmAccelerator {
     this.#checkDim(m, "m");
     this.#checkDim(n, "n");
     this.#checkDim(k, "k");
-    this.#checkBytes(out, "out", m, n);
-    this.#checkBytes(x, "x", m, k);
-    this.#checkBytes(weight, "weight", n, k);
+    const bytes = precision.inputBytes;
+    this.#checkBytes(out, "out", m, n, 2, "bf16");
+    this.#checkBytes(x, "x", m, k, bytes, precision.label);
+    this.#checkBytes(weight, "weight", n, k, bytes, precision.label);
     // The low bits survive ToInt32, so this reads each address's alignment without BigInt.
     const low = (out.ptr | x.ptr | weight.ptr) & 15;
-    if ((low & 1) !== 0) {
+    if ((out.ptr & 1) !== 0 || (bytes === 2 && (low & 1) !== 0)) {
       throw new RangeError(`${this.name} gemm: bf16 buffers must start at even addresses`);
     }
     const align = low === 0 ? 16 : low & -low;
-    const shape = this.#shape(n, k);
-    return shape.plans.get(m * 32 + align) ?? this.#plan(shape, m, n, k, align);
+    const shape = this.#shape(precision, n, k);
+    return shape.plans.get(m * 32 + align) ?? this.#plan(precision, shape, m, n, k, align);
   }
 
   #matmul(
+    desc: Deno.PointerValue,
     plan: Plan,
     out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: DeviceBuffer,
+    x: number,
+    weight: number,
     stream: Stream,
   ): void {
     const ws = this.#workspace;
     const code = this.#sym.matmul(
       this.#handle,
-      this.#desc,
+      desc,
       this.#alpha,
-      weight.ptr,
+      weight,
       plan.a,
-      x.ptr,
+      x,
       plan.b,
       this.#beta,
       out.ptr,
@@ -402,6 +477,25 @@ class LtGemm implements GemmAccelerator {
       stream.native,
     );
     if (code !== 0) this.#fail(code, "matmul");
+  }
+
+  /**
+   * The FP8 matmul: A = W's codes scaled per row of op(A) (an output column n), B = x's codes
+   * scaled per column of op(B) (a token m). The scale addresses live in the descriptor, so they
+   * are set before each call; cuBLASLt reads them when the call is made.
+   */
+  #matmulFp8(
+    plan: Plan,
+    out: DeviceBuffer,
+    x: ScaledFp8,
+    weight: ScaledFp8,
+    stream: Stream,
+  ): void {
+    const fp8 = this.#fp8!;
+    const scales = this.#lt.fp8!.scalePointer;
+    this.#setAddress(fp8.desc, scales.A, weight.scales.ptr);
+    this.#setAddress(fp8.desc, scales.B, x.scales.ptr);
+    this.#matmul(fp8.desc, plan, out, x.data.ptr, weight.data.ptr, stream);
   }
 
   close(): void {
@@ -420,36 +514,60 @@ class LtGemm implements GemmAccelerator {
     }
   }
 
-  #checkBytes(buffer: DeviceBuffer, what: string, rows: number, cols: number): void {
-    if (buffer.bytes < rows * cols * 2) {
+  #checkBytes(
+    buffer: DeviceBuffer,
+    what: string,
+    rows: number,
+    cols: number,
+    bytes: number,
+    type: string,
+  ): void {
+    if (buffer.bytes < rows * cols * bytes) {
       throw new RangeError(
-        `${this.name} gemm: ${what} [${rows}, ${cols}] bf16 needs ${rows * cols * 2} bytes, ` +
-          `but the buffer has ${buffer.bytes}`,
+        `${this.name} gemm: ${what} [${rows}, ${cols}] ${type} needs ${rows * cols * bytes} ` +
+          `bytes, but the buffer has ${buffer.bytes}`,
       );
     }
   }
 
-  #shape(n: number, k: number): WeightShape {
-    let byK = this.#shapes.get(n);
+  #checkScales(buffer: DeviceBuffer, what: string, rows: number): void {
+    if (buffer.bytes < rows * 4 || (buffer.ptr & 3) !== 0) {
+      throw new RangeError(
+        `${this.name} gemmFp8: ${what}'s scales need ${rows} f32 (${rows * 4} bytes, 4-byte ` +
+          `aligned), but the buffer has ${buffer.bytes} bytes at an address ending in ` +
+          `${buffer.ptr & 3} mod 4`,
+      );
+    }
+  }
+
+  #shape(precision: Precision, n: number, k: number): WeightShape {
+    let byK = precision.shapes.get(n);
     if (byK === undefined) {
       byK = new Map();
-      this.#shapes.set(n, byK);
+      precision.shapes.set(n, byK);
     }
     let shape = byK.get(k);
     if (shape === undefined) {
-      shape = { a: this.#layout(k, n), plans: new Map() };
+      shape = { a: this.#layout(precision.inputType, k, n), plans: new Map() };
       byK.set(k, shape);
     }
     return shape;
   }
 
   /** Makes the layouts of x and out for one call shape and asks the heuristic for an algorithm. */
-  #plan(shape: WeightShape, m: number, n: number, k: number, align: number): Plan {
+  #plan(
+    precision: Precision,
+    shape: WeightShape,
+    m: number,
+    n: number,
+    k: number,
+    align: number,
+  ): Plan {
     const lt = this.#lt;
-    const b = this.#layout(k, m);
+    const b = this.#layout(precision.inputType, k, m);
     let c: Deno.PointerValue = null;
     try {
-      c = this.#layout(n, m);
+      c = this.#layout(lt.dataType, n, m);
       if (lt.prefMinAlignment) {
         const bytes = new Uint32Array([align]);
         for (const attribute of lt.prefMinAlignment) {
@@ -465,7 +583,7 @@ class LtGemm implements GemmAccelerator {
       this.#check(
         this.#sym.matmulAlgoGetHeuristic(
           this.#handle,
-          this.#desc,
+          precision.desc,
           shape.a,
           b,
           c,
@@ -491,7 +609,7 @@ class LtGemm implements GemmAccelerator {
           state,
           "matmulAlgoGetHeuristic",
           `${lt.label} has no algorithm for out[${m}, ${n}] = x[${m}, ${k}] · W[${n}, ${k}]ᵀ ` +
-            `in bf16 with ${align}-byte aligned buffers`,
+            `in ${precision.label} with ${align}-byte aligned buffers`,
         );
       }
       const plan: Plan = { a: shape.a, b, c, algo: candidates[0], candidates };
@@ -505,18 +623,92 @@ class LtGemm implements GemmAccelerator {
     }
   }
 
-  /** A bf16 column-major layout of `rows` × `cols`, packed (ld = rows). */
-  #layout(rows: number, cols: number): Deno.PointerValue {
+  /** A packed column-major layout of `rows` × `cols` (ld = rows). */
+  #layout(type: number, rows: number, cols: number): Deno.PointerValue {
     return this.#create(
-      this.#sym.matrixLayoutCreate(this.#out, this.#lt.dataType, rows, cols, rows),
+      this.#sym.matrixLayoutCreate(this.#out, type, rows, cols, rows),
       "matrixLayoutCreate",
     );
   }
 
-  #setDesc(attribute: number, value: number): void {
+  /**
+   * A descriptor computing op(A) = Aᵀ, op(B) = B in fp32, with `attributes` (int32_t each) set
+   * and its plans to come; destroyed again if an attribute is refused.
+   */
+  #precision(
+    inputType: number,
+    inputBytes: 1 | 2,
+    label: string,
+    attributes: readonly (readonly [number, number])[] = [],
+  ): Precision {
+    const lt = this.#lt;
+    const desc = this.#create(
+      this.#sym.matmulDescCreate(this.#out, lt.computeType, lt.scaleType),
+      "matmulDescCreate",
+    );
+    try {
+      this.#setDesc(desc, lt.descTrans.A, lt.op.T);
+      this.#setDesc(desc, lt.descTrans.B, lt.op.N);
+      for (const [attribute, value] of attributes) this.#setDesc(desc, attribute, value);
+    } catch (error) {
+      // The refused attribute is what matters; a failing destroy must not mask it.
+      this.#sym.matmulDescDestroy(desc);
+      throw error;
+    }
+    return { desc, inputType, inputBytes, label, shapes: new Map() };
+  }
+
+  /**
+   * The FP8 product's descriptor, made on first use. A release without per-row scale modes
+   * (cuBLASLt before 12.8 rejects the attribute) refuses here, now and on every later call, with
+   * UnsupportedShapeError, which callers read as "dequantize and run bf16".
+   */
+  #fp8Precision(): Precision {
+    if (this.#closed) throw new TypeError(`${this.name} gemm: the accelerator is closed`);
+    if (this.#fp8Refusal) throw this.#fp8Refusal;
+    if (this.#fp8) return this.#fp8;
+    const dialect = this.#lt.fp8!;
+    try {
+      this.#fp8 = this.#precision(dialect.dataType, 1, "FP8 E4M3 with per-row scales", [
+        [dialect.scaleMode.A, dialect.outerVector],
+        [dialect.scaleMode.B, dialect.outerVector],
+      ]);
+      return this.#fp8;
+    } catch (error) {
+      // Only a refused attribute or operation means "this release has no per-row FP8"; anything
+      // else (an allocation that failed) is reported as it is, and a later call tries again.
+      const refused = error instanceof DriverError &&
+        error.call === this.#lt.names.matmulDescSetAttribute;
+      if (!refused) throw error;
+      this.#fp8Refusal = error instanceof UnsupportedShapeError ? error : new UnsupportedShapeError(
+        new DriverError(
+          error.backend,
+          error.call,
+          error.code,
+          error.codeName,
+          error.driverMessage,
+          `${this.name} has no FP8 matmul with per-row scales (cuBLASLt 12.9 or newer has)`,
+        ),
+      );
+      throw this.#fp8Refusal;
+    }
+  }
+
+  #setDesc(desc: Deno.PointerValue, attribute: number, value: number): void {
     const buf = new Int32Array([value]);
     this.#check(
-      this.#sym.matmulDescSetAttribute(this.#desc, attribute, buf, 4),
+      this.#sym.matmulDescSetAttribute(desc, attribute, buf, 4),
+      "matmulDescSetAttribute",
+    );
+  }
+
+  /** Sets a device-address attribute without allocating. */
+  #setAddress(desc: Deno.PointerValue, attribute: number, address: number): void {
+    const slot = this.#address;
+    slot[0] = address % 0x100000000;
+    slot[1] = Math.floor(address / 0x100000000);
+    this.#check(
+      this.#sym.matmulDescSetAttribute(desc, attribute, slot, 8),
       "matmulDescSetAttribute",
     );
   }
@@ -555,22 +747,27 @@ class LtGemm implements GemmAccelerator {
       }
     };
     const sym = this.#sym;
-    for (const byK of this.#shapes.values()) {
-      for (const shape of byK.values()) {
-        for (const plan of shape.plans.values()) {
-          attempt(() => this.#check(sym.matrixLayoutDestroy(plan.b), "matrixLayoutDestroy"));
-          attempt(() => this.#check(sym.matrixLayoutDestroy(plan.c), "matrixLayoutDestroy"));
+    const precisions = [this.#bf16, this.#fp8];
+    this.#bf16 = this.#fp8 = null;
+    for (const precision of precisions) {
+      if (!precision) continue;
+      for (const byK of precision.shapes.values()) {
+        for (const shape of byK.values()) {
+          for (const plan of shape.plans.values()) {
+            attempt(() => this.#check(sym.matrixLayoutDestroy(plan.b), "matrixLayoutDestroy"));
+            attempt(() => this.#check(sym.matrixLayoutDestroy(plan.c), "matrixLayoutDestroy"));
+          }
+          attempt(() => this.#check(sym.matrixLayoutDestroy(shape.a), "matrixLayoutDestroy"));
         }
-        attempt(() => this.#check(sym.matrixLayoutDestroy(shape.a), "matrixLayoutDestroy"));
       }
+      precision.shapes.clear();
+      attempt(() => this.#check(sym.matmulDescDestroy(precision.desc), "matmulDescDestroy"));
     }
-    this.#shapes.clear();
-    const pref = this.#pref, desc = this.#desc, handle = this.#handle;
-    this.#pref = this.#desc = this.#handle = null;
+    const pref = this.#pref, handle = this.#handle;
+    this.#pref = this.#handle = null;
     if (pref) {
       attempt(() => this.#check(sym.matmulPreferenceDestroy(pref), "matmulPreferenceDestroy"));
     }
-    if (desc) attempt(() => this.#check(sym.matmulDescDestroy(desc), "matmulDescDestroy"));
     if (handle) attempt(() => this.#check(sym.destroy(handle), "destroy"));
     const workspace = this.#workspace;
     this.#workspace = NO_WORKSPACE;

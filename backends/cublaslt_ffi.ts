@@ -158,6 +158,7 @@ export const CUBLASLT_SYMBOLS = {
 export const CUDA_DATA_TYPE = {
   R_32F: 0,
   R_16BF: 14,
+  R_8F_E4M3: 28,
 } as const;
 
 /** `cublasComputeType_t`: fp32 accumulation with default (tensor-core) math (cublas_api.h). */
@@ -175,10 +176,27 @@ export const CUBLAS_STATUS = {
   NOT_SUPPORTED: 15,
 } as const;
 
-/** `cublasLtMatmulDescAttributes_t` values Denali sets; both are int32_t attributes. */
+/**
+ * `cublasLtMatmulDescAttributes_t` values Denali sets: the operations and scale modes are int32_t,
+ * the scale pointers a device address (8 bytes). The scale modes exist from cuBLASLt 12.8; an
+ * older release refuses them, which reads as "no FP8 path".
+ */
 export const CUBLASLT_MATMUL_DESC = {
   TRANSA: 3,
   TRANSB: 4,
+  A_SCALE_POINTER: 17,
+  B_SCALE_POINTER: 18,
+  A_SCALE_MODE: 31,
+  B_SCALE_MODE: 32,
+} as const;
+
+/**
+ * `cublasLtMatmulMatrixScale_t`: OUTER_VEC_32F scales each row of op(A) and each column of op(B)
+ * by its own f32 (cuBLASLt 12.9 on compute capability 9.0 and newer).
+ */
+export const CUBLASLT_MATRIX_SCALE = {
+  SCALAR_32F: 0,
+  OUTER_VEC_32F: 3,
 } as const;
 
 /**

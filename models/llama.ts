@@ -33,6 +33,7 @@ import type {
   QkvRopeArgs,
   RopeTable,
 } from "../ops/ops.ts";
+import { isFp8Weight } from "../ops/linear_weight.ts";
 import type { ModelConfig } from "./config.ts";
 import {
   attentionShape,
@@ -327,11 +328,12 @@ export class LlamaForward implements Forward {
     const { hiddenSize: h, intermediateSize: inter } = this.config;
     const qDim = this.config.numAttentionHeads * this.config.headDim;
     const kvDim = this.config.numKeyValueHeads * this.config.headDim;
+    const layer = this.weights.layers[0];
     return [
-      { m, n: qDim + 2 * kvDim, k: h },
-      { m, n: h, k: qDim },
-      { m, n: 2 * inter, k: h },
-      { m, n: h, k: inter },
+      { m, n: qDim + 2 * kvDim, k: h, fp8: isFp8Weight(layer.qkvProj) },
+      { m, n: h, k: qDim, fp8: isFp8Weight(layer.oProj) },
+      { m, n: 2 * inter, k: h, fp8: isFp8Weight(layer.gateUpProj) },
+      { m, n: h, k: inter, fp8: isFp8Weight(layer.downProj) },
     ];
   }
 

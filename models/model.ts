@@ -139,6 +139,8 @@ export interface LinearShape {
   readonly n: number;
   /** Columns (inputs). */
   readonly k: number;
+  /** The weight is FP8 (an Fp8Weight): prepareLinear also times the W8A8 path for it. */
+  readonly fp8?: boolean;
 }
 
 /** A family's forward pass on one device, with its activations allocated. */

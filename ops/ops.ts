@@ -308,7 +308,10 @@ export interface ModelOps {
    * out[M, N] = x[M, K] · W[N, K]ᵀ, bf16 in and out, fp32 accumulation. W is bf16, or FP8 with
    * per-row scales (an {@link Fp8Weight}): then out[m, n] = scales[n] · Σ x[m, k] · e4m3(W[n, k])
    * for M <= 16 (the W8A16 GEMV), and for larger M the bf16 GEMM over W dequantized into the
-   * weight's scratch (each element bf16(scales[n] · e4m3(W[n, k])), as `dequantizeFp8`).
+   * weight's scratch (each element bf16(scales[n] · e4m3(W[n, k])), as `dequantizeFp8`) — or,
+   * on a shape prepareLinear timed faster that way (FP8 tensor cores, a vendor library with
+   * per-row FP8 scales), W8A8: x quantized per token as `quantizeFp8` quantizes a weight's rows,
+   * out[m, n] = bf16(xScale[m] · scales[n] · Σ e4m3(xq[m, k]) · e4m3(W[n, k])).
    */
   linear(
     out: DeviceBuffer,
@@ -322,10 +325,15 @@ export interface ModelOps {
 
   /**
    * Chooses, once per shape, the faster of Denali's own kernel and the backend's vendor library
-   * (if any) by timing both on `stream`. Call it at start, before any graph capture; shapes not
-   * prepared run on Denali's own kernel. A no-op where there is nothing to choose.
+   * (if any) by timing both on `stream`; for a shape marked `fp8` (its weight is an FP8 one) also
+   * whether W8A8 on FP8 tensor cores beats dequantizing to bf16. Call it at start, before any
+   * graph capture; shapes not prepared run on Denali's own kernel (FP8 weights dequantized). A
+   * no-op where there is nothing to choose.
    */
-  prepareLinear(shapes: readonly { m: number; n: number; k: number }[], stream: Stream): void;
+  prepareLinear(
+    shapes: readonly { m: number; n: number; k: number; fp8?: boolean }[],
+    stream: Stream,
+  ): void;
 
   /**
    * Quantizes a bf16 weight [n, k] to FP8 with one scale per row: scales[n] = f32(amax_n / 448)

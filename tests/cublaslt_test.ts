@@ -9,16 +9,23 @@
  */
 
 import assert from "node:assert/strict";
-import type { DeviceBuffer, GemmAccelerator, Stream } from "../backends/backend.ts";
+import type { DeviceBuffer, GemmAccelerator, ScaledFp8, Stream } from "../backends/backend.ts";
 import { encodeBf16, fromBf16Bits, roundBf16 } from "../backends/bf16.ts";
 import { CpuBackend } from "../backends/cpu.ts";
 import { CUBLASLT_PATHS, type LtOptions, openCublasLt } from "../backends/cublaslt.ts";
-import { CUBLASLT_SYMBOLS, LT_SIGNATURES, ltSymbolNames } from "../backends/cublaslt_ffi.ts";
+import {
+  CUBLASLT_SYMBOLS,
+  LT_SIGNATURES,
+  type LtBoundSymbols,
+  ltSymbolNames,
+  ltSymbols,
+} from "../backends/cublaslt_ffi.ts";
 import { CUDA_SYMBOLS } from "../backends/cuda_ffi.ts";
 import { symbolNames } from "../backends/driver_ffi.ts";
 import { cStringFrom } from "../backends/dlopen.ts";
 import { DriverError, UnsupportedShapeError } from "../backends/errors.ts";
 import { setFallbackSink } from "../backends/fallbacks.ts";
+import { decodeE4m3, encodeE4m3, rowScale, toE4m3Bits } from "../backends/fp8.ts";
 import { HIP_SYMBOLS } from "../backends/hip_ffi.ts";
 import { HIPBLASLT_PATHS, openHipBlasLt } from "../backends/hipblaslt.ts";
 import { HIPBLASLT_SYMBOLS } from "../backends/hipblaslt_ffi.ts";
@@ -32,6 +39,7 @@ const MIB = 2 ** 20;
 const CONTROL_SYMBOLS = {
   fake_lt_fail_next: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   fake_lt_set_no_algorithm: { parameters: ["i32"], result: "void" },
+  fake_lt_set_no_outer_vec: { parameters: ["i32"], result: "void" },
   fake_lt_set_candidates: { parameters: ["i32", "i32"], result: "void" },
   fake_lt_last_candidate: { parameters: [], result: "i32" },
   fake_lt_reset: { parameters: [], result: "void" },
@@ -655,3 +663,346 @@ Deno.test("cuBLASLt (fake): status names and text come from the library", () => 
     lib.close();
   }
 });
+
+// ---- FP8 with per-row scales (cuBLASLt) --------------------------------------------------------
+
+/** A row-scaled FP8 matrix on the host: E4M3 codes [rows, cols] row-major, f32 scales [rows]. */
+interface Fp8Host {
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+}
+
+/**
+ * A random FP8 matrix quantized as Denali quantizes weights: rows whose magnitudes differ (by up
+ * to 16× either way, so the scales differ row to row), each divided by rowScale(amax) and encoded.
+ */
+function randomFp8(rows: number, cols: number, seed: number): Fp8Host {
+  const values = randomArray(rows * cols, seed);
+  const magnitudes = randomArray(rows, seed + 7919, -4, 4);
+  const codes = new Uint8Array(rows * cols), scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const row = values.subarray(r * cols, (r + 1) * cols).map((v) => v * 2 ** magnitudes[r]);
+    const amax = row.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+    scales[r] = rowScale(amax);
+    encodeE4m3(row.map((v) => v / scales[r]), codes.subarray(r * cols, (r + 1) * cols));
+  }
+  return { codes, scales };
+}
+
+/** An FP8 matrix on the CPU "device" (each buffer at least 256 bytes, as `upload`). */
+function uploadFp8(cpu: CpuBackend, host: Fp8Host): ScaledFp8 {
+  const data = cpu.alloc(Math.max(256, host.codes.length));
+  cpu.copyToDevice(data, host.codes);
+  const scales = cpu.alloc(Math.max(256, host.scales.length * 4));
+  cpu.copyToDevice(scales, host.scales);
+  return { data, scales };
+}
+
+/**
+ * out[M, N] = scale(m, n) · Σ_k e4m3(x[m, k]) · e4m3(W[n, k]) in f64 from the decoded codes,
+ * rounded to bf16; `scale` is x.scales[m] · W.scales[n] unless given.
+ */
+function fp8Reference(
+  x: Fp8Host,
+  w: Fp8Host,
+  m: number,
+  n: number,
+  k: number,
+  scale = (i: number, j: number) => x.scales[i] * w.scales[j],
+): Float32Array {
+  const xv = decodeE4m3(x.codes), wv = decodeE4m3(w.codes);
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      for (let l = 0; l < k; l++) acc += xv[i * k + l] * wv[j * k + l];
+      out[i * n + j] = roundBf16(scale(i, j) * acc);
+    }
+  }
+  return out;
+}
+
+/** Runs gemmFp8 into a fresh NaN-filled output and returns what it wrote. */
+function runFp8(f: Fixture, x: ScaledFp8, w: ScaledFp8, m: number, n: number, k: number) {
+  const out = f.cpu.alloc(Math.max(256, m * n * 2));
+  f.cpu.memset(out, 0xff); // NaN: an element the library does not write fails
+  f.gemm.gemmFp8!(out, x, w, m, n, k, f.stream);
+  return readBf16(out, m * n);
+}
+
+/** Runs one gemmFp8 on fresh random inputs and returns its relative error against the reference. */
+function fp8Error(f: Fixture, m: number, n: number, k: number, seed: number): number {
+  const xs = randomFp8(m, k, seed), ws = randomFp8(n, k, seed + 1);
+  const got = runFp8(f, uploadFp8(f.cpu, xs), uploadFp8(f.cpu, ws), m, n, k);
+  assert.ok(got.every(Number.isFinite), `${m}x${n}x${k}: every output element is written`);
+  return relativeError(got, fp8Reference(xs, ws, m, n, k));
+}
+
+const CUBLASLT = FLAVOURS.find((flavour) => !flavour.hip)!;
+const fp8Test = (name: string, body: (f: Fixture) => void, options?: Partial<LtOptions>) =>
+  Deno.test(`cuBLASLt (fake): ${name}`, withFake(CUBLASLT, body, options));
+
+fp8Test("gemmFp8 computes x.scales[m] · W.scales[n] · Σ_k e4m3(x) · e4m3(W)", (f) => {
+  assert.equal(typeof f.gemm.gemmFp8, "function");
+  assert.equal(typeof f.gemm.tuneFp8, "function");
+  const shapes = [[5, 24, 48], [17, 9, 33], [1, 1, 1], [3, 40, 16]];
+  for (const [m, n, k] of shapes) {
+    const error = fp8Error(f, m, n, k, m * 1000 + n * 10 + k);
+    // Both sides round the same fp32-or-better value to bf16, so only ties may differ.
+    assert.ok(error < 4e-3, `${m}x${n}x${k}: relative error ${error}`);
+  }
+});
+
+fp8Test("gemmFp8 scales each output row by x's scale and each column by W's", (f) => {
+  // Square, so the other reading (x.scales along N, W's along M) would read in bounds, and
+  // scales far apart (2^-4 .. 2^3 and 1.5^0 .. 1.5^-7), so it would be far off.
+  const m = 8, n = 8, k = 32;
+  const xs = randomFp8(m, k, 11), ws = randomFp8(n, k, 12);
+  for (let i = 0; i < m; i++) xs.scales[i] = 2 ** (i - 4);
+  for (let j = 0; j < n; j++) ws.scales[j] = Math.fround(1.5 ** -j);
+  const got = runFp8(f, uploadFp8(f.cpu, xs), uploadFp8(f.cpu, ws), m, n, k);
+  const right = fp8Reference(xs, ws, m, n, k);
+  const swapped = fp8Reference(xs, ws, m, n, k, (i, j) => xs.scales[j] * ws.scales[i]);
+  assert.ok(relativeError(got, right) < 4e-3, `relative error ${relativeError(got, right)}`);
+  const off = relativeError(got, swapped);
+  assert.ok(off > 0.1, `the swapped reading should be far off, but is within ${off}`);
+});
+
+fp8Test("gemmFp8 decodes every E4M3 code as fp8.ts does, subnormals and NaN included", (f) => {
+  // k = 1 and the other operand 1.0: out is each code's value, exact in bf16 (4 significant bits).
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const one = new Uint8Array([toE4m3Bits(1)]);
+  const expected = decodeE4m3(all);
+  const ones = (count: number) => new Float32Array(count).fill(1);
+  for (const codesOnX of [true, false]) {
+    const codes = { codes: all, scales: ones(256) }, unit = { codes: one, scales: ones(1) };
+    const [x, w] = codesOnX ? [codes, unit] : [unit, codes];
+    const [m, n] = codesOnX ? [256, 1] : [1, 256];
+    const got = runFp8(f, uploadFp8(f.cpu, x), uploadFp8(f.cpu, w), m, n, 1);
+    for (let code = 0; code < 256; code++) {
+      const want = expected[code];
+      const where = `code 0x${code.toString(16)} on ${codesOnX ? "x" : "W"}`;
+      if (Number.isNaN(want)) assert.ok(Number.isNaN(got[code]), `${where}: NaN, got ${got[code]}`);
+      // === rather than Object.is: a sum that starts at +0 turns 0x80's -0 into +0.
+      else assert.ok(got[code] === want, `${where}: ${want}, got ${got[code]}`);
+    }
+  }
+});
+
+fp8Test("FP8 has plans of its own: one heuristic call per new shape, and bf16 still works", (f) => {
+  const calls = () => Number(f.fake.fake_lt_heuristic_calls());
+  const live = f.fake.fake_lt_live_objects();
+  assert.ok(gemmError(f, 4, 8, 16, 1) < 4e-3);
+  assert.equal(calls(), 1);
+  assert.equal(f.fake.fake_lt_live_objects(), live + 3n, "bf16: W's layout, x's and out's");
+  // The same shape in FP8 is another plan, on a descriptor made now.
+  assert.ok(fp8Error(f, 4, 8, 16, 2) < 4e-3);
+  assert.equal(calls(), 2, "the FP8 call plans for itself");
+  assert.equal(f.fake.fake_lt_live_objects(), live + 7n, "FP8: a descriptor and three layouts");
+  // Other buffers with other scales, on the same plan: each call passes its own scale addresses.
+  assert.ok(fp8Error(f, 4, 8, 16, 3) < 4e-3);
+  assert.equal(calls(), 2, "the same FP8 shape reuses its plan");
+  assert.ok(fp8Error(f, 5, 8, 16, 4) < 4e-3);
+  assert.equal(calls(), 3, "another M is another FP8 plan");
+  assert.ok(fp8Error(f, 4, 16, 8, 5) < 4e-3);
+  assert.equal(calls(), 4, "another weight shape is another FP8 plan");
+  assert.equal(f.fake.fake_lt_live_objects(), live + 7n + 2n + 3n, "x's and out's; then W's too");
+  // bf16 after FP8, on its own descriptor and plan.
+  assert.ok(gemmError(f, 4, 8, 16, 6) < 4e-3, "bf16 after FP8");
+  assert.ok(gemmError(f, 4, 16, 8, 7) < 4e-3, "a bf16 shape FP8 has planned");
+  assert.equal(calls(), 5, "only the bf16 shape not planned in bf16 yet plans");
+  assert.equal(f.fake.fake_lt_matmul_calls(), 7n);
+  // Closing releases the FP8 descriptor and plans too; a closed accelerator refuses FP8.
+  f.gemm.close();
+  assert.equal(f.fake.fake_lt_live_objects(), 0n);
+  const x = uploadFp8(f.cpu, randomFp8(4, 16, 8)), w = uploadFp8(f.cpu, randomFp8(8, 16, 9));
+  const error = thrown(() => runFp8(f, x, w, 4, 8, 16));
+  assert.ok(error instanceof TypeError && /closed/.test(error.message), String(error));
+});
+
+fp8Test("tuneFp8 times the FP8 candidates and keeps the fastest, apart from bf16", (f) => {
+  // As the bf16 tune test: five candidates, 0 refused at matmul, 2 the fastest, 4 lucky once.
+  f.fake.fake_lt_set_candidates(5, 0);
+  const m = 4, n = 8, k = 16;
+  const xs = randomFp8(m, k, 3), ws = randomFp8(n, k, 4);
+  const x = uploadFp8(f.cpu, xs), w = uploadFp8(f.cpu, ws);
+  const out = f.cpu.alloc(256);
+  const { timed, time } = fakeClock(f, (c, first) => c === 4 && first ? 1 : c === 2 ? 3 : 5);
+  f.gemm.tuneFp8!(out, x, w, m, n, k, f.stream, time);
+  assert.deepEqual(timed, [1, 2, 3, 4, 4, 2, 1, 4, 2, 1]);
+  const got = runFp8(f, x, w, m, n, k);
+  assert.equal(f.fake.fake_lt_last_candidate(), 2);
+  assert.ok(relativeError(got, fp8Reference(xs, ws, m, n, k)) < 4e-3);
+  assert.throws(() => f.gemm.tuneFp8!(out, x, w, 0, n, k, f.stream, time), RangeError);
+  // The bf16 plan of the same shape is another one, planned now with the heuristic's first.
+  f.fake.fake_lt_set_candidates(5, -1);
+  assert.ok(gemmError(f, m, n, k, 5) < 4e-3);
+  assert.equal(f.fake.fake_lt_last_candidate(), 0);
+  runFp8(f, x, w, m, n, k);
+  assert.equal(f.fake.fake_lt_last_candidate(), 2, "the FP8 plan keeps its tuned pick");
+});
+
+fp8Test("gemmFp8 checks its buffers, and a shape without an algorithm is unsupported", (f) => {
+  const m = 5, n = 24, k = 48;
+  const xs = randomFp8(m, k, 21), ws = randomFp8(n, k, 22);
+  const x = uploadFp8(f.cpu, xs), w = uploadFp8(f.cpu, ws);
+  const out = f.cpu.alloc(256);
+  const range = (fn: () => void, pattern: RegExp) => {
+    const error = thrown(fn);
+    assert.ok(error instanceof RangeError, String(error));
+    assert.match(error.message, pattern);
+    assert.match(error.message, /^cuBLASLt \d+\.\d+\.\d+ gemm(Fp8)?: /);
+  };
+  const gemmFp8 = (o: DeviceBuffer, a: ScaledFp8, b: ScaledFp8, mm = m) => () =>
+    f.gemm.gemmFp8!(o, a, b, mm, n, k, f.stream);
+  const small = f.cpu.alloc(16); // four f32
+  range(gemmFp8(out, { ...x, scales: small }, w), /x's scales need 5 f32 \(20 bytes/);
+  range(gemmFp8(out, x, { ...w, scales: small }), /weight's scales need 24 f32 \(96 bytes/);
+  range(gemmFp8(out, { ...x, scales: x.scales.slice(2) }, w), /4-byte aligned/);
+  range(
+    gemmFp8(out, { ...x, data: f.cpu.alloc(m * k - 1) }, w),
+    /x \[5, 48\] FP8 E4M3 with per-row scales needs 240 bytes, but the buffer has 239/,
+  );
+  range(gemmFp8(out, x, { ...w, data: x.data }), /weight \[24, 48\] FP8 E4M3 .*needs 1152 bytes/);
+  range(gemmFp8(f.cpu.alloc(m * n * 2 - 2), x, w), /out \[5, 24\] bf16 needs 240 bytes/);
+  range(gemmFp8(out.slice(1), x, w), /even addresses/);
+  assert.equal(f.fake.fake_lt_matmul_calls(), 0n, "nothing ran");
+  // The call with good buffers runs, and reads the scales just refused no more.
+  assert.ok(relativeError(runFp8(f, x, w, m, n, k), fp8Reference(xs, ws, m, n, k)) < 4e-3);
+
+  // No algorithm for a shape: UnsupportedShapeError naming it, and nothing cached.
+  f.fake.fake_lt_set_no_algorithm(1);
+  const none = thrown(gemmFp8(out, x, w, 4));
+  assert.ok(none instanceof UnsupportedShapeError, String(none));
+  assert.equal(none.call, "cublasLtMatmulAlgoGetHeuristic");
+  assert.equal(none.code, 15);
+  assert.equal(none.codeName, "CUBLAS_STATUS_NOT_SUPPORTED");
+  assert.match(
+    none.message,
+    /no algorithm for out\[4, 24\] = x\[4, 48\] · W\[24, 48\]ᵀ in FP8 E4M3 with per-row scales/,
+  );
+  f.fake.fake_lt_set_no_algorithm(0);
+  // The heuristic's own NOT_SUPPORTED status alike.
+  failNext(f.fake, "cublasLtMatmulAlgoGetHeuristic", 15);
+  const refused = thrown(gemmFp8(out, x, w, 4));
+  assert.ok(refused instanceof UnsupportedShapeError, String(refused));
+  assert.equal(refused.call, "cublasLtMatmulAlgoGetHeuristic");
+  const xs4 = { codes: xs.codes.subarray(0, 4 * k), scales: xs.scales.subarray(0, 4) };
+  const got = runFp8(f, x, w, 4, n, k);
+  assert.ok(relativeError(got, fp8Reference(xs4, ws, 4, n, k)) < 4e-3, "a failed plan is retried");
+});
+
+fp8Test("without per-row scale modes (before cuBLASLt 12.8) FP8 is refused for good", (f) => {
+  f.fake.fake_lt_set_no_outer_vec(1);
+  const live = f.fake.fake_lt_live_objects();
+  const m = 4, n = 8, k = 16;
+  const x = uploadFp8(f.cpu, randomFp8(m, k, 31)), w = uploadFp8(f.cpu, randomFp8(n, k, 32));
+  const error = thrown(() => runFp8(f, x, w, m, n, k));
+  assert.ok(error instanceof UnsupportedShapeError, String(error));
+  assert.equal(error.call, "cublasLtMatmulDescSetAttribute");
+  assert.equal(error.code, 7);
+  assert.equal(error.codeName, "CUBLAS_STATUS_INVALID_VALUE");
+  assert.match(error.message, /cuBLASLt 12\.9 or newer/);
+  assert.equal(f.fake.fake_lt_live_objects(), live, "the half-made descriptor is destroyed");
+  // Refused for good: the library is not asked again, even once it would agree.
+  f.fake.fake_lt_set_no_outer_vec(0);
+  const again = thrown(() => runFp8(f, x, w, m, n, k));
+  assert.ok(again instanceof UnsupportedShapeError, String(again));
+  assert.match(again.message, /cuBLASLt 12\.9 or newer/);
+  const tuned = thrown(() => f.gemm.tuneFp8!(f.cpu.alloc(256), x, w, m, n, k, f.stream, () => 1));
+  assert.ok(tuned instanceof UnsupportedShapeError, String(tuned));
+  assert.equal(f.fake.fake_lt_live_objects(), live, "no descriptor was made");
+  assert.equal(f.fake.fake_lt_heuristic_calls(), 0n);
+  assert.equal(f.fake.fake_lt_matmul_calls(), 0n);
+  // bf16 is untouched.
+  assert.ok(gemmError(f, m, n, k, 33) < 4e-3);
+  assert.equal(f.fake.fake_lt_live_objects(), live + 3n);
+});
+
+Deno.test("hipBLASLt (fake): the accelerator has no gemmFp8 or tuneFp8", () => {
+  const hip = FLAVOURS.find((flavour) => flavour.hip)!;
+  withFake(hip, (f) => {
+    assert.equal(f.gemm.gemmFp8, undefined);
+    assert.equal(f.gemm.tuneFp8, undefined);
+  })();
+});
+
+for (const flavour of FLAVOURS) {
+  Deno.test(`${flavour.label} (fake): the fake's FP8 rules are cuBLASLt's`, () => {
+    // The engine's FP8 tests mean something only if the fake refuses what cuBLASLt refuses:
+    // FP8 other than TN, mixed inputs, bad scale attributes; and hipBLASLt all of it.
+    const libraryPath = buildFakeLt(flavour.hip);
+    const control = Deno.dlopen(libraryPath, CONTROL_SYMBOLS);
+    const lib = Deno.dlopen(libraryPath, flavour.hip ? HIPBLASLT_SYMBOLS : CUBLASLT_SYMBOLS);
+    const s = ltSymbols(lib.symbols as unknown as LtBoundSymbols);
+    const fake = control.symbols;
+    const invalid = flavour.hip ? 3 : 7, notSupported = flavour.notSupported.code;
+    const [compute, opN, opT] = flavour.hip ? [2, 111, 112] : [68, 0, 1];
+    const slot = new BigUint64Array(1);
+    const made = (code: number) => {
+      assert.equal(code, 0);
+      return Deno.UnsafePointer.create(slot[0]);
+    };
+    const i32 = (v: number) => new Int32Array([v]);
+    try {
+      fake.fake_lt_reset();
+      const handle = made(s.create(slot));
+      const desc = made(s.matmulDescCreate(slot, compute, 0));
+      const pref = made(s.matmulPreferenceCreate(slot));
+      const m = 2, n = 3, k = 4;
+      const layouts = [
+        made(s.matrixLayoutCreate(slot, 28, k, n, k)), // A: E4M3, read transposed
+        made(s.matrixLayoutCreate(slot, 28, k, m, k)), // B: E4M3
+        made(s.matrixLayoutCreate(slot, 14, k, m, k)), // B: bf16
+        made(s.matrixLayoutCreate(slot, 14, n, m, n)), // C = D: bf16
+        made(s.matrixLayoutCreate(slot, 28, n, k, n)), // A: E4M3, as is
+        made(s.matrixLayoutCreate(slot, 14, k, n, k)), // A: bf16, read transposed
+        made(s.matrixLayoutCreate(slot, 14, n, k, n)), // A: bf16, as is
+      ];
+      const [a8, b8, b16, c, a8n, a16, a16n] = layouts;
+      const results = new Uint8Array(4096), count = new Int32Array(1);
+      const heuristic = (a: Deno.PointerValue, b: Deno.PointerValue) =>
+        s.matmulAlgoGetHeuristic(handle, desc, a, b, c, c, pref, 1, results, count);
+      const pointer = new BigUint64Array([0x1000n]);
+      const attrs = [17, 18, 31, 32];
+      if (flavour.hip) {
+        // hipBLASLt: neither the attributes nor E4M3 (as Denali does not use them there).
+        for (const attr of attrs) assert.equal(s.matmulDescSetAttribute(desc, attr, i32(3), 4), 3);
+        assert.equal(s.matmulDescSetAttribute(desc, 0, i32(opT), 4), 0);
+        assert.equal(heuristic(a8, b8), notSupported, "E4M3 is not the hipBLASLt fake's");
+      } else {
+        assert.equal(s.matmulDescSetAttribute(desc, 3, i32(opT), 4), 0);
+        assert.equal(s.matmulDescSetAttribute(desc, 17, pointer, 4), invalid, "8-byte pointer");
+        assert.equal(s.matmulDescSetAttribute(desc, 18, pointer, 8), 0);
+        assert.equal(s.matmulDescSetAttribute(desc, 31, i32(2), 4), invalid, "mode 2: no");
+        assert.equal(s.matmulDescSetAttribute(desc, 31, i32(3), 8), invalid, "4-byte mode");
+        assert.equal(s.matmulDescSetAttribute(desc, 33, i32(0), 4), invalid, "unknown attr");
+        fake.fake_lt_set_no_outer_vec(1);
+        assert.equal(s.matmulDescSetAttribute(desc, 31, i32(3), 4), invalid, "before 12.8");
+        fake.fake_lt_set_no_outer_vec(0);
+        assert.equal(s.matmulDescSetAttribute(desc, 31, i32(3), 4), 0);
+        assert.equal(s.matmulDescSetAttribute(desc, 32, i32(3), 4), 0);
+        assert.equal(heuristic(a8, b8), 0, "FP8 TN");
+        assert.equal(count[0], 1);
+        assert.equal(heuristic(a8, b16), notSupported, "mixed E4M3 and bf16");
+        assert.equal(heuristic(a16, b8), notSupported, "mixed bf16 and E4M3");
+        assert.equal(s.matmulDescSetAttribute(desc, 3, i32(opN), 4), 0);
+        assert.equal(heuristic(a8n, b8), notSupported, "FP8 NN");
+        // Outer-vector modes are for FP8; bf16 with them is refused.
+        assert.equal(heuristic(a16n, b16), notSupported, "bf16 with per-row scale modes");
+        assert.equal(s.matmulDescSetAttribute(desc, 31, i32(0), 4), 0);
+        assert.equal(s.matmulDescSetAttribute(desc, 32, i32(0), 4), 0);
+        assert.equal(heuristic(a16n, b16), 0, "bf16 with scalar scale modes");
+      }
+      for (const layout of layouts) assert.equal(s.matrixLayoutDestroy(layout), 0);
+      assert.equal(s.matmulPreferenceDestroy(pref), 0);
+      assert.equal(s.matmulDescDestroy(desc), 0);
+      assert.equal(s.destroy(handle), 0);
+      assert.equal(fake.fake_lt_live_objects(), 0n);
+    } finally {
+      fake.fake_lt_reset();
+      lib.close();
+      control.close();
+    }
+  });
+}

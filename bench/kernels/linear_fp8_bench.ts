@@ -2,8 +2,9 @@
  * FP8 (W8A16) linear benchmark on the GPU: the FP8 decode GEMV (M = 1, 8, 16) on the Llama-3-8B
  * weight shapes as Denali runs them (fused q/k/v 6144×4096, o 4096×4096, fused gate/up
  * 28672×4096, down 4096×14336, and the 1024×4096 k/v shape), beside the bf16 GEMV on the same
- * shape, and the prefill path (M = 256: dequantize + bf16 GEMM) beside the bf16 GEMM
- * (bench/kernels/quantized_linear.ts).
+ * shape, and the prefill paths (M = 256 and 2048: dequantize + bf16 GEMM, and W8A8 — x
+ * quantized per token, the vendor library's FP8 matmul — where the library has it) beside the
+ * bf16 GEMM (bench/kernels/quantized_linear.ts).
  *
  * The GEMV's bytes are the quantized weights plus their scales (n·k + 4·n; x and out are too
  * small to matter at M = 1). Its reference is the read-only kernel (measure.ts readOnlyKernel)
@@ -23,7 +24,8 @@ import { type QuantizedFormat, runQuantizedLinearBench } from "./quantized_linea
 
 const USAGE = `Usage: deno run -A bench/kernels/linear_fp8_bench.ts
 
-FP8 GEMV (M = 1, 8, 16) and dequantize + GEMM (M = 256) on the Llama-3-8B shapes, beside bf16;
+FP8 GEMV (M = 1, 8, 16), dequantize + GEMM and W8A8 (M = 256, 2048) on the Llama-3-8B shapes,
+beside bf16;
 prints TARGET gemv_fp8_<shape> (fraction of the read-only bandwidth, goal 0.85).
   -h, --help   show this help`;
 
@@ -31,7 +33,9 @@ const FP8: QuantizedFormat<Fp8Weight> = {
   name: "fp8",
   codeBytes: (n, k) => n * k,
   weightBytes: (n, k) => n * k + 4 * n,
-  scratchBytes: (ops, n, k) => ops.fp8ScratchBytes(n, k),
+  // Room for W8A8's quantized x at the largest M as well as the dequantized weight.
+  scratchBytes: (ops, n, k) =>
+    Math.max(ops.fp8ScratchBytes(n, k), ops.fp8W8a8ScratchBytes(2048, k)),
   alloc(gpu, n, k, scratch, copy, stream) {
     const w: Fp8Weight = {
       format: "fp8-e4m3",
@@ -47,6 +51,10 @@ const FP8: QuantizedFormat<Fp8Weight> = {
   codes: (w) => w.data,
   buffers: (w) => [w.data, w.scales],
   kernel: (ops, m, n, k, x, w) => ops.fp8GemvKernel(m, n, k, x, w) ?? "dequantize+gemm",
+  prefill: {
+    name: "w8a8",
+    run: (ops, out, x, w, m, n, k, stream) => ops.fp8W8a8(out, x, w, m, n, k, stream),
+  },
 };
 
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(FP8);

@@ -1,7 +1,8 @@
 /**
  * The shared body of the quantized linear benchmarks (linear_fp8_bench.ts, linear_awq_bench.ts):
  * per Llama-3-8B weight shape, the quantized GEMV (M = 1, 8, 16) and the dequantize + GEMM path
- * (M = 256) beside the bf16 kernels on the same shape, and the GEMV's fraction of the read-only
+ * (M = 256 and 2048) beside the bf16 kernels on the same shape, a format's own prefill path where
+ * it has one (FP8: W8A8 on FP8 tensor cores), and the GEMV's fraction of the read-only
  * bandwidth over the same bytes (the quantized weights plus their scales and zeros):
  *   TARGET gemv_<format>_n<N>_k<K> value=<read-only time ÷ GEMV time> goal=0.85 met|MISSED
  * Weights rotate over copies of at least 256 MiB, so L2 never holds the next call's weight.
@@ -40,6 +41,23 @@ export interface QuantizedFormat<W extends LinearWeight> {
   buffers(weight: W): DeviceBuffer[];
   /** The kernel `linear` runs for this call, for the log. */
   kernel(ops: GpuLinearOps, m: number, n: number, k: number, x: DeviceBuffer, weight: W): string;
+  /**
+   * Optional: the format's own prefill path, run directly (`linear` takes it only where
+   * prepareLinear timed it faster); returns false where it can't run the call.
+   */
+  readonly prefill?: {
+    readonly name: string;
+    run(
+      ops: GpuLinearOps,
+      out: DeviceBuffer,
+      x: DeviceBuffer,
+      weight: W,
+      m: number,
+      n: number,
+      k: number,
+      stream: Stream,
+    ): boolean;
+  };
 }
 
 const SHAPES: [number, number][] = [
@@ -50,7 +68,8 @@ const SHAPES: [number, number][] = [
   [4096, 14336],
 ];
 const GEMV_MS = [1, 8, 16];
-const GEMM_M = 256;
+const GEMM_MS = [256, 2048];
+const GEMM_M = GEMM_MS[GEMM_MS.length - 1];
 const ROTATION_BYTES = 256 * 2 ** 20;
 const GOAL = 0.85;
 
@@ -88,7 +107,7 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
     const readOnlyUs = readOnly.print(shape, weights.map(format.codes), codeBytes, copy) *
       quantizedBytes / codeBytes;
 
-    for (const m of [...GEMV_MS, GEMM_M]) {
+    for (const m of [...GEMV_MS, ...GEMM_MS]) {
       const label = `m${m}_${shape}`;
       const reps = m > 16 ? 10 : 30;
       const quantizedUs = medianUs(
@@ -113,6 +132,28 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
           (quantizedUs / bf16Us).toFixed(3)
         }` + (m <= 16 ? ` of_read_only=${ofReadOnly.toFixed(3)}` : ""),
       );
+      const prefill = format.prefill;
+      if (m > 16 && prefill && prefill.run(ops, out, x, weights[0], m, n, k, stream)) {
+        const prefillUs = medianUs(
+          gpu,
+          stream,
+          (rep) => prefill.run(ops, out, x, weights[rep % copies], m, n, k, stream),
+          reps,
+        );
+        printBench(
+          `linear_${tag}_${prefill.name}`,
+          label,
+          prefillUs,
+          quantizedBytes + io,
+          2 * m * n * k,
+        );
+        console.log(
+          `# ${label} ${prefill.name}/bf16 time=${(prefillUs / bf16Us).toFixed(3)} ` +
+            `${prefill.name}/dequantize time=${(prefillUs / quantizedUs).toFixed(3)}`,
+        );
+      } else if (m > 16 && prefill) {
+        console.log(`# ${label} ${prefill.name}: not available (see the fallback line above)`);
+      }
       if (m === 1) {
         targets.push(
           `TARGET gemv_${tag}_${shape} value=${ofReadOnly.toFixed(3)} goal=${GOAL} ${

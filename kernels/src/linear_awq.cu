@@ -3,10 +3,17 @@
 // [N, K / group], scales f32 [N, K / group]; W[n, k] = (q - zeros[n, k / group]) · scales[...].
 //
 // Kernels (ops/gpu/awq.ts picks one per call):
+//   linear_awq_gemv_t8_r16_s2, linear_awq_gemv_t8_r8_s2, linear_awq_gemv_t16_r16,
+//   linear_awq_gemv_t16_r8 (CUDA)
+//     Decode (M <= 16) on tensor cores: out[m, n] = bf16(Σ_k x[m, k] · bf16((q - z) · s)). The
+//     geometry of linear_fp8.cu's GEMVs (warp groups of 16 or 8 rows splitting K, 2 KiB of codes
+//     per warp a step, t8 with two steps in flight), each code word widened in registers to
+//     four bf16 pairs for the bf16 mma. Needs K % 32 == 0 (every supported group size gives it)
+//     and 16-byte-aligned x and codes; other calls take the dequantize path. Under HIP these
+//     names trap: ops/gpu/awq.ts never launches them there.
 //   linear_awq_gemv_t4
-//     Decode (M <= 4): out[m, n] = bf16(Σ_k x[m, k] · W[n, k]), the weights unpacked in
-//     registers and the sums in f32. Needs K % 32 == 0 (true for every supported group size)
-//     and 16-byte-aligned x and codes; other calls take the dequantize path.
+//     Decode (M <= 4) on CUDA cores, the portable GEMV (HIP): out[m, n] = bf16(Σ_k x[m, k] ·
+//     W[n, k]), the weights unpacked in registers and the sums in f32. Same requirements.
 //   linear_awq_dequantize
 //     out[n, k] (bf16) = bf16((q - z) · s): for M > 4 a weight is dequantized into a scratch
 //     buffer and the bf16 GEMM runs on it (the GEMV's CUDA-core work grows with M; a 16-row
@@ -15,6 +22,7 @@
 // Portable code (no warp shuffles, so a 64-wide HIP wavefront is fine); the only inline PTX is
 // pdl.h's, which HIP and pre-sm_90 builds compile to plain loads and no-ops.
 #include "compat.h"
+#include "mma.h"
 #include "pdl.h"
 
 #define AWQ_ROWS 8        // output rows per GEMV block
@@ -154,6 +162,220 @@ __device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint1
     for (int p = 0; p < AWQ_LANES; ++p) sum += red[tok][row * AWQ_LANES + p];
     if (col < N) out[static_cast<size_t>(tok) * N + col] = f32_to_bf16(sum);
   }
+}
+
+#ifndef DENALI_HIP
+// ---------------------------------------------------------------------------------------------
+// GEMV on tensor cores (CUDA).
+//
+// The CUDA-core GEMV above spends about six instructions per weight (unpack, convert, one FMA
+// per token), which held it to 35-45% of the read bandwidth on an H100 (bench/results/
+// 2026-12-05-s7-benches-h100.md). Here a code word costs about two per weight, and the tokens
+// ride along in the mma's N dimension for free:
+//
+// Word w of a 16-byte chunk holds k = 8w + i in nibble i. (w >> 4i) & 0x000f000f puts nibbles
+// i and i + 4 at the bottom of each 16-bit half; OR 0x4300 makes each the bf16 128 + q (bf16
+// 128 has a mantissa unit of 1, and 128..143 are exact). One bf16x2 fma by 1 adds -(128 + z),
+// exactly, and one by the group's scale (rounded to bf16) gives the weight pair, rounded once:
+// the dequantize kernel's value to within a bf16 ulp. Pair i = (k 8w + i, k 8w + i + 4).
+//
+// Thread (g, t) loads the same chunk c of rows g and g + 8 and of x's token g. Pairs 0 and 1
+// feed one mma as a0/a2 (row g) and a1/a3 (row g + 8), against x's (k 0, 4) and (k 1, 5) of the
+// word, gathered from its natural (k 0, 1) ... (k 6, 7) pairs with one prmt each; pairs 2 and 3
+// feed a second mma with (k 2, 6) and (k 3, 7). Which k sits in which mma slot does not matter
+// as long as A and B agree, and every (row, k) is summed once over the quad's four threads.
+//
+// The scale and zero of a chunk's group are loaded with its codes (weights: allowed before
+// pdl_wait) and applied at use.
+
+#define AWQ_WARPS 8  // warps per mma GEMV block (256 threads)
+
+// -(128 + z) as a bf16 pair: the bf16 -128 with z in the low mantissa bits, exact.
+__device__ __forceinline__ uint32_t awq_neg_biased_zero(uint32_t z) {
+  return (0xC300u | z) * 0x00010001u;
+}
+
+// The four weight pairs of one code word (see above), rows scaled by `s2` (a bf16 pair).
+__device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t s2,
+                                          uint32_t (&p)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
+    p[i] = fma_bf16x2(fma_bf16x2(biased, 0x3F803F80u, nz2), s2, 0x80008000u);
+  }
+}
+
+template <int MT, int RH, int S>
+__device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
+                                             const uint16_t* __restrict__ x,
+                                             const uint32_t* __restrict__ codes,
+                                             const uint8_t* __restrict__ zeros,
+                                             const float* __restrict__ scales, int M, int N,
+                                             int K, int group, int ksplit) {
+  constexpr int ROWS = 8 * RH;  // W rows per warp group
+  constexpr int CH = 4 / RH;    // 16-byte chunks per row per thread per step (2 KiB per warp)
+  constexpr int STEP = 4 * CH;  // chunks per row per step
+  __shared__ float red[AWQ_WARPS][MT][4][32];
+  pdl_launch_dependents();
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int groups = AWQ_WARPS / ksplit;
+  const int part = warp % ksplit;
+  const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
+  const int kc = K >> 5;  // 32-k chunks (16 bytes of codes) per row
+  const int ng = K / group;
+  const int steps = (kc + STEP - 1) / STEP;
+  const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
+
+  const uint4* wr[RH];
+  const uint8_t* zr[RH];
+  const float* sr[RH];
+#pragma unroll
+  for (int h = 0; h < RH; ++h) {
+    const int row = min(n0 + g + 8 * h, N - 1);
+    wr[h] = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(row) * (K >> 3));
+    zr[h] = zeros + static_cast<size_t>(row) * ng;
+    sr[h] = scales + static_cast<size_t>(row) * ng;
+  }
+  const uint4* xr[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int tok = min(g + 8 * mt, M - 1);
+    xr[mt] = reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K);
+  }
+
+  // Codes, zero and scale of one step: chunk c0 + t + 4j of each row. Past the row end: zero
+  // codes with chunk 0's group (finite weights), against zero x, so they add nothing.
+  auto load_w = [&](uint4 (&v)[RH][CH], uint32_t (&z)[RH][CH], float (&sc)[RH][CH], int c0,
+                    bool early) {
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      const int c = c0 + t + 4 * j;
+      const bool in = c < kc;
+      const int cc = in ? c : 0;
+      const int gi = (cc << 5) / group;
+#pragma unroll
+      for (int h = 0; h < RH; ++h) {
+        const uint4 loaded = early ? awq_ld_w_early(wr[h] + cc) : awq_ld_w(wr[h] + cc);
+        v[h][j] = in ? loaded : make_uint4(0, 0, 0, 0);
+        z[h][j] = zr[h][gi];
+        sc[h][j] = sr[h][gi];
+      }
+    }
+  };
+  // x of one step: 32 k of each chunk, four 16-byte loads.
+  auto load_x = [&](uint4 (&v)[MT][CH][4], int c0) {
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      const int c = c0 + t + 4 * j;
+      const bool in = c < kc;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          const uint4 loaded = awq_ld_x(xr[mt] + 4 * (in ? c : 0) + w);
+          v[mt][j][w] = in ? loaded : make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+  };
+
+  uint4 wv[S][RH][CH], xv[MT][CH][4];
+  uint32_t zv[S][RH][CH];
+  float sv[S][RH][CH];
+#pragma unroll
+  for (int u = 0; u < S; ++u) {
+    if (u < mine) load_w(wv[u], zv[u], sv[u], (part + u * ksplit) * STEP, true);
+  }
+  pdl_wait();
+
+  // Two accumulator sets (pairs 0-1 and 2-3) halve the chain of dependent mmas.
+  float acc[MT][2][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[mt][0][r] = acc[mt][1][r] = 0.f;
+  }
+
+  for (int i0 = 0; i0 < mine; i0 += S) {
+#pragma unroll
+    for (int u = 0; u < S; ++u) {
+      const int i = i0 + u;
+      if (i < mine) {
+        load_x(xv, (part + i * ksplit) * STEP);
+#pragma unroll
+        for (int j = 0; j < CH; ++j) {
+          uint32_t nz[RH], s2[RH];
+#pragma unroll
+          for (int h = 0; h < RH; ++h) {
+            nz[h] = awq_neg_biased_zero(zv[u][h][j]);
+            s2[h] = static_cast<uint32_t>(f32_to_bf16(sv[u][h][j])) * 0x00010001u;
+          }
+          const uint4 lv = wv[u][0][j];
+          const uint4 hv = RH == 2 ? wv[u][RH - 1][j] : make_uint4(0, 0, 0, 0);
+          const uint32_t lo[4] = {lv.x, lv.y, lv.z, lv.w};
+          const uint32_t hi[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            uint32_t pg[4], ph[4] = {0u, 0u, 0u, 0u};
+            awq_pairs(lo[w], nz[0], s2[0], pg);
+            if (RH == 2) awq_pairs(hi[w], nz[RH - 1], s2[RH - 1], ph);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              // x's (k 0, 1) (2, 3) (4, 5) (6, 7) of word w → (0, 4) (1, 5) (2, 6) (3, 7).
+              const uint4 xs = xv[mt][j][w];
+              const uint32_t b0 = prmt(xs.x, xs.z, 0x5410), b1 = prmt(xs.x, xs.z, 0x7632);
+              const uint32_t b2 = prmt(xs.y, xs.w, 0x5410), b3 = prmt(xs.y, xs.w, 0x7632);
+              mma_bf16_16816(acc[mt][0], pg[0], ph[0], pg[1], ph[1], b0, b1);
+              mma_bf16_16816(acc[mt][1], pg[2], ph[2], pg[3], ph[3], b2, b3);
+            }
+          }
+        }
+        if (i + S < mine) load_w(wv[u], zv[u], sv[u], (part + (i + S) * ksplit) * STEP, false);
+      }
+    }
+  }
+
+  // C fragment: acc[mt][*][r] is row g + 8 (r / 2) of the group, token 8 mt + 2 t + r % 2.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][mt][r][lane] = acc[mt][0][r] + acc[mt][1][r];
+  }
+  __syncthreads();
+  const int perGroup = ROWS * 8 * MT;
+  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
+    const int grp = i / perGroup, rem = i % perGroup;
+    const int row = rem % ROWS, tok = rem / ROWS;
+    const int mt = tok >> 3, jj = tok & 7;
+    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
+    float sum = 0.f;
+    for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
+    const int n = (blockIdx.x * groups + grp) * ROWS + row;
+    if (n < N && tok < M) out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(sum);
+  }
+}
+
+#define AWQ_MMA_BODY(T, RH, S) \
+  gemv_awq_mma<(T) / 8, RH, S>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+#else
+#define AWQ_MMA_BODY(T, RH, S) denali_trap()
+#endif  // !DENALI_HIP
+
+// Entry points of the mma GEMVs: 256 threads; grid ceil(N / (ROWS · 8 / ksplit)); ksplit ∈ {1,
+// 2, 4, 8}; t8 needs M <= 8, t16 M <= 16; r16/r8: ROWS = 16/8; _s2: two steps in flight.
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_BODY(8, 2, 2);
+}
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r8_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_BODY(8, 1, 2);
+}
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_BODY(16, 2, 1);
+}
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_BODY(16, 1, 1);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 4) linear_awq_gemv_t4(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {

@@ -17,6 +17,7 @@
 // Under HIP the GEMVs keep their launch geometry but run a portable FMA body.
 #include "compat.h"
 #include "fp8.h"
+#include "mma.h"
 #include "pdl.h"
 
 #define FP8_WARPS 8  // warps per GEMV block (256 threads)
@@ -47,27 +48,11 @@ DENALI_LD16(fp8_ld_x, "")
 
 #ifndef DENALI_HIP
 
-__device__ __forceinline__ void fp8_mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // Codes in the high byte of each 16-bit half of q, as bf16 pairs of their values (see above).
 __device__ __forceinline__ uint32_t widen_high_bytes(uint32_t q) {
   const uint32_t scaled = (q & 0x80008000u) | ((q >> 4) & 0x07f007f0u);
-  uint32_t out;
   // bf16x2 multiply by 2^120 (0x7b80), as an fma with -0 (an exact product stays exact).
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(scaled), "r"(0x7b807b80u), "r"(0x80008000u));
-  return out;
-}
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
-  uint32_t out;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(out) : "r"(a), "r"(b), "r"(selector));
-  return out;
+  return fma_bf16x2(scaled, 0x7b807b80u, 0x80008000u);
 }
 
 template <int MT, int RH, int S>
@@ -172,7 +157,7 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
               const uint4 xs = xv[mt][j][q >> 1];
               const uint32_t x0 = (q & 1) ? xs.z : xs.x, x1 = (q & 1) ? xs.w : xs.y;
               const uint32_t even = prmt(x0, x1, 0x5410), odd = prmt(x0, x1, 0x7632);
-              fp8_mma_bf16(acc[mt][q & 1], a0, a1, a2, a3, even, odd);
+              mma_bf16_16816(acc[mt][q & 1], a0, a1, a2, a3, even, odd);
             }
           }
         }

@@ -111,12 +111,15 @@ export function checkAwqArgs(
   checkAwqWeight(op, weight, n, k);
 }
 
-/** Validates prepareLinear's shapes: each m, n and k a positive int32. */
+/** Validates prepareLinear's shapes: each m, n and k a positive int32, `fp8` a boolean if set. */
 export function checkLinearShapes(
   op: string,
-  shapes: readonly { m: number; n: number; k: number }[],
+  shapes: readonly { m: number; n: number; k: number; fp8?: boolean }[],
 ): void {
-  for (const { m, n, k } of shapes) {
+  for (const { m, n, k, fp8 } of shapes) {
     checkMnk(op, m, n, k);
+    if (fp8 !== undefined && typeof fp8 !== "boolean") {
+      throw new TypeError(`${op}: a shape's fp8 must be a boolean when given, got ${typeof fp8}`);
+    }
   }
 }

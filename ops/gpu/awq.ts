@@ -1,17 +1,19 @@
 /**
  * 4-bit (AWQ/GPTQ) weights on a GPU: launchers over kernels/src/linear_awq.cu.
  *
- * Kernel choice for `linear` on an {@link AwqWeight}:
- * - M <= 4 with x and the codes 16-byte aligned: the W4A16 GEMV `linear_awq_gemv_t4`; 256
- *   threads, 8 output rows per block, grid ceil(N / 8).
+ * Kernel choice for `linear` on an {@link AwqWeight} (x and the codes 16-byte aligned for the
+ * GEMVs; K is a multiple of the group size, hence of 32):
+ * - CUDA, M <= 16: the tensor-core GEMV `linear_awq_gemv_t{8,16}_r{16,8}[_s2]`, with the FP8
+ *   GEMV's geometry (ops/gpu/fp8.ts): t8 (two steps in flight) for M <= 8, else t16; 16 W rows
+ *   per warp group when that gives at least one group per SM, else 8; warps split K in groups
+ *   of `ksplit` = 8, fewer when K has fewer steps (a step covers 256 k with 16 rows, 512 with 8);
+ *   256 threads, grid ceil(N / (8 · rows / ksplit)). The mma takes up to 8 tokens per tile at
+ *   no extra cost, so its time hardly moves with M.
+ * - HIP, M <= 4: the portable CUDA-core GEMV `linear_awq_gemv_t4`; 256 threads, 8 output rows
+ *   per block, grid ceil(N / 8). Its cost grows with M (a 16-row variant took 3.1x the bf16
+ *   GEMV at M = 8 on an H100, bench/results/2026-12-05-s7-awq-kernels-h100.md), hence 4.
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
- *
- * Why 4: the GEMV works on CUDA cores, so its cost grows with M, while dequantize + GEMM costs
- * one bf16 weight write and read plus a GEMM whose time hardly moves up to M = 16. On an H100
- * (bench/results/2026-12-05-s7-awq-kernels-h100.md) a 16-row GEMV kernel took 3.1x the bf16
- * GEMV at M = 8 and 5x at M = 16, while the dequantize + GEMM path cost about 2.4x (its
- * dequantize time, measured at M = 256, plus the bf16 GEMV at M = 8), so that kernel is gone.
  *
  * @module
  */
@@ -21,6 +23,12 @@ import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/mod
 import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
+import {
+  quantizedGemvBlocks,
+  quantizedGemvIndex,
+  quantizedGemvRows,
+  quantizedGemvSplit,
+} from "./quantized_gemv.ts";
 
 /** The 4-bit ops, plus the two halves of `linear` on a 4-bit weight, for ops/gpu/linear.ts. */
 export interface GpuAwqOps extends AwqOps {
@@ -38,10 +46,19 @@ export interface GpuAwqOps extends AwqOps {
   toScratch(weight: AwqWeight, n: number, k: number, stream: Stream): DeviceBuffer;
 }
 
-/** The most rows of x the GEMV takes (AWQ_MAX_M in the kernel). */
-export const AWQ_GEMV_MAX_M = 4;
-/** Output rows per GEMV block (AWQ_ROWS in the kernel). */
+/** The most rows of x the portable GEMV takes (HIP). */
+const PORTABLE_MAX_M = 4;
+/** The most rows of x the tensor-core GEMVs take (CUDA). */
+const MMA_MAX_M = 16;
+/** Output rows per portable GEMV block (AWQ_ROWS in the kernel). */
 const GEMV_ROWS = 8;
+/** The tensor-core GEMVs, indexed by (M > 8 ? 2 : 0) + (8 rows ? 1 : 0). */
+const MMA_GEMVS = [
+  "linear_awq_gemv_t8_r16_s2",
+  "linear_awq_gemv_t8_r8_s2",
+  "linear_awq_gemv_t16_r16",
+  "linear_awq_gemv_t16_r8",
+];
 /** Grid limit of the row-striding kernel. */
 const MAX_ROW_BLOCKS = 65535;
 
@@ -58,6 +75,13 @@ export async function loadAwqOps(
   const kernels = await loadKernels(backend, "linear_awq");
   const programmatic = programmaticWanted(options.programmatic);
   const gemvT4 = launcherWith(backend, kernels, "linear_awq_gemv_t4", { programmatic }).launch;
+  // The tensor-core GEMVs exist only for CUDA (their HIP copies trap).
+  const mma = backend.kind === "cuda";
+  const mmaGemvs = MMA_GEMVS.map((name) =>
+    launcherWith(backend, kernels, name, { programmatic }).launch
+  );
+  const sms = backend.info.multiprocessors;
+  const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
 
   function dequantizeAwq(
@@ -92,7 +116,33 @@ export async function loadAwqOps(
     gemv(out, x, weight, m, n, k, stream) {
       // `|` reads the low bits through ToInt32, exact for any address below 2^53. K is a
       // multiple of the group size (checked), hence of 32.
-      if (m > AWQ_GEMV_MAX_M || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
+      if (m > maxM || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
+      if (mma) {
+        const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
+        const split = quantizedGemvSplit(k, rows);
+        const blocks = quantizedGemvBlocks(n, rows, split);
+        mmaGemvs[index](
+          blocks,
+          1,
+          1,
+          256,
+          1,
+          1,
+          0,
+          stream,
+          out,
+          x,
+          weight.codes,
+          weight.zeros,
+          weight.scales,
+          m,
+          n,
+          k,
+          weight.groupSize,
+          split,
+        );
+        return true;
+      }
       const blocks = Math.ceil(n / GEMV_ROWS);
       gemvT4(
         blocks,
@@ -120,7 +170,7 @@ export async function loadAwqOps(
       const scratch = weight.scratch;
       if (scratch === null || scratch.bytes < 2 * n * k) {
         throw new RangeError(
-          `linear: a 4-bit weight of ${n}×${k} with more than ${AWQ_GEMV_MAX_M} rows of x ` +
+          `linear: a 4-bit weight of ${n}×${k} with more than ${maxM} rows of x ` +
             `needs a bf16 scratch of ${2 * n * k} bytes, but it has ${
               scratch?.bytes ?? "none"
             }; size it with awqScratchBytes (the weight loader does)`,

@@ -8,19 +8,31 @@
  *   per SM, else 8; warps split K in groups of `ksplit` = 8, fewer when K has fewer steps (a
  *   step covers 256 k with 16 rows, 512 with 8); 256 threads, grid ceil(N / (8 · rows / ksplit)).
  *   Programmatic launch where the backend offers it, as the bf16 GEMVs.
+ * - M > 16 on a shape where prepareLinear timed it faster (W8A8, FP8 tensor cores):
+ *   `linear_fp8_quantize` quantizes x per token (scale = amax / 448, as the weights per row) into
+ *   the weight's scratch, and the vendor library's FP8 matmul with per-row scales
+ *   (`GemmAccelerator.gemmFp8`, cuBLASLt 12.9+ on sm_90) multiplies codes by codes.
  * - Everything else: `linear_fp8_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks. This is the
- *   prefill path on every GPU, sm_80 included.
+ *   prefill path on GPUs without FP8 tensor cores (sm_80), and wherever W8A8 timed slower.
  *
  * @module
  */
 
-import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import type { Backend, DeviceBuffer, ScaledFp8, Stream } from "../../backends/backend.ts";
+import { UnsupportedShapeError } from "../../backends/errors.ts";
+import { reportFallback } from "../../backends/fallbacks.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 import { checkFp8Args } from "../checks/linear.ts";
 import type { Fp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops } from "../ops.ts";
+import {
+  quantizedGemvBlocks,
+  quantizedGemvIndex,
+  quantizedGemvRows,
+  quantizedGemvSplit,
+} from "./quantized_gemv.ts";
 
 /** The FP8 ops, plus the two halves of `linear` on an FP8 weight, for ops/gpu/linear.ts. */
 export interface GpuFp8Ops extends Fp8Ops {
@@ -33,6 +45,39 @@ export interface GpuFp8Ops extends Fp8Ops {
     n: number,
     k: number,
     stream: Stream,
+  ): boolean;
+  /**
+   * Runs the W8A8 product (x quantized per token into the weight's scratch, then the vendor
+   * library's FP8 matmul) and returns true, or returns false where it can't: no library FP8
+   * matmul, K not a multiple of 16, more than 65535 rows, a scratch too small, or the library
+   * refusing the shape (reported once as a fallback). The caller then dequantizes.
+   */
+  w8a8(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /** Whether `w8a8` could run this call (the library may still refuse the shape). */
+  w8a8Possible(m: number, k: number, weight: Fp8Weight): boolean;
+  /** The scratch bytes `w8a8` needs for x of [m, k]. */
+  w8a8ScratchBytes(m: number, k: number): number;
+  /**
+   * Lets the library time its FP8 algorithms for this call shape (`GemmAccelerator.tuneFp8`),
+   * then runs `w8a8` once; returns what that returned (false: refused, reported). Cold.
+   */
+  tuneW8a8(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    time: (run: () => void) => number,
   ): boolean;
   /** Dequantizes `weight` into its scratch and returns the bf16 [n, k] view of it. */
   toScratch(weight: Fp8Weight, n: number, k: number, stream: Stream): DeviceBuffer;
@@ -51,6 +96,17 @@ const GEMV_KERNELS = [
 const GEMV_MAX_M = 16;
 /** Grid limit of the row-striding kernels. */
 const MAX_ROW_BLOCKS = 65535;
+/**
+ * Bytes at the start of a scratch buffer for the per-token scales of x in the W8A8 path: one f32
+ * for each of up to 65536 rows; the codes follow, 256-byte aligned as cuBLASLt likes them.
+ */
+const X_SCALES_BYTES = 4 * 65536;
+
+/** x quantized per token, as views into one scratch buffer, made once per scratch. */
+interface QuantizedX extends ScaledFp8 {
+  /** The scratch these views cover, to tell a stale entry from a fresh one. */
+  readonly scratch: DeviceBuffer;
+}
 
 /** Loads the FP8 kernels onto `backend`'s device. */
 export async function loadFp8Ops(
@@ -65,12 +121,84 @@ export async function loadFp8Ops(
   const dequantize = kernels.launchers.linear_fp8_dequantize.launch;
   const quantize = kernels.launchers.linear_fp8_quantize.launch;
   const sms = backend.info.multiprocessors;
+  const accel = backend.gemmAccelerator;
+  // The views of the last scratch seen: a model's FP8 weights share one, so this is a lookup
+  // that allocates nothing after the first call.
+  let quantizedX: QuantizedX | null = null;
+  let refusalReported = false;
+
+  function viewsOf(scratch: DeviceBuffer): QuantizedX {
+    if (quantizedX?.scratch !== scratch) {
+      quantizedX = {
+        scratch,
+        scales: scratch.slice(0, X_SCALES_BYTES),
+        data: scratch.slice(X_SCALES_BYTES, scratch.bytes - X_SCALES_BYTES),
+      };
+    }
+    return quantizedX;
+  }
+
+  /** x [m, k] bf16 → codes and one scale per token in the scratch: the weight quantizer's math. */
+  function quantizeX(
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    k: number,
+    stream: Stream,
+  ): QuantizedX {
+    const xq = viewsOf(weight.scratch!);
+    quantize(Math.min(m, MAX_ROW_BLOCKS), 1, 1, 256, 1, 1, 0, stream, xq.data, xq.scales, x, m, k);
+    return xq;
+  }
+
+  /**
+   * What a library refusal (UnsupportedShapeError) means here: false, reported once, as FP8
+   * weights of refused shapes then dequantize. Tuning skips single refused algorithms itself, so
+   * a refusal that reaches here is the shape's. Any other error is real, and rethrown.
+   */
+  function refused(error: unknown): false {
+    if (!(error instanceof UnsupportedShapeError)) throw error;
+    if (!refusalReported) {
+      refusalReported = true;
+      reportFallback(
+        `${accel!.name} refused an FP8 linear shape`,
+        `${error.message}; FP8 weights of refused shapes are dequantized to bf16 instead`,
+      );
+    }
+    return false;
+  }
+
+  function w8a8(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean {
+    if (!w8a8Possible(m, k, weight)) return false;
+    const xq = quantizeX(x, weight, m, k, stream);
+    // No closure here: this runs in every mixed and prefill step.
+    try {
+      accel!.gemmFp8!(out, xq, weight, m, n, k, stream);
+      return true;
+    } catch (error) {
+      return refused(error);
+    }
+  }
+
+  function w8a8Possible(m: number, k: number, weight: Fp8Weight): boolean {
+    const scratch = weight.scratch;
+    return accel?.gemmFp8 !== undefined && scratch !== null && m <= MAX_ROW_BLOCKS &&
+      (k & 15) === 0 && scratch.bytes >= X_SCALES_BYTES + m * k;
+  }
 
   /** Index into GEMV_KERNELS, or -1 when the call is not a GEMV's. */
   function gemvIndex(m: number, n: number, k: number, x: DeviceBuffer, w: Fp8Weight): number {
     // `|` reads the low bits through ToInt32, exact for any address below 2^53.
     if (m > GEMV_MAX_M || (k & 15) !== 0 || ((x.ptr | w.data.ptr) & 15) !== 0) return -1;
-    return (m > 8 ? 2 : 0) + (Math.ceil(n / 16) >= sms ? 0 : 1);
+    return quantizedGemvIndex(m, n, sms);
   }
 
   function dequantizeFp8(
@@ -90,10 +218,9 @@ export async function loadFp8Ops(
     gemv(out, x, weight, m, n, k, stream) {
       const index = gemvIndex(m, n, k, x, weight);
       if (index < 0) return false;
-      const rows = (index & 1) === 0 ? 16 : 8;
-      const steps = Math.ceil(k / (rows === 16 ? 256 : 512));
-      const split = steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;
-      const blocks = Math.ceil(n / ((8 / split) * rows));
+      const rows = quantizedGemvRows(index);
+      const split = quantizedGemvSplit(k, rows);
+      const blocks = quantizedGemvBlocks(n, rows, split);
       gemvs[index](
         blocks,
         1,
@@ -113,6 +240,25 @@ export async function loadFp8Ops(
         split,
       );
       return true;
+    },
+
+    w8a8,
+
+    w8a8Possible,
+
+    w8a8ScratchBytes(m, k) {
+      return X_SCALES_BYTES + m * k;
+    },
+
+    tuneW8a8(out, x, weight, m, n, k, stream, time) {
+      if (!w8a8Possible(m, k, weight)) return false;
+      const xq = quantizeX(x, weight, m, k, stream);
+      try {
+        accel!.tuneFp8?.(out, xq, weight, m, n, k, stream, time);
+      } catch (error) {
+        return refused(error);
+      }
+      return w8a8(out, x, weight, m, n, k, stream);
     },
 
     toScratch(weight, n, k, stream) {

@@ -107,6 +107,25 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
     x: DeviceBuffer,
     weight: Fp8Weight,
   ): string | null;
+  /**
+   * Runs `linear`'s W8A8 path on an FP8 weight directly (x quantized per token into the weight's
+   * scratch, then the vendor library's FP8 matmul) and returns true, or false where it can't
+   * (no library FP8 matmul, K % 16 != 0, a scratch too small, the library refusing the shape).
+   * For tests and benchmarks: `linear` takes it only where prepareLinear timed it faster.
+   */
+  fp8W8a8(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /** Whether `linear` runs an FP8 weight of this shape as W8A8 (prepareLinear timed it faster). */
+  usesW8a8(m: number, n: number, k: number): boolean;
+  /** The scratch bytes `fp8W8a8` needs for x of [m, k] (an FP8 weight's scratch holds both). */
+  fp8W8a8ScratchBytes(m: number, k: number): number;
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
   kernelName(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer): string;
   /**
@@ -389,41 +408,89 @@ export async function loadLinearOps(
   // Shapes prepareLinear timed, as parallel arrays of small integers: a lookup compares numbers
   // and allocates nothing (a Map keyed by m·2^40 + n·2^20 + k would box each key as a double).
   const accel = backend.gemmAccelerator;
-  const preparedM: number[] = [], preparedN: number[] = [], preparedK: number[] = [];
-  const acceleratorWins: boolean[] = [];
+  const bf16Choices = new ShapeChoices();
+  // FP8-weight shapes: whether W8A8 (FP8 tensor cores) beat dequantizing and running bf16.
+  const w8a8Choices = new ShapeChoices();
 
-  /** Where prepareLinear recorded this shape, or -1. */
-  function preparedIndex(m: number, n: number, k: number): number {
-    for (let i = 0; i < preparedM.length; i++) {
-      if (preparedM[i] === m && preparedN[i] === n && preparedK[i] === k) return i;
-    }
-    return -1;
-  }
-
-  /**
-   * Whether the accelerator runs this shape: as timed, for a prepared shape; for a GEMM-sized m
-   * (> GEMV_MAX_M) that was not prepared (a mixed step's token count), as timed for the nearest
-   * prepared m of the same n and k, the smallest above it or else the largest below; the GEMVs
-   * (m <= GEMV_MAX_M) of an unprepared shape stay Denali's.
-   */
+  /** Whether the accelerator runs this bf16 shape (see ShapeChoices.wins). */
   function useAccelerator(m: number, n: number, k: number): boolean {
-    let above = -1, below = -1;
-    for (let i = 0; i < preparedM.length; i++) {
-      if (preparedN[i] !== n || preparedK[i] !== k) continue;
-      const pm = preparedM[i];
-      if (pm === m) return acceleratorWins[i];
-      if (m <= GEMV_MAX_M || pm <= GEMV_MAX_M) continue;
-      if (pm > m && (above < 0 || pm < preparedM[above])) above = i;
-      if (pm < m && (below < 0 || pm > preparedM[below])) below = i;
+    return bf16Choices.wins(m, n, k);
+  }
+
+  /** The bf16 product as `linear` runs it: the accelerator where it won, else Denali's kernel. */
+  function runBf16(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: DeviceBuffer,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void {
+    if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) {
+      accel.gemm(out, x, weight, m, n, k, stream);
+    } else {
+      runDenali(out, x, weight, m, n, k, stream);
     }
-    const nearest = above >= 0 ? above : below;
-    return nearest >= 0 && acceleratorWins[nearest];
   }
 
   /**
-   * Whether the accelerator beat Denali on this shape (false when it can't run it at all), or
-   * null when there was no room for the scratch buffers, so a later prepareLinear may retry.
-   * A failure of Denali's own kernel is a bug, and propagates.
+   * Allocates buffers of `sizes` bytes, runs `race` with them and a clock, and frees them; null
+   * when there was no room, so a later prepareLinear may retry. Each sample the clock takes is
+   * one call behind a fill that evicts the operands from L2, as a step meets each layer's
+   * weights: back-to-back calls on one weight would time it from L2 (a 4096×4096 weight fits)
+   * and crown algorithms that lose on weights fresh from memory.
+   */
+  function raceOn<R>(
+    sizes: readonly number[],
+    stream: Stream,
+    evictor: () => DeviceBuffer | null,
+    race: (buffers: DeviceBuffer[], time: (run: () => void) => number) => R,
+  ): R | null {
+    const buffers: DeviceBuffer[] = [];
+    const free = () => {
+      stream.synchronize();
+      for (const buffer of buffers) backend.free(buffer);
+    };
+    try {
+      for (const bytes of sizes) buffers.push(backend.alloc(bytes));
+    } catch (error) {
+      free();
+      if (!isOutOfMemory(error)) throw error;
+      reportFallback(
+        "no memory to time linear shapes",
+        `${error.message}; such a shape keeps its default path until a later prepareLinear`,
+      );
+      return null;
+    }
+    const flush = evictor();
+    const start = backend.createEvent(), stop = backend.createEvent();
+    const time = (run: () => void): number => {
+      run();
+      let best = Infinity;
+      for (let i = 0; i < PREPARE_SAMPLES; i++) {
+        if (flush !== null) backend.memset(flush, i & 0xff, stream);
+        start.record(stream);
+        run();
+        stop.record(stream);
+        stop.synchronize();
+        best = Math.min(best, stop.elapsedMsSince(start));
+      }
+      return best;
+    };
+    try {
+      return race(buffers, time);
+    } finally {
+      free();
+      start.destroy();
+      stop.destroy();
+    }
+  }
+
+  /**
+   * Whether the accelerator beat Denali on this bf16 shape (false when it can't run it at all),
+   * or null when there was no room to time it. A failure of Denali's own kernel is a bug, and
+   * propagates.
    */
   function timeShape(
     m: number,
@@ -432,45 +499,10 @@ export async function loadLinearOps(
     stream: Stream,
     evictor: () => DeviceBuffer | null,
   ): boolean | null {
-    const buffers: DeviceBuffer[] = [];
-    const free = () => {
-      stream.synchronize();
-      for (const buffer of buffers) backend.free(buffer);
-    };
-    try {
-      for (const bytes of [2 * m * k, 2 * n * k, 2 * m * n]) buffers.push(backend.alloc(bytes));
-    } catch (error) {
-      free();
-      if (!isOutOfMemory(error)) throw error;
-      reportFallback(
-        "no memory to time linear shapes",
-        `${error.message}; such a shape keeps Denali's kernel until a later prepareLinear`,
-      );
-      return null;
-    }
-    const [x, w, out] = buffers;
-    const flush = evictor();
-    const start = backend.createEvent(), stop = backend.createEvent();
-    try {
+    return raceOn([2 * m * k, 2 * n * k, 2 * m * n], stream, evictor, ([x, w, out], time) => {
       // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
       backend.memset(x, 0x3c, stream);
       backend.memset(w, 0x3c, stream);
-      // Each sample is one call behind a fill that evicts x and W from L2, as a step meets each
-      // layer's weights: back-to-back calls on one weight would time it from L2 (a 4096×4096
-      // weight fits) and crown algorithms that lose on weights fresh from memory.
-      const time = (run: () => void): number => {
-        run();
-        let best = Infinity;
-        for (let i = 0; i < PREPARE_SAMPLES; i++) {
-          if (flush !== null) backend.memset(flush, i & 0xff, stream);
-          start.record(stream);
-          run();
-          stop.record(stream);
-          stop.synchronize();
-          best = Math.min(best, stop.elapsedMsSince(start));
-        }
-        return best;
-      };
       const own = () => runDenali(out, x, w, m, n, k, stream);
       const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
       // Alternate the two and keep each one's best, so a clock ramp favours neither.
@@ -491,11 +523,44 @@ export async function loadLinearOps(
       ownMs = Math.min(ownMs, time(own));
       libMs = Math.min(libMs, time(lib));
       return libMs < ownMs;
-    } finally {
-      free();
-      start.destroy();
-      stop.destroy();
-    }
+    });
+  }
+
+  /**
+   * Whether W8A8 (x quantized per token, the library's FP8 matmul) beat dequantizing the FP8
+   * weight and running the bf16 product as `linear` would, on an FP8 weight of this shape; false
+   * where W8A8 can't run it, null when there was no room to time it.
+   */
+  function timeFp8Shape(
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    evictor: () => DeviceBuffer | null,
+  ): boolean | null {
+    const scratchBytes = Math.max(fp8.fp8ScratchBytes(n, k), fp8.w8a8ScratchBytes(m, k));
+    const sizes = [2 * m * k, n * k, 4 * n, scratchBytes, 2 * m * n];
+    return raceOn(sizes, stream, evictor, ([x, data, scales, scratch, out], time) => {
+      const weight: Fp8Weight = { format: "fp8-e4m3", data, scales, scratch };
+      if (!fp8.w8a8Possible(m, k, weight)) return false;
+      // Codes 0x38 are 1.0 and scales 0x3c3c3c3c ≈ 0.0115: finite sums for any k.
+      backend.memset(x, 0x3c, stream);
+      backend.memset(data, 0x38, stream);
+      backend.memset(scales, 0x3c, stream);
+      const dequantized = () =>
+        runBf16(out, x, fp8.toScratch(weight, n, k, stream), m, n, k, stream);
+      const quantized = () => {
+        fp8.w8a8(out, x, weight, m, n, k, stream);
+      };
+      let dequantizedMs = time(dequantized);
+      // A refusal (no per-row FP8 scaling in this release, no algorithm for the shape) was
+      // reported by w8a8; the dequantizing path stays.
+      if (!fp8.tuneW8a8(out, x, weight, m, n, k, stream, time)) return false;
+      let quantizedMs = time(quantized);
+      dequantizedMs = Math.min(dequantizedMs, time(dequantized));
+      quantizedMs = Math.min(quantizedMs, time(quantized));
+      return quantizedMs < dequantizedMs;
+    });
   }
 
   return {
@@ -504,6 +569,9 @@ export async function loadLinearOps(
       let weight: DeviceBuffer;
       if (isFp8Weight(linearWeight)) {
         if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
+        if (w8a8Choices.size !== 0 && w8a8Choices.wins(m, n, k)) {
+          if (fp8.w8a8(out, x, linearWeight, m, n, k, stream)) return;
+        }
         weight = fp8.toScratch(linearWeight, n, k, stream);
       } else if (isAwqWeight(linearWeight)) {
         if (awq.gemv(out, x, linearWeight, m, n, k, stream)) return;
@@ -511,11 +579,7 @@ export async function loadLinearOps(
       } else {
         weight = linearWeight;
       }
-      if (accel !== null && preparedM.length !== 0 && useAccelerator(m, n, k)) {
-        accel.gemm(out, x, weight, m, n, k, stream);
-        return;
-      }
-      runDenali(out, x, weight, m, n, k, stream);
+      runBf16(out, x, weight, m, n, k, stream);
     },
 
     prepareLinear(shapes, stream) {
@@ -540,14 +604,16 @@ export async function loadLinearOps(
         return flush;
       };
       try {
-        for (const { m, n, k } of shapes) {
-          if (preparedIndex(m, n, k) >= 0) continue;
-          const wins = timeShape(m, n, k, stream, evictor);
-          if (wins === null) continue;
-          preparedM.push(m);
-          preparedN.push(n);
-          preparedK.push(k);
-          acceleratorWins.push(wins);
+        for (const { m, n, k, fp8: quantized } of shapes) {
+          if (!bf16Choices.has(m, n, k)) {
+            const wins = timeShape(m, n, k, stream, evictor);
+            if (wins !== null) bf16Choices.record(m, n, k, wins);
+          }
+          // The GEMVs take FP8 weights at M <= 16 whatever was timed.
+          if (!quantized || m <= GEMV_MAX_M || accel.gemmFp8 === undefined) continue;
+          if (w8a8Choices.has(m, n, k)) continue;
+          const wins = timeFp8Shape(m, n, k, stream, evictor);
+          if (wins !== null) w8a8Choices.record(m, n, k, wins);
         }
       } finally {
         if (flush) {
@@ -561,6 +627,9 @@ export async function loadLinearOps(
     dequantizeFp8: fp8.dequantizeFp8,
     fp8ScratchBytes: fp8.fp8ScratchBytes,
     fp8GemvKernel: fp8.gemvKernel,
+    fp8W8a8: fp8.w8a8,
+    fp8W8a8ScratchBytes: fp8.w8a8ScratchBytes,
+    usesW8a8: (m, n, k) => m > GEMV_MAX_M && w8a8Choices.size !== 0 && w8a8Choices.wins(m, n, k),
     dequantizeAwq: awq.dequantizeAwq,
     awqScratchBytes: awq.awqScratchBytes,
 
@@ -583,4 +652,58 @@ export async function loadLinearOps(
       };
     },
   };
+}
+
+/**
+ * Per-shape decisions prepareLinear timed, as parallel arrays of small integers: a lookup
+ * compares numbers and allocates nothing (a Map keyed by m·2^40 + n·2^20 + k would box each key
+ * as a double).
+ */
+class ShapeChoices {
+  readonly #m: number[] = [];
+  readonly #n: number[] = [];
+  readonly #k: number[] = [];
+  readonly #wins: boolean[] = [];
+
+  /** How many shapes are recorded. */
+  get size(): number {
+    return this.#m.length;
+  }
+
+  /** Whether this exact shape was recorded. */
+  has(m: number, n: number, k: number): boolean {
+    for (let i = 0; i < this.#m.length; i++) {
+      if (this.#m[i] === m && this.#n[i] === n && this.#k[i] === k) return true;
+    }
+    return false;
+  }
+
+  /** Records whether the alternative won on this shape. */
+  record(m: number, n: number, k: number, wins: boolean): void {
+    this.#m.push(m);
+    this.#n.push(n);
+    this.#k.push(k);
+    this.#wins.push(wins);
+  }
+
+  /**
+   * Whether the alternative runs this shape: as timed, for a recorded shape; for a GEMM-sized m
+   * (> GEMV_MAX_M) that was not recorded (a mixed step's token count), as timed for the nearest
+   * recorded m of the same n and k, the smallest above it or else the largest below; GEMV-sized
+   * calls of an unrecorded shape keep the default.
+   */
+  wins(m: number, n: number, k: number): boolean {
+    let above = -1, below = -1;
+    const ms = this.#m;
+    for (let i = 0; i < ms.length; i++) {
+      if (this.#n[i] !== n || this.#k[i] !== k) continue;
+      const pm = ms[i];
+      if (pm === m) return this.#wins[i];
+      if (m <= GEMV_MAX_M || pm <= GEMV_MAX_M) continue;
+      if (pm > m && (above < 0 || pm < ms[above])) above = i;
+      if (pm < m && (below < 0 || pm > ms[below])) below = i;
+    }
+    const nearest = above >= 0 ? above : below;
+    return nearest >= 0 && this.#wins[nearest];
+  }
 }

@@ -13,6 +13,13 @@
 // D = alpha * op(A) * op(B) + beta * C on bf16 column-major matrices with fp32 accumulation, from
 // the layouts alone, so the row-major to column-major mapping is checked numerically.
 //
+// The cuBLASLt build also multiplies FP8: A and B of CUDA_R_8F_E4M3 with C and D bf16, TN only
+// (as cuBLASLt on Hopper), each side scaled by CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER as its
+// CUBLASLT_MATMUL_DESC_{A,B}_SCALE_MODE says: SCALAR_32F (one f32; none means 1) or
+// OUTER_VEC_32F (one f32 per row of op(A) and per column of op(B), i.e. per row and column of D),
+// so D = alpha * scaleA * scaleB * (op(A) * op(B)) + beta * C. The hipBLASLt build refuses those
+// attributes and types, as it refuses anything else it does not know.
+//
 // Control and query entry points (the same in both builds):
 //
 //   int      fake_lt_fail_next(const char* symbol, int skip, int status);
@@ -22,6 +29,8 @@
 //   void     fake_lt_set_candidates(int n, int f); the heuristic offers n algorithms; matmul
 //                                                 refuses candidate f (-1: none)
 //   int      fake_lt_last_candidate(void);       the candidate the last matmul ran
+//   void     fake_lt_set_no_outer_vec(int on);   setting a scale mode is INVALID_VALUE, as in a
+//                                                cuBLASLt older than 12.8
 //   void     fake_lt_reset(void);                clear counters, failures and flags
 //   uint64_t fake_lt_live_objects(void);         handles + descriptors + layouts + preferences
 //   uint64_t fake_lt_heuristic_calls(void);
@@ -69,8 +78,15 @@ enum {
 };
 enum { OP_N = 0, OP_T = 1 };             // cublasOperation_t
 enum { COMPUTE_32F = 68 };               // cublasComputeType_t
-enum { DT_32F = 0, DT_16BF = 14 };       // cudaDataType_t
-enum { DESC_TRANSA = 3, DESC_TRANSB = 4 }; // cublasLtMatmulDescAttributes_t
+enum { DT_32F = 0, DT_16BF = 14, DT_8F_E4M3 = 28 }; // cudaDataType_t
+enum {                                   // cublasLtMatmulDescAttributes_t
+  DESC_TRANSA = 3,
+  DESC_TRANSB = 4,
+  DESC_A_SCALE_POINTER = 17,
+  DESC_B_SCALE_POINTER = 18,
+  DESC_A_SCALE_MODE = 31,
+  DESC_B_SCALE_MODE = 32,
+};
 enum {                                   // cublasLtMatmulPreferenceAttributes_t
   PREF_MAX_WORKSPACE_BYTES = 1,
   PREF_MIN_ALIGNMENT_A_BYTES = 5, // ... B = 6, C = 7, D = 8
@@ -79,6 +95,10 @@ typedef struct {
   uint64_t data[8];
 } lt_algo;
 #endif
+
+// cublasLtMatmulMatrixScale_t; the hipBLASLt build never leaves SCALAR_32F (it has no way to set
+// a mode).
+enum { SCALE_SCALAR_32F = 0, SCALE_OUTER_VEC_32F = 3 };
 
 typedef struct {
   lt_algo algo;
@@ -113,6 +133,8 @@ typedef struct {
   int scale;
   int32_t transa;
   int32_t transb;
+  int32_t scale_mode[2];  // A, B: SCALAR_32F (0) unless set
+  uint64_t scale_ptr[2];  // A, B: device addresses of the scales, 0 unless set
 } fake_desc;
 
 typedef struct {
@@ -150,6 +172,7 @@ typedef struct {
 static failure g_failures[16];
 static int g_failure_count;
 static int g_no_algorithm;
+static int g_no_outer_vec;
 static int g_candidates = 1;
 static int g_failing_candidate = -1;
 static int g_last_candidate = -1;
@@ -202,6 +225,28 @@ static int destroy(void* p, uint32_t magic) {
 }
 
 static int is(const void* p, uint32_t magic) { return p && *(const uint32_t*)p == magic; }
+
+#ifndef FAKE_HIP
+// E4M3 (float8_e4m3fn): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities;
+// exponent 15 with mantissa 7 is NaN; exponent 0 is subnormal, mantissa * 2^-9.
+static float e4m3_to_f32(uint8_t code) {
+  uint32_t sign = (uint32_t)(code & 0x80) << 24;
+  uint32_t exponent = (code >> 3) & 0xf, mantissa = code & 7;
+  float f;
+  if (exponent == 0xf && mantissa == 7) {
+    uint32_t u = sign | 0x7fc00000u;
+    memcpy(&f, &u, 4);
+    return f;
+  }
+  if (exponent == 0) {
+    f = (float)mantissa * (1.0f / 512.0f); // exact
+    return sign ? -f : f;
+  }
+  uint32_t u = sign | ((exponent - 7 + 127) << 23) | (mantissa << 20);
+  memcpy(&f, &u, 4);
+  return f;
+}
+#endif
 
 static float bf16_to_f32(uint16_t bits) {
   uint32_t u = (uint32_t)bits << 16;
@@ -294,6 +339,22 @@ EXPORT int LT(cublasLtMatmulDescSetAttribute, hipblasLtMatmulDescSetAttribute)(
   FAIL_POINT();
   if (!is(desc, MAGIC_DESC) || !buf) return ST_INVALID_VALUE;
   fake_desc* d = desc;
+#ifndef FAKE_HIP
+  if (attr == DESC_A_SCALE_POINTER || attr == DESC_B_SCALE_POINTER) {
+    if (size != sizeof(uint64_t)) return ST_INVALID_VALUE;
+    memcpy(&d->scale_ptr[attr - DESC_A_SCALE_POINTER], buf, sizeof(uint64_t));
+    return ST_SUCCESS;
+  }
+  if (attr == DESC_A_SCALE_MODE || attr == DESC_B_SCALE_MODE) {
+    if (g_no_outer_vec) return ST_INVALID_VALUE; // an attribute this release does not know
+    if (size != sizeof(int32_t)) return ST_INVALID_VALUE;
+    int32_t mode;
+    memcpy(&mode, buf, sizeof mode);
+    if (mode != SCALE_SCALAR_32F && mode != SCALE_OUTER_VEC_32F) return ST_INVALID_VALUE;
+    d->scale_mode[attr - DESC_A_SCALE_MODE] = mode;
+    return ST_SUCCESS;
+  }
+#endif
   if (attr != DESC_TRANSA && attr != DESC_TRANSB) return ST_INVALID_VALUE; // none other is used
   if (size != sizeof(int32_t)) return ST_INVALID_VALUE;
   int32_t op;
@@ -379,8 +440,19 @@ static int check_problem(const fake_desc* d, const fake_layout* a, const fake_la
     return ST_INVALID_VALUE;
   }
   if (d->compute != COMPUTE_32F || d->scale != DT_32F) return ST_NOT_SUPPORTED;
-  if (a->type != DT_16BF || b->type != DT_16BF || c->type != DT_16BF || dl->type != DT_16BF) {
-    return ST_NOT_SUPPORTED;
+  if (c->type != DT_16BF || dl->type != DT_16BF) return ST_NOT_SUPPORTED;
+  if (a->type == DT_16BF && b->type == DT_16BF) {
+    // Per-row and per-column scales are an FP8 feature.
+    if (d->scale_mode[0] != SCALE_SCALAR_32F || d->scale_mode[1] != SCALE_SCALAR_32F) {
+      return ST_NOT_SUPPORTED;
+    }
+#ifndef FAKE_HIP
+  } else if (a->type == DT_8F_E4M3 && b->type == DT_8F_E4M3) {
+    // FP8 tensor cores on Hopper take only A transposed and B as is ("TN").
+    if (d->transa != OP_T || d->transb != OP_N) return ST_NOT_SUPPORTED;
+#endif
+  } else {
+    return ST_NOT_SUPPORTED; // mixed or other input types
   }
   uint64_t am, ak, bk, bn;
   op_shape(a, d->transa, &am, &ak);
@@ -435,6 +507,16 @@ EXPORT int LT(cublasLtMatmulAlgoGetHeuristic, hipblasLtMatmulAlgoGetHeuristic)(
 
 // ---- The matmul --------------------------------------------------------------------------------
 
+// Element `index` of an A or B operand of `type` (check_problem allowed only bf16 and E4M3).
+static float element(const void* base, int type, uint64_t index) {
+#ifndef FAKE_HIP
+  if (type == DT_8F_E4M3) return e4m3_to_f32(((const uint8_t*)base)[index]);
+#else
+  (void)type;
+#endif
+  return bf16_to_f32(((const uint16_t*)base)[index]);
+}
+
 EXPORT int LT(cublasLtMatmul, hipblasLtMatmul)(void* handle, void* desc, const void* alpha,
                                                const void* A, void* adesc, const void* B,
                                                void* bdesc, const void* beta, const void* C,
@@ -448,6 +530,10 @@ EXPORT int LT(cublasLtMatmul, hipblasLtMatmul)(void* handle, void* desc, const v
   int st = check_problem(desc, adesc, bdesc, cdesc, ddesc, &p);
   if (st != ST_SUCCESS) return st;
   if (!alpha || !beta || !A || !B || !C || !D || !algo) return ST_INVALID_VALUE;
+  const fake_desc* d = desc;
+  for (int s = 0; s < 2; s++) {
+    if (d->scale_mode[s] == SCALE_OUTER_VEC_32F && !d->scale_ptr[s]) return ST_INVALID_VALUE;
+  }
   fake_algo_data data;
   memcpy(&data, algo, sizeof data);
   if (data.magic != MAGIC_ALGO || data.m != p.m || data.n != p.n || data.k != p.k) {
@@ -460,10 +546,11 @@ EXPORT int LT(cublasLtMatmul, hipblasLtMatmul)(void* handle, void* desc, const v
   g_last_workspace = (uint64_t)(uintptr_t)workspace;
   g_last_workspace_bytes = workspace_bytes;
 
-  const fake_desc* d = desc;
   const fake_layout *la = adesc, *lb = bdesc, *lc = cdesc, *ld = ddesc;
-  const uint16_t *a = A, *b = B, *c = C;
+  const uint16_t* c = C;
   uint16_t* out = D;
+  const float* scale_a = (const float*)(uintptr_t)d->scale_ptr[0];
+  const float* scale_b = (const float*)(uintptr_t)d->scale_ptr[1];
   float al, be;
   memcpy(&al, alpha, 4);
   memcpy(&be, beta, 4);
@@ -474,9 +561,13 @@ EXPORT int LT(cublasLtMatmul, hipblasLtMatmul)(void* handle, void* desc, const v
         // Element (row, col) of a column-major matrix sits at row + col * ld.
         uint64_t ai = d->transa == OP_N ? i + l * (uint64_t)la->ld : l + i * (uint64_t)la->ld;
         uint64_t bi = d->transb == OP_N ? l + j * (uint64_t)lb->ld : j + l * (uint64_t)lb->ld;
-        acc += bf16_to_f32(a[ai]) * bf16_to_f32(b[bi]);
+        acc += element(A, la->type, ai) * element(B, lb->type, bi);
       }
-      float value = al * acc;
+      // Scalar mode: the one f32 at the pointer (1 without one); outer vector: D row i's and
+      // D column j's.
+      float sa = d->scale_mode[0] == SCALE_OUTER_VEC_32F ? scale_a[i] : scale_a ? *scale_a : 1.0f;
+      float sb = d->scale_mode[1] == SCALE_OUTER_VEC_32F ? scale_b[j] : scale_b ? *scale_b : 1.0f;
+      float value = al * sa * sb * acc;
       // As in BLAS, beta == 0 means C is not read (it may hold NaN).
       if (be != 0.0f) value += be * bf16_to_f32(c[i + j * (uint64_t)lc->ld]);
       out[i + j * (uint64_t)ld->ld] = f32_to_bf16(value);
@@ -499,6 +590,8 @@ EXPORT int fake_lt_fail_next(const char* symbol, int skip, int status) {
 
 EXPORT void fake_lt_set_no_algorithm(int on) { g_no_algorithm = on; }
 
+EXPORT void fake_lt_set_no_outer_vec(int on) { g_no_outer_vec = on; }
+
 EXPORT int fake_lt_last_candidate(void) { return g_last_candidate; }
 
 EXPORT void fake_lt_set_candidates(int count, int failing) {
@@ -509,6 +602,7 @@ EXPORT void fake_lt_set_candidates(int count, int failing) {
 EXPORT void fake_lt_reset(void) {
   g_failure_count = 0;
   g_no_algorithm = 0;
+  g_no_outer_vec = 0;
   g_candidates = 1;
   g_failing_candidate = -1;
   g_last_candidate = -1;

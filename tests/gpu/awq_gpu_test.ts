@@ -6,13 +6,15 @@
  *   with random codes, zeros and f16-valued scales, group sizes 64 and 128;
  * - `linear` on 4-bit weights for M ∈ {1, 2, 3, 8, 9, 16, 17, 64} over (N, K, group) ∈
  *   {(4096, 4096, 128), (1024, 4096, 64), (1000, 1024, 128), (37, 256, 64), (14336, 4096, 128)
- *   at M = 1}: the W4A16 GEMV for M <= 4, the dequantize + bf16 GEMM path above; a misaligned
+ *   at M = 1}: the tensor-core W4A16 GEMVs for M <= 16 (t8 and t16, r16 and r8, K splits 1..8),
+ *   the dequantize + bf16 GEMM path above; a misaligned
  *   x (the dequantize path at M = 1); the q, k and v row views of a fused weight;
  * - the engine on a tiny AWQ checkpoint (tests/support/awq_checkpoint.ts) against the CPU
  *   engine.
  *
- * Tolerances. GEMV: the GPU sums exact f32 products in f32 (in another order) and rounds once
- * to bf16, the CPU sums in double: relative L2 ≤ 1e-2 covers the bf16 rounding (2^-9) with room,
+ * Tolerances. GEMV: the GPU rounds each weight to bf16 twice (its scale, then (q − z)·s: 2^-8
+ * at most), sums exact products in f32 (in another order) and rounds once to bf16, the CPU sums
+ * in double: relative L2 ≤ 1e-2 covers those roundings with room,
  * while a wrong nibble, zero or group moves outputs by tens of percent. Dequantize path: each
  * weight is first rounded to bf16 (2^-9 relative), within the same bound. Engine logits:
  * relative L2 ≤ 2e-2, the bf16 engine's GPU-vs-CPU bound.

@@ -10,8 +10,18 @@
  *   otherwise; a weight holding every finite code (subnormals through the bf16x2 widening);
  *   the 128256×4096 shape at M = 1; a chain of GEMVs each reading the previous output (the
  *   programmatic launch must wait before reading x); and the engine on tiny-llama quantized at
- *   load, against the CPU engine. (HF parity of the FP8 fixture runs with the other models in
+ *   load, against the CPU engine;
+ * - W8A8 (x quantized per token, cuBLASLt's FP8 matmul with per-row scales) on the Llama-3-8B
+ *   shapes at M ∈ {17, 256, 2048} against the CPU W8A8 reference (`fp8W8a8Rows`), and
+ *   prepareLinear's choice between it and dequantizing, with `linear` then matching whichever
+ *   reference the choice implies. (HF parity of the FP8 fixture runs with the other models in
  *   tests/gpu/parity_gpu_test.ts.)
+ *
+ * W8A8 tolerance: the GPU quantizer writes the CPU's codes and scales (the weight quantizer's
+ * kernel, tested bit for bit above), products of two E4M3 values are exact, so only the fp32
+ * summation order and the final bf16 rounding differ: per element (2^-7 + 1e-3)·|ref| + 1e-4.
+ * Against the unquantized product (W8A16) it must stay within 5e-2 relative L2 (x's own E4M3
+ * rounding, 2^-4 of each value at worst, about 2e-2 on random data).
  *
  * Tolerances. GEMV: both sides round one sum per output to bf16 after applying the row scale,
  * the GPU summing exact products in fp32, so per element |gpu − cpu| ≤ 2^-7·|ref| + 1e-4, as the
@@ -29,6 +39,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { e4m3Table } from "../../backends/fp8.ts";
 import { Engine } from "../../engine/engine.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
+import { fp8W8a8Rows } from "../../ops/cpu/fp8.ts";
 import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
@@ -282,3 +293,115 @@ Deno.test({
   console.log(`tiny-llama FP8: GPU vs CPU logits relative error ${error.toExponential(2)}`);
   assert.ok(error <= 2e-2, `relative error ${error}`);
 });
+
+/** W8A8 on the GPU against the CPU W8A8 reference, and within 5e-2 of W8A16. */
+function checkW8a8(
+  gpu: Backend,
+  ops: GpuLinearOps,
+  pair: Pair,
+  m: number,
+  n: number,
+  k: number,
+  seed: number,
+): void {
+  const s = gpu.createStream();
+  const xBits = randomBf16(m * k, seed, 1);
+  const want = new Uint16Array(m * n);
+  fp8W8a8Rows(want, xBits, pair.cpu, m, n, k);
+  const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
+  gpu.copyToDevice(gx, xBits);
+  gpu.memset(gout, 0xff, s);
+  const ran = ops.fp8W8a8(gout, gx, pair.gpu, m, n, k, s);
+  assert.ok(
+    ran,
+    `W8A8 did not run at m=${m} n=${n} k=${k}: ${gpu.gemmAccelerator?.name ?? "no cuBLASLt"}`,
+  );
+  s.synchronize();
+  const bits = new Uint16Array(m * n);
+  gpu.copyToHost(bits, gout);
+  const got = decodeBf16(bits), ref = decodeBf16(want);
+  const what = `W8A8 m=${m} n=${n} k=${k}`;
+  // A bf16 ulp either way (2^-8, doubled for the two roundings), plus the fp32 reordering
+  // (about 2^-24 · k of the terms' magnitude; random data keeps that under 1e-3 of |ref|).
+  for (let i = 0; i < m * n; i++) {
+    const bound = 2 ** -7 * Math.abs(ref[i]) + 1e-3 * Math.abs(ref[i]) + 1e-4;
+    if (!(Math.abs(got[i] - ref[i]) <= bound)) {
+      assert.fail(`${what}: [${Math.floor(i / n)}, ${i % n}] is ${got[i]}, the CPU says ${ref[i]}`);
+    }
+  }
+  const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
+  cpu.copyToDevice(cx, xBits);
+  ref16(cout, cx, pair, m, n, k);
+  const w16 = decodeBf16(new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, m * n));
+  const error = relativeError(got, w16);
+  assert.ok(error <= 5e-2, `${what}: ${error} from the W8A16 product`);
+  gpu.free(gx);
+  gpu.free(gout);
+}
+
+/** The CPU W8A16 product (`linear` on the CPU). */
+function ref16(out: DeviceBuffer, x: DeviceBuffer, pair: Pair, m: number, n: number, k: number) {
+  ref.linear(out, x, pair.cpu, m, n, k, cs);
+}
+
+for (const [n, k] of [[6144, 4096], [4096, 14336], [1000, 1008]]) {
+  gpuLinearTest(`gpu W8A8 on FP8 weights: N=${n} K=${k}, M in 17, 256, 2048`, (gpu, ops) => {
+    const pair = quantizedPair(gpu, ops, n, k, 3 * n + k);
+    const scratch = gpu.alloc(
+      Math.max(ops.fp8ScratchBytes(n, k), ops.fp8W8a8ScratchBytes(2048, k)),
+    );
+    const gpuWeight = { ...pair.gpu, scratch };
+    try {
+      for (const m of [17, 256, 2048]) {
+        if (m * n * k > 2 ** 33) continue; // the CPU reference would take minutes
+        checkW8a8(gpu, ops, { cpu: pair.cpu, gpu: gpuWeight }, m, n, k, m + 1);
+      }
+    } finally {
+      freeFp8(gpu, pair.gpu);
+      gpu.free(scratch);
+    }
+  });
+}
+
+gpuLinearTest(
+  "gpu prepareLinear on FP8 shapes: linear then runs the path it chose, matching its reference",
+  (gpu, ops) => {
+    const n = 4096, k = 4096, m = 512;
+    const pair = quantizedPair(gpu, ops, n, k, 77);
+    const scratch = gpu.alloc(Math.max(ops.fp8ScratchBytes(n, k), ops.fp8W8a8ScratchBytes(m, k)));
+    const weight = { ...pair.gpu, scratch };
+    const s = gpu.createStream();
+    try {
+      ops.prepareLinear([{ m, n, k, fp8: true }], s);
+      const w8a8 = ops.usesW8a8(m, n, k);
+      console.log(
+        `  FP8 ${m}×${n}×${k}: prepareLinear chose ${w8a8 ? "W8A8" : "dequantize + bf16"}`,
+      );
+      const xBits = randomBf16(m * k, 5, 1);
+      const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
+      gpu.copyToDevice(gx, xBits);
+      ops.linear(gout, gx, weight, m, n, k, s);
+      s.synchronize();
+      const bits = new Uint16Array(m * n);
+      gpu.copyToHost(bits, gout);
+      const want = new Uint16Array(m * n);
+      if (w8a8) {
+        fp8W8a8Rows(want, xBits, pair.cpu, m, n, k);
+      } else {
+        const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
+        cpu.copyToDevice(cx, xBits);
+        ref16(cout, cx, pair, m, n, k);
+        want.set(new Uint16Array(cout.host!.buffer, cout.host!.byteOffset, m * n));
+      }
+      // Either path's own reference to within its tolerance (the dequantizing one adds the
+      // weights' bf16 rounding, 2^-9, to the GEMM's: 1e-2 relative L2 covers both).
+      const error = relativeError(decodeBf16(bits), decodeBf16(want));
+      assert.ok(error <= 1e-2, `${w8a8 ? "W8A8" : "dequantize"}: relative error ${error}`);
+      gpu.free(gx);
+      gpu.free(gout);
+    } finally {
+      freeFp8(gpu, pair.gpu);
+      gpu.free(scratch);
+    }
+  },
+);

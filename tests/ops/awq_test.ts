@@ -209,34 +209,63 @@ function gpuWeight(gpu: GpuBackend, n: number, k: number, scratch: boolean) {
 
 for (const hip of [false, true]) {
   const driver = hip ? "HIP" : "CUDA";
-  Deno.test(`linear on 4-bit weights (fake ${driver} driver): GEMV up to 4 rows, dequantize + GEMM above`, async () => {
+  const gemvRows = hip ? "up to 4 rows (portable GEMV)" : "up to 16 rows (tensor-core GEMVs)";
+  Deno.test(`linear on 4-bit weights (fake ${driver} driver): GEMV ${gemvRows}, dequantize + GEMM above`, async () => {
     await withFakeLinearOps(hip, [hip ? 9 : 8, 0], (gpu, gops, fake) => {
       const n = 4096, k = 4096;
       const weight = gpuWeight(gpu, n, k, true);
       assert.equal(gops.awqScratchBytes(n, k), 2 * n * k);
       const x = gpu.alloc(2 * 64 * k + 16), out = gpu.alloc(2 * 64 * n);
       const s = gpu.createStream();
-      fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
-      for (const m of [1, 2, 4]) {
+      // [m, kernel, grid, extra args]: HIP's portable GEMV takes 8 rows a block; CUDA's mma
+      // GEMVs with 4096 rows = 256 groups of 16 >= 132 SMs take r16, and K = 4096 is 16 steps
+      // of 256 → ksplit 8, one group of 16 rows a block.
+      const gemvs: [number, string, number, number[]][] = hip
+        ? [1, 2, 4].map((m) => [m, "linear_awq_gemv_t4", n / 8, []])
+        : [
+          ...[1, 2, 4, 8].map((m): [number, string, number, number[]] => [
+            m,
+            "linear_awq_gemv_t8_r16_s2",
+            n / 16,
+            [8],
+          ]),
+          ...[9, 16].map((m): [number, string, number, number[]] => [
+            m,
+            "linear_awq_gemv_t16_r16",
+            n / 16,
+            [8],
+          ]),
+        ];
+      for (const [m, kernel, blocks, extra] of gemvs) {
+        fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, ...extra.map(() => 4)]);
         gops.linear(out, x, weight, m, n, k, s);
         const launch = fake.lastLaunch();
-        assert.equal(launch.functionName, "linear_awq_gemv_t4", `m = ${m}`);
-        assert.deepEqual(launch.grid, [n / 8, 1, 1]);
+        assert.equal(launch.functionName, kernel, `m = ${m}`);
+        assert.deepEqual(launch.grid, [blocks, 1, 1]);
         assert.deepEqual(launch.block, [256, 1, 1]);
         const args = new DataView(launch.args.buffer, launch.args.byteOffset);
         assert.deepEqual(
           [0, 8, 16, 24, 32].map((o) => args.getBigUint64(o, true)),
           [out, x, weight.codes, weight.zeros, weight.scales].map((b) => BigInt(b.ptr)),
         );
-        assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 128]);
+        const ints = [40, 44, 48, 52, 56].slice(0, 4 + extra.length);
+        assert.deepEqual(ints.map((o) => args.getInt32(o, true)), [m, n, k, 128, ...extra]);
+      }
+      if (!hip) {
+        // 1024 rows = 64 groups of 16 < 132 SMs → r8, and K = 512 is one step of 512 → ksplit
+        // 1, 8 groups of 8 rows a block.
+        fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 4]);
+        gops.linear(out, x, weightRows(weight, 0, 1024, 512), 3, 1024, 512, s);
+        assert.equal(fake.lastLaunch().functionName, "linear_awq_gemv_t8_r8_s2");
+        assert.deepEqual(fake.lastLaunch().grid, [16, 1, 1]);
       }
       // Unaligned x: the dequantize path even for one row.
       fake.setParamSizes([8, 8, 8, 4, 4, 4]);
       const before = fake.launchCount();
       gops.linear(out, x.slice(2, 2 * k), weight, 1, n, k, s);
       assert.equal(fake.launchCount() - before, 2, "dequantize, then a bf16 linear");
-      // M = 5 and 17: dequantize into the scratch, then the bf16 GEMM reading it.
-      for (const m of [5, 17]) {
+      // Past the GEMVs' rows: dequantize into the scratch, then the bf16 GEMM reading it.
+      for (const m of hip ? [5, 17] : [17, 64]) {
         fake.setParamSizes([8, 8, 8, 4, 4, 4]);
         const mark = fake.launchCount();
         gops.linear(out, x, weight, m, n, k, s);
@@ -252,7 +281,10 @@ for (const hip of [false, true]) {
       }
       assert.throws(
         () => gops.linear(out, x, { ...weight, scratch: null }, 17, n, k, s),
-        /needs a bf16 scratch of 33554432 bytes, but it has none; size it with awqScratchBytes/,
+        new RegExp(
+          `more than ${hip ? 4 : 16} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
+            "has none; size it with awqScratchBytes",
+        ),
       );
       gops.dequantizeAwq(weight.scratch!, weight, n, k, s);
       assert.equal(fake.lastLaunch().functionName, "linear_awq_dequantize");
@@ -271,9 +303,9 @@ Deno.test("linear on 4-bit weights (fake CUDA 12.4 driver, sm_90): the GEMV laun
       const launch = fake.lastLaunch();
       return [launch.functionName, launch.launchEx, launch.programmatic];
     };
-    fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
+    fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 4]);
     gops.linear(out, x, weight, 1, n, k, s);
-    assert.deepEqual(how(), ["linear_awq_gemv_t4", true, true]);
+    assert.deepEqual(how(), ["linear_awq_gemv_t8_r8_s2", true, true]);
     // The dequantize overwrites the scratch a GEMM before it may still read: never early.
     fake.setParamSizes([8, 8, 8, 8, 4, 4, 4]);
     gops.dequantizeAwq(weight.scratch!, weight, n, k, s);

@@ -13,11 +13,21 @@
  */
 
 import assert from "node:assert/strict";
-import type { DeviceBuffer } from "../../backends/backend.ts";
-import { fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
+import type {
+  Backend,
+  DeviceBuffer,
+  GemmAccelerator,
+  ScaledFp8,
+  Stream,
+} from "../../backends/backend.ts";
+import { encodeBf16, fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
+import { DriverError, UnsupportedShapeError } from "../../backends/errors.ts";
+import { setFallbackSink } from "../../backends/fallbacks.ts";
 import { fromE4m3Bits } from "../../backends/fp8.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
+import { fp8W8a8Rows } from "../../ops/cpu/fp8.ts";
+import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { randomArray } from "../support/numeric.ts";
 import { readBf16, writeBf16 } from "../support/device.ts";
@@ -140,6 +150,80 @@ Deno.test("linear (CPU) on an FP8 weight: scale · Σ x · e4m3(W), for M from 1
   }
 });
 
+/** A CPU FP8 weight holding `codes` and `scales`. */
+function fp8Weight(codes: Uint8Array, scales: Float32Array, n: number, k: number): Fp8Weight {
+  const q = fp8Buffers(n, k);
+  cpu.copyToDevice(q.data, codes);
+  cpu.copyToDevice(q.scales, new Uint8Array(scales.buffer));
+  return q;
+}
+
+/** Seeded finite E4M3 codes (NaN codes replaced by 1.0). */
+function randomCodes(count: number, seed: number): Uint8Array {
+  const r = randomArray(count, seed);
+  return Uint8Array.from(r, (v) => {
+    const code = Math.floor((v + 1) * 128) & 0xff;
+    return (code & 0x7f) === 0x7f ? 0x38 : code;
+  });
+}
+
+Deno.test("W8A8 reference (CPU): x rows that E4M3 holds exactly give the W8A16 product bit for bit", () => {
+  // Row r of x is 2^(r-3) · e4m3(code) with 448 (code 0x7e) in it: its scale is exactly
+  // 2^(r-3), every value quantizes back to its own code, and the W8A8 sum equals W8A16's.
+  const m = 6, n = 11, k = 48;
+  const q = fp8Weight(
+    randomCodes(n * k, 3),
+    Float32Array.from({ length: n }, (_, j) => Math.fround(0.003 * (j + 1))),
+    n,
+    k,
+  );
+  const xCodes = randomCodes(m * k, 4);
+  const xs = new Float64Array(m * k);
+  for (let r = 0; r < m; r++) {
+    xCodes[r * k + (r * 5) % k] = 0x7e | (r & 1 ? 0x80 : 0); // ±448: the row's amax
+    for (let i = 0; i < k; i++) xs[r * k + i] = 2 ** (r - 3) * fromE4m3Bits(xCodes[r * k + i]);
+  }
+  const xBits = encodeBf16(xs);
+  assert.deepEqual(Array.from(xBits, fromBf16Bits), Array.from(xs), "x is exact in bf16");
+  const got = new Uint16Array(m * n);
+  fp8W8a8Rows(got, xBits, q, m, n, k);
+  const out = cpu.alloc(2 * m * n);
+  ops.linear(out, bf16Buffer(xs), q, m, n, k, stream);
+  assert.deepEqual(got, new Uint16Array(out.host!.buffer, out.host!.byteOffset, m * n));
+});
+
+Deno.test("W8A8 reference (CPU): random x within the per-token quantization bound of W8A16", () => {
+  // Quantizing x moves each value by at most half an E4M3 step: 2^-4 of it for normal codes,
+  // xScale · 2^-10 in the subnormal range; the bound sums those against |W|, plus a bf16 ulp of
+  // each side. The two must also differ somewhere, or x was not quantized at all.
+  const m = 7, n = 13, k = 64;
+  const wCodes = randomCodes(n * k, 8);
+  const wScales = Float32Array.from({ length: n }, (_, j) => Math.fround(0.01 + 0.001 * j));
+  const q = fp8Weight(wCodes, wScales, n, k);
+  const x = randomArray(m * k, 9).map((v, i) => v * (1 + (i % 5)));
+  const xBits = encodeBf16(x), xb = Array.from(xBits, fromBf16Bits);
+  const got = new Uint16Array(m * n);
+  fp8W8a8Rows(got, xBits, q, m, n, k);
+  let differs = false;
+  for (let r = 0; r < m; r++) {
+    const row = xb.slice(r * k, (r + 1) * k);
+    const xScale = Math.max(...row.map(Math.abs)) / 448;
+    for (let j = 0; j < n; j++) {
+      let exact = 0, slack = 0;
+      for (let i = 0; i < k; i++) {
+        const w = wScales[j] * fromE4m3Bits(wCodes[j * k + i]);
+        exact += row[i] * w;
+        slack += (2 ** -4 * Math.abs(row[i]) + xScale * 2 ** -10) * Math.abs(w);
+      }
+      const value = fromBf16Bits(got[r * n + j]);
+      const bound = slack + 2 ** -8 * (Math.abs(exact) + Math.abs(value)) + 1e-6;
+      assert.ok(Math.abs(value - exact) <= bound, `[${r}, ${j}]: ${value} vs ${exact} ± ${bound}`);
+      if (fromBf16Bits(toBf16Bits(exact)) !== value) differs = true;
+    }
+  }
+  assert.ok(differs, "W8A8 equals the unquantized product everywhere: x was not quantized");
+});
+
 Deno.test("FP8 ops (CPU): bad sizes throw RangeError naming the op and the argument", () => {
   const q = fp8Buffers(4, 16), w = cpu.alloc(2 * 4 * 16), x = cpu.alloc(2 * 16), out = cpu.alloc(8);
   const cases: [string, () => void, RegExp][] = [
@@ -258,5 +342,173 @@ Deno.test("linear on FP8 weights (fake HIP driver): the portable GEMV, dequantiz
     fake.setParamSizes([8, 8, 8, 4, 4, 4]);
     gops.linear(out, x, weight, 32, n, k, s);
     assert.equal(fake.lastLaunch().functionName, "linear_gemm_fma");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// W8A8 dispatch on the fake CUDA driver, with a stand-in vendor library.
+
+/** One gemmFp8 call as the stand-in library saw it. */
+interface Fp8Call {
+  out: DeviceBuffer;
+  x: ScaledFp8;
+  weight: ScaledFp8;
+  mnk: [number, number, number];
+}
+
+/** A GemmAccelerator with only the FP8 matmul, recording its calls; `refuse` makes it refuse. */
+function fp8Library(): GemmAccelerator & { calls: Fp8Call[]; tuned: number; refuse: boolean } {
+  const lib = {
+    name: "stand-in Lt",
+    calls: [] as Fp8Call[],
+    tuned: 0,
+    refuse: false,
+    gemm(): void {
+      throw new UnsupportedShapeError(
+        new DriverError("cuda", "cublasLtMatmul", 15, "CUBLAS_STATUS_NOT_SUPPORTED", "bf16: no"),
+      );
+    },
+    gemmFp8(
+      out: DeviceBuffer,
+      x: ScaledFp8,
+      weight: ScaledFp8,
+      m: number,
+      n: number,
+      k: number,
+      _stream: Stream,
+    ): void {
+      if (lib.refuse) {
+        throw new UnsupportedShapeError(
+          new DriverError("cuda", "cublasLtMatmulAlgoGetHeuristic", 15, "NOT_SUPPORTED", "no"),
+        );
+      }
+      lib.calls.push({ out, x, weight, mnk: [m, n, k] });
+    },
+    tuneFp8(): void {
+      lib.tuned++;
+    },
+    close(): void {},
+  };
+  return lib;
+}
+
+/** `gpu` with `library` as its vendor GEMM library (methods still run on `gpu` itself). */
+function withLibrary(gpu: Backend, library: GemmAccelerator): Backend {
+  return new Proxy(gpu, {
+    get(target, key) {
+      if (key === "gemmAccelerator") return library;
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then the library's FP8 matmul", async () => {
+  await withFakeLinearOps(false, [9, 0], async (gpu, _ops, fake) => {
+    const lib = fp8Library();
+    const gops = await loadLinearOps(withLibrary(gpu, lib));
+    const n = 1024, k = 4096, m = 64;
+    const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch,
+    };
+    const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+    const s = gpu.createStream();
+    fake.setParamSizes([8, 8, 8, 4, 4]);
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), true);
+    const launch = fake.lastLaunch();
+    assert.equal(launch.functionName, "linear_fp8_quantize");
+    assert.deepEqual(launch.grid, [m, 1, 1]);
+    const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+    // Scales for up to 65536 tokens at the scratch's start, the codes after them.
+    const codesAt = scratch.ptr + 4 * 65536;
+    assert.deepEqual(
+      [0, 8, 16].map((o) => Number(args.getBigUint64(o, true))),
+      [codesAt, scratch.ptr, x.ptr],
+      "codes, scales, x",
+    );
+    assert.deepEqual([24, 28].map((o) => args.getInt32(o, true)), [m, k]);
+    assert.equal(lib.calls.length, 1);
+    const call = lib.calls[0];
+    assert.equal(call.out, out);
+    assert.equal(call.weight, weight);
+    assert.deepEqual(call.mnk, [m, n, k]);
+    assert.deepEqual([call.x.data.ptr, call.x.scales.ptr], [codesAt, scratch.ptr]);
+    // Not prepared: linear dequantizes (two launches) and never calls the library.
+    assert.equal(gops.usesW8a8(m, n, k), false);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+    const before = fake.launchCount();
+    gops.linear(out, x, weight, m, n, k, s);
+    assert.equal(fake.launchCount() - before, 2);
+    assert.equal(lib.calls.length, 1, "linear took the dequantizing path");
+    // Where W8A8 can't run, false and no launch: K % 16 != 0, a scratch too small.
+    const launches = fake.launchCount();
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s), false, "K = 40");
+    const small = { ...weight, scratch: scratch.slice(0, 4 * 65536 + m * k - 1) };
+    assert.equal(gops.fp8W8a8(out, x, small, m, n, k, s), false, "scratch one byte short");
+    assert.equal(fake.launchCount(), launches);
+    // A refusal: false, reported once however often it happens.
+    const lines: string[] = [];
+    const previous = setFallbackSink((line) => lines.push(line));
+    try {
+      lib.refuse = true;
+      fake.setParamSizes([8, 8, 8, 4, 4]);
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), false);
+      fake.setParamSizes([8, 8, 8, 4, 4]);
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), false);
+    } finally {
+      setFallbackSink(previous);
+    }
+    assert.equal(lines.length, 1, lines.join("\n"));
+    assert.match(lines[0], /stand-in Lt refused an FP8 linear shape.*dequantized to bf16/);
+  });
+});
+
+Deno.test("W8A8 (fake CUDA driver): prepareLinear times FP8 shapes above the GEMVs' 16 rows only", async () => {
+  await withFakeLinearOps(false, [9, 0], async (gpu, _ops, fake) => {
+    const lib = fp8Library();
+    const gops = await loadLinearOps(withLibrary(gpu, lib));
+    const s = gpu.createStream();
+    // The frozen clock times every path at 0 ms, so W8A8 (which must be strictly faster) loses:
+    // what this checks is which shapes are timed, and that the library tunes each once.
+    fake.freezeClock(true);
+    const lines: string[] = [];
+    const previous = setFallbackSink((line) => lines.push(line));
+    try {
+      fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+      gops.prepareLinear([
+        { m: 16, n: 256, k: 512, fp8: true }, // a GEMV's: not timed for W8A8
+        { m: 64, n: 256, k: 512, fp8: true },
+        { m: 64, n: 256, k: 1024 }, // bf16
+      ], s);
+    } finally {
+      setFallbackSink(previous);
+      fake.freezeClock(false);
+    }
+    assert.equal(lib.tuned, 1, "one FP8 shape tuned");
+    // One run after tuning, then two timings of a warm-up and 5 samples each.
+    assert.deepEqual(lib.calls.map((c) => c.mnk), Array(13).fill([64, 256, 512]));
+    assert.equal(gops.usesW8a8(64, 256, 512), false, "not faster than dequantizing");
+    assert.throws(
+      () => gops.prepareLinear([{ m: 64, n: 256, k: 512, fp8: 1 as unknown as boolean }], s),
+      /prepareLinear: a shape's fp8 must be a boolean when given, got number/,
+    );
+  });
+});
+
+Deno.test("W8A8 (fake HIP driver): no vendor FP8 matmul, so never W8A8", async () => {
+  await withFakeLinearOps(true, [9, 0], (gpu, gops) => {
+    const n = 256, k = 512, m = 32;
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: gpu.alloc(4 * 65536 + 2 * n * k),
+    };
+    const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream()), false);
   });
 });

@@ -1,0 +1,35 @@
+// bf16 tensor-core helpers shared by the quantized GEMVs (linear_fp8.cu, linear_awq.cu). CUDA
+// only (sm_80 and newer); under HIP the header is empty and those files use portable bodies.
+#pragma once
+#include "compat.h"
+
+#ifndef DENALI_HIP
+
+// d += A·B on one m16n8k16 tile, bf16 operands and f32 accumulators. Thread (g = lane / 4,
+// t = lane % 4) holds A rows g (a0, a2) and g + 8 (a1, a3) at k slots {2t, 2t+1} (a0, a1) and
+// {2t+8, 2t+9} (a2, a3), B column g at those slots (b0, b1), and D rows g (d0, d1) and g + 8
+// (d2, d3) at columns 2t and 2t + 1.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1,
+                                               uint32_t a2, uint32_t a3, uint32_t b0,
+                                               uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Byte permute: byte i of the result is byte (selector nibble i) of the 8-byte pair (b:a).
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t out;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(out) : "r"(a), "r"(b), "r"(selector));
+  return out;
+}
+
+// a · b + c on two bf16 lanes at once, rounded to nearest even.
+__device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(a), "r"(b), "r"(c));
+  return out;
+}
+
+#endif  // !DENALI_HIP

@@ -19,6 +19,7 @@
 // mma GEMM kernels trap (the host never launches them there).
 #include "compat.h"
 #include "gemm_tiles.h"
+#include "mma.h"
 #include "pdl.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -39,15 +40,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
-}
-
-// d += a · b for one 16×8×16 tile; a is 16×16 row-major, b 16×8 column-major, both bf16.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,8 +175,8 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             const uint4 b = xv[mt][j];
-            mma_bf16(acc[mt][0], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
-            mma_bf16(acc[mt][1], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+            mma_bf16_16816(acc[mt][0], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+            mma_bf16_16816(acc[mt][1], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
           }
         }
         if (i + S < mine) {
@@ -196,24 +188,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     }
   }
 
-  // C fragment: acc[mt][*][r] is row g + 8 (r / 2) of the group, token 8 mt + 2 t + r % 2.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][mt][r][lane] = acc[mt][0][r] + acc[mt][1][r];
-  }
-  __syncthreads();
-  const int perGroup = ROWS * 8 * MT;
-  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
-    const int grp = i / perGroup, rem = i % perGroup;
-    const int row = rem % ROWS, tok = rem / ROWS;  // consecutive threads write consecutive n
-    const int mt = tok >> 3, jj = tok & 7;
-    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
-    float sum = 0.f;
-    for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
-    const int n = (blockIdx.x * groups + grp) * ROWS + row;
-    if (n < N && tok < M) out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(sum);
-  }
+  gemv_mma_store<MT, ROWS, LINEAR_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,7 +287,7 @@ __device__ __forceinline__ void gemm_mma(uint16_t* __restrict__ out, const uint1
 #pragma unroll
         for (int ni = 0; ni < NI; ++ni) {
           const uint32_t(&a)[4] = af[kk & 1][mi];
-          mma_bf16(acc[mi][ni], a[0], a[1], a[2], a[3], bf[kk & 1][ni][0], bf[kk & 1][ni][1]);
+          mma_bf16_16816(acc[mi][ni], a[0], a[1], a[2], a[3], bf[kk & 1][ni][0], bf[kk & 1][ni][1]);
         }
       }
     }

@@ -337,24 +337,7 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
     }
   }
 
-  // C fragment: acc[mt][*][r] is row g + 8 (r / 2) of the group, token 8 mt + 2 t + r % 2.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][mt][r][lane] = acc[mt][0][r] + acc[mt][1][r];
-  }
-  __syncthreads();
-  const int perGroup = ROWS * 8 * MT;
-  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
-    const int grp = i / perGroup, rem = i % perGroup;
-    const int row = rem % ROWS, tok = rem / ROWS;
-    const int mt = tok >> 3, jj = tok & 7;
-    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
-    float sum = 0.f;
-    for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
-    const int n = (blockIdx.x * groups + grp) * ROWS + row;
-    if (n < N && tok < M) out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(sum);
-  }
+  gemv_mma_store<MT, ROWS, AWQ_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit);
 }
 
 #define AWQ_MMA_BODY(T, RH, S) \

@@ -334,16 +334,11 @@ class LtGemm implements GemmAccelerator {
     }
     if (lt.fp8) {
       this.gemmFp8 = (out, x, weight, m, n, k, stream) => {
-        const fp8 = this.#fp8Precision();
-        this.#checkScales(weight.scales, "weight", n);
-        this.#checkScales(x.scales, "x", m);
-        const plan = this.#planFor(fp8, out, x.data, weight.data, m, n, k);
+        const plan = this.#fp8PlanFor(out, x, weight, m, n, k);
         this.#matmulFp8(plan, out, x, weight, stream);
       };
       this.tuneFp8 = (out, x, weight, m, n, k, stream, time) => {
-        this.#checkScales(weight.scales, "weight", n);
-        this.#checkScales(x.scales, "x", m);
-        const plan = this.#planFor(this.#fp8Precision(), out, x.data, weight.data, m, n, k);
+        const plan = this.#fp8PlanFor(out, x, weight, m, n, k);
         this.#tune(plan, () => this.#matmulFp8(plan, out, x, weight, stream), time);
       };
     }
@@ -480,9 +475,49 @@ class LtGemm implements GemmAccelerator {
   }
 
   /**
+   * Checks an FP8 call, sets its scale addresses (the heuristic of a per-row scale mode wants
+   * them in the descriptor: without them it answers INVALID_VALUE) and returns its plan. A
+   * heuristic that rejects the problem as invalid has no FP8 algorithm for it: that is a refusal
+   * (UnsupportedShapeError), so callers dequantize instead.
+   */
+  #fp8PlanFor(
+    out: DeviceBuffer,
+    x: ScaledFp8,
+    weight: ScaledFp8,
+    m: number,
+    n: number,
+    k: number,
+  ): Plan {
+    const fp8 = this.#fp8Precision();
+    this.#checkScales(weight.scales, "weight", n);
+    this.#checkScales(x.scales, "x", m);
+    const scales = this.#lt.fp8!.scalePointer;
+    this.#setAddress(fp8.desc, scales.A, weight.scales.ptr);
+    this.#setAddress(fp8.desc, scales.B, x.scales.ptr);
+    try {
+      return this.#planFor(fp8, out, x.data, weight.data, m, n, k);
+    } catch (error) {
+      const heuristic = this.#lt.names.matmulAlgoGetHeuristic;
+      if (!(error instanceof DriverError) || error instanceof UnsupportedShapeError) throw error;
+      if (error.call !== heuristic) throw error;
+      throw new UnsupportedShapeError(
+        new DriverError(
+          error.backend,
+          error.call,
+          error.code,
+          error.codeName,
+          error.driverMessage,
+          `${this.name} takes no FP8 matmul with per-row scales for out[${m}, ${n}] = ` +
+            `x[${m}, ${k}] · W[${n}, ${k}]ᵀ`,
+        ),
+      );
+    }
+  }
+
+  /**
    * The FP8 matmul: A = W's codes scaled per row of op(A) (an output column n), B = x's codes
-   * scaled per column of op(B) (a token m). The scale addresses live in the descriptor, so they
-   * are set before each call; cuBLASLt reads them when the call is made.
+   * scaled per column of op(B) (a token m). The scale addresses live in the descriptor, where
+   * #fp8PlanFor has just set them; cuBLASLt reads them when the call is made.
    */
   #matmulFp8(
     plan: Plan,
@@ -491,11 +526,7 @@ class LtGemm implements GemmAccelerator {
     weight: ScaledFp8,
     stream: Stream,
   ): void {
-    const fp8 = this.#fp8!;
-    const scales = this.#lt.fp8!.scalePointer;
-    this.#setAddress(fp8.desc, scales.A, weight.scales.ptr);
-    this.#setAddress(fp8.desc, scales.B, x.scales.ptr);
-    this.#matmul(fp8.desc, plan, out, x.data.ptr, weight.data.ptr, stream);
+    this.#matmul(this.#fp8!.desc, plan, out, x.data.ptr, weight.data.ptr, stream);
   }
 
   close(): void {

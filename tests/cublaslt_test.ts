@@ -887,6 +887,13 @@ fp8Test("gemmFp8 checks its buffers, and a shape without an algorithm is unsuppo
   const refused = thrown(gemmFp8(out, x, w, 4));
   assert.ok(refused instanceof UnsupportedShapeError, String(refused));
   assert.equal(refused.call, "cublasLtMatmulAlgoGetHeuristic");
+  // INVALID_VALUE from the FP8 heuristic (cuBLASLt 13.1 on an H100 answered so) is a refusal
+  // too, naming the shape; the bf16 heuristic's INVALID_VALUE stays a plain DriverError.
+  failNext(f.fake, "cublasLtMatmulAlgoGetHeuristic", 7);
+  const invalid = thrown(gemmFp8(out, x, w, 4));
+  assert.ok(invalid instanceof UnsupportedShapeError, String(invalid));
+  assert.equal(invalid.code, 7);
+  assert.match(invalid.message, /takes no FP8 matmul with per-row scales for out\[4, 24\]/);
   const xs4 = { codes: xs.codes.subarray(0, 4 * k), scales: xs.scales.subarray(0, 4) };
   const got = runFp8(f, x, w, 4, n, k);
   assert.ok(relativeError(got, fp8Reference(xs4, ws, 4, n, k)) < 4e-3, "a failed plan is retried");

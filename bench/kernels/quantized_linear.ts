@@ -13,7 +13,7 @@
 import type { DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
-import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 import type { LinearWeight } from "../../ops/linear_weight.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
@@ -76,13 +76,15 @@ const GOAL = 0.85;
 /** Runs the benchmark of `format` on the first CUDA device and prints its lines. */
 export async function runQuantizedLinearBench<W extends LinearWeight>(
   format: QuantizedFormat<W>,
+  options: LinearOptions = {},
 ): Promise<void> {
   const gpu = openCuda();
   const stream: Stream = gpu.createStream();
   console.log(`# device: ${gpu.info.name}, ${gpu.info.multiprocessors} SMs`);
   const copy = printCopyBandwidth(gpu, stream);
   const readOnly = await readOnlyKernel(gpu, stream);
-  const ops = await loadLinearOps(gpu);
+  const ops = await loadLinearOps(gpu, options);
+  if (options.awqWideSteps) console.log("# 4-bit GEMVs: wide steps (4 KiB of codes a warp)");
   const targets: string[] = [];
   const tag = format.name;
 

@@ -78,6 +78,11 @@ export interface LinearOptions {
    * unless the environment sets DENALI_PDL=0.
    */
   readonly programmatic?: boolean;
+  /**
+   * The 4-bit tensor-core GEMVs read 4 KiB of codes a warp a step instead of 2 (the `_w`
+   * kernels), for benchmarks comparing the two.
+   */
+  readonly awqWideSteps?: boolean;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -266,7 +271,7 @@ export async function loadLinearOps(
   // FP8 weights: the W8A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic });
   // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
-  const awq = await loadAwqOps(backend, { programmatic });
+  const awq = await loadAwqOps(backend, { programmatic, wideSteps: options.awqWideSteps });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];

@@ -51,10 +51,16 @@ const FP8: QuantizedFormat<Fp8Weight> = {
   codes: (w) => w.data,
   buffers: (w) => [w.data, w.scales],
   kernel: (ops, m, n, k, x, w) => ops.fp8GemvKernel(m, n, k, x, w) ?? "dequantize+gemm",
-  prefill: {
-    name: "w8a8",
-    run: (ops, out, x, w, m, n, k, stream) => ops.fp8W8a8(out, x, w, m, n, k, stream),
-  },
+  prefills: [
+    {
+      name: "w8a8_wgmma",
+      run: (ops, out, x, w, m, n, k, stream) => ops.fp8W8a8(out, x, w, m, n, k, stream, "wgmma"),
+    },
+    {
+      name: "w8a8_cublaslt",
+      run: (ops, out, x, w, m, n, k, stream) => ops.fp8W8a8(out, x, w, m, n, k, stream, "library"),
+    },
+  ],
 };
 
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(FP8);

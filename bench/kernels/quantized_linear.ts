@@ -42,10 +42,10 @@ export interface QuantizedFormat<W extends LinearWeight> {
   /** The kernel `linear` runs for this call, for the log. */
   kernel(ops: GpuLinearOps, m: number, n: number, k: number, x: DeviceBuffer, weight: W): string;
   /**
-   * Optional: the format's own prefill path, run directly (`linear` takes it only where
-   * prepareLinear timed it faster); returns false where it can't run the call.
+   * Optional: the format's own prefill paths, each run directly (`linear` takes one only where
+   * prepareLinear timed it faster); `run` returns false where it can't run the call.
    */
-  readonly prefill?: {
+  readonly prefills?: readonly {
     readonly name: string;
     run(
       ops: GpuLinearOps,
@@ -57,7 +57,7 @@ export interface QuantizedFormat<W extends LinearWeight> {
       k: number,
       stream: Stream,
     ): boolean;
-  };
+  }[];
 }
 
 const SHAPES: [number, number][] = [
@@ -134,8 +134,11 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
           (quantizedUs / bf16Us).toFixed(3)
         }` + (m <= 16 ? ` of_read_only=${ofReadOnly.toFixed(3)}` : ""),
       );
-      const prefill = format.prefill;
-      if (m > 16 && prefill && prefill.run(ops, out, x, weights[0], m, n, k, stream)) {
+      for (const prefill of m > 16 ? format.prefills ?? [] : []) {
+        if (!prefill.run(ops, out, x, weights[0], m, n, k, stream)) {
+          console.log(`# ${label} ${prefill.name}: not available (see the fallback line above)`);
+          continue;
+        }
         const prefillUs = medianUs(
           gpu,
           stream,
@@ -153,8 +156,6 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
           `# ${label} ${prefill.name}/bf16 time=${(prefillUs / bf16Us).toFixed(3)} ` +
             `${prefill.name}/dequantize time=${(prefillUs / quantizedUs).toFixed(3)}`,
         );
-      } else if (m > 16 && prefill) {
-        console.log(`# ${label} ${prefill.name}: not available (see the fallback line above)`);
       }
       if (m === 1) {
         targets.push(

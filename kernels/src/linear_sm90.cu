@@ -40,56 +40,57 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
   return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
-// d[0..128) += A(64×16, descriptor da) · B(256×16, descriptor db)ᵀ, both K-major.
+// The accumulator operands of an m64nN wgmma: N / 2 fp32 registers, "{%0, ..., %(N/2 - 1)}" in
+// the instruction text and one "+f" constraint each.
+#define WGMMA_F8(i)                                                                         \
+  "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WGMMA_F64(i)                                                                           \
+  WGMMA_F8(i + 0), WGMMA_F8(i + 8), WGMMA_F8(i + 16), WGMMA_F8(i + 24), WGMMA_F8(i + 32),       \
+      WGMMA_F8(i + 40), WGMMA_F8(i + 48), WGMMA_F8(i + 56)
+#define WGMMA_D64                                                                                  \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                          \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"                \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"                \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define WGMMA_D128                                                                                 \
+  WGMMA_D64 ","                                                                                    \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"                \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"                \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"    \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+
+// d[0..128) += A(64×16, descriptor da) · B(256×16, descriptor db)ᵀ, bf16, both K-major.
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-      "}, %128, %129, 1, 1, 1, 0, 0;"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(da), "l"(db));
+  asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" WGMMA_D128
+               "}, %128, %129, 1, 1, 1, 0, 0;"
+               : WGMMA_F64(0), WGMMA_F64(64)
+               : "l"(da), "l"(db));
 }
 
-// d[0..64) += A(64×16, descriptor da) · B(128×16, descriptor db)ᵀ, both K-major.
+// d[0..64) += A(64×16, descriptor da) · B(128×16, descriptor db)ᵀ, bf16, both K-major.
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, %64, %65, 1, 1, 1, 0, 0;"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(da), "l"(db));
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WGMMA_D64
+               "}, %64, %65, 1, 1, 1, 0, 0;"
+               : WGMMA_F64(0)
+               : "l"(da), "l"(db));
+}
+
+// The FP8 (E4M3) forms: 32 k per instruction, the same 32 bytes of each row as a bf16 k16, so
+// the tiles, descriptors and steps are the bf16 ones. FP8 operands must be K-major: the form
+// has no transpose operands.
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {" WGMMA_D128
+               "}, %128, %129, 1, 1, 1;"
+               : WGMMA_F64(0), WGMMA_F64(64)
+               : "l"(da), "l"(db));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" WGMMA_D64
+               "}, %64, %65, 1, 1, 1;"
+               : WGMMA_F64(0)
+               : "l"(da), "l"(db));
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -109,57 +110,87 @@ __device__ __forceinline__ void pin_registers(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-template <int BN>
-__device__ __forceinline__ void wgmma_k16(float (&d)[BN / 2], uint64_t da, uint64_t db);
+// One wgmma over 32 bytes of each row: 16 k of bf16, or 32 k of E4M3 (FP8).
+template <int BN, bool FP8>
+__device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db);
 template <>
-__device__ __forceinline__ void wgmma_k16<256>(float (&d)[128], uint64_t da, uint64_t db) {
+__device__ __forceinline__ void wgmma_k32b<256, false>(float (&d)[128], uint64_t da, uint64_t db) {
   wgmma_m64n256k16(d, da, db);
 }
 template <>
-__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], uint64_t da, uint64_t db) {
+__device__ __forceinline__ void wgmma_k32b<128, false>(float (&d)[64], uint64_t da, uint64_t db) {
   wgmma_m64n128k16(d, da, db);
 }
+template <>
+__device__ __forceinline__ void wgmma_k32b<256, true>(float (&d)[128], uint64_t da, uint64_t db) {
+  wgmma_m64n256k32_e4m3(d, da, db);
+}
+template <>
+__device__ __forceinline__ void wgmma_k32b<128, true>(float (&d)[64], uint64_t da, uint64_t db) {
+  wgmma_m64n128k32_e4m3(d, da, db);
+}
 
-// Writes one warpgroup's m64nBN accumulators as bf16. Layout: thread (warp v of the warpgroup,
-// lane l) holds, for each 8-column slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4)
-// and + 1, in acc[4 j .. 4 j + 3].
-template <int BN>
+// Writes one warpgroup's m64nBN accumulators as bf16, each first scaled by its row's x scale and
+// its column's weight scale where SCALED (FP8). Layout: thread (warp v of the warpgroup, lane l)
+// holds, for each 8-column slice j, rows 16 v + l / 4 and + 8 at columns 8 j + 2 (l % 4) and + 1,
+// in acc[4 j .. 4 j + 3].
+template <int BN, bool SCALED>
 __device__ __forceinline__ void store_accumulators(uint16_t* __restrict__ out,
                                                    const float (&acc)[BN / 2], int row0, int n0,
-                                                   int M, int N) {
+                                                   int M, int N, const float* __restrict__ xScales,
+                                                   const float* __restrict__ wScales) {
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
   const int rowBase = row0 + warp * 16 + (lane >> 2);
   const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+  float rs[2] = {1.f, 1.f};
+  if (SCALED) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) rs[h] = rowBase + 8 * h < M ? xScales[rowBase + 8 * h] : 0.f;
+  }
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
     const int col = n0 + j * 8 + 2 * (lane & 3);
+    float cs0 = 1.f, cs1 = 1.f;
+    if (SCALED) {
+      cs0 = col < N ? wScales[col] : 0.f;
+      cs1 = col + 1 < N ? wScales[col + 1] : 0.f;
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = rowBase + 8 * h;
-      if (row < M) store_bf16_pair(out, row, col, N, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], pairs);
+      const float lo = acc[4 * j + 2 * h], hi = acc[4 * j + 2 * h + 1];
+      if (row < M) {
+        if (SCALED) store_bf16_pair(out, row, col, N, rs[h] * cs0 * lo, rs[h] * cs1 * hi, pairs);
+        else store_bf16_pair(out, row, col, N, lo, hi, pairs);
+      }
     }
   }
 }
 
 // One k tile's four wgmmas for a warpgroup: A rows at `a`, B rows at `b`, both swizzled tiles.
-template <int BN>
+template <int BN, bool FP8>
 __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uint32_t b) {
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    // 16 k = 32 bytes further along every (swizzled) row: the hardware applies the XOR to the
-    // final address, so the start address just moves by 32.
-    wgmma_k16<BN>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32));
+    // 32 bytes further along every (swizzled) row: the hardware applies the XOR to the final
+    // address, so the start address just moves by 32.
+    wgmma_k32b<BN, FP8>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32));
   }
   wgmma_commit();
 }
 
-template <int BN, int STAGES>
+// The GEMM. With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
+// the codes), so a tile's 64 "elements" are 128 codes and every copy and offset is the bf16
+// one; the epilogue scales by xScales[row] · wScales[col].
+template <int BN, int STAGES, bool FP8>
 __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            const uint16_t* __restrict__ x,
                                            const uint16_t* __restrict__ w, int M, int N, int K,
                                            int kSplit, float* __restrict__ partials,
-                                           uint32_t* __restrict__ counters) {
+                                           uint32_t* __restrict__ counters,
+                                           const float* __restrict__ xScales,
+                                           const float* __restrict__ wScales) {
   constexpr int BM = 128, BK = 64;
   constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
   const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
@@ -204,7 +235,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     cp_async_commit();
 
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
-    wgmma_tile<BN>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
+    wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
     wgmma_wait<1>();
     pin_registers(acc);
   }
@@ -245,14 +276,22 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     if (threadIdx.x == 0) counters[pid] = 0;
   }
 
-  store_accumulators<BN>(out, acc, m0 + warpgroup * 64, n0, M, N);
+  store_accumulators<BN, FP8>(out, acc, m0 + warpgroup * 64, n0, M, N, xScales, wScales);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-#define WGMMA_BODY(BN, STAGES) gemm_wgmma<BN, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x256(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x128(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+#define WGMMA_BODY(BN, STAGES) \
+  gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
+#define WGMMA_FP8_BODY(BN, STAGES)                                                                \
+  gemm_wgmma<BN, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                        \
+                               reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,       \
+                               partials, counters, xScales, wScales)
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
+#define WGMMA_FP8_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // 256 threads; 4 stages: 4 · (128 + 256) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
@@ -267,4 +306,16 @@ extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x
 // above with 128 · 128 floats a slot.
 extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_BODY(128, 6);
+}
+
+// The W8A8 forms (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned codes): out[m, n] =
+// bf16(xScales[m] · wScales[n] · Σ_k e4m3(x[m, k]) · e4m3(W[n, k])). Tiles of 128 codes of k;
+// otherwise launched exactly as the bf16 kernel of the same tile (threads, shared memory, grid,
+// split-K scratch).
+extern "C" __global__ void linear_wgmma_fp8_128x256(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_FP8_BODY(256, 4);
+}
+
+extern "C" __global__ void linear_wgmma_fp8_128x128(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_FP8_BODY(128, 6);
 }

@@ -10,8 +10,9 @@
  *   Programmatic launch where the backend offers it, as the bf16 GEMVs.
  * - M > 16 on a shape where prepareLinear timed it faster (W8A8, FP8 tensor cores):
  *   `linear_fp8_quantize` quantizes x per token (scale = amax / 448, as the weights per row) into
- *   the weight's scratch, and the vendor library's FP8 matmul with per-row scales
- *   (`GemmAccelerator.gemmFp8`, cuBLASLt 12.9+ on sm_90) multiplies codes by codes.
+ *   the weight's scratch, and codes are multiplied by codes on FP8 tensor cores, `via` Denali's
+ *   wgmma GEMM (`linear_wgmma_fp8_*`, the sm_90a image; launched by ops/gpu/linear.ts) or the
+ *   vendor library's FP8 matmul with per-row scales (`GemmAccelerator.gemmFp8`, cuBLASLt 12.9+).
  * - Everything else: `linear_fp8_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks. This is the
  *   prefill path on GPUs without FP8 tensor cores (sm_80), and wherever W8A8 timed slower.
@@ -34,6 +35,20 @@ import {
   quantizedGemvSplit,
 } from "./quantized_gemv.ts";
 
+/** Which FP8 tensor-core GEMM a W8A8 product runs on: Denali's wgmma kernel or the library's. */
+export type W8a8Via = "wgmma" | "library";
+
+/** Runs Denali's FP8 GEMM: out[m, n] = bf16(x.scales[m] · w.scales[n] · Σ_k x · W), codes. */
+export type Fp8Gemm = (
+  out: DeviceBuffer,
+  x: ScaledFp8,
+  weight: ScaledFp8,
+  m: number,
+  n: number,
+  k: number,
+  stream: Stream,
+) => void;
+
 /** The FP8 ops, plus the two halves of `linear` on an FP8 weight, for ops/gpu/linear.ts. */
 export interface GpuFp8Ops extends Fp8Ops {
   /** Runs the W8A16 GEMV and returns true, or returns false when the call is not a GEMV's. */
@@ -47,10 +62,11 @@ export interface GpuFp8Ops extends Fp8Ops {
     stream: Stream,
   ): boolean;
   /**
-   * Runs the W8A8 product (x quantized per token into the weight's scratch, then the vendor
-   * library's FP8 matmul) and returns true, or returns false where it can't: no library FP8
-   * matmul, K not a multiple of 16, more than 65535 rows, a scratch too small, or the library
-   * refusing the shape (reported once as a fallback). The caller then dequantizes.
+   * Runs the W8A8 product (x quantized per token into the weight's scratch, then the FP8 GEMM
+   * `via` names) and returns true, or returns false where it can't: no such GEMM here (no sm_90a
+   * image, no library FP8 matmul), K not a multiple of 16, more than 65535 rows, unaligned
+   * codes, a scratch too small, or the library refusing the shape (reported once as a fallback).
+   * The caller then dequantizes.
    */
   w8a8(
     out: DeviceBuffer,
@@ -60,14 +76,16 @@ export interface GpuFp8Ops extends Fp8Ops {
     n: number,
     k: number,
     stream: Stream,
+    via: W8a8Via,
   ): boolean;
-  /** Whether `w8a8` could run this call (the library may still refuse the shape). */
-  w8a8Possible(m: number, k: number, weight: Fp8Weight): boolean;
+  /** Whether `w8a8` could run this call `via` that GEMM (the library may still refuse it). */
+  w8a8Possible(m: number, k: number, weight: Fp8Weight, via: W8a8Via): boolean;
   /** The scratch bytes `w8a8` needs for x of [m, k]. */
   w8a8ScratchBytes(m: number, k: number): number;
   /**
    * Lets the library time its FP8 algorithms for this call shape (`GemmAccelerator.tuneFp8`),
-   * then runs `w8a8` once; returns what that returned (false: refused, reported). Cold.
+   * then runs `w8a8` via the library once; returns what that returned (false: refused,
+   * reported). Cold.
    */
   tuneW8a8(
     out: DeviceBuffer,
@@ -111,7 +129,7 @@ interface QuantizedX extends ScaledFp8 {
 /** Loads the FP8 kernels onto `backend`'s device. */
 export async function loadFp8Ops(
   backend: Backend,
-  options: { readonly programmatic?: boolean } = {},
+  options: { readonly programmatic?: boolean; readonly wgmma?: Fp8Gemm | null } = {},
 ): Promise<GpuFp8Ops> {
   const kernels = await loadKernels(backend, "linear_fp8");
   const programmatic = programmaticWanted(options.programmatic);
@@ -122,6 +140,7 @@ export async function loadFp8Ops(
   const quantize = kernels.launchers.linear_fp8_quantize.launch;
   const sms = backend.info.multiprocessors;
   const accel = backend.gemmAccelerator;
+  const wgmma = options.wgmma ?? null;
   // The views of the last scratch seen: a model's FP8 weights share one, so this is a lookup
   // that allocates nothing after the first call.
   let quantizedX: QuantizedX | null = null;
@@ -176,9 +195,14 @@ export async function loadFp8Ops(
     n: number,
     k: number,
     stream: Stream,
+    via: W8a8Via,
   ): boolean {
-    if (!w8a8Possible(m, k, weight)) return false;
+    if (!w8a8Possible(m, k, weight, via)) return false;
     const xq = quantizeX(x, weight, m, k, stream);
+    if (via === "wgmma") {
+      wgmma!(out, xq, weight, m, n, k, stream);
+      return true;
+    }
     // No closure here: this runs in every mixed and prefill step.
     try {
       accel!.gemmFp8!(out, xq, weight, m, n, k, stream);
@@ -188,10 +212,13 @@ export async function loadFp8Ops(
     }
   }
 
-  function w8a8Possible(m: number, k: number, weight: Fp8Weight): boolean {
+  function w8a8Possible(m: number, k: number, weight: Fp8Weight, via: W8a8Via): boolean {
     const scratch = weight.scratch;
-    return accel?.gemmFp8 !== undefined && scratch !== null && m <= MAX_ROW_BLOCKS &&
-      (k & 15) === 0 && scratch.bytes >= X_SCALES_BYTES + m * k;
+    const gemm = via === "wgmma"
+      ? wgmma !== null && (weight.data.ptr & 15) === 0 && (weight.scales.ptr & 3) === 0
+      : accel?.gemmFp8 !== undefined;
+    return gemm && scratch !== null && m <= MAX_ROW_BLOCKS && (k & 15) === 0 &&
+      scratch.bytes >= X_SCALES_BYTES + m * k;
   }
 
   /** Index into GEMV_KERNELS, or -1 when the call is not a GEMV's. */
@@ -251,14 +278,14 @@ export async function loadFp8Ops(
     },
 
     tuneW8a8(out, x, weight, m, n, k, stream, time) {
-      if (!w8a8Possible(m, k, weight)) return false;
+      if (!w8a8Possible(m, k, weight, "library")) return false;
       const xq = quantizeX(x, weight, m, k, stream);
       try {
         accel!.tuneFp8?.(out, xq, weight, m, n, k, stream, time);
       } catch (error) {
         return refused(error);
       }
-      return w8a8(out, x, weight, m, n, k, stream);
+      return w8a8(out, x, weight, m, n, k, stream, "library");
     },
 
     toScratch(weight, n, k, stream) {

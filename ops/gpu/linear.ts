@@ -36,7 +36,7 @@ import { reportFallback } from "../../backends/fallbacks.ts";
 import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
-import { loadFp8Ops } from "./fp8.ts";
+import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
 import { isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { loadAwqOps } from "./awq.ts";
@@ -114,9 +114,9 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
   ): string | null;
   /**
    * Runs `linear`'s W8A8 path on an FP8 weight directly (x quantized per token into the weight's
-   * scratch, then the vendor library's FP8 matmul) and returns true, or false where it can't
-   * (no library FP8 matmul, K % 16 != 0, a scratch too small, the library refusing the shape).
-   * For tests and benchmarks: `linear` takes it only where prepareLinear timed it faster.
+   * scratch, then the FP8 GEMM `via` names) and returns true, or false where it can't (no sm_90a
+   * image or library FP8 matmul, K % 16 != 0, a scratch too small, the library refusing the
+   * shape). For tests and benchmarks: `linear` takes it only where prepareLinear timed it faster.
    */
   fp8W8a8(
     out: DeviceBuffer,
@@ -126,9 +126,13 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
     n: number,
     k: number,
     stream: Stream,
+    via: W8a8Via,
   ): boolean;
-  /** Whether `linear` runs an FP8 weight of this shape as W8A8 (prepareLinear timed it faster). */
-  usesW8a8(m: number, n: number, k: number): boolean;
+  /**
+   * How `linear` runs an FP8 weight of this shape with more rows than the GEMVs take: W8A8 `via`
+   * Denali's wgmma GEMM or the library, where prepareLinear timed it faster, else "dequantize".
+   */
+  fp8PrefillPath(m: number, n: number, k: number): W8a8Via | "dequantize";
   /** The scratch bytes `fp8W8a8` needs for x of [m, k] (an FP8 weight's scratch holds both). */
   fp8W8a8ScratchBytes(m: number, k: number): number;
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
@@ -191,6 +195,13 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
   [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
   [WGMMA128]: { name: "linear_wgmma_128x128", bm: 128, bn: 128, threads: 256, shared: 197632 },
 };
+/** Their W8A8 twins (FP8 codes, 128 k a tile, per-row scales applied in the epilogue), by code. */
+const WGMMA_FP8_GEMMS: Record<number, string> = {
+  [WGMMA256]: "linear_wgmma_fp8_128x256",
+  [WGMMA128]: "linear_wgmma_fp8_128x128",
+};
+/** W8A8 choices prepareLinear records per FP8 shape (0: dequantize and run bf16). */
+const VIA_WGMMA = 1, VIA_LIBRARY = 2;
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_SAMPLES = 5;
 /** Bytes filled before each timed call in prepareLinear, to evict the operands from L2. */
@@ -268,8 +279,43 @@ export async function loadLinearOps(
     mma[Number(code)] = bigShared(sm90!, g.name, g.shared);
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
-  // FP8 weights: the W8A16 GEMV for M <= 16, else dequantize to bf16 and run as below.
-  const fp8 = await loadFp8Ops(backend, { programmatic });
+  // Denali's W8A8 GEMM (sm_90a): the bf16 wgmma tiles and split-K scratch over FP8 codes.
+  const wgmmaFp8: (Launcher | undefined)[] = [];
+  for (const [code, name] of Object.entries(wgmma ? WGMMA_FP8_GEMMS : {})) {
+    wgmmaFp8[Number(code)] = bigShared(sm90!, name, WGMMA_GEMMS[Number(code)].shared);
+  }
+  const runWgmmaFp8: Fp8Gemm = (out, xq, w, m, n, k, stream) => {
+    // The bf16 choice between the two tiles, without the mma.sync fallback: small shapes split K.
+    const kernel = Math.ceil(m / 128) * Math.ceil(n / 256) * 10 >= sms * 9 ? WGMMA256 : WGMMA128;
+    const g = WGMMA_GEMMS[kernel];
+    // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2.
+    const split = wgmmaSplit(kernel, m, n, k / 2);
+    const grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
+    wgmmaFp8[kernel]!(
+      grid,
+      1,
+      1,
+      g.threads,
+      1,
+      1,
+      g.shared,
+      stream,
+      out,
+      xq.data,
+      w.data,
+      xq.scales,
+      w.scales,
+      m,
+      n,
+      k,
+      split,
+      partials!,
+      counters!,
+    );
+  };
+  // FP8 weights: the W8A16 GEMV for M <= 16; above, W8A8 where prepareLinear timed it faster,
+  // else dequantize to bf16 and run as below.
+  const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
   // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
   const awq = await loadAwqOps(backend, { programmatic, wideSteps: options.awqWideSteps });
 
@@ -414,12 +460,17 @@ export async function loadLinearOps(
   // and allocates nothing (a Map keyed by m·2^40 + n·2^20 + k would box each key as a double).
   const accel = backend.gemmAccelerator;
   const bf16Choices = new ShapeChoices();
-  // FP8-weight shapes: whether W8A8 (FP8 tensor cores) beat dequantizing and running bf16.
+  // FP8-weight shapes: VIA_WGMMA or VIA_LIBRARY where W8A8 beat dequantizing and running bf16.
   const w8a8Choices = new ShapeChoices();
 
-  /** Whether the accelerator runs this bf16 shape (see ShapeChoices.wins). */
+  /** Whether the accelerator runs this bf16 shape (see ShapeChoices.choice). */
   function useAccelerator(m: number, n: number, k: number): boolean {
-    return bf16Choices.wins(m, n, k);
+    return bf16Choices.choice(m, n, k) !== 0;
+  }
+
+  /** How an FP8 weight of this shape runs above the GEMVs' rows (0: dequantize). */
+  function w8a8Choice(m: number, n: number, k: number): number {
+    return m > GEMV_MAX_M && w8a8Choices.size !== 0 ? w8a8Choices.choice(m, n, k) : 0;
   }
 
   /** The bf16 product as `linear` runs it: the accelerator where it won, else Denali's kernel. */
@@ -532,9 +583,10 @@ export async function loadLinearOps(
   }
 
   /**
-   * Whether W8A8 (x quantized per token, the library's FP8 matmul) beat dequantizing the FP8
-   * weight and running the bf16 product as `linear` would, on an FP8 weight of this shape; false
-   * where W8A8 can't run it, null when there was no room to time it.
+   * The fastest way to run an FP8 weight of this shape: VIA_WGMMA or VIA_LIBRARY (W8A8: x
+   * quantized per token, then Denali's or the library's FP8 GEMM) where one beat dequantizing the
+   * weight and running the bf16 product as `linear` would, else 0; null when there was no room
+   * to time it.
    */
   function timeFp8Shape(
     m: number,
@@ -542,29 +594,46 @@ export async function loadLinearOps(
     k: number,
     stream: Stream,
     evictor: () => DeviceBuffer | null,
-  ): boolean | null {
+  ): number | null {
     const scratchBytes = Math.max(fp8.fp8ScratchBytes(n, k), fp8.w8a8ScratchBytes(m, k));
     const sizes = [2 * m * k, n * k, 4 * n, scratchBytes, 2 * m * n];
     return raceOn(sizes, stream, evictor, ([x, data, scales, scratch, out], time) => {
       const weight: Fp8Weight = { format: "fp8-e4m3", data, scales, scratch };
-      if (!fp8.w8a8Possible(m, k, weight)) return false;
       // Codes 0x38 are 1.0 and scales 0x3c3c3c3c ≈ 0.0115: finite sums for any k.
       backend.memset(x, 0x3c, stream);
       backend.memset(data, 0x38, stream);
       backend.memset(scales, 0x3c, stream);
       const dequantized = () =>
         runBf16(out, x, fp8.toScratch(weight, n, k, stream), m, n, k, stream);
-      const quantized = () => {
-        fp8.w8a8(out, x, weight, m, n, k, stream);
+      const viaWgmma = () => {
+        fp8.w8a8(out, x, weight, m, n, k, stream, "wgmma");
       };
-      let dequantizedMs = time(dequantized);
+      const viaLibrary = () => {
+        fp8.w8a8(out, x, weight, m, n, k, stream, "library");
+      };
+      const candidates: [number, () => void][] = [];
+      if (fp8.w8a8Possible(m, k, weight, "wgmma")) candidates.push([VIA_WGMMA, viaWgmma]);
       // A refusal (no per-row FP8 scaling in this release, no algorithm for the shape) was
-      // reported by w8a8; the dequantizing path stays.
-      if (!fp8.tuneW8a8(out, x, weight, m, n, k, stream, time)) return false;
-      let quantizedMs = time(quantized);
-      dequantizedMs = Math.min(dequantizedMs, time(dequantized));
-      quantizedMs = Math.min(quantizedMs, time(quantized));
-      return quantizedMs < dequantizedMs;
+      // reported by tuneW8a8; the library is then no candidate.
+      if (
+        fp8.w8a8Possible(m, k, weight, "library") &&
+        fp8.tuneW8a8(out, x, weight, m, n, k, stream, time)
+      ) {
+        candidates.push([VIA_LIBRARY, viaLibrary]);
+      }
+      if (candidates.length === 0) return 0;
+      // Each path twice, in turns, keeping its best, so a clock ramp favours none.
+      let best = 0, bestMs = time(dequantized);
+      const ms = candidates.map(([, run]) => time(run));
+      bestMs = Math.min(bestMs, time(dequantized));
+      candidates.forEach(([via, run], i) => {
+        const t = Math.min(ms[i], time(run));
+        if (t < bestMs) {
+          best = via;
+          bestMs = t;
+        }
+      });
+      return best;
     });
   }
 
@@ -574,8 +643,10 @@ export async function loadLinearOps(
       let weight: DeviceBuffer;
       if (isFp8Weight(linearWeight)) {
         if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
-        if (w8a8Choices.size !== 0 && w8a8Choices.wins(m, n, k)) {
-          if (fp8.w8a8(out, x, linearWeight, m, n, k, stream)) return;
+        const via = w8a8Choice(m, n, k);
+        if (via !== 0) {
+          const engine = via === VIA_WGMMA ? "wgmma" : "library";
+          if (fp8.w8a8(out, x, linearWeight, m, n, k, stream, engine)) return;
         }
         weight = fp8.toScratch(linearWeight, n, k, stream);
       } else if (isAwqWeight(linearWeight)) {
@@ -612,13 +683,12 @@ export async function loadLinearOps(
         for (const { m, n, k, fp8: quantized } of shapes) {
           if (!bf16Choices.has(m, n, k)) {
             const wins = timeShape(m, n, k, stream, evictor);
-            if (wins !== null) bf16Choices.record(m, n, k, wins);
+            if (wins !== null) bf16Choices.record(m, n, k, wins ? 1 : 0);
           }
           // The GEMVs take FP8 weights at M <= 16 whatever was timed.
-          if (!quantized || m <= GEMV_MAX_M || accel.gemmFp8 === undefined) continue;
-          if (w8a8Choices.has(m, n, k)) continue;
-          const wins = timeFp8Shape(m, n, k, stream, evictor);
-          if (wins !== null) w8a8Choices.record(m, n, k, wins);
+          if (!quantized || m <= GEMV_MAX_M || w8a8Choices.has(m, n, k)) continue;
+          const via = timeFp8Shape(m, n, k, stream, evictor);
+          if (via !== null) w8a8Choices.record(m, n, k, via);
         }
       } finally {
         if (flush) {
@@ -632,9 +702,15 @@ export async function loadLinearOps(
     dequantizeFp8: fp8.dequantizeFp8,
     fp8ScratchBytes: fp8.fp8ScratchBytes,
     fp8GemvKernel: fp8.gemvKernel,
-    fp8W8a8: fp8.w8a8,
+    fp8W8a8(out, x, weight, m, n, k, stream, via) {
+      checkLinearArgs("fp8W8a8", out, x, weight, m, n, k);
+      return fp8.w8a8(out, x, weight, m, n, k, stream, via);
+    },
     fp8W8a8ScratchBytes: fp8.w8a8ScratchBytes,
-    usesW8a8: (m, n, k) => m > GEMV_MAX_M && w8a8Choices.size !== 0 && w8a8Choices.wins(m, n, k),
+    fp8PrefillPath(m, n, k) {
+      const via = w8a8Choice(m, n, k);
+      return via === VIA_WGMMA ? "wgmma" : via === VIA_LIBRARY ? "library" : "dequantize";
+    },
     dequantizeAwq: awq.dequantizeAwq,
     awqScratchBytes: awq.awqScratchBytes,
 
@@ -662,13 +738,13 @@ export async function loadLinearOps(
 /**
  * Per-shape decisions prepareLinear timed, as parallel arrays of small integers: a lookup
  * compares numbers and allocates nothing (a Map keyed by m·2^40 + n·2^20 + k would box each key
- * as a double).
+ * as a double). A decision is a small integer; 0 is the default path.
  */
 class ShapeChoices {
   readonly #m: number[] = [];
   readonly #n: number[] = [];
   readonly #k: number[] = [];
-  readonly #wins: boolean[] = [];
+  readonly #choice: number[] = [];
 
   /** How many shapes are recorded. */
   get size(): number {
@@ -683,32 +759,32 @@ class ShapeChoices {
     return false;
   }
 
-  /** Records whether the alternative won on this shape. */
-  record(m: number, n: number, k: number, wins: boolean): void {
+  /** Records the decision for this shape. */
+  record(m: number, n: number, k: number, choice: number): void {
     this.#m.push(m);
     this.#n.push(n);
     this.#k.push(k);
-    this.#wins.push(wins);
+    this.#choice.push(choice);
   }
 
   /**
-   * Whether the alternative runs this shape: as timed, for a recorded shape; for a GEMM-sized m
+   * The decision for this shape: as timed, for a recorded shape; for a GEMM-sized m
    * (> GEMV_MAX_M) that was not recorded (a mixed step's token count), as timed for the nearest
-   * recorded m of the same n and k, the smallest above it or else the largest below; GEMV-sized
-   * calls of an unrecorded shape keep the default.
+   * recorded m of the same n and k, the smallest above it or else the largest below; 0 for
+   * GEMV-sized calls of an unrecorded shape.
    */
-  wins(m: number, n: number, k: number): boolean {
+  choice(m: number, n: number, k: number): number {
     let above = -1, below = -1;
     const ms = this.#m;
     for (let i = 0; i < ms.length; i++) {
       if (this.#n[i] !== n || this.#k[i] !== k) continue;
       const pm = ms[i];
-      if (pm === m) return this.#wins[i];
+      if (pm === m) return this.#choice[i];
       if (m <= GEMV_MAX_M || pm <= GEMV_MAX_M) continue;
       if (pm > m && (above < 0 || pm < ms[above])) above = i;
       if (pm < m && (below < 0 || pm > ms[below])) below = i;
     }
     const nearest = above >= 0 ? above : below;
-    return nearest >= 0 && this.#wins[nearest];
+    return nearest >= 0 ? this.#choice[nearest] : 0;
   }
 }

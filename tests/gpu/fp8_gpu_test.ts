@@ -11,7 +11,8 @@
  *   the 128256×4096 shape at M = 1; a chain of GEMVs each reading the previous output (the
  *   programmatic launch must wait before reading x); and the engine on tiny-llama quantized at
  *   load, against the CPU engine;
- * - W8A8 (x quantized per token, cuBLASLt's FP8 matmul with per-row scales) on the Llama-3-8B
+ * - W8A8 (x quantized per token, then Denali's wgmma FP8 GEMM or cuBLASLt's FP8 matmul with
+ *   per-row scales) on the Llama-3-8B
  *   shapes at M ∈ {17, 256, 2048} against the CPU W8A8 reference (`fp8W8a8Rows`), and
  *   prepareLinear's choice between it and dequantizing, with `linear` then matching whichever
  *   reference the choice implies. (HF parity of the FP8 fixture runs with the other models in
@@ -41,6 +42,7 @@ import { Engine } from "../../engine/engine.ts";
 import { setFallbackSink } from "../../backends/fallbacks.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { fp8W8a8Rows } from "../../ops/cpu/fp8.ts";
+import type { W8a8Via } from "../../ops/gpu/fp8.ts";
 import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
@@ -307,6 +309,7 @@ function checkW8a8(
   n: number,
   k: number,
   seed: number,
+  via: W8a8Via,
 ): boolean {
   const s = gpu.createStream();
   const xBits = randomBf16(m * k, seed, 1);
@@ -319,7 +322,7 @@ function checkW8a8(
   const previous = setFallbackSink((line) => lines.push(line));
   let ran: boolean;
   try {
-    ran = ops.fp8W8a8(gout, gx, pair.gpu, m, n, k, s);
+    ran = ops.fp8W8a8(gout, gx, pair.gpu, m, n, k, s, via);
   } finally {
     setFallbackSink(previous);
   }
@@ -327,7 +330,9 @@ function checkW8a8(
     // A library without per-row FP8 scales refuses: that must be said (once per ops), and
     // `linear` then dequantizes, which the other tests here check. Nothing to compare.
     console.log(
-      `  W8A8 m=${m} n=${n} k=${k}: not available: ${lines.join(" | ") || "(said before)"}`,
+      `  W8A8 via ${via} m=${m} n=${n} k=${k}: not available: ${
+        lines.join(" | ") || "(said before)"
+      }`,
     );
     gpu.free(gx);
     gpu.free(gout);
@@ -337,7 +342,7 @@ function checkW8a8(
   const bits = new Uint16Array(m * n);
   gpu.copyToHost(bits, gout);
   const got = decodeBf16(bits), ref = decodeBf16(want);
-  const what = `W8A8 m=${m} n=${n} k=${k}`;
+  const what = `W8A8 via ${via} m=${m} n=${n} k=${k}`;
   // A bf16 ulp either way (2^-8, doubled for the two roundings), plus the fp32 reordering
   // (about 2^-24 · k of the terms' magnitude; random data keeps that under 1e-3 of |ref|).
   for (let i = 0; i < m * n; i++) {
@@ -372,7 +377,12 @@ for (const [n, k] of [[6144, 4096], [4096, 14336], [1000, 1008]]) {
     try {
       for (const m of [17, 256, 2048]) {
         if (m * n * k > 2 ** 33) continue; // the CPU reference would take minutes
-        checkW8a8(gpu, ops, { cpu: pair.cpu, gpu: gpuWeight }, m, n, k, m + 1);
+        for (const via of ["wgmma", "library"] as const) {
+          const ran = checkW8a8(gpu, ops, { cpu: pair.cpu, gpu: gpuWeight }, m, n, k, m + 1, via);
+          // Denali's own FP8 GEMM exists wherever the sm_90a image loads (this suite's H100 or
+          // H200); only the library may be missing.
+          if (via === "wgmma") assert.ok(ran, `W8A8 via wgmma did not run at m=${m}`);
+        }
       }
     } finally {
       freeFp8(gpu, pair.gpu);
@@ -391,10 +401,9 @@ gpuLinearTest(
     const s = gpu.createStream();
     try {
       ops.prepareLinear([{ m, n, k, fp8: true }], s);
-      const w8a8 = ops.usesW8a8(m, n, k);
-      console.log(
-        `  FP8 ${m}×${n}×${k}: prepareLinear chose ${w8a8 ? "W8A8" : "dequantize + bf16"}`,
-      );
+      const path = ops.fp8PrefillPath(m, n, k);
+      const w8a8 = path !== "dequantize";
+      console.log(`  FP8 ${m}×${n}×${k}: prepareLinear chose ${path}`);
       const xBits = randomBf16(m * k, 5, 1);
       const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
       gpu.copyToDevice(gx, xBits);

@@ -418,7 +418,7 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     const s = gpu.createStream();
     fake.setParamSizes([8, 8, 8, 4, 4]);
-    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), true);
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "library"), true);
     const launch = fake.lastLaunch();
     assert.equal(launch.functionName, "linear_fp8_quantize");
     assert.deepEqual(launch.grid, [m, 1, 1]);
@@ -438,7 +438,7 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
     assert.deepEqual(call.mnk, [m, n, k]);
     assert.deepEqual([call.x.data.ptr, call.x.scales.ptr], [codesAt, scratch.ptr]);
     // Not prepared: linear dequantizes (two launches) and never calls the library.
-    assert.equal(gops.usesW8a8(m, n, k), false);
+    assert.equal(gops.fp8PrefillPath(m, n, k), "dequantize");
     fake.setParamSizes([8, 8, 8, 4, 4, 4]);
     const before = fake.launchCount();
     gops.linear(out, x, weight, m, n, k, s);
@@ -446,9 +446,13 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
     assert.equal(lib.calls.length, 1, "linear took the dequantizing path");
     // Where W8A8 can't run, false and no launch: K % 16 != 0, a scratch too small.
     const launches = fake.launchCount();
-    assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s), false, "K = 40");
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s, "library"), false, "K = 40");
     const small = { ...weight, scratch: scratch.slice(0, 4 * 65536 + m * k - 1) };
-    assert.equal(gops.fp8W8a8(out, x, small, m, n, k, s), false, "scratch one byte short");
+    assert.equal(
+      gops.fp8W8a8(out, x, small, m, n, k, s, "library"),
+      false,
+      "scratch one byte short",
+    );
     assert.equal(fake.launchCount(), launches);
     // A refusal: false, reported once however often it happens.
     const lines: string[] = [];
@@ -456,14 +460,67 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
     try {
       lib.refuse = true;
       fake.setParamSizes([8, 8, 8, 4, 4]);
-      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), false);
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "library"), false);
       fake.setParamSizes([8, 8, 8, 4, 4]);
-      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s), false);
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "library"), false);
     } finally {
       setFallbackSink(previous);
     }
     assert.equal(lines.length, 1, lines.join("\n"));
     assert.match(lines[0], /stand-in Lt refused an FP8 linear shape.*dequantized to bf16/);
+  });
+});
+
+Deno.test("W8A8 (fake CUDA driver, sm_90): via Denali's wgmma GEMM, the FP8 tile kernel with per-row scales", async () => {
+  await withFakeLinearOps(false, [9, 0], (gpu, gops, fake) => {
+    const n = 1024, k = 4096, m = 64;
+    const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch,
+    };
+    const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+    const s = gpu.createStream();
+    fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 8, 8]);
+    const before = fake.launchCount();
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "wgmma"), true);
+    assert.equal(fake.launchCount() - before, 2, "quantize x, then the GEMM");
+    const launch = fake.lastLaunch();
+    // 64×1024 makes 4 tiles of 128×256 (far from 0.9 of 132 SMs): 128×128, 8 tiles, K split
+    // in 8 (32 k tiles of 128 codes, at least 4 a slice, about one block per SM).
+    assert.equal(launch.functionName, "linear_wgmma_fp8_128x128");
+    assert.deepEqual(launch.grid, [64, 1, 1]);
+    assert.deepEqual(launch.block, [256, 1, 1]);
+    const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+    const codesAt = scratch.ptr + 4 * 65536;
+    assert.deepEqual(
+      [0, 8, 16, 24, 32].map((o) => Number(args.getBigUint64(o, true))),
+      [out.ptr, codesAt, weight.data.ptr, scratch.ptr, weight.scales.ptr],
+      "out, x codes, W codes, x scales, W scales",
+    );
+    assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 8]);
+    // Unaligned codes or K % 16 != 0: no wgmma, no launch.
+    const launches = fake.launchCount();
+    const odd = { ...weight, data: gpu.alloc(n * k + 16).slice(8, n * k) };
+    assert.equal(gops.fp8W8a8(out, x, odd, m, n, k, s, "wgmma"), false, "codes 8 bytes in");
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s, "wgmma"), false, "K = 40");
+    assert.equal(fake.launchCount(), launches);
+  });
+});
+
+Deno.test("W8A8 (fake CUDA driver, sm_80): no wgmma GEMM", async () => {
+  await withFakeLinearOps(false, [8, 0], (gpu, gops) => {
+    const n = 256, k = 512, m = 32;
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: gpu.alloc(4 * 65536 + 2 * n * k),
+    };
+    const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream(), "wgmma"), false);
   });
 });
 
@@ -491,7 +548,7 @@ Deno.test("W8A8 (fake CUDA driver): prepareLinear times FP8 shapes above the GEM
     assert.equal(lib.tuned, 1, "one FP8 shape tuned");
     // One run after tuning, then two timings of a warm-up and 5 samples each.
     assert.deepEqual(lib.calls.map((c) => c.mnk), Array(13).fill([64, 256, 512]));
-    assert.equal(gops.usesW8a8(64, 256, 512), false, "not faster than dequantizing");
+    assert.equal(gops.fp8PrefillPath(64, 256, 512), "dequantize", "not faster than dequantizing");
     assert.throws(
       () => gops.prepareLinear([{ m: 64, n: 256, k: 512, fp8: 1 as unknown as boolean }], s),
       /prepareLinear: a shape's fp8 must be a boolean when given, got number/,
@@ -509,6 +566,6 @@ Deno.test("W8A8 (fake HIP driver): no vendor FP8 matmul, so never W8A8", async (
       scratch: gpu.alloc(4 * 65536 + 2 * n * k),
     };
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
-    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream()), false);
+    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream(), "library"), false);
   });
 });

@@ -14,7 +14,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { helpRequested } from "../../tools/cli.ts";
 import type { AwqWeight } from "../../ops/linear_weight.ts";
 import { type QuantizedFormat, runQuantizedLinearBench } from "./quantized_linear.ts";
@@ -24,8 +23,7 @@ const USAGE = `Usage: deno run -A bench/kernels/linear_awq_bench.ts
 4-bit linear at M = 1, 8, 16 (GEMV) and 256, 2048 (dequantize + GEMM) on the Llama-3-8B shapes,
 beside bf16;
 prints TARGET gemv_awq_<shape> (fraction of the read-only bandwidth, goal 0.85).
-  --wide-steps   the GEMVs' wide-step kernels (4 KiB of codes a warp a step, not 2)
-  -h, --help     show this help`;
+  -h, --help   show this help`;
 
 const GROUP = 128;
 
@@ -55,7 +53,4 @@ const AWQ: QuantizedFormat<AwqWeight> = {
   kernel: (_ops, m) => m <= 16 ? "linear_awq_gemv (mma)" : "dequantize+gemm",
 };
 
-if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
-  const { values } = parseArgs({ args: Deno.args, options: { "wide-steps": { type: "boolean" } } });
-  await runQuantizedLinearBench(AWQ, { awqWideSteps: values["wide-steps"] });
-}
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(AWQ);

@@ -84,7 +84,6 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
   const copy = printCopyBandwidth(gpu, stream);
   const readOnly = await readOnlyKernel(gpu, stream);
   const ops = await loadLinearOps(gpu, options);
-  if (options.awqWideSteps) console.log("# 4-bit GEMVs: wide steps (4 KiB of codes a warp)");
   const targets: string[] = [];
   const tag = format.name;
 

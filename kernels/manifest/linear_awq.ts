@@ -20,22 +20,6 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_awq_gemv_t8_r16_s2", "assumes": {} }],
   },
   {
-    "name": "linear_awq_gemv_t8_r16_s2_w",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "codes", "type": "ptr" },
-      { "name": "zeros", "type": "ptr" },
-      { "name": "scales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "group", "type": "i32" },
-      { "name": "ksplit", "type": "i32" },
-    ],
-    "variants": [{ "symbol": "linear_awq_gemv_t8_r16_s2_w", "assumes": {} }],
-  },
-  {
     "name": "linear_awq_gemv_t8_r8_s2",
     "params": [
       { "name": "out", "type": "ptr" },
@@ -50,22 +34,6 @@ export const KERNELS: readonly KernelSpec[] = [
       { "name": "ksplit", "type": "i32" },
     ],
     "variants": [{ "symbol": "linear_awq_gemv_t8_r8_s2", "assumes": {} }],
-  },
-  {
-    "name": "linear_awq_gemv_t8_r8_s2_w",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "codes", "type": "ptr" },
-      { "name": "zeros", "type": "ptr" },
-      { "name": "scales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "group", "type": "i32" },
-      { "name": "ksplit", "type": "i32" },
-    ],
-    "variants": [{ "symbol": "linear_awq_gemv_t8_r8_s2_w", "assumes": {} }],
   },
   {
     "name": "linear_awq_gemv_t16_r16",
@@ -84,22 +52,6 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_awq_gemv_t16_r16", "assumes": {} }],
   },
   {
-    "name": "linear_awq_gemv_t16_r16_w",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "codes", "type": "ptr" },
-      { "name": "zeros", "type": "ptr" },
-      { "name": "scales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "group", "type": "i32" },
-      { "name": "ksplit", "type": "i32" },
-    ],
-    "variants": [{ "symbol": "linear_awq_gemv_t16_r16_w", "assumes": {} }],
-  },
-  {
     "name": "linear_awq_gemv_t16_r8",
     "params": [
       { "name": "out", "type": "ptr" },
@@ -114,22 +66,6 @@ export const KERNELS: readonly KernelSpec[] = [
       { "name": "ksplit", "type": "i32" },
     ],
     "variants": [{ "symbol": "linear_awq_gemv_t16_r8", "assumes": {} }],
-  },
-  {
-    "name": "linear_awq_gemv_t16_r8_w",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "codes", "type": "ptr" },
-      { "name": "zeros", "type": "ptr" },
-      { "name": "scales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "group", "type": "i32" },
-      { "name": "ksplit", "type": "i32" },
-    ],
-    "variants": [{ "symbol": "linear_awq_gemv_t16_r8_w", "assumes": {} }],
   },
   {
     "name": "linear_awq_gemv_t4",

@@ -34,23 +34,6 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_wgmma_128x128", "assumes": {} }],
   },
   {
-    "name": "linear_wgmma_fp8_128x256",
-    "params": [
-      { "name": "out", "type": "ptr" },
-      { "name": "x", "type": "ptr" },
-      { "name": "w", "type": "ptr" },
-      { "name": "xScales", "type": "ptr" },
-      { "name": "wScales", "type": "ptr" },
-      { "name": "M", "type": "i32" },
-      { "name": "N", "type": "i32" },
-      { "name": "K", "type": "i32" },
-      { "name": "kSplit", "type": "i32" },
-      { "name": "partials", "type": "ptr" },
-      { "name": "counters", "type": "ptr" },
-    ],
-    "variants": [{ "symbol": "linear_wgmma_fp8_128x256", "assumes": {} }],
-  },
-  {
     "name": "linear_wgmma_fp8_128x128",
     "params": [
       { "name": "out", "type": "ptr" },

@@ -205,7 +205,7 @@ __device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t 
   }
 }
 
-template <int MT, int RH, int S, int CHW>
+template <int MT, int RH, int S>
 __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint32_t* __restrict__ codes,
@@ -213,7 +213,9 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
                                              const float* __restrict__ scales, int M, int N,
                                              int K, int group, int ksplit) {
   constexpr int ROWS = 8 * RH;  // W rows per warp group
-  constexpr int CH = CHW / RH;  // 16-byte chunks per row per thread per step (CHW / 2 KiB a warp)
+  // 16-byte chunks per row per thread per step: 2 KiB of codes a warp. 4 KiB measured slower on
+  // every Llama-3-8B shape (bench/results/2026-12-06-s9-w8a8-awq-h200.md).
+  constexpr int CH = 4 / RH;
   constexpr int STEP = 4 * CH;  // chunks per row per step
   __shared__ float red[AWQ_WARPS][MT][4][32];
   pdl_launch_dependents();
@@ -340,38 +342,25 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   gemv_mma_store<MT, ROWS, AWQ_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit);
 }
 
-#define AWQ_MMA_BODY(T, RH, S, CHW) \
-  gemv_awq_mma<(T) / 8, RH, S, CHW>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+#define AWQ_MMA_BODY(T, RH, S) \
+  gemv_awq_mma<(T) / 8, RH, S>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 #else
-#define AWQ_MMA_BODY(T, RH, S, CHW) denali_trap()
+#define AWQ_MMA_BODY(T, RH, S) denali_trap()
 #endif  // !DENALI_HIP
 
 // Entry points of the mma GEMVs: 256 threads; grid ceil(N / (ROWS · 8 / ksplit)); ksplit ∈ {1,
-// 2, 4, 8}; t8 needs M <= 8, t16 M <= 16; r16/r8: ROWS = 16/8; _s2: two steps in flight; _w:
-// wide steps, 4 KiB of codes a warp instead of 2 (256 k a row with 16 rows becomes 512).
+// 2, 4, 8}; t8 needs M <= 8, t16 M <= 16; r16/r8: ROWS = 16/8; _s2: two steps in flight.
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(8, 2, 2, 4);
-}
-extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2_w(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(8, 2, 2, 8);
+  AWQ_MMA_BODY(8, 2, 2);
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r8_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(8, 1, 2, 4);
-}
-extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r8_s2_w(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(8, 1, 2, 8);
+  AWQ_MMA_BODY(8, 1, 2);
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(16, 2, 1, 4);
-}
-extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16_w(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(16, 2, 1, 8);
+  AWQ_MMA_BODY(16, 2, 1);
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(16, 1, 1, 4);
-}
-extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8_w(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
-  AWQ_MMA_BODY(16, 1, 1, 8);
+  AWQ_MMA_BODY(16, 1, 1);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 4) linear_awq_gemv_t4(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {

@@ -76,16 +76,9 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
                : "l"(da), "l"(db));
 }
 
-// The FP8 (E4M3) forms: 32 k per instruction, the same 32 bytes of each row as a bf16 k16, so
+// The FP8 (E4M3) form: 32 k per instruction, the same 32 bytes of each row as a bf16 k16, so
 // the tiles, descriptors and steps are the bf16 ones. FP8 operands must be K-major: the form
 // has no transpose operands.
-__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float (&d)[128], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {" WGMMA_D128
-               "}, %128, %129, 1, 1, 1;"
-               : WGMMA_F64(0), WGMMA_F64(64)
-               : "l"(da), "l"(db));
-}
-
 __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t da, uint64_t db) {
   asm volatile("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" WGMMA_D64
                "}, %64, %65, 1, 1, 1;"
@@ -120,10 +113,6 @@ __device__ __forceinline__ void wgmma_k32b<256, false>(float (&d)[128], uint64_t
 template <>
 __device__ __forceinline__ void wgmma_k32b<128, false>(float (&d)[64], uint64_t da, uint64_t db) {
   wgmma_m64n128k16(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<256, true>(float (&d)[128], uint64_t da, uint64_t db) {
-  wgmma_m64n256k32_e4m3(d, da, db);
 }
 template <>
 __device__ __forceinline__ void wgmma_k32b<128, true>(float (&d)[64], uint64_t da, uint64_t db) {
@@ -182,7 +171,11 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uin
 
 // The GEMM. With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
 // the codes), so a tile's 64 "elements" are 128 codes and every copy and offset is the bf16
-// one; the epilogue scales by xScales[row] · wScales[col].
+// one; the epilogue scales by xScales[row] · wScales[col]. Hopper's FP8 wgmma accumulates with
+// less than fp32's precision (a whole-K sum in its accumulators missed the CPU's by 1-13% on an
+// H200, bench/results/2026-12-06-s9-w8a8-awq-h200.md), so each 128-k tile's sum is added into
+// fp32 registers and the accumulators restart from zero, as cuBLASLt does without fast
+// accumulation: one wait per tile, and twice the accumulator registers (hence 128×128 only).
 template <int BN, int STAGES, bool FP8>
 __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            const uint16_t* __restrict__ x,
@@ -214,8 +207,11 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   };
 
   float acc[BN / 2];
+  float total[FP8 ? BN / 2 : 1];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < (FP8 ? BN / 2 : 1); ++i) total[i] = 0.f;
   pin_registers(acc);
 
 #pragma unroll
@@ -236,12 +232,27 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
     wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
-    wgmma_wait<1>();
-    pin_registers(acc);
+    if (FP8) {
+      wgmma_wait<0>();
+      pin_registers(acc);
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) {
+        total[FP8 ? i : 0] += acc[i];
+        acc[i] = 0.f;
+      }
+      pin_registers(acc);
+    } else {
+      wgmma_wait<1>();
+      pin_registers(acc);
+    }
   }
   wgmma_wait<0>();
   pin_registers(acc);
   cp_async_wait<0>();
+  if (FP8) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = total[FP8 ? i : 0];
+  }
 
   if (kSplit > 1) {
     // Register i of thread t lives at float (i / 4) · 1024 + 4 t + i % 4 of a slice's slot.
@@ -281,7 +292,6 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x256(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x128(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 #define WGMMA_BODY(BN, STAGES) \
   gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
@@ -308,14 +318,10 @@ extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x
   WGMMA_BODY(128, 6);
 }
 
-// The W8A8 forms (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned codes): out[m, n] =
-// bf16(xScales[m] · wScales[n] · Σ_k e4m3(x[m, k]) · e4m3(W[n, k])). Tiles of 128 codes of k;
-// otherwise launched exactly as the bf16 kernel of the same tile (threads, shared memory, grid,
-// split-K scratch).
-extern "C" __global__ void linear_wgmma_fp8_128x256(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_FP8_BODY(256, 4);
-}
-
+// The W8A8 form (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned codes): out[m, n] =
+// bf16(xScales[m] · wScales[n] · Σ_k e4m3(x[m, k]) · e4m3(W[n, k])). Tiles of 128 codes of k,
+// each tile's sum promoted to fp32 (above); otherwise launched exactly as linear_wgmma_128x128
+// (threads, shared memory, grid, split-K scratch).
 extern "C" __global__ void linear_wgmma_fp8_128x128(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_FP8_BODY(128, 6);
 }

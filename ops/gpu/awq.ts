@@ -70,18 +70,15 @@ const MAX_ROW_BLOCKS = 65535;
  */
 export async function loadAwqOps(
   backend: Backend,
-  options: { readonly programmatic?: boolean; readonly wideSteps?: boolean } = {},
+  options: { readonly programmatic?: boolean } = {},
 ): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
   const programmatic = programmaticWanted(options.programmatic);
   const gemvT4 = launcherWith(backend, kernels, "linear_awq_gemv_t4", { programmatic }).launch;
   // The tensor-core GEMVs exist only for CUDA (their HIP copies trap).
   const mma = backend.kind === "cuda";
-  // Wide steps (the `_w` kernels): 4 KiB of codes a warp a step instead of 2, for benchmarks.
-  const wide = options.wideSteps === true;
-  const step16 = wide ? 512 : 256;
   const mmaGemvs = MMA_GEMVS.map((name) =>
-    launcherWith(backend, kernels, wide ? `${name}_w` : name, { programmatic }).launch
+    launcherWith(backend, kernels, name, { programmatic }).launch
   );
   const sms = backend.info.multiprocessors;
   const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
@@ -122,7 +119,7 @@ export async function loadAwqOps(
       if (m > maxM || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
       if (mma) {
         const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
-        const split = quantizedGemvSplit(k, rows, step16);
+        const split = quantizedGemvSplit(k, rows);
         const blocks = quantizedGemvBlocks(n, rows, split);
         mmaGemvs[index](
           blocks,

@@ -78,11 +78,6 @@ export interface LinearOptions {
    * unless the environment sets DENALI_PDL=0.
    */
   readonly programmatic?: boolean;
-  /**
-   * The 4-bit tensor-core GEMVs read 4 KiB of codes a warp a step instead of 2 (the `_w`
-   * kernels), for benchmarks comparing the two.
-   */
-  readonly awqWideSteps?: boolean;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -195,11 +190,11 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
   [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
   [WGMMA128]: { name: "linear_wgmma_128x128", bm: 128, bn: 128, threads: 256, shared: 197632 },
 };
-/** Their W8A8 twins (FP8 codes, 128 k a tile, per-row scales applied in the epilogue), by code. */
-const WGMMA_FP8_GEMMS: Record<number, string> = {
-  [WGMMA256]: "linear_wgmma_fp8_128x256",
-  [WGMMA128]: "linear_wgmma_fp8_128x128",
-};
+/**
+ * The W8A8 twin of the 128×128 one (FP8 codes, 128 k a tile promoted to fp32 each, per-row
+ * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
+ */
+const WGMMA_FP8_GEMM = "linear_wgmma_fp8_128x128";
 /** W8A8 choices prepareLinear records per FP8 shape (0: dequantize and run bf16). */
 const VIA_WGMMA = 1, VIA_LIBRARY = 2;
 /** Timed launches per path and shape in prepareLinear. */
@@ -280,18 +275,15 @@ export async function loadLinearOps(
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
   // Denali's W8A8 GEMM (sm_90a): the bf16 wgmma tiles and split-K scratch over FP8 codes.
-  const wgmmaFp8: (Launcher | undefined)[] = [];
-  for (const [code, name] of Object.entries(wgmma ? WGMMA_FP8_GEMMS : {})) {
-    wgmmaFp8[Number(code)] = bigShared(sm90!, name, WGMMA_GEMMS[Number(code)].shared);
-  }
+  const g128 = WGMMA_GEMMS[WGMMA128];
+  const wgmmaFp8 = wgmma ? bigShared(sm90!, WGMMA_FP8_GEMM, g128.shared) : null;
   const runWgmmaFp8: Fp8Gemm = (out, xq, w, m, n, k, stream) => {
-    // The bf16 choice between the two tiles, without the mma.sync fallback: small shapes split K.
-    const kernel = Math.ceil(m / 128) * Math.ceil(n / 256) * 10 >= sms * 9 ? WGMMA256 : WGMMA128;
-    const g = WGMMA_GEMMS[kernel];
-    // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2.
-    const split = wgmmaSplit(kernel, m, n, k / 2);
+    // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2:
+    // small shapes split K to fill the SMs.
+    const split = wgmmaSplit(WGMMA128, m, n, k / 2);
+    const g = g128;
     const grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
-    wgmmaFp8[kernel]!(
+    wgmmaFp8!(
       grid,
       1,
       1,
@@ -317,7 +309,7 @@ export async function loadLinearOps(
   // else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
   // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
-  const awq = await loadAwqOps(backend, { programmatic, wideSteps: options.awqWideSteps });
+  const awq = await loadAwqOps(backend, { programmatic });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];

@@ -18,12 +18,9 @@ export function quantizedGemvRows(index: number): number {
   return (index & 1) === 0 ? 16 : 8;
 }
 
-/**
- * Warps splitting one group's K: 8, or the largest power of two not above its step count. A
- * step covers `step16` k with 16 rows (256 by default), twice that with 8.
- */
-export function quantizedGemvSplit(k: number, rows: number, step16 = 256): number {
-  const steps = Math.ceil(k / (rows === 16 ? step16 : 2 * step16));
+/** Warps splitting one group's K: 8, or the largest power of two not above its step count. */
+export function quantizedGemvSplit(k: number, rows: number): number {
+  const steps = Math.ceil(k / (rows === 16 ? 256 : 512));
   return steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;
 }
 

@@ -27,7 +27,6 @@ import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { type AwqWeight, weightRows } from "../../ops/linear_weight.ts";
 import { readBf16, writeBf16 } from "../support/device.ts";
-import { loadLinearOps } from "../../ops/gpu/linear.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 import { rng } from "../support/numeric.ts";
 
@@ -312,30 +311,4 @@ Deno.test("linear on 4-bit weights (fake CUDA 12.4 driver, sm_90): the GEMV laun
     gops.dequantizeAwq(weight.scratch!, weight, n, k, s);
     assert.deepEqual(how(), ["linear_awq_dequantize", false, false]);
   }, { launchEx: true });
-});
-
-Deno.test("linear on 4-bit weights (fake CUDA driver): wide steps take the _w GEMVs and halve the K split", async () => {
-  await withFakeLinearOps(false, [9, 0], async (gpu, narrowOps, fake) => {
-    const wideOps = await loadLinearOps(gpu, { awqWideSteps: true });
-    const n = 4096, k = 2048;
-    const weight = gpuWeight(gpu, n, k, true);
-    const x = gpu.alloc(2 * 8 * k), out = gpu.alloc(2 * 8 * n);
-    const s = gpu.createStream();
-    // K = 2048 with 16 rows: 8 steps of 256 k (split 8, 16 rows a block) or 4 of 512 (split 4,
-    // two groups of 16 rows a block).
-    for (
-      const [ops, kernel, blocks, split] of [
-        [narrowOps, "linear_awq_gemv_t8_r16_s2", 256, 8],
-        [wideOps, "linear_awq_gemv_t8_r16_s2_w", 128, 4],
-      ] as const
-    ) {
-      fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 4]);
-      ops.linear(out, x, weight, 1, n, k, s);
-      const launch = fake.lastLaunch();
-      assert.equal(launch.functionName, kernel);
-      assert.deepEqual(launch.grid, [blocks, 1, 1]);
-      const args = new DataView(launch.args.buffer, launch.args.byteOffset);
-      assert.equal(args.getInt32(56, true), split);
-    }
-  });
 });

@@ -41,7 +41,7 @@ import { e4m3Table } from "../../backends/fp8.ts";
 import { Engine } from "../../engine/engine.ts";
 import { setFallbackSink } from "../../backends/fallbacks.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { fp8W8a8Rows } from "../../ops/cpu/fp8.ts";
+import { fp8W8a8Rows, quantizeRowE4m3 } from "../../ops/cpu/fp8.ts";
 import type { W8a8Via } from "../../ops/gpu/fp8.ts";
 import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
@@ -345,12 +345,36 @@ function checkW8a8(
   const what = `W8A8 via ${via} m=${m} n=${n} k=${k}`;
   // A bf16 ulp either way (2^-8, doubled for the two roundings), plus the fp32 reordering
   // (about 2^-24 · k of the terms' magnitude; random data keeps that under 1e-3 of |ref|).
-  for (let i = 0; i < m * n; i++) {
-    const bound = 2 ** -7 * Math.abs(ref[i]) + 1e-3 * Math.abs(ref[i]) + 1e-4;
-    if (!(Math.abs(got[i] - ref[i]) <= bound)) {
-      assert.fail(`${what}: [${Math.floor(i / n)}, ${i % n}] is ${got[i]}, the CPU says ${ref[i]}`);
+  // Denali's wgmma path also inherits Hopper's FP8 MMA, which adds within each 128-k tile with
+  // about 14 bits (DeepSeek-V3 §3.3.2; an H100 run missed the bound above by ~1e-5 on near-zero
+  // outputs, bench/results/2026-12-06-s9-w8a8-promoted-h100.md) before Denali promotes the tile
+  // to fp32: 2^-12 of the element's Σ|terms| more, computed only where the tight bound is missed.
+  // A wrong scale, k mapping or tile is off by far more: terms of K = 4096 sum to ~64× |ref|, so
+  // this stays under 2% of a typical output, and the relative L2 checks below still hold it.
+  const lut = e4m3Table();
+  const xCodes = new Uint8Array(k);
+  const scaleBytes = pair.cpu.scales.host!;
+  const wScales = new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, n);
+  let codedRow = -1, xScale = 0;
+  const termSum = (r: number, j: number): number => {
+    if (codedRow !== r) {
+      xScale = quantizeRowE4m3(xBits.subarray(r * k, (r + 1) * k), xCodes, 0, k);
+      codedRow = r;
     }
+    const w = pair.cpu.data.host!;
+    let sum = 0;
+    for (let i = 0; i < k; i++) sum += Math.abs(lut[xCodes[i]] * lut[w[j * k + i]]);
+    return sum * xScale * wScales[j];
+  };
+  for (let i = 0; i < m * n; i++) {
+    const tight = 2 ** -7 * Math.abs(ref[i]) + 1e-3 * Math.abs(ref[i]) + 1e-4;
+    const error = Math.abs(got[i] - ref[i]);
+    if (error <= tight) continue;
+    const r = Math.floor(i / n), j = i % n;
+    if (via === "wgmma" && error <= tight + 2 ** -12 * termSum(r, j)) continue;
+    assert.fail(`${what}: [${r}, ${j}] is ${got[i]}, the CPU says ${ref[i]}`);
   }
+  assert.ok(relativeError(got, ref) <= 1e-2, `${what}: relative L2 to the CPU W8A8 above 1e-2`);
   const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
   cpu.copyToDevice(cx, xBits);
   ref16(cout, cx, pair, m, n, k);

@@ -44,6 +44,21 @@ function fp8Buffers(n: number, k: number): Fp8Weight {
   return { format: "fp8-e4m3", data: cpu.alloc(n * k), scales: cpu.alloc(4 * n), scratch: null };
 }
 
+/** An FP8 weight [n, k] in `gpu` memory with a scratch of `scratchBytes`, or `scratch` itself. */
+function gpuFp8(
+  gpu: Pick<Backend, "alloc">,
+  n: number,
+  k: number,
+  scratch: number | DeviceBuffer,
+): Fp8Weight {
+  return {
+    format: "fp8-e4m3",
+    data: gpu.alloc(n * k),
+    scales: gpu.alloc(4 * n),
+    scratch: typeof scratch === "number" ? gpu.alloc(scratch) : scratch,
+  };
+}
+
 function codesOf(weight: Fp8Weight, count: number): Uint8Array {
   const out = new Uint8Array(count);
   cpu.copyToHost(out, weight.data);
@@ -261,12 +276,7 @@ Deno.test("FP8 ops (CPU): bad sizes throw RangeError naming the op and the argum
 Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments, dequantize + GEMM above 16 rows", async () => {
   await withFakeLinearOps(false, [8, 0], (gpu, gops, fake) => {
     const n = 4096, k = 4096;
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch: gpu.alloc(gops.fp8ScratchBytes(n, k)),
-    };
+    const weight = gpuFp8(gpu, n, k, gops.fp8ScratchBytes(n, k));
     assert.equal(weight.scratch!.bytes, 2 * n * k);
     const x = gpu.alloc(2 * 64 * k + 16), out = gpu.alloc(2 * 64 * n);
     const s = gpu.createStream();
@@ -328,12 +338,7 @@ Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments
 Deno.test("linear on FP8 weights (fake HIP driver): the portable GEMV, dequantize above 16 rows", async () => {
   await withFakeLinearOps(true, [9, 0], (gpu, gops, fake) => {
     const n = 1024, k = 1024;
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch: gpu.alloc(2 * n * k),
-    };
+    const weight = gpuFp8(gpu, n, k, 2 * n * k);
     const x = gpu.alloc(2 * 32 * k), out = gpu.alloc(2 * 32 * n);
     const s = gpu.createStream();
     fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
@@ -409,12 +414,7 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
     const gops = await loadLinearOps(withLibrary(gpu, lib));
     const n = 1024, k = 4096, m = 64;
     const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch,
-    };
+    const weight = gpuFp8(gpu, n, k, scratch);
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     const s = gpu.createStream();
     fake.setParamSizes([8, 8, 8, 4, 4]);
@@ -475,12 +475,7 @@ Deno.test("W8A8 (fake CUDA driver, sm_90): via Denali's wgmma GEMM, the FP8 tile
   await withFakeLinearOps(false, [9, 0], (gpu, gops, fake) => {
     const n = 1024, k = 4096, m = 64;
     const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch,
-    };
+    const weight = gpuFp8(gpu, n, k, scratch);
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     const s = gpu.createStream();
     fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 8, 8]);
@@ -513,12 +508,7 @@ Deno.test("W8A8 (fake CUDA driver, sm_90): via Denali's wgmma GEMM, the FP8 tile
 Deno.test("W8A8 (fake CUDA driver, sm_80): no wgmma GEMM", async () => {
   await withFakeLinearOps(false, [8, 0], (gpu, gops) => {
     const n = 256, k = 512, m = 32;
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch: gpu.alloc(4 * 65536 + 2 * n * k),
-    };
+    const weight = gpuFp8(gpu, n, k, 4 * 65536 + 2 * n * k);
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream(), "wgmma"), false);
   });
@@ -559,12 +549,7 @@ Deno.test("W8A8 (fake CUDA driver): prepareLinear times FP8 shapes above the GEM
 Deno.test("W8A8 (fake HIP driver): no vendor FP8 matmul, so never W8A8", async () => {
   await withFakeLinearOps(true, [9, 0], (gpu, gops) => {
     const n = 256, k = 512, m = 32;
-    const weight: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(n * k),
-      scales: gpu.alloc(4 * n),
-      scratch: gpu.alloc(4 * 65536 + 2 * n * k),
-    };
+    const weight = gpuFp8(gpu, n, k, 4 * 65536 + 2 * n * k);
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream(), "library"), false);
   });

@@ -501,15 +501,9 @@ class LtGemm implements GemmAccelerator {
       if (!(error instanceof DriverError) || error instanceof UnsupportedShapeError) throw error;
       if (error.call !== heuristic) throw error;
       throw new UnsupportedShapeError(
-        new DriverError(
-          error.backend,
-          error.call,
-          error.code,
-          error.codeName,
-          error.driverMessage,
-          `${this.name} takes no FP8 matmul with per-row scales for out[${m}, ${n}] = ` +
-            `x[${m}, ${k}] · W[${n}, ${k}]ᵀ`,
-        ),
+        error,
+        `${this.name} takes no FP8 matmul with per-row scales for out[${m}, ${n}] = ` +
+          `x[${m}, ${k}] · W[${n}, ${k}]ᵀ`,
       );
     }
   }
@@ -712,14 +706,8 @@ class LtGemm implements GemmAccelerator {
         error.call === this.#lt.names.matmulDescSetAttribute;
       if (!refused) throw error;
       this.#fp8Refusal = error instanceof UnsupportedShapeError ? error : new UnsupportedShapeError(
-        new DriverError(
-          error.backend,
-          error.call,
-          error.code,
-          error.codeName,
-          error.driverMessage,
-          `${this.name} has no FP8 matmul with per-row scales (cuBLASLt 12.9 or newer has)`,
-        ),
+        error,
+        `${this.name} has no FP8 matmul with per-row scales (cuBLASLt 12.9 or newer has)`,
       );
       throw this.#fp8Refusal;
     }

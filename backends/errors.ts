@@ -31,16 +31,19 @@ export class DriverError extends Error {
 
 /**
  * A vendor library (cuBLASLt, hipBLASLt) has no algorithm for a problem, or refuses one it
- * offered: its NOT_SUPPORTED status. Callers with another way to compute fall back on it.
+ * offered: its NOT_SUPPORTED status, or another status Denali reads as a refusal. Callers with
+ * another way to compute fall back on it.
  */
 export class UnsupportedShapeError extends DriverError {
   /**
    * Creates the error from the library call's error.
-   * @param cause the error of the call that returned NOT_SUPPORTED
+   * @param cause the error of the call that refused
+   * @param hint what the refusal means, in place of the cause's own hint; none keeps the cause's
+   * message as it is
    */
-  constructor(cause: DriverError) {
-    super(cause.backend, cause.call, cause.code, cause.codeName, cause.driverMessage);
-    this.message = cause.message;
+  constructor(cause: DriverError, hint = "") {
+    super(cause.backend, cause.call, cause.code, cause.codeName, cause.driverMessage, hint);
+    if (!hint) this.message = cause.message;
     this.name = "UnsupportedShapeError";
   }
 }

@@ -24,11 +24,11 @@ import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import {
-  quantizedGemvBlocks,
+  gemvGridBlocks,
   quantizedGemvIndex,
   quantizedGemvRows,
   quantizedGemvSplit,
-} from "./quantized_gemv.ts";
+} from "./gemv_geometry.ts";
 
 /** The 4-bit ops, plus the two halves of `linear` on a 4-bit weight, for ops/gpu/linear.ts. */
 export interface GpuAwqOps extends AwqOps {
@@ -120,7 +120,7 @@ export async function loadAwqOps(
       if (mma) {
         const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
         const split = quantizedGemvSplit(k, rows);
-        const blocks = quantizedGemvBlocks(n, rows, split);
+        const blocks = gemvGridBlocks(n, rows, split);
         mmaGemvs[index](
           blocks,
           1,

@@ -29,11 +29,11 @@ import { checkFp8Args } from "../checks/linear.ts";
 import type { Fp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops } from "../ops.ts";
 import {
-  quantizedGemvBlocks,
+  gemvGridBlocks,
   quantizedGemvIndex,
   quantizedGemvRows,
   quantizedGemvSplit,
-} from "./quantized_gemv.ts";
+} from "./gemv_geometry.ts";
 
 /** Which FP8 tensor-core GEMM a W8A8 product runs on: Denali's wgmma kernel or the library's. */
 export type W8a8Via = "wgmma" | "library";
@@ -247,7 +247,7 @@ export async function loadFp8Ops(
       if (index < 0) return false;
       const rows = quantizedGemvRows(index);
       const split = quantizedGemvSplit(k, rows);
-      const blocks = quantizedGemvBlocks(n, rows, split);
+      const blocks = gemvGridBlocks(n, rows, split);
       gemvs[index](
         blocks,
         1,

@@ -37,6 +37,7 @@ import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
+import { gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
 import { isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { loadAwqOps } from "./awq.ts";
@@ -202,11 +203,6 @@ const PREPARE_SAMPLES = 5;
 /** Bytes filled before each timed call in prepareLinear, to evict the operands from L2. */
 const FLUSH_BYTES = 128 * 2 ** 20;
 
-/** Warps that split one row group's K: 8, or the largest power of two not above `steps`. */
-function autoSplit(steps: number): number {
-  return steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;
-}
-
 /**
  * The GEMV kernels, indexed by (M > 8 ? 4 : 0) + (8 rows ? 2 : 0) + (stages - 1): tokens per
  * tile, W rows per warp group, steps in flight per warp.
@@ -364,12 +360,12 @@ export async function loadLinearOps(
   function gemvSplit(kernel: number, k: number): number {
     if (forcedSplit !== 0) return forcedSplit;
     // A warp step covers 128 k (16 rows) or 256 k (8 rows); more warps than steps would idle.
-    return autoSplit(Math.ceil(k / (kernel === GEMV16 ? 128 : 256)));
+    return gemvSplitFor(Math.ceil(k / (kernel === GEMV16 ? 128 : 256)));
   }
 
   /** Blocks of a GEMV launch: 8 / split row groups of 16 or 8 rows each. */
   function gemvBlocks(kernel: number, n: number, split: number): number {
-    return Math.ceil(n / ((8 / split) * (kernel === GEMV16 ? 16 : 8)));
+    return gemvGridBlocks(n, kernel === GEMV16 ? 16 : 8, split);
   }
 
   /**

@@ -1,0 +1,35 @@
+/**
+ * The launch geometry Denali's tensor-core GEMVs share (bf16 in ops/gpu/linear.ts, FP8 in
+ * ops/gpu/fp8.ts, 4-bit in ops/gpu/awq.ts): 256 threads in 8 warps; warp groups of 16 or 8
+ * weight rows; the warps of a group split K in `ksplit` parts, no more than the group has warp
+ * steps. The quantized GEMVs take 16 rows when that still gives at least one group per SM, and a
+ * warp step of 256 k (16 rows) or 512 k (8 rows). Plain functions of integers, so a launch
+ * allocates nothing.
+ *
+ * @module
+ */
+
+/** The quantized kernel index: (M > 8 ? 2 : 0) + (8 rows ? 1 : 0): t8_r16, t8_r8, t16_r16, t16_r8. */
+export function quantizedGemvIndex(m: number, n: number, sms: number): number {
+  return (m > 8 ? 2 : 0) + (Math.ceil(n / 16) >= sms ? 0 : 1);
+}
+
+/** W rows per warp group of quantized kernel `index`. */
+export function quantizedGemvRows(index: number): number {
+  return (index & 1) === 0 ? 16 : 8;
+}
+
+/** Warps that split one row group's K: 8, or the largest power of two not above `steps`. */
+export function gemvSplitFor(steps: number): number {
+  return steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;
+}
+
+/** A quantized GEMV's K split, from its steps of 256 k (16 rows) or 512 k (8 rows). */
+export function quantizedGemvSplit(k: number, rows: number): number {
+  return gemvSplitFor(Math.ceil(k / (rows === 16 ? 256 : 512)));
+}
+
+/** Blocks of a GEMV grid: each covers 8 / split groups of `rows` rows. */
+export function gemvGridBlocks(n: number, rows: number, split: number): number {
+  return Math.ceil(n / ((8 / split) * rows));
+}

@@ -232,12 +232,12 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
     wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
-    if (FP8) {
+    if constexpr (FP8) {
       wgmma_wait<0>();
       pin_registers(acc);
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) {
-        total[FP8 ? i : 0] += acc[i];
+        total[i] += acc[i];
         acc[i] = 0.f;
       }
       pin_registers(acc);
@@ -249,9 +249,9 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   wgmma_wait<0>();
   pin_registers(acc);
   cp_async_wait<0>();
-  if (FP8) {
+  if constexpr (FP8) {
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = total[FP8 ? i : 0];
+    for (int i = 0; i < BN / 2; ++i) acc[i] = total[i];
   }
 
   if (kSplit > 1) {

@@ -84,8 +84,7 @@ export interface GpuFp8Ops extends Fp8Ops {
   w8a8ScratchBytes(m: number, k: number): number;
   /**
    * Lets the library time its FP8 algorithms for this call shape (`GemmAccelerator.tuneFp8`),
-   * then runs `w8a8` via the library once; returns what that returned (false: refused,
-   * reported). Cold.
+   * then runs its FP8 matmul once; false where either was refused (reported once). Cold.
    */
   tuneW8a8(
     out: DeviceBuffer,
@@ -280,12 +279,15 @@ export async function loadFp8Ops(
     tuneW8a8(out, x, weight, m, n, k, stream, time) {
       if (!w8a8Possible(m, k, weight, "library")) return false;
       const xq = quantizeX(x, weight, m, k, stream);
+      // Then one call on the x just quantized: a refusal at call time must show here, not pass
+      // for a fast path in the timings that follow.
       try {
         accel!.tuneFp8?.(out, xq, weight, m, n, k, stream, time);
+        accel!.gemmFp8!(out, xq, weight, m, n, k, stream);
+        return true;
       } catch (error) {
         return refused(error);
       }
-      return w8a8(out, x, weight, m, n, k, stream, "library");
     },
 
     toScratch(weight, n, k, stream) {

@@ -196,8 +196,10 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
  * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
  */
 const WGMMA_FP8_GEMM = "linear_wgmma_fp8_128x128";
-/** W8A8 choices prepareLinear records per FP8 shape (0: dequantize and run bf16). */
+/** W8A8 choices prepareLinear records per FP8 shape, as indices into FP8_PREFILL_PATHS. */
 const VIA_WGMMA = 1, VIA_LIBRARY = 2;
+/** What each choice code means (0: dequantize and run bf16). */
+const FP8_PREFILL_PATHS: readonly (W8a8Via | "dequantize")[] = ["dequantize", "wgmma", "library"];
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_SAMPLES = 5;
 /** Bytes filled before each timed call in prepareLinear, to evict the operands from L2. */
@@ -277,8 +279,7 @@ export async function loadLinearOps(
     // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2:
     // small shapes split K to fill the SMs.
     const split = wgmmaSplit(WGMMA128, m, n, k / 2);
-    const g = g128;
-    const grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
+    const g = g128, grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
     wgmmaFp8!(
       grid,
       1,
@@ -631,11 +632,8 @@ export async function loadLinearOps(
       let weight: DeviceBuffer;
       if (isFp8Weight(linearWeight)) {
         if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
-        const via = w8a8Choice(m, n, k);
-        if (via !== 0) {
-          const engine = via === VIA_WGMMA ? "wgmma" : "library";
-          if (fp8.w8a8(out, x, linearWeight, m, n, k, stream, engine)) return;
-        }
+        const path = FP8_PREFILL_PATHS[w8a8Choice(m, n, k)];
+        if (path !== "dequantize" && fp8.w8a8(out, x, linearWeight, m, n, k, stream, path)) return;
         weight = fp8.toScratch(linearWeight, n, k, stream);
       } else if (isAwqWeight(linearWeight)) {
         if (awq.gemv(out, x, linearWeight, m, n, k, stream)) return;
@@ -695,10 +693,7 @@ export async function loadLinearOps(
       return fp8.w8a8(out, x, weight, m, n, k, stream, via);
     },
     fp8W8a8ScratchBytes: fp8.w8a8ScratchBytes,
-    fp8PrefillPath(m, n, k) {
-      const via = w8a8Choice(m, n, k);
-      return via === VIA_WGMMA ? "wgmma" : via === VIA_LIBRARY ? "library" : "dequantize";
-    },
+    fp8PrefillPath: (m, n, k) => FP8_PREFILL_PATHS[w8a8Choice(m, n, k)],
     dequantizeAwq: awq.dequantizeAwq,
     awqScratchBytes: awq.awqScratchBytes,
 

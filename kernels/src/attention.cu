@@ -120,34 +120,53 @@ DENALI_LD16(ld_fresh, ".cg")
 DENALI_LD8(ld8_early, ".nc")
 DENALI_LD8(ld8_fresh, ".cg")
 
-// 8 E4M3 codes (the low byte of each word first) to f32 code · scale: the f32 product the CPU
-// backend computes (ops/cpu/attention.ts), so only the summation order differs from it.
-__device__ __forceinline__ void widen8_fp8(const uint32_t lo, const uint32_t hi, float scale,
-                                           float (&f)[8]) {
+// 8 E4M3 codes (the low byte of each word first) to their exact f32 values. On sm_89+ the
+// hardware converts two codes to f16x2 in one instruction (e4m3 → f16 → f32 is exact both
+// ways), where the bit-manipulating e4m3_to_f32 costs several instructions a code: a decode
+// step at 16k context converts a code for every byte it reads, so the conversion, not memory,
+// bounded the FP8-cache kernels (bench/results/2026-12-06-s10-*).
+__device__ __forceinline__ void codes4_to_f32(const uint32_t w, float* f) {
+#if !defined(DENALI_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint32_t lo, hi;
+  asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.rn.f16x2.e4m3x2 %0, a;\n"
+      " cvt.rn.f16x2.e4m3x2 %1, b;\n}"
+      : "=r"(lo), "=r"(hi)
+      : "r"(w));
+  asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.f32.f16 %0, a;\n cvt.f32.f16 %1, b;\n}"
+      : "=f"(f[0]), "=f"(f[1])
+      : "r"(lo));
+  asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.f32.f16 %0, a;\n cvt.f32.f16 %1, b;\n}"
+      : "=f"(f[2]), "=f"(f[3])
+      : "r"(hi));
+#else
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-    f[i] = e4m3_to_f32((lo >> (8 * i)) & 0xffu) * scale;
-    f[4 + i] = e4m3_to_f32((hi >> (8 * i)) & 0xffu) * scale;
-  }
+  for (int i = 0; i < 4; i++) f[i] = e4m3_to_f32((w >> (8 * i)) & 0xffu);
+#endif
+}
+
+__device__ __forceinline__ void widen8_fp8(const uint2 r, float (&f)[8]) {
+  codes4_to_f32(r.x, f);
+  codes4_to_f32(r.y, f + 4);
 }
 
 // How a kernel body reads 8 consecutive elements of a cache row (an element offset `at` into
-// the cache) and widens them. The bf16 cache does exactly what the kernels did before the FP8
-// cache existed, and ignores the scale; the fp8 cache loads 8 bytes into the low half of the
-// uint4 the bodies carry, so the bodies' registers and loop structure stay the same.
+// the cache) and widens them. `Raw` is what a lane holds between the load and the widening: 16
+// bytes of bf16, 8 bytes of codes. `widen` gives the cache's values unscaled: decode folds the
+// FP8 scales into q (keys) and into the output (values) instead of multiplying every element;
+// `bf16x8` (prefill's shared-memory tiles) applies the scale, as the CPU backend does.
 template <bool FP8>
 struct KvCache;
 
 template <>
 struct KvCache<false> {
   using Elem = uint16_t;
-  static __device__ __forceinline__ uint4 early(const Elem* p) { return ld_early(p); }
-  static __device__ __forceinline__ uint4 fresh(const Elem* p) { return ld_fresh(p); }
-  static __device__ __forceinline__ uint4 readonly(const Elem* p) { return load16_nc(p); }
-  static __device__ __forceinline__ uint4 plain(const Elem* p) { return load16(p); }
-  static __device__ __forceinline__ void widen(const uint4 r, float, float (&f)[8]) {
-    unpack8(r, f);
-  }
+  using Raw = uint4;
+  static __device__ __forceinline__ Raw zero() { return make_uint4(0u, 0u, 0u, 0u); }
+  static __device__ __forceinline__ Raw early(const Elem* p) { return ld_early(p); }
+  static __device__ __forceinline__ Raw fresh(const Elem* p) { return ld_fresh(p); }
+  static __device__ __forceinline__ Raw readonly(const Elem* p) { return load16_nc(p); }
+  static __device__ __forceinline__ Raw plain(const Elem* p) { return load16(p); }
+  static __device__ __forceinline__ void widen(const Raw r, float (&f)[8]) { unpack8(r, f); }
   // 8 elements as 8 bf16 (one 16-byte shared-memory row chunk).
   static __device__ __forceinline__ uint4 bf16x8(const Elem* p, float) { return load16(p); }
 };
@@ -155,27 +174,23 @@ struct KvCache<false> {
 template <>
 struct KvCache<true> {
   using Elem = uint8_t;
-  static __device__ __forceinline__ uint4 early(const Elem* p) { return wide(ld8_early(p)); }
-  static __device__ __forceinline__ uint4 fresh(const Elem* p) { return wide(ld8_fresh(p)); }
-  static __device__ __forceinline__ uint4 readonly(const Elem* p) {
-    return wide(__ldg(reinterpret_cast<const uint2*>(p)));
+  using Raw = uint2;
+  static __device__ __forceinline__ Raw zero() { return make_uint2(0u, 0u); }
+  static __device__ __forceinline__ Raw early(const Elem* p) { return ld8_early(p); }
+  static __device__ __forceinline__ Raw fresh(const Elem* p) { return ld8_fresh(p); }
+  static __device__ __forceinline__ Raw readonly(const Elem* p) {
+    return __ldg(reinterpret_cast<const uint2*>(p));
   }
-  static __device__ __forceinline__ uint4 plain(const Elem* p) {
-    return wide(*reinterpret_cast<const uint2*>(p));
+  static __device__ __forceinline__ Raw plain(const Elem* p) {
+    return *reinterpret_cast<const uint2*>(p);
   }
-  static __device__ __forceinline__ void widen(const uint4 r, float scale, float (&f)[8]) {
-    widen8_fp8(r.x, r.y, scale, f);
-  }
+  static __device__ __forceinline__ void widen(const Raw r, float (&f)[8]) { widen8_fp8(r, f); }
   static __device__ __forceinline__ uint4 bf16x8(const Elem* p, float scale) {
-    const uint2 r = *reinterpret_cast<const uint2*>(p);
     float f[8];
-    widen8_fp8(r.x, r.y, scale, f);
-    return make_uint4(pack_bf16x2(f[0], f[1]), pack_bf16x2(f[2], f[3]), pack_bf16x2(f[4], f[5]),
-                      pack_bf16x2(f[6], f[7]));
+    widen8_fp8(*reinterpret_cast<const uint2*>(p), f);
+    return make_uint4(pack_bf16x2(f[0] * scale, f[1] * scale), pack_bf16x2(f[2] * scale, f[3] * scale),
+                      pack_bf16x2(f[4] * scale, f[5] * scale), pack_bf16x2(f[6] * scale, f[7] * scale));
   }
-
- private:
-  static __device__ __forceinline__ uint4 wide(const uint2 r) { return make_uint4(r.x, r.y, 0u, 0u); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -313,8 +328,9 @@ __device__ __forceinline__ void decode_partition(
   constexpr int T = D / 8;                  // lanes per token row
   constexpr int NG = ATTN_THREADS / T;      // token groups per block
   // Rows in flight per lane: 8 keeps ~64 KB of loads in flight per SM at 4 blocks/SM; a group
-  // of 8 heads needs the registers for q and the accumulators instead.
-  constexpr int U = GT >= 8 ? 4 : 8;
+  // of 8 heads needs the registers for q and the accumulators instead. An FP8 row is half the
+  // bytes in half the registers, so twice the rows keep the same bytes in flight.
+  constexpr int U = (GT >= 8 ? 4 : 8) * (FP8 ? 2 : 1);
   constexpr int STEP = NG * U;              // tokens per loop iteration
   constexpr int SMEM = (DECODE_MAX_PART * GT > ATTN_WARPS * GT * D) ? DECODE_MAX_PART * GT
                                                                     : ATTN_WARPS * GT * D;
@@ -367,11 +383,12 @@ __device__ __forceinline__ void decode_partition(
   const bool prefetchV = partSize <= 128 && (li & 7) == 0;
   // Before the wait: the first step's K rows (and V prefetches), all but the fresh row, so the
   // table and row round trips overlap the previous kernel.
-  uint4 kr[U];
+  using Raw = typename C::Raw;
+  Raw kr[U];
 #pragma unroll
   for (int u = 0; u < U; u++) {
     const int j = gi + u * NG;
-    kr[u] = make_uint4(0u, 0u, 0u, 0u);
+    kr[u] = C::zero();
     if (j < n && j != fresh) {
       const size_t at = rowAt(j);
       kr[u] = C::early(kCache + at);
@@ -381,7 +398,7 @@ __device__ __forceinline__ void decode_partition(
   pdl_wait();
 
   float qf[GT][8];
-  const float qscale = scale * LOG2E;
+  const float qscale = scale * LOG2E * kScale;  // the keys' scale, folded into q
 #pragma unroll
   for (int g = 0; g < GT; g++) {
     if (g < validHeads) {
@@ -407,11 +424,11 @@ __device__ __forceinline__ void decode_partition(
   const int myHead = li / GT_SPREAD;
   // This lane's 16 bytes of the step's U rows (zeros past the partition): the fresh row
   // coherently, the others through the read-only path (K, asking L2 for V as it goes) or plainly.
-  auto loadStep = [&](uint4 (&rows)[U], const typename C::Elem* cache, int base, bool isK) {
+  auto loadStep = [&](Raw (&rows)[U], const typename C::Elem* cache, int base, bool isK) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
-      rows[u] = make_uint4(0u, 0u, 0u, 0u);
+      rows[u] = C::zero();
       if (j < n) {
         const size_t at = rowAt(j);
         rows[u] = j == fresh ? C::fresh(cache + at) : isK ? C::readonly(cache + at) : C::plain(cache + at);
@@ -424,7 +441,7 @@ __device__ __forceinline__ void decode_partition(
 #pragma unroll
     for (int u = 0; u < U; u++) {
       float kf[8];
-      C::widen(kr[u], kScale, kf);
+      C::widen(kr[u], kf);
       float dot[GT];
 #pragma unroll
       for (int g = 0; g < GT; g++) {
@@ -499,14 +516,14 @@ __device__ __forceinline__ void decode_partition(
     for (int i = 0; i < 8; i++) acc[g][i] = 0.0f;
   }
   for (int base = 0; base < n; base += STEP) {
-    uint4 vr[U];
+    Raw vr[U];
     loadStep(vr, vCache, base, false);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
       if (j < n) {
         float vf[8];
-        C::widen(vr[u], vScale, vf);
+        C::widen(vr[u], vf);
         float p[GT];
         load_group<GT>(logits + j * GT, p);
 #pragma unroll
@@ -543,6 +560,7 @@ __device__ __forceinline__ void decode_partition(
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; w++) sum += red[(w * GT + g) * D + d];
+    sum *= vScale;  // the values' scale, applied once to the sum
     const size_t head = static_cast<size_t>(b) * numHeads + headBase + g;
     if (direct) {
       float total = 0.0f;

@@ -35,6 +35,9 @@ Per-operator device time of decode steps of a random-weight model (GPU).
   --kv-cache-dtype D     fp8 for an FP8 KV cache (default bf16)
   -h, --help             show this help`;
 
+/** Prefill tokens a step: the engine's budget in bench/decode_bench.ts too. */
+const MAX_BATCHED_TOKENS = 8192;
+
 /** A device wait before each step, or null where the backend runs no kernels (the CPU). */
 async function spinGate(backend: Backend): Promise<((stream: Stream) => void) | null> {
   if (backend.kind === "cpu") return null;
@@ -72,8 +75,9 @@ async function main(): Promise<void> {
     ops: timer.ops,
     graphs: false,
     maxRunning: Math.max(...batches),
-    maxModelLen: context + steps + 16,
-    maxBatchedTokens: 8192,
+    maxModelLen: context + steps + 8 +
+      Math.ceil(Math.max(...batches) * context / MAX_BATCHED_TOKENS),
+    maxBatchedTokens: MAX_BATCHED_TOKENS,
     log: () => {},
     quantization,
     kvCacheDtype,
@@ -90,18 +94,26 @@ async function main(): Promise<void> {
     );
   try {
     for (const batch of batches) {
-      let started = 0;
-      // Every sequence decodes 2 + steps tokens: timing starts once all have 2 (all in decode).
+      // Prefill runs maxBatchedTokens a step, and a sequence decodes while later ones prefill:
+      // each asks for enough tokens to be still running when the last one has its second, so
+      // the timed steps decode the whole batch.
+      const prefillSteps = Math.ceil(batch * context / MAX_BATCHED_TOKENS);
+      const maxTokens = steps + 4 + prefillSteps;
+      let started = 0, running = 0;
       await Promise.all(Array.from({ length: batch }, async () => {
         let count = 0;
-        const params = { maxTokens: steps + 4, temperature: 0, ignoreEos: true };
+        const params = { maxTokens, temperature: 0, ignoreEos: true };
         for await (const _ of engine.generate(prompt(), params)) {
-          if (++count === 2 && ++started === batch) timer.arm();
+          if (++count === 2 && ++started === batch) {
+            running = engine.stats().running;
+            timer.arm();
+          }
           if (timer.steps >= steps) timer.disarm();
         }
       }));
       timer.disarm();
-      for (const line of formatOpReport(timer.report(), `${label} batch=${batch}`)) {
+      const report = timer.report();
+      for (const line of formatOpReport(report, `${label} batch=${batch} running=${running}`)) {
         console.log(line);
       }
       timer.reset();

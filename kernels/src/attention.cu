@@ -440,6 +440,9 @@ __device__ __forceinline__ void decode_partition(
     if (base > 0) loadStep(kr, kCache, base, true);
 #pragma unroll
     for (int u = 0; u < U; u++) {
+      // Past the partition's end for every group: stop (block-uniform, so no lane misses a
+      // shuffle). A short partition (32 tokens at batch 1) fills a fraction of a step's rows.
+      if (base + u * NG >= n) break;
       float kf[8];
       C::widen(kr[u], kf);
       float dot[GT];

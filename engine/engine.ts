@@ -117,7 +117,7 @@ export interface EngineOptions {
    * How the KV cache stores keys and values, as vLLM's `--kv-cache-dtype`: "bf16" (or "auto",
    * the default), or "fp8" (alias "fp8_e4m3"): FP8 E4M3 with a per-layer K and V scale of 1,
    * twice the tokens in the same memory. On a GPU it runs the FP8-KV attention kernels
-   * (kernels/src/attention.cu), not yet checked on a GPU.
+   * (kernels/src/attention.cu).
    */
   readonly kvCacheDtype?: KvCacheDtypeOption;
 }

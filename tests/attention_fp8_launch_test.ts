@@ -12,7 +12,11 @@ import assert from "node:assert/strict";
 import type { GpuBackend } from "../backends/gpu_backend.ts";
 import { configPreset } from "../models/config.ts";
 import { attentionShape } from "../models/model.ts";
-import type { AttentionKernelOptions, GpuAttentionOps } from "../ops/gpu/attention.ts";
+import {
+  type AttentionKernelOptions,
+  decodeKernelWanted,
+  type GpuAttentionOps,
+} from "../ops/gpu/attention.ts";
 import type { AttentionShape } from "../ops/ops.ts";
 import type { FakeControl, FakeLaunch } from "./fake_driver/fake.ts";
 import { AttentionCalls, withFakeAttentionOps } from "./support/attention_calls.ts";
@@ -132,4 +136,53 @@ Deno.test("attention fp8: the decode workspace is the bf16 shape's", async () =>
       );
     }
   });
+});
+
+Deno.test("attention decodeKernel mma: the tensor-core twins, same geometry and arguments", async () => {
+  let base: Launched | null = null, base8: Launched | null = null;
+  await withOps({}, (gpu, fma, fake) => {
+    assert.equal(fma.decodeKernel, "fma");
+    base = launchAll(gpu, fma, fake, BF16_128);
+    base8 = launchAll(gpu, fma, fake, fp8(BF16_128));
+  });
+  await withOps({ decodeKernel: "mma" }, (gpu, mma, fake) => {
+    assert.equal(mma.decodeKernel, "mma");
+    const cases: [AttentionShape, Launched, string][] = [
+      [BF16_128, base!, "decode_attn_mma_d128_g4"],
+      [fp8(BF16_128), base8!, "decode_attn_fp8_mma_d128_g4"],
+    ];
+    for (const [shape, fmaRun, name] of cases) {
+      const run = launchAll(gpu, mma, fake, shape);
+      const [one, split] = run.decode;
+      const was = fmaRun.decode[0];
+      assert.equal(one.functionName, name);
+      assert.deepEqual(
+        [one.grid, one.block, one.sharedMem, one.programmatic, [...one.args.slice(-32)]],
+        [was.grid, was.block, was.sharedMem, was.programmatic, [...was.args.slice(-32)]],
+        `${name}: the fma kernel's geometry and scalar arguments`,
+      );
+      assert.equal(one.args.length, was.args.length);
+      // The split decode still ends with the shared reduce; kvWrite and prefill are unchanged.
+      assert.equal(split.functionName, "decode_reduce");
+      assert.equal(run.kvWrite.functionName, fmaRun.kvWrite.functionName);
+      assert.equal(run.prefill.functionName, fmaRun.prefill.functionName);
+    }
+  });
+});
+
+Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices when wrong", () => {
+  const saved = Deno.env.get("DENALI_DECODE_ATTN");
+  try {
+    Deno.env.delete("DENALI_DECODE_ATTN");
+    assert.equal(decodeKernelWanted(), "fma");
+    assert.equal(decodeKernelWanted("mma"), "mma");
+    Deno.env.set("DENALI_DECODE_ATTN", "mma");
+    assert.equal(decodeKernelWanted(), "mma");
+    assert.equal(decodeKernelWanted("fma"), "fma", "an explicit option wins over the environment");
+    Deno.env.set("DENALI_DECODE_ATTN", "wmma");
+    assert.throws(() => decodeKernelWanted(), /DENALI_DECODE_ATTN=wmma .*use fma or mma/);
+  } finally {
+    if (saved === undefined) Deno.env.delete("DENALI_DECODE_ATTN");
+    else Deno.env.set("DENALI_DECODE_ATTN", saved);
+  }
 });

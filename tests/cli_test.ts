@@ -18,6 +18,7 @@ const CLIS = [
   "examples/logits_processor.ts",
   "bench/cpu_decode_bench.ts",
   "bench/decode_bench.ts",
+  "bench/step_ops.ts",
   "bench/quant_logits_bench.ts",
   "bench/engine_bench.ts",
   "bench/kernels_bench.ts",

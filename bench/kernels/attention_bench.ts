@@ -15,7 +15,12 @@
  *   2048 new tokens, causal; tflops counts 4 · headDim · numHeads per (query, visible key) pair.
  * - `--fp8-kv` (issue 13's target): decode at batch 8, context 16384 over a bf16 cache
  *   (decode_attention) and an FP8 E4M3 cache (decode_attention_fp8kv, half the K/V bytes), same
- *   run, same pools, then `TARGET attn_fp8kv_16k value=<fp8 time / bf16 time> goal=0.60`.
+ *   run, same pools, then `TARGET attn_fp8kv_16k value=<fp8 time / bf16 time> goal=0.60`; then
+ *   the same two calls on the opt-in tensor-core decode kernels (`decodeKernel: "mma"`), with
+ *   their fp8/bf16 ratio and their time over the default kernels' (`# ... mma/fma` lines).
+ * - `--decode-kernels`: decode at batch 1, 8, 64 and 256, contexts 512, 4096 and 16384, bf16 and
+ *   fp8 caches, on the default (fma) and the tensor-core (mma) kernels, each pair in the same
+ *   run, with `# mma/fma` time ratios.
  *
  * @module
  */
@@ -30,12 +35,15 @@ import { loadAttentionOps } from "../../ops/gpu/attention.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
 
-const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep | --fp8-kv]
+const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep | --fp8-kv |
+       --decode-kernels]
 
 Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape.
   --decode-sweep   also sweep the decode kernel's blocks per SM at batch 1
   --fp8-kv         only decode at batch 8, context 16k, bf16 then fp8 KV cache, and print
-                   TARGET attn_fp8kv_16k (fp8 time / bf16 time, goal <= 0.60)
+                   TARGET attn_fp8kv_16k (fp8 time / bf16 time, goal <= 0.60), then the
+                   same on the tensor-core decode kernels
+  --decode-kernels only decode, default (fma) against tensor-core (mma) kernels
   -h, --help       show this help`;
 
 /** The FP8-KV decode target: fp8 time over bf16 time at batch 8, context 16k (issue 13). */
@@ -56,6 +64,8 @@ async function main(): Promise<void> {
   const plainOps = await loadAttentionOps(gpu, { programmatic: false });
   const simtOps = await loadAttentionOps(gpu, { prefill: "simt" });
   const oneStageOps = await loadAttentionOps(gpu, { prefill: "one-stage" });
+  const fmaOps = await loadAttentionOps(gpu, { decodeKernel: "fma" });
+  const mmaOps = await loadAttentionOps(gpu, { decodeKernel: "mma" });
   console.log(
     `# ${gpu.info.name}, ${gpu.info.multiprocessors} SMs, programmatic decode: ${ops.decodeProgrammatic}`,
   );
@@ -223,26 +233,69 @@ async function main(): Promise<void> {
   gpu.memset(poolK, 0x3c);
   gpu.memset(poolV, 0x3c);
   const order = shuffled(Math.floor(POOL_BYTES / BLOCK_BYTES));
+  const fp8Shape = attentionShape(configPreset("llama3-8b"), 16, "fp8");
   if (Deno.args.includes("--fp8-kv")) {
     // Both in one run over the same pools (0x3c is E4M3 1.5, finite), bf16 first.
-    const fp8Shape = attentionShape(configPreset("llama3-8b"), 16, "fp8");
-    const [bf16Us] = benchDecode(poolK, poolV, order, ops, "decode_attention_bf16kv", [8], [16384]);
-    const [fp8Us] = benchDecode(
-      poolK,
-      poolV,
-      order,
-      ops,
-      "decode_attention_fp8kv",
-      [8],
-      [16384],
-      fp8Shape,
-    );
+    const pair = (kernels: AttentionOps, tag: string) => {
+      const [bf16Us] = benchDecode(poolK, poolV, order, kernels, `decode_attention${tag}_bf16kv`, [
+        8,
+      ], [16384]);
+      const [fp8Us] = benchDecode(
+        poolK,
+        poolV,
+        order,
+        kernels,
+        `decode_attention${tag}_fp8kv`,
+        [8],
+        [16384],
+        fp8Shape,
+      );
+      return [bf16Us, fp8Us];
+    };
+    const [bf16Us, fp8Us] = pair(ops, "");
     const ratio = fp8Us / bf16Us;
     console.log(
       `TARGET attn_fp8kv_16k value=${ratio.toFixed(3)} goal=${FP8_KV_GOAL.toFixed(2)} ${
         ratio <= FP8_KV_GOAL ? "met" : "MISSED"
-      }`,
+      } (decode kernels: ${ops.decodeKernel})`,
     );
+    const other = ops.decodeKernel === "mma" ? fmaOps : mmaOps;
+    const [otherBf16, otherFp8] = pair(other, `_${other.decodeKernel}`);
+    console.log(
+      `# attn_fp8kv_16k on ${other.decodeKernel} kernels value=${(otherFp8 / bf16Us).toFixed(3)} ` +
+        `(over the ${ops.decodeKernel} bf16 time); ${other.decodeKernel}/${ops.decodeKernel} ` +
+        `bf16=${(otherBf16 / bf16Us).toFixed(3)} fp8=${(otherFp8 / fp8Us).toFixed(3)}`,
+    );
+  } else if (Deno.args.includes("--decode-kernels")) {
+    for (const shape of [SHAPE, fp8Shape]) {
+      const kv = shape.kvDtype === "fp8" ? "fp8kv" : "bf16kv";
+      const batches = [1, 8, 64, 256], contexts = [512, 4096, 16384];
+      const fma = benchDecode(
+        poolK,
+        poolV,
+        order,
+        fmaOps,
+        `decode_fma_${kv}`,
+        batches,
+        contexts,
+        shape,
+      );
+      const mma = benchDecode(
+        poolK,
+        poolV,
+        order,
+        mmaOps,
+        `decode_mma_${kv}`,
+        batches,
+        contexts,
+        shape,
+      );
+      batches.flatMap((b) => contexts.map((c) => `b${b}_ctx${c}`)).forEach((label, i) => {
+        console.log(
+          `# decode ${kv} requested ${label} mma/fma time=${(mma[i] / fma[i]).toFixed(3)}`,
+        );
+      });
+    }
   } else if (Deno.args.includes("--decode-sweep")) {
     // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
     for (const perSm of [2, 4, 8, 16, 32]) {

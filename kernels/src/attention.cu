@@ -22,6 +22,7 @@
 #include "compat.h"
 #include "fp8.h"
 #include "gemm_tiles.h"
+#include "mma.h"
 #include "pdl.h"
 
 #define ATTN_THREADS 128
@@ -316,6 +317,49 @@ __device__ __forceinline__ void load_group(const float* src, float (&p)[GT]) {
   for (int g = GT - GT % 4; g < GT; g++) p[g] = src[g];
 }
 
+// Which (partition, KV head group, sequence) a decode block serves (grid x, y, z), and the
+// sequence's clamped context. Only contextLens is read: allowed before pdl_wait.
+struct DecodeBlock {
+  int kvh, b, part, headBase, validHeads, ctx, start;
+  bool direct;  // one partition: the block writes the normalised bf16 output itself
+};
+
+template <int GT>
+__device__ __forceinline__ DecodeBlock decode_block(int numHeads, int numKvHeads,
+                                                    const int32_t* __restrict__ contextLens,
+                                                    int maxContext,
+                                                    int partSize, int numParts) {
+  DecodeBlock blk;
+  const int ratio = numHeads / numKvHeads;
+  const int chunks = (ratio + GT - 1) / GT;
+  blk.kvh = blockIdx.y / chunks;
+  const int chunk = blockIdx.y - blk.kvh * chunks;
+  blk.b = blockIdx.z;
+  blk.part = blockIdx.x;
+  blk.headBase = blk.kvh * ratio + chunk * GT;
+  blk.validHeads = min(GT, ratio - chunk * GT);
+  blk.direct = numParts == 1;
+  blk.ctx = max(0, min(contextLens[blk.b], maxContext));
+  blk.start = blk.part * partSize;
+  return blk;
+}
+
+// A partition past the sequence's context has nothing to do; an empty context has no softmax,
+// so its output is defined as zeros (written by the first partition, after pdl_wait: the
+// previous kernel may still read out). True when the block is done.
+template <int D>
+__device__ __forceinline__ bool decode_past_context(const DecodeBlock& blk, uint16_t* out,
+                                                    int numHeads) {
+  if (blk.start < blk.ctx) return false;
+  if (blk.direct && blk.part == 0) {
+    pdl_wait();
+    for (int e = threadIdx.x; e < blk.validHeads * D; e += ATTN_THREADS) {
+      out[(static_cast<size_t>(blk.b) * numHeads + blk.headBase) * D + e] = 0;
+    }
+  }
+  return true;
+}
+
 template <int D, int GT, bool FP8 = false>
 __device__ __forceinline__ void decode_partition(
     float* __restrict__ partOut, float* __restrict__ partMl, uint16_t* __restrict__ out,
@@ -340,30 +384,13 @@ __device__ __forceinline__ void decode_partition(
   __shared__ float redSum[ATTN_WARPS][GT];
   pdl_launch_dependents();
 
-  const int ratio = numHeads / numKvHeads;
-  const int chunks = (ratio + GT - 1) / GT;
-  const int kvh = blockIdx.y / chunks;
-  const int chunk = blockIdx.y - kvh * chunks;
-  const int b = blockIdx.z;
-  const int part = blockIdx.x;
-  const int headBase = kvh * ratio + chunk * GT;
-  const int validHeads = min(GT, ratio - chunk * GT);
-  const bool direct = numParts == 1;
+  const DecodeBlock blk =
+      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
+  if (decode_past_context<D>(blk, out, numHeads)) return;
+  const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
+  const int validHeads = blk.validHeads, ctx = blk.ctx, start = blk.start;
+  const bool direct = blk.direct;
   const int tid = threadIdx.x;
-
-  int ctx = contextLens[b];
-  ctx = max(0, min(ctx, maxContext));
-  const int start = part * partSize;
-  if (start >= ctx) {
-    // An empty context has no softmax; its output is defined as zeros.
-    if (direct && part == 0) {
-      pdl_wait();  // the previous kernel may still read out
-      for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
-        out[(static_cast<size_t>(b) * numHeads + headBase) * D + e] = 0;
-      }
-    }
-    return;
-  }
   const int n = min(partSize, ctx - start);
   // The partition's index of position ctx - 1, the row the previous kernel (kv_write) may be
   // writing: n - 1 in the sequence's last partition, past every row (>= n) in the others.
@@ -670,6 +697,288 @@ extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl
 }
 extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
   decode_partition<128, 8, true>(DECODE_FP8_ARGS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode attention on tensor cores (CUDA only; opt-in: ops/gpu/attention.ts `decodeKernel:
+// "mma"`, DENALI_DECODE_ATTN=mma). The same grid, partitions, workspace and outputs as
+// decode_partition, so decode_reduce combines either; what changes is the arithmetic. The FMA
+// kernel spends ~60 instructions a row per lane on q·k and p·v (a batch-256 decode step is half
+// attention, issue bound: bench/results/2026-12-06-s10-step-ops-h100.md); here each warp takes
+// 16-token tiles and does both products with m16n8k16 bf16 mma:
+//   S^T[16 heads × 8 tokens] = Q[16 heads × 16 d] · K^T[16 d × 8 tokens] (heads past GT are zero
+//   rows), 2 token tiles × D/16 k-steps; then O[16 heads × 8 d] += P[16 heads × 16 tokens] ·
+//   V[16 tokens × 8 d], 8 d-tiles per 64-d slab.
+// Fragments come straight from 16-byte global loads, with no shared-memory staging:
+// - K: the d order inside a k-step is free as long as A (Q) and B (K) agree, so thread (g, t)
+//   loads 16 bytes of K row g at d 32j + 8t and uses them as B of k-steps 2j and 2j + 1; its Q
+//   row g is loaded the same way as A.
+// - P: the S^T accumulator of token tiles 0 and 1 is, element for element, the A fragment of
+//   the P·V mma (rounded to bf16, as FlashAttention does).
+// - V: B needs two consecutive tokens of one d column per register. Thread (g, t) loads tokens
+//   2t, 2t + 1, 2t + 8, 2t + 9 at d 64s + 8g and pairs them with prmt; d-tile i then holds d
+//   64s + 8c + i in column c, so thread t's outputs are d 64s + 16t + i and 64s + 16t + 8 + i.
+// Softmax is online per warp (the running max, sum and output rescaled per tile), in the log2
+// domain with the K scale folded into the score scale; the four warps combine in shared memory.
+// The kernel waits (pdl_wait) before its first cache read, so launched programmatically it
+// overlaps only its launch with the previous kernel.
+
+#ifndef DENALI_HIP
+// mma m16n8k16 whose A rows 8-15 are zero and whose C/D rows 8-15 are not kept: the two live
+// accumulators in, out; the dead half goes to scratch registers.
+__device__ __forceinline__ void mma_rows0(float& d0, float& d1, uint32_t a0, uint32_t a2,
+                                          uint32_t b0, uint32_t b1) {
+  asm("{\n .reg .f32 z2, z3;\n"
+      " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
+      "{%4,%5}, {%0,%1,%7,%7};\n}"
+      : "+f"(d0), "+f"(d1)
+      : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+}
+
+// 8 elements of a cache row as four bf16 pairs (element 2i low, 2i + 1 high): bf16 as loaded;
+// E4M3 codes widened exactly (every E4M3 value is a bf16).
+__device__ __forceinline__ void bf16_words(const uint4 r, uint32_t (&w)[4]) {
+  w[0] = r.x;
+  w[1] = r.y;
+  w[2] = r.z;
+  w[3] = r.w;
+}
+__device__ __forceinline__ void bf16_words(const uint2 r, uint32_t (&w)[4]) {
+  float f[8];
+  widen8_fp8(r, f);
+#pragma unroll
+  for (int i = 0; i < 4; i++) w[i] = pack_bf16x2(f[2 * i], f[2 * i + 1]);
+}
+
+template <int D, int GT, bool FP8>
+__device__ __forceinline__ void decode_mma_partition(
+    float* __restrict__ partOut, float* __restrict__ partMl, uint16_t* __restrict__ out,
+    const uint16_t* __restrict__ q, const typename KvCache<FP8>::Elem* __restrict__ kCache,
+    const typename KvCache<FP8>::Elem* __restrict__ vCache, const int32_t* __restrict__ blockTables,
+    const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
+    int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale,
+    float kScale, float vScale) {
+  using C = KvCache<FP8>;
+  using Raw = typename C::Raw;
+  constexpr int KCH = D / 32;  // 32-d chunks of a K row: one 16-byte (8-element) load each
+  constexpr int SLABS = D / 64;  // 64-d slabs of a V row
+  __shared__ __align__(16) float redO[ATTN_WARPS][GT][D];
+  __shared__ float redM[ATTN_WARPS][GT];
+  __shared__ float redL[ATTN_WARPS][GT];
+  pdl_launch_dependents();
+
+  const DecodeBlock blk =
+      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
+  pdl_wait();
+  if (decode_past_context<D>(blk, out, numHeads)) return;
+  const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
+  const int validHeads = blk.validHeads, start = blk.start;
+  const bool direct = blk.direct;
+  const int tid = threadIdx.x;
+  const int n = min(partSize, blk.ctx - start);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int shift = log2_pow2(blockSize);
+  const int32_t* table = blockTables + static_cast<size_t>(b) * maxBlocks;
+  auto rowAt = [&](int j) { return cache_row(table, start + j, shift, kvh, numKvHeads, numBlocks, D); };
+
+  // Q as A: row g (head headBase + g), k-steps 2j and 2j + 1 from one 16-byte load.
+  uint32_t qa[2 * KCH][2];
+  const bool headRow = g < validHeads;
+#pragma unroll
+  for (int j = 0; j < KCH; j++) {
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (headRow) v = ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + 32 * j + 8 * t);
+    qa[2 * j][0] = v.x;
+    qa[2 * j][1] = v.y;
+    qa[2 * j + 1][0] = v.z;
+    qa[2 * j + 1][1] = v.w;
+  }
+  const float qscale = scale * LOG2E * kScale;
+
+  float m = -INFINITY, l = 0.0f;
+  float o[SLABS][8][2];
+#pragma unroll
+  for (int sl = 0; sl < SLABS; sl++) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[sl][i][0] = o[sl][i][1] = 0.0f;
+  }
+
+  for (int base = warp * 16; base < n; base += ATTN_WARPS * 16) {
+    // The tile's K and V rows, all loads issued before the first use (zeros past the partition).
+    Raw kr[2][KCH];
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+      const int j = base + 8 * nt + g;
+      const bool in = j < n;
+      const size_t at = in ? rowAt(j) : 0;
+#pragma unroll
+      for (int c = 0; c < KCH; c++) kr[nt][c] = in ? C::fresh(kCache + at + 32 * c + 8 * t) : C::zero();
+    }
+    Raw vr[4][SLABS];  // V rows 2t, 2t + 1, 2t + 8, 2t + 9 of the tile
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int j = base + 2 * t + (r & 1) + 8 * (r >> 1);
+      const bool in = j < n;
+      const size_t at = in ? rowAt(j) : 0;
+#pragma unroll
+      for (int sl = 0; sl < SLABS; sl++) {
+        vr[r][sl] = in ? C::fresh(vCache + at + 64 * sl + 8 * g) : C::zero();
+      }
+    }
+
+    // Scores of head g for tokens base + 2t, + 1 (tile 0) and base + 8 + 2t, + 1 (tile 1).
+    float sc[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+      sc[nt][0] = sc[nt][1] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < KCH; c++) {
+        uint32_t w[4];
+        bf16_words(kr[nt][c], w);
+        mma_rows0(sc[nt][0], sc[nt][1], qa[2 * c][0], qa[2 * c][1], w[0], w[1]);
+        mma_rows0(sc[nt][0], sc[nt][1], qa[2 * c + 1][0], qa[2 * c + 1][1], w[2], w[3]);
+      }
+    }
+    float x[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int j = base + 8 * (e >> 1) + 2 * t + (e & 1);
+      x[e] = j < n ? sc[e >> 1][e & 1] * qscale : -INFINITY;
+    }
+    float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+    mx = fmaxf(mx, shfl_xor(mx, 1));
+    mx = fmaxf(mx, shfl_xor(mx, 2));
+    const float mNew = fmaxf(m, mx);  // finite: the tile has a token below n
+    const float corr = exp2f(m - mNew);
+    float p[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) p[e] = exp2f(x[e] - mNew);
+    l = l * corr + (p[0] + p[1]) + (p[2] + p[3]);
+    m = mNew;
+    const uint32_t pa0 = pack_bf16x2(p[0], p[1]), pa2 = pack_bf16x2(p[2], p[3]);
+#pragma unroll
+    for (int sl = 0; sl < SLABS; sl++) {
+      uint32_t w[4][4];
+#pragma unroll
+      for (int r = 0; r < 4; r++) bf16_words(vr[r][sl], w[r]);
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u;
+        const uint32_t b0 = prmt(w[0][i >> 1], w[1][i >> 1], sel);
+        const uint32_t b1 = prmt(w[2][i >> 1], w[3][i >> 1], sel);
+        o[sl][i][0] *= corr;
+        o[sl][i][1] *= corr;
+        mma_rows0(o[sl][i][0], o[sl][i][1], pa0, pa2, b0, b1);
+      }
+    }
+  }
+
+  // The warp's sum over its four t lanes; m is already the same on them.
+  l += shfl_xor(l, 1);
+  l += shfl_xor(l, 2);
+  if (headRow) {
+    if (t == 0) {
+      redM[warp][g] = m;
+      redL[warp][g] = l;
+    }
+#pragma unroll
+    for (int sl = 0; sl < SLABS; sl++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        redO[warp][g][64 * sl + 16 * t + i] = o[sl][i][0];
+        redO[warp][g][64 * sl + 16 * t + 8 + i] = o[sl][i][1];
+      }
+    }
+  } else if (g < GT && t == 0) {
+    redM[warp][g] = -INFINITY;  // never read: only valid heads are combined
+    redL[warp][g] = 0.0f;
+  }
+  __syncthreads();
+  for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
+    const int h = e / D;
+    const int d = e - h * D;
+    float mx = redM[0][h];
+#pragma unroll
+    for (int w = 1; w < ATTN_WARPS; w++) mx = fmaxf(mx, redM[w][h]);
+    float sum = 0.0f, total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; w++) {
+      // A warp without tokens has m = -inf: weight 0 (and its O and l are zeros).
+      const float wgt = redM[w][h] == -INFINITY ? 0.0f : exp2f(redM[w][h] - mx);
+      sum += wgt * redO[w][h][d];
+      total += wgt * redL[w][h];
+    }
+    sum *= vScale;
+    const size_t head = static_cast<size_t>(b) * numHeads + headBase + h;
+    if (direct) {
+      out[head * D + d] = f32_to_bf16(sum / total);
+    } else {
+      partOut[(head * numParts + part) * D + d] = sum;
+      if (d == 0) {
+        const size_t row = head * numParts + part;
+        partMl[row * 2] = mx;
+        partMl[row * 2 + 1] = total;
+      }
+    }
+  }
+}
+#define DECODE_MMA_BODY(D, GT, FP8, ...) decode_mma_partition<D, GT, FP8>(__VA_ARGS__)
+#else
+#define DECODE_MMA_BODY(D, GT, FP8, ...) denali_trap()
+#endif  // !DENALI_HIP
+
+// Entry points: the FMA kernels' signatures and grid (DECODE_ARGS); the bf16 ones scale by 1.
+// Three blocks an SM: at four (128 registers) head dim 128 spills; 12 warps of 16-token tiles
+// keep ~48 KB of loads in flight an SM.
+#define DECODE_MMA_BLOCKS 3
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(64, 1, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(64, 2, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(64, 4, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(64, 8, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(128, 1, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(128, 2, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(128, 4, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
+  DECODE_MMA_BODY(128, 8, false, DECODE_ARGS, 1.0f, 1.0f);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 1, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 2, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 4, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 8, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 1, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 2, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 4, true, DECODE_ARGS, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 8, true, DECODE_ARGS, kScale, vScale);
 }
 
 // Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.

@@ -14,7 +14,11 @@
  * scale)), `decode_attn_fp8_d*_g*` (then the same `decode_reduce`) and `prefill_attn_fp8_d*` /
  * `prefill_attn_simt_fp8_d*`, each taking the layer's kScale and vScale as two trailing f32
  * arguments. Grids, threads, shared memory, partition sizes and workspace are the bf16 path's:
- * the partials are f32 whatever the cache holds. Not yet run on a GPU.
+ * the partials are f32 whatever the cache holds.
+ *
+ * `decodeKernel: "mma"` (or DENALI_DECODE_ATTN=mma; CUDA only) swaps the decode kernels for
+ * `decode_attn_[fp8_]mma_d*_g*`: the same grid, partitions, workspace and reduce, with q·K and
+ * p·V on tensor cores. Opt-in until measured on a GPU.
  *
  * The decode partition size is the smallest of 32..512 tokens that keeps the grid within four
  * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
@@ -85,12 +89,38 @@ export interface AttentionKernelOptions {
    * backend offers it. Default true, unless the environment sets DENALI_PDL=0.
    */
   readonly programmatic?: boolean;
+  /**
+   * Which decode kernels run: `fma` (CUDA-core dot products, every backend) or `mma` (q·K and
+   * p·V on tensor cores, CUDA only; elsewhere `fma`). Default `fma`, unless the environment sets
+   * DENALI_DECODE_ATTN=mma. The `mma` kernels are new and opt-in until a GPU run has measured
+   * them against `fma` (bench/kernels/attention_bench.ts prints both).
+   */
+  readonly decodeKernel?: DecodeKernel;
 }
+
+/** The decode attention kernel families (see AttentionKernelOptions.decodeKernel). */
+export type DecodeKernel = "fma" | "mma";
 
 /** The attention ops on a GPU backend, and how they launch. */
 export interface GpuAttentionOps extends AttentionOps {
   /** Whether decodeAttention's kernels launch programmatically (programmatic dependent launch). */
   readonly decodeProgrammatic: boolean;
+  /** Which decode kernels decodeAttention runs. */
+  readonly decodeKernel: DecodeKernel;
+}
+
+/** The decode kernels asked for: `requested`, else DENALI_DECODE_ATTN, else `fma`. */
+export function decodeKernelWanted(requested?: DecodeKernel): DecodeKernel {
+  if (requested !== undefined) return requested;
+  let fromEnv: string | undefined;
+  try {
+    fromEnv = Deno.env.get("DENALI_DECODE_ATTN");
+  } catch {
+    fromEnv = undefined; // no --allow-env: the default
+  }
+  if (fromEnv === undefined || fromEnv === "" || fromEnv === "fma") return "fma";
+  if (fromEnv === "mma") return "mma";
+  throw new RangeError(`DENALI_DECODE_ATTN=${fromEnv} is not a decode kernel; use fma or mma`);
 }
 
 /** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
@@ -175,10 +205,13 @@ export async function loadAttentionOps(
   const decodeLauncher = (name: string) => launcherWith(backend, kernels, name, { programmatic });
   const kvWrite = get("kv_write");
   const kvWriteFp8 = get("kv_write_fp8");
-  // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_".
+  // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_", then
+  // "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies trap).
+  const decodeKernel = backend.kind === "cuda" ? decodeKernelWanted(options.decodeKernel) : "fma";
+  const family = decodeKernel === "mma" ? "mma_" : "";
   const decodeKernels = (infix: string) =>
     [64, 128].flatMap((d) =>
-      [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_${infix}d${d}_g${g}`).launch)
+      [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_${infix}${family}d${d}_g${g}`).launch)
     );
   const decode = decodeKernels(""), decodeFp8 = decodeKernels("fp8_");
   const reduceLauncher = decodeLauncher("decode_reduce");
@@ -234,6 +267,7 @@ export async function loadAttentionOps(
 
   return {
     decodeProgrammatic: reduceLauncher.programmatic,
+    decodeKernel,
 
     kvWrite(kCache, vCache, k, v, slots, tokens, shape, stream) {
       const op = "kvWrite";

@@ -27,7 +27,11 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
-import { type GpuAttentionOps, loadAttentionOps } from "../../ops/gpu/attention.ts";
+import {
+  type DecodeKernel,
+  type GpuAttentionOps,
+  loadAttentionOps,
+} from "../../ops/gpu/attention.ts";
 import { assertClose, randomArray } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
 
@@ -96,14 +100,18 @@ class Env {
   }
 }
 
-function gpuTest(name: string, body: (env: Env, t: Deno.TestContext) => Promise<void>) {
+function gpuTest(
+  name: string,
+  body: (env: Env, t: Deno.TestContext) => Promise<void>,
+  decodeKernel: DecodeKernel = "fma",
+) {
   Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async (t) => {
     const gpu = openCuda();
     try {
       const env = new Env(
         gpu,
-        await loadAttentionOps(gpu),
-        await loadAttentionOps(gpu, { programmatic: false }),
+        await loadAttentionOps(gpu, { decodeKernel }),
+        await loadAttentionOps(gpu, { programmatic: false, decodeKernel }),
         await loadAttentionOps(gpu, { prefill: "simt" }),
         await loadAttentionOps(gpu, { prefill: "one-stage" }),
       );
@@ -785,6 +793,46 @@ gpuTest(
     }
   },
 );
+
+// The tensor-core decode kernels (opt-in, decodeKernel "mma"): the same cases against the CPU,
+// launched plainly and programmatically, and after a writer still running when they start. Their
+// p is rounded to bf16 before p·v (as FlashAttention does): 2^-9 of each term, inside TOLERANCE.
+gpuTest("gpu attention: decode on tensor cores (mma) matches the CPU", async (env, t) => {
+  assert.equal(env.gpuOps.decodeKernel, "mma");
+  for (const [i, c] of DECODE_CASES.entries()) {
+    await t.step(c.name, () => {
+      try {
+        runDecode(env, c, 1000 + 10 * i);
+        env.release();
+        runDecode(env, c, 1000 + 10 * i, env.plainOps);
+      } finally {
+        env.release();
+      }
+    });
+  }
+  for (const [i, c] of CHAIN_CASES.entries()) {
+    await t.step(`kvWrite chain, from a graph: ${c.name}`, () => {
+      try {
+        runKvWriteChain(env, c, 3000 + 10 * i, true);
+      } finally {
+        env.release();
+      }
+    });
+  }
+  const written: ChainCase = {
+    name: "split-K",
+    shape: shapeOf(8, 1, 128, 16),
+    contexts: [100],
+    steps: 40,
+  };
+  await t.step("new row after a programmatic writer", () => {
+    try {
+      runDecodeWrittenChain(env, written, 4000, false);
+    } finally {
+      env.release();
+    }
+  });
+}, "mma");
 
 gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
   const shape = llama();

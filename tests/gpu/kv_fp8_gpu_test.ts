@@ -295,7 +295,12 @@ function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, wha
 }
 
 gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
-  for (const [variant, options] of VARIANTS.slice(0, 2)) {
+  // The two fma launches, then the opt-in tensor-core kernels (decodeKernel "mma").
+  const decodeVariants: [string, AttentionKernelOptions][] = [
+    ...VARIANTS.slice(0, 2),
+    ["tensor cores", { decodeKernel: "mma" }],
+  ];
+  for (const [variant, options] of decodeVariants) {
     const ops = await loadAttentionOps(env.gpu, options);
     DECODE_CASES.forEach((c, i) => {
       const { numHeads, numKvHeads, headDim, blockSize, kScale, vScale } = c.shape;

@@ -7,8 +7,8 @@
  * For benchmarks only (bench/step_ops.ts): it allocates per call, and events between launches
  * keep a programmatically launched kernel from starting before the previous one ends, so the
  * intervals are each operator alone. Run the engine with graphs off so every call passes
- * through it. Recording starts at the first forward pass (embedding call) after `arm`, so only
- * whole steps count. `gate`, when given, is launched before each forward pass and holds the
+ * through it. Recording starts at the first forward pass (embedding call) after `arm` and ends
+ * after the number of passes it asked for, so only whole steps count. `gate`, when given, is launched before each forward pass and holds the
  * device while the host queues the step's launches, so an interval measures the device and not
  * the host's launch pace.
  *
@@ -62,6 +62,8 @@ export class OpTimer {
   readonly #stepStarts: number[] = [];
   #used = 0;
   #armed = false;
+  /** Forward passes to record once armed; the next one after them disarms. */
+  #stepLimit = 0;
 
   /**
    * @param capacity most operator calls recorded before arming stops on its own
@@ -92,9 +94,14 @@ export class OpTimer {
     });
   }
 
-  /** Starts recording from the next forward pass on. */
-  arm(): void {
+  /**
+   * Records the next `steps` forward passes (whole ones: from an embedding call up to the next),
+   * then stops on its own: a pass the engine launches before the caller could disarm is not
+   * counted.
+   */
+  arm(steps: number): void {
     this.#armed = true;
+    this.#stepLimit = this.#stepStarts.length + steps;
   }
 
   /** Stops recording. */
@@ -102,20 +109,14 @@ export class OpTimer {
     this.#armed = false;
   }
 
-  /** Whether calls are being recorded. */
-  get armed(): boolean {
-    return this.#armed;
-  }
-
-  /** Embedding calls (forward passes) recorded so far. */
-  get steps(): number {
-    return this.#stepStarts.length;
-  }
-
   #call(key: string, call: (...args: unknown[]) => unknown, ops: ModelOps, args: unknown[]) {
     const stream = this.#armed ? args.findLast(isStream) : undefined;
     if (stream === undefined || this.#used + 2 > this.#events.length) {
       if (this.#armed && stream !== undefined) this.disarm(); // out of events
+      return call.apply(ops, args);
+    }
+    if (key === "embedding" && this.#stepStarts.length === this.#stepLimit) {
+      this.disarm(); // the passes asked for are recorded
       return call.apply(ops, args);
     }
     if (key === "embedding") {

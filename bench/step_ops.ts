@@ -106,9 +106,8 @@ async function main(): Promise<void> {
         for await (const _ of engine.generate(prompt(), params)) {
           if (++count === 2 && ++started === batch) {
             running = engine.stats().running;
-            timer.arm();
+            timer.arm(steps);
           }
-          if (timer.steps >= steps) timer.disarm();
         }
       }));
       timer.disarm();

@@ -724,17 +724,6 @@ extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl
 // overlaps only its launch with the previous kernel.
 
 #ifndef DENALI_HIP
-// mma m16n8k16 whose A rows 8-15 are zero and whose C/D rows 8-15 are not kept: the two live
-// accumulators in, out; the dead half goes to scratch registers.
-__device__ __forceinline__ void mma_rows0(float& d0, float& d1, uint32_t a0, uint32_t a2,
-                                          uint32_t b0, uint32_t b1) {
-  asm("{\n .reg .f32 z2, z3;\n"
-      " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
-      "{%4,%5}, {%0,%1,%7,%7};\n}"
-      : "+f"(d0), "+f"(d1)
-      : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
-}
-
 // 8 elements of a cache row as four bf16 pairs (element 2i low, 2i + 1 high): bf16 as loaded;
 // E4M3 codes widened exactly (every E4M3 value is a bf16).
 __device__ __forceinline__ void bf16_words(const uint4 r, uint32_t (&w)[4]) {
@@ -890,11 +879,8 @@ __device__ __forceinline__ void decode_mma_partition(
         redO[warp][g][64 * sl + 16 * t + 8 + i] = o[sl][i][1];
       }
     }
-  } else if (g < GT && t == 0) {
-    redM[warp][g] = -INFINITY;  // never read: only valid heads are combined
-    redL[warp][g] = 0.0f;
   }
-  __syncthreads();
+  __syncthreads();  // only valid heads' rows are written, and only they are combined
   for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
     const int h = e / D;
     const int d = e - h * D;

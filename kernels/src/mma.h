@@ -1,5 +1,6 @@
-// bf16 tensor-core helpers shared by the quantized GEMVs (linear_fp8.cu, linear_awq.cu). CUDA
-// only (sm_80 and newer); under HIP the header is empty and those files use portable bodies.
+// bf16 tensor-core helpers shared by the quantized GEMVs (linear_fp8.cu, linear_awq.cu) and decode
+// attention (attention.cu). CUDA only (sm_80 and newer); under HIP the header is empty and those
+// files use portable bodies.
 #pragma once
 #include "compat.h"
 
@@ -16,6 +17,18 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint3
       "{%8,%9}, {%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The same mma when A's rows 8-15 are zero and D's rows 8-15 are not wanted (fewer than 8 rows
+// of A in use, as decode attention's head groups): only the two live accumulators are the
+// caller's registers; the dead half goes to scratch registers.
+__device__ __forceinline__ void mma_rows0(float& d0, float& d1, uint32_t a0, uint32_t a2,
+                                          uint32_t b0, uint32_t b1) {
+  asm("{\n .reg .f32 z2, z3;\n"
+      " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
+      "{%4,%5}, {%0,%1,%7,%7};\n}"
+      : "+f"(d0), "+f"(d1)
+      : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
 }
 
 // Byte permute: byte i of the result is byte (selector nibble i) of the 8-byte pair (b:a).

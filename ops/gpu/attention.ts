@@ -112,12 +112,8 @@ export interface GpuAttentionOps extends AttentionOps {
 /** The decode kernels asked for: `requested`, else DENALI_DECODE_ATTN, else `fma`. */
 export function decodeKernelWanted(requested?: DecodeKernel): DecodeKernel {
   if (requested !== undefined) return requested;
-  let fromEnv: string | undefined;
-  try {
-    fromEnv = Deno.env.get("DENALI_DECODE_ATTN");
-  } catch {
-    fromEnv = undefined; // no --allow-env: the default
-  }
+  // Read as programmaticWanted reads DENALI_PDL, in the same loadAttentionOps call.
+  const fromEnv = Deno.env.get("DENALI_DECODE_ATTN");
   if (fromEnv === undefined || fromEnv === "" || fromEnv === "fma") return "fma";
   if (fromEnv === "mma") return "mma";
   throw new RangeError(`DENALI_DECODE_ATTN=${fromEnv} is not a decode kernel; use fma or mma`);

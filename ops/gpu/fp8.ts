@@ -20,7 +20,13 @@
  * @module
  */
 
-import type { Backend, DeviceBuffer, ScaledFp8, Stream } from "../../backends/backend.ts";
+import type {
+  Backend,
+  DeviceBuffer,
+  GemmAccelerator,
+  ScaledFp8,
+  Stream,
+} from "../../backends/backend.ts";
 import { UnsupportedShapeError } from "../../backends/errors.ts";
 import { reportFallback } from "../../backends/fallbacks.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
@@ -38,16 +44,11 @@ import {
 /** Which FP8 tensor-core GEMM a W8A8 product runs on: Denali's wgmma kernel or the library's. */
 export type W8a8Via = "wgmma" | "library";
 
-/** Runs Denali's FP8 GEMM: out[m, n] = bf16(x.scales[m] · w.scales[n] · Σ_k x · W), codes. */
-export type Fp8Gemm = (
-  out: DeviceBuffer,
-  x: ScaledFp8,
-  weight: ScaledFp8,
-  m: number,
-  n: number,
-  k: number,
-  stream: Stream,
-) => void;
+/**
+ * Runs Denali's FP8 GEMM: out[m, n] = bf16(x.scales[m] · w.scales[n] · Σ_k x · W), codes; the
+ * call the library's FP8 matmul takes (`GemmAccelerator.gemmFp8`), so either serves W8A8.
+ */
+export type Fp8Gemm = NonNullable<GemmAccelerator["gemmFp8"]>;
 
 /** The FP8 ops, plus the two halves of `linear` on an FP8 weight, for ops/gpu/linear.ts. */
 export interface GpuFp8Ops extends Fp8Ops {

@@ -44,10 +44,23 @@ Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape
                    TARGET attn_fp8kv_16k (fp8 time / bf16 time, goal <= 0.60), then the
                    same on the tensor-core decode kernels
   --decode-kernels only decode, default (fma) against tensor-core (mma) kernels
+  --batches LIST   with --decode-kernels: batch sizes (default 1,8,64,256)
+  --contexts LIST  with --decode-kernels: contexts (default 512,4096,16384)
   -h, --help       show this help`;
 
 /** The FP8-KV decode target: fp8 time over bf16 time at batch 8, context 16k (issue 13). */
 const FP8_KV_GOAL = 0.6;
+
+/** The numbers after `flag` (`--flag 1,2,3`), or `fallback` when it is absent. */
+function listArg(flag: string, fallback: number[]): number[] {
+  const at = Deno.args.indexOf(flag);
+  if (at < 0) return fallback;
+  const list = (Deno.args[at + 1] ?? "").split(",").map(Number);
+  if (list.some((n) => !Number.isInteger(n) || n < 1)) {
+    throw new RangeError(`${flag} takes positive integers separated by commas, e.g. ${flag} 1,8`);
+  }
+  return list;
+}
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
@@ -272,7 +285,8 @@ async function main(): Promise<void> {
     const fmaOps = await withDecodeKernel("fma"), mmaOps = await withDecodeKernel("mma");
     for (const shape of [SHAPE, fp8Shape]) {
       const kv = shape.kvDtype === "fp8" ? "fp8kv" : "bf16kv";
-      const batches = [1, 8, 64, 256], contexts = [512, 4096, 16384];
+      const batches = listArg("--batches", [1, 8, 64, 256]);
+      const contexts = listArg("--contexts", [512, 4096, 16384]);
       const fma = benchDecode(
         poolK,
         poolV,

@@ -27,8 +27,9 @@
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS 4
-// The largest decode partition (tokens per block); ops/gpu/attention.ts never picks more.
-#define DECODE_MAX_PART 512
+// Tokens whose logits a decode block holds in shared memory at once; a longer partition runs
+// as several chunks (online softmax across them).
+#define DECODE_CHUNK 512
 #define LOG2E 1.4426950408889634f
 
 // ---------------------------------------------------------------------------------------------
@@ -376,10 +377,12 @@ __device__ __forceinline__ void decode_partition(
   // bytes in half the registers, so twice the rows keep the same bytes in flight.
   constexpr int U = (GT >= 8 ? 4 : 8) * (FP8 ? 2 : 1);
   constexpr int STEP = NG * U;              // tokens per loop iteration
-  constexpr int SMEM = (DECODE_MAX_PART * GT > ATTN_WARPS * GT * D) ? DECODE_MAX_PART * GT
-                                                                    : ATTN_WARPS * GT * D;
+  static_assert(DECODE_CHUNK % STEP == 0, "a chunk is whole steps");
+  constexpr int SMEM = (DECODE_CHUNK * GT > ATTN_WARPS * GT * D) ? DECODE_CHUNK * GT
+                                                                 : ATTN_WARPS * GT * D;
   constexpr int GT_SPREAD = T / GT;         // lanes that end up holding the same head
-  __shared__ __align__(16) float smem[SMEM];  // logits [partSize][GT], later warp partials
+  __shared__ __align__(16) float smem[SMEM];  // a chunk's logits [chunk][GT], then warp partials
+  __shared__ float run[GT * D];  // the output of the chunks so far, at the running max
   __shared__ float redMax[ATTN_WARPS][GT];
   __shared__ float redSum[ATTN_WARPS][GT];
   pdl_launch_dependents();
@@ -391,6 +394,8 @@ __device__ __forceinline__ void decode_partition(
   const int validHeads = blk.validHeads, ctx = blk.ctx, start = blk.start;
   const bool direct = blk.direct;
   const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
   const int n = min(partSize, ctx - start);
   // The partition's index of position ctx - 1, the row the previous kernel (kv_write) may be
   // writing: n - 1 in the sequence's last partition, past every row (>= n) in the others.
@@ -423,22 +428,6 @@ __device__ __forceinline__ void decode_partition(
     }
   }
   pdl_wait();
-
-  float qf[GT][8];
-  const float qscale = scale * LOG2E * kScale;  // the keys' scale, folded into q
-#pragma unroll
-  for (int g = 0; g < GT; g++) {
-    if (g < validHeads) {
-      const uint4 raw =
-          ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + li * 8);
-      unpack8(raw, qf[g]);
-#pragma unroll
-      for (int i = 0; i < 8; i++) qf[g][i] *= qscale;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; i++) qf[g][i] = 0.0f;
-    }
-  }
   if (fresh < n && fresh < STEP) {  // the fresh row belongs to the first step
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -446,32 +435,54 @@ __device__ __forceinline__ void decode_partition(
     }
   }
 
-  // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
   float* logits = smem;
   const int myHead = li / GT_SPREAD;
-  // This lane's 16 bytes of the step's U rows (zeros past the partition): the fresh row
-  // coherently, the others through the read-only path (K, asking L2 for V as it goes) or plainly.
+  const float qscale = scale * LOG2E * kScale;  // the keys' scale, folded into q
+  int end = 0;                                  // the current chunk's end, in partition rows
+  // This lane's 16 bytes of the step's U rows (zeros past the chunk): the fresh row coherently,
+  // the others through the read-only path (K, asking L2 for V as it goes) or plainly.
   auto loadStep = [&](Raw (&rows)[U], const typename C::Elem* cache, int base, bool isK) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + gi + u * NG;
       rows[u] = C::zero();
-      if (j < n) {
+      if (j < end) {
         const size_t at = rowAt(j);
         rows[u] = j == fresh ? C::fresh(cache + at) : isK ? C::readonly(cache + at) : C::plain(cache + at);
         if (isK && prefetchV) prefetch_l2(vCache + at);
       }
     }
   };
-  for (int base = 0; base < n; base += STEP) {
-    if (base > 0) loadStep(kr, kCache, base, true);
+
+  // A partition runs as chunks of DECODE_CHUNK rows (one, for the partitions the split-K grid
+  // makes; several, where one block takes a whole long sequence because the batch alone fills
+  // the device). Across chunks only the running max, the warps' exp-sums and `run` live on:
+  // q is reloaded and the output folded into shared memory each chunk, so the registers of a
+  // chunk are those of a one-chunk partition (online softmax, as FlashAttention's outer loop).
+  auto loadQ = [&](float (&qf)[GT][8]) {
+#pragma unroll
+    for (int g = 0; g < GT; g++) {
+      if (g < validHeads) {
+        const uint4 raw =
+            ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + li * 8);
+        unpack8(raw, qf[g]);
+#pragma unroll
+        for (int i = 0; i < 8; i++) qf[g][i] *= qscale;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) qf[g][i] = 0.0f;
+      }
+    }
+  };
+  // Phase 1 for one step of U rows from `base`: logits into shared memory (chunk row j - c0).
+  auto logitsStep = [&](const Raw (&rows)[U], int base, int c0, const float (&qf)[GT][8]) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      // Past the partition's end for every group: stop (block-uniform, so no lane misses a
+      // Past the chunk's end for every group: stop (block-uniform, so no lane misses a
       // shuffle). A short partition (32 tokens at batch 1) fills a fraction of a step's rows.
-      if (base + u * NG >= n) break;
+      if (base + u * NG >= end) break;
       float kf[8];
-      C::widen(kr[u], kf);
+      C::widen(rows[u], kf);
       float dot[GT];
 #pragma unroll
       for (int g = 0; g < GT; g++) {
@@ -482,128 +493,171 @@ __device__ __forceinline__ void decode_partition(
       }
       const float total = reduce_scatter<GT, T>(dot, li);
       const int j = base + gi + u * NG;
-      if (j < n && li % GT_SPREAD == 0) logits[j * GT + myHead] = total;
+      if (j < end && li % GT_SPREAD == 0) logits[(j - c0) * GT + myHead] = total;
     }
-  }
-  __syncthreads();
+  };
 
-  // Phase 2: max and exp-sum per head; logits become unnormalised probabilities in place.
-  const int warp = tid >> 5;
-  const int lane = tid & 31;
-  float m[GT];
+  float mRun[GT];  // block-uniform; each warp's running exp-sums live in redSum[warp]
 #pragma unroll
-  for (int g = 0; g < GT; g++) m[g] = -INFINITY;
-  for (int j = tid; j < n; j += ATTN_THREADS) {
-    float s[GT];
-    load_group<GT>(logits + j * GT, s);
-#pragma unroll
-    for (int g = 0; g < GT; g++) m[g] = fmaxf(m[g], s[g]);
+  for (int g = 0; g < GT; g++) mRun[g] = -INFINITY;
+  // The first step, from the rows loaded before the wait: on its own, so that kr and this q
+  // are dead once it is done and the chunk loop holds neither.
+  end = min(n, DECODE_CHUNK);
+  {
+    float qf[GT][8];
+    loadQ(qf);
+    logitsStep(kr, 0, 0, qf);
   }
+  for (int c0 = 0; c0 < n; c0 += DECODE_CHUNK) {
+    if (c0 > 0) __syncthreads();  // the previous chunk's warp partials are consumed
+    end = min(n, c0 + DECODE_CHUNK);
+    const bool last = end == n;
+
+    // Phase 1: logits. The loop bound is block-uniform so every lane reaches the shuffles.
+    float qf[GT][8];
+    loadQ(qf);
+    for (int base = c0 == 0 ? STEP : c0; base < end; base += STEP) {
+      Raw rows[U];
+      loadStep(rows, kCache, base, true);
+      logitsStep(rows, base, c0, qf);
+    }
+    __syncthreads();
+
+    // Phase 2: the chunk's max per head joins the running max (alpha rescales what earlier
+    // chunks summed); the logits become unnormalised probabilities in place.
+    float m[GT];
 #pragma unroll
-  for (int g = 0; g < GT; g++) {
+    for (int g = 0; g < GT; g++) m[g] = -INFINITY;
+    for (int j = c0 + tid; j < end; j += ATTN_THREADS) {
+      float s[GT];
+      load_group<GT>(logits + (j - c0) * GT, s);
 #pragma unroll
-    for (int off = 16; off >= 1; off >>= 1) m[g] = fmaxf(m[g], shfl_xor(m[g], off));
-  }
-  if (lane == 0) {
-#pragma unroll
-    for (int g = 0; g < GT; g++) redMax[warp][g] = m[g];
-  }
-  __syncthreads();
-#pragma unroll
-  for (int g = 0; g < GT; g++) {
-    float x = redMax[0][g];
-#pragma unroll
-    for (int w = 1; w < ATTN_WARPS; w++) x = fmaxf(x, redMax[w][g]);
-    m[g] = x;
-  }
-  float l[GT];
-#pragma unroll
-  for (int g = 0; g < GT; g++) l[g] = 0.0f;
-  for (int j = tid; j < n; j += ATTN_THREADS) {
+      for (int g = 0; g < GT; g++) m[g] = fmaxf(m[g], s[g]);
+    }
 #pragma unroll
     for (int g = 0; g < GT; g++) {
-      const float p = exp2f(logits[j * GT + g] - m[g]);
-      logits[j * GT + g] = p;
-      l[g] += p;
+#pragma unroll
+      for (int off = 16; off >= 1; off >>= 1) m[g] = fmaxf(m[g], shfl_xor(m[g], off));
     }
-  }
+    if (lane == 0) {
 #pragma unroll
-  for (int g = 0; g < GT; g++) {
+      for (int g = 0; g < GT; g++) redMax[warp][g] = m[g];
+    }
+    __syncthreads();
+    float alpha[GT];
 #pragma unroll
-    for (int off = 16; off >= 1; off >>= 1) l[g] += shfl_xor(l[g], off);
-  }
-  if (lane == 0) {
+    for (int g = 0; g < GT; g++) {
+      float x = redMax[0][g];
 #pragma unroll
-    for (int g = 0; g < GT; g++) redSum[warp][g] = l[g];
-  }
-  __syncthreads();
+      for (int w = 1; w < ATTN_WARPS; w++) x = fmaxf(x, redMax[w][g]);
+      x = fmaxf(mRun[g], x);
+      alpha[g] = c0 > 0 ? exp2f(mRun[g] - x) : 0.0f;  // mRun is -inf before the first chunk
+      mRun[g] = x;
+    }
+    float l[GT];
+#pragma unroll
+    for (int g = 0; g < GT; g++) l[g] = 0.0f;
+    for (int j = c0 + tid; j < end; j += ATTN_THREADS) {
+#pragma unroll
+      for (int g = 0; g < GT; g++) {
+        const float p = exp2f(logits[(j - c0) * GT + g] - mRun[g]);
+        logits[(j - c0) * GT + g] = p;
+        l[g] += p;
+      }
+    }
+    // The warp's exp-sums, onto its running ones (only its lane 0 touches redSum[warp]).
+#pragma unroll
+    for (int g = 0; g < GT; g++) {
+#pragma unroll
+      for (int off = 16; off >= 1; off >>= 1) l[g] += shfl_xor(l[g], off);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int g = 0; g < GT; g++) {
+        redSum[warp][g] = c0 > 0 ? fmaf(redSum[warp][g], alpha[g], l[g]) : l[g];
+      }
+    }
+    __syncthreads();
 
-  // Phase 3: out[g][li*8 .. +8] = Σ_j p[j][g] · v[j][li*8 .. +8], this lane's share.
-  float acc[GT][8];
+    // Phase 3: acc[g][li*8 .. +8] = Σ_j p[j][g] · v[j][li*8 .. +8] over this lane's rows.
+    float acc[GT][8];
 #pragma unroll
-  for (int g = 0; g < GT; g++) {
+    for (int g = 0; g < GT; g++) {
 #pragma unroll
-    for (int i = 0; i < 8; i++) acc[g][i] = 0.0f;
-  }
-  for (int base = 0; base < n; base += STEP) {
-    Raw vr[U];
-    loadStep(vr, vCache, base, false);
+      for (int i = 0; i < 8; i++) acc[g][i] = 0.0f;
+    }
+    for (int base = c0; base < end; base += STEP) {
+      Raw vr[U];
+      loadStep(vr, vCache, base, false);
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int j = base + gi + u * NG;
-      if (j < n) {
-        float vf[8];
-        C::widen(vr[u], vf);
-        float p[GT];
-        load_group<GT>(logits + j * GT, p);
+      for (int u = 0; u < U; u++) {
+        const int j = base + gi + u * NG;
+        if (j < end) {
+          float vf[8];
+          C::widen(vr[u], vf);
+          float p[GT];
+          load_group<GT>(logits + (j - c0) * GT, p);
 #pragma unroll
-        for (int g = 0; g < GT; g++) {
+          for (int g = 0; g < GT; g++) {
 #pragma unroll
-          for (int i = 0; i < 8; i++) acc[g][i] = fmaf(p[g], vf[i], acc[g][i]);
+            for (int i = 0; i < 8; i++) acc[g][i] = fmaf(p[g], vf[i], acc[g][i]);
+          }
         }
       }
     }
-  }
-  // Groups within a warp first (lanes li, li+T, ... hold the same dims), then across warps.
+    // Groups within a warp first (lanes li, li+T, ... hold the same dims), then across warps.
 #pragma unroll
-  for (int off = T; off < 32; off <<= 1) {
+    for (int off = T; off < 32; off <<= 1) {
 #pragma unroll
-    for (int g = 0; g < GT; g++) {
+      for (int g = 0; g < GT; g++) {
 #pragma unroll
-      for (int i = 0; i < 8; i++) acc[g][i] += shfl_xor(acc[g][i], off);
+        for (int i = 0; i < 8; i++) acc[g][i] += shfl_xor(acc[g][i], off);
+      }
     }
-  }
-  __syncthreads();  // the logits are consumed; smem now holds the warp partials
-  float* red = smem;
-  if (lane < T) {
+    __syncthreads();  // the probabilities are consumed; smem now holds the warp partials
+    float* red = smem;
+    if (lane < T) {
 #pragma unroll
-    for (int g = 0; g < GT; g++) {
-      float4* dst = reinterpret_cast<float4*>(red + (warp * GT + g) * D + li * 8);
-      dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-      dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+      for (int g = 0; g < GT; g++) {
+        float4* dst = reinterpret_cast<float4*>(red + (warp * GT + g) * D + li * 8);
+        dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+        dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+      }
     }
-  }
-  __syncthreads();
-  for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
-    const int g = e / D;
-    const int d = e - g * D;
-    float sum = 0.0f;
+    __syncthreads();
+    // Each thread keeps the same elements e of `run` in every chunk, so `run` needs no barrier.
+    for (int e = tid; e < validHeads * D; e += ATTN_THREADS) {
+      const int g = e / D;
+      const int d = e - g * D;
+      float sum = 0.0f;
 #pragma unroll
-    for (int w = 0; w < ATTN_WARPS; w++) sum += red[(w * GT + g) * D + d];
-    sum *= vScale;  // the values' scale, applied once to the sum
-    const size_t head = static_cast<size_t>(b) * numHeads + headBase + g;
-    if (direct) {
-      float total = 0.0f;
+      for (int w = 0; w < ATTN_WARPS; w++) sum += red[(w * GT + g) * D + d];
+      if (c0 > 0) {
+        float a = alpha[0];
 #pragma unroll
-      for (int w = 0; w < ATTN_WARPS; w++) total += redSum[w][g];
-      out[head * D + d] = f32_to_bf16(sum / total);
-    } else {
-      partOut[(head * numParts + part) * D + d] = sum;
+        for (int k = 1; k < GT; k++) a = g == k ? alpha[k] : a;  // no dynamic register index
+        sum = fmaf(run[e], a, sum);
+      }
+      if (!last) {
+        run[e] = sum;
+        continue;
+      }
+      sum *= vScale;  // the values' scale, applied once to the sum
+      const size_t head = static_cast<size_t>(b) * numHeads + headBase + g;
+      if (direct) {
+        float total = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++) total += redSum[w][g];
+        out[head * D + d] = f32_to_bf16(sum / total);
+      } else {
+        partOut[(head * numParts + part) * D + d] = sum;
+      }
     }
   }
   if (!direct && tid < validHeads) {
-    float mx = redMax[0][tid], total = 0.0f;
-    for (int w = 1; w < ATTN_WARPS; w++) mx = fmaxf(mx, redMax[w][tid]);
+    float mx = mRun[0], total = 0.0f;
+#pragma unroll
+    for (int g = 1; g < GT; g++) mx = tid == g ? mRun[g] : mx;  // no dynamic register index
     for (int w = 0; w < ATTN_WARPS; w++) total += redSum[w][tid];
     const size_t row = (static_cast<size_t>(b) * numHeads + headBase + tid) * numParts + part;
     partMl[row * 2] = mx;

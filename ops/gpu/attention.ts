@@ -20,9 +20,10 @@
  * `decode_attn_[fp8_]mma_d*_g*`: the same grid, partitions, workspace and reduce, with q·K and
  * p·V on tensor cores. Opt-in until measured on a GPU.
  *
- * The decode partition size is the smallest of 32..512 tokens that keeps the grid within four
- * blocks per multiprocessor, so one long sequence still fills the GPU and a large batch does not
- * pay for a big reduce.
+ * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
+ * multiprocessor) is not split below 2048 tokens, so it needs no reduce; a smaller one is split
+ * into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
+ * of 512 rows with an online softmax across them.
  *
  * The decode kernels and `decode_reduce` launch with programmatic dependent launch where the
  * backend offers it (CUDA, compute capability 9.0+, a CUDA 12.3+ driver; off with
@@ -63,9 +64,18 @@ import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/mod
 const THREADS = 128;
 /** Threads per block of decode_reduce (DECODE_REDUCE_THREADS). */
 const REDUCE_THREADS = 512;
-/** Decode partition sizes, in tokens: the kernel's shared memory holds at most MAX_PART. */
+/** The shortest decode partition, in tokens; partitions are multiples of it. */
 const MIN_PART = 32;
-const MAX_PART = 512;
+/**
+ * Rows a decode block holds logits for in shared memory at once (DECODE_CHUNK); a longer
+ * partition runs as several chunks in one block.
+ */
+const CHUNK = 512;
+/**
+ * The longest decode partition, where the batch alone fills the device: longer, and a long
+ * sequence's blocks would run on after the rest of the batch is done.
+ */
+const MAX_PART = 2048;
 /** Query rows per prefill block. */
 const PREFILL_ROWS = 64;
 /** Grid y and z limit. */
@@ -125,8 +135,14 @@ export function decodeHeadsPerBlock(ratio: number): number {
 }
 
 /**
- * Tokens per decode partition: the smallest power of two in 32..512 whose grid
- * (batch × headBlocks × partitions) stays within `targetBlocks`, else 512.
+ * Tokens per decode partition (grid x = ceil(maxContext / part)):
+ * - when batch × headBlocks alone reaches `targetBlocks`, no split below MAX_PART (2048), and
+ *   even parts past it: splitting a full grid buys no parallelism and costs a reduce launch of
+ *   batch × numHeads blocks, which at batch 256 took a third of the step's attention time
+ *   (bench/results/2026-12-06-s11-decode-mma-h100.md: context 513 took 1.52× context 512);
+ * - else the smallest power of two in 32..256 whose grid stays within `targetBlocks`;
+ * - else even parts of at most 512, so a context just past a multiple of 512 is not a full
+ *   partition plus a nearly empty one.
  */
 export function decodePartSize(
   batch: number,
@@ -134,10 +150,18 @@ export function decodePartSize(
   headBlocks: number,
   targetBlocks: number,
 ): number {
-  for (let part = MIN_PART; part < MAX_PART; part *= 2) {
-    if (batch * headBlocks * Math.ceil(maxContext / part) <= targetBlocks) return part;
+  const context = Math.max(1, maxContext);
+  const rows = batch * headBlocks;
+  if (rows >= targetBlocks) return evenPart(context, Math.ceil(context / MAX_PART));
+  for (let part = MIN_PART; part < CHUNK; part *= 2) {
+    if (rows * Math.ceil(context / part) <= targetBlocks) return part;
   }
-  return MAX_PART;
+  return evenPart(context, Math.ceil(context / CHUNK));
+}
+
+/** The shortest multiple of MIN_PART that splits `context` into at most `parts` partitions. */
+function evenPart(context: number, parts: number): number {
+  return Math.ceil(context / parts / MIN_PART) * MIN_PART;
 }
 
 /** Dynamic shared bytes of one K/V stage of the tensor-core prefill (PREFILL_STAGE_BYTES). */
@@ -392,14 +416,15 @@ export async function loadAttentionOps(
       gpuShape("decodeWorkspaceBytes", shape);
       checkDecodeWorkspaceSizes(batch, maxContext, shape);
       // Any call with batch' <= batch and maxContext' <= maxContext fits: a partition below
-      // MAX_PART is chosen only when the grid (batch' × headBlocks × parts) is within
+      // CHUNK is chosen only when the grid (batch' × headBlocks × parts) is within
       // targetBlocks, so its partial rows (batch' × numHeads × parts) are at most
-      // targetBlocks × ratio / chunks; at MAX_PART they are batch' × numHeads × ceil(ctx / 512).
+      // targetBlocks × ratio / chunks; otherwise parts <= ceil(ctx' / 512), so they are at most
+      // batch' × numHeads × ceil(ctx / 512).
       const ratio = shape.numHeads / shape.numKvHeads;
       const chunks = Math.ceil(ratio / decodeHeadsPerBlock(ratio));
       const rows = Math.max(
         Math.floor((targetBlocks * ratio) / chunks),
-        batch * shape.numHeads * Math.ceil(maxContext / MAX_PART),
+        batch * shape.numHeads * Math.ceil(maxContext / CHUNK),
       );
       return rows * (shape.headDim + 2) * 4;
     },

@@ -28,7 +28,7 @@ import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
 import {
-  type DecodeKernel,
+  type AttentionKernelOptions,
   type GpuAttentionOps,
   loadAttentionOps,
 } from "../../ops/gpu/attention.ts";
@@ -100,18 +100,19 @@ class Env {
   }
 }
 
+/** `decode` picks the decode kernels and partition target of the env's gpuOps and plainOps. */
 function gpuTest(
   name: string,
   body: (env: Env, t: Deno.TestContext) => Promise<void>,
-  decodeKernel: DecodeKernel = "fma",
+  decode: AttentionKernelOptions = { decodeKernel: "fma" },
 ) {
   Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false }, async (t) => {
     const gpu = openCuda();
     try {
       const env = new Env(
         gpu,
-        await loadAttentionOps(gpu, { decodeKernel }),
-        await loadAttentionOps(gpu, { programmatic: false, decodeKernel }),
+        await loadAttentionOps(gpu, decode),
+        await loadAttentionOps(gpu, { ...decode, programmatic: false }),
         await loadAttentionOps(gpu, { prefill: "simt" }),
         await loadAttentionOps(gpu, { prefill: "one-stage" }),
       );
@@ -832,7 +833,46 @@ gpuTest("gpu attention: decode on tensor cores (mma) matches the CPU", async (en
       env.release();
     }
   });
-}, "mma");
+}, { decodeKernel: "mma" });
+
+// Batches of 66+ sequences (Llama's 8 KV heads) fill the device without a split, so a block
+// takes a whole sequence up to 2048 tokens in chunks of 512 rows (online softmax across chunks),
+// and longer ones split evenly. A partition target of under one block takes that path at any
+// batch: chunk edges (511..513, 1024), one partition (direct output) and three (the reduce), the
+// fma and mma kernels, and new rows in a later chunk written by a kernel still running.
+const LONG_PARTITIONS = 1 / 1024; // a decode target of under one block
+const LONG_PARTITION_CASES: DecodeCase[] = [
+  { name: "one partition of 1..2048", shape: llama(), contexts: [1, 511, 512, 513, 1024, 2048] },
+  { name: "three partitions", shape: llama(), contexts: [5000, 700, 2049, 1] },
+  { name: "GQA 8, head dim 64, block 64", shape: shapeOf(16, 2, 64, 64), contexts: [63, 1500] },
+  { name: "GQA 3 (padded head group)", shape: shapeOf(12, 4, 64, 16), contexts: [1300, 40] },
+];
+for (const decodeKernel of ["fma", "mma"] as const) {
+  gpuTest(
+    `gpu attention: decode in long partitions (${decodeKernel}) matches the CPU`,
+    async (env, t) => {
+      assert.equal(env.gpuOps.decodeKernel, decodeKernel);
+      for (const [i, c] of LONG_PARTITION_CASES.entries()) {
+        await t.step(c.name, () => {
+          try {
+            runDecode(env, c, 5000 + 10 * i);
+          } finally {
+            env.release();
+          }
+        });
+      }
+      const chain: ChainCase = { name: "chunks", shape: llama(), contexts: [500, 1020], steps: 10 };
+      await t.step("kvWrite chain across chunk edges, from a graph", () => {
+        try {
+          runKvWriteChain(env, chain, 6000, true);
+        } finally {
+          env.release();
+        }
+      });
+    },
+    { decodeKernel, decodeBlocksPerSm: LONG_PARTITIONS },
+  );
+}
 
 gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
   const shape = llama();

@@ -294,11 +294,17 @@ function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, wha
   });
 }
 
+/** A decode target of under one block: decodePartSize then takes its full-device branch. */
+const LONG_PARTITIONS = 1 / 1024;
+
 gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
-  // The two fma launches, then the opt-in tensor-core kernels (decodeKernel "mma").
+  // The two fma launches, then the opt-in tensor-core kernels (decodeKernel "mma"), then a
+  // partition target so small that every batch counts as filling the device: one block takes a
+  // whole sequence up to 2048 tokens, in chunks of 512 (the path of batches of 66+ sequences).
   const decodeVariants: [string, AttentionKernelOptions][] = [
     ...VARIANTS.slice(0, 2),
     ["tensor cores", { decodeKernel: "mma" }],
+    ["long partitions", { decodeBlocksPerSm: LONG_PARTITIONS }],
   ];
   for (const [variant, options] of decodeVariants) {
     const ops = await loadAttentionOps(env.gpu, options);

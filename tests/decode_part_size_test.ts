@@ -1,0 +1,62 @@
+/**
+ * The decode partition size (ops/gpu/attention.ts decodePartSize) against hand-computed cases:
+ * Llama-3-8B's 8 KV heads with 4 query heads a block (8 head blocks), on 132 SMs at four blocks
+ * each (528 target blocks), and the invariants the workspace size rests on.
+ */
+
+import assert from "node:assert/strict";
+import { decodePartSize } from "../ops/gpu/attention.ts";
+
+const HEAD_BLOCKS = 8, TARGET = 528;
+
+Deno.test("decodePartSize: a batch that fills the device alone is not split below 2048", () => {
+  // 256 × 8 = 2048 blocks >= 528: one partition of ceil(530 / 32) · 32 tokens, no reduce.
+  assert.equal(decodePartSize(256, 530, HEAD_BLOCKS, TARGET), 544);
+  assert.equal(decodePartSize(256, 513, HEAD_BLOCKS, TARGET), 544);
+  assert.equal(decodePartSize(66, 512, HEAD_BLOCKS, TARGET), 512); // 528 blocks: the boundary
+  assert.equal(decodePartSize(128, 2048, HEAD_BLOCKS, TARGET), 2048);
+  // Past 2048, even parts: 4096 = 2 × 2048; 5000 = 3 parts of ceil(5000 / 3 / 32) · 32 = 1696.
+  assert.equal(decodePartSize(256, 4096, HEAD_BLOCKS, TARGET), 2048);
+  assert.equal(decodePartSize(256, 5000, HEAD_BLOCKS, TARGET), 1696);
+});
+
+Deno.test("decodePartSize: a smaller batch takes the fewest partitions of 32..512 that fill it", () => {
+  // 1 × 8 × ceil(16384 / 256) = 512 <= 528, while 128-token parts would make 1024 blocks.
+  assert.equal(decodePartSize(1, 16384, HEAD_BLOCKS, TARGET), 256);
+  assert.equal(decodePartSize(1, 100, HEAD_BLOCKS, TARGET), 32);
+  assert.equal(decodePartSize(8, 2000, HEAD_BLOCKS, TARGET), 256); // 64 × 8 = 512 blocks
+  // No power of two up to 256 fits: even parts of at most 512.
+  assert.equal(decodePartSize(8, 16384, HEAD_BLOCKS, TARGET), 512); // 32 parts
+  assert.equal(decodePartSize(64, 530, HEAD_BLOCKS, TARGET), 288); // 2 parts, not 512 + 18
+  assert.equal(decodePartSize(64, 4096, HEAD_BLOCKS, TARGET), 512);
+  assert.equal(decodePartSize(64, 1025, HEAD_BLOCKS, TARGET), 352); // 3 parts of 342 → 352
+});
+
+Deno.test("decodePartSize: an empty context takes the shortest partition", () => {
+  assert.equal(decodePartSize(1, 0, HEAD_BLOCKS, TARGET), 32);
+  assert.equal(decodePartSize(512, 0, HEAD_BLOCKS, TARGET), 32);
+});
+
+Deno.test("decodePartSize: multiples of 32 up to 2048, and at most ceil(ctx / 512) partitions past one wave", () => {
+  // decodeWorkspaceBytes sizes the partials as max(target blocks' rows, batch × heads ×
+  // ceil(ctx / 512)): every choice must stay within one or the other.
+  for (const batch of [1, 2, 3, 7, 8, 16, 33, 64, 65, 66, 100, 256, 1024]) {
+    for (let ctx = 1; ctx <= 40000; ctx += 97) {
+      const part = decodePartSize(batch, ctx, HEAD_BLOCKS, TARGET);
+      const parts = Math.ceil(ctx / part);
+      assert.ok(
+        part % 32 === 0 && part >= 32 && part <= 2048,
+        `batch ${batch} ctx ${ctx}: ${part}`,
+      );
+      const grid = batch * HEAD_BLOCKS * parts;
+      assert.ok(
+        grid <= TARGET || parts <= Math.ceil(ctx / 512),
+        `batch ${batch} ctx ${ctx}: part ${part} makes ${parts} partitions`,
+      );
+      // Split in a few long parts, none is left nearly empty (a full part and a few rows).
+      if (part > 256 && parts <= 4) {
+        assert.ok(ctx - (parts - 1) * part > part / 2, `batch ${batch} ctx ${ctx}: ${part}`);
+      }
+    }
+  }
+});

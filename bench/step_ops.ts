@@ -6,10 +6,12 @@
  * step. Prints `OPS` lines: per operator (linear per weight shape) its calls, µs per step and
  * share, then the sum over operators and the steps' span (the sum plus the gaps between
  * launches). For shares and the per-operator cost; the decode step's time as served is
- * bench/decode_bench.ts's (graphs, programmatic launch).
+ * bench/decode_bench.ts's (graphs, programmatic launch). `--mixed` times the prefill steps that
+ * bring the batch in instead (each a maxBatchedTokens chunk beside the decodes already running:
+ * the mixed steps of an offline run).
  *
  * Usage: deno run -A bench/step_ops.ts [--preset llama3-8b] [--batches 1,128] [--context 512]
- *        [--steps 4] [--quantization fp8|awq] [--kv-cache-dtype fp8]
+ *        [--steps 4] [--quantization fp8|awq] [--kv-cache-dtype fp8] [--mixed]
  *
  * @module
  */
@@ -33,6 +35,8 @@ Per-operator device time of decode steps of a random-weight model (GPU).
   --steps N              decode steps timed per batch (default 4)
   --quantization Q       fp8 or awq weights (default bf16)
   --kv-cache-dtype D     fp8 for an FP8 KV cache (default bf16)
+  --mixed                time the batch's prefill steps instead (a maxBatchedTokens prefill
+                         chunk a step, beside the decodes of the sequences already prefilled)
   -h, --help             show this help`;
 
 /** Prefill tokens a step: the engine's budget in bench/decode_bench.ts too. */
@@ -58,6 +62,7 @@ async function main(): Promise<void> {
       steps: { type: "string", default: "4" },
       quantization: { type: "string" },
       "kv-cache-dtype": { type: "string" },
+      mixed: { type: "boolean", default: false },
     },
   });
   const quantization = values.quantization as "fp8" | "awq" | undefined;
@@ -100,11 +105,13 @@ async function main(): Promise<void> {
       const prefillSteps = Math.ceil(batch * context / MAX_BATCHED_TOKENS);
       const maxTokens = steps + 4 + prefillSteps;
       let started = 0, running = 0;
+      // --mixed: the first prefillSteps passes, from the first prompt's chunk to the last one's.
+      if (values.mixed) timer.arm(prefillSteps);
       await Promise.all(Array.from({ length: batch }, async () => {
         let count = 0;
         const params = { maxTokens, temperature: 0, ignoreEos: true };
         for await (const _ of engine.generate(prompt(), params)) {
-          if (++count === 2 && ++started === batch) {
+          if (++count === 2 && ++started === batch && !values.mixed) {
             running = engine.stats().running;
             timer.arm(steps);
           }
@@ -112,7 +119,8 @@ async function main(): Promise<void> {
       }));
       timer.disarm();
       const report = timer.report();
-      for (const line of formatOpReport(report, `${label} batch=${batch} running=${running}`)) {
+      const what = values.mixed ? `prefill_steps=${prefillSteps}` : `running=${running}`;
+      for (const line of formatOpReport(report, `${label} batch=${batch} ${what}`)) {
         console.log(line);
       }
       timer.reset();

@@ -39,13 +39,15 @@ const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-swe
        --decode-kernels]
 
 Attention kernel benchmark on an NVIDIA GPU: one BENCH line per kernel and shape.
-  --decode-sweep   also sweep the decode kernel's blocks per SM at batch 1
+  --decode-sweep   only decode, over partition targets (blocks per SM)
   --fp8-kv         only decode at batch 8, context 16k, bf16 then fp8 KV cache, and print
                    TARGET attn_fp8kv_16k (fp8 time / bf16 time, goal <= 0.60), then the
                    same on the tensor-core decode kernels
   --decode-kernels only decode, default (fma) against tensor-core (mma) kernels
-  --batches LIST   with --decode-kernels: batch sizes (default 1,8,64,256)
-  --contexts LIST  with --decode-kernels: contexts (default 512,4096,16384)
+  --batches LIST   with --decode-kernels (default 1,8,64,256) or --decode-sweep (1,8)
+  --contexts LIST  with --decode-kernels (default 512,4096,16384) or --decode-sweep
+                   (4096,16384)
+  --per-sm LIST    with --decode-sweep: partition targets in blocks per SM (2,4,8,16,32)
   -h, --help       show this help`;
 
 /** The FP8-KV decode target: fp8 time over bf16 time at batch 8, context 16k (issue 13). */
@@ -314,10 +316,19 @@ async function main(): Promise<void> {
       });
     }
   } else if (Deno.args.includes("--decode-sweep")) {
-    // Batch-1 decode against the partition target: which blocks-per-SM fills the GPU best.
-    for (const perSm of [2, 4, 8, 16, 32]) {
+    // Decode against the partition target (decodePartSize's targetBlocks = perSm × SMs): which
+    // blocks per SM fills the GPU best, and from which batch one partition a sequence wins.
+    for (const perSm of listArg("--per-sm", [2, 4, 8, 16, 32])) {
       const tuned = await loadAttentionOps(gpu, { decodeBlocksPerSm: perSm });
-      benchDecode(poolK, poolV, order, tuned, `decode_attention_sm${perSm}`, [1, 8], [4096, 16384]);
+      benchDecode(
+        poolK,
+        poolV,
+        order,
+        tuned,
+        `decode_attention_sm${perSm}`,
+        listArg("--batches", [1, 8]),
+        listArg("--contexts", [4096, 16384]),
+      );
     }
   } else {
     benchDecode(poolK, poolV, order, ops);

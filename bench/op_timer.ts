@@ -7,15 +7,16 @@
  * For benchmarks only (bench/step_ops.ts): it allocates per call, and events between launches
  * keep a programmatically launched kernel from starting before the previous one ends, so the
  * intervals are each operator alone. Run the engine with graphs off so every call passes
- * through it. Recording starts at the first forward pass (embedding call) after `arm` and ends
- * after the number of passes it asked for, so only whole steps count. `gate`, when given, is launched before each forward pass and holds the
- * device while the host queues the step's launches, so an interval measures the device and not
- * the host's launch pace.
+ * through it. Recording starts at the first forward pass (embedding call into the residual
+ * stream; a prefill's gather of its sampled rows, also an embedding call, is not one) after `arm`
+ * and ends after the number of passes it asked for, so only whole steps count. `gate`, when
+ * given, is launched before each forward pass and holds the device while the host queues the
+ * step's launches, so an interval measures the device and not the host's launch pace.
  *
  * @module
  */
 
-import type { Backend, DeviceEvent, Stream } from "../backends/backend.ts";
+import type { Backend, DeviceBuffer, DeviceEvent, Stream } from "../backends/backend.ts";
 import type { ModelOps } from "../ops/ops.ts";
 
 /** One operator's total over the timed steps. */
@@ -62,6 +63,12 @@ export class OpTimer {
   readonly #stepStarts: number[] = [];
   #used = 0;
   #armed = false;
+  /**
+   * The device address a forward pass's first embedding call writes (the residual stream): a
+   * prefill pass also calls embedding to gather the rows it samples, into another buffer, and
+   * that call must not count as a pass.
+   */
+  #passOut: number | null = null;
   /** Forward passes to record once armed; the next one after them disarms. */
   #stepLimit = 0;
 
@@ -115,11 +122,12 @@ export class OpTimer {
       if (this.#armed && stream !== undefined) this.disarm(); // out of events
       return call.apply(ops, args);
     }
-    if (key === "embedding" && this.#stepStarts.length === this.#stepLimit) {
+    const passStart = key === "embedding" && this.#isPassStart(args[0] as DeviceBuffer);
+    if (passStart && this.#stepStarts.length === this.#stepLimit) {
       this.disarm(); // the passes asked for are recorded
       return call.apply(ops, args);
     }
-    if (key === "embedding") {
+    if (passStart) {
       // A forward pass begins: hold the device while the host queues it.
       this.#gate?.(stream);
       this.#stepStarts.push(this.#used);
@@ -131,6 +139,12 @@ export class OpTimer {
     const result = call.apply(ops, args);
     this.#events[this.#used++].record(stream);
     return result;
+  }
+
+  /** Whether an embedding call writing `out` begins a forward pass (armed between passes). */
+  #isPassStart(out: DeviceBuffer): boolean {
+    this.#passOut ??= out.ptr;
+    return out.ptr === this.#passOut;
   }
 
   /** Waits for the recorded events and sums them per operator. */
@@ -156,6 +170,7 @@ export class OpTimer {
     this.#used = 0;
     this.#names.length = 0;
     this.#stepStarts.length = 0;
+    this.#passOut = null;
   }
 
   /** Releases the events. */

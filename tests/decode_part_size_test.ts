@@ -27,9 +27,19 @@ Deno.test("decodePartSize: a smaller batch takes the fewest partitions of 32..51
   assert.equal(decodePartSize(8, 2000, HEAD_BLOCKS, TARGET), 256); // 64 × 8 = 512 blocks
   // No power of two up to 256 fits: even parts of at most 512.
   assert.equal(decodePartSize(8, 16384, HEAD_BLOCKS, TARGET), 512); // 32 parts
-  assert.equal(decodePartSize(64, 530, HEAD_BLOCKS, TARGET), 288); // 2 parts, not 512 + 18
+  assert.equal(decodePartSize(32, 530, HEAD_BLOCKS, TARGET), 288); // 2 parts, not 512 + 18
   assert.equal(decodePartSize(64, 4096, HEAD_BLOCKS, TARGET), 512);
-  assert.equal(decodePartSize(64, 1025, HEAD_BLOCKS, TARGET), 352); // 3 parts of 342 → 352
+  assert.equal(decodePartSize(40, 1025, HEAD_BLOCKS, TARGET), 352); // 3 parts of 342 → 352
+});
+
+Deno.test("decodePartSize: from 0.7 of the target, one partition up to 2048 tokens", () => {
+  // 46 × 8 = 368 < 0.7 × 528 = 369.6 <= 47 × 8 = 376.
+  assert.equal(decodePartSize(46, 1024, HEAD_BLOCKS, TARGET), 512);
+  assert.equal(decodePartSize(47, 1024, HEAD_BLOCKS, TARGET), 1024);
+  assert.equal(decodePartSize(64, 530, HEAD_BLOCKS, TARGET), 544);
+  assert.equal(decodePartSize(64, 2048, HEAD_BLOCKS, TARGET), 2048);
+  // Past 2048 the grid is not full: even partitions of at most 512 keep it busy (5 of 416).
+  assert.equal(decodePartSize(64, 2049, HEAD_BLOCKS, TARGET), 416);
 });
 
 Deno.test("decodePartSize: an empty context takes the shortest partition", () => {

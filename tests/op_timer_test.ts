@@ -71,6 +71,42 @@ Deno.test("op timer: per-step operator counts of a tiny Llama's decode steps", a
   timer.destroy();
 });
 
+Deno.test("op timer: a prefill pass's gather of its sampled rows is not a pass", async () => {
+  const config = CONFIG_PRESETS.tiny;
+  const backend = new CpuBackend();
+  const timer = new OpTimer(backend, await loadOps(backend), 4096);
+  const engine = await Engine.load({ config, randomWeights: true, seed: 3 }, {
+    backend,
+    ops: timer.ops,
+    graphs: false,
+    maxRunning: 2,
+    maxModelLen: 64,
+    maxBatchedTokens: 64,
+    log: () => {},
+  });
+  // Armed before any pass: the first is the two prompts' prefill (7 rows, 2 sampled, so the
+  // final norm's rows are gathered with a second embedding call), the second a decode.
+  timer.arm(2);
+  try {
+    await Promise.all([[5, 6, 7], [8, 9, 10, 11]].map(async (prompt) => {
+      for await (
+        const _ of engine.generate(prompt, { maxTokens: 3, temperature: 0, ignoreEos: true })
+      );
+    }));
+  } finally {
+    await engine.close();
+  }
+  const report = timer.report();
+  const calls = (name: string) => report.ops.find((op) => op.name === name)?.calls ?? 0;
+  const layers = config.numHiddenLayers;
+  assert.equal(report.steps, 2);
+  assert.equal(calls("embedding"), 3, "two in the prefill pass, one in the decode pass");
+  assert.equal(calls("rmsNorm"), 2 * (2 * layers + 1));
+  assert.equal(calls("prefillAttention"), layers);
+  assert.equal(calls("decodeAttention"), layers);
+  timer.destroy();
+});
+
 Deno.test("op timer: sums intervals per name, largest first; linear by weight shape", () => {
   assert.equal(opName("linear", [null, null, null, 1, 6144, 4096]), "linear 6144x4096");
   assert.equal(opName("rmsNorm", [1, 2, 3]), "rmsNorm");

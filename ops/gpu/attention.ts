@@ -140,6 +140,7 @@ export function decodeHeadsPerBlock(ratio: number): number {
  *   even parts past it: splitting a full grid buys no parallelism and costs a reduce launch of
  *   batch × numHeads blocks, which at batch 256 took a third of the step's attention time
  *   (bench/results/2026-12-06-s11-decode-mma-h100.md: context 513 took 1.52× context 512);
+ *   from 0.7 of `targetBlocks`, one partition up to 2048 tokens too;
  * - else the smallest power of two in 32..256 whose grid stays within `targetBlocks`;
  * - else even parts of at most 512, so a context just past a multiple of 512 is not a full
  *   partition plus a nearly empty one.
@@ -152,7 +153,11 @@ export function decodePartSize(
 ): number {
   const context = Math.max(1, maxContext);
   const rows = batch * headBlocks;
-  if (rows >= targetBlocks) return evenPart(context, Math.ceil(context / MAX_PART));
+  // Most of the device (0.7 of it: batch 47 of Llama's 8 head blocks on 132 SMs) also takes a
+  // whole sequence up to 2048 a block, which beat two to four partitions of 512 by 1.2-1.4× at
+  // batch 48 and 64; at batch 32 (0.48) it lost (bench/results/2026-12-06-s11-*.md).
+  const most = rows * 10 >= targetBlocks * 7 && context <= MAX_PART;
+  if (rows >= targetBlocks || most) return evenPart(context, Math.ceil(context / MAX_PART));
   for (let part = MIN_PART; part < CHUNK; part *= 2) {
     if (rows * Math.ceil(context / part) <= targetBlocks) return part;
   }

@@ -18,7 +18,7 @@
  *
  * `decodeKernel: "mma"` (or DENALI_DECODE_ATTN=mma; CUDA only) swaps the decode kernels for
  * `decode_attn_[fp8_]mma_d*_g*`: the same grid, partitions, workspace and reduce, with q·K and
- * p·V on tensor cores. Opt-in until measured on a GPU.
+ * p·V on tensor cores. Opt-in: not faster on an H100 (see AttentionKernelOptions.decodeKernel).
  *
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
  * multiprocessor) is not split below 2048 tokens, so it needs no reduce; a smaller one is split
@@ -102,8 +102,9 @@ export interface AttentionKernelOptions {
   /**
    * Which decode kernels run: `fma` (CUDA-core dot products, every backend) or `mma` (q·K and
    * p·V on tensor cores, CUDA only; elsewhere `fma`). Default `fma`, unless the environment sets
-   * DENALI_DECODE_ATTN=mma. The `mma` kernels are new and opt-in until a GPU run has measured
-   * them against `fma` (bench/kernels/attention_bench.ts prints both).
+   * DENALI_DECODE_ATTN=mma. On an H100 `mma` was at most 6.5% faster (batch 64-256, bf16
+   * cache, past 512 tokens) and up to 1.48× slower elsewhere (bench/kernels/attention_bench.ts
+   * --decode-kernels), so it stays opt-in.
    */
   readonly decodeKernel?: DecodeKernel;
 }

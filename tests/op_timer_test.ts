@@ -6,12 +6,13 @@
 
 import assert from "node:assert/strict";
 import { CpuBackend } from "../backends/cpu.ts";
-import { CONFIG_PRESETS } from "../models/config.ts";
+import { CONFIG_PRESETS, type ModelConfig } from "../models/config.ts";
 import { Engine } from "../engine/engine.ts";
 import { loadOps } from "../ops/load.ts";
 import { formatOpReport, opName, OpTimer, summarizeOps } from "../bench/op_timer.ts";
 
-Deno.test("op timer: per-step operator counts of a tiny Llama's decode steps", async () => {
+/** A tiny random Llama on the CPU backend whose operators go through an OpTimer. */
+async function timedTinyEngine(): Promise<{ config: ModelConfig; timer: OpTimer; engine: Engine }> {
   const config = CONFIG_PRESETS.tiny;
   const backend = new CpuBackend();
   const timer = new OpTimer(backend, await loadOps(backend), 4096);
@@ -24,6 +25,11 @@ Deno.test("op timer: per-step operator counts of a tiny Llama's decode steps", a
     maxBatchedTokens: 64,
     log: () => {},
   });
+  return { config, timer, engine };
+}
+
+Deno.test("op timer: per-step operator counts of a tiny Llama's decode steps", async () => {
+  const { config, timer, engine } = await timedTinyEngine();
   try {
     let started = 0;
     await Promise.all([[5, 6, 7], [8, 9, 10, 11]].map(async (prompt) => {
@@ -72,18 +78,7 @@ Deno.test("op timer: per-step operator counts of a tiny Llama's decode steps", a
 });
 
 Deno.test("op timer: a prefill pass's gather of its sampled rows is not a pass", async () => {
-  const config = CONFIG_PRESETS.tiny;
-  const backend = new CpuBackend();
-  const timer = new OpTimer(backend, await loadOps(backend), 4096);
-  const engine = await Engine.load({ config, randomWeights: true, seed: 3 }, {
-    backend,
-    ops: timer.ops,
-    graphs: false,
-    maxRunning: 2,
-    maxModelLen: 64,
-    maxBatchedTokens: 64,
-    log: () => {},
-  });
+  const { config, timer, engine } = await timedTinyEngine();
   // Armed before any pass: the first is the two prompts' prefill (7 rows, 2 sampled, so the
   // final norm's rows are gathered with a second embedding call), the second a decode.
   timer.arm(2);

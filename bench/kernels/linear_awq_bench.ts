@@ -2,8 +2,9 @@
  * 4-bit (W4A16: AWQ/GPTQ, group 128) linear benchmark on the GPU: `linear` on 4-bit weights at
  * M = 1, 8, 16 (the tensor-core GEMV) on the Llama-3-8B shapes as Denali runs them (fused q/k/v 6144×4096, o
  * 4096×4096, fused gate/up 28672×4096, down 4096×14336, and the 1024×4096 k/v shape), beside the
- * bf16 GEMV on the same shape, and the prefill path (M = 256, 2048: dequantize + bf16 GEMM) beside the
- * bf16 GEMM (bench/kernels/quantized_linear.ts).
+ * bf16 GEMV on the same shape, and at M = 32 to 2048 the dequantize path (dequantize + bf16 GEMM)
+ * beside the bf16 GEMM and the W4A16 GEMM (`w4a16_gemm`, with its time over both)
+ * (bench/kernels/quantized_linear.ts).
  *
  * The GEMV's bytes are the codes plus their zeros and scales (n·k/2 + 5·n·k/128). Its reference
  * is the read-only kernel over the codes, scaled to those extra bytes. Per shape at M = 1:
@@ -20,8 +21,8 @@ import { type QuantizedFormat, runQuantizedLinearBench } from "./quantized_linea
 
 const USAGE = `Usage: deno run -A bench/kernels/linear_awq_bench.ts
 
-4-bit linear at M = 1, 8, 16 (GEMV) and 256, 2048 (dequantize + GEMM) on the Llama-3-8B shapes,
-beside bf16;
+4-bit linear at M = 1, 8, 16 (GEMV) and 32..2048 (dequantize + GEMM, and the W4A16 GEMM) on the
+Llama-3-8B shapes, beside bf16;
 prints TARGET gemv_awq_<shape> (fraction of the read-only bandwidth, goal 0.85).
   -h, --help   show this help`;
 
@@ -51,6 +52,15 @@ const AWQ: QuantizedFormat<AwqWeight> = {
   codes: (w) => w.codes,
   buffers: (w) => [w.codes, w.zeros, w.scales],
   kernel: (_ops, m) => m <= 16 ? "linear_awq_gemv (mma)" : "dequantize+gemm",
+  gemmMs: [32, 64, 128, 256, 512, 2048],
+  prefills: [{
+    name: "w4a16_gemm",
+    run: (ops, out, x, w, m, n, k, stream) => ops.awqGemm(out, x, w, m, n, k, stream),
+  }],
 };
 
-if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(AWQ);
+// `linear` dequantizes past the GEMVs here (awqGemmMaxM 0), so each W4A16 GEMM line has the
+// dequantize path it replaces beside it in the same run.
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
+  await runQuantizedLinearBench(AWQ, { awqGemmMaxM: 0 });
+}

@@ -45,6 +45,8 @@ export interface QuantizedFormat<W extends LinearWeight> {
    * Optional: the format's own prefill paths, each run directly (`linear` takes one only where
    * prepareLinear timed it faster); `run` returns false where it can't run the call.
    */
+  /** Optional: the rows of x timed past the GEMVs (default 256 and 2048). */
+  readonly gemmMs?: readonly number[];
   readonly prefills?: readonly {
     readonly name: string;
     run(
@@ -69,7 +71,6 @@ const SHAPES: [number, number][] = [
 ];
 const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 2048];
-const GEMM_M = GEMM_MS[GEMM_MS.length - 1];
 const ROTATION_BYTES = 256 * 2 ** 20;
 const GOAL = 0.85;
 
@@ -86,6 +87,8 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
   const ops = await loadLinearOps(gpu, options);
   const targets: string[] = [];
   const tag = format.name;
+  const gemmMs = format.gemmMs ?? GEMM_MS;
+  const maxM = Math.max(...gemmMs);
 
   for (const [n, k] of SHAPES) {
     const codeBytes = format.codeBytes(n, k), quantizedBytes = format.weightBytes(n, k);
@@ -99,7 +102,7 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
       gpu.memset(w, 0x3c, stream);
       bf16.push(w);
     }
-    const x = gpu.alloc(2 * GEMM_M * k), out = gpu.alloc(2 * GEMM_M * n);
+    const x = gpu.alloc(2 * maxM * k), out = gpu.alloc(2 * maxM * n);
     gpu.memset(x, 0x3c, stream);
     stream.synchronize();
     const shape = `n${n}_k${k}`;
@@ -108,7 +111,7 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
     const readOnlyUs = readOnly.print(shape, weights.map(format.codes), codeBytes, copy) *
       quantizedBytes / codeBytes;
 
-    for (const m of [...GEMV_MS, ...GEMM_MS]) {
+    for (const m of [...GEMV_MS, ...gemmMs]) {
       const label = `m${m}_${shape}`;
       const reps = m > 16 ? 10 : 30;
       const quantizedUs = medianUs(

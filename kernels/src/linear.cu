@@ -18,6 +18,7 @@
 // Under HIP the GEMV kernels keep their launch geometry but run a portable FMA body, and the
 // mma GEMM kernels trap (the host never launches them there).
 #include "compat.h"
+#include "gemm_mma.h"
 #include "gemm_tiles.h"
 #include "mma.h"
 #include "pdl.h"
@@ -192,123 +193,13 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
 }
 
 // ---------------------------------------------------------------------------------------------
-// GEMM on tensor cores (CUDA): block tile BM × BN × 64, warp tile WM × WN, STAGES-deep cp.async
-// pipeline, one barrier per k tile, register fragments double-buffered across the 4 k16 steps.
-//
-// Shared-memory tiles are swizzled [rows][64] bf16 (gemm_tiles.h).
-
-extern __shared__ uint4 linear_smem[];
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
+// GEMM on tensor cores (CUDA): gemm_mma.h's pipeline over bf16 W tiles copied with cp.async.
 
 template <int BM, int BN, int WM, int WN, int STAGES>
-__device__ __forceinline__ void gemm_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
-                                         const uint16_t* __restrict__ w, int M, int N, int K) {
-  constexpr int BK = 64;
-  constexpr int WARPS_N = BN / WN;
-  constexpr int THREADS = (BM / WM) * WARPS_N * 32;
-  constexpr int MI = WM / 16, NI = WN / 8;
-  constexpr int STAGE_ELEMS = (BM + BN) * BK;
-  const int2 origin = tile_origin<BM, BN>(blockIdx.x, M, N);
-  const int m0 = origin.x, n0 = origin.y;
-
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int wm = warp / WARPS_N, wn = warp % WARPS_N;
-  const uint32_t base = smem_addr(linear_smem);
-  const int kTiles = (K + BK - 1) / BK;
-
-  auto stage_a = [&](int s) { return base + s * STAGE_ELEMS * 2; };
-  auto stage_b = [&](int s) { return base + (s * STAGE_ELEMS + BM * BK) * 2; };
-  auto load_stage = [&](int s, int kt) {
-    load_tile<BM, THREADS>(stage_a(s), x, m0, M, kt * BK, K);
-    load_tile<BN, THREADS>(stage_b(s), w, n0, N, kt * BK, K);
-  };
-
-  // ldmatrix lane roles: lane l supplies the address of row l % 8 of matrix l / 8.
-  const int q = lane >> 3, r8 = lane & 7;
-  // A: matrices (rows 0-7, k lo), (rows 8-15, k lo), (rows 0-7, k hi), (rows 8-15, k hi).
-  const int aRow = wm * WM + r8 + ((q & 1) << 3), aHi = q >> 1;
-  // B: matrices (n 0-7, k lo), (n 0-7, k hi), (n 8-15, k lo), (n 8-15, k hi).
-  const int bRow = wn * WN + r8 + ((q >> 1) << 3), bHi = q & 1;
-
-  auto load_frags = [&](uint32_t (&af)[MI][4], uint32_t (&bf)[NI][2], int s, int kk) {
-    const uint32_t ta = stage_a(s), tb = stage_b(s);
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi) {
-      const int row = aRow + mi * 16, ch = kk * 2 + aHi;
-      ldmatrix_x4(af[mi], ta + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2);
-    }
-#pragma unroll
-    for (int ni = 0; ni < NI; ni += 2) {
-      const int row = bRow + ni * 8, ch = kk * 2 + bHi;
-      uint32_t r[4];
-      ldmatrix_x4(r, tb + (row * 64 + ((ch ^ (row & 7)) << 3)) * 2);
-      bf[ni][0] = r[0];
-      bf[ni][1] = r[1];
-      bf[ni + 1][0] = r[2];
-      bf[ni + 1][1] = r[3];
-    }
-  };
-
-  float acc[MI][NI][4];
-#pragma unroll
-  for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-    for (int ni = 0; ni < NI; ++ni) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
-  }
-
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < kTiles) load_stage(s, s);
-    cp_async_commit();
-  }
-
-  for (int kt = 0; kt < kTiles; ++kt) {
-    // Tile kt has landed (for this thread's copies; the barrier makes everyone's visible), and
-    // every warp is done with tile kt - 1, whose buffer the next copy reuses.
-    cp_async_wait<STAGES - 2>();
-    __syncthreads();
-    const int next = kt + STAGES - 1;
-    if (next < kTiles) load_stage(next % STAGES, next);
-    cp_async_commit();
-
-    const int s = kt % STAGES;
-    uint32_t af[2][MI][4], bf[2][NI][2];
-    load_frags(af[0], bf[0], s, 0);
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      if (kk + 1 < BK / 16) load_frags(af[(kk + 1) & 1], bf[(kk + 1) & 1], s, kk + 1);
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) {
-          const uint32_t(&a)[4] = af[kk & 1][mi];
-          mma_bf16_16816(acc[mi][ni], a[0], a[1], a[2], a[3], bf[kk & 1][ni][0], bf[kk & 1][ni][1]);
-        }
-      }
-    }
-  }
-  cp_async_wait<0>();
-
-  // C fragment: acc[mi][ni] = rows g and g + 8, columns 2t and 2t + 1 of its 16×8 tile.
-  const int g = lane >> 2, t = lane & 3;
-  const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
-#pragma unroll
-  for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-    for (int ni = 0; ni < NI; ++ni) {
-      const int col = n0 + wn * WN + ni * 8 + 2 * t;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + wm * WM + mi * 16 + g + 8 * h;
-        if (row < M) store_bf16_pair(out, row, col, N, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], pairs);
-      }
-    }
-  }
+__device__ __forceinline__ void gemm_bf16(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
+                                          const uint16_t* __restrict__ w, int M, int N, int K) {
+  CopyB<BN, (BM / WM) * (BN / WN) * 32> loadB{w, N, K};
+  gemm_mma<BM, BN, WM, WN, STAGES>(out, x, loadB, M, N, K);
 }
 
 #endif  // !DENALI_HIP
@@ -427,7 +318,7 @@ extern "C" __global__ void linear_gemv_t16_r8_s2(uint16_t* out, const uint16_t* 
 // ceil(M / 128) · ceil(N / 128) blocks.
 extern "C" __global__ void linear_gemm_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
 #ifndef DENALI_HIP
-  gemm_mma<128, 128, 64, 64, 3>(out, x, w, M, N, K);
+  gemm_bf16<128, 128, 64, 64, 3>(out, x, w, M, N, K);
 #else
   __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
 #endif
@@ -437,7 +328,7 @@ extern "C" __global__ void linear_gemm_128x128(uint16_t* out, const uint16_t* x,
 // ceil(M / 64) · ceil(N / 64) blocks. For shapes with too few 128×128 tiles to fill the GPU.
 extern "C" __global__ void linear_gemm_64x64(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
 #ifndef DENALI_HIP
-  gemm_mma<64, 64, 32, 32, 4>(out, x, w, M, N, K);
+  gemm_bf16<64, 64, 32, 32, 4>(out, x, w, M, N, K);
 #else
   __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
 #endif
@@ -448,7 +339,7 @@ extern "C" __global__ void linear_gemm_64x64(uint16_t* out, const uint16_t* x, c
 // (bench/results/2026-11-25-s2-gemm-tiles-h100.md), slower below (fewer, larger tiles).
 extern "C" __global__ void linear_gemm_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K) {
 #ifndef DENALI_HIP
-  gemm_mma<128, 256, 64, 64, 3>(out, x, w, M, N, K);
+  gemm_bf16<128, 256, 64, 64, 3>(out, x, w, M, N, K);
 #else
   __builtin_trap();  // linear.ts launches linear_gemm_fma on HIP
 #endif

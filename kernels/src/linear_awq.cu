@@ -14,14 +14,18 @@
 //   linear_awq_gemv_t4
 //     Decode (M <= 4) on CUDA cores, the portable GEMV (HIP): out[m, n] = bf16(Σ_k x[m, k] ·
 //     W[n, k]), the weights unpacked in registers and the sums in f32. Same requirements.
+//   linear_awq_gemm_64x64 (CUDA)
+//     Past the GEMVs' rows, up to AWQ_GEMM_MAX_M (ops/gpu/awq.ts): the bf16 64×64 tensor-core
+//     GEMM (gemm_mma.h) with its W tiles unpacked from the codes into shared memory, so no
+//     dequantized weight is written or read.
 //   linear_awq_dequantize
-//     out[n, k] (bf16) = bf16((q - z) · s): for M > 4 a weight is dequantized into a scratch
-//     buffer and the bf16 GEMM runs on it (the GEMV's CUDA-core work grows with M; a 16-row
-//     variant measured slower than this path from M = 8 on an H100).
+//     out[n, k] (bf16) = bf16((q - z) · s): for larger M (and M > 4 on HIP) a weight is
+//     dequantized into a scratch buffer and the bf16 GEMM runs on it, once for all M rows.
 //
 // Portable code (no warp shuffles, so a 64-wide HIP wavefront is fine); the only inline PTX is
 // pdl.h's, which HIP and pre-sm_90 builds compile to plain loads and no-ops.
 #include "compat.h"
+#include "gemm_mma.h"
 #include "mma.h"
 #include "pdl.h"
 
@@ -344,6 +348,55 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
 
 #define AWQ_MMA_BODY(T, RH, S) \
   gemv_awq_mma<(T) / 8, RH, S>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+
+// The W4A16 GEMM's W tiles (gemm_mma.h's LoadB): each thread owns half a row of the 64 × 64 tile,
+// 32 k = four code words = one 16-byte load, fetched one tile ahead into registers with its
+// group's zero and scale, then unpacked into four bf16 chunks exactly as linear_awq_dequantize
+// writes them (bf16((q - z) · s)) and stored into the swizzled tile. Needs K % 32 == 0 and
+// group % 32 == 0 (a half row lies in one group) and 16-byte-aligned codes. Rows past N repeat
+// row N - 1 (their columns are never stored); k past K is zeros, as x's.
+struct AwqTileB {
+  const uint32_t* __restrict__ codes;
+  const uint8_t* __restrict__ zeros;
+  const float* __restrict__ scales;
+  int N, K, group;
+  uint4 words;
+  float bz, scale;
+  bool in;
+  __device__ __forceinline__ void ahead(int n0, int k0) {
+    const int row = threadIdx.x >> 1, k = k0 + 32 * (threadIdx.x & 1);
+    const int n = min(n0 + row, N - 1);
+    in = k < K;
+    if (!in) return;
+    const int g = k / group;
+    const size_t at = static_cast<size_t>(n) * (K / group) + g;
+    words = awq_ld_w(reinterpret_cast<const uint4*>(codes + static_cast<size_t>(n) * (K >> 3) + (k >> 3)));
+    bz = 128.f + static_cast<float>(zeros[at]);
+    scale = scales[at];
+  }
+  __device__ __forceinline__ void stage(uint32_t tile, int, int) {
+    const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
+    const uint32_t w4[4] = {words.x, words.y, words.z, words.w};
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      uint32_t packed[4] = {0u, 0u, 0u, 0u};
+      if (in) {
+        float w[8];
+        unpack8(w4[c], bz, w);
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          packed[p] = static_cast<uint32_t>(f32_to_bf16(w[2 * p] * scale)) |
+                      (static_cast<uint32_t>(f32_to_bf16(w[2 * p + 1] * scale)) << 16);
+        }
+      }
+      const int ch = 4 * half + c;
+      const uint32_t dst = tile + row * 128 + ((ch ^ (row & 7)) << 4);
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(packed[0]),
+                   "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                   : "memory");
+    }
+  }
+};
 #else
 #define AWQ_MMA_BODY(T, RH, S) denali_trap()
 #endif  // !DENALI_HIP
@@ -361,6 +414,20 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16(uint16
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
   AWQ_MMA_BODY(16, 1, 1);
+}
+
+// The W4A16 GEMM (CUDA; batches past the GEMVs' 16 rows): linear.cu's 64×64 tensor-core GEMM with
+// its W tiles unpacked from the codes in registers (AwqTileB) instead of a whole dequantized
+// weight in memory. 128 threads (4 warps of 32×32), 4 stages: 65536 bytes of dynamic shared
+// memory; 1-D grid of ceil(M / 64) · ceil(N / 64) blocks. K % 32 == 0, group % 32 == 0, codes
+// 16-byte aligned, and x as the bf16 GEMM needs it (K % 8 == 0, 16-byte aligned).
+extern "C" __global__ void __launch_bounds__(128) linear_awq_gemm_64x64(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {
+#ifndef DENALI_HIP
+  AwqTileB loadB{codes, zeros, scales, N, K, group};
+  gemm_mma<64, 64, 32, 32, 4>(out, x, loadB, M, N, K);
+#else
+  denali_trap();  // ops/gpu/awq.ts dequantizes instead on HIP
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(256, 4) linear_awq_gemv_t4(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group) {

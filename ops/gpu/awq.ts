@@ -12,6 +12,11 @@
  * - HIP, M <= 4: the portable CUDA-core GEMV `linear_awq_gemv_t4`; 256 threads, 8 output rows
  *   per block, grid ceil(N / 8). Its cost grows with M (a 16-row variant took 3.1x the bf16
  *   GEMV at M = 8 on an H100, bench/results/2026-12-05-s7-awq-kernels-h100.md), hence 4.
+ * - CUDA, 16 < M <= `gemmMaxM` (default AWQ_GEMM_MAX_M, 256), x 16-byte aligned: the W4A16 GEMM
+ *   `linear_awq_gemm_64x64`, the bf16 64×64 tensor-core GEMM with its W tiles unpacked from the
+ *   codes into shared memory (no dequantized weight in memory); 128 threads, 65536 bytes of
+ *   dynamic shared memory, grid ceil(M / 64) · ceil(N / 64). It unpacks each W tile once per 64
+ *   rows of x, so past a few hundred rows dequantizing the weight once wins.
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
  *
@@ -42,6 +47,23 @@ export interface GpuAwqOps extends AwqOps {
     k: number,
     stream: Stream,
   ): boolean;
+  /**
+   * Runs the W4A16 GEMM and returns true, or returns false where it does not apply: not CUDA, M
+   * within the GEMVs' rows or past `gemmMaxM` (unless `force`), or x or the codes not 16-byte
+   * aligned.
+   */
+  gemm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+    force?: boolean,
+  ): boolean;
+  /** The most rows of x `linear` multiplies without a dequantized weight (GEMVs, then the GEMM). */
+  readonly maxDirectM: number;
   /** Dequantizes `weight` into its scratch and returns the bf16 [n, k] view of it. */
   toScratch(weight: AwqWeight, n: number, k: number, stream: Stream): DeviceBuffer;
 }
@@ -61,6 +83,13 @@ const MMA_GEMVS = [
 ];
 /** Grid limit of the row-striding kernel. */
 const MAX_ROW_BLOCKS = 65535;
+/**
+ * The most rows of x the W4A16 GEMM takes by default: it unpacks every W tile once per 64 rows,
+ * so its unpacking grows with M while dequantizing the weight once does not.
+ */
+export const AWQ_GEMM_MAX_M = 256;
+/** Rows and columns of the W4A16 GEMM's output tile, and its dynamic shared memory (4 stages). */
+const GEMM_TILE = 64, GEMM_SHARED = 4 * 2 * 64 * 64 * 2;
 
 /**
  * Loads the 4-bit weight kernels onto `backend`'s device. The GEMV reads x, scales and zeros and
@@ -70,7 +99,7 @@ const MAX_ROW_BLOCKS = 65535;
  */
 export async function loadAwqOps(
   backend: Backend,
-  options: { readonly programmatic?: boolean } = {},
+  options: { readonly programmatic?: boolean; readonly gemmMaxM?: number } = {},
 ): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
   const programmatic = programmaticWanted(options.programmatic);
@@ -83,6 +112,17 @@ export async function loadAwqOps(
   const sms = backend.info.multiprocessors;
   const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
+  // The GEMM needs more than the default 48 KiB of dynamic shared memory (HIP never runs it).
+  const gemm = mma
+    ? launcherWith(
+      backend,
+      kernels,
+      "linear_awq_gemm_64x64",
+      {},
+      (fn) => fn.setMaxDynamicSharedMemory(GEMM_SHARED),
+    ).launch
+    : null;
+  const gemmMaxM = mma ? Math.max(maxM, options.gemmMaxM ?? AWQ_GEMM_MAX_M) : maxM;
 
   function dequantizeAwq(
     out: DeviceBuffer,
@@ -166,11 +206,39 @@ export async function loadAwqOps(
       return true;
     },
 
+    gemm(out, x, weight, m, n, k, stream, force = false) {
+      if (gemm === null || m <= maxM || (m > gemmMaxM && !force)) return false;
+      if (((x.ptr | weight.codes.ptr) & 15) !== 0 || weight.groupSize % 32 !== 0) return false;
+      const blocks = Math.ceil(m / GEMM_TILE) * Math.ceil(n / GEMM_TILE);
+      gemm(
+        blocks,
+        1,
+        1,
+        128,
+        1,
+        1,
+        GEMM_SHARED,
+        stream,
+        out,
+        x,
+        weight.codes,
+        weight.zeros,
+        weight.scales,
+        m,
+        n,
+        k,
+        weight.groupSize,
+      );
+      return true;
+    },
+
+    maxDirectM: gemmMaxM,
+
     toScratch(weight, n, k, stream) {
       const scratch = weight.scratch;
       if (scratch === null || scratch.bytes < 2 * n * k) {
         throw new RangeError(
-          `linear: a 4-bit weight of ${n}×${k} with more than ${maxM} rows of x ` +
+          `linear: a 4-bit weight of ${n}×${k} with more than ${gemmMaxM} rows of x ` +
             `needs a bf16 scratch of ${2 * n * k} bytes, but it has ${
               scratch?.bytes ?? "none"
             }; size it with awqScratchBytes (the weight loader does)`,

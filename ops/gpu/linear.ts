@@ -38,7 +38,7 @@ import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
 import { gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
-import { isAwqWeight } from "../linear_weight.ts";
+import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { loadAwqOps } from "./awq.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
@@ -79,6 +79,11 @@ export interface LinearOptions {
    * unless the environment sets DENALI_PDL=0.
    */
   readonly programmatic?: boolean;
+  /**
+   * The most rows of x `linear` runs on the W4A16 GEMM for a 4-bit weight (CUDA; default 256,
+   * AWQ_GEMM_MAX_M); past it the weight is dequantized. 0 dequantizes past the GEMVs' rows.
+   */
+  readonly awqGemmMaxM?: number;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -129,6 +134,20 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
    * Denali's wgmma GEMM or the library, where prepareLinear timed it faster, else "dequantize".
    */
   fp8PrefillPath(m: number, n: number, k: number): W8a8Via | "dequantize";
+  /**
+   * Runs the W4A16 GEMM on a 4-bit weight directly, whatever M, and returns true, or false where
+   * it can't (not CUDA, M within the GEMVs' rows, x or the codes unaligned). For tests and
+   * benchmarks: `linear` takes it up to LinearOptions.awqGemmMaxM rows.
+   */
+  awqGemm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
   /** The scratch bytes `fp8W8a8` needs for x of [m, k] (an FP8 weight's scratch holds both). */
   fp8W8a8ScratchBytes(m: number, k: number): number;
   /** The kernel `linear` runs for this shape and these buffers, or "accelerator". */
@@ -306,7 +325,7 @@ export async function loadLinearOps(
   // else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
   // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
-  const awq = await loadAwqOps(backend, { programmatic });
+  const awq = await loadAwqOps(backend, { programmatic, gemmMaxM: options.awqGemmMaxM });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
@@ -637,6 +656,7 @@ export async function loadLinearOps(
         weight = fp8.toScratch(linearWeight, n, k, stream);
       } else if (isAwqWeight(linearWeight)) {
         if (awq.gemv(out, x, linearWeight, m, n, k, stream)) return;
+        if (awq.gemm(out, x, linearWeight, m, n, k, stream)) return;
         weight = awq.toScratch(linearWeight, n, k, stream);
       } else {
         weight = linearWeight;
@@ -688,6 +708,11 @@ export async function loadLinearOps(
     dequantizeFp8: fp8.dequantizeFp8,
     fp8ScratchBytes: fp8.fp8ScratchBytes,
     fp8GemvKernel: fp8.gemvKernel,
+    awqGemm(out, x, weight, m, n, k, stream) {
+      checkLinearArgs("awqGemm", out, x, weight, m, n, k);
+      return awq.gemm(out, x, weight, m, n, k, stream, true);
+    },
+
     fp8W8a8(out, x, weight, m, n, k, stream, via) {
       checkLinearArgs("fp8W8a8", out, x, weight, m, n, k);
       return fp8.w8a8(out, x, weight, m, n, k, stream, via);

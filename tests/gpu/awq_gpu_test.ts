@@ -112,7 +112,10 @@ gpuLinearTest(
   },
 );
 
-/** `linear` on the GPU against the CPU for each m, from one weight. */
+/**
+ * `linear` on the GPU against the CPU for each m, from one weight; `forceGemm` runs the W4A16
+ * GEMM (ops.awqGemm) instead, whatever m.
+ */
 function checkLinear(
   gpu: Backend,
   ops: GpuLinearOps,
@@ -120,6 +123,7 @@ function checkLinear(
   k: number,
   g: number,
   ms: readonly number[],
+  forceGemm = false,
 ): void {
   const w = randomWeight(n, k, g, 3 * n + k);
   const gw = upload(gpu, ops, w, n, k);
@@ -129,7 +133,8 @@ function checkLinear(
     const xBits = randomX(m * k, m + n);
     const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
     gpu.copyToDevice(x, new Uint8Array(xBits.buffer));
-    ops.linear(out, x, gw, m, n, k, s);
+    if (forceGemm) assert.ok(ops.awqGemm(out, x, gw, m, n, k, s), `${what}: the GEMM ran`);
+    else ops.linear(out, x, gw, m, n, k, s);
     s.synchronize();
     const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
     cpu.copyToDevice(cx, new Uint8Array(xBits.buffer));
@@ -141,7 +146,8 @@ function checkLinear(
   }
 }
 
-const MS = [1, 2, 3, 8, 9, 16, 17, 64];
+// GEMVs up to 16 rows, the W4A16 GEMM from 17 to 256 (row and column tails: 17, 100; N 1000, 37).
+const MS = [1, 2, 3, 8, 9, 16, 17, 64, 100, 256];
 for (const [n, k, g] of [[4096, 4096, 128], [1024, 4096, 64], [1000, 1024, 128], [37, 256, 64]]) {
   gpuLinearTest(
     `gpu linear on 4-bit weights: N=${n} K=${k} g${g}, M in ${MS.join(", ")}`,
@@ -150,6 +156,14 @@ for (const [n, k, g] of [[4096, 4096, 128], [1024, 4096, 64], [1000, 1024, 128],
     },
   );
 }
+
+gpuLinearTest(
+  "gpu W4A16 GEMM past its default rows (M = 300, 1000) and on the fused gate/up shape (M = 17)",
+  (gpu, ops) => {
+    checkLinear(gpu, ops, 1000, 1024, 128, [300, 1000], true);
+    checkLinear(gpu, ops, 28672, 4096, 128, [17], true);
+  },
+);
 
 gpuLinearTest("gpu linear on 4-bit weights: the 14336×4096 shape at M = 1", (gpu, ops) => {
   checkLinear(gpu, ops, 14336, 4096, 128, [1]);

@@ -62,8 +62,6 @@ export interface GpuAwqOps extends AwqOps {
     stream: Stream,
     force?: boolean,
   ): boolean;
-  /** The most rows of x `linear` multiplies without a dequantized weight (GEMVs, then the GEMM). */
-  readonly maxDirectM: number;
   /** Dequantizes `weight` into its scratch and returns the bf16 [n, k] view of it. */
   toScratch(weight: AwqWeight, n: number, k: number, stream: Stream): DeviceBuffer;
 }
@@ -231,8 +229,6 @@ export async function loadAwqOps(
       );
       return true;
     },
-
-    maxDirectM: gemmMaxM,
 
     toScratch(weight, n, k, stream) {
       const scratch = weight.scratch;

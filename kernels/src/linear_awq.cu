@@ -14,13 +14,14 @@
 //   linear_awq_gemv_t4
 //     Decode (M <= 4) on CUDA cores, the portable GEMV (HIP): out[m, n] = bf16(Σ_k x[m, k] ·
 //     W[n, k]), the weights unpacked in registers and the sums in f32. Same requirements.
-//   linear_awq_gemm_64x64 (CUDA)
-//     Past the GEMVs' rows, up to AWQ_GEMM_MAX_M (ops/gpu/awq.ts): the bf16 64×64 tensor-core
-//     GEMM (gemm_mma.h) with its W tiles unpacked from the codes into shared memory, so no
-//     dequantized weight is written or read.
+//   linear_awq_gemm_64x64 (CUDA, opt-in: ops/gpu/awq.ts gemmMaxM)
+//     Past the GEMVs' rows: the bf16 64×64 tensor-core GEMM (gemm_mma.h) with its W tiles
+//     unpacked from the codes into shared memory, so no dequantized weight is written or read.
+//     Slower than dequantize + GEMM on an H100 so far (one tile ahead in registers is too little
+//     to hide the code loads and the unpacking; 64 blocks on N = 4096 at M <= 64).
 //   linear_awq_dequantize
-//     out[n, k] (bf16) = bf16((q - z) · s): for larger M (and M > 4 on HIP) a weight is
-//     dequantized into a scratch buffer and the bf16 GEMM runs on it, once for all M rows.
+//     out[n, k] (bf16) = bf16((q - z) · s): past the GEMVs' rows a weight is dequantized into a
+//     scratch buffer and the bf16 GEMM runs on it, once for all M rows.
 //
 // Portable code (no warp shuffles, so a 64-wide HIP wavefront is fine); the only inline PTX is
 // pdl.h's, which HIP and pre-sm_90 builds compile to plain loads and no-ops.
@@ -416,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8(uint16_
   AWQ_MMA_BODY(16, 1, 1);
 }
 
-// The W4A16 GEMM (CUDA; batches past the GEMVs' 16 rows): linear.cu's 64×64 tensor-core GEMM with
+// The W4A16 GEMM (CUDA, opt-in; past the GEMVs' 16 rows): linear.cu's 64×64 tensor-core GEMM with
 // its W tiles unpacked from the codes in registers (AwqTileB) instead of a whole dequantized
 // weight in memory. 128 threads (4 warps of 32×32), 4 stages: 65536 bytes of dynamic shared
 // memory; 1-D grid of ceil(M / 64) · ceil(N / 64) blocks. K % 32 == 0, group % 32 == 0, codes

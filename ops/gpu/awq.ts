@@ -12,11 +12,13 @@
  * - HIP, M <= 4: the portable CUDA-core GEMV `linear_awq_gemv_t4`; 256 threads, 8 output rows
  *   per block, grid ceil(N / 8). Its cost grows with M (a 16-row variant took 3.1x the bf16
  *   GEMV at M = 8 on an H100, bench/results/2026-12-05-s7-awq-kernels-h100.md), hence 4.
- * - CUDA, 16 < M <= `gemmMaxM` (default AWQ_GEMM_MAX_M, 256), x 16-byte aligned: the W4A16 GEMM
- *   `linear_awq_gemm_64x64`, the bf16 64×64 tensor-core GEMM with its W tiles unpacked from the
- *   codes into shared memory (no dequantized weight in memory); 128 threads, 65536 bytes of
- *   dynamic shared memory, grid ceil(M / 64) · ceil(N / 64). It unpacks each W tile once per 64
- *   rows of x, so past a few hundred rows dequantizing the weight once wins.
+ * - Opt-in (`gemmMaxM`, LinearOptions.awqGemmMaxM; CUDA), 16 < M <= gemmMaxM, x 16-byte
+ *   aligned: the W4A16 GEMM `linear_awq_gemm_64x64`, the bf16 64×64 tensor-core GEMM with its W
+ *   tiles unpacked from the codes into shared memory (no dequantized weight in memory); 128
+ *   threads, 65536 bytes of dynamic shared memory, grid ceil(M / 64) · ceil(N / 64). Correct, but
+ *   on an H100 it took 1.5-3.5× the dequantize path's time on four of the five Llama-3-8B shapes
+ *   at M = 32-256 (0.92× only on gate/up at M <= 64; bench/results/2026-12-06-s11-awq-gemm-h100.md),
+ *   so the default stays the dequantize path.
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
  *
@@ -81,11 +83,6 @@ const MMA_GEMVS = [
 ];
 /** Grid limit of the row-striding kernel. */
 const MAX_ROW_BLOCKS = 65535;
-/**
- * The most rows of x the W4A16 GEMM takes by default: it unpacks every W tile once per 64 rows,
- * so its unpacking grows with M while dequantizing the weight once does not.
- */
-export const AWQ_GEMM_MAX_M = 256;
 /** Rows and columns of the W4A16 GEMM's output tile, and its dynamic shared memory (4 stages). */
 const GEMM_TILE = 64, GEMM_SHARED = 4 * 2 * 64 * 64 * 2;
 
@@ -120,7 +117,7 @@ export async function loadAwqOps(
       (fn) => fn.setMaxDynamicSharedMemory(GEMM_SHARED),
     ).launch
     : null;
-  const gemmMaxM = mma ? Math.max(maxM, options.gemmMaxM ?? AWQ_GEMM_MAX_M) : maxM;
+  const gemmMaxM = mma ? Math.max(maxM, options.gemmMaxM ?? 0) : maxM;
 
   function dequantizeAwq(
     out: DeviceBuffer,

@@ -80,8 +80,8 @@ export interface LinearOptions {
    */
   readonly programmatic?: boolean;
   /**
-   * The most rows of x `linear` runs on the W4A16 GEMM for a 4-bit weight (CUDA; default 256,
-   * AWQ_GEMM_MAX_M); past it the weight is dequantized. 0 dequantizes past the GEMVs' rows.
+   * Up to how many rows of x `linear` runs a 4-bit weight on the W4A16 GEMM (CUDA) instead of
+   * dequantizing it; default 0 (off: slower than dequantizing on an H100, ops/gpu/awq.ts).
    */
   readonly awqGemmMaxM?: number;
 }
@@ -137,7 +137,7 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
   /**
    * Runs the W4A16 GEMM on a 4-bit weight directly, whatever M, and returns true, or false where
    * it can't (not CUDA, M within the GEMVs' rows, x or the codes unaligned). For tests and
-   * benchmarks: `linear` takes it up to LinearOptions.awqGemmMaxM rows.
+   * benchmarks: `linear` takes it only up to LinearOptions.awqGemmMaxM rows (default none).
    */
   awqGemm(
     out: DeviceBuffer,

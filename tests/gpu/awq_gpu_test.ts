@@ -146,13 +146,15 @@ function checkLinear(
   }
 }
 
-// GEMVs up to 16 rows, the W4A16 GEMM from 17 to 256 (row and column tails: 17, 100; N 1000, 37).
+// GEMVs up to 16 rows, then dequantize + GEMM; and the opt-in W4A16 GEMM on the same rows past 16
+// (row and column tails: 17, 100; N 1000, 37).
 const MS = [1, 2, 3, 8, 9, 16, 17, 64, 100, 256];
 for (const [n, k, g] of [[4096, 4096, 128], [1024, 4096, 64], [1000, 1024, 128], [37, 256, 64]]) {
   gpuLinearTest(
     `gpu linear on 4-bit weights: N=${n} K=${k} g${g}, M in ${MS.join(", ")}`,
     (gpu, ops) => {
       checkLinear(gpu, ops, n, k, g, MS);
+      checkLinear(gpu, ops, n, k, g, MS.filter((m) => m > 16), true); // the opt-in W4A16 GEMM
     },
   );
 }

@@ -210,12 +210,12 @@ function gpuWeight(gpu: GpuBackend, n: number, k: number, scratch: boolean) {
 for (const hip of [false, true]) {
   const driver = hip ? "HIP" : "CUDA";
   const gemvRows = hip ? "up to 4 rows (portable GEMV)" : "up to 16 rows (tensor-core GEMVs)";
-  Deno.test(`linear on 4-bit weights (fake ${driver} driver): GEMV ${gemvRows}, then ${hip ? "" : "the W4A16 GEMM up to 256, then "}dequantize + GEMM`, async () => {
+  Deno.test(`linear on 4-bit weights (fake ${driver} driver): GEMV ${gemvRows}, dequantize + GEMM above`, async () => {
     await withFakeLinearOps(hip, [hip ? 9 : 8, 0], (gpu, gops, fake) => {
       const n = 4096, k = 4096;
       const weight = gpuWeight(gpu, n, k, true);
       assert.equal(gops.awqScratchBytes(n, k), 2 * n * k);
-      const x = gpu.alloc(2 * 300 * k + 16), out = gpu.alloc(2 * 300 * n);
+      const x = gpu.alloc(2 * 64 * k + 16), out = gpu.alloc(2 * 64 * n);
       const s = gpu.createStream();
       // [m, kernel, grid, extra args]: HIP's portable GEMV takes 8 rows a block; CUDA's mma
       // GEMVs with 4096 rows = 256 groups of 16 >= 132 SMs take r16, and K = 4096 is 16 steps
@@ -264,34 +264,8 @@ for (const hip of [false, true]) {
       const before = fake.launchCount();
       gops.linear(out, x.slice(2, 2 * k), weight, 1, n, k, s);
       assert.equal(fake.launchCount() - before, 2, "dequantize, then a bf16 linear");
-      if (!hip) {
-        // Past the GEMVs' rows up to 256: the W4A16 GEMM on the codes, 64×64 tiles, 128
-        // threads, 4 stages of 16 KiB; no dequantize launch.
-        for (const m of [17, 64, 100, 256]) {
-          fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
-          const mark = fake.launchCount();
-          gops.linear(out, x, weight, m, n, k, s);
-          assert.equal(fake.launchCount() - mark, 1, `m = ${m}: one launch`);
-          const launch = fake.lastLaunch();
-          assert.equal(launch.functionName, "linear_awq_gemm_64x64", `m = ${m}`);
-          assert.deepEqual(launch.grid, [Math.ceil(m / 64) * (n / 64), 1, 1]);
-          assert.deepEqual(launch.block, [128, 1, 1]);
-          assert.equal(launch.sharedMem, 65536);
-          const args = new DataView(launch.args.buffer, launch.args.byteOffset);
-          assert.deepEqual(
-            [0, 8, 16, 24, 32].map((o) => args.getBigUint64(o, true)),
-            [out, x, weight.codes, weight.zeros, weight.scales].map((b) => BigInt(b.ptr)),
-          );
-          assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 128]);
-        }
-        // Unaligned x past the GEMVs: the dequantize path.
-        fake.setParamSizes([8, 8, 8, 4, 4, 4]);
-        const mark = fake.launchCount();
-        gops.linear(out, x.slice(2, 2 * 64 * k), weight, 64, n, k, s);
-        assert.equal(fake.launchCount() - mark, 2, "unaligned x: dequantize, then a bf16 linear");
-      }
-      // Past the direct paths' rows: dequantize into the scratch, then the bf16 GEMM reading it.
-      for (const m of hip ? [5, 17] : [257, 300]) {
+      // Past the GEMVs' rows: dequantize into the scratch, then the bf16 GEMM reading it.
+      for (const m of hip ? [5, 17] : [17, 64]) {
         fake.setParamSizes([8, 8, 8, 4, 4, 4]);
         const mark = fake.launchCount();
         gops.linear(out, x, weight, m, n, k, s);
@@ -306,9 +280,9 @@ for (const hip of [false, true]) {
         );
       }
       assert.throws(
-        () => gops.linear(out, x, { ...weight, scratch: null }, hip ? 17 : 300, n, k, s),
+        () => gops.linear(out, x, { ...weight, scratch: null }, 17, n, k, s),
         new RegExp(
-          `more than ${hip ? 4 : 256} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
+          `more than ${hip ? 4 : 16} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
             "has none; size it with awqScratchBytes",
         ),
       );
@@ -318,6 +292,55 @@ for (const hip of [false, true]) {
     });
   });
 }
+
+Deno.test("linear on 4-bit weights (fake CUDA driver, awqGemmMaxM 256): the W4A16 GEMM from 17 to 256 rows, then dequantize + GEMM", async () => {
+  await withFakeLinearOps(
+    false,
+    [8, 0],
+    (gpu, gops, fake) => {
+      const n = 4096, k = 4096;
+      const weight = gpuWeight(gpu, n, k, true);
+      const x = gpu.alloc(2 * 300 * k + 16), out = gpu.alloc(2 * 300 * n);
+      const s = gpu.createStream();
+      // 64×64 tiles, 128 threads, 4 stages of 16 KiB; no dequantize launch.
+      for (const m of [17, 64, 100, 256]) {
+        fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
+        const mark = fake.launchCount();
+        gops.linear(out, x, weight, m, n, k, s);
+        assert.equal(fake.launchCount() - mark, 1, `m = ${m}: one launch`);
+        const launch = fake.lastLaunch();
+        assert.equal(launch.functionName, "linear_awq_gemm_64x64", `m = ${m}`);
+        assert.deepEqual(launch.grid, [Math.ceil(m / 64) * (n / 64), 1, 1]);
+        assert.deepEqual(launch.block, [128, 1, 1]);
+        assert.equal(launch.sharedMem, 65536);
+        const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+        assert.deepEqual(
+          [0, 8, 16, 24, 32].map((o) => args.getBigUint64(o, true)),
+          [out, x, weight.codes, weight.zeros, weight.scales].map((b) => BigInt(b.ptr)),
+        );
+        assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 128]);
+      }
+      // Unaligned x, and past 256 rows: dequantize, then a bf16 linear.
+      for (const [m, xs] of [[64, x.slice(2, 2 * 64 * k)], [257, x]] as const) {
+        fake.setParamSizes([8, 8, 8, 4, 4, 4]);
+        const mark = fake.launchCount();
+        gops.linear(out, xs, weight, m, n, k, s);
+        assert.equal(fake.launchCount() - mark, 2, `m = ${m}: dequantize, then a bf16 linear`);
+      }
+      assert.throws(
+        () => gops.linear(out, x, { ...weight, scratch: null }, 257, n, k, s),
+        /more than 256 rows of x needs a bf16 scratch of 33554432 bytes/,
+      );
+      // awqGemm runs it whatever M past the GEMVs' rows, and refuses within them.
+      fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4]);
+      assert.equal(gops.awqGemm(out, x, weight, 300, n, k, s), true);
+      assert.equal(fake.lastLaunch().functionName, "linear_awq_gemm_64x64");
+      assert.equal(gops.awqGemm(out, x, weight, 16, n, k, s), false);
+    },
+    {},
+    { awqGemmMaxM: 256 },
+  );
+});
 
 Deno.test("linear on 4-bit weights (fake CUDA 12.4 driver, sm_90): the GEMV launches programmatically, the dequantize plainly", async () => {
   await withFakeLinearOps(false, [9, 0], (gpu, gops, fake) => {

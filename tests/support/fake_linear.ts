@@ -8,7 +8,7 @@
 import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { openHip } from "../../backends/hip.ts";
-import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 import {
   buildFakeDriver,
   type FakeControl,
@@ -19,13 +19,14 @@ import {
 /**
  * Runs `body` with the linear operators of a backend on a freshly reset fake driver (HIP's when
  * `hip`, built with `driver`'s options) that reports `computeCapability`; closes the backend
- * and resets the fake after.
+ * and resets the fake after. `linear` are loadLinearOps's options.
  */
 export async function withFakeLinearOps(
   hip: boolean,
   computeCapability: [number, number],
   body: (gpu: GpuBackend, ops: GpuLinearOps, fake: FakeControl) => void | Promise<void>,
   driver: Omit<FakeDriverOptions, "hip"> = {},
+  linear: LinearOptions = {},
 ): Promise<void> {
   const libraryPath = buildFakeDriver({ ...driver, hip });
   const fake = openFakeControl(libraryPath);
@@ -33,7 +34,7 @@ export async function withFakeLinearOps(
   fake.setComputeCapability(...computeCapability);
   const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
   try {
-    await body(gpu, await loadLinearOps(gpu), fake);
+    await body(gpu, await loadLinearOps(gpu, linear), fake);
   } finally {
     gpu.close();
     fake.reset();

@@ -198,6 +198,8 @@ export class LlamaForward implements Forward {
   readonly weights: LlamaWeights;
   /** Head counts, head dimension, block size and softmax scale of every attention call. */
   readonly shape: AttentionShape;
+  /** Each layer's attention shape: `shape`, with the layer's own K/V scales on an FP8 cache. */
+  readonly #layerShapes: AttentionShape[];
   /** The device's operators. */
   protected readonly ops: ModelOps;
   /** The device. */
@@ -246,6 +248,16 @@ export class LlamaForward implements Forward {
       headDim,
     } = config;
     this.shape = attentionShape(config, sizes.blockSize, sizes.kvCacheDtype);
+    // An FP8 cache takes each layer's checkpoint-provided K and V scales, where it has them.
+    const kvScales = sizes.kvCacheDtype === "fp8" ? weights.kvScales : null;
+    this.#layerShapes = Array.from(
+      { length: config.numHiddenLayers },
+      (_, l) =>
+        kvScales === null ? this.shape : attentionShape(config, sizes.blockSize, "fp8", {
+          k: kvScales.k[l],
+          v: kvScales.v[l],
+        }),
+    );
     const T = sizes.maxTokens, R = sizes.maxRows;
     const qDim = heads * headDim, kvDim = kvHeads * headDim;
     let rope: RopeTable | null = null;
@@ -339,7 +351,6 @@ export class LlamaForward implements Forward {
 
   run(s: StepShape, inputs: StepInputs, kv: LayerCaches, out: LogitsOut, stream: Stream): void {
     const ops = this.ops, w = this.weights, c = this.config;
-    const shape = this.shape;
     const h = c.hiddenSize, eps = c.rmsNormEps, inter = c.intermediateSize;
     const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
     const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
@@ -373,7 +384,9 @@ export class LlamaForward implements Forward {
     ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const layer = w.layers[l];
-      const kCache = kv.k(l), vCache = kv.v(l);
+      const kCache = kv.k(l), vCache = kv.v(l), shape = this.#layerShapes[l];
+      decode.shape = shape;
+      prefill.shape = shape;
       if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
       else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
       ops.linear(this.#qkv, normed, layer.qkvProj, T, qDim + 2 * kvDim, h, stream);

@@ -53,6 +53,11 @@ export interface ModelWeights {
   has(key: string): boolean;
   /** Device bytes held. */
   readonly bytes: number;
+  /**
+   * Per layer, the FP8 KV-cache scales the checkpoint provides (compressed-tensors
+   * `kv_cache_scheme`: `self_attn.k_scale` and `v_scale`), or null: an FP8 KV cache then uses 1.
+   */
+  readonly kvScales: { readonly k: Float32Array; readonly v: Float32Array } | null;
   /** Frees every buffer; the weights must not be used afterwards. A second call does nothing. */
   free(): void;
 }
@@ -182,13 +187,14 @@ export interface ModelDefinition {
 
 /**
  * The shape of `config`'s attention calls with a KV cache of `blockSize`-token blocks of
- * `kvDtype` elements. An "fp8" cache gets K and V scales of 1, vLLM's default when the checkpoint
- * has none (Denali does not read checkpoint-provided `k_scale` / `v_scale` yet).
+ * `kvDtype` elements. An "fp8" cache gets `scales` (a layer's checkpoint-provided K and V
+ * scales), else 1 each, vLLM's default when the checkpoint has none.
  */
 export function attentionShape(
   config: ModelConfig,
   blockSize: number,
   kvDtype: KvCacheDtype = "bf16",
+  scales: { readonly k: number; readonly v: number } = { k: 1, v: 1 },
 ): AttentionShape {
   const shape = {
     numHeads: config.numAttentionHeads,
@@ -197,5 +203,5 @@ export function attentionShape(
     blockSize,
     scale: 1 / Math.sqrt(config.headDim),
   };
-  return kvDtype === "fp8" ? { ...shape, kvDtype, kScale: 1, vScale: 1 } : shape;
+  return kvDtype === "fp8" ? { ...shape, kvDtype, kScale: scales.k, vScale: scales.v } : shape;
 }

@@ -9,9 +9,11 @@
  *
  * Activations always stay bf16 (W8A16): a checkpoint that asks for FP8 activations (dynamic
  * per-token or static per-tensor `input_scale`) runs with bf16 ones, which is at least as
- * accurate; its input scales are not read. Everything else (block-wise or group scales, integer
- * weights or activations, FP8 output activations, an FP8 KV cache) is refused with a
- * ConfigError naming the key and what to use instead.
+ * accurate; its input scales are not read. A compressed-tensors `kv_cache_scheme` of static
+ * per-tensor FP8 scales is read (models/weights.ts loads each layer's k_scale and v_scale for an
+ * FP8 KV cache). Everything else (block-wise or group scales, integer weights or activations,
+ * FP8 output activations, other KV-cache schemes) is refused with a ConfigError naming the key
+ * and what to use instead.
  *
  * @module
  */
@@ -28,6 +30,12 @@ export interface Fp8Checkpoint {
   readonly strategy: "channel" | "tensor";
   /** What the checkpoint asked for its activations; Denali runs them in bf16 in every case. */
   readonly activations: "bf16" | "fp8-dynamic" | "fp8-static";
+  /**
+   * Whether the checkpoint carries static per-tensor FP8 KV-cache scales (compressed-tensors
+   * `kv_cache_scheme`): `self_attn.k_scale` and `v_scale` per layer, which an FP8 KV cache
+   * (`--kv-cache-dtype fp8`) then uses instead of 1.
+   */
+  readonly kvCacheScales: boolean;
 }
 
 /** A quantization_config Denali cannot run; `message` names the key and the remedy. */
@@ -65,12 +73,6 @@ function compressedTensors(config: Json, fail: QuantizationFail): Fp8Checkpoint 
     fail(
       `quantization_config.format ${JSON.stringify(config.format)} is not supported; Denali ` +
         `loads "float-quantized" (FP8) compressed-tensors checkpoints. ${REMEDY}`,
-    );
-  }
-  if (config.kv_cache_scheme !== undefined && config.kv_cache_scheme !== null) {
-    fail(
-      "quantization_config.kv_cache_scheme (an FP8 KV cache) is not supported yet; remove " +
-        "kv_cache_scheme from config.json to run the weights with a bf16 KV cache",
     );
   }
   const groups = config.config_groups;
@@ -113,7 +115,38 @@ function compressedTensors(config: Json, fail: QuantizationFail): Fp8Checkpoint 
     if (a !== "bf16") acts = a;
     strategy = strategy === "channel" ? "channel" : weights.strategy;
   }
-  return { method: "compressed-tensors", strategy: strategy!, activations: acts };
+  return {
+    method: "compressed-tensors",
+    strategy: strategy!,
+    activations: acts,
+    kvCacheScales: kvCacheScheme(config.kv_cache_scheme, fail),
+  };
+}
+
+/**
+ * A compressed-tensors `kv_cache_scheme`: absent or null (false), or static per-tensor FP8
+ * scales (true), the one scheme vLLM's FP8 KV cache reads; anything else is refused.
+ */
+function kvCacheScheme(value: unknown, fail: QuantizationFail): boolean {
+  if (value === undefined || value === null) return false;
+  const at = "quantization_config.kv_cache_scheme";
+  if (!isObject(value)) fail(`${at} must be an object or null`);
+  const remedy = "Denali reads static per-tensor FP8 K/V scales (num_bits 8, type float, " +
+    "strategy tensor, dynamic false); remove kv_cache_scheme from config.json to run with a " +
+    "bf16 KV cache, or with --kv-cache-dtype fp8 and scales of 1";
+  if (value.type !== "float" || value.num_bits !== 8) {
+    fail(`${at} (${value.type} ${value.num_bits}-bit) is not supported; ${remedy}`);
+  }
+  if (value.strategy !== undefined && value.strategy !== "tensor") {
+    fail(`${at}.strategy ${JSON.stringify(value.strategy)} is not supported; ${remedy}`);
+  }
+  if (value.dynamic === true) {
+    fail(`${at}.dynamic true (scales computed at run time) is not supported; ${remedy}`);
+  }
+  if (value.symmetric === false) {
+    fail(`${at}.symmetric false (zero points) is not supported; ${remedy}`);
+  }
+  return true;
 }
 
 function fp8Method(config: Json, fail: QuantizationFail): Fp8Checkpoint {
@@ -140,6 +173,7 @@ function fp8Method(config: Json, fail: QuantizationFail): Fp8Checkpoint {
     method: "fp8",
     strategy: "tensor",
     activations: scheme === "dynamic" ? "fp8-dynamic" : "fp8-static",
+    kvCacheScales: false,
   };
 }
 

@@ -134,6 +134,7 @@ function assemble(
   owned: Owned,
   buffers: Map<string, DeviceBuffer>,
   fp8: Map<string, Fp8Weight | AwqWeight>,
+  kvScales: ModelWeights["kvScales"] = null,
 ): ModelWeights {
   let freed = false;
   const all = [...owned.buffers];
@@ -161,6 +162,7 @@ function assemble(
       ? "fp8"
       : "bf16",
     bytes: all.reduce((sum, b) => sum + b.bytes, 0),
+    kvScales,
     free() {
       if (freed) return;
       freed = true;
@@ -699,9 +701,11 @@ export async function loadWeights(
   const int4Slots = int4 ? layout.filter((slot) => slot.linear) : [];
   const slots = int4 ? layout.filter((slot) => !slot.linear) : layout;
   const parts = slots.flatMap((slot) => slot.parts);
+  const kvNames = kvScaleNames(config);
   const needed = [
     ...parts.flatMap((p) => [p.name, ...(config.quantization && !int4 ? [scaleName(p)] : [])]),
     ...int4Slots.flatMap((slot) => slot.parts.flatMap((p) => int4TensorNames(p, int4!))),
+    ...(kvNames?.flat() ?? []),
   ];
   const checkpoint = await resolveCheckpoint(dir, needed);
   checkLayerCount(checkpoint, config);
@@ -723,6 +727,7 @@ export async function loadWeights(
   const buffers = new Map<string, DeviceBuffer>();
   const fp8 = new Map<string, Fp8Weight | AwqWeight>();
   let staging: HostBuffer | null = null;
+  let kvScales: ModelWeights["kvScales"] = null;
   const total = sources.flat().reduce((sum, s) => sum + s.tensor.bytes, 0);
   const progress = new Progress(
     "loading weights",
@@ -804,6 +809,7 @@ export async function loadWeights(
       );
       for (const [key, weight] of loaded) fp8.set(key, weight);
     }
+    kvScales = kvNames === null ? null : await readKvScales(checkpoint, kvNames);
   } catch (error) {
     owned.freeAll();
     throw error;
@@ -811,7 +817,68 @@ export async function loadWeights(
     staging?.free();
     progress.finish();
   }
-  return assemble(config, owned, buffers, fp8);
+  return assemble(config, owned, buffers, fp8, kvScales);
+}
+
+/**
+ * Per layer, the names of the K and V cache scales an FP8 checkpoint with a `kv_cache_scheme`
+ * provides, or null when it has none.
+ */
+function kvScaleNames(config: ModelConfig): [string, string][] | null {
+  const q = config.quantization;
+  if (!q || (q.method !== "compressed-tensors" && q.method !== "fp8") || !q.kvCacheScales) {
+    return null;
+  }
+  return Array.from({ length: config.numHiddenLayers }, (_, l) => {
+    const prefix = `model.layers.${l}.self_attn.`;
+    return [`${prefix}k_scale`, `${prefix}v_scale`];
+  });
+}
+
+/** Reads each layer's K and V scale (a scalar, F32, BF16 or F16, finite and > 0). */
+async function readKvScales(
+  checkpoint: Checkpoint,
+  names: readonly [string, string][],
+): Promise<{ k: Float32Array; v: Float32Array }> {
+  const k = new Float32Array(names.length), v = new Float32Array(names.length);
+  for (const [l, pair] of names.entries()) {
+    for (const [i, name] of pair.entries()) {
+      const file = checkpoint.fileOf(name);
+      const tensor = file === undefined
+        ? undefined
+        : checkpoint.headers.get(file)?.tensors.get(name);
+      if (file === undefined || tensor === undefined) {
+        throw new WeightsError(
+          file ?? checkpoint.listing,
+          name,
+          "missing: config.json's kv_cache_scheme says the checkpoint has FP8 KV-cache scales, " +
+            "one k_scale and v_scale per layer; the download is incomplete, or remove " +
+            "kv_cache_scheme from config.json to run with scales of 1",
+        );
+      }
+      const scalar = tensor.shape.length === 0 ||
+        (tensor.shape.length === 1 && tensor.shape[0] === 1);
+      if (!scalar || !["F32", "BF16", "F16"].includes(tensor.dtype)) {
+        throw new WeightsError(
+          file,
+          name,
+          `${tensor.dtype} [${tensor.shape}] is not a KV-cache scale; expected a per-tensor ` +
+            "scalar (F32, BF16 or F16)",
+        );
+      }
+      const value =
+        floatsOf(tensor.dtype, await readTensor(checkpoint.headers.get(file)!, name))[0];
+      if (!(value > 0) || !Number.isFinite(value)) {
+        throw new WeightsError(
+          file,
+          name,
+          `scale ${value}: a KV-cache scale must be finite and > 0; the checkpoint is corrupt`,
+        );
+      }
+      (i === 0 ? k : v)[l] = value;
+    }
+  }
+  return { k, v };
 }
 
 async function copyTensor(

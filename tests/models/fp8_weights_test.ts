@@ -44,6 +44,15 @@ const COMPRESSED_TENSORS = {
   ignore: ["lm_head"],
 };
 
+/** llm-compressor's FP8 KV-cache scheme: static per-tensor scales. */
+const KV_SCHEME = {
+  num_bits: 8,
+  type: "float",
+  strategy: "tensor",
+  dynamic: false,
+  symmetric: true,
+};
+
 /**
  * Writes tiny-llama with its linear weights quantized per row (F8_E4M3 + F32 weight_scale
  * [out, 1], or a per-tensor scalar with `perTensor`), `edit` applied to the tensors last.
@@ -98,8 +107,17 @@ async function writeFp8Checkpoint(
 
 const PROMPT = [277, 40, 41, 42, 43, 100, 101, 7, 8, 9, 200, 201, 5, 6];
 
-async function lastLogits(dir: string, quantization: "fp8" | null = null): Promise<Float32Array> {
-  const engine = await Engine.load(dir, { backend: "cpu", log: () => {}, quantization });
+async function lastLogits(
+  dir: string,
+  quantization: "fp8" | null = null,
+  kvCacheDtype: "bf16" | "fp8" = "bf16",
+): Promise<Float32Array> {
+  const engine = await Engine.load(dir, {
+    backend: "cpu",
+    log: () => {},
+    quantization,
+    kvCacheDtype,
+  });
   try {
     // The step profile's roofline counts linear bytes by this (engine/roofline.ts).
     const fp8 = quantization === "fp8" || dir !== TINY;
@@ -245,6 +263,85 @@ Deno.test({
   }
 });
 
+Deno.test({
+  ...base,
+  name:
+    "FP8 checkpoint with kv_cache_scheme: each layer's k_scale and v_scale reach the FP8 KV cache",
+}, async () => {
+  // Scales far from 1 and from each other, and not powers of two (which round exactly as 1
+  // does): used, they move the logits off the scale-1 FP8 cache's, while staying within FP8
+  // rounding of the bf16 cache's (under 0.02 on this model, README). The weights carry the exact
+  // values; how the kernels apply a shape's scales is tests/ops/kv_fp8_test.ts's business.
+  const kScales = [0.37, 0.61], vScales = [0.45, 1.3];
+  const scalar = (value: number): SafetensorsTensor => ({
+    dtype: "F32",
+    shape: [],
+    data: new Uint8Array(Float32Array.of(value).buffer),
+  });
+  const withScales = (drop?: string, bad?: string) => (tensors: Map<string, SafetensorsTensor>) => {
+    kScales.forEach((k, l) => {
+      tensors.set(`model.layers.${l}.self_attn.k_scale`, scalar(k));
+      tensors.set(`model.layers.${l}.self_attn.v_scale`, scalar(vScales[l]));
+    });
+    if (drop) tensors.delete(drop);
+    if (bad) tensors.set(bad, { dtype: "F32", shape: [2], data: new Uint8Array(8) });
+  };
+  const config = { ...COMPRESSED_TENSORS, kv_cache_scheme: KV_SCHEME };
+  const dir = await writeFp8Checkpoint(config, { edit: withScales() });
+  const plain = await writeFp8Checkpoint(COMPRESSED_TENSORS);
+  try {
+    const backend = new CpuBackend();
+    const weights = await loadWeights(dir, await loadModelConfig(dir), backend, {
+      ops: await loadOps(backend),
+    });
+    assert.deepEqual([...weights.kvScales!.k], kScales.map(Math.fround));
+    assert.deepEqual([...weights.kvScales!.v], vScales.map(Math.fround));
+    weights.free();
+
+    const scaled = await lastLogits(dir, null, "fp8");
+    const unscaled = await lastLogits(plain, null, "fp8");
+    const bf16Cache = await lastLogits(plain);
+    assert.notDeepEqual(scaled, unscaled, "the checkpoint's scales are used");
+    const error = relativeError(scaled, bf16Cache);
+    console.log(
+      `FP8 KV cache with the checkpoint's scales vs a bf16 cache: ${error.toExponential(2)}`,
+    );
+    assert.ok(error < 0.05, `relative error ${error}`);
+    // A bf16 cache has no use for them: the same logits as without the scheme.
+    assert.deepEqual(await lastLogits(dir), bf16Cache);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(plain, { recursive: true });
+  }
+  for (
+    const [drop, bad, message] of [
+      [
+        "model.layers.1.self_attn.v_scale",
+        undefined,
+        /self_attn\.v_scale': missing: config\.json's kv_cache_scheme/,
+      ],
+      [
+        undefined,
+        "model.layers.0.self_attn.k_scale",
+        /k_scale': F32 \[2\] is not a KV-cache scale/,
+      ],
+    ] as const
+  ) {
+    const broken = await writeFp8Checkpoint(config, { edit: withScales(drop, bad) });
+    try {
+      const backend = new CpuBackend();
+      await assert.rejects(
+        loadWeights(broken, await loadModelConfig(broken), backend, {
+          ops: await loadOps(backend),
+        }),
+        (e: Error) => e instanceof WeightsError && message.test(e.message),
+      );
+    } finally {
+      await Deno.remove(broken, { recursive: true });
+    }
+  }
+});
+
 Deno.test("FP8 quantization_config: unsupported schemes are refused naming the key", async () => {
   const config = JSON.parse(await Deno.readTextFile(join(TINY, "config.json")));
   const group = COMPRESSED_TENSORS.config_groups.group_0;
@@ -279,9 +376,19 @@ Deno.test("FP8 quantization_config: unsupported schemes are refused naming the k
       /format "pack-quantized" is not supported/,
     ],
     [
-      "an FP8 KV cache",
-      { ...COMPRESSED_TENSORS, kv_cache_scheme: { num_bits: 8, type: "float" } },
-      /kv_cache_scheme \(an FP8 KV cache\) is not supported yet; remove kv_cache_scheme/,
+      "dynamic KV-cache scales",
+      { ...COMPRESSED_TENSORS, kv_cache_scheme: { ...KV_SCHEME, dynamic: true } },
+      /kv_cache_scheme\.dynamic true \(scales computed at run time\) is not supported; Denali reads static per-tensor FP8 K\/V scales/,
+    ],
+    [
+      "per-head KV-cache scales",
+      { ...COMPRESSED_TENSORS, kv_cache_scheme: { ...KV_SCHEME, strategy: "attn_head" } },
+      /kv_cache_scheme\.strategy "attn_head" is not supported/,
+    ],
+    [
+      "an int8 KV cache",
+      { ...COMPRESSED_TENSORS, kv_cache_scheme: { ...KV_SCHEME, type: "int" } },
+      /kv_cache_scheme \(int 8-bit\) is not supported; .*remove kv_cache_scheme/,
     ],
     [
       "block-wise fp8 method",
@@ -306,5 +413,9 @@ Deno.test("FP8 quantization_config: unsupported schemes are refused naming the k
     method: "compressed-tensors",
     strategy: "channel",
     activations: "fp8-dynamic",
+    kvCacheScales: false,
   });
+  const withKv = { ...COMPRESSED_TENSORS, kv_cache_scheme: KV_SCHEME };
+  const kv = parseModelConfig({ ...config, quantization_config: withKv }).quantization;
+  assert.ok(kv?.method === "compressed-tensors" && kv.kvCacheScales, "kv_cache_scheme read");
 });

@@ -1190,7 +1190,10 @@ function kvBlockCount(
 ): number {
   const perBlock = model.kvBytesPerBlock;
   if (o.kvCacheDtype === "fp8") {
-    o.log("KV cache: fp8 (E4M3, K and V scales 1 per layer), 1 byte per element");
+    const scales = model.weights.kvScales === null
+      ? "K and V scales 1 per layer"
+      : "each layer's K and V scales from the checkpoint";
+    o.log(`KV cache: fp8 (E4M3, ${scales}), 1 byte per element`);
   }
   if (o.kvBlocks !== null) {
     o.log(

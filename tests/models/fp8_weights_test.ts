@@ -309,6 +309,17 @@ Deno.test({
     assert.ok(error < 0.05, `relative error ${error}`);
     // A bf16 cache has no use for them: the same logits as without the scheme.
     assert.deepEqual(await lastLogits(dir), bf16Cache);
+    // The load says which scales the FP8 cache took.
+    for (const [from, says] of [[dir, "from the checkpoint"], [plain, "scales 1 per layer"]]) {
+      const lines: string[] = [];
+      const engine = await Engine.load(from, {
+        backend: "cpu",
+        kvCacheDtype: "fp8",
+        log: (line) => lines.push(line),
+      });
+      await engine.close();
+      assert.ok(lines.some((l) => l.startsWith("KV cache: fp8") && l.includes(says)), from);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(plain, { recursive: true });

@@ -263,11 +263,15 @@ extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const 
 // V row once for all GT heads.
 //
 // Threads form groups of T = D/8 lanes; a group holds one token row, one 16-byte load per lane.
+// A partition runs in chunks of DECODE_CHUNK rows (one chunk unless a block takes a whole long
+// sequence, ops/gpu/attention.ts decodePartSize), each in three phases:
 // Phase 1: q·k for GT heads, reduced across the T lanes with a reduce-scatter butterfly (GT-1
 // exchanges plus log2(T/GT), instead of GT·log2(T)), logits into shared memory.
-// Phase 2: per-head max and exp-sum over the partition. Phase 3: p·v into fp32 registers, then a
-// cross-group and cross-warp sum. The partition's (max, sum, unnormalised out[D]) go to the
-// workspace; with a single partition the block writes the normalised bf16 output directly.
+// Phase 2: per-head max and exp-sum over the chunk, rescaling the earlier chunks' sums and output
+// to the new running max. Phase 3: p·v into fp32 registers, then a cross-group and cross-warp sum
+// folded into the running output in shared memory. The partition's (max, sum, unnormalised
+// out[D]) go to the workspace; with a single partition the block writes the normalised bf16
+// output directly.
 //
 // Launched programmatically (pdl.h), a block starts while the previous kernel of the stream may
 // still run. In the engine that kernel is kv_write, launched plainly, writing one row per decode

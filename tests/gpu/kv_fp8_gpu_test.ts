@@ -37,6 +37,12 @@ import { Engine, type EngineOptions } from "../../engine/engine.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { type AttentionKernelOptions, loadAttentionOps } from "../../ops/gpu/attention.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import {
+  COMPRESSED_TENSORS,
+  KV_SCHEME,
+  withKvScales,
+  writeFp8Checkpoint,
+} from "../support/fp8_checkpoint.ts";
 import { assertClose, randomArray, relativeError } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
 
@@ -458,4 +464,46 @@ Deno.test({
   }
   const errorAfter = relativeError(after[1], after[0]);
   assert.ok(errorAfter <= ENGINE_TOLERANCE, `logits of ${all.length} tokens: ${errorAfter}`);
+});
+
+Deno.test({
+  name: "the tiny FP8 engine with its checkpoint's KV scales on CUDA matches the CPU engine",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  // Each layer's own K and V scale (not 1, not powers of two) through kv_write_fp8 and both
+  // attention kernels, prefill then decode, against the CPU engine on the same checkpoint.
+  const dir = await writeFp8Checkpoint(
+    { ...COMPRESSED_TENSORS, kv_cache_scheme: KV_SCHEME },
+    { edit: withKvScales([0.37, 0.61], [0.45, 1.3]) },
+  );
+  try {
+    const options: EngineOptions = {
+      kvBlocks: 64,
+      blockSize: 16,
+      maxRunning: 4,
+      maxBatchedTokens: 32,
+      log: () => {},
+      kvCacheDtype: "fp8",
+    };
+    const ids = Array.from({ length: 60 }, (_, i) => (i * 41 + 3) % 277);
+    const logits: Float32Array[] = [];
+    for (const backend of ["cpu", "cuda"] as const) {
+      const engine = await Engine.load(dir, { ...options, backend });
+      try {
+        assert.equal(engine.info.weightFormat, "fp8");
+        logits.push(await engine.lastLogits(ids));
+      } finally {
+        await engine.close();
+      }
+    }
+    const error = relativeError(logits[1], logits[0]);
+    console.log(
+      `FP8 weights + checkpoint KV scales: GPU vs CPU relative error ${error.toExponential(2)}`,
+    );
+    assert.ok(error <= ENGINE_TOLERANCE, `relative error ${error}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

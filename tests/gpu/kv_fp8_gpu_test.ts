@@ -410,21 +410,26 @@ gpuTest(
   },
 );
 
+/**
+ * The tiny engines' options: an FP8 cache, 32 tokens a step (a long prompt's later chunks read
+ * the earlier ones from the cache).
+ */
+const ENGINE_OPTIONS: EngineOptions = {
+  kvBlocks: 64,
+  blockSize: 16,
+  maxRunning: 4,
+  maxBatchedTokens: 32,
+  log: () => {},
+  kvCacheDtype: "fp8",
+};
+
 Deno.test({
   name: "the tiny engine with an fp8 KV cache on CUDA matches the CPU engine with one",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
-  // 32 tokens a step: a 100-token prompt's later chunks read the earlier ones from the cache.
-  const options: EngineOptions = {
-    kvBlocks: 64,
-    blockSize: 16,
-    maxRunning: 4,
-    maxBatchedTokens: 32,
-    log: () => {},
-    kvCacheDtype: "fp8",
-  };
+  const options = ENGINE_OPTIONS;
   const ids = Array.from({ length: 100 }, (_, i) => (i * 37 + 5) % 277);
   const logits: Float32Array[] = [];
   const generated: number[] = [];
@@ -479,14 +484,7 @@ Deno.test({
     { edit: withKvScales([0.37, 0.61], [0.45, 1.3]) },
   );
   try {
-    const options: EngineOptions = {
-      kvBlocks: 64,
-      blockSize: 16,
-      maxRunning: 4,
-      maxBatchedTokens: 32,
-      log: () => {},
-      kvCacheDtype: "fp8",
-    };
+    const options = ENGINE_OPTIONS;
     const ids = Array.from({ length: 60 }, (_, i) => (i * 41 + 3) % 277);
     const logits: Float32Array[] = [];
     for (const backend of ["cpu", "cuda"] as const) {

@@ -809,7 +809,12 @@ export async function loadWeights(
       );
       for (const [key, weight] of loaded) fp8.set(key, weight);
     }
-    kvScales = kvNames === null ? null : await readKvScales(checkpoint, kvNames);
+    // Declared by kv_cache_scheme, or simply present (vLLM reads them either way).
+    const kvDeclared = config.quantization?.method === "compressed-tensors" &&
+      config.quantization.kvCacheScales;
+    if (kvNames !== null && (kvDeclared || checkpoint.fileOf(kvNames[0][0]) !== undefined)) {
+      kvScales = await readKvScales(checkpoint, kvNames);
+    }
   } catch (error) {
     owned.freeAll();
     throw error;
@@ -821,14 +826,13 @@ export async function loadWeights(
 }
 
 /**
- * Per layer, the names of the K and V cache scales an FP8 checkpoint with a `kv_cache_scheme`
- * provides, or null when it has none.
+ * Per layer, the names of the K and V cache scales an FP8 checkpoint may provide (a
+ * compressed-tensors `kv_cache_scheme` declares them; AutoFP8-style `fp8` checkpoints just carry
+ * them), or null for other checkpoints.
  */
 function kvScaleNames(config: ModelConfig): [string, string][] | null {
   const q = config.quantization;
-  if (!q || (q.method !== "compressed-tensors" && q.method !== "fp8") || !q.kvCacheScales) {
-    return null;
-  }
+  if (!q || (q.method !== "compressed-tensors" && q.method !== "fp8")) return null;
   return Array.from({ length: config.numHiddenLayers }, (_, l) => {
     const prefix = `model.layers.${l}.self_attn.`;
     return [`${prefix}k_scale`, `${prefix}v_scale`];
@@ -851,9 +855,9 @@ async function readKvScales(
         throw new WeightsError(
           file ?? checkpoint.listing,
           name,
-          "missing: config.json's kv_cache_scheme says the checkpoint has FP8 KV-cache scales, " +
-            "one k_scale and v_scale per layer; the download is incomplete, or remove " +
-            "kv_cache_scheme from config.json to run with scales of 1",
+          "missing: the checkpoint has FP8 KV-cache scales (kv_cache_scheme, or layer 0's " +
+            "k_scale), and needs one k_scale and v_scale per layer; the download is incomplete, " +
+            "or remove kv_cache_scheme (and the scale tensors) to run with scales of 1",
         );
       }
       const scalar = tensor.shape.length === 0 ||

@@ -216,6 +216,25 @@ Deno.test({
     assert.deepEqual([...weights.kvScales!.k], kScales.map(Math.fround));
     assert.deepEqual([...weights.kvScales!.v], vScales.map(Math.fround));
     weights.free();
+    // An `fp8`-method checkpoint (AutoFP8) carries them with no config key: read when present.
+    const autoFp8 = await writeFp8Checkpoint(
+      { quant_method: "fp8", activation_scheme: "static" },
+      { perTensor: true, edit: withKvScales(kScales, vScales) },
+    );
+    try {
+      const carried = await loadWeights(autoFp8, await loadModelConfig(autoFp8), backend, {
+        ops: await loadOps(backend),
+      });
+      assert.deepEqual([...carried.kvScales!.v], vScales.map(Math.fround));
+      carried.free();
+    } finally {
+      await Deno.remove(autoFp8, { recursive: true });
+    }
+    const none = await loadWeights(plain, await loadModelConfig(plain), backend, {
+      ops: await loadOps(backend),
+    });
+    assert.equal(none.kvScales, null, "no scales, no kv_cache_scheme: scales of 1");
+    none.free();
 
     const scaled = await lastLogits(dir, null, "fp8");
     const unscaled = await lastLogits(plain, null, "fp8");
@@ -248,7 +267,7 @@ Deno.test({
       [
         "model.layers.1.self_attn.v_scale",
         undefined,
-        /self_attn\.v_scale': missing: config\.json's kv_cache_scheme/,
+        /self_attn\.v_scale': missing: the checkpoint has FP8 KV-cache scales/,
       ],
       [
         undefined,

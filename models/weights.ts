@@ -464,17 +464,11 @@ function sourceTensor(
   file: string;
   tensor: SafetensorsTensor;
 } {
-  const file = checkpoint.fileOf(part.name);
-  const tensor = file === undefined ? undefined : checkpoint.headers.get(file)!.tensors.get(
-    part.name,
-  );
-  if (file === undefined || tensor === undefined) {
-    const remedy = part.name === "lm_head.weight"
-      ? "if the model shares its embedding table with the output layer, config.json should " +
-        'say "tie_word_embeddings": true'
-      : `${MISMATCH}, or the download is incomplete`;
-    throw new WeightsError(file ?? checkpoint.listing, part.name, `missing; ${remedy}`);
-  }
+  const remedy = part.name === "lm_head.weight"
+    ? "if the model shares its embedding table with the output layer, config.json should " +
+      'say "tie_word_embeddings": true'
+    : `${MISMATCH}, or the download is incomplete`;
+  const { file, tensor } = requireTensor(checkpoint, part.name, `missing; ${remedy}`);
   if (SOURCE_DTYPES[tensor.dtype] === undefined) {
     throw new WeightsError(
       file,
@@ -541,6 +535,31 @@ function int4Scheme(config: ModelConfig): Int4Checkpoint | null {
   return q && (q.method === "awq" || q.method === "gptq") ? q : null;
 }
 
+/**
+ * Tensor `name`'s file and header entry; a WeightsError with `missing` (naming the shard the index
+ * points to, else the listing) where the checkpoint lacks it.
+ */
+function requireTensor(
+  checkpoint: Checkpoint,
+  name: string,
+  missing: string,
+): { file: string; tensor: SafetensorsTensor } {
+  const file = checkpoint.fileOf(name);
+  const tensor = file === undefined ? undefined : checkpoint.headers.get(file)?.tensors.get(name);
+  if (file === undefined || tensor === undefined) {
+    throw new WeightsError(file ?? checkpoint.listing, name, missing);
+  }
+  return { file, tensor };
+}
+
+/** The dtypes a scale tensor (FP8 weight or KV cache) may have. */
+const SCALE_DTYPES: readonly string[] = ["F32", "BF16", "F16"];
+
+/** Whether a tensor shape holds one value: [] or [1]. */
+function isScalar(shape: readonly number[]): boolean {
+  return shape.length === 0 || (shape.length === 1 && shape[0] === 1);
+}
+
 /** Where a linear part's FP8 scale lives: `<prefix>.weight` → `<prefix>.weight_scale`. */
 function scaleName(part: WeightPart): string {
   return part.name.replace(/\.weight$/, ".weight_scale");
@@ -579,18 +598,14 @@ function scaleTensor(checkpoint: Checkpoint, part: WeightPart): {
   tensor: SafetensorsTensor;
 } {
   const name = scaleName(part);
-  const file = checkpoint.fileOf(name);
-  const tensor = file === undefined ? undefined : checkpoint.headers.get(file)?.tensors.get(name);
-  if (file === undefined || tensor === undefined) {
-    throw new WeightsError(
-      file ?? checkpoint.listing,
-      name,
-      `missing: the F8_E4M3 weight ${part.name} needs its scale (a per-channel [out, 1] or ` +
-        "per-tensor scalar weight_scale); the download is incomplete, or the checkpoint uses a " +
-        "layout Denali does not read (block-wise weight_scale_inv)",
-    );
-  }
-  if (tensor.dtype !== "F32" && tensor.dtype !== "BF16" && tensor.dtype !== "F16") {
+  const { file, tensor } = requireTensor(
+    checkpoint,
+    name,
+    `missing: the F8_E4M3 weight ${part.name} needs its scale (a per-channel [out, 1] or ` +
+      "per-tensor scalar weight_scale); the download is incomplete, or the checkpoint uses a " +
+      "layout Denali does not read (block-wise weight_scale_inv)",
+  );
+  if (!SCALE_DTYPES.includes(tensor.dtype)) {
     throw new WeightsError(
       file,
       name,
@@ -598,7 +613,7 @@ function scaleTensor(checkpoint: Checkpoint, part: WeightPart): {
     );
   }
   const rows = part.shape[0], shape = tensor.shape;
-  const perTensor = shape.length === 0 || (shape.length === 1 && shape[0] === 1);
+  const perTensor = isScalar(shape);
   const perChannel = (shape.length === 2 && shape[0] === rows && shape[1] === 1) ||
     (shape.length === 1 && shape[0] === rows);
   if (!perTensor && !perChannel) {
@@ -705,7 +720,7 @@ export async function loadWeights(
   const needed = [
     ...parts.flatMap((p) => [p.name, ...(config.quantization && !int4 ? [scaleName(p)] : [])]),
     ...int4Slots.flatMap((slot) => slot.parts.flatMap((p) => int4TensorNames(p, int4!))),
-    ...(kvNames?.flat() ?? []),
+    ...(kvNames?.names.flat() ?? []),
   ];
   const checkpoint = await resolveCheckpoint(dir, needed);
   checkLayerCount(checkpoint, config);
@@ -810,10 +825,11 @@ export async function loadWeights(
       for (const [key, weight] of loaded) fp8.set(key, weight);
     }
     // Declared by kv_cache_scheme, or simply present (vLLM reads them either way).
-    const kvDeclared = config.quantization?.method === "compressed-tensors" &&
-      config.quantization.kvCacheScales;
-    if (kvNames !== null && (kvDeclared || checkpoint.fileOf(kvNames[0][0]) !== undefined)) {
-      kvScales = await readKvScales(checkpoint, kvNames);
+    if (
+      kvNames !== null &&
+      (kvNames.declared || checkpoint.fileOf(kvNames.names[0][0]) !== undefined)
+    ) {
+      kvScales = await readKvScales(checkpoint, kvNames.names);
     }
   } catch (error) {
     owned.freeAll();
@@ -826,17 +842,20 @@ export async function loadWeights(
 }
 
 /**
- * Per layer, the names of the K and V cache scales an FP8 checkpoint may provide (a
- * compressed-tensors `kv_cache_scheme` declares them; AutoFP8-style `fp8` checkpoints just carry
- * them), or null for other checkpoints.
+ * Per layer, the names of the K and V cache scales an FP8 checkpoint may provide, and whether
+ * config.json declares them (a compressed-tensors `kv_cache_scheme`; AutoFP8-style `fp8`
+ * checkpoints just carry them); null for other checkpoints.
  */
-function kvScaleNames(config: ModelConfig): [string, string][] | null {
+function kvScaleNames(
+  config: ModelConfig,
+): { names: [string, string][]; declared: boolean } | null {
   const q = config.quantization;
   if (!q || (q.method !== "compressed-tensors" && q.method !== "fp8")) return null;
-  return Array.from({ length: config.numHiddenLayers }, (_, l) => {
+  const names = Array.from({ length: config.numHiddenLayers }, (_, l): [string, string] => {
     const prefix = `model.layers.${l}.self_attn.`;
     return [`${prefix}k_scale`, `${prefix}v_scale`];
   });
+  return { names, declared: q.kvCacheScales };
 }
 
 /** Reads each layer's K and V scale (a scalar, F32, BF16 or F16, finite and > 0). */
@@ -847,22 +866,14 @@ async function readKvScales(
   const k = new Float32Array(names.length), v = new Float32Array(names.length);
   for (const [l, pair] of names.entries()) {
     for (const [i, name] of pair.entries()) {
-      const file = checkpoint.fileOf(name);
-      const tensor = file === undefined
-        ? undefined
-        : checkpoint.headers.get(file)?.tensors.get(name);
-      if (file === undefined || tensor === undefined) {
-        throw new WeightsError(
-          file ?? checkpoint.listing,
-          name,
-          "missing: the checkpoint has FP8 KV-cache scales (kv_cache_scheme, or layer 0's " +
-            "k_scale), and needs one k_scale and v_scale per layer; the download is incomplete, " +
-            "or remove kv_cache_scheme (and the scale tensors) to run with scales of 1",
-        );
-      }
-      const scalar = tensor.shape.length === 0 ||
-        (tensor.shape.length === 1 && tensor.shape[0] === 1);
-      if (!scalar || !["F32", "BF16", "F16"].includes(tensor.dtype)) {
+      const { file, tensor } = requireTensor(
+        checkpoint,
+        name,
+        "missing: the checkpoint has FP8 KV-cache scales (kv_cache_scheme, or layer 0's " +
+          "k_scale), and needs one k_scale and v_scale per layer; the download is incomplete, " +
+          "or remove kv_cache_scheme (and the scale tensors) to run with scales of 1",
+      );
+      if (!isScalar(tensor.shape) || !SCALE_DTYPES.includes(tensor.dtype)) {
         throw new WeightsError(
           file,
           name,

@@ -21,8 +21,8 @@
  * p·V on tensor cores. Opt-in: not faster on an H100 (see AttentionKernelOptions.decodeKernel).
  *
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
- * multiprocessor) is not split below 2048 tokens, so it needs no reduce; a smaller one is split
- * into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
+ * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
+ * no reduce; a smaller one is split into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
  * of 512 rows with an online softmax across them.
  *
  * The decode kernels and `decode_reduce` launch with programmatic dependent launch where the

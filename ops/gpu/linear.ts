@@ -324,7 +324,8 @@ export async function loadLinearOps(
   // FP8 weights: the W8A16 GEMV for M <= 16; above, W8A8 where prepareLinear timed it faster,
   // else dequantize to bf16 and run as below.
   const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
-  // 4-bit weights: the W4A16 GEMV for M <= 4, else dequantize to bf16 and run as below.
+  // 4-bit weights: the W4A16 GEMV for M <= 16 (4 on HIP), the W4A16 GEMM up to awqGemmMaxM
+  // rows where asked, else dequantize to bf16 and run as below.
   const awq = await loadAwqOps(backend, { programmatic, gemmMaxM: options.awqGemmMaxM });
 
   const sms = backend.info.multiprocessors;

@@ -9,7 +9,15 @@
 // Rounding follows HF transformers with bf16 weights, step for step, and ops/cpu/
 // elementwise.ts rounds at exactly the same places (see each kernel). Signatures stay on one
 // line each for kernels/build.ts.
+//
+// Programmatic dependent launch (pdl.h): the kernels that sit between a decode step's GEMVs
+// (both RMSNorms, qkv_rope, silu_mul, cast_bf16_to_f32) open with launch_dependents, so the next
+// GEMV starts streaming its weights while they run, and they wait (every block, before any read
+// of what an earlier kernel wrote, and before any write) so that they may themselves launch
+// while the GEMV before them drains. Every block reaching pdl_wait also keeps the stream's order
+// transitive: such a kernel completes only after everything enqueued before it has.
 #include "compat.h"
+#include "pdl.h"
 #include "philox.h"
 
 #ifdef DENALI_HIP
@@ -107,6 +115,8 @@ __device__ __forceinline__ float rms_scale(float sum, float n, float eps) {
 template <bool FUSED>
 __device__ __forceinline__ void rms_norm_row(uint16_t* out, const uint16_t* x, const uint16_t* weight, uint16_t* residual, uint32_t hidden, float eps) {
   __shared__ float scratch[32];
+  pdl_launch_dependents();
+  pdl_wait();
   const size_t base = static_cast<size_t>(blockIdx.x) * hidden;
   const uint16_t* xr = x + base;
   uint16_t* rr = FUSED ? residual + base : nullptr;
@@ -332,6 +342,8 @@ extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __r
   float* cs = reinterpret_cast<float*>(qkv_rope_shared);
   const uint32_t half = head_dim / 2;
   const size_t t = blockIdx.x;
+  pdl_launch_dependents();
+  pdl_wait();
   rope_trig(cs, positions[t], inv_freq, half);
   const bool add_bias = (flags & 1u) != 0, norm = (flags & 2u) != 0;
   const uint32_t lane = threadIdx.x % DENALI_WARP;
@@ -406,6 +418,8 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
 // out[t, i] = bf16(bf16(silu(gate[t, i])) * up[t, i]), gateUp = [gate | up] per row.
 // tokens * inter * 2 must stay below 2^32. Grid-stride, so any grid and block are correct.
 extern "C" __global__ void silu_mul_bf16(uint16_t* __restrict__ out, const uint16_t* __restrict__ gate_up, uint32_t tokens, uint32_t inter) {
+  pdl_launch_dependents();
+  pdl_wait();
   const uint32_t stride = gridDim.x * blockDim.x;
   if (inter % 8 == 0 && aligned16(out) && aligned16(gate_up)) {
     const uint32_t row = inter / 8;
@@ -460,6 +474,8 @@ extern "C" __global__ void cast_f32_to_bf16(uint16_t* __restrict__ out, const fl
 
 // f32(x): exact, a shift of the bit pattern. Grid-stride.
 extern "C" __global__ void cast_bf16_to_f32(float* __restrict__ out, const uint16_t* __restrict__ x, uint32_t count) {
+  pdl_launch_dependents();
+  pdl_wait();
   const uint32_t stride = gridDim.x * blockDim.x;
   const uint32_t first = blockIdx.x * blockDim.x + threadIdx.x;
   uint32_t done = 0;

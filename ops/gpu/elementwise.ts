@@ -19,6 +19,13 @@
  * - fillRandom: grid-stride, 256 threads, a thread per output (one Philox block each), at most
  *   65536 blocks; 64-bit indices, so counts past 2^32 are fine.
  *
+ * The kernels between a decode step's GEMVs (rmsNorm, qkvRope, siluMul, castBf16ToF32) launch
+ * programmatically where the backend can (unless DENALI_PDL=0): they read and write only after
+ * griddepcontrol.wait, so each may start while the GEMV before it drains, and they release the
+ * GEMV after them at once, which then streams its weights while they run. The others launch
+ * plainly: embedding opens a step (what the host uploaded must be complete before anything reads
+ * it early), and qkNorm, qkvBias and rope are not on the forward pass.
+ *
  * @module
  */
 
@@ -35,7 +42,7 @@ import {
   checkSiluMul,
 } from "../checks/elementwise.ts";
 import type { ElementwiseOps } from "../ops.ts";
-import { loadKernels } from "../../kernels/modules.ts";
+import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 
 /** Threads per block of the grid-stride kernels. */
 const FLAT_THREADS = 256;
@@ -59,19 +66,28 @@ function flatBlocks(vectors: number): number {
   return blocks < 1 ? 1 : blocks > MAX_BLOCKS ? MAX_BLOCKS : blocks;
 }
 
-/** Loads the elementwise kernels onto the backend's device and returns its ops. */
-export async function loadElementwiseOps(backend: Backend): Promise<ElementwiseOps> {
-  const { launchers } = await loadKernels(backend, "elementwise");
+/**
+ * Loads the elementwise kernels onto the backend's device and returns its ops; `programmatic`
+ * (default: yes unless DENALI_PDL=0) says whether the kernels that wait launch so.
+ */
+export async function loadElementwiseOps(
+  backend: Backend,
+  options: { readonly programmatic?: boolean } = {},
+): Promise<ElementwiseOps> {
+  const kernels = await loadKernels(backend, "elementwise");
+  const programmatic = programmaticWanted(options.programmatic);
+  const waiting = (name: string) => launcherWith(backend, kernels, name, { programmatic }).launch;
+  const { launchers } = kernels;
   const embedding = launchers.embedding_bf16.launch;
-  const rmsNorm = launchers.rms_norm_bf16.launch;
-  const rmsNormResidual = launchers.rms_norm_residual_bf16.launch;
+  const rmsNorm = waiting("rms_norm_bf16");
+  const rmsNormResidual = waiting("rms_norm_residual_bf16");
   const qkNorm = launchers.qk_norm_bf16.launch;
   const qkvBias = launchers.qkv_bias_bf16.launch;
   const rope = launchers.rope_bf16.launch;
-  const qkvRope = launchers.qkv_rope_bf16.launch;
-  const siluMul = launchers.silu_mul_bf16.launch;
+  const qkvRope = waiting("qkv_rope_bf16");
+  const siluMul = waiting("silu_mul_bf16");
   const castF32ToBf16 = launchers.cast_f32_to_bf16.launch;
-  const castBf16ToF32 = launchers.cast_bf16_to_f32.launch;
+  const castBf16ToF32 = waiting("cast_bf16_to_f32");
   const fillRandom = launchers.fill_random_bf16.launch;
 
   return {

@@ -74,10 +74,19 @@ const GEMM_MS = [256, 2048];
 const ROTATION_BYTES = 256 * 2 ** 20;
 const GOAL = 0.85;
 
+/** Which part of the benchmark to run, and a tag for its lines. */
+export interface QuantizedBenchScope {
+  /** Only the GEMV rows (M = 1, 8, 16), not the GEMM rows. */
+  readonly gemvOnly?: boolean;
+  /** Appended to every label and TARGET name, e.g. `_split2_s3_p` for a forced variant. */
+  readonly suffix?: string;
+}
+
 /** Runs the benchmark of `format` on the first CUDA device and prints its lines. */
 export async function runQuantizedLinearBench<W extends LinearWeight>(
   format: QuantizedFormat<W>,
   options: LinearOptions = {},
+  scope: QuantizedBenchScope = {},
 ): Promise<void> {
   const gpu = openCuda();
   const stream: Stream = gpu.createStream();
@@ -87,8 +96,9 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
   const ops = await loadLinearOps(gpu, options);
   const targets: string[] = [];
   const tag = format.name;
-  const gemmMs = format.gemmMs ?? GEMM_MS;
-  const maxM = Math.max(...gemmMs);
+  const gemmMs = scope.gemvOnly ? [] : format.gemmMs ?? GEMM_MS;
+  const suffix = scope.suffix ?? "";
+  const maxM = Math.max(...GEMV_MS, ...gemmMs);
 
   for (const [n, k] of SHAPES) {
     const codeBytes = format.codeBytes(n, k), quantizedBytes = format.weightBytes(n, k);
@@ -105,7 +115,7 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
     const x = gpu.alloc(2 * maxM * k), out = gpu.alloc(2 * maxM * n);
     gpu.memset(x, 0x3c, stream);
     stream.synchronize();
-    const shape = `n${n}_k${k}`;
+    const shape = `n${n}_k${k}${suffix}`;
     // The read-only kernel reads the codes (one buffer); scales and zeros are read at the same
     // bandwidth, so its time scales by the bytes.
     const readOnlyUs = readOnly.print(shape, weights.map(format.codes), codeBytes, copy) *

@@ -210,7 +210,7 @@ __device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t 
   }
 }
 
-template <int MT, int RH, int S>
+template <int MT, int RH, int S, bool PERSIST>
 __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint32_t* __restrict__ codes,
@@ -229,22 +229,28 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   const int g = lane >> 2, t = lane & 3;
   const int groups = AWQ_WARPS / ksplit;
   const int part = warp % ksplit;
-  const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
   const int kc = K >> 5;  // 32-k chunks (16 bytes of codes) per row
   const int ng = K / group;
   const int steps = (kc + STEP - 1) / STEP;
   const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
+  // Row blocks of the whole weight; a persistent block takes blockIdx.x, + gridDim.x, ...
+  const int row_blocks = (N + groups * ROWS - 1) / (groups * ROWS);
 
   const uint4* wr[RH];
   const uint8_t* zr[RH];
   const float* sr[RH];
+  auto set_rows = [&](int block) {
+    const int n0 = (block * groups + warp / ksplit) * ROWS;
 #pragma unroll
-  for (int h = 0; h < RH; ++h) {
-    const int row = min(n0 + g + 8 * h, N - 1);
-    wr[h] = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(row) * (K >> 3));
-    zr[h] = zeros + static_cast<size_t>(row) * ng;
-    sr[h] = scales + static_cast<size_t>(row) * ng;
-  }
+    for (int h = 0; h < RH; ++h) {
+      const int row = min(n0 + g + 8 * h, N - 1);
+      wr[h] = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(row) * (K >> 3));
+      zr[h] = zeros + static_cast<size_t>(row) * ng;
+      sr[h] = scales + static_cast<size_t>(row) * ng;
+    }
+  };
+  int block = blockIdx.x;
+  set_rows(block);
   const uint4* xr[MT];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -297,6 +303,7 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   }
   pdl_wait();
 
+  for (;;) {
   // Two accumulator sets (pairs 0-1 and 2-3) halve the chain of dependent mmas.
   float acc[MT][2][4];
 #pragma unroll
@@ -344,11 +351,28 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
     }
   }
 
-  gemv_mma_store<MT, ROWS, AWQ_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit);
+  // A persistent block issues the next row block's first steps before it reduces this one, so
+  // its warps' code loads stay in flight across the reduction.
+  const int next = block + gridDim.x;
+  const bool more = PERSIST && next < row_blocks;
+  if (more) {
+    set_rows(next);
+#pragma unroll
+    for (int u = 0; u < S; ++u) {
+      if (u < mine) load_w(wv[u], zv[u], sv[u], (part + u * ksplit) * STEP, false);
+    }
+  }
+  gemv_mma_store<MT, ROWS, AWQ_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit, block);
+  if (!more) break;
+  __syncthreads();  // every thread has read `red` before the next block's partials overwrite it
+  block = next;
+  }
 }
 
 #define AWQ_MMA_BODY(T, RH, S) \
-  gemv_awq_mma<(T) / 8, RH, S>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+  gemv_awq_mma<(T) / 8, RH, S, false>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+#define AWQ_MMA_PERSIST_BODY(T, RH, S) \
+  gemv_awq_mma<(T) / 8, RH, S, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 
 // The W4A16 GEMM's W tiles (gemm_mma.h's LoadB): each thread owns half a row of the 64 × 64 tile,
 // 32 k = four code words = one 16-byte load, fetched one tile ahead into registers with its
@@ -400,12 +424,24 @@ struct AwqTileB {
 };
 #else
 #define AWQ_MMA_BODY(T, RH, S) denali_trap()
+#define AWQ_MMA_PERSIST_BODY(T, RH, S) denali_trap()
 #endif  // !DENALI_HIP
 
 // Entry points of the mma GEMVs: 256 threads; grid ceil(N / (ROWS · 8 / ksplit)); ksplit ∈ {1,
 // 2, 4, 8}; t8 needs M <= 8, t16 M <= 16; r16/r8: ROWS = 16/8; _s2: two steps in flight.
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
   AWQ_MMA_BODY(8, 2, 2);
+}
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s3(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_BODY(8, 2, 3);
+}
+// Persistent (_p): a grid of at most 2 blocks an SM (the launch bounds hold a thread to 128
+// registers, so 2 fit), each looping over row blocks blockIdx.x, + gridDim.x, ...
+extern "C" __global__ void __launch_bounds__(256, 2) linear_awq_gemv_t8_r16_s2_p(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_PERSIST_BODY(8, 2, 2);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) linear_awq_gemv_t8_r16_s3_p(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_PERSIST_BODY(8, 2, 3);
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r8_s2(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
   AWQ_MMA_BODY(8, 1, 2);

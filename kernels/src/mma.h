@@ -49,13 +49,15 @@ __device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t 
 // fragments, its two accumulator sets added, go to `red`; then the block's threads add up the
 // `ksplit` warps of each of its `groups` row groups of ROWS rows and write out[tok, n] =
 // bf16(sum · scales[n]) where SCALED, else bf16(sum) (`scales` unread). C fragment: acc[mt][*][r] is row
-// g + 8 (r / 2) of the warp's group, token 8 mt + 2 t + r % 2.
+// g + 8 (r / 2) of the warp's group, token 8 mt + 2 t + r % 2. `block` is the row block (a
+// persistent kernel's, else blockIdx.x).
 template <int MT, int ROWS, int WARPS, bool SCALED>
 __device__ __forceinline__ void gemv_mma_store(float (&red)[WARPS][MT][4][32],
                                                const float (&acc)[MT][2][4],
                                                uint16_t* __restrict__ out,
                                                const float* __restrict__ scales, int M, int N,
-                                               int groups, int ksplit) {
+                                               int groups, int ksplit,
+                                               int block = static_cast<int>(blockIdx.x)) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -71,7 +73,7 @@ __device__ __forceinline__ void gemv_mma_store(float (&red)[WARPS][MT][4][32],
     const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
     float sum = 0.f;
     for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
-    const int n = (blockIdx.x * groups + grp) * ROWS + row;
+    const int n = (block * groups + grp) * ROWS + row;
     if (n < N && tok < M) {
       out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(SCALED ? sum * scales[n] : sum);
     }

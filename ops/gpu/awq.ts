@@ -81,6 +81,19 @@ const MMA_GEMVS = [
   "linear_awq_gemv_t16_r16",
   "linear_awq_gemv_t16_r8",
 ];
+/**
+ * The t8/16-row GEMV's variants (index 0 of MMA_GEMVS is "s2"): steps of codes in flight per warp
+ * (2 or 3), and persistent (`_p`: a grid of at most 2 blocks an SM, each looping over row blocks).
+ */
+export type AwqGemvVariant = "s2" | "s3" | "s2_p" | "s3_p";
+const T8_R16_VARIANTS: Record<AwqGemvVariant, string> = {
+  s2: "linear_awq_gemv_t8_r16_s2",
+  s3: "linear_awq_gemv_t8_r16_s3",
+  s2_p: "linear_awq_gemv_t8_r16_s2_p",
+  s3_p: "linear_awq_gemv_t8_r16_s3_p",
+};
+/** Blocks an SM of the persistent GEMVs (their launch bounds guarantee 2 fit). */
+const PERSISTENT_BLOCKS_PER_SM = 2;
 /** Grid limit of the row-striding kernel. */
 const MAX_ROW_BLOCKS = 65535;
 /** Rows and columns of the W4A16 GEMM's output tile, and its dynamic shared memory (4 stages). */
@@ -94,16 +107,29 @@ const GEMM_TILE = 64, GEMM_SHARED = 4 * 2 * 64 * 64 * 2;
  */
 export async function loadAwqOps(
   backend: Backend,
-  options: { readonly programmatic?: boolean; readonly gemmMaxM?: number } = {},
+  options: {
+    readonly programmatic?: boolean;
+    readonly gemmMaxM?: number;
+    /** Forces the GEMVs' K split (benchmarks). */
+    readonly gemvSplit?: 1 | 2 | 4 | 8;
+    /** The t8/16-row GEMV's variant (benchmarks; default "s2"). */
+    readonly gemvVariant?: AwqGemvVariant;
+  } = {},
 ): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
   const programmatic = programmaticWanted(options.programmatic);
   const gemvT4 = launcherWith(backend, kernels, "linear_awq_gemv_t4", { programmatic }).launch;
   // The tensor-core GEMVs exist only for CUDA (their HIP copies trap).
   const mma = backend.kind === "cuda";
-  const mmaGemvs = MMA_GEMVS.map((name) =>
+  const variant = options.gemvVariant ?? "s2";
+  if (!(variant in T8_R16_VARIANTS)) {
+    throw new RangeError(`loadAwqOps: unknown gemvVariant ${variant}`);
+  }
+  const persistent = variant.endsWith("_p");
+  const mmaGemvs = [T8_R16_VARIANTS[variant], ...MMA_GEMVS.slice(1)].map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
+  const forcedSplit = options.gemvSplit ?? 0;
   const sms = backend.info.multiprocessors;
   const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;
@@ -154,8 +180,11 @@ export async function loadAwqOps(
       if (m > maxM || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
       if (mma) {
         const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
-        const split = quantizedGemvSplit(k, rows);
-        const blocks = gemvGridBlocks(n, rows, split);
+        const split = forcedSplit || quantizedGemvSplit(k, rows);
+        const rowBlocks = gemvGridBlocks(n, rows, split);
+        const blocks = persistent && index === 0
+          ? Math.min(rowBlocks, PERSISTENT_BLOCKS_PER_SM * sms)
+          : rowBlocks;
         mmaGemvs[index](
           blocks,
           1,

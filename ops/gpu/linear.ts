@@ -40,7 +40,7 @@ import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
 import { gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
-import { loadAwqOps } from "./awq.ts";
+import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import {
   launcherWith,
@@ -84,6 +84,10 @@ export interface LinearOptions {
    * dequantizing it; default 0 (off: slower than dequantizing on an H100, ops/gpu/awq.ts).
    */
   readonly awqGemmMaxM?: number;
+  /** Forces the 4-bit GEMVs' K split (benchmarks). */
+  readonly awqGemvSplit?: 1 | 2 | 4 | 8;
+  /** The 4-bit t8/16-row GEMV's variant (benchmarks; ops/gpu/awq.ts). */
+  readonly awqGemvVariant?: AwqGemvVariant;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -326,7 +330,12 @@ export async function loadLinearOps(
   const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
   // 4-bit weights: the W4A16 GEMV for M <= 16 (4 on HIP), the W4A16 GEMM up to awqGemmMaxM
   // rows where asked, else dequantize to bf16 and run as below.
-  const awq = await loadAwqOps(backend, { programmatic, gemmMaxM: options.awqGemmMaxM });
+  const awq = await loadAwqOps(backend, {
+    programmatic,
+    gemmMaxM: options.awqGemmMaxM,
+    gemvSplit: options.awqGemvSplit,
+    gemvVariant: options.awqGemvVariant,
+  });
 
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];

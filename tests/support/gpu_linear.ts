@@ -5,7 +5,7 @@
 
 import type { Backend } from "../../backends/backend.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type GpuLinearOps, loadLinearOps } from "../../ops/gpu/linear.ts";
+import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 
 /** True unless DENALI_GPU_TESTS is set: GPU tests are ignored on machines without one. */
 export const GPU_TESTS_IGNORED = !Deno.env.get("DENALI_GPU_TESTS");
@@ -14,13 +14,14 @@ export const GPU_TESTS_IGNORED = !Deno.env.get("DENALI_GPU_TESTS");
 export function gpuLinearTest(
   name: string,
   body: (gpu: Backend, ops: GpuLinearOps) => void | Promise<void>,
+  options: LinearOptions = {},
 ): void {
   Deno.test(
     { name, ignore: GPU_TESTS_IGNORED, sanitizeResources: false, sanitizeOps: false },
     async () => {
       const gpu = openCuda();
       try {
-        await body(gpu, await loadLinearOps(gpu));
+        await body(gpu, await loadLinearOps(gpu, options));
       } finally {
         gpu.close();
       }

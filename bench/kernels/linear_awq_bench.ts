@@ -15,22 +15,24 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import type { AwqGemvVariant } from "../../ops/gpu/awq.ts";
 import { helpRequested } from "../../tools/cli.ts";
 import type { AwqWeight } from "../../ops/linear_weight.ts";
-import { type QuantizedFormat, runQuantizedLinearBench } from "./quantized_linear.ts";
+import {
+  parseQuantizedBenchArgs,
+  QUANTIZED_BENCH_FLAGS,
+  type QuantizedFormat,
+  runQuantizedLinearBench,
+} from "./quantized_linear.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/linear_awq_bench.ts
 
 4-bit linear at M = 1, 8, 16 (GEMV) and 32..2048 (dequantize + GEMM, and the W4A16 GEMM) on the
 Llama-3-8B shapes, beside bf16;
 prints TARGET gemv_awq_<shape> (fraction of the read-only bandwidth, goal 0.85).
-  --split N          force the GEMVs' K split (1, 2, 4, 8)
   --variant V        the M <= 8 GEMV's variant: s2 (default), s3, s2_p, s3_p (ops/gpu/awq.ts)
-  --gemv-only        only M = 1, 8, 16
   -h, --help         show this help
-A forced split or variant tags every label and TARGET name (e.g. n4096_k4096_split2_s3_p).`;
+${QUANTIZED_BENCH_FLAGS}`;
 
 const GROUP = 128;
 
@@ -68,23 +70,10 @@ const AWQ: QuantizedFormat<AwqWeight> = {
 // `linear` dequantizes past the GEMVs (the W4A16 GEMM is opt-in), so each `w4a16_gemm` line has
 // the dequantize path beside it in the same run.
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      split: { type: "string" },
-      variant: { type: "string" },
-      "gemv-only": { type: "boolean", default: false },
-    },
-  });
-  const split = values.split === undefined ? undefined : Number(values.split);
-  if (split !== undefined && ![1, 2, 4, 8].includes(split)) {
-    throw new RangeError(`--split must be 1, 2, 4 or 8, got ${values.split}`);
-  }
-  const variant = values.variant as AwqGemvVariant | undefined;
-  const suffix = (split ? `_split${split}` : "") + (variant ? `_${variant}` : "");
+  const { split, variant, scope } = parseQuantizedBenchArgs(Deno.args);
   await runQuantizedLinearBench(
     AWQ,
-    { awqGemvSplit: split as 1 | 2 | 4 | 8 | undefined, awqGemvVariant: variant },
-    { gemvOnly: values["gemv-only"], suffix },
+    { awqGemvSplit: split, awqGemvVariant: variant as AwqGemvVariant | undefined },
+    scope,
   );
 }

@@ -20,14 +20,20 @@
 
 import { helpRequested } from "../../tools/cli.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
-import { type QuantizedFormat, runQuantizedLinearBench } from "./quantized_linear.ts";
+import {
+  parseQuantizedBenchArgs,
+  QUANTIZED_BENCH_FLAGS,
+  type QuantizedFormat,
+  runQuantizedLinearBench,
+} from "./quantized_linear.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/linear_fp8_bench.ts
 
 FP8 GEMV (M = 1, 8, 16), dequantize + GEMM and W8A8 (M = 256, 2048) on the Llama-3-8B shapes,
 beside bf16;
 prints TARGET gemv_fp8_<shape> (fraction of the read-only bandwidth, goal 0.85).
-  -h, --help   show this help`;
+  -h, --help         show this help
+${QUANTIZED_BENCH_FLAGS}`;
 
 const FP8: QuantizedFormat<Fp8Weight> = {
   name: "fp8",
@@ -63,4 +69,8 @@ const FP8: QuantizedFormat<Fp8Weight> = {
   ],
 };
 
-if (import.meta.main && !helpRequested(Deno.args, USAGE)) await runQuantizedLinearBench(FP8);
+if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
+  const { split, variant, scope } = parseQuantizedBenchArgs(Deno.args);
+  if (variant !== undefined) throw new RangeError("--variant is the 4-bit bench's; FP8 has none");
+  await runQuantizedLinearBench(FP8, { fp8GemvSplit: split }, scope);
+}

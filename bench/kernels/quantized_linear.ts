@@ -10,6 +10,7 @@
  * @module
  */
 
+import { parseArgs } from "node:util";
 import type { DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
@@ -80,6 +81,43 @@ export interface QuantizedBenchScope {
   readonly gemvOnly?: boolean;
   /** Appended to every label and TARGET name, e.g. `_split2_s3_p` for a forced variant. */
   readonly suffix?: string;
+}
+
+/** The command line the quantized benchmarks share: `--split N`, `--variant V`, `--gemv-only`. */
+export interface QuantizedBenchArgs {
+  /** A forced GEMV K split, or undefined for the default. */
+  readonly split?: 1 | 2 | 4 | 8;
+  /** A forced GEMV variant (the 4-bit bench), or undefined. */
+  readonly variant?: string;
+  /** The scope, with the forced split and variant as its label suffix. */
+  readonly scope: QuantizedBenchScope;
+}
+
+/** Usage lines of {@link parseQuantizedBenchArgs}'s options. */
+export const QUANTIZED_BENCH_FLAGS = `  --split N          force the GEMVs' K split (1, 2, 4, 8)
+  --gemv-only        only M = 1, 8, 16
+A forced split (or variant) tags every label and TARGET name (e.g. n4096_k4096_split2).`;
+
+/** Parses the shared flags; throws a RangeError naming a bad --split. */
+export function parseQuantizedBenchArgs(args: readonly string[]): QuantizedBenchArgs {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      split: { type: "string" },
+      variant: { type: "string" },
+      "gemv-only": { type: "boolean", default: false },
+    },
+  });
+  const split = values.split === undefined ? undefined : Number(values.split);
+  if (split !== undefined && ![1, 2, 4, 8].includes(split)) {
+    throw new RangeError(`--split must be 1, 2, 4 or 8, got ${values.split}`);
+  }
+  const suffix = (split ? `_split${split}` : "") + (values.variant ? `_${values.variant}` : "");
+  return {
+    split: split as 1 | 2 | 4 | 8 | undefined,
+    variant: values.variant,
+    scope: { gemvOnly: values["gemv-only"], suffix },
+  };
 }
 
 /** Runs the benchmark of `format` on the first CUDA device and prints its lines. */

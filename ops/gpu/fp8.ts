@@ -129,7 +129,12 @@ interface QuantizedX extends ScaledFp8 {
 /** Loads the FP8 kernels onto `backend`'s device. */
 export async function loadFp8Ops(
   backend: Backend,
-  options: { readonly programmatic?: boolean; readonly wgmma?: Fp8Gemm | null } = {},
+  options: {
+    readonly programmatic?: boolean;
+    readonly wgmma?: Fp8Gemm | null;
+    /** Forces the GEMVs' K split (benchmarks). */
+    readonly gemvSplit?: 1 | 2 | 4 | 8;
+  } = {},
 ): Promise<GpuFp8Ops> {
   const kernels = await loadKernels(backend, "linear_fp8");
   const programmatic = programmaticWanted(options.programmatic);
@@ -246,7 +251,7 @@ export async function loadFp8Ops(
       const index = gemvIndex(m, n, k, x, weight);
       if (index < 0) return false;
       const rows = quantizedGemvRows(index);
-      const split = quantizedGemvSplit(k, rows);
+      const split = options.gemvSplit ?? quantizedGemvSplit(k, rows);
       const blocks = gemvGridBlocks(n, rows, split);
       gemvs[index](
         blocks,

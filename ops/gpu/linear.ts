@@ -84,6 +84,8 @@ export interface LinearOptions {
    * dequantizing it; default 0 (off: slower than dequantizing on an H100, ops/gpu/awq.ts).
    */
   readonly awqGemmMaxM?: number;
+  /** Forces the FP8 GEMVs' K split (benchmarks). */
+  readonly fp8GemvSplit?: 1 | 2 | 4 | 8;
   /** Forces the 4-bit GEMVs' K split (benchmarks). */
   readonly awqGemvSplit?: 1 | 2 | 4 | 8;
   /** The 4-bit t8/16-row GEMV's variant (benchmarks; ops/gpu/awq.ts). */
@@ -327,7 +329,11 @@ export async function loadLinearOps(
   };
   // FP8 weights: the W8A16 GEMV for M <= 16; above, W8A8 where prepareLinear timed it faster,
   // else dequantize to bf16 and run as below.
-  const fp8 = await loadFp8Ops(backend, { programmatic, wgmma: wgmma ? runWgmmaFp8 : null });
+  const fp8 = await loadFp8Ops(backend, {
+    programmatic,
+    wgmma: wgmma ? runWgmmaFp8 : null,
+    gemvSplit: options.fp8GemvSplit,
+  });
   // 4-bit weights: the W4A16 GEMV for M <= 16 (4 on HIP), the W4A16 GEMM up to awqGemmMaxM
   // rows where asked, else dequantize to bf16 and run as below.
   const awq = await loadAwqOps(backend, {

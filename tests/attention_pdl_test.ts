@@ -1,8 +1,8 @@
 /**
  * How the attention ops launch, through the fake driver: decodeAttention's kernels (the split-K
- * partitions and decode_reduce) use programmatic dependent launch where the backend offers it,
- * and launch plainly where it does not or where told not to; kvWrite and prefill always launch
- * plainly, since they do not wait for the kernel before them.
+ * partitions and decode_reduce) and kvWrite use programmatic dependent launch where the backend
+ * offers it, and launch plainly where it does not or where told not to; prefill always launches
+ * plainly, since it does not wait for the kernel before it.
  *
  * @module
  */
@@ -56,7 +56,7 @@ function assertAllPlain(calls: Calls): void {
   assert.deepEqual(how(calls.prefill()), ["prefill_attn_d128", false, false]);
 }
 
-Deno.test("attention launch: decode kernels and decode_reduce launch programmatically", async () => {
+Deno.test("attention launch: kvWrite, decode kernels and decode_reduce launch programmatically", async () => {
   await withOps(EX, {}, (calls) => {
     assert.equal(calls.ops.decodeProgrammatic, true);
     const direct = calls.decode(32);
@@ -74,8 +74,9 @@ Deno.test("attention launch: decode kernels and decode_reduce launch programmati
       () => calls.decode(MAX_CONTEXT),
       (e: Error) => e instanceof DriverError && e.call === "cuLaunchKernelEx",
     );
-    // kvWrite and prefill do not wait for the kernel before them: plain launches.
-    assert.deepEqual(how(calls.kvWrite()), ["kv_write", false, false]);
+    // kvWrite waits before it reads anything (and only then lets decode start); prefill does not
+    // wait for the kernel before it: a plain launch.
+    assert.deepEqual(how(calls.kvWrite()), ["kv_write", true, true]);
     const prefill = calls.prefill();
     assert.deepEqual(how(prefill), ["prefill_attn_d128", false, false]);
     // Two K/V stages of 2 × 64 rows × (128 + 8) bf16: the raised limit held for this launcher.

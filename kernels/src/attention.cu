@@ -198,6 +198,11 @@ struct KvCache<true> {
 // ---------------------------------------------------------------------------------------------
 // kv_write: one block per token, threads over the token's numKvHeads·headDim/8 16-byte chunks.
 // A negative slot (padding) writes nothing; so does a slot past the end of the cache.
+//
+// Programmatic launch (pdl.h): a block waits first, before it reads anything, and only then lets
+// the next kernel start. So kv_write's launch overlaps the kernel before it (qkvRope in a decode
+// step), while the decode attention after it, which may start early, still starts only once
+// everything enqueued before kv_write is complete: the premise of its reads before pdl_wait.
 
 // kv_write into an fp8 cache: code = e4m3(f32(x) / scale), the IEEE f32 quotient (this file is
 // built without fast math), rounded to nearest even, saturated to ±448, NaN kept, as
@@ -221,6 +226,8 @@ __device__ __forceinline__ void kv_write_token(void* kCache, void* vCache, const
                                                const uint16_t* v, const int32_t* slots,
                                                int numKvHeads, int headDim, int blockSize,
                                                int numBlocks, float kScale, float vScale) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int token = blockIdx.x;
   const int slot = slots[token];
   if (slot < 0 || slot >= numBlocks * blockSize) return;
@@ -274,9 +281,10 @@ extern "C" __global__ void kv_write_fp8(uint8_t* kCache, uint8_t* vCache, const 
 // output directly.
 //
 // Launched programmatically (pdl.h), a block starts while the previous kernel of the stream may
-// still run. In the engine that kernel is kv_write, launched plainly, writing one row per decode
-// sequence: position contextLens[b] - 1. So before pdl_wait a block reads only what was complete
-// before kv_write started: contextLens, the block table, and the K rows of its first step below
+// still run. In the engine that kernel is kv_write, which lets it start only after its own wait
+// (so everything before kv_write is complete), writing one row per decode sequence: position
+// contextLens[b] - 1. So before pdl_wait a block reads only what was complete before kv_write
+// started: contextLens, the block table, and the K rows of its first step below
 // that position (the chain of dependent round trips a short partition is made of); the fresh
 // row, q, and every write come after the wait.
 

@@ -32,11 +32,12 @@
  * depend on it. The contract: of what decodeAttention reads, only K and V row contextLens[b] - 1
  * of each sequence (its new token) may be written by a kernel still running when it starts, and
  * only by the kernel enqueued right before it. The engine keeps it: that kernel is kvWrite,
- * launched plainly, so everything enqueued before kvWrite is complete. Before its wait a decode
+ * which also launches programmatically but lets the next kernel start only after its own wait,
+ * so everything enqueued before kvWrite is complete when a decode block starts. Before its wait a decode
  * block reads contextLens, its block table and the K rows of earlier positions (the chain of
  * dependent round trips that makes a short call latency-bound); q, the rows at
  * contextLens[b] - 1 and every write come after. `decode_reduce` reads only contextLens before
- * its wait. kvWrite and prefill launch plainly.
+ * its wait. kvWrite waits before it reads anything; prefill launches plainly.
  *
  * @module
  */
@@ -225,12 +226,12 @@ export async function loadAttentionOps(
     if (!launcher) throw new Error(`attention: kernel ${name} is missing from the manifest`);
     return launcher.launch;
   };
-  // Only the decode kernels wait (griddepcontrol.wait) before touching what the kernel before
-  // them may write, so only they may launch programmatically.
+  // Only the decode kernels and kv_write wait (griddepcontrol.wait) before touching what the
+  // kernel before them may write, so only they may launch programmatically.
   const programmatic = programmaticWanted(options.programmatic);
   const decodeLauncher = (name: string) => launcherWith(backend, kernels, name, { programmatic });
-  const kvWrite = get("kv_write");
-  const kvWriteFp8 = get("kv_write_fp8");
+  const kvWrite = decodeLauncher("kv_write").launch;
+  const kvWriteFp8 = decodeLauncher("kv_write_fp8").launch;
   // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_", then
   // "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies trap).
   const decodeKernel = backend.kind === "cuda" ? decodeKernelWanted(options.decodeKernel) : "fma";

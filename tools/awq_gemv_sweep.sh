@@ -13,7 +13,7 @@ run() { # bench, args...
   timeout 120 bash .device/gpu.sh deno run -A --no-check "bench/kernels/$bench" --gemv-only "$@" \
     >>"$log" 2>&1 || echo "FAILED: $bench $*" >>"$log"
 }
-for variant in ${VARIANTS-s2 s3 s2_p s3_p}; do
+for variant in ${VARIANTS-s2 s3 s2_p s3_p s2_ps}; do
   for split in ${SPLITS-default 1 2 4 8}; do
     if [ "$split" = default ]; then run linear_awq_bench.ts --variant "$variant"; else
       run linear_awq_bench.ts --variant "$variant" --split "$split"

@@ -36,6 +36,22 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_awq_gemv_t8_r16_s3", "assumes": {} }],
   },
   {
+    "name": "linear_awq_gemv_t8_r16_s2_ps",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "codes", "type": "ptr" },
+      { "name": "zeros", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "group", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_awq_gemv_t8_r16_s2_ps", "assumes": {} }],
+  },
+  {
     "name": "linear_awq_gemv_t8_r16_s2_p",
     "params": [
       { "name": "out", "type": "ptr" },

@@ -210,7 +210,20 @@ __device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t 
   }
 }
 
-template <int MT, int RH, int S, bool PERSIST>
+// The unscaled pairs q - z of one code word (exact small integers in bf16), for the post-scaled
+// variant, which multiplies a chunk's sums by the group scale in f32 instead of every weight.
+__device__ __forceinline__ void awq_pairs_unscaled(uint32_t word, uint32_t nz2, uint32_t (&p)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
+    p[i] = fma_bf16x2(biased, 0x3F803F80u, nz2);
+  }
+}
+
+// POST: the mma runs on q - z, into a chunk's own accumulators, which are then scaled by the
+// group's scale and added to the sums (4 instead of 8 instructions a code word's pair, and the
+// scale applied in f32 rather than rounded into each bf16 weight).
+template <int MT, int RH, int S, bool PERSIST, bool POST = false>
 __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint32_t* __restrict__ codes,
@@ -330,19 +343,45 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
           const uint4 hv = RH == 2 ? wv[u][RH - 1][j] : make_uint4(0, 0, 0, 0);
           const uint32_t lo[4] = {lv.x, lv.y, lv.z, lv.w};
           const uint32_t hi[4] = {hv.x, hv.y, hv.z, hv.w};
+          float tmp[MT][2][4];
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) tmp[mt][0][r] = tmp[mt][1][r] = 0.f;
+          }
+          float (&dst)[MT][2][4] = POST ? tmp : acc;
 #pragma unroll
           for (int w = 0; w < 4; ++w) {
             uint32_t pg[4], ph[4] = {0u, 0u, 0u, 0u};
-            awq_pairs(lo[w], nz[0], s2[0], pg);
-            if (RH == 2) awq_pairs(hi[w], nz[RH - 1], s2[RH - 1], ph);
+            if (POST) {
+              awq_pairs_unscaled(lo[w], nz[0], pg);
+              if (RH == 2) awq_pairs_unscaled(hi[w], nz[RH - 1], ph);
+            } else {
+              awq_pairs(lo[w], nz[0], s2[0], pg);
+              if (RH == 2) awq_pairs(hi[w], nz[RH - 1], s2[RH - 1], ph);
+            }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
               // x's (k 0, 1) (2, 3) (4, 5) (6, 7) of word w → (0, 4) (1, 5) (2, 6) (3, 7).
               const uint4 xs = xv[mt][j][w];
               const uint32_t b0 = prmt(xs.x, xs.z, 0x5410), b1 = prmt(xs.x, xs.z, 0x7632);
               const uint32_t b2 = prmt(xs.y, xs.w, 0x5410), b3 = prmt(xs.y, xs.w, 0x7632);
-              mma_bf16_16816(acc[mt][0], pg[0], ph[0], pg[1], ph[1], b0, b1);
-              mma_bf16_16816(acc[mt][1], pg[2], ph[2], pg[3], ph[3], b2, b3);
+              mma_bf16_16816(dst[mt][0], pg[0], ph[0], pg[1], ph[1], b0, b1);
+              mma_bf16_16816(dst[mt][1], pg[2], ph[2], pg[3], ph[3], b2, b3);
+            }
+          }
+          if (POST) {
+            // C registers 0, 1 are row g, 2, 3 row g + 8.
+            const float slo = sv[u][0][j], shi = sv[u][RH - 1][j];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                acc[mt][h][0] = fmaf(slo, tmp[mt][h][0], acc[mt][h][0]);
+                acc[mt][h][1] = fmaf(slo, tmp[mt][h][1], acc[mt][h][1]);
+                acc[mt][h][2] = fmaf(shi, tmp[mt][h][2], acc[mt][h][2]);
+                acc[mt][h][3] = fmaf(shi, tmp[mt][h][3], acc[mt][h][3]);
+              }
             }
           }
         }
@@ -373,6 +412,8 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   gemv_awq_mma<(T) / 8, RH, S, false>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 #define AWQ_MMA_PERSIST_BODY(T, RH, S) \
   gemv_awq_mma<(T) / 8, RH, S, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+#define AWQ_MMA_POST_BODY(T, RH, S) \
+  gemv_awq_mma<(T) / 8, RH, S, false, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 
 // The W4A16 GEMM's W tiles (gemm_mma.h's LoadB): each thread owns half a row of the 64 × 64 tile,
 // 32 k = four code words = one 16-byte load, fetched one tile ahead into registers with its
@@ -425,6 +466,7 @@ struct AwqTileB {
 #else
 #define AWQ_MMA_BODY(T, RH, S) denali_trap()
 #define AWQ_MMA_PERSIST_BODY(T, RH, S) denali_trap()
+#define AWQ_MMA_POST_BODY(T, RH, S) denali_trap()
 #endif  // !DENALI_HIP
 
 // Entry points of the mma GEMVs: 256 threads; grid ceil(N / (ROWS · 8 / ksplit)); ksplit ∈ {1,
@@ -434,6 +476,10 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2(uint
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s3(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
   AWQ_MMA_BODY(8, 2, 3);
+}
+// Post-scaled (_ps): see gemv_awq_mma's POST.
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2_ps(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_POST_BODY(8, 2, 2);
 }
 // Persistent (_p): a grid of at most 2 blocks an SM (the launch bounds hold a thread to 128
 // registers, so 2 fit), each looping over row blocks blockIdx.x, + gridDim.x, ...

@@ -83,15 +83,33 @@ const MMA_GEMVS = [
 ];
 /**
  * The t8/16-row GEMV's variants (index 0 of MMA_GEMVS is "s2"): steps of codes in flight per warp
- * (2 or 3), and persistent (`_p`: a grid of at most 2 blocks an SM, each looping over row blocks).
+ * (2 or 3), persistent (`_p`: a grid of at most 2 blocks an SM, each looping over row blocks), and
+ * post-scaled (`s2_ps`: the mma on q - z, each chunk's sums scaled once in f32).
  */
-export type AwqGemvVariant = "s2" | "s3" | "s2_p" | "s3_p";
+export type AwqGemvVariant = "s2" | "s3" | "s2_p" | "s3_p" | "s2_ps";
 const T8_R16_VARIANTS: Record<AwqGemvVariant, string> = {
   s2: "linear_awq_gemv_t8_r16_s2",
   s3: "linear_awq_gemv_t8_r16_s3",
   s2_p: "linear_awq_gemv_t8_r16_s2_p",
   s3_p: "linear_awq_gemv_t8_r16_s3_p",
+  s2_ps: "linear_awq_gemv_t8_r16_s2_ps",
 };
+/**
+ * The 4-bit GEMV variant asked for: `requested`, else DENALI_AWQ_GEMV (so a whole engine can be
+ * timed on one), else `s2`. An unknown name is a RangeError naming the choices.
+ */
+export function awqGemvVariantWanted(requested?: AwqGemvVariant): AwqGemvVariant {
+  const wanted = requested ?? (Deno.env.get("DENALI_AWQ_GEMV") || "s2");
+  if (!(wanted in T8_R16_VARIANTS)) {
+    throw new RangeError(
+      `4-bit GEMV variant ${wanted} is unknown; use one of ${
+        Object.keys(T8_R16_VARIANTS).join(", ")
+      }`,
+    );
+  }
+  return wanted as AwqGemvVariant;
+}
+
 /** Blocks an SM of the persistent GEMVs (their launch bounds guarantee 2 fit). */
 const PERSISTENT_BLOCKS_PER_SM = 2;
 /** Grid limit of the row-striding kernel. */
@@ -121,10 +139,7 @@ export async function loadAwqOps(
   const gemvT4 = launcherWith(backend, kernels, "linear_awq_gemv_t4", { programmatic }).launch;
   // The tensor-core GEMVs exist only for CUDA (their HIP copies trap).
   const mma = backend.kind === "cuda";
-  const variant = options.gemvVariant ?? "s2";
-  if (!(variant in T8_R16_VARIANTS)) {
-    throw new RangeError(`loadAwqOps: unknown gemvVariant ${variant}`);
-  }
+  const variant = awqGemvVariantWanted(options.gemvVariant);
   const persistent = variant.endsWith("_p");
   const mmaGemvs = [T8_R16_VARIANTS[variant], ...MMA_GEMVS.slice(1)].map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch

@@ -175,7 +175,7 @@ gpuLinearTest("gpu linear on 4-bit weights: the 14336×4096 shape at M = 1", (gp
 // blocks at split 8 (more than the persistent grid's 2 an SM, so a block takes several) and 64
 // at split 1; K = 4096 gives each warp 2 (split 8) to 16 (split 1) steps, and K = 1280 a step
 // count that no split divides evenly, and N = 4360 a partial last row block.
-for (const variant of ["s2", "s3", "s2_p", "s3_p"] as const) {
+for (const variant of ["s2", "s3", "s2_p", "s3_p", "s2_ps"] as const) {
   for (const split of [1, 2, 4, 8] as const) {
     gpuLinearTest(
       `gpu 4-bit GEMV variant ${variant}, split ${split}: N=8192 K=4096 and N=4360 K=1280, M in 1, 3, 8`,

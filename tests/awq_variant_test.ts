@@ -1,5 +1,5 @@
 /**
- * Which 4-bit GEMV variant ops/gpu/awq.ts loads: the option, else DENALI_AWQ_GEMV, else s2; an
+ * Which 4-bit GEMV variant ops/gpu/awq.ts loads: the option, else DENALI_AWQ_GEMV, else s2_ps; an
  * unknown name from either is refused with the list of choices.
  *
  * @module
@@ -21,9 +21,10 @@ function withEnv(value: string | undefined, body: () => void): void {
   }
 }
 
-Deno.test("awq GEMV variant: option first, then DENALI_AWQ_GEMV, then s2", () => {
-  withEnv(undefined, () => assert.equal(awqGemvVariantWanted(), "s2"));
-  withEnv("", () => assert.equal(awqGemvVariantWanted(), "s2"));
+Deno.test("awq GEMV variant: option first, then DENALI_AWQ_GEMV, then s2_ps", () => {
+  withEnv(undefined, () => assert.equal(awqGemvVariantWanted(), "s2_ps"));
+  withEnv("", () => assert.equal(awqGemvVariantWanted(), "s2_ps"));
+  withEnv("s2", () => assert.equal(awqGemvVariantWanted(), "s2"));
   withEnv("s2_ps", () => {
     assert.equal(awqGemvVariantWanted(), "s2_ps");
     assert.equal(awqGemvVariantWanted("s3_p"), "s3_p");

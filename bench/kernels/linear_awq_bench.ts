@@ -30,7 +30,7 @@ const USAGE = `Usage: deno run -A bench/kernels/linear_awq_bench.ts
 4-bit linear at M = 1, 8, 16 (GEMV) and 32..2048 (dequantize + GEMM, and the W4A16 GEMM) on the
 Llama-3-8B shapes, beside bf16;
 prints TARGET gemv_awq_<shape> (fraction of the read-only bandwidth, goal 0.85).
-  --variant V        the M <= 8 GEMV's variant: s2 (default), s3, s2_p, s3_p, s2_ps (ops/gpu/awq.ts)
+  --variant V        the M <= 8 GEMV's variant: s2_ps (default), s2, s3, s2_p, s3_p (ops/gpu/awq.ts)
   -h, --help         show this help
 ${QUANTIZED_BENCH_FLAGS}`;
 

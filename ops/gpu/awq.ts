@@ -8,7 +8,8 @@
  *   per warp group when that gives at least one group per SM, else 8; warps split K in groups
  *   of `ksplit` = 8, fewer when K has fewer steps (a step covers 256 k with 16 rows, 512 with 8);
  *   256 threads, grid ceil(N / (8 · rows / ksplit)). The mma takes up to 8 tokens per tile at
- *   no extra cost, so its time hardly moves with M.
+ *   no extra cost, so its time hardly moves with M. For M <= 8 on 16-row groups the default is
+ *   the post-scaled `linear_awq_gemv_t8_r16_s2_ps` (see awqGemvVariantWanted).
  * - HIP, M <= 4: the portable CUDA-core GEMV `linear_awq_gemv_t4`; 256 threads, 8 output rows
  *   per block, grid ceil(N / 8). Its cost grows with M (a 16-row variant took 3.1x the bf16
  *   GEMV at M = 8 on an H100, bench/results/2026-12-05-s7-awq-kernels-h100.md), hence 4.
@@ -96,10 +97,13 @@ const T8_R16_VARIANTS: Record<AwqGemvVariant, string> = {
 };
 /**
  * The 4-bit GEMV variant asked for: `requested`, else DENALI_AWQ_GEMV (so a whole engine can be
- * timed on one), else `s2`. An unknown name is a RangeError naming the choices.
+ * timed on one), else `s2_ps`: on an H200 it took 0.976× s2's batch-1 AWQ step and read
+ * 0.01-0.05 more of the read-only bandwidth on every Llama-3-8B shape
+ * (bench/results/2026-12-06-s13-awq-post-scale-h200.md); split and persistence changed nothing
+ * (bench/results/2026-12-06-s13-quant-gemv-sweep-h100.md). An unknown name is a RangeError naming the choices.
  */
 export function awqGemvVariantWanted(requested?: AwqGemvVariant): AwqGemvVariant {
-  const wanted = requested ?? (Deno.env.get("DENALI_AWQ_GEMV") || "s2");
+  const wanted = requested ?? (Deno.env.get("DENALI_AWQ_GEMV") || "s2_ps");
   if (!(wanted in T8_R16_VARIANTS)) {
     throw new RangeError(
       `4-bit GEMV variant ${wanted} is unknown; use one of ${
@@ -130,7 +134,7 @@ export async function loadAwqOps(
     readonly gemmMaxM?: number;
     /** Forces the GEMVs' K split (benchmarks). */
     readonly gemvSplit?: 1 | 2 | 4 | 8;
-    /** The t8/16-row GEMV's variant (benchmarks; default "s2"). */
+    /** The t8/16-row GEMV's variant (benchmarks; default awqGemvVariantWanted's). */
     readonly gemvVariant?: AwqGemvVariant;
   } = {},
 ): Promise<GpuAwqOps> {

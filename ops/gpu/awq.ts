@@ -32,6 +32,7 @@ import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import {
+  forcedGemvSplit,
   gemvGridBlocks,
   quantizedGemvIndex,
   quantizedGemvRows,
@@ -148,7 +149,7 @@ export async function loadAwqOps(
   const mmaGemvs = [T8_R16_VARIANTS[variant], ...MMA_GEMVS.slice(1)].map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
-  const forcedSplit = options.gemvSplit ?? 0;
+  const forcedSplit = forcedGemvSplit("loadAwqOps: gemvSplit", options.gemvSplit);
   const sms = backend.info.multiprocessors;
   const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
   const dequantize = kernels.launchers.linear_awq_dequantize.launch;

@@ -35,6 +35,7 @@ import { checkFp8Args } from "../checks/linear.ts";
 import type { Fp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops } from "../ops.ts";
 import {
+  forcedGemvSplit,
   gemvGridBlocks,
   quantizedGemvIndex,
   quantizedGemvRows,
@@ -138,6 +139,7 @@ export async function loadFp8Ops(
 ): Promise<GpuFp8Ops> {
   const kernels = await loadKernels(backend, "linear_fp8");
   const programmatic = programmaticWanted(options.programmatic);
+  const forcedSplit = forcedGemvSplit("loadFp8Ops: gemvSplit", options.gemvSplit);
   const gemvs: Launcher[] = GEMV_KERNELS.map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
@@ -251,7 +253,7 @@ export async function loadFp8Ops(
       const index = gemvIndex(m, n, k, x, weight);
       if (index < 0) return false;
       const rows = quantizedGemvRows(index);
-      const split = options.gemvSplit ?? quantizedGemvSplit(k, rows);
+      const split = forcedSplit || quantizedGemvSplit(k, rows);
       const blocks = gemvGridBlocks(n, rows, split);
       gemvs[index](
         blocks,

@@ -19,6 +19,19 @@ export function quantizedGemvRows(index: number): number {
   return (index & 1) === 0 ? 16 : 8;
 }
 
+/**
+ * A forced K split from loader options: 0 (not forced) when `split` is undefined, else `split`
+ * itself; anything but 1, 2, 4 or 8 is a RangeError naming `what` (the kernels' shared memory and
+ * grid assume a power of two up to the 8 warps of a block).
+ */
+export function forcedGemvSplit(what: string, split: number | undefined): number {
+  if (split === undefined) return 0;
+  if (![1, 2, 4, 8].includes(split)) {
+    throw new RangeError(`${what} must be 1, 2, 4 or 8, got ${split}`);
+  }
+  return split;
+}
+
 /** Warps that split one row group's K: 8, or the largest power of two not above `steps`. */
 export function gemvSplitFor(steps: number): number {
   return steps >= 8 ? 8 : steps >= 4 ? 4 : steps >= 2 ? 2 : 1;

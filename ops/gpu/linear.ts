@@ -37,7 +37,7 @@ import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
-import { gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
+import { forcedGemvSplit, gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
@@ -346,10 +346,7 @@ export async function loadLinearOps(
   const sms = backend.info.multiprocessors;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
   if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
-  const forcedSplit = options.gemvSplit ?? 0;
-  if (![0, 1, 2, 4, 8].includes(forcedSplit)) {
-    throw new RangeError(`loadLinearOps: gemvSplit must be 1, 2, 4 or 8, got ${forcedSplit}`);
-  }
+  const forcedSplit = forcedGemvSplit("loadLinearOps: gemvSplit", options.gemvSplit);
   const forcedStages = options.gemvStages ?? 0;
   if (![0, 1, 2].includes(forcedStages)) {
     throw new RangeError(`loadLinearOps: gemvStages must be 1 or 2, got ${forcedStages}`);

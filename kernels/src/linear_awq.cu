@@ -200,24 +200,25 @@ __device__ __forceinline__ uint32_t awq_neg_biased_zero(uint32_t z) {
   return (0xC300u | z) * 0x00010001u;
 }
 
-// The four weight pairs of one code word (see above), rows scaled by `s2` (a bf16 pair).
+// Pair i of one code word, unscaled: (q - z) of k 8w + i and 8w + i + 4, exact small integers in
+// bf16 (see above).
+__device__ __forceinline__ uint32_t awq_pair_unscaled(uint32_t word, int i, uint32_t nz2) {
+  const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
+  return fma_bf16x2(biased, 0x3F803F80u, nz2);
+}
+
+// The four pairs of one code word unscaled, for the post-scaled variant, which multiplies a
+// chunk's sums by the group scale in f32 instead of every weight.
+__device__ __forceinline__ void awq_pairs_unscaled(uint32_t word, uint32_t nz2, uint32_t (&p)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) p[i] = awq_pair_unscaled(word, i, nz2);
+}
+
+// The four weight pairs of one code word, rows scaled by `s2` (a bf16 pair).
 __device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t s2,
                                           uint32_t (&p)[4]) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
-    p[i] = fma_bf16x2(fma_bf16x2(biased, 0x3F803F80u, nz2), s2, 0x80008000u);
-  }
-}
-
-// The unscaled pairs q - z of one code word (exact small integers in bf16), for the post-scaled
-// variant, which multiplies a chunk's sums by the group scale in f32 instead of every weight.
-__device__ __forceinline__ void awq_pairs_unscaled(uint32_t word, uint32_t nz2, uint32_t (&p)[4]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
-    p[i] = fma_bf16x2(biased, 0x3F803F80u, nz2);
-  }
+  for (int i = 0; i < 4; ++i) p[i] = fma_bf16x2(awq_pair_unscaled(word, i, nz2), s2, 0x80008000u);
 }
 
 // POST: the mma runs on q - z, into a chunk's own accumulators, which are then scaled by the

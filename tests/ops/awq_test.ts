@@ -342,19 +342,24 @@ Deno.test("linear on 4-bit weights (fake CUDA driver, awqGemmMaxM 256): the W4A1
   );
 });
 
-// [variant, split forced or undefined, kernel, grid for N = 28672 (1792 groups of 16 rows), split]
-// on a device of `sms` SMs: a persistent variant caps its grid at 2 blocks an SM.
-const VARIANT_CASES = (sms: number) =>
+// [variant, split forced or undefined, kernel, split launched, grid for N = 28672 (1792 groups of
+// 16 rows) on `sms` SMs]: a persistent variant caps its grid at 2 blocks an SM.
+const VARIANT_CASES = [
+  ["s2", undefined, "linear_awq_gemv_t8_r16_s2", 8, () => 28672 / 16],
+  ["s3", 2, "linear_awq_gemv_t8_r16_s3", 2, () => 28672 / 64],
   [
-    ["s2", undefined, "linear_awq_gemv_t8_r16_s2", 28672 / 16, 8],
-    ["s3", 2, "linear_awq_gemv_t8_r16_s3", 28672 / 64, 2],
-    ["s2_p", undefined, "linear_awq_gemv_t8_r16_s2_p", Math.min(28672 / 16, 2 * sms), 8],
-    ["s3_p", 1, "linear_awq_gemv_t8_r16_s3_p", Math.min(28672 / 128, 2 * sms), 1],
-    ["s2_ps", 4, "linear_awq_gemv_t8_r16_s2_ps", 28672 / 32, 4],
-  ] as const;
+    "s2_p",
+    undefined,
+    "linear_awq_gemv_t8_r16_s2_p",
+    8,
+    (sms: number) => Math.min(28672 / 16, 2 * sms),
+  ],
+  ["s3_p", 1, "linear_awq_gemv_t8_r16_s3_p", 1, (sms: number) => Math.min(28672 / 128, 2 * sms)],
+  ["s2_ps", 4, "linear_awq_gemv_t8_r16_s2_ps", 4, () => 28672 / 32],
+] as const;
 
 Deno.test("linear on 4-bit weights (fake CUDA driver): a forced GEMV variant and K split launch as asked", async () => {
-  for (const [variant, split, kernel, , wantSplit] of VARIANT_CASES(0)) {
+  for (const [variant, split, kernel, wantSplit, gridFor] of VARIANT_CASES) {
     await withFakeLinearOps(
       false,
       [8, 0],
@@ -365,9 +370,8 @@ Deno.test("linear on 4-bit weights (fake CUDA driver): a forced GEMV variant and
         fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 4]);
         gops.linear(out, x, weight, 1, n, k, gpu.createStream());
         const launch = fake.lastLaunch();
-        const grid = VARIANT_CASES(gpu.info.multiprocessors).find((c) => c[0] === variant)![3];
         assert.equal(launch.functionName, kernel, variant);
-        assert.deepEqual(launch.grid, [grid, 1, 1], variant);
+        assert.deepEqual(launch.grid, [gridFor(gpu.info.multiprocessors), 1, 1], variant);
         const args = new DataView(launch.args.buffer, launch.args.byteOffset);
         assert.equal(args.getInt32(56, true), wantSplit, `${variant}: ksplit`);
       },

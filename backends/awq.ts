@@ -11,8 +11,11 @@
  *
  * Denali's layout keeps each output row's codes contiguous, so a row range (the q, k and v parts
  * of a fused projection) is a view and a GEMV reads a row with coalesced loads: codes u32
- * [out, in / 8] with nibble i of word j holding k = 8j + i (plain order), zeros u8
- * [out, in / group], scales f32 [out, in / group].
+ * [out, in / 8] whose word j holds k = 8j .. 8j + 7 interleaved along k as AutoAWQ interleaves
+ * columns (nibble {@link CODE_NIBBLE}[c] holds k = 8j + c: k 8j + 2i in nibble i, 8j + 2i + 1 in
+ * nibble i + 4), zeros u8 [out, in / group], scales f32 [out, in / group]. The interleave puts
+ * each natural pair (k 2i, 2i + 1) in the two 16-bit halves of `word >> 4i`, so a kernel widens
+ * it to the bf16 pair x holds at those k with one mask, and multiplies without reordering x.
  *
  * @module
  */
@@ -22,6 +25,12 @@ export const AWQ_PACK_ORDER: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
 
 /** The nibble that holds column c of a packed word: the inverse of {@link AWQ_PACK_ORDER}. */
 export const AWQ_UNPACK_NIBBLE: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/**
+ * The nibble of a Denali code word that holds k offset c (0..7) of its eight: 0, 4, 1, 5, 2, 6,
+ * 3, 7, i.e. AutoAWQ's column interleave ({@link AWQ_UNPACK_NIBBLE}) applied along k.
+ */
+export const CODE_NIBBLE: readonly number[] = AWQ_UNPACK_NIBBLE;
 
 /** Group sizes Denali runs (the kernels take 32 k at a time within one group). */
 export const AWQ_GROUP_SIZES: readonly number[] = [64, 128];
@@ -62,7 +71,7 @@ export function unpackAwq(packed: Int32Array, rows: number, cols: number): Uint8
 
 /**
  * Writes the AutoAWQ `qweight` of one part (int32 [k, nPart / 8]) into Denali's codes (u32
- * [n, k / 8], plain nibble order) at output rows rowOffset .. rowOffset + nPart.
+ * [n, k / 8], nibbles in {@link CODE_NIBBLE} order) at output rows rowOffset .. rowOffset + nPart.
  */
 export function awqCodesToRows(
   qweight: Int32Array,
@@ -73,7 +82,7 @@ export function awqCodesToRows(
 ): void {
   const words = nPart / 8, perRow = k / 8;
   for (let kk = 0; kk < k; kk++) {
-    const shift = 4 * (kk & 7), column = kk >>> 3;
+    const shift = 4 * CODE_NIBBLE[kk & 7], column = kk >>> 3;
     for (let w = 0; w < words; w++) {
       const word = qweight[kk * words + w];
       const base = (rowOffset + 8 * w) * perRow + column;
@@ -100,14 +109,24 @@ export function groupsToRows<T extends Uint8Array | Float32Array>(
   }
 }
 
+/**
+ * A word of eight codes in plain order (nibble c holds k offset c, as GPTQ packs along k) in
+ * Denali's {@link CODE_NIBBLE} order.
+ */
+export function plainWordToCodes(word: number): number {
+  let out = 0;
+  for (let c = 0; c < 8; c++) out |= ((word >>> (4 * c)) & 15) << (4 * CODE_NIBBLE[c]);
+  return out >>> 0;
+}
+
 /** Packs int4 values [n, k] (each 0..15, row-major) into Denali's codes u32 [n, k / 8]. */
 export function packRows(values: Uint8Array, n: number, k: number): Uint32Array {
   const out = new Uint32Array(n * k / 8);
-  for (let i = 0; i < n * k; i++) out[i >>> 3] |= (values[i] & 15) << (4 * (i & 7));
+  for (let i = 0; i < n * k; i++) out[i >>> 3] |= (values[i] & 15) << (4 * CODE_NIBBLE[i & 7]);
   return out;
 }
 
 /** The int4 value at [row, col] of Denali's codes u32 [_, k / 8]. */
 export function codeAt(codes: Uint32Array, k: number, row: number, col: number): number {
-  return (codes[row * (k >>> 3) + (col >>> 3)] >>> (4 * (col & 7))) & 15;
+  return (codes[row * (k >>> 3) + (col >>> 3)] >>> (4 * CODE_NIBBLE[col & 7])) & 15;
 }

@@ -9,7 +9,12 @@
  */
 
 import type { Backend, DeviceBuffer } from "../backends/backend.ts";
-import { AWQ_UNPACK_NIBBLE, awqCodesToRows, groupsToRows } from "../backends/awq.ts";
+import {
+  AWQ_UNPACK_NIBBLE,
+  awqCodesToRows,
+  groupsToRows,
+  plainWordToCodes,
+} from "../backends/awq.ts";
 import type { AwqWeight } from "../ops/linear_weight.ts";
 import type { ModelOps } from "../ops/ops.ts";
 import type { WeightPart, WeightSlot } from "./model.ts";
@@ -158,9 +163,12 @@ export async function loadInt4Slots(
       const qweight = int32s(await read(source, t.qweight));
       if (scheme.method === "awq") awqCodesToRows(qweight, k, nPart, codes, row);
       else {
-        // GPTQ packs along k in plain nibble order: word [j, n] is already Denali's word [n, j].
+        // GPTQ packs along k in plain nibble order: word [j, n] is Denali's word [n, j] once its
+        // nibbles are interleaved.
         for (let j = 0; j < k / 8; j++) {
-          for (let c = 0; c < nPart; c++) codes[(row + c) * (k / 8) + j] = qweight[j * nPart + c];
+          for (let c = 0; c < nPart; c++) {
+            codes[(row + c) * (k / 8) + j] = plainWordToCodes(qweight[j * nPart + c]);
+          }
         }
       }
       const packedZeros = int32s(await read(source, t.qzeros));

@@ -36,7 +36,10 @@ export interface Fp8Weight {
 export interface AwqWeight {
   /** Marks the form. */
   readonly format: "awq-int4";
-  /** u32 [n, k / 8]: the 4-bit codes, row-major; nibble i of word j of a row is k = 8j + i. */
+  /**
+   * u32 [n, k / 8]: the 4-bit codes, row-major; word j of a row holds k = 8j .. 8j + 7, k 8j + c
+   * in nibble CODE_NIBBLE[c] (backends/awq.ts: k 8j + 2i in nibble i, 8j + 2i + 1 in nibble i + 4).
+   */
   readonly codes: DeviceBuffer;
   /** u8 [n, k / groupSize]: each group's zero point (0..15). */
   readonly zeros: DeviceBuffer;

@@ -1,6 +1,7 @@
 // 4-bit group-quantized weights (AWQ, GPTQ), bf16 activations (W4A16), in Denali's layout
-// (backends/awq.ts): codes u32 [N, K / 8] with nibble i of word j holding k = 8j + i, zeros u8
-// [N, K / group], scales f32 [N, K / group]; W[n, k] = (q - zeros[n, k / group]) · scales[...].
+// (backends/awq.ts): codes u32 [N, K / 8] with word j holding k = 8j + 2i in nibble i and
+// 8j + 2i + 1 in nibble i + 4 (AutoAWQ's interleave, along k), zeros u8 [N, K / group], scales
+// f32 [N, K / group]; W[n, k] = (q - zeros[n, k / group]) · scales[...].
 //
 // Kernels (ops/gpu/awq.ts picks one per call):
 //   linear_awq_gemv_t8_r16_s2, linear_awq_gemv_t8_r8_s2, linear_awq_gemv_t16_r16,
@@ -40,14 +41,15 @@ __device__ __forceinline__ float biased_nibble(uint32_t bits) {
   return __uint_as_float((bits & 0x000F0000u) | 0x43000000u);
 }
 
-// q_i - z for the 8 nibbles of one code word (nibble i is k offset i), exact small integers in
-// f32: (128 + q) - (128 + z). The scale is applied by the caller, once a chunk in the GEMV.
+// q - z for the 8 k of one code word, w[c] for k offset c (nibble i holds offset 2i, nibble
+// i + 4 offset 2i + 1), exact small integers in f32: (128 + q) - (128 + z). The scale is applied
+// by the caller, once a chunk in the GEMV.
 __device__ __forceinline__ void unpack8(uint32_t word, float bz, float w[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const uint32_t v = word >> (4 * i);
-    w[i] = biased_nibble(v << 16) - bz;
-    w[i + 4] = biased_nibble(v) - bz;
+    w[2 * i] = biased_nibble(v << 16) - bz;
+    w[2 * i + 1] = biased_nibble(v) - bz;
   }
 }
 
@@ -178,17 +180,18 @@ __device__ __forceinline__ void gemv_awq(uint16_t* __restrict__ out, const uint1
 // 2026-12-05-s7-benches-h100.md). Here a code word costs about two per weight, and the tokens
 // ride along in the mma's N dimension for free:
 //
-// Word w of a 16-byte chunk holds k = 8w + i in nibble i. (w >> 4i) & 0x000f000f puts nibbles
-// i and i + 4 at the bottom of each 16-bit half; OR 0x4300 makes each the bf16 128 + q (bf16
-// 128 has a mantissa unit of 1, and 128..143 are exact). One bf16x2 fma by 1 adds -(128 + z),
-// exactly, and one by the group's scale (rounded to bf16) gives the weight pair, rounded once:
-// the dequantize kernel's value to within a bf16 ulp. Pair i = (k 8w + i, k 8w + i + 4).
+// Word w of a 16-byte chunk holds k = 8w + 2i in nibble i and 8w + 2i + 1 in nibble i + 4.
+// (w >> 4i) & 0x000f000f puts nibbles i and i + 4 at the bottom of each 16-bit half; OR 0x4300
+// makes each the bf16 128 + q (bf16 128 has a mantissa unit of 1, and 128..143 are exact). One
+// bf16x2 fma by 1 adds -(128 + z), exactly, and one by the group's scale (rounded to bf16) gives
+// the weight pair, rounded once: the dequantize kernel's value to within a bf16 ulp. Pair i =
+// (k 8w + 2i, 8w + 2i + 1): the pair x holds in its 32-bit word i, so x needs no reordering.
 //
 // Thread (g, t) loads the same chunk c of rows g and g + 8 and of x's token g. Pairs 0 and 1
-// feed one mma as a0/a2 (row g) and a1/a3 (row g + 8), against x's (k 0, 4) and (k 1, 5) of the
-// word, gathered from its natural (k 0, 1) ... (k 6, 7) pairs with one prmt each; pairs 2 and 3
-// feed a second mma with (k 2, 6) and (k 3, 7). Which k sits in which mma slot does not matter
-// as long as A and B agree, and every (row, k) is summed once over the quad's four threads.
+// feed one mma as a0/a2 (row g) and a1/a3 (row g + 8), against x's words 0 and 1 (k 0-3 of the
+// code word); pairs 2 and 3 feed a second mma with x's words 2 and 3. Which k sits in which mma
+// slot does not matter as long as A and B agree, and every (row, k) is summed once over the
+// quad's four threads.
 //
 // The scale and zero of a chunk's group are loaded with its codes (weights: allowed before
 // pdl_wait) and applied at use.
@@ -363,12 +366,10 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
             }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-              // x's (k 0, 1) (2, 3) (4, 5) (6, 7) of word w → (0, 4) (1, 5) (2, 6) (3, 7).
+              // x's (k 0, 1) (2, 3) (4, 5) (6, 7) of word w: pairs 0 .. 3 as they are.
               const uint4 xs = xv[mt][j][w];
-              const uint32_t b0 = prmt(xs.x, xs.z, 0x5410), b1 = prmt(xs.x, xs.z, 0x7632);
-              const uint32_t b2 = prmt(xs.y, xs.w, 0x5410), b3 = prmt(xs.y, xs.w, 0x7632);
-              mma_bf16_16816(dst[mt][0], pg[0], ph[0], pg[1], ph[1], b0, b1);
-              mma_bf16_16816(dst[mt][1], pg[2], ph[2], pg[3], ph[3], b2, b3);
+              mma_bf16_16816(dst[mt][0], pg[0], ph[0], pg[1], ph[1], xs.x, xs.y);
+              mma_bf16_16816(dst[mt][1], pg[2], ph[2], pg[3], ph[3], xs.z, xs.w);
             }
           }
           if (POST) {

@@ -20,6 +20,7 @@ import {
   groupsToRows,
   packAwq,
   packRows,
+  plainWordToCodes,
   unpackAwq,
 } from "../../backends/awq.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
@@ -73,7 +74,7 @@ Deno.test("AWQ packing: a word packed by hand (columns 0, 2, 4, 6, 1, 3, 5, 7 fr
   assert.deepEqual([...unpackAwq(packAwq(high, 1, 8), 1, 8)], [...high]);
 });
 
-Deno.test("AWQ → Denali rows: qweight [k, n/8] becomes per-output-row codes, plain nibble order", () => {
+Deno.test("AWQ → Denali rows: qweight [k, n/8] becomes per-output-row codes, k interleaved", () => {
   const k = 16, n = 16;
   const q = new Uint8Array(k * n); // q[k][n], the checkpoint's orientation
   for (let kk = 0; kk < k; kk++) for (let c = 0; c < n; c++) q[kk * n + c] = (3 * kk + 5 * c) % 16;
@@ -86,8 +87,11 @@ Deno.test("AWQ → Denali rows: qweight [k, n/8] becomes per-output-row codes, p
     }
   }
   for (let i = 0; i < 8 * k / 8; i++) assert.equal(codes[i], 0, "rows before the offset untouched");
-  // Word 0 of row 8 (n = 0): k = 0..7 → q = 0, 3, 6, 9, 12, 15, 2, 5, low nibble first.
-  assert.equal(codes[8 * k / 8] >>> 0, 0x52fc9630);
+  // Word 0 of row 8 (n = 0): k = 0..7 → q = 0, 3, 6, 9, 12, 15, 2, 5, held k 0, 2, 4, 6, 1, 3,
+  // 5, 7 from the low nibble up: 0, 6, 12, 2, 3, 9, 15, 5.
+  assert.equal(codes[8 * k / 8] >>> 0, 0x5f932c60);
+  // A GPTQ word (plain order along k) takes the same interleave.
+  assert.equal(plainWordToCodes(0x52fc9630), 0x5f932c60);
   const scales = new Float32Array(2 * 3);
   groupsToRows([1, 2, 3, 4, 5, 6], 2, 3, scales, 0); // [groups 2, n 3] → [n 3, groups 2]
   assert.deepEqual([...scales], [1, 4, 2, 5, 3, 6]);

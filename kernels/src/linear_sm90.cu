@@ -195,6 +195,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   // launch asks for 1 KiB more than the ring needs).
   const uint32_t base = (smem_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
+  const bool active = m0 + warpgroup * 64 < M;  // uniform across the warpgroup
   // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
   const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
   const int kFirst = slice * perSlice;
@@ -230,6 +231,9 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     if (next < kTiles) copy_stage(next);
     cp_async_commit();
 
+    // A warpgroup whose 64 rows all lie past M has nothing to multiply: it skips its wgmmas and
+    // leaves the tensor cores to the other one (the last row tile of M = 400 is 16 rows).
+    if (!active) continue;
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
     wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
     if constexpr (FP8) {
@@ -246,7 +250,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
       pin_registers(acc);
     }
   }
-  wgmma_wait<0>();
+  if (active) wgmma_wait<0>();
   pin_registers(acc);
   cp_async_wait<0>();
   if constexpr (FP8) {

@@ -74,6 +74,15 @@ function fillRandom(gpu: Backend, buffer: DeviceBuffer, chunk: Uint16Array): voi
   }
 }
 
+/** A comma-separated list of positive integers, or an error naming the flag. */
+function positiveList(flag: string, text: string): number[] {
+  const values = text.split(",").map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v <= 0)) {
+    throw new Error(`${flag} ${text}: expected positive integers separated by commas`);
+  }
+  return values;
+}
+
 /** A sweep configuration's label, e.g. `r16_k8_s1`. */
 function sweepLabel(options: LinearOptions): string {
   const rows = options.kernel === "gemv16" ? 16 : 8;
@@ -109,8 +118,23 @@ function randomChunk(scale: number, seed: number): Uint16Array {
 }
 
 async function main() {
-  const { values } = parseArgs({ args: Deno.args, options: { "gemv-sweep": { type: "boolean" } } });
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      "gemv-sweep": { type: "boolean" },
+      ms: { type: "string" },
+      shapes: { type: "string" },
+    },
+  });
   const sweep = values["gemv-sweep"] ?? false;
+  const ms = values.ms === undefined ? [...GEMV_MS, ...GEMM_MS] : positiveList("--ms", values.ms);
+  const shapes: [number, number][] = values.shapes === undefined
+    ? SHAPES
+    : values.shapes.split(",").map((shape) => {
+      const [n, k] = positiveList("--shapes", shape.replace("x", ","));
+      if (k === undefined) throw new Error(`--shapes ${shape}: write each shape as NxK`);
+      return [n, k];
+    });
   const gpu = openCuda();
   const stream: Stream = gpu.createStream();
   const { computeCapability: [major, minor], driverVersion } = gpu.info;
@@ -131,7 +155,7 @@ async function main() {
   console.log(`# accelerator: ${accel?.name ?? "none"}`);
   const xChunk = randomChunk(1, 7);
 
-  for (const [n, k] of SHAPES) {
+  for (const [n, k] of shapes) {
     const wBytes = 2 * n * k;
     const copies = Math.max(1, Math.ceil(ROTATION_BYTES / wBytes));
     const wChunk = randomChunk(1 / Math.sqrt(k), n + k);
@@ -141,7 +165,7 @@ async function main() {
       fillRandom(gpu, w, wChunk);
       weights.push(w);
     }
-    const maxM = GEMM_MS[GEMM_MS.length - 1];
+    const maxM = Math.max(...ms);
     const x = gpu.alloc(2 * maxM * k);
     fillRandom(gpu, x, xChunk);
     const out = gpu.alloc(2 * maxM * n);
@@ -163,7 +187,7 @@ async function main() {
     gpu.free(copyDst);
     const readOnlyUs = readOnly.print(`n${n}_k${k}`, weights, wBytes, copy);
 
-    for (const m of sweep ? GEMV_MS : [...GEMV_MS, ...GEMM_MS]) {
+    for (const m of sweep ? GEMV_MS : ms) {
       const gemv = m <= 16;
       const shape = `m${m}_n${n}_k${k}`;
       const bytes = 2 * (m * k + n * k + m * n);
@@ -244,10 +268,13 @@ async function main() {
   gpu.close();
 }
 
-const USAGE = `Usage: deno run -A bench/kernels/linear_bench.ts [--gemv-sweep]
+const USAGE = `Usage: deno run -A bench/kernels/linear_bench.ts [--gemv-sweep] [--ms LIST]
+       [--shapes LIST]
 
 GEMV and GEMM benchmarks at Llama-3-8B shapes on an NVIDIA GPU: one BENCH line each.
   --gemv-sweep   also sweep the GEMV variants' options
+  --ms LIST      rows of x to time (default 1,8,16,256,1024,4096), e.g. 64,128,192,256
+  --shapes LIST  weight shapes NxK (default the Llama-3-8B ones), e.g. 28672x4096,6144x4096
   -h, --help     show this help`;
 
 if (import.meta.main && !helpRequested(Deno.args, USAGE)) await main();

@@ -55,6 +55,8 @@ const GEMM_VARIANTS: LinearKernel[] = [
   "gemm128x256",
   "wgmma128x256",
   "wgmma128x128",
+  "wgmmaSk128x256",
+  "wgmmaSk128x128",
 ];
 /** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
 const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>

@@ -50,4 +50,32 @@ export const KERNELS: readonly KernelSpec[] = [
     ],
     "variants": [{ "symbol": "linear_wgmma_fp8_128x128", "assumes": {} }],
   },
+  {
+    "name": "linear_wgmma_sk_128x256",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "partials", "type": "ptr" },
+      { "name": "counters", "type": "ptr" },
+    ],
+    "variants": [{ "symbol": "linear_wgmma_sk_128x256", "assumes": {} }],
+  },
+  {
+    "name": "linear_wgmma_sk_128x128",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "partials", "type": "ptr" },
+      { "name": "counters", "type": "ptr" },
+    ],
+    "variants": [{ "symbol": "linear_wgmma_sk_128x128", "assumes": {} }],
+  },
 ];

@@ -26,6 +26,10 @@
 // (its own read back too, so the result does not depend on which block finished last), writes
 // the bf16 tile and resets the counter to zero for the next call (so the counters, zeroed once
 // when allocated, survive graph replays). Small shapes with long K then fill the GPU.
+//
+// Stream-K (linear_wgmma_sk_*): a grid of one block an SM shares out all tiles' k iterations
+// evenly, so a tile count that is not a multiple of the SM count costs no partly idle wave
+// (see gemm_wgmma_sk).
 #include "compat.h"
 #include "gemm_tiles.h"
 
@@ -169,37 +173,26 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uin
   wgmma_commit();
 }
 
-// The GEMM. With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
+// One output tile's k tiles [kFirst, kFirst + kTiles) into `acc` (zeroed here): the pipelined
+// main loop. With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
 // the codes), so a tile's 64 "elements" are 128 codes and every copy and offset is the bf16
-// one; the epilogue scales by xScales[row] · wScales[col]. Hopper's FP8 wgmma accumulates with
-// less than fp32's precision (a whole-K sum in its accumulators missed the CPU's by 1-13% on an
-// H200, bench/results/2026-12-06-s9-w8a8-awq-h200.md), so each 128-k tile's sum is added into
-// fp32 registers and the accumulators restart from zero, as cuBLASLt does without fast
-// accumulation: one wait per tile, and twice the accumulator registers (hence 128×128 only).
+// one. Hopper's FP8 wgmma accumulates with less than fp32's precision (a whole-K sum in its
+// accumulators missed the CPU's by 1-13% on an H200, bench/results/2026-12-06-s9-w8a8-awq-h200.md),
+// so each 128-k tile's sum is added into fp32 registers and the accumulators restart from zero,
+// as cuBLASLt does without fast accumulation: one wait per tile, and twice the accumulator
+// registers (hence 128×128 only). Ends with every copy and wgmma of this block retired, so the
+// caller may reuse the ring once all threads are past it.
 template <int BN, int STAGES, bool FP8>
-__device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
-                                           const uint16_t* __restrict__ x,
-                                           const uint16_t* __restrict__ w, int M, int N, int K,
-                                           int kSplit, float* __restrict__ partials,
-                                           uint32_t* __restrict__ counters,
-                                           const float* __restrict__ xScales,
-                                           const float* __restrict__ wScales) {
+__device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint16_t* __restrict__ x,
+                                               const uint16_t* __restrict__ w, int M, int N,
+                                               int K, int m0, int n0, int kFirst, int kTiles) {
   constexpr int BM = 128, BK = 64;
   constexpr int A_BYTES = BM * BK * 2, STAGE_BYTES = (BM + BN) * BK * 2;
-  const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
-  const int2 origin = tile_origin<BM, BN>(pid, M, N);
-  const int m0 = origin.x, n0 = origin.y;
-
   // The swizzle acts on absolute address bits, so stages start on 1024-byte boundaries (the
   // launch asks for 1 KiB more than the ring needs).
   const uint32_t base = (smem_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
   const bool active = m0 + warpgroup * 64 < M;  // uniform across the warpgroup
-  // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
-  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
-  const int kFirst = slice * perSlice;
-  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
@@ -207,7 +200,6 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
     load_tile<BN, 256>(a + A_BYTES, w, n0, N, (kFirst + kt) * BK, K);
   };
 
-  float acc[BN / 2];
   float total[FP8 ? BN / 2 : 1];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
@@ -257,54 +249,158 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = total[i];
   }
+}
+
+// A block's fp32 accumulators to or from a partials slot of BM × BN floats: register i of thread
+// t lives at float (i / 4) · 1024 + 4 t + i % 4, so every access is a coalesced float4.
+template <int BN>
+__device__ __forceinline__ void store_partial(float* __restrict__ slot, const float (&acc)[BN / 2]) {
+  float4* mine = reinterpret_cast<float4*>(slot);
+#pragma unroll
+  for (int i = 0; i < BN / 8; ++i) {
+    mine[i * 256 + threadIdx.x] = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+  }
+}
+template <int BN>
+__device__ __forceinline__ void add_partial(float (&acc)[BN / 2], const float* __restrict__ slot) {
+  const float4* p = reinterpret_cast<const float4*>(slot);
+#pragma unroll
+  for (int i = 0; i < BN / 8; ++i) {
+    const float4 v = __ldcg(p + i * 256 + threadIdx.x);
+    acc[4 * i] += v.x;
+    acc[4 * i + 1] += v.y;
+    acc[4 * i + 2] += v.z;
+    acc[4 * i + 3] += v.w;
+  }
+}
+
+// Publishes this block's share of a tile (its partials slot already written) and takes a ticket
+// from the tile's counter: true for the block that takes the last of `shares`, which must then
+// sum every share and reset the counter to zero (so the counters, zeroed once when allocated,
+// survive graph replays).
+__device__ __forceinline__ bool last_share(uint32_t* __restrict__ counter, int shares) {
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == static_cast<uint32_t>(shares - 1);
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
+// The GEMM, split over K in kSplit slices (kSplit = 1: a tile a block); the epilogue scales by
+// xScales[row] · wScales[col] with FP8.
+template <int BN, int STAGES, bool FP8>
+__device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
+                                           const uint16_t* __restrict__ x,
+                                           const uint16_t* __restrict__ w, int M, int N, int K,
+                                           int kSplit, float* __restrict__ partials,
+                                           uint32_t* __restrict__ counters,
+                                           const float* __restrict__ xScales,
+                                           const float* __restrict__ wScales) {
+  constexpr int BM = 128, BK = 64, SLOT = BM * BN;
+  const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
+  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
+  const int2 origin = tile_origin<BM, BN>(pid, M, N);
+  // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
+  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
+  const int kFirst = slice * perSlice;
+  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
+  float acc[BN / 2];
+  wgmma_mainloop<BN, STAGES, FP8>(acc, x, w, M, N, K, origin.x, origin.y, kFirst, kTiles);
 
   if (kSplit > 1) {
-    // Register i of thread t lives at float (i / 4) · 1024 + 4 t + i % 4 of a slice's slot.
-    constexpr int SLOT = BM * BN;
-    float4* mine = reinterpret_cast<float4*>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT);
-#pragma unroll
-    for (int i = 0; i < BN / 8; ++i) {
-      mine[i * 256 + threadIdx.x] = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
-    }
-    __threadfence();
-    __syncthreads();
-    __shared__ int last;
-    if (threadIdx.x == 0) last = atomicAdd(&counters[pid], 1u) == static_cast<uint32_t>(kSplit - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc);
+    if (!last_share(&counters[pid], kSplit)) return;
     // Sum the slices in slice order (this block's own included, read back), so the result does
     // not depend on which block finished last.
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
     for (int other = 0; other < kSplit; ++other) {
-      const float4* p = reinterpret_cast<const float4*>(partials + static_cast<size_t>(pid * kSplit + other) * SLOT);
-#pragma unroll
-      for (int i = 0; i < BN / 8; ++i) {
-        const float4 v = __ldcg(p + i * 256 + threadIdx.x);
-        acc[4 * i] += v.x;
-        acc[4 * i + 1] += v.y;
-        acc[4 * i + 2] += v.z;
-        acc[4 * i + 3] += v.w;
-      }
+      add_partial<BN>(acc, partials + static_cast<size_t>(pid * kSplit + other) * SLOT);
     }
     if (threadIdx.x == 0) counters[pid] = 0;
   }
+  store_accumulators<BN, FP8>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N,
+                              xScales, wScales);
+}
 
-  store_accumulators<BN, FP8>(out, acc, m0 + warpgroup * 64, n0, M, N, xScales, wScales);
+// The block whose share of the stream-K iteration space holds iteration i: shares are
+// [floor(c · T / G), floor((c + 1) · T / G)), so it is the largest c with c · T < (i + 1) · G.
+__device__ __forceinline__ int sk_block_of(long long i, long long total, int blocks) {
+  return static_cast<int>(((i + 1) * blocks - 1) / total);
+}
+__device__ __forceinline__ long long sk_begin(int c, long long total, int blocks) {
+  return static_cast<long long>(c) * total / blocks;
+}
+
+// Stream-K: the tiles' k iterations, tile after tile, cut into gridDim.x equal shares, one a
+// block, so every block does the same work whatever the tile count (a tile-per-block grid of 224
+// tiles on 132 SMs runs two waves, the second 70% full). A tile a block covers whole is stored
+// directly; a tile cut between blocks is summed through `partials`: each block writes its share
+// to one of its two slots (2c for the first tile of its range, 2c + 1 for the last), takes a
+// ticket, and the last of the tile's blocks adds every share in block order (its own read back,
+// so the result does not depend on arrival order) and stores the tile. No block ever waits for
+// another. Needs 2 · gridDim.x slots of 128 · BN floats and one zeroed counter per tile.
+template <int BN, int STAGES>
+__device__ __forceinline__ void gemm_wgmma_sk(uint16_t* __restrict__ out,
+                                              const uint16_t* __restrict__ x,
+                                              const uint16_t* __restrict__ w, int M, int N, int K,
+                                              float* __restrict__ partials,
+                                              uint32_t* __restrict__ counters) {
+  constexpr int BM = 128, BK = 64, SLOT = BM * BN;
+  const int kt = (K + BK - 1) / BK;
+  const long long total = static_cast<long long>((M + BM - 1) / BM) * ((N + BN - 1) / BN) * kt;
+  const int blocks = gridDim.x, c = blockIdx.x;
+  const long long begin = sk_begin(c, total, blocks), end = sk_begin(c + 1, total, blocks);
+  for (long long it = begin; it < end;) {
+    const int tile = static_cast<int>(it / kt), k0 = static_cast<int>(it % kt);
+    const int k1 = static_cast<int>(min(static_cast<long long>(kt), k0 + (end - it)));
+    const int2 origin = tile_origin<BM, BN>(tile, M, N);
+    __syncthreads();  // every thread is done with the ring (and `last`) of the previous tile
+    float acc[BN / 2];
+    wgmma_mainloop<BN, STAGES, false>(acc, x, w, M, N, K, origin.x, origin.y, k0, k1 - k0);
+    bool store = k0 == 0 && k1 == kt;
+    if (!store) {
+      store_partial<BN>(partials + static_cast<size_t>(2 * c + (it == begin ? 0 : 1)) * SLOT, acc);
+      const long long first = static_cast<long long>(tile) * kt;
+      const int from = sk_block_of(first, total, blocks);
+      const int to = sk_block_of(first + kt - 1, total, blocks);
+      if (last_share(&counters[tile], to - from + 1)) {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+        for (int other = from; other <= to; ++other) {
+          // The tile is other's first unless other's range begins in an earlier tile.
+          const bool firstOfOther = sk_begin(other, total, blocks) / kt == tile;
+          add_partial<BN>(acc, partials + static_cast<size_t>(2 * other + (firstOfOther ? 0 : 1)) * SLOT);
+        }
+        if (threadIdx.x == 0) counters[tile] = 0;
+        store = true;
+      }
+    }
+    if (store) {
+      store_accumulators<BN, false>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N,
+                                    nullptr, nullptr);
+    }
+    it += k1 - k0;
+  }
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x128(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, float*, uint32_t*);
 #define WGMMA_BODY(BN, STAGES) \
   gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
 #define WGMMA_FP8_BODY(BN, STAGES)                                                                \
   gemm_wgmma<BN, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                        \
                                reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,       \
                                partials, counters, xScales, wScales)
+#define WGMMA_SK_BODY(BN, STAGES) gemm_wgmma_sk<BN, STAGES>(out, x, w, M, N, K, partials, counters)
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
+#define WGMMA_SK_BODY(BN, STAGES) denali_trap()
 #define WGMMA_FP8_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -328,4 +424,14 @@ extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x
 // (threads, shared memory, grid, split-K scratch).
 extern "C" __global__ void linear_wgmma_fp8_128x128(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_FP8_BODY(128, 6);
+}
+
+// Stream-K forms of the two bf16 GEMMs (gemm_wgmma_sk): threads and shared memory as above; a
+// 1-D grid of G blocks (at most one an SM is the intent), partials of 2 · G · 128 · BN floats and
+// one zeroed counter per tile, ceil(M / 128) · ceil(N / BN) of them.
+extern "C" __global__ void linear_wgmma_sk_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, float* partials, uint32_t* counters) {
+  WGMMA_SK_BODY(256, 4);
+}
+extern "C" __global__ void linear_wgmma_sk_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, float* partials, uint32_t* counters) {
+  WGMMA_SK_BODY(128, 6);
 }

@@ -18,7 +18,10 @@
  *   `linear_wgmma_128x256` when its 128×256 tiles fill at least 0.9 of the SMs (one block per SM),
  *   else `linear_wgmma_128x128` when its tiles fill a quarter of them, or when splitting K over up
  *   to 16 blocks a tile (a ticket per tile; the last block sums the fp32 partials) makes ~0.9
- *   waves; 256 threads, 193 KiB dynamic shared memory.
+ *   waves; 256 threads, 193 KiB dynamic shared memory. With LinearOptions.streamK (or
+ *   DENALI_STREAM_K=1), an unsplit one whose last wave would be under 0.8 full runs in its
+ *   stream-K form instead, `linear_wgmma_sk_128x{256,128}`: one block an SM (never more than
+ *   the shape's k iterations), each an equal share of all tiles' k iterations.
  * - Other vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
  *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
  *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
@@ -64,7 +67,9 @@ export type LinearKernel =
   | "fma"
   | "gemm128x256"
   | "wgmma128x256"
-  | "wgmma128x128";
+  | "wgmma128x128"
+  | "wgmmaSk128x256"
+  | "wgmmaSk128x128";
 
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
@@ -90,6 +95,12 @@ export interface LinearOptions {
   readonly awqGemvSplit?: 1 | 2 | 4 | 8;
   /** The 4-bit t8/16-row GEMV's variant (benchmarks; ops/gpu/awq.ts). */
   readonly awqGemvVariant?: AwqGemvVariant;
+  /**
+   * Whether `auto` runs a wgmma GEMM whose tiles leave the last wave mostly idle in its
+   * stream-K form (one block an SM sharing out every tile's k iterations). Default false unless
+   * the environment sets DENALI_STREAM_K=1.
+   */
+  readonly streamK?: boolean;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -174,7 +185,7 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
 const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
 /** The most rows the GEMV kernels take; larger m runs a GEMM. */
 const GEMV_MAX_M = 16;
-const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8;
+const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8, WGMMA_SK256 = 9, WGMMA_SK128 = 10;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
   gemv8: GEMV8,
@@ -185,6 +196,8 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   gemm128x256: GEMM128X256,
   wgmma128x256: WGMMA256,
   wgmma128x128: WGMMA128,
+  wgmmaSk128x256: WGMMA_SK256,
+  wgmmaSk128x128: WGMMA_SK128,
 };
 /** Kernel names by code, for `kernelName`. */
 const KERNEL_NAMES: string[] = [];
@@ -215,7 +228,25 @@ const MMA_GEMMS: Record<number, MmaGemm> = {
 const WGMMA_GEMMS: Record<number, MmaGemm> = {
   [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
   [WGMMA128]: { name: "linear_wgmma_128x128", bm: 128, bn: 128, threads: 256, shared: 197632 },
+  [WGMMA_SK256]: {
+    name: "linear_wgmma_sk_128x256",
+    bm: 128,
+    bn: 256,
+    threads: 256,
+    shared: 197632,
+  },
+  [WGMMA_SK128]: {
+    name: "linear_wgmma_sk_128x128",
+    bm: 128,
+    bn: 128,
+    threads: 256,
+    shared: 197632,
+  },
 };
+/** The stream-K form of each data-parallel wgmma GEMM (same tiles, one block an SM). */
+const STREAM_K: Record<number, number> = { [WGMMA256]: WGMMA_SK256, [WGMMA128]: WGMMA_SK128 };
+/** Stream-K runs only shapes of at most this many tiles: one counter each in the scratch. */
+const STREAM_K_MAX_TILES = 4096;
 /**
  * The W8A8 twin of the 128×128 one (FP8 codes, 128 k a tile promoted to fp32 each, per-row
  * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
@@ -265,13 +296,14 @@ export async function loadLinearOps(
   // The wgmma kernels exist only in the sm_90a image; elsewhere the module's copies trap.
   const sm90 = cuda ? await loadKernels(backend, "linear_sm90") : null;
   const wgmma = sm90 !== null && sm90.target === "sm_90a";
-  // Split-K scratch of the wgmma GEMMs, allocated once: an fp32 128×128 slot per block of a split
-  // grid (wgmmaSplit keeps those to one per SM) and a ticket counter per tile, zeroed here and left
-  // zeroed by the kernels. Like a vendor library's workspace, it is shared by every call of these
-  // ops, so split calls on different streams must not overlap.
-  const slots = backend.info.multiprocessors;
-  const partials = wgmma ? backend.alloc(slots * 128 * 128 * 4) : null;
-  const counters = wgmma ? backend.alloc(slots * 4) : null;
+  // Split-K and stream-K scratch of the wgmma GEMMs, allocated once: fp32 tile slots (a 128×128
+  // one per block of a split grid, which wgmmaSplit keeps to one per SM; two 128×256 ones per
+  // block of a stream-K grid, one block an SM) and a ticket counter per tile, zeroed here and
+  // left zeroed by the kernels. Like a vendor library's workspace, it is shared by every call of
+  // these ops, so split calls on different streams must not overlap.
+  const sms = backend.info.multiprocessors;
+  const partials = wgmma ? backend.alloc(2 * sms * 128 * 256 * 4) : null;
+  const counters = wgmma ? backend.alloc(Math.max(sms, STREAM_K_MAX_TILES) * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
   // attribute of a function handle, so their launchers are built here over the very handles it
@@ -343,7 +375,7 @@ export async function loadLinearOps(
     gemvVariant: options.awqGemvVariant,
   });
 
-  const sms = backend.info.multiprocessors;
+  const streamK = options.streamK ?? Deno.env.get("DENALI_STREAM_K") === "1";
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
   if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
   const forcedSplit = forcedGemvSplit("loadLinearOps: gemvSplit", options.gemvSplit);
@@ -362,6 +394,16 @@ export async function loadLinearOps(
     return Math.max(1, Math.min(Math.floor(sms / tiles), Math.floor(Math.ceil(k / 64) / 4), 16));
   }
 
+  /**
+   * The stream-K form of a data-parallel wgmma GEMM of `tiles` tiles where options ask for it
+   * and its last wave would be under 0.8 full (224 tiles on 132 SMs: 0.7), else the GEMM itself.
+   */
+  function streamKFor(kernel: number, tiles: number): number {
+    if (!streamK || tiles > STREAM_K_MAX_TILES) return kernel;
+    const lastWave = tiles - (Math.ceil(tiles / sms) - 1) * sms;
+    return lastWave * 10 < sms * 8 ? STREAM_K[kernel] : kernel;
+  }
+
   /** The kernel code for a call; integer arithmetic only. */
   function choose(m: number, n: number, k: number, x: DeviceBuffer, weight: DeviceBuffer) {
     // `|` reads the low bits through ToInt32, exact for any address below 2^53.
@@ -378,11 +420,12 @@ export async function loadLinearOps(
       // One block per SM. 128×256 tiles need ~0.9 waves, or the idle SMs cost more than the
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
       // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).
-      if (Math.ceil(m / 128) * Math.ceil(n / 256) * 10 >= sms * 9) return WGMMA256;
+      const wide = Math.ceil(m / 128) * Math.ceil(n / 256);
+      if (wide * 10 >= sms * 9) return streamKFor(WGMMA256, wide);
       const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
       // Split over K, fewer tiles still make ~0.9 waves (M = 256 with N = 1024).
       if (tiles * 4 >= sms || tiles * wgmmaSplit(WGMMA128, m, n, k) * 10 >= sms * 9) {
-        return WGMMA128;
+        return wgmmaSplit(WGMMA128, m, n, k) > 1 ? WGMMA128 : streamKFor(WGMMA128, tiles);
       }
     }
     if (m >= 4096) return GEMM128X256;
@@ -420,7 +463,36 @@ export async function loadLinearOps(
     k: number,
     stream: Stream,
   ): void {
-    const kernel = choose(m, n, k, x, weight);
+    let kernel = choose(m, n, k, x, weight);
+    if (kernel === WGMMA_SK256 || kernel === WGMMA_SK128) {
+      const g = WGMMA_GEMMS[kernel];
+      const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
+      if (tiles <= STREAM_K_MAX_TILES) {
+        // One block an SM, never more blocks than k iterations (each must own at least one).
+        const grid = Math.min(sms, tiles * Math.ceil(k / 64));
+        mma[kernel]!(
+          grid,
+          1,
+          1,
+          g.threads,
+          1,
+          1,
+          g.shared,
+          stream,
+          out,
+          x,
+          weight,
+          m,
+          n,
+          k,
+          partials!,
+          counters!,
+        );
+        return;
+      }
+      // A forced stream-K call with more tiles than counters: the data-parallel form.
+      kernel = kernel === WGMMA_SK256 ? WGMMA256 : WGMMA128;
+    }
     if (kernel === GEMV16 || kernel === GEMV8) {
       const split = gemvSplit(kernel, k), blocks = gemvBlocks(kernel, n, split);
       const launch = gemv[gemvIndex(kernel, m)];

@@ -31,7 +31,9 @@ import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
-const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128"];
+// The data-parallel tiles and their stream-K forms (a shape's k iterations shared out over at
+// most one block an SM, tiles cut between blocks summed through the scratch).
+const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128", "wgmmaSk128x256", "wgmmaSk128x128"];
 
 /** Seeded bf16 patterns uniform in ±scale. */
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {

@@ -25,7 +25,7 @@ import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { loadLinearOps } from "../../ops/gpu/linear.ts";
+import { type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
 import { assertClose } from "../support/numeric.ts";
 import { readBf16 } from "../support/device.ts";
@@ -164,43 +164,57 @@ async function dispatchCases(
   hip: boolean,
   cases: [number, number, number, number, Expected][],
   computeCapability: [number, number] = [9, 0],
+  options: LinearOptions = {},
 ) {
-  await withFakeLinearOps(hip, computeCapability, (gpu, ops, fake) => {
-    const s = gpu.createStream();
-    const x = gpu.alloc(2 * 1024 * 4096 + 16), w = gpu.alloc(2 * 8192 * 4096);
-    const out = gpu.alloc(2 * 1024 * 4096);
-    for (const [m, n, k, xOffset, want] of cases) {
-      const what = `${hip ? "hip" : "cuda"} m=${m} n=${n} k=${k} x+${xOffset}`;
-      const gemv = want.kernel.startsWith("linear_gemv");
-      const wgmma = want.kernel.startsWith("linear_wgmma");
-      fake.setParamSizes(
-        gemv ? [8, 8, 8, 4, 4, 4, 4] : wgmma ? [8, 8, 8, 4, 4, 4, 4, 8, 8] : [8, 8, 8, 4, 4, 4],
-      );
-      const xv = x.slice(xOffset, 2 * m * k);
-      ops.linear(out, xv, w, m, n, k, s);
-      const launch = fake.lastLaunch();
-      assert.equal(launch.functionName, want.kernel, what);
-      assert.deepEqual(launch.grid, want.grid, `${what}: grid`);
-      assert.deepEqual(launch.block, want.block, `${what}: block`);
-      assert.equal(launch.sharedMem, want.shared, `${what}: shared memory`);
-      const args = new DataView(launch.args.buffer, launch.args.byteOffset);
-      assert.equal(args.getBigUint64(0, true), BigInt(out.ptr), `${what}: out`);
-      assert.equal(args.getBigUint64(8, true), BigInt(xv.ptr), `${what}: x`);
-      assert.equal(args.getBigUint64(16, true), BigInt(w.ptr), `${what}: weight`);
-      assert.deepEqual(
-        [args.getInt32(24, true), args.getInt32(28, true), args.getInt32(32, true)],
-        [m, n, k],
-        `${what}: sizes`,
-      );
-      if (gemv || wgmma) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
-      if (wgmma) {
-        // Split-K scratch: the same two buffers on every call.
-        const scratch = [args.getBigUint64(40, true), args.getBigUint64(48, true)];
-        assert.ok(scratch[0] !== 0n && scratch[1] !== 0n && scratch[0] !== scratch[1], what);
+  await withFakeLinearOps(
+    hip,
+    computeCapability,
+    (gpu, ops, fake) => {
+      const s = gpu.createStream();
+      const x = gpu.alloc(2 * 1152 * 4096 + 16), w = gpu.alloc(2 * 8192 * 4096);
+      const out = gpu.alloc(2 * 1152 * 4096);
+      for (const [m, n, k, xOffset, want] of cases) {
+        const what = `${hip ? "hip" : "cuda"} m=${m} n=${n} k=${k} x+${xOffset}`;
+        const gemv = want.kernel.startsWith("linear_gemv");
+        const streamK = want.kernel.startsWith("linear_wgmma_sk");
+        const wgmma = want.kernel.startsWith("linear_wgmma") && !streamK;
+        fake.setParamSizes(
+          gemv
+            ? [8, 8, 8, 4, 4, 4, 4]
+            : wgmma
+            ? [8, 8, 8, 4, 4, 4, 4, 8, 8]
+            : streamK
+            ? [8, 8, 8, 4, 4, 4, 8, 8]
+            : [8, 8, 8, 4, 4, 4],
+        );
+        const xv = x.slice(xOffset, 2 * m * k);
+        ops.linear(out, xv, w, m, n, k, s);
+        const launch = fake.lastLaunch();
+        assert.equal(launch.functionName, want.kernel, what);
+        assert.deepEqual(launch.grid, want.grid, `${what}: grid`);
+        assert.deepEqual(launch.block, want.block, `${what}: block`);
+        assert.equal(launch.sharedMem, want.shared, `${what}: shared memory`);
+        const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+        assert.equal(args.getBigUint64(0, true), BigInt(out.ptr), `${what}: out`);
+        assert.equal(args.getBigUint64(8, true), BigInt(xv.ptr), `${what}: x`);
+        assert.equal(args.getBigUint64(16, true), BigInt(w.ptr), `${what}: weight`);
+        assert.deepEqual(
+          [args.getInt32(24, true), args.getInt32(28, true), args.getInt32(32, true)],
+          [m, n, k],
+          `${what}: sizes`,
+        );
+        if (gemv || wgmma) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
+        if (wgmma || streamK) {
+          // Split-K and stream-K scratch: the same two buffers on every call.
+          const scratch = [args.getBigUint64(40, true), args.getBigUint64(48, true)];
+          assert.ok(scratch[0] !== 0n && scratch[1] !== 0n && scratch[0] !== scratch[1], what);
+        }
       }
-    }
-    for (const b of [x, w, out]) gpu.free(b);
-  });
+      for (const b of [x, w, out]) gpu.free(b);
+    },
+    {},
+    options,
+  );
 }
 
 const gemvShape = (kernel: string, blocks: number, split: number): Expected => ({
@@ -244,6 +258,37 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90): wgmma tiles, split-K, GEMV
     // 1 tile of 128×128 and K = 64, one k tile: nothing to split; the 64×64 mma.sync tiles.
     [17, 37, 64, 0, mmaShape("64x64", 1)],
     [300, 1000, 1001, 0, fmaShape(300, 1000)],
+  ]);
+});
+
+Deno.test("linear dispatch (fake CUDA driver, sm_90, streamK): a mostly idle last wave goes stream-K", async () => {
+  const streamK = (bn: number): Expected => ({
+    kernel: `linear_wgmma_sk_128x${bn}`,
+    grid: [132, 1, 1],
+    block: [256, 1, 1],
+    shared: 197632,
+  });
+  const cases: [number, number, number, number, Expected][] = [
+    // 3·32 = 96 tiles of 128×128, one wave 73% full: stream-K over 132 blocks.
+    [300, 4096, 4096, 0, streamK(128)],
+    [256, 6144, 4096, 0, streamK(128)],
+    // 9·16 = 144 tiles of 128×256: a second wave of 12 tiles.
+    [1152, 4096, 4096, 0, streamK(256)],
+    // 8·16 = 128 tiles of 128×256 (0.97 of a wave) and 2·64 = 128 of 128×128 stay data-parallel.
+    [1024, 4096, 4096, 0, wgmmaShape(256, 128, 1)],
+    [256, 8192, 4096, 0, wgmmaShape(128, 128, 1)],
+    // Split-K shapes keep their split: 2·32 = 64 tiles, K split 2 ways.
+    [256, 4096, 4096, 0, wgmmaShape(128, 128, 2)],
+  ];
+  await dispatchCases(false, cases, [9, 0], { streamK: true });
+  // Forced, with fewer k iterations (8 tiles × 1) than SMs: a block each.
+  await dispatchCases(false, [[17, 1000, 64, 0, { ...streamK(128), grid: [8, 1, 1] }]], [9, 0], {
+    kernel: "wgmmaSk128x128",
+  });
+  // Off by default: the same shapes run their data-parallel tiles.
+  await dispatchCases(false, [
+    [300, 4096, 4096, 0, wgmmaShape(128, 96, 1)],
+    [1152, 4096, 4096, 0, wgmmaShape(256, 144, 1)],
   ]);
 });
 

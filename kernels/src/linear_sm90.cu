@@ -389,15 +389,16 @@ __device__ __forceinline__ void gemm_wgmma_sk(uint16_t* __restrict__ out,
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x128(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, float*, uint32_t*);
-extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 #define WGMMA_BODY(BN, STAGES) \
   gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
 #define WGMMA_FP8_BODY(BN, STAGES)                                                                \
   gemm_wgmma<BN, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                        \
                                reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,       \
                                partials, counters, xScales, wScales)
-#define WGMMA_SK_BODY(BN, STAGES) gemm_wgmma_sk<BN, STAGES>(out, x, w, M, N, K, partials, counters)
+#define WGMMA_SK_BODY(BN, STAGES) \
+  ((void)kSplit, gemm_wgmma_sk<BN, STAGES>(out, x, w, M, N, K, partials, counters))
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
 #define WGMMA_SK_BODY(BN, STAGES) denali_trap()
@@ -427,11 +428,13 @@ extern "C" __global__ void linear_wgmma_fp8_128x128(uint16_t* out, const uint8_t
 }
 
 // Stream-K forms of the two bf16 GEMMs (gemm_wgmma_sk): threads and shared memory as above; a
-// 1-D grid of G blocks (at most one an SM is the intent), partials of 2 · G · 128 · BN floats and
-// one zeroed counter per tile, ceil(M / 128) · ceil(N / BN) of them.
-extern "C" __global__ void linear_wgmma_sk_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, float* partials, uint32_t* counters) {
+// 1-D grid of G blocks (at most one an SM is the intent, and G <= the shape's k iterations),
+// partials of 2 · G · 128 · BN floats and one zeroed counter per tile, ceil(M / 128) ·
+// ceil(N / BN) of them. kSplit is unused (the host passes 1): the signature is the data-parallel
+// form's, so one launcher call serves both.
+extern "C" __global__ void linear_wgmma_sk_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_SK_BODY(256, 4);
 }
-extern "C" __global__ void linear_wgmma_sk_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, float* partials, uint32_t* counters) {
+extern "C" __global__ void linear_wgmma_sk_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_SK_BODY(128, 6);
 }

@@ -245,6 +245,8 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
 };
 /** The stream-K form of each data-parallel wgmma GEMM (same tiles, one block an SM). */
 const STREAM_K: Record<number, number> = { [WGMMA256]: WGMMA_SK256, [WGMMA128]: WGMMA_SK128 };
+/** The data-parallel form of each stream-K GEMM. */
+const STREAM_K_OF: Record<number, number> = { [WGMMA_SK256]: WGMMA256, [WGMMA_SK128]: WGMMA128 };
 /** Stream-K runs only shapes of at most this many tiles: one counter each in the scratch. */
 const STREAM_K_MAX_TILES = 4096;
 /**
@@ -415,7 +417,15 @@ export async function loadLinearOps(
       return Math.ceil(n / 16) >= sms ? GEMV16 : GEMV8;
     }
     if (!cuda) return FMA;
-    if (forcedMma && (wgmma || WGMMA_GEMMS[forced] === undefined)) return forced;
+    if (forcedMma && (wgmma || WGMMA_GEMMS[forced] === undefined)) {
+      const sk = WGMMA_GEMMS[forced];
+      // A forced stream-K call with more tiles than counters runs the data-parallel form.
+      if (sk !== undefined && STREAM_K_OF[forced] !== undefined) {
+        const tiles = Math.ceil(m / sk.bm) * Math.ceil(n / sk.bn);
+        if (tiles > STREAM_K_MAX_TILES) return STREAM_K_OF[forced];
+      }
+      return forced;
+    }
     if (wgmma) {
       // One block per SM. 128×256 tiles need ~0.9 waves, or the idle SMs cost more than the
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
@@ -463,36 +473,7 @@ export async function loadLinearOps(
     k: number,
     stream: Stream,
   ): void {
-    let kernel = choose(m, n, k, x, weight);
-    if (kernel === WGMMA_SK256 || kernel === WGMMA_SK128) {
-      const g = WGMMA_GEMMS[kernel];
-      const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
-      if (tiles <= STREAM_K_MAX_TILES) {
-        // One block an SM, never more blocks than k iterations (each must own at least one).
-        const grid = Math.min(sms, tiles * Math.ceil(k / 64));
-        mma[kernel]!(
-          grid,
-          1,
-          1,
-          g.threads,
-          1,
-          1,
-          g.shared,
-          stream,
-          out,
-          x,
-          weight,
-          m,
-          n,
-          k,
-          partials!,
-          counters!,
-        );
-        return;
-      }
-      // A forced stream-K call with more tiles than counters: the data-parallel form.
-      kernel = kernel === WGMMA_SK256 ? WGMMA256 : WGMMA128;
-    }
+    const kernel = choose(m, n, k, x, weight);
     if (kernel === GEMV16 || kernel === GEMV8) {
       const split = gemvSplit(kernel, k), blocks = gemvBlocks(kernel, n, split);
       const launch = gemv[gemvIndex(kernel, m)];
@@ -501,8 +482,10 @@ export async function loadLinearOps(
       const g = MMA_GEMMS[kernel] ?? WGMMA_GEMMS[kernel];
       const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
       if (WGMMA_GEMMS[kernel] !== undefined) {
-        const split = wgmmaSplit(kernel, m, n, k);
-        const grid = tiles * split;
+        const streamK = kernel === WGMMA_SK256 || kernel === WGMMA_SK128;
+        const split = streamK ? 1 : wgmmaSplit(kernel, m, n, k);
+        // Stream-K: one block an SM, never more blocks than k iterations (each owns at least one).
+        const grid = streamK ? Math.min(sms, tiles * Math.ceil(k / 64)) : tiles * split;
         mma[kernel]!(
           grid,
           1,

@@ -176,16 +176,9 @@ async function dispatchCases(
       for (const [m, n, k, xOffset, want] of cases) {
         const what = `${hip ? "hip" : "cuda"} m=${m} n=${n} k=${k} x+${xOffset}`;
         const gemv = want.kernel.startsWith("linear_gemv");
-        const streamK = want.kernel.startsWith("linear_wgmma_sk");
-        const wgmma = want.kernel.startsWith("linear_wgmma") && !streamK;
+        const wgmma = want.kernel.startsWith("linear_wgmma");
         fake.setParamSizes(
-          gemv
-            ? [8, 8, 8, 4, 4, 4, 4]
-            : wgmma
-            ? [8, 8, 8, 4, 4, 4, 4, 8, 8]
-            : streamK
-            ? [8, 8, 8, 4, 4, 4, 8, 8]
-            : [8, 8, 8, 4, 4, 4],
+          gemv ? [8, 8, 8, 4, 4, 4, 4] : wgmma ? [8, 8, 8, 4, 4, 4, 4, 8, 8] : [8, 8, 8, 4, 4, 4],
         );
         const xv = x.slice(xOffset, 2 * m * k);
         ops.linear(out, xv, w, m, n, k, s);
@@ -204,7 +197,7 @@ async function dispatchCases(
           `${what}: sizes`,
         );
         if (gemv || wgmma) assert.equal(args.getInt32(36, true), want.split, `${what}: split`);
-        if (wgmma || streamK) {
+        if (wgmma) {
           // Split-K and stream-K scratch: the same two buffers on every call.
           const scratch = [args.getBigUint64(40, true), args.getBigUint64(48, true)];
           assert.ok(scratch[0] !== 0n && scratch[1] !== 0n && scratch[0] !== scratch[1], what);
@@ -267,6 +260,7 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90, streamK): a mostly idle las
     grid: [132, 1, 1],
     block: [256, 1, 1],
     shared: 197632,
+    split: 1,
   });
   const cases: [number, number, number, number, Expected][] = [
     // 3·32 = 96 tiles of 128×128, one wave 73% full: stream-K over 132 blocks.

@@ -71,6 +71,25 @@ export type LinearKernel =
   | "wgmmaSk128x256"
   | "wgmmaSk128x128";
 
+/** When the linear op runs a GEMM's stream-K form (LinearOptions.streamK). */
+export type StreamKMode = "timed" | "always" | "never";
+
+/** The stream-K mode when neither the options nor DENALI_STREAM_K name one. */
+export const STREAM_K_DEFAULT: StreamKMode = "never";
+
+/** The stream-K mode DENALI_STREAM_K asks for (1, 0 or timed), or the default. */
+export function streamKModeFromEnv(value: string | undefined): StreamKMode {
+  if (value === undefined || value === "") return STREAM_K_DEFAULT;
+  const modes: Record<string, StreamKMode> = { "1": "always", "0": "never", timed: "timed" };
+  const mode = modes[value];
+  if (mode === undefined) {
+    throw new RangeError(
+      `DENALI_STREAM_K=${value} is not a mode; use 1 (always), 0 (never) or timed`,
+    );
+  }
+  return mode;
+}
+
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
   /** Forces a kernel (default `auto`). */
@@ -96,11 +115,12 @@ export interface LinearOptions {
   /** The 4-bit t8/16-row GEMV's variant (benchmarks; ops/gpu/awq.ts). */
   readonly awqGemvVariant?: AwqGemvVariant;
   /**
-   * Whether `auto` runs a wgmma GEMM whose tiles leave the last wave mostly idle in its
-   * stream-K form (one block an SM sharing out every tile's k iterations). Default false unless
-   * the environment sets DENALI_STREAM_K=1.
+   * When `auto` runs a wgmma GEMM whose tiles leave its last wave mostly idle in its stream-K
+   * form (one block an SM sharing out every tile's k iterations): `timed` where prepareLinear
+   * timed it faster than the data-parallel form (with the vendor library in the race), `always`,
+   * or `never`. Default {@link STREAM_K_DEFAULT}, or DENALI_STREAM_K (1 always, 0 never, timed).
    */
-  readonly streamK?: boolean;
+  readonly streamK?: StreamKMode;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -249,6 +269,10 @@ const STREAM_K: Record<number, number> = { [WGMMA256]: WGMMA_SK256, [WGMMA128]: 
 const STREAM_K_OF: Record<number, number> = { [WGMMA_SK256]: WGMMA256, [WGMMA_SK128]: WGMMA128 };
 /** Stream-K runs only shapes of at most this many tiles: one counter each in the scratch. */
 const STREAM_K_MAX_TILES = 4096;
+/** prepareLinear's bf16 decisions: Denali's default form, the library, Denali's stream-K form. */
+const CHOSE_DENALI = 0, CHOSE_LIBRARY = 1, CHOSE_STREAM_K = 2;
+/** What choose() takes while prepareLinear times a shape: as dispatched, or one form forced. */
+const TIME_NORMAL = 0, TIME_DATA_PARALLEL = 1, TIME_STREAM_K = 2;
 /**
  * The W8A8 twin of the 128×128 one (FP8 codes, 128 k a tile promoted to fp32 each, per-row
  * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
@@ -377,7 +401,12 @@ export async function loadLinearOps(
     gemvVariant: options.awqGemvVariant,
   });
 
-  const streamK = options.streamK ?? Deno.env.get("DENALI_STREAM_K") === "1";
+  const streamK = options.streamK ?? streamKModeFromEnv(Deno.env.get("DENALI_STREAM_K"));
+  if (!["timed", "always", "never"].includes(streamK)) {
+    throw new RangeError(`loadLinearOps: streamK must be timed, always or never, got ${streamK}`);
+  }
+  // While prepareLinear times a shape's forms: 0 normal dispatch, else which form choose() takes.
+  let timing = TIME_NORMAL;
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
   if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
   const forcedSplit = forcedGemvSplit("loadLinearOps: gemvSplit", options.gemvSplit);
@@ -397,13 +426,22 @@ export async function loadLinearOps(
   }
 
   /**
-   * The stream-K form of a data-parallel wgmma GEMM of `tiles` tiles where options ask for it
-   * and its last wave would be under 0.8 full (224 tiles on 132 SMs: 0.7), else the GEMM itself.
+   * Whether a data-parallel wgmma GEMM of `tiles` tiles may run stream-K: its last wave would
+   * be under 0.8 full (224 tiles on 132 SMs: 0.7), and the scratch has a counter for each tile.
    */
-  function streamKFor(kernel: number, tiles: number): number {
-    if (!streamK || tiles > STREAM_K_MAX_TILES) return kernel;
+  function streamKCandidate(tiles: number): boolean {
     const lastWave = tiles - (Math.ceil(tiles / sms) - 1) * sms;
-    return lastWave * 10 < sms * 8 ? STREAM_K[kernel] : kernel;
+    return tiles <= STREAM_K_MAX_TILES && lastWave * 10 < sms * 8;
+  }
+
+  /** The form of a data-parallel wgmma GEMM of `tiles` tiles this shape runs (see streamK). */
+  function streamKFor(kernel: number, tiles: number, m: number, n: number, k: number): number {
+    if (timing !== TIME_NORMAL || !streamKCandidate(tiles)) {
+      return timing === TIME_STREAM_K && streamKCandidate(tiles) ? STREAM_K[kernel] : kernel;
+    }
+    const sk = streamK === "always" ||
+      (streamK === "timed" && bf16Choices.choice(m, n, k) === CHOSE_STREAM_K);
+    return sk ? STREAM_K[kernel] : kernel;
   }
 
   /** The kernel code for a call; integer arithmetic only. */
@@ -431,11 +469,11 @@ export async function loadLinearOps(
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
       // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).
       const wide = Math.ceil(m / 128) * Math.ceil(n / 256);
-      if (wide * 10 >= sms * 9) return streamKFor(WGMMA256, wide);
+      if (wide * 10 >= sms * 9) return streamKFor(WGMMA256, wide, m, n, k);
       const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
       // Split over K, fewer tiles still make ~0.9 waves (M = 256 with N = 1024).
       if (tiles * 4 >= sms || tiles * wgmmaSplit(WGMMA128, m, n, k) * 10 >= sms * 9) {
-        return wgmmaSplit(WGMMA128, m, n, k) > 1 ? WGMMA128 : streamKFor(WGMMA128, tiles);
+        return wgmmaSplit(WGMMA128, m, n, k) > 1 ? WGMMA128 : streamKFor(WGMMA128, tiles, m, n, k);
       }
     }
     if (m >= 4096) return GEMM128X256;
@@ -541,7 +579,7 @@ export async function loadLinearOps(
 
   /** Whether the accelerator runs this bf16 shape (see ShapeChoices.choice). */
   function useAccelerator(m: number, n: number, k: number): boolean {
-    return bf16Choices.choice(m, n, k) !== 0;
+    return bf16Choices.choice(m, n, k) === CHOSE_LIBRARY;
   }
 
   /** How an FP8 weight of this shape runs above the GEMVs' rows (0: dequantize). */
@@ -620,8 +658,10 @@ export async function loadLinearOps(
   }
 
   /**
-   * Whether the accelerator beat Denali on this bf16 shape (false when it can't run it at all),
-   * or null when there was no room to time it. A failure of Denali's own kernel is a bug, and
+   * The fastest way to run this bf16 shape: CHOSE_DENALI (Denali's kernel as dispatched, its
+   * data-parallel form where it has a stream-K one), CHOSE_LIBRARY (the accelerator; not when it
+   * refuses the shape) or CHOSE_STREAM_K (where streamK is `timed` and the shape has that form);
+   * null when there was no room to time it. A failure of Denali's own kernel is a bug, and
    * propagates.
    */
   function timeShape(
@@ -630,31 +670,50 @@ export async function loadLinearOps(
     k: number,
     stream: Stream,
     evictor: () => DeviceBuffer | null,
-  ): boolean | null {
+  ): number | null {
     return raceOn([2 * m * k, 2 * n * k, 2 * m * n], stream, evictor, ([x, w, out], time) => {
       // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
       backend.memset(x, 0x3c, stream);
       backend.memset(w, 0x3c, stream);
-      const own = () => runDenali(out, x, w, m, n, k, stream);
+      const runAs = (form: number) => () => {
+        timing = form;
+        try {
+          runDenali(out, x, w, m, n, k, stream);
+        } finally {
+          timing = TIME_NORMAL;
+        }
+      };
+      // `timed` races the data-parallel form against the stream-K one; otherwise Denali's kernel
+      // runs as dispatched (stream-K where `always` makes it so).
+      const own = runAs(streamK === "timed" ? TIME_DATA_PARALLEL : TIME_NORMAL);
       const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
-      // Alternate the two and keep each one's best, so a clock ramp favours neither.
-      let ownMs = time(own), libMs: number;
+      // The stream-K form races too where it exists and streamK leaves it to timing.
+      let sk: (() => void) | null = null;
+      if (streamK === "timed") {
+        timing = TIME_STREAM_K;
+        const skKernel = choose(m, n, k, x, w);
+        timing = TIME_NORMAL;
+        if (skKernel === WGMMA_SK256 || skKernel === WGMMA_SK128) sk = runAs(TIME_STREAM_K);
+      }
+      // Alternate them and keep each one's best, so a clock ramp favours none.
+      let ownMs = time(own), libMs = Infinity, skMs = sk ? time(sk) : Infinity;
       try {
         accel!.tune?.(out, x, w, m, n, k, stream, time);
         libMs = time(lib);
       } catch (error) {
-        // The library has no algorithm for the shape: Denali's kernel it is. Anything else (a
+        // The library has no algorithm for the shape: it leaves the race. Anything else (a
         // failed launch, a broken stream) is a real error.
         if (!(error instanceof UnsupportedShapeError)) throw error;
         reportFallback(
           `${accel!.name} refused a linear shape`,
           `${error.message}; Denali's kernel runs it`,
         );
-        return false;
       }
       ownMs = Math.min(ownMs, time(own));
-      libMs = Math.min(libMs, time(lib));
-      return libMs < ownMs;
+      if (sk) skMs = Math.min(skMs, time(sk));
+      if (libMs < Infinity) libMs = Math.min(libMs, time(lib));
+      if (libMs < ownMs && libMs <= skMs) return CHOSE_LIBRARY;
+      return skMs < ownMs ? CHOSE_STREAM_K : CHOSE_DENALI;
     });
   }
 
@@ -756,8 +815,8 @@ export async function loadLinearOps(
       try {
         for (const { m, n, k, fp8: quantized } of shapes) {
           if (!bf16Choices.has(m, n, k)) {
-            const wins = timeShape(m, n, k, stream, evictor);
-            if (wins !== null) bf16Choices.record(m, n, k, wins ? 1 : 0);
+            const choice = timeShape(m, n, k, stream, evictor);
+            if (choice !== null) bf16Choices.record(m, n, k, choice);
           }
           // The GEMVs take FP8 weights at M <= 16 whatever was timed.
           if (!quantized || m <= GEMV_MAX_M || w8a8Choices.has(m, n, k)) continue;

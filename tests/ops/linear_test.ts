@@ -25,8 +25,15 @@ import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
-import { buildFakeDriver, openFakeControl } from "../fake_driver/fake.ts";
+import {
+  type LinearOptions,
+  loadLinearOps,
+  STREAM_K_DEFAULT,
+  type StreamKMode,
+  streamKModeFromEnv,
+} from "../../ops/gpu/linear.ts";
+import { buildFakeDriver, type FakeControl, openFakeControl } from "../fake_driver/fake.ts";
+import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { assertClose } from "../support/numeric.ts";
 import { readBf16 } from "../support/device.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
@@ -274,7 +281,7 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90, streamK): a mostly idle las
     // Split-K shapes keep their split: 2·32 = 64 tiles, K split 2 ways.
     [256, 4096, 4096, 0, wgmmaShape(128, 128, 2)],
   ];
-  await dispatchCases(false, cases, [9, 0], { streamK: true });
+  await dispatchCases(false, cases, [9, 0], { streamK: "always" });
   // Forced, with fewer k iterations (8 tiles × 1) than SMs: a block each.
   await dispatchCases(false, [[17, 1000, 64, 0, { ...streamK(128), grid: [8, 1, 1] }]], [9, 0], {
     kernel: "wgmmaSk128x128",
@@ -324,43 +331,47 @@ Deno.test("linear dispatch (fake HIP driver): GEMV geometry for M <= 16, FMA GEM
   ]);
 });
 
-Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape to the winner", async () => {
-  const libraryPath = buildFakeDriver();
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  const gpu = openCuda({ libraryPath });
-  try {
-    // A virtual clock: each Denali launch and each accelerator call costs what the test says,
-    // and events read that clock, so the timing race has a known winner.
-    const launchNs = 5000;
-    let now = 0, accelNs = 1000, accelCalls = 0, accelThrows = false;
-    const refusal = new UnsupportedShapeError(
-      new DriverError("cuda", "cublasLtMatmul", 15, "CUBLAS_STATUS_NOT_SUPPORTED", "not supported"),
-    );
-    let accelError: Error = refusal;
-    const fallbacks: string[] = [];
-    const previousSink = setFallbackSink((line) => fallbacks.push(line));
+/**
+ * A virtual clock over the fake driver, for prepareLinear's timing race: each Denali launch costs
+ * `launchNs(kernel)` and each call of the fake accelerator `accelNs` (or throws `accelError`
+ * while `accelThrows`), and the events `backend` creates read that clock, so a race has a known
+ * winner.
+ */
+class VirtualClock {
+  now = 0;
+  accelNs = 1000;
+  accelCalls = 0;
+  accelThrows = false;
+  accelError: Error = new UnsupportedShapeError(
+    new DriverError("cuda", "cublasLtMatmul", 15, "CUBLAS_STATUS_NOT_SUPPORTED", "not supported"),
+  );
+  launchNs: (kernel: string) => number = () => 5000;
+  readonly backend: Backend;
+
+  constructor(gpu: GpuBackend, fake: FakeControl) {
     const realAbi = gpu.launchAbi!;
     const abi: LaunchAbi = {
       ...realAbi,
       launchKernel: (...args) => {
-        now += launchNs;
-        return realAbi.launchKernel(...args);
+        const result = realAbi.launchKernel(...args);
+        this.now += this.launchNs(fake.lastLaunch().functionName);
+        return result;
       },
     };
     const accel: GemmAccelerator = {
       name: "fake accelerator",
-      gemm() {
-        if (accelThrows) throw accelError;
-        accelCalls++;
-        now += accelNs;
+      gemm: () => {
+        if (this.accelThrows) throw this.accelError;
+        this.accelCalls++;
+        this.now += this.accelNs;
       },
       close() {},
     };
+    const now = () => this.now;
     const virtualEvent = (): DeviceEvent & { t: number } => ({
       t: 0,
       record() {
-        this.t = now;
+        this.t = now();
       },
       synchronize() {},
       query: () => true,
@@ -369,7 +380,7 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
       },
       destroy() {},
     });
-    const backend = new Proxy(gpu, {
+    this.backend = new Proxy(gpu, {
       get(target, prop) {
         if (prop === "gemmAccelerator") return accel;
         if (prop === "launchAbi") return abi;
@@ -378,6 +389,19 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
         return typeof value === "function" ? value.bind(target) : value;
       },
     }) as Backend;
+  }
+}
+
+Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape to the winner", async () => {
+  const libraryPath = buildFakeDriver();
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  const gpu = openCuda({ libraryPath });
+  try {
+    const clock = new VirtualClock(gpu, fake);
+    const backend = clock.backend;
+    const fallbacks: string[] = [];
+    const previousSink = setFallbackSink((line) => fallbacks.push(line));
 
     const ops = await loadLinearOps(backend);
     const s = gpu.createStream();
@@ -396,12 +420,12 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     assert.equal(fake.bytesAllocated(), allocated, "the scratch buffers are freed");
     assert.equal(ops.kernelName(1, 256, 512, x, w), "accelerator");
     assert.equal(ops.kernelName(300, 256, 512, x, w), "accelerator");
-    const [calls, launches] = [accelCalls, fake.launchCount()];
+    const [calls, launches] = [clock.accelCalls, fake.launchCount()];
     ops.linear(out, x, w, 1, 256, 512, s);
-    assert.deepEqual([accelCalls, fake.launchCount()], [calls + 1, launches]);
+    assert.deepEqual([clock.accelCalls, fake.launchCount()], [calls + 1, launches]);
     // An unprepared shape runs Denali's kernel.
     ops.linear(out, x, w, 2, 256, 512, s);
-    assert.deepEqual([accelCalls, fake.launchCount()], [calls + 1, launches + 1]);
+    assert.deepEqual([clock.accelCalls, fake.launchCount()], [calls + 1, launches + 1]);
     assert.equal(ops.kernelName(2, 256, 512, x, w), "gemv8");
     // A GEMM-sized m never prepared (a mixed step's token count) takes the decision of the
     // nearest prepared m of the same n and k (the smallest above, else the largest below).
@@ -410,10 +434,10 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     assert.notEqual(ops.kernelName(200, 256, 1024, x, w), "accelerator"); // another k
     // A prepared shape is not timed again.
     ops.prepareLinear([{ m: 1, n: 256, k: 512 }], s);
-    assert.equal(accelCalls, calls + 1);
+    assert.equal(clock.accelCalls, calls + 1);
 
     // Slower accelerator: Denali keeps the shape. A throwing one: Denali too.
-    accelNs = 9000;
+    clock.accelNs = 9000;
     ops.prepareLinear([{ m: 4, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(4, 256, 512, x, w), "gemv8");
     fake.setParamSizes([8, 8, 8, 4, 4, 4]);
@@ -424,7 +448,7 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     assert.equal(ops.kernelName(500, 256, 512, x, w), own600); // 600 is the nearest above
     assert.equal(ops.kernelName(999, 256, 512, x, w), own600); // 600 is the largest below
     assert.equal(ops.kernelName(200, 256, 512, x, w), "accelerator"); // 300 is still above
-    accelThrows = true;
+    clock.accelThrows = true;
     ops.prepareLinear([{ m: 5, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(5, 256, 512, x, w), "gemv8");
     // The refusal is reported, once however many shapes it hits.
@@ -434,14 +458,20 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
       "cublasLtMatmul failed: CUBLAS_STATUS_NOT_SUPPORTED (15): not supported; Denali's kernel runs it",
     ]);
     // Any other accelerator failure is a real error: it propagates, nothing leaks.
-    accelError = new DriverError("cuda", "cublasLtMatmul", 14, "CUBLAS_STATUS_INTERNAL_ERROR", "x");
+    clock.accelError = new DriverError(
+      "cuda",
+      "cublasLtMatmul",
+      14,
+      "CUBLAS_STATUS_INTERNAL_ERROR",
+      "x",
+    );
     assert.throws(() => ops.prepareLinear([{ m: 10, n: 256, k: 512 }], s), /INTERNAL_ERROR/);
     assert.equal(ops.kernelName(10, 256, 512, x, w), "gemv8");
     assert.equal(fake.bytesAllocated(), allocated, "nothing leaks when the accelerator fails");
-    accelThrows = false;
+    clock.accelThrows = false;
 
     // No room for scratch: the shape stays unprepared, and a later prepareLinear retries it.
-    accelNs = 1000;
+    clock.accelNs = 1000;
     fake.failNext("memAlloc", 2);
     ops.prepareLinear([{ m: 6, n: 256, k: 512 }], s);
     assert.equal(ops.kernelName(6, 256, 512, x, w), "gemv8");
@@ -465,4 +495,67 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
     fake.reset();
     fake.close();
   }
+});
+
+Deno.test("prepareLinear (fake CUDA driver, sm_90, streamK timed): a shape runs stream-K where it timed faster", async () => {
+  const libraryPath = buildFakeDriver();
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  fake.setComputeCapability(9, 0);
+  const gpu = openCuda({ libraryPath });
+  try {
+    const clock = new VirtualClock(gpu, fake);
+    clock.accelNs = 1e6; // the library loses every race here
+    let streamKNs = 2000;
+    clock.launchNs = (kernel) => kernel.startsWith("linear_wgmma_sk") ? streamKNs : 5000;
+    const timed = await loadLinearOps(clock.backend, { streamK: "timed" });
+    const never = await loadLinearOps(clock.backend, { streamK: "never" });
+    const s = gpu.createStream();
+    const x = gpu.alloc(2 * 300 * 4096), w = gpu.alloc(2 * 8192 * 4096);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8]);
+    // M = 300, N = 4096: 3·32 = 96 tiles of 128×128, a wave 73% full, and stream-K is faster.
+    timed.prepareLinear([{ m: 300, n: 4096, k: 4096 }], s);
+    never.prepareLinear([{ m: 300, n: 4096, k: 4096 }], s);
+    assert.equal(timed.kernelName(300, 4096, 4096, x, w), "wgmmaSk128x128");
+    assert.equal(never.kernelName(300, 4096, 4096, x, w), "wgmma128x128");
+    // An unprepared M of the shape follows the nearest prepared one (300, above it).
+    assert.equal(timed.kernelName(290, 4096, 4096, x, w), "wgmmaSk128x128");
+    // Slower stream-K: the data-parallel form stays.
+    streamKNs = 9000;
+    timed.prepareLinear([{ m: 256, n: 6144, k: 4096 }], s);
+    assert.equal(timed.kernelName(256, 6144, 4096, x, w), "wgmma128x128");
+    // 2·64 = 128 tiles fill a wave: no stream-K form, whatever it would cost.
+    streamKNs = 1;
+    timed.prepareLinear([{ m: 256, n: 8192, k: 4096 }], s);
+    assert.equal(timed.kernelName(256, 8192, 4096, x, w), "wgmma128x128");
+    // A shape that timed stream-K launches it, one block an SM.
+    timed.linear(w, x, w, 300, 4096, 4096, s);
+    assert.equal(fake.lastLaunch().functionName, "linear_wgmma_sk_128x128");
+    assert.deepEqual(fake.lastLaunch().grid, [132, 1, 1]);
+    for (const b of [x, w]) gpu.free(b);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});
+
+Deno.test("stream-K mode: DENALI_STREAM_K and the option, bad values named", async () => {
+  assert.equal(streamKModeFromEnv("1"), "always");
+  assert.equal(streamKModeFromEnv("0"), "never");
+  assert.equal(streamKModeFromEnv("timed"), "timed");
+  assert.equal(streamKModeFromEnv(undefined), STREAM_K_DEFAULT);
+  assert.equal(streamKModeFromEnv(""), STREAM_K_DEFAULT);
+  assert.throws(
+    () => streamKModeFromEnv("yes"),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /DENALI_STREAM_K=yes .*use 1 \(always\), 0 \(never\) or timed/.test(e.message),
+  );
+  await withFakeLinearOps(false, [9, 0], async (gpu) => {
+    await assert.rejects(
+      () => loadLinearOps(gpu, { streamK: "sometimes" as StreamKMode }),
+      /loadLinearOps: streamK must be timed, always or never, got sometimes/,
+    );
+  });
 });

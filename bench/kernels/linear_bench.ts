@@ -1,7 +1,9 @@
 /**
  * Linear-layer benchmark on the GPU: the decode GEMV (M = 1, 8, 16) and the prefill GEMM
  * (M = 256, 1024, 4096) on the Llama-3-8B weight shapes (N×K = 4096×4096, 1024×4096,
- * 14336×4096, 4096×14336, 128256×4096), Denali's kernels and, where the backend has one, the
+ * 14336×4096, 4096×14336, 128256×4096), or the M and shapes `--ms` and `--shapes` name,
+ * Denali's kernels (every GEMM tiling, stream-K forms included, with a `# ... time ratio` line
+ * for each stream-K form against its data-parallel tiles) and, where the backend has one, the
  * vendor library (cuBLASLt) on the same buffers. Pair with linear_torch.py for torch.matmul.
  *
  * Usage (on the GPU machine): `deno run -A bench/kernels/linear_bench.ts [--gemv-sweep]`
@@ -57,6 +59,11 @@ const GEMM_VARIANTS: LinearKernel[] = [
   "wgmma128x128",
   "wgmmaSk128x256",
   "wgmmaSk128x128",
+];
+/** Each stream-K GEMM and the data-parallel one it replaces, for the ratio lines. */
+const STREAM_K_PAIRS: [LinearKernel, LinearKernel][] = [
+  ["wgmmaSk128x256", "wgmma128x256"],
+  ["wgmmaSk128x128", "wgmma128x128"],
 ];
 /** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
 const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>
@@ -236,8 +243,19 @@ async function main() {
           console.log(best[best.length - 1]);
         }
       }
+      const variantUs: number[] = [];
       for (let v = 0; v < (gemv ? 0 : variants.length); v++) {
-        printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, time(variants[v]), bytes, flops);
+        variantUs[v] = time(variants[v]);
+        printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, variantUs[v], bytes, flops);
+      }
+      // Each stream-K form against its data-parallel tiles, on the same shape and weights.
+      for (const [sk, dp] of STREAM_K_PAIRS) {
+        const [s, d] = [GEMM_VARIANTS.indexOf(sk), GEMM_VARIANTS.indexOf(dp)];
+        if (variantUs[s] !== undefined && variantUs[d] !== undefined) {
+          console.log(
+            `# ${shape} ${sk}/${dp} time ratio=${(variantUs[s] / variantUs[d]).toFixed(3)}`,
+          );
+        }
       }
       if (accel) {
         // As prepareLinear does at start: time the library's candidate algorithms, keep the best.

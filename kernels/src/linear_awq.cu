@@ -203,8 +203,8 @@ __device__ __forceinline__ uint32_t awq_neg_biased_zero(uint32_t z) {
   return (0xC300u | z) * 0x00010001u;
 }
 
-// Pair i of one code word, unscaled: (q - z) of k 8w + i and 8w + i + 4, exact small integers in
-// bf16 (see above).
+// Pair i of one code word, unscaled: (q - z) of k 8w + 2i and 8w + 2i + 1, exact small integers
+// in bf16 (see above).
 __device__ __forceinline__ uint32_t awq_pair_unscaled(uint32_t word, int i, uint32_t nz2) {
   const uint32_t biased = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
   return fma_bf16x2(biased, 0x3F803F80u, nz2);

@@ -7,7 +7,7 @@
  */
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { CODE_NIBBLE } from "../../backends/awq.ts";
+import { codeAt } from "../../backends/awq.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
@@ -35,7 +35,7 @@ export function awqRow(weight: AwqWeight, row: number, k: number, out: Float32Ar
   );
   for (let i = 0; i < k; i++) {
     const g = Math.floor(i / weight.groupSize);
-    const q = (codes[i >>> 3] >>> (4 * CODE_NIBBLE[i & 7])) & 15;
+    const q = codeAt(codes, k, 0, i);
     out[i] = Math.fround((q - zeroBytes[row * groups + g]) * scales[g]);
   }
 }

@@ -18,10 +18,11 @@
  *   `linear_wgmma_128x256` when its 128×256 tiles fill at least 0.9 of the SMs (one block per SM),
  *   else `linear_wgmma_128x128` when its tiles fill a quarter of them, or when splitting K over up
  *   to 16 blocks a tile (a ticket per tile; the last block sums the fp32 partials) makes ~0.9
- *   waves; 256 threads, 193 KiB dynamic shared memory. With LinearOptions.streamK (or
- *   DENALI_STREAM_K=1), an unsplit one whose last wave would be under 0.8 full runs in its
- *   stream-K form instead, `linear_wgmma_sk_128x{256,128}`: one block an SM (never more than
- *   the shape's k iterations), each an equal share of all tiles' k iterations.
+ *   waves; 256 threads, 193 KiB dynamic shared memory. An unsplit one whose last wave would be
+ *   under 0.8 full has a stream-K form, `linear_wgmma_sk_128x{256,128}`: one block an SM (never
+ *   more than the shape's k iterations), each an equal share of all tiles' k iterations; it
+ *   runs where LinearOptions.streamK (DENALI_STREAM_K) says: `timed` (where prepareLinear timed
+ *   it faster), `always`, or `never` (the default).
  * - Other vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
  *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
  *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
@@ -316,6 +317,13 @@ export async function loadLinearOps(
   backend: Backend,
   options: LinearOptions = {},
 ): Promise<GpuLinearOps> {
+  // Options first: a bad one throws before anything is allocated.
+  const streamK = options.streamK ?? streamKModeFromEnv(Deno.env.get("DENALI_STREAM_K"));
+  if (!["timed", "always", "never"].includes(streamK)) {
+    throw new RangeError(`loadLinearOps: streamK must be timed, always or never, got ${streamK}`);
+  }
+  const forced = KERNEL_CODES[options.kernel ?? "auto"];
+  if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
   const linearKernels = await loadKernels(backend, "linear");
   const { launchers } = linearKernels;
   const cuda = backend.kind === "cuda";
@@ -323,12 +331,14 @@ export async function loadLinearOps(
   const sm90 = cuda ? await loadKernels(backend, "linear_sm90") : null;
   const wgmma = sm90 !== null && sm90.target === "sm_90a";
   // Split-K and stream-K scratch of the wgmma GEMMs, allocated once: fp32 tile slots (a 128×128
-  // one per block of a split grid, which wgmmaSplit keeps to one per SM; two 128×256 ones per
-  // block of a stream-K grid, one block an SM) and a ticket counter per tile, zeroed here and
-  // left zeroed by the kernels. Like a vendor library's workspace, it is shared by every call of
-  // these ops, so split calls on different streams must not overlap.
+  // one per block of a split grid, which wgmmaSplit keeps to one per SM; where stream-K may run,
+  // two 128×256 ones per block of its grid, one block an SM) and a ticket counter per tile,
+  // zeroed here and left zeroed by the kernels. Like a vendor library's workspace, it is shared by
+  // every call of these ops, so split calls on different streams must not overlap.
   const sms = backend.info.multiprocessors;
-  const partials = wgmma ? backend.alloc(2 * sms * 128 * 256 * 4) : null;
+  const streamKMayRun = streamK !== "never" || STREAM_K_OF[forced] !== undefined;
+  const slotFloats = streamKMayRun ? 2 * 128 * 256 : 128 * 128;
+  const partials = wgmma ? backend.alloc(sms * slotFloats * 4) : null;
   const counters = wgmma ? backend.alloc(Math.max(sms, STREAM_K_MAX_TILES) * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
   // The mma GEMMs need more than the default 48 KiB of dynamic shared memory. The limit is an
@@ -401,14 +411,8 @@ export async function loadLinearOps(
     gemvVariant: options.awqGemvVariant,
   });
 
-  const streamK = options.streamK ?? streamKModeFromEnv(Deno.env.get("DENALI_STREAM_K"));
-  if (!["timed", "always", "never"].includes(streamK)) {
-    throw new RangeError(`loadLinearOps: streamK must be timed, always or never, got ${streamK}`);
-  }
   // While prepareLinear times a shape's forms: 0 normal dispatch, else which form choose() takes.
   let timing = TIME_NORMAL;
-  const forced = KERNEL_CODES[options.kernel ?? "auto"];
-  if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
   const forcedSplit = forcedGemvSplit("loadLinearOps: gemvSplit", options.gemvSplit);
   const forcedStages = options.gemvStages ?? 0;
   if (![0, 1, 2].includes(forcedStages)) {
@@ -436,10 +440,9 @@ export async function loadLinearOps(
 
   /** The form of a data-parallel wgmma GEMM of `tiles` tiles this shape runs (see streamK). */
   function streamKFor(kernel: number, tiles: number, m: number, n: number, k: number): number {
-    if (timing !== TIME_NORMAL || !streamKCandidate(tiles)) {
-      return timing === TIME_STREAM_K && streamKCandidate(tiles) ? STREAM_K[kernel] : kernel;
-    }
-    const sk = streamK === "always" ||
+    if (!streamKCandidate(tiles)) return kernel;
+    // While prepareLinear times a form it is the one taken; else as streamK says.
+    const sk = timing !== TIME_NORMAL ? timing === TIME_STREAM_K : streamK === "always" ||
       (streamK === "timed" && bf16Choices.choice(m, n, k) === CHOSE_STREAM_K);
     return sk ? STREAM_K[kernel] : kernel;
   }
@@ -456,11 +459,12 @@ export async function loadLinearOps(
     }
     if (!cuda) return FMA;
     if (forcedMma && (wgmma || WGMMA_GEMMS[forced] === undefined)) {
-      const sk = WGMMA_GEMMS[forced];
       // A forced stream-K call with more tiles than counters runs the data-parallel form.
-      if (sk !== undefined && STREAM_K_OF[forced] !== undefined) {
-        const tiles = Math.ceil(m / sk.bm) * Math.ceil(n / sk.bn);
-        if (tiles > STREAM_K_MAX_TILES) return STREAM_K_OF[forced];
+      if (STREAM_K_OF[forced] !== undefined) {
+        const g = WGMMA_GEMMS[forced];
+        if (Math.ceil(m / g.bm) * Math.ceil(n / g.bn) > STREAM_K_MAX_TILES) {
+          return STREAM_K_OF[forced];
+        }
       }
       return forced;
     }
@@ -471,9 +475,10 @@ export async function loadLinearOps(
       const wide = Math.ceil(m / 128) * Math.ceil(n / 256);
       if (wide * 10 >= sms * 9) return streamKFor(WGMMA256, wide, m, n, k);
       const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
+      const split = wgmmaSplit(WGMMA128, m, n, k);
       // Split over K, fewer tiles still make ~0.9 waves (M = 256 with N = 1024).
-      if (tiles * 4 >= sms || tiles * wgmmaSplit(WGMMA128, m, n, k) * 10 >= sms * 9) {
-        return wgmmaSplit(WGMMA128, m, n, k) > 1 ? WGMMA128 : streamKFor(WGMMA128, tiles, m, n, k);
+      if (tiles * 4 >= sms || tiles * split * 10 >= sms * 9) {
+        return split > 1 ? WGMMA128 : streamKFor(WGMMA128, tiles, m, n, k);
       }
     }
     if (m >= 4096) return GEMM128X256;
@@ -520,7 +525,7 @@ export async function loadLinearOps(
       const g = MMA_GEMMS[kernel] ?? WGMMA_GEMMS[kernel];
       const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
       if (WGMMA_GEMMS[kernel] !== undefined) {
-        const streamK = kernel === WGMMA_SK256 || kernel === WGMMA_SK128;
+        const streamK = STREAM_K_OF[kernel] !== undefined;
         const split = streamK ? 1 : wgmmaSplit(kernel, m, n, k);
         // Stream-K: one block an SM, never more blocks than k iterations (each owns at least one).
         const grid = streamK ? Math.min(sms, tiles * Math.ceil(k / 64)) : tiles * split;
@@ -693,7 +698,7 @@ export async function loadLinearOps(
         timing = TIME_STREAM_K;
         const skKernel = choose(m, n, k, x, w);
         timing = TIME_NORMAL;
-        if (skKernel === WGMMA_SK256 || skKernel === WGMMA_SK128) sk = runAs(TIME_STREAM_K);
+        if (STREAM_K_OF[skKernel] !== undefined) sk = runAs(TIME_STREAM_K);
       }
       // Alternate them and keep each one's best, so a clock ramp favours none.
       let ownMs = time(own), libMs = Infinity, skMs = sk ? time(sk) : Infinity;

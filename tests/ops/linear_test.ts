@@ -498,12 +498,7 @@ Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape
 });
 
 Deno.test("prepareLinear (fake CUDA driver, sm_90, streamK timed): a shape runs stream-K where it timed faster", async () => {
-  const libraryPath = buildFakeDriver();
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  fake.setComputeCapability(9, 0);
-  const gpu = openCuda({ libraryPath });
-  try {
+  await withFakeLinearOps(false, [9, 0], async (gpu, _ops, fake) => {
     const clock = new VirtualClock(gpu, fake);
     clock.accelNs = 1e6; // the library loses every race here
     let streamKNs = 2000;
@@ -533,11 +528,7 @@ Deno.test("prepareLinear (fake CUDA driver, sm_90, streamK timed): a shape runs 
     assert.equal(fake.lastLaunch().functionName, "linear_wgmma_sk_128x128");
     assert.deepEqual(fake.lastLaunch().grid, [132, 1, 1]);
     for (const b of [x, w]) gpu.free(b);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  });
 });
 
 Deno.test("stream-K mode: DENALI_STREAM_K and the option, bad values named", async () => {

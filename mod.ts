@@ -79,6 +79,7 @@ export type {
   DecodeAttentionArgs,
   Fp8Weight,
   KvCacheDtype,
+  KvCacheWrite,
   LinearWeight,
   ModelOps,
   PrefillAttentionArgs,

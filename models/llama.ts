@@ -8,8 +8,8 @@
  * each is a single `linear` call.
  *
  * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
- * embedding → per layer [rmsNorm (fused residual) → q/k/v projection → qkvRope → kvWrite →
- * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
+ * embedding → per layer [rmsNorm (fused residual) → q/k/v projection → qkvRope (which also
+ * writes the new k and v rows into the layer's cache, kvWrite's job, one launch fewer) → decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
  * → the rows that sample (gathered) → lm head → f32.
  *
@@ -17,7 +17,7 @@
  * launch, and a GEMM wide enough to fill the device (three, over row slices of the weight, left
  * the k and v GEMMs of a few hundred rows with a few tiles each). Its output interleaves q, k
  * and v per token, and `qkvRope` splits it into the contiguous [tokens, heads, headDim] arrays
- * kvWrite and attention take, applying the family's bias or q/k norms and RoPE on the way. The
+ * the cache and attention take, applying the family's bias or q/k norms and RoPE on the way. The
  * gate/up output is used fused, as siluMul reads it.
  *
  * @module
@@ -27,6 +27,7 @@ import type { Backend, DeviceBuffer, Stream } from "../backends/backend.ts";
 import type {
   AttentionShape,
   DecodeAttentionArgs,
+  KvCacheWrite,
   LinearWeight,
   ModelOps,
   PrefillAttentionArgs,
@@ -228,6 +229,8 @@ export class LlamaForward implements Forward {
   readonly #decodeArgs: DecodeAttentionArgs;
   readonly #prefillArgs: PrefillAttentionArgs;
   readonly #qkvArgs: QkvRopeArgs;
+  // qkvRope's cache write (so no kvWrite launch), refilled per layer.
+  readonly #cacheWrite: KvCacheWrite;
   #freed = false;
 
   /**
@@ -319,6 +322,12 @@ export class LlamaForward implements Forward {
       maxBlocks: 0,
       shape: this.shape,
     };
+    this.#cacheWrite = {
+      kCache: placeholder,
+      vCache: placeholder,
+      slots: placeholder,
+      shape: this.shape,
+    };
     this.#qkvArgs = {
       q: this.#q,
       k: this.#k,
@@ -333,6 +342,7 @@ export class LlamaForward implements Forward {
       tokens: 0,
       numHeads: heads,
       numKvHeads: kvHeads,
+      cache: this.#cacheWrite,
     };
   }
 
@@ -356,9 +366,11 @@ export class LlamaForward implements Forward {
     const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
     const T = s.tokens;
     const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
-    const q = this.#q, k = this.#k, v = this.#v, attn = this.#attn;
+    const q = this.#q, attn = this.#attn;
     const decode = this.#decodeArgs, prefill = this.#prefillArgs, qkv = this.#qkvArgs;
     qkv.positions = inputs.positions;
+    const cacheWrite = this.#cacheWrite;
+    cacheWrite.slots = inputs.slots;
     qkv.tokens = T;
     if (s.decodes > 0) {
       decode.out = attn;
@@ -391,8 +403,10 @@ export class LlamaForward implements Forward {
       else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
       ops.linear(this.#qkv, normed, layer.qkvProj, T, qDim + 2 * kvDim, h, stream);
       this.layerQkvRope(l, qkv);
+      cacheWrite.kCache = kCache;
+      cacheWrite.vCache = vCache;
+      cacheWrite.shape = shape;
       ops.qkvRope(qkv, stream);
-      ops.kvWrite(kCache, vCache, k, v, inputs.slots, T, shape, stream);
       if (s.decodes > 0) {
         decode.kCache = kCache;
         decode.vCache = vCache;

@@ -187,6 +187,21 @@ export interface SamplingBuffers {
 }
 
 /**
+ * Where `qkvRope` also scatters the finished k and v rows: a layer's paged cache, written as
+ * `kvWrite` writes it (so a step needs no kvWrite launch).
+ */
+export interface KvCacheWrite {
+  /** The layer's K cache (kvWrite's layout and dtype). */
+  kCache: DeviceBuffer;
+  /** The layer's V cache. */
+  vCache: DeviceBuffer;
+  /** i32 [tokens]: each token's cache slot; a negative one (padding) writes nothing. */
+  slots: DeviceBuffer;
+  /** The layer's attention shape: its numKvHeads and headDim must be the projection's. */
+  shape: AttentionShape;
+}
+
+/**
  * The arguments of `qkvRope`: one record, allocated by the caller once and refilled per layer,
  * so the call allocates nothing.
  */
@@ -217,6 +232,11 @@ export interface QkvRopeArgs {
   numHeads: number;
   /** Key/value heads. */
   numKvHeads: number;
+  /**
+   * Also write k and v into this cache, exactly as `kvWrite(kCache, vCache, k, v, slots,
+   * tokens, shape)` after the call would; null or absent: only q, k and v.
+   */
+  cache?: KvCacheWrite | null;
 }
 
 /** The operators a decoder forward pass and its sampler need. */
@@ -395,8 +415,9 @@ export interface ModelOps {
    * On CUDA (sm_90+) its kernels launch programmatically and read contextLens, the block tables
    * and K rows before the previous kernel of the stream has finished. So, of what it reads, only
    * the K and V rows at position contextLens[b] - 1 may be written by the op enqueued right
-   * before it (as kvWrite of the new tokens does), and that op must not overlap earlier work
-   * (kvWrite launches plainly); everything else must be complete before that op starts.
+   * before it (as kvWrite, or qkvRope with a cache, of the new tokens does), and that op must
+   * not overlap earlier work (both wait before they release the next kernel); everything else
+   * must be complete before that op starts.
    */
   decodeAttention(args: DecodeAttentionArgs, stream: Stream): void;
 

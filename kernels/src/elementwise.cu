@@ -17,6 +17,7 @@
 // while the GEMV before them drains. Every block reaching pdl_wait also keeps the stream's order
 // transitive: such a kernel completes only after everything enqueued before it has.
 #include "compat.h"
+#include "fp8.h"
 #include "pdl.h"
 #include "philox.h"
 
@@ -331,21 +332,42 @@ extern "C" __global__ void rope_bf16(uint16_t* q, uint16_t* k, const int32_t* po
 // The fused q|k|v projection split into contiguous q, k and v, with Qwen2's bias, Qwen3's per-head
 // RMSNorm of q and k, and RoPE of q and k on the way, rounding to bf16 at the steps qkv_bias_bf16,
 // qk_norm_bf16 and rope_bf16 round: flags bit 0 adds `bias`, bit 1 norms with q_norm and k_norm.
+// Flag bit 2 also scatters the token's finished k and v rows into the paged KV cache at
+// slots[token] (kv_write's layout and its skip of a negative or out-of-cache slot), as bf16, or
+// with bit 3 as e4m3(bf16 value / scale), kv_write_fp8's codes; the decode step then needs no
+// kv_write launch. Writing the cache, a block waits before it lets the next kernel start (as
+// kv_write does): the decode attention after it reads earlier cache rows before its own wait,
+// which is safe only once everything enqueued before this kernel is complete.
 // Grid: one block per token; block: whole warps, a warp per head row in turn (q heads, then k,
 // then v). A lane owns the rotated pairs (p, p + head_dim / 2) for p = lane, lane + warp, ..., so
 // RoPE needs no exchange, and the norm's sum of squares is a warp reduction over the lanes'
 // shares. Up to 8 pairs a lane: head_dim <= 16 · warp size. Dynamic shared memory: head_dim
 // floats (this token's cos, then sin).
 #define QKV_ROPE_MAX_PAIRS 8
-extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __restrict__ k, uint16_t* __restrict__ v, const uint16_t* __restrict__ qkv, const int32_t* __restrict__ positions, const float* __restrict__ inv_freq, const uint16_t* __restrict__ bias, const uint16_t* __restrict__ q_norm, const uint16_t* __restrict__ k_norm, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, float eps, uint32_t flags) {
+extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __restrict__ k, uint16_t* __restrict__ v, const uint16_t* __restrict__ qkv, const int32_t* __restrict__ positions, const float* __restrict__ inv_freq, const uint16_t* __restrict__ bias, const uint16_t* __restrict__ q_norm, const uint16_t* __restrict__ k_norm, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, float eps, uint32_t flags, void* __restrict__ k_cache, void* __restrict__ v_cache, const int32_t* __restrict__ slots, uint32_t block_size, uint32_t num_blocks, float k_scale, float v_scale) {
   extern __shared__ float4 qkv_rope_shared[];
   float* cs = reinterpret_cast<float*>(qkv_rope_shared);
   const uint32_t half = head_dim / 2;
   const size_t t = blockIdx.x;
-  pdl_launch_dependents();
-  pdl_wait();
-  rope_trig(cs, positions[t], inv_freq, half);
   const bool add_bias = (flags & 1u) != 0, norm = (flags & 2u) != 0;
+  const bool to_cache = (flags & 4u) != 0, fp8_cache = (flags & 8u) != 0;
+  if (to_cache) {
+    pdl_wait();
+    pdl_launch_dependents();
+  } else {
+    pdl_launch_dependents();
+    pdl_wait();
+  }
+  rope_trig(cs, positions[t], inv_freq, half);
+  // The token's row in the cache: a block and an offset in it, or none (-1).
+  long long cache_row = -1;
+  if (to_cache) {
+    const int32_t slot = slots[t];
+    if (slot >= 0 && static_cast<uint32_t>(slot) < num_blocks * block_size) {
+      cache_row = static_cast<long long>(slot / block_size) * num_kv_heads * block_size +
+                  slot % block_size;
+    }
+  }
   const uint32_t lane = threadIdx.x % DENALI_WARP;
   const uint32_t warps = blockDim.x / DENALI_WARP;
   const uint32_t rows = num_heads + 2 * num_kv_heads;
@@ -405,6 +427,30 @@ extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __r
       if (p < half) {
         dst[p] = f32_to_bf16(a[j]);
         dst[half + p] = f32_to_bf16(b[j]);
+      }
+    }
+    if (!is_q && cache_row >= 0) {
+      // Head h of the token sits at row (block · numKvHeads + h) · blockSize + offset.
+      const uint32_t head = is_k ? r - num_heads : r - num_heads - num_kv_heads;
+      const size_t at = static_cast<size_t>(cache_row + static_cast<long long>(head) * block_size) *
+                        head_dim;
+      void* cache = is_k ? k_cache : v_cache;
+      const float scale = is_k ? k_scale : v_scale;
+#pragma unroll
+      for (uint32_t j = 0; j < QKV_ROPE_MAX_PAIRS; j++) {
+        const uint32_t p = lane + j * DENALI_WARP;
+        if (p < half) {
+          if (fp8_cache) {
+            // kv_write_fp8 quantizes the bf16 row as stored: round first.
+            uint8_t* c = static_cast<uint8_t*>(cache) + at;
+            c[p] = f32_to_e4m3(round_bf16(a[j]) / scale);
+            c[half + p] = f32_to_e4m3(round_bf16(b[j]) / scale);
+          } else {
+            uint16_t* c = static_cast<uint16_t*>(cache) + at;
+            c[p] = f32_to_bf16(a[j]);
+            c[half + p] = f32_to_bf16(b[j]);
+          }
+        }
       }
     }
   }

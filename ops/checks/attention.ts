@@ -73,7 +73,7 @@ export function cacheBlocks(
   return Math.min(blocks, Math.floor(MAX_SLOTS / shape.blockSize));
 }
 
-/** Checks kvWrite's arguments; returns the cache's block count. */
+/** Checks kvWrite's arguments (`op` names the caller in errors); returns the cache's block count. */
 export function checkKvWrite(
   kCache: DeviceBuffer,
   vCache: DeviceBuffer,
@@ -82,8 +82,8 @@ export function checkKvWrite(
   slots: DeviceBuffer,
   tokens: number,
   shape: AttentionShape,
+  op = "kvWrite",
 ): number {
-  const op = "kvWrite";
   checkAttentionShape(op, shape);
   checkPositive(op, "tokens", tokens);
   const rowBytes = tokens * shape.numKvHeads * shape.headDim * 2;

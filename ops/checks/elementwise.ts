@@ -7,7 +7,8 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { checkBuffer, checkPositive } from "./common.ts";
-import type { QkvRopeArgs, RopeTable } from "../ops.ts";
+import { checkKvWrite } from "./attention.ts";
+import type { KvCacheWrite, QkvRopeArgs, RopeTable } from "../ops.ts";
 
 /** Largest size argument: every count must fit the kernels' 32-bit parameters and indices. */
 const MAX_COUNT = 0x7fffffff;
@@ -175,6 +176,30 @@ export function checkQkvRope(a: QkvRopeArgs): number {
     checkBuffer("qkvRope", "kNorm", a.kNorm, 2 * d, 2, "headDim bf16");
   }
   return d;
+}
+
+/**
+ * The checks of `qkvRope`'s cache write (a.cache set): kvWrite's, and a shape whose heads are the
+ * projection's. Returns the cache's block count.
+ */
+export function checkQkvRopeCache(a: QkvRopeArgs, cache: KvCacheWrite): number {
+  const { shape } = cache;
+  if (shape.numKvHeads !== a.numKvHeads || shape.headDim !== a.table.headDim) {
+    throw new RangeError(
+      `qkvRope: cache.shape has ${shape.numKvHeads} KV heads of ${shape.headDim}, the ` +
+        `projection ${a.numKvHeads} of ${a.table.headDim}; pass the layer's own attention shape`,
+    );
+  }
+  return checkKvWrite(
+    cache.kCache,
+    cache.vCache,
+    a.k,
+    a.v,
+    cache.slots,
+    a.tokens,
+    shape,
+    "qkvRope",
+  );
 }
 
 /** The checks of `siluMul`. */

@@ -205,6 +205,12 @@ export function cpuElementwiseOps(): ElementwiseOps {
     qkvRope(a, stream) {
       // The unfused steps themselves, so this reference is the definition of the fused op.
       const d = checkQkvRope(a);
+      if (a.cache) {
+        throw new Error(
+          "qkvRope: the CPU elementwise family alone cannot write the KV cache (a.cache); " +
+            "use cpuOps(), which follows the op with kvWrite",
+        );
+      }
       const qWidth = a.numHeads * d, kvWidth = a.numKvHeads * d, width = qWidth + 2 * kvWidth;
       const src = u16("qkvRope", "qkv", a.qkv, a.tokens * width);
       const parts = [

@@ -31,9 +31,10 @@
  * stream still runs, and waits for it (griddepcontrol.wait) only after the reads that cannot
  * depend on it. The contract: of what decodeAttention reads, only K and V row contextLens[b] - 1
  * of each sequence (its new token) may be written by a kernel still running when it starts, and
- * only by the kernel enqueued right before it. The engine keeps it: that kernel is kvWrite,
- * which also launches programmatically but lets the next kernel start only after its own wait,
- * so everything enqueued before kvWrite is complete when a decode block starts. Before its wait a decode
+ * only by the kernel enqueued right before it. The engine keeps it: that kernel is qkvRope
+ * writing the cache (or kvWrite), which also launches programmatically but lets the next kernel
+ * start only after its own wait, so everything enqueued before it is complete when a decode
+ * block starts. Before its wait a decode
  * block reads contextLens, its block table and the K rows of earlier positions (the chain of
  * dependent round trips that makes a short call latency-bound); q, the rows at
  * contextLens[b] - 1 and every write come after. `decode_reduce` reads only contextLens before

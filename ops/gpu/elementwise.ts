@@ -14,7 +14,9 @@
  * - qkvBias: one block per token, a thread per 4 elements of q|k|v, 64..512 threads.
  * - qkvRope: one block per token, a warp per head row in turn (q, k and v heads), 64..512
  *   threads, headDim floats of dynamic shared memory for the token's cos and sin; a lane holds
- *   up to 8 rotated pairs, so headDim is at most 16 · 32.
+ *   up to 8 rotated pairs, so headDim is at most 16 · 32. With `cache` it also scatters k and v
+ *   into the paged cache (kv_write's job), and then waits before it releases the next kernel,
+ *   as kv_write does, which keeps decodeAttention's contract (ops/gpu/attention.ts).
  * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
  * - fillRandom: grid-stride, 256 threads, a thread per output (one Philox block each), at most
  *   65536 blocks; 64-bit indices, so counts past 2^32 are fine.
@@ -37,6 +39,7 @@ import {
   checkQkNorm,
   checkQkvBias,
   checkQkvRope,
+  checkQkvRopeCache,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
@@ -49,8 +52,11 @@ const FLAT_THREADS = 256;
 /** Grid cap of the grid-stride kernels; the loop covers the rest. */
 const MAX_BLOCKS = 65536;
 
-/** qkv_rope_bf16's flag bits: add the fused bias; norm q and k per head. */
-const QKV_ROPE_BIAS = 1, QKV_ROPE_NORM = 2;
+/**
+ * qkv_rope_bf16's flag bits: add the fused bias; norm q and k per head; write k and v into the
+ * paged cache; that cache holds e4m3 codes.
+ */
+const QKV_ROPE_BIAS = 1, QKV_ROPE_NORM = 2, QKV_ROPE_CACHE = 4, QKV_ROPE_FP8_CACHE = 8;
 /** The largest head qkv_rope_bf16 holds: 8 rotated pairs a lane of 32. */
 const QKV_ROPE_MAX_HEAD_DIM = 16 * 32;
 
@@ -183,9 +189,13 @@ export async function loadElementwiseOps(
             "(8 rotated pairs a lane); Denali's attention kernels take 64 and 128",
         );
       }
+      const cache = a.cache ?? null;
+      const numBlocks = cache === null ? 0 : checkQkvRopeCache(a, cache);
       const threads = threads64((a.numHeads + 2 * a.numKvHeads) * 32, 512);
-      const flags = (a.bias ? QKV_ROPE_BIAS : 0) | (a.qNorm ? QKV_ROPE_NORM : 0);
-      // Absent weights are never read (flags say so); any valid pointer stands in for them.
+      const flags = (a.bias ? QKV_ROPE_BIAS : 0) | (a.qNorm ? QKV_ROPE_NORM : 0) |
+        (cache === null ? 0 : QKV_ROPE_CACHE) |
+        (cache?.shape.kvDtype === "fp8" ? QKV_ROPE_FP8_CACHE : 0);
+      // Absent weights and caches are never read (flags say so); any valid pointer stands in.
       qkvRope(
         a.tokens,
         1,
@@ -209,6 +219,13 @@ export async function loadElementwiseOps(
         headDim,
         a.eps,
         flags,
+        cache?.kCache ?? a.qkv,
+        cache?.vCache ?? a.qkv,
+        cache?.slots ?? a.positions,
+        cache?.shape.blockSize ?? 1,
+        numBlocks,
+        cache?.shape.kScale ?? 1,
+        cache?.shape.vScale ?? 1,
       );
     },
 

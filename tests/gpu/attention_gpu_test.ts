@@ -25,8 +25,11 @@ import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
+import type { AttentionOps, AttentionShape, ElementwiseOps, KvCacheWrite } from "../../ops/ops.ts";
 import {
   type AttentionKernelOptions,
   type GpuAttentionOps,
@@ -45,12 +48,15 @@ type Pair = { g: DeviceBuffer; c: DeviceBuffer };
 class Env {
   readonly cpu = new CpuBackend();
   readonly cpuOps = cpuAttentionOps();
+  /** The CPU's whole op set: its qkvRope with a cache is qkvRope then kvWrite. */
+  readonly cpuModelOps = cpuOps();
   readonly stream: Stream;
   #gpuBuffers: DeviceBuffer[] = [];
   #cpuBuffers: DeviceBuffer[] = [];
 
   constructor(
     readonly gpu: Backend,
+    readonly gpuElementwise: ElementwiseOps,
     readonly gpuOps: GpuAttentionOps,
     readonly plainOps: GpuAttentionOps,
     readonly simtOps: AttentionOps,
@@ -111,6 +117,7 @@ function gpuTest(
     try {
       const env = new Env(
         gpu,
+        await loadElementwiseOps(gpu),
         await loadAttentionOps(gpu, decode),
         await loadAttentionOps(gpu, { ...decode, programmatic: false }),
         await loadAttentionOps(gpu, { prefill: "simt" }),
@@ -401,9 +408,17 @@ function runChainOnGpu(
 /**
  * `steps` × (kvWrite of one new random row per sequence at position contextLens - 1, then decode
  * into that step's own output) on one stream without synchronizing, against the same steps on
- * the CPU.
+ * the CPU. With `writer` "qkvRope", the step's q, k and v come from a random fused projection
+ * through qkvRope, which writes the cache rows itself (the model's decode step), and decode reads
+ * that q.
  */
-function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): void {
+function runKvWriteChain(
+  env: Env,
+  c: ChainCase,
+  seed: number,
+  graph: boolean,
+  writer: "kvWrite" | "qkvRope" = "kvWrite",
+): void {
   const { shape, contexts, steps } = c;
   const { numHeads, numKvHeads, headDim } = shape;
   const cache = new GrowingCache(env, c, seed);
@@ -422,16 +437,49 @@ function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): 
   const slotsBuf = env.pair(slots), lensBuf = env.pair(lens);
   const out = { g: env.poisoned(steps * outBytes), c: env.pair(steps * outBytes).c };
   const workspace = env.poisoned(env.gpuOps.decodeWorkspaceBytes(batch, maxContext, shape));
+  // The qkvRope writer's inputs: a fused projection per step and the new rows' positions.
+  const qkvBytes = outBytes + 2 * rowBytes;
+  const qkv = env.pair(randomBf16((steps * qkvBytes) / 2, seed + 6));
+  const positions = env.pair(lens.map((n) => n - 1));
+  const inv = ropeInverseFrequencies(headDim, 10000);
+  const tables = { g: createRopeTable(env.gpu, inv), c: createRopeTable(env.cpu, inv) };
+  const cacheWrite = (side: "g" | "c", ids: DeviceBuffer): KvCacheWrite => ({
+    kCache: cache.k[side],
+    vCache: cache.v[side],
+    slots: ids,
+    shape,
+  });
 
   const enqueue = (ops: AttentionOps, side: "g" | "c", stream: Stream, ws: DeviceBuffer) => {
     for (let s = 0; s < steps; s++) {
       const ids = slotsBuf[side].slice(4 * batch * s, 4 * batch);
       const k = newK[side].slice(rowBytes * s, rowBytes),
         v = newV[side].slice(rowBytes * s, rowBytes);
-      ops.kvWrite(cache.k[side], cache.v[side], k, v, ids, batch, shape, stream);
+      const qs = q[side].slice(outBytes * s, outBytes);
+      if (writer === "kvWrite") {
+        ops.kvWrite(cache.k[side], cache.v[side], k, v, ids, batch, shape, stream);
+      } else {
+        const rope = side === "g" ? env.gpuElementwise : env.cpuModelOps;
+        rope.qkvRope({
+          q: qs,
+          k,
+          v,
+          qkv: qkv[side].slice(qkvBytes * s, qkvBytes),
+          positions: positions[side].slice(4 * batch * s, 4 * batch),
+          table: tables[side],
+          bias: null,
+          qNorm: null,
+          kNorm: null,
+          eps: 1e-6,
+          tokens: batch,
+          numHeads,
+          numKvHeads,
+          cache: cacheWrite(side, ids),
+        }, stream);
+      }
       ops.decodeAttention({
         out: out[side].slice(outBytes * s, outBytes),
-        q: q[side].slice(outBytes * s, outBytes),
+        q: qs,
         kCache: cache.k[side],
         vCache: cache.v[side],
         blockTables: cache.tables[side],
@@ -451,8 +499,27 @@ function runKvWriteChain(env: Env, c: ChainCase, seed: number, graph: boolean): 
     cache,
     out.g,
     () => enqueue(env.gpuOps, "g", env.stream, workspace),
-    (what) => checkChainOutputs(env, out, c, `${c.name}, ${what}`),
+    (what) => checkChainOutputs(env, out, c, `${c.name}, ${writer}, ${what}`),
   );
+  if (writer === "qkvRope") {
+    // The cache rows themselves: RoPE's cos and sin differ by an ulp between the devices at most.
+    const { g, c: ref } = env.readBoth(cache.k, cache.k.c.bytes / 2);
+    let differ = 0;
+    for (let i = 0; i < g.length; i++) {
+      if (g[i] === ref[i]) continue;
+      const a = decodeBf16(g.subarray(i, i + 1))[0], b = decodeBf16(ref.subarray(i, i + 1))[0];
+      assert.ok(
+        Math.abs(a - b) <= 2 ** -7 * Math.max(1, Math.abs(b)),
+        `k cache element ${i}: ${a} vs ${b}`,
+      );
+      differ++;
+    }
+    assert.ok(differ <= g.length / 100, `${differ} of ${g.length} k cache elements differ`);
+    const vs = env.readBoth(cache.v, cache.v.c.bytes / 2);
+    assert.deepEqual(vs.g, vs.c, `${c.name}: v cache rows written by qkvRope`);
+  }
+  env.gpu.free(tables.g.invFreq);
+  env.cpu.free(tables.c.invFreq);
 }
 
 /** Checks every step's decode output of a chain against the CPU's. */
@@ -743,6 +810,20 @@ for (const mode of ["eagerly", "from a graph"] as const) {
         await t.step(c.name, () => {
           try {
             runKvWriteChain(env, c, 3000 + 10 * i, mode === "from a graph");
+          } finally {
+            env.release();
+          }
+        });
+      }
+    },
+  );
+  gpuTest(
+    `gpu attention: qkvRope writing the cache, then decode, many times (${mode}), matches the CPU`,
+    async (env, t) => {
+      for (const [i, c] of CHAIN_CASES.entries()) {
+        await t.step(c.name, () => {
+          try {
+            runKvWriteChain(env, c, 3500 + 10 * i, mode === "from a graph", "qkvRope");
           } finally {
             env.release();
           }

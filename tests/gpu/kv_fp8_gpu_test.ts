@@ -35,6 +35,9 @@ import { openCuda } from "../../backends/cuda.ts";
 import { quantizeE4m3 } from "../../backends/fp8.ts";
 import { Engine, type EngineOptions } from "../../engine/engine.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
+import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
 import { type AttentionKernelOptions, loadAttentionOps } from "../../ops/gpu/attention.ts";
 import type { AttentionOps, AttentionShape } from "../../ops/ops.ts";
 import {
@@ -204,6 +207,77 @@ gpuTest(
         }
         env.release();
       }
+    }
+  },
+);
+
+gpuTest(
+  "qkvRope writing an fp8 cache stores kv_write_fp8's codes, bit for bit, and skips bad slots",
+  async (env) => {
+    const elementwise = await loadElementwiseOps(env.gpu);
+    const cpuModel = cpuOps();
+    // v passes through qkvRope untouched: every finite bf16 value, infinities included. k is
+    // rotated, by the identity at position 0 (cos 1, sin 0 on both sides), so it gets the finite
+    // values only (inf · 0 would make NaN).
+    const values = everyFiniteBf16();
+    const finite = values.filter((b) => (b & 0x7f80) !== 0x7f80);
+    for (const headDim of [64, 128]) {
+      const [kScale, vScale] = [Math.fround(0.1), Math.fround(1.7)];
+      const shape = fp8Shape(16, 8, headDim, 16, kScale, vScale);
+      const row = shape.numKvHeads * headDim, qRow = shape.numHeads * headDim;
+      const width = qRow + 2 * row;
+      const tokens = Math.ceil(values.length / row);
+      const qkv = new Uint16Array(tokens * width);
+      for (let t = 0; t < tokens; t++) {
+        for (let i = 0; i < qRow; i++) qkv[t * width + i] = finite[(t * qRow + i) % finite.length];
+        for (let i = 0; i < row; i++) {
+          qkv[t * width + qRow + i] = finite[(t * row + i) % finite.length];
+          qkv[t * width + qRow + row + i] = values[((t * row + i) * 7919 + 13) % values.length];
+        }
+      }
+      const numBlocks = Math.ceil(tokens / shape.blockSize) + 2;
+      const slotsArr = Int32Array.from(shuffled(numBlocks * shape.blockSize, 9).slice(0, tokens));
+      slotsArr[1] = -1;
+      slotsArr[2] = numBlocks * shape.blockSize;
+      const cacheBytes = numBlocks * row * shape.blockSize;
+      const init = Uint8Array.from(randomArray(cacheBytes, 12, 0, 255), (x) => x & 0xff);
+      const kCache = env.pair(init), vCache = env.pair(init), slots = env.pair(slotsArr);
+      const src = env.pair(qkv), positions = env.pair(new Int32Array(tokens));
+      const q = env.output(2 * tokens * qRow), k = env.output(2 * tokens * row);
+      const v = env.output(2 * tokens * row);
+      const inv = ropeInverseFrequencies(headDim, 10000);
+      const tables = { g: createRopeTable(env.gpu, inv), c: createRopeTable(env.cpu, inv) };
+      for (const side of ["g", "c"] as const) {
+        const ops = side === "g" ? elementwise : cpuModel;
+        ops.qkvRope({
+          q: q[side],
+          k: k[side],
+          v: v[side],
+          qkv: src[side],
+          positions: positions[side],
+          table: tables[side],
+          bias: null,
+          qNorm: null,
+          kNorm: null,
+          eps: 1e-6,
+          tokens,
+          numHeads: shape.numHeads,
+          numKvHeads: shape.numKvHeads,
+          cache: { kCache: kCache[side], vCache: vCache[side], slots: slots[side], shape },
+        }, side === "g" ? env.stream : env.cpu.defaultStream);
+      }
+      for (const [name, cache] of [["K", kCache], ["V", vCache]] as const) {
+        const { g, c } = env.bytesOf(cache, cacheBytes);
+        const first = g.findIndex((x, i) => x !== c[i]);
+        assert.equal(
+          first,
+          -1,
+          `d${headDim}: ${name} cache byte ${first}: ${g[first]} vs ${c[first]}`,
+        );
+      }
+      env.gpu.free(tables.g.invFreq);
+      env.cpu.free(tables.c.invFreq);
+      env.release();
     }
   },
 );

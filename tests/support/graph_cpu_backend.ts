@@ -50,15 +50,21 @@ export class GraphCpuBackend extends CpuBackend {
       wrapped[name] = (...args: unknown[]) => {
         if (this.fail === name) throw new Error(`injected ${name} failure`);
         if (name === "prepareLinear" && this.recording) throw new Error("prepareLinear in capture");
-        // A graph keeps the arguments as they were at capture; argument records are refilled
-        // by the caller after each call, so the recording snapshots them.
-        const snapshot = args.map((a) =>
-          a !== null && Object.getPrototypeOf(a) === Object.prototype ? { ...a } : a
-        );
+        // A graph keeps the arguments as they were at capture; argument records (and the
+        // records inside them, as qkvRope's cache) are refilled by the caller after each call,
+        // so the recording snapshots them.
+        const snapshot = args.map(snapshotRecord);
         if (this.recording) this.recording.push(() => fn(...snapshot));
         else fn(...args);
       };
     }
     return wrapped as unknown as ModelOps;
   }
+}
+
+/** A copy of a plain argument record and of the plain records in it; anything else as it is. */
+function snapshotRecord(value: unknown): unknown {
+  if (value === null || typeof value !== "object") return value;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, snapshotRecord(v)]));
 }

@@ -35,8 +35,8 @@ const fp8 = (shape: AttentionShape): AttentionShape => ({
 const MAX_CONTEXT = 4096;
 
 /**
- * The launches of one kvWrite, a one-partition decode (the decode kernel), a split decode's
- * decode_reduce and a prefill over `shape`.
+ * The launches of one kvWrite, a one-partition decode (the decode kernel), a split decode's last
+ * launch (decode_reduce, with ops loaded with decodeReduce "kernel") and a prefill over `shape`.
  */
 interface Launched {
   kvWrite: FakeLaunch;
@@ -61,12 +61,23 @@ function launchAll(
   }
 }
 
-/** Runs `body` over attention ops loaded with `options` on a CUDA backend over the fake driver. */
+/**
+ * Runs `body` over attention ops loaded with `options` on a CUDA backend over the fake driver,
+ * split decodes reduced by decode_reduce (the launch these tests compare).
+ */
 function withOps(
   options: AttentionKernelOptions,
   body: (gpu: GpuBackend, ops: GpuAttentionOps, fake: FakeControl) => void,
 ): Promise<void> {
-  return withFakeAttentionOps({ launchEx: true }, options, body);
+  return withFakeAttentionOps({ launchEx: true }, { decodeReduce: "kernel", ...options }, body);
+}
+
+/**
+ * A decode launch's scalar arguments (numHeads .. scale): the bytes after its eight pointers, the
+ * same for every decode kernel (the FMA ones then pass the fused reduce's counters).
+ */
+function decodeScalars(launch: FakeLaunch): number[] {
+  return [...launch.args.slice(64, 100)];
 }
 
 /** The two f32s a launch's packed arguments end with. */
@@ -104,7 +115,7 @@ for (
           [bf16.kvWrite, ...bf16.decode, bf16.prefill].map((l) => [l.functionName, l.args.length]),
           [
             ["kv_write", 56],
-            [`decode_attn_d${d}_g${g}`, 100],
+            [`decode_attn_d${d}_g${g}`, 112],
             ["decode_reduce", 52],
             [`${prefix}d${d}`, 88],
           ],
@@ -157,11 +168,13 @@ Deno.test("attention decodeKernel mma: the tensor-core twins, same geometry and 
       const was = fmaRun.decode[0];
       assert.equal(one.functionName, name);
       assert.deepEqual(
-        [one.grid, one.block, one.sharedMem, one.programmatic, [...one.args.slice(-32)]],
-        [was.grid, was.block, was.sharedMem, was.programmatic, [...was.args.slice(-32)]],
+        [one.grid, one.block, one.sharedMem, one.programmatic, decodeScalars(one)],
+        [was.grid, was.block, was.sharedMem, was.programmatic, decodeScalars(was)],
         `${name}: the fma kernel's geometry and scalar arguments`,
       );
-      assert.equal(one.args.length, was.args.length);
+      // The same but the FMA kernels' counters pointer (8 bytes, 8-aligned after the scale).
+      assert.equal(one.args.length, was.args.length - 12);
+      if (shape.kvDtype === "fp8") assert.deepEqual(trailingScales(one), [K_SCALE, V_SCALE]);
       // The split decode still ends with the shared reduce; kvWrite and prefill are unchanged.
       assert.equal(split.functionName, "decode_reduce");
       assert.equal(run.kvWrite.functionName, fmaRun.kvWrite.functionName);

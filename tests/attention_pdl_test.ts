@@ -1,8 +1,9 @@
 /**
  * How the attention ops launch, through the fake driver: decodeAttention's kernels (the split-K
- * partitions and decode_reduce) and kvWrite use programmatic dependent launch where the backend
- * offers it, and launch plainly where it does not or where told not to; prefill always launches
- * plainly, since it does not wait for the kernel before it.
+ * partitions, which by default also combine them through the op's counters, or decode_reduce
+ * after them) and kvWrite use programmatic dependent launch where the backend offers it, and
+ * launch plainly where it does not or where told not to; prefill always launches plainly, since
+ * it does not wait for the kernel before it.
  *
  * @module
  */
@@ -45,13 +46,23 @@ function how(launch: FakeLaunch): [string, boolean, boolean] {
   return [launch.functionName, launch.launchEx, launch.programmatic];
 }
 
+/** The last pointer argument of a decode kernel's launch: its fused reduce's counters, or 0. */
+function countersArg(launch: FakeLaunch): bigint {
+  const { args } = launch;
+  return new DataView(args.buffer, args.byteOffset, args.byteLength).getBigUint64(
+    args.byteLength - 8,
+    true,
+  );
+}
+
 /** Asserts that every attention op launches plainly. */
 function assertAllPlain(calls: Calls): void {
   assert.equal(calls.ops.decodeProgrammatic, false);
   // One partition covers 32 tokens on 132 SMs: the decode kernel alone, writing bf16 itself.
   assert.deepEqual(how(calls.decode(32).last), ["decode_attn_d128_g4", false, false]);
+  // A split decode combines its partitions in the kernel (the fused reduce): one launch.
   const split = calls.decode(MAX_CONTEXT);
-  assert.deepEqual([split.launches, ...how(split.last)], [2, "decode_reduce", false, false]);
+  assert.deepEqual([split.launches, ...how(split.last)], [1, "decode_attn_d128_g4", false, false]);
   assert.deepEqual(how(calls.kvWrite()), ["kv_write", false, false]);
   assert.deepEqual(how(calls.prefill()), ["prefill_attn_d128", false, false]);
 }
@@ -64,11 +75,13 @@ Deno.test("attention launch: kvWrite, decode kernels and decode_reduce launch pr
       [direct.launches, ...how(direct.last)],
       [1, "decode_attn_d128_g4", true, true],
     );
-    // 4096 tokens split 64 ways: the partitions, then the reduce, both programmatic.
+    // 4096 tokens split 64 ways: one programmatic launch, whose last blocks combine the
+    // partitions through the op's counters; a one-partition call passes none.
     const split = calls.decode(MAX_CONTEXT);
-    assert.deepEqual([split.launches, ...how(split.last)], [2, "decode_reduce", true, true]);
-    assert.deepEqual(split.last.grid, [SHAPE.numHeads, 1, 1]);
-    // The partitions' launch is the first of the two: failing it shows it went through Ex too.
+    assert.deepEqual([split.launches, ...how(split.last)], [1, "decode_attn_d128_g4", true, true]);
+    assert.deepEqual(split.last.grid, [64, SHAPE.numKvHeads, 1]);
+    assert.notEqual(countersArg(split.last), 0n);
+    assert.equal(countersArg(direct.last), 0n);
     calls.fake.failNext("cuLaunchKernelEx", 700);
     assert.throws(
       () => calls.decode(MAX_CONTEXT),
@@ -84,8 +97,37 @@ Deno.test("attention launch: kvWrite, decode kernels and decode_reduce launch pr
   });
 });
 
+Deno.test("attention launch: decodeReduce kernel splits into partitions then decode_reduce", async () => {
+  await withOps(EX, { decodeReduce: "kernel" }, (calls) => {
+    const split = calls.decode(MAX_CONTEXT);
+    assert.deepEqual([split.launches, ...how(split.last)], [2, "decode_reduce", true, true]);
+    assert.deepEqual(split.last.grid, [SHAPE.numHeads, 1, 1]);
+    // The partitions' launch is the first of the two: it passes no counters.
+    calls.fake.failNext("cuLaunchKernelEx", 700);
+    assert.throws(
+      () => calls.decode(MAX_CONTEXT),
+      (e: Error) => e instanceof DriverError && e.call === "cuLaunchKernelEx",
+    );
+  });
+  const saved = Deno.env.get("DENALI_DECODE_REDUCE");
+  try {
+    Deno.env.set("DENALI_DECODE_REDUCE", "kernel");
+    await withOps(EX, {}, (calls) => {
+      assert.equal(calls.decode(MAX_CONTEXT).launches, 2);
+    });
+    Deno.env.set("DENALI_DECODE_REDUCE", "later");
+    await assert.rejects(
+      () => withOps(EX, {}, () => {}),
+      /DENALI_DECODE_REDUCE=later is not a decode reduce; use fused or kernel/,
+    );
+  } finally {
+    if (saved === undefined) Deno.env.delete("DENALI_DECODE_REDUCE");
+    else Deno.env.set("DENALI_DECODE_REDUCE", saved);
+  }
+});
+
 Deno.test("attention launch: a captured decode keeps the programmatic attribute", async () => {
-  await withOps(EX, {}, (calls) => {
+  await withOps(EX, { decodeReduce: "kernel" }, (calls) => {
     const stream = calls.gpu.createStream();
     calls.gpu.beginCapture(stream);
     calls.enqueueDecode(MAX_CONTEXT, stream);

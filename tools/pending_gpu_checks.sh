@@ -8,8 +8,9 @@
 #     (fp8), qkvRope writing the KV cache, bf16 and fp8, before programmatic decodes (attention,
 #     kv_fp8), and the elementwise file (qkvRope without a cache).
 #   PART=perf DEADLINE=540 bash tools/pending_gpu_checks.sh
-#     batch-1 decode against .prev (bf16: the qkvRope cache write replaces kv_write; AWQ: the
-#     interleaved codes), the offline run with stream-K never and timed (if timed wins,
+#     batch-1 decode against .prev (bf16: the qkvRope cache write replaces kv_write and the
+#     decode kernel combines its own partitions; AWQ: the interleaved codes), the fused decode
+#     reduce against decode_reduce in this tree (DENALI_DECODE_REDUCE=kernel), the offline run with stream-K never and timed (if timed wins,
 #     STREAM_K_DEFAULT in ops/gpu/linear.ts becomes "timed"), an nsys trace of the batch-1 step
 #     (where nsys exists), the 4-bit GEMV bench.
 source tools/device_env.sh
@@ -22,7 +23,7 @@ echo "tree: $(cat .device/commit), .prev: $(cat .prev/commit 2>/dev/null), part 
 ls .prev/kernels/ptx/*.xz >/dev/null 2>&1 && xz -d .prev/kernels/ptx/*.xz
 
 if [ "$PART" = tests ]; then
-  for t in linear_sm90 awq attention kv_fp8 fp8 elementwise; do
+  for t in attention linear_sm90 awq kv_fp8 fp8 elementwise; do
     left 50 || break
     echo "=== gpu test $t $(date +%T)"
     DENALI_GPU_TESTS=1 timeout $((DEADLINE - SECONDS - 10)) bash .device/gpu.sh deno test -A --no-check \
@@ -37,6 +38,10 @@ if [ "$PART" = perf ]; then
     echo "=== decode A/B bf16 + awq, batch 1 $(date +%T)"
     ROUNDS=2 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32
     ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32 --quantization awq
+    for reduce in kernel fused kernel fused; do
+      echo "--- DENALI_DECODE_REDUCE=$reduce"
+      DENALI_DECODE_REDUCE=$reduce timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b --batches 1,16 --steps 32 2>&1 | grep -E "^DECODE denali"
+    done
   fi
   for sk in 0 timed; do
     left 80 || break

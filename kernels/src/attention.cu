@@ -359,18 +359,102 @@ __device__ __forceinline__ DecodeBlock decode_block(int numHeads, int numKvHeads
 
 // A partition past the sequence's context has nothing to do; an empty context has no softmax,
 // so its output is defined as zeros (written by the first partition, after pdl_wait: the
-// previous kernel may still read out). True when the block is done.
+// previous kernel may still read out, unless decode_reduce writes them: `zeros`). True when the
+// block is done.
 template <int D>
 __device__ __forceinline__ bool decode_past_context(const DecodeBlock& blk, uint16_t* out,
-                                                    int numHeads) {
+                                                    int numHeads, bool zeros) {
   if (blk.start < blk.ctx) return false;
-  if (blk.direct && blk.part == 0) {
+  if (zeros && blk.part == 0) {
     pdl_wait();
     for (int e = threadIdx.x; e < blk.validHeads * D; e += ATTN_THREADS) {
       out[(static_cast<size_t>(blk.b) * numHeads + blk.headBase) * D + e] = 0;
     }
   }
   return true;
+}
+
+// decode_reduce's job done by the last block of a split sequence's head group, so a split
+// decode needs no second launch (the reduce kernel's launch and wait cost about as much as its
+// work at small batches). Each block, its partials written, counts itself done on the group's
+// counter (counters[b · gridDim.y + blockIdx.y], zero between calls: the last block resets it);
+// the block that completes the count of `parts` (the sequence's partitions that had rows) sums
+// them, in partition order, as decode_reduce does, into the bf16 output. The fences make every
+// block's partials visible before its count, and the counted ones visible to the last block
+// (reads through L2, never a stale L1 line). `smem` holds the weights: parts <= DECODE_CHUNK
+// (the host keeps the split kernel-reduced otherwise).
+template <int D>
+__device__ __forceinline__ void decode_last_block_reduce(
+    const float* partOut, const float* partMl, uint16_t* __restrict__ out,
+    int32_t* __restrict__ counters, float* smem, int b, int headBase, int validHeads,
+    int numHeads, int parts, int numParts) {
+  __shared__ int lastBlock;
+  __shared__ float invSum[8];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int32_t* counter = counters + static_cast<size_t>(b) * gridDim.y + blockIdx.y;
+    const bool last = atomicAdd(counter, 1) == parts - 1;
+    if (last) atomicExch(counter, 0);
+    lastBlock = last;
+  }
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  // Per head (a warp each, in turn): the max over partitions, each partition's weight
+  // 2^(m_p - max) into smem, and 1 / Σ weight · sum_p.
+  for (int g = warp; g < validHeads; g += ATTN_WARPS) {
+    const float* ml = partMl + (static_cast<size_t>(b) * numHeads + headBase + g) * numParts * 2;
+    float mx = -INFINITY;
+    for (int p = lane; p < parts; p += 32) mx = fmaxf(mx, denali_ld_l2(ml + 2 * p));
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, shfl_xor(mx, off));
+    float sum = 0.0f;
+    for (int p = lane; p < parts; p += 32) {
+      const float w = exp2f(denali_ld_l2(ml + 2 * p) - mx);
+      smem[g * DECODE_CHUNK + p] = w;
+      sum = fmaf(w, denali_ld_l2(ml + 2 * p + 1), sum);
+    }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) sum += shfl_xor(sum, off);
+    if (lane == 0) invSum[g] = 1.0f / sum;
+  }
+  __syncthreads();
+  // Then each thread a float4 column of a head: Σ_p weight_p · partOut_p, 4 loads in flight.
+  constexpr int VECS = D / 4;
+  for (int e = tid; e < validHeads * VECS; e += ATTN_THREADS) {
+    const int g = e / VECS, v = e - g * VECS;
+    const size_t head = static_cast<size_t>(b) * numHeads + headBase + g;
+    const float4* o = reinterpret_cast<const float4*>(partOut + head * numParts * D) + v;
+    const float* w = smem + g * DECODE_CHUNK;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int p = 0;
+    for (; p + 4 <= parts; p += 4) {
+      float4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) x[u] = denali_ld_l2(o + static_cast<size_t>(p + u) * VECS);
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        acc.x = fmaf(w[p + u], x[u].x, acc.x);
+        acc.y = fmaf(w[p + u], x[u].y, acc.y);
+        acc.z = fmaf(w[p + u], x[u].z, acc.z);
+        acc.w = fmaf(w[p + u], x[u].w, acc.w);
+      }
+    }
+    for (; p < parts; p++) {
+      const float4 x = denali_ld_l2(o + static_cast<size_t>(p) * VECS);
+      acc.x = fmaf(w[p], x.x, acc.x);
+      acc.y = fmaf(w[p], x.y, acc.y);
+      acc.z = fmaf(w[p], x.z, acc.z);
+      acc.w = fmaf(w[p], x.w, acc.w);
+    }
+    const float inv = invSum[g];
+    uint2 packed;
+    packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
+    packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
+    *reinterpret_cast<uint2*>(out + head * D + v * 4) = packed;
+  }
 }
 
 template <int D, int GT, bool FP8 = false>
@@ -380,7 +464,7 @@ __device__ __forceinline__ void decode_partition(
     const typename KvCache<FP8>::Elem* __restrict__ vCache, const int32_t* __restrict__ blockTables,
     const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
     int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale,
-    float kScale = 1.0f, float vScale = 1.0f) {
+    int32_t* __restrict__ counters, float kScale = 1.0f, float vScale = 1.0f) {
   using C = KvCache<FP8>;
   constexpr int T = D / 8;                  // lanes per token row
   constexpr int NG = ATTN_THREADS / T;      // token groups per block
@@ -401,7 +485,7 @@ __device__ __forceinline__ void decode_partition(
 
   const DecodeBlock blk =
       decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
-  if (decode_past_context<D>(blk, out, numHeads)) return;
+  if (decode_past_context<D>(blk, out, numHeads, blk.direct || counters != nullptr)) return;
   const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
   const int validHeads = blk.validHeads, ctx = blk.ctx, start = blk.start;
   const bool direct = blk.direct;
@@ -675,6 +759,10 @@ __device__ __forceinline__ void decode_partition(
     partMl[row * 2] = mx;
     partMl[row * 2 + 1] = total;
   }
+  if (!direct && counters != nullptr) {
+    decode_last_block_reduce<D>(partOut, partMl, out, counters, smem, b, headBase, validHeads,
+                                numHeads, (ctx + partSize - 1) / partSize, numParts);
+  }
 }
 
 #define DECODE_KERNEL_DECL(D, GT)                                                               \
@@ -682,7 +770,8 @@ __device__ __forceinline__ void decode_partition(
       float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache,  \
       const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens,           \
       int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
-      int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale);
+      int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale,   \
+      int32_t* counters);
 DECODE_KERNEL_DECL(64, 1)
 DECODE_KERNEL_DECL(64, 2)
 DECODE_KERNEL_DECL(64, 4)
@@ -697,7 +786,7 @@ DECODE_KERNEL_DECL(128, 8)
       const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens,            \
       int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
       int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale,   \
-      float kScale, float vScale);
+      int32_t* counters, float kScale, float vScale);
 DECODE_FP8_KERNEL_DECL(64, 1)
 DECODE_FP8_KERNEL_DECL(64, 2)
 DECODE_FP8_KERNEL_DECL(64, 4)
@@ -712,56 +801,56 @@ DECODE_FP8_KERNEL_DECL(128, 8)
       blockSize, maxBlocks, maxContext, partSize, numParts, numBlocks, scale
 
 // Grid (numParts, numKvHeads · ceil(ratio / GT), batch), 128 threads.
-extern "C" __global__ void decode_attn_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<64, 1>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<64, 1>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<64, 2>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<64, 2>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<64, 4>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<64, 4>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<64, 8>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<64, 8>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<128, 1>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<128, 1>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<128, 2>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<128, 2>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<128, 4>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<128, 4>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  decode_partition<128, 8>(DECODE_ARGS);
+extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+  decode_partition<128, 8>(DECODE_ARGS, counters);
 }
 
 // The same over an fp8 cache: K and V rows are E4M3 codes, read back as f32 code · kScale (V:
 // vScale); the partials and decode_reduce are the bf16 path's. Same grid and launch.
-#define DECODE_FP8_ARGS DECODE_ARGS, kScale, vScale
-extern "C" __global__ void decode_attn_fp8_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+#define DECODE_FP8_ARGS DECODE_ARGS, counters, kScale, vScale
+extern "C" __global__ void decode_attn_fp8_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<64, 1, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<64, 2, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<64, 4, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<64, 8, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<128, 1, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<128, 2, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<128, 4, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
   decode_partition<128, 8, true>(DECODE_FP8_ARGS);
 }
 
@@ -825,7 +914,7 @@ __device__ __forceinline__ void decode_mma_partition(
   const DecodeBlock blk =
       decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
   pdl_wait();
-  if (decode_past_context<D>(blk, out, numHeads)) return;
+  if (decode_past_context<D>(blk, out, numHeads, blk.direct)) return;
   const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
   const int validHeads = blk.validHeads, start = blk.start;
   const bool direct = blk.direct;
@@ -980,7 +1069,8 @@ __device__ __forceinline__ void decode_mma_partition(
 #define DECODE_MMA_BODY(D, GT, FP8, ...) denali_trap()
 #endif  // !DENALI_HIP
 
-// Entry points: the FMA kernels' signatures and grid (DECODE_ARGS); the bf16 ones scale by 1.
+// Entry points: the FMA kernels' signatures less the fused-reduce counters (DECODE_ARGS, always
+// combined by decode_reduce); the bf16 ones scale by 1.
 // Three blocks an SM: at four (128 registers) head dim 128 spills; 12 warps of 16-token tiles
 // keep ~48 KB of loads in flight an SM.
 #define DECODE_MMA_BLOCKS 3

@@ -20,6 +20,17 @@ __device__ inline uint64_t denali_wall_ns() {
 }
 #endif
 
+// A load through L2, skipping the SM's L1: what another block wrote before a fence is seen,
+// never a stale L1 line. (HIP: a plain load; this block never read the address before, so its
+// vL1D holds no copy of it.)
+#ifdef DENALI_HIP
+template <typename T>
+__device__ __forceinline__ T denali_ld_l2(const T* p) { return *p; }
+#else
+template <typename T>
+__device__ __forceinline__ T denali_ld_l2(const T* p) { return __ldcg(p); }
+#endif
+
 // Half-precision scalars cross the launch boundary as raw 16-bit patterns. Distinct typedef
 // names tell kernels/build.ts which of the two formats a parameter holds.
 typedef uint16_t f16_bits;

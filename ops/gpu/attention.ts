@@ -3,8 +3,11 @@
  *
  * - kvWrite: `kv_write`, grid (tokens), 128 threads.
  * - decodeAttention: `decode_attn_d{64,128}_g{1,2,4,8}`, grid (partitions, numKvHeads · chunks,
- *   batch), 128 threads, then `decode_reduce`, grid (numHeads, batch), 512 threads — skipped
- *   when one partition covers the longest context (the first kernel then writes bf16 itself).
+ *   batch), 128 threads. Where one partition covers the longest context the kernel writes bf16
+ *   itself; a split one combines its partitions in the last block of each (sequence, head
+ *   group) to finish (the fused reduce: a completion counter per group, zeroed at load and left
+ *   zeroed), or, with decodeReduce "kernel", the mma kernels, or past the counters, in
+ *   `decode_reduce` after it, grid (numHeads, batch), 512 threads.
  * - prefillAttention: `prefill_attn_d{64,128}` (tensor cores on CUDA), grid
  *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
  *   dynamic shared memory (2 × 34 KB at head dim 128; one stage if the device refuses).
@@ -64,6 +67,8 @@ import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/mod
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;
+/** The fused decode reduce's completion counters: batch × head groups at most. */
+const DECODE_COUNTERS = 65536;
 /** Threads per block of decode_reduce (DECODE_REDUCE_THREADS). */
 const REDUCE_THREADS = 512;
 /** The shortest decode partition, in tokens; partitions are multiples of it. */
@@ -109,10 +114,32 @@ export interface AttentionKernelOptions {
    * --decode-kernels), so it stays opt-in.
    */
   readonly decodeKernel?: DecodeKernel;
+  /**
+   * Where a split decode's partitions are combined: `fused`, by the last block of each
+   * sequence's head group inside the decode kernel (no second launch), or `kernel`, by
+   * decode_reduce after it. Default `fused`, unless the environment sets
+   * DENALI_DECODE_REDUCE=kernel. The tensor-core decode kernels always take `kernel`, as does a
+   * call past the completion counters (batch × head groups) or DECODE_CHUNK partitions.
+   */
+  readonly decodeReduce?: DecodeReduce;
 }
 
 /** The decode attention kernel families (see AttentionKernelOptions.decodeKernel). */
 export type DecodeKernel = "fma" | "mma";
+
+/** Where a split decode's partitions meet (see AttentionKernelOptions.decodeReduce). */
+export type DecodeReduce = "fused" | "kernel";
+
+/** The partition reduce asked for: `requested`, else DENALI_DECODE_REDUCE, else `fused`. */
+export function decodeReduceWanted(requested?: DecodeReduce): DecodeReduce {
+  if (requested !== undefined) return requested;
+  const fromEnv = Deno.env.get("DENALI_DECODE_REDUCE");
+  if (fromEnv === undefined || fromEnv === "" || fromEnv === "fused") return "fused";
+  if (fromEnv === "kernel") return "kernel";
+  throw new RangeError(
+    `DENALI_DECODE_REDUCE=${fromEnv} is not a decode reduce; use fused or kernel`,
+  );
+}
 
 /** The attention ops on a GPU backend, and how they launch. */
 export interface GpuAttentionOps extends AttentionOps {
@@ -242,6 +269,13 @@ export async function loadAttentionOps(
       [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_${infix}${family}d${d}_g${g}`).launch)
     );
   const decode = decodeKernels(""), decodeFp8 = decodeKernels("fp8_");
+  // The fused reduce's completion counters, one per (sequence, head group), zeroed here and left
+  // zeroed by the kernels. Shared by every call of these ops, like linear's split-K counters, so
+  // decodes on different streams must not overlap.
+  const fusedReduce = decodeKernel === "fma" &&
+    decodeReduceWanted(options.decodeReduce) === "fused";
+  const counters = fusedReduce ? backend.alloc(DECODE_COUNTERS * 4) : null;
+  if (counters !== null) backend.memset(counters, 0);
   const reduceLauncher = decodeLauncher("decode_reduce");
   const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
@@ -369,6 +403,9 @@ export async function loadAttentionOps(
       const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
       const fp8 = shape.kvDtype === "fp8";
       const kernel = (fp8 ? decodeFp8 : decode)[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
+      // The FMA kernels take the counters (0: decode_reduce combines); the mma ones do not.
+      const fused = counters !== null && parts > 1 && parts <= CHUNK &&
+        batch * headBlocks <= DECODE_COUNTERS;
       kernel(
         parts,
         headBlocks,
@@ -395,9 +432,10 @@ export async function loadAttentionOps(
         parts,
         numBlocks,
         shape.scale,
+        ...(decodeKernel === "fma" ? [fused ? counters!.ptr : 0] : []),
         ...(fp8 ? fp8Scales(shape) : []),
       );
-      if (parts > 1) {
+      if (parts > 1 && !fused) {
         reduce(
           numHeads,
           batch,

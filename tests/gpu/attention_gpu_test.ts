@@ -59,6 +59,8 @@ class Env {
     readonly gpuElementwise: ElementwiseOps,
     readonly gpuOps: GpuAttentionOps,
     readonly plainOps: GpuAttentionOps,
+    /** decode_reduce after a split decode, where gpuOps reduces in the decode kernel. */
+    readonly kernelReduceOps: GpuAttentionOps,
     readonly simtOps: AttentionOps,
     readonly oneStageOps: AttentionOps,
   ) {
@@ -120,6 +122,7 @@ function gpuTest(
         await loadElementwiseOps(gpu),
         await loadAttentionOps(gpu, decode),
         await loadAttentionOps(gpu, { ...decode, programmatic: false }),
+        await loadAttentionOps(gpu, { ...decode, decodeReduce: "kernel" }),
         await loadAttentionOps(gpu, { prefill: "simt" }),
         await loadAttentionOps(gpu, { prefill: "one-stage" }),
       );
@@ -666,6 +669,13 @@ const DECODE_CASES: DecodeCase[] = [
     maxContext: 3000,
   },
   {
+    // The fused reduce counts only the partitions that hold rows; an empty context has none and
+    // its output (zeros) comes from its first partition.
+    name: "an empty context in a split batch",
+    shape: llama(),
+    contexts: [0, 700, 3],
+  },
+  {
     name: "batch 64 of short contexts (one partition, direct output)",
     shape: llama(),
     contexts: Array.from({ length: 64 }, (_, i) => 1 + ((i * 97) % 512)),
@@ -794,6 +804,22 @@ gpuTest(
           env.release();
           // Same kernels, inputs and summation order: only when each block waits differs.
           assertSameBits(runDecode(env, c, 1000 + 10 * i), plain, `${c.name}: programmatic`);
+        } finally {
+          env.release();
+        }
+      });
+    }
+  },
+);
+
+gpuTest(
+  "gpu attention: decode combining partitions in decode_reduce (not in the kernel) matches the CPU",
+  async (env, t) => {
+    assert.equal(env.kernelReduceOps.decodeKernel, "fma");
+    for (const [i, c] of DECODE_CASES.entries()) {
+      await t.step(c.name, () => {
+        try {
+          runDecode(env, c, 1000 + 10 * i, env.kernelReduceOps);
         } finally {
           env.release();
         }

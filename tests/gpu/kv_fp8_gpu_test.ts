@@ -147,6 +147,39 @@ function randomCodes(n: number, seed: number, scale: number): Uint8Array {
   return Uint8Array.from(values, (x) => quantizeE4m3(x, scale));
 }
 
+type Pair = { g: DeviceBuffer; c: DeviceBuffer };
+
+/**
+ * An fp8 cache pair for `tokens` new rows: slots scattered over its blocks, one padding (-1) and
+ * one past the cache (those write nothing), and the same random bytes on both sides, so untouched
+ * slots compare too.
+ */
+function scatteredCache(env: Env, shape: AttentionShape, tokens: number, seed: number) {
+  const row = shape.numKvHeads * shape.headDim;
+  const numBlocks = Math.ceil(tokens / shape.blockSize) + 2;
+  const slotsArr = Int32Array.from(shuffled(numBlocks * shape.blockSize, seed).slice(0, tokens));
+  slotsArr[1] = -1;
+  slotsArr[2] = numBlocks * shape.blockSize;
+  const cacheBytes = numBlocks * row * shape.blockSize;
+  const init = Uint8Array.from(randomArray(cacheBytes, seed + 4, 0, 255), (x) => x & 0xff);
+  return { kCache: env.pair(init), vCache: env.pair(init), slots: env.pair(slotsArr), cacheBytes };
+}
+
+/** Asserts both caches hold the same bytes on the GPU as on the CPU, naming the first that differs. */
+function assertSameCaches(env: Env, kCache: Pair, vCache: Pair, bytes: number, what: string) {
+  for (const [name, cache] of [["K", kCache], ["V", vCache]] as const) {
+    const { g, c } = env.bytesOf(cache, bytes);
+    const first = g.findIndex((x, i) => x !== c[i]);
+    assert.equal(
+      first,
+      -1,
+      `${what}: ${name} cache byte ${first} is 0x${g[first]?.toString(16)}, not 0x${
+        c[first]?.toString(16)
+      }`,
+    );
+  }
+}
+
 /** Every bf16 bit pattern but the NaNs (exponent all ones, mantissa non-zero). */
 function everyFiniteBf16(): Uint16Array {
   const out: number[] = [];
@@ -173,16 +206,8 @@ gpuTest(
           k[i] = values[i % values.length];
           v[i] = values[(i * 7919 + 13) % values.length];
         }
-        // Scattered slots, one padding (-1) and one past the cache: those write nothing.
-        const numBlocks = Math.ceil(tokens / shape.blockSize) + 2;
-        const slotsArr = Int32Array.from(shuffled(numBlocks * shape.blockSize, 7).slice(0, tokens));
-        slotsArr[1] = -1;
-        slotsArr[2] = numBlocks * shape.blockSize;
-        const cacheBytes = numBlocks * row * shape.blockSize;
-        // The same random bytes on both sides, so untouched slots compare too.
-        const init = Uint8Array.from(randomArray(cacheBytes, 11, 0, 255), (x) => x & 0xff);
-        const kCache = env.pair(init), vCache = env.pair(init);
-        const kb = env.pair(k), vb = env.pair(v), slots = env.pair(slotsArr);
+        const { kCache, vCache, slots, cacheBytes } = scatteredCache(env, shape, tokens, 7);
+        const kb = env.pair(k), vb = env.pair(v);
         gpuOps.kvWrite(kCache.g, vCache.g, kb.g, vb.g, slots.g, tokens, shape, env.stream);
         env.cpuOps.kvWrite(
           kCache.c,
@@ -194,17 +219,7 @@ gpuTest(
           shape,
           env.cpu.defaultStream,
         );
-        for (const [name, cache] of [["K", kCache], ["V", vCache]] as const) {
-          const { g, c } = env.bytesOf(cache, cacheBytes);
-          const first = g.findIndex((x, i) => x !== c[i]);
-          assert.equal(
-            first,
-            -1,
-            `d${headDim} scales ${kScale}/${vScale}: ${name} cache byte ${first} is 0x${
-              g[first]?.toString(16)
-            }, not 0x${c[first]?.toString(16)}`,
-          );
-        }
+        assertSameCaches(env, kCache, vCache, cacheBytes, `d${headDim} scales ${kScale}/${vScale}`);
         env.release();
       }
     }
@@ -235,13 +250,7 @@ gpuTest(
           qkv[t * width + qRow + row + i] = values[((t * row + i) * 7919 + 13) % values.length];
         }
       }
-      const numBlocks = Math.ceil(tokens / shape.blockSize) + 2;
-      const slotsArr = Int32Array.from(shuffled(numBlocks * shape.blockSize, 9).slice(0, tokens));
-      slotsArr[1] = -1;
-      slotsArr[2] = numBlocks * shape.blockSize;
-      const cacheBytes = numBlocks * row * shape.blockSize;
-      const init = Uint8Array.from(randomArray(cacheBytes, 12, 0, 255), (x) => x & 0xff);
-      const kCache = env.pair(init), vCache = env.pair(init), slots = env.pair(slotsArr);
+      const { kCache, vCache, slots, cacheBytes } = scatteredCache(env, shape, tokens, 9);
       const src = env.pair(qkv), positions = env.pair(new Int32Array(tokens));
       const q = env.output(2 * tokens * qRow), k = env.output(2 * tokens * row);
       const v = env.output(2 * tokens * row);
@@ -266,15 +275,7 @@ gpuTest(
           cache: { kCache: kCache[side], vCache: vCache[side], slots: slots[side], shape },
         }, side === "g" ? env.stream : env.cpu.defaultStream);
       }
-      for (const [name, cache] of [["K", kCache], ["V", vCache]] as const) {
-        const { g, c } = env.bytesOf(cache, cacheBytes);
-        const first = g.findIndex((x, i) => x !== c[i]);
-        assert.equal(
-          first,
-          -1,
-          `d${headDim}: ${name} cache byte ${first}: ${g[first]} vs ${c[first]}`,
-        );
-      }
+      assertSameCaches(env, kCache, vCache, cacheBytes, `qkvRope d${headDim}`);
       env.gpu.free(tables.g.invFreq);
       env.cpu.free(tables.c.invFreq);
       env.release();

@@ -2,47 +2,64 @@
 # GPU machine (carry [".device", ".prev"], .prev made here by `DEST=.prev bash tools/make_base.sh
 # ffbbf31` with its PTX xz-packed): what sessions 14 and 15's changes wait for, in two parts that
 # each fit one device call, each step only while time is left (DEADLINE seconds, default 560).
-#   PART=tests DEADLINE=540 bash tools/pending_gpu_checks.sh
-#     GPU tests of the kernels that changed: the wgmma idle-warpgroup skip and stream-K
-#     (linear_sm90), the interleaved 4-bit codes (awq), the W8A8 GEMM on the shared main loop
-#     (fp8), qkvRope writing the KV cache, bf16 and fp8, before programmatic decodes (attention,
-#     kv_fp8), and the elementwise file (qkvRope without a cache).
-#   PART=perf DEADLINE=540 bash tools/pending_gpu_checks.sh
-#     batch-1 decode against .prev (bf16: the qkvRope cache write replaces kv_write and the
-#     decode kernel combines its own partitions; AWQ: the interleaved codes), the fused decode
-#     reduce against decode_reduce in this tree (DENALI_DECODE_REDUCE=kernel), the offline run with stream-K never and timed (if timed wins,
-#     STREAM_K_DEFAULT in ops/gpu/linear.ts becomes "timed"), an nsys trace of the batch-1 step
-#     (where nsys exists), the 4-bit GEMV bench.
+#   PART=first DEADLINE=540 bash tools/pending_gpu_checks.sh
+#     GPU tests of the kernels that changed: attention (qkvRope writing the cache before
+#     programmatic decodes, the fused partition reduce and decode_reduce), kv_fp8 (the fp8 cache
+#     codes qkvRope writes), awq (the interleaved 4-bit codes), linear_sm90 (the wgmma
+#     idle-warpgroup skip and stream-K); then the batch-1 step against .prev (bf16: the two
+#     launches fewer a layer), DENALI_DECODE_REDUCE=kernel against fused in this tree (batch 1
+#     and 16), and the AWQ batch-1 step against .prev.
+#   PART=second DEADLINE=540 bash tools/pending_gpu_checks.sh
+#     fp8 (the W8A8 GEMM on the shared main loop) and elementwise tests, the offline run with
+#     stream-K never and timed (if timed wins, STREAM_K_DEFAULT in ops/gpu/linear.ts becomes
+#     "timed"), an nsys trace of the batch-1 step where nsys exists, the 4-bit GEMV bench.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
-PART="${PART:-tests}"
+PART="${PART:-first}"
 left() { [ "$SECONDS" -lt "$((DEADLINE - $1))" ]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "tree: $(cat .device/commit), .prev: $(cat .prev/commit 2>/dev/null), part $PART, deadline ${DEADLINE}s"
 ls .prev/kernels/ptx/*.xz >/dev/null 2>&1 && xz -d .prev/kernels/ptx/*.xz
 
-if [ "$PART" = tests ]; then
-  for t in attention linear_sm90 awq kv_fp8 fp8 elementwise; do
-    left 50 || break
-    echo "=== gpu test $t $(date +%T)"
-    DENALI_GPU_TESTS=1 timeout $((DEADLINE - SECONDS - 10)) bash .device/gpu.sh deno test -A --no-check \
-      tests/gpu/${t}_gpu_test.ts >"$OUT/test_$t.txt" 2>&1
-    echo "rc=$?" >>"$OUT/test_$t.txt"
-    grep -E "FAILED|failed|passed|Error|assert|rc=" "$OUT/test_$t.txt" | grep -v "^\s*at " | tail -12
+gpu_test() {
+  left 50 || return 1
+  local limit="${2:-9999}" rest="$((DEADLINE - SECONDS - 10))"
+  [ "$limit" -gt "$rest" ] && limit="$rest"
+  echo "=== gpu test $1 $(date +%T) (limit ${limit}s)"
+  DENALI_GPU_TESTS=1 timeout "$limit" bash .device/gpu.sh deno test -A \
+    --no-check "tests/gpu/$1_gpu_test.ts" >"$OUT/test_$1.txt" 2>&1
+  echo "rc=$?" >>"$OUT/test_$1.txt"
+  grep -E "FAILED|failed|passed|Error|assert|rc=" "$OUT/test_$1.txt" | grep -v "^\s*at " | tail -12
+}
+decode_line() {
+  timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b \
+    --steps 32 "$@" 2>&1 | grep -E "^(DECODE|TARGET)"
+}
+
+if [ "$PART" = first ]; then
+  gpu_test attention 120
+  gpu_test kv_fp8 60
+  gpu_test awq 90
+  gpu_test linear_sm90 90
+  if left 80; then
+    echo "=== decode A/B bf16 batch 1 $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32
+  fi
+  for reduce in kernel fused; do
+    left 45 || break
+    echo "=== DENALI_DECODE_REDUCE=$reduce $(date +%T)"
+    DENALI_DECODE_REDUCE=$reduce decode_line --batches 1,16
   done
+  if left 80; then
+    echo "=== decode A/B awq batch 1 $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32 --quantization awq
+  fi
 fi
 
-if [ "$PART" = perf ]; then
-  if left 200; then
-    echo "=== decode A/B bf16 + awq, batch 1 $(date +%T)"
-    ROUNDS=2 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32
-    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32 --quantization awq
-    for reduce in kernel fused kernel fused; do
-      echo "--- DENALI_DECODE_REDUCE=$reduce"
-      DENALI_DECODE_REDUCE=$reduce timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b --batches 1,16 --steps 32 2>&1 | grep -E "^DECODE denali"
-    done
-  fi
+if [ "$PART" = second ]; then
+  gpu_test fp8 200
+  gpu_test elementwise 60
   for sk in 0 timed; do
     left 80 || break
     echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"

@@ -12,7 +12,8 @@
 #   PART=second DEADLINE=540 bash tools/pending_gpu_checks.sh
 #     fp8 (the W8A8 GEMM on the shared main loop) and elementwise tests, the offline run with
 #     stream-K never and timed (if timed wins, STREAM_K_DEFAULT in ops/gpu/linear.ts becomes
-#     "timed"), an nsys trace of the batch-1 step where nsys exists, the 4-bit GEMV bench.
+#     "timed"), nsys traces of the offline run and of the batch-1 step where nsys exists (per
+#     kernel: where a serving step's time goes on this GPU), the 4-bit GEMV bench.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -65,6 +66,10 @@ if [ "$PART" = second ]; then
     echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
     DENALI_STREAM_K=$sk timeout 80 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 --offline --profile 2>&1 | grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|TARGET" | cut -c1-160
   done
+  if left 130; then
+    echo "=== nsys offline $(date +%T)"
+    timeout 120 bash tools/step_kernels.sh offline --requests 1000 --profile 2>&1 | cut -c1-200 | head -40
+  fi
   if left 90; then
     echo "=== nsys batch 1 $(date +%T)"
     timeout 80 bash tools/step_kernels.sh 1 --steps 32 2>&1 | cut -c1-200 | head -40

@@ -127,3 +127,79 @@ Deno.test("elementwise launch: plain where the backend has no programmatic launc
     expected(false),
   );
 });
+
+Deno.test("qkvRope launch: decode tokens' rows over several blocks, flags and cache arguments", async () => {
+  const path = buildFakeDriver(EX);
+  const fake = openFakeControl(path);
+  fake.reset();
+  const gpu: GpuBackend = openCuda({ libraryPath: path });
+  try {
+    const ops = await loadElementwiseOps(gpu);
+    // Llama-3-8B's heads: 32 q + 8 k + 8 v rows of 128.
+    const [heads, kvHeads, headDim, blockSize] = [32, 8, 128, 16];
+    const width = (heads + 2 * kvHeads) * headDim;
+    const big = gpu.alloc(2 * 300 * width), ids = gpu.alloc(4 * 300);
+    const invFreq = gpu.alloc(2 * headDim), cache = gpu.alloc(4 * kvHeads * blockSize * headDim);
+    const shape = { numHeads: heads, numKvHeads: kvHeads, headDim, blockSize, scale: 0.1 };
+    const call = (tokens: number, withCache: boolean, fp8 = false) => {
+      ops.qkvRope({
+        q: big,
+        k: big,
+        v: big,
+        qkv: big,
+        positions: ids,
+        table: { invFreq, headDim },
+        bias: null,
+        qNorm: null,
+        kNorm: null,
+        eps: 1e-6,
+        tokens,
+        numHeads: heads,
+        numKvHeads: kvHeads,
+        cache: withCache
+          ? {
+            kCache: cache,
+            vCache: cache,
+            slots: ids,
+            shape: fp8 ? { ...shape, kvDtype: "fp8" as const, kScale: 2, vScale: 0.5 } : shape,
+          }
+          : null,
+      }, gpu.defaultStream);
+      const last = fake.lastLaunch();
+      const view = new DataView(last.args.buffer, last.args.byteOffset, last.args.byteLength);
+      // After 9 pointers (72 bytes): heads, kv heads, head dim, eps, flags; 3 pointers; block
+      // size, cache blocks, kScale, vScale.
+      const flags = view.getUint32(88, true);
+      const scales = [view.getFloat32(128, true), view.getFloat32(132, true)];
+      const blocks = view.getUint32(124, true);
+      return { grid: last.grid, block: last.block[0], flags, scales, blocks };
+    };
+    // One decode token: 48 rows over 6 blocks of 8 warps; 300 prefill tokens: a block each.
+    assert.deepEqual(call(1, false), {
+      grid: [1, 6, 1],
+      block: 256,
+      flags: 0,
+      scales: [1, 1],
+      blocks: 0,
+    });
+    assert.deepEqual(call(16, true).grid, [16, 6, 1]);
+    assert.deepEqual(call(300, true), {
+      grid: [300, 1, 1],
+      block: 512,
+      flags: 4,
+      scales: [1, 1],
+      blocks: 2, // 16 KiB of bf16 cache: 2 blocks of 8 heads × 16 rows × 128
+    });
+    assert.deepEqual(call(1, true, true), {
+      grid: [1, 6, 1],
+      block: 256,
+      flags: 4 | 8,
+      scales: [2, 0.5],
+      blocks: 4, // the same bytes hold twice the fp8 blocks
+    });
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});

@@ -338,8 +338,9 @@ extern "C" __global__ void rope_bf16(uint16_t* q, uint16_t* k, const int32_t* po
 // kv_write launch. Writing the cache, a block waits before it lets the next kernel start (as
 // kv_write does): the decode attention after it reads earlier cache rows before its own wait,
 // which is safe only once everything enqueued before this kernel is complete.
-// Grid: one block per token; block: whole warps, a warp per head row in turn (q heads, then k,
-// then v). A lane owns the rotated pairs (p, p + head_dim / 2) for p = lane, lane + warp, ..., so
+// Grid: (tokens, row blocks); block: whole warps, a warp per head row in turn (q heads, then k,
+// then v), the token's rows dealt over its row blocks (several where few tokens leave SMs idle,
+// so a decode token's rows run side by side rather than three deep a warp). A lane owns the rotated pairs (p, p + head_dim / 2) for p = lane, lane + warp, ..., so
 // RoPE needs no exchange, and the norm's sum of squares is a warp reduction over the lanes'
 // shares. Up to 8 pairs a lane: head_dim <= 16 · warp size. Dynamic shared memory: head_dim
 // floats (this token's cos, then sin).
@@ -372,7 +373,7 @@ extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __r
   const uint32_t warps = blockDim.x / DENALI_WARP;
   const uint32_t rows = num_heads + 2 * num_kv_heads;
   const uint16_t* src = qkv + t * rows * head_dim;
-  for (uint32_t r = threadIdx.x / DENALI_WARP; r < rows; r += warps) {
+  for (uint32_t r = blockIdx.y * warps + threadIdx.x / DENALI_WARP; r < rows; r += warps * gridDim.y) {
     const uint32_t col = r * head_dim;
     const bool is_q = r < num_heads, is_k = !is_q && r < num_heads + num_kv_heads;
     uint16_t* dst = is_q ? q + (t * num_heads + r) * head_dim

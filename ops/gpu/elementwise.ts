@@ -12,9 +12,10 @@
  *   floats of dynamic shared memory for that token's cos and sin.
  * - qkNorm: one block per token, a warp per head row in turn, 64..512 threads.
  * - qkvBias: one block per token, a thread per 4 elements of q|k|v, 64..512 threads.
- * - qkvRope: one block per token, a warp per head row in turn (q, k and v heads), 64..512
- *   threads, headDim floats of dynamic shared memory for the token's cos and sin; a lane holds
- *   up to 8 rotated pairs, so headDim is at most 16 · 32. With `cache` it also scatters k and v
+ * - qkvRope: one block per token, 64..512 threads (up to 16 tokens: a block per 8 head rows of
+ *   a token, 256 threads), a warp per head row in turn (q, k and v heads), headDim floats of
+ *   dynamic shared memory for the token's cos and sin; a lane holds up to 8 rotated pairs, so
+ *   headDim is at most 16 · 32. With `cache` it also scatters k and v
  *   into the paged cache (kv_write's job), and then waits before it releases the next kernel,
  *   as kv_write does, which keeps decodeAttention's contract (ops/gpu/attention.ts).
  * - siluMul and the casts: grid-stride, 256 threads, a thread per 8 outputs.
@@ -57,6 +58,8 @@ const MAX_BLOCKS = 65536;
  * paged cache; that cache holds e4m3 codes.
  */
 const QKV_ROPE_BIAS = 1, QKV_ROPE_NORM = 2, QKV_ROPE_CACHE = 4, QKV_ROPE_FP8_CACHE = 8;
+/** Token counts up to which qkvRope deals a token's head rows over several blocks (decode). */
+const QKV_ROPE_SPLIT_TOKENS = 16;
 /** The largest head qkv_rope_bf16 holds: 8 rotated pairs a lane of 32. */
 const QKV_ROPE_MAX_HEAD_DIM = 16 * 32;
 
@@ -191,14 +194,19 @@ export async function loadElementwiseOps(
       }
       const cache = a.cache ?? null;
       const numBlocks = cache === null ? 0 : checkQkvRopeCache(a, cache);
-      const threads = threads64((a.numHeads + 2 * a.numKvHeads) * 32, 512);
+      // A decode batch's tokens leave most SMs idle: a block of 8 warps per 8 head rows puts every
+      // row on a warp of its own (one memory round trip deep, not three). Prefill: a block a token.
+      const rows = a.numHeads + 2 * a.numKvHeads;
+      const split = a.tokens <= QKV_ROPE_SPLIT_TOKENS;
+      const threads = split ? 256 : threads64(rows * 32, 512);
+      const rowBlocks = split ? Math.ceil(rows / 8) : 1;
       const flags = (a.bias ? QKV_ROPE_BIAS : 0) | (a.qNorm ? QKV_ROPE_NORM : 0) |
         (cache === null ? 0 : QKV_ROPE_CACHE) |
         (cache?.shape.kvDtype === "fp8" ? QKV_ROPE_FP8_CACHE : 0);
       // Absent weights and caches are never read (flags say so); any valid pointer stands in.
       qkvRope(
         a.tokens,
-        1,
+        rowBlocks,
         1,
         threads,
         1,

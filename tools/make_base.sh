@@ -14,5 +14,5 @@ config=models/config.ts
 [ -f "$dest/$config" ] || config=engine/config.ts
 sed "s#\"\.\./models/config\.ts\"#\"../$config\"#" bench/engine_bench.ts >"$dest/bench/engine_bench.ts"
 deno check "$dest/bench/engine_bench.ts" >/dev/null 2>&1 || echo "warning: $dest/bench/engine_bench.ts does not type-check (it runs with --no-check)"
-echo "$commit" >"$dest/commit"
+git rev-parse --short "$commit" >"$dest/commit"
 du -sh "$dest"

@@ -41,7 +41,7 @@ decode_line() {
 if [ "$PART" = first ]; then
   gpu_test attention 120
   gpu_test kv_fp8 60
-  gpu_test awq 90
+  gpu_test awq 220
   gpu_test linear_sm90 90
   if left 80; then
     echo "=== decode A/B bf16 batch 1 $(date +%T)"

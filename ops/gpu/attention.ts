@@ -276,6 +276,10 @@ export async function loadAttentionOps(
     decodeReduceWanted(options.decodeReduce) === "fused";
   const counters = fusedReduce ? backend.alloc(DECODE_COUNTERS * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
+  // The FMA kernels' last pointer: the counters (fused) or 0 (decode_reduce combines); the mma
+  // kernels take none. Built once, so a call spreads an existing array.
+  const countersArg = counters === null ? [] : [counters.ptr];
+  const noCountersArg = decodeKernel === "fma" ? [0] : [];
   const reduceLauncher = decodeLauncher("decode_reduce");
   const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
@@ -403,7 +407,6 @@ export async function loadAttentionOps(
       const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
       const fp8 = shape.kvDtype === "fp8";
       const kernel = (fp8 ? decodeFp8 : decode)[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
-      // The FMA kernels take the counters (0: decode_reduce combines); the mma ones do not.
       const fused = counters !== null && parts > 1 && parts <= CHUNK &&
         batch * headBlocks <= DECODE_COUNTERS;
       kernel(
@@ -432,7 +435,7 @@ export async function loadAttentionOps(
         parts,
         numBlocks,
         shape.scale,
-        ...(decodeKernel === "fma" ? [fused ? counters!.ptr : 0] : []),
+        ...(fused ? countersArg : noCountersArg),
         ...(fp8 ? fp8Scales(shape) : []),
       );
       if (parts > 1 && !fused) {

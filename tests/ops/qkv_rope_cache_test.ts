@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import type { DeviceBuffer } from "../../backends/backend.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { quantizeE4m3 } from "../../backends/fp8.ts";
@@ -69,15 +70,15 @@ function setUp(shape: AttentionShape) {
   return { args, cacheBytes, kvWidth };
 }
 
-function read16(b: { bytes: number }, count: number): Uint16Array {
+function read16(b: DeviceBuffer, count: number): Uint16Array {
   const out = new Uint16Array(count);
-  cpu.copyToHost(out, b as never);
+  cpu.copyToHost(out, b);
   return out;
 }
 
-function readBytes(b: { bytes: number }, count: number): Uint8Array {
+function readBytes(b: DeviceBuffer, count: number): Uint8Array {
   const out = new Uint8Array(count);
-  cpu.copyToHost(out, b as never);
+  cpu.copyToHost(out, b);
   return out;
 }
 

@@ -22,6 +22,7 @@
 #include "compat.h"
 #include "fp8.h"
 #include "gemm_tiles.h"
+#include "last_arrival.h"
 #include "mma.h"
 #include "pdl.h"
 
@@ -376,32 +377,21 @@ __device__ __forceinline__ bool decode_past_context(const DecodeBlock& blk, uint
 
 // decode_reduce's job done by the last block of a split sequence's head group, so a split
 // decode needs no second launch (the reduce kernel's launch and wait cost about as much as its
-// work at small batches). Each block, its partials written, counts itself done on the group's
-// counter (counters[b · gridDim.y + blockIdx.y], zero between calls: the last block resets it);
-// the block that completes the count of `parts` (the sequence's partitions that had rows) sums
-// them, in partition order, as decode_reduce does, into the bf16 output. The fences make every
-// block's partials visible before its count, and the counted ones visible to the last block
-// (reads through L2, never a stale L1 line). `smem` holds the weights: parts <= DECODE_CHUNK
-// (the host keeps the split kernel-reduced otherwise).
+// work at small batches): last_arrival.h's ticket on the group's counter
+// (counters[b · gridDim.y + blockIdx.y]) over `parts` (the sequence's partitions that had rows);
+// the last block sums them, in partition order, as decode_reduce does, into the bf16 output.
+// `smem` holds the weights: parts <= DECODE_CHUNK (the host keeps the split kernel-reduced
+// otherwise).
 template <int D>
 __device__ __forceinline__ void decode_last_block_reduce(
     const float* partOut, const float* partMl, uint16_t* __restrict__ out,
-    int32_t* __restrict__ counters, float* smem, int b, int headBase, int validHeads,
+    uint32_t* __restrict__ counters, float* smem, int b, int headBase, int validHeads,
     int numHeads, int parts, int numParts) {
-  __shared__ int lastBlock;
   __shared__ float invSum[8];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    int32_t* counter = counters + static_cast<size_t>(b) * gridDim.y + blockIdx.y;
-    const bool last = atomicAdd(counter, 1) == parts - 1;
-    if (last) atomicExch(counter, 0);
-    lastBlock = last;
-  }
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
+  uint32_t* counter = counters + static_cast<size_t>(b) * gridDim.y + blockIdx.y;
+  if (!last_arrival(counter, parts)) return;
+  if (tid == 0) *counter = 0;
   // Per head (a warp each, in turn): the max over partitions, each partition's weight
   // 2^(m_p - max) into smem, and 1 / Σ weight · sum_p.
   for (int g = warp; g < validHeads; g += ATTN_WARPS) {
@@ -464,7 +454,7 @@ __device__ __forceinline__ void decode_partition(
     const typename KvCache<FP8>::Elem* __restrict__ vCache, const int32_t* __restrict__ blockTables,
     const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
     int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale,
-    int32_t* __restrict__ counters, float kScale = 1.0f, float vScale = 1.0f) {
+    uint32_t* __restrict__ counters, float kScale = 1.0f, float vScale = 1.0f) {
   using C = KvCache<FP8>;
   constexpr int T = D / 8;                  // lanes per token row
   constexpr int NG = ATTN_THREADS / T;      // token groups per block
@@ -771,7 +761,7 @@ __device__ __forceinline__ void decode_partition(
       const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens,           \
       int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
       int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale,   \
-      int32_t* counters);
+      uint32_t* counters);
 DECODE_KERNEL_DECL(64, 1)
 DECODE_KERNEL_DECL(64, 2)
 DECODE_KERNEL_DECL(64, 4)
@@ -786,7 +776,7 @@ DECODE_KERNEL_DECL(128, 8)
       const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens,            \
       int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks,               \
       int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale,   \
-      int32_t* counters, float kScale, float vScale);
+      uint32_t* counters, float kScale, float vScale);
 DECODE_FP8_KERNEL_DECL(64, 1)
 DECODE_FP8_KERNEL_DECL(64, 2)
 DECODE_FP8_KERNEL_DECL(64, 4)
@@ -801,56 +791,56 @@ DECODE_FP8_KERNEL_DECL(128, 8)
       blockSize, maxBlocks, maxContext, partSize, numParts, numBlocks, scale
 
 // Grid (numParts, numKvHeads · ceil(ratio / GT), batch), 128 threads.
-extern "C" __global__ void decode_attn_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<64, 1>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<64, 2>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<64, 4>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<64, 8>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<128, 1>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<128, 2>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<128, 4>(DECODE_ARGS, counters);
 }
-extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters) {
+extern "C" __global__ void decode_attn_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
   decode_partition<128, 8>(DECODE_ARGS, counters);
 }
 
 // The same over an fp8 cache: K and V rows are E4M3 codes, read back as f32 code · kScale (V:
 // vScale); the partials and decode_reduce are the bf16 path's. Same grid and launch.
 #define DECODE_FP8_ARGS DECODE_ARGS, counters, kScale, vScale
-extern "C" __global__ void decode_attn_fp8_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<64, 1, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<64, 2, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<64, 4, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<64, 8, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<128, 1, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<128, 2, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<128, 4, true>(DECODE_FP8_ARGS);
 }
-extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, int32_t* counters, float kScale, float vScale) {
+extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   decode_partition<128, 8, true>(DECODE_FP8_ARGS);
 }
 

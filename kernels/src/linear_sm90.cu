@@ -32,6 +32,7 @@
 // (see gemm_wgmma_sk).
 #include "compat.h"
 #include "gemm_tiles.h"
+#include "last_arrival.h"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -266,26 +267,12 @@ __device__ __forceinline__ void add_partial(float (&acc)[BN / 2], const float* _
   const float4* p = reinterpret_cast<const float4*>(slot);
 #pragma unroll
   for (int i = 0; i < BN / 8; ++i) {
-    const float4 v = __ldcg(p + i * 256 + threadIdx.x);
+    const float4 v = denali_ld_l2(p + i * 256 + threadIdx.x);
     acc[4 * i] += v.x;
     acc[4 * i + 1] += v.y;
     acc[4 * i + 2] += v.z;
     acc[4 * i + 3] += v.w;
   }
-}
-
-// Publishes this block's share of a tile (its partials slot already written) and takes a ticket
-// from the tile's counter: true for the block that takes the last of `shares`, which must then
-// sum every share and reset the counter to zero (so the counters, zeroed once when allocated,
-// survive graph replays).
-__device__ __forceinline__ bool last_share(uint32_t* __restrict__ counter, int shares) {
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == static_cast<uint32_t>(shares - 1);
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
 }
 
 // The GEMM, split over K in kSplit slices (kSplit = 1: a tile a block); the epilogue scales by
@@ -311,7 +298,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 
   if (kSplit > 1) {
     store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc);
-    if (!last_share(&counters[pid], kSplit)) return;
+    if (!last_arrival(&counters[pid], kSplit)) return;
     // Sum the slices in slice order (this block's own included, read back), so the result does
     // not depend on which block finished last.
 #pragma unroll
@@ -366,7 +353,7 @@ __device__ __forceinline__ void gemm_wgmma_sk(uint16_t* __restrict__ out,
       const long long first = static_cast<long long>(tile) * kt;
       const int from = sk_block_of(first, total, blocks);
       const int to = sk_block_of(first + kt - 1, total, blocks);
-      if (last_share(&counters[tile], to - from + 1)) {
+      if (last_arrival(&counters[tile], to - from + 1)) {
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
         for (int other = from; other <= to; ++other) {

@@ -29,6 +29,7 @@ import {
 } from "../../models/rope.ts";
 import { encodeBf16 } from "../../backends/bf16.ts";
 import { assertClose, randomArray } from "../support/numeric.ts";
+import { readInto } from "../support/device.ts";
 import { readFixtureText } from "../support/fixtures.ts";
 
 interface RmsNormCase {
@@ -141,9 +142,7 @@ function upload(data: ArrayBufferView): DeviceBuffer {
 }
 
 function bits16(buffer: DeviceBuffer, count: number): Uint16Array {
-  const out = new Uint16Array(count);
-  cpu.copyToHost(out, buffer);
-  return out;
+  return readInto(cpu, buffer, new Uint16Array(count));
 }
 
 function values(buffer: DeviceBuffer, count: number): Float32Array {

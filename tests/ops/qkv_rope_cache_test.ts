@@ -9,14 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import type { DeviceBuffer } from "../../backends/backend.ts";
-import { encodeBf16 } from "../../backends/bf16.ts";
+import { encodeBf16, fromBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { quantizeE4m3 } from "../../backends/fp8.ts";
 import { cpuElementwiseOps } from "../../ops/cpu/elementwise.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import type { AttentionShape, QkvRopeArgs } from "../../ops/ops.ts";
 import { createRopeTable, ropeInverseFrequencies } from "../../models/rope.ts";
+import { readInto } from "../support/device.ts";
 import { randomArray } from "../support/numeric.ts";
 
 const cpu = new CpuBackend();
@@ -70,34 +70,18 @@ function setUp(shape: AttentionShape) {
   return { args, cacheBytes, kvWidth };
 }
 
-function read16(b: DeviceBuffer, count: number): Uint16Array {
-  const out = new Uint16Array(count);
-  cpu.copyToHost(out, b);
-  return out;
-}
-
-function readBytes(b: DeviceBuffer, count: number): Uint8Array {
-  const out = new Uint8Array(count);
-  cpu.copyToHost(out, b);
-  return out;
-}
-
-/** One bf16 bit pattern as a number. */
-function bf16Value(bits: number): number {
-  return new Float32Array(Uint32Array.of(bits << 16).buffer)[0];
-}
-
 for (const kvDtype of [undefined, "fp8"] as const) {
   Deno.test(`qkvRope with a ${kvDtype ?? "bf16"} cache writes its k and v rows at each slot`, () => {
     const shape = shapeOf(kvDtype);
     const { args, cacheBytes, kvWidth } = setUp(shape);
     const ops = cpuOps();
     ops.qkvRope(args, stream);
-    const k = read16(args.k, TOKENS * kvWidth), v = read16(args.v, TOKENS * kvWidth);
+    const k = readInto(cpu, args.k, new Uint16Array(TOKENS * kvWidth));
+    const v = readInto(cpu, args.v, new Uint16Array(TOKENS * kvWidth));
     const cache = args.cache!;
     const caches = [[cache.kCache, k, 0.25], [cache.vCache, v, 1.5]] as const;
     for (const [buffer, rows, scale] of caches) {
-      const got = readBytes(buffer, cacheBytes);
+      const got = readInto(cpu, buffer, new Uint8Array(cacheBytes));
       const expected = new Uint8Array(cacheBytes).fill(0x5a);
       const view = new DataView(expected.buffer);
       // Slot 9: block 2, offset 1; slot 17: block 4, offset 1; token 1 is padding.
@@ -106,7 +90,7 @@ for (const kvDtype of [undefined, "fp8"] as const) {
           const row = ((block * KV_HEADS + h) * BLOCK + offset) * HEAD_DIM;
           for (let d = 0; d < HEAD_DIM; d++) {
             const bits = rows[t * kvWidth + h * HEAD_DIM + d];
-            if (kvDtype === "fp8") expected[row + d] = quantizeE4m3(bf16Value(bits), scale);
+            if (kvDtype === "fp8") expected[row + d] = quantizeE4m3(fromBf16Bits(bits), scale);
             else view.setUint16(2 * (row + d), bits, true);
           }
         }
@@ -114,7 +98,7 @@ for (const kvDtype of [undefined, "fp8"] as const) {
       assert.deepEqual(got, expected);
     }
     // The k rows are rotated (position 3 is not the identity), so the cache holds RoPE's output.
-    const unrotated = read16(args.qkv, (HEADS + 2 * KV_HEADS) * HEAD_DIM)
+    const unrotated = readInto(cpu, args.qkv, new Uint16Array((HEADS + 2 * KV_HEADS) * HEAD_DIM))
       .subarray(HEADS * HEAD_DIM, HEADS * HEAD_DIM + kvWidth);
     assert.notDeepEqual(k.subarray(0, kvWidth), unrotated);
   });

@@ -7,15 +7,23 @@
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
 
+/** The first bytes of a device buffer into `out`, its raw bits (a blocking copy); returns `out`. */
+export function readInto<T extends ArrayBufferView>(
+  backend: Pick<Backend, "copyToHost">,
+  buffer: DeviceBuffer,
+  out: T,
+): T {
+  backend.copyToHost(out, buffer);
+  return out;
+}
+
 /** The first `count` bf16 values of a device buffer, as f32 (a blocking copy). */
 export function readBf16(
   backend: Pick<Backend, "copyToHost">,
   buffer: DeviceBuffer,
   count: number,
 ): Float32Array {
-  const bits = new Uint16Array(count);
-  backend.copyToHost(bits, buffer);
-  return decodeBf16(bits);
+  return decodeBf16(readInto(backend, buffer, new Uint16Array(count)));
 }
 
 /** A new device buffer holding `values` rounded to bf16 (a blocking copy). */

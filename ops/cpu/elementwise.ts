@@ -27,11 +27,12 @@ import {
   checkQkNorm,
   checkQkvBias,
   checkQkvRope,
+  checkQkvRopeCache,
   checkRmsNorm,
   checkRope,
   checkSiluMul,
 } from "../checks/elementwise.ts";
-import type { ElementwiseOps } from "../ops.ts";
+import type { AttentionOps, ElementwiseOps } from "../ops.ts";
 
 const TWO_POW_32 = 2 ** 32;
 const TWO_POW_MINUS_24 = 2 ** -24;
@@ -109,8 +110,11 @@ function normRow(
   }
 }
 
-/** The elementwise ops on the CPU backend (buffers from CpuBackend). */
-export function cpuElementwiseOps(): ElementwiseOps {
+/**
+ * The elementwise ops on the CPU backend (buffers from CpuBackend). `kvWrite` (the attention
+ * family's) lets qkvRope write a cache (QkvRopeArgs.cache); without it such a call is refused.
+ */
+export function cpuElementwiseOps(kvWrite?: AttentionOps["kvWrite"]): ElementwiseOps {
   // Per-token cos/sin, grown on demand and reused across calls.
   let trig = new Float32Array(0);
 
@@ -205,11 +209,15 @@ export function cpuElementwiseOps(): ElementwiseOps {
     qkvRope(a, stream) {
       // The unfused steps themselves, so this reference is the definition of the fused op.
       const d = checkQkvRope(a);
-      if (a.cache) {
-        throw new Error(
-          "qkvRope: the CPU elementwise family alone cannot write the KV cache (a.cache); " +
-            "use cpuOps(), which follows the op with kvWrite",
-        );
+      const cache = a.cache ?? null;
+      if (cache !== null) {
+        if (kvWrite === undefined) {
+          throw new Error(
+            "qkvRope: the CPU elementwise family alone cannot write the KV cache (a.cache); " +
+              "use cpuOps(), which follows the op with kvWrite",
+          );
+        }
+        checkQkvRopeCache(a, cache);
       }
       const qWidth = a.numHeads * d, kvWidth = a.numKvHeads * d, width = qWidth + 2 * kvWidth;
       const src = u16("qkvRope", "qkv", a.qkv, a.tokens * width);
@@ -239,6 +247,10 @@ export function cpuElementwiseOps(): ElementwiseOps {
         );
       }
       ops.rope(a.q, a.k, a.positions, a.table, a.tokens, a.numHeads, a.numKvHeads, stream);
+      // The fused cache write is, by definition, kvWrite after the unfused op.
+      if (cache !== null) {
+        kvWrite!(cache.kCache, cache.vCache, a.k, a.v, cache.slots, a.tokens, cache.shape, stream);
+      }
     },
 
     siluMul(out, gateUp, tokens, inter) {

@@ -4,7 +4,6 @@
  * @module
  */
 
-import { checkQkvRopeCache } from "../checks/elementwise.ts";
 import type { ModelOps } from "../ops.ts";
 import { cpuAttentionOps } from "./attention.ts";
 import { cpuElementwiseOps } from "./elementwise.ts";
@@ -15,27 +14,13 @@ import { cpuSamplingOps } from "./sampling.ts";
 
 /** Every CPU operator family as one ModelOps. */
 export function cpuOps(): ModelOps {
-  const elementwise = cpuElementwiseOps(), attention = cpuAttentionOps();
+  const attention = cpuAttentionOps();
   return {
-    ...elementwise,
+    ...cpuElementwiseOps(attention.kvWrite),
     ...cpuLinearOps(),
     ...cpuFp8Ops(),
     ...cpuAwqOps(),
     ...attention,
     ...cpuSamplingOps(),
-    // The fused cache write is, by definition, kvWrite after the unfused op.
-    qkvRope(a, stream) {
-      const cache = a.cache ?? null;
-      if (cache === null) return elementwise.qkvRope(a, stream);
-      checkQkvRopeCache(a, cache);
-      a.cache = null;
-      try {
-        elementwise.qkvRope(a, stream);
-      } finally {
-        a.cache = cache;
-      }
-      const { kCache, vCache, slots, shape } = cache;
-      attention.kvWrite(kCache, vCache, a.k, a.v, slots, a.tokens, shape, stream);
-    },
   };
 }

@@ -9,9 +9,12 @@
  *
  * A step is, for T tokens (decode rows first, then prefill chunks, as the scheduler orders):
  * embedding → per layer [rmsNorm (fused residual) → q/k/v projection → qkvRope (which also
- * writes the new k and v rows into the layer's cache, kvWrite's job, one launch fewer) → decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
+ * writes the new k and v rows into the layer's cache, kvWrite's job, one launch fewer) →
+ * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
- * → the rows that sample (gathered) → lm head → f32.
+ * → the rows that sample (gathered) → lm head → f32. Where the step is a GEMV's (up to 16
+ * tokens, on a GPU), gate/up and siluMul are one launch (`linearSiluMul`: the GEMV applies
+ * SiLU-and-multiply before it stores, and the [T, 2·inter] gate/up rows are never written).
  *
  * The q/k/v projection is one `linear` over the fused weight, whatever the token count: one
  * launch, and a GEMM wide enough to fill the device (three, over row slices of the weight, left
@@ -419,8 +422,10 @@ export class LlamaForward implements Forward {
       }
       ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
       ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
-      ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
-      ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
+      if (!ops.linearSiluMul(this.#act, normed, layer.gateUpProj, T, inter, h, stream)) {
+        ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
+        ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
+      }
       ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
     }
     // A step of prefill chunks that all stop short of their prompt's end samples nothing.

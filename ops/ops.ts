@@ -40,7 +40,7 @@ export type ElementwiseOps = Pick<
   | "fillRandom"
 >;
 /** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
-export type LinearOps = Pick<ModelOps, "linear" | "prepareLinear">;
+export type LinearOps = Pick<ModelOps, "linear" | "linearSiluMul" | "prepareLinear">;
 /** FP8 weight quantization (kernels/src/linear_fp8.cu, ops/cpu/fp8.ts). */
 export type Fp8Ops = Pick<ModelOps, "quantizeFp8" | "dequantizeFp8" | "fp8ScratchBytes">;
 /** 4-bit (AWQ/GPTQ) weights (kernels/src/linear_awq.cu, ops/cpu/awq.ts). */
@@ -342,6 +342,26 @@ export interface ModelOps {
     k: number,
     stream: Stream,
   ): void;
+
+  /**
+   * out[m, n] = siluMul(x · Wᵀ) for a gate/up weight W of [2n, k], gate rows first (`weight` of
+   * any format `linear` takes), with SiLU-and-multiply in the GEMV's epilogue: the [m, 2n]
+   * gate/up product is never written. `out` holds what `linear` into [m, 2n] and then `siluMul`
+   * write: bit for bit where that `linear` runs the 16-row GEMV (2n rows of at least 16 per SM),
+   * else up to the order of the f32 sums. Returns true where a fused kernel ran; false, having done
+   * nothing, where none takes the call (more than 16 rows, no tensor-core GEMV, the CPU, or
+   * turned off by DENALI_SILU_EPILOGUE=0), and the caller then runs `linear` and `siluMul`.
+   * Bad arguments throw as `linear`'s do, whichever way the call would have gone.
+   */
+  linearSiluMul(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: LinearWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
 
   /**
    * Chooses, once per shape, the faster of Denali's own kernel and the backend's vendor library

@@ -14,6 +14,12 @@
 #     stream-K never and timed (if timed wins, STREAM_K_DEFAULT in ops/gpu/linear.ts becomes
 #     "timed"), nsys traces of the offline run and of the batch-1 step where nsys exists (per
 #     kernel: where a serving step's time goes on this GPU), the 4-bit GEMV bench.
+#   PART=fold DEADLINE=540 bash tools/pending_gpu_checks.sh
+#     session 16: the GEMVs with SiLU-and-multiply in their epilogue (linear_silu test, then the
+#     batch-1 step with DENALI_SILU_EPILOGUE=0 and 1 alternated, bf16, FP8 and AWQ), the tests of
+#     the kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
+#     linear_sm90's split-K and stream-K, fp8's W8A8 GEMM on the same main loop), then the four
+#     presets' batch-1 decode TARGET lines with what time is left.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -34,7 +40,7 @@ gpu_test() {
   grep -E "FAILED|failed|passed|Error|assert|rc=" "$OUT/test_$1.txt" | grep -v "^\s*at " | tail -12
 }
 decode_line() {
-  timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b \
+  timeout "${LINE_TIMEOUT:-45}" bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b \
     --steps 32 "$@" 2>&1 | grep -E "^(DECODE|TARGET)"
 }
 
@@ -56,6 +62,26 @@ if [ "$PART" = first ]; then
     echo "=== decode A/B awq batch 1 $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32 --quantization awq
   fi
+fi
+
+if [ "$PART" = fold ]; then
+  gpu_test linear_silu 90
+  for round in 1 2; do
+    for silu in 0 1; do
+      left 100 || break
+      echo "=== DENALI_SILU_EPILOGUE=$silu round $round $(date +%T)"
+      DENALI_SILU_EPILOGUE=$silu LINE_TIMEOUT=90 decode_line --batches 1,8 --quantization fp8,awq
+    done
+  done
+  gpu_test attention 120
+  gpu_test linear_sm90 90
+  gpu_test fp8 200
+  for preset in llama3-8b qwen2.5-7b qwen3-8b mistral-7b; do
+    left 45 || break
+    echo "=== decode $preset $(date +%T)"
+    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
+      --batches 1,64 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
+  done
 fi
 
 if [ "$PART" = second ]; then

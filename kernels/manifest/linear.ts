@@ -108,6 +108,32 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_gemv_t16_r8_s2", "assumes": {} }],
   },
   {
+    "name": "linear_gemv_t8_r16_s2_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_gemv_t8_r16_s2_silu", "assumes": {} }],
+  },
+  {
+    "name": "linear_gemv_t16_r16_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_gemv_t16_r16_silu", "assumes": {} }],
+  },
+  {
     "name": "linear_gemm_128x128",
     "params": [
       { "name": "out", "type": "ptr" },

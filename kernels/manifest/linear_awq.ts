@@ -132,6 +132,38 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_awq_gemv_t16_r8", "assumes": {} }],
   },
   {
+    "name": "linear_awq_gemv_t8_r16_s2_ps_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "codes", "type": "ptr" },
+      { "name": "zeros", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "group", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_awq_gemv_t8_r16_s2_ps_silu", "assumes": {} }],
+  },
+  {
+    "name": "linear_awq_gemv_t16_r16_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "codes", "type": "ptr" },
+      { "name": "zeros", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "group", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_awq_gemv_t16_r16_silu", "assumes": {} }],
+  },
+  {
     "name": "linear_awq_gemm_64x64",
     "params": [
       { "name": "out", "type": "ptr" },

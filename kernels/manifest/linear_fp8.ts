@@ -60,6 +60,34 @@ export const KERNELS: readonly KernelSpec[] = [
     "variants": [{ "symbol": "linear_fp8_gemv_t16_r8", "assumes": {} }],
   },
   {
+    "name": "linear_fp8_gemv_t8_r16_s2_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_fp8_gemv_t8_r16_s2_silu", "assumes": {} }],
+  },
+  {
+    "name": "linear_fp8_gemv_t16_r16_silu",
+    "params": [
+      { "name": "out", "type": "ptr" },
+      { "name": "x", "type": "ptr" },
+      { "name": "w", "type": "ptr" },
+      { "name": "scales", "type": "ptr" },
+      { "name": "M", "type": "i32" },
+      { "name": "N", "type": "i32" },
+      { "name": "K", "type": "i32" },
+      { "name": "ksplit", "type": "i32" },
+    ],
+    "variants": [{ "symbol": "linear_fp8_gemv_t16_r16_silu", "assumes": {} }],
+  },
+  {
     "name": "linear_fp8_dequantize",
     "params": [
       { "name": "out", "type": "ptr" },

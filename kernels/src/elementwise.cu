@@ -20,6 +20,7 @@
 #include "fp8.h"
 #include "pdl.h"
 #include "philox.h"
+#include "silu.h"
 
 #ifdef DENALI_HIP
 #define DENALI_WARP warpSize
@@ -458,10 +459,6 @@ extern "C" __global__ void qkv_rope_bf16(uint16_t* __restrict__ q, uint16_t* __r
 }
 
 // SiLU as HF computes it in bf16: the activation is rounded to bf16 before the multiply.
-__device__ __forceinline__ float silu_mul(float g, float u) {
-  return round_bf16(g / (1.0f + expf(-g))) * u;
-}
-
 // out[t, i] = bf16(bf16(silu(gate[t, i])) * up[t, i]), gateUp = [gate | up] per row.
 // tokens * inter * 2 must stay below 2^32. Grid-stride, so any grid and block are correct.
 extern "C" __global__ void silu_mul_bf16(uint16_t* __restrict__ out, const uint16_t* __restrict__ gate_up, uint32_t tokens, uint32_t inter) {

@@ -7,6 +7,9 @@
 //     conversions); t8/t16 = up to 8/16 tokens, r16/r8 = 16/8 W rows per warp, _s2 = two steps
 //     of W in flight per warp instead of one. On sm_90 they support programmatic dependent
 //     launch: weight loads start before the previous kernel of the stream has finished.
+//   linear_gemv_t8_r16_s2_silu, linear_gemv_t16_r16_silu
+//     The same GEMVs over a gate/up weight [2N, K], with SiLU-and-multiply applied before the
+//     store (mma.h's gemv_w_row and gemv_mma_store): out[M, N], the gate/up rows never written.
 //   linear_gemm_128x128, linear_gemm_64x64, linear_gemm_128x256
 //     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline;
 //     block tile BM×BN, 4 warps (8 for 128×256).
@@ -114,7 +117,7 @@ __device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const 
   }
 }
 
-template <int MT, int RH, int S>
+template <int MT, int RH, int S, bool SILU = false>
 __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
                                          const uint16_t* __restrict__ w, int M, int N, int K,
                                          int ksplit) {
@@ -128,7 +131,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   const int g = lane >> 2, t = lane & 3;
   const int groups = LINEAR_WARPS / ksplit;
   const int part = warp % ksplit;
-  const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
+  const int group = blockIdx.x * groups + warp / ksplit;
   const int kc = K >> 3;  // 16-byte chunks per row
   const int steps = (kc + STEP - 1) / STEP;
   // This warp's steps are part, part + ksplit, ...: `mine` of them.
@@ -137,7 +140,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   const uint4* wr[RH];
 #pragma unroll
   for (int h = 0; h < RH; ++h) {
-    const int row = min(n0 + g + 8 * h, N - 1);
+    const int row = gemv_w_row<ROWS, SILU>(group, g, h, N);
     wr[h] = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row) * K) + t;
   }
   const uint4* xr[MT];
@@ -189,7 +192,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     }
   }
 
-  gemv_mma_store<MT, ROWS, LINEAR_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit);
+  gemv_mma_store<MT, ROWS, LINEAR_WARPS, false, SILU>(red, acc, out, nullptr, M, N, groups, ksplit);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,13 +276,18 @@ extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2(uint16_t
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_gemm_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 #define GEMV_BODY(T, RH, S) gemv_mma<(T) / 8, RH, S>(out, x, w, M, N, K, ksplit)
+#define GEMV_SILU_BODY(T, S) gemv_mma<(T) / 8, 2, S, true>(out, x, w, M, N, K, ksplit)
 #else
 // HIP has no griddepcontrol and keeps no steps in flight by hand: S does not apply.
 #define GEMV_BODY(T, RH, S) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
+// linear.ts never launches the fused SiLU GEMVs on HIP.
+#define GEMV_SILU_BODY(T, S) denali_trap()
 #endif
 
 extern "C" __global__ void linear_gemv_t8_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
@@ -312,6 +320,17 @@ extern "C" __global__ void linear_gemv_t8_r8_s2(uint16_t* out, const uint16_t* x
 
 extern "C" __global__ void linear_gemv_t16_r8_s2(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
   GEMV_BODY(16, 1, 2);
+}
+
+// SiLU-and-multiply in the epilogue (mma.h's gemv_w_row, gemv_mma_store): w is gate/up stacked,
+// [2N, K], gate rows first; out[M, N] = silu_mul(bf16(x · gate), bf16(x · up)). Geometry of the
+// r16 GEMVs over 2N rows: grid ceil(N / (8 · 8 / ksplit)).
+extern "C" __global__ void linear_gemv_t8_r16_s2_silu(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_SILU_BODY(8, 2);
+}
+
+extern "C" __global__ void linear_gemv_t16_r16_silu(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  GEMV_SILU_BODY(16, 1);
 }
 
 // 128 threads (4 warps of 64×64), 3 stages: 98304 bytes of dynamic shared memory; 1-D grid of

@@ -227,7 +227,7 @@ __device__ __forceinline__ void awq_pairs(uint32_t word, uint32_t nz2, uint32_t 
 // POST: the mma runs on q - z, into a chunk's own accumulators, which are then scaled by the
 // group's scale and added to the sums (4 instead of 8 instructions a code word's pair, and the
 // scale applied in f32 rather than rounded into each bf16 weight).
-template <int MT, int RH, int S, bool PERSIST, bool POST = false>
+template <int MT, int RH, int S, bool PERSIST, bool POST = false, bool SILU = false>
 __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint32_t* __restrict__ codes,
@@ -251,16 +251,17 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   const int steps = (kc + STEP - 1) / STEP;
   const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
   // Row blocks of the whole weight; a persistent block takes blockIdx.x, + gridDim.x, ...
-  const int row_blocks = (N + groups * ROWS - 1) / (groups * ROWS);
+  constexpr int COLS = SILU ? 8 : ROWS;  // output columns per group (mma.h's gemv_mma_store)
+  const int row_blocks = (N + groups * COLS - 1) / (groups * COLS);
 
   const uint4* wr[RH];
   const uint8_t* zr[RH];
   const float* sr[RH];
   auto set_rows = [&](int block) {
-    const int n0 = (block * groups + warp / ksplit) * ROWS;
+    const int group = block * groups + warp / ksplit;
 #pragma unroll
     for (int h = 0; h < RH; ++h) {
-      const int row = min(n0 + g + 8 * h, N - 1);
+      const int row = gemv_w_row<ROWS, SILU>(group, g, h, N);
       wr[h] = reinterpret_cast<const uint4*>(codes + static_cast<size_t>(row) * (K >> 3));
       zr[h] = zeros + static_cast<size_t>(row) * ng;
       sr[h] = scales + static_cast<size_t>(row) * ng;
@@ -403,7 +404,8 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
       if (u < mine) load_w(wv[u], zv[u], sv[u], (part + u * ksplit) * STEP, false);
     }
   }
-  gemv_mma_store<MT, ROWS, AWQ_WARPS, false>(red, acc, out, nullptr, M, N, groups, ksplit, block);
+  gemv_mma_store<MT, ROWS, AWQ_WARPS, false, SILU>(red, acc, out, nullptr, M, N, groups, ksplit,
+                                                   block);
   if (!more) break;
   __syncthreads();  // every thread has read `red` before the next block's partials overwrite it
   block = next;
@@ -416,6 +418,8 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   gemv_awq_mma<(T) / 8, RH, S, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 #define AWQ_MMA_POST_BODY(T, RH, S) \
   gemv_awq_mma<(T) / 8, RH, S, false, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
+#define AWQ_MMA_SILU_BODY(T, S, POST) \
+  gemv_awq_mma<(T) / 8, 2, S, false, POST, true>(out, x, codes, zeros, scales, M, N, K, group, ksplit)
 
 // The W4A16 GEMM's W tiles (gemm_mma.h's LoadB): each thread owns half a row of the 64 × 64 tile,
 // 32 k = four code words = one 16-byte load, fetched one tile ahead into registers with its
@@ -469,6 +473,7 @@ struct AwqTileB {
 #define AWQ_MMA_BODY(T, RH, S) denali_trap()
 #define AWQ_MMA_PERSIST_BODY(T, RH, S) denali_trap()
 #define AWQ_MMA_POST_BODY(T, RH, S) denali_trap()
+#define AWQ_MMA_SILU_BODY(T, S, POST) denali_trap()
 #endif  // !DENALI_HIP
 
 // Entry points of the mma GEMVs: 256 threads; grid ceil(N / (ROWS · 8 / ksplit)); ksplit ∈ {1,
@@ -499,6 +504,15 @@ extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16(uint16
 }
 extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
   AWQ_MMA_BODY(16, 1, 1);
+}
+// SiLU-and-multiply in the epilogue, as linear.cu's _silu GEMVs: codes, zeros and scales gate/up
+// stacked, [2N, ...], gate rows first; out[M, N]. Grid ceil(N / (8 · 8 / ksplit)). The t8 one is
+// the default variant (s2_ps) with this epilogue; the t16 one, t16_r16's.
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t8_r16_s2_ps_silu(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_SILU_BODY(8, 2, true);
+}
+extern "C" __global__ void __launch_bounds__(256) linear_awq_gemv_t16_r16_silu(uint16_t* out, const uint16_t* x, const uint32_t* codes, const uint8_t* zeros, const float* scales, int32_t M, int32_t N, int32_t K, int32_t group, int32_t ksplit) {
+  AWQ_MMA_SILU_BODY(16, 1, false);
 }
 
 // The W4A16 GEMM (CUDA, opt-in; past the GEMVs' 16 rows): linear.cu's 64×64 tensor-core GEMM with

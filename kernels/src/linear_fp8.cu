@@ -55,7 +55,7 @@ __device__ __forceinline__ uint32_t widen_high_bytes(uint32_t q) {
   return fma_bf16x2(scaled, 0x7b807b80u, 0x80008000u);
 }
 
-template <int MT, int RH, int S>
+template <int MT, int RH, int S, bool SILU = false>
 __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint8_t* __restrict__ w,
@@ -71,7 +71,7 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
   const int g = lane >> 2, t = lane & 3;
   const int groups = FP8_WARPS / ksplit;
   const int part = warp % ksplit;
-  const int n0 = (blockIdx.x * groups + warp / ksplit) * ROWS;
+  const int group = blockIdx.x * groups + warp / ksplit;
   const int kc = K >> 4;  // 16-code chunks per row
   const int steps = (kc + STEP - 1) / STEP;
   const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
@@ -79,7 +79,7 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
   const uint4* wr[RH];
 #pragma unroll
   for (int h = 0; h < RH; ++h) {
-    const int row = min(n0 + g + 8 * h, N - 1);
+    const int row = gemv_w_row<ROWS, SILU>(group, g, h, N);
     wr[h] = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row) * K);
   }
   const uint4* xr[MT];
@@ -166,7 +166,7 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
     }
   }
 
-  gemv_mma_store<MT, ROWS, FP8_WARPS, true>(red, acc, out, scales, M, N, groups, ksplit);
+  gemv_mma_store<MT, ROWS, FP8_WARPS, true, SILU>(red, acc, out, scales, M, N, groups, ksplit);
 }
 
 #endif  // !DENALI_HIP
@@ -228,8 +228,11 @@ __device__ __forceinline__ void gemv_fp8_portable(uint16_t* __restrict__ out,
 
 #ifndef DENALI_HIP
 #define FP8_GEMV_BODY(T, RH, S) gemv_fp8_mma<(T) / 8, RH, S>(out, x, w, scales, M, N, K, ksplit)
+#define FP8_GEMV_SILU_BODY(T, S) gemv_fp8_mma<(T) / 8, 2, S, true>(out, x, w, scales, M, N, K, ksplit)
 #else
 #define FP8_GEMV_BODY(T, RH, S) gemv_fp8_portable<T, 8 * (RH)>(out, x, w, scales, M, N, K, ksplit)
+// fp8.ts never launches the fused SiLU GEMVs on HIP.
+#define FP8_GEMV_SILU_BODY(T, S) denali_trap()
 #endif
 
 extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
@@ -246,6 +249,16 @@ extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t16_r16(uint16
 
 extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t16_r8(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
   FP8_GEMV_BODY(16, 1, 1);
+}
+
+// SiLU-and-multiply in the epilogue, as linear.cu's _silu GEMVs: w (and scales) gate/up stacked,
+// [2N, K] (2N scales), gate rows first; out[M, N]. Grid ceil(N / (8 · 8 / ksplit)).
+extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r16_s2_silu(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  FP8_GEMV_SILU_BODY(8, 2);
+}
+
+extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t16_r16_silu(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
+  FP8_GEMV_SILU_BODY(16, 1);
 }
 
 // 256 threads; grid min(N, 65535) blocks, each taking rows blockIdx.x, + gridDim.x, ... With

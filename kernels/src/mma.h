@@ -3,6 +3,7 @@
 // files use portable bodies.
 #pragma once
 #include "compat.h"
+#include "silu.h"
 
 #ifndef DENALI_HIP
 
@@ -45,19 +46,41 @@ __device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t 
   return out;
 }
 
+// The W row that thread row g of half h (0 or 1) of row group `group` reads in the tensor-core
+// GEMVs. Plainly a group holds ROWS consecutive rows (half h: rows 8h ..). SILU (ROWS = 16): the
+// weight is gate/up stacked, [2N, K] with the N gate rows first, and a group holds output
+// columns group·8 .. + 7: half 0 reads their gate rows, half 1 their up rows, so one thread's C
+// fragment holds both operands of SiLU-and-multiply. Rows past the end read the last one (valid
+// memory; the store drops the result).
+template <int ROWS, bool SILU>
+__device__ __forceinline__ int gemv_w_row(int group, int g, int h, int N) {
+  if (SILU) {
+    const int col = min(group * 8 + g, N - 1);
+    return h == 0 ? col : N + col;
+  }
+  return min(group * ROWS + g + 8 * h, N - 1);
+}
+
 // The end of the tensor-core GEMVs (linear.cu, linear_fp8.cu, linear_awq.cu): each warp's C
 // fragments, its two accumulator sets added, go to `red`; then the block's threads add up the
 // `ksplit` warps of each of its `groups` row groups of ROWS rows and write out[tok, n] =
 // bf16(sum · scales[n]) where SCALED, else bf16(sum) (`scales` unread). C fragment: acc[mt][*][r] is row
 // g + 8 (r / 2) of the warp's group, token 8 mt + 2 t + r % 2. `block` is the row block (a
 // persistent kernel's, else blockIdx.x).
-template <int MT, int ROWS, int WARPS, bool SCALED>
+//
+// SILU (see gemv_w_row): a group's 16 rows are the gate and up rows of 8 output columns, and
+// out[tok, n] (N columns) = bf16(silu_mul(bf16(gate), bf16(up))), the sums rounded (and scaled:
+// gate by scales[n], up by scales[N + n]) as the unfused GEMV writes them, so the result is
+// silu_mul_bf16's on that GEMV's output, bit for bit.
+template <int MT, int ROWS, int WARPS, bool SCALED, bool SILU = false>
 __device__ __forceinline__ void gemv_mma_store(float (&red)[WARPS][MT][4][32],
                                                const float (&acc)[MT][2][4],
                                                uint16_t* __restrict__ out,
                                                const float* __restrict__ scales, int M, int N,
                                                int groups, int ksplit,
                                                int block = static_cast<int>(blockIdx.x)) {
+  static_assert(!SILU || ROWS == 16, "SiLU pairs a group's two 8-row halves");
+  constexpr int COLS = SILU ? 8 : ROWS;  // output columns per group
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -65,16 +88,30 @@ __device__ __forceinline__ void gemv_mma_store(float (&red)[WARPS][MT][4][32],
     for (int r = 0; r < 4; ++r) red[warp][mt][r][lane] = acc[mt][0][r] + acc[mt][1][r];
   }
   __syncthreads();
-  const int perGroup = ROWS * 8 * MT;
-  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
-    const int grp = i / perGroup, rem = i % perGroup;
-    const int row = rem % ROWS, tok = rem / ROWS;  // consecutive threads write consecutive n
-    const int mt = tok >> 3, jj = tok & 7;
-    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
+  // The sum over the group's ksplit warps of C register `reg`, lane `ln`.
+  auto gathered = [&](int grp, int mt, int reg, int ln) {
     float sum = 0.f;
     for (int p = 0; p < ksplit; ++p) sum += red[grp * ksplit + p][mt][reg][ln];
-    const int n = (block * groups + grp) * ROWS + row;
-    if (n < N && tok < M) {
+    return sum;
+  };
+  const int perGroup = COLS * 8 * MT;
+  for (int i = threadIdx.x; i < groups * perGroup; i += blockDim.x) {
+    const int grp = i / perGroup, rem = i % perGroup;
+    const int row = rem % COLS, tok = rem / COLS;  // consecutive threads write consecutive n
+    const int mt = tok >> 3, jj = tok & 7;
+    const int ln = (row & 7) * 4 + (jj >> 1), reg = ((row >> 3) << 1) | (jj & 1);
+    const int n = (block * groups + grp) * COLS + row;
+    if (n >= N || tok >= M) continue;
+    if (SILU) {
+      float gate = gathered(grp, mt, jj & 1, ln), up = gathered(grp, mt, 2 | (jj & 1), ln);
+      if (SCALED) {
+        gate *= scales[n];
+        up *= scales[N + n];
+      }
+      const float product = silu_mul(bf16_to_f32(f32_to_bf16(gate)), bf16_to_f32(f32_to_bf16(up)));
+      out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(product);
+    } else {
+      const float sum = gathered(grp, mt, reg, ln);
       out[static_cast<size_t>(tok) * N + n] = f32_to_bf16(SCALED ? sum * scales[n] : sum);
     }
   }

@@ -74,9 +74,36 @@ export function checkLinearArgs(
 ): void {
   checkMnk(op, m, n, k);
   checkBytes(op, "x", x, m, k, "[m, k]");
-  if (isFp8Weight(weight)) checkFp8Weight(op, weight, n, k);
-  else if (isAwqWeight(weight)) checkAwqWeight(op, weight, n, k);
-  else checkBytes(op, "weight", weight, n, k, "[n, k]");
+  checkWeight(op, weight, n, k, "[n, k]");
+  checkBytes(op, "out", out, m, n, "[m, n]");
+}
+
+/** A weight of `rows` × k in any format `linear` takes. */
+function checkWeight(op: string, weight: LinearWeight, rows: number, k: number, dims: string) {
+  if (isFp8Weight(weight)) checkFp8Weight(op, weight, rows, k);
+  else if (isAwqWeight(weight)) checkAwqWeight(op, weight, rows, k);
+  else checkBytes(op, "weight", weight, rows, k, dims);
+}
+
+/**
+ * Validates a linearSiluMul call as checkLinearArgs does a linear one, for a gate/up weight of
+ * [2n, k] and out of [m, n]; 2n must stay a positive int32 too.
+ */
+export function checkLinearSiluMulArgs(
+  op: string,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: LinearWeight,
+  m: number,
+  n: number,
+  k: number,
+): void {
+  checkMnk(op, m, n, k);
+  if (2 * n > INT32_MAX) {
+    throw new RangeError(`${op}: n = ${n} makes 2n gate/up rows, past 2^31-1`);
+  }
+  checkBytes(op, "x", x, m, k, "[m, k]");
+  checkWeight(op, weight, 2 * n, k, "[2n, k]");
   checkBytes(op, "out", out, m, n, "[m, n]");
 }
 

@@ -14,7 +14,7 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
-import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
+import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../checks/linear.ts";
 import { isFp8Weight } from "../linear_weight.ts";
 import type { LinearOps } from "../ops.ts";
 import { fp8LinearRows } from "./fp8.ts";
@@ -162,6 +162,12 @@ export function cpuLinearOps(): LinearOps {
       if (m <= TABLE_ROWS) columnsViaTable(ob, xf, wb, m, n, k, n4);
       else columnsViaScratch(ob, xf, wb, wf, m, n, k, n4);
       columnsOneByOne(ob, xf, wb, m, n, k, n4);
+    },
+
+    linearSiluMul(out, x, weight, m, n, k) {
+      // No fused kernel here: the caller runs linear and siluMul, which define the result.
+      checkLinearSiluMulArgs("linearSiluMul", out, x, weight, m, n, k);
+      return false;
     },
 
     prepareLinear(shapes) {

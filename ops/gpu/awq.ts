@@ -52,6 +52,21 @@ export interface GpuAwqOps extends AwqOps {
     stream: Stream,
   ): boolean;
   /**
+   * The W4A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
+   * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
+   * false, having done nothing, where no such kernel takes the call (HIP, not a GEMV's, or a
+   * t8 variant other than the default s2_ps).
+   */
+  gemvSiluMul(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /**
    * Runs the W4A16 GEMM and returns true, or returns false where it does not apply: not CUDA, M
    * within the GEMVs' rows or past `gemmMaxM` (unless `force`), or x or the codes not 16-byte
    * aligned.
@@ -83,6 +98,11 @@ const MMA_GEMVS = [
   "linear_awq_gemv_t16_r16",
   "linear_awq_gemv_t16_r8",
 ];
+/**
+ * The GEMVs with SiLU-and-multiply in their epilogue (16-row groups), indexed by M > 8: the t8 one
+ * is the s2_ps variant's, so it runs only where that variant is the one chosen.
+ */
+const SILU_GEMVS = ["linear_awq_gemv_t8_r16_s2_ps_silu", "linear_awq_gemv_t16_r16_silu"];
 /**
  * The t8/16-row GEMV's variants (index 0 of MMA_GEMVS is "s2"): steps of codes in flight per warp
  * (2 or 3), persistent (`_p`: a grid of at most 2 blocks an SM, each looping over row blocks), and
@@ -149,6 +169,9 @@ export async function loadAwqOps(
   const mmaGemvs = [T8_R16_VARIANTS[variant], ...MMA_GEMVS.slice(1)].map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
+  const siluGemvs = mma
+    ? SILU_GEMVS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
+    : null;
   const forcedSplit = forcedGemvSplit("loadAwqOps: gemvSplit", options.gemvSplit);
   const sms = backend.info.multiprocessors;
   const maxM = mma ? MMA_MAX_M : PORTABLE_MAX_M;
@@ -246,6 +269,35 @@ export async function loadAwqOps(
         n,
         k,
         weight.groupSize,
+      );
+      return true;
+    },
+
+    gemvSiluMul(out, x, weight, m, n, k, stream) {
+      if (siluGemvs === null || m > MMA_MAX_M || ((x.ptr | weight.codes.ptr) & 15) !== 0) {
+        return false;
+      }
+      if (m <= 8 && variant !== "s2_ps") return false;
+      const split = forcedSplit || quantizedGemvSplit(k, 16);
+      siluGemvs[m > 8 ? 1 : 0](
+        gemvGridBlocks(2 * n, 16, split),
+        1,
+        1,
+        256,
+        1,
+        1,
+        0,
+        stream,
+        out,
+        x,
+        weight.codes,
+        weight.zeros,
+        weight.scales,
+        m,
+        n,
+        k,
+        weight.groupSize,
+        split,
       );
       return true;
     },

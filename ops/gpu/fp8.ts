@@ -64,6 +64,20 @@ export interface GpuFp8Ops extends Fp8Ops {
     stream: Stream,
   ): boolean;
   /**
+   * The W8A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
+   * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
+   * false, having done nothing, where no such kernel takes the call (HIP, or not a GEMV's).
+   */
+  gemvSiluMul(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /**
    * Runs the W8A8 product (x quantized per token into the weight's scratch, then the FP8 GEMM
    * `via` names) and returns true, or returns false where it can't: no such GEMM here (no sm_90a
    * image, no library FP8 matmul), K not a multiple of 16, more than 65535 rows, unaligned
@@ -111,6 +125,8 @@ const GEMV_KERNELS = [
   "linear_fp8_gemv_t16_r16",
   "linear_fp8_gemv_t16_r8",
 ];
+/** The GEMVs with SiLU-and-multiply in their epilogue (16-row groups), indexed by M > 8. */
+const SILU_GEMV_KERNELS = ["linear_fp8_gemv_t8_r16_s2_silu", "linear_fp8_gemv_t16_r16_silu"];
 /** The most rows the GEMVs take. */
 const GEMV_MAX_M = 16;
 /** Grid limit of the row-striding kernels. */
@@ -143,6 +159,10 @@ export async function loadFp8Ops(
   const gemvs: Launcher[] = GEMV_KERNELS.map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
+  // The fused SiLU GEMVs exist only for CUDA (their HIP copies trap).
+  const siluGemvs: Launcher[] | null = backend.kind === "cuda"
+    ? SILU_GEMV_KERNELS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
+    : null;
   const dequantize = kernels.launchers.linear_fp8_dequantize.launch;
   const quantize = kernels.launchers.linear_fp8_quantize.launch;
   const sms = backend.info.multiprocessors;
@@ -257,6 +277,30 @@ export async function loadFp8Ops(
       const blocks = gemvGridBlocks(n, rows, split);
       gemvs[index](
         blocks,
+        1,
+        1,
+        256,
+        1,
+        1,
+        0,
+        stream,
+        out,
+        x,
+        weight.data,
+        weight.scales,
+        m,
+        n,
+        k,
+        split,
+      );
+      return true;
+    },
+
+    gemvSiluMul(out, x, weight, m, n, k, stream) {
+      if (siluGemvs === null || gemvIndex(m, 2 * n, k, x, weight) < 0) return false;
+      const split = forcedSplit || quantizedGemvSplit(k, 16);
+      siluGemvs[m > 8 ? 1 : 0](
+        gemvGridBlocks(2 * n, 16, split),
         1,
         1,
         256,

@@ -29,6 +29,11 @@
  *   of tiles.
  * - Everything else (K % 8 != 0, unaligned x or W, and M > 16 on HIP): `linear_gemm_fma`, 16×16
  *   threads, grid (ceil(N / 64), ceil(M / 64)).
+ * - `linearSiluMul` (a gate/up weight [2N, K], out [M, N]): where `linear` would run a GEMV on
+ *   the [2N, K] weight (CUDA), `linear_gemv_t8_r16_s2_silu` / `linear_gemv_t16_r16_silu`, the
+ *   16-row GEMVs whose groups pair 8 gate rows with the 8 up rows of the same columns and apply
+ *   SiLU-and-multiply before they store; FP8 and 4-bit weights likewise (ops/gpu/fp8.ts,
+ *   ops/gpu/awq.ts). Elsewhere it returns false and the model runs `linear` and `siluMul`.
  * The choice is integer arithmetic on the arguments, so a call allocates nothing.
  *
  * @module
@@ -37,7 +42,7 @@
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { isOutOfMemory, UnsupportedShapeError } from "../../backends/errors.ts";
 import { reportFallback } from "../../backends/fallbacks.ts";
-import { checkLinearArgs, checkLinearShapes } from "../checks/linear.ts";
+import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
@@ -122,6 +127,12 @@ export interface LinearOptions {
    * or `never`. Default {@link STREAM_K_DEFAULT}, or DENALI_STREAM_K (1 always, 0 never, timed).
    */
   readonly streamK?: StreamKMode;
+  /**
+   * Whether `linearSiluMul` runs its GEMVs with SiLU-and-multiply in the epilogue (else it
+   * returns false and the caller runs linear and siluMul). Default true, unless the environment
+   * sets DENALI_SILU_EPILOGUE=0 (for the A/B in one tree).
+   */
+  readonly siluEpilogue?: boolean;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -302,6 +313,12 @@ const GEMV_KERNELS = [
   "linear_gemv_t16_r8",
   "linear_gemv_t16_r8_s2",
 ];
+/**
+ * The GEMVs with SiLU-and-multiply in their epilogue (`linearSiluMul`), indexed by M > 8: 16-row
+ * groups (8 gate rows and the 8 up rows of the same columns), with the steps in flight of the
+ * plain GEMVs at those M.
+ */
+const SILU_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_silu", "linear_gemv_t16_r16_silu"];
 
 /**
  * Loads the linear kernels onto the backend's device and returns its ops.
@@ -356,6 +373,14 @@ export async function loadLinearOps(
     launcherWith(backend, linearKernels, name, { programmatic })
   );
   const gemv = gemvs.map((l) => l.launch);
+  // The GEMVs with SiLU-and-multiply in their epilogue (CUDA; their HIP copies trap).
+  const siluEpilogue = cuda &&
+    (options.siluEpilogue ?? Deno.env.get("DENALI_SILU_EPILOGUE") !== "0");
+  const siluGemv = siluEpilogue
+    ? SILU_GEMV_KERNELS.map((name) =>
+      launcherWith(backend, linearKernels, name, { programmatic }).launch
+    )
+    : null;
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
@@ -794,6 +819,36 @@ export async function loadLinearOps(
         weight = linearWeight;
       }
       runBf16(out, x, weight, m, n, k, stream);
+    },
+
+    linearSiluMul(out, x, linearWeight, m, n, k, stream) {
+      checkLinearSiluMulArgs("linearSiluMul", out, x, linearWeight, m, n, k);
+      if (siluGemv === null) return false;
+      if (isFp8Weight(linearWeight)) return fp8.gemvSiluMul(out, x, linearWeight, m, n, k, stream);
+      if (isAwqWeight(linearWeight)) return awq.gemvSiluMul(out, x, linearWeight, m, n, k, stream);
+      // bf16: where linear would run a GEMV (not the library) on the [2n, k] weight.
+      if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, 2 * n, k)) return false;
+      const kernel = choose(m, 2 * n, k, x, linearWeight);
+      if (kernel !== GEMV16 && kernel !== GEMV8) return false;
+      const split = gemvSplit(GEMV16, k);
+      siluGemv[m > 8 ? 1 : 0](
+        gemvBlocks(GEMV16, 2 * n, split),
+        1,
+        1,
+        256,
+        1,
+        1,
+        0,
+        stream,
+        out,
+        x,
+        linearWeight,
+        m,
+        n,
+        k,
+        split,
+      );
+      return true;
     },
 
     prepareLinear(shapes, stream) {

@@ -72,9 +72,24 @@ export function checkLinearArgs(
   n: number,
   k: number,
 ): void {
+  checkProduct(op, out, x, weight, m, n, k, n, "[n, k]");
+}
+
+/** m, n, k, then x [m, k], a weight of `rows` × k (its shape named `dims`) and out [m, n]. */
+function checkProduct(
+  op: string,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: LinearWeight,
+  m: number,
+  n: number,
+  k: number,
+  rows: number,
+  dims: string,
+): void {
   checkMnk(op, m, n, k);
   checkBytes(op, "x", x, m, k, "[m, k]");
-  checkWeight(op, weight, n, k, "[n, k]");
+  checkWeight(op, weight, rows, k, dims);
   checkBytes(op, "out", out, m, n, "[m, n]");
 }
 
@@ -98,13 +113,11 @@ export function checkLinearSiluMulArgs(
   n: number,
   k: number,
 ): void {
-  checkMnk(op, m, n, k);
+  checkDim(op, "n", n);
   if (2 * n > INT32_MAX) {
     throw new RangeError(`${op}: n = ${n} makes 2n gate/up rows, past 2^31-1`);
   }
-  checkBytes(op, "x", x, m, k, "[m, k]");
-  checkWeight(op, weight, 2 * n, k, "[2n, k]");
-  checkBytes(op, "out", out, m, n, "[m, n]");
+  checkProduct(op, out, x, weight, m, n, k, 2 * n, "[2n, k]");
 }
 
 /** n and k of a (de)quantize call, and its bf16 weight [n, k]. */

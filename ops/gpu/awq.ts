@@ -27,6 +27,7 @@
  */
 
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import type { Launcher } from "../../kernels/launcher.ts";
 import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
 import { checkAwqArgs } from "../checks/linear.ts";
 import type { AwqWeight } from "../linear_weight.ts";
@@ -188,6 +189,42 @@ export async function loadAwqOps(
     : null;
   const gemmMaxM = mma ? Math.max(maxM, options.gemmMaxM ?? 0) : maxM;
 
+  /** One tensor-core GEMV launch (256 threads a block) over `weight`'s codes, zeros and scales. */
+  function launchMma(
+    kernel: Launcher,
+    blocks: number,
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    split: number,
+    stream: Stream,
+  ): void {
+    const { codes, zeros, scales, groupSize } = weight;
+    kernel(
+      blocks,
+      1,
+      1,
+      256,
+      1,
+      1,
+      0,
+      stream,
+      out,
+      x,
+      codes,
+      zeros,
+      scales,
+      m,
+      n,
+      k,
+      groupSize,
+      split,
+    );
+  }
+
   function dequantizeAwq(
     out: DeviceBuffer,
     weight: AwqWeight,
@@ -228,26 +265,7 @@ export async function loadAwqOps(
         const blocks = persistent && index === 0
           ? Math.min(rowBlocks, PERSISTENT_BLOCKS_PER_SM * sms)
           : rowBlocks;
-        mmaGemvs[index](
-          blocks,
-          1,
-          1,
-          256,
-          1,
-          1,
-          0,
-          stream,
-          out,
-          x,
-          weight.codes,
-          weight.zeros,
-          weight.scales,
-          m,
-          n,
-          k,
-          weight.groupSize,
-          split,
-        );
+        launchMma(mmaGemvs[index], blocks, out, x, weight, m, n, k, split, stream);
         return true;
       }
       const blocks = Math.ceil(n / GEMV_ROWS);
@@ -279,26 +297,8 @@ export async function loadAwqOps(
       }
       if (m <= 8 && variant !== "s2_ps") return false;
       const split = forcedSplit || quantizedGemvSplit(k, 16);
-      siluGemvs[m > 8 ? 1 : 0](
-        gemvGridBlocks(2 * n, 16, split),
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        stream,
-        out,
-        x,
-        weight.codes,
-        weight.zeros,
-        weight.scales,
-        m,
-        n,
-        k,
-        weight.groupSize,
-        split,
-      );
+      const blocks = gemvGridBlocks(2 * n, 16, split);
+      launchMma(siluGemvs[m > 8 ? 1 : 0], blocks, out, x, weight, m, n, k, split, stream);
       return true;
     },
 

@@ -255,6 +255,22 @@ export async function loadFp8Ops(
     return quantizedGemvIndex(m, n, sms);
   }
 
+  /** One GEMV launch (256 threads a block) over `weight`'s codes and scales. */
+  function launchGemv(
+    kernel: Launcher,
+    blocks: number,
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    split: number,
+    stream: Stream,
+  ): void {
+    kernel(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight.data, weight.scales, m, n, k, split);
+  }
+
   function dequantizeFp8(
     out: DeviceBuffer,
     weight: Fp8Weight,
@@ -275,48 +291,15 @@ export async function loadFp8Ops(
       const rows = quantizedGemvRows(index);
       const split = forcedSplit || quantizedGemvSplit(k, rows);
       const blocks = gemvGridBlocks(n, rows, split);
-      gemvs[index](
-        blocks,
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        stream,
-        out,
-        x,
-        weight.data,
-        weight.scales,
-        m,
-        n,
-        k,
-        split,
-      );
+      launchGemv(gemvs[index], blocks, out, x, weight, m, n, k, split, stream);
       return true;
     },
 
     gemvSiluMul(out, x, weight, m, n, k, stream) {
       if (siluGemvs === null || gemvIndex(m, 2 * n, k, x, weight) < 0) return false;
       const split = forcedSplit || quantizedGemvSplit(k, 16);
-      siluGemvs[m > 8 ? 1 : 0](
-        gemvGridBlocks(2 * n, 16, split),
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        stream,
-        out,
-        x,
-        weight.data,
-        weight.scales,
-        m,
-        n,
-        k,
-        split,
-      );
+      const blocks = gemvGridBlocks(2 * n, 16, split);
+      launchGemv(siluGemvs[m > 8 ? 1 : 0], blocks, out, x, weight, m, n, k, split, stream);
       return true;
     },
 

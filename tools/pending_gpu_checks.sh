@@ -66,7 +66,7 @@ fi
 
 if [ "$PART" = fold ]; then
   gpu_test linear_silu 90
-  for round in 1 2; do
+  for round in $(seq 1 "${ROUNDS:-1}"); do
     for silu in 0 1; do
       left 100 || break
       echo "=== DENALI_SILU_EPILOGUE=$silu round $round $(date +%T)"
@@ -75,13 +75,13 @@ if [ "$PART" = fold ]; then
   done
   gpu_test attention 120
   gpu_test linear_sm90 90
-  gpu_test fp8 200
   for preset in llama3-8b qwen2.5-7b qwen3-8b mistral-7b; do
     left 45 || break
     echo "=== decode $preset $(date +%T)"
     timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
       --batches 1,64 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
   done
+  gpu_test fp8 200
 fi
 
 if [ "$PART" = second ]; then

@@ -14,12 +14,15 @@
 #     stream-K never and timed (if timed wins, STREAM_K_DEFAULT in ops/gpu/linear.ts becomes
 #     "timed"), nsys traces of the offline run and of the batch-1 step where nsys exists (per
 #     kernel: where a serving step's time goes on this GPU), the 4-bit GEMV bench.
-#   PART=fold DEADLINE=540 bash tools/pending_gpu_checks.sh
+#   PART=fold DEADLINE=560 bash tools/pending_gpu_checks.sh      (carry .device and .prev = 9d88af0)
 #     session 16: the GEMVs with SiLU-and-multiply in their epilogue (linear_silu test, then the
-#     batch-1 step with DENALI_SILU_EPILOGUE=0 and 1 alternated, bf16, FP8 and AWQ), the tests of
-#     the kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
-#     linear_sm90's split-K and stream-K, fp8's W8A8 GEMM on the same main loop), then the four
-#     presets' batch-1 decode TARGET lines with what time is left.
+#     batch-1 and 8 steps with DENALI_SILU_EPILOGUE=0 and 1, bf16, FP8 and AWQ), the quantized
+#     steps at batch 32 and 64 against .prev (the GEMV over 16-row chunks), then the tests of the
+#     kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
+#     linear_sm90's split-K and stream-K).
+#   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
+#     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
+#     loop), then the four presets' decode TARGET lines with what time is left.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -73,15 +76,23 @@ if [ "$PART" = fold ]; then
       DENALI_SILU_EPILOGUE=$silu LINE_TIMEOUT=90 decode_line --batches 1,8 --quantization fp8,awq
     done
   done
+  if left 150; then
+    echo "=== decode A/B fp8 and awq, batches 32 and 64 (gemvRows) $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=70 bash tools/decode_ab.sh --presets llama3-8b --batches 32,64 --steps 32 --quantization fp8,awq
+  fi
   gpu_test attention 120
   gpu_test linear_sm90 90
+fi
+
+if [ "$PART" = fold2 ]; then
+  gpu_test awq 220
+  gpu_test fp8 200
   for preset in llama3-8b qwen2.5-7b qwen3-8b mistral-7b; do
     left 45 || break
     echo "=== decode $preset $(date +%T)"
     timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
       --batches 1,64 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
   done
-  gpu_test fp8 200
 fi
 
 if [ "$PART" = second ]; then

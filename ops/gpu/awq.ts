@@ -20,6 +20,12 @@
  *   on an H100 it took 1.5-3.5× the dequantize path's time on four of the five Llama-3-8B shapes
  *   at M = 32-256 (0.92× only on gate/up at M <= 64; bench/results/2026-12-06-s11-awq-gemm-h100.md),
  *   so the default stays the dequantize path.
+ * - CUDA, 16 < M <= 64 (unless the W4A16 GEMM took it): the tensor-core GEMV over x's rows in
+ *   chunks of 16 (`gemvRows`, a launch a chunk). Each chunk reads the 4-bit weight again, which
+ *   costs less than the path below, which writes and reads the weight as bf16 (4× its bytes
+ *   each way): at batch 64 an H100's Llama-3-8B step took 22.2 and 15.3 ms on it against bf16's
+ *   8.4 (bench/results/2026-12-06-s11-awq-gemm-h100.md, -decode-targets-h100.md), while a 16-row GEMV pass costs about
+ *   half of bf16's GEMV time (0.57 at batch 1, bench/results/2026-12-07-s15-pending-checks-h100.md).
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
  *
@@ -44,6 +50,21 @@ import {
 export interface GpuAwqOps extends AwqOps {
   /** Runs the W4A16 GEMV and returns true, or returns false when the call is not a GEMV's. */
   gemv(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /**
+   * The tensor-core W4A16 GEMV over x's rows in chunks of 16, one launch a chunk (each reading
+   * the whole weight), for 16 < m <= {@link GEMV_ROWS_MAX_M} (CUDA): up to four passes over the
+   * 4-bit codes cost less than dequantizing the weight to bf16 (writing and reading 4× its
+   * bytes) and running the bf16 GEMM. False, having done nothing, elsewhere.
+   */
+  gemvRows(
     out: DeviceBuffer,
     x: DeviceBuffer,
     weight: AwqWeight,
@@ -90,6 +111,8 @@ export interface GpuAwqOps extends AwqOps {
 const PORTABLE_MAX_M = 4;
 /** The most rows of x the tensor-core GEMVs take (CUDA). */
 const MMA_MAX_M = 16;
+/** The most rows `gemvRows` takes: four passes of the tensor-core GEMV. */
+export const GEMV_ROWS_MAX_M = 64;
 /** Output rows per portable GEMV block (AWQ_ROWS in the kernel). */
 const GEMV_ROWS = 8;
 /** The tensor-core GEMVs, indexed by (M > 8 ? 2 : 0) + (8 rows ? 1 : 0). */
@@ -188,13 +211,34 @@ export async function loadAwqOps(
     ).launch
     : null;
   const gemmMaxM = mma ? Math.max(maxM, options.gemmMaxM ?? 0) : maxM;
+  // Past these rows of x a call dequantizes into the weight's scratch.
+  const scratchPast = mma ? Math.max(gemmMaxM, GEMV_ROWS_MAX_M) : gemmMaxM;
+
+  /** The tensor-core GEMV of m <= 16 rows of x at device address `x` into `out` (checked). */
+  function mmaAt(
+    out: number,
+    x: number,
+    weight: AwqWeight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void {
+    const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
+    const split = forcedSplit || quantizedGemvSplit(k, rows);
+    const rowBlocks = gemvGridBlocks(n, rows, split);
+    const blocks = persistent && index === 0
+      ? Math.min(rowBlocks, PERSISTENT_BLOCKS_PER_SM * sms)
+      : rowBlocks;
+    launchMma(mmaGemvs[index], blocks, out, x, weight, m, n, k, split, stream);
+  }
 
   /** One tensor-core GEMV launch (256 threads a block) over `weight`'s codes, zeros and scales. */
   function launchMma(
     kernel: Launcher,
     blocks: number,
-    out: DeviceBuffer,
-    x: DeviceBuffer,
+    out: DeviceBuffer | number,
+    x: DeviceBuffer | number,
     weight: AwqWeight,
     m: number,
     n: number,
@@ -259,13 +303,7 @@ export async function loadAwqOps(
       // multiple of the group size (checked), hence of 32.
       if (m > maxM || ((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
       if (mma) {
-        const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
-        const split = forcedSplit || quantizedGemvSplit(k, rows);
-        const rowBlocks = gemvGridBlocks(n, rows, split);
-        const blocks = persistent && index === 0
-          ? Math.min(rowBlocks, PERSISTENT_BLOCKS_PER_SM * sms)
-          : rowBlocks;
-        launchMma(mmaGemvs[index], blocks, out, x, weight, m, n, k, split, stream);
+        mmaAt(out.ptr, x.ptr, weight, m, n, k, stream);
         return true;
       }
       const blocks = Math.ceil(n / GEMV_ROWS);
@@ -288,6 +326,17 @@ export async function loadAwqOps(
         k,
         weight.groupSize,
       );
+      return true;
+    },
+
+    gemvRows(out, x, weight, m, n, k, stream) {
+      if (!mma || m <= MMA_MAX_M || m > GEMV_ROWS_MAX_M) return false;
+      if (((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
+      // Each chunk's x starts 32·k bytes on, so it stays 16-byte aligned.
+      for (let r0 = 0; r0 < m; r0 += MMA_MAX_M) {
+        const rows = Math.min(MMA_MAX_M, m - r0);
+        mmaAt(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, rows, n, k, stream);
+      }
       return true;
     },
 
@@ -332,7 +381,7 @@ export async function loadAwqOps(
       const scratch = weight.scratch;
       if (scratch === null || scratch.bytes < 2 * n * k) {
         throw new RangeError(
-          `linear: a 4-bit weight of ${n}×${k} with more than ${gemmMaxM} rows of x ` +
+          `linear: a 4-bit weight of ${n}×${k} with more than ${scratchPast} rows of x ` +
             `needs a bf16 scratch of ${2 * n * k} bytes, but it has ${
               scratch?.bytes ?? "none"
             }; size it with awqScratchBytes (the weight loader does)`,

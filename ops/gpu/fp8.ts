@@ -13,6 +13,8 @@
  *   the weight's scratch, and codes are multiplied by codes on FP8 tensor cores, `via` Denali's
  *   wgmma GEMM (`linear_wgmma_fp8_*`, the sm_90a image; launched by ops/gpu/linear.ts) or the
  *   vendor library's FP8 matmul with per-row scales (`GemmAccelerator.gemmFp8`, cuBLASLt 12.9+).
+ * - 16 < M <= 64 on a shape where prepareLinear timed it faster: the GEMV above over x's rows in
+ *   chunks of 16 (`gemvRows`; a launch a chunk, each reading the whole FP8 weight).
  * - Everything else: `linear_fp8_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks. This is the
  *   prefill path on GPUs without FP8 tensor cores (sm_80), and wherever W8A8 timed slower.
@@ -55,6 +57,21 @@ export type Fp8Gemm = NonNullable<GemmAccelerator["gemmFp8"]>;
 export interface GpuFp8Ops extends Fp8Ops {
   /** Runs the W8A16 GEMV and returns true, or returns false when the call is not a GEMV's. */
   gemv(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
+  /**
+   * The W8A16 GEMV over x's rows in chunks of 16, one launch a chunk (each reading the whole
+   * weight), for 16 < m <= {@link GEMV_ROWS_MAX_M}: the rows past the GEMVs' 16 at batch sizes
+   * where reading the FP8 weight a few times beats dequantizing it (prepareLinear races it).
+   * Returns false, having done nothing, outside that range or where the GEMV can't take x.
+   */
+  gemvRows(
     out: DeviceBuffer,
     x: DeviceBuffer,
     weight: Fp8Weight,
@@ -129,6 +146,8 @@ const GEMV_KERNELS = [
 const SILU_GEMV_KERNELS = ["linear_fp8_gemv_t8_r16_s2_silu", "linear_fp8_gemv_t16_r16_silu"];
 /** The most rows the GEMVs take. */
 const GEMV_MAX_M = 16;
+/** The most rows `gemvRows` takes: four passes over the weight. */
+export const GEMV_ROWS_MAX_M = 64;
 /** Grid limit of the row-striding kernels. */
 const MAX_ROW_BLOCKS = 65535;
 /**
@@ -255,12 +274,38 @@ export async function loadFp8Ops(
     return quantizedGemvIndex(m, n, sms);
   }
 
+  /** The GEMV of m <= 16 rows of x at device address `x` into `out`; the caller checked it applies. */
+  function gemvAt(
+    out: number,
+    x: number,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): void {
+    const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
+    const split = forcedSplit || quantizedGemvSplit(k, rows);
+    launchGemv(
+      gemvs[index],
+      gemvGridBlocks(n, rows, split),
+      out,
+      x,
+      weight,
+      m,
+      n,
+      k,
+      split,
+      stream,
+    );
+  }
+
   /** One GEMV launch (256 threads a block) over `weight`'s codes and scales. */
   function launchGemv(
     kernel: Launcher,
     blocks: number,
-    out: DeviceBuffer,
-    x: DeviceBuffer,
+    out: DeviceBuffer | number,
+    x: DeviceBuffer | number,
     weight: Fp8Weight,
     m: number,
     n: number,
@@ -286,12 +331,19 @@ export async function loadFp8Ops(
 
   return {
     gemv(out, x, weight, m, n, k, stream) {
-      const index = gemvIndex(m, n, k, x, weight);
-      if (index < 0) return false;
-      const rows = quantizedGemvRows(index);
-      const split = forcedSplit || quantizedGemvSplit(k, rows);
-      const blocks = gemvGridBlocks(n, rows, split);
-      launchGemv(gemvs[index], blocks, out, x, weight, m, n, k, split, stream);
+      if (gemvIndex(m, n, k, x, weight) < 0) return false;
+      gemvAt(out.ptr, x.ptr, weight, m, n, k, stream);
+      return true;
+    },
+
+    gemvRows(out, x, weight, m, n, k, stream) {
+      if (m <= GEMV_MAX_M || m > GEMV_ROWS_MAX_M) return false;
+      if (gemvIndex(GEMV_MAX_M, n, k, x, weight) < 0) return false;
+      // Each chunk's x starts 32·k bytes on, so it stays 16-byte aligned.
+      for (let r0 = 0; r0 < m; r0 += GEMV_MAX_M) {
+        const rows = Math.min(GEMV_MAX_M, m - r0);
+        gemvAt(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, rows, n, k, stream);
+      }
       return true;
     },
 

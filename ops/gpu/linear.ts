@@ -180,9 +180,23 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
   ): boolean;
   /**
    * How `linear` runs an FP8 weight of this shape with more rows than the GEMVs take: W8A8 `via`
-   * Denali's wgmma GEMM or the library, where prepareLinear timed it faster, else "dequantize".
+   * Denali's wgmma GEMM or the library, or (up to 64 rows) the GEMV over 16-row chunks
+   * ("gemvRows"), where prepareLinear timed it faster, else "dequantize".
    */
-  fp8PrefillPath(m: number, n: number, k: number): W8a8Via | "dequantize";
+  fp8PrefillPath(m: number, n: number, k: number): Fp8PrefillPath;
+  /**
+   * Runs the FP8 GEMV over x's rows in 16-row chunks whatever prepareLinear chose, and returns
+   * true, or false where it can't (16 or fewer rows, more than 64, x unaligned). For tests.
+   */
+  fp8GemvRows(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    stream: Stream,
+  ): boolean;
   /**
    * Runs the W4A16 GEMM on a 4-bit weight directly, whatever M, and returns true, or false where
    * it can't (not CUDA, M within the GEMVs' rows, x or the codes unaligned). For tests and
@@ -290,10 +304,12 @@ const TIME_NORMAL = 0, TIME_DATA_PARALLEL = 1, TIME_STREAM_K = 2;
  * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
  */
 const WGMMA_FP8_GEMM = "linear_wgmma_fp8_128x128";
-/** W8A8 choices prepareLinear records per FP8 shape, as indices into FP8_PREFILL_PATHS. */
-const VIA_WGMMA = 1, VIA_LIBRARY = 2;
+/** How `linear` runs an FP8 weight past the GEMVs' 16 rows (see GpuLinearOps.fp8PrefillPath). */
+export type Fp8PrefillPath = W8a8Via | "dequantize" | "gemvRows";
+/** FP8 choices prepareLinear records per shape, as indices into FP8_PREFILL_PATHS. */
+const VIA_WGMMA = 1, VIA_LIBRARY = 2, VIA_GEMV_ROWS = 3;
 /** What each choice code means (0: dequantize and run bf16). */
-const FP8_PREFILL_PATHS: readonly (W8a8Via | "dequantize")[] = ["dequantize", "wgmma", "library"];
+const FP8_PREFILL_PATHS: readonly Fp8PrefillPath[] = ["dequantize", "wgmma", "library", "gemvRows"];
 /** Timed launches per path and shape in prepareLinear. */
 const PREPARE_SAMPLES = 5;
 /** Bytes filled before each timed call in prepareLinear, to evict the operands from L2. */
@@ -749,9 +765,9 @@ export async function loadLinearOps(
 
   /**
    * The fastest way to run an FP8 weight of this shape: VIA_WGMMA or VIA_LIBRARY (W8A8: x
-   * quantized per token, then Denali's or the library's FP8 GEMM) where one beat dequantizing the
-   * weight and running the bf16 product as `linear` would, else 0; null when there was no room
-   * to time it.
+   * quantized per token, then Denali's or the library's FP8 GEMM) or VIA_GEMV_ROWS (up to 64
+   * rows: the W8A16 GEMV over 16-row chunks) where one beat dequantizing the weight and running
+   * the bf16 product as `linear` would, else 0; null when there was no room to time it.
    */
   function timeFp8Shape(
     m: number,
@@ -776,8 +792,16 @@ export async function loadLinearOps(
       const viaLibrary = () => {
         fp8.w8a8(out, x, weight, m, n, k, stream, "library");
       };
+      const viaGemvRows = () => {
+        fp8.gemvRows(out, x, weight, m, n, k, stream);
+      };
       const candidates: [number, () => void][] = [];
       if (fp8.w8a8Possible(m, k, weight, "wgmma")) candidates.push([VIA_WGMMA, viaWgmma]);
+      // A few passes of the GEMV at batch sizes just past its rows (this first call is also the
+      // warm-up; false where it does not apply).
+      if (fp8.gemvRows(out, x, weight, m, n, k, stream)) {
+        candidates.push([VIA_GEMV_ROWS, viaGemvRows]);
+      }
       // A refusal (no per-row FP8 scaling in this release, no algorithm for the shape) was
       // reported by tuneW8a8; the library is then no candidate.
       if (
@@ -809,11 +833,16 @@ export async function loadLinearOps(
       if (isFp8Weight(linearWeight)) {
         if (fp8.gemv(out, x, linearWeight, m, n, k, stream)) return;
         const path = FP8_PREFILL_PATHS[w8a8Choice(m, n, k)];
-        if (path !== "dequantize" && fp8.w8a8(out, x, linearWeight, m, n, k, stream, path)) return;
+        if (path === "gemvRows") {
+          if (fp8.gemvRows(out, x, linearWeight, m, n, k, stream)) return;
+        } else if (path !== "dequantize") {
+          if (fp8.w8a8(out, x, linearWeight, m, n, k, stream, path)) return;
+        }
         weight = fp8.toScratch(linearWeight, n, k, stream);
       } else if (isAwqWeight(linearWeight)) {
         if (awq.gemv(out, x, linearWeight, m, n, k, stream)) return;
         if (awq.gemm(out, x, linearWeight, m, n, k, stream)) return;
+        if (awq.gemvRows(out, x, linearWeight, m, n, k, stream)) return;
         weight = awq.toScratch(linearWeight, n, k, stream);
       } else {
         weight = linearWeight;
@@ -906,6 +935,10 @@ export async function loadLinearOps(
     },
     fp8W8a8ScratchBytes: fp8.w8a8ScratchBytes,
     fp8PrefillPath: (m, n, k) => FP8_PREFILL_PATHS[w8a8Choice(m, n, k)],
+    fp8GemvRows(out, x, weight, m, n, k, stream) {
+      checkLinearArgs("fp8GemvRows", out, x, weight, m, n, k);
+      return fp8.gemvRows(out, x, weight, m, n, k, stream);
+    },
     dequantizeAwq: awq.dequantizeAwq,
     awqScratchBytes: awq.awqScratchBytes,
 

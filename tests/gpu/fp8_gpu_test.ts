@@ -171,6 +171,7 @@ function checkLinear(
   n: number,
   k: number,
   seed: number,
+  via: "linear" | "gemvRows" = "linear",
 ): void {
   const s = gpu.createStream();
   const xBits = randomBf16(m * k, seed, 1);
@@ -181,12 +182,15 @@ function checkLinear(
   const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
   gpu.copyToDevice(gx, xBits);
   gpu.memset(gout, 0xff, s);
-  ops.linear(gout, gx, pair.gpu, m, n, k, s);
+  if (via === "linear") ops.linear(gout, gx, pair.gpu, m, n, k, s);
+  else assert.ok(ops.fp8GemvRows(gout, gx, pair.gpu, m, n, k, s), `m=${m}: 16-row chunks`);
   s.synchronize();
   const bits = new Uint16Array(m * n);
   gpu.copyToHost(bits, gout);
   const got = decodeBf16(bits);
-  const gemv = ops.fp8GemvKernel(m, n, k, gx, pair.gpu);
+  const gemv = via === "gemvRows"
+    ? "GEMV over 16-row chunks"
+    : ops.fp8GemvKernel(m, n, k, gx, pair.gpu);
   const what = `m=${m} n=${n} k=${k} (${gemv ?? "dequantize + GEMM"})`;
   assertClose(got, want, 1e-2, what);
   const xs = decodeBf16(xBits), lut = e4m3Table();
@@ -230,6 +234,17 @@ for (const [n, k] of [[4096, 4096], [1024, 4096], [1000, 1008], [37, 64], [1000,
     }
   });
 }
+
+gpuLinearTest("gpu FP8 GEMV over 16-row chunks (17..64 rows) matches the CPU", (gpu, ops) => {
+  for (const [n, k] of [[4096, 4096], [1000, 1008]]) {
+    const pair = quantizedPair(gpu, ops, n, k, 3 * n + k);
+    try {
+      for (const m of [17, 24, 33, 64]) checkLinear(gpu, ops, pair, m, n, k, m, "gemvRows");
+    } finally {
+      freeFp8(gpu, pair.gpu);
+    }
+  }
+});
 
 gpuLinearTest(
   "gpu linear on FP8 weights: every finite code, and the 128256×4096 shape",

@@ -219,7 +219,7 @@ for (const hip of [false, true]) {
       const n = 4096, k = 4096;
       const weight = gpuWeight(gpu, n, k, true);
       assert.equal(gops.awqScratchBytes(n, k), 2 * n * k);
-      const x = gpu.alloc(2 * 64 * k + 16), out = gpu.alloc(2 * 64 * n);
+      const x = gpu.alloc(2 * 128 * k + 16), out = gpu.alloc(2 * 128 * n);
       const s = gpu.createStream();
       // [m, kernel, grid, extra args]: HIP's portable GEMV takes 8 rows a block; CUDA's mma
       // GEMVs with 4096 rows = 256 groups of 16 >= 132 SMs take r16, and K = 4096 is 16 steps
@@ -268,8 +268,37 @@ for (const hip of [false, true]) {
       const before = fake.launchCount();
       gops.linear(out, x.slice(2, 2 * k), weight, 1, n, k, s);
       assert.equal(fake.launchCount() - before, 2, "dequantize, then a bf16 linear");
-      // Past the GEMVs' rows: dequantize into the scratch, then the bf16 GEMM reading it.
-      for (const m of hip ? [5, 17] : [17, 64]) {
+      if (!hip) {
+        // 17..64 rows: the GEMV over 16-row chunks, a launch a chunk (t16 for 16 rows, t8 for
+        // the last few), each chunk's x and out 16 rows on.
+        const chunked: [number, string[]][] = [
+          [17, ["t16_r16", "t8_r16_s2_ps"]],
+          [64, Array(4).fill("t16_r16")],
+        ];
+        for (const [m, kernels] of chunked) {
+          const mark = fake.launchCount();
+          fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 4]);
+          gops.linear(out, x, weight, m, n, k, s);
+          assert.equal(fake.launchCount() - mark, kernels.length, `m = ${m}: a launch a chunk`);
+          const last = fake.lastLaunch();
+          const args = new DataView(last.args.buffer, last.args.byteOffset);
+          const r0 = 16 * (kernels.length - 1);
+          assert.equal(last.functionName, `linear_awq_gemv_${kernels.at(-1)}`, `m = ${m}`);
+          assert.deepEqual(
+            [args.getBigUint64(0, true), args.getBigUint64(8, true)],
+            [BigInt(out.ptr + 2 * r0 * n), BigInt(x.ptr + 2 * r0 * k)],
+            `m = ${m}: the last chunk's out and x`,
+          );
+          assert.equal(
+            args.getInt32(40, true),
+            m - r0,
+            `m = ${m}: the last chunk's rows`,
+          );
+        }
+      }
+      // Past the GEMVs' rows (and on CUDA past 64): dequantize into the scratch, then the bf16
+      // GEMM reading it.
+      for (const m of hip ? [5, 17] : [65, 128]) {
         fake.setParamSizes([8, 8, 8, 4, 4, 4]);
         const mark = fake.launchCount();
         gops.linear(out, x, weight, m, n, k, s);
@@ -284,9 +313,9 @@ for (const hip of [false, true]) {
         );
       }
       assert.throws(
-        () => gops.linear(out, x, { ...weight, scratch: null }, 17, n, k, s),
+        () => gops.linear(out, x, { ...weight, scratch: null }, hip ? 17 : 65, n, k, s),
         new RegExp(
-          `more than ${hip ? 4 : 16} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
+          `more than ${hip ? 4 : 64} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
             "has none; size it with awqScratchBytes",
         ),
       );

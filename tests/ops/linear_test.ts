@@ -24,6 +24,7 @@ import type {
 import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
+import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import {
   type LinearOptions,
@@ -391,6 +392,54 @@ class VirtualClock {
     }) as Backend;
   }
 }
+
+Deno.test("prepareLinear (fake CUDA driver): an FP8 shape of 17..64 rows takes the 16-row GEMV chunks where they time fastest", async () => {
+  const libraryPath = buildFakeDriver();
+  const fake = openFakeControl(libraryPath);
+  fake.reset();
+  const gpu = openCuda({ libraryPath });
+  try {
+    const clock = new VirtualClock(gpu, fake);
+    // The FP8 GEMV's launches are cheap; every other kernel (dequantize, GEMMs, quantize) dear.
+    clock.launchNs = (kernel) => kernel.startsWith("linear_fp8_gemv") ? 100 : 5000;
+    const ops = await loadLinearOps(clock.backend);
+    const s = gpu.createStream();
+    const n = 256, k = 512;
+    const weight: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(n * k),
+      scales: gpu.alloc(4 * n),
+      scratch: gpu.alloc(Math.max(ops.fp8ScratchBytes(n, k), ops.fp8W8a8ScratchBytes(96, k))),
+    };
+    const x = gpu.alloc(2 * 96 * k), out = gpu.alloc(2 * 96 * n);
+    fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
+    ops.prepareLinear([{ m: 32, n, k, fp8: true }, { m: 96, n, k, fp8: true }], s);
+    assert.equal(ops.fp8PrefillPath(32, n, k), "gemvRows");
+    // Past 64 rows the chunks are no candidate.
+    assert.notEqual(ops.fp8PrefillPath(96, n, k), "gemvRows");
+    // linear at 32 rows: two launches of the 16-row GEMV (256 rows make 8-row groups), the
+    // second on x and out 16 rows on.
+    const mark = fake.launchCount();
+    ops.linear(out, x, weight, 32, n, k, s);
+    assert.equal(fake.launchCount() - mark, 2);
+    const last = fake.lastLaunch();
+    assert.equal(last.functionName, "linear_fp8_gemv_t16_r8");
+    const args = new DataView(last.args.buffer, last.args.byteOffset);
+    assert.deepEqual(
+      [args.getBigUint64(0, true), args.getBigUint64(8, true), BigInt(args.getInt32(32, true))],
+      [BigInt(out.ptr + 2 * 16 * n), BigInt(x.ptr + 2 * 16 * k), 16n],
+    );
+    // The test hook runs it whatever was chosen, within its rows only.
+    assert.equal(ops.fp8GemvRows(out, x, weight, 17, n, k, s), true);
+    assert.equal(ops.fp8GemvRows(out, x, weight, 16, n, k, s), false);
+    assert.equal(ops.fp8GemvRows(out, x, weight, 65, n, k, s), false);
+    assert.equal(ops.fp8GemvRows(out, x.slice(2, 2 * 64 * k), weight, 64, n, k, s), false);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});
 
 Deno.test("prepareLinear (fake CUDA driver): times both paths, routes each shape to the winner", async () => {
   const libraryPath = buildFakeDriver();

@@ -41,6 +41,7 @@ import type { AwqOps } from "../ops.ts";
 import {
   forcedGemvSplit,
   gemvGridBlocks,
+  type LinearCall,
   quantizedGemvIndex,
   quantizedGemvRows,
   quantizedGemvSplit,
@@ -49,45 +50,21 @@ import {
 /** The 4-bit ops, plus the two halves of `linear` on a 4-bit weight, for ops/gpu/linear.ts. */
 export interface GpuAwqOps extends AwqOps {
   /** Runs the W4A16 GEMV and returns true, or returns false when the call is not a GEMV's. */
-  gemv(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: AwqWeight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemv: LinearCall<AwqWeight>;
   /**
    * The tensor-core W4A16 GEMV over x's rows in chunks of 16, one launch a chunk (each reading
    * the whole weight), for 16 < m <= {@link GEMV_ROWS_MAX_M} (CUDA): up to four passes over the
    * 4-bit codes cost less than dequantizing the weight to bf16 (writing and reading 4× its
    * bytes) and running the bf16 GEMM. False, having done nothing, elsewhere.
    */
-  gemvRows(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: AwqWeight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemvRows: LinearCall<AwqWeight>;
   /**
    * The W4A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
    * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
    * false, having done nothing, where no such kernel takes the call (HIP, not a GEMV's, or a
    * t8 variant other than the default s2_ps).
    */
-  gemvSiluMul(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: AwqWeight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemvSiluMul: LinearCall<AwqWeight>;
   /**
    * Runs the W4A16 GEMM and returns true, or returns false where it does not apply: not CUDA, M
    * within the GEMVs' rows or past `gemmMaxM` (unless `force`), or x or the codes not 16-byte

@@ -39,6 +39,7 @@ import type { Fp8Ops } from "../ops.ts";
 import {
   forcedGemvSplit,
   gemvGridBlocks,
+  type LinearCall,
   quantizedGemvIndex,
   quantizedGemvRows,
   quantizedGemvSplit,
@@ -56,44 +57,20 @@ export type Fp8Gemm = NonNullable<GemmAccelerator["gemmFp8"]>;
 /** The FP8 ops, plus the two halves of `linear` on an FP8 weight, for ops/gpu/linear.ts. */
 export interface GpuFp8Ops extends Fp8Ops {
   /** Runs the W8A16 GEMV and returns true, or returns false when the call is not a GEMV's. */
-  gemv(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: Fp8Weight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemv: LinearCall<Fp8Weight>;
   /**
    * The W8A16 GEMV over x's rows in chunks of 16, one launch a chunk (each reading the whole
    * weight), for 16 < m <= {@link GEMV_ROWS_MAX_M}: the rows past the GEMVs' 16 at batch sizes
    * where reading the FP8 weight a few times beats dequantizing it (prepareLinear races it).
    * Returns false, having done nothing, outside that range or where the GEMV can't take x.
    */
-  gemvRows(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: Fp8Weight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemvRows: LinearCall<Fp8Weight>;
   /**
    * The W8A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
    * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
    * false, having done nothing, where no such kernel takes the call (HIP, or not a GEMV's).
    */
-  gemvSiluMul(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: Fp8Weight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  gemvSiluMul: LinearCall<Fp8Weight>;
   /**
    * Runs the W8A8 product (x quantized per token into the weight's scratch, then the FP8 GEMM
    * `via` names) and returns true, or returns false where it can't: no such GEMM here (no sm_90a

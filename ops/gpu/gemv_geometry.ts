@@ -9,6 +9,23 @@
  * @module
  */
 
+import type { DeviceBuffer, Stream } from "../../backends/backend.ts";
+
+/**
+ * A product on weight format W that may decline: out[m, n] from x[m, k] (or, for a SiLU
+ * epilogue, a weight of [2n, k]); true where it ran, false (nothing launched) where it does
+ * not apply and the caller takes another path.
+ */
+export type LinearCall<W> = (
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: W,
+  m: number,
+  n: number,
+  k: number,
+  stream: Stream,
+) => boolean;
+
 /** The quantized kernel index: (M > 8 ? 2 : 0) + (8 rows ? 1 : 0): t8_r16, t8_r8, t16_r16, t16_r8. */
 export function quantizedGemvIndex(m: number, n: number, sms: number): number {
   return (m > 8 ? 2 : 0) + (Math.ceil(n / 16) >= sms ? 0 : 1);

@@ -46,7 +46,7 @@ import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../c
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
-import { forcedGemvSplit, gemvGridBlocks, gemvSplitFor } from "./gemv_geometry.ts";
+import { forcedGemvSplit, gemvGridBlocks, gemvSplitFor, type LinearCall } from "./gemv_geometry.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
@@ -188,15 +188,7 @@ export interface GpuLinearOps extends LinearOps, Fp8Ops, AwqOps {
    * Runs the FP8 GEMV over x's rows in 16-row chunks whatever prepareLinear chose, and returns
    * true, or false where it can't (16 or fewer rows, more than 64, x unaligned). For tests.
    */
-  fp8GemvRows(
-    out: DeviceBuffer,
-    x: DeviceBuffer,
-    weight: Fp8Weight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): boolean;
+  fp8GemvRows: LinearCall<Fp8Weight>;
   /**
    * Runs the W4A16 GEMM on a 4-bit weight directly, whatever M, and returns true, or false where
    * it can't (not CUDA, M within the GEMVs' rows, x or the codes unaligned). For tests and

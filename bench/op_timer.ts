@@ -47,9 +47,12 @@ function isStream(value: unknown): value is Stream {
     typeof (value as Stream).synchronize === "function";
 }
 
-/** The name an operator call is summed under: linear by its weight's n×k. */
+/**
+ * The name an operator call is summed under: linear by its weight's n×k, linearSiluMul by its
+ * output's n and k (its weight has 2n rows).
+ */
 export function opName(op: string, args: readonly unknown[]): string {
-  return op === "linear" ? `linear ${args[4]}x${args[5]}` : op;
+  return op === "linear" || op === "linearSiluMul" ? `${op} ${args[4]}x${args[5]}` : op;
 }
 
 /** Records event pairs around the operator calls of a {@link ModelOps} while armed. */

@@ -104,6 +104,10 @@ Deno.test("op timer: a prefill pass's gather of its sampled rows is not a pass",
 
 Deno.test("op timer: sums intervals per name, largest first; linear by weight shape", () => {
   assert.equal(opName("linear", [null, null, null, 1, 6144, 4096]), "linear 6144x4096");
+  assert.equal(
+    opName("linearSiluMul", [null, null, null, 1, 14336, 4096]),
+    "linearSiluMul 14336x4096",
+  );
   assert.equal(opName("rmsNorm", [1, 2, 3]), "rmsNorm");
   const report = summarizeOps(["a", "b", "a", "c"], [1, 5, 2, 0.5], 2, 10);
   assert.deepEqual(report.ops, [

@@ -69,11 +69,14 @@ fi
 
 if [ "$PART" = fold ]; then
   gpu_test linear_silu 90
+  # SILU_QUANT="" times bf16 alone (a short call); by default FP8 and AWQ beside it.
+  quant=()
+  [ -n "${SILU_QUANT-fp8,awq}" ] && quant=(--quantization "${SILU_QUANT-fp8,awq}")
   for round in $(seq 1 "${ROUNDS:-1}"); do
     for silu in 0 1; do
       left 100 || break
       echo "=== DENALI_SILU_EPILOGUE=$silu round $round $(date +%T)"
-      DENALI_SILU_EPILOGUE=$silu LINE_TIMEOUT=90 decode_line --batches 1,8 --quantization fp8,awq
+      DENALI_SILU_EPILOGUE=$silu LINE_TIMEOUT=90 decode_line --batches 1,8 "${quant[@]}"
     done
   done
   if left 150; then

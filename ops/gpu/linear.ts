@@ -96,6 +96,22 @@ export function streamKModeFromEnv(value: string | undefined): StreamKMode {
   return mode;
 }
 
+/**
+ * Whether `linearSiluMul` runs the GEMVs with SiLU-and-multiply in their epilogue when neither the
+ * options nor DENALI_SILU_EPILOGUE say.
+ */
+export const SILU_EPILOGUE_DEFAULT = true;
+
+/** The SiLU epilogue DENALI_SILU_EPILOGUE asks for (1 on, 0 off), or the default. */
+export function siluEpilogueFromEnv(value: string | undefined): boolean {
+  if (value === undefined || value === "") return SILU_EPILOGUE_DEFAULT;
+  if (value === "1" || value === "0") return value === "1";
+  throw new RangeError(
+    `DENALI_SILU_EPILOGUE=${value} is not a choice; use 1 (the GEMV applies SiLU-and-multiply) or ` +
+      "0 (the GEMV, then siluMul)",
+  );
+}
+
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
   /** Forces a kernel (default `auto`). */
@@ -129,8 +145,8 @@ export interface LinearOptions {
   readonly streamK?: StreamKMode;
   /**
    * Whether `linearSiluMul` runs its GEMVs with SiLU-and-multiply in the epilogue (else it
-   * returns false and the caller runs linear and siluMul). Default true, unless the environment
-   * sets DENALI_SILU_EPILOGUE=0 (for the A/B in one tree).
+   * returns false and the caller runs linear and siluMul). Default {@link SILU_EPILOGUE_DEFAULT},
+   * or DENALI_SILU_EPILOGUE (1 on, 0 off; for the A/B in one tree).
    */
   readonly siluEpilogue?: boolean;
 }
@@ -383,7 +399,7 @@ export async function loadLinearOps(
   const gemv = gemvs.map((l) => l.launch);
   // The GEMVs with SiLU-and-multiply in their epilogue (CUDA; their HIP copies trap).
   const siluEpilogue = cuda &&
-    (options.siluEpilogue ?? Deno.env.get("DENALI_SILU_EPILOGUE") !== "0");
+    (options.siluEpilogue ?? siluEpilogueFromEnv(Deno.env.get("DENALI_SILU_EPILOGUE")));
   const siluGemv = siluEpilogue
     ? SILU_GEMV_KERNELS.map((name) =>
       launcherWith(backend, linearKernels, name, { programmatic }).launch

@@ -94,6 +94,9 @@ for (const format of ["bf16", "fp8", "awq"]) {
     sanitizeOps: false,
     fn: async () => {
       const gpu = openCuda();
+      // The epilogue whatever its default (the fused kernels are what this file checks).
+      const previous = Deno.env.get("DENALI_SILU_EPILOGUE");
+      Deno.env.set("DENALI_SILU_EPILOGUE", "1");
       try {
         const ops = await loadGpuOps(gpu);
         const s = gpu.createStream();
@@ -126,6 +129,8 @@ for (const format of ["bf16", "fp8", "awq"]) {
         assert.deepEqual(readInto(gpu, fused, new Uint16Array(maxM * N)), before);
         for (const b of [gx, fused, act, gateUp] as DeviceBuffer[]) gpu.free(b);
       } finally {
+        if (previous === undefined) Deno.env.delete("DENALI_SILU_EPILOGUE");
+        else Deno.env.set("DENALI_SILU_EPILOGUE", previous);
         gpu.close();
       }
     },

@@ -14,7 +14,12 @@ import type { DeviceBuffer } from "../../backends/backend.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import type { AwqWeight, Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
-import type { GpuLinearOps, LinearOptions } from "../../ops/gpu/linear.ts";
+import {
+  type GpuLinearOps,
+  type LinearOptions,
+  SILU_EPILOGUE_DEFAULT,
+  siluEpilogueFromEnv,
+} from "../../ops/gpu/linear.ts";
 import type { FakeControl } from "../fake_driver/fake.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 
@@ -132,7 +137,7 @@ Deno.test("linearSiluMul (fake CUDA driver): the fused 16-row GEMVs of each form
     ["awq", 1, "linear_awq_gemv_t8_r16_s2_ps_silu"],
     ["awq", 12, "linear_awq_gemv_t16_r16_silu"],
     ["awq", 17, null],
-  ]);
+  ], { siluEpilogue: true });
 });
 
 Deno.test("linearSiluMul (fake drivers): declines on HIP, when turned off, and for a non-default 4-bit variant", async () => {
@@ -146,10 +151,31 @@ Deno.test("linearSiluMul (fake drivers): declines on HIP, when turned off, and f
   // The t8 fused kernel is the s2_ps variant's; another variant keeps its own kernel unfused.
   await dispatch(false, [["awq", 1, null], ["awq", 9, "linear_awq_gemv_t16_r16_silu"]], {
     awqGemvVariant: "s2",
+    siluEpilogue: true,
   });
   Deno.env.set("DENALI_SILU_EPILOGUE", "0");
   try {
     await dispatch(false, everything);
+  } finally {
+    Deno.env.delete("DENALI_SILU_EPILOGUE");
+  }
+});
+
+Deno.test("DENALI_SILU_EPILOGUE: 1 on, 0 off, unset the default, anything else a RangeError naming the choices", async () => {
+  assert.equal(siluEpilogueFromEnv("1"), true);
+  assert.equal(siluEpilogueFromEnv("0"), false);
+  assert.equal(siluEpilogueFromEnv(undefined), SILU_EPILOGUE_DEFAULT);
+  assert.equal(siluEpilogueFromEnv(""), SILU_EPILOGUE_DEFAULT);
+  assert.throws(
+    () => siluEpilogueFromEnv("false"),
+    /DENALI_SILU_EPILOGUE=false is not a choice; use 1 .* or 0 /,
+  );
+  // Asked for in the environment, the epilogue runs whatever the default.
+  Deno.env.set("DENALI_SILU_EPILOGUE", "1");
+  try {
+    await dispatch(false, [["bf16", 1, "linear_gemv_t8_r16_s2_silu"]]);
+    Deno.env.set("DENALI_SILU_EPILOGUE", "yes");
+    await assert.rejects(() => dispatch(false, []), /DENALI_SILU_EPILOGUE=yes is not a choice/);
   } finally {
     Deno.env.delete("DENALI_SILU_EPILOGUE");
   }

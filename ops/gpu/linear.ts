@@ -98,9 +98,11 @@ export function streamKModeFromEnv(value: string | undefined): StreamKMode {
 
 /**
  * Whether `linearSiluMul` runs the GEMVs with SiLU-and-multiply in their epilogue when neither the
- * options nor DENALI_SILU_EPILOGUE say.
+ * options nor DENALI_SILU_EPILOGUE say. Off until a GPU has run tests/gpu/linear_silu_gpu_test.ts
+ * and timed the step both ways (none was lent in session 16, which wrote them): a kernel that no
+ * GPU has checked does not run by default.
  */
-export const SILU_EPILOGUE_DEFAULT = true;
+export const SILU_EPILOGUE_DEFAULT = false;
 
 /** The SiLU epilogue DENALI_SILU_EPILOGUE asks for (1 on, 0 off), or the default. */
 export function siluEpilogueFromEnv(value: string | undefined): boolean {

@@ -13,8 +13,9 @@
  * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
  * → the rows that sample (gathered) → lm head → f32. Where the step is a GEMV's (up to 16
- * tokens, on a GPU), gate/up and siluMul are one launch (`linearSiluMul`: the GEMV applies
- * SiLU-and-multiply before it stores, and the [T, 2·inter] gate/up rows are never written).
+ * tokens, on a GPU) and the SiLU epilogue is on (ops/gpu/linear.ts), gate/up and siluMul are one
+ * launch (`linearSiluMul`: the GEMV applies SiLU-and-multiply before it stores, and the
+ * [T, 2·inter] gate/up rows are never written).
  *
  * The q/k/v projection is one `linear` over the fused weight, whatever the token count: one
  * launch, and a GEMM wide enough to fill the device (three, over row slices of the weight, left

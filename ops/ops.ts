@@ -350,8 +350,8 @@ export interface ModelOps {
    * write: bit for bit where that `linear` runs the 16-row GEMV (2n rows of at least 16 per SM),
    * else up to the order of the f32 sums. Returns true where a fused kernel ran; false, having done
    * nothing, where none takes the call (more than 16 rows, no tensor-core GEMV, the CPU, or
-   * off: the default until a GPU has checked it, DENALI_SILU_EPILOGUE=1 turns it on), and the
-   * caller then runs `linear` and `siluMul`.
+   * off: the default, since it made no step shorter on an H100; DENALI_SILU_EPILOGUE=1 turns it
+   * on), and the caller then runs `linear` and `siluMul`.
    * Bad arguments throw as `linear`'s do, whichever way the call would have gone.
    */
   linearSiluMul(

@@ -20,12 +20,11 @@
  *   on an H100 it took 1.5-3.5× the dequantize path's time on four of the five Llama-3-8B shapes
  *   at M = 32-256 (0.92× only on gate/up at M <= 64; bench/results/2026-12-06-s11-awq-gemm-h100.md),
  *   so the default stays the dequantize path.
- * - CUDA, 16 < M <= 64 (unless the W4A16 GEMM took it): the tensor-core GEMV over x's rows in
+ * - CUDA, 16 < M <= 48 (unless the W4A16 GEMM took it): the tensor-core GEMV over x's rows in
  *   chunks of 16 (`gemvRows`, a launch a chunk). Each chunk reads the 4-bit weight again, which
- *   costs less than the path below, which writes and reads the weight as bf16 (4× its bytes
- *   each way): at batch 64 an H100's Llama-3-8B step took 22.2 and 15.3 ms on it against bf16's
- *   8.4 (bench/results/2026-12-06-s11-awq-gemm-h100.md, -decode-targets-h100.md), while a 16-row GEMV pass costs about
- *   half of bf16's GEMV time (0.57 at batch 1, bench/results/2026-12-07-s15-pending-checks-h100.md).
+ *   costs less than the path below (it writes and reads the weight as bf16, 4× its bytes each
+ *   way) up to three chunks: on an H100 the Llama-3-8B step at 32 rows took 8.8 ms against that
+ *   path's 14.1, at 64 rows 15.7 against 15.1 (bench/results/2026-12-07-s16-silu-gemv-rows-h100.md).
  * - Everything else: `linear_awq_dequantize` into the weight's scratch (bf16 [N, K]), then the
  *   bf16 linear over the scratch, whichever kernel or vendor library that picks.
  *
@@ -53,7 +52,7 @@ export interface GpuAwqOps extends AwqOps {
   gemv: LinearCall<AwqWeight>;
   /**
    * The tensor-core W4A16 GEMV over x's rows in chunks of 16, one launch a chunk (each reading
-   * the whole weight), for 16 < m <= {@link GEMV_ROWS_MAX_M} (CUDA): up to four passes over the
+   * the whole weight), for 16 < m <= {@link GEMV_ROWS_MAX_M} (CUDA): up to three passes over the
    * 4-bit codes cost less than dequantizing the weight to bf16 (writing and reading 4× its
    * bytes) and running the bf16 GEMM. False, having done nothing, elsewhere.
    */
@@ -88,8 +87,12 @@ export interface GpuAwqOps extends AwqOps {
 const PORTABLE_MAX_M = 4;
 /** The most rows of x the tensor-core GEMVs take (CUDA). */
 const MMA_MAX_M = 16;
-/** The most rows `gemvRows` takes: four passes of the tensor-core GEMV. */
-export const GEMV_ROWS_MAX_M = 64;
+/**
+ * The most rows `gemvRows` takes: three passes of the tensor-core GEMV. On an H100 two passes
+ * (32 rows) took the Llama-3-8B step to 0.624× the dequantize path's and four (64 rows) to 1.041×
+ * (bench/results/2026-12-07-s16-silu-gemv-rows-h100.md); three sit between, closer to the win.
+ */
+export const GEMV_ROWS_MAX_M = 48;
 /** Output rows per portable GEMV block (AWQ_ROWS in the kernel). */
 const GEMV_ROWS = 8;
 /** The tensor-core GEMVs, indexed by (M > 8 ? 2 : 0) + (8 rows ? 1 : 0). */

@@ -98,9 +98,10 @@ export function streamKModeFromEnv(value: string | undefined): StreamKMode {
 
 /**
  * Whether `linearSiluMul` runs the GEMVs with SiLU-and-multiply in their epilogue when neither the
- * options nor DENALI_SILU_EPILOGUE say. Off until a GPU has run tests/gpu/linear_silu_gpu_test.ts
- * and timed the step both ways (none was lent in session 16, which wrote them): a kernel that no
- * GPU has checked does not run by default.
+ * options nor DENALI_SILU_EPILOGUE say. Off: correct on an H100 (bit for bit against the GEMV and
+ * siluMul apart), but the Llama-3-8B step at batch 1 and 8 was no shorter with it (1.003×,
+ * bench/results/2026-12-07-s16-silu-gemv-rows-h100.md). Worth timing again where launches cost
+ * more (an H200's shorter steps).
  */
 export const SILU_EPILOGUE_DEFAULT = false;
 

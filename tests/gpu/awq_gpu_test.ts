@@ -7,8 +7,8 @@
  * - `linear` on 4-bit weights for M ∈ {1, 2, 3, 8, 9, 16, 17, 64} over (N, K, group) ∈
  *   {(4096, 4096, 128), (1024, 4096, 64), (1000, 1024, 128), (37, 256, 64), (14336, 4096, 128)
  *   at M = 1}: the tensor-core W4A16 GEMVs for M <= 16 (t8 and t16, r16 and r8, K splits 1..8),
- *   the same GEMVs over 16-row chunks for 17 and 64, the dequantize + bf16 GEMM path above
- *   (100, 256); a misaligned
+ *   the same GEMVs over 16-row chunks for 17, the dequantize + bf16 GEMM path above 48 rows
+ *   (64, 100, 256); a misaligned
  *   x (the dequantize path at M = 1); the q, k and v row views of a fused weight;
  * - the engine on a tiny AWQ checkpoint (tests/support/awq_checkpoint.ts) against the CPU
  *   engine.
@@ -147,7 +147,7 @@ function checkLinear(
   }
 }
 
-// GEMVs up to 16 rows, over 16-row chunks up to 64, then dequantize + GEMM; and the opt-in W4A16 GEMM on the same rows past 16
+// GEMVs up to 16 rows, over 16-row chunks up to 48, then dequantize + GEMM; and the opt-in W4A16 GEMM on the same rows past 16
 // (row and column tails: 17, 100; N 1000, 37).
 const MS = [1, 2, 3, 8, 9, 16, 17, 64, 100, 256];
 for (const [n, k, g] of [[4096, 4096, 128], [1024, 4096, 64], [1000, 1024, 128], [37, 256, 64]]) {

@@ -269,11 +269,11 @@ for (const hip of [false, true]) {
       gops.linear(out, x.slice(2, 2 * k), weight, 1, n, k, s);
       assert.equal(fake.launchCount() - before, 2, "dequantize, then a bf16 linear");
       if (!hip) {
-        // 17..64 rows: the GEMV over 16-row chunks, a launch a chunk (t16 for 16 rows, t8 for
+        // 17..48 rows: the GEMV over 16-row chunks, a launch a chunk (t16 for 16 rows, t8 for
         // the last few), each chunk's x and out 16 rows on.
         const chunked: [number, string[]][] = [
           [17, ["t16_r16", "t8_r16_s2_ps"]],
-          [64, Array(4).fill("t16_r16")],
+          [48, Array(3).fill("t16_r16")],
         ];
         for (const [m, kernels] of chunked) {
           const mark = fake.launchCount();
@@ -296,9 +296,9 @@ for (const hip of [false, true]) {
           );
         }
       }
-      // Past the GEMVs' rows (and on CUDA past 64): dequantize into the scratch, then the bf16
+      // Past the GEMVs' rows (and on CUDA past 48): dequantize into the scratch, then the bf16
       // GEMM reading it.
-      for (const m of hip ? [5, 17] : [65, 128]) {
+      for (const m of hip ? [5, 17] : [49, 64]) {
         fake.setParamSizes([8, 8, 8, 4, 4, 4]);
         const mark = fake.launchCount();
         gops.linear(out, x, weight, m, n, k, s);
@@ -313,9 +313,9 @@ for (const hip of [false, true]) {
         );
       }
       assert.throws(
-        () => gops.linear(out, x, { ...weight, scratch: null }, hip ? 17 : 65, n, k, s),
+        () => gops.linear(out, x, { ...weight, scratch: null }, hip ? 17 : 49, n, k, s),
         new RegExp(
-          `more than ${hip ? 4 : 64} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
+          `more than ${hip ? 4 : 48} rows of x needs a bf16 scratch of 33554432 bytes, but it ` +
             "has none; size it with awqScratchBytes",
         ),
       );

@@ -39,7 +39,9 @@ import type { AwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import {
   forcedGemvSplit,
+  type GemvAt,
   gemvGridBlocks,
+  gemvRowChunks,
   type LinearCall,
   quantizedGemvIndex,
   quantizedGemvRows,
@@ -195,15 +197,7 @@ export async function loadAwqOps(
   const scratchPast = mma ? Math.max(gemmMaxM, GEMV_ROWS_MAX_M) : gemmMaxM;
 
   /** The tensor-core GEMV of m <= 16 rows of x at device address `x` into `out` (checked). */
-  function mmaAt(
-    out: number,
-    x: number,
-    weight: AwqWeight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): void {
+  const mmaAt: GemvAt<AwqWeight> = (out, x, weight, m, n, k, stream) => {
     const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
     const split = forcedSplit || quantizedGemvSplit(k, rows);
     const rowBlocks = gemvGridBlocks(n, rows, split);
@@ -211,7 +205,7 @@ export async function loadAwqOps(
       ? Math.min(rowBlocks, PERSISTENT_BLOCKS_PER_SM * sms)
       : rowBlocks;
     launchMma(mmaGemvs[index], blocks, out, x, weight, m, n, k, split, stream);
-  }
+  };
 
   /** One tensor-core GEMV launch (256 threads a block) over `weight`'s codes, zeros and scales. */
   function launchMma(
@@ -312,11 +306,7 @@ export async function loadAwqOps(
     gemvRows(out, x, weight, m, n, k, stream) {
       if (!mma || m <= MMA_MAX_M || m > GEMV_ROWS_MAX_M) return false;
       if (((x.ptr | weight.codes.ptr) & 15) !== 0) return false;
-      // Each chunk's x starts 32·k bytes on, so it stays 16-byte aligned.
-      for (let r0 = 0; r0 < m; r0 += MMA_MAX_M) {
-        const rows = Math.min(MMA_MAX_M, m - r0);
-        mmaAt(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, rows, n, k, stream);
-      }
+      gemvRowChunks(mmaAt, MMA_MAX_M, out, x, weight, m, n, k, stream);
       return true;
     },
 

@@ -38,7 +38,9 @@ import type { Fp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops } from "../ops.ts";
 import {
   forcedGemvSplit,
+  type GemvAt,
   gemvGridBlocks,
+  gemvRowChunks,
   type LinearCall,
   quantizedGemvIndex,
   quantizedGemvRows,
@@ -252,15 +254,7 @@ export async function loadFp8Ops(
   }
 
   /** The GEMV of m <= 16 rows of x at device address `x` into `out`; the caller checked it applies. */
-  function gemvAt(
-    out: number,
-    x: number,
-    weight: Fp8Weight,
-    m: number,
-    n: number,
-    k: number,
-    stream: Stream,
-  ): void {
+  const gemvAt: GemvAt<Fp8Weight> = (out, x, weight, m, n, k, stream) => {
     const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
     const split = forcedSplit || quantizedGemvSplit(k, rows);
     launchGemv(
@@ -275,7 +269,7 @@ export async function loadFp8Ops(
       split,
       stream,
     );
-  }
+  };
 
   /** One GEMV launch (256 threads a block) over `weight`'s codes and scales. */
   function launchGemv(
@@ -316,11 +310,7 @@ export async function loadFp8Ops(
     gemvRows(out, x, weight, m, n, k, stream) {
       if (m <= GEMV_MAX_M || m > GEMV_ROWS_MAX_M) return false;
       if (gemvIndex(GEMV_MAX_M, n, k, x, weight) < 0) return false;
-      // Each chunk's x starts 32·k bytes on, so it stays 16-byte aligned.
-      for (let r0 = 0; r0 < m; r0 += GEMV_MAX_M) {
-        const rows = Math.min(GEMV_MAX_M, m - r0);
-        gemvAt(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, rows, n, k, stream);
-      }
+      gemvRowChunks(gemvAt, GEMV_MAX_M, out, x, weight, m, n, k, stream);
       return true;
     },
 

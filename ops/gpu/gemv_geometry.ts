@@ -63,3 +63,38 @@ export function quantizedGemvSplit(k: number, rows: number): number {
 export function gemvGridBlocks(n: number, rows: number, split: number): number {
   return Math.ceil(n / ((8 / split) * rows));
 }
+
+/**
+ * A GEMV of up to `chunk` rows of x, with x and out as device addresses (so a caller can offset
+ * them without allocating a buffer view).
+ */
+export type GemvAt<W> = (
+  out: number,
+  x: number,
+  weight: W,
+  m: number,
+  n: number,
+  k: number,
+  stream: Stream,
+) => void;
+
+/**
+ * Runs `gemv` over x's m rows in chunks of `chunk` rows, each chunk's x and out `chunk` rows
+ * (bf16) on: one launch a chunk, each reading the whole weight. With `chunk` = 16 and K a
+ * multiple of 8, every chunk's x stays 16-byte aligned if x was.
+ */
+export function gemvRowChunks<W>(
+  gemv: GemvAt<W>,
+  chunk: number,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  weight: W,
+  m: number,
+  n: number,
+  k: number,
+  stream: Stream,
+): void {
+  for (let r0 = 0; r0 < m; r0 += chunk) {
+    gemv(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, Math.min(chunk, m - r0), n, k, stream);
+  }
+}

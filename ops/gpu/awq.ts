@@ -62,8 +62,8 @@ export interface GpuAwqOps extends AwqOps {
   /**
    * The W4A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
    * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
-   * false, having done nothing, where no such kernel takes the call (HIP, not a GEMV's, or a
-   * t8 variant other than the default s2_ps).
+   * false, having done nothing, where no such kernel takes the call (HIP, not a GEMV's, a t8
+   * variant other than the default s2_ps, or the epilogue not asked for at load).
    */
   gemvSiluMul: LinearCall<AwqWeight>;
   /**
@@ -163,6 +163,8 @@ export async function loadAwqOps(
     readonly gemvSplit?: 1 | 2 | 4 | 8;
     /** The t8/16-row GEMV's variant (benchmarks; default awqGemvVariantWanted's). */
     readonly gemvVariant?: AwqGemvVariant;
+    /** Whether `gemvSiluMul` runs (its launchers are built only then; default false). */
+    readonly siluEpilogue?: boolean;
   } = {},
 ): Promise<GpuAwqOps> {
   const kernels = await loadKernels(backend, "linear_awq");
@@ -175,7 +177,7 @@ export async function loadAwqOps(
   const mmaGemvs = [T8_R16_VARIANTS[variant], ...MMA_GEMVS.slice(1)].map((name) =>
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
-  const siluGemvs = mma
+  const siluGemvs = mma && options.siluEpilogue === true
     ? SILU_GEMVS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
     : null;
   const forcedSplit = forcedGemvSplit("loadAwqOps: gemvSplit", options.gemvSplit);

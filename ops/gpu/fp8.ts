@@ -70,7 +70,8 @@ export interface GpuFp8Ops extends Fp8Ops {
   /**
    * The W8A16 GEMV with SiLU-and-multiply in its epilogue, on a gate/up weight of [2n, k] (gate
    * rows first): out[m, n], the bits `gemv` into [m, 2n] and then siluMul would write. Returns
-   * false, having done nothing, where no such kernel takes the call (HIP, or not a GEMV's).
+   * false, having done nothing, where no such kernel takes the call (HIP, not a GEMV's, or the
+   * epilogue not asked for at load).
    */
   gemvSiluMul: LinearCall<Fp8Weight>;
   /**
@@ -147,6 +148,8 @@ export async function loadFp8Ops(
   options: {
     readonly programmatic?: boolean;
     readonly wgmma?: Fp8Gemm | null;
+    /** Whether `gemvSiluMul` runs (its launchers are built only then; default false). */
+    readonly siluEpilogue?: boolean;
     /** Forces the GEMVs' K split (benchmarks). */
     readonly gemvSplit?: 1 | 2 | 4 | 8;
   } = {},
@@ -158,7 +161,7 @@ export async function loadFp8Ops(
     launcherWith(backend, kernels, name, { programmatic }).launch
   );
   // The fused SiLU GEMVs exist only for CUDA (their HIP copies trap).
-  const siluGemvs: Launcher[] | null = backend.kind === "cuda"
+  const siluGemvs: Launcher[] | null = backend.kind === "cuda" && options.siluEpilogue === true
     ? SILU_GEMV_KERNELS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
     : null;
   const dequantize = kernels.launchers.linear_fp8_dequantize.launch;

@@ -452,6 +452,7 @@ export async function loadLinearOps(
   const fp8 = await loadFp8Ops(backend, {
     programmatic,
     wgmma: wgmma ? runWgmmaFp8 : null,
+    siluEpilogue,
     gemvSplit: options.fp8GemvSplit,
   });
   // 4-bit weights: the W4A16 GEMV for M <= 16 (4 on HIP), the W4A16 GEMM up to awqGemmMaxM
@@ -461,6 +462,7 @@ export async function loadLinearOps(
     gemmMaxM: options.awqGemmMaxM,
     gemvSplit: options.awqGemvSplit,
     gemvVariant: options.awqGemvVariant,
+    siluEpilogue,
   });
 
   // While prepareLinear times a shape's forms: 0 normal dispatch, else which form choose() takes.

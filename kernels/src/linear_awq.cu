@@ -251,7 +251,7 @@ __device__ __forceinline__ void gemv_awq_mma(uint16_t* __restrict__ out,
   const int steps = (kc + STEP - 1) / STEP;
   const int mine = part < steps ? (steps - 1 - part) / ksplit + 1 : 0;
   // Row blocks of the whole weight; a persistent block takes blockIdx.x, + gridDim.x, ...
-  constexpr int COLS = SILU ? 8 : ROWS;  // output columns per group (mma.h's gemv_mma_store)
+  constexpr int COLS = GEMV_GROUP_COLS<ROWS, SILU>;  // output columns a group writes
   const int row_blocks = (N + groups * COLS - 1) / (groups * COLS);
 
   const uint4* wr[RH];

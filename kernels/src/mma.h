@@ -46,6 +46,11 @@ __device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t 
   return out;
 }
 
+// Output columns a row group of the tensor-core GEMVs writes: its ROWS rows, or with SILU (see
+// gemv_w_row) the 8 columns whose gate and up rows it holds.
+template <int ROWS, bool SILU>
+constexpr int GEMV_GROUP_COLS = SILU ? 8 : ROWS;
+
 // The W row that thread row g of half h (0 or 1) of row group `group` reads in the tensor-core
 // GEMVs. Plainly a group holds ROWS consecutive rows (half h: rows 8h ..). SILU (ROWS = 16): the
 // weight is gate/up stacked, [2N, K] with the N gate rows first, and a group holds output
@@ -80,7 +85,7 @@ __device__ __forceinline__ void gemv_mma_store(float (&red)[WARPS][MT][4][32],
                                                int groups, int ksplit,
                                                int block = static_cast<int>(blockIdx.x)) {
   static_assert(!SILU || ROWS == 16, "SiLU pairs a group's two 8-row halves");
-  constexpr int COLS = SILU ? 8 : ROWS;  // output columns per group
+  constexpr int COLS = GEMV_GROUP_COLS<ROWS, SILU>;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {

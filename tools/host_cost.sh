@@ -7,6 +7,10 @@
 # HTTP run (bench/serve_bench.ts against serve.ts on this machine) and the server process's CPU
 # seconds and CPU time per streamed token (utime + stime from /proc, all its threads). The client
 # shares the machine's cores with the server, so read the HTTP tokens/s as a floor.
+# TARGET host_server_us_per_token: that CPU time must fit in the GPU's time per token, or the
+# server, not the device, sets the pace. The goal is session 13's H200 Llama-3-8B figure at
+# concurrency 256 (ITL p50 16.8 ms, bench/results/2026-12-06-s13-throughput-final-h200.md) over
+# the 256 tokens a step then streams: 65 µs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset="${1:-llama3.2-1b}"
@@ -43,6 +47,8 @@ deno run -A bench/serve_bench.ts --url "http://127.0.0.1:$port" --requests 1000 
   --concurrency "$concurrency" 2>&1 | tee "$work/bench.log" | grep -E "latency|tok/s"
 after=$(ticks)
 hz=$(getconf CLK_TCK)
-awk -v t="$((after - before))" -v hz="$hz" -v tok="$tokens" 'BEGIN {
-  printf "server CPU: %.2f s, %.1f us per streamed token (%d tokens)\n", t / hz, 1e6 * t / hz / tok, tok
+awk -v t="$((after - before))" -v hz="$hz" -v tok="$tokens" -v goal=65 'BEGIN {
+  us = 1e6 * t / hz / tok
+  printf "server CPU: %.2f s, %.1f us per streamed token (%d tokens)\n", t / hz, us, tok
+  printf "TARGET host_server_us_per_token value=%.1f goal=%d %s\n", us, goal, us <= goal ? "met" : "MISSED"
 }'

@@ -229,6 +229,7 @@ export {
 export {
   type DeviceCeilings,
   type ModelCost,
+  phasedBoundMs,
   prefillChunkWork,
   rooflineMs,
   type StepCost,

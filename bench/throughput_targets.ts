@@ -39,6 +39,10 @@ export interface LogFigures {
   readonly seconds: number;
   /** Sum of every profiled step's roofline bound (decode, mixed and prefill kinds), in ms. */
   readonly boundMs: number;
+  /** The same with each step's phased bound (attention, then the rest), in ms. */
+  readonly phasedMs: number;
+  /** Decode-only steps of >= 128 rows: device time over their phased bound. */
+  readonly bigDecodeOfPhased: number;
 }
 
 const number = (text: string, pattern: RegExp): number => {
@@ -59,20 +63,24 @@ export function logFigures(text: string, steps: Record<string, number[]> | null)
     }
     if (n > 0) batch1 = sum / n;
   }
-  let boundMs = NaN;
-  for (
-    const match of text.matchAll(/^PROFILE kind=(?:decode|mixed|prefill) .*bound_ms=([\d.]+)/gm)
-  ) {
-    boundMs = (Number.isNaN(boundMs) ? 0 : boundMs) + Number(match[1]);
-  }
+  const kindSum = (field: string) => {
+    let sum = NaN;
+    const line = new RegExp(`^PROFILE kind=(?:decode|mixed|prefill) .* ${field}=([\\d.]+)`, "gm");
+    for (const match of text.matchAll(line)) {
+      sum = (Number.isNaN(sum) ? 0 : sum) + Number(match[1]);
+    }
+    return sum;
+  };
   return {
     completionTokPerS: number(text, /completion tok\/s: ([\d.]+)/),
     itlP50Ms: number(text, /per-token latency \(ms\): p50 ([\d.]+)/),
     busy: number(text, /^PROFILE steps=.* busy=([\d.]+)/m),
     bigDecodeOfBound: number(text, /^PROFILE kind=decode_b128 .* of_bound=([\d.]+)/m),
+    bigDecodeOfPhased: number(text, /^PROFILE kind=decode_b128 .* of_phased=([\d.]+)/m),
     batch1StepMs: batch1,
     seconds: number(text, /^engine-only .*, ([\d.]+) s$/m),
-    boundMs,
+    boundMs: kindSum("bound_ms"),
+    phasedMs: kindSum("phased_ms"),
   };
 }
 
@@ -80,8 +88,8 @@ export function logFigures(text: string, steps: Record<string, number[]> | null)
  * The offline run's completion tok/s had every step taken exactly its roofline bound: the tokens
  * it generated over the sum of the bounds (NaN without the profile).
  */
-export function rooflineTokPerS(f: LogFigures): number {
-  return f.completionTokPerS * f.seconds / (f.boundMs / 1000);
+export function rooflineTokPerS(f: LogFigures, boundMs = f.boundMs): number {
+  return f.completionTokPerS * f.seconds / (boundMs / 1000);
 }
 
 /** One `TARGET` line; a NaN value is MISSED (the run did not show it). */
@@ -158,6 +166,13 @@ if (import.meta.main && !helpRequested(Deno.args, USAGE)) {
     `# serve_offline_at_roofline tok_s=${atRoofline.toFixed(1)} (tokens generated over the sum ` +
       `of the steps' roofline bounds); measured ${newOffline.completionTokPerS.toFixed(1)}, ` +
       `${(newOffline.completionTokPerS / atRoofline).toFixed(3)} of it`,
+  );
+  const atPhased = rooflineTokPerS(newOffline, newOffline.phasedMs);
+  console.log(
+    `# serve_offline_at_phased_bound tok_s=${atPhased.toFixed(1)} (the same with attention and ` +
+      `the rest of each step one after the other); measured ` +
+      `${(newOffline.completionTokPerS / atPhased).toFixed(3)} of it; decode steps of >= 128 ` +
+      `rows at ${newOffline.bigDecodeOfPhased.toFixed(3)}x their phased bound`,
   );
   const lines = throughputTargets({
     newOffline,

@@ -111,6 +111,10 @@ export interface StepCost {
   readonly bytes: number;
   /** Floating-point operations (2 per multiply-add). */
   readonly flops: number;
+  /** The part of `bytes` that is attention's K/V reads. */
+  readonly attentionBytes: number;
+  /** The part of `flops` that is attention's QKᵀ and PV. */
+  readonly attentionFlops: number;
 }
 
 /**
@@ -137,10 +141,16 @@ export function stepCost(model: ModelCost, work: StepWork): StepCost {
     work.tokens * model.hiddenSize * 2 +
     (logits ? model.lmHeadParams * 2 : 0) +
     work.kvTokensRead * model.kvBytesPerToken;
+  const attentionFlops = 4 * model.qDim * work.attentionPairs * model.numLayers;
   const flops = 2 * work.tokens * model.linearParams +
     2 * work.logitRows * model.lmHeadParams +
-    4 * model.qDim * work.attentionPairs * model.numLayers;
-  return { bytes, flops };
+    attentionFlops;
+  return {
+    bytes,
+    flops,
+    attentionBytes: work.kvTokensRead * model.kvBytesPerToken,
+    attentionFlops,
+  };
 }
 
 /** The device's measured ceilings. */
@@ -153,9 +163,23 @@ export interface DeviceCeilings {
 
 /** The roofline bound in milliseconds: the larger of bytes over bandwidth and FLOPs over peak. */
 export function rooflineMs(cost: StepCost, ceilings: DeviceCeilings): number {
-  const memoryMs = cost.bytes / (ceilings.readGbps * 1e6);
-  const computeMs = cost.flops / (ceilings.peakTflops * 1e9);
-  return Math.max(memoryMs, computeMs);
+  return limitMs(cost.bytes, cost.flops, ceilings);
+}
+
+function limitMs(bytes: number, flops: number, ceilings: DeviceCeilings): number {
+  return Math.max(bytes / (ceilings.readGbps * 1e6), flops / (ceilings.peakTflops * 1e9));
+}
+
+/**
+ * The bound of a step whose attention and the rest (the GEMMs, the norms, the lm head) run one
+ * after the other, each at its own roofline: attention's K/V bytes (or its FLOPs) plus the rest's
+ * weight bytes or FLOPs, whichever is larger. An engine that never overlaps the two phases, as
+ * Denali's one-stream steps do, cannot beat it; the gap between it and {@link rooflineMs} is what
+ * running attention beside the GEMMs could win at most.
+ */
+export function phasedBoundMs(cost: StepCost, ceilings: DeviceCeilings): number {
+  return limitMs(cost.attentionBytes, cost.attentionFlops, ceilings) +
+    limitMs(cost.bytes - cost.attentionBytes, cost.flops - cost.attentionFlops, ceilings);
 }
 
 /**

@@ -20,6 +20,7 @@ import type { Backend, DeviceEvent, Stream } from "../backends/backend.ts";
 import {
   type DeviceCeilings,
   type ModelCost,
+  phasedBoundMs,
   prefillChunkWork,
   rooflineMs,
   stepCost,
@@ -225,6 +226,8 @@ export interface KindTotals {
   deviceMs: number;
   /** Roofline bounds, summed (NaN without ceilings). */
   boundMs: number;
+  /** Phased bounds (attention, then the rest: `phasedBoundMs`), summed (NaN without ceilings). */
+  phasedMs: number;
   /** Decode rows, summed. */
   decodeRows: number;
   /** Prefill tokens, summed. */
@@ -260,7 +263,7 @@ export function stepKind(data: StepProfileData, i: number): StepKind {
 }
 
 function emptyTotals(): KindTotals {
-  return { steps: 0, deviceMs: 0, boundMs: 0, decodeRows: 0, prefillTokens: 0 };
+  return { steps: 0, deviceMs: 0, boundMs: 0, phasedMs: 0, decodeRows: 0, prefillTokens: 0 };
 }
 
 /**
@@ -293,20 +296,20 @@ export function summarizeSteps(
       decodeSteps++;
       decodeRows += data.decodeRows[i];
     }
-    const bound = ceilings === null ? NaN : rooflineMs(
-      stepCost(model, {
-        tokens: data.decodeRows[i] + data.prefillTokens[i],
-        logitRows: data.logitRows[i],
-        kvTokensRead: data.kvTokensRead[i],
-        attentionPairs: data.attentionPairs[i],
-      }),
-      ceilings,
-    );
+    const cost = stepCost(model, {
+      tokens: data.decodeRows[i] + data.prefillTokens[i],
+      logitRows: data.logitRows[i],
+      kvTokensRead: data.kvTokensRead[i],
+      attentionPairs: data.attentionPairs[i],
+    });
+    const bound = ceilings === null ? NaN : rooflineMs(cost, ceilings);
+    const phased = ceilings === null ? NaN : phasedBoundMs(cost, ceilings);
     const kind = stepKind(data, i);
     const add = (t: KindTotals) => {
       t.steps++;
       t.deviceMs += ms;
       t.boundMs += bound;
+      t.phasedMs += phased;
       t.decodeRows += data.decodeRows[i];
       t.prefillTokens += data.prefillTokens[i];
     };
@@ -329,8 +332,11 @@ export function summarizeSteps(
 /** The summary as the lines the benchmarks print. */
 export function formatSummary(s: StepSummary): string[] {
   const ms = (x: number) => x.toFixed(1);
-  const ratio = (t: KindTotals) =>
-    Number.isFinite(t.boundMs) && t.boundMs > 0 ? (t.deviceMs / t.boundMs).toFixed(2) : "-";
+  const over = (t: KindTotals, bound: number) =>
+    Number.isFinite(bound) && bound > 0 ? (t.deviceMs / bound).toFixed(2) : "-";
+  const bounds = (t: KindTotals) =>
+    `bound_ms=${ms(t.boundMs)} of_bound=${over(t, t.boundMs)} phased_ms=${ms(t.phasedMs)} ` +
+    `of_phased=${over(t, t.phasedMs)}`;
   const lines = [
     `PROFILE steps=${s.steps} device_ms=${ms(s.deviceMs)} idle_ms=${ms(s.idleMs)} ` +
     `busy=${s.busyFraction.toFixed(3)} mean_decode_batch=${s.meanDecodeBatch.toFixed(1)} ` +
@@ -339,15 +345,13 @@ export function formatSummary(s: StepSummary): string[] {
   for (const kind of ["decode", "mixed", "prefill"] as const) {
     const t = s.kinds[kind];
     lines.push(
-      `PROFILE kind=${kind} steps=${t.steps} device_ms=${ms(t.deviceMs)} ` +
-        `bound_ms=${ms(t.boundMs)} of_bound=${ratio(t)} decode_rows=${t.decodeRows} ` +
-        `prefill_tokens=${t.prefillTokens}`,
+      `PROFILE kind=${kind} steps=${t.steps} device_ms=${ms(t.deviceMs)} ${bounds(t)} ` +
+        `decode_rows=${t.decodeRows} prefill_tokens=${t.prefillTokens}`,
     );
   }
   const b = s.bigDecode;
   lines.push(
-    `PROFILE kind=decode_b128 steps=${b.steps} device_ms=${ms(b.deviceMs)} ` +
-      `bound_ms=${ms(b.boundMs)} of_bound=${ratio(b)}`,
+    `PROFILE kind=decode_b128 steps=${b.steps} device_ms=${ms(b.deviceMs)} ${bounds(b)}`,
   );
   return lines;
 }

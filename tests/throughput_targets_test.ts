@@ -18,10 +18,10 @@ per-token latency (ms): p50 30.5, p99 80.0
 completion tok/s: 21000.5
 total tok/s: 44000.0
 PROFILE steps=900 device_ms=9700.0 idle_ms=300.0 busy=0.970 mean_decode_batch=700.0 mean_host_gap_ms=0.100 graph_steps=600
-PROFILE kind=decode steps=600 device_ms=5000.0 bound_ms=4000.0 of_bound=1.25 decode_rows=1 prefill_tokens=0
-PROFILE kind=mixed steps=290 device_ms=4500.0 bound_ms=3500.0 of_bound=1.29 decode_rows=1 prefill_tokens=9
-PROFILE kind=prefill steps=10 device_ms=200.0 bound_ms=500.0 of_bound=0.40 decode_rows=0 prefill_tokens=9
-PROFILE kind=decode_b128 steps=500 device_ms=4000.0 bound_ms=3200.0 of_bound=1.25
+PROFILE kind=decode steps=600 device_ms=5000.0 bound_ms=4000.0 of_bound=1.25 phased_ms=4500.0 of_phased=1.11 decode_rows=1 prefill_tokens=0
+PROFILE kind=mixed steps=290 device_ms=4500.0 bound_ms=3500.0 of_bound=1.29 phased_ms=3600.0 of_phased=1.25 decode_rows=1 prefill_tokens=9
+PROFILE kind=prefill steps=10 device_ms=200.0 bound_ms=500.0 of_bound=0.40 phased_ms=500.0 of_phased=0.40 decode_rows=0 prefill_tokens=9
+PROFILE kind=decode_b128 steps=500 device_ms=4000.0 bound_ms=3200.0 of_bound=1.25 phased_ms=3400.0 of_phased=1.18
 `;
 
 const SERVE_LOG = (tokS: number, p50: number) =>
@@ -42,6 +42,15 @@ Deno.test("throughput targets: figures from the logs, ratios against the baselin
   assert.equal(f.boundMs, 8000);
   // 21000.5 tok/s for 10 s is 210005 tokens; over 8 s of bounds, 26250.625 tok/s.
   assert.ok(Math.abs(rooflineTokPerS(f) - 26250.625) < 1e-9);
+  // The phased bounds sum apart from the roofline's (8600 ms), and decode_b128's own ratio.
+  assert.equal(f.phasedMs, 8600);
+  assert.equal(f.bigDecodeOfPhased, 1.18);
+  assert.ok(Math.abs(rooflineTokPerS(f, f.phasedMs) - 210005 / 8.6) < 1e-9);
+  // A log from before the phased bound (session 13's) still gives its roofline figures.
+  const old = logFigures(ENGINE_LOG.replace(/ phased_ms=\S+ of_phased=\S+/g, ""), null);
+  assert.equal(old.boundMs, 8000);
+  assert.equal(old.bigDecodeOfBound, 1.25);
+  assert.ok(Number.isNaN(old.phasedMs) && Number.isNaN(old.bigDecodeOfPhased));
   // Batch-1 decode steps only: the mixed step (prefill rows) and the batch-2 step are left out.
   const c1 = logFigures(SERVE_LOG(100, 6.3), {
     decodeRows: [1, 1, 2, 1],

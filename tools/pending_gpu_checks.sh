@@ -20,6 +20,10 @@
 #     steps at batch 32 and 64 against .prev (the GEMV over 16-row chunks), then the tests of the
 #     kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
 #     linear_sm90's split-K and stream-K).
+#   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
+#     session 17: the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an H200,
+#     the SiLU epilogue on and off twice, a batch-1 step per operator and per kernel (nsys), then
+#     the awq and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
 #     loop), then the four presets' decode TARGET lines with what time is left.
@@ -96,6 +100,36 @@ if [ "$PART" = fold2 ]; then
     timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
       --batches 1,64 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
   done
+fi
+
+if [ "$PART" = h200 ]; then
+  # Session 17: the batch-1 targets of issues 12 and 13 on an H200 with this tree's defaults, the
+  # SiLU epilogue on and off, and where a batch-1 step's time goes (operators, then nsys kernels).
+  if left 70; then
+    echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
+    LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
+  fi
+  for preset in qwen2.5-7b qwen3-8b mistral-7b; do
+    left 45 || break
+    echo "=== decode $preset $(date +%T)"
+    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
+      --batches 1 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
+  done
+  for silu in 1 0 1 0; do
+    left 45 || break
+    echo "=== DENALI_SILU_EPILOGUE=$silu $(date +%T)"
+    DENALI_SILU_EPILOGUE=$silu decode_line --batches 1,8
+  done
+  if left 60; then
+    echo "=== step_ops batch 1 $(date +%T)"
+    timeout 55 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170
+  fi
+  if left 90; then
+    echo "=== nsys batch 1 $(date +%T)"
+    timeout 80 bash tools/step_kernels.sh 1 --steps 32 2>&1 | cut -c1-200 | head -40
+  fi
+  gpu_test awq 220
+  gpu_test fp8 200
 fi
 
 if [ "$PART" = second ]; then

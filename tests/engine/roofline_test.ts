@@ -10,6 +10,7 @@ import { llama3_8b, parameterCount } from "../../models/config.ts";
 import {
   linearWeightBytes,
   loadedModelCost,
+  phasedBoundMs,
   prefillChunkWork,
   rooflineMs,
   stepCost,
@@ -46,6 +47,18 @@ Deno.test("roofline: a tiny model's bytes and FLOPs, counted by hand", () => {
   assert.ok(Math.abs(rooflineMs(cost, { readGbps: 880e-6, peakTflops: 1136e-9 }) - 2) < 1e-9);
   // Ten times the peak: 0.2 ms of compute, so the 1 ms of reading bounds it.
   assert.ok(Math.abs(rooflineMs(cost, { readGbps: 880e-6, peakTflops: 11360e-9 }) - 1) < 1e-9);
+  // Phased (attention, then the rest): 160 of the bytes and 384 of the FLOPs are attention's. At
+  // 880 bytes/ms and 2272 FLOP/ms the whole step is bound at 1 ms both ways, but run one after
+  // the other attention reads for 160/880 ms and the rest computes for 1888/2272 ms.
+  assert.equal(cost.attentionBytes, 160);
+  assert.equal(cost.attentionFlops, 384);
+  const ceilings = { readGbps: 880e-6, peakTflops: 2272e-9 };
+  assert.ok(Math.abs(rooflineMs(cost, ceilings) - 1) < 1e-9);
+  assert.ok(Math.abs(phasedBoundMs(cost, ceilings) - (160 / 880 + 1888 / 2272)) < 1e-9);
+  // Where both phases are bound by reading, the phases add up to the whole: no overlap to win.
+  assert.ok(
+    Math.abs(phasedBoundMs(cost, { readGbps: 880e-6, peakTflops: 11360e-9 }) - 1) < 1e-9,
+  );
   // A prefill step short of every prompt's end reads no lm head.
   const noLogits = stepCost(model, { ...work, logitRows: 0 });
   assert.equal(noLogits.bytes, 800);

@@ -11,7 +11,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { CONFIG_PRESETS } from "../../models/config.ts";
 import { Engine } from "../../engine/engine.ts";
 import { rooflineMs, stepCost, transformerCost } from "../../engine/roofline.ts";
-import { type StepProfileData, summarizeSteps } from "../../engine/step_profile.ts";
+import { formatSummary, type StepProfileData, summarizeSteps } from "../../engine/step_profile.ts";
 
 const CONFIG = { ...CONFIG_PRESETS.tiny, maxPositionEmbeddings: 256 };
 
@@ -134,6 +134,30 @@ Deno.test("step profile: the summary of a hand-made profile", () => {
       ceilings,
     );
   assert.equal(s.kinds.mixed.boundMs, bound(1));
+  // The phased bound of the decode step, by hand: the tiny preset's attention (K/V bytes, 4 FLOPs
+  // per (query, key) pair and qDim per layer) and the rest, each at its own ceiling.
+  const kvBytes = 13000 * model.kvBytesPerToken;
+  const attnFlops = 4 * model.qDim * 13000 * model.numLayers;
+  const all = stepCost(model, {
+    tokens: 130,
+    logitRows: 130,
+    kvTokensRead: 13000,
+    attentionPairs: 13000,
+  });
+  const phased = Math.max(kvBytes / 1e3, attnFlops / 1e3) +
+    Math.max((all.bytes - kvBytes) / 1e3, (all.flops - attnFlops) / 1e3);
+  assert.ok(Math.abs(s.kinds.decode.phasedMs - phased) < 1e-9 * phased);
+  assert.ok(s.kinds.decode.phasedMs >= s.kinds.decode.boundMs);
+  assert.equal(s.bigDecode.phasedMs, s.kinds.decode.phasedMs);
+  const lines = formatSummary(s);
+  const decodeLine = lines.find((l) => l.startsWith("PROFILE kind=decode "));
+  assert.match(
+    decodeLine ?? "",
+    new RegExp(
+      `of_bound=${(10 / bound(2)).toFixed(2)} phased_ms=${phased.toFixed(1)} ` +
+        `of_phased=${(10 / phased).toFixed(2)} `,
+    ),
+  );
   assert.equal(s.bigDecode.steps, 1);
   assert.equal(s.bigDecode.boundMs, bound(2));
   assert.equal(s.bigDecode.deviceMs, 10);
@@ -141,4 +165,5 @@ Deno.test("step profile: the summary of a hand-made profile", () => {
   assert.equal(summarizeSteps(data, model, ceilings, 131).bigDecode.steps, 0);
   // Without ceilings the bounds are unknown, the rest is the same.
   assert.ok(Number.isNaN(summarizeSteps(data, model, null).kinds.decode.boundMs));
+  assert.ok(Number.isNaN(summarizeSteps(data, model, null).kinds.decode.phasedMs));
 });

@@ -50,6 +50,28 @@ decode_line() {
   timeout "${LINE_TIMEOUT:-45}" bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets llama3-8b \
     --steps 32 "$@" 2>&1 | grep -E "^(DECODE|TARGET)"
 }
+# decode_lines_with VAR BATCHES VALUE...: llama3-8b's decode lines at BATCHES with VAR set to each
+# VALUE in turn, while time is left.
+decode_lines_with() {
+  local var="$1" batches="$2" value
+  shift 2
+  for value in "$@"; do
+    left 45 || break
+    echo "=== $var=$value $(date +%T)"
+    (export "$var=$value"; decode_line --batches "$batches")
+  done
+}
+# preset_lines BATCHES PRESET...: each preset's decode lines at BATCHES, while time is left.
+preset_lines() {
+  local batches="$1" preset
+  shift
+  for preset in "$@"; do
+    left 45 || break
+    echo "=== decode $preset $(date +%T)"
+    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
+      --batches "$batches" --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
+  done
+}
 
 if [ "$PART" = first ]; then
   gpu_test attention 120
@@ -60,11 +82,7 @@ if [ "$PART" = first ]; then
     echo "=== decode A/B bf16 batch 1 $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32
   fi
-  for reduce in kernel fused; do
-    left 45 || break
-    echo "=== DENALI_DECODE_REDUCE=$reduce $(date +%T)"
-    DENALI_DECODE_REDUCE=$reduce decode_line --batches 1,16
-  done
+  decode_lines_with DENALI_DECODE_REDUCE 1,16 kernel fused
   if left 80; then
     echo "=== decode A/B awq batch 1 $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 1 --steps 32 --quantization awq
@@ -94,12 +112,7 @@ fi
 if [ "$PART" = fold2 ]; then
   gpu_test awq 220
   gpu_test fp8 200
-  for preset in llama3-8b qwen2.5-7b qwen3-8b mistral-7b; do
-    left 45 || break
-    echo "=== decode $preset $(date +%T)"
-    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
-      --batches 1,64 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
-  done
+  preset_lines 1,64 llama3-8b qwen2.5-7b qwen3-8b mistral-7b
 fi
 
 if [ "$PART" = h200 ]; then
@@ -109,17 +122,8 @@ if [ "$PART" = h200 ]; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
   fi
-  for preset in qwen2.5-7b qwen3-8b mistral-7b; do
-    left 45 || break
-    echo "=== decode $preset $(date +%T)"
-    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts --presets "$preset" \
-      --batches 1 --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
-  done
-  for silu in 1 0 1 0; do
-    left 45 || break
-    echo "=== DENALI_SILU_EPILOGUE=$silu $(date +%T)"
-    DENALI_SILU_EPILOGUE=$silu decode_line --batches 1,8
-  done
+  preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
+  decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0 1 0
   if left 60; then
     echo "=== step_ops batch 1 $(date +%T)"
     timeout 55 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170

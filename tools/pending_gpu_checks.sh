@@ -22,8 +22,9 @@
 #     linear_sm90's split-K and stream-K).
 #   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     session 17: the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an H200,
-#     the SiLU epilogue on and off twice, a batch-1 step per operator and per kernel (nsys), then
-#     the awq and fp8 tests with what time is left.
+#     the SiLU epilogue on and off twice, a batch-1 step per operator, the FP8 GEMV (default and
+#     K split 4: the 16-row grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel
+#     (nsys), then the awq and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
 #     loop), then the four presets' decode TARGET lines with what time is left.
@@ -128,6 +129,14 @@ if [ "$PART" = h200 ]; then
     echo "=== step_ops batch 1 $(date +%T)"
     timeout 55 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170
   fi
+  for bench in "linear_fp8_bench.ts --gemv-only" "linear_fp8_bench.ts --gemv-only --split 4" \
+    "linear_awq_bench.ts --gemv-only"; do
+    left 50 || break
+    echo "=== $bench $(date +%T)"
+    # shellcheck disable=SC2086 # the bench and its flags, split on purpose
+    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/kernels/$bench 2>&1 |
+      grep -E "^(BENCH|TARGET|#)" | cut -c1-150
+  done
   if left 90; then
     echo "=== nsys batch 1 $(date +%T)"
     timeout 80 bash tools/step_kernels.sh 1 --steps 32 2>&1 | cut -c1-200 | head -40

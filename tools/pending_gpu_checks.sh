@@ -22,9 +22,10 @@
 #     linear_sm90's split-K and stream-K).
 #   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     session 17: the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an H200,
-#     the SiLU epilogue on and off twice, a batch-1 step per operator, the FP8 GEMV (default and
-#     K split 4: the 16-row grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel
-#     (nsys), then the awq and fp8 tests with what time is left.
+#     a step per operator at batch 1 and 64, the GEMV configurations swept, the GEMMs at M = 32,
+#     64 and 128, the SiLU epilogue on and off, the FP8 GEMV (default and K split 4: the 16-row
+#     grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel (nsys), then the awq
+#     and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
 #     loop), then the four presets' decode TARGET lines with what time is left.
@@ -117,18 +118,29 @@ if [ "$PART" = fold2 ]; then
 fi
 
 if [ "$PART" = h200 ]; then
-  # Session 17: the batch-1 targets of issues 12 and 13 on an H200 with this tree's defaults, the
-  # SiLU epilogue on and off, and where a batch-1 step's time goes (operators, then nsys kernels).
+  # Session 17: the batch-1 targets of issues 12 and 13 on an H200 with this tree's defaults;
+  # where a step's time goes at batch 1 and 64 (64 took as long on an H200 as on an H100 in
+  # session 6: not bound by reading); the GEMV configurations (picked on an H100) swept on this
+  # GPU; the GEMMs at M = 64; the SiLU epilogue on and off; the quantized GEMV benches.
   if left 70; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
   fi
   preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
-  decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0 1 0
-  if left 60; then
-    echo "=== step_ops batch 1 $(date +%T)"
-    timeout 55 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170
+  if left 70; then
+    echo "=== step_ops batches 1, 64 $(date +%T)"
+    timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1,64 2>&1 |
+      grep -E "^OPS" | cut -c1-170
   fi
+  for bench in "linear_bench.ts --gemv-sweep --shapes 6144x4096,4096x4096,28672x4096,4096x14336" \
+    "linear_bench.ts --ms 32,64,128 --shapes 6144x4096,4096x4096,28672x4096,4096x14336"; do
+    left 70 || break
+    echo "=== $bench $(date +%T)"
+    # shellcheck disable=SC2086 # the bench and its flags, split on purpose
+    timeout 100 bash .device/gpu.sh deno run -A --no-check bench/kernels/$bench 2>&1 |
+      grep -E "^(BENCH|TARGET|#)" | cut -c1-160
+  done
+  decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0
   for bench in "linear_fp8_bench.ts --gemv-only" "linear_fp8_bench.ts --gemv-only --split 4" \
     "linear_awq_bench.ts --gemv-only"; do
     left 50 || break

@@ -21,9 +21,10 @@
 #     kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
 #     linear_sm90's split-K and stream-K).
 #   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
-#     session 17: the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an H200,
-#     a step per operator at batch 1 and 64, the GEMV configurations swept, the GEMMs at M = 32,
-#     64 and 128, the SiLU epilogue on and off, the FP8 GEMV (default and K split 4: the 16-row
+#     session 17 (carry .device and .prev): the linear_sm90 test (split-K partials skip idle
+#     warpgroups), the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an
+#     H200, a step per operator at batch 1 and 64, batches 32 and 64 against .prev, the GEMMs at
+#     M = 32, 64 and 128, the GEMV configurations swept, the SiLU epilogue on and off, the FP8 GEMV (default and K split 4: the 16-row
 #     grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel (nsys), then the awq
 #     and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
@@ -122,6 +123,7 @@ if [ "$PART" = h200 ]; then
   # where a step's time goes at batch 1 and 64 (64 took as long on an H200 as on an H100 in
   # session 6: not bound by reading); the GEMV configurations (picked on an H100) swept on this
   # GPU; the GEMMs at M = 64; the SiLU epilogue on and off; the quantized GEMV benches.
+  gpu_test linear_sm90 90
   if left 70; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
@@ -132,8 +134,12 @@ if [ "$PART" = h200 ]; then
     timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1,64 2>&1 |
       grep -E "^OPS" | cut -c1-170
   fi
-  for bench in "linear_bench.ts --gemv-sweep --shapes 6144x4096,4096x4096,28672x4096,4096x14336" \
-    "linear_bench.ts --ms 32,64,128 --shapes 6144x4096,4096x4096,28672x4096,4096x14336"; do
+  if left 100; then
+    echo "=== decode A/B bf16 batches 32, 64 (split-K partials of M <= 64) $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 32,64 --steps 32
+  fi
+  for bench in "linear_bench.ts --ms 32,64,128 --shapes 6144x4096,4096x4096,28672x4096,4096x14336" \
+    "linear_bench.ts --gemv-sweep --shapes 6144x4096,4096x4096,28672x4096,4096x14336"; do
     left 70 || break
     echo "=== $bench $(date +%T)"
     # shellcheck disable=SC2086 # the bench and its flags, split on purpose

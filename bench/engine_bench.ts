@@ -9,7 +9,8 @@
  * Prints first-token and inter-token latency, completion and total tok/s, and one
  * `RESULT {json}` line for bench/throughput_targets.ts. With the step profile on
  * (`DENALI_PROFILE=steps`, or `--profile`) it also measures the device's read bandwidth and GEMM
- * rate and prints the profile summary against the roofline bound (engine/step_profile.ts).
+ * rate and prints the profile summary against the roofline bound and the phased bound (attention,
+ * then the rest of the step, one after the other; engine/roofline.ts, engine/step_profile.ts).
  *
  * It uses only the public `Engine` API, so the same file runs against an older checkout of Denali
  * (the baseline): features the older engine lacks (the profile) are skipped there.

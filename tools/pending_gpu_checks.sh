@@ -75,6 +75,20 @@ preset_lines() {
       --batches "$batches" --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
   done
 }
+# kernel_benches LIMIT "BENCH FLAGS"...: each bench/kernels file with its flags, its BENCH, TARGET
+# and comment lines, at most LIMIT seconds each, while time is left.
+FUSED_SHAPES=6144x4096,4096x4096,28672x4096,4096x14336
+kernel_benches() {
+  local limit="$1" bench
+  shift
+  for bench in "$@"; do
+    left $((limit / 2 + 20)) || break
+    echo "=== $bench $(date +%T)"
+    # shellcheck disable=SC2086 # the bench and its flags, split on purpose
+    timeout "$limit" bash .device/gpu.sh deno run -A --no-check bench/kernels/$bench 2>&1 |
+      grep -E "^(BENCH|TARGET|#)" | cut -c1-160
+  done
+}
 
 if [ "$PART" = first ]; then
   gpu_test attention 120
@@ -128,33 +142,21 @@ if [ "$PART" = h200 ]; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
   fi
-  preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
   if left 70; then
     echo "=== step_ops batches 1, 64 $(date +%T)"
     timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1,64 2>&1 |
       grep -E "^OPS" | cut -c1-170
   fi
+  preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
   if left 100; then
     echo "=== decode A/B bf16 batches 32, 64 (split-K partials of M <= 64) $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 32,64 --steps 32
   fi
-  for bench in "linear_bench.ts --ms 32,64,128 --shapes 6144x4096,4096x4096,28672x4096,4096x14336" \
-    "linear_bench.ts --gemv-sweep --shapes 6144x4096,4096x4096,28672x4096,4096x14336"; do
-    left 70 || break
-    echo "=== $bench $(date +%T)"
-    # shellcheck disable=SC2086 # the bench and its flags, split on purpose
-    timeout 100 bash .device/gpu.sh deno run -A --no-check bench/kernels/$bench 2>&1 |
-      grep -E "^(BENCH|TARGET|#)" | cut -c1-160
-  done
+  kernel_benches 100 "linear_bench.ts --ms 32,64,128 --shapes $FUSED_SHAPES" \
+    "linear_bench.ts --gemv-sweep --shapes $FUSED_SHAPES"
   decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0
-  for bench in "linear_fp8_bench.ts --gemv-only" "linear_fp8_bench.ts --gemv-only --split 4" \
-    "linear_awq_bench.ts --gemv-only"; do
-    left 50 || break
-    echo "=== $bench $(date +%T)"
-    # shellcheck disable=SC2086 # the bench and its flags, split on purpose
-    timeout 45 bash .device/gpu.sh deno run -A --no-check bench/kernels/$bench 2>&1 |
-      grep -E "^(BENCH|TARGET|#)" | cut -c1-150
-  done
+  kernel_benches 45 "linear_fp8_bench.ts --gemv-only" "linear_fp8_bench.ts --gemv-only --split 4" \
+    "linear_awq_bench.ts --gemv-only"
   if left 90; then
     echo "=== nsys batch 1 $(date +%T)"
     timeout 80 bash tools/step_kernels.sh 1 --steps 32 2>&1 | cut -c1-200 | head -40

@@ -21,12 +21,14 @@
 #     kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
 #     linear_sm90's split-K and stream-K).
 #   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
-#     session 17 (carry .device and .prev): the linear_sm90 test (split-K partials skip idle
-#     warpgroups), the batch-1 decode targets (bf16, FP8, AWQ, the three other presets) on an
-#     H200, a step per operator at batch 1 and 64, batches 32 and 64 against .prev, the GEMMs at
-#     M = 32, 64 and 128, the GEMV configurations swept, the SiLU epilogue on and off, the FP8 GEMV (default and K split 4: the 16-row
-#     grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel (nsys), then the awq
-#     and fp8 tests with what time is left.
+#     session 17 (carry .device and .prev; run it after `git revert 0cfe795`, which puts back the
+#     split-K change of branch pending/splitk-idle-warpgroups, so the first steps check it): the
+#     linear_sm90 test (split-K partials that skip idle warpgroups), the batch-1 decode targets
+#     (bf16, FP8, AWQ) on an H200, a step per operator at batch 1 and 64, the three other
+#     presets' batch-1 lines, batches 32 and 64 against .prev, the GEMMs at M = 32, 64 and 128,
+#     the GEMV configurations swept, the SiLU epilogue on and off, the FP8 GEMV (default and K
+#     split 4: the 16-row grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel
+#     (nsys), then the awq and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
 #     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
 #     loop), then the four presets' decode TARGET lines with what time is left.

@@ -18,7 +18,9 @@
  * weight; inputs are random bf16. Per weight shape, `BENCH copy_same_size n<N>_k<K>` times a
  * device-to-device copy of one weight the same way: what a call moving that many bytes reaches;
  * `BENCH read_only_same_size n<N>_k<K>` times a kernel that only reads one weight (measure.ts
- * readOnlyKernel), and each GEMV's `#` line gives `of_read_only`, that kernel's time over the GEMV's.
+ * readOnlyKernel), and each op's `#` line gives `of_read_only`, that kernel's time over the op's
+ * (and the library's, on its ratio line): at the decode batches where a GEMM still streams its
+ * weight (M up to ~128 on an H100 or H200), how close it comes to just reading it.
  *
  * `--gemv-sweep` times only the GEMVs (M = 1, 8, 16), each shape also under every forced
  * configuration (`linear_gemv_sweep_r<rows>_k<split>_s<stages>`: 16 or 8 W rows per warp group,
@@ -217,9 +219,8 @@ async function main() {
       console.log(
         `# ${op} ${shape} kernel=${ops.kernelName(m, n, k, x, weights[0])}` +
           describeGemv(ops, m, n, k, x, weights[0]) +
-          (gemv
-            ? ` of_copy=${(gbps / copy).toFixed(3)} of_read_only=${(readOnlyUs / us).toFixed(3)}`
-            : ""),
+          (gemv ? ` of_copy=${(gbps / copy).toFixed(3)}` : "") +
+          ` of_read_only=${(readOnlyUs / us).toFixed(3)}`,
       );
       if (gemv) {
         const plainUs = time(plain);
@@ -279,7 +280,10 @@ async function main() {
           reps,
         );
         printBench(gemv ? "accel_linear_gemv" : "accel_linear_gemm", shape, libUs, bytes, flops);
-        console.log(`# ${shape} denali/accelerator time ratio=${(us / libUs).toFixed(3)}`);
+        console.log(
+          `# ${shape} denali/accelerator time ratio=${(us / libUs).toFixed(3)} ` +
+            `accelerator of_read_only=${(readOnlyUs / libUs).toFixed(3)}`,
+        );
       }
     }
     for (const b of [...weights, x, out]) gpu.free(b);

@@ -134,23 +134,19 @@ export function loadedModelCost(
 
 /** The bytes a step reads and the FLOPs it does (see the module doc for what counts). */
 export function stepCost(model: ModelCost, work: StepWork): StepCost {
+  const attentionBytes = work.kvTokensRead * model.kvBytesPerToken;
   const w = model.weightBytes;
   const logits = work.logitRows > 0;
   const bytes = model.linearParams * w +
     model.normParams * 2 +
     work.tokens * model.hiddenSize * 2 +
     (logits ? model.lmHeadParams * 2 : 0) +
-    work.kvTokensRead * model.kvBytesPerToken;
+    attentionBytes;
   const attentionFlops = 4 * model.qDim * work.attentionPairs * model.numLayers;
   const flops = 2 * work.tokens * model.linearParams +
     2 * work.logitRows * model.lmHeadParams +
     attentionFlops;
-  return {
-    bytes,
-    flops,
-    attentionBytes: work.kvTokensRead * model.kvBytesPerToken,
-    attentionFlops,
-  };
+  return { bytes, flops, attentionBytes, attentionFlops };
 }
 
 /** The device's measured ceilings. */

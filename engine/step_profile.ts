@@ -296,14 +296,17 @@ export function summarizeSteps(
       decodeSteps++;
       decodeRows += data.decodeRows[i];
     }
-    const cost = stepCost(model, {
-      tokens: data.decodeRows[i] + data.prefillTokens[i],
-      logitRows: data.logitRows[i],
-      kvTokensRead: data.kvTokensRead[i],
-      attentionPairs: data.attentionPairs[i],
-    });
-    const bound = ceilings === null ? NaN : rooflineMs(cost, ceilings);
-    const phased = ceilings === null ? NaN : phasedBoundMs(cost, ceilings);
+    let bound = NaN, phased = NaN;
+    if (ceilings !== null) {
+      const cost = stepCost(model, {
+        tokens: data.decodeRows[i] + data.prefillTokens[i],
+        logitRows: data.logitRows[i],
+        kvTokensRead: data.kvTokensRead[i],
+        attentionPairs: data.attentionPairs[i],
+      });
+      bound = rooflineMs(cost, ceilings);
+      phased = phasedBoundMs(cost, ceilings);
+    }
     const kind = stepKind(data, i);
     const add = (t: KindTotals) => {
       t.steps++;

@@ -42,12 +42,12 @@ export interface QuantizedFormat<W extends LinearWeight> {
   buffers(weight: W): DeviceBuffer[];
   /** The kernel `linear` runs for this call, for the log. */
   kernel(ops: GpuLinearOps, m: number, n: number, k: number, x: DeviceBuffer, weight: W): string;
+  /** Optional: the rows of x timed past the GEMVs (default 256 and 2048). */
+  readonly gemmMs?: readonly number[];
   /**
    * Optional: the format's own prefill paths, each run directly (`linear` takes one only where
    * prepareLinear timed it faster); `run` returns false where it can't run the call.
    */
-  /** Optional: the rows of x timed past the GEMVs (default 256 and 2048). */
-  readonly gemmMs?: readonly number[];
   readonly prefills?: readonly {
     readonly name: string;
     run(

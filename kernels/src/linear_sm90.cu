@@ -108,6 +108,10 @@ __device__ __forceinline__ void pin_registers(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Whether any of this thread's warpgroup's 64 rows of a tile starting at row m0 lies within M
+// (uniform across the warpgroup).
+__device__ __forceinline__ bool rows_in_m(int m0, int M) { return m0 + (threadIdx.x >> 7) * 64 < M; }
+
 // One wgmma over 32 bytes of each row: 16 k of bf16, or 32 k of E4M3 (FP8).
 template <int BN, bool FP8>
 __device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db);
@@ -193,7 +197,7 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
   // launch asks for 1 KiB more than the ring needs).
   const uint32_t base = (smem_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
-  const bool active = m0 + warpgroup * 64 < M;  // uniform across the warpgroup
+  const bool active = rows_in_m(m0, M);
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
@@ -253,9 +257,13 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
 }
 
 // A block's fp32 accumulators to or from a partials slot of BM × BN floats: register i of thread
-// t lives at float (i / 4) · 1024 + 4 t + i % 4, so every access is a coalesced float4.
+// t lives at float (i / 4) · 1024 + 4 t + i % 4, so every access is a coalesced float4. A
+// warpgroup whose 64 rows all lie past M (rows_in_m false) holds zeros that no store will use: it
+// neither writes nor reads its half, which halves the split-K traffic of M <= 64.
 template <int BN>
-__device__ __forceinline__ void store_partial(float* __restrict__ slot, const float (&acc)[BN / 2]) {
+__device__ __forceinline__ void store_partial(float* __restrict__ slot, const float (&acc)[BN / 2],
+                                              bool active) {
+  if (!active) return;
   float4* mine = reinterpret_cast<float4*>(slot);
 #pragma unroll
   for (int i = 0; i < BN / 8; ++i) {
@@ -263,7 +271,9 @@ __device__ __forceinline__ void store_partial(float* __restrict__ slot, const fl
   }
 }
 template <int BN>
-__device__ __forceinline__ void add_partial(float (&acc)[BN / 2], const float* __restrict__ slot) {
+__device__ __forceinline__ void add_partial(float (&acc)[BN / 2], const float* __restrict__ slot,
+                                            bool active) {
+  if (!active) return;
   const float4* p = reinterpret_cast<const float4*>(slot);
 #pragma unroll
   for (int i = 0; i < BN / 8; ++i) {
@@ -297,14 +307,15 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   wgmma_mainloop<BN, STAGES, FP8>(acc, x, w, M, N, K, origin.x, origin.y, kFirst, kTiles);
 
   if (kSplit > 1) {
-    store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc);
+    const bool active = rows_in_m(origin.x, M);
+    store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc, active);
     if (!last_arrival(&counters[pid], kSplit)) return;
     // Sum the slices in slice order (this block's own included, read back), so the result does
     // not depend on which block finished last.
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
     for (int other = 0; other < kSplit; ++other) {
-      add_partial<BN>(acc, partials + static_cast<size_t>(pid * kSplit + other) * SLOT);
+      add_partial<BN>(acc, partials + static_cast<size_t>(pid * kSplit + other) * SLOT, active);
     }
     if (threadIdx.x == 0) counters[pid] = 0;
   }
@@ -349,7 +360,9 @@ __device__ __forceinline__ void gemm_wgmma_sk(uint16_t* __restrict__ out,
     wgmma_mainloop<BN, STAGES, false>(acc, x, w, M, N, K, origin.x, origin.y, k0, k1 - k0);
     bool store = k0 == 0 && k1 == kt;
     if (!store) {
-      store_partial<BN>(partials + static_cast<size_t>(2 * c + (it == begin ? 0 : 1)) * SLOT, acc);
+      const bool active = rows_in_m(origin.x, M);
+      store_partial<BN>(partials + static_cast<size_t>(2 * c + (it == begin ? 0 : 1)) * SLOT, acc,
+                        active);
       const long long first = static_cast<long long>(tile) * kt;
       const int from = sk_block_of(first, total, blocks);
       const int to = sk_block_of(first + kt - 1, total, blocks);
@@ -359,7 +372,8 @@ __device__ __forceinline__ void gemm_wgmma_sk(uint16_t* __restrict__ out,
         for (int other = from; other <= to; ++other) {
           // The tile is other's first unless other's range begins in an earlier tile.
           const bool firstOfOther = sk_begin(other, total, blocks) / kt == tile;
-          add_partial<BN>(acc, partials + static_cast<size_t>(2 * other + (firstOfOther ? 0 : 1)) * SLOT);
+          add_partial<BN>(acc, partials + static_cast<size_t>(2 * other + (firstOfOther ? 0 : 1)) * SLOT,
+                          active);
         }
         if (threadIdx.x == 0) counters[tile] = 0;
         store = true;

@@ -21,12 +21,12 @@
 #     kernels 59d6756 folded onto kernels/src/last_arrival.h (attention's fused reduce,
 #     linear_sm90's split-K and stream-K).
 #   PART=h200 DEADLINE=560 bash tools/pending_gpu_checks.sh
-#     session 17 (carry .device and .prev; run it after `git revert 0cfe795`, which puts back the
-#     split-K change of branch pending/splitk-idle-warpgroups, so the first steps check it): the
-#     linear_sm90 test (split-K partials that skip idle warpgroups), the batch-1 decode targets
-#     (bf16, FP8, AWQ) on an H200, a step per operator at batch 1 and 64, the three other
-#     presets' batch-1 lines, batches 32 and 64 against .prev, the GEMMs at M = 32, 64 and 128,
-#     the GEMV configurations swept, the SiLU epilogue on and off, the FP8 GEMV (default and K
+#     sessions 17-18 (carry .device and .prev): the linear_sm90 test (split-K partials that skip
+#     idle warpgroups, the swapped-operand tiles, wgmma no longer serialized), the decode step
+#     with DENALI_SWAP_AB 0 and 1 at 32 and 64 rows, batches 64 and 256 against .prev, the GEMMs
+#     at M = 32, 64 and 128, the batch-1 decode targets (bf16, FP8, AWQ) on an H200, a step per
+#     operator at batch 1 and 64, the three other presets' batch-1 lines, the GEMV
+#     configurations swept, the SiLU epilogue on and off, the FP8 GEMV (default and K
 #     split 4: the 16-row grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel
 #     (nsys), then the awq and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
@@ -135,11 +135,20 @@ if [ "$PART" = fold2 ]; then
 fi
 
 if [ "$PART" = h200 ]; then
-  # Session 17: the batch-1 targets of issues 12 and 13 on an H200 with this tree's defaults;
-  # where a step's time goes at batch 1 and 64 (64 took as long on an H200 as on an H100 in
-  # session 6: not bound by reading); the GEMV configurations (picked on an H100) swept on this
-  # GPU; the GEMMs at M = 64; the SiLU epilogue on and off; the quantized GEMV benches.
-  gpu_test linear_sm90 90
+  # Session 18: the wgmma test first (the swapped-operand tiles, and every wgmma GEMM now that
+  # no wgmma sits under a warpgroup branch: ptxas had serialized them all since 9f3075f); the
+  # decode step with the swapped tiles on and off at 32 and 64 rows; this tree against .prev
+  # (9d88af0, serialized wgmma) at 64 and 256 rows; the GEMMs at M = 32, 64 and 128. Then
+  # session 17's list: the batch-1 targets of issues 12 and 13 on an H200, where a step's time
+  # goes at batch 1 and 64, the GEMV configurations swept on this GPU, the SiLU epilogue, the
+  # quantized GEMV benches.
+  gpu_test linear_sm90 150
+  decode_lines_with DENALI_SWAP_AB 32,64 0 1
+  if left 100; then
+    echo "=== decode A/B bf16 batches 64, 256 (wgmma no longer serialized) $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 64,256 --steps 32
+  fi
+  kernel_benches 100 "linear_bench.ts --ms 32,64,128 --shapes $FUSED_SHAPES"
   if left 70; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
@@ -150,12 +159,7 @@ if [ "$PART" = h200 ]; then
       grep -E "^OPS" | cut -c1-170
   fi
   preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
-  if left 100; then
-    echo "=== decode A/B bf16 batches 32, 64 (split-K partials of M <= 64) $(date +%T)"
-    ROUNDS=1 STEP_TIMEOUT=45 bash tools/decode_ab.sh --presets llama3-8b --batches 32,64 --steps 32
-  fi
-  kernel_benches 100 "linear_bench.ts --ms 32,64,128 --shapes $FUSED_SHAPES" \
-    "linear_bench.ts --gemv-sweep --shapes $FUSED_SHAPES"
+  kernel_benches 100 "linear_bench.ts --gemv-sweep --shapes $FUSED_SHAPES"
   decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0
   kernel_benches 45 "linear_fp8_bench.ts --gemv-only" "linear_fp8_bench.ts --gemv-only --split 4" \
     "linear_awq_bench.ts --gemv-only"

@@ -2,8 +2,9 @@
  * Linear-layer benchmark on the GPU: the decode GEMV (M = 1, 8, 16) and the prefill GEMM
  * (M = 256, 1024, 4096) on the Llama-3-8B weight shapes (N×K = 4096×4096, 1024×4096,
  * 14336×4096, 4096×14336, 128256×4096), or the M and shapes `--ms` and `--shapes` name,
- * Denali's kernels (every GEMM tiling, stream-K forms included, with a `# ... time ratio` line
- * for each stream-K form against its data-parallel tiles) and, where the backend has one, the
+ * Denali's kernels (every GEMM tiling, stream-K forms included, and up to 128 rows the
+ * swapped-operand tiles, with a `# ... time ratio` line for each stream-K or swapped form against
+ * the data-parallel tiles it would replace) and, where the backend has one, the
  * vendor library (cuBLASLt) on the same buffers. Pair with linear_torch.py for torch.matmul.
  *
  * Usage (on the GPU machine): `deno run -A bench/kernels/linear_bench.ts [--gemv-sweep]`
@@ -61,11 +62,17 @@ const GEMM_VARIANTS: LinearKernel[] = [
   "wgmma128x128",
   "wgmmaSk128x256",
   "wgmmaSk128x128",
+  "wgmmaSwap128x64",
+  "wgmmaSwap128x32",
 ];
-/** Each stream-K GEMM and the data-parallel one it replaces, for the ratio lines. */
-const STREAM_K_PAIRS: [LinearKernel, LinearKernel][] = [
+/** The swapped-operand tilings (tokens as wgmma's N) are timed only up to this many rows. */
+const SWAP_BENCH_MAX_M = 128;
+/** Each stream-K or swapped-operand GEMM and the tiles it would replace, for the ratio lines. */
+const ALTERNATIVE_PAIRS: [LinearKernel, LinearKernel][] = [
   ["wgmmaSk128x256", "wgmma128x256"],
   ["wgmmaSk128x128", "wgmma128x128"],
+  ["wgmmaSwap128x64", "wgmma128x128"],
+  ["wgmmaSwap128x32", "wgmma128x128"],
 ];
 /** The GEMV configurations of `--gemv-sweep`: rows per warp group, K split, steps in flight. */
 const SWEEP: LinearOptions[] = (["gemv16", "gemv8"] as const).flatMap((kernel) =>
@@ -246,11 +253,12 @@ async function main() {
       }
       const variantUs: number[] = [];
       for (let v = 0; v < (gemv ? 0 : variants.length); v++) {
+        if (GEMM_VARIANTS[v].startsWith("wgmmaSwap") && m > SWAP_BENCH_MAX_M) continue;
         variantUs[v] = time(variants[v]);
         printBench(`linear_gemm_${GEMM_VARIANTS[v]}`, shape, variantUs[v], bytes, flops);
       }
-      // Each stream-K form against its data-parallel tiles, on the same shape and weights.
-      for (const [sk, dp] of STREAM_K_PAIRS) {
+      // Each stream-K or swapped form against the tiles it replaces, same shape and weights.
+      for (const [sk, dp] of ALTERNATIVE_PAIRS) {
         const [s, d] = [GEMM_VARIANTS.indexOf(sk), GEMM_VARIANTS.indexOf(dp)];
         if (variantUs[s] !== undefined && variantUs[d] !== undefined) {
           console.log(

@@ -30,6 +30,12 @@
 // Stream-K (linear_wgmma_sk_*): a grid of one block an SM shares out all tiles' k iterations
 // evenly, so a tile count that is not a multiple of the SM count costs no partly idle wave
 // (see gemm_wgmma_sk).
+//
+// Swapped operands (linear_wgmma_swap_*): for decode batches of 17-64 tokens, a 128-row x tile
+// is mostly zeros, yet wgmma multiplies all of it. These kernels compute outᵀ = W · xᵀ instead:
+// W's rows are wgmma's M (two warpgroups × 64 rows a block), the tokens its N (32 or 64), so the
+// padding is at most 31 tokens, the tensor work per weight byte halves or quarters, and the small
+// tiles (two blocks an SM) give more blocks for the same weight (see gemm_wgmma_swap).
 #include "compat.h"
 #include "gemm_tiles.h"
 #include "last_arrival.h"
@@ -53,9 +59,10 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 #define WGMMA_F64(i)                                                                           \
   WGMMA_F8(i + 0), WGMMA_F8(i + 8), WGMMA_F8(i + 16), WGMMA_F8(i + 24), WGMMA_F8(i + 32),       \
       WGMMA_F8(i + 40), WGMMA_F8(i + 48), WGMMA_F8(i + 56)
+#define WGMMA_D16 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define WGMMA_D32 WGMMA_D16 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define WGMMA_D64                                                                                  \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                          \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"                \
+  WGMMA_D32 ","                                                                                    \
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"                \
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
 #define WGMMA_D128                                                                                 \
@@ -78,6 +85,22 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
   asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WGMMA_D64
                "}, %64, %65, 1, 1, 1, 0, 0;"
                : WGMMA_F64(0)
+               : "l"(da), "l"(db));
+}
+
+// d[0..32) += A(64×16, descriptor da) · B(64×16, descriptor db)ᵀ, bf16, both K-major.
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WGMMA_D32
+               "}, %32, %33, 1, 1, 1, 0, 0;"
+               : WGMMA_F8(0), WGMMA_F8(8), WGMMA_F8(16), WGMMA_F8(24)
+               : "l"(da), "l"(db));
+}
+
+// d[0..16) += A(64×16, descriptor da) · B(32×16, descriptor db)ᵀ, bf16, both K-major.
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {" WGMMA_D16
+               "}, %16, %17, 1, 1, 1, 0, 0;"
+               : WGMMA_F8(0), WGMMA_F8(8)
                : "l"(da), "l"(db));
 }
 
@@ -122,6 +145,14 @@ __device__ __forceinline__ void wgmma_k32b<256, false>(float (&d)[128], uint64_t
 template <>
 __device__ __forceinline__ void wgmma_k32b<128, false>(float (&d)[64], uint64_t da, uint64_t db) {
   wgmma_m64n128k16(d, da, db);
+}
+template <>
+__device__ __forceinline__ void wgmma_k32b<64, false>(float (&d)[32], uint64_t da, uint64_t db) {
+  wgmma_m64n64k16(d, da, db);
+}
+template <>
+__device__ __forceinline__ void wgmma_k32b<32, false>(float (&d)[16], uint64_t da, uint64_t db) {
+  wgmma_m64n32k16(d, da, db);
 }
 template <>
 __device__ __forceinline__ void wgmma_k32b<128, true>(float (&d)[64], uint64_t da, uint64_t db) {
@@ -179,7 +210,8 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uin
 }
 
 // One output tile's k tiles [kFirst, kFirst + kTiles) into `acc` (zeroed here): the pipelined
-// main loop. With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
+// main loop, with x's 128 rows from m0 as wgmma's A operand and w's BN rows from n0 as its B
+// (the swapped-operand GEMMs pass W as x and x as w). With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
 // the codes), so a tile's 64 "elements" are 128 codes and every copy and offset is the bf16
 // one. Hopper's FP8 wgmma accumulates with less than fp32's precision (a whole-K sum in its
 // accumulators missed the CPU's by 1-13% on an H200, bench/results/2026-12-06-s9-w8a8-awq-h200.md),
@@ -197,7 +229,6 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
   // launch asks for 1 KiB more than the ring needs).
   const uint32_t base = (smem_addr(wgmma_smem) + 1023u) & ~1023u;
   const int warpgroup = threadIdx.x >> 7;
-  const bool active = rows_in_m(m0, M);
 
   auto copy_stage = [&](int kt) {
     const uint32_t a = base + (kt % STAGES) * STAGE_BYTES;
@@ -228,9 +259,10 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
     if (next < kTiles) copy_stage(next);
     cp_async_commit();
 
-    // A warpgroup whose 64 rows all lie past M has nothing to multiply: it skips its wgmmas and
-    // leaves the tensor cores to the other one (the last row tile of M = 400 is 16 rows).
-    if (!active) continue;
+    // Both warpgroups issue their wgmmas even where one holds only rows past M (zeros): a wgmma
+    // under a branch ptxas cannot prove warpgroup-uniform makes it serialize every wgmma of the
+    // kernel (C7518), which cost more than the idle warpgroup's multiplies save. Decode batches
+    // of 17-64 rows run the swapped-operand kernels, which have no such padding.
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
     wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
     if constexpr (FP8) {
@@ -247,7 +279,7 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
       pin_registers(acc);
     }
   }
-  if (active) wgmma_wait<0>();
+  wgmma_wait<0>();
   pin_registers(acc);
   cp_async_wait<0>();
   if constexpr (FP8) {
@@ -285,6 +317,28 @@ __device__ __forceinline__ void add_partial(float (&acc)[BN / 2], const float* _
   }
 }
 
+// Split-K's reduction for the block holding slice `slice` of tile `pid` (kSplit > 1): stores its
+// accumulators to its slot of 128 · BN floats and takes a ticket; the block that takes the
+// tile's last ticket sums every slice in slice order (its own read back, so the result does not
+// depend on which block finished last), resets the counter and returns true: it alone stores.
+// With kSplit = 1 the block stores its own accumulators.
+template <int BN>
+__device__ __forceinline__ bool sum_split_k(float (&acc)[BN / 2], float* __restrict__ partials,
+                                            uint32_t* __restrict__ counters, int pid, int slice,
+                                            int kSplit, bool active) {
+  if (kSplit <= 1) return true;
+  constexpr int SLOT = 128 * BN;
+  store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc, active);
+  if (!last_arrival(&counters[pid], kSplit)) return false;
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+  for (int other = 0; other < kSplit; ++other) {
+    add_partial<BN>(acc, partials + static_cast<size_t>(pid * kSplit + other) * SLOT, active);
+  }
+  if (threadIdx.x == 0) counters[pid] = 0;
+  return true;
+}
+
 // The GEMM, split over K in kSplit slices (kSplit = 1: a tile a block); the epilogue scales by
 // xScales[row] · wScales[col] with FP8.
 template <int BN, int STAGES, bool FP8>
@@ -295,7 +349,7 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            uint32_t* __restrict__ counters,
                                            const float* __restrict__ xScales,
                                            const float* __restrict__ wScales) {
-  constexpr int BM = 128, BK = 64, SLOT = BM * BN;
+  constexpr int BM = 128, BK = 64;
   const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
   const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
   const int2 origin = tile_origin<BM, BN>(pid, M, N);
@@ -305,22 +359,60 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
   const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
   float acc[BN / 2];
   wgmma_mainloop<BN, STAGES, FP8>(acc, x, w, M, N, K, origin.x, origin.y, kFirst, kTiles);
-
-  if (kSplit > 1) {
-    const bool active = rows_in_m(origin.x, M);
-    store_partial<BN>(partials + static_cast<size_t>(pid * kSplit + slice) * SLOT, acc, active);
-    if (!last_arrival(&counters[pid], kSplit)) return;
-    // Sum the slices in slice order (this block's own included, read back), so the result does
-    // not depend on which block finished last.
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-    for (int other = 0; other < kSplit; ++other) {
-      add_partial<BN>(acc, partials + static_cast<size_t>(pid * kSplit + other) * SLOT, active);
-    }
-    if (threadIdx.x == 0) counters[pid] = 0;
-  }
+  if (!sum_split_k<BN>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, M))) return;
   store_accumulators<BN, FP8>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N,
                               xScales, wScales);
+}
+
+// Writes one warpgroup's m64nBX accumulators of outᵀ (rows: the 64 W rows from n0, columns: the
+// BX tokens from m0) into the row-major out[M, N], as bf16. A thread holds W rows n0 + 16 v + l / 4
+// and + 8 at tokens m0 + 8 j + 2 (l % 4) and + 1 (store_accumulators' layout, transposed); lanes
+// l and l ^ 4 hold adjacent W rows of the same tokens, so one shuffle gives each lane a pair of
+// adjacent columns of one output row: the even lane the first token, the odd lane the second.
+template <int BX>
+__device__ __forceinline__ void store_transposed(uint16_t* __restrict__ out,
+                                                 const float (&acc)[BX / 2], int n0, int m0,
+                                                 int M, int N) {
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  const bool odd = (lane >> 2) & 1;
+  // The pair's first W row: this lane's own row, or its partner's (one lower) for an odd lane.
+  const int colBase = n0 + warp * 16 + ((lane >> 2) & ~1);
+  const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+#pragma unroll
+  for (int j = 0; j < BX / 8; ++j) {
+    const int token = m0 + j * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float first = acc[4 * j + 2 * h], second = acc[4 * j + 2 * h + 1];
+      // Every lane shuffles (no divergence before it): the even lane sends its second token's
+      // value and keeps its first, the odd lane the reverse.
+      const float theirs = __shfl_xor_sync(0xffffffffu, odd ? first : second, 4);
+      const float lo = odd ? theirs : first, hi = odd ? second : theirs;
+      if (token < M) store_bf16_pair(out, token, colBase + 8 * h, N, lo, hi, pairs);
+    }
+  }
+}
+
+// The GEMM with swapped operands, outᵀ[N, M] = W · xᵀ, split over K in kSplit slices as
+// gemm_wgmma: block tile 128 W rows × BX tokens × 64 k, wgmma_mainloop with W as its A operand
+// (two warpgroups of 64 W rows) and x as its B operand (BX rows), tiles walked W row tiles first.
+template <int BX, int STAGES>
+__device__ __forceinline__ void gemm_wgmma_swap(uint16_t* __restrict__ out,
+                                                const uint16_t* __restrict__ x,
+                                                const uint16_t* __restrict__ w, int M, int N,
+                                                int K, int kSplit, float* __restrict__ partials,
+                                                uint32_t* __restrict__ counters) {
+  constexpr int BW = 128, BK = 64;
+  const int tiles = ((N + BW - 1) / BW) * ((M + BX - 1) / BX);
+  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
+  const int2 origin = tile_origin<BW, BX>(pid, N, M);  // (first W row, first token)
+  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
+  const int kFirst = slice * perSlice;
+  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
+  float acc[BX / 2];
+  wgmma_mainloop<BX, STAGES, false>(acc, w, x, N, M, K, origin.x, origin.y, kFirst, kTiles);
+  if (!sum_split_k<BX>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, N))) return;
+  store_transposed<BX>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N);
 }
 
 // The block whose share of the stream-K iteration space holds iteration i: shares are
@@ -392,6 +484,10 @@ extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_128x128(uint16
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_fp8_128x128(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x32(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+#define WGMMA_SWAP_BODY(BX, STAGES) \
+  gemm_wgmma_swap<BX, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
 #define WGMMA_BODY(BN, STAGES) \
   gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
 #define WGMMA_FP8_BODY(BN, STAGES)                                                                \
@@ -403,6 +499,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uin
 #else
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
 #define WGMMA_SK_BODY(BN, STAGES) denali_trap()
+#define WGMMA_SWAP_BODY(BX, STAGES) denali_trap()
 #define WGMMA_FP8_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -438,4 +535,16 @@ extern "C" __global__ void linear_wgmma_sk_128x256(uint16_t* out, const uint16_t
 }
 extern "C" __global__ void linear_wgmma_sk_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_SK_BODY(128, 6);
+}
+
+// The swapped-operand GEMMs (gemm_wgmma_swap): 256 threads, two blocks an SM; 128 W rows × 64 or
+// 32 tokens a tile. Dynamic shared memory: 4 · (128 + 64) · 64 · 2 + 1024 = 99328 bytes (128x64),
+// 5 · (128 + 32) · 64 · 2 + 1024 = 103424 (128x32). 1-D grid of kSplit · ceil(N / 128) ·
+// ceil(M / BX) blocks; with kSplit > 1, partials holds kSplit · tiles · 128 · BX floats and
+// counters one zeroed word per tile.
+extern "C" __global__ void linear_wgmma_swap_128x64(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_SWAP_BODY(64, 4);
+}
+extern "C" __global__ void linear_wgmma_swap_128x32(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_SWAP_BODY(32, 5);
 }

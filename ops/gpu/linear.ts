@@ -23,6 +23,11 @@
  *   more than the shape's k iterations), each an equal share of all tiles' k iterations; it
  *   runs where LinearOptions.streamK (DENALI_STREAM_K) says: `timed` (where prepareLinear timed
  *   it faster), `always`, or `never` (the default).
+ * - Vector shapes of 17-64 rows on the same image, where LinearOptions.swapAb (DENALI_SWAP_AB)
+ *   says (`timed`, `always`, or `never`, the default until a GPU run has timed them):
+ *   `linear_wgmma_swap_128x{32,64}`, which compute outᵀ = W · xᵀ with W's rows as wgmma's M and
+ *   the tokens as its N, so a 33-row batch pads to 64 tokens, not 128 rows; 128 W rows × 32 (up
+ *   to 32 rows) or 64 tokens a tile, two blocks an SM, K split to fill about 2 blocks an SM.
  * - Other vector shapes, M > 16, CUDA: `linear_gemm_128x256` (256 threads, 144 KiB dynamic shared
  *   memory) for M >= 4096, else `linear_gemm_128x128` (128 threads, 96 KiB) when there are at
  *   least as many 128×128 tiles as SMs, else `linear_gemm_64x64` (128 threads, 64 KiB); 1-D grid
@@ -75,25 +80,54 @@ export type LinearKernel =
   | "wgmma128x256"
   | "wgmma128x128"
   | "wgmmaSk128x256"
-  | "wgmmaSk128x128";
+  | "wgmmaSk128x128"
+  | "wgmmaSwap128x64"
+  | "wgmmaSwap128x32";
+
+/**
+ * When the linear op runs an alternative form of a GEMM: `timed` where prepareLinear timed it
+ * faster, `always` where it applies, or `never`.
+ */
+export type TimedMode = "timed" | "always" | "never";
 
 /** When the linear op runs a GEMM's stream-K form (LinearOptions.streamK). */
-export type StreamKMode = "timed" | "always" | "never";
+export type StreamKMode = TimedMode;
 
 /** The stream-K mode when neither the options nor DENALI_STREAM_K name one. */
 export const STREAM_K_DEFAULT: StreamKMode = "never";
 
-/** The stream-K mode DENALI_STREAM_K asks for (1, 0 or timed), or the default. */
-export function streamKModeFromEnv(value: string | undefined): StreamKMode {
-  if (value === undefined || value === "") return STREAM_K_DEFAULT;
-  const modes: Record<string, StreamKMode> = { "1": "always", "0": "never", timed: "timed" };
+/**
+ * When the linear op runs the swapped-operand wgmma GEMMs at 17-64 rows (LinearOptions.swapAb).
+ * `never` until a GPU run has checked and timed them (they are new in this tree); `timed` then
+ * lets prepareLinear race them against the 128-row tiles and the library.
+ */
+export const SWAP_AB_DEFAULT: TimedMode = "never";
+
+/** The mode an environment variable asks for (1 always, 0 never, timed), or `fallback`. */
+function timedModeFromEnv(
+  variable: string,
+  value: string | undefined,
+  fallback: TimedMode,
+): TimedMode {
+  if (value === undefined || value === "") return fallback;
+  const modes: Record<string, TimedMode> = { "1": "always", "0": "never", timed: "timed" };
   const mode = modes[value];
   if (mode === undefined) {
     throw new RangeError(
-      `DENALI_STREAM_K=${value} is not a mode; use 1 (always), 0 (never) or timed`,
+      `${variable}=${value} is not a mode; use 1 (always), 0 (never) or timed`,
     );
   }
   return mode;
+}
+
+/** The stream-K mode DENALI_STREAM_K asks for (1, 0 or timed), or the default. */
+export function streamKModeFromEnv(value: string | undefined): StreamKMode {
+  return timedModeFromEnv("DENALI_STREAM_K", value, STREAM_K_DEFAULT);
+}
+
+/** The swapped-operand mode DENALI_SWAP_AB asks for (1, 0 or timed), or the default. */
+export function swapAbModeFromEnv(value: string | undefined): TimedMode {
+  return timedModeFromEnv("DENALI_SWAP_AB", value, SWAP_AB_DEFAULT);
 }
 
 /**
@@ -146,6 +180,13 @@ export interface LinearOptions {
    * or `never`. Default {@link STREAM_K_DEFAULT}, or DENALI_STREAM_K (1 always, 0 never, timed).
    */
   readonly streamK?: StreamKMode;
+  /**
+   * When `auto` runs 17-64 rows on the swapped-operand wgmma GEMMs (W's rows as wgmma's M, the
+   * tokens as its N: no 128-row tile mostly of zeros): `timed` where prepareLinear timed them
+   * faster than the 128-row tiles and the library, `always`, or `never`. Default
+   * {@link SWAP_AB_DEFAULT}, or DENALI_SWAP_AB (1 always, 0 never, timed).
+   */
+  readonly swapAb?: TimedMode;
   /**
    * Whether `linearSiluMul` runs its GEMVs with SiLU-and-multiply in the epilogue (else it
    * returns false and the caller runs linear and siluMul). Default {@link SILU_EPILOGUE_DEFAULT},
@@ -243,6 +284,9 @@ const GEMV16 = 0, GEMV8 = 1, GEMM128 = 2, GEMM64 = 3, FMA = 4, AUTO = 5;
 /** The most rows the GEMV kernels take; larger m runs a GEMM. */
 const GEMV_MAX_M = 16;
 const GEMM128X256 = 6, WGMMA256 = 7, WGMMA128 = 8, WGMMA_SK256 = 9, WGMMA_SK128 = 10;
+const WGMMA_SWAP64 = 11, WGMMA_SWAP32 = 12;
+/** The most rows the swapped-operand GEMMs take under `auto` (their widest token tile). */
+const SWAP_MAX_M = 64;
 const KERNEL_CODES: Record<LinearKernel, number> = {
   gemv16: GEMV16,
   gemv8: GEMV8,
@@ -255,6 +299,8 @@ const KERNEL_CODES: Record<LinearKernel, number> = {
   wgmma128x128: WGMMA128,
   wgmmaSk128x256: WGMMA_SK256,
   wgmmaSk128x128: WGMMA_SK128,
+  wgmmaSwap128x64: WGMMA_SWAP64,
+  wgmmaSwap128x32: WGMMA_SWAP32,
 };
 /** Kernel names by code, for `kernelName`. */
 const KERNEL_NAMES: string[] = [];
@@ -280,7 +326,9 @@ const MMA_GEMMS: Record<number, MmaGemm> = {
 };
 /**
  * The wgmma GEMMs of linear_sm90.cu by code: 256 threads, a ring of 4 (128×256) or 6 (128×128)
- * stages of (128 + BN) · 64 bf16, plus 1 KiB to align it for the 128-byte swizzle.
+ * stages of (128 + BN) · 64 bf16, plus 1 KiB to align it for the 128-byte swizzle. The
+ * swapped-operand ones tile 128 W rows (bn) by 64 or 32 tokens (bm), in 4 or 5 stages, two
+ * blocks an SM.
  */
 const WGMMA_GEMMS: Record<number, MmaGemm> = {
   [WGMMA256]: { name: "linear_wgmma_128x256", bm: 128, bn: 256, threads: 256, shared: 197632 },
@@ -299,17 +347,36 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
     threads: 256,
     shared: 197632,
   },
+  [WGMMA_SWAP64]: {
+    name: "linear_wgmma_swap_128x64",
+    bm: 64,
+    bn: 128,
+    threads: 256,
+    shared: 99328,
+  },
+  [WGMMA_SWAP32]: {
+    name: "linear_wgmma_swap_128x32",
+    bm: 32,
+    bn: 128,
+    threads: 256,
+    shared: 103424,
+  },
 };
+/** The swapped-operand GEMMs, which run two blocks an SM. */
+const SWAPPED: Record<number, true> = { [WGMMA_SWAP64]: true, [WGMMA_SWAP32]: true };
 /** The stream-K form of each data-parallel wgmma GEMM (same tiles, one block an SM). */
 const STREAM_K: Record<number, number> = { [WGMMA256]: WGMMA_SK256, [WGMMA128]: WGMMA_SK128 };
 /** The data-parallel form of each stream-K GEMM. */
 const STREAM_K_OF: Record<number, number> = { [WGMMA_SK256]: WGMMA256, [WGMMA_SK128]: WGMMA128 };
 /** Stream-K runs only shapes of at most this many tiles: one counter each in the scratch. */
 const STREAM_K_MAX_TILES = 4096;
-/** prepareLinear's bf16 decisions: Denali's default form, the library, Denali's stream-K form. */
-const CHOSE_DENALI = 0, CHOSE_LIBRARY = 1, CHOSE_STREAM_K = 2;
+/**
+ * prepareLinear's bf16 decisions: Denali's default form, the library, Denali's stream-K form,
+ * Denali's swapped-operand form.
+ */
+const CHOSE_DENALI = 0, CHOSE_LIBRARY = 1, CHOSE_STREAM_K = 2, CHOSE_SWAP = 3;
 /** What choose() takes while prepareLinear times a shape: as dispatched, or one form forced. */
-const TIME_NORMAL = 0, TIME_DATA_PARALLEL = 1, TIME_STREAM_K = 2;
+const TIME_NORMAL = 0, TIME_DATA_PARALLEL = 1, TIME_STREAM_K = 2, TIME_SWAP = 3;
 /**
  * The W8A8 twin of the 128×128 one (FP8 codes, 128 k a tile promoted to fp32 each, per-row
  * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
@@ -363,8 +430,11 @@ export async function loadLinearOps(
 ): Promise<GpuLinearOps> {
   // Options first: a bad one throws before anything is allocated.
   const streamK = options.streamK ?? streamKModeFromEnv(Deno.env.get("DENALI_STREAM_K"));
-  if (!["timed", "always", "never"].includes(streamK)) {
-    throw new RangeError(`loadLinearOps: streamK must be timed, always or never, got ${streamK}`);
+  const swapAb = options.swapAb ?? swapAbModeFromEnv(Deno.env.get("DENALI_SWAP_AB"));
+  for (const [option, mode] of [["streamK", streamK], ["swapAb", swapAb]]) {
+    if (!["timed", "always", "never"].includes(mode)) {
+      throw new RangeError(`loadLinearOps: ${option} must be timed, always or never, got ${mode}`);
+    }
   }
   const forced = KERNEL_CODES[options.kernel ?? "auto"];
   if (forced === undefined) throw new RangeError(`loadLinearOps: unknown kernel ${options.kernel}`);
@@ -375,7 +445,8 @@ export async function loadLinearOps(
   const sm90 = cuda ? await loadKernels(backend, "linear_sm90") : null;
   const wgmma = sm90 !== null && sm90.target === "sm_90a";
   // Split-K and stream-K scratch of the wgmma GEMMs, allocated once: fp32 tile slots (a 128×128
-  // one per block of a split grid, which wgmmaSplit keeps to one per SM; where stream-K may run,
+  // one per block of a split grid, which wgmmaSplit keeps to one per SM, or two 128×64 ones per
+  // SM for the swapped-operand GEMMs, two blocks an SM; where stream-K may run,
   // two 128×256 ones per block of its grid, one block an SM) and a ticket counter per tile,
   // zeroed here and left zeroed by the kernels. Like a vendor library's workspace, it is shared by
   // every call of these ops, so split calls on different streams must not overlap.
@@ -467,6 +538,8 @@ export async function loadLinearOps(
 
   // While prepareLinear times a shape's forms: 0 normal dispatch, else which form choose() takes.
   let timing = TIME_NORMAL;
+  // Whether prepareLinear is timing a bf16 shape (see swapFor).
+  let racing = false;
   const forcedSplit = forcedGemvSplit("loadLinearOps: gemvSplit", options.gemvSplit);
   const forcedStages = options.gemvStages ?? 0;
   if (![0, 1, 2].includes(forcedStages)) {
@@ -474,13 +547,27 @@ export async function loadLinearOps(
   }
 
   /**
-   * K slices of a wgmma 128×128 call: 1, unless its tiles leave most SMs idle; then enough for
-   * about one block per SM, each slice at least 4 k tiles (256 k) long, at most 16.
+   * K slices of a wgmma call: 1, unless its tiles leave most SMs idle; then enough for about one
+   * block per SM (two for the swapped-operand GEMMs, which fit two an SM), each slice at least 4
+   * k tiles (256 k) long, at most 16. Only the 128×128 and swapped-operand tiles split.
    */
   function wgmmaSplit(kernel: number, m: number, n: number, k: number): number {
-    const tiles = Math.ceil(m / 128) * Math.ceil(n / 128);
-    if (kernel !== WGMMA128 || tiles * 2 > sms) return 1;
-    return Math.max(1, Math.min(Math.floor(sms / tiles), Math.floor(Math.ceil(k / 64) / 4), 16));
+    const g = WGMMA_GEMMS[kernel];
+    const perSm = SWAPPED[kernel] ? 2 : 1;
+    const tiles = Math.ceil(m / g.bm) * Math.ceil(n / g.bn);
+    if ((kernel !== WGMMA128 && !SWAPPED[kernel]) || tiles * 2 > sms * perSm) return 1;
+    const kTiles = Math.ceil(k / 64);
+    return Math.max(1, Math.min(Math.floor(sms * perSm / tiles), Math.floor(kTiles / 4), 16));
+  }
+
+  /** Whether `auto` runs this 17-64-row shape on the swapped-operand GEMMs (see swapAb). */
+  function swapFor(m: number, n: number, k: number): boolean {
+    if (m > SWAP_MAX_M) return false;
+    // While prepareLinear times a shape, only its swapped form swaps (a neighbour's recorded
+    // choice must not make the form it races against swap too); else as swapAb says.
+    if (racing || timing !== TIME_NORMAL) return timing === TIME_SWAP;
+    return swapAb === "always" ||
+      (swapAb === "timed" && bf16Choices.choice(m, n, k) === CHOSE_SWAP);
   }
 
   /**
@@ -523,6 +610,7 @@ export async function loadLinearOps(
       return forced;
     }
     if (wgmma) {
+      if (swapFor(m, n, k)) return m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64;
       // One block per SM. 128×256 tiles need ~0.9 waves, or the idle SMs cost more than the
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
       // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).
@@ -730,50 +818,74 @@ export async function loadLinearOps(
     stream: Stream,
     evictor: () => DeviceBuffer | null,
   ): number | null {
-    return raceOn([2 * m * k, 2 * n * k, 2 * m * n], stream, evictor, ([x, w, out], time) => {
-      // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
-      backend.memset(x, 0x3c, stream);
-      backend.memset(w, 0x3c, stream);
-      const runAs = (form: number) => () => {
-        timing = form;
-        try {
-          runDenali(out, x, w, m, n, k, stream);
-        } finally {
+    racing = true;
+    try {
+      return raceOn([2 * m * k, 2 * n * k, 2 * m * n], stream, evictor, ([x, w, out], time) => {
+        // 0x3c3c ≈ 0.0115: finite sums of realistic size for any k.
+        backend.memset(x, 0x3c, stream);
+        backend.memset(w, 0x3c, stream);
+        const runAs = (form: number) => () => {
+          timing = form;
+          try {
+            runDenali(out, x, w, m, n, k, stream);
+          } finally {
+            timing = TIME_NORMAL;
+          }
+        };
+        // `timed` races the data-parallel form against the stream-K one; otherwise Denali's kernel
+        // runs as dispatched (stream-K where `always` makes it so).
+        const own = runAs(streamK === "timed" ? TIME_DATA_PARALLEL : TIME_NORMAL);
+        const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
+        // The stream-K form races too where it exists and streamK leaves it to timing.
+        let sk: (() => void) | null = null;
+        if (streamK === "timed") {
+          timing = TIME_STREAM_K;
+          const skKernel = choose(m, n, k, x, w);
           timing = TIME_NORMAL;
+          if (STREAM_K_OF[skKernel] !== undefined) sk = runAs(TIME_STREAM_K);
         }
-      };
-      // `timed` races the data-parallel form against the stream-K one; otherwise Denali's kernel
-      // runs as dispatched (stream-K where `always` makes it so).
-      const own = runAs(streamK === "timed" ? TIME_DATA_PARALLEL : TIME_NORMAL);
-      const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
-      // The stream-K form races too where it exists and streamK leaves it to timing.
-      let sk: (() => void) | null = null;
-      if (streamK === "timed") {
-        timing = TIME_STREAM_K;
-        const skKernel = choose(m, n, k, x, w);
-        timing = TIME_NORMAL;
-        if (STREAM_K_OF[skKernel] !== undefined) sk = runAs(TIME_STREAM_K);
-      }
-      // Alternate them and keep each one's best, so a clock ramp favours none.
-      let ownMs = time(own), libMs = Infinity, skMs = sk ? time(sk) : Infinity;
-      try {
-        accel!.tune?.(out, x, w, m, n, k, stream, time);
-        libMs = time(lib);
-      } catch (error) {
-        // The library has no algorithm for the shape: it leaves the race. Anything else (a
-        // failed launch, a broken stream) is a real error.
-        if (!(error instanceof UnsupportedShapeError)) throw error;
-        reportFallback(
-          `${accel!.name} refused a linear shape`,
-          `${error.message}; Denali's kernel runs it`,
-        );
-      }
-      ownMs = Math.min(ownMs, time(own));
-      if (sk) skMs = Math.min(skMs, time(sk));
-      if (libMs < Infinity) libMs = Math.min(libMs, time(lib));
-      if (libMs < ownMs && libMs <= skMs) return CHOSE_LIBRARY;
-      return skMs < ownMs ? CHOSE_STREAM_K : CHOSE_DENALI;
-    });
+        // The swapped-operand form races where swapAb leaves it to timing and the shape has it.
+        let swap: (() => void) | null = null;
+        if (swapAb === "timed" && m <= SWAP_MAX_M) {
+          timing = TIME_SWAP;
+          const swapKernel = choose(m, n, k, x, w);
+          timing = TIME_NORMAL;
+          if (SWAPPED[swapKernel]) swap = runAs(TIME_SWAP);
+        }
+        // Alternate them and keep each one's best, so a clock ramp favours none.
+        let ownMs = time(own), libMs = Infinity, skMs = sk ? time(sk) : Infinity;
+        let swapMs = swap ? time(swap) : Infinity;
+        try {
+          accel!.tune?.(out, x, w, m, n, k, stream, time);
+          libMs = time(lib);
+        } catch (error) {
+          // The library has no algorithm for the shape: it leaves the race. Anything else (a
+          // failed launch, a broken stream) is a real error.
+          if (!(error instanceof UnsupportedShapeError)) throw error;
+          reportFallback(
+            `${accel!.name} refused a linear shape`,
+            `${error.message}; Denali's kernel runs it`,
+          );
+        }
+        ownMs = Math.min(ownMs, time(own));
+        if (sk) skMs = Math.min(skMs, time(sk));
+        if (swap) swapMs = Math.min(swapMs, time(swap));
+        if (libMs < Infinity) libMs = Math.min(libMs, time(lib));
+        // The first of the fastest: Denali's default form, then the library, stream-K, swapped.
+        let best = CHOSE_DENALI, bestMs = ownMs;
+        const others: [number, number][] = [
+          [CHOSE_LIBRARY, libMs],
+          [CHOSE_STREAM_K, skMs],
+          [CHOSE_SWAP, swapMs],
+        ];
+        for (const [choice, ms] of others) {
+          if (ms < bestMs) [best, bestMs] = [choice, ms];
+        }
+        return best;
+      });
+    } finally {
+      racing = false;
+    }
   }
 
   /**

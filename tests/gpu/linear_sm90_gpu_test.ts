@@ -11,6 +11,10 @@
  * empty; 256×1024×4096 in 8), each run three times on the same ticket counters, so a counter
  * the last block failed to reset, or a partial read before it was written, shows.
  *
+ * The swapped-operand tiles (W's rows as wgmma's M, tokens as its N, the output written
+ * transposed) run the same shapes, forced, and the decode batches of 17-64 rows they exist for,
+ * split over K as dispatch splits them.
+ *
  * Tolerance: as tests/gpu/linear_gpu_test.ts. Each side rounds an fp32 sum to bf16 once; sums
  * that straddle a rounding boundary land one bf16 ulp apart (≤ 2^-7·|ref|), and the fp32 sums
  * differ by reordering only (≤ K·2^-24·max|x·w|, below 1e-4 here), so per element
@@ -31,9 +35,18 @@ import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
-// The data-parallel tiles and their stream-K forms (a shape's k iterations shared out over at
-// most one block an SM, tiles cut between blocks summed through the scratch).
-const WGMMA: LinearKernel[] = ["wgmma128x256", "wgmma128x128", "wgmmaSk128x256", "wgmmaSk128x128"];
+// The data-parallel tiles, their stream-K forms (a shape's k iterations shared out over at most
+// one block an SM, tiles cut between blocks summed through the scratch), and the swapped-operand
+// tiles (128 W rows × 64 or 32 tokens, written transposed; forced here past 64 rows too, where
+// they walk several token tiles).
+const WGMMA: LinearKernel[] = [
+  "wgmma128x256",
+  "wgmma128x128",
+  "wgmmaSk128x256",
+  "wgmmaSk128x128",
+  "wgmmaSwap128x64",
+  "wgmmaSwap128x32",
+];
 
 /** Seeded bf16 patterns uniform in ±scale. */
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {
@@ -144,7 +157,17 @@ hopperTest("gpu wgmma: every wgmma kernel matches the CPU on partial tiles", asy
 hopperTest("gpu wgmma: large shapes match the mma.sync GEMM", async (gpu) => {
   const reference = await loadLinearOps(gpu, { kernel: "gemm128" });
   const ops = await Promise.all(WGMMA.map((kernel) => loadLinearOps(gpu, { kernel })));
-  const shapes = [[2048, 4096, 4096], [1100, 14336, 4096], [512, 4096, 14336], [256, 1024, 4096]];
+  // The last three are decode batches the swapped tiles take: split 5 (48 W row tiles), 16
+  // (2048 × 14336) and none (224 W row tiles).
+  const shapes = [
+    [2048, 4096, 4096],
+    [1100, 14336, 4096],
+    [512, 4096, 14336],
+    [256, 1024, 4096],
+    [17, 6144, 4096],
+    [64, 2048, 14336],
+    [48, 28672, 4096],
+  ];
   for (const [m, n, k] of shapes) {
     const operands = new Operands(gpu, m, n, k);
     try {
@@ -173,6 +196,10 @@ hopperTest("gpu wgmma: the automatic choice takes wgmma for prefill shapes", asy
     assert.equal(ops.kernelName(256, 1024, 4096, x, w), "wgmma128x128"); // split 8 ways
     assert.equal(ops.kernelName(64, 1024, 1024, x, w), "gemm64"); // 8 tiles, k too short to split
     assert.match(ops.kernelName(16, 4096, 4096, x, w), /^gemv/);
+    const swapped = await loadLinearOps(gpu, { swapAb: "always" });
+    assert.equal(swapped.kernelName(64, 4096, 4096, x, w), "wgmmaSwap128x64");
+    assert.equal(swapped.kernelName(17, 6144, 4096, x, w), "wgmmaSwap128x32");
+    assert.equal(swapped.kernelName(65, 4096, 4096, x, w), "wgmma128x128");
   } finally {
     gpu.free(x);
     gpu.free(w);

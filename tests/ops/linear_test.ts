@@ -32,6 +32,9 @@ import {
   STREAM_K_DEFAULT,
   type StreamKMode,
   streamKModeFromEnv,
+  SWAP_AB_DEFAULT,
+  swapAbModeFromEnv,
+  type TimedMode,
 } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, type FakeControl, openFakeControl } from "../fake_driver/fake.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
@@ -292,6 +295,47 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90, streamK): a mostly idle las
     [300, 4096, 4096, 0, wgmmaShape(128, 96, 1)],
     [1152, 4096, 4096, 0, wgmmaShape(256, 144, 1)],
   ]);
+});
+
+// The swapped-operand GEMMs: 128 W rows × 64 tokens (4 stages, 99328 bytes) or × 32 (5 stages,
+// 103424 bytes), two blocks an SM, so a split aims at 2 · 132 blocks.
+const swapShape = (tokens: 32 | 64, blocks: number, split: number): Expected => ({
+  kernel: `linear_wgmma_swap_128x${tokens}`,
+  grid: [blocks, 1, 1],
+  block: [256, 1, 1],
+  shared: tokens === 64 ? 99328 : 103424,
+  split,
+});
+
+Deno.test("linear dispatch (fake CUDA driver, sm_90, swapAb): 17-64 rows on the swapped-operand tiles", async () => {
+  const cases: [number, number, number, number, Expected][] = [
+    // 48 tiles of 128 W rows: K (64 k tiles) splits min(264 / 48, 64 / 4) = 5 ways.
+    [17, 6144, 4096, 0, swapShape(32, 240, 5)],
+    [32, 6144, 4096, 0, swapShape(32, 240, 5)],
+    // 32 tiles: 8 ways, 256 blocks (their 128 · 64-float slots fill the scratch's 132 · 128²).
+    [64, 4096, 4096, 0, swapShape(64, 256, 8)],
+    // 16 tiles, 224 k tiles: the split's cap of 16.
+    [33, 2048, 14336, 0, swapShape(64, 256, 16)],
+    // 133 tiles are more than half the 264 block slots: no split.
+    [48, 17024, 1024, 0, swapShape(64, 133, 1)],
+    // One k tile: nothing to split.
+    [32, 1000, 64, 0, swapShape(32, 8, 1)],
+    // Past 64 rows and within the GEMVs' 16, the usual kernels.
+    [65, 4096, 4096, 0, wgmmaShape(128, 128, 4)],
+    [16, 4096, 4096, 0, gemvShape("t16_r16", 256, 8)],
+  ];
+  await dispatchCases(false, cases, [9, 0], { swapAb: "always" });
+  // Forced past 64 rows: two token tiles of 64 for each of the 8 W row tiles, K split 16 ways.
+  await dispatchCases(false, [[100, 1024, 4096, 0, swapShape(64, 256, 16)]], [9, 0], {
+    kernel: "wgmmaSwap128x64",
+  });
+  // Off by default: 64 rows run the 128×128 tiles, one tile of rows mostly padding.
+  assert.equal(SWAP_AB_DEFAULT, "never");
+  await dispatchCases(false, [[64, 4096, 4096, 0, wgmmaShape(128, 128, 4)]]);
+  // Never on an sm_80 device (no sm_90a image): the mma.sync tiles.
+  await dispatchCases(false, [[64, 4096, 4096, 0, mmaShape("64x64", 64)]], [8, 0], {
+    swapAb: "always",
+  });
 });
 
 Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, shared memory, arguments", async () => {
@@ -577,6 +621,64 @@ Deno.test("prepareLinear (fake CUDA driver, sm_90, streamK timed): a shape runs 
     assert.equal(fake.lastLaunch().functionName, "linear_wgmma_sk_128x128");
     assert.deepEqual(fake.lastLaunch().grid, [132, 1, 1]);
     for (const b of [x, w]) gpu.free(b);
+  });
+});
+
+Deno.test("prepareLinear (fake CUDA driver, sm_90, swapAb timed): 17-64 rows swap where it timed faster", async () => {
+  await withFakeLinearOps(false, [9, 0], async (gpu, _ops, fake) => {
+    const clock = new VirtualClock(gpu, fake);
+    clock.accelNs = 1e6; // the library loses every race here
+    let swapNs = 2000;
+    const swapped: string[] = [];
+    clock.launchNs = (kernel) => {
+      if (!kernel.startsWith("linear_wgmma_swap")) return 5000;
+      swapped.push(kernel);
+      return swapNs;
+    };
+    const timed = await loadLinearOps(clock.backend, { swapAb: "timed" });
+    const never = await loadLinearOps(clock.backend, { swapAb: "never" });
+    const s = gpu.createStream();
+    const x = gpu.alloc(2 * 128 * 4096), w = gpu.alloc(2 * 8192 * 4096);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8]);
+    timed.prepareLinear([{ m: 64, n: 4096, k: 4096 }, { m: 32, n: 4096, k: 4096 }], s);
+    never.prepareLinear([{ m: 64, n: 4096, k: 4096 }], s);
+    assert.ok(swapped.includes("linear_wgmma_swap_128x64"), "the race ran the 64-token tiles");
+    assert.ok(swapped.includes("linear_wgmma_swap_128x32"), "the race ran the 32-token tiles");
+    assert.equal(timed.kernelName(64, 4096, 4096, x, w), "wgmmaSwap128x64");
+    assert.equal(timed.kernelName(32, 4096, 4096, x, w), "wgmmaSwap128x32");
+    assert.equal(never.kernelName(64, 4096, 4096, x, w), "wgmma128x128");
+    // An unprepared M follows the nearest prepared one (64, above 40)...
+    assert.equal(timed.kernelName(40, 4096, 4096, x, w), "wgmmaSwap128x64");
+    // ...but never past 64 rows, where the nearest below (64) swapped.
+    assert.equal(timed.kernelName(100, 4096, 4096, x, w), "wgmma128x128");
+    // Slower swapped tiles: the 128-row ones stay.
+    swapNs = 9000;
+    timed.prepareLinear([{ m: 48, n: 1024, k: 4096 }], s);
+    assert.equal(timed.kernelName(48, 1024, 4096, x, w), "wgmma128x128");
+    // A shape that timed swapped launches it, split as dispatch says.
+    timed.linear(w, x, w, 64, 4096, 4096, s);
+    assert.equal(fake.lastLaunch().functionName, "linear_wgmma_swap_128x64");
+    assert.deepEqual(fake.lastLaunch().grid, [256, 1, 1]);
+    for (const b of [x, w]) gpu.free(b);
+  });
+});
+
+Deno.test("swapAb mode: DENALI_SWAP_AB and the option, bad values named", async () => {
+  assert.equal(swapAbModeFromEnv("1"), "always");
+  assert.equal(swapAbModeFromEnv("0"), "never");
+  assert.equal(swapAbModeFromEnv("timed"), "timed");
+  assert.equal(swapAbModeFromEnv(undefined), SWAP_AB_DEFAULT);
+  assert.throws(
+    () => swapAbModeFromEnv("on"),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /DENALI_SWAP_AB=on .*use 1 \(always\), 0 \(never\) or timed/.test(e.message),
+  );
+  await withFakeLinearOps(false, [9, 0], async (gpu) => {
+    await assert.rejects(
+      () => loadLinearOps(gpu, { swapAb: "often" as TimedMode }),
+      /loadLinearOps: swapAb must be timed, always or never, got often/,
+    );
   });
 });
 

@@ -114,6 +114,20 @@ __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t d
                : "l"(da), "l"(db));
 }
 
+// The FP8 forms of the swapped-operand tiles' 64 and 32 token columns.
+__device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {" WGMMA_D32
+               "}, %32, %33, 1, 1, 1;"
+               : WGMMA_F8(0), WGMMA_F8(8), WGMMA_F8(16), WGMMA_F8(24)
+               : "l"(da), "l"(db));
+}
+__device__ __forceinline__ void wgmma_m64n32k32_e4m3(float (&d)[16], uint64_t da, uint64_t db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {" WGMMA_D16
+               "}, %16, %17, 1, 1, 1;"
+               : WGMMA_F8(0), WGMMA_F8(8)
+               : "l"(da), "l"(db));
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
@@ -157,6 +171,14 @@ __device__ __forceinline__ void wgmma_k32b<32, false>(float (&d)[16], uint64_t d
 template <>
 __device__ __forceinline__ void wgmma_k32b<128, true>(float (&d)[64], uint64_t da, uint64_t db) {
   wgmma_m64n128k32_e4m3(d, da, db);
+}
+template <>
+__device__ __forceinline__ void wgmma_k32b<64, true>(float (&d)[32], uint64_t da, uint64_t db) {
+  wgmma_m64n64k32_e4m3(d, da, db);
+}
+template <>
+__device__ __forceinline__ void wgmma_k32b<32, true>(float (&d)[16], uint64_t da, uint64_t db) {
+  wgmma_m64n32k32_e4m3(d, da, db);
 }
 
 // Writes one warpgroup's m64nBN accumulators as bf16, each first scaled by its row's x scale and
@@ -369,18 +391,31 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
 // and + 8 at tokens m0 + 8 j + 2 (l % 4) and + 1 (store_accumulators' layout, transposed); lanes
 // l and l ^ 4 hold adjacent W rows of the same tokens, so one shuffle gives each lane a pair of
 // adjacent columns of one output row: the even lane the first token, the odd lane the second.
-template <int BX>
+template <int BX, bool SCALED>
 __device__ __forceinline__ void store_transposed(uint16_t* __restrict__ out,
                                                  const float (&acc)[BX / 2], int n0, int m0,
-                                                 int M, int N) {
+                                                 int M, int N, const float* __restrict__ xScales,
+                                                 const float* __restrict__ wScales) {
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
   const bool odd = (lane >> 2) & 1;
   // The pair's first W row: this lane's own row, or its partner's (one lower) for an odd lane.
   const int colBase = n0 + warp * 16 + ((lane >> 2) & ~1);
   const bool pairs = (N & 1) == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+  float cs[2][2] = {{1.f, 1.f}, {1.f, 1.f}};  // the weight scales of the pair's columns, per h
+  if (SCALED) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int col = colBase + 8 * h + c;
+        cs[h][c] = col < N ? wScales[col] : 0.f;
+      }
+    }
+  }
 #pragma unroll
   for (int j = 0; j < BX / 8; ++j) {
     const int token = m0 + j * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+    const float rs = SCALED ? (token < M ? xScales[token] : 0.f) : 1.f;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float first = acc[4 * j + 2 * h], second = acc[4 * j + 2 * h + 1];
@@ -388,7 +423,10 @@ __device__ __forceinline__ void store_transposed(uint16_t* __restrict__ out,
       // value and keeps its first, the odd lane the reverse.
       const float theirs = __shfl_xor_sync(0xffffffffu, odd ? first : second, 4);
       const float lo = odd ? theirs : first, hi = odd ? second : theirs;
-      if (token < M) store_bf16_pair(out, token, colBase + 8 * h, N, lo, hi, pairs);
+      if (token < M) {
+        store_bf16_pair(out, token, colBase + 8 * h, N, rs * cs[h][0] * lo, rs * cs[h][1] * hi,
+                        pairs);
+      }
     }
   }
 }
@@ -396,12 +434,15 @@ __device__ __forceinline__ void store_transposed(uint16_t* __restrict__ out,
 // The GEMM with swapped operands, outᵀ[N, M] = W · xᵀ, split over K in kSplit slices as
 // gemm_wgmma: block tile 128 W rows × BX tokens × 64 k, wgmma_mainloop with W as its A operand
 // (two warpgroups of 64 W rows) and x as its B operand (BX rows), tiles walked W row tiles first.
-template <int BX, int STAGES>
+// With FP8, K counts pairs of E4M3 codes and the epilogue scales as gemm_wgmma's.
+template <int BX, int STAGES, bool FP8>
 __device__ __forceinline__ void gemm_wgmma_swap(uint16_t* __restrict__ out,
                                                 const uint16_t* __restrict__ x,
                                                 const uint16_t* __restrict__ w, int M, int N,
                                                 int K, int kSplit, float* __restrict__ partials,
-                                                uint32_t* __restrict__ counters) {
+                                                uint32_t* __restrict__ counters,
+                                                const float* __restrict__ xScales,
+                                                const float* __restrict__ wScales) {
   constexpr int BW = 128, BK = 64;
   const int tiles = ((N + BW - 1) / BW) * ((M + BX - 1) / BX);
   const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
@@ -410,9 +451,10 @@ __device__ __forceinline__ void gemm_wgmma_swap(uint16_t* __restrict__ out,
   const int kFirst = slice * perSlice;
   const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
   float acc[BX / 2];
-  wgmma_mainloop<BX, STAGES, false>(acc, w, x, N, M, K, origin.x, origin.y, kFirst, kTiles);
+  wgmma_mainloop<BX, STAGES, FP8>(acc, w, x, N, M, K, origin.x, origin.y, kFirst, kTiles);
   if (!sum_split_k<BX>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, N))) return;
-  store_transposed<BX>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N);
+  store_transposed<BX, FP8>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N, xScales,
+                            wScales);
 }
 
 // The block whose share of the stream-K iteration space holds iteration i: shares are
@@ -486,8 +528,14 @@ extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x256(uin
 extern "C" __global__ void __launch_bounds__(256, 1) linear_wgmma_sk_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x32(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_fp8_swap_128x64(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
+extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_fp8_swap_128x32(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 #define WGMMA_SWAP_BODY(BX, STAGES) \
-  gemm_wgmma_swap<BX, STAGES>(out, x, w, M, N, K, kSplit, partials, counters)
+  gemm_wgmma_swap<BX, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
+#define WGMMA_FP8_SWAP_BODY(BX, STAGES)                                                          \
+  gemm_wgmma_swap<BX, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                  \
+                                    reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,  \
+                                    partials, counters, xScales, wScales)
 #define WGMMA_BODY(BN, STAGES) \
   gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
 #define WGMMA_FP8_BODY(BN, STAGES)                                                                \
@@ -500,6 +548,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x32(ui
 #define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
 #define WGMMA_SK_BODY(BN, STAGES) denali_trap()
 #define WGMMA_SWAP_BODY(BX, STAGES) denali_trap()
+#define WGMMA_FP8_SWAP_BODY(BX, STAGES) denali_trap()
 #define WGMMA_FP8_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -547,4 +596,14 @@ extern "C" __global__ void linear_wgmma_swap_128x64(uint16_t* out, const uint16_
 }
 extern "C" __global__ void linear_wgmma_swap_128x32(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
   WGMMA_SWAP_BODY(32, 5);
+}
+
+// The W8A8 forms of the swapped-operand GEMMs (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned
+// codes, scales as linear_wgmma_fp8_128x128): each 128-code k tile's sum promoted to fp32, so
+// twice the accumulator registers; otherwise launched exactly as linear_wgmma_swap_128x{64,32}.
+extern "C" __global__ void linear_wgmma_fp8_swap_128x64(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_FP8_SWAP_BODY(64, 4);
+}
+extern "C" __global__ void linear_wgmma_fp8_swap_128x32(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
+  WGMMA_FP8_SWAP_BODY(32, 5);
 }

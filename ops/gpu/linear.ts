@@ -378,10 +378,16 @@ const CHOSE_DENALI = 0, CHOSE_LIBRARY = 1, CHOSE_STREAM_K = 2, CHOSE_SWAP = 3;
 /** What choose() takes while prepareLinear times a shape: as dispatched, or one form forced. */
 const TIME_NORMAL = 0, TIME_DATA_PARALLEL = 1, TIME_STREAM_K = 2, TIME_SWAP = 3;
 /**
- * The W8A8 twin of the 128×128 one (FP8 codes, 128 k a tile promoted to fp32 each, per-row
- * scales in the epilogue); the promotion's extra registers leave no room for a 128×256 twin.
+ * The W8A8 twins of the 128×128 and swapped-operand GEMMs, by their bf16 codes (FP8 codes, 128 k
+ * a tile promoted to fp32 each, per-row scales in the epilogue); the promotion's extra registers
+ * leave no room for a 128×256 twin. prepareLinear races W8A8 as a whole (the swapped tiles at up
+ * to 64 rows where swapAb is not never) against dequantizing, the GEMV rows and the library.
  */
-const WGMMA_FP8_GEMM = "linear_wgmma_fp8_128x128";
+const WGMMA_FP8_GEMMS: Record<number, string> = {
+  [WGMMA128]: "linear_wgmma_fp8_128x128",
+  [WGMMA_SWAP64]: "linear_wgmma_fp8_swap_128x64",
+  [WGMMA_SWAP32]: "linear_wgmma_fp8_swap_128x32",
+};
 /** How `linear` runs an FP8 weight past the GEMVs' 16 rows (see GpuLinearOps.fp8PrefillPath). */
 export type Fp8PrefillPath = W8a8Via | "dequantize" | "gemvRows";
 /** FP8 choices prepareLinear records per shape, as indices into FP8_PREFILL_PATHS. */
@@ -488,15 +494,21 @@ export async function loadLinearOps(
     mma[Number(code)] = bigShared(sm90!, g.name, g.shared);
   }
   const gemmFma = launchers.linear_gemm_fma.launch;
-  // Denali's W8A8 GEMM (sm_90a): the bf16 wgmma tiles and split-K scratch over FP8 codes.
-  const g128 = WGMMA_GEMMS[WGMMA128];
-  const wgmmaFp8 = wgmma ? bigShared(sm90!, WGMMA_FP8_GEMM, g128.shared) : null;
+  // Denali's W8A8 GEMMs (sm_90a): the bf16 wgmma tiles and split-K scratch over FP8 codes.
+  // Up to 64 rows, unless swapAb is never, its swapped-operand twins (indexed by bf16 code).
+  const wgmmaFp8: Launcher[] = [];
+  for (const [code, name] of wgmma ? Object.entries(WGMMA_FP8_GEMMS) : []) {
+    wgmmaFp8[Number(code)] = bigShared(sm90!, name, WGMMA_GEMMS[Number(code)].shared);
+  }
   const runWgmmaFp8: Fp8Gemm = (out, xq, w, m, n, k, stream) => {
+    const code = swapAb !== "never" && m <= SWAP_MAX_M
+      ? (m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64)
+      : WGMMA128;
     // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2:
     // small shapes split K to fill the SMs.
-    const split = wgmmaSplit(WGMMA128, m, n, k / 2);
-    const g = g128, grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
-    wgmmaFp8!(
+    const split = wgmmaSplit(code, m, n, k / 2);
+    const g = WGMMA_GEMMS[code], grid = Math.ceil(m / g.bm) * Math.ceil(n / g.bn) * split;
+    wgmmaFp8[code](
       grid,
       1,
       1,

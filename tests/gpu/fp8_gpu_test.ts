@@ -13,7 +13,8 @@
  *   load, against the CPU engine;
  * - W8A8 (x quantized per token, then Denali's wgmma FP8 GEMM or cuBLASLt's FP8 matmul with
  *   per-row scales) on the Llama-3-8B
- *   shapes at M ∈ {17, 256, 2048} against the CPU W8A8 reference (`fp8W8a8Rows`), and
+ *   shapes at M ∈ {17, 256, 2048} against the CPU W8A8 reference (`fp8W8a8Rows`) (and, with
+ *   swapAb always, the swapped-operand tiles at M ∈ {17, 32, 40, 64}), and
  *   prepareLinear's choice between it and dequantizing, with `linear` then matching whichever
  *   reference the choice implies. (HF parity of the FP8 fixture runs with the other models in
  *   tests/gpu/parity_gpu_test.ts.)
@@ -429,6 +430,31 @@ for (const [n, k] of [[6144, 4096], [4096, 14336], [1000, 1008]]) {
       gpu.free(scratch);
     }
   });
+}
+
+// The swapped-operand W8A8 tiles (W's rows as wgmma's M, up to 64 tokens as its N, scales
+// applied to the transposed accumulators), at the row counts that take each (32 and 64 tokens),
+// split over K as dispatch splits them, against the same CPU W8A8 reference.
+for (const [n, k] of [[6144, 4096], [1000, 1008]]) {
+  gpuLinearTest(
+    `gpu W8A8 swapped-operand tiles: N=${n} K=${k}, M in 17, 32, 40, 64`,
+    (gpu, ops) => {
+      const pair = quantizedPair(gpu, ops, n, k, 5 * n + k);
+      const scratch = gpu.alloc(
+        Math.max(ops.fp8ScratchBytes(n, k), ops.fp8W8a8ScratchBytes(64, k)),
+      );
+      try {
+        for (const m of [17, 32, 40, 64]) {
+          const weight = { cpu: pair.cpu, gpu: { ...pair.gpu, scratch } };
+          assert.ok(checkW8a8(gpu, ops, weight, m, n, k, m + 7, "wgmma"), `m=${m} did not run`);
+        }
+      } finally {
+        freeFp8(gpu, pair.gpu);
+        gpu.free(scratch);
+      }
+    },
+    { swapAb: "always" },
+  );
 }
 
 gpuLinearTest(

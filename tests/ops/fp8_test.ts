@@ -27,7 +27,7 @@ import { setFallbackSink } from "../../backends/fallbacks.ts";
 import { fromE4m3Bits } from "../../backends/fp8.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { fp8W8a8Rows } from "../../ops/cpu/fp8.ts";
-import { loadLinearOps } from "../../ops/gpu/linear.ts";
+import { loadLinearOps, type TimedMode } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { randomArray } from "../support/numeric.ts";
 import { readBf16, writeBf16 } from "../support/device.ts";
@@ -502,6 +502,56 @@ Deno.test("W8A8 (fake CUDA driver, sm_90): via Denali's wgmma GEMM, the FP8 tile
     assert.equal(gops.fp8W8a8(out, x, odd, m, n, k, s, "wgmma"), false, "codes 8 bytes in");
     assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s, "wgmma"), false, "K = 40");
     assert.equal(fake.launchCount(), launches);
+  });
+});
+
+Deno.test("W8A8 (fake CUDA driver, sm_90, swapAb): up to 64 rows on the swapped-operand FP8 tiles", async () => {
+  const launched = async (swapAb: TimedMode, m: number) => {
+    let got: { name: string; grid: number[]; shared: number; split: number } | null = null;
+    await withFakeLinearOps(
+      false,
+      [9, 0],
+      (gpu, gops, fake) => {
+        const n = 4096, k = 4096;
+        const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + 128 * k));
+        const weight = gpuFp8(gpu, n, k, scratch);
+        const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+        fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 8, 8]);
+        assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, gpu.createStream(), "wgmma"), true);
+        const launch = fake.lastLaunch();
+        const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+        got = {
+          name: launch.functionName,
+          grid: launch.grid,
+          shared: launch.sharedMem,
+          split: args.getInt32(52, true),
+        };
+      },
+      {},
+      { swapAb },
+    );
+    return got!;
+  };
+  // 32 tiles of 128 W rows; K = 2048 pairs of codes (32 k tiles): split min(264 / 32, 32 / 4) = 8.
+  assert.deepEqual(await launched("always", 64), {
+    name: "linear_wgmma_fp8_swap_128x64",
+    grid: [256, 1, 1],
+    shared: 99328,
+    split: 8,
+  });
+  assert.deepEqual(await launched("timed", 20), {
+    name: "linear_wgmma_fp8_swap_128x32",
+    grid: [256, 1, 1],
+    shared: 103424,
+    split: 8,
+  });
+  // Past 64 rows, or with swapAb never: the 128×128 tiles (1 row tile × 32, split 4).
+  assert.equal((await launched("always", 65)).name, "linear_wgmma_fp8_128x128");
+  assert.deepEqual(await launched("never", 64), {
+    name: "linear_wgmma_fp8_128x128",
+    grid: [128, 1, 1],
+    shared: 197632,
+    split: 4,
   });
 });
 

@@ -30,8 +30,9 @@
 #     split 4: the 16-row grids' last wave) and 4-bit GEMV benches, a batch-1 step per kernel
 #     (nsys), then the awq and fp8 tests with what time is left.
 #   PART=fold2 DEADLINE=560 bash tools/pending_gpu_checks.sh
-#     the awq and fp8 tests (the chunked GEMVs against the CPU; the W8A8 GEMM on the shared main
-#     loop), then the four presets' decode TARGET lines with what time is left.
+#     the fp8 test (the W8A8 GEMM on the shared main loop and on the swapped-operand tiles), the
+#     offline run on this tree and on .prev (wgmma serialized there), the awq test (the chunked
+#     GEMVs against the CPU), then the four presets' decode TARGET lines with what time is left.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -129,8 +130,19 @@ if [ "$PART" = fold ]; then
 fi
 
 if [ "$PART" = fold2 ]; then
-  gpu_test awq 220
+  # Session 18: the FP8 test (W8A8 on the swapped-operand tiles among it); the offline run of
+  # 1000 requests on this tree (step profile on) and on .prev (9d88af0, whose wgmma GEMMs ptxas
+  # serialized): the fix end to end, against Denali's own previous tree; then the awq test and
+  # the presets' decode lines with what time is left.
   gpu_test fp8 200
+  if left 320; then
+    echo "=== offline 1000 requests, this tree and .prev $(date +%T)"
+    mkdir -p "$OUT/offline"
+    OUT="$OUT/offline" RUN_S=140 bash tools/throughput_session.sh "new_offline:.:--offline" \
+      "prev_offline:.prev:--offline" 2>&1 | grep -E "^(===|RESULT|PROFILE kind|PROFILE steps)" |
+      cut -c1-400
+  fi
+  gpu_test awq 220
   preset_lines 1,64 llama3-8b qwen2.5-7b qwen3-8b mistral-7b
 fi
 

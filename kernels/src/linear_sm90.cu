@@ -56,9 +56,9 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 #define WGMMA_F8(i)                                                                         \
   "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
       "+f"(d[i + 6]), "+f"(d[i + 7])
-#define WGMMA_F64(i)                                                                           \
-  WGMMA_F8(i + 0), WGMMA_F8(i + 8), WGMMA_F8(i + 16), WGMMA_F8(i + 24), WGMMA_F8(i + 32),       \
-      WGMMA_F8(i + 40), WGMMA_F8(i + 48), WGMMA_F8(i + 56)
+#define WGMMA_F16(i) WGMMA_F8(i), WGMMA_F8(i + 8)
+#define WGMMA_F32(i) WGMMA_F16(i), WGMMA_F16(i + 16)
+#define WGMMA_F64(i) WGMMA_F32(i), WGMMA_F32(i + 32)
 #define WGMMA_D16 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
 #define WGMMA_D32 WGMMA_D16 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define WGMMA_D64                                                                                  \
@@ -72,61 +72,36 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
   "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"    \
   "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 
-// d[0..128) += A(64×16, descriptor da) · B(256×16, descriptor db)ᵀ, bf16, both K-major.
-__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" WGMMA_D128
-               "}, %128, %129, 1, 1, 1, 0, 0;"
-               : WGMMA_F64(0), WGMMA_F64(64)
-               : "l"(da), "l"(db));
-}
-
-// d[0..64) += A(64×16, descriptor da) · B(128×16, descriptor db)ᵀ, bf16, both K-major.
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WGMMA_D64
-               "}, %64, %65, 1, 1, 1, 0, 0;"
-               : WGMMA_F64(0)
-               : "l"(da), "l"(db));
-}
-
-// d[0..32) += A(64×16, descriptor da) · B(64×16, descriptor db)ᵀ, bf16, both K-major.
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WGMMA_D32
-               "}, %32, %33, 1, 1, 1, 0, 0;"
-               : WGMMA_F8(0), WGMMA_F8(8), WGMMA_F8(16), WGMMA_F8(24)
-               : "l"(da), "l"(db));
-}
-
-// d[0..16) += A(64×16, descriptor da) · B(32×16, descriptor db)ᵀ, bf16, both K-major.
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {" WGMMA_D16
-               "}, %16, %17, 1, 1, 1, 0, 0;"
-               : WGMMA_F8(0), WGMMA_F8(8)
-               : "l"(da), "l"(db));
-}
-
-// The FP8 (E4M3) form: 32 k per instruction, the same 32 bytes of each row as a bf16 k16, so
-// the tiles, descriptors and steps are the bf16 ones. FP8 operands must be K-major: the form
-// has no transpose operands.
-__device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" WGMMA_D64
-               "}, %64, %65, 1, 1, 1;"
-               : WGMMA_F64(0)
-               : "l"(da), "l"(db));
-}
-
-// The FP8 forms of the swapped-operand tiles' 64 and 32 token columns.
-__device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {" WGMMA_D32
-               "}, %32, %33, 1, 1, 1;"
-               : WGMMA_F8(0), WGMMA_F8(8), WGMMA_F8(16), WGMMA_F8(24)
-               : "l"(da), "l"(db));
-}
-__device__ __forceinline__ void wgmma_m64n32k32_e4m3(float (&d)[16], uint64_t da, uint64_t db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {" WGMMA_D16
-               "}, %16, %17, 1, 1, 1;"
-               : WGMMA_F8(0), WGMMA_F8(8)
-               : "l"(da), "l"(db));
-}
+// One wgmma over 32 bytes of each row, 16 k of bf16 or 32 k of E4M3 (FP8), into a thread's
+// share of an m64nBN fp32 accumulator: d += A(64 rows, descriptor da) · B(BN rows, descriptor
+// db)ᵀ, both operands K-major. An FP8 k32 reads the same 32 bytes of each row as a bf16 k16, so
+// the tiles, descriptors and steps are the bf16 ones; the FP8 form has no transpose operands
+// (FP8 operands must be K-major), hence its shorter operand list.
+template <int BN, bool FP8>
+__device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db);
+// Defines wgmma_k32b<BN, FP8> as one instruction: SHAPE its shape and types, D its accumulator
+// list, OPERANDS the descriptors' numbers and the scale/transpose immediates, then the
+// accumulators' constraints.
+#define DENALI_WGMMA(BN, FP8, SHAPE, D, OPERANDS, ...)                                          \
+  template <>                                                                                   \
+  __device__ __forceinline__ void wgmma_k32b<BN, FP8>(float (&d)[BN / 2], uint64_t da,          \
+                                                      uint64_t db) {                            \
+    asm volatile("wgmma.mma_async.sync.aligned." SHAPE " {" D "}, " OPERANDS ";"                 \
+                 : __VA_ARGS__                                                                  \
+                 : "l"(da), "l"(db));                                                           \
+  }
+DENALI_WGMMA(256, false, "m64n256k16.f32.bf16.bf16", WGMMA_D128, "%128, %129, 1, 1, 1, 0, 0",
+             WGMMA_F64(0), WGMMA_F64(64))
+DENALI_WGMMA(128, false, "m64n128k16.f32.bf16.bf16", WGMMA_D64, "%64, %65, 1, 1, 1, 0, 0",
+             WGMMA_F64(0))
+DENALI_WGMMA(64, false, "m64n64k16.f32.bf16.bf16", WGMMA_D32, "%32, %33, 1, 1, 1, 0, 0",
+             WGMMA_F32(0))
+DENALI_WGMMA(32, false, "m64n32k16.f32.bf16.bf16", WGMMA_D16, "%16, %17, 1, 1, 1, 0, 0",
+             WGMMA_F16(0))
+DENALI_WGMMA(128, true, "m64n128k32.f32.e4m3.e4m3", WGMMA_D64, "%64, %65, 1, 1, 1", WGMMA_F64(0))
+DENALI_WGMMA(64, true, "m64n64k32.f32.e4m3.e4m3", WGMMA_D32, "%32, %33, 1, 1, 1", WGMMA_F32(0))
+DENALI_WGMMA(32, true, "m64n32k32.f32.e4m3.e4m3", WGMMA_D16, "%16, %17, 1, 1, 1", WGMMA_F16(0))
+#undef DENALI_WGMMA
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
@@ -148,38 +123,6 @@ __device__ __forceinline__ void pin_registers(float (&d)[R]) {
 // Whether any of this thread's warpgroup's 64 rows of a tile starting at row m0 lies within M
 // (uniform across the warpgroup).
 __device__ __forceinline__ bool rows_in_m(int m0, int M) { return m0 + (threadIdx.x >> 7) * 64 < M; }
-
-// One wgmma over 32 bytes of each row: 16 k of bf16, or 32 k of E4M3 (FP8).
-template <int BN, bool FP8>
-__device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db);
-template <>
-__device__ __forceinline__ void wgmma_k32b<256, false>(float (&d)[128], uint64_t da, uint64_t db) {
-  wgmma_m64n256k16(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<128, false>(float (&d)[64], uint64_t da, uint64_t db) {
-  wgmma_m64n128k16(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<64, false>(float (&d)[32], uint64_t da, uint64_t db) {
-  wgmma_m64n64k16(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<32, false>(float (&d)[16], uint64_t da, uint64_t db) {
-  wgmma_m64n32k16(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<128, true>(float (&d)[64], uint64_t da, uint64_t db) {
-  wgmma_m64n128k32_e4m3(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<64, true>(float (&d)[32], uint64_t da, uint64_t db) {
-  wgmma_m64n64k32_e4m3(d, da, db);
-}
-template <>
-__device__ __forceinline__ void wgmma_k32b<32, true>(float (&d)[16], uint64_t da, uint64_t db) {
-  wgmma_m64n32k32_e4m3(d, da, db);
-}
 
 // Writes one warpgroup's m64nBN accumulators as bf16, each first scaled by its row's x scale and
 // its column's weight scale where SCALED (FP8). Layout: thread (warp v of the warpgroup, lane l)

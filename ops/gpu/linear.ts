@@ -575,9 +575,12 @@ export async function loadLinearOps(
   /** Whether `auto` runs this 17-64-row shape on the swapped-operand GEMMs (see swapAb). */
   function swapFor(m: number, n: number, k: number): boolean {
     if (m > SWAP_MAX_M) return false;
-    // While prepareLinear times a shape, only its swapped form swaps (a neighbour's recorded
-    // choice must not make the form it races against swap too); else as swapAb says.
-    if (racing || timing !== TIME_NORMAL) return timing === TIME_SWAP;
+    // While prepareLinear times a shape, its swapped form swaps, and so does Denali's form as
+    // dispatched where swapAb is always (it then races the library alone, as stream-K's does); a
+    // neighbour's recorded choice must not make the form a swapped one races against swap too.
+    if (racing || timing !== TIME_NORMAL) {
+      return timing === TIME_SWAP || (timing === TIME_NORMAL && swapAb === "always");
+    }
     return swapAb === "always" ||
       (swapAb === "timed" && bf16Choices.choice(m, n, k) === CHOSE_SWAP);
   }

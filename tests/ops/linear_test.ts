@@ -659,6 +659,15 @@ Deno.test("prepareLinear (fake CUDA driver, sm_90, swapAb timed): 17-64 rows swa
     timed.linear(w, x, w, 64, 4096, 4096, s);
     assert.equal(fake.lastLaunch().functionName, "linear_wgmma_swap_128x64");
     assert.deepEqual(fake.lastLaunch().grid, [256, 1, 1]);
+    // always: Denali's form is the swapped one, and it races the library alone.
+    const always = await loadLinearOps(clock.backend, { swapAb: "always" });
+    clock.accelNs = 3000;
+    swapNs = 2000;
+    always.prepareLinear([{ m: 64, n: 4096, k: 4096 }], s);
+    assert.equal(always.kernelName(64, 4096, 4096, x, w), "wgmmaSwap128x64");
+    swapNs = 4000; // slower than the library, which beats the 128-row tiles too
+    always.prepareLinear([{ m: 64, n: 2048, k: 4096 }], s);
+    assert.equal(always.kernelName(64, 2048, 4096, x, w), "accelerator");
     for (const b of [x, w]) gpu.free(b);
   });
 });

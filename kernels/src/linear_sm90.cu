@@ -176,14 +176,15 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uin
 
 // One output tile's k tiles [kFirst, kFirst + kTiles) into `acc` (zeroed here): the pipelined
 // main loop, with x's 128 rows from m0 as wgmma's A operand and w's BN rows from n0 as its B
-// (the swapped-operand GEMMs pass W as x and x as w). With FP8, x and W are E4M3 codes read as pairs of bytes: K counts those pairs (half
-// the codes), so a tile's 64 "elements" are 128 codes and every copy and offset is the bf16
-// one. Hopper's FP8 wgmma accumulates with less than fp32's precision (a whole-K sum in its
-// accumulators missed the CPU's by 1-13% on an H200, bench/results/2026-12-06-s9-w8a8-awq-h200.md),
-// so each 128-k tile's sum is added into fp32 registers and the accumulators restart from zero,
-// as cuBLASLt does without fast accumulation: one wait per tile, and twice the accumulator
-// registers (hence 128×128 only). Ends with every copy and wgmma of this block retired, so the
-// caller may reuse the ring once all threads are past it.
+// (the swapped-operand GEMMs pass W as x and x as w). With FP8, x and W are E4M3 codes read as
+// pairs of bytes: K counts those pairs (half the codes), so a tile's 64 "elements" are 128 codes
+// and every copy and offset is the bf16 one. Hopper's FP8 wgmma accumulates with less than fp32's
+// precision (a whole-K sum in its accumulators missed the CPU's by 1-13% on an H200,
+// bench/results/2026-12-06-s9-w8a8-awq-h200.md), so each 128-k tile's sum is added into fp32
+// registers and the accumulators restart from zero, as cuBLASLt does without fast accumulation:
+// one wait per tile, and twice the accumulator registers (hence no 128×256 FP8 tile). Ends with
+// every copy and wgmma of this block retired, so the caller may reuse the ring once all threads
+// are past it.
 template <int BN, int STAGES, bool FP8>
 __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint16_t* __restrict__ x,
                                                const uint16_t* __restrict__ w, int M, int N,

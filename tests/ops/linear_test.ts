@@ -338,6 +338,51 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90, swapAb): 17-64 rows on the 
   });
 });
 
+Deno.test("linear dispatch (fake CUDA driver, sm_90, swapAb): every split fits the shared scratch", async () => {
+  // The scratch holds 132 · 128 · 128 floats of partials (stream-K off) and a counter per tile;
+  // a split grid's slots, 128 W rows × the token tile each, must fit, whatever the shape.
+  await withFakeLinearOps(
+    false,
+    [9, 0],
+    (gpu, ops, fake) => {
+      const s = gpu.createStream();
+      const x = gpu.alloc(2 * 64 * 16384), w = gpu.alloc(2 * 32768 * 4096);
+      const out = gpu.alloc(2 * 64 * 32768);
+      fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8]);
+      let split = 0;
+      for (const m of [17, 24, 32, 33, 48, 64]) {
+        for (const n of [128, 384, 1024, 2048, 4096, 6144, 14336, 32768]) {
+          for (const k of [64, 512, 4096, 8192, 16384]) {
+            if (n * k > 32768 * 4096) continue;
+            ops.linear(out, x, w, m, n, k, s);
+            const launch = fake.lastLaunch();
+            const what = `m=${m} n=${n} k=${k}`;
+            const tokens = m <= 32 ? 32 : 64;
+            assert.equal(launch.functionName, `linear_wgmma_swap_128x${tokens}`, what);
+            const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+            const kSplit = args.getInt32(36, true), blocks = launch.grid[0];
+            const tiles = Math.ceil(n / 128) * Math.ceil(m / tokens);
+            assert.equal(blocks, tiles * kSplit, `${what}: a block per tile and slice`);
+            assert.ok(
+              kSplit <= 16 && kSplit <= Math.max(1, Math.floor(Math.ceil(k / 64) / 4)),
+              what,
+            );
+            if (kSplit > 1) {
+              split++;
+              assert.ok(blocks * 128 * tokens <= 132 * 128 * 128, `${what}: ${blocks} slots`);
+              assert.ok(tiles <= 4096, `${what}: ${tiles} counters`);
+            }
+          }
+        }
+      }
+      assert.ok(split > 50, `only ${split} shapes split`);
+      for (const b of [x, w, out]) gpu.free(b);
+    },
+    {},
+    { swapAb: "always" },
+  );
+});
+
 Deno.test("linear dispatch (fake CUDA driver, sm_80): kernel, grid, block, shared memory, arguments", async () => {
   await dispatchCases(false, [
     // 4096 rows = 256 groups of 16 >= 132 SMs: 16-row GEMV, K = 32 steps, split 8 → 16 rows/block.

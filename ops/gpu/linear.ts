@@ -24,7 +24,7 @@
  *   runs where LinearOptions.streamK (DENALI_STREAM_K) says: `timed` (where prepareLinear timed
  *   it faster), `always`, or `never` (the default).
  * - Vector shapes of 17-64 rows on the same image, where LinearOptions.swapAb (DENALI_SWAP_AB)
- *   says (`timed`, `always`, or `never`, the default until a GPU run has timed them):
+ *   says (`timed`, `always`, or `never`, the default: no faster than the library on an H100):
  *   `linear_wgmma_swap_128x{32,64}`, which compute outᵀ = W · xᵀ with W's rows as wgmma's M and
  *   the tokens as its N, so a 33-row batch pads to 64 tokens, not 128 rows; 128 W rows × 32 (up
  *   to 32 rows) or 64 tokens a tile, two blocks an SM, K split to fill about 2 blocks an SM.
@@ -98,8 +98,10 @@ export const STREAM_K_DEFAULT: StreamKMode = "never";
 
 /**
  * When the linear op runs the swapped-operand wgmma GEMMs at 17-64 rows (LinearOptions.swapAb).
- * `never` until a GPU run has checked and timed them (they are new in this tree); `timed` then
- * lets prepareLinear race them against the 128-row tiles and the library.
+ * `never`: on an H100 they match the CPU but, with cuBLASLt in prepareLinear's race, changed no
+ * decode step (batch 32: 0.998×, batch 64: 1.004×; the library beats them on 6144×4096 and ties
+ * them on 28672×4096; bench/results/2026-12-07-s18-swap-ab-serialization-h100.md). Worth timing
+ * where the library is missing or on an H200.
  */
 export const SWAP_AB_DEFAULT: TimedMode = "never";
 

@@ -38,6 +38,9 @@ export OUT
 DEADLINE="${DEADLINE:-560}"
 PART="${PART:-first}"
 left() { [ "$SECONDS" -lt "$((DEADLINE - $1))" ]; }
+# Everything also goes to a file under $OUT: the device tool returns only the last 12,000
+# characters of stdout, but files whole (session 18 lost the first half of PART=h200's lines).
+exec > >(tee -a "$OUT/pending_${PART}.log") 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "tree: $(cat .device/commit), .prev: $(cat .prev/commit 2>/dev/null), part $PART, deadline ${DEADLINE}s"
 ls .prev/kernels/ptx/*.xz >/dev/null 2>&1 && xz -d .prev/kernels/ptx/*.xz

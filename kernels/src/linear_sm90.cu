@@ -305,6 +305,29 @@ __device__ __forceinline__ bool sum_split_k(float (&acc)[BN / 2], float* __restr
   return true;
 }
 
+// A split-K GEMM block's share of one output tile, as both layouts run it: a = the 128-row
+// operand (R rows), b = the BN-row one (C rows), tiles walked in tile_origin's order, kSplit
+// blocks a tile each over a contiguous run of k tiles. Runs the main loop into `acc`, sets
+// `origin` to the tile's first (a row, b row), and returns whether this block stores the tile
+// (kSplit = 1, or the last of the tile's blocks to arrive, holding the summed slices).
+template <int BN, int STAGES, bool FP8>
+__device__ __forceinline__ bool gemm_split_tile(float (&acc)[BN / 2], int2& origin,
+                                                const uint16_t* __restrict__ a,
+                                                const uint16_t* __restrict__ b, int R, int C,
+                                                int K, int kSplit, float* __restrict__ partials,
+                                                uint32_t* __restrict__ counters) {
+  constexpr int BM = 128, BK = 64;
+  const int tiles = ((R + BM - 1) / BM) * ((C + BN - 1) / BN);
+  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
+  origin = tile_origin<BM, BN>(pid, R, C);
+  // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
+  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
+  const int kFirst = slice * perSlice;
+  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
+  wgmma_mainloop<BN, STAGES, FP8>(acc, a, b, R, C, K, origin.x, origin.y, kFirst, kTiles);
+  return sum_split_k<BN>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, R));
+}
+
 // The GEMM, split over K in kSplit slices (kSplit = 1: a tile a block); the epilogue scales by
 // xScales[row] · wScales[col] with FP8.
 template <int BN, int STAGES, bool FP8>
@@ -315,17 +338,11 @@ __device__ __forceinline__ void gemm_wgmma(uint16_t* __restrict__ out,
                                            uint32_t* __restrict__ counters,
                                            const float* __restrict__ xScales,
                                            const float* __restrict__ wScales) {
-  constexpr int BM = 128, BK = 64;
-  const int tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
-  const int2 origin = tile_origin<BM, BN>(pid, M, N);
-  // This block's k tiles: [kFirst, kFirst + kTiles) of the whole row's.
-  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
-  const int kFirst = slice * perSlice;
-  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
   float acc[BN / 2];
-  wgmma_mainloop<BN, STAGES, FP8>(acc, x, w, M, N, K, origin.x, origin.y, kFirst, kTiles);
-  if (!sum_split_k<BN>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, M))) return;
+  int2 origin;
+  if (!gemm_split_tile<BN, STAGES, FP8>(acc, origin, x, w, M, N, K, kSplit, partials, counters)) {
+    return;
+  }
   store_accumulators<BN, FP8>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N,
                               xScales, wScales);
 }
@@ -376,8 +393,8 @@ __device__ __forceinline__ void store_transposed(uint16_t* __restrict__ out,
 }
 
 // The GEMM with swapped operands, outᵀ[N, M] = W · xᵀ, split over K in kSplit slices as
-// gemm_wgmma: block tile 128 W rows × BX tokens × 64 k, wgmma_mainloop with W as its A operand
-// (two warpgroups of 64 W rows) and x as its B operand (BX rows), tiles walked W row tiles first.
+// gemm_wgmma: block tile 128 W rows × BX tokens × 64 k, gemm_split_tile with W as the 128-row
+// operand (two warpgroups of 64 W rows) and x as the BX-row one, W row tiles walked first.
 // With FP8, K counts pairs of E4M3 codes and the epilogue scales as gemm_wgmma's.
 template <int BX, int STAGES, bool FP8>
 __device__ __forceinline__ void gemm_wgmma_swap(uint16_t* __restrict__ out,
@@ -387,16 +404,11 @@ __device__ __forceinline__ void gemm_wgmma_swap(uint16_t* __restrict__ out,
                                                 uint32_t* __restrict__ counters,
                                                 const float* __restrict__ xScales,
                                                 const float* __restrict__ wScales) {
-  constexpr int BW = 128, BK = 64;
-  const int tiles = ((N + BW - 1) / BW) * ((M + BX - 1) / BX);
-  const int pid = blockIdx.x % tiles, slice = blockIdx.x / tiles;
-  const int2 origin = tile_origin<BW, BX>(pid, N, M);  // (first W row, first token)
-  const int perSlice = ((K + BK - 1) / BK + kSplit - 1) / kSplit;
-  const int kFirst = slice * perSlice;
-  const int kTiles = max(0, min(perSlice, (K + BK - 1) / BK - kFirst));
   float acc[BX / 2];
-  wgmma_mainloop<BX, STAGES, FP8>(acc, w, x, N, M, K, origin.x, origin.y, kFirst, kTiles);
-  if (!sum_split_k<BX>(acc, partials, counters, pid, slice, kSplit, rows_in_m(origin.x, N))) return;
+  int2 origin;  // (first W row, first token)
+  if (!gemm_split_tile<BX, STAGES, FP8>(acc, origin, w, x, N, M, K, kSplit, partials, counters)) {
+    return;
+  }
   store_transposed<BX, FP8>(out, acc, origin.x + (threadIdx.x >> 7) * 64, origin.y, M, N, xScales,
                             wScales);
 }

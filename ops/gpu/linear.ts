@@ -364,6 +364,10 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
     shared: 103424,
   },
 };
+/** The swapped-operand GEMM for m rows: the 32-token tile up to 32, else the 64-token one. */
+function swappedTile(m: number): number {
+  return m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64;
+}
 /** The swapped-operand GEMMs, which run two blocks an SM. */
 const SWAPPED: Record<number, true> = { [WGMMA_SWAP64]: true, [WGMMA_SWAP32]: true };
 /** The stream-K form of each data-parallel wgmma GEMM (same tiles, one block an SM). */
@@ -503,9 +507,7 @@ export async function loadLinearOps(
     wgmmaFp8[Number(code)] = bigShared(sm90!, name, WGMMA_GEMMS[Number(code)].shared);
   }
   const runWgmmaFp8: Fp8Gemm = (out, xq, w, m, n, k, stream) => {
-    const code = swapAb !== "never" && m <= SWAP_MAX_M
-      ? (m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64)
-      : WGMMA128;
+    const code = swapAb !== "never" && m <= SWAP_MAX_M ? swappedTile(m) : WGMMA128;
     // A tile holds 128 codes of k, the k extent of 64 bf16, so the split is the bf16 one at k / 2:
     // small shapes split K to fill the SMs.
     const split = wgmmaSplit(code, m, n, k / 2);
@@ -627,7 +629,7 @@ export async function loadLinearOps(
       return forced;
     }
     if (wgmma) {
-      if (swapFor(m, n, k)) return m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64;
+      if (swapFor(m, n, k)) return swappedTile(m);
       // One block per SM. 128×256 tiles need ~0.9 waves, or the idle SMs cost more than the
       // wider tile saves; 128×128 beats the 64×64 mma.sync tiles from a quarter wave up
       // (bench/results/2026-11-25-s3-wgmma-h100.md: M = 256 with N = 4096, M = 1024 with N = 1024).

@@ -104,12 +104,6 @@ export interface KernelFunction {
   readonly native: Deno.PointerValue;
   /** Lets the kernel use up to `bytes` of dynamic shared memory (above the 48 KiB default). */
   setMaxDynamicSharedMemory(bytes: number): void;
-  /**
-   * Blocks of `threads` threads (and `dynamicSharedBytes` of dynamic shared memory) that one
-   * multiprocessor runs at once, as the driver counts them from the kernel's registers and
-   * shared memory: what a grid's waves are made of.
-   */
-  maxActiveBlocksPerSm(threads: number, dynamicSharedBytes: number): number;
 }
 
 /** A loaded code object (PTX, cubin or HSACO). */

@@ -44,7 +44,6 @@ export const CUDA_SYMBOLS = {
     moduleUnload: "cuModuleUnload",
     moduleGetFunction: "cuModuleGetFunction",
     funcSetAttribute: "cuFuncSetAttribute",
-    occupancyMaxActiveBlocks: "cuOccupancyMaxActiveBlocksPerMultiprocessor",
     launchKernel: "cuLaunchKernel",
     launchKernelEx: "cuLaunchKernelEx",
     // Graphs.

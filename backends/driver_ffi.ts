@@ -54,9 +54,6 @@ export const DRIVER_SIGNATURES = {
   moduleUnload: { parameters: ["pointer"], result: "i32" },
   moduleGetFunction: { parameters: ["buffer", "pointer", "buffer"], result: "i32" },
   funcSetAttribute: { parameters: ["pointer", "i32", "i32"], result: "i32" },
-  // (int* blocks, function, block size, dynamic shared bytes): how many blocks of a kernel one SM
-  // holds at once, from its registers, shared memory and block size.
-  occupancyMaxActiveBlocks: { parameters: ["buffer", "pointer", "i32", "usize"], result: "i32" },
   launchKernel: {
     parameters: [
       "pointer", // function

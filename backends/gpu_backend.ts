@@ -70,7 +70,6 @@ export class GpuBackend implements Backend {
   readonly #sym: DriverSymbols;
   // One out-parameter slot reused by every cold-path call, so none of them allocates.
   readonly #out = new BigUint64Array(1);
-  readonly #outInt = new Int32Array(this.#out.buffer, 0, 1);
   readonly #allocations = new Map<number, number>();
   #closed = false;
 
@@ -282,18 +281,6 @@ export class GpuBackend implements Backend {
           this.#sym.funcSetAttribute(native, FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
           "funcSetAttribute",
         ),
-      maxActiveBlocksPerSm: (threads, dynamicSharedBytes) => {
-        this.check(
-          this.#sym.occupancyMaxActiveBlocks(
-            this.#outInt,
-            native,
-            threads,
-            BigInt(dynamicSharedBytes),
-          ),
-          "occupancyMaxActiveBlocks",
-        );
-        return this.#outInt[0];
-      },
     };
   }
 

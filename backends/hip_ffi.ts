@@ -43,7 +43,6 @@ export const HIP_SYMBOLS = {
     moduleUnload: "hipModuleUnload",
     moduleGetFunction: "hipModuleGetFunction",
     funcSetAttribute: "hipFuncSetAttribute",
-    occupancyMaxActiveBlocks: "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor",
     launchKernel: "hipModuleLaunchKernel",
     // Bound where present, but unused: AMD GPUs have no programmatic dependent launch.
     launchKernelEx: "hipDrvLaunchKernelEx",

@@ -476,24 +476,6 @@ Deno.test(
       "CUDA_ERROR_INVALID_VALUE",
       "invalid argument",
     );
-    // Occupancy, as the fake counts it: 2048 threads an SM; 121 registers a thread leave room for
-    // floor(65536 / (121 · 256)) = 2 blocks of 256; 100 KB of shared memory a block, for two in
-    // 228 KiB once the kernel may use it; above its limit, none.
-    assert.equal(fn.maxActiveBlocksPerSm(256, 0), 8);
-    fake.setRegistersPerThread(121);
-    assert.equal(fn.maxActiveBlocksPerSm(256, 0), 2);
-    fake.setRegistersPerThread(0);
-    assert.equal(fn.maxActiveBlocksPerSm(128, 100_000), 0);
-    fn.setMaxDynamicSharedMemory(100_000);
-    assert.equal(fn.maxActiveBlocksPerSm(128, 100_000), 2);
-    fake.failNext("occupancyMaxActiveBlocks", 1);
-    assertDriverError(
-      () => fn.maxActiveBlocksPerSm(256, 0),
-      "cuOccupancyMaxActiveBlocksPerMultiprocessor",
-      1,
-      "CUDA_ERROR_INVALID_VALUE",
-      "invalid argument",
-    );
     module.unload();
   }),
 );

@@ -33,12 +33,6 @@
 #     the offline run on this tree and on .prev (wgmma serialized there), the fp8 test (the W8A8
 #     GEMM on the shared main loop and on the swapped-operand tiles), the awq test (the chunked
 #     GEMVs against the CPU), then the four presets' decode TARGET lines with what time is left.
-#   PART=split DEADLINE=480 bash tools/pending_gpu_checks.sh    (carry .device and .prev = d2e796c)
-#     session 19: the FP8 GEMV's K split chosen by waves (quantizedGemvSplitForGrid, from the
-#     driver's occupancy): its GPU test, the FP8 GEMV bench (the 6144-row grid now at split 4),
-#     the FP8 batch-1 and 8 steps against .prev (the split rule is the only change; llama3-8b and
-#     qwen2.5-7b, whose 6144- and 4608-row q/k/v grids halve), then the
-#     bf16 and AWQ batch-1 lines, decode attention, and the whole fp8 test with what time is left.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -213,26 +207,4 @@ if [ "$PART" = second ]; then
     timeout 45 bash .device/gpu.sh deno run -A --no-check bench/kernels/linear_awq_bench.ts --gemv-only 2>&1 | grep -E "^(BENCH|TARGET)" | cut -c1-150
   fi
 fi
-if [ "$PART" = split ]; then
-  if left 60; then
-    echo "=== gpu test fp8 (the halved split) $(date +%T)"
-    DENALI_GPU_TESTS=1 timeout 60 bash .device/gpu.sh deno test -A --no-check \
-      --filter "split halves" tests/gpu/fp8_gpu_test.ts 2>&1 | tee "$OUT/test_fp8_split.txt" |
-      grep -E "passed|FAILED|rror" | tail -4
-  fi
-  kernel_benches 45 "linear_fp8_bench.ts --gemv-only"
-  if left 200; then
-    # qwen2.5-7b: its 4608-row q/k/v grid (288 blocks at split 8) halves too.
-    echo "=== decode A/B fp8 batches 1, 8 $(date +%T)"
-    ROUNDS=2 STEP_TIMEOUT=90 bash tools/decode_ab.sh --presets llama3-8b,qwen2.5-7b --batches 1,8 \
-      --steps 32 --quantization fp8
-  fi
-  if left 60; then
-    echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
-    LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
-  fi
-  preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
-  gpu_test fp8 260
-fi
-
 echo "=== end $(date +%T) ($SECONDS s)"

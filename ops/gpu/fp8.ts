@@ -6,9 +6,7 @@
  *   `linear_fp8_gemv_t{8,16}_r{16,8}[_s2]`, with the bf16 GEMV's geometry: t8 (two steps of W in
  *   flight) for M <= 8, else t16; 16 W rows per warp group when that gives at least one group
  *   per SM, else 8; warps split K in groups of `ksplit` = 8, fewer when K has fewer steps (a
- *   step covers 256 k with 16 rows, 512 with 8), halved where that turns a grid of one to two
- *   waves into one (`quantizedGemvSplitForGrid`, waves from the driver's occupancy of each
- *   kernel); 256 threads, grid ceil(N / (8 · rows / ksplit)).
+ *   step covers 256 k with 16 rows, 512 with 8); 256 threads, grid ceil(N / (8 · rows / ksplit)).
  *   Programmatic launch where the backend offers it, as the bf16 GEMVs.
  * - M > 16 on a shape where prepareLinear timed it faster (W8A8, FP8 tensor cores):
  *   `linear_fp8_quantize` quantizes x per token (scale = amax / 448, as the weights per row) into
@@ -46,7 +44,7 @@ import {
   type LinearCall,
   quantizedGemvIndex,
   quantizedGemvRows,
-  quantizedGemvSplitForGrid,
+  quantizedGemvSplit,
 } from "./gemv_geometry.ts";
 
 /** Which FP8 tensor-core GEMM a W8A8 product runs on: Denali's wgmma kernel or the library's. */
@@ -159,25 +157,16 @@ export async function loadFp8Ops(
   const kernels = await loadKernels(backend, "linear_fp8");
   const programmatic = programmaticWanted(options.programmatic);
   const forcedSplit = forcedGemvSplit("loadFp8Ops: gemvSplit", options.gemvSplit);
-  const sms = backend.info.multiprocessors;
-  // Blocks of each GEMV that the whole device runs at once (a wave), by the kernel's occupancy.
-  const gemvSlots: number[] = [];
-  const siluSlots: number[] = [];
-  const gemvLauncher = (name: string, slots: number[]) => {
-    let perSm = Infinity; // the fewest over the kernel's variants
-    const launcher = launcherWith(backend, kernels, name, { programmatic }, (fn) => {
-      perSm = Math.min(perSm, fn.maxActiveBlocksPerSm(256, 0));
-    });
-    slots.push(sms * Math.max(1, perSm));
-    return launcher.launch;
-  };
-  const gemvs: Launcher[] = GEMV_KERNELS.map((name) => gemvLauncher(name, gemvSlots));
+  const gemvs: Launcher[] = GEMV_KERNELS.map((name) =>
+    launcherWith(backend, kernels, name, { programmatic }).launch
+  );
   // The fused SiLU GEMVs exist only for CUDA (their HIP copies trap).
   const siluGemvs: Launcher[] | null = backend.kind === "cuda" && options.siluEpilogue === true
-    ? SILU_GEMV_KERNELS.map((name) => gemvLauncher(name, siluSlots))
+    ? SILU_GEMV_KERNELS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
     : null;
   const dequantize = kernels.launchers.linear_fp8_dequantize.launch;
   const quantize = kernels.launchers.linear_fp8_quantize.launch;
+  const sms = backend.info.multiprocessors;
   const accel = backend.gemmAccelerator;
   const wgmma = options.wgmma ?? null;
   // The views of the last scratch seen: a model's FP8 weights share one, so this is a lookup
@@ -270,7 +259,7 @@ export async function loadFp8Ops(
   /** The GEMV of m <= 16 rows of x at device address `x` into `out`; the caller checked it applies. */
   const gemvAt: GemvAt<Fp8Weight> = (out, x, weight, m, n, k, stream) => {
     const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
-    const split = forcedSplit || quantizedGemvSplitForGrid(k, n, rows, gemvSlots[index]);
+    const split = forcedSplit || quantizedGemvSplit(k, rows);
     launchGemv(
       gemvs[index],
       gemvGridBlocks(n, rows, split),
@@ -330,10 +319,9 @@ export async function loadFp8Ops(
 
     gemvSiluMul(out, x, weight, m, n, k, stream) {
       if (siluGemvs === null || gemvIndex(m, 2 * n, k, x, weight) < 0) return false;
-      const index = m > 8 ? 1 : 0;
-      const split = forcedSplit || quantizedGemvSplitForGrid(k, 2 * n, 16, siluSlots[index]);
+      const split = forcedSplit || quantizedGemvSplit(k, 16);
       const blocks = gemvGridBlocks(2 * n, 16, split);
-      launchGemv(siluGemvs[index], blocks, out, x, weight, m, n, k, split, stream);
+      launchGemv(siluGemvs[m > 8 ? 1 : 0], blocks, out, x, weight, m, n, k, split, stream);
       return true;
     },
 

@@ -59,28 +59,6 @@ export function quantizedGemvSplit(k: number, rows: number): number {
   return gemvSplitFor(Math.ceil(k / (rows === 16 ? 256 : 512)));
 }
 
-/**
- * A quantized GEMV's K split for an SM count and occupancy: `quantizedGemvSplit`'s, halved where
- * its grid needs more than one wave of `slots` blocks (SMs × the blocks one SM holds) and the
- * halved grid fits in one. Both grids then fill the same fraction of their waves, but the split
- * grid's second wave only starts as first-wave blocks finish, and runs its tail with few loads in
- * flight; in one wave every block issues its loads from the start. On an H100 the FP8 6144×4096
- * GEMV (384 blocks at split 8, two an SM: 1.45 waves) reached 0.90 of the read-only bandwidth at
- * split 4 against 0.83 at split 8, while the grids already under one wave, or of many, lost at 4
- * (bench/results/2026-12-07-s19-pending-h100.md).
- */
-export function quantizedGemvSplitForGrid(
-  k: number,
-  n: number,
-  rows: number,
-  slots: number,
-): number {
-  const split = quantizedGemvSplit(k, rows);
-  if (split < 2) return split;
-  const blocks = gemvGridBlocks(n, rows, split);
-  return blocks > slots && gemvGridBlocks(n, rows, split / 2) <= slots ? split / 2 : split;
-}
-
 /** Blocks of a GEMV grid: each covers 8 / split groups of `rows` rows. */
 export function gemvGridBlocks(n: number, rows: number, split: number): number {
   return Math.ceil(n / ((8 / split) * rows));

@@ -61,9 +61,6 @@ export interface FakeControl {
    * launches pass, since the fake cannot read a kernel's signature.
    */
   setParamSizes(sizes: number[]): void;
-  /** Sets the registers every kernel uses a thread, as occupancy queries count them (default 0:
-   * registers never limit how many blocks an SM holds). */
-  setRegistersPerThread(registers: number): void;
   /** Makes the next call of `symbol` (exported name like "cuMemAlloc_v2", or role like
    * "memAlloc") return `code` without doing anything. Calls queue up. */
   failNext(symbol: string, code: number): void;
@@ -94,7 +91,6 @@ const CONTROL_SYMBOLS = {
   fake_set_compute_capability: { parameters: ["i32", "i32"], result: "void" },
   fake_set_driver_version: { parameters: ["i32"], result: "void" },
   fake_set_param_sizes: { parameters: ["buffer", "u32"], result: "i32" },
-  fake_set_registers_per_thread: { parameters: ["i32"], result: "void" },
   fake_fail_next: { parameters: ["buffer", "i32"], result: "i32" },
   fake_advance_clock_ns: { parameters: ["u64"], result: "void" },
   fake_freeze_clock: { parameters: ["i32"], result: "void" },
@@ -184,7 +180,6 @@ export function openFakeControl(path: string): FakeControl {
     setDeviceCount: (n) => s.fake_set_device_count(n),
     setComputeCapability: (major, minor) => s.fake_set_compute_capability(major, minor),
     setDriverVersion: (version) => s.fake_set_driver_version(version),
-    setRegistersPerThread: (registers) => s.fake_set_registers_per_thread(registers),
     setParamSizes(sizes) {
       if (s.fake_set_param_sizes(new Uint32Array(sizes), sizes.length) !== 0) {
         throw new RangeError(`bad fake kernel parameter sizes: [${sizes.join(", ")}]`);

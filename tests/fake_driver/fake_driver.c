@@ -21,7 +21,6 @@
 //   void     fake_set_compute_capability(int major, int minor);
 //   void     fake_set_driver_version(int version);
 //   int      fake_set_param_sizes(const uint32_t* sizes, uint32_t count);
-//   void     fake_set_registers_per_thread(int registers);
 //   int      fake_fail_next(const char* role_or_symbol_name, int code);
 //   void     fake_advance_clock_ns(uint64_t ns);
 //   void     fake_freeze_clock(int frozen);
@@ -188,7 +187,6 @@ static int g_device_count = 1;
 #endif
 static int g_cc_major = 9, g_cc_minor = 0; // an H100
 static int g_driver_version = DEFAULT_DRIVER_VERSION;
-static int g_registers_per_thread; // 0: registers never limit occupancy
 static uint64_t g_launches;
 static uint64_t g_nodes_replayed;
 static uint64_t g_bytes_allocated;
@@ -778,7 +776,6 @@ EXPORT int API(cuModuleGetFunction, hipModuleGetFunction)(void** out, void* modu
 }
 
 #define FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
-#define SM_SHARED_BYTES (228u * 1024u)
 
 EXPORT int API(cuFuncSetAttribute, hipFuncSetAttribute)(void* func, int attribute, int value) {
   FAIL_POINT(funcSetAttribute);
@@ -788,30 +785,6 @@ EXPORT int API(cuFuncSetAttribute, hipFuncSetAttribute)(void* func, int attribut
     if (value < 0 || value > MAX_DYNAMIC_SMEM) return R_INVALID_VALUE;
     f->max_dynamic_smem = (uint32_t)value;
   }
-  return R_SUCCESS;
-}
-
-// Like an H100: 2048 threads, 64 Ki registers (fake_set_registers_per_thread; by default they
-// never bind) and 228 KiB of shared memory an SM, at most 32 blocks; a block asking for more
-// shared memory than its limit fits none.
-EXPORT int API(cuOccupancyMaxActiveBlocksPerMultiprocessor,
-               hipModuleOccupancyMaxActiveBlocksPerMultiprocessor)(int* blocks, void* func,
-                                                                   int block_size, size_t smem) {
-  FAIL_POINT(occupancyMaxActiveBlocks);
-  fake_function* f = func;
-  if (!f || f->magic != MAGIC_FUNCTION) return R_INVALID_HANDLE;
-  if (!blocks || block_size <= 0 || block_size > 1024) return R_INVALID_VALUE;
-  int n = 2048 / block_size;
-  if (n > 32) n = 32;
-  if (g_registers_per_thread > 0 && 65536 / (g_registers_per_thread * block_size) < n) {
-    n = 65536 / (g_registers_per_thread * block_size);
-  }
-  if (smem > f->max_dynamic_smem) {
-    n = 0;
-  } else if (smem > 0 && (size_t)n * smem > SM_SHARED_BYTES) {
-    n = (int)(SM_SHARED_BYTES / smem);
-  }
-  *blocks = n;
   return R_SUCCESS;
 }
 
@@ -1054,11 +1027,6 @@ EXPORT void fake_set_compute_capability(int major, int minor) {
 // What cuDriverGetVersion / hipDriverGetVersion report from now on (default CUDA 12.4, ROCm 6.2).
 EXPORT void fake_set_driver_version(int version) { g_driver_version = version; }
 
-// Registers every kernel uses a thread, for occupancy queries from now on (0: never a limit).
-EXPORT void fake_set_registers_per_thread(int registers) {
-  g_registers_per_thread = registers < 0 ? 0 : registers;
-}
-
 // Sizes of the parameters a kernelParams launch passes, in order; each must be 1, 2, 4, 8 or 16.
 // Returns 0, or -1 (nothing changed) for a bad size or more than 256 parameters.
 EXPORT int fake_set_param_sizes(const uint32_t* sizes, uint32_t count) {
@@ -1107,7 +1075,6 @@ EXPORT void fake_reset(void) {
   g_cc_major = 9;
   g_cc_minor = 0;
   g_driver_version = DEFAULT_DRIVER_VERSION;
-  g_registers_per_thread = 0;
   g_launches = 0;
   g_nodes_replayed = 0;
   g_epoch++;

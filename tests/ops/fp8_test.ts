@@ -335,45 +335,6 @@ Deno.test("linear on FP8 weights (fake CUDA driver): GEMV geometry and arguments
   });
 });
 
-Deno.test("linear on FP8 weights (fake CUDA driver): the K split halves where that makes the grid one wave", async () => {
-  // [registers a thread, m, n, k, kernel, blocks, split]. At 121 registers (the t8 GEMV's on an
-  // H100) 256-thread blocks fit 65536 / (121 · 256) = 2 an SM: 264 slots on 132 SMs. 6144 rows at
-  // split 8 are 384 blocks (1.45 waves), at split 4 192 (one) → 4. 4096 rows at split 8 are 256
-  // blocks (one wave already) → 8; 28672 rows are many waves either way → 8. At 80 registers (3
-  // an SM, 396 slots) 6144 rows at split 8 fit one wave → 8. With registers unbounded (8 an SM)
-  // nothing halves.
-  const cases: [number, number, number, number, string, number, number][] = [
-    [121, 1, 6144, 4096, "linear_fp8_gemv_t8_r16_s2", 192, 4],
-    [121, 1, 4096, 4096, "linear_fp8_gemv_t8_r16_s2", 256, 8],
-    [121, 1, 28672, 4096, "linear_fp8_gemv_t8_r16_s2", 1792, 8],
-    [121, 16, 6144, 4096, "linear_fp8_gemv_t16_r16", 192, 4],
-    [80, 1, 6144, 4096, "linear_fp8_gemv_t8_r16_s2", 384, 8],
-    [0, 1, 6144, 4096, "linear_fp8_gemv_t8_r16_s2", 384, 8],
-  ];
-  for (const [registers, m, n, k, kernel, blocks, split] of cases) {
-    await withFakeLinearOps(
-      false,
-      [9, 0],
-      (gpu, gops, fake) => {
-        const what = `${registers} registers, m=${m} n=${n} k=${k}`;
-        const weight = gpuFp8(gpu, n, k, gops.fp8ScratchBytes(n, k));
-        const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
-        fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
-        gops.linear(out, x, weight, m, n, k, gpu.defaultStream);
-        const launch = fake.lastLaunch();
-        assert.equal(launch.functionName, kernel, what);
-        assert.deepEqual(launch.grid, [blocks, 1, 1], `${what}: grid`);
-        const args = new DataView(launch.args.buffer, launch.args.byteOffset);
-        assert.equal(args.getInt32(44, true), split, `${what}: split`);
-        for (const b of [x, out, weight.data, weight.scales, weight.scratch!]) gpu.free(b);
-      },
-      {},
-      {},
-      (fake) => fake.setRegistersPerThread(registers),
-    );
-  }
-});
-
 Deno.test("linear on FP8 weights (fake HIP driver): the portable GEMV, dequantize above 16 rows", async () => {
   await withFakeLinearOps(true, [9, 0], (gpu, gops, fake) => {
     const n = 1024, k = 1024;

@@ -121,9 +121,6 @@ async function dispatch(
     },
     {},
     options,
-    // Two 256-thread blocks an SM, as the t8 GEMVs' registers allow on an H100: the 1792-block
-    // grid is many waves, so no format's K split halves (quantizedGemvSplitForGrid).
-    (fake) => fake.setRegistersPerThread(121),
   );
 }
 

@@ -27,13 +27,11 @@ export async function withFakeLinearOps(
   body: (gpu: GpuBackend, ops: GpuLinearOps, fake: FakeControl) => void | Promise<void>,
   driver: Omit<FakeDriverOptions, "hip"> = {},
   linear: LinearOptions = {},
-  setup: (fake: FakeControl) => void = () => {},
 ): Promise<void> {
   const libraryPath = buildFakeDriver({ ...driver, hip });
   const fake = openFakeControl(libraryPath);
   fake.reset();
   fake.setComputeCapability(...computeCapability);
-  setup(fake);
   const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
   try {
     await body(gpu, await loadLinearOps(gpu, linear), fake);

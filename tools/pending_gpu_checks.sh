@@ -33,6 +33,11 @@
 #     the offline run on this tree and on .prev (wgmma serialized there), the fp8 test (the W8A8
 #     GEMM on the shared main loop and on the swapped-operand tiles), the awq test (the chunked
 #     GEMVs against the CPU), then the four presets' decode TARGET lines with what time is left.
+#   PART=qwen DEADLINE=400 bash tools/pending_gpu_checks.sh      (carry .device)
+#     session 19's lead on the batch-1 gap of Qwen2.5-7B (1.217 of its floor on an H100, Llama
+#     1.176): a step per operator for both presets at batch 1, then the bf16 GEMVs on Qwen2.5's
+#     shapes under every forced configuration. K = 3584 is 28 steps of 128 k, which 8 warps split
+#     as 4, 4, 4, 4, 3, 3, 3, 3; K = 4096 splits evenly.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -207,4 +212,15 @@ if [ "$PART" = second ]; then
     timeout 45 bash .device/gpu.sh deno run -A --no-check bench/kernels/linear_awq_bench.ts --gemv-only 2>&1 | grep -E "^(BENCH|TARGET)" | cut -c1-150
   fi
 fi
+if [ "$PART" = qwen ]; then
+  for preset in qwen2.5-7b llama3-8b; do
+    left 70 || break
+    echo "=== step_ops $preset batch 1 $(date +%T)"
+    timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --preset "$preset" \
+      --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170
+  done
+  kernel_benches 200 "linear_bench.ts --gemv-sweep --shapes 4608x3584,3584x3584,37888x3584,3584x18944,152064x3584"
+  preset_lines 1 qwen2.5-7b llama3-8b
+fi
+
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -38,6 +38,12 @@
 #     1.176): a step per operator for both presets at batch 1, then the bf16 GEMVs on Qwen2.5's
 #     shapes under every forced configuration. K = 3584 is 28 steps of 128 k, which 8 warps split
 #     as 4, 4, 4, 4, 3, 3, 3, 3; K = 4096 splits evenly.
+#   PART=fp8mid DEADLINE=480 bash tools/pending_gpu_checks.sh    (carry .device)
+#     session 19's lead on issue 13's offline line: on the H200 (session 13) FP8 weights with an
+#     FP8 cache left the decode steps as long as bf16's (13,391 against 13,177 ms; only the mixed
+#     steps gained), and at batch 64 on an H100 the FP8 step took 0.974x bf16's. Every FP8 path
+#     past the GEMV at the decode batches (with the swapped W8A8 tiles off and on), the FP8 decode
+#     step there with DENALI_SWAP_AB 0 and timed, and a step per operator, FP8 against bf16.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -221,6 +227,25 @@ if [ "$PART" = qwen ]; then
   done
   kernel_benches 200 "linear_bench.ts --gemv-sweep --shapes 4608x3584,3584x3584,37888x3584,3584x18944,152064x3584"
   preset_lines 1 qwen2.5-7b llama3-8b
+fi
+
+if [ "$PART" = fp8mid ]; then
+  for swap in 0 1; do
+    echo "=== DENALI_SWAP_AB=$swap"
+    (export DENALI_SWAP_AB=$swap; kernel_benches 150 "linear_fp8_bench.ts --ms 32,64,128,256")
+  done
+  for swap in 0 timed; do
+    left 130 || break
+    echo "=== decode fp8 DENALI_SWAP_AB=$swap $(date +%T)"
+    (export DENALI_SWAP_AB=$swap; LINE_TIMEOUT=120 decode_line --batches 32,64,128,256 --quantization fp8)
+  done
+  for quant in "" "--quantization fp8 --kv-cache-dtype fp8"; do
+    left 80 || break
+    echo "=== step_ops batches 64, 256 ${quant:-bf16} $(date +%T)"
+    # shellcheck disable=SC2086 # the flags, split on purpose
+    timeout 75 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 64,256 $quant \
+      2>&1 | grep -E "^OPS" | cut -c1-170
+  done
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -33,7 +33,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { helpRequested } from "../../tools/cli.ts";
+import { helpRequested, positiveList } from "../../tools/cli.ts";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
@@ -90,15 +90,6 @@ function fillRandom(gpu: Backend, buffer: DeviceBuffer, chunk: Uint16Array): voi
     const length = Math.min(bytes, buffer.bytes - offset);
     gpu.copyToDevice(buffer.slice(offset, length), new Uint8Array(chunk.buffer, 0, length));
   }
-}
-
-/** A comma-separated list of positive integers, or an error naming the flag. */
-function positiveList(flag: string, text: string): number[] {
-  const values = text.split(",").map(Number);
-  if (values.some((v) => !Number.isInteger(v) || v <= 0)) {
-    throw new Error(`${flag} ${text}: expected positive integers separated by commas`);
-  }
-  return values;
 }
 
 /** A sweep configuration's label, e.g. `r16_k8_s1`. */

@@ -2,9 +2,12 @@
  * FP8 (W8A16) linear benchmark on the GPU: the FP8 decode GEMV (M = 1, 8, 16) on the Llama-3-8B
  * weight shapes as Denali runs them (fused q/k/v 6144×4096, o 4096×4096, fused gate/up
  * 28672×4096, down 4096×14336, and the 1024×4096 k/v shape), beside the bf16 GEMV on the same
- * shape, and the prefill paths (M = 256 and 2048: dequantize + bf16 GEMM, and W8A8 — x
- * quantized per token, the vendor library's FP8 matmul — where the library has it) beside the
- * bf16 GEMM (bench/kernels/quantized_linear.ts).
+ * shape, and the paths past 16 rows (M = 256 and 2048, or `--ms`: dequantize + bf16 GEMM, W8A8 —
+ * x quantized per token, Denali's wgmma GEMM and the vendor library's FP8 matmul where the
+ * library has it — and, up to 64 rows, the GEMV over 16-row chunks) beside the bf16 GEMM
+ * (bench/kernels/quantized_linear.ts). With `--ms 32,64,128,256` it times the decode batches
+ * past the GEMV; DENALI_SWAP_AB=1 puts the swapped-operand W8A8 tiles under `w8a8_wgmma` up to 64
+ * rows.
  *
  * The GEMV's bytes are the quantized weights plus their scales (n·k + 4·n; x and out are too
  * small to matter at M = 1). Its reference is the read-only kernel (measure.ts readOnlyKernel)
@@ -29,8 +32,8 @@ import {
 
 const USAGE = `Usage: deno run -A bench/kernels/linear_fp8_bench.ts
 
-FP8 GEMV (M = 1, 8, 16), dequantize + GEMM and W8A8 (M = 256, 2048) on the Llama-3-8B shapes,
-beside bf16;
+FP8 GEMV (M = 1, 8, 16) and, past 16 rows (M = 256, 2048, or --ms), dequantize + GEMM, W8A8
+and the 16-row GEMV chunks, on the Llama-3-8B shapes, beside bf16;
 prints TARGET gemv_fp8_<shape> (fraction of the read-only bandwidth, goal 0.85).
   -h, --help         show this help
 ${QUANTIZED_BENCH_FLAGS}`;
@@ -65,6 +68,11 @@ const FP8: QuantizedFormat<Fp8Weight> = {
     {
       name: "w8a8_cublaslt",
       run: (ops, out, x, w, m, n, k, stream) => ops.fp8W8a8(out, x, w, m, n, k, stream, "library"),
+    },
+    {
+      // The W8A16 GEMV over x's rows in chunks of 16 (17-64 rows), each chunk reading W again.
+      name: "gemv_rows",
+      run: (ops, out, x, w, m, n, k, stream) => ops.fp8GemvRows(out, x, w, m, n, k, stream),
     },
   ],
 };

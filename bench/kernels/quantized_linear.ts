@@ -16,6 +16,7 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
 import type { LinearWeight } from "../../ops/linear_weight.ts";
+import { positiveList } from "../../tools/cli.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
 /** One quantized weight format, as the benchmark needs it. */
@@ -79,11 +80,16 @@ const GOAL = 0.85;
 export interface QuantizedBenchScope {
   /** Only the GEMV rows (M = 1, 8, 16), not the GEMM rows. */
   readonly gemvOnly?: boolean;
+  /** The rows of x timed past the GEMVs, in place of the format's (e.g. decode batches). */
+  readonly gemmMs?: readonly number[];
   /** Appended to every label and TARGET name, e.g. `_split2_s3_p` for a forced variant. */
   readonly suffix?: string;
 }
 
-/** The command line the quantized benchmarks share: `--split N`, `--variant V`, `--gemv-only`. */
+/**
+ * The command line the quantized benchmarks share: `--split N`, `--variant V`, `--gemv-only`,
+ * `--ms LIST`.
+ */
 export interface QuantizedBenchArgs {
   /** A forced GEMV K split, or undefined for the default. */
   readonly split?: 1 | 2 | 4 | 8;
@@ -96,9 +102,10 @@ export interface QuantizedBenchArgs {
 /** Usage lines of {@link parseQuantizedBenchArgs}'s options. */
 export const QUANTIZED_BENCH_FLAGS = `  --split N          force the GEMVs' K split (1, 2, 4, 8)
   --gemv-only        only M = 1, 8, 16
+  --ms LIST          the rows of x past 16 to time, in place of the bench's own (e.g. 32,64,128)
 A forced split (or variant) tags every label and TARGET name (e.g. n4096_k4096_split2).`;
 
-/** Parses the shared flags; throws a RangeError naming a bad --split. */
+/** Parses the shared flags; throws naming a bad --split or --ms. */
 export function parseQuantizedBenchArgs(args: readonly string[]): QuantizedBenchArgs {
   const { values } = parseArgs({
     args: [...args],
@@ -106,8 +113,15 @@ export function parseQuantizedBenchArgs(args: readonly string[]): QuantizedBench
       split: { type: "string" },
       variant: { type: "string" },
       "gemv-only": { type: "boolean", default: false },
+      ms: { type: "string" },
     },
   });
+  const gemmMs = values.ms === undefined ? undefined : positiveList("--ms", values.ms);
+  if (gemmMs?.some((m) => m <= 16)) {
+    throw new RangeError(
+      `--ms ${values.ms}: the rows past the GEMVs start at 17 (1-16 always run)`,
+    );
+  }
   const split = values.split === undefined ? undefined : Number(values.split);
   if (split !== undefined && ![1, 2, 4, 8].includes(split)) {
     throw new RangeError(`--split must be 1, 2, 4 or 8, got ${values.split}`);
@@ -116,7 +130,7 @@ export function parseQuantizedBenchArgs(args: readonly string[]): QuantizedBench
   return {
     split: split as 1 | 2 | 4 | 8 | undefined,
     variant: values.variant,
-    scope: { gemvOnly: values["gemv-only"], suffix },
+    scope: { gemvOnly: values["gemv-only"], gemmMs, suffix },
   };
 }
 
@@ -134,7 +148,7 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
   const ops = await loadLinearOps(gpu, options);
   const targets: string[] = [];
   const tag = format.name;
-  const gemmMs = scope.gemvOnly ? [] : format.gemmMs ?? GEMM_MS;
+  const gemmMs = scope.gemvOnly ? [] : scope.gemmMs ?? format.gemmMs ?? GEMM_MS;
   const suffix = scope.suffix ?? "";
   const maxM = Math.max(...GEMV_MS, ...gemmMs);
 
@@ -186,7 +200,9 @@ export async function runQuantizedLinearBench<W extends LinearWeight>(
       );
       for (const prefill of m > 16 ? format.prefills ?? [] : []) {
         if (!prefill.run(ops, out, x, weights[0], m, n, k, stream)) {
-          console.log(`# ${label} ${prefill.name}: not available (see the fallback line above)`);
+          console.log(
+            `# ${label} ${prefill.name}: did not run (a shape it does not take, or the fallback above)`,
+          );
           continue;
         }
         const prefillUs = medianUs(

@@ -43,7 +43,8 @@
 #     FP8 cache left the decode steps as long as bf16's (13,391 against 13,177 ms; only the mixed
 #     steps gained), and at batch 64 on an H100 the FP8 step took 0.974x bf16's. Every FP8 path
 #     past the GEMV at the decode batches (with the swapped W8A8 tiles off and on), the FP8 decode
-#     step there with DENALI_SWAP_AB 0 and timed, and a step per operator, FP8 against bf16.
+#     step there with DENALI_SWAP_AB 0 and timed, a step per operator, FP8 against bf16, and ncu
+#     on the W8A8 wgmma GEMM at 64 rows (what bounds it).
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -246,6 +247,13 @@ if [ "$PART" = fp8mid ]; then
     timeout 75 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 64,256 $quant \
       2>&1 | grep -E "^OPS" | cut -c1-170
   done
+  if left 150; then
+    # What bounds Denali's W8A8 GEMM at 64 rows (its bf16 twin reads 0.71 of the read-only
+    # bandwidth there): ncu's memory, occupancy and stall sections, into $OUT/profile.txt.
+    echo "=== ncu linear_wgmma_fp8 at 64 rows $(date +%T)"
+    timeout 140 bash tools/kernel_profile.sh 'linear_wgmma_fp8' bench/kernels/linear_fp8_bench.ts \
+      --ms 64 2>&1 | cut -c1-200 | head -60
+  fi
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

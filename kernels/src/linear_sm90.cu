@@ -486,40 +486,34 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x64(ui
 extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_swap_128x32(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_fp8_swap_128x64(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
 extern "C" __global__ void __launch_bounds__(256, 2) linear_wgmma_fp8_swap_128x32(uint16_t*, const uint8_t*, const uint8_t*, const float*, const float*, int32_t, int32_t, int32_t, int32_t, float*, uint32_t*);
-#define WGMMA_SWAP_BODY(BX, STAGES) \
-  gemm_wgmma_swap<BX, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
-#define WGMMA_FP8_SWAP_BODY(BX, STAGES)                                                          \
-  gemm_wgmma_swap<BX, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                  \
-                                    reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,  \
-                                    partials, counters, xScales, wScales)
-#define WGMMA_BODY(BN, STAGES) \
-  gemm_wgmma<BN, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
-#define WGMMA_FP8_BODY(BN, STAGES)                                                                \
-  gemm_wgmma<BN, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                        \
-                               reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit,       \
-                               partials, counters, xScales, wScales)
+// GEMM (gemm_wgmma or gemm_wgmma_swap) on bf16 x and W, or on E4M3 codes read as pairs of bytes
+// (K counts the pairs) with their scales.
+#define WGMMA_BODY(GEMM, TILE, STAGES) \
+  GEMM<TILE, STAGES, false>(out, x, w, M, N, K, kSplit, partials, counters, nullptr, nullptr)
+#define WGMMA_FP8_BODY(GEMM, TILE, STAGES)                                                       \
+  GEMM<TILE, STAGES, true>(out, reinterpret_cast<const uint16_t*>(x),                           \
+                           reinterpret_cast<const uint16_t*>(w), M, N, K / 2, kSplit, partials, \
+                           counters, xScales, wScales)
 #define WGMMA_SK_BODY(BN, STAGES) \
   ((void)kSplit, gemm_wgmma_sk<BN, STAGES>(out, x, w, M, N, K, partials, counters))
 #else
-#define WGMMA_BODY(BN, STAGES) denali_trap()  // only the sm_90a image has wgmma
+#define WGMMA_BODY(GEMM, TILE, STAGES) denali_trap()  // only the sm_90a image has wgmma
+#define WGMMA_FP8_BODY(GEMM, TILE, STAGES) denali_trap()
 #define WGMMA_SK_BODY(BN, STAGES) denali_trap()
-#define WGMMA_SWAP_BODY(BX, STAGES) denali_trap()
-#define WGMMA_FP8_SWAP_BODY(BX, STAGES) denali_trap()
-#define WGMMA_FP8_BODY(BN, STAGES) denali_trap()
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // 256 threads; 4 stages: 4 · (128 + 256) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
 // memory; 1-D grid of kSplit · ceil(M / 128) · ceil(N / 256) blocks. With kSplit > 1, partials
 // holds kSplit · tiles · 128 · 256 floats and counters one zeroed word per tile.
 extern "C" __global__ void linear_wgmma_128x256(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_BODY(256, 4);
+  WGMMA_BODY(gemm_wgmma, 256, 4);
 }
 
 // 256 threads; 6 stages: 6 · (128 + 128) · 64 · 2 + 1024 = 197632 bytes of dynamic shared
 // memory; 1-D grid of kSplit · ceil(M / 128) · ceil(N / 128) blocks; partials and counters as
 // above with 128 · 128 floats a slot.
 extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_BODY(128, 6);
+  WGMMA_BODY(gemm_wgmma, 128, 6);
 }
 
 // The W8A8 form (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned codes): out[m, n] =
@@ -527,7 +521,7 @@ extern "C" __global__ void linear_wgmma_128x128(uint16_t* out, const uint16_t* x
 // each tile's sum promoted to fp32 (above); otherwise launched exactly as linear_wgmma_128x128
 // (threads, shared memory, grid, split-K scratch).
 extern "C" __global__ void linear_wgmma_fp8_128x128(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_FP8_BODY(128, 6);
+  WGMMA_FP8_BODY(gemm_wgmma, 128, 6);
 }
 
 // Stream-K forms of the two bf16 GEMMs (gemm_wgmma_sk): threads and shared memory as above; a
@@ -548,18 +542,18 @@ extern "C" __global__ void linear_wgmma_sk_128x128(uint16_t* out, const uint16_t
 // ceil(M / BX) blocks; with kSplit > 1, partials holds kSplit · tiles · 128 · BX floats and
 // counters one zeroed word per tile.
 extern "C" __global__ void linear_wgmma_swap_128x64(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_SWAP_BODY(64, 4);
+  WGMMA_BODY(gemm_wgmma_swap, 64, 4);
 }
 extern "C" __global__ void linear_wgmma_swap_128x32(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_SWAP_BODY(32, 5);
+  WGMMA_BODY(gemm_wgmma_swap, 32, 5);
 }
 
 // The W8A8 forms of the swapped-operand GEMMs (FP8 E4M3 x and W, K % 16 == 0, 16-byte-aligned
 // codes, scales as linear_wgmma_fp8_128x128): each 128-code k tile's sum promoted to fp32, so
 // twice the accumulator registers; otherwise launched exactly as linear_wgmma_swap_128x{64,32}.
 extern "C" __global__ void linear_wgmma_fp8_swap_128x64(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_FP8_SWAP_BODY(64, 4);
+  WGMMA_FP8_BODY(gemm_wgmma_swap, 64, 4);
 }
 extern "C" __global__ void linear_wgmma_fp8_swap_128x32(uint16_t* out, const uint8_t* x, const uint8_t* w, const float* xScales, const float* wScales, int32_t M, int32_t N, int32_t K, int32_t kSplit, float* partials, uint32_t* counters) {
-  WGMMA_FP8_SWAP_BODY(32, 5);
+  WGMMA_FP8_BODY(gemm_wgmma_swap, 32, 5);
 }

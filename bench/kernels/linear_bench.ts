@@ -42,6 +42,7 @@ import {
   type LinearKernel,
   type LinearOptions,
   loadLinearOps,
+  WGMMA_KERNELS,
 } from "../../ops/gpu/linear.ts";
 import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
 
@@ -55,16 +56,7 @@ const SHAPES: [number, number][] = [
 const GEMV_MS = [1, 8, 16];
 const GEMM_MS = [256, 1024, 4096];
 /** The mma GEMM tilings timed one by one beside the automatic choice. */
-const GEMM_VARIANTS: LinearKernel[] = [
-  "gemm128",
-  "gemm128x256",
-  "wgmma128x256",
-  "wgmma128x128",
-  "wgmmaSk128x256",
-  "wgmmaSk128x128",
-  "wgmmaSwap128x64",
-  "wgmmaSwap128x32",
-];
+const GEMM_VARIANTS: LinearKernel[] = ["gemm128", "gemm128x256", ...WGMMA_KERNELS];
 /** The swapped-operand tilings (tokens as wgmma's N) are timed only up to this many rows. */
 const SWAP_BENCH_MAX_M = 128;
 /** Each stream-K or swapped-operand GEMM and the tiles it would replace, for the ratio lines. */

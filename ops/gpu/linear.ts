@@ -364,6 +364,13 @@ const WGMMA_GEMMS: Record<number, MmaGemm> = {
     shared: 103424,
   },
 };
+/**
+ * The `kernel` options that force a wgmma GEMM (sm_90a): the data-parallel tiles, their stream-K
+ * forms and the swapped-operand tiles, in that order.
+ */
+export const WGMMA_KERNELS: readonly LinearKernel[] = (
+  Object.keys(KERNEL_CODES) as LinearKernel[]
+).filter((kernel) => WGMMA_GEMMS[KERNEL_CODES[kernel]] !== undefined);
 /** The swapped-operand GEMM for m rows: the 32-token tile up to 32, else the 64-token one. */
 function swappedTile(m: number): number {
   return m <= 32 ? WGMMA_SWAP32 : WGMMA_SWAP64;
@@ -585,8 +592,12 @@ export async function loadLinearOps(
     if (racing || timing !== TIME_NORMAL) {
       return timing === TIME_SWAP || (timing === TIME_NORMAL && swapAb === "always");
     }
-    return swapAb === "always" ||
-      (swapAb === "timed" && bf16Choices.choice(m, n, k) === CHOSE_SWAP);
+    return modeRuns(swapAb, CHOSE_SWAP, m, n, k);
+  }
+
+  /** Whether `mode` runs a shape's alternative form: always, or where prepareLinear chose it. */
+  function modeRuns(mode: TimedMode, choice: number, m: number, n: number, k: number): boolean {
+    return mode === "always" || (mode === "timed" && bf16Choices.choice(m, n, k) === choice);
   }
 
   /**
@@ -602,8 +613,9 @@ export async function loadLinearOps(
   function streamKFor(kernel: number, tiles: number, m: number, n: number, k: number): number {
     if (!streamKCandidate(tiles)) return kernel;
     // While prepareLinear times a form it is the one taken; else as streamK says.
-    const sk = timing !== TIME_NORMAL ? timing === TIME_STREAM_K : streamK === "always" ||
-      (streamK === "timed" && bf16Choices.choice(m, n, k) === CHOSE_STREAM_K);
+    const sk = timing !== TIME_NORMAL
+      ? timing === TIME_STREAM_K
+      : modeRuns(streamK, CHOSE_STREAM_K, m, n, k);
     return sk ? STREAM_K[kernel] : kernel;
   }
 
@@ -855,22 +867,16 @@ export async function loadLinearOps(
         // runs as dispatched (stream-K where `always` makes it so).
         const own = runAs(streamK === "timed" ? TIME_DATA_PARALLEL : TIME_NORMAL);
         const lib = () => accel!.gemm(out, x, w, m, n, k, stream);
-        // The stream-K form races too where it exists and streamK leaves it to timing.
-        let sk: (() => void) | null = null;
-        if (streamK === "timed") {
-          timing = TIME_STREAM_K;
-          const skKernel = choose(m, n, k, x, w);
+        // An alternative form races where its mode leaves it to timing and the shape has it:
+        // where choose(), taking that form, picks one of its kernels (`kernels`).
+        const alternative = (form: number, kernels: Record<number, unknown>) => {
+          timing = form;
+          const kernel = choose(m, n, k, x, w);
           timing = TIME_NORMAL;
-          if (STREAM_K_OF[skKernel] !== undefined) sk = runAs(TIME_STREAM_K);
-        }
-        // The swapped-operand form races where swapAb leaves it to timing and the shape has it.
-        let swap: (() => void) | null = null;
-        if (swapAb === "timed" && m <= SWAP_MAX_M) {
-          timing = TIME_SWAP;
-          const swapKernel = choose(m, n, k, x, w);
-          timing = TIME_NORMAL;
-          if (SWAPPED[swapKernel]) swap = runAs(TIME_SWAP);
-        }
+          return kernels[kernel] !== undefined ? runAs(form) : null;
+        };
+        const sk = streamK === "timed" ? alternative(TIME_STREAM_K, STREAM_K_OF) : null;
+        const swap = swapAb === "timed" && m <= SWAP_MAX_M ? alternative(TIME_SWAP, SWAPPED) : null;
         // Alternate them and keep each one's best, so a clock ramp favours none.
         let ownMs = time(own), libMs = Infinity, skMs = sk ? time(sk) : Infinity;
         let swapMs = swap ? time(swap) : Infinity;

@@ -30,7 +30,7 @@ import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
-import { type GpuLinearOps, type LinearKernel, loadLinearOps } from "../../ops/gpu/linear.ts";
+import { type GpuLinearOps, loadLinearOps, WGMMA_KERNELS } from "../../ops/gpu/linear.ts";
 import { loadKernels } from "../../kernels/modules.ts";
 import { assertClose, rng } from "../support/numeric.ts";
 
@@ -39,14 +39,7 @@ const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 // one block an SM, tiles cut between blocks summed through the scratch), and the swapped-operand
 // tiles (128 W rows × 64 or 32 tokens, written transposed; forced here past 64 rows too, where
 // they walk several token tiles).
-const WGMMA: LinearKernel[] = [
-  "wgmma128x256",
-  "wgmma128x128",
-  "wgmmaSk128x256",
-  "wgmmaSk128x128",
-  "wgmmaSwap128x64",
-  "wgmmaSwap128x32",
-];
+const WGMMA = WGMMA_KERNELS;
 
 /** Seeded bf16 patterns uniform in ±scale. */
 function randomBf16(count: number, seed: number, scale: number): Uint16Array {

@@ -93,6 +93,18 @@ preset_lines() {
       --batches "$batches" --steps 32 2>&1 | grep -E "^(DECODE|TARGET)"
   done
 }
+# step_ops_lines LIMIT ARGS...: bench/step_ops.ts with ARGS (a step's time per operator), its OPS
+# lines, at most LIMIT seconds, if time is left: returns 1 only where it was not (a failed run
+# still returns 0, so the caller goes on to the next).
+step_ops_lines() {
+  local limit="$1"
+  shift
+  left $((limit + 5)) || return 1
+  echo "=== step_ops $* $(date +%T)"
+  timeout "$limit" bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts "$@" 2>&1 |
+    grep -E "^OPS" | cut -c1-170
+  return 0
+}
 # kernel_benches LIMIT "BENCH FLAGS"...: each bench/kernels file with its flags, its BENCH, TARGET
 # and comment lines, at most LIMIT seconds each, while time is left.
 FUSED_SHAPES=6144x4096,4096x4096,28672x4096,4096x14336
@@ -180,11 +192,7 @@ if [ "$PART" = h200 ]; then
     echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
     LINE_TIMEOUT=70 decode_line --batches 1 --quantization fp8,awq
   fi
-  if left 70; then
-    echo "=== step_ops batches 1, 64 $(date +%T)"
-    timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 1,64 2>&1 |
-      grep -E "^OPS" | cut -c1-170
-  fi
+  step_ops_lines 65 --batches 1,64
   preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
   kernel_benches 100 "linear_bench.ts --gemv-sweep --shapes $FUSED_SHAPES"
   decode_lines_with DENALI_SILU_EPILOGUE 1,8 1 0
@@ -221,10 +229,7 @@ if [ "$PART" = second ]; then
 fi
 if [ "$PART" = qwen ]; then
   for preset in qwen2.5-7b llama3-8b; do
-    left 70 || break
-    echo "=== step_ops $preset batch 1 $(date +%T)"
-    timeout 65 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --preset "$preset" \
-      --batches 1 2>&1 | grep -E "^OPS" | cut -c1-170
+    step_ops_lines 65 --preset "$preset" --batches 1 || break
   done
   kernel_benches 200 "linear_bench.ts --gemv-sweep --shapes 4608x3584,3584x3584,37888x3584,3584x18944,152064x3584"
   preset_lines 1 qwen2.5-7b llama3-8b
@@ -240,13 +245,8 @@ if [ "$PART" = fp8mid ]; then
     echo "=== decode fp8 DENALI_SWAP_AB=$swap $(date +%T)"
     (export DENALI_SWAP_AB=$swap; LINE_TIMEOUT=120 decode_line --batches 32,64,128,256 --quantization fp8)
   done
-  for quant in "" "--quantization fp8 --kv-cache-dtype fp8"; do
-    left 80 || break
-    echo "=== step_ops batches 64, 256 ${quant:-bf16} $(date +%T)"
-    # shellcheck disable=SC2086 # the flags, split on purpose
-    timeout 75 bash .device/gpu.sh deno run -A --no-check bench/step_ops.ts --batches 64,256 $quant \
-      2>&1 | grep -E "^OPS" | cut -c1-170
-  done
+  step_ops_lines 75 --batches 64,256 &&
+    step_ops_lines 75 --batches 64,256 --quantization fp8 --kv-cache-dtype fp8
   if left 150; then
     # What bounds Denali's W8A8 GEMM at 64 rows (its bf16 twin reads 0.71 of the read-only
     # bandwidth there): ncu's memory, occupancy and stall sections, into $OUT/profile.txt.

@@ -183,7 +183,12 @@ export type {
 export { MODEL_FAMILIES, modelDefinition } from "./models/families.ts";
 export { type WeightQuantization, WeightsError } from "./models/weights.ts";
 export { SafetensorsError } from "./models/safetensors.ts";
-export { RequestRejectedError, type SchedulerMetrics } from "./engine/scheduler.ts";
+export {
+  DECODE_ORDERS,
+  type DecodeOrder,
+  RequestRejectedError,
+  type SchedulerMetrics,
+} from "./engine/scheduler.ts";
 export { PreparedPrompt, type Prompt, PromptError, type PromptProblem } from "./engine/prompt.ts";
 export type { LogprobEntry } from "./engine/request_text.ts";
 export type { PromptTokenLogprobs } from "./engine/prompt_logprobs.ts";

@@ -46,7 +46,13 @@ import { PreparedPrompt, type Prompt, PromptPreparer } from "./prompt.ts";
 import { PromptScore, type PromptTokenLogprobs } from "./prompt_logprobs.ts";
 import { type LogprobEntry, OutputText } from "./request_text.ts";
 import type { TokenLogprobs } from "./sampler.ts";
-import { type BatchPlan, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
+import {
+  type BatchPlan,
+  DECODE_ORDERS,
+  type DecodeOrder,
+  Scheduler,
+  type SchedulerMetrics,
+} from "./scheduler.ts";
 import { checkProcessors, type LogitsProcessor } from "./logits_processors.ts";
 import {
   checkParamsVocabulary,
@@ -120,6 +126,11 @@ export interface EngineOptions {
    * (kernels/src/attention.cu).
    */
   readonly kvCacheDtype?: KvCacheDtypeOption;
+  /**
+   * How each step orders its decode rows (engine/scheduler.ts {@link DecodeOrder}): "arrival"
+   * or "longest-first". Default: `DENALI_DECODE_ORDER`, else "arrival". No token changes with it.
+   */
+  readonly decodeOrder?: DecodeOrder;
 }
 
 /** A model to run with seeded random weights instead of a checkpoint. */
@@ -219,6 +230,23 @@ interface Resolved {
   seed: number;
   log: (line: string) => void;
   profile: boolean;
+  decodeOrder: DecodeOrder;
+}
+
+/** The decode order asked for: `requested`, else DENALI_DECODE_ORDER, else "arrival". */
+export function decodeOrderWanted(requested?: DecodeOrder): DecodeOrder {
+  let fromEnv: string | undefined;
+  try {
+    fromEnv = requested ?? Deno.env.get("DENALI_DECODE_ORDER");
+  } catch {
+    fromEnv = undefined; // no --allow-env: the default
+  }
+  const order = fromEnv ?? "arrival";
+  if (!(DECODE_ORDERS as readonly string[]).includes(order)) {
+    const what = requested === undefined ? "DENALI_DECODE_ORDER" : "EngineOptions.decodeOrder";
+    throw new RangeError(`${what} must be ${DECODE_ORDERS.join(" or ")}, got ${order}`);
+  }
+  return order as DecodeOrder;
 }
 
 function resolveOptions(options: EngineOptions): Resolved {
@@ -245,6 +273,7 @@ function resolveOptions(options: EngineOptions): Resolved {
     seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
     log: options.log ?? ((line) => console.error(line)),
     profile: options.profile ?? profileRequested(),
+    decodeOrder: decodeOrderWanted(options.decodeOrder),
   };
   r.maxBatchedTokens = integer(
     "maxBatchedTokens",
@@ -497,6 +526,7 @@ export class Engine {
       maxRunning: parts.options.maxRunning,
       maxBatchedTokens: parts.options.maxBatchedTokens,
       maxModelLen: parts.maxModelLen,
+      decodeOrder: parts.options.decodeOrder,
     });
     this.tokenTexts = new TokenTexts(parts.tokenizer);
     this.#prompts = new PromptPreparer(parts.tokenizer, parts.config.vocabSize, parts.maxModelLen, {
@@ -609,7 +639,8 @@ export class Engine {
       o.log(blocks.describe());
       o.log(
         `limits: maxModelLen ${maxModelLen}, maxRunning ${o.maxRunning}, maxBatchedTokens ` +
-          `${o.maxBatchedTokens}; graphs ${o.graphs ? "on where the backend has them" : "off"}`,
+          `${o.maxBatchedTokens}; graphs ${o.graphs ? "on where the backend has them" : "off"}; ` +
+          `decode order ${o.decodeOrder}`,
       );
       return new Engine({
         info: {

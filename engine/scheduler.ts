@@ -4,10 +4,11 @@
  * only meet through `step()` → run → `postprocess()` (or `failStep()`), strictly alternating.
  *
  * Each step fills a token budget (`maxBatchedTokens`) in this order:
- * 1. every running sequence with one token left to compute (decodes), 1 token each; a decode whose
- *    next token starts a new block gets one, and when none is left the NEWEST running sequence is
- *    preempted (blocks freed, put back at the front of the queue, recomputed later from its prompt
- *    plus what it generated) until the block is found; the oldest request always progresses;
+ * 1. every running sequence with one token left to compute (decodes), 1 token each, oldest first
+ *    or longest context first ({@link DecodeOrder}); a decode whose next token starts a new block
+ *    gets one, and when none is left the NEWEST running sequence is preempted (blocks freed, put
+ *    back at the front of the queue, recomputed later from its prompt plus what it generated)
+ *    until the block is found; the oldest request always progresses;
  * 2. running sequences part-way through their prefill, in arrival order, a chunk each;
  * 3. waiting sequences, first come first served, while the budget, `maxRunning` and the cache
  *    allow; a request that does not fit stops admission (no overtaking), and none are admitted in
@@ -31,7 +32,28 @@ export interface SchedulerConfig {
   readonly maxBatchedTokens: number;
   /** Most tokens (prompt + generated) one sequence may hold; default unlimited. */
   readonly maxModelLen?: number;
+  /** How a step orders its decode entries; default "arrival" (see {@link DecodeOrder}). */
+  readonly decodeOrder?: DecodeOrder;
 }
+
+/**
+ * The order of a step's decode entries:
+ * - "arrival": oldest running sequence first;
+ * - "longest-first": longest context first. At large batches decode attention gives each
+ *   sequence's whole context to one block per KV head group, and a GPU starts blocks in index
+ *   order, so a long context that starts last runs on while the rest of the device idles.
+ *   Started first, the short ones fill in behind it (longest-processing-time-first).
+ * Rows are independent (every per-sequence input is rebuilt each step, and sampling seeds are
+ * per sequence), so the order changes no token.
+ */
+export type DecodeOrder = "arrival" | "longest-first";
+
+/** The decode orders, for option checks and flags. */
+export const DECODE_ORDERS: readonly DecodeOrder[] = ["arrival", "longest-first"];
+
+// Sort keys pack (context, entry index) into one float64: -context · KEY_SPAN + index. A power of
+// two, so the index comes back exactly; entries stay below it (BatchPlan's capacity check).
+const KEY_SPAN = 2 ** 20;
 
 /** A request that can never run with this engine's limits; it names both sizes and the remedy. */
 export class RequestRejectedError extends Error {
@@ -63,12 +85,21 @@ export class BatchPlan {
   /** 1 if entry i samples a token this step. */
   readonly samples: Uint8Array;
   readonly #seqs: (Sequence | null)[];
+  readonly #moved: (Sequence | null)[];
+  readonly #keys: Float64Array;
+  // keys.subarray(0, n), made once per n: a step's sort allocates nothing once warm.
+  readonly #keyViews: (Float64Array | undefined)[] = [];
 
   /** @param capacity most entries (the scheduler's maxRunning) */
   constructor(capacity: number) {
+    if (capacity > KEY_SPAN) {
+      throw new RangeError(`BatchPlan: capacity must be <= ${KEY_SPAN}, got ${capacity}`);
+    }
     this.numTokens = new Int32Array(capacity);
     this.samples = new Uint8Array(capacity);
     this.#seqs = new Array(capacity).fill(null);
+    this.#moved = new Array(capacity).fill(null);
+    this.#keys = new Float64Array(capacity);
   }
 
   /** The sequence of entry i. */
@@ -93,6 +124,27 @@ export class BatchPlan {
     this.count = 0;
     this.numDecodes = 0;
     this.totalTokens = 0;
+  }
+
+  /**
+   * Reorders the decode entries [0, numDecodes) longest context first, ties oldest first
+   * (scheduler use). Every decode entry computes one token and samples, so only the sequences
+   * move.
+   */
+  orderDecodesLongestFirst(): void {
+    const n = this.numDecodes, seqs = this.#seqs, moved = this.#moved;
+    if (n < 2) return;
+    const keys = this.#keyViews[n] ??= this.#keys.subarray(0, n);
+    for (let i = 0; i < n; i++) keys[i] = -seqs[i]!.numTokens * KEY_SPAN + i;
+    keys.sort();
+    for (let j = 0; j < n; j++) {
+      const key = keys[j];
+      moved[j] = seqs[key - Math.floor(key / KEY_SPAN) * KEY_SPAN];
+    }
+    for (let j = 0; j < n; j++) {
+      seqs[j] = moved[j];
+      moved[j] = null;
+    }
   }
 
   /** Adds an entry (scheduler use). */
@@ -139,6 +191,8 @@ export class Scheduler {
   readonly maxBatchedTokens: number;
   /** Most tokens per sequence. */
   readonly maxModelLen: number;
+  /** How each step orders its decode entries. */
+  readonly decodeOrder: DecodeOrder;
 
   readonly #waiting: Sequence[] = [];
   // Oldest admitted first: preemption takes from the end.
@@ -156,7 +210,8 @@ export class Scheduler {
    * @param config limits; maxBatchedTokens >= maxRunning so every decode fits in one step
    */
   constructor(blocks: BlockManager, config: SchedulerConfig) {
-    const { maxRunning, maxBatchedTokens, maxModelLen = Infinity } = config;
+    const { maxRunning, maxBatchedTokens, maxModelLen = Infinity, decodeOrder = "arrival" } =
+      config;
     if (!Number.isInteger(maxRunning) || maxRunning < 1) {
       throw new RangeError(`Scheduler: maxRunning must be an integer >= 1, got ${maxRunning}`);
     }
@@ -172,7 +227,13 @@ export class Scheduler {
     this.blocks = blocks;
     this.maxRunning = maxRunning;
     this.maxBatchedTokens = maxBatchedTokens;
+    if (!DECODE_ORDERS.includes(decodeOrder)) {
+      throw new RangeError(
+        `Scheduler: decodeOrder must be ${DECODE_ORDERS.join(" or ")}, got ${decodeOrder}`,
+      );
+    }
     this.maxModelLen = maxModelLen;
+    this.decodeOrder = decodeOrder;
     this.#plan = new BatchPlan(maxRunning);
   }
 
@@ -250,6 +311,7 @@ export class Scheduler {
       budget--;
     }
     plan.numDecodes = plan.count;
+    if (this.decodeOrder === "longest-first") plan.orderDecodesLongestFirst();
 
     for (let i = 0; i < running.length && budget > 0; i++) {
       const seq = running[i];

@@ -19,9 +19,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { roundBf16, toBf16Bits } from "../../backends/bf16.ts";
 import { CONFIG_PRESETS, ConfigError, type ModelConfig } from "../../models/config.ts";
-import { Engine, type EngineOptions, type GenerationChunk } from "../../engine/engine.ts";
+import {
+  decodeOrderWanted,
+  Engine,
+  type EngineOptions,
+  type GenerationChunk,
+} from "../../engine/engine.ts";
 import { graphBatchSizes } from "../../engine/runner.ts";
-import { RequestRejectedError } from "../../engine/scheduler.ts";
+import { DECODE_ORDERS, RequestRejectedError } from "../../engine/scheduler.ts";
 import type { SamplingParams } from "../../engine/sequence.ts";
 import { Tokenizer } from "../../engine/tokenizer.ts";
 import { GraphCpuBackend } from "../support/graph_cpu_backend.ts";
@@ -364,21 +369,29 @@ Deno.test("engine: a mixed batch gives each prompt the tokens it gets alone", as
       await engine.close();
     }
   }
-  // maxBatchedTokens 16 < the prompts' total: chunked prefills share steps with decodes.
-  const engine = await load({ maxBatchedTokens: 16, maxRunning: 4, prefixCaching: false });
-  try {
-    const together = await Promise.all(
-      prompts.map((prompt, i) => collect(engine.generate(prompt, params(i)))),
-    );
-    for (let i = 0; i < prompts.length; i++) {
-      assert.deepEqual(together[i].ids, alone[i].ids, `prompt ${i}`);
-      assert.equal(together[i].finishReason, "length");
+  // maxBatchedTokens 16 < the prompts' total: chunked prefills share steps with decodes. Either
+  // decode order (rows reordered longest context first every step) gives the same tokens.
+  for (const decodeOrder of DECODE_ORDERS) {
+    const engine = await load({
+      maxBatchedTokens: 16,
+      maxRunning: 4,
+      prefixCaching: false,
+      decodeOrder,
+    });
+    try {
+      const together = await Promise.all(
+        prompts.map((prompt, i) => collect(engine.generate(prompt, params(i)))),
+      );
+      for (let i = 0; i < prompts.length; i++) {
+        assert.deepEqual(together[i].ids, alone[i].ids, `${decodeOrder}: prompt ${i}`);
+        assert.equal(together[i].finishReason, "length");
+      }
+      const stats = engine.stats();
+      assert.equal(stats.running + stats.waiting, 0);
+      assert.equal(stats.kvUsage, 0);
+    } finally {
+      await engine.close();
     }
-    const stats = engine.stats();
-    assert.equal(stats.running + stats.waiting, 0);
-    assert.equal(stats.kvUsage, 0);
-  } finally {
-    await engine.close();
   }
 });
 
@@ -755,6 +768,10 @@ Deno.test("engine: bad requests and options fail with errors naming the problem"
   await assert.rejects(load({ maxRunning: 64, maxBatchedTokens: 32 }), /maxBatchedTokens/);
   await assert.rejects(load({ kvFraction: 0, kvBlocks: undefined }), /kvFraction must be in/);
   await assert.rejects(load({ blockSize: 12 }), /blockSize must be a power of two/);
+  await assert.rejects(
+    load({ decodeOrder: "shortest" as never }),
+    /EngineOptions.decodeOrder must be arrival or longest-first, got shortest/,
+  );
   await assert.rejects(load({ maxModelLen: 4096 }), /exceeds the model's context of 1024/);
   await assert.rejects(
     Engine.load("/nonexistent/model", { backend: "cpu", ...quiet }),
@@ -912,5 +929,24 @@ Deno.test("engine: bad logits-processor parameters fail naming the field", async
     assert.equal(engine.stats().kvUsage, 0);
   } finally {
     await engine.close();
+  }
+});
+
+Deno.test("decode order: the option, else DENALI_DECODE_ORDER, else arrival; a bad one names the variable", () => {
+  const before = Deno.env.get("DENALI_DECODE_ORDER");
+  try {
+    Deno.env.delete("DENALI_DECODE_ORDER");
+    assert.equal(decodeOrderWanted(), "arrival");
+    Deno.env.set("DENALI_DECODE_ORDER", "longest-first");
+    assert.equal(decodeOrderWanted(), "longest-first");
+    assert.equal(decodeOrderWanted("arrival"), "arrival");
+    Deno.env.set("DENALI_DECODE_ORDER", "random");
+    assert.throws(
+      () => decodeOrderWanted(),
+      new RangeError("DENALI_DECODE_ORDER must be arrival or longest-first, got random"),
+    );
+  } finally {
+    if (before === undefined) Deno.env.delete("DENALI_DECODE_ORDER");
+    else Deno.env.set("DENALI_DECODE_ORDER", before);
   }
 });

@@ -12,7 +12,12 @@
 
 import assert from "node:assert/strict";
 import { BlockManager } from "../../engine/block_manager.ts";
-import { type BatchPlan, RequestRejectedError, Scheduler } from "../../engine/scheduler.ts";
+import {
+  type BatchPlan,
+  type DecodeOrder,
+  RequestRejectedError,
+  Scheduler,
+} from "../../engine/scheduler.ts";
 import { type SamplingParams, Sequence } from "../../engine/sequence.ts";
 
 const range = (start: number, n: number) => Array.from({ length: n }, (_, i) => start + i);
@@ -98,9 +103,15 @@ function drive(
   }
 }
 
-function setup(numBlocks: number, blockSize: number, maxRunning: number, maxBatchedTokens: number) {
+function setup(
+  numBlocks: number,
+  blockSize: number,
+  maxRunning: number,
+  maxBatchedTokens: number,
+  decodeOrder: DecodeOrder = "arrival",
+) {
   const bm = new BlockManager(numBlocks, blockSize);
-  const s = new Scheduler(bm, { maxRunning, maxBatchedTokens });
+  const s = new Scheduler(bm, { maxRunning, maxBatchedTokens, decodeOrder });
   return { bm, s, model: new FakeModel(bm) };
 }
 
@@ -427,4 +438,51 @@ Deno.test("random arrivals, cancellations and a small cache: every request ends 
     assert.deepEqual([...reasons].sort(), ["abort", "error", "length"]);
     assert.ok(s.metrics().preemptions > 0, "the cache was small enough to preempt");
   }
+});
+
+Deno.test("longest-first: decode entries go longest context first, ties oldest first, same tokens", () => {
+  const prompts = [5, 31, 12, 31, 2, 19, 8].map((n, i) => range(10 * i + 1, n));
+  const plans: Record<DecodeOrder, number[][][]> = { arrival: [], "longest-first": [] };
+  for (const order of ["arrival", "longest-first"] as const) {
+    // maxBatchedTokens 24 < the prompts' total: decodes share steps with prefill chunks.
+    const { s, model } = setup(128, 4, 8, 24, order);
+    const seqs = prompts.map((p, i) => seq(p, { maxTokens: 6 + (i % 3) }, i + 1));
+    for (const x of seqs) s.add(x);
+    drive(s, model, (plan) => {
+      const decodes = Array.from({ length: plan.numDecodes }, (_, i) => plan.seq(i));
+      plans[order].push(decodes.map((x) => [x.id, x.numTokens]));
+      if (order === "arrival") return;
+      for (let i = 1; i < decodes.length; i++) {
+        const [a, b] = [decodes[i - 1], decodes[i]];
+        assert.ok(
+          a.numTokens > b.numTokens || (a.numTokens === b.numTokens && a.id < b.id),
+          `entry ${i - 1} (seq ${a.id}, ${a.numTokens} tokens) before seq ${b.id} (${b.numTokens})`,
+        );
+      }
+      for (let i = plan.numDecodes; i < plan.count; i++) assert.ok(plan.numTokens[i] >= 1);
+    });
+    for (const [i, x] of seqs.entries()) {
+      assert.deepEqual(
+        [...x.outputTokenIds()],
+        reference(prompts[i], 6 + (i % 3)),
+        `${order} ${i}`,
+      );
+    }
+  }
+  // The same decodes each step, only in another order, and the order did change somewhere.
+  const sorted = (step: number[][]) => [...step].sort((a, b) => a[0] - b[0]);
+  assert.deepEqual(plans["longest-first"].map(sorted), plans.arrival.map(sorted));
+  assert.notDeepEqual(plans["longest-first"], plans.arrival);
+});
+
+Deno.test("a decode order that does not exist is refused, naming both", () => {
+  assert.throws(
+    () =>
+      new Scheduler(new BlockManager(8, 4), {
+        maxRunning: 2,
+        maxBatchedTokens: 8,
+        decodeOrder: "shortest-first" as never,
+      }),
+    new RangeError("Scheduler: decodeOrder must be arrival or longest-first, got shortest-first"),
+  );
 });

@@ -14,6 +14,7 @@ import { configPreset } from "../models/config.ts";
 import { attentionShape } from "../models/model.ts";
 import {
   type AttentionKernelOptions,
+  decodeBlocksPerSmWanted,
   decodeKernelWanted,
   type GpuAttentionOps,
 } from "../ops/gpu/attention.ts";
@@ -197,5 +198,33 @@ Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices wh
   } finally {
     if (saved === undefined) Deno.env.delete("DENALI_DECODE_ATTN");
     else Deno.env.set("DENALI_DECODE_ATTN", saved);
+  }
+});
+
+Deno.test("decode blocks per SM: the option, else DENALI_DECODE_PER_SM, else 4; bad ones named", () => {
+  const saved = Deno.env.get("DENALI_DECODE_PER_SM");
+  try {
+    Deno.env.delete("DENALI_DECODE_PER_SM");
+    assert.equal(decodeBlocksPerSmWanted(), 4);
+    assert.equal(decodeBlocksPerSmWanted(8), 8);
+    Deno.env.set("DENALI_DECODE_PER_SM", "16");
+    assert.equal(decodeBlocksPerSmWanted(), 16);
+    assert.equal(decodeBlocksPerSmWanted(2), 2, "an explicit option wins over the environment");
+    for (const bad of ["0", "2.5", "many", "65"]) {
+      Deno.env.set("DENALI_DECODE_PER_SM", bad);
+      assert.throws(
+        () => decodeBlocksPerSmWanted(),
+        new RangeError(
+          `DENALI_DECODE_PER_SM must be an integer in 1..64 (decode blocks per SM; default 4), got ${bad}`,
+        ),
+      );
+    }
+    assert.throws(
+      () => decodeBlocksPerSmWanted(0),
+      /decodeBlocksPerSm must be an integer in 1..64/,
+    );
+  } finally {
+    if (saved === undefined) Deno.env.delete("DENALI_DECODE_PER_SM");
+    else Deno.env.set("DENALI_DECODE_PER_SM", saved);
   }
 });

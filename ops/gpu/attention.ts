@@ -97,8 +97,9 @@ export interface AttentionKernelOptions {
    */
   readonly prefill?: "auto" | "simt" | "one-stage";
   /**
-   * Decode blocks per multiprocessor the partition size aims for (default 4): more makes smaller
-   * partitions (more parallel loads, a bigger reduce). For benchmarks that tune it.
+   * Decode blocks per multiprocessor the partition size aims for (default 4, unless the
+   * environment sets DENALI_DECODE_PER_SM): more makes smaller partitions (more parallel loads, a
+   * bigger reduce). For benchmarks that tune it.
    */
   readonly decodeBlocksPerSm?: number;
   /**
@@ -139,6 +140,21 @@ export function decodeReduceWanted(requested?: DecodeReduce): DecodeReduce {
   throw new RangeError(
     `DENALI_DECODE_REDUCE=${fromEnv} is not a decode reduce; use fused or kernel`,
   );
+}
+
+/** Decode blocks per SM asked for: `requested`, else DENALI_DECODE_PER_SM, else 4. */
+export function decodeBlocksPerSmWanted(requested?: number): number {
+  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_PER_SM") : undefined;
+  const perSm = fromEnv === undefined || fromEnv === "" ? requested ?? 4 : Number(fromEnv);
+  if (!Number.isInteger(perSm) || perSm < 1 || perSm > 64) {
+    const what = fromEnv === undefined ? "decodeBlocksPerSm" : "DENALI_DECODE_PER_SM";
+    throw new RangeError(
+      `${what} must be an integer in 1..64 (decode blocks per SM; default 4), got ${
+        fromEnv ?? perSm
+      }`,
+    );
+  }
+  return perSm;
 }
 
 /** The attention ops on a GPU backend, and how they launch. */
@@ -325,7 +341,8 @@ export async function loadAttentionOps(
     };
   };
   const prefill = prefillKernels(false), prefillFp8 = prefillKernels(true);
-  const targetBlocks = (options.decodeBlocksPerSm ?? 4) * Math.max(1, backend.info.multiprocessors);
+  const targetBlocks = decodeBlocksPerSmWanted(options.decodeBlocksPerSm) *
+    Math.max(1, backend.info.multiprocessors);
 
   /** Bytes of partials for exactly this call (0 when one partition suffices). */
   const partialBytes = (batch: number, parts: number, shape: AttentionShape) =>

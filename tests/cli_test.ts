@@ -33,6 +33,7 @@ const CLIS = [
   "bench/kernels/linear_bench.ts",
   "bench/kernels/linear_fp8_bench.ts",
   "bench/kernels/linear_awq_bench.ts",
+  "bench/kernels/ragged_decode_bench.ts",
   "bench/kernels/sampling_bench.ts",
   "tools/make_test_tokenizer.ts",
   "kernels/build.ts",

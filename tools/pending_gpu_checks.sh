@@ -45,6 +45,15 @@
 #     past the GEMV at the decode batches (with the swapped W8A8 tiles off and on), the FP8 decode
 #     step there with DENALI_SWAP_AB 0 and timed, a step per operator, FP8 against bf16, and ncu
 #     on the W8A8 wgmma GEMM at 64 rows (what bounds it).
+#   PART=ragged DEADLINE=560 bash tools/pending_gpu_checks.sh    (carry .device)
+#     session 20's lead on issue 11 (decode steps at batch 128+ are 2.2x their bound on the H200,
+#     where a uniform-context batch-256 step is about 1.3x): every decode-attention bench so far
+#     gave all rows one context, but a ShareGPT-shaped batch is ragged, and at large batches one
+#     block takes a sequence's whole context, so a long one that starts last leaves a tail.
+#     bench/kernels/ragged_decode_bench.ts (arrival, longest-first and shortest-first row orders,
+#     smaller partitions, the same tokens uniform, the read-only floor), then the offline run with
+#     DENALI_DECODE_ORDER=arrival, longest-first, and longest-first with DENALI_DECODE_PER_SM=8,
+#     alternated, while time is left (two rounds).
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -254,6 +263,22 @@ if [ "$PART" = fp8mid ]; then
     timeout 140 bash tools/kernel_profile.sh 'linear_wgmma_fp8' bench/kernels/linear_fp8_bench.ts \
       --ms 64 2>&1 | cut -c1-200 | head -60
   fi
+fi
+
+if [ "$PART" = ragged ]; then
+  kernel_benches 170 "ragged_decode_bench.ts --batches 64,128,256 --per-sm 8,16,32"
+  # Row order : decode blocks per SM (the partition target; 8 makes partitions of ~512 at 64-128
+  # rows of a 2048 context bucket).
+  for round in 1 2; do
+    for variant in arrival:4 longest-first:4 longest-first:8; do
+      left 85 || break 2
+      echo "=== offline DENALI_DECODE_ORDER=${variant%:*} DENALI_DECODE_PER_SM=${variant#*:} round $round $(date +%T)"
+      DENALI_DECODE_ORDER=${variant%:*} DENALI_DECODE_PER_SM=${variant#*:} timeout 80 \
+        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
+        --offline --profile 2>&1 |
+        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
+    done
+  done
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -932,14 +932,14 @@ Deno.test("engine: bad logits-processor parameters fail naming the field", async
   }
 });
 
-Deno.test("decode order: the option, else DENALI_DECODE_ORDER, else arrival; a bad one names the variable", () => {
+Deno.test("decode order: the option, else DENALI_DECODE_ORDER, else longest-first; a bad one names the variable", () => {
   const before = Deno.env.get("DENALI_DECODE_ORDER");
   try {
     Deno.env.delete("DENALI_DECODE_ORDER");
-    assert.equal(decodeOrderWanted(), "arrival");
-    Deno.env.set("DENALI_DECODE_ORDER", "longest-first");
     assert.equal(decodeOrderWanted(), "longest-first");
-    assert.equal(decodeOrderWanted("arrival"), "arrival");
+    Deno.env.set("DENALI_DECODE_ORDER", "arrival");
+    assert.equal(decodeOrderWanted(), "arrival");
+    assert.equal(decodeOrderWanted("longest-first"), "longest-first");
     Deno.env.set("DENALI_DECODE_ORDER", "random");
     assert.throws(
       () => decodeOrderWanted(),

@@ -32,7 +32,7 @@ import { type AttentionOps, type AttentionShape, kvElementBytes } from "../../op
 import { configPreset } from "../../models/config.ts";
 import { attentionShape } from "../../models/model.ts";
 import { type DecodeKernel, loadAttentionOps } from "../../ops/gpu/attention.ts";
-import { medianUs, printBench, printCopyBandwidth, readOnlyKernel } from "./measure.ts";
+import { medianUs, printBench, printCopyBandwidth, readOnlyKernel, shuffled } from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep | --fp8-kv |
@@ -88,23 +88,6 @@ async function main(): Promise<void> {
   );
   const copyGbps = printCopyBandwidth(gpu, stream);
   const readOnly = await readOnlyKernel(gpu, stream);
-
-  /** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
-  function shuffled(n: number): Int32Array {
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) out[i] = i;
-    let s = 0x9e3779b9;
-    for (let i = n - 1; i > 0; i--) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      const j = (s >>> 0) % (i + 1);
-      const t = out[i];
-      out[i] = out[j];
-      out[j] = t;
-    }
-    return out;
-  }
 
   function randomBf16Buffer(count: number, seed: number): DeviceBuffer {
     const values = new Float32Array(count);

@@ -167,3 +167,23 @@ export async function readOnlyKernel(gpu: Backend, stream: Stream): Promise<Read
     },
   };
 }
+
+/**
+ * Seeded shuffle of 0..n-1 (xorshift): scattered but the same every run, so KV block tables
+ * built from it give every run the same layout.
+ */
+export function shuffled(n: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = i;
+  let s = 0x9e3779b9;
+  for (let i = n - 1; i > 0; i--) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    const j = (s >>> 0) % (i + 1);
+    const t = out[i];
+    out[i] = out[j];
+    out[j] = t;
+  }
+  return out;
+}

@@ -44,6 +44,7 @@ import {
   printBench,
   printCopyBandwidth,
   readOnlyKernel,
+  shuffled,
 } from "./measure.ts";
 import { helpRequested, positiveList } from "../../tools/cli.ts";
 
@@ -252,23 +253,6 @@ export function permuteRows(
 /** `values` reordered: element i is `values[order[i]]`. */
 function permuted(values: Int32Array, order: ArrayLike<number>): Int32Array {
   return Int32Array.from({ length: order.length }, (_, i) => values[order[i]]);
-}
-
-/** Seeded shuffle of 0..n-1 (xorshift), so runs use the same scattered block layout. */
-function shuffled(n: number): Int32Array {
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = i;
-  let s = 0x9e3779b9;
-  for (let i = n - 1; i > 0; i--) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    const j = (s >>> 0) % (i + 1);
-    const t = out[i];
-    out[i] = out[j];
-    out[j] = t;
-  }
-  return out;
 }
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */

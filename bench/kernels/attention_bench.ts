@@ -26,13 +26,19 @@
  */
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { type AttentionOps, type AttentionShape, kvElementBytes } from "../../ops/ops.ts";
 import { configPreset } from "../../models/config.ts";
 import { attentionShape } from "../../models/model.ts";
 import { type DecodeKernel, loadAttentionOps } from "../../ops/gpu/attention.ts";
-import { medianUs, printBench, printCopyBandwidth, readOnlyKernel, shuffled } from "./measure.ts";
+import {
+  medianUs,
+  printBench,
+  printCopyBandwidth,
+  readOnlyKernel,
+  seededBf16,
+  shuffled,
+} from "./measure.ts";
 import { helpRequested } from "../../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/attention_bench.ts [--decode-sweep | --fp8-kv |
@@ -90,16 +96,8 @@ async function main(): Promise<void> {
   const readOnly = await readOnlyKernel(gpu, stream);
 
   function randomBf16Buffer(count: number, seed: number): DeviceBuffer {
-    const values = new Float32Array(count);
-    let s = seed >>> 0 || 1;
-    for (let i = 0; i < count; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      values[i] = (s >>> 0) / 2 ** 32 - 0.5;
-    }
     const buffer = gpu.alloc(count * 2);
-    gpu.copyToDevice(buffer, encodeBf16(values));
+    gpu.copyToDevice(buffer, seededBf16(count, seed));
     return buffer;
   }
 

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { encodeBf16 } from "../../backends/bf16.ts";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { launcherWith, loadKernels } from "../../kernels/modules.ts";
 
@@ -186,4 +187,20 @@ export function shuffled(n: number): Int32Array {
     out[j] = t;
   }
   return out;
+}
+
+/**
+ * `count` seeded values in [-0.5, 0.5) (xorshift) as bf16 bits, the same every run: bench
+ * inputs whose values do not change a kernel's work.
+ */
+export function seededBf16(count: number, seed: number): Uint16Array {
+  const values = new Float32Array(count);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    values[i] = (s >>> 0) / 2 ** 32 - 0.5;
+  }
+  return encodeBf16(values);
 }

@@ -31,7 +31,6 @@
 
 import { parseArgs } from "node:util";
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps } from "../../ops/ops.ts";
 import { configPreset } from "../../models/config.ts";
@@ -44,6 +43,7 @@ import {
   printBench,
   printCopyBandwidth,
   readOnlyKernel,
+  seededBf16,
   shuffled,
 } from "./measure.ts";
 import { helpRequested, positiveList } from "../../tools/cli.ts";
@@ -286,17 +286,7 @@ async function main(): Promise<void> {
     gpu.copyToDevice(buffer, data);
     return buffer;
   };
-  const randomBf16 = (count: number, seed: number): DeviceBuffer => {
-    const values = new Float32Array(count);
-    let s = seed >>> 0 || 1;
-    for (let i = 0; i < count; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      values[i] = (s >>> 0) / 2 ** 32 - 0.5;
-    }
-    return upload(encodeBf16(values));
-  };
+  const randomBf16 = (count: number, seed: number) => upload(seededBf16(count, seed));
   const partition = (batch: number, maxContext: number, blocksPerSm: number) => {
     const part = decodePartSize(batch, maxContext, headBlocks, blocksPerSm * sms);
     return `part=${part} parts=${Math.ceil(maxContext / part)}`;

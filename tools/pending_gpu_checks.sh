@@ -54,6 +54,11 @@
 #     smaller partitions, the same tokens uniform, the read-only floor), then the offline run with
 #     DENALI_DECODE_ORDER=arrival, longest-first, and longest-first with DENALI_DECODE_PER_SM=8,
 #     alternated, while time is left (two rounds).
+#   PART=partitions DEADLINE=500 bash tools/pending_gpu_checks.sh    (carry .device)
+#     session 20's open decisions: DENALI_DECODE_PER_SM 4 against 8 on uniform-context decode
+#     steps of 1-64 rows (8 won 1.009x on the ragged offline run but re-partitions these batches),
+#     then DENALI_SWAP_AB 0 against timed on the FP8 step at 32 and 64 rows, each alternated in
+#     two rounds, then the ragged bench with seed 2 (another draw of contexts).
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -279,6 +284,20 @@ if [ "$PART" = ragged ]; then
         grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
     done
   done
+fi
+
+if [ "$PART" = partitions ]; then
+  for round in 1 2; do
+    (LINE_TIMEOUT=70 decode_lines_with DENALI_DECODE_PER_SM 1,8,32,64 4 8)
+  done
+  for round in 1 2; do
+    for swap in 0 timed; do
+      left 75 || break 2
+      echo "=== fp8 DENALI_SWAP_AB=$swap round $round $(date +%T)"
+      (export DENALI_SWAP_AB=$swap; LINE_TIMEOUT=70 decode_line --batches 32,64 --quantization fp8)
+    done
+  done
+  kernel_benches 120 "ragged_decode_bench.ts --batches 64,128,256 --per-sm 8 --seed 2"
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -35,7 +35,12 @@ import { openCuda } from "../../backends/cuda.ts";
 import type { AttentionOps } from "../../ops/ops.ts";
 import { configPreset } from "../../models/config.ts";
 import { attentionShape } from "../../models/model.ts";
-import { decodeHeadsPerBlock, decodePartSize, loadAttentionOps } from "../../ops/gpu/attention.ts";
+import {
+  decodeBlocksPerSmWanted,
+  decodeHeadsPerBlock,
+  decodePartSize,
+  loadAttentionOps,
+} from "../../ops/gpu/attention.ts";
 import { requestShapes } from "../serve_bench.ts";
 import {
   benchBuffers,
@@ -263,7 +268,8 @@ async function main(): Promise<void> {
   const BLOCK_BYTES = numKvHeads * blockSize * headDim * 2; // one bf16 K (or V) block
   const PER_TOKEN = numKvHeads * headDim * 2 * 2; // K and V of one position
   const MIN_ROTATION_BYTES = 128 * 2 ** 20;
-  const DEFAULT_PER_SM = 4; // loadAttentionOps' decodeBlocksPerSm default
+  // What the default ops below run with (DENALI_DECODE_PER_SM, else 4).
+  const defaultPerSm = decodeBlocksPerSmWanted();
   const ratio = numHeads / numKvHeads;
   const headBlocks = numKvHeads * Math.ceil(ratio / decodeHeadsPerBlock(ratio));
 
@@ -425,8 +431,8 @@ async function main(): Promise<void> {
     const readOnlyUs = readOnly.print(label, sources, kvBytes, copyGbps);
 
     console.log(
-      `# partitions b${batch} default ${partition(batch, maxContext, DEFAULT_PER_SM)}; uniform ` +
-        `${partition(batch, uniformMax, DEFAULT_PER_SM)}` +
+      `# partitions b${batch} default ${partition(batch, maxContext, defaultPerSm)}; uniform ` +
+        `${partition(batch, uniformMax, defaultPerSm)}` +
         tuned.map(([n]) => `; sm${n} ${partition(batch, maxContext, n)}`).join(""),
     );
     const r = (a: number, b: number) => (a / b).toFixed(3);

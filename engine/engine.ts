@@ -237,13 +237,15 @@ interface Resolved {
 
 /** The decode order asked for: `requested`, else DENALI_DECODE_ORDER, else "longest-first". */
 export function decodeOrderWanted(requested?: DecodeOrder): DecodeOrder {
-  let fromEnv: string | undefined;
-  try {
-    fromEnv = requested ?? Deno.env.get("DENALI_DECODE_ORDER");
-  } catch {
-    fromEnv = undefined; // no --allow-env: the default
+  let order: string | undefined = requested;
+  if (order === undefined) {
+    try {
+      order = Deno.env.get("DENALI_DECODE_ORDER");
+    } catch {
+      // no --allow-env: the default
+    }
   }
-  const order = fromEnv ?? "longest-first";
+  order ??= "longest-first";
   if (!(DECODE_ORDERS as readonly string[]).includes(order)) {
     const what = requested === undefined ? "DENALI_DECODE_ORDER" : "EngineOptions.decodeOrder";
     throw new RangeError(`${what} must be ${DECODE_ORDERS.join(" or ")}, got ${order}`);

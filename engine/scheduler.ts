@@ -224,14 +224,14 @@ export class Scheduler {
     if (maxModelLen !== Infinity && (!Number.isInteger(maxModelLen) || maxModelLen < 2)) {
       throw new RangeError(`Scheduler: maxModelLen must be an integer >= 2, got ${maxModelLen}`);
     }
-    this.blocks = blocks;
-    this.maxRunning = maxRunning;
-    this.maxBatchedTokens = maxBatchedTokens;
     if (!DECODE_ORDERS.includes(decodeOrder)) {
       throw new RangeError(
         `Scheduler: decodeOrder must be ${DECODE_ORDERS.join(" or ")}, got ${decodeOrder}`,
       );
     }
+    this.blocks = blocks;
+    this.maxRunning = maxRunning;
+    this.maxBatchedTokens = maxBatchedTokens;
     this.maxModelLen = maxModelLen;
     this.decodeOrder = decodeOrder;
     this.#plan = new BatchPlan(maxRunning);

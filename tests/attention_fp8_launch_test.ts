@@ -219,10 +219,16 @@ Deno.test("decode blocks per SM: the option, else DENALI_DECODE_PER_SM, else 4; 
         ),
       );
     }
-    assert.throws(
-      () => decodeBlocksPerSmWanted(0),
-      /decodeBlocksPerSm must be an integer in 1..64/,
-    );
+    // The option may ask for under one block (the GPU tests' long partitions), never for none.
+    assert.equal(decodeBlocksPerSmWanted(1 / 1024), 1 / 1024);
+    for (const bad of [0, -1, 65, NaN]) {
+      assert.throws(
+        () => decodeBlocksPerSmWanted(bad),
+        new RangeError(
+          `decodeBlocksPerSm must be a number in (0, 64] (decode blocks per SM; default 4), got ${bad}`,
+        ),
+      );
+    }
   } finally {
     if (saved === undefined) Deno.env.delete("DENALI_DECODE_PER_SM");
     else Deno.env.set("DENALI_DECODE_PER_SM", saved);

@@ -1,11 +1,12 @@
 /**
  * The decode partition size (ops/gpu/attention.ts decodePartSize) against hand-computed cases:
  * Llama-3-8B's 8 KV heads with 4 query heads a block (8 head blocks), on 132 SMs at four blocks
- * each (528 target blocks), and the invariants the workspace size rests on.
+ * each (528 target blocks), and the invariants the workspace size rests on; where the ragged
+ * split applies, and its slack.
  */
 
 import assert from "node:assert/strict";
-import { decodePartSize } from "../ops/gpu/attention.ts";
+import { decodePartSize, decodeRaggedSlackWanted, raggedSplitParts } from "../ops/gpu/attention.ts";
 
 const HEAD_BLOCKS = 8, TARGET = 528;
 
@@ -68,5 +69,56 @@ Deno.test("decodePartSize: multiples of 32 up to 2048, and at most ceil(ctx / 51
         assert.ok(ctx - (parts - 1) * part > part / 2, `batch ${batch} ctx ${ctx}: ${part}`);
       }
     }
+  }
+});
+
+Deno.test("raggedSplitParts: full batches of one partition a sequence, under twice the target", () => {
+  // Batch 64 × 8 = 512 rows (0.97 of 528) take one partition up to 2048: the grid gets
+  // ceil(ctx / 512) partitions for the kernel to size.
+  assert.equal(raggedSplitParts(64, 1303, HEAD_BLOCKS, TARGET), 3);
+  assert.equal(raggedSplitParts(64, 2048, HEAD_BLOCKS, TARGET), 4);
+  assert.equal(raggedSplitParts(47, 1024, HEAD_BLOCKS, TARGET), 2);
+  assert.equal(raggedSplitParts(131, 2048, HEAD_BLOCKS, TARGET), 4); // 1048 < 1056 rows
+  // Not past twice the target, not past 2048 tokens, not where 512 tokens hold everything.
+  assert.equal(raggedSplitParts(132, 2048, HEAD_BLOCKS, TARGET), 0);
+  assert.equal(raggedSplitParts(64, 2049, HEAD_BLOCKS, TARGET), 0);
+  assert.equal(raggedSplitParts(64, 512, HEAD_BLOCKS, TARGET), 0);
+  // A smaller batch is split by decodePartSize already.
+  assert.equal(raggedSplitParts(46, 1024, HEAD_BLOCKS, TARGET), 0);
+  // Every grid fits the workspace decodeWorkspaceBytes sizes (ceil(ctx / 512) partitions).
+  for (let batch = 1; batch <= 300; batch++) {
+    for (let ctx = 1; ctx <= 4096; ctx += 61) {
+      const parts = raggedSplitParts(batch, ctx, HEAD_BLOCKS, TARGET);
+      assert.ok(parts === 0 || (parts >= 2 && parts <= Math.ceil(ctx / 512)), `${batch} ${ctx}`);
+    }
+  }
+});
+
+Deno.test("decodeRaggedSlackWanted: the option, else DENALI_DECODE_RAGGED, else 2; bad ones named", () => {
+  const saved = Deno.env.get("DENALI_DECODE_RAGGED");
+  try {
+    Deno.env.delete("DENALI_DECODE_RAGGED");
+    assert.equal(decodeRaggedSlackWanted(), 2);
+    assert.equal(decodeRaggedSlackWanted(0), 0);
+    assert.equal(decodeRaggedSlackWanted(1.25), 1.25);
+    Deno.env.set("DENALI_DECODE_RAGGED", "0");
+    assert.equal(decodeRaggedSlackWanted(), 0);
+    Deno.env.set("DENALI_DECODE_RAGGED", "3.75");
+    assert.equal(decodeRaggedSlackWanted(), 3.75);
+    assert.equal(decodeRaggedSlackWanted(1.5), 1.5, "an explicit option wins over the environment");
+    for (const bad of ["0.5", "1.1", "4", "off"]) {
+      Deno.env.set("DENALI_DECODE_RAGGED", bad);
+      assert.throws(
+        () => decodeRaggedSlackWanted(),
+        new RangeError(
+          "DENALI_DECODE_RAGGED must be 0 (off) or 1..3.75 in steps of 0.25 (the ragged decode " +
+            `split's slack; default 2), got ${bad}`,
+        ),
+      );
+    }
+    assert.throws(() => decodeRaggedSlackWanted(-1), /decodeRaggedSlack must be 0 \(off\)/);
+  } finally {
+    if (saved === undefined) Deno.env.delete("DENALI_DECODE_RAGGED");
+    else Deno.env.set("DENALI_DECODE_RAGGED", saved);
   }
 });

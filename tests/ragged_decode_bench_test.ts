@@ -106,11 +106,32 @@ Deno.test("ragged bench: the command line has defaults and refuses bad flags by 
     seed: 1,
     maxLen: 2048,
     perSm: [8, 16],
+    slack: [0, 1.5],
   });
   assert.deepEqual(
-    parseRaggedArgs(["--batches", "8,32", "--seed", "0", "--max-len", "4096", "--per-sm", "32"]),
-    { batches: [8, 32], seed: 0, maxLen: 4096, perSm: [32] },
+    parseRaggedArgs([
+      "--batches",
+      "8,32",
+      "--seed",
+      "0",
+      "--max-len",
+      "4096",
+      "--per-sm",
+      "32",
+      "--slack",
+      "2.25",
+    ]),
+    { batches: [8, 32], seed: 0, maxLen: 4096, perSm: [32], slack: [2.25] },
   );
+  for (const bad of ["", "0,", "0.5", "1.1", "4", "x"]) {
+    const text = bad === "0," ? "" : bad;
+    assert.throws(
+      () => parseRaggedArgs([`--slack=${bad}`]),
+      new RangeError(
+        `--slack ${bad}: ${text} is not 0 (off) or 1..3.75 in steps of 0.25, e.g. --slack 0,1.5`,
+      ),
+    );
+  }
   for (const bad of ["", "64,", "abc", "0", "1.5", "-8"]) {
     assert.throws(
       () => parseRaggedArgs([`--batches=${bad}`]),
@@ -130,7 +151,10 @@ Deno.test("ragged bench: the command line has defaults and refuses bad flags by 
   for (const bad of [["--batch", "64"], ["--seed"], ["64"]]) {
     assert.throws(() => parseRaggedArgs(bad), (error: Error) => {
       assert.ok(error instanceof RangeError, `${bad}: ${error}`);
-      assert.match(error.message, /the flags are --batches, --seed, --max-len and --per-sm/);
+      assert.match(
+        error.message,
+        /the flags are --batches, --seed, --max-len, --per-sm and --slack/,
+      );
       return true;
     });
   }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the scripts that run on the GPU machine: the repository root becomes the working
-# directory, $OUT exists, and the module cache is unpacked where it travelled packed
-# (tar -cJf .device/deno_dir.txz -C .device deno_dir) because the working tree and .device
-# together pass the device tool's 64 MiB carry limit.
+# directory, $OUT exists, baseline PTX is unpacked (below), and the module cache is unpacked
+# where it travelled packed (tar -cJf .device/deno_dir.txz -C .device deno_dir) because the
+# working tree and .device together pass the device tool's 64 MiB carry limit.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-/tmp/denali-out}"
@@ -10,3 +10,9 @@ mkdir -p "$OUT"
 if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
   tar -xJf .device/deno_dir.txz -C .device
 fi
+# Baseline checkouts travel with their PTX xz-packed (tools/make_base.sh's trees beside .device
+# pass the carry limit otherwise); the device tool copies them anew each call, so every script
+# that may use one unpacks it here (session 21 lost a baseline run to a call that did not).
+for tree in .base .prev; do
+  if ls "$tree"/kernels/ptx/*.xz >/dev/null 2>&1; then xz -d -f "$tree"/kernels/ptx/*.xz; fi
+done

@@ -59,6 +59,11 @@
 #     steps of 1-64 rows (8 won 1.009x on the ragged offline run but re-partitions these batches),
 #     then DENALI_SWAP_AB 0 against timed on the FP8 step at 32 and 64 rows, each alternated in
 #     two rounds, then the ragged bench with seed 2 (another draw of contexts).
+#   PART=ragged2 DEADLINE=560 bash tools/pending_gpu_checks.sh    (carry .device)
+#     session 21's ragged split (the decode kernel sizes the partitions of a full batch from its
+#     contexts): the attention and kv_fp8 GPU tests, the ragged bench with the split's slack 0
+#     (off), 1.5 and 2 (default), uniform decode steps of 32-128 rows with DENALI_DECODE_RAGGED=0
+#     and 2 (the grid's empty partitions cost), then the offline run with 0 and 2, alternated.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -69,7 +74,6 @@ left() { [ "$SECONDS" -lt "$((DEADLINE - $1))" ]; }
 exec > >(tee -a "$OUT/pending_${PART}.log") 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "tree: $(cat .device/commit), .prev: $(cat .prev/commit 2>/dev/null), part $PART, deadline ${DEADLINE}s"
-ls .prev/kernels/ptx/*.xz >/dev/null 2>&1 && xz -d .prev/kernels/ptx/*.xz
 
 gpu_test() {
   left 50 || return 1
@@ -298,6 +302,25 @@ if [ "$PART" = partitions ]; then
     done
   done
   kernel_benches 120 "ragged_decode_bench.ts --batches 64,128,256 --per-sm 8 --seed 2"
+fi
+
+if [ "$PART" = ragged2 ]; then
+  gpu_test attention 150
+  gpu_test kv_fp8 80
+  kernel_benches 100 "ragged_decode_bench.ts --batches 48,64,96,128 --per-sm 8 --slack 0,1.5"
+  for round in 1 2; do
+    (LINE_TIMEOUT=60 decode_lines_with DENALI_DECODE_RAGGED 32,64,128 0 2)
+  done
+  for round in 1 2; do
+    for slack in 0 2; do
+      left 85 || break 2
+      echo "=== offline DENALI_DECODE_RAGGED=$slack round $round $(date +%T)"
+      DENALI_DECODE_RAGGED=$slack timeout 80 \
+        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
+        --offline --profile 2>&1 |
+        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
+    done
+  done
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

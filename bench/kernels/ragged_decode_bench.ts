@@ -19,6 +19,10 @@
  * - `ragged_arrival_sm<N>` and `ragged_longest_first_sm<N>`: arrival and longest first on ops
  *   whose partition target is N blocks per SM (`--per-sm`, default 8 and 16: smaller partitions,
  *   combined by the fused reduce, where the batch does not fill that target);
+ * - `ragged_arrival_slack<S>`, `ragged_longest_first_slack<S>` and `uniform_same_tokens_slack<S>`:
+ *   the same on ops whose ragged split takes slack S (`--slack`, default 0 and 1.5; 0 is the
+ *   launch-time partition of before the split, the default ops take 2 unless DENALI_DECODE_RAGGED
+ *   says otherwise);
  * - `read_only_same_size`: measure.ts's read-only kernel over the same K and V bytes, the floor.
  * Bytes = K and V of every attended position + q + out, as attention_bench's decode counts.
  * Block tables take scattered blocks of a shuffled pool; input sets rotate over disjoint blocks,
@@ -39,7 +43,9 @@ import {
   decodeBlocksPerSmWanted,
   decodeHeadsPerBlock,
   decodePartSize,
+  decodeRaggedSlackWanted,
   loadAttentionOps,
+  raggedSplitParts,
 } from "../../ops/gpu/attention.ts";
 import { requestShapes } from "../serve_bench.ts";
 import {
@@ -54,7 +60,7 @@ import {
 import { helpRequested, positiveList } from "../../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/ragged_decode_bench.ts [--batches LIST] [--seed N]
-       [--max-len N] [--per-sm LIST]
+       [--max-len N] [--per-sm LIST] [--slack LIST]
 
 Decode attention on an NVIDIA GPU over batches of ShareGPT-shaped (ragged) context lengths: the
 rows in arrival, longest-first and shortest-first order, a uniform batch of the same tokens,
@@ -66,6 +72,8 @@ smaller partitions, and the read-only kernel over the same bytes. One BENCH line
   --per-sm LIST    partition targets in decode blocks per SM for the *_sm<N> variants
                    (default 8,16; a batch that fills the target alone keeps one
                    partition a row: the "# partitions" line says what each variant ran)
+  --slack LIST     ragged-split slacks for the *_slack<S> variants (default 0,1.5; 0 is
+                   off, else 1..3.75 in quarters; the default ops take 2)
   -h, --help       show this help`;
 
 /** The largest batch accepted: past it the rotated K+V sets outgrow an 80 GB card. */
@@ -83,6 +91,8 @@ export interface RaggedBenchArgs {
   readonly maxLen: number;
   /** Partition targets (decode blocks per SM) of the *_sm<N> variants. */
   readonly perSm: number[];
+  /** Ragged-split slacks of the *_slack<S> variants (0: off). */
+  readonly slack: number[];
 }
 
 /**
@@ -99,13 +109,14 @@ export function parseRaggedArgs(args: readonly string[]): RaggedBenchArgs {
           seed: { type: "string", default: "1" },
           "max-len": { type: "string", default: "2048" },
           "per-sm": { type: "string", default: "8,16" },
+          slack: { type: "string", default: "0,1.5" },
         },
       }).values;
     } catch (error) {
       throw new RangeError(
         `${
           (error as Error).message.replace(/\.$/, "")
-        }; the flags are --batches, --seed, --max-len and --per-sm, ` +
+        }; the flags are --batches, --seed, --max-len, --per-sm and --slack, ` +
           "each with a value (see --help)",
       );
     }
@@ -138,6 +149,16 @@ export function parseRaggedArgs(args: readonly string[]): RaggedBenchArgs {
     seed: integer("--seed", values.seed, 0, 2 ** 32 - 1),
     maxLen: integer("--max-len", values["max-len"], 16, MAX_LEN_LIMIT),
     perSm: list("--per-sm", values["per-sm"], "8,16"),
+    slack: values.slack.split(",").map((text) => {
+      try {
+        return decodeRaggedSlackWanted(text.trim() === "" ? NaN : Number(text));
+      } catch {
+        throw new RangeError(
+          `--slack ${values.slack}: ${text} is not 0 (off) or 1..3.75 in steps of 0.25, ` +
+            "e.g. --slack 0,1.5",
+        );
+      }
+    }),
   };
 }
 
@@ -262,7 +283,7 @@ function permuted(values: Int32Array, order: ArrayLike<number>): Int32Array {
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
-  const { batches, seed, maxLen, perSm } = parseRaggedArgs(Deno.args);
+  const { batches, seed, maxLen, perSm, slack } = parseRaggedArgs(Deno.args);
   const SHAPE = attentionShape(configPreset("llama3-8b"), 16);
   const { numHeads, numKvHeads, headDim, blockSize } = SHAPE;
   const BLOCK_BYTES = numKvHeads * blockSize * headDim * 2; // one bf16 K (or V) block
@@ -278,6 +299,11 @@ async function main(): Promise<void> {
   const ops = await loadAttentionOps(gpu);
   const tuned: [number, AttentionOps][] = [];
   for (const n of perSm) tuned.push([n, await loadAttentionOps(gpu, { decodeBlocksPerSm: n })]);
+  const slacked: [number, AttentionOps][] = [];
+  for (const n of slack) {
+    slacked.push([n, await loadAttentionOps(gpu, { decodeRaggedSlack: n })]);
+  }
+  const defaultSlack = decodeRaggedSlackWanted();
   const sms = Math.max(1, gpu.info.multiprocessors);
   console.log(
     `# ${gpu.info.name}, ${sms} SMs, programmatic decode: ${ops.decodeProgrammatic}, ` +
@@ -293,8 +319,11 @@ async function main(): Promise<void> {
     return buffer;
   };
   const randomBf16 = (count: number, seed: number) => upload(seededBf16(count, seed));
-  const partition = (batch: number, maxContext: number, blocksPerSm: number) => {
-    const part = decodePartSize(batch, maxContext, headBlocks, blocksPerSm * sms);
+  const partition = (batch: number, maxContext: number, blocksPerSm: number, slack: number) => {
+    const target = blocksPerSm * sms;
+    const ragged = slack === 0 ? 0 : raggedSplitParts(batch, maxContext, headBlocks, target);
+    if (ragged > 0) return `ragged slack=${slack} grid_parts=${ragged}`;
+    const part = decodePartSize(batch, maxContext, headBlocks, target);
     return `part=${part} parts=${Math.ceil(maxContext / part)}`;
   };
 
@@ -355,7 +384,7 @@ async function main(): Promise<void> {
     // Any call with batch' <= batch and maxContext' <= maxContext fits a workspace sized for it.
     const workspace = alloc(
       Math.max(
-        ...[ops, ...tuned.map(([, o]) => o)].map((o) =>
+        ...[ops, ...tuned.map(([, o]) => o), ...slacked.map(([, o]) => o)].map((o) =>
           o.decodeWorkspaceBytes(batch, maxContext, SHAPE)
         ),
       ),
@@ -422,6 +451,24 @@ async function main(): Promise<void> {
         maxContext,
       ),
     }));
+    const slackUs = slacked.map(([n, impl]) => ({
+      n,
+      arrival: time(`ragged_arrival_slack${n}`, impl, layouts.arrival, maxBlocks, maxContext),
+      longest: time(
+        `ragged_longest_first_slack${n}`,
+        impl,
+        layouts.longest_first,
+        maxBlocks,
+        maxContext,
+      ),
+      uniform: time(
+        `uniform_same_tokens_slack${n}`,
+        impl,
+        layouts.uniform,
+        uniformMaxBlocks,
+        uniformMax,
+      ),
+    }));
     // The read-only kernel over the attended K+V bytes, read contiguously from rotating slices
     // of the pools (each holds at least sets / 2 such slices).
     const perPool = Math.floor((poolBlocks * BLOCK_BYTES) / kvBytes);
@@ -431,9 +478,11 @@ async function main(): Promise<void> {
     const readOnlyUs = readOnly.print(label, sources, kvBytes, copyGbps);
 
     console.log(
-      `# partitions b${batch} default ${partition(batch, maxContext, defaultPerSm)}; uniform ` +
-        `${partition(batch, uniformMax, defaultPerSm)}` +
-        tuned.map(([n]) => `; sm${n} ${partition(batch, maxContext, n)}`).join(""),
+      `# partitions b${batch} default ${
+        partition(batch, maxContext, defaultPerSm, defaultSlack)
+      }; uniform ${partition(batch, uniformMax, defaultPerSm, defaultSlack)}` +
+        tuned.map(([n]) => `; sm${n} ${partition(batch, maxContext, n, defaultSlack)}`).join("") +
+        slack.map((n) => `; slack${n} ${partition(batch, maxContext, defaultPerSm, n)}`).join(""),
     );
     const r = (a: number, b: number) => (a / b).toFixed(3);
     console.log(
@@ -450,6 +499,14 @@ async function main(): Promise<void> {
         `# ragged b${batch} sm${t.n} arrival_sm${t.n}/arrival=${r(t.arrival, arrivalUs)} ` +
           `longest_first_sm${t.n}/arrival=${r(t.longest, arrivalUs)} ` +
           `longest_first_sm${t.n}/read_only=${r(t.longest, readOnlyUs)}`,
+      );
+    }
+    for (const t of slackUs) {
+      console.log(
+        `# ragged b${batch} slack${t.n} arrival_slack${t.n}/arrival=${r(t.arrival, arrivalUs)} ` +
+          `longest_first_slack${t.n}/longest_first=${r(t.longest, longestUs)} ` +
+          `uniform_slack${t.n}/uniform=${r(t.uniform, uniformUs)} ` +
+          `longest_first_slack${t.n}/read_only=${r(t.longest, readOnlyUs)}`,
       );
     }
     freeAll();

@@ -335,15 +335,63 @@ __device__ __forceinline__ void load_group(const float* src, float (&p)[GT]) {
 // sequence's clamped context. Only contextLens is read: allowed before pdl_wait.
 struct DecodeBlock {
   int kvh, b, part, headBase, validHeads, ctx, start;
-  bool direct;  // one partition: the block writes the normalised bf16 output itself
+  int partSize;  // tokens per partition: the launch's, or the ragged split's (below)
+  bool direct;   // one partition: the block writes the normalised bf16 output itself
 };
+
+// The ragged split, asked for by a negative partSize (-(targetBlocks · 16 + slack quarters)):
+// in a batch whose (sequence, head group) rows fill the device, one block a sequence makes the
+// longest context the kernel's time when the contexts are uneven (ShareGPT-shaped batches of
+// 64 took 2.3x a uniform batch of the same tokens). Every block sums the batch's contexts (one
+// load a thread, in parallel with its own contextLens load) and takes the same size: a whole
+// context, unless the longest passes `slack` times a block slot's even share of the tokens;
+// then the share (at least ceil(longest / numParts), so the grid's partitions cover it). A
+// launch-time size could not do this in a CUDA graph, which replays one size for every step.
+__device__ __forceinline__ int ragged_part_size(const int32_t* __restrict__ contextLens,
+                                                int maxContext, int code, int numParts) {
+  __shared__ int red[ATTN_WARPS][2];
+  long long total = 0;
+  int longest = 1;
+  for (int i = threadIdx.x; i < static_cast<int>(gridDim.z); i += ATTN_THREADS) {
+    const int c = max(0, min(contextLens[i], maxContext));
+    total += c;
+    longest = max(longest, c);
+  }
+  int sum = static_cast<int>(total);  // at most 65535 sequences of maxContext <= 2048
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    longest = max(longest, __shfl_xor_sync(0xffffffffu, longest, off));
+  }
+  if ((threadIdx.x & 31) == 0) {
+    red[threadIdx.x >> 5][0] = sum;
+    red[threadIdx.x >> 5][1] = longest;
+  }
+  __syncthreads();
+  total = 0;
+  longest = 1;
+#pragma unroll
+  for (int w = 0; w < ATTN_WARPS; w++) {
+    total += red[w][0];
+    longest = max(longest, red[w][1]);
+  }
+  const long long target = code >> 4, slackQuarters = code & 15;
+  const int share = static_cast<int>((total * gridDim.y + target - 1) / target);
+  int part = longest;
+  if (4LL * longest > slackQuarters * share) {
+    part = max((longest + numParts - 1) / numParts, share);
+  }
+  return (part + 31) / 32 * 32;  // a multiple of MIN_PART, as the launcher's sizes are
+}
 
 template <int GT>
 __device__ __forceinline__ DecodeBlock decode_block(int numHeads, int numKvHeads,
                                                     const int32_t* __restrict__ contextLens,
-                                                    int maxContext,
-                                                    int partSize, int numParts) {
+                                                    int maxContext, int partSize,
+                                                    int numParts, bool fused) {
   DecodeBlock blk;
+  blk.partSize = partSize < 0 ? ragged_part_size(contextLens, maxContext, -partSize, numParts)
+                              : partSize;
   const int ratio = numHeads / numKvHeads;
   const int chunks = (ratio + GT - 1) / GT;
   blk.kvh = blockIdx.y / chunks;
@@ -352,9 +400,11 @@ __device__ __forceinline__ DecodeBlock decode_block(int numHeads, int numKvHeads
   blk.part = blockIdx.x;
   blk.headBase = blk.kvh * ratio + chunk * GT;
   blk.validHeads = min(GT, ratio - chunk * GT);
-  blk.direct = numParts == 1;
   blk.ctx = max(0, min(contextLens[blk.b], maxContext));
-  blk.start = blk.part * partSize;
+  // With the fused reduce a sequence that one partition holds skips its partials: its counter
+  // is never taken, so it stays zero for the next launch.
+  blk.direct = numParts == 1 || (fused && blk.ctx <= blk.partSize);
+  blk.start = blk.part * blk.partSize;
   return blk;
 }
 
@@ -474,8 +524,10 @@ __device__ __forceinline__ void decode_partition(
   pdl_launch_dependents();
 
   const DecodeBlock blk =
-      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
+      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts,
+                       counters != nullptr);
   if (decode_past_context<D>(blk, out, numHeads, blk.direct || counters != nullptr)) return;
+  partSize = blk.partSize;
   const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
   const int validHeads = blk.validHeads, ctx = blk.ctx, start = blk.start;
   const bool direct = blk.direct;
@@ -902,7 +954,7 @@ __device__ __forceinline__ void decode_mma_partition(
   pdl_launch_dependents();
 
   const DecodeBlock blk =
-      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts);
+      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts, false);
   pdl_wait();
   if (decode_past_context<D>(blk, out, numHeads, blk.direct)) return;
   const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;

@@ -26,7 +26,10 @@
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
  * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
  * no reduce; a smaller one is split into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
- * of 512 rows with an online softmax across them.
+ * of 512 rows with an online softmax across them. Where such a full batch has contexts up to
+ * 2048 but stays under twice the target (raggedSplitParts), the grid has up to 4 partitions a
+ * sequence and the kernel sizes them from the contexts themselves (the ragged split): a context
+ * past twice a block slot's even share of the batch's tokens is split, the rest run whole.
  *
  * The decode kernels and `decode_reduce` launch with programmatic dependent launch where the
  * backend offers it (CUDA, compute capability 9.0+, a CUDA 12.3+ driver; off with
@@ -123,6 +126,13 @@ export interface AttentionKernelOptions {
    * call past the completion counters (batch × head groups) or DECODE_CHUNK partitions.
    */
   readonly decodeReduce?: DecodeReduce;
+  /**
+   * The ragged split's slack (default 2, unless the environment sets DENALI_DECODE_RAGGED; 0
+   * turns it off): where a batch fills the device with one partition a sequence, the decode
+   * kernel splits the batch's longest contexts when the longest passes this many times a block
+   * slot's even share of the batch's tokens (see raggedSplitParts). 1 to 3.75, in quarters.
+   */
+  readonly decodeRaggedSlack?: number;
 }
 
 /** The decode attention kernel families (see AttentionKernelOptions.decodeKernel). */
@@ -142,19 +152,66 @@ export function decodeReduceWanted(requested?: DecodeReduce): DecodeReduce {
   );
 }
 
-/** Decode blocks per SM asked for: `requested`, else DENALI_DECODE_PER_SM, else 4. */
+/**
+ * Decode blocks per SM asked for: `requested`, else DENALI_DECODE_PER_SM, else 4. The
+ * environment takes an integer in 1..64; the option any number in (0, 64], since the GPU tests
+ * ask for a target under one block to reach the long-partition path at small batches.
+ */
 export function decodeBlocksPerSmWanted(requested?: number): number {
-  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_PER_SM") : undefined;
-  const perSm = fromEnv === undefined || fromEnv === "" ? requested ?? 4 : Number(fromEnv);
+  if (requested !== undefined) {
+    if (!(requested > 0 && requested <= 64)) {
+      throw new RangeError(
+        `decodeBlocksPerSm must be a number in (0, 64] (decode blocks per SM; default 4), got ${requested}`,
+      );
+    }
+    return requested;
+  }
+  const fromEnv = Deno.env.get("DENALI_DECODE_PER_SM");
+  if (fromEnv === undefined || fromEnv === "") return 4;
+  const perSm = Number(fromEnv);
   if (!Number.isInteger(perSm) || perSm < 1 || perSm > 64) {
-    const what = fromEnv === undefined ? "decodeBlocksPerSm" : "DENALI_DECODE_PER_SM";
     throw new RangeError(
-      `${what} must be an integer in 1..64 (decode blocks per SM; default 4), got ${
-        fromEnv ?? perSm
-      }`,
+      `DENALI_DECODE_PER_SM must be an integer in 1..64 (decode blocks per SM; default 4), got ${fromEnv}`,
     );
   }
   return perSm;
+}
+
+/** The ragged split's slack asked for: `requested`, else DENALI_DECODE_RAGGED, else 2. */
+export function decodeRaggedSlackWanted(requested?: number): number {
+  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_RAGGED") : undefined;
+  const slack = fromEnv === undefined || fromEnv === "" ? requested ?? 2 : Number(fromEnv);
+  if (slack !== 0 && !(slack >= 1 && slack <= 3.75 && Number.isInteger(slack * 4))) {
+    const what = fromEnv === undefined ? "decodeRaggedSlack" : "DENALI_DECODE_RAGGED";
+    throw new RangeError(
+      `${what} must be 0 (off) or 1..3.75 in steps of 0.25 (the ragged decode split's slack; ` +
+        `default 2), got ${fromEnv ?? slack}`,
+    );
+  }
+  return slack;
+}
+
+/**
+ * The grid's partitions for the ragged split, or 0 where it does not apply: a batch whose rows
+ * (batch × headBlocks) take one partition a sequence (from 0.7 of `targetBlocks`, contexts up
+ * to 2048) but stay under twice the target, so that a long context can bound the kernel (at
+ * batch 64 of ShareGPT-shaped contexts on an H100, 2.3x a uniform batch of the same tokens);
+ * past twice the target the longest context rarely passes the slack, and each empty block would
+ * still sum the batch's contexts. Up to ceil(maxContext / 512) partitions, which the workspace
+ * holds; the kernel picks the size each launch from the contexts (attention.cu
+ * ragged_part_size), so a CUDA graph captured at one context bucket serves any step in it.
+ */
+export function raggedSplitParts(
+  batch: number,
+  maxContext: number,
+  headBlocks: number,
+  targetBlocks: number,
+): number {
+  const rows = batch * headBlocks;
+  if (rows >= 2 * targetBlocks || maxContext > MAX_PART) return 0;
+  if (decodePartSize(batch, maxContext, headBlocks, targetBlocks) < maxContext) return 0;
+  const parts = Math.ceil(maxContext / CHUNK);
+  return parts > 1 ? parts : 0;
 }
 
 /** The attention ops on a GPU backend, and how they launch. */
@@ -343,6 +400,13 @@ export async function loadAttentionOps(
   const prefill = prefillKernels(false), prefillFp8 = prefillKernels(true);
   const targetBlocks = decodeBlocksPerSmWanted(options.decodeBlocksPerSm) *
     Math.max(1, backend.info.multiprocessors);
+  // The ragged split's partSize argument, -(targetBlocks · 16 + slack in quarters); null off.
+  const raggedSlack = decodeKernel === "fma"
+    ? decodeRaggedSlackWanted(options.decodeRaggedSlack)
+    : 0;
+  const raggedCode = raggedSlack === 0
+    ? null
+    : -(Math.max(1, Math.round(targetBlocks)) * 16 + raggedSlack * 4);
 
   /** Bytes of partials for exactly this call (0 when one partition suffices). */
   const partialBytes = (batch: number, parts: number, shape: AttentionShape) =>
@@ -410,8 +474,16 @@ export async function loadAttentionOps(
           `${op}: batch ${batch} and numKvHeads × head chunks ${headBlocks} must be <= ${GRID_YZ}`,
         );
       }
-      const part = decodePartSize(batch, maxContext, headBlocks, targetBlocks);
-      const parts = Math.ceil(maxContext / part);
+      let part = decodePartSize(batch, maxContext, headBlocks, targetBlocks);
+      let parts = Math.ceil(maxContext / part);
+      const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
+      const ragged = counted && raggedCode !== null
+        ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks)
+        : 0;
+      if (ragged > 0 && raggedCode !== null) {
+        part = raggedCode;
+        parts = ragged;
+      }
       const need = partialBytes(batch, parts, shape);
       if (workspace.bytes < need) {
         throw new RangeError(
@@ -424,8 +496,7 @@ export async function loadAttentionOps(
       const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
       const fp8 = shape.kvDtype === "fp8";
       const kernel = (fp8 ? decodeFp8 : decode)[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
-      const fused = counters !== null && parts > 1 && parts <= CHUNK &&
-        batch * headBlocks <= DECODE_COUNTERS;
+      const fused = counted && parts > 1 && parts <= CHUNK;
       kernel(
         parts,
         headBlocks,

@@ -98,12 +98,13 @@ export const STREAM_K_DEFAULT: StreamKMode = "never";
 
 /**
  * When the linear op runs the swapped-operand wgmma GEMMs at 17-64 rows (LinearOptions.swapAb).
- * `never`: on an H100 they match the CPU but, with cuBLASLt in prepareLinear's race, changed no
- * decode step (batch 32: 0.998×, batch 64: 1.004×; the library beats them on 6144×4096 and ties
- * them on 28672×4096; bench/results/2026-12-07-s18-swap-ab-serialization-h100.md). Worth timing
- * where the library is missing or on an H200.
+ * `timed`: prepareLinear races them beside the other forms and keeps them where they win. With
+ * bf16 weights they changed no decode step on an H100 (batch 32: 0.998×, batch 64: 1.004×;
+ * bench/results/2026-12-07-s18-swap-ab-serialization-h100.md); with FP8 weights timing them made
+ * the step 0.977× and 0.975× at batch 32 and 0.998× and 0.995× at batch 64 in two alternated
+ * rounds, the bf16 step within ±0.4% (bench/results/2026-12-07-s21-partitions-h100.md).
  */
-export const SWAP_AB_DEFAULT: TimedMode = "never";
+export const SWAP_AB_DEFAULT: TimedMode = "timed";
 
 /** The mode an environment variable asks for (1 always, 0 never, timed), or `fallback`. */
 function timedModeFromEnv(

@@ -981,6 +981,68 @@ for (const decodeKernel of ["fma", "mma"] as const) {
   );
 }
 
+/**
+ * The ragged split (kernels/src/attention.cu ragged_part_size): a batch of Llama's 8 head blocks
+ * a sequence whose rows reach the target (one block an SM here) but stay under twice it. The
+ * kernel sizes the partitions from the contexts: a long context among short ones is split (the
+ * fused reduce), the others run whole in a grid of several partitions (their output direct).
+ */
+function raggedCases(multiprocessors: number): DecodeCase[] {
+  const batch = Math.ceil(multiprocessors / 8);
+  const short = (i: number) => 1 + ((i * 53) % 120);
+  const rows = (first: number[], rest: (i: number) => number) =>
+    Array.from({ length: batch }, (_, i) => i < first.length ? first[i] : rest(i));
+  return [
+    { name: "one long context among short ones", shape: llama(), contexts: rows([2000], short) },
+    {
+      name: "several long, one empty, at chunk and partition edges",
+      shape: llama(),
+      contexts: rows([1100, 1024, 513, 0, 512], short),
+    },
+    {
+      name: "even contexts: none split, grid of 2",
+      shape: llama(),
+      contexts: rows([], (i) => 600 + ((i * 37) % 300)),
+    },
+    {
+      name: "a graph bucket past every context",
+      shape: llama(64),
+      contexts: rows([1300, 700], short),
+      maxContext: 2048,
+    },
+  ];
+}
+
+gpuTest("gpu attention: decode with the ragged split matches the CPU", async (env, t) => {
+  const cases = raggedCases(env.gpu.info.multiprocessors);
+  for (const [i, c] of cases.entries()) {
+    await t.step(c.name, () => {
+      try {
+        // Programmatic and plain launches split; decode_reduce's ops keep one partition.
+        for (const ops of [env.gpuOps, env.plainOps, env.kernelReduceOps]) {
+          runDecode(env, c, 7000 + 10 * i, ops);
+        }
+      } finally {
+        env.release();
+      }
+    });
+  }
+  const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
+  const chain: ChainCase = {
+    name: "ragged chain",
+    shape: llama(),
+    contexts: Array.from({ length: batch }, (_, i) => i === 0 ? 1500 : 1 + ((i * 29) % 90)),
+    steps: 4,
+  };
+  await t.step("kvWrite chain with a split context, from a graph", () => {
+    try {
+      runKvWriteChain(env, chain, 7100, true);
+    } finally {
+      env.release();
+    }
+  });
+}, { decodeKernel: "fma", decodeBlocksPerSm: 1 });
+
 gpuTest("gpu attention: ops reject what the kernels cannot run", (env) => {
   const shape = llama();
   const buf = env.gpu.alloc(1 << 20);

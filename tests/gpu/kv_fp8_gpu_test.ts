@@ -399,6 +399,16 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
   }
 });
 
+gpuTest("fp8-cache decode attention with the ragged split matches the CPU's", async (env) => {
+  // One block an SM: a batch of ceil(SMs / 8) sequences of 8 head blocks reaches the target, so
+  // the kernel sizes the partitions from the contexts (a 2000-token one among short ones splits).
+  const ops = await loadAttentionOps(env.gpu, { decodeBlocksPerSm: 1 });
+  const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
+  const contexts = Array.from({ length: batch }, (_, i) => i === 0 ? 2000 : 1 + ((i * 53) % 120));
+  const c: DecodeCase = { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), contexts };
+  runDecode(env, ops, c, 900, `ragged split, batch ${batch}`);
+});
+
 interface PrefillCase {
   shape: AttentionShape;
   newTokens: number[];

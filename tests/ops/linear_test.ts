@@ -329,9 +329,13 @@ Deno.test("linear dispatch (fake CUDA driver, sm_90, swapAb): 17-64 rows on the 
   await dispatchCases(false, [[100, 1024, 4096, 0, swapShape(64, 256, 16)]], [9, 0], {
     kernel: "wgmmaSwap128x64",
   });
-  // Off by default: 64 rows run the 128×128 tiles, one tile of rows mostly padding.
-  assert.equal(SWAP_AB_DEFAULT, "never");
+  // Timed by default, so a shape prepareLinear has not raced runs the 128×128 tiles at 64 rows
+  // (one tile of rows mostly padding), as does `never`.
+  assert.equal(SWAP_AB_DEFAULT, "timed");
   await dispatchCases(false, [[64, 4096, 4096, 0, wgmmaShape(128, 128, 4)]]);
+  await dispatchCases(false, [[64, 4096, 4096, 0, wgmmaShape(128, 128, 4)]], [9, 0], {
+    swapAb: "never",
+  });
   // Never on an sm_80 device (no sm_90a image): the mma.sync tiles.
   await dispatchCases(false, [[64, 4096, 4096, 0, mmaShape("64x64", 64)]], [8, 0], {
     swapAb: "always",

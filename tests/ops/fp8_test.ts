@@ -473,37 +473,43 @@ Deno.test("W8A8 (fake CUDA driver): x quantized per token into the scratch, then
 
 Deno.test("W8A8 (fake CUDA driver, sm_90): via Denali's wgmma GEMM, the FP8 tile kernel with per-row scales", async () => {
   // swapAb never: the 128×128 tiles at 64 rows (the default, timed, takes the swapped ones below).
-  await withFakeLinearOps(false, [9, 0], (gpu, gops, fake) => {
-    const n = 1024, k = 4096, m = 64;
-    const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
-    const weight = gpuFp8(gpu, n, k, scratch);
-    const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
-    const s = gpu.createStream();
-    fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 8, 8]);
-    const before = fake.launchCount();
-    assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "wgmma"), true);
-    assert.equal(fake.launchCount() - before, 2, "quantize x, then the GEMM");
-    const launch = fake.lastLaunch();
-    // 64×1024 makes 4 tiles of 128×256 (far from 0.9 of 132 SMs): 128×128, 8 tiles, K split
-    // in 8 (32 k tiles of 128 codes, at least 4 a slice, about one block per SM).
-    assert.equal(launch.functionName, "linear_wgmma_fp8_128x128");
-    assert.deepEqual(launch.grid, [64, 1, 1]);
-    assert.deepEqual(launch.block, [256, 1, 1]);
-    const args = new DataView(launch.args.buffer, launch.args.byteOffset);
-    const codesAt = scratch.ptr + 4 * 65536;
-    assert.deepEqual(
-      [0, 8, 16, 24, 32].map((o) => Number(args.getBigUint64(o, true))),
-      [out.ptr, codesAt, weight.data.ptr, scratch.ptr, weight.scales.ptr],
-      "out, x codes, W codes, x scales, W scales",
-    );
-    assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 8]);
-    // Unaligned codes or K % 16 != 0: no wgmma, no launch.
-    const launches = fake.launchCount();
-    const odd = { ...weight, data: gpu.alloc(n * k + 16).slice(8, n * k) };
-    assert.equal(gops.fp8W8a8(out, x, odd, m, n, k, s, "wgmma"), false, "codes 8 bytes in");
-    assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s, "wgmma"), false, "K = 40");
-    assert.equal(fake.launchCount(), launches);
-  }, {}, { swapAb: "never" });
+  await withFakeLinearOps(
+    false,
+    [9, 0],
+    (gpu, gops, fake) => {
+      const n = 1024, k = 4096, m = 64;
+      const scratch = gpu.alloc(Math.max(2 * n * k, 4 * 65536 + m * k));
+      const weight = gpuFp8(gpu, n, k, scratch);
+      const x = gpu.alloc(2 * m * k), out = gpu.alloc(2 * m * n);
+      const s = gpu.createStream();
+      fake.setParamSizes([8, 8, 8, 8, 8, 4, 4, 4, 4, 8, 8]);
+      const before = fake.launchCount();
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, k, s, "wgmma"), true);
+      assert.equal(fake.launchCount() - before, 2, "quantize x, then the GEMM");
+      const launch = fake.lastLaunch();
+      // 64×1024 makes 4 tiles of 128×256 (far from 0.9 of 132 SMs): 128×128, 8 tiles, K split
+      // in 8 (32 k tiles of 128 codes, at least 4 a slice, about one block per SM).
+      assert.equal(launch.functionName, "linear_wgmma_fp8_128x128");
+      assert.deepEqual(launch.grid, [64, 1, 1]);
+      assert.deepEqual(launch.block, [256, 1, 1]);
+      const args = new DataView(launch.args.buffer, launch.args.byteOffset);
+      const codesAt = scratch.ptr + 4 * 65536;
+      assert.deepEqual(
+        [0, 8, 16, 24, 32].map((o) => Number(args.getBigUint64(o, true))),
+        [out.ptr, codesAt, weight.data.ptr, scratch.ptr, weight.scales.ptr],
+        "out, x codes, W codes, x scales, W scales",
+      );
+      assert.deepEqual([40, 44, 48, 52].map((o) => args.getInt32(o, true)), [m, n, k, 8]);
+      // Unaligned codes or K % 16 != 0: no wgmma, no launch.
+      const launches = fake.launchCount();
+      const odd = { ...weight, data: gpu.alloc(n * k + 16).slice(8, n * k) };
+      assert.equal(gops.fp8W8a8(out, x, odd, m, n, k, s, "wgmma"), false, "codes 8 bytes in");
+      assert.equal(gops.fp8W8a8(out, x, weight, m, n, 40, s, "wgmma"), false, "K = 40");
+      assert.equal(fake.launchCount(), launches);
+    },
+    {},
+    { swapAb: "never" },
+  );
 });
 
 Deno.test("W8A8 (fake CUDA driver, sm_90, swapAb): up to 64 rows on the swapped-operand FP8 tiles", async () => {

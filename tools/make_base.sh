@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# This machine, before a throughput device call: the baseline checkout in .base/ (ignored),
+# This machine, before a throughput device call: the baseline checkout in .base/ (ignored), its
+# PTX packed (below),
 #   bash tools/make_base.sh [commit]        # default 4ce50e3, the throughput issue's baseline
 #   DEST=.prev bash tools/make_base.sh 644cbf6   # another baseline beside it (e.g. the last commit)
 # The baseline predates the models/ layer, so this tree's bench/engine_bench.ts (public Engine
@@ -15,4 +16,8 @@ config=models/config.ts
 sed "s#\"\.\./models/config\.ts\"#\"../$config\"#" bench/engine_bench.ts >"$dest/bench/engine_bench.ts"
 deno check "$dest/bench/engine_bench.ts" >/dev/null 2>&1 || echo "warning: $dest/bench/engine_bench.ts does not type-check (it runs with --no-check)"
 git rev-parse --short "$commit" >"$dest/commit"
+# Packed for the device tool's 64 MiB carry: no sm_80 PTX (the GPU machines are sm_90), the rest
+# xz-compressed; tools/device_env.sh unpacks it on the GPU machine.
+rm -f "$dest"/kernels/ptx/*.sm_80.ptx
+xz -9 -f "$dest"/kernels/ptx/*.ptx
 du -sh "$dest"

@@ -342,8 +342,8 @@ struct DecodeBlock {
 // The ragged split, asked for by a negative partSize (-(targetBlocks · 16 + slack quarters)):
 // in a batch whose (sequence, head group) rows fill the device, one block a sequence makes the
 // longest context the kernel's time when the contexts are uneven (ShareGPT-shaped batches of
-// 64 took 2.3x a uniform batch of the same tokens). Every block sums the batch's contexts (one
-// load a thread, in parallel with its own contextLens load) and takes the same size: a whole
+// 64 took 2.3x a uniform batch of the same tokens). Every block sums the batch's contexts (a
+// load or two a thread, in parallel with its own contextLens load) and takes the same size: a whole
 // context, unless the longest passes `slack` times a block slot's even share of the tokens;
 // then the share (at least ceil(longest / numParts), so the grid's partitions cover it). A
 // launch-time size could not do this in a CUDA graph, which replays one size for every step.

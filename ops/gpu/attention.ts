@@ -556,7 +556,7 @@ export async function loadAttentionOps(
       // CHUNK is chosen only when the grid (batch' × headBlocks × parts) is within
       // targetBlocks, so its partial rows (batch' × numHeads × parts) are at most
       // targetBlocks × ratio / chunks; otherwise parts <= ceil(ctx' / 512), so they are at most
-      // batch' × numHeads × ceil(ctx / 512).
+      // batch' × numHeads × ceil(ctx / 512), as are the ragged split's (raggedSplitParts).
       const ratio = shape.numHeads / shape.numKvHeads;
       const chunks = Math.ceil(ratio / decodeHeadsPerBlock(ratio));
       const rows = Math.max(

@@ -418,56 +418,25 @@ async function main(): Promise<void> {
       return us;
     };
 
-    const arrivalUs = time("ragged_arrival", ops, layouts.arrival, maxBlocks, maxContext);
-    const longestUs = time(
-      "ragged_longest_first",
-      ops,
-      layouts.longest_first,
-      maxBlocks,
-      maxContext,
-    );
-    const shortestUs = time(
-      "ragged_shortest_first",
-      ops,
-      layouts.shortest_first,
-      maxBlocks,
-      maxContext,
-    );
-    const uniformUs = time(
-      "uniform_same_tokens",
-      ops,
-      layouts.uniform,
-      uniformMaxBlocks,
-      uniformMax,
-    );
+    // The ragged rows (at their own longest context) and the uniform batch of the same tokens.
+    const ragged = (name: string, impl: AttentionOps, layout: typeof layouts.arrival) =>
+      time(name, impl, layout, maxBlocks, maxContext);
+    const uniformTime = (name: string, impl: AttentionOps) =>
+      time(name, impl, layouts.uniform, uniformMaxBlocks, uniformMax);
+    const arrivalUs = ragged("ragged_arrival", ops, layouts.arrival);
+    const longestUs = ragged("ragged_longest_first", ops, layouts.longest_first);
+    const shortestUs = ragged("ragged_shortest_first", ops, layouts.shortest_first);
+    const uniformUs = uniformTime("uniform_same_tokens", ops);
     const tunedUs = tuned.map(([n, impl]) => ({
       n,
-      arrival: time(`ragged_arrival_sm${n}`, impl, layouts.arrival, maxBlocks, maxContext),
-      longest: time(
-        `ragged_longest_first_sm${n}`,
-        impl,
-        layouts.longest_first,
-        maxBlocks,
-        maxContext,
-      ),
+      arrival: ragged(`ragged_arrival_sm${n}`, impl, layouts.arrival),
+      longest: ragged(`ragged_longest_first_sm${n}`, impl, layouts.longest_first),
     }));
     const slackUs = slacked.map(([n, impl]) => ({
       n,
-      arrival: time(`ragged_arrival_slack${n}`, impl, layouts.arrival, maxBlocks, maxContext),
-      longest: time(
-        `ragged_longest_first_slack${n}`,
-        impl,
-        layouts.longest_first,
-        maxBlocks,
-        maxContext,
-      ),
-      uniform: time(
-        `uniform_same_tokens_slack${n}`,
-        impl,
-        layouts.uniform,
-        uniformMaxBlocks,
-        uniformMax,
-      ),
+      arrival: ragged(`ragged_arrival_slack${n}`, impl, layouts.arrival),
+      longest: ragged(`ragged_longest_first_slack${n}`, impl, layouts.longest_first),
+      uniform: uniformTime(`uniform_same_tokens_slack${n}`, impl),
     }));
     // The read-only kernel over the attended K+V bytes, read contiguously from rotating slices
     // of the pools (each holds at least sets / 2 such slices).

@@ -6,7 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { decodePartSize, decodeRaggedSlackWanted, raggedSplitParts } from "../ops/gpu/attention.ts";
+import {
+  decodePartSize,
+  decodeRaggedRowsWanted,
+  decodeRaggedSlackWanted,
+  raggedSplitParts,
+} from "../ops/gpu/attention.ts";
 
 const HEAD_BLOCKS = 8, TARGET = 528;
 
@@ -85,6 +90,12 @@ Deno.test("raggedSplitParts: full batches of one partition a sequence, under twi
   assert.equal(raggedSplitParts(64, 512, HEAD_BLOCKS, TARGET), 0);
   // A smaller batch is split by decodePartSize already.
   assert.equal(raggedSplitParts(46, 1024, HEAD_BLOCKS, TARGET), 0);
+  // A longer reach (DENALI_DECODE_RAGGED_ROWS): up to 4 × 528 rows, batch 263.
+  assert.equal(raggedSplitParts(132, 2048, HEAD_BLOCKS, TARGET, 4), 4);
+  assert.equal(raggedSplitParts(263, 1300, HEAD_BLOCKS, TARGET, 4), 3);
+  assert.equal(raggedSplitParts(264, 1300, HEAD_BLOCKS, TARGET, 4), 0);
+  assert.equal(raggedSplitParts(64, 1300, HEAD_BLOCKS, TARGET, 1), 3); // 512 < 528
+  assert.equal(raggedSplitParts(66, 1300, HEAD_BLOCKS, TARGET, 1), 0);
   // Every grid fits the workspace decodeWorkspaceBytes sizes (ceil(ctx / 512) partitions).
   for (let batch = 1; batch <= 300; batch++) {
     for (let ctx = 1; ctx <= 4096; ctx += 61) {
@@ -120,5 +131,31 @@ Deno.test("decodeRaggedSlackWanted: the option, else DENALI_DECODE_RAGGED, else 
   } finally {
     if (saved === undefined) Deno.env.delete("DENALI_DECODE_RAGGED");
     else Deno.env.set("DENALI_DECODE_RAGGED", saved);
+  }
+});
+
+Deno.test("decodeRaggedRowsWanted: the option, else DENALI_DECODE_RAGGED_ROWS, else 2; bad ones named", () => {
+  const saved = Deno.env.get("DENALI_DECODE_RAGGED_ROWS");
+  try {
+    Deno.env.delete("DENALI_DECODE_RAGGED_ROWS");
+    assert.equal(decodeRaggedRowsWanted(), 2);
+    assert.equal(decodeRaggedRowsWanted(4), 4);
+    Deno.env.set("DENALI_DECODE_RAGGED_ROWS", "3.5");
+    assert.equal(decodeRaggedRowsWanted(), 3.5);
+    assert.equal(decodeRaggedRowsWanted(1), 1, "an explicit option wins over the environment");
+    for (const bad of ["0", "0.9", "9", "many"]) {
+      Deno.env.set("DENALI_DECODE_RAGGED_ROWS", bad);
+      assert.throws(
+        () => decodeRaggedRowsWanted(),
+        new RangeError(
+          "DENALI_DECODE_RAGGED_ROWS must be a number from 1 to 8 (the batches the ragged decode " +
+            `split reaches, in block targets of rows; default 2), got ${bad}`,
+        ),
+      );
+    }
+    assert.throws(() => decodeRaggedRowsWanted(NaN), /decodeRaggedRows must be a number from 1/);
+  } finally {
+    if (saved === undefined) Deno.env.delete("DENALI_DECODE_RAGGED_ROWS");
+    else Deno.env.set("DENALI_DECODE_RAGGED_ROWS", saved);
   }
 });

@@ -58,6 +58,15 @@ Deno.test("ragged split: a full batch gets ceil(maxContext / 512) partitions siz
     await decodeAt(2048, { decodeBlocksPerSm: PER_SM, decodeRaggedSlack: 1.25 }),
     ["decode_attn_d128_g4", 4, -133, 4],
   );
+  // Past twice the target (8 rows against 3) only with a longer reach: -(3 · 16 + 8).
+  assert.deepEqual(
+    await decodeAt(1500, { decodeBlocksPerSm: 3 / 132 }),
+    ["decode_attn_d128_g4", 1, 1504, 1],
+  );
+  assert.deepEqual(
+    await decodeAt(1500, { decodeBlocksPerSm: 3 / 132, decodeRaggedRows: 4 }),
+    ["decode_attn_d128_g4", 3, -56, 3],
+  );
   const fp8: AttentionShape = { ...SHAPE, kvDtype: "fp8", kScale: 1, vScale: 1 };
   assert.deepEqual(
     await decodeAt(1500, { decodeBlocksPerSm: PER_SM }, fp8),
@@ -69,6 +78,11 @@ Deno.test("ragged split: off with slack 0, up to 512 tokens, and for the mma ker
   // One partition of the whole context, as before the split existed.
   assert.deepEqual(
     await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeRaggedSlack: 0 }),
+    ["decode_attn_d128_g4", 1, 1504, 1],
+  );
+  // Not at the bound itself: 8 rows against a target of 8 with a reach of 1.
+  assert.deepEqual(
+    await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeRaggedRows: 1 }),
     ["decode_attn_d128_g4", 1, 1504, 1],
   );
   assert.deepEqual(

@@ -107,6 +107,7 @@ Deno.test("ragged bench: the command line has defaults and refuses bad flags by 
     maxLen: 2048,
     perSm: [8, 16],
     slack: [0, 1.5],
+    raggedRows: null,
   });
   assert.deepEqual(
     parseRaggedArgs([
@@ -120,9 +121,17 @@ Deno.test("ragged bench: the command line has defaults and refuses bad flags by 
       "32",
       "--slack",
       "2.25",
+      "--ragged-rows",
+      "3.5",
     ]),
-    { batches: [8, 32], seed: 0, maxLen: 4096, perSm: [32], slack: [2.25] },
+    { batches: [8, 32], seed: 0, maxLen: 4096, perSm: [32], slack: [2.25], raggedRows: 3.5 },
   );
+  for (const bad of ["", "0.5", "9", "x"]) {
+    assert.throws(
+      () => parseRaggedArgs([`--ragged-rows=${bad}`]),
+      new RangeError(`--ragged-rows ${bad}: expected a number from 1 to 8, e.g. 4`),
+    );
+  }
   for (const bad of ["", "0,", "0.5", "1.1", "4", "x"]) {
     const text = bad === "0," ? "" : bad;
     assert.throws(
@@ -153,7 +162,7 @@ Deno.test("ragged bench: the command line has defaults and refuses bad flags by 
       assert.ok(error instanceof RangeError, `${bad}: ${error}`);
       assert.match(
         error.message,
-        /the flags are --batches, --seed, --max-len, --per-sm and --slack/,
+        /the flags are --batches, --seed, --max-len, --per-sm, --slack and --ragged-rows/,
       );
       return true;
     });

@@ -64,6 +64,11 @@
 #     contexts): the attention and kv_fp8 GPU tests, the ragged bench with the split's slack 0
 #     (off), 1.5 and 2 (default), uniform decode steps of 32-128 rows with DENALI_DECODE_RAGGED=0
 #     and 2 (the grid's empty partitions cost), then the offline run with 0 and 2, alternated.
+#   PART=ragged3 DEADLINE=560 bash tools/pending_gpu_checks.sh    (carry .device)
+#     session 21's open question: the ragged split past twice the block target (batches of
+#     132-263 rows for Llama, most of the offline run's decode steps): the attention GPU test,
+#     the ragged bench at 128-256 rows with the split reaching 4 targets at slack 0 (off), 1.5 and
+#     1.25, then the offline run with reach:slack 2:2 (the default), 4:1.5 and 4:1.25, alternated.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -316,6 +321,22 @@ if [ "$PART" = ragged2 ]; then
       left 85 || break 2
       echo "=== offline DENALI_DECODE_RAGGED=$slack round $round $(date +%T)"
       DENALI_DECODE_RAGGED=$slack timeout 80 \
+        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
+        --offline --profile 2>&1 |
+        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
+    done
+  done
+fi
+
+if [ "$PART" = ragged3 ]; then
+  gpu_test attention 150
+  kernel_benches 100 \
+    "ragged_decode_bench.ts --batches 128,160,192,256 --per-sm 8 --slack 0,1.5,1.25 --ragged-rows 4"
+  for round in 1 2; do
+    for variant in 2:2 4:1.5 4:1.25; do
+      left 85 || break 2
+      echo "=== offline DENALI_DECODE_RAGGED_ROWS=${variant%:*} DENALI_DECODE_RAGGED=${variant#*:} round $round $(date +%T)"
+      DENALI_DECODE_RAGGED_ROWS=${variant%:*} DENALI_DECODE_RAGGED=${variant#*:} timeout 80 \
         bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
         --offline --profile 2>&1 |
         grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160

@@ -22,7 +22,7 @@
  * - `ragged_arrival_slack<S>`, `ragged_longest_first_slack<S>` and `uniform_same_tokens_slack<S>`:
  *   the same on ops whose ragged split takes slack S (`--slack`, default 0 and 1.5; 0 is the
  *   launch-time partition of before the split, the default ops take 2 unless DENALI_DECODE_RAGGED
- *   says otherwise);
+ *   says otherwise), reaching batches of up to R block targets of rows with `--ragged-rows R`;
  * - `read_only_same_size`: measure.ts's read-only kernel over the same K and V bytes, the floor.
  * Bytes = K and V of every attended position + q + out, as attention_bench's decode counts.
  * Block tables take scattered blocks of a shuffled pool; input sets rotate over disjoint blocks,
@@ -43,6 +43,7 @@ import {
   decodeBlocksPerSmWanted,
   decodeHeadsPerBlock,
   decodePartSize,
+  decodeRaggedRowsWanted,
   decodeRaggedSlackWanted,
   loadAttentionOps,
   raggedSplitParts,
@@ -60,7 +61,7 @@ import {
 import { helpRequested, positiveList } from "../../tools/cli.ts";
 
 const USAGE = `Usage: deno run -A bench/kernels/ragged_decode_bench.ts [--batches LIST] [--seed N]
-       [--max-len N] [--per-sm LIST] [--slack LIST]
+       [--max-len N] [--per-sm LIST] [--slack LIST] [--ragged-rows R]
 
 Decode attention on an NVIDIA GPU over batches of ShareGPT-shaped (ragged) context lengths: the
 rows in arrival, longest-first and shortest-first order, a uniform batch of the same tokens,
@@ -74,6 +75,8 @@ smaller partitions, and the read-only kernel over the same bytes. One BENCH line
                    partition a row: the "# partitions" line says what each variant ran)
   --slack LIST     ragged-split slacks for the *_slack<S> variants (default 0,1.5; 0 is
                    off, else 1..3.75 in quarters; the default ops take 2)
+  --ragged-rows R  how far the *_slack<S> variants' split reaches, in block targets of
+                   rows (default: the default ops', 2 unless DENALI_DECODE_RAGGED_ROWS)
   -h, --help       show this help`;
 
 /** The largest batch accepted: past it the rotated K+V sets outgrow an 80 GB card. */
@@ -93,6 +96,8 @@ export interface RaggedBenchArgs {
   readonly perSm: number[];
   /** Ragged-split slacks of the *_slack<S> variants (0: off). */
   readonly slack: number[];
+  /** How far the *_slack<S> variants' split reaches (rows in block targets); null: default. */
+  readonly raggedRows: number | null;
 }
 
 /**
@@ -110,13 +115,14 @@ export function parseRaggedArgs(args: readonly string[]): RaggedBenchArgs {
           "max-len": { type: "string", default: "2048" },
           "per-sm": { type: "string", default: "8,16" },
           slack: { type: "string", default: "0,1.5" },
+          "ragged-rows": { type: "string" },
         },
       }).values;
     } catch (error) {
       throw new RangeError(
         `${
           (error as Error).message.replace(/\.$/, "")
-        }; the flags are --batches, --seed, --max-len, --per-sm and --slack, ` +
+        }; the flags are --batches, --seed, --max-len, --per-sm, --slack and --ragged-rows, ` +
           "each with a value (see --help)",
       );
     }
@@ -149,6 +155,14 @@ export function parseRaggedArgs(args: readonly string[]): RaggedBenchArgs {
     seed: integer("--seed", values.seed, 0, 2 ** 32 - 1),
     maxLen: integer("--max-len", values["max-len"], 16, MAX_LEN_LIMIT),
     perSm: list("--per-sm", values["per-sm"], "8,16"),
+    raggedRows: values["ragged-rows"] === undefined ? null : (() => {
+      const text = values["ragged-rows"];
+      const rows = text.trim() === "" ? NaN : Number(text);
+      if (!(rows >= 1 && rows <= 8)) {
+        throw new RangeError(`--ragged-rows ${text}: expected a number from 1 to 8, e.g. 4`);
+      }
+      return rows;
+    })(),
     slack: values.slack.split(",").map((text) => {
       try {
         return decodeRaggedSlackWanted(text.trim() === "" ? NaN : Number(text));
@@ -283,7 +297,7 @@ function permuted(values: Int32Array, order: ArrayLike<number>): Int32Array {
 
 /** Runs the benchmark; only when this file is the main module (deno bench must not run it). */
 async function main(): Promise<void> {
-  const { batches, seed, maxLen, perSm, slack } = parseRaggedArgs(Deno.args);
+  const { batches, seed, maxLen, perSm, slack, raggedRows } = parseRaggedArgs(Deno.args);
   const SHAPE = attentionShape(configPreset("llama3-8b"), 16);
   const { numHeads, numKvHeads, headDim, blockSize } = SHAPE;
   const BLOCK_BYTES = numKvHeads * blockSize * headDim * 2; // one bf16 K (or V) block
@@ -301,7 +315,8 @@ async function main(): Promise<void> {
   for (const n of perSm) tuned.push([n, await loadAttentionOps(gpu, { decodeBlocksPerSm: n })]);
   const slacked: [number, AttentionOps][] = [];
   for (const n of slack) {
-    slacked.push([n, await loadAttentionOps(gpu, { decodeRaggedSlack: n })]);
+    const options = { decodeRaggedSlack: n, decodeRaggedRows: raggedRows ?? undefined };
+    slacked.push([n, await loadAttentionOps(gpu, options)]);
   }
   const defaultSlack = decodeRaggedSlackWanted();
   const sms = Math.max(1, gpu.info.multiprocessors);
@@ -319,9 +334,16 @@ async function main(): Promise<void> {
     return buffer;
   };
   const randomBf16 = (count: number, seed: number) => upload(seededBf16(count, seed));
-  const partition = (batch: number, maxContext: number, blocksPerSm: number, slack: number) => {
+  const defaultReach = decodeRaggedRowsWanted();
+  const partition = (
+    batch: number,
+    maxContext: number,
+    blocksPerSm: number,
+    slack: number,
+    reach = defaultReach,
+  ) => {
     const target = blocksPerSm * sms;
-    const ragged = slack === 0 ? 0 : raggedSplitParts(batch, maxContext, headBlocks, target);
+    const ragged = slack === 0 ? 0 : raggedSplitParts(batch, maxContext, headBlocks, target, reach);
     if (ragged > 0) return `ragged slack=${slack} grid_parts=${ragged}`;
     const part = decodePartSize(batch, maxContext, headBlocks, target);
     return `part=${part} parts=${Math.ceil(maxContext / part)}`;
@@ -451,7 +473,9 @@ async function main(): Promise<void> {
         partition(batch, maxContext, defaultPerSm, defaultSlack)
       }; uniform ${partition(batch, uniformMax, defaultPerSm, defaultSlack)}` +
         tuned.map(([n]) => `; sm${n} ${partition(batch, maxContext, n, defaultSlack)}`).join("") +
-        slack.map((n) => `; slack${n} ${partition(batch, maxContext, defaultPerSm, n)}`).join(""),
+        slack.map((n) =>
+          `; slack${n} ${partition(batch, maxContext, defaultPerSm, n, raggedRows ?? defaultReach)}`
+        ).join(""),
     );
     const r = (a: number, b: number) => (a / b).toFixed(3);
     console.log(

@@ -27,7 +27,8 @@
  * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
  * no reduce; a smaller one is split into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
  * of 512 rows with an online softmax across them. Where such a full batch has contexts up to
- * 2048 but stays under twice the target (raggedSplitParts), the grid has up to 4 partitions a
+ * 2048 but stays under twice the target (raggedSplitParts; DENALI_DECODE_RAGGED_ROWS moves the
+ * bound), the grid has up to 4 partitions a
  * sequence and the kernel sizes them from the contexts themselves (the ragged split): a context
  * past twice a block slot's even share of the batch's tokens is split, the rest run whole.
  *
@@ -133,6 +134,12 @@ export interface AttentionKernelOptions {
    * slot's even share of the batch's tokens (see raggedSplitParts). 1 to 3.75, in quarters.
    */
   readonly decodeRaggedSlack?: number;
+  /**
+   * How far the ragged split reaches: batches of up to this many times the block target in rows
+   * (batch × head blocks), default 2, unless the environment sets DENALI_DECODE_RAGGED_ROWS; 1 to
+   * 8. Past 2 it is an experiment: the offline run's steps of 132-263 rows (Llama) then split too.
+   */
+  readonly decodeRaggedRows?: number;
 }
 
 /** The decode attention kernel families (see AttentionKernelOptions.decodeKernel). */
@@ -191,24 +198,39 @@ export function decodeRaggedSlackWanted(requested?: number): number {
   return slack;
 }
 
+/** How far the ragged split reaches: `requested`, else DENALI_DECODE_RAGGED_ROWS, else 2. */
+export function decodeRaggedRowsWanted(requested?: number): number {
+  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_RAGGED_ROWS") : undefined;
+  const rows = fromEnv === undefined || fromEnv === "" ? requested ?? 2 : Number(fromEnv);
+  if (!(rows >= 1 && rows <= 8)) {
+    const what = fromEnv === undefined ? "decodeRaggedRows" : "DENALI_DECODE_RAGGED_ROWS";
+    throw new RangeError(
+      `${what} must be a number from 1 to 8 (the batches the ragged decode split reaches, in ` +
+        `block targets of rows; default 2), got ${fromEnv ?? rows}`,
+    );
+  }
+  return rows;
+}
+
 /**
  * The grid's partitions for the ragged split, or 0 where it does not apply: a batch whose rows
  * (batch × headBlocks) take one partition a sequence (from 0.7 of `targetBlocks`, contexts up
- * to 2048) but stay under twice the target, so that a long context can bound the kernel (at
- * batch 64 of ShareGPT-shaped contexts on an H100, 2.3x a uniform batch of the same tokens);
- * past twice the target the longest context rarely passes the slack, and each empty block would
- * still sum the batch's contexts. Up to ceil(maxContext / 512) partitions, which the workspace
- * holds; the kernel picks the size each launch from the contexts (attention.cu
- * ragged_part_size), so a CUDA graph captured at one context bucket serves any step in it.
+ * to 2048) but stay under `reach` (default 2) times the target, so that a long context can bound
+ * the kernel (at batch 64 of ShareGPT-shaped contexts on an H100, 2.3x a uniform batch of the
+ * same tokens); past twice the target the longest context rarely passes the default slack. Up to
+ * ceil(maxContext / 512) partitions, which the workspace holds; the kernel picks the size each
+ * launch from the contexts (attention.cu ragged_part_size), so a CUDA graph captured at one
+ * context bucket serves any step in it.
  */
 export function raggedSplitParts(
   batch: number,
   maxContext: number,
   headBlocks: number,
   targetBlocks: number,
+  reach = 2,
 ): number {
   const rows = batch * headBlocks;
-  if (rows >= 2 * targetBlocks || maxContext > MAX_PART) return 0;
+  if (rows >= reach * targetBlocks || maxContext > MAX_PART) return 0;
   if (decodePartSize(batch, maxContext, headBlocks, targetBlocks) < maxContext) return 0;
   const parts = Math.ceil(maxContext / CHUNK);
   return parts > 1 ? parts : 0;
@@ -404,6 +426,7 @@ export async function loadAttentionOps(
   const raggedSlack = decodeKernel === "fma"
     ? decodeRaggedSlackWanted(options.decodeRaggedSlack)
     : 0;
+  const raggedReach = decodeRaggedRowsWanted(options.decodeRaggedRows);
   const raggedCode = raggedSlack === 0
     ? null
     : -(Math.max(1, Math.round(targetBlocks)) * 16 + raggedSlack * 4);
@@ -478,7 +501,7 @@ export async function loadAttentionOps(
       let parts = Math.ceil(maxContext / part);
       const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
       const ragged = counted && raggedCode !== null
-        ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks)
+        ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach)
         : 0;
       if (ragged > 0 && raggedCode !== null) {
         part = raggedCode;

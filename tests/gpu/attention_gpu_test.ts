@@ -1027,6 +1027,21 @@ gpuTest("gpu attention: decode with the ragged split matches the CPU", async (en
       }
     });
   }
+  // More sequences than a block has threads (each sums two or more contexts), on ops whose split
+  // reaches 4 block targets of rows at the default 4 blocks an SM: 200 × 8 rows on 132 SMs.
+  const wide = await loadAttentionOps(env.gpu, { decodeKernel: "fma", decodeRaggedRows: 8 });
+  const many: DecodeCase = {
+    name: "200 sequences, one long",
+    shape: llama(),
+    contexts: Array.from({ length: 200 }, (_, i) => i === 150 ? 2000 : 1 + ((i * 71) % 150)),
+  };
+  await t.step(many.name, () => {
+    try {
+      runDecode(env, many, 7050, wide);
+    } finally {
+      env.release();
+    }
+  });
   const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
   const chain: ChainCase = {
     name: "ragged chain",

@@ -128,6 +128,21 @@ step_ops_lines() {
     grep -E "^OPS" | cut -c1-170
   return 0
 }
+# offline_alternated "VAR=value ..."...: the offline run (1000 requests, step profile) under
+# each setting of environment variables in turn, two rounds alternated, while time is left.
+offline_alternated() {
+  local round setting
+  for round in 1 2; do
+    for setting in "$@"; do
+      left 85 || return 0
+      echo "=== offline $setting round $round $(date +%T)"
+      # shellcheck disable=SC2086 # each setting is words VAR=value for env
+      env $setting timeout 80 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
+        --requests 1000 --offline --profile 2>&1 |
+        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
+    done
+  done
+}
 # kernel_benches LIMIT "BENCH FLAGS"...: each bench/kernels file with its flags, its BENCH, TARGET
 # and comment lines, at most LIMIT seconds each, while time is left.
 FUSED_SHAPES=6144x4096,4096x4096,28672x4096,4096x14336
@@ -281,18 +296,11 @@ fi
 
 if [ "$PART" = ragged ]; then
   kernel_benches 170 "ragged_decode_bench.ts --batches 64,128,256 --per-sm 8,16,32"
-  # Row order : decode blocks per SM (the partition target; 8 makes partitions of ~512 at 64-128
-  # rows of a 2048 context bucket).
-  for round in 1 2; do
-    for variant in arrival:4 longest-first:4 longest-first:8; do
-      left 85 || break 2
-      echo "=== offline DENALI_DECODE_ORDER=${variant%:*} DENALI_DECODE_PER_SM=${variant#*:} round $round $(date +%T)"
-      DENALI_DECODE_ORDER=${variant%:*} DENALI_DECODE_PER_SM=${variant#*:} timeout 80 \
-        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
-        --offline --profile 2>&1 |
-        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
-    done
-  done
+  # Row order and decode blocks per SM (the partition target; 8 makes partitions of ~512 at
+  # 64-128 rows of a 2048 context bucket).
+  offline_alternated "DENALI_DECODE_ORDER=arrival DENALI_DECODE_PER_SM=4" \
+    "DENALI_DECODE_ORDER=longest-first DENALI_DECODE_PER_SM=4" \
+    "DENALI_DECODE_ORDER=longest-first DENALI_DECODE_PER_SM=8"
 fi
 
 if [ "$PART" = partitions ]; then
@@ -316,32 +324,16 @@ if [ "$PART" = ragged2 ]; then
   for round in 1 2; do
     (LINE_TIMEOUT=60 decode_lines_with DENALI_DECODE_RAGGED 32,64,128 0 2)
   done
-  for round in 1 2; do
-    for slack in 0 2; do
-      left 85 || break 2
-      echo "=== offline DENALI_DECODE_RAGGED=$slack round $round $(date +%T)"
-      DENALI_DECODE_RAGGED=$slack timeout 80 \
-        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
-        --offline --profile 2>&1 |
-        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
-    done
-  done
+  offline_alternated DENALI_DECODE_RAGGED=0 DENALI_DECODE_RAGGED=2
 fi
 
 if [ "$PART" = ragged3 ]; then
   gpu_test attention 150
   kernel_benches 100 \
     "ragged_decode_bench.ts --batches 128,160,192,256 --per-sm 8 --slack 0,1.5,1.25 --ragged-rows 4"
-  for round in 1 2; do
-    for variant in 2:2 4:1.5 4:1.25; do
-      left 85 || break 2
-      echo "=== offline DENALI_DECODE_RAGGED_ROWS=${variant%:*} DENALI_DECODE_RAGGED=${variant#*:} round $round $(date +%T)"
-      DENALI_DECODE_RAGGED_ROWS=${variant%:*} DENALI_DECODE_RAGGED=${variant#*:} timeout 80 \
-        bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 \
-        --offline --profile 2>&1 |
-        grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
-    done
-  done
+  offline_alternated "DENALI_DECODE_RAGGED_ROWS=2 DENALI_DECODE_RAGGED=2" \
+    "DENALI_DECODE_RAGGED_ROWS=4 DENALI_DECODE_RAGGED=1.5" \
+    "DENALI_DECODE_RAGGED_ROWS=4 DENALI_DECODE_RAGGED=1.25"
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -21,6 +21,7 @@ import {
 import type { AttentionShape } from "../ops/ops.ts";
 import type { FakeControl, FakeLaunch } from "./fake_driver/fake.ts";
 import { AttentionCalls, withFakeAttentionOps } from "./support/attention_calls.ts";
+import { withEnv } from "./support/env.ts";
 
 /** Llama-3-8B heads (group of 4, head dim 128) and a 2-group head-dim-64 shape. */
 const BF16_128 = attentionShape(configPreset("llama3-8b"), 16);
@@ -202,23 +203,11 @@ Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices wh
 });
 
 Deno.test("decode blocks per SM: the option, else DENALI_DECODE_PER_SM, else 4; bad ones named", () => {
-  const saved = Deno.env.get("DENALI_DECODE_PER_SM");
-  try {
-    Deno.env.delete("DENALI_DECODE_PER_SM");
+  const env = (value: string | undefined, body: () => void) =>
+    withEnv({ DENALI_DECODE_PER_SM: value }, body);
+  env(undefined, () => {
     assert.equal(decodeBlocksPerSmWanted(), 4);
     assert.equal(decodeBlocksPerSmWanted(8), 8);
-    Deno.env.set("DENALI_DECODE_PER_SM", "16");
-    assert.equal(decodeBlocksPerSmWanted(), 16);
-    assert.equal(decodeBlocksPerSmWanted(2), 2, "an explicit option wins over the environment");
-    for (const bad of ["0", "2.5", "many", "65"]) {
-      Deno.env.set("DENALI_DECODE_PER_SM", bad);
-      assert.throws(
-        () => decodeBlocksPerSmWanted(),
-        new RangeError(
-          `DENALI_DECODE_PER_SM must be an integer in 1..64 (decode blocks per SM; default 4), got ${bad}`,
-        ),
-      );
-    }
     // The option may ask for under one block (the GPU tests' long partitions), never for none.
     assert.equal(decodeBlocksPerSmWanted(1 / 1024), 1 / 1024);
     for (const bad of [0, -1, 65, NaN]) {
@@ -229,8 +218,18 @@ Deno.test("decode blocks per SM: the option, else DENALI_DECODE_PER_SM, else 4; 
         ),
       );
     }
-  } finally {
-    if (saved === undefined) Deno.env.delete("DENALI_DECODE_PER_SM");
-    else Deno.env.set("DENALI_DECODE_PER_SM", saved);
+  });
+  env("16", () => {
+    assert.equal(decodeBlocksPerSmWanted(), 16);
+    assert.equal(decodeBlocksPerSmWanted(2), 2, "an explicit option wins over the environment");
+  });
+  for (const bad of ["0", "2.5", "many", "65"]) {
+    env(bad, () =>
+      assert.throws(
+        () => decodeBlocksPerSmWanted(),
+        new RangeError(
+          `DENALI_DECODE_PER_SM must be an integer in 1..64 (decode blocks per SM; default 4), got ${bad}`,
+        ),
+      ));
   }
 });

@@ -12,6 +12,7 @@ import {
   decodeRaggedSlackWanted,
   raggedSplitParts,
 } from "../ops/gpu/attention.ts";
+import { withEnv } from "./support/env.ts";
 
 const HEAD_BLOCKS = 8, TARGET = 528;
 
@@ -106,56 +107,51 @@ Deno.test("raggedSplitParts: full batches of one partition a sequence, under twi
 });
 
 Deno.test("decodeRaggedSlackWanted: the option, else DENALI_DECODE_RAGGED, else 2; bad ones named", () => {
-  const saved = Deno.env.get("DENALI_DECODE_RAGGED");
-  try {
-    Deno.env.delete("DENALI_DECODE_RAGGED");
+  const env = (value: string | undefined, body: () => void) =>
+    withEnv({ DENALI_DECODE_RAGGED: value }, body);
+  env(undefined, () => {
     assert.equal(decodeRaggedSlackWanted(), 2);
     assert.equal(decodeRaggedSlackWanted(0), 0);
     assert.equal(decodeRaggedSlackWanted(1.25), 1.25);
-    Deno.env.set("DENALI_DECODE_RAGGED", "0");
-    assert.equal(decodeRaggedSlackWanted(), 0);
-    Deno.env.set("DENALI_DECODE_RAGGED", "3.75");
+    assert.throws(() => decodeRaggedSlackWanted(-1), /decodeRaggedSlack must be 0 \(off\)/);
+  });
+  env("0", () => assert.equal(decodeRaggedSlackWanted(), 0));
+  env("3.75", () => {
     assert.equal(decodeRaggedSlackWanted(), 3.75);
     assert.equal(decodeRaggedSlackWanted(1.5), 1.5, "an explicit option wins over the environment");
-    for (const bad of ["0.5", "1.1", "4", "off"]) {
-      Deno.env.set("DENALI_DECODE_RAGGED", bad);
+  });
+  for (const bad of ["0.5", "1.1", "4", "off"]) {
+    env(bad, () =>
       assert.throws(
         () => decodeRaggedSlackWanted(),
         new RangeError(
           "DENALI_DECODE_RAGGED must be 0 (off) or 1..3.75 in steps of 0.25 (the ragged decode " +
             `split's slack; default 2), got ${bad}`,
         ),
-      );
-    }
-    assert.throws(() => decodeRaggedSlackWanted(-1), /decodeRaggedSlack must be 0 \(off\)/);
-  } finally {
-    if (saved === undefined) Deno.env.delete("DENALI_DECODE_RAGGED");
-    else Deno.env.set("DENALI_DECODE_RAGGED", saved);
+      ));
   }
 });
 
 Deno.test("decodeRaggedRowsWanted: the option, else DENALI_DECODE_RAGGED_ROWS, else 2; bad ones named", () => {
-  const saved = Deno.env.get("DENALI_DECODE_RAGGED_ROWS");
-  try {
-    Deno.env.delete("DENALI_DECODE_RAGGED_ROWS");
+  const env = (value: string | undefined, body: () => void) =>
+    withEnv({ DENALI_DECODE_RAGGED_ROWS: value }, body);
+  env(undefined, () => {
     assert.equal(decodeRaggedRowsWanted(), 2);
     assert.equal(decodeRaggedRowsWanted(4), 4);
-    Deno.env.set("DENALI_DECODE_RAGGED_ROWS", "3.5");
+    assert.throws(() => decodeRaggedRowsWanted(NaN), /decodeRaggedRows must be a number from 1/);
+  });
+  env("3.5", () => {
     assert.equal(decodeRaggedRowsWanted(), 3.5);
     assert.equal(decodeRaggedRowsWanted(1), 1, "an explicit option wins over the environment");
-    for (const bad of ["0", "0.9", "9", "many"]) {
-      Deno.env.set("DENALI_DECODE_RAGGED_ROWS", bad);
+  });
+  for (const bad of ["0", "0.9", "9", "many"]) {
+    env(bad, () =>
       assert.throws(
         () => decodeRaggedRowsWanted(),
         new RangeError(
           "DENALI_DECODE_RAGGED_ROWS must be a number from 1 to 8 (the batches the ragged decode " +
             `split reaches, in block targets of rows; default 2), got ${bad}`,
         ),
-      );
-    }
-    assert.throws(() => decodeRaggedRowsWanted(NaN), /decodeRaggedRows must be a number from 1/);
-  } finally {
-    if (saved === undefined) Deno.env.delete("DENALI_DECODE_RAGGED_ROWS");
-    else Deno.env.set("DENALI_DECODE_RAGGED_ROWS", saved);
+      ));
   }
 });

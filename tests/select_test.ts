@@ -10,22 +10,10 @@ import { CpuBackend } from "../backends/cpu.ts";
 import { GpuBackend } from "../backends/gpu_backend.ts";
 import { AUTO_ORDER, type BackendChoice, openBackend } from "../backends/select.ts";
 import { buildFakeDriver } from "./fake_driver/fake.ts";
+import { withEnv } from "./support/env.ts";
 import { hipRuntime } from "./support/hip_runtime.ts";
 
 const realHip = hipRuntime();
-
-/** Runs `body` with environment variables set (a string) or unset (undefined), then restores. */
-function withEnv(vars: Record<string, string | undefined>, body: () => void): void {
-  const saved = Object.keys(vars).map((name) => [name, Deno.env.get(name)] as const);
-  const apply = (name: string, value: string | undefined) =>
-    value === undefined ? Deno.env.delete(name) : Deno.env.set(name, value);
-  try {
-    for (const [name, value] of Object.entries(vars)) apply(name, value);
-    body();
-  } finally {
-    for (const [name, value] of saved) apply(name, value);
-  }
-}
 
 /** Opens `auto`, collecting every backend it passed over and why. */
 function openAuto(): { kind: BackendKind; name: string; skipped: [BackendKind, string][] } {

@@ -343,9 +343,11 @@ async function main(): Promise<void> {
     reach = defaultReach,
   ) => {
     const target = blocksPerSm * sms;
-    const ragged = slack === 0 ? 0 : raggedSplitParts(batch, maxContext, headBlocks, target, reach);
-    if (ragged > 0) return `ragged slack=${slack} grid_parts=${ragged}`;
     const part = decodePartSize(batch, maxContext, headBlocks, target);
+    const ragged = slack === 0
+      ? 0
+      : raggedSplitParts(batch, maxContext, headBlocks, target, reach, part);
+    if (ragged > 0) return `ragged slack=${slack} grid_parts=${ragged}`;
     return `part=${part} parts=${Math.ceil(maxContext / part)}`;
   };
 

@@ -184,32 +184,51 @@ export function decodeBlocksPerSmWanted(requested?: number): number {
   return perSm;
 }
 
-/** The ragged split's slack asked for: `requested`, else DENALI_DECODE_RAGGED, else 2. */
-export function decodeRaggedSlackWanted(requested?: number): number {
-  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_RAGGED") : undefined;
-  const slack = fromEnv === undefined || fromEnv === "" ? requested ?? 2 : Number(fromEnv);
-  if (slack !== 0 && !(slack >= 1 && slack <= 3.75 && Number.isInteger(slack * 4))) {
-    const what = fromEnv === undefined ? "decodeRaggedSlack" : "DENALI_DECODE_RAGGED";
+/**
+ * A numeric tuning knob: `requested`, else the environment `variable`, else `fallback`; one that
+ * `valid` refuses is a RangeError naming the option or the variable it came from and `rule`.
+ */
+function tunableWanted(
+  requested: number | undefined,
+  option: string,
+  variable: string,
+  fallback: number,
+  valid: (value: number) => boolean,
+  rule: string,
+): number {
+  const fromEnv = requested === undefined ? Deno.env.get(variable) : undefined;
+  const value = fromEnv === undefined || fromEnv === "" ? requested ?? fallback : Number(fromEnv);
+  if (!valid(value)) {
     throw new RangeError(
-      `${what} must be 0 (off) or 1..3.75 in steps of 0.25 (the ragged decode split's slack; ` +
-        `default 2), got ${fromEnv ?? slack}`,
+      `${fromEnv === undefined ? option : variable} must be ${rule}, got ${fromEnv ?? value}`,
     );
   }
-  return slack;
+  return value;
+}
+
+/** The ragged split's slack asked for: `requested`, else DENALI_DECODE_RAGGED, else 2. */
+export function decodeRaggedSlackWanted(requested?: number): number {
+  return tunableWanted(
+    requested,
+    "decodeRaggedSlack",
+    "DENALI_DECODE_RAGGED",
+    2,
+    (slack) => slack === 0 || (slack >= 1 && slack <= 3.75 && Number.isInteger(slack * 4)),
+    "0 (off) or 1..3.75 in steps of 0.25 (the ragged decode split's slack; default 2)",
+  );
 }
 
 /** How far the ragged split reaches: `requested`, else DENALI_DECODE_RAGGED_ROWS, else 2. */
 export function decodeRaggedRowsWanted(requested?: number): number {
-  const fromEnv = requested === undefined ? Deno.env.get("DENALI_DECODE_RAGGED_ROWS") : undefined;
-  const rows = fromEnv === undefined || fromEnv === "" ? requested ?? 2 : Number(fromEnv);
-  if (!(rows >= 1 && rows <= 8)) {
-    const what = fromEnv === undefined ? "decodeRaggedRows" : "DENALI_DECODE_RAGGED_ROWS";
-    throw new RangeError(
-      `${what} must be a number from 1 to 8 (the batches the ragged decode split reaches, in ` +
-        `block targets of rows; default 2), got ${fromEnv ?? rows}`,
-    );
-  }
-  return rows;
+  return tunableWanted(
+    requested,
+    "decodeRaggedRows",
+    "DENALI_DECODE_RAGGED_ROWS",
+    2,
+    (rows) => rows >= 1 && rows <= 8,
+    "a number from 1 to 8 (the batches the ragged decode split reaches, in block targets of " +
+      "rows; default 2)",
+  );
 }
 
 /**
@@ -220,7 +239,7 @@ export function decodeRaggedRowsWanted(requested?: number): number {
  * same tokens); past twice the target the longest context rarely passes the default slack. Up to
  * ceil(maxContext / 512) partitions, which the workspace holds; the kernel picks the size each
  * launch from the contexts (attention.cu ragged_part_size), so a CUDA graph captured at one
- * context bucket serves any step in it.
+ * context bucket serves any step in it. `part` is the launch-time size, where the caller has it.
  */
 export function raggedSplitParts(
   batch: number,
@@ -228,10 +247,11 @@ export function raggedSplitParts(
   headBlocks: number,
   targetBlocks: number,
   reach = 2,
+  part = decodePartSize(batch, maxContext, headBlocks, targetBlocks),
 ): number {
   const rows = batch * headBlocks;
   if (rows >= reach * targetBlocks || maxContext > MAX_PART) return 0;
-  if (decodePartSize(batch, maxContext, headBlocks, targetBlocks) < maxContext) return 0;
+  if (part < maxContext) return 0;
   const parts = Math.ceil(maxContext / CHUNK);
   return parts > 1 ? parts : 0;
 }
@@ -501,7 +521,7 @@ export async function loadAttentionOps(
       let parts = Math.ceil(maxContext / part);
       const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
       const ragged = counted && raggedCode !== null
-        ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach)
+        ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach, part)
         : 0;
       if (ragged > 0 && raggedCode !== null) {
         part = raggedCode;

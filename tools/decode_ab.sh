@@ -5,7 +5,6 @@
 #   ROUNDS=2 bash tools/decode_ab.sh --presets llama3-8b --batches 1,64 --steps 32
 source "$(dirname "$0")/device_env.sh"
 base="${BASE:-.prev}"
-ls "$base"/kernels/ptx/*.xz >/dev/null 2>&1 && xz -d "$base"/kernels/ptx/*.xz
 log="$OUT/decode_ab.log"
 for round in $(seq "${ROUNDS:-2}"); do
   for tree in . "$base"; do

@@ -12,7 +12,8 @@ if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
 fi
 # Baseline checkouts travel with their PTX xz-packed (tools/make_base.sh's trees beside .device
 # pass the carry limit otherwise); the device tool copies them anew each call, so every script
-# that may use one unpacks it here (session 21 lost a baseline run to a call that did not).
-for tree in .base .prev; do
+# that may use one unpacks it here (session 21 lost a baseline run to a call that did not):
+# .base, .prev and tools/decode_ab.sh's BASE.
+for tree in .base .prev ${BASE:+"$BASE"}; do
   if ls "$tree"/kernels/ptx/*.xz >/dev/null 2>&1; then xz -d -f "$tree"/kernels/ptx/*.xz; fi
 done

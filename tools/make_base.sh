@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # This machine, before a throughput device call: the baseline checkout in .base/ (ignored), its
-# PTX packed (below),
+# PTX packed for the carry (below):
 #   bash tools/make_base.sh [commit]        # default 4ce50e3, the throughput issue's baseline
 #   DEST=.prev bash tools/make_base.sh 644cbf6   # another baseline beside it (e.g. the last commit)
 # The baseline predates the models/ layer, so this tree's bench/engine_bench.ts (public Engine

@@ -104,6 +104,12 @@ export interface KernelFunction {
   readonly native: Deno.PointerValue;
   /** Lets the kernel use up to `bytes` of dynamic shared memory (above the 48 KiB default). */
   setMaxDynamicSharedMemory(bytes: number): void;
+  /**
+   * How many blocks of `threads` threads and `dynamicSharedBytes` of dynamic shared memory one
+   * SM holds at once (0 where the kernel cannot launch so), as the driver's occupancy calculator
+   * says for the code the driver compiled: registers a thread are known only after that.
+   */
+  maxBlocksPerSm(threads: number, dynamicSharedBytes: number): number;
 }
 
 /** A loaded code object (PTX, cubin or HSACO). */

@@ -44,6 +44,7 @@ export const CUDA_SYMBOLS = {
     moduleUnload: "cuModuleUnload",
     moduleGetFunction: "cuModuleGetFunction",
     funcSetAttribute: "cuFuncSetAttribute",
+    occupancyMaxActiveBlocksPerMultiprocessor: "cuOccupancyMaxActiveBlocksPerMultiprocessor",
     launchKernel: "cuLaunchKernel",
     launchKernelEx: "cuLaunchKernelEx",
     // Graphs.

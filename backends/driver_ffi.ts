@@ -54,6 +54,11 @@ export const DRIVER_SIGNATURES = {
   moduleUnload: { parameters: ["pointer"], result: "i32" },
   moduleGetFunction: { parameters: ["buffer", "pointer", "buffer"], result: "i32" },
   funcSetAttribute: { parameters: ["pointer", "i32", "i32"], result: "i32" },
+  // Resident blocks an SM of a function at a block size and dynamic shared size (out: int).
+  occupancyMaxActiveBlocksPerMultiprocessor: {
+    parameters: ["buffer", "pointer", "i32", "usize"],
+    result: "i32",
+  },
   launchKernel: {
     parameters: [
       "pointer", // function

@@ -281,6 +281,19 @@ export class GpuBackend implements Backend {
           this.#sym.funcSetAttribute(native, FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
           "funcSetAttribute",
         ),
+      maxBlocksPerSm: (threads, dynamicSharedBytes) => {
+        const blocks = new Int32Array(1);
+        this.check(
+          this.#sym.occupancyMaxActiveBlocksPerMultiprocessor(
+            blocks,
+            native,
+            threads,
+            BigInt(dynamicSharedBytes),
+          ),
+          "occupancyMaxActiveBlocksPerMultiprocessor",
+        );
+        return blocks[0];
+      },
     };
   }
 

@@ -43,6 +43,7 @@ export const HIP_SYMBOLS = {
     moduleUnload: "hipModuleUnload",
     moduleGetFunction: "hipModuleGetFunction",
     funcSetAttribute: "hipFuncSetAttribute",
+    occupancyMaxActiveBlocksPerMultiprocessor: "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor",
     launchKernel: "hipModuleLaunchKernel",
     // Bound where present, but unused: AMD GPUs have no programmatic dependent launch.
     launchKernelEx: "hipDrvLaunchKernelEx",

@@ -438,7 +438,7 @@ Deno.test(
 );
 
 Deno.test(
-  "cuda: a bad module carries the JIT log, a missing kernel names cuModuleGetFunction",
+  "cuda: a bad module carries the JIT log, a missing kernel names cuModuleGetFunction; occupancy",
   cuda((gpu, fake) => {
     const bad = assertDriverError(
       () => gpu.loadModule({ format: "ptx", text: ".version 8.0\nFAKE_BAD_PTX\n" }),
@@ -472,6 +472,21 @@ Deno.test(
     assertDriverError(
       () => fn.setMaxDynamicSharedMemory(300_000),
       "cuFuncSetAttribute",
+      1,
+      "CUDA_ERROR_INVALID_VALUE",
+      "invalid argument",
+    );
+    // Occupancy: what the driver says (the fake: 2, or what a test set), 0 past the function's
+    // dynamic shared limit, and a driver failure as a typed error naming the call.
+    assert.equal(fn.maxBlocksPerSm(256, 0), 2);
+    fake.setBlocksPerSm("scale", 3);
+    assert.equal(fn.maxBlocksPerSm(256, 0), 3);
+    assert.equal(fn.maxBlocksPerSm(256, 100_000), 0);
+    fn.setMaxDynamicSharedMemory(100_000);
+    assert.equal(fn.maxBlocksPerSm(256, 100_000), 3);
+    assertDriverError(
+      () => fn.maxBlocksPerSm(2048, 0),
+      "cuOccupancyMaxActiveBlocksPerMultiprocessor",
       1,
       "CUDA_ERROR_INVALID_VALUE",
       "invalid argument",

@@ -580,6 +580,62 @@ Deno.test("launcher (programmatic): HIP never launches programmatically", () => 
   }
 });
 
+Deno.test("GEMV geometry by wave fill: steps in flight up to 8 tokens, the K split at 9-16", async () => {
+  const path = buildFakeDriver(EX);
+  const fake = openFakeControl(path);
+  fake.reset();
+  const gpu = openCuda({ libraryPath: path });
+  try {
+    // The fake's 132 SMs hold 2 blocks of every kernel unless told; as ptxas builds them, the
+    // one-step 16-row GEMV (71 registers) fits 3 an SM and the two-step one (113) 2.
+    const even = await loadLinearOps(gpu);
+    fake.setBlocksPerSm("linear_gemv_t8_r16", 3);
+    const [ops, forced] = await Promise.all([
+      loadLinearOps(gpu),
+      loadLinearOps(gpu, { gemvStages: 2 }),
+    ]);
+    const x = gpu.alloc(2 * 16 * 4096), w = gpu.alloc(2 * 4608 * 4096);
+    const kernel = (o: typeof ops, m: number, n: number, k: number) => {
+      const launch = o.gemvLaunch(m, n, k, x, w);
+      return launch === null ? null : [launch.kernel, launch.blocks, launch.split];
+    };
+    // 288 and 384 blocks: past 2 · 132, within 3 · 132, so one step; 256 (one wave of two
+    // steps) and 896 (past both) keep two; above 8 tokens it is one step as before.
+    assert.deepEqual(kernel(ops, 1, 4608, 3584), ["linear_gemv_t8_r16", 288, 8]);
+    assert.deepEqual(kernel(ops, 8, 6144, 4096), ["linear_gemv_t8_r16", 384, 8]);
+    assert.deepEqual(kernel(ops, 1, 4096, 4096), ["linear_gemv_t8_r16_s2", 256, 8]);
+    assert.deepEqual(kernel(ops, 1, 14336, 4096), ["linear_gemv_t8_r16_s2", 896, 8]);
+    // Equal occupancy (the loader's query before the fake was told), or forced stages: two.
+    assert.deepEqual(kernel(even, 1, 4608, 3584), ["linear_gemv_t8_r16_s2", 288, 8]);
+    assert.deepEqual(kernel(forced, 1, 4608, 3584), ["linear_gemv_t8_r16_s2", 288, 8]);
+    // 9-16 tokens (one step, 2 blocks an SM): split 4 where its half-size grid fills the waves as
+    // well as split 8's: 288 and 384 blocks at split 8 (2 waves each, 0.55 and 0.73 full) become
+    // 144 and 192; 256 (one full wave) and 1792 (7 waves, 0.97 full against 4 at 0.85) stay.
+    assert.deepEqual(kernel(ops, 16, 4608, 3584), ["linear_gemv_t16_r16", 144, 4]);
+    assert.deepEqual(kernel(ops, 9, 6144, 4096), ["linear_gemv_t16_r16", 192, 4]);
+    assert.deepEqual(kernel(ops, 16, 4096, 4096), ["linear_gemv_t16_r16", 256, 8]);
+    assert.deepEqual(kernel(ops, 16, 28672, 4096), ["linear_gemv_t16_r16", 1792, 8]);
+    // A forced split is kept.
+    const split8 = await loadLinearOps(gpu, { gemvSplit: 8 });
+    assert.deepEqual(kernel(split8, 16, 4608, 3584), ["linear_gemv_t16_r16", 288, 8]);
+    // The launch itself follows gemvLaunch.
+    const out = gpu.alloc(2 * 4608);
+    ops.linear(out, x, w, 1, 4608, 3584, gpu.defaultStream);
+    assert.deepEqual(
+      [fake.lastLaunch().functionName, fake.lastLaunch().grid[0]],
+      ["linear_gemv_t8_r16", 288],
+    );
+    // A failing occupancy query fails the load with the driver's call named.
+    fake.failNext("occupancyMaxActiveBlocksPerMultiprocessor", 1);
+    await assert.rejects(() => loadLinearOps(gpu), /cuOccupancyMaxActiveBlocksPerMultiprocessor/);
+    for (const b of [x, w, out]) gpu.free(b);
+  } finally {
+    gpu.close();
+    fake.reset();
+    fake.close();
+  }
+});
+
 Deno.test("programmatic launch: of the linear kernels only the GEMVs use it", async () => {
   const path = buildFakeDriver(EX);
   const fake = openFakeControl(path);

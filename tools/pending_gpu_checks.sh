@@ -69,6 +69,17 @@
 #     132-263 rows for Llama, most of the offline run's decode steps): the attention GPU test,
 #     the ragged bench at 128-256 rows with the split reaching 4 targets at slack 0 (off), 1.5 and
 #     1.25, then the offline run with reach:slack 2:2 (the default), 4:1.5 and 4:1.25, alternated.
+#   PART=stages DEADLINE=500 bash tools/pending_gpu_checks.sh    (carry .device and .prev =
+#   b2157f2)
+#     session 22's GEMV rule (one step in flight where the two-step grid spills past one wave and
+#     the one-step grid fits one: Qwen2.5's q/k/v, Llama's q/k/v): the batch-1 and 4 steps of
+#     both presets against .prev, alternated, then the linear GPU test and the GEMV bench on those
+#     shapes (which kernel auto picks, and each forced configuration).
+#   PART=split16 DEADLINE=500 bash tools/pending_gpu_checks.sh    (carry .device and .prev =
+#   b2157f2)
+#     the same rule by wave fill for 9-16 tokens (K split 4 where it fills the waves as fully as
+#     8): the linear GPU test (with one step forced), the steps of 1, 12 and 16 rows of three
+#     presets against .prev alternated, then the GEMV sweep with 16 tokens on four shapes.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -334,6 +345,28 @@ if [ "$PART" = ragged3 ]; then
   offline_alternated "DENALI_DECODE_RAGGED_ROWS=2 DENALI_DECODE_RAGGED=2" \
     "DENALI_DECODE_RAGGED_ROWS=4 DENALI_DECODE_RAGGED=1.5" \
     "DENALI_DECODE_RAGGED_ROWS=4 DENALI_DECODE_RAGGED=1.25"
+fi
+
+if [ "$PART" = stages ]; then
+  for round in 1 2; do
+    left 200 || break
+    echo "=== decode A/B round $round $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=90 bash tools/decode_ab.sh --presets qwen2.5-7b,llama3-8b --batches 1,4 \
+      --steps 32
+  done
+  gpu_test linear 120
+  kernel_benches 80 "linear_bench.ts --gemv-sweep --shapes 4608x3584,6144x4096"
+fi
+
+if [ "$PART" = split16 ]; then
+  gpu_test linear 120
+  for round in 1 2; do
+    left 120 || break
+    echo "=== decode A/B round $round $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=90 bash tools/decode_ab.sh --presets qwen2.5-7b,llama3-8b,qwen3-8b \
+      --batches 1,12,16 --steps 32
+  done
+  kernel_benches 90 "linear_bench.ts --gemv-sweep --shapes 4608x3584,6144x4096,14336x4096,28672x4096"
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -59,6 +59,48 @@ export function quantizedGemvSplit(k: number, rows: number): number {
   return gemvSplitFor(Math.ceil(k / (rows === 16 ? 256 : 512)));
 }
 
+/**
+ * How full a grid of `blocks` keeps `slots` resident block slots (SMs times blocks an SM) over its
+ * waves: blocks / (waves · slots), 1 for a whole number of full waves. The last wave of a GEMV
+ * grid leaves SMs idle for its whole length, so between two launch geometries of one product the
+ * fuller one tends to read faster (gemvStagesFor, gemvSplitOf16).
+ */
+export function waveFill(blocks: number, slots: number): number {
+  if (blocks <= 0 || slots <= 0) return 0;
+  return blocks / (Math.ceil(blocks / slots) * slots);
+}
+
+/**
+ * Steps in flight per warp of a GEMV of up to 8 tokens, given its grid's `blocks`, the device's
+ * `sms`, and how many blocks an SM holds of the kernel with one step (`perSmOne`) and with two
+ * (`perSmTwo`, which needs more registers). Two, unless one step fills the waves strictly fuller
+ * (waveFill): the H100 sweep ran 6144×4096 (384 blocks) 1.04× and Qwen2.5's 4608×3584 (288)
+ * 1.16× faster with one step, at 3 and 2 blocks an SM; every Llama and Qwen2.5 shape the rule
+ * leaves at two ran as fast or faster with two.
+ */
+export function gemvStagesFor(
+  blocks: number,
+  sms: number,
+  perSmOne: number,
+  perSmTwo: number,
+): 1 | 2 {
+  return waveFill(blocks, perSmOne * sms) > waveFill(blocks, perSmTwo * sms) ? 1 : 2;
+}
+
+/**
+ * The K split of a GEMV of 9-16 tokens that would split 8 ways: 4 where the split-8 grid takes 2-4
+ * waves of `slots` and half the split (twice the rows a block, half the blocks) fills its waves
+ * at least as full (waveFill), else 8. The H100 sweep at 16 tokens: split 4 ran 4608×3584 1.18×,
+ * 6144×4096 1.04× and 14336×4096 1.03× faster (2, 2 and 4 waves, fills equal), split 8
+ * 28672×4096 (7 waves) and 128256×4096 faster, and the one-wave 4096×4096. Past 4 waves the
+ * tie is untested (Qwen3-8B's gate/up, 6 waves, made its 12- and 16-row steps no faster), so 8.
+ */
+export function gemvSplitOf16(blocksAt8: number, slots: number): 4 | 8 {
+  const waves = Math.ceil(blocksAt8 / slots);
+  if (waves < 2 || waves > 4) return 8;
+  return waveFill(Math.ceil(blocksAt8 / 2), slots) >= waveFill(blocksAt8, slots) ? 4 : 8;
+}
+
 /** Blocks of a GEMV grid: each covers 8 / split groups of `rows` rows. */
 export function gemvGridBlocks(n: number, rows: number, split: number): number {
   return Math.ceil(n / ((8 / split) * rows));

@@ -51,7 +51,14 @@ import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../c
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
-import { forcedGemvSplit, gemvGridBlocks, gemvSplitFor, type LinearCall } from "./gemv_geometry.ts";
+import {
+  forcedGemvSplit,
+  gemvGridBlocks,
+  gemvSplitFor,
+  gemvSplitOf16,
+  gemvStagesFor,
+  type LinearCall,
+} from "./gemv_geometry.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
@@ -487,8 +494,14 @@ export async function loadLinearOps(
   // The GEMVs wait for the previous kernel before they touch x or out (griddepcontrol.wait), so
   // they, and only they, may launch programmatically.
   const programmatic = programmaticWanted(options.programmatic);
-  const gemvs = GEMV_KERNELS.map((name) =>
-    launcherWith(backend, linearKernels, name, { programmatic })
+  // Blocks an SM of each GEMV (256 threads, static shared memory only), as the driver compiled
+  // it: gemvStagesFor weighs the two-step kernel's waves against the one-step kernel's.
+  const gemvPerSm = GEMV_KERNELS.map(() => 0);
+  const gemvs = GEMV_KERNELS.map((name, i) =>
+    launcherWith(backend, linearKernels, name, { programmatic }, (fn) => {
+      const blocks = fn.maxBlocksPerSm(256, 0);
+      gemvPerSm[i] = gemvPerSm[i] === 0 ? blocks : Math.min(gemvPerSm[i], blocks);
+    })
   );
   const gemv = gemvs.map((l) => l.launch);
   // The GEMVs with SiLU-and-multiply in their epilogue (CUDA; their HIP copies trap).
@@ -666,19 +679,32 @@ export async function loadLinearOps(
     return gemvSplitFor(Math.ceil(k / (kernel === GEMV16 ? 128 : 256)));
   }
 
+  /** A plain GEMV's K split: gemvSplit, but for 9-16 tokens 4 where gemvSplitOf16 says so. */
+  function plainGemvSplit(kernel: number, m: number, n: number, k: number): number {
+    const split = gemvSplit(kernel, k);
+    if (forcedSplit !== 0 || split !== 8 || m <= 8) return split;
+    const index = 4 + (kernel === GEMV8 ? 2 : 0) + (forcedStages === 2 ? 1 : 0);
+    return gemvSplitOf16(gemvBlocks(kernel, n, 8), gemvPerSm[index] * sms);
+  }
+
   /** Blocks of a GEMV launch: 8 / split row groups of 16 or 8 rows each. */
   function gemvBlocks(kernel: number, n: number, split: number): number {
     return gemvGridBlocks(n, kernel === GEMV16 ? 16 : 8, split);
   }
 
   /**
-   * Index into GEMV_KERNELS. Two steps in flight for up to 8 tokens, one above, where the larger
-   * x tiles need the registers: the fastest (or within 1%) at every shape of the H100 sweep
-   * (bench/results/2026-11-25-s3-gemv-pdl-h100.md).
+   * Index into GEMV_KERNELS. One step in flight above 8 tokens, where the larger x tiles need the
+   * registers; two for up to 8 (bench/results/2026-11-25-s3-gemv-pdl-h100.md), unless a grid of
+   * `blocks` runs in one wave with one step and past one with two (gemvStagesFor).
    */
-  function gemvIndex(kernel: number, m: number): number {
-    const stages = forcedStages !== 0 ? forcedStages : m <= 8 ? 2 : 1;
-    return (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0) + stages - 1;
+  function gemvIndex(kernel: number, m: number, blocks: number): number {
+    const base = (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0);
+    const stages = forcedStages !== 0
+      ? forcedStages
+      : m > 8
+      ? 1
+      : gemvStagesFor(blocks, sms, gemvPerSm[base], gemvPerSm[base + 1]);
+    return base + stages - 1;
   }
 
   function runDenali(
@@ -692,8 +718,8 @@ export async function loadLinearOps(
   ): void {
     const kernel = choose(m, n, k, x, weight);
     if (kernel === GEMV16 || kernel === GEMV8) {
-      const split = gemvSplit(kernel, k), blocks = gemvBlocks(kernel, n, split);
-      const launch = gemv[gemvIndex(kernel, m)];
+      const split = plainGemvSplit(kernel, m, n, k), blocks = gemvBlocks(kernel, n, split);
+      const launch = gemv[gemvIndex(kernel, m, blocks)];
       launch(blocks, 1, 1, 256, 1, 1, 0, stream, out, x, weight, m, n, k, split);
     } else if (kernel !== FMA) {
       const g = MMA_GEMMS[kernel] ?? WGMMA_GEMMS[kernel];
@@ -1102,12 +1128,13 @@ export async function loadLinearOps(
       if (accel !== null && useAccelerator(m, n, k)) return null;
       const kernel = choose(m, n, k, x, weight);
       if (kernel !== GEMV16 && kernel !== GEMV8) return null;
-      const index = gemvIndex(kernel, m), split = gemvSplit(kernel, k);
+      const split = plainGemvSplit(kernel, m, n, k), blocks = gemvBlocks(kernel, n, split);
+      const index = gemvIndex(kernel, m, blocks);
       return {
         kernel: GEMV_KERNELS[index],
         split,
         stages: (index & 1) + 1,
-        blocks: gemvBlocks(kernel, n, split),
+        blocks,
         programmatic: gemvs[index].programmatic,
       };
     },

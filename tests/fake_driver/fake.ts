@@ -64,6 +64,8 @@ export interface FakeControl {
   /** Makes the next call of `symbol` (exported name like "cuMemAlloc_v2", or role like
    * "memAlloc") return `code` without doing anything. Calls queue up. */
   failNext(symbol: string, code: number): void;
+  /** What the occupancy query answers for kernels named `kernel` (default 2) until reset. */
+  setBlocksPerSm(kernel: string, blocks: number): void;
   /** Moves the clock that events record forward by `ns` nanoseconds. */
   advanceClockNs(ns: number | bigint): void;
   /** Freezes (or thaws) the clock, so only advanceClockNs moves it and elapsed times are exact. */
@@ -74,9 +76,9 @@ export interface FakeControl {
   graphNodesReplayed(): number;
   /** Device bytes currently allocated (pinned host memory is not counted). */
   bytesAllocated(): number;
-  /** Clears counters, capture state, injected failures, param sizes, clock offset and freeze,
-   * and sets the device count, compute capability and driver version back to their defaults.
-   * Allocations and handles survive. */
+  /** Clears counters, capture state, injected failures, param sizes, occupancies, clock offset
+   * and freeze, and sets the device count, compute capability and driver version back to their
+   * defaults. Allocations and handles survive. */
   reset(): void;
   /** The last executed launch; throws if none was recorded since load or reset. */
   lastLaunch(): FakeLaunch;
@@ -92,6 +94,7 @@ const CONTROL_SYMBOLS = {
   fake_set_driver_version: { parameters: ["i32"], result: "void" },
   fake_set_param_sizes: { parameters: ["buffer", "u32"], result: "i32" },
   fake_fail_next: { parameters: ["buffer", "i32"], result: "i32" },
+  fake_set_blocks_per_sm: { parameters: ["buffer", "i32"], result: "i32" },
   fake_advance_clock_ns: { parameters: ["u64"], result: "void" },
   fake_freeze_clock: { parameters: ["i32"], result: "void" },
   fake_launch_count: { parameters: [], result: "u64" },
@@ -188,6 +191,11 @@ export function openFakeControl(path: string): FakeControl {
     failNext(symbol, code) {
       if (s.fake_fail_next(new TextEncoder().encode(`${symbol}\0`), code) !== 0) {
         throw new RangeError(`cannot queue a fake failure for ${symbol}`);
+      }
+    },
+    setBlocksPerSm(kernel, blocks) {
+      if (s.fake_set_blocks_per_sm(new TextEncoder().encode(`${kernel}\0`), blocks) !== 0) {
+        throw new RangeError(`cannot set the fake occupancy of ${kernel} to ${blocks}`);
       }
     },
     advanceClockNs: (ns) => s.fake_advance_clock_ns(BigInt(ns)),

@@ -22,6 +22,7 @@
 //   void     fake_set_driver_version(int version);
 //   int      fake_set_param_sizes(const uint32_t* sizes, uint32_t count);
 //   int      fake_fail_next(const char* role_or_symbol_name, int code);
+//   int      fake_set_blocks_per_sm(const char* kernel_name, int blocks);
 //   void     fake_advance_clock_ns(uint64_t ns);
 //   void     fake_freeze_clock(int frozen);
 //   uint64_t fake_launch_count(void);
@@ -197,6 +198,17 @@ static uint64_t g_frozen_ns;
 
 static uint32_t g_param_sizes[MAX_PARAMS];
 static uint32_t g_param_count;
+
+// What the occupancy query answers: per kernel name where a test set it (fake_set_blocks_per_sm),
+// else DEFAULT_BLOCKS_PER_SM, so that no launch choice changes unless a test asks.
+#define DEFAULT_BLOCKS_PER_SM 2
+#define MAX_OCCUPANCIES 16
+typedef struct {
+  char name[NAME_BYTES];
+  int blocks;
+} occupancy;
+static occupancy g_occupancies[MAX_OCCUPANCIES];
+static int g_occupancy_count;
 
 // Three records and pointer swaps: a launch is built into the scratch record and swapped in
 // only once it succeeded, so a failed launch leaves the last good record intact at no copy cost.
@@ -788,6 +800,22 @@ EXPORT int API(cuFuncSetAttribute, hipFuncSetAttribute)(void* func, int attribut
   return R_SUCCESS;
 }
 
+EXPORT int API(cuOccupancyMaxActiveBlocksPerMultiprocessor,
+               hipModuleOccupancyMaxActiveBlocksPerMultiprocessor)(int* blocks, void* func,
+                                                                  int threads, size_t shared) {
+  FAIL_POINT(occupancyMaxActiveBlocksPerMultiprocessor);
+  fake_function* f = func;
+  if (!blocks) return R_INVALID_VALUE;
+  if (!f || f->magic != MAGIC_FUNCTION) return R_INVALID_HANDLE;
+  if (threads <= 0 || threads > 1024) return R_INVALID_VALUE;
+  int n = DEFAULT_BLOCKS_PER_SM;
+  for (int i = 0; i < g_occupancy_count; i++) {
+    if (strcmp(g_occupancies[i].name, f->name) == 0) n = g_occupancies[i].blocks;
+  }
+  *blocks = shared > f->max_dynamic_smem ? 0 : n;
+  return R_SUCCESS;
+}
+
 // Gathers the launch's argument bytes into `r`, from exactly one of kernelParams and extra.
 static int gather_args(launch_record* r, void** params, void** extra) {
   if ((params == NULL) == (extra == NULL)) return R_INVALID_VALUE;
@@ -1070,6 +1098,19 @@ EXPORT uint64_t fake_bytes_allocated(void) { return g_bytes_allocated; }
 
 // Returns the fake to its freshly loaded behaviour between tests. Live allocations and handles
 // survive (tests free what they allocate), but any capture in progress is abandoned.
+// Sets what the occupancy query answers for kernels named `name` (until fake_reset); -1 when the
+// table is full or the arguments are bad.
+EXPORT int fake_set_blocks_per_sm(const char* name, int blocks) {
+  if (!name || blocks < 0 || strlen(name) >= NAME_BYTES) return -1;
+  int i = 0;
+  while (i < g_occupancy_count && strcmp(g_occupancies[i].name, name) != 0) i++;
+  if (i == MAX_OCCUPANCIES) return -1;
+  if (i == g_occupancy_count) g_occupancy_count++;
+  strcpy(g_occupancies[i].name, name);
+  g_occupancies[i].blocks = blocks;
+  return 0;
+}
+
 EXPORT void fake_reset(void) {
   g_device_count = 1;
   g_cc_major = 9;
@@ -1084,6 +1125,7 @@ EXPORT void fake_reset(void) {
   g_has_last = 0;
   g_has_last_captured = 0;
   g_failure_count = 0;
+  g_occupancy_count = 0;
 }
 
 EXPORT int fake_last_launch(uint8_t* out, uint32_t cap) {

@@ -61,6 +61,7 @@ const VARIANTS: LinearOptions[] = [
   { kernel: "gemm128x256" },
   { programmatic: false },
   { kernel: "gemv16", gemvStages: 2 },
+  { kernel: "gemv16", gemvStages: 1 },
   { kernel: "gemv8", gemvStages: 2, gemvSplit: 1 },
 ];
 

@@ -80,6 +80,11 @@
 #     the same rule by wave fill for 9-16 tokens (K split 4 where it fills the waves as fully as
 #     8): the linear GPU test (with one step forced), the steps of 1, 12 and 16 rows of three
 #     presets against .prev alternated, then the GEMV sweep with 16 tokens on four shapes.
+#   PART=quantize DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device and .prev = the
+#   commit before the patch)
+#     after `git apply tools/pending/fp8_quantize.patch` and `deno task kernels` here: the fp8 GPU
+#     test (the activation quantizer bit for bit against the CPU, both its paths, the W8A8
+#     products), then the FP8 decode step at 64 and 256 rows against .prev, two rounds.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -367,6 +372,16 @@ if [ "$PART" = split16 ]; then
       --batches 1,12,16 --steps 32
   done
   kernel_benches 90 "linear_bench.ts --gemv-sweep --shapes 4608x3584,6144x4096,14336x4096,28672x4096"
+fi
+
+if [ "$PART" = quantize ]; then
+  gpu_test fp8 240
+  for round in 1 2; do
+    left 90 || break
+    echo "=== fp8 decode A/B round $round $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=40 bash tools/decode_ab.sh --presets llama3-8b --batches 64,256 --steps 16 \
+      --quantization fp8
+  done
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

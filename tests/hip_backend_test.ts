@@ -149,7 +149,7 @@ Deno.test(
 );
 
 Deno.test(
-  "hip fake: an extra-packed launch ends with HIP's marker 3 and carries exact bytes",
+  "hip fake: an extra-packed launch ends with HIP's marker 3 and carries exact bytes; occupancy",
   fakeHip((gpu, fake) => {
     const module = gpu.loadModule({ format: "hsaco", bytes: new TextEncoder().encode("hsaco\0") });
     const fn = module.getFunction("rms_norm");
@@ -212,6 +212,15 @@ Deno.test(
         "an illegal memory access was encountered",
     );
     assert.equal(fake.launchCount(), 1);
+
+    // Occupancy goes through HIP's own module call, and its failure names it.
+    fake.setBlocksPerSm("rms_norm", 5);
+    assert.equal(fn.maxBlocksPerSm(256, 0), 5);
+    fake.failNext("hipModuleOccupancyMaxActiveBlocksPerMultiprocessor", 1);
+    assert.equal(
+      errorOf(DriverError, () => fn.maxBlocksPerSm(256, 0)).call,
+      "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor",
+    );
     gpu.free(out);
     gpu.free(x);
     module.unload();

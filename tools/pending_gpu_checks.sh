@@ -174,6 +174,18 @@ kernel_benches() {
   done
 }
 
+# ab_rounds NEED STEP_LIMIT ARGS...: tools/decode_ab.sh with ARGS (this tree against .prev) in two
+# rounds, each only while NEED seconds are left, each tree's run at most STEP_LIMIT seconds.
+ab_rounds() {
+  local need="$1" limit="$2" round
+  shift 2
+  for round in 1 2; do
+    left "$need" || break
+    echo "=== decode A/B round $round $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT="$limit" bash tools/decode_ab.sh "$@"
+  done
+}
+
 if [ "$PART" = first ]; then
   gpu_test attention 120
   gpu_test kv_fp8 60
@@ -353,35 +365,20 @@ if [ "$PART" = ragged3 ]; then
 fi
 
 if [ "$PART" = stages ]; then
-  for round in 1 2; do
-    left 200 || break
-    echo "=== decode A/B round $round $(date +%T)"
-    ROUNDS=1 STEP_TIMEOUT=90 bash tools/decode_ab.sh --presets qwen2.5-7b,llama3-8b --batches 1,4 \
-      --steps 32
-  done
+  ab_rounds 200 90 --presets qwen2.5-7b,llama3-8b --batches 1,4 --steps 32
   gpu_test linear 120
   kernel_benches 80 "linear_bench.ts --gemv-sweep --shapes 4608x3584,6144x4096"
 fi
 
 if [ "$PART" = split16 ]; then
   gpu_test linear 120
-  for round in 1 2; do
-    left 120 || break
-    echo "=== decode A/B round $round $(date +%T)"
-    ROUNDS=1 STEP_TIMEOUT=90 bash tools/decode_ab.sh --presets qwen2.5-7b,llama3-8b,qwen3-8b \
-      --batches 1,12,16 --steps 32
-  done
+  ab_rounds 120 90 --presets qwen2.5-7b,llama3-8b,qwen3-8b --batches 1,12,16 --steps 32
   kernel_benches 90 "linear_bench.ts --gemv-sweep --shapes 4608x3584,6144x4096,14336x4096,28672x4096"
 fi
 
 if [ "$PART" = quantize ]; then
   gpu_test fp8 240
-  for round in 1 2; do
-    left 90 || break
-    echo "=== fp8 decode A/B round $round $(date +%T)"
-    ROUNDS=1 STEP_TIMEOUT=40 bash tools/decode_ab.sh --presets llama3-8b --batches 64,256 --steps 16 \
-      --quantization fp8
-  done
+  ab_rounds 90 40 --presets llama3-8b --batches 64,256 --steps 16 --quantization fp8
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

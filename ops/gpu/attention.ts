@@ -25,12 +25,13 @@
  *
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
  * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
- * no reduce; a smaller one is split into the fewest partitions of 32..512 tokens that fill it. A block runs its partition in chunks
- * of 512 rows with an online softmax across them. Where such a full batch has contexts up to
- * 2048 but stays under twice the target (raggedSplitParts; DENALI_DECODE_RAGGED_ROWS moves the
- * bound), the grid has up to 4 partitions a
- * sequence and the kernel sizes them from the contexts themselves (the ragged split): a context
- * past twice a block slot's even share of the batch's tokens is split, the rest run whole.
+ * no reduce; a smaller one is split into the fewest partitions of 32..512 tokens that fill it. A
+ * block runs its partition in chunks of 512 rows with an online softmax across them. Where such a
+ * full batch has contexts up to 2048 but stays under twice the target (raggedSplitParts;
+ * DENALI_DECODE_RAGGED_ROWS moves the bound), the grid has up to 4 partitions a sequence and the
+ * kernel sizes them from the contexts themselves (the ragged split): a context past twice (the
+ * slack, DENALI_DECODE_RAGGED) a block slot's even share of the batch's tokens is split, the rest
+ * run whole.
  *
  * The decode kernels and `decode_reduce` launch with programmatic dependent launch where the
  * backend offers it (CUDA, compute capability 9.0+, a CUDA 12.3+ driver; off with

@@ -683,7 +683,7 @@ export async function loadLinearOps(
   function plainGemvSplit(kernel: number, m: number, n: number, k: number): number {
     const split = gemvSplit(kernel, k);
     if (forcedSplit !== 0 || split !== 8 || m <= 8) return split;
-    const index = 4 + (kernel === GEMV8 ? 2 : 0) + (forcedStages === 2 ? 1 : 0);
+    const index = gemvKernelIndex(kernel, m, forcedStages || 1);
     return gemvSplitOf16(gemvBlocks(kernel, n, 8), gemvPerSm[index] * sms);
   }
 
@@ -692,19 +692,21 @@ export async function loadLinearOps(
     return gemvGridBlocks(n, kernel === GEMV16 ? 16 : 8, split);
   }
 
+  /** Index into GEMV_KERNELS of `kernel` (GEMV16 or GEMV8) at M = m with `stages` in flight. */
+  function gemvKernelIndex(kernel: number, m: number, stages: number): number {
+    return (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0) + stages - 1;
+  }
+
   /**
    * Index into GEMV_KERNELS. One step in flight above 8 tokens, where the larger x tiles need the
-   * registers; two for up to 8 (bench/results/2026-11-25-s3-gemv-pdl-h100.md), unless a grid of
-   * `blocks` runs in one wave with one step and past one with two (gemvStagesFor).
+   * registers; two for up to 8 (bench/results/2026-11-25-s3-gemv-pdl-h100.md), unless one step
+   * fills the waves of a grid of `blocks` strictly fuller (gemvStagesFor).
    */
   function gemvIndex(kernel: number, m: number, blocks: number): number {
-    const base = (m > 8 ? 4 : 0) + (kernel === GEMV8 ? 2 : 0);
-    const stages = forcedStages !== 0
-      ? forcedStages
-      : m > 8
-      ? 1
-      : gemvStagesFor(blocks, sms, gemvPerSm[base], gemvPerSm[base + 1]);
-    return base + stages - 1;
+    if (forcedStages !== 0) return gemvKernelIndex(kernel, m, forcedStages);
+    if (m > 8) return gemvKernelIndex(kernel, m, 1);
+    const one = gemvKernelIndex(kernel, m, 1), two = gemvKernelIndex(kernel, m, 2);
+    return gemvStagesFor(blocks, sms, gemvPerSm[one], gemvPerSm[two]) === 1 ? one : two;
   }
 
   function runDenali(

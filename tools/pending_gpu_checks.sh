@@ -80,11 +80,15 @@
 #     the same rule by wave fill for 9-16 tokens (K split 4 where it fills the waves as fully as
 #     8): the linear GPU test (with one step forced), the steps of 1, 12 and 16 rows of three
 #     presets against .prev alternated, then the GEMV sweep with 16 tokens on four shapes.
-#   PART=quantize DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device and .prev = the
-#   commit before the patch)
-#     after `git apply tools/pending/fp8_quantize.patch` and `deno task kernels` here: the fp8 GPU
-#     test (the activation quantizer bit for bit against the CPU, both its paths, the W8A8
-#     products), then the FP8 decode step at 64 and 256 rows against .prev, two rounds.
+#   PART=quantize DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device and .prev = the
+#   commit before the change)
+#     run in session 23 on the then uncommitted activation quantizer and wgmma main loop (the next
+#     copies issued after the tile's wgmmas, FP8 tiles starting their sums by scale-d), now
+#     committed (bench/results/2026-12-07-s23-*): the fp8 GPU test (it needs about 400 s, so the
+#     240 s here cut it; the rest ran in parallel --filter processes), the linear_sm90 one, the
+#     W8A8 products at 64 and 256 rows on both trees, the FP8 decode step at 64 and 256 rows
+#     against .prev (two rounds), the offline FP8 run on both trees, and the bf16 offline run with
+#     DENALI_STREAM_K=0 and timed.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -377,8 +381,31 @@ if [ "$PART" = split16 ]; then
 fi
 
 if [ "$PART" = quantize ]; then
-  gpu_test fp8 240
+  gpu_test fp8 420
+  gpu_test linear_sm90 90
+  # The W8A8 products (their time includes quantizing x) at 64 and 256 rows, this tree then .prev.
+  for tree in . .prev; do
+    left 150 || break
+    echo "=== linear_fp8_bench --ms 64,256 tree $tree $(cat "$tree/commit" 2>/dev/null) $(date +%T)"
+    (cd "$tree" && timeout 60 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check \
+      bench/kernels/linear_fp8_bench.ts --ms 64,256) 2>&1 | grep -E "w8a8|^TARGET" | cut -c1-160
+  done
   ab_rounds 90 40 --presets llama3-8b --batches 64,256 --steps 16 --quantization fp8
+  # Issue 13's offline workload (FP8 weights and KV), this tree then .prev.
+  for tree in . .prev; do
+    left 90 || break
+    echo "=== offline fp8 tree $tree $(cat "$tree/commit" 2>/dev/null) $(date +%T)"
+    (cd "$tree" && timeout 80 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check bench/engine_bench.ts \
+      --requests 1000 --offline --profile --quantization fp8 --kv-cache-dtype fp8) 2>&1 |
+      grep -E "completion tok/s|PROFILE kind=(decode|mixed) |^engine:" | cut -c1-160
+  done
+  # bf16 stream-K, never measured on the serving workload: never (the default) against timed.
+  for sk in 0 timed; do
+    left 80 || break
+    echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
+    DENALI_STREAM_K=$sk timeout 75 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
+      --requests 1000 --offline --profile 2>&1 | grep -E "completion tok/s|PROFILE kind=(decode|mixed) " | cut -c1-160
+  done
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

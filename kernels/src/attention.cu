@@ -36,15 +36,6 @@
 // ---------------------------------------------------------------------------------------------
 // Small helpers shared by the kernels.
 
-// Butterfly exchange inside a logical 32-lane warp. Masks stay below 32, so on AMD's 64-lane
-// wavefronts each half reduces on its own, exactly like a CUDA warp.
-__device__ __forceinline__ float shfl_xor(float v, int mask) {
-#ifdef DENALI_HIP
-  return __shfl_xor(v, mask);
-#else
-  return __shfl_xor_sync(0xffffffffu, v, mask);
-#endif
-}
 
 // 8 bf16 (one 16-byte load) to fp32: the low half of each word is the lower-index element.
 __device__ __forceinline__ void unpack8(const uint4 r, float (&f)[8]) {

@@ -295,24 +295,63 @@ extern "C" __global__ void __launch_bounds__(256) linear_fp8_dequantize(uint16_t
   }
 }
 
+// The largest |x| of the 8 bf16 in a 16-byte word and `amax` (NaNs passed over, as by fmaxf).
+__device__ __forceinline__ float bf16x8_amax(uint4 v, float amax) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    amax = fmaxf(amax, fabsf(bf16_to_f32(static_cast<uint16_t>(words[q] & 0xffffu))));
+    amax = fmaxf(amax, fabsf(bf16_to_f32(static_cast<uint16_t>(words[q] >> 16))));
+  }
+  return amax;
+}
+
+// The E4M3 codes of the 8 bf16 in a 16-byte word over `scale`, in order, as one 8-byte word.
+__device__ __forceinline__ uint2 bf16x8_to_e4m3(uint4 v, float scale) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+  uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t lo = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] & 0xffffu)) / scale);
+    const uint32_t hi = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] >> 16)) / scale);
+    packed[q >> 1] |= (lo | (hi << 8)) << (16 * (q & 1));
+  }
+  return make_uint2(packed[0], packed[1]);
+}
+
 // 256 threads, one block per row (grid min(N, 65535), striding): the row's amax, then its
-// codes. scale = amax / 448 (1 for an all-zero row); NaNs are passed over by fmaxf.
+// codes. scale = amax / 448 (1 for an all-zero row); NaNs are passed over by fmaxf. Besides
+// weights at load it quantizes the activations of every W8A8 product per token, so rows of 8-byte
+// multiples move 16 bytes a load and 8 codes a store, and the block's max takes warp shuffles and
+// one barrier: the scalar two-pass form took 12.4 us for 256 rows of 4096 (ncu, H100,
+// bench/results/2026-12-07-s22-fp8-w8a8-ncu-h100.md). The second read of the row hits L1/L2.
 extern "C" __global__ void __launch_bounds__(256) linear_fp8_quantize(uint8_t* data, float* scales, const uint16_t* w, int32_t N, int32_t K) {
-  __shared__ float partial[256];
+  __shared__ float group_max[32];  // one per 32-lane group
+  const bool vector = (K & 7) == 0 && (reinterpret_cast<uintptr_t>(w) & 15) == 0 &&
+                      (reinterpret_cast<uintptr_t>(data) & 7) == 0;
+  const int groups = (blockDim.x + 31) >> 5;
   for (int row = blockIdx.x; row < N; row += gridDim.x) {
     const size_t base = static_cast<size_t>(row) * K;
+    const uint4* src = reinterpret_cast<const uint4*>(w + base);
     float amax = 0.f;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) amax = fmaxf(amax, fabsf(bf16_to_f32(w[base + i])));
-    partial[threadIdx.x] = amax;
-    __syncthreads();
-    for (int s = 128; s > 0; s >>= 1) {
-      if (threadIdx.x < s) partial[threadIdx.x] = fmaxf(partial[threadIdx.x], partial[threadIdx.x + s]);
-      __syncthreads();
+    if (vector) {
+      for (int c = threadIdx.x; c < (K >> 3); c += blockDim.x) amax = bf16x8_amax(src[c], amax);
+    } else {
+      for (int i = threadIdx.x; i < K; i += blockDim.x) amax = fmaxf(amax, fabsf(bf16_to_f32(w[base + i])));
     }
-    const float top = partial[0];
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, shfl_xor(amax, off));
+    if ((threadIdx.x & 31) == 0) group_max[threadIdx.x >> 5] = amax;
+    __syncthreads();
+    float top = group_max[0];
+    for (int g = 1; g < groups; ++g) top = fmaxf(top, group_max[g]);
     const float scale = top > 0.f ? top / 448.f : 1.f;
     if (threadIdx.x == 0) scales[row] = scale;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) data[base + i] = f32_to_e4m3(bf16_to_f32(w[base + i]) / scale);
-    __syncthreads();  // partial is reused by the next row
+    if (vector) {
+      uint2* dst = reinterpret_cast<uint2*>(data + base);
+      for (int c = threadIdx.x; c < (K >> 3); c += blockDim.x) dst[c] = bf16x8_to_e4m3(src[c], scale);
+    } else {
+      for (int i = threadIdx.x; i < K; i += blockDim.x) data[base + i] = f32_to_e4m3(bf16_to_f32(w[base + i]) / scale);
+    }
+    __syncthreads();  // group_max is reused by the next row
   }
 }

@@ -15,9 +15,9 @@
 // SWIZZLE_128B and the copies need no transposition.
 //
 // Pipeline, one barrier per k tile: wait for tile kt's copies, fence them into the async proxy,
-// barrier (after which every warpgroup has also retired tile kt - 2's wgmmas), start copying tile
-// kt + STAGES - 2 into the slot tile kt - 2 used, issue tile kt's four wgmmas, and wait until at
-// most one batch (tile kt's) is in flight.
+// barrier (after which every warpgroup has also retired tile kt - 2's wgmmas), issue tile kt's
+// four wgmmas, start copying tile kt + STAGES - 2 into the slot tile kt - 2 used (while the tensor
+// cores work), and wait until at most one batch (tile kt's) is in flight.
 //
 // Split-K: with kSplit > 1 the grid has kSplit blocks per output tile, each over a contiguous
 // run of k tiles. Each block stores its fp32 accumulators to `partials` (slot tile · kSplit +
@@ -73,34 +73,40 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
   "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 
 // One wgmma over 32 bytes of each row, 16 k of bf16 or 32 k of E4M3 (FP8), into a thread's
-// share of an m64nBN fp32 accumulator: d += A(64 rows, descriptor da) · B(BN rows, descriptor
-// db)ᵀ, both operands K-major. An FP8 k32 reads the same 32 bytes of each row as a bf16 k16, so
-// the tiles, descriptors and steps are the bf16 ones; the FP8 form has no transpose operands
-// (FP8 operands must be K-major), hence its shorter operand list.
+// share of an m64nBN fp32 accumulator: d = A(64 rows, descriptor da) · B(BN rows, descriptor
+// db)ᵀ, plus d where `accumulate` is nonzero (wgmma's scale-d predicate), both operands K-major.
+// An FP8 k32 reads the same 32 bytes of each row as a bf16 k16, so the tiles, descriptors and
+// steps are the bf16 ones; the FP8 form has no transpose operands (FP8 operands must be
+// K-major), hence its shorter operand list.
 template <int BN, bool FP8>
-__device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db);
+__device__ __forceinline__ void wgmma_k32b(float (&d)[BN / 2], uint64_t da, uint64_t db,
+                                           int accumulate);
 // Defines wgmma_k32b<BN, FP8> as one instruction: SHAPE its shape and types, D its accumulator
-// list, OPERANDS the descriptors' numbers and the scale/transpose immediates, then the
-// accumulators' constraints.
-#define DENALI_WGMMA(BN, FP8, SHAPE, D, OPERANDS, ...)                                          \
+// list, OPERANDS the descriptors' numbers, the scale-d predicate p and the scale/transpose
+// immediates, SCALE the operand number of `accumulate`, then the accumulators' constraints.
+#define DENALI_WGMMA(BN, FP8, SHAPE, D, OPERANDS, SCALE, ...)                                   \
   template <>                                                                                   \
   __device__ __forceinline__ void wgmma_k32b<BN, FP8>(float (&d)[BN / 2], uint64_t da,          \
-                                                      uint64_t db) {                            \
-    asm volatile("wgmma.mma_async.sync.aligned." SHAPE " {" D "}, " OPERANDS ";"                 \
+                                                      uint64_t db, int accumulate) {            \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " SCALE ", 0;\n"                             \
+                 "wgmma.mma_async.sync.aligned." SHAPE " {" D "}, " OPERANDS ";\n}"             \
                  : __VA_ARGS__                                                                  \
-                 : "l"(da), "l"(db));                                                           \
+                 : "l"(da), "l"(db), "r"(accumulate));                                          \
   }
-DENALI_WGMMA(256, false, "m64n256k16.f32.bf16.bf16", WGMMA_D128, "%128, %129, 1, 1, 1, 0, 0",
-             WGMMA_F64(0), WGMMA_F64(64))
-DENALI_WGMMA(128, false, "m64n128k16.f32.bf16.bf16", WGMMA_D64, "%64, %65, 1, 1, 1, 0, 0",
+DENALI_WGMMA(256, false, "m64n256k16.f32.bf16.bf16", WGMMA_D128, "%128, %129, p, 1, 1, 0, 0",
+             "%130", WGMMA_F64(0), WGMMA_F64(64))
+DENALI_WGMMA(128, false, "m64n128k16.f32.bf16.bf16", WGMMA_D64, "%64, %65, p, 1, 1, 0, 0", "%66",
              WGMMA_F64(0))
-DENALI_WGMMA(64, false, "m64n64k16.f32.bf16.bf16", WGMMA_D32, "%32, %33, 1, 1, 1, 0, 0",
+DENALI_WGMMA(64, false, "m64n64k16.f32.bf16.bf16", WGMMA_D32, "%32, %33, p, 1, 1, 0, 0", "%34",
              WGMMA_F32(0))
-DENALI_WGMMA(32, false, "m64n32k16.f32.bf16.bf16", WGMMA_D16, "%16, %17, 1, 1, 1, 0, 0",
+DENALI_WGMMA(32, false, "m64n32k16.f32.bf16.bf16", WGMMA_D16, "%16, %17, p, 1, 1, 0, 0", "%18",
              WGMMA_F16(0))
-DENALI_WGMMA(128, true, "m64n128k32.f32.e4m3.e4m3", WGMMA_D64, "%64, %65, 1, 1, 1", WGMMA_F64(0))
-DENALI_WGMMA(64, true, "m64n64k32.f32.e4m3.e4m3", WGMMA_D32, "%32, %33, 1, 1, 1", WGMMA_F32(0))
-DENALI_WGMMA(32, true, "m64n32k32.f32.e4m3.e4m3", WGMMA_D16, "%16, %17, 1, 1, 1", WGMMA_F16(0))
+DENALI_WGMMA(128, true, "m64n128k32.f32.e4m3.e4m3", WGMMA_D64, "%64, %65, p, 1, 1", "%66",
+             WGMMA_F64(0))
+DENALI_WGMMA(64, true, "m64n64k32.f32.e4m3.e4m3", WGMMA_D32, "%32, %33, p, 1, 1", "%34",
+             WGMMA_F32(0))
+DENALI_WGMMA(32, true, "m64n32k32.f32.e4m3.e4m3", WGMMA_D16, "%16, %17, p, 1, 1", "%18",
+             WGMMA_F16(0))
 #undef DENALI_WGMMA
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -161,15 +167,17 @@ __device__ __forceinline__ void store_accumulators(uint16_t* __restrict__ out,
   }
 }
 
-// One k tile's four wgmmas for a warpgroup: A rows at `a`, B rows at `b`, both swizzled tiles.
+// One k tile's four wgmmas for a warpgroup: A rows at `a`, B rows at `b`, both swizzled tiles;
+// with `fresh` the first one overwrites acc instead of adding to it.
 template <int BN, bool FP8>
-__device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uint32_t b) {
+__device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uint32_t b,
+                                           bool fresh) {
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     // 32 bytes further along every (swizzled) row: the hardware applies the XOR to the final
     // address, so the start address just moves by 32.
-    wgmma_k32b<BN, FP8>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32));
+    wgmma_k32b<BN, FP8>(acc, smem_desc(a + kk * 32), smem_desc(b + kk * 32), kk > 0 || !fresh);
   }
   wgmma_commit();
 }
@@ -182,9 +190,9 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint32_t a, uin
 // precision (a whole-K sum in its accumulators missed the CPU's by 1-13% on an H200,
 // bench/results/2026-12-06-s9-w8a8-awq-h200.md), so each 128-k tile's sum is added into fp32
 // registers and the accumulators restart from zero, as cuBLASLt does without fast accumulation:
-// one wait per tile, and twice the accumulator registers (hence no 128×256 FP8 tile). Ends with
-// every copy and wgmma of this block retired, so the caller may reuse the ring once all threads
-// are past it.
+// one wait per tile (each tile's first wgmma overwrites the accumulators), and twice the
+// accumulator registers (hence no 128×256 FP8 tile). Ends with every copy and wgmma of this block
+// retired, so the caller may reuse the ring once all threads are past it.
 template <int BN, int STAGES, bool FP8>
 __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint16_t* __restrict__ x,
                                                const uint16_t* __restrict__ w, int M, int N,
@@ -221,24 +229,24 @@ __device__ __forceinline__ void wgmma_mainloop(float (&acc)[BN / 2], const uint1
     cp_async_wait<STAGES - 3>();
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
-    const int next = kt + STAGES - 2;
-    if (next < kTiles) copy_stage(next);
-    cp_async_commit();
 
     // Both warpgroups issue their wgmmas even where one holds only rows past M (zeros): a wgmma
     // under a branch ptxas cannot prove warpgroup-uniform makes it serialize every wgmma of the
     // kernel (C7518), which cost more than the idle warpgroup's multiplies save. Decode batches
-    // of 17-64 rows run the swapped-operand kernels, which have no such padding.
+    // of 17-64 rows run the swapped-operand kernels, which have no such padding. FP8 starts each
+    // tile's sum afresh (scale-d off on its first wgmma), so promoting it needs no zeroing.
     const uint32_t stage = base + (kt % STAGES) * STAGE_BYTES;
-    wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES);
+    wgmma_tile<BN, FP8>(acc, stage + warpgroup * (64 * 128), stage + A_BYTES, FP8);
+    // The next copies are issued while the tensor cores work on tile kt. Their slot held tile
+    // kt - 2, whose wgmmas every warpgroup retired before the barrier above.
+    const int next = kt + STAGES - 2;
+    if (next < kTiles) copy_stage(next);
+    cp_async_commit();
     if constexpr (FP8) {
       wgmma_wait<0>();
       pin_registers(acc);
 #pragma unroll
-      for (int i = 0; i < BN / 2; ++i) {
-        total[i] += acc[i];
-        acc[i] = 0.f;
-      }
+      for (int i = 0; i < BN / 2; ++i) total[i] += acc[i];
       pin_registers(acc);
     } else {
       wgmma_wait<1>();

@@ -103,7 +103,8 @@ function download(gpu: Backend, buffer: DeviceBuffer, bytes: number): Uint8Array
 
 gpuLinearTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (gpu, ops) => {
   const s = gpu.createStream();
-  for (const [n, k] of [[4096, 4096], [1000, 1000], [37, 64], [100, 40]]) {
+  // K % 8 == 0 takes the kernel's 16-byte path; 36 and 1001 its element path.
+  for (const [n, k] of [[4096, 4096], [1000, 1000], [37, 64], [100, 40], [50, 36], [3, 1001]]) {
     const bits = randomBf16(n * k, n + k, 3);
     bits.fill(0, 0, k); // row 0: all zeros (scale 1)
     for (let i = k; i < 2 * k; i++) bits[i] = toBf16Bits((i % 7 - 3) * 1e-6); // tiny: subnormals

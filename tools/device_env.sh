@@ -17,3 +17,6 @@ fi
 for tree in .base .prev ${BASE:+"$BASE"}; do
   if ls "$tree"/kernels/ptx/*.xz >/dev/null 2>&1; then xz -d -f "$tree"/kernels/ptx/*.xz; fi
 done
+# .device/gpu.sh unpacks Deno on its first run on a fresh machine; two first runs at once lose
+# that race ("Text file busy", session 23's parallel test processes), so it runs once here first.
+if [ -f .device/gpu.sh ]; then bash .device/gpu.sh true; fi

@@ -36,7 +36,6 @@
 // ---------------------------------------------------------------------------------------------
 // Small helpers shared by the kernels.
 
-
 // 8 bf16 (one 16-byte load) to fp32: the low half of each word is the lower-index element.
 __device__ __forceinline__ void unpack8(const uint4 r, float (&f)[8]) {
   f[0] = __uint_as_float(r.x << 16);

@@ -20,8 +20,13 @@
  * with random 4-bit weights (AWQ layout, group 128: W4A16) and `TARGET decode_b1_awq` (goal
  * 0.40); `--quantization fp8,awq` runs all three in one call.
  *
+ * `--kv-cache-dtype fp8` runs every engine with the FP8 KV cache: the DECODE lines say `kv=fp8`,
+ * the floor counts one byte a cached element, and the TARGET lines (defined on the bf16 cache)
+ * become `#` lines.
+ *
  * Usage: deno run -A bench/decode_bench.ts [--presets llama3-8b,qwen2.5-7b,qwen3-8b,mistral-7b]
  *        [--batches 1,64] [--context 512] [--steps 64] [--quantization fp8,awq]
+ *        [--kv-cache-dtype fp8]
  *
  * @module
  */
@@ -30,6 +35,7 @@ import { parseArgs } from "node:util";
 import { openBackend } from "../backends/select.ts";
 import { configPreset, type ModelConfig, parameterCount } from "../models/config.ts";
 import { Engine } from "../engine/engine.ts";
+import { resolveKvCacheDtype } from "../engine/kv_cache.ts";
 import { measureReadGbps } from "./device_ceilings.ts";
 import { helpRequested } from "../tools/cli.ts";
 
@@ -44,6 +50,8 @@ Decode ms/step of random-weight models through the Engine, beside the bytes-read
   --quantization fp8  also run each preset with FP8 weights: TARGET decode_b1_fp8 (FP8 ÷ bf16)
   --quantization awq  ... with random 4-bit weights: TARGET decode_b1_awq (4-bit ÷ bf16); a
                       list (fp8,awq) runs both
+  --kv-cache-dtype fp8  every run on the FP8 KV cache (the floor counts its bytes; the TARGET
+                        lines, defined on the bf16 cache, print as # lines)
   -h, --help        show this help`;
 
 /** Issue 13's goals for the batch-1 decode step, quantized over bf16. */
@@ -55,13 +63,20 @@ const GOAL = 1.15;
 /**
  * Bytes one decode step of `batch` rows reads, each row attending to `context` positions:
  * the weights once without the input embedding table (a tied table counts once, as the lm head
- * reads it whole), one embedding row per row, and the K and V of every attended position.
+ * reads it whole), one embedding row per row, and the K and V of every attended position at
+ * `kvBytes` an element (2 for the bf16 cache, 1 for FP8).
  */
-export function decodeStepBytes(config: ModelConfig, batch: number, context: number): number {
+export function decodeStepBytes(
+  config: ModelConfig,
+  batch: number,
+  context: number,
+  kvBytes = 2,
+): number {
   const h = config.hiddenSize;
   const table = config.tieWordEmbeddings ? 0 : config.vocabSize * h;
   const weights = 2 * (parameterCount(config) - table);
-  const kvPerPosition = 2 * config.numHiddenLayers * config.numKeyValueHeads * config.headDim * 2;
+  const kvPerPosition = 2 * config.numHiddenLayers * config.numKeyValueHeads * config.headDim *
+    kvBytes;
   return weights + batch * h * 2 + batch * context * kvPerPosition;
 }
 
@@ -76,8 +91,14 @@ async function main(): Promise<void> {
       context: { type: "string", default: "512" },
       steps: { type: "string", default: "64" },
       quantization: { type: "string" },
+      "kv-cache-dtype": { type: "string" },
     },
   });
+  const kvCacheDtype = resolveKvCacheDtype(values["kv-cache-dtype"], "--kv-cache-dtype");
+  const kvBytes = kvCacheDtype === "fp8" ? 1 : 2;
+  const kv = kvCacheDtype === "fp8" ? " kv=fp8" : "";
+  // The TARGET lines are defined on the bf16 cache; with another they print as # lines.
+  const target = kvCacheDtype === "bf16" ? "TARGET" : "#";
   const asked = values.quantization === undefined ? [] : values.quantization.split(",");
   for (const name of asked) {
     if (name !== "fp8" && name !== "awq") {
@@ -98,12 +119,12 @@ async function main(): Promise<void> {
     const config = configPreset(preset);
     // The context grows from `context` to `context + steps` over the timed steps.
     const floorMs = (batch: number) =>
-      decodeStepBytes(config, batch, context + steps / 2) / (readGbps * 1e6);
+      decodeStepBytes(config, batch, context + steps / 2, kvBytes) / (readGbps * 1e6);
     console.log(
       `model ${preset} (${config.architecture}): ` +
         `${(2 * parameterCount(config) / 1e9).toFixed(2)} GB of weights, ` +
-        `${(decodeStepBytes(config, 1, context + steps / 2) / 1e9).toFixed(3)} GB read per ` +
-        `batch-1 step`,
+        `${(decodeStepBytes(config, 1, context + steps / 2, kvBytes) / 1e9).toFixed(3)} GB read ` +
+        `per batch-1 step${kv}`,
     );
     const batchOneMs: number[] = [];
     for (const quantization of formats) {
@@ -115,6 +136,7 @@ async function main(): Promise<void> {
         maxBatchedTokens: 8192,
         log: () => {},
         quantization,
+        kvCacheDtype,
       });
 
       let seed = 7;
@@ -157,12 +179,12 @@ async function main(): Promise<void> {
             `DECODE denali preset=${preset} batch=${batch} ms_per_step=${msPerStep.toFixed(3)} ` +
               `prefill_s=${((firstAt - started) / 1000).toFixed(2)} of_floor=${
                 ofFloor.toFixed(3)
-              } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}${weights}`,
+              } tok_s=${(batch * 1000 / msPerStep).toFixed(0)}${weights}${kv}`,
           );
           if (batch === 1 && quantization === null) {
             targets.push(
-              `TARGET decode_b1_${preset} value=${ofFloor.toFixed(3)} goal=${GOAL} ` +
-                (ofFloor <= GOAL ? "met" : "MISSED"),
+              `${target} decode_b1_${preset} value=${ofFloor.toFixed(3)} goal=${GOAL} ` +
+                (ofFloor <= GOAL ? "met" : "MISSED") + kv,
             );
           }
         }
@@ -176,7 +198,7 @@ async function main(): Promise<void> {
       const ratio = batchOneMs[i] / batchOneMs[0], goal = QUANTIZED_GOALS[format];
       const line = `decode_b1_${format} value=${ratio.toFixed(3)} goal=${goal.toFixed(2)}`;
       if (preset === "llama3-8b") {
-        targets.push(`TARGET ${line} ${ratio <= goal ? "met" : "MISSED"}`);
+        targets.push(`${target} ${line} ${ratio <= goal ? "met" : "MISSED"}${kv}`);
       } else {
         console.log(`# ${line} preset=${preset}`);
       }

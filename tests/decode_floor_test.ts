@@ -37,3 +37,30 @@ Deno.test("decode floor: the other families count their own vectors; a tied tabl
   // Llama-3.2-1B ties its embeddings: the lm head reads the whole table, once.
   assert.equal(decodeStepBytes(configPreset("llama3.2-1b"), 1, 0), 2 * 1_235_814_400 + 2048 * 2);
 });
+
+Deno.test("decode floor: an FP8 KV cache counts one byte a cached element", () => {
+  const config = configPreset("llama3-8b");
+  const kvElements = 2 * 32 * 8 * 128; // K and V, 32 layers, 8 KV heads of 128
+  const bf16 = decodeStepBytes(config, 64, 512), fp8 = decodeStepBytes(config, 64, 512, 1);
+  assert.equal(bf16 - fp8, 64 * 512 * kvElements);
+  assert.equal(decodeStepBytes(config, 1, 0, 1), decodeStepBytes(config, 1, 0));
+});
+
+Deno.test("decode bench: an unknown --kv-cache-dtype is refused by name before any device", async () => {
+  const script = new URL("../bench/decode_bench.ts", import.meta.url).pathname;
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", script, "--kv-cache-dtype", "fp8_e5m2"],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder().decode(stderr);
+  assert.notEqual(code, 0);
+  assert.match(
+    text,
+    /--kv-cache-dtype "fp8_e5m2" is not supported \(Denali stores FP8 as E4M3 only\)/,
+  );
+  assert.match(text, /auto, bf16, fp8, fp8_e4m3/);
+  // Refused before opening a backend: no device line was printed.
+  assert.doesNotMatch(text, /cannot launch device kernels|CUDA|libcuda/);
+});

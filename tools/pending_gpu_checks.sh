@@ -89,6 +89,11 @@
 #     W8A8 products at 64 and 256 rows on both trees, the FP8 decode step at 64 and 256 rows
 #     against .prev (two rounds), the offline FP8 run on both trees, and the bf16 offline run with
 #     DENALI_STREAM_K=0 and timed.
+#   PART=fp8attn DEADLINE=480 bash tools/pending_gpu_checks.sh   (carry .device)
+#     the FP8-cache decode attention before changing it (the plan written in session 23): the
+#     SASS opcode counts of the d128_g4 decode kernels (bf16 and FP8 cache, fma and mma), their
+#     times at batch 64 and 256 and contexts 512 and 2048, and the Llama-3-8B step at batch 64
+#     and 256 on the FP8 cache (bf16 and FP8 weights) with each kernel family.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -405,6 +410,22 @@ if [ "$PART" = quantize ]; then
     echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
     DENALI_STREAM_K=$sk timeout 75 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
       --requests 1000 --offline --profile 2>&1 | grep -E "completion tok/s|PROFILE kind=(decode|mixed) " | cut -c1-160
+  done
+fi
+
+if [ "$PART" = fp8attn ]; then
+  # What the decode kernels issue (bf16 and FP8 cache, fma and mma), then their times at decode
+  # batches, then the step on the FP8 cache with each family (bf16 and FP8 weights).
+  echo "=== sass $(date +%T)"
+  timeout 60 bash tools/sass_stats.sh kernels/ptx/attention.sm_90.ptx \
+    'decode_attn_(fp8_)?(mma_)?d128_g4$' sm_90 2>&1 | head -120
+  kernel_benches 200 "attention_bench.ts --decode-kernels --batches 64,256 --contexts 512,2048"
+  for kernel in fma mma; do
+    left 100 || break
+    echo "=== decode DENALI_DECODE_ATTN=$kernel, FP8 KV cache $(date +%T)"
+    DENALI_DECODE_ATTN=$kernel timeout 90 bash .device/gpu.sh deno run -A --no-check \
+      bench/decode_bench.ts --presets llama3-8b --batches 64,256 --steps 16 --quantization fp8 \
+      --kv-cache-dtype fp8 2>&1 | grep -E "^(DECODE denali|# decode)"
   done
 fi
 

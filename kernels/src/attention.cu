@@ -195,21 +195,11 @@ struct KvCache<true> {
 // step), while the decode attention after it, which may start early, still starts only once
 // everything enqueued before kv_write is complete: the premise of its reads before pdl_wait.
 
-// kv_write into an fp8 cache: code = e4m3(f32(x) / scale), the IEEE f32 quotient (this file is
-// built without fast math), rounded to nearest even, saturated to ±448, NaN kept, as
-// quantizeE4m3 in backends/fp8.ts. Threads over 8-element chunks: a 16-byte load of k, an
-// 8-byte store of codes.
-__device__ __forceinline__ uint2 quantize8_e4m3(const uint4 r, float scale) {
-  float f[8];
-  unpack8(r, f);
-  uint32_t w[2] = {0u, 0u};
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    w[i >> 2] |= static_cast<uint32_t>(f32_to_e4m3(f[i] / scale)) << (8 * (i & 3));
-  }
-  return make_uint2(w[0], w[1]);
-}
-
+// kv_write into an fp8 cache: code = e4m3(f32(x) / scale) (fp8.h's bf16x8_to_e4m3), the IEEE
+// f32 quotient (this file is built without fast math), rounded to nearest even, saturated to
+// ±448, NaN kept, as quantizeE4m3 in backends/fp8.ts. Threads over 8-element chunks: a 16-byte
+// load of k, an 8-byte store of codes.
+//
 // The token's slot → (block, offset) addressing of both caches and the 8-element chunk loop,
 // shared by the two entry points: FP8 stores e4m3 codes where bf16 copies the chunk as it is.
 template <bool FP8>
@@ -237,8 +227,8 @@ __device__ __forceinline__ void kv_write_token(void* kCache, void* vCache, const
     if constexpr (FP8) {
       uint8_t* kc = static_cast<uint8_t*>(kCache);
       uint8_t* vc = static_cast<uint8_t*>(vCache);
-      *reinterpret_cast<uint2*>(kc + dst) = quantize8_e4m3(load16(k + from), kScale);
-      *reinterpret_cast<uint2*>(vc + dst) = quantize8_e4m3(load16(v + from), vScale);
+      *reinterpret_cast<uint2*>(kc + dst) = bf16x8_to_e4m3(load16(k + from), kScale);
+      *reinterpret_cast<uint2*>(vc + dst) = bf16x8_to_e4m3(load16(v + from), vScale);
     } else {
       store16(static_cast<uint16_t*>(kCache) + dst, load16(k + from));
       store16(static_cast<uint16_t*>(vCache) + dst, load16(v + from));

@@ -27,3 +27,18 @@ __device__ __forceinline__ uint8_t f32_to_e4m3(float value) {
   // Subnormal: |value| · 512 is exact; rintf rounds it to nearest even.
   return static_cast<uint8_t>(sign | static_cast<uint32_t>(rintf(__uint_as_float(magnitude) * 512.f)));
 }
+
+// The E4M3 codes of the 8 bf16 in a 16-byte word (the low half of each 32-bit word first) over
+// `scale`, in order, as one 8-byte word: e4m3(f32(x) / scale), the IEEE f32 quotient. The FP8
+// KV cache's writes (attention.cu) and the FP8 quantizer (linear_fp8.cu) both store this.
+__device__ __forceinline__ uint2 bf16x8_to_e4m3(uint4 v, float scale) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+  uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t lo = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] & 0xffffu)) / scale);
+    const uint32_t hi = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] >> 16)) / scale);
+    packed[q >> 1] |= (lo | (hi << 8)) << (16 * (q & 1));
+  }
+  return make_uint2(packed[0], packed[1]);
+}

@@ -306,19 +306,6 @@ __device__ __forceinline__ float bf16x8_amax(uint4 v, float amax) {
   return amax;
 }
 
-// The E4M3 codes of the 8 bf16 in a 16-byte word over `scale`, in order, as one 8-byte word.
-__device__ __forceinline__ uint2 bf16x8_to_e4m3(uint4 v, float scale) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-  uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const uint32_t lo = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] & 0xffffu)) / scale);
-    const uint32_t hi = f32_to_e4m3(bf16_to_f32(static_cast<uint16_t>(words[q] >> 16)) / scale);
-    packed[q >> 1] |= (lo | (hi << 8)) << (16 * (q & 1));
-  }
-  return make_uint2(packed[0], packed[1]);
-}
-
 // 256 threads, one block per row (grid min(N, 65535), striding): the row's amax, then its
 // codes. scale = amax / 448 (1 for an all-zero row); NaNs are passed over by fmaxf. Besides
 // weights at load it quantizes the activations of every W8A8 product per token, so rows of 8-byte

@@ -195,6 +195,19 @@ ab_rounds() {
   done
 }
 
+# offline_stream_k LIMIT: the bf16 offline run (1000 requests) with DENALI_STREAM_K=0, then timed,
+# each at most LIMIT seconds and only while 80 are left.
+offline_stream_k() {
+  local limit="$1" sk
+  for sk in 0 timed; do
+    left 80 || break
+    echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
+    DENALI_STREAM_K=$sk timeout "$limit" bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
+      --requests 1000 --offline --profile 2>&1 |
+      grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|TARGET" | cut -c1-160
+  done
+}
+
 if [ "$PART" = first ]; then
   gpu_test attention 120
   gpu_test kv_fp8 60
@@ -284,11 +297,7 @@ fi
 if [ "$PART" = second ]; then
   gpu_test fp8 200
   gpu_test elementwise 60
-  for sk in 0 timed; do
-    left 80 || break
-    echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
-    DENALI_STREAM_K=$sk timeout 80 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts --requests 1000 --offline --profile 2>&1 | grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|TARGET" | cut -c1-160
-  done
+  offline_stream_k 80
   if left 130; then
     echo "=== nsys offline $(date +%T)"
     timeout 120 bash tools/step_kernels.sh offline --requests 1000 --profile 2>&1 | cut -c1-200 | head -40
@@ -404,13 +413,8 @@ if [ "$PART" = quantize ]; then
       --requests 1000 --offline --profile --quantization fp8 --kv-cache-dtype fp8) 2>&1 |
       grep -E "completion tok/s|PROFILE kind=(decode|mixed) |^engine:" | cut -c1-160
   done
-  # bf16 stream-K, never measured on the serving workload: never (the default) against timed.
-  for sk in 0 timed; do
-    left 80 || break
-    echo "=== offline DENALI_STREAM_K=$sk $(date +%T)"
-    DENALI_STREAM_K=$sk timeout 75 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
-      --requests 1000 --offline --profile 2>&1 | grep -E "completion tok/s|PROFILE kind=(decode|mixed) " | cut -c1-160
-  done
+  # bf16 stream-K on the serving workload: never (the default) against timed.
+  offline_stream_k 75
 fi
 
 if [ "$PART" = fp8attn ]; then

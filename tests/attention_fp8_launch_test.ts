@@ -186,20 +186,17 @@ Deno.test("attention decodeKernel mma: the tensor-core twins, same geometry and 
 });
 
 Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices when wrong", () => {
-  const saved = Deno.env.get("DENALI_DECODE_ATTN");
-  try {
-    Deno.env.delete("DENALI_DECODE_ATTN");
+  withEnv({ DENALI_DECODE_ATTN: undefined }, () => {
     assert.equal(decodeKernelWanted(), "fma");
     assert.equal(decodeKernelWanted("mma"), "mma");
-    Deno.env.set("DENALI_DECODE_ATTN", "mma");
+  });
+  withEnv({ DENALI_DECODE_ATTN: "mma" }, () => {
     assert.equal(decodeKernelWanted(), "mma");
     assert.equal(decodeKernelWanted("fma"), "fma", "an explicit option wins over the environment");
-    Deno.env.set("DENALI_DECODE_ATTN", "wmma");
+  });
+  withEnv({ DENALI_DECODE_ATTN: "wmma" }, () => {
     assert.throws(() => decodeKernelWanted(), /DENALI_DECODE_ATTN=wmma .*use fma or mma/);
-  } finally {
-    if (saved === undefined) Deno.env.delete("DENALI_DECODE_ATTN");
-    else Deno.env.set("DENALI_DECODE_ATTN", saved);
-  }
+  });
 });
 
 Deno.test("decode blocks per SM: the option, else DENALI_DECODE_PER_SM, else 4; bad ones named", () => {

@@ -113,18 +113,28 @@ DENALI_LD16(ld_fresh, ".cg")
 DENALI_LD8(ld8_early, ".nc")
 DENALI_LD8(ld8_fresh, ".cg")
 
-// 8 E4M3 codes (the low byte of each word first) to their exact f32 values. On sm_89+ the
-// hardware converts two codes to f16x2 in one instruction (e4m3 → f16 → f32 is exact both
-// ways), where the bit-manipulating e4m3_to_f32 costs several instructions a code: a decode
-// step at 16k context converts a code for every byte it reads, so the conversion, not memory,
-// bounded the FP8-cache kernels (bench/results/2026-12-06-s10-*).
+// Two E4M3 codes (the low 16 bits of w, the lower byte first) to their exact f16 pair, the
+// lower code in the lower half (every E4M3 value is an f16). On sm_89+ the hardware converts
+// the pair in one instruction, where the bit-manipulating e4m3_to_f32 costs several a code: a
+// decode step at 16k context converts a code for every byte it reads, so the conversion, not
+// memory, bounded the FP8-cache kernels (bench/results/2026-12-06-s10-*).
+#ifndef DENALI_HIP
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(const uint32_t w) {
+  uint32_t out;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %1;\n cvt.rn.f16x2.e4m3x2 %0, a;\n}" : "=r"(out) : "r"(w));
+#else
+  out = pack_f16x2(e4m3_to_f32(w & 0xffu), e4m3_to_f32((w >> 8) & 0xffu));
+#endif
+  return out;
+}
+#endif
+
+// 8 E4M3 codes (the low byte of each word first) to their exact f32 values: through f16 pairs
+// on sm_89+ (e4m3 → f16 → f32 is exact both ways).
 __device__ __forceinline__ void codes4_to_f32(const uint32_t w, float* f) {
 #if !defined(DENALI_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  uint32_t lo, hi;
-  asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.rn.f16x2.e4m3x2 %0, a;\n"
-      " cvt.rn.f16x2.e4m3x2 %1, b;\n}"
-      : "=r"(lo), "=r"(hi)
-      : "r"(w));
+  const uint32_t lo = e4m3x2_to_f16x2(w), hi = e4m3x2_to_f16x2(w >> 16);
   asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.f32.f16 %0, a;\n cvt.f32.f16 %1, b;\n}"
       : "=f"(f[0]), "=f"(f[1])
       : "r"(lo));
@@ -895,26 +905,79 @@ extern "C" __global__ void decode_attn_fp8_d128_g8(float* partOut, float* partMl
 // - V: B needs two consecutive tokens of one d column per register. Thread (g, t) loads tokens
 //   2t, 2t + 1, 2t + 8, 2t + 9 at d 64s + 8g and pairs them with prmt; d-tile i then holds d
 //   64s + 8c + i in column c, so thread t's outputs are d 64s + 16t + i and 64s + 16t + 8 + i.
+// - An FP8 cache multiplies in f16 (MmaOperands<true>): a code pair widens to an f16 pair in one
+//   instruction, where widening to bf16 through f32 and rounding in software cost ~6 a code and
+//   left these kernels 1.2-1.5x slower than the FMA ones (s11); V's codes are paired by prmt
+//   before they widen. q and p are rounded to f16 (11 bits: finer than bf16; a q element past
+//   65504 would overflow, which no model's attention inputs reach).
 // Softmax is online per warp (the running max, sum and output rescaled per tile), in the log2
 // domain with the K scale folded into the score scale; the four warps combine in shared memory.
 // The kernel waits (pdl_wait) before its first cache read, so launched programmatically it
 // overlaps only its launch with the previous kernel.
 
 #ifndef DENALI_HIP
-// 8 elements of a cache row as four bf16 pairs (element 2i low, 2i + 1 high): bf16 as loaded;
-// E4M3 codes widened exactly (every E4M3 value is a bf16).
-__device__ __forceinline__ void bf16_words(const uint4 r, uint32_t (&w)[4]) {
-  w[0] = r.x;
-  w[1] = r.y;
-  w[2] = r.z;
-  w[3] = r.w;
-}
-__device__ __forceinline__ void bf16_words(const uint2 r, uint32_t (&w)[4]) {
-  float f[8];
-  widen8_fp8(r, f);
+// The mma's operands by cache type: a bf16 cache multiplies in bf16 as loaded; an FP8 cache in
+// f16, its E4M3 codes widened exactly a pair an instruction (every E4M3 value is an f16), with q
+// and the probabilities rounded to f16 (11 bits where bf16 keeps 8).
+template <bool FP8>
+struct MmaOperands;
+
+template <>
+struct MmaOperands<false> {
+  // 8 elements of a cache row as four pairs (element 2i low, 2i + 1 high).
+  static __device__ __forceinline__ void words(const uint4 r, uint32_t (&w)[4]) {
+    w[0] = r.x;
+    w[1] = r.y;
+    w[2] = r.z;
+    w[3] = r.w;
+  }
+  // Two bf16 of q, as the operand type.
+  static __device__ __forceinline__ uint32_t q(uint32_t bf16x2) { return bf16x2; }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
+  // V's B fragments of one 64-d slab: d-tile i pairs tokens (2t, 2t + 1) (b[i][0]) and (2t + 8,
+  // 2t + 9) (b[i][1]) of rows r[0..3] at d 8g + i.
+  static __device__ __forceinline__ void vPairs(const uint4 (&r)[4], uint32_t (&b)[8][2]) {
+    uint32_t w[4][4];
 #pragma unroll
-  for (int i = 0; i < 4; i++) w[i] = pack_bf16x2(f[2 * i], f[2 * i + 1]);
-}
+    for (int k = 0; k < 4; k++) words(r[k], w[k]);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u;
+      b[i][0] = prmt(w[0][i >> 1], w[1][i >> 1], sel);
+      b[i][1] = prmt(w[2][i >> 1], w[3][i >> 1], sel);
+    }
+  }
+};
+
+template <>
+struct MmaOperands<true> {
+  static __device__ __forceinline__ void words(const uint2 r, uint32_t (&w)[4]) {
+    w[0] = e4m3x2_to_f16x2(r.x);
+    w[1] = e4m3x2_to_f16x2(r.x >> 16);
+    w[2] = e4m3x2_to_f16x2(r.y);
+    w[3] = e4m3x2_to_f16x2(r.y >> 16);
+  }
+  static __device__ __forceinline__ uint32_t q(uint32_t bf16x2) {
+    return pack_f16x2(__uint_as_float(bf16x2 << 16), __uint_as_float(bf16x2 & 0xffff0000u));
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_f16x2(lo, hi); }
+  // The codes are paired before widening: prmt takes byte i of two rows' words side by side
+  // (0x5140: d 0 then d 1; 0x7362: d 2 then d 3), and each 16-bit half widens to one pair.
+  static __device__ __forceinline__ void vPairs(const uint2 (&r)[4], uint32_t (&b)[8][2]) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+      for (int s = 0; s < 2; s++) {
+        const uint32_t a = h ? r[2 * s].y : r[2 * s].x, c = h ? r[2 * s + 1].y : r[2 * s + 1].x;
+        const uint32_t d01 = prmt(a, c, 0x5140u), d23 = prmt(a, c, 0x7362u);
+        b[4 * h + 0][s] = e4m3x2_to_f16x2(d01);
+        b[4 * h + 1][s] = e4m3x2_to_f16x2(d01 >> 16);
+        b[4 * h + 2][s] = e4m3x2_to_f16x2(d23);
+        b[4 * h + 3][s] = e4m3x2_to_f16x2(d23 >> 16);
+      }
+    }
+  }
+};
 
 template <int D, int GT, bool FP8>
 __device__ __forceinline__ void decode_mma_partition(
@@ -948,6 +1011,8 @@ __device__ __forceinline__ void decode_mma_partition(
   const int32_t* table = blockTables + static_cast<size_t>(b) * maxBlocks;
   auto rowAt = [&](int j) { return cache_row(table, start + j, shift, kvh, numKvHeads, numBlocks, D); };
 
+  using Op = MmaOperands<FP8>;
+
   // Q as A: row g (head headBase + g), k-steps 2j and 2j + 1 from one 16-byte load.
   uint32_t qa[2 * KCH][2];
   const bool headRow = g < validHeads;
@@ -955,10 +1020,10 @@ __device__ __forceinline__ void decode_mma_partition(
   for (int j = 0; j < KCH; j++) {
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (headRow) v = ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + 32 * j + 8 * t);
-    qa[2 * j][0] = v.x;
-    qa[2 * j][1] = v.y;
-    qa[2 * j + 1][0] = v.z;
-    qa[2 * j + 1][1] = v.w;
+    qa[2 * j][0] = Op::q(v.x);
+    qa[2 * j][1] = Op::q(v.y);
+    qa[2 * j + 1][0] = Op::q(v.z);
+    qa[2 * j + 1][1] = Op::q(v.w);
   }
   const float qscale = scale * LOG2E * kScale;
 
@@ -981,7 +1046,7 @@ __device__ __forceinline__ void decode_mma_partition(
 #pragma unroll
       for (int c = 0; c < KCH; c++) kr[nt][c] = in ? C::fresh(kCache + at + 32 * c + 8 * t) : C::zero();
     }
-    Raw vr[4][SLABS];  // V rows 2t, 2t + 1, 2t + 8, 2t + 9 of the tile
+    Raw vr[SLABS][4];  // V rows 2t, 2t + 1, 2t + 8, 2t + 9 of the tile
 #pragma unroll
     for (int r = 0; r < 4; r++) {
       const int j = base + 2 * t + (r & 1) + 8 * (r >> 1);
@@ -989,7 +1054,7 @@ __device__ __forceinline__ void decode_mma_partition(
       const size_t at = in ? rowAt(j) : 0;
 #pragma unroll
       for (int sl = 0; sl < SLABS; sl++) {
-        vr[r][sl] = in ? C::fresh(vCache + at + 64 * sl + 8 * g) : C::zero();
+        vr[sl][r] = in ? C::fresh(vCache + at + 64 * sl + 8 * g) : C::zero();
       }
     }
 
@@ -1001,9 +1066,9 @@ __device__ __forceinline__ void decode_mma_partition(
 #pragma unroll
       for (int c = 0; c < KCH; c++) {
         uint32_t w[4];
-        bf16_words(kr[nt][c], w);
-        mma_rows0(sc[nt][0], sc[nt][1], qa[2 * c][0], qa[2 * c][1], w[0], w[1]);
-        mma_rows0(sc[nt][0], sc[nt][1], qa[2 * c + 1][0], qa[2 * c + 1][1], w[2], w[3]);
+        Op::words(kr[nt][c], w);
+        mma_rows0<FP8>(sc[nt][0], sc[nt][1], qa[2 * c][0], qa[2 * c][1], w[0], w[1]);
+        mma_rows0<FP8>(sc[nt][0], sc[nt][1], qa[2 * c + 1][0], qa[2 * c + 1][1], w[2], w[3]);
       }
     }
     float x[4];
@@ -1022,20 +1087,16 @@ __device__ __forceinline__ void decode_mma_partition(
     for (int e = 0; e < 4; e++) p[e] = exp2f(x[e] - mNew);
     l = l * corr + (p[0] + p[1]) + (p[2] + p[3]);
     m = mNew;
-    const uint32_t pa0 = pack_bf16x2(p[0], p[1]), pa2 = pack_bf16x2(p[2], p[3]);
+    const uint32_t pa0 = Op::pack(p[0], p[1]), pa2 = Op::pack(p[2], p[3]);
 #pragma unroll
     for (int sl = 0; sl < SLABS; sl++) {
-      uint32_t w[4][4];
-#pragma unroll
-      for (int r = 0; r < 4; r++) bf16_words(vr[r][sl], w[r]);
+      uint32_t pb[8][2];
+      Op::vPairs(vr[sl], pb);
 #pragma unroll
       for (int i = 0; i < 8; i++) {
-        const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u;
-        const uint32_t b0 = prmt(w[0][i >> 1], w[1][i >> 1], sel);
-        const uint32_t b1 = prmt(w[2][i >> 1], w[3][i >> 1], sel);
         o[sl][i][0] *= corr;
         o[sl][i][1] *= corr;
-        mma_rows0(o[sl][i][0], o[sl][i][1], pa0, pa2, b0, b1);
+        mma_rows0<FP8>(o[sl][i][0], o[sl][i][1], pa0, pa2, pb[i][0], pb[i][1]);
       }
     }
   }

@@ -22,14 +22,31 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint3
 
 // The same mma when A's rows 8-15 are zero and D's rows 8-15 are not wanted (fewer than 8 rows
 // of A in use, as decode attention's head groups): only the two live accumulators are the
-// caller's registers; the dead half goes to scratch registers.
+// caller's registers; the dead half goes to scratch registers. F16: f16 operands instead of
+// bf16 (an FP8 cache's E4M3 codes widen to f16 pairs in one instruction).
+template <bool F16 = false>
 __device__ __forceinline__ void mma_rows0(float& d0, float& d1, uint32_t a0, uint32_t a2,
                                           uint32_t b0, uint32_t b1) {
-  asm("{\n .reg .f32 z2, z3;\n"
-      " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
-      "{%4,%5}, {%0,%1,%7,%7};\n}"
-      : "+f"(d0), "+f"(d1)
-      : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+  if constexpr (F16) {
+    asm("{\n .reg .f32 z2, z3;\n"
+        " mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
+        "{%4,%5}, {%0,%1,%7,%7};\n}"
+        : "+f"(d0), "+f"(d1)
+        : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+  } else {
+    asm("{\n .reg .f32 z2, z3;\n"
+        " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
+        "{%4,%5}, {%0,%1,%7,%7};\n}"
+        : "+f"(d0), "+f"(d1)
+        : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+  }
+}
+
+// Two f32 to an f16 pair, lo in the lower half, each rounded to nearest even.
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  uint32_t out;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  return out;
 }
 
 // Byte permute: byte i of the result is byte (selector nibble i) of the 8-byte pair (b:a).

@@ -15,7 +15,6 @@ import { attentionShape } from "../models/model.ts";
 import {
   type AttentionKernelOptions,
   decodeBlocksPerSmWanted,
-  decodeKernelWanted,
   type GpuAttentionOps,
 } from "../ops/gpu/attention.ts";
 import type { AttentionShape } from "../ops/ops.ts";
@@ -182,20 +181,6 @@ Deno.test("attention decodeKernel mma: the tensor-core twins, same geometry and 
       assert.equal(run.kvWrite.functionName, fmaRun.kvWrite.functionName);
       assert.equal(run.prefill.functionName, fmaRun.prefill.functionName);
     }
-  });
-});
-
-Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices when wrong", () => {
-  withEnv({ DENALI_DECODE_ATTN: undefined }, () => {
-    assert.equal(decodeKernelWanted(), "fma");
-    assert.equal(decodeKernelWanted("mma"), "mma");
-  });
-  withEnv({ DENALI_DECODE_ATTN: "mma" }, () => {
-    assert.equal(decodeKernelWanted(), "mma");
-    assert.equal(decodeKernelWanted("fma"), "fma", "an explicit option wins over the environment");
-  });
-  withEnv({ DENALI_DECODE_ATTN: "wmma" }, () => {
-    assert.throws(() => decodeKernelWanted(), /DENALI_DECODE_ATTN=wmma .*use fma or mma/);
   });
 });
 

@@ -19,9 +19,10 @@
  * arguments. Grids, threads, shared memory, partition sizes and workspace are the bf16 path's:
  * the partials are f32 whatever the cache holds.
  *
- * `decodeKernel: "mma"` (or DENALI_DECODE_ATTN=mma; CUDA only) swaps the decode kernels for
- * `decode_attn_[fp8_]mma_d*_g*`: the same grid, partitions, workspace and reduce, with q·K and
- * p·V on tensor cores. Opt-in: not faster on an H100 (see AttentionKernelOptions.decodeKernel).
+ * On CUDA a decode call may run the tensor-core twins `decode_attn_[fp8_]mma_d*_g*` instead: the
+ * same grid, partitions, workspace and reduce, with q·K and p·V on m16n8k16 mma (decodeUsesMma
+ * picks by the call's batch; AttentionKernelOptions.decodeKernel and DENALI_DECODE_ATTN pin one
+ * family).
  *
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
  * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
@@ -113,11 +114,13 @@ export interface AttentionKernelOptions {
    */
   readonly programmatic?: boolean;
   /**
-   * Which decode kernels run: `fma` (CUDA-core dot products, every backend) or `mma` (q·K and
-   * p·V on tensor cores, CUDA only; elsewhere `fma`). Default `fma`, unless the environment sets
-   * DENALI_DECODE_ATTN=mma. On an H100 `mma` was at most 6.5% faster (batch 64-256, bf16
-   * cache, past 512 tokens) and up to 1.48× slower elsewhere (bench/kernels/attention_bench.ts
-   * --decode-kernels), so it stays opt-in.
+   * Which decode kernels run: `fma` (CUDA-core dot products, every backend), `mma` (q·K and p·V
+   * on tensor cores, CUDA only; elsewhere `fma`) or `auto` (per call, decodeUsesMma). Default
+   * `auto`, unless the environment sets DENALI_DECODE_ATTN. Since the FP8-cache mma kernels
+   * widen codes straight to f16 operands, on an H100 the Llama-3-8B step took 0.88-0.97× fma's
+   * with mma on an FP8 cache (1.00-1.02× at batch 32), and on a bf16 cache 0.93-0.97× at batch
+   * 128-256 and 0.98-0.99× at batch 1-8 but 1.01-1.05× at batch 32-64
+   * (bench/results/2026-12-07-s24-fp8-mma-decode-h100.md): `auto` keeps fma there.
    */
   readonly decodeKernel?: DecodeKernel;
   /**
@@ -143,8 +146,8 @@ export interface AttentionKernelOptions {
   readonly decodeRaggedRows?: number;
 }
 
-/** The decode attention kernel families (see AttentionKernelOptions.decodeKernel). */
-export type DecodeKernel = "fma" | "mma";
+/** The decode attention kernel families, or `auto` (see AttentionKernelOptions.decodeKernel). */
+export type DecodeKernel = "fma" | "mma" | "auto";
 
 /** Where a split decode's partitions meet (see AttentionKernelOptions.decodeReduce). */
 export type DecodeReduce = "fused" | "kernel";
@@ -265,14 +268,35 @@ export interface GpuAttentionOps extends AttentionOps {
   readonly decodeKernel: DecodeKernel;
 }
 
-/** The decode kernels asked for: `requested`, else DENALI_DECODE_ATTN, else `fma`. */
+/** The decode kernels asked for: `requested`, else DENALI_DECODE_ATTN, else `auto`. */
 export function decodeKernelWanted(requested?: DecodeKernel): DecodeKernel {
   if (requested !== undefined) return requested;
   // Read as programmaticWanted reads DENALI_PDL, in the same loadAttentionOps call.
   const fromEnv = Deno.env.get("DENALI_DECODE_ATTN");
-  if (fromEnv === undefined || fromEnv === "" || fromEnv === "fma") return "fma";
-  if (fromEnv === "mma") return "mma";
-  throw new RangeError(`DENALI_DECODE_ATTN=${fromEnv} is not a decode kernel; use fma or mma`);
+  if (fromEnv === undefined || fromEnv === "" || fromEnv === "auto") return "auto";
+  if (fromEnv === "fma" || fromEnv === "mma") return fromEnv;
+  throw new RangeError(
+    `DENALI_DECODE_ATTN=${fromEnv} is not a decode kernel; use fma, mma or auto`,
+  );
+}
+
+/**
+ * Whether a decode call of `rows` (batch × head blocks) runs the tensor-core kernels. `auto`: on
+ * an FP8 cache always (the fma kernels are bound by their per-element work there, and mma took
+ * 0.88-0.97 of their step time at batch 1-256 but for batch 32, 1.00-1.02); on a bf16 cache up to
+ * a quarter of `targetBlocks` (small split partitions: batch 1-16 of Llama on an H100) or from
+ * twice it (batch 132 on). Between, the fma grid is about one wave at its four blocks an SM,
+ * which the mma kernels (three an SM: 144-168 registers) need 1.3 waves for, and both read at
+ * the bandwidth's pace.
+ */
+export function decodeUsesMma(
+  kernel: DecodeKernel,
+  rows: number,
+  targetBlocks: number,
+  fp8: boolean,
+): boolean {
+  if (kernel !== "auto") return kernel === "mma";
+  return fp8 || rows * 4 <= targetBlocks || rows >= 2 * targetBlocks;
 }
 
 /** Query heads one decode block serves: the head-group size rounded up to 1, 2, 4 or 8. */
@@ -377,25 +401,30 @@ export async function loadAttentionOps(
   const kvWrite = decodeLauncher("kv_write").launch;
   const kvWriteFp8 = decodeLauncher("kv_write_fp8").launch;
   // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_", then
-  // "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies trap).
+  // "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies trap). A family no
+  // call can pick is not loaded.
   const decodeKernel = backend.kind === "cuda" ? decodeKernelWanted(options.decodeKernel) : "fma";
-  const family = decodeKernel === "mma" ? "mma_" : "";
-  const decodeKernels = (infix: string) =>
+  const decodeKernels = (infix: string, mma: boolean) =>
     [64, 128].flatMap((d) =>
-      [1, 2, 4, 8].map((g) => decodeLauncher(`decode_attn_${infix}${family}d${d}_g${g}`).launch)
+      [1, 2, 4, 8].map((g) =>
+        decodeLauncher(`decode_attn_${infix}${mma ? "mma_" : ""}d${d}_g${g}`).launch
+      )
     );
-  const decode = decodeKernels(""), decodeFp8 = decodeKernels("fp8_");
+  const fmaFamily = decodeKernel !== "mma", mmaFamily = decodeKernel !== "fma";
+  const decode = fmaFamily ? decodeKernels("", false) : [];
+  const decodeFp8 = fmaFamily ? decodeKernels("fp8_", false) : [];
+  const decodeMma = mmaFamily ? decodeKernels("", true) : [];
+  const decodeMmaFp8 = mmaFamily ? decodeKernels("fp8_", true) : [];
   // The fused reduce's completion counters, one per (sequence, head group), zeroed here and left
   // zeroed by the kernels. Shared by every call of these ops, like linear's split-K counters, so
   // decodes on different streams must not overlap.
-  const fusedReduce = decodeKernel === "fma" &&
-    decodeReduceWanted(options.decodeReduce) === "fused";
+  const fusedReduce = fmaFamily && decodeReduceWanted(options.decodeReduce) === "fused";
   const counters = fusedReduce ? backend.alloc(DECODE_COUNTERS * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
   // The FMA kernels' last pointer: the counters (fused) or 0 (decode_reduce combines); the mma
   // kernels take none. Built once, so a call spreads an existing array.
   const countersArg = counters === null ? [] : [counters.ptr];
-  const noCountersArg = decodeKernel === "fma" ? [0] : [];
+  const noCountersArg = [0], mmaCountersArg: number[] = [];
   const reduceLauncher = decodeLauncher("decode_reduce");
   const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
@@ -444,9 +473,7 @@ export async function loadAttentionOps(
   const targetBlocks = decodeBlocksPerSmWanted(options.decodeBlocksPerSm) *
     Math.max(1, backend.info.multiprocessors);
   // The ragged split's partSize argument, -(targetBlocks · 16 + slack in quarters); null off.
-  const raggedSlack = decodeKernel === "fma"
-    ? decodeRaggedSlackWanted(options.decodeRaggedSlack)
-    : 0;
+  const raggedSlack = fmaFamily ? decodeRaggedSlackWanted(options.decodeRaggedSlack) : 0;
   const raggedReach = decodeRaggedRowsWanted(options.decodeRaggedRows);
   const raggedCode = raggedSlack === 0
     ? null
@@ -520,7 +547,10 @@ export async function loadAttentionOps(
       }
       let part = decodePartSize(batch, maxContext, headBlocks, targetBlocks);
       let parts = Math.ceil(maxContext / part);
-      const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
+      const fp8 = shape.kvDtype === "fp8";
+      const mma = decodeUsesMma(decodeKernel, batch * headBlocks, targetBlocks, fp8);
+      // Only the fma kernels take the fused reduce's counters, so only they split raggedly.
+      const counted = !mma && counters !== null && batch * headBlocks <= DECODE_COUNTERS;
       const ragged = counted && raggedCode !== null
         ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach, part)
         : 0;
@@ -538,8 +568,8 @@ export async function loadAttentionOps(
       // Partial outputs [batch, numHeads, parts, headDim] f32, then (max, sum) pairs.
       const partOut = workspace.ptr;
       const partMl = workspace.ptr + batch * numHeads * parts * headDim * 4;
-      const fp8 = shape.kvDtype === "fp8";
-      const kernel = (fp8 ? decodeFp8 : decode)[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
+      const family = mma ? (fp8 ? decodeMmaFp8 : decodeMma) : (fp8 ? decodeFp8 : decode);
+      const kernel = family[(headDim === 128 ? 4 : 0) + Math.log2(heads)];
       const fused = counted && parts > 1 && parts <= CHUNK;
       kernel(
         parts,
@@ -567,7 +597,7 @@ export async function loadAttentionOps(
         parts,
         numBlocks,
         shape.scale,
-        ...(fused ? countersArg : noCountersArg),
+        ...(mma ? mmaCountersArg : fused ? countersArg : noCountersArg),
         ...(fp8 ? fp8Scales(shape) : []),
       );
       if (parts > 1 && !fused) {

@@ -902,9 +902,10 @@ gpuTest(
   },
 );
 
-// The tensor-core decode kernels (opt-in, decodeKernel "mma"): the same cases against the CPU,
-// launched plainly and programmatically, and after a writer still running when they start. Their
-// p is rounded to bf16 before p·v (as FlashAttention does): 2^-9 of each term, inside TOLERANCE.
+// The tensor-core decode kernels (decodeKernel "mma"; auto's pick on FP8 caches and at some
+// batches): the same cases against the CPU, launched plainly and programmatically, and after a
+// writer still running when they start. Their p is rounded to bf16 before p·v (as FlashAttention
+// does): 2^-9 of each term, inside TOLERANCE.
 gpuTest("gpu attention: decode on tensor cores (mma) matches the CPU", async (env, t) => {
   assert.equal(env.gpuOps.decodeKernel, "mma");
   for (const [i, c] of DECODE_CASES.entries()) {

@@ -379,13 +379,17 @@ function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, wha
 const LONG_PARTITIONS = 1 / 1024;
 
 gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
-  // The two fma launches, then the opt-in tensor-core kernels (decodeKernel "mma"), then a
-  // partition target so small that every batch counts as filling the device: one block takes a
-  // whole sequence up to 2048 tokens, in chunks of 512 (the path of batches of 66+ sequences).
+  // The fma kernels launched both ways, then the default (auto: the tensor-core kernels on an
+  // FP8 cache), then each family with a partition target so small that every batch counts as
+  // filling the device: one block takes a whole sequence up to 2048 tokens (the fma kernels in
+  // chunks of 512: the path of batches of 66+ sequences).
+  const fma = { decodeKernel: "fma" } as const;
   const decodeVariants: [string, AttentionKernelOptions][] = [
-    ...VARIANTS.slice(0, 2),
-    ["tensor cores", { decodeKernel: "mma" }],
-    ["long partitions", { decodeBlocksPerSm: LONG_PARTITIONS }],
+    ["fma", fma],
+    ["fma plain launch", { ...fma, programmatic: false }],
+    ["default (tensor cores)", {}],
+    ["fma long partitions", { ...fma, decodeBlocksPerSm: LONG_PARTITIONS }],
+    ["tensor-core long partitions", { decodeKernel: "mma", decodeBlocksPerSm: LONG_PARTITIONS }],
   ];
   for (const [variant, options] of decodeVariants) {
     const ops = await loadAttentionOps(env.gpu, options);
@@ -402,7 +406,8 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
 gpuTest("fp8-cache decode attention with the ragged split matches the CPU's", async (env) => {
   // One block an SM: a batch of ceil(SMs / 8) sequences of 8 head blocks reaches the target, so
   // the kernel sizes the partitions from the contexts (a 2000-token one among short ones splits).
-  const ops = await loadAttentionOps(env.gpu, { decodeBlocksPerSm: 1 });
+  // The fma kernels: only they split raggedly (the default runs mma on an FP8 cache).
+  const ops = await loadAttentionOps(env.gpu, { decodeKernel: "fma", decodeBlocksPerSm: 1 });
   const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
   const contexts = Array.from({ length: batch }, (_, i) => i === 0 ? 2000 : 1 + ((i * 53) % 120));
   const c: DecodeCase = { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), contexts };

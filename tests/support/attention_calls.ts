@@ -120,7 +120,10 @@ export class AttentionCalls {
 
 /**
  * Runs `body` on attention ops loaded with `options` onto a CUDA backend over the fake driver
- * built with `driver`; `setup` runs on the reset fake before the backend opens.
+ * built with `driver`; `setup` runs on the reset fake before the backend opens. The decode
+ * kernels are the fma family unless `options` names one: the tests on top pin that family's
+ * geometry, reduce and splits, whatever batch they launch; `auto`'s per-call choice
+ * (decodeUsesMma) has its own tests.
  */
 export async function withFakeAttentionOps(
   driver: FakeDriverOptions,
@@ -134,7 +137,7 @@ export async function withFakeAttentionOps(
   setup(fake);
   const gpu = openCuda({ libraryPath: path });
   try {
-    body(gpu, await loadAttentionOps(gpu, options), fake);
+    body(gpu, await loadAttentionOps(gpu, { decodeKernel: "fma", ...options }), fake);
   } finally {
     gpu.close();
     fake.reset();

@@ -97,6 +97,29 @@ Deno.test("attention launch: kvWrite, decode kernels and decode_reduce launch pr
   });
 });
 
+Deno.test("attention launch: the tensor-core decode kernels combine a split in the kernel too", async () => {
+  await withOps(EX, { decodeKernel: "mma" }, (calls) => {
+    const direct = calls.decode(32);
+    assert.deepEqual(
+      [direct.launches, ...how(direct.last)],
+      [1, "decode_attn_mma_d128_g4", true, true],
+    );
+    assert.equal(countersArg(direct.last), 0n);
+    const split = calls.decode(MAX_CONTEXT);
+    assert.deepEqual(
+      [split.launches, ...how(split.last)],
+      [1, "decode_attn_mma_d128_g4", true, true],
+    );
+    assert.deepEqual(split.last.grid, [64, SHAPE.numKvHeads, 1]);
+    assert.notEqual(countersArg(split.last), 0n);
+  });
+  // decodeReduce "kernel": the partitions pass no counters, then decode_reduce.
+  await withOps(EX, { decodeKernel: "mma", decodeReduce: "kernel" }, (calls) => {
+    const split = calls.decode(MAX_CONTEXT);
+    assert.deepEqual([split.launches, split.last.functionName], [2, "decode_reduce"]);
+  });
+});
+
 Deno.test("attention launch: decodeReduce kernel splits into partitions then decode_reduce", async () => {
   await withOps(EX, { decodeReduce: "kernel" }, (calls) => {
     const split = calls.decode(MAX_CONTEXT);

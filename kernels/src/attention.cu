@@ -986,20 +986,24 @@ __device__ __forceinline__ void decode_mma_partition(
     const typename KvCache<FP8>::Elem* __restrict__ vCache, const int32_t* __restrict__ blockTables,
     const int32_t* __restrict__ contextLens, int numHeads, int numKvHeads, int blockSize,
     int maxBlocks, int maxContext, int partSize, int numParts, int numBlocks, float scale,
-    float kScale, float vScale) {
+    uint32_t* __restrict__ counters, float kScale, float vScale) {
   using C = KvCache<FP8>;
   using Raw = typename C::Raw;
   constexpr int KCH = D / 32;  // 32-d chunks of a K row: one 16-byte (8-element) load each
   constexpr int SLABS = D / 64;  // 64-d slabs of a V row
-  __shared__ __align__(16) float redO[ATTN_WARPS][GT][D];
+  // The warps' outputs [warp][head][d], then (fused reduce) the partitions' weights [head][part].
+  constexpr int RED = ATTN_WARPS * GT * D > GT * DECODE_CHUNK ? ATTN_WARPS * GT * D : GT * DECODE_CHUNK;
+  __shared__ __align__(16) float red[RED];
   __shared__ float redM[ATTN_WARPS][GT];
   __shared__ float redL[ATTN_WARPS][GT];
+  auto redO = [&](int w, int h, int d) -> float& { return red[(w * GT + h) * D + d]; };
   pdl_launch_dependents();
 
-  const DecodeBlock blk =
-      decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize, numParts, false);
+  const DecodeBlock blk = decode_block<GT>(numHeads, numKvHeads, contextLens, maxContext, partSize,
+                                           numParts, counters != nullptr);
   pdl_wait();
-  if (decode_past_context<D>(blk, out, numHeads, blk.direct)) return;
+  if (decode_past_context<D>(blk, out, numHeads, blk.direct || counters != nullptr)) return;
+  partSize = blk.partSize;
   const int kvh = blk.kvh, b = blk.b, part = blk.part, headBase = blk.headBase;
   const int validHeads = blk.validHeads, start = blk.start;
   const bool direct = blk.direct;
@@ -1113,8 +1117,8 @@ __device__ __forceinline__ void decode_mma_partition(
     for (int sl = 0; sl < SLABS; sl++) {
 #pragma unroll
       for (int i = 0; i < 8; i++) {
-        redO[warp][g][64 * sl + 16 * t + i] = o[sl][i][0];
-        redO[warp][g][64 * sl + 16 * t + 8 + i] = o[sl][i][1];
+        redO(warp, g, 64 * sl + 16 * t + i) = o[sl][i][0];
+        redO(warp, g, 64 * sl + 16 * t + 8 + i) = o[sl][i][1];
       }
     }
   }
@@ -1130,7 +1134,7 @@ __device__ __forceinline__ void decode_mma_partition(
     for (int w = 0; w < ATTN_WARPS; w++) {
       // A warp without tokens has m = -inf: weight 0 (and its O and l are zeros).
       const float wgt = redM[w][h] == -INFINITY ? 0.0f : exp2f(redM[w][h] - mx);
-      sum += wgt * redO[w][h][d];
+      sum += wgt * redO(w, h, d);
       total += wgt * redL[w][h];
     }
     sum *= vScale;
@@ -1146,64 +1150,68 @@ __device__ __forceinline__ void decode_mma_partition(
       }
     }
   }
+  if (!direct && counters != nullptr) {
+    decode_last_block_reduce<D>(partOut, partMl, out, counters, red, b, headBase, validHeads,
+                                numHeads, (blk.ctx + partSize - 1) / partSize, numParts);
+  }
 }
 #define DECODE_MMA_BODY(D, GT, FP8, ...) decode_mma_partition<D, GT, FP8>(__VA_ARGS__)
 #else
 #define DECODE_MMA_BODY(D, GT, FP8, ...) denali_trap()
 #endif  // !DENALI_HIP
 
-// Entry points: the FMA kernels' signatures less the fused-reduce counters (DECODE_ARGS, always
-// combined by decode_reduce); the bf16 ones scale by 1.
+// Entry points: the FMA kernels' signatures (DECODE_ARGS, then the fused reduce's counters or
+// null); the bf16 ones scale by 1.
 // Three blocks an SM: at four (128 registers) head dim 128 spills; 12 warps of 16-token tiles
 // keep ~48 KB of loads in flight an SM.
 #define DECODE_MMA_BLOCKS 3
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(64, 1, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(64, 1, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(64, 2, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(64, 2, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(64, 4, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(64, 4, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(64, 8, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(64, 8, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(128, 1, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(128, 1, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(128, 2, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(128, 2, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(128, 4, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(128, 4, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale) {
-  DECODE_MMA_BODY(128, 8, false, DECODE_ARGS, 1.0f, 1.0f);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint16_t* kCache, const uint16_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters) {
+  DECODE_MMA_BODY(128, 8, false, DECODE_ARGS, counters, 1.0f, 1.0f);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(64, 1, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 1, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(64, 2, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 2, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(64, 4, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 4, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(64, 8, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d64_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(64, 8, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(128, 1, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 1, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(128, 2, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 2, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(128, 4, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 4, true, DECODE_ARGS, counters, kScale, vScale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, float kScale, float vScale) {
-  DECODE_MMA_BODY(128, 8, true, DECODE_ARGS, kScale, vScale);
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_BODY(128, 8, true, DECODE_ARGS, counters, kScale, vScale);
 }
 
 // Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.

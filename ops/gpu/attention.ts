@@ -6,8 +6,8 @@
  *   batch), 128 threads. Where one partition covers the longest context the kernel writes bf16
  *   itself; a split one combines its partitions in the last block of each (sequence, head
  *   group) to finish (the fused reduce: a completion counter per group, zeroed at load and left
- *   zeroed), or, with decodeReduce "kernel", the mma kernels, or past the counters, in
- *   `decode_reduce` after it, grid (numHeads, batch), 512 threads.
+ *   zeroed), or, with decodeReduce "kernel" or past the counters, in `decode_reduce` after it,
+ *   grid (numHeads, batch), 512 threads.
  * - prefillAttention: `prefill_attn_d{64,128}` (tensor cores on CUDA), grid
  *   (floor((tokens + 63 · seqs) / 64), numHeads), 128 threads, on CUDA two 64-key K/V stages of
  *   dynamic shared memory (2 × 34 KB at head dim 128; one stage if the device refuses).
@@ -127,8 +127,8 @@ export interface AttentionKernelOptions {
    * Where a split decode's partitions are combined: `fused`, by the last block of each
    * sequence's head group inside the decode kernel (no second launch), or `kernel`, by
    * decode_reduce after it. Default `fused`, unless the environment sets
-   * DENALI_DECODE_REDUCE=kernel. The tensor-core decode kernels always take `kernel`, as does a
-   * call past the completion counters (batch × head groups) or DECODE_CHUNK partitions.
+   * DENALI_DECODE_REDUCE=kernel. A call past the completion counters (batch × head groups) or
+   * DECODE_CHUNK partitions takes `kernel` whatever this says.
    */
   readonly decodeReduce?: DecodeReduce;
   /**
@@ -418,13 +418,13 @@ export async function loadAttentionOps(
   // The fused reduce's completion counters, one per (sequence, head group), zeroed here and left
   // zeroed by the kernels. Shared by every call of these ops, like linear's split-K counters, so
   // decodes on different streams must not overlap.
-  const fusedReduce = fmaFamily && decodeReduceWanted(options.decodeReduce) === "fused";
+  const fusedReduce = decodeReduceWanted(options.decodeReduce) === "fused";
   const counters = fusedReduce ? backend.alloc(DECODE_COUNTERS * 4) : null;
   if (counters !== null) backend.memset(counters, 0);
-  // The FMA kernels' last pointer: the counters (fused) or 0 (decode_reduce combines); the mma
-  // kernels take none. Built once, so a call spreads an existing array.
+  // The decode kernels' last pointer before any scales: the counters (fused) or 0
+  // (decode_reduce combines). Built once, so a call spreads an existing array.
   const countersArg = counters === null ? [] : [counters.ptr];
-  const noCountersArg = [0], mmaCountersArg: number[] = [];
+  const noCountersArg = [0];
   const reduceLauncher = decodeLauncher("decode_reduce");
   const reduce = reduceLauncher.launch;
   const simt = options.prefill === "simt";
@@ -549,9 +549,9 @@ export async function loadAttentionOps(
       let parts = Math.ceil(maxContext / part);
       const fp8 = shape.kvDtype === "fp8";
       const mma = decodeUsesMma(decodeKernel, batch * headBlocks, targetBlocks, fp8);
-      // Only the fma kernels take the fused reduce's counters, so only they split raggedly.
-      const counted = !mma && counters !== null && batch * headBlocks <= DECODE_COUNTERS;
-      const ragged = counted && raggedCode !== null
+      const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
+      // Only the fma kernels size partitions from the contexts (the ragged split).
+      const ragged = counted && !mma && raggedCode !== null
         ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach, part)
         : 0;
       if (ragged > 0 && raggedCode !== null) {
@@ -597,7 +597,7 @@ export async function loadAttentionOps(
         parts,
         numBlocks,
         shape.scale,
-        ...(mma ? mmaCountersArg : fused ? countersArg : noCountersArg),
+        ...(fused ? countersArg : noCountersArg),
         ...(fp8 ? fp8Scales(shape) : []),
       );
       if (parts > 1 && !fused) {

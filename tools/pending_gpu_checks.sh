@@ -94,6 +94,15 @@
 #     SASS opcode counts of the d128_g4 decode kernels (bf16 and FP8 cache, fma and mma), their
 #     times at batch 64 and 256 and contexts 512 and 2048, and the Llama-3-8B step at batch 64
 #     and 256 on the FP8 cache (bf16 and FP8 weights) with each kernel family.
+#   PART=mma24 DEADLINE=560 bash tools/pending_gpu_checks.sh    (carry .device and .prev =
+#   875f19c)
+#     session 24's decode changes, measured there only as pinned families on one tree: the f16
+#     FP8 mma kernels, decodeKernel auto (mma on an FP8 cache; on bf16 up to a quarter of the
+#     block target's rows and from twice it) and the mma kernels' fused reduce. The attention and
+#     kv_fp8 GPU tests, the Llama-3-8B steps of 1-256 rows against .prev (bf16, then FP8 weights
+#     with an FP8 cache), the mma fused reduce against decode_reduce at 1 and 8 rows, fma against
+#     mma at 32 and 64 rows of bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV)
+#     on both trees.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -430,6 +439,31 @@ if [ "$PART" = fp8attn ]; then
     DENALI_DECODE_ATTN=$kernel timeout 90 bash .device/gpu.sh deno run -A --no-check \
       bench/decode_bench.ts --presets llama3-8b --batches 64,256 --steps 16 --quantization fp8 \
       --kv-cache-dtype fp8 2>&1 | grep -E "^(DECODE denali|# decode)"
+  done
+fi
+
+if [ "$PART" = mma24 ]; then
+  gpu_test attention 200
+  gpu_test kv_fp8 90
+  if left 150; then
+    echo "=== decode A/B bf16 $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=70 bash tools/decode_ab.sh --presets llama3-8b --batches 1,8,32,64,128,256 --steps 16
+  fi
+  if left 130; then
+    echo "=== decode A/B FP8 weights, FP8 KV cache $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=60 bash tools/decode_ab.sh --presets llama3-8b --batches 1,8,32,64,128,256 \
+      --steps 16 --quantization fp8 --kv-cache-dtype fp8
+  fi
+  decode_lines_with DENALI_DECODE_REDUCE 1,8 kernel fused
+  decode_lines_with DENALI_DECODE_ATTN 32,64 fma mma
+  for quant in "" "--quantization fp8 --kv-cache-dtype fp8"; do
+    for tree in .prev .; do
+      left 60 || break
+      echo "=== offline $tree ${quant:-bf16} $(date +%T)"
+      # shellcheck disable=SC2086 # the flags, split on purpose
+      (cd "$tree" && timeout 50 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check bench/engine_bench.ts \
+        --requests 1000 --offline $quant 2>&1 | grep -E "completion tok/s")
+    done
   done
 fi
 

@@ -99,10 +99,10 @@
 #     session 24's decode changes, measured there only as pinned families on one tree: the f16
 #     FP8 mma kernels, decodeKernel auto (mma on an FP8 cache; on bf16 up to a quarter of the
 #     block target's rows and from twice it) and the mma kernels' fused reduce. The attention and
-#     kv_fp8 GPU tests, the Llama-3-8B steps of 1-256 rows against .prev (bf16, then FP8 weights
-#     with an FP8 cache), the mma fused reduce against decode_reduce at 1 and 8 rows, fma against
-#     mma at 32 and 64 rows of bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV)
-#     on both trees.
+#     kv_fp8 GPU tests, TARGET attn_fp8kv_16k (both caches on mma at batch 8 now), the
+#     Llama-3-8B steps of 1-256 rows against .prev (bf16, then FP8 weights with an FP8 cache), the
+#     mma fused reduce against decode_reduce at 1 and 8 rows, fma against mma at 32 and 64 rows of
+#     bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV) on both trees.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -445,6 +445,8 @@ fi
 if [ "$PART" = mma24 ]; then
   gpu_test attention 200
   gpu_test kv_fp8 90
+  # TARGET attn_fp8kv_16k (batch 8, 16k: both caches now on the mma kernels).
+  kernel_benches 60 "attention_bench.ts --fp8-kv"
   if left 150; then
     echo "=== decode A/B bf16 $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=70 bash tools/decode_ab.sh --presets llama3-8b --batches 1,8,32,64,128,256 --steps 16

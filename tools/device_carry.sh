@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # This machine, around a device call: what the carry needs, and the tree put back after.
 #   bash tools/device_carry.sh prepare   # before: .device/ packed, its commit, sm_80 PTX set aside
-#   bash tools/device_carry.sh restore   # after: the sm_80 PTX back (never over a newer build)
+#   PACK_PTX=1 bash tools/device_carry.sh prepare   # the same, the other PTX packed into .device
+#   bash tools/device_carry.sh restore   # after: the PTX back (never over a newer build)
 # The device tool carries the working tree and the named ignored paths, 64 MiB in all. The tree's
 # sm_80 PTX (~10 MB) is not needed on the sm_90 machines, so it waits in $ASIDE during the call;
 # restore puts back only files the tree lacks (a kernel rebuilt meanwhile wrote its own), and a
 # commit or test run while the files are aside would see them missing, so restore comes first.
+# PACK_PTX=1 also sets the sm_90 PTX aside and carries it xz-packed in .device/ptx.txz (~7 MB
+# less), so .base and .prev fit beside the tree; tools/device_env.sh unpacks it, so on the GPU
+# machine every command must source it first (the scripts under tools/ do; a bare
+# `bash .device/gpu.sh deno ...` would find no PTX).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 aside="${ASIDE:-/tmp/denali-sm80}"
@@ -20,6 +25,10 @@ case "${1:-}" in
     git rev-parse --short HEAD >.device/commit
     mkdir -p "$aside"
     if ls kernels/ptx/*.sm_80.ptx >/dev/null 2>&1; then mv kernels/ptx/*.sm_80.ptx "$aside"/; fi
+    rm -f .device/ptx.txz
+    if [ "${PACK_PTX:-0}" = 1 ] && ls kernels/ptx/*.ptx >/dev/null 2>&1; then
+      tar -cJf .device/ptx.txz kernels/ptx/*.ptx && mv kernels/ptx/*.ptx "$aside"/
+    fi
     # Tracked and untracked-but-not-ignored files, as the tool copies them (the set-aside PTX,
     # still tracked, is absent and not counted).
     tree=$(git ls-files -co --exclude-standard -z | { du -cb --files0-from=- 2>/dev/null || true; } |
@@ -37,7 +46,8 @@ case "${1:-}" in
       [ -e "$f" ] || continue
       if [ -e "kernels/ptx/$(basename "$f")" ]; then rm "$f"; else mv "$f" kernels/ptx/ && moved=$((moved + 1)); fi
     done
-    echo "restored $moved sm_80 PTX files"
+    rm -f .device/ptx.txz
+    echo "restored $moved PTX files"
     git status --short kernels/ptx
     ;;
   *)

@@ -10,6 +10,10 @@ mkdir -p "$OUT"
 if [ ! -d .device/deno_dir ] && [ -f .device/deno_dir.txz ]; then
   tar -xJf .device/deno_dir.txz -C .device
 fi
+# The tree's own PTX, where it travelled packed (PACK_PTX=1 bash tools/device_carry.sh prepare).
+if [ -f .device/ptx.txz ] && ! ls kernels/ptx/*.sm_90.ptx >/dev/null 2>&1; then
+  tar -xJf .device/ptx.txz
+fi
 # Baseline checkouts travel with their PTX xz-packed (tools/make_base.sh's trees beside .device
 # pass the carry limit otherwise); the device tool copies them anew each call, so every script
 # that may use one unpacks it here (session 21 lost a baseline run to a call that did not):

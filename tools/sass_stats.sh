@@ -28,10 +28,12 @@ ptxas -arch="$arch" -v "$src" -o "$cubin" 2>"$OUT/ptxas.txt" || {
 for kernel in $(grep -oE '^\.visible \.entry [A-Za-z0-9_]+' "$src" | awk '{print $3}' | grep -E "$regex"); do
   listing="$OUT/sass_${kernel}.txt"
   "$cuobjdump_bin" -sass -fun "$kernel" "$cubin" >"$listing" 2>&1
-  echo "=== $kernel ($arch): $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' "$listing") instructions"
+  echo "=== $kernel ($arch): $(grep -cE '^\s+/\*[0-9a-f]{4,}\*/' "$listing") instructions"
   grep -A3 "entry function '$kernel'" "$OUT/ptxas.txt" | grep -oE "Used [0-9]+ registers" | head -1
   # The opcode is the first word after the address comment; predicates (@P0) come before it.
-  grep -E '^\s+/\*[0-9a-f]{4}\*/' "$listing" | sed -E 's#^\s+/\*[0-9a-f]{4}\*/\s+##; s#^@!?U?P[0-9T] ##' |
+  # Addresses past 0xfff0 have five hex digits (before session 24 the pattern took four, so a
+  # kernel past 4096 instructions was counted to its 4096th).
+  grep -E '^\s+/\*[0-9a-f]{4,}\*/' "$listing" | sed -E 's#^\s+/\*[0-9a-f]{4,}\*/\s+##; s#^@!?U?P[0-9T] ##' |
     awk '{print $1}' | sed 's/;$//' | sort | uniq -c | sort -rn | head -25
 done
 rm -f "$cubin"

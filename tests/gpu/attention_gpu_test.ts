@@ -1014,8 +1014,8 @@ function raggedCases(multiprocessors: number): DecodeCase[] {
   ];
 }
 
-// The fma kernels split these batches; the mma ones take the same grids unsplit for now (the host
-// keeps the ragged split to fma), which checks them on ragged contexts and their fused reduce.
+// The fma kernels split these batches; the mma ones run them a whole sequence a block for now (the
+// host keeps the ragged split to fma), which checks them on ragged contexts.
 for (const decodeKernel of ["fma", "mma"] as const) {
   gpuTest(
     `gpu attention: decode with the ragged split (${decodeKernel}) matches the CPU`,

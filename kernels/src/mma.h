@@ -27,19 +27,19 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint3
 template <bool F16 = false>
 __device__ __forceinline__ void mma_rows0(float& d0, float& d1, uint32_t a0, uint32_t a2,
                                           uint32_t b0, uint32_t b1) {
+  // asm takes a string literal, so the operand type is spliced in by the preprocessor.
+#define DENALI_MMA_ROWS0(TYPE)                                                           \
+  asm("{\n .reg .f32 z2, z3;\n"                                                          \
+      " mma.sync.aligned.m16n8k16.row.col.f32." TYPE "." TYPE ".f32 {%0,%1,z2,z3}, "      \
+      "{%2,%6,%3,%6}, {%4,%5}, {%0,%1,%7,%7};\n}"                                          \
+      : "+f"(d0), "+f"(d1)                                                               \
+      : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f))
   if constexpr (F16) {
-    asm("{\n .reg .f32 z2, z3;\n"
-        " mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
-        "{%4,%5}, {%0,%1,%7,%7};\n}"
-        : "+f"(d0), "+f"(d1)
-        : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+    DENALI_MMA_ROWS0("f16");
   } else {
-    asm("{\n .reg .f32 z2, z3;\n"
-        " mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,z2,z3}, {%2,%6,%3,%6}, "
-        "{%4,%5}, {%0,%1,%7,%7};\n}"
-        : "+f"(d0), "+f"(d1)
-        : "r"(a0), "r"(a2), "r"(b0), "r"(b1), "r"(0u), "f"(0.f));
+    DENALI_MMA_ROWS0("bf16");
   }
+#undef DENALI_MMA_ROWS0
 }
 
 // Two f32 to an f16 pair, lo in the lower half, each rounded to nearest even.

@@ -1024,7 +1024,7 @@ for (const decodeKernel of ["fma", "mma"] as const) {
       for (const [i, c] of cases.entries()) {
         await t.step(c.name, () => {
           try {
-            // Programmatic and plain launches split; decode_reduce's ops keep one partition.
+            // fma: programmatic and plain launches split; decode_reduce's ops keep one partition.
             for (const ops of [env.gpuOps, env.plainOps, env.kernelReduceOps]) {
               runDecode(env, c, 7000 + 10 * i, ops);
             }
@@ -1034,7 +1034,8 @@ for (const decodeKernel of ["fma", "mma"] as const) {
         });
       }
       // More sequences than a block has threads (each sums two or more contexts), on ops whose split
-      // reaches 4 block targets of rows at the default 4 blocks an SM: 200 × 8 rows on 132 SMs.
+      // (fma) reaches 4 block targets of rows at the default 4 blocks an SM: 200 × 8 rows on 132
+      // SMs.
       const wide = await loadAttentionOps(env.gpu, { decodeKernel, decodeRaggedRows: 8 });
       const many: DecodeCase = {
         name: "200 sequences, one long",

@@ -2,7 +2,8 @@
  * Which decode kernel family a call runs under `decodeKernel: "auto"` (the default on CUDA),
  * through the fake driver: the tensor-core twins on an FP8 cache, and on a bf16 cache for a call
  * of at most a quarter of the block target's rows or at least twice them, the fma kernels between
- * (decodeUsesMma); `fma` and `mma` pin a family whatever the batch and cache.
+ * (decodeUsesMma); `fma` and `mma` pin a family whatever the batch and cache; `decodeMmaBlocks: 4`
+ * swaps in the FP8-cache head-dim-128 kernels built for four blocks an SM.
  *
  * @module
  */
@@ -13,6 +14,7 @@ import { attentionShape } from "../models/model.ts";
 import {
   type AttentionKernelOptions,
   decodeKernelWanted,
+  decodeMmaBlocksWanted,
   decodeUsesMma,
 } from "../ops/gpu/attention.ts";
 import type { AttentionShape } from "../ops/ops.ts";
@@ -103,4 +105,55 @@ Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices wh
   withEnv({ DENALI_DECODE_ATTN: "wmma" }, () => {
     assert.throws(() => decodeKernelWanted(), /DENALI_DECODE_ATTN=wmma .*use fma, mma or auto/);
   });
+});
+
+Deno.test("decodeMmaBlocks 4: the FP8 head-dim-128 mma kernels for four blocks an SM, nothing else", async () => {
+  const four = { decodeMmaBlocks: 4, ...target(32) } as const;
+  assert.equal(
+    await decodeKernelOf({ ...four, decodeKernel: "auto" }, FP8),
+    "decode_attn_fp8_mma4_d128_g4",
+  );
+  assert.equal(
+    await decodeKernelOf({ ...four, decodeKernel: "mma" }, FP8),
+    "decode_attn_fp8_mma4_d128_g4",
+  );
+  // The bf16 mma kernels, the fma kernels and head dim 64 keep their own.
+  assert.equal(await decodeKernelOf({ ...four, decodeKernel: "mma" }), "decode_attn_mma_d128_g4");
+  assert.equal(
+    await decodeKernelOf({ ...four, decodeKernel: "fma" }, FP8),
+    "decode_attn_fp8_d128_g4",
+  );
+  const d64: AttentionShape = { ...FP8, numHeads: 16, numKvHeads: 8, headDim: 64, scale: 0.125 };
+  assert.equal(
+    await decodeKernelOf({ ...four, decodeKernel: "mma" }, d64),
+    "decode_attn_fp8_mma_d64_g2",
+  );
+  // Three (the default) is the kernels the family always had.
+  assert.equal(
+    await decodeKernelOf({ decodeMmaBlocks: 3, decodeKernel: "mma", ...target(32) }, FP8),
+    "decode_attn_fp8_mma_d128_g4",
+  );
+});
+
+Deno.test("DENALI_DECODE_MMA_BLOCKS picks 3 or 4, and names the choices when wrong", () => {
+  withEnv({ DENALI_DECODE_MMA_BLOCKS: undefined }, () => {
+    assert.equal(decodeMmaBlocksWanted(), 3);
+    assert.equal(decodeMmaBlocksWanted(4), 4);
+  });
+  withEnv({ DENALI_DECODE_MMA_BLOCKS: "4" }, () => {
+    assert.equal(decodeMmaBlocksWanted(), 4);
+    assert.equal(decodeMmaBlocksWanted(3), 3, "an explicit option wins over the environment");
+  });
+  withEnv({ DENALI_DECODE_MMA_BLOCKS: "3" }, () => assert.equal(decodeMmaBlocksWanted(), 3));
+  for (const bad of ["2", "four", "5"]) {
+    withEnv({ DENALI_DECODE_MMA_BLOCKS: bad }, () => {
+      assert.throws(
+        () => decodeMmaBlocksWanted(),
+        new RangeError(
+          `DENALI_DECODE_MMA_BLOCKS=${bad} is not 3 or 4 (blocks an SM of the FP8-cache ` +
+            "tensor-core decode kernels of head dim 128; default 3)",
+        ),
+      );
+    });
+  }
 });

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   decodePartSize,
+  decodeRaggedMmaWanted,
   decodeRaggedRowsWanted,
   decodeRaggedSlackWanted,
   raggedSplitParts,
@@ -151,6 +152,34 @@ Deno.test("decodeRaggedRowsWanted: the option, else DENALI_DECODE_RAGGED_ROWS, e
         new RangeError(
           "DENALI_DECODE_RAGGED_ROWS must be a number from 1 to 8 (the batches the ragged decode " +
             `split reaches, in block targets of rows; default 2), got ${bad}`,
+        ),
+      ));
+  }
+});
+
+Deno.test("decodeRaggedMmaWanted: the option, else DENALI_DECODE_RAGGED_MMA, else off; bad ones named", () => {
+  const env = (value: string | undefined, body: () => void) =>
+    withEnv({ DENALI_DECODE_RAGGED_MMA: value }, body);
+  env(undefined, () => {
+    assert.equal(decodeRaggedMmaWanted(), false);
+    assert.equal(decodeRaggedMmaWanted(true), true);
+  });
+  env("1", () => {
+    assert.equal(decodeRaggedMmaWanted(), true);
+    assert.equal(
+      decodeRaggedMmaWanted(false),
+      false,
+      "an explicit option wins over the environment",
+    );
+  });
+  env("0", () => assert.equal(decodeRaggedMmaWanted(), false));
+  for (const bad of ["yes", "2", "true"]) {
+    env(bad, () =>
+      assert.throws(
+        () => decodeRaggedMmaWanted(),
+        new RangeError(
+          `DENALI_DECODE_RAGGED_MMA=${bad} is not 0 or 1 (whether the tensor-core decode kernels ` +
+            "take the ragged split; default 0)",
         ),
       ));
   }

@@ -3,7 +3,7 @@
  * device with one partition a sequence gets ceil(maxContext / 512) partitions in its grid and a
  * negative partSize, -(targetBlocks · 16 + slack in quarters), for the kernel to size them from
  * the contexts (kernels/src/attention.cu ragged_part_size); the slack 0, the tensor-core kernels
- * and the reduce kernel keep the launch-time size.
+ * (unless decodeRaggedMma asks) and the reduce kernel keep the launch-time size.
  *
  * @module
  */
@@ -71,6 +71,42 @@ Deno.test("ragged split: a full batch gets ceil(maxContext / 512) partitions siz
   assert.deepEqual(
     await decodeAt(1500, { decodeBlocksPerSm: PER_SM }, fp8),
     ["decode_attn_fp8_d128_g4", 3, -136, 3],
+  );
+});
+
+Deno.test("ragged split: the mma kernels take it where decodeRaggedMma asks", async () => {
+  const mma = { decodeBlocksPerSm: PER_SM, decodeRaggedMma: true };
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "mma" }),
+    ["decode_attn_mma_d128_g4", 3, -136, 3],
+  );
+  const fp8: AttentionShape = { ...SHAPE, kvDtype: "fp8", kScale: 1, vScale: 1 };
+  // auto: an FP8 cache runs mma, which now splits; a bf16 one at 8 rows of a target of 8 runs fma.
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "auto" }, fp8),
+    ["decode_attn_fp8_mma_d128_g4", 3, -136, 3],
+  );
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "auto" }),
+    ["decode_attn_d128_g4", 3, -136, 3],
+  );
+  // Its own slack, reach and the reduce kernel still rule it.
+  assert.deepEqual(
+    await decodeAt(2048, { ...mma, decodeKernel: "mma", decodeRaggedSlack: 1.25 }),
+    ["decode_attn_mma_d128_g4", 4, -133, 4],
+  );
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "mma", decodeRaggedSlack: 0 }),
+    ["decode_attn_mma_d128_g4", 1, 1504, 1],
+  );
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "mma", decodeReduce: "kernel" }),
+    ["decode_attn_mma_d128_g4", 1, 1504, 1],
+  );
+  // The auto default on an FP8 cache, without the option: one partition, as before.
+  assert.deepEqual(
+    await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeKernel: "auto" }, fp8),
+    ["decode_attn_fp8_mma_d128_g4", 1, 1504, 1],
   );
 });
 

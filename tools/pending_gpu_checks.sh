@@ -103,6 +103,16 @@
 #     Llama-3-8B steps of 1-256 rows against .prev (bf16, then FP8 weights with an FP8 cache), the
 #     mma fused reduce against decode_reduce at 1 and 8 rows, fma against mma at 32 and 64 rows of
 #     bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV) on both trees.
+#   PART=knobs25 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
+#     session 25's two opt-in decode variants, each against the default on one tree (run
+#     PART=mma24 first: its attention and kv_fp8 GPU tests check both variants):
+#     DENALI_DECODE_MMA_BLOCKS=4 (FP8-cache d128 mma kernels at four blocks an SM) on TARGET
+#     attn_fp8kv_16k and on the FP8-weights, FP8-cache step at 32-256 rows;
+#     DENALI_DECODE_RAGGED_MMA=1 (the ragged split on the mma kernels) on the ragged bench with
+#     mma pinned.
+#   PART=knobs25off DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
+#     the offline FP8 + FP8 KV run under the default, each of those two variants and both, two
+#     rounds alternated.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -162,8 +172,9 @@ step_ops_lines() {
     grep -E "^OPS" | cut -c1-170
   return 0
 }
-# offline_alternated "VAR=value ..."...: the offline run (1000 requests, step profile) under
-# each setting of environment variables in turn, two rounds alternated, while time is left.
+# offline_alternated "VAR=value ..."...: the offline run (1000 requests, step profile, then
+# OFFLINE_FLAGS) under each setting of environment variables in turn, two rounds alternated,
+# while time is left.
 offline_alternated() {
   local round setting
   for round in 1 2; do
@@ -171,8 +182,9 @@ offline_alternated() {
       left 85 || return 0
       echo "=== offline $setting round $round $(date +%T)"
       # shellcheck disable=SC2086 # each setting is words VAR=value for env
+      # shellcheck disable=SC2086 # OFFLINE_FLAGS: extra bench flags, split on purpose
       env $setting timeout 80 bash .device/gpu.sh deno run -A --no-check bench/engine_bench.ts \
-        --requests 1000 --offline --profile 2>&1 |
+        --requests 1000 --offline --profile ${OFFLINE_FLAGS:-} 2>&1 |
         grep -E "completion tok/s|PROFILE (kind|steps)|^engine:|^limits|TARGET" | cut -c1-160
     done
   done
@@ -467,6 +479,36 @@ if [ "$PART" = mma24 ]; then
         --requests 1000 --offline $quant 2>&1 | grep -E "completion tok/s")
     done
   done
+fi
+
+if [ "$PART" = knobs25 ]; then
+  for blocks in 3 4; do
+    left 60 || break
+    echo "=== DENALI_DECODE_MMA_BLOCKS=$blocks $(date +%T)"
+    (export DENALI_DECODE_MMA_BLOCKS=$blocks; kernel_benches 60 "attention_bench.ts --fp8-kv")
+  done
+  for ragged in 0 1; do
+    left 80 || break
+    echo "=== ragged bench, mma pinned, DENALI_DECODE_RAGGED_MMA=$ragged $(date +%T)"
+    (export DENALI_DECODE_ATTN=mma DENALI_DECODE_RAGGED_MMA=$ragged
+      kernel_benches 70 "ragged_decode_bench.ts --batches 48,64,96 --slack 0,2")
+  done
+  # The FP8-cache step at 32-256 rows (bf16, then FP8 weights), each setting twice, alternated.
+  for round in 1 2; do
+    for blocks in 3 4; do
+      left 100 || break
+      echo "=== DENALI_DECODE_MMA_BLOCKS=$blocks round $round $(date +%T)"
+      DENALI_DECODE_MMA_BLOCKS=$blocks LINE_TIMEOUT=95 decode_line --batches 32,64,128,256 \
+        --quantization fp8 --kv-cache-dtype fp8
+    done
+  done
+fi
+if [ "$PART" = knobs25off ]; then
+  OFFLINE_FLAGS="--quantization fp8 --kv-cache-dtype fp8" offline_alternated \
+    "DENALI_DECODE_RAGGED_MMA=0 DENALI_DECODE_MMA_BLOCKS=3" \
+    "DENALI_DECODE_RAGGED_MMA=1 DENALI_DECODE_MMA_BLOCKS=3" \
+    "DENALI_DECODE_RAGGED_MMA=0 DENALI_DECODE_MMA_BLOCKS=4" \
+    "DENALI_DECODE_RAGGED_MMA=1 DENALI_DECODE_MMA_BLOCKS=4"
 fi
 
 echo "=== end $(date +%T) ($SECONDS s)"

@@ -979,7 +979,10 @@ struct MmaOperands<true> {
   }
 };
 
-template <int D, int GT, bool FP8>
+// QS: q's A fragments live in shared memory, not registers (16 fewer at head dim 128), so the
+// FP8 d128 kernels fit four blocks an SM (128 registers) without spilling; q is the same for
+// every warp, so warp 0 converts it once and the others read it back, one LDS.128 a 32-d chunk.
+template <int D, int GT, bool FP8, bool QS = false>
 __device__ __forceinline__ void decode_mma_partition(
     float* __restrict__ partOut, float* __restrict__ partMl, uint16_t* __restrict__ out,
     const uint16_t* __restrict__ q, const typename KvCache<FP8>::Elem* __restrict__ kCache,
@@ -1017,18 +1020,34 @@ __device__ __forceinline__ void decode_mma_partition(
 
   using Op = MmaOperands<FP8>;
 
-  // Q as A: row g (head headBase + g), k-steps 2j and 2j + 1 from one 16-byte load.
-  uint32_t qa[2 * KCH][2];
+  // Q as A: row g (head headBase + g), k-steps 2j and 2j + 1 from one 16-byte load. Under QS
+  // lane l's four words of chunk j sit at qs[j][l] (consecutive lanes, consecutive 16 bytes: no
+  // bank conflict).
+  uint32_t qa[QS ? 1 : 2 * KCH][2];
+  __shared__ __align__(16) uint4 qs[QS ? KCH : 1][32];
   const bool headRow = g < validHeads;
+  if (!QS || warp == 0) {
 #pragma unroll
-  for (int j = 0; j < KCH; j++) {
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (headRow) v = ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + 32 * j + 8 * t);
-    qa[2 * j][0] = Op::q(v.x);
-    qa[2 * j][1] = Op::q(v.y);
-    qa[2 * j + 1][0] = Op::q(v.z);
-    qa[2 * j + 1][1] = Op::q(v.w);
+    for (int j = 0; j < KCH; j++) {
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (headRow) v = ld_fresh(q + (static_cast<size_t>(b) * numHeads + headBase + g) * D + 32 * j + 8 * t);
+      const uint4 a = make_uint4(Op::q(v.x), Op::q(v.y), Op::q(v.z), Op::q(v.w));
+      if (QS) {
+        qs[j][lane] = a;
+      } else {
+        qa[2 * j][0] = a.x;
+        qa[2 * j][1] = a.y;
+        qa[2 * j + 1][0] = a.z;
+        qa[2 * j + 1][1] = a.w;
+      }
+    }
   }
+  if (QS) __syncthreads();
+  // The A words of chunk c: k-step 2c (x, y), then 2c + 1 (z, w).
+  auto qChunk = [&](int c) -> uint4 {
+    if (QS) return qs[c][lane];
+    return make_uint4(qa[2 * c][0], qa[2 * c][1], qa[2 * c + 1][0], qa[2 * c + 1][1]);
+  };
   const float qscale = scale * LOG2E * kScale;
 
   float m = -INFINITY, l = 0.0f;
@@ -1071,8 +1090,9 @@ __device__ __forceinline__ void decode_mma_partition(
       for (int c = 0; c < KCH; c++) {
         uint32_t w[4];
         Op::words(kr[nt][c], w);
-        mma_rows0<FP8>(sc[nt][0], sc[nt][1], qa[2 * c][0], qa[2 * c][1], w[0], w[1]);
-        mma_rows0<FP8>(sc[nt][0], sc[nt][1], qa[2 * c + 1][0], qa[2 * c + 1][1], w[2], w[3]);
+        const uint4 a = qChunk(c);
+        mma_rows0<FP8>(sc[nt][0], sc[nt][1], a.x, a.y, w[0], w[1]);
+        mma_rows0<FP8>(sc[nt][0], sc[nt][1], a.z, a.w, w[2], w[3]);
       }
     }
     float x[4];
@@ -1156,8 +1176,10 @@ __device__ __forceinline__ void decode_mma_partition(
   }
 }
 #define DECODE_MMA_BODY(D, GT, FP8, ...) decode_mma_partition<D, GT, FP8>(__VA_ARGS__)
+#define DECODE_MMA_QS_BODY(D, GT, ...) decode_mma_partition<D, GT, true, true>(__VA_ARGS__)
 #else
 #define DECODE_MMA_BODY(D, GT, FP8, ...) denali_trap()
+#define DECODE_MMA_QS_BODY(D, GT, ...) denali_trap()
 #endif  // !DENALI_HIP
 
 // Entry points: the FMA kernels' signatures (DECODE_ARGS, then the fused reduce's counters or
@@ -1212,6 +1234,23 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) de
 }
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) decode_attn_fp8_mma_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   DECODE_MMA_BODY(128, 8, true, DECODE_ARGS, counters, kScale, vScale);
+}
+
+// The FP8 head-dim-128 kernels at four blocks an SM (q's fragments in shared memory: 128
+// registers, no spill), the grid of one wave that the fma kernels' four an SM make at 32-64 rows
+// fitting them too. Chosen by decodeMmaBlocks (ops/gpu/attention.ts); head dim 64 already fits
+// four at 94-102 registers.
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_mma4_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_QS_BODY(128, 1, DECODE_ARGS, counters, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_mma4_d128_g2(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_QS_BODY(128, 2, DECODE_ARGS, counters, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_mma4_d128_g4(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_QS_BODY(128, 4, DECODE_ARGS, counters, kScale, vScale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_mma4_d128_g8(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
+  DECODE_MMA_QS_BODY(128, 8, DECODE_ARGS, counters, kScale, vScale);
 }
 
 // Combines a sequence's partitions: M = max m_p, out = Σ 2^(m_p - M)·o_p / Σ 2^(m_p - M)·l_p.

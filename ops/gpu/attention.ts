@@ -144,6 +144,22 @@ export interface AttentionKernelOptions {
    * 8. Past 2 it is an experiment: the offline run's steps of 132-263 rows (Llama) then split too.
    */
   readonly decodeRaggedRows?: number;
+  /**
+   * Whether the tensor-core decode kernels take the ragged split too (default false, unless the
+   * environment sets DENALI_DECODE_RAGGED_MMA=1). Their kernel side is the fma kernels' own
+   * (attention.cu decode_block sizes a negative partSize from the contexts), but it has not yet
+   * run on a GPU with them, so it stays off until it has; an FP8 cache always runs mma, so
+   * without it FP8 caches never split raggedly.
+   */
+  readonly decodeRaggedMma?: boolean;
+  /**
+   * Blocks an SM the FP8-cache tensor-core kernels of head dim 128 are built for: 3 (default,
+   * unless the environment sets DENALI_DECODE_MMA_BLOCKS; q's fragments in registers, 144
+   * registers) or 4 (`decode_attn_fp8_mma4_*`: q's fragments in shared memory, 127 registers, so
+   * the one-wave grids the partition target aims for at four blocks an SM fit them too). 4 is
+   * untimed and unchecked on a GPU so far.
+   */
+  readonly decodeMmaBlocks?: 3 | 4;
 }
 
 /** The decode attention kernel families, or `auto` (see AttentionKernelOptions.decodeKernel). */
@@ -232,6 +248,30 @@ export function decodeRaggedRowsWanted(requested?: number): number {
     (rows) => rows >= 1 && rows <= 8,
     "a number from 1 to 8 (the batches the ragged decode split reaches, in block targets of " +
       "rows; default 2)",
+  );
+}
+
+/** The FP8 d128 mma kernels' blocks an SM: `requested`, else DENALI_DECODE_MMA_BLOCKS, else 3. */
+export function decodeMmaBlocksWanted(requested?: 3 | 4): 3 | 4 {
+  if (requested !== undefined) return requested;
+  const fromEnv = Deno.env.get("DENALI_DECODE_MMA_BLOCKS");
+  if (fromEnv === undefined || fromEnv === "" || fromEnv === "3") return 3;
+  if (fromEnv === "4") return 4;
+  throw new RangeError(
+    `DENALI_DECODE_MMA_BLOCKS=${fromEnv} is not 3 or 4 (blocks an SM of the FP8-cache ` +
+      "tensor-core decode kernels of head dim 128; default 3)",
+  );
+}
+
+/** Whether the mma kernels take the ragged split: `requested`, else DENALI_DECODE_RAGGED_MMA. */
+export function decodeRaggedMmaWanted(requested?: boolean): boolean {
+  if (requested !== undefined) return requested;
+  const fromEnv = Deno.env.get("DENALI_DECODE_RAGGED_MMA");
+  if (fromEnv === undefined || fromEnv === "" || fromEnv === "0") return false;
+  if (fromEnv === "1") return true;
+  throw new RangeError(
+    `DENALI_DECODE_RAGGED_MMA=${fromEnv} is not 0 or 1 (whether the tensor-core decode kernels ` +
+      "take the ragged split; default 0)",
   );
 }
 
@@ -401,20 +441,23 @@ export async function loadAttentionOps(
   const kvWrite = decodeLauncher("kv_write").launch;
   const kvWriteFp8 = decodeLauncher("kv_write_fp8").launch;
   // Index: (headDim === 128 ? 4 : 0) + log2(heads per block). `infix` is "" or "fp8_", then
-  // "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies trap). A family no
-  // call can pick is not loaded.
+  // `family`: "" (fma), "mma_" for the tensor-core kernels (CUDA only: under HIP their bodies
+  // trap), or at head dim 128 `family128`. A family no call can pick is not loaded.
   const decodeKernel = backend.kind === "cuda" ? decodeKernelWanted(options.decodeKernel) : "fma";
-  const decodeKernels = (infix: string, mma: boolean) =>
+  const decodeKernels = (infix: string, family: string, family128 = family) =>
     [64, 128].flatMap((d) =>
       [1, 2, 4, 8].map((g) =>
-        decodeLauncher(`decode_attn_${infix}${mma ? "mma_" : ""}d${d}_g${g}`).launch
+        decodeLauncher(`decode_attn_${infix}${d === 128 ? family128 : family}d${d}_g${g}`).launch
       )
     );
   const fmaFamily = decodeKernel !== "mma", mmaFamily = decodeKernel !== "fma";
-  const decode = fmaFamily ? decodeKernels("", false) : [];
-  const decodeFp8 = fmaFamily ? decodeKernels("fp8_", false) : [];
-  const decodeMma = mmaFamily ? decodeKernels("", true) : [];
-  const decodeMmaFp8 = mmaFamily ? decodeKernels("fp8_", true) : [];
+  const mmaBlocks = mmaFamily ? decodeMmaBlocksWanted(options.decodeMmaBlocks) : 3;
+  const decode = fmaFamily ? decodeKernels("", "") : [];
+  const decodeFp8 = fmaFamily ? decodeKernels("fp8_", "") : [];
+  const decodeMma = mmaFamily ? decodeKernels("", "mma_") : [];
+  const decodeMmaFp8 = mmaFamily
+    ? decodeKernels("fp8_", "mma_", mmaBlocks === 4 ? "mma4_" : "mma_")
+    : [];
   // The fused reduce's completion counters, one per (sequence, head group), zeroed here and left
   // zeroed by the kernels. Shared by every call of these ops, like linear's split-K counters, so
   // decodes on different streams must not overlap.
@@ -473,7 +516,10 @@ export async function loadAttentionOps(
   const targetBlocks = decodeBlocksPerSmWanted(options.decodeBlocksPerSm) *
     Math.max(1, backend.info.multiprocessors);
   // The ragged split's partSize argument, -(targetBlocks · 16 + slack in quarters); null off.
-  const raggedSlack = fmaFamily ? decodeRaggedSlackWanted(options.decodeRaggedSlack) : 0;
+  const raggedMma = mmaFamily && decodeRaggedMmaWanted(options.decodeRaggedMma);
+  const raggedSlack = fmaFamily || raggedMma
+    ? decodeRaggedSlackWanted(options.decodeRaggedSlack)
+    : 0;
   const raggedReach = decodeRaggedRowsWanted(options.decodeRaggedRows);
   const raggedCode = raggedSlack === 0
     ? null
@@ -550,8 +596,8 @@ export async function loadAttentionOps(
       const fp8 = shape.kvDtype === "fp8";
       const mma = decodeUsesMma(decodeKernel, batch * headBlocks, targetBlocks, fp8);
       const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
-      // Only the fma kernels size partitions from the contexts (the ragged split).
-      const ragged = counted && !mma && raggedCode !== null
+      // The mma kernels size partitions from the contexts (the ragged split) only if asked.
+      const ragged = counted && (!mma || raggedMma) && raggedCode !== null
         ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach, part)
         : 0;
       if (ragged > 0 && raggedCode !== null) {

@@ -1014,8 +1014,8 @@ function raggedCases(multiprocessors: number): DecodeCase[] {
   ];
 }
 
-// The fma kernels split these batches; the mma ones run them a whole sequence a block for now (the
-// host keeps the ragged split to fma), which checks them on ragged contexts.
+// Both families split these batches: the mma kernels because the ops ask them to
+// (decodeRaggedMma, off by default until this test has passed on a GPU).
 for (const decodeKernel of ["fma", "mma"] as const) {
   gpuTest(
     `gpu attention: decode with the ragged split (${decodeKernel}) matches the CPU`,
@@ -1024,7 +1024,7 @@ for (const decodeKernel of ["fma", "mma"] as const) {
       for (const [i, c] of cases.entries()) {
         await t.step(c.name, () => {
           try {
-            // fma: programmatic and plain launches split; decode_reduce's ops keep one partition.
+            // Programmatic and plain launches split; decode_reduce's ops keep one partition.
             for (const ops of [env.gpuOps, env.plainOps, env.kernelReduceOps]) {
               runDecode(env, c, 7000 + 10 * i, ops);
             }
@@ -1034,9 +1034,12 @@ for (const decodeKernel of ["fma", "mma"] as const) {
         });
       }
       // More sequences than a block has threads (each sums two or more contexts), on ops whose split
-      // (fma) reaches 4 block targets of rows at the default 4 blocks an SM: 200 × 8 rows on 132
-      // SMs.
-      const wide = await loadAttentionOps(env.gpu, { decodeKernel, decodeRaggedRows: 8 });
+      // reaches 4 block targets of rows at the default 4 blocks an SM: 200 × 8 rows on 132 SMs.
+      const wide = await loadAttentionOps(env.gpu, {
+        decodeKernel,
+        decodeRaggedRows: 8,
+        decodeRaggedMma: true,
+      });
       const many: DecodeCase = {
         name: "200 sequences, one long",
         shape: llama(),
@@ -1064,7 +1067,7 @@ for (const decodeKernel of ["fma", "mma"] as const) {
         }
       });
     },
-    { decodeKernel, decodeBlocksPerSm: 1 },
+    { decodeKernel, decodeBlocksPerSm: 1, decodeRaggedMma: true },
   );
 }
 

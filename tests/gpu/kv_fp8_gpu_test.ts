@@ -297,6 +297,9 @@ const DECODE_CASES: DecodeCase[] = [
   { shape: fp8Shape(16, 2, 64, 16, 1, 3), contexts: [333, 4097] },
   { shape: fp8Shape(12, 4, 128, 16, 0.5, 1), contexts: [129, 2] },
   { shape: fp8Shape(32, 2, 128, 16, 3, 0.5), contexts: [640, 1] },
+  // Head dim 128 with one and two query heads a block (every d128 kernel instance runs).
+  { shape: fp8Shape(8, 8, 128, 16, 1, 2), contexts: [300, 33] },
+  { shape: fp8Shape(16, 8, 128, 16, 2, 0.5), contexts: [77, 1030] },
 ];
 
 /**
@@ -390,6 +393,11 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
     ["default (tensor cores)", {}],
     ["fma long partitions", { ...fma, decodeBlocksPerSm: LONG_PARTITIONS }],
     ["tensor-core long partitions", { decodeKernel: "mma", decodeBlocksPerSm: LONG_PARTITIONS }],
+    ["tensor cores, four blocks an SM", { decodeKernel: "mma", decodeMmaBlocks: 4 }],
+    [
+      "tensor cores, four blocks an SM, long partitions",
+      { decodeKernel: "mma", decodeMmaBlocks: 4, decodeBlocksPerSm: LONG_PARTITIONS },
+    ],
   ];
   for (const [variant, options] of decodeVariants) {
     const ops = await loadAttentionOps(env.gpu, options);
@@ -406,12 +414,24 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
 gpuTest("fp8-cache decode attention with the ragged split matches the CPU's", async (env) => {
   // One block an SM: a batch of ceil(SMs / 8) sequences of 8 head blocks reaches the target, so
   // the kernel sizes the partitions from the contexts (a 2000-token one among short ones splits).
-  // The fma kernels: only they split raggedly (the default runs mma on an FP8 cache).
-  const ops = await loadAttentionOps(env.gpu, { decodeKernel: "fma", decodeBlocksPerSm: 1 });
+  // The mma kernels (the default's on an FP8 cache) split only where asked (decodeRaggedMma).
   const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
   const contexts = Array.from({ length: batch }, (_, i) => i === 0 ? 2000 : 1 + ((i * 53) % 120));
   const c: DecodeCase = { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), contexts };
-  runDecode(env, ops, c, 900, `ragged split, batch ${batch}`);
+  const variants: [string, AttentionKernelOptions][] = [
+    ["fma", { decodeKernel: "fma" }],
+    ["mma", { decodeKernel: "mma", decodeRaggedMma: true }],
+    ["mma at four blocks an SM", {
+      decodeKernel: "mma",
+      decodeRaggedMma: true,
+      decodeMmaBlocks: 4,
+    }],
+  ];
+  for (const [variant, options] of variants) {
+    const ops = await loadAttentionOps(env.gpu, { ...options, decodeBlocksPerSm: 1 });
+    runDecode(env, ops, c, 900, `ragged split on ${variant}, batch ${batch}`);
+    env.release();
+  }
 });
 
 interface PrefillCase {

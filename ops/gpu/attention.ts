@@ -168,14 +168,32 @@ export type DecodeKernel = "fma" | "mma" | "auto";
 /** Where a split decode's partitions meet (see AttentionKernelOptions.decodeReduce). */
 export type DecodeReduce = "fused" | "kernel";
 
+/**
+ * A knob of a few named settings: `requested`, else the environment `variable` (unset or empty:
+ * `fallback`) looked up in `choices`; a value not there is a RangeError `refusal` words.
+ */
+function choiceWanted<T>(
+  requested: T | undefined,
+  variable: string,
+  choices: Record<string, T>,
+  fallback: T,
+  refusal: (value: string) => string,
+): T {
+  if (requested !== undefined) return requested;
+  const fromEnv = Deno.env.get(variable);
+  if (fromEnv === undefined || fromEnv === "") return fallback;
+  if (Object.hasOwn(choices, fromEnv)) return choices[fromEnv];
+  throw new RangeError(refusal(fromEnv));
+}
+
 /** The partition reduce asked for: `requested`, else DENALI_DECODE_REDUCE, else `fused`. */
 export function decodeReduceWanted(requested?: DecodeReduce): DecodeReduce {
-  if (requested !== undefined) return requested;
-  const fromEnv = Deno.env.get("DENALI_DECODE_REDUCE");
-  if (fromEnv === undefined || fromEnv === "" || fromEnv === "fused") return "fused";
-  if (fromEnv === "kernel") return "kernel";
-  throw new RangeError(
-    `DENALI_DECODE_REDUCE=${fromEnv} is not a decode reduce; use fused or kernel`,
+  return choiceWanted(
+    requested,
+    "DENALI_DECODE_REDUCE",
+    { fused: "fused", kernel: "kernel" },
+    "fused",
+    (value) => `DENALI_DECODE_REDUCE=${value} is not a decode reduce; use fused or kernel`,
   );
 }
 
@@ -253,24 +271,26 @@ export function decodeRaggedRowsWanted(requested?: number): number {
 
 /** The FP8 d128 mma kernels' blocks an SM: `requested`, else DENALI_DECODE_MMA_BLOCKS, else 3. */
 export function decodeMmaBlocksWanted(requested?: 3 | 4): 3 | 4 {
-  if (requested !== undefined) return requested;
-  const fromEnv = Deno.env.get("DENALI_DECODE_MMA_BLOCKS");
-  if (fromEnv === undefined || fromEnv === "" || fromEnv === "3") return 3;
-  if (fromEnv === "4") return 4;
-  throw new RangeError(
-    `DENALI_DECODE_MMA_BLOCKS=${fromEnv} is not 3 or 4 (blocks an SM of the FP8-cache ` +
+  return choiceWanted<3 | 4>(
+    requested,
+    "DENALI_DECODE_MMA_BLOCKS",
+    { 3: 3, 4: 4 },
+    3,
+    (value) =>
+      `DENALI_DECODE_MMA_BLOCKS=${value} is not 3 or 4 (blocks an SM of the FP8-cache ` +
       "tensor-core decode kernels of head dim 128; default 3)",
   );
 }
 
 /** Whether the mma kernels take the ragged split: `requested`, else DENALI_DECODE_RAGGED_MMA. */
 export function decodeRaggedMmaWanted(requested?: boolean): boolean {
-  if (requested !== undefined) return requested;
-  const fromEnv = Deno.env.get("DENALI_DECODE_RAGGED_MMA");
-  if (fromEnv === undefined || fromEnv === "" || fromEnv === "0") return false;
-  if (fromEnv === "1") return true;
-  throw new RangeError(
-    `DENALI_DECODE_RAGGED_MMA=${fromEnv} is not 0 or 1 (whether the tensor-core decode kernels ` +
+  return choiceWanted(
+    requested,
+    "DENALI_DECODE_RAGGED_MMA",
+    { 0: false, 1: true },
+    false,
+    (value) =>
+      `DENALI_DECODE_RAGGED_MMA=${value} is not 0 or 1 (whether the tensor-core decode kernels ` +
       "take the ragged split; default 0)",
   );
 }
@@ -310,13 +330,13 @@ export interface GpuAttentionOps extends AttentionOps {
 
 /** The decode kernels asked for: `requested`, else DENALI_DECODE_ATTN, else `auto`. */
 export function decodeKernelWanted(requested?: DecodeKernel): DecodeKernel {
-  if (requested !== undefined) return requested;
   // Read as programmaticWanted reads DENALI_PDL, in the same loadAttentionOps call.
-  const fromEnv = Deno.env.get("DENALI_DECODE_ATTN");
-  if (fromEnv === undefined || fromEnv === "" || fromEnv === "auto") return "auto";
-  if (fromEnv === "fma" || fromEnv === "mma") return fromEnv;
-  throw new RangeError(
-    `DENALI_DECODE_ATTN=${fromEnv} is not a decode kernel; use fma, mma or auto`,
+  return choiceWanted<DecodeKernel>(
+    requested,
+    "DENALI_DECODE_ATTN",
+    { fma: "fma", mma: "mma", auto: "auto" },
+    "auto",
+    (value) => `DENALI_DECODE_ATTN=${value} is not a decode kernel; use fma, mma or auto`,
   );
 }
 

@@ -23,7 +23,6 @@
 import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
-import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuAttentionOps } from "../../ops/cpu/attention.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadElementwiseOps } from "../../ops/gpu/elementwise.ts";
@@ -35,27 +34,21 @@ import {
   type GpuAttentionOps,
   loadAttentionOps,
 } from "../../ops/gpu/attention.ts";
-import { assertClose, randomArray } from "../support/numeric.ts";
+import { assertClose, assertDecodeRowsClose, randomArray } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
+import { type Pair, PairedBuffers } from "../support/paired_buffers.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
 
-/** One buffer on each backend. */
-type Pair = { g: DeviceBuffer; c: DeviceBuffer };
-
 /** Both backends, the ops on each, and the buffers allocated for the current case. */
-class Env {
-  readonly cpu = new CpuBackend();
+class Env extends PairedBuffers {
   readonly cpuOps = cpuAttentionOps();
   /** The CPU's whole op set: its qkvRope with a cache is qkvRope then kvWrite. */
   readonly cpuModelOps = cpuOps();
-  readonly stream: Stream;
-  #gpuBuffers: DeviceBuffer[] = [];
-  #cpuBuffers: DeviceBuffer[] = [];
 
   constructor(
-    readonly gpu: Backend,
+    gpu: Backend,
     readonly gpuElementwise: ElementwiseOps,
     readonly gpuOps: GpuAttentionOps,
     readonly plainOps: GpuAttentionOps,
@@ -64,47 +57,13 @@ class Env {
     readonly simtOps: AttentionOps,
     readonly oneStageOps: AttentionOps,
   ) {
-    this.stream = gpu.createStream();
-  }
-
-  /** The same bytes on both devices (zero-filled when `data` is a length). */
-  pair(data: ArrayBufferView | number): Pair {
-    const bytes = typeof data === "number" ? data : data.byteLength;
-    const g = this.gpu.alloc(Math.max(16, bytes)), c = this.cpu.alloc(Math.max(16, bytes));
-    this.#gpuBuffers.push(g);
-    this.#cpuBuffers.push(c);
-    if (typeof data === "number") {
-      this.gpu.memset(g, 0);
-    } else {
-      this.gpu.copyToDevice(g, data);
-      this.cpu.copyToDevice(c, data);
-    }
-    return { g, c };
-  }
-
-  /** A GPU-only buffer, poisoned with NaN bytes. */
-  poisoned(bytes: number): DeviceBuffer {
-    const g = this.gpu.alloc(Math.max(16, bytes));
-    this.#gpuBuffers.push(g);
-    this.gpu.memset(g, 0xff);
-    return g;
+    super(gpu);
   }
 
   /** Reads `count` bf16 values from both sides of a pair (the GPU side after the stream). */
   readBoth(p: Pair, count: number) {
-    this.stream.synchronize();
-    const g = new Uint16Array(count), c = new Uint16Array(count);
-    this.gpu.copyToHost(g, p.g);
-    this.cpu.copyToHost(c, p.c);
-    return { g, c };
-  }
-
-  release(): void {
-    this.stream.synchronize();
-    for (const b of this.#gpuBuffers) this.gpu.free(b);
-    for (const b of this.#cpuBuffers) this.cpu.free(b);
-    this.#gpuBuffers = [];
-    this.#cpuBuffers = [];
+    const { g, c } = this.bytesOf(p, count * 2);
+    return { g: new Uint16Array(g.buffer), c: new Uint16Array(c.buffer) };
   }
 }
 
@@ -193,28 +152,8 @@ function runDecode(env: Env, c: DecodeCase, seed: number, ops = env.gpuOps): Uin
     workspace: env.pair(16).c,
   }, env.cpu.defaultStream);
   const { g, c: ref } = env.readBoth(out, outCount);
-  checkDecodeRows(g, ref, contexts, numHeads * headDim, c.name);
+  assertDecodeRowsClose(g, ref, contexts, numHeads * headDim, TOLERANCE, c.name);
   return g;
-}
-
-/** Checks decode outputs per sequence, so a short sequence's error is not diluted by a long one's. */
-function checkDecodeRows(
-  got: Uint16Array,
-  want: Uint16Array,
-  contexts: readonly number[],
-  row: number,
-  what: string,
-): void {
-  const g = decodeBf16(got), w = decodeBf16(want);
-  contexts.forEach((context, b) => {
-    const slice = [b * row, (b + 1) * row] as const;
-    assertClose(
-      g.subarray(...slice),
-      w.subarray(...slice),
-      TOLERANCE,
-      `${what}: sequence ${b} (context ${context})`,
-    );
-  });
 }
 
 interface PrefillCase {
@@ -530,11 +469,12 @@ function checkChainOutputs(env: Env, out: Pair, c: ChainCase, what: string): voi
   const row = c.shape.numHeads * c.shape.headDim, count = c.contexts.length * row;
   const { g, c: ref } = env.readBoth(out, c.steps * count);
   for (let s = 0; s < c.steps; s++) {
-    checkDecodeRows(
+    assertDecodeRowsClose(
       g.subarray(s * count, (s + 1) * count),
       ref.subarray(s * count, (s + 1) * count),
       c.contexts.map((n) => n + s + 1),
       row,
+      TOLERANCE,
       `${what}, step ${s}`,
     );
   }

@@ -28,9 +28,8 @@
  */
 
 import assert from "node:assert/strict";
-import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
+import type { DeviceBuffer } from "../../backends/backend.ts";
 import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
-import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { quantizeE4m3 } from "../../backends/fp8.ts";
 import { Engine, type EngineOptions } from "../../engine/engine.ts";
@@ -46,8 +45,14 @@ import {
   withKvScales,
   writeFp8Checkpoint,
 } from "../support/fp8_checkpoint.ts";
-import { assertClose, randomArray, relativeError } from "../support/numeric.ts";
+import {
+  assertClose,
+  assertDecodeRowsClose,
+  randomArray,
+  relativeError,
+} from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
+import { PairedBuffers } from "../support/paired_buffers.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
@@ -63,54 +68,8 @@ const VARIANTS: [string, AttentionKernelOptions][] = [
 ];
 
 /** Both backends, with one buffer list each, freed by `release`. */
-class Env {
-  readonly cpu = new CpuBackend();
+class Env extends PairedBuffers {
   readonly cpuOps = cpuAttentionOps();
-  readonly stream: Stream;
-  #gpuBuffers: DeviceBuffer[] = [];
-  #cpuBuffers: DeviceBuffer[] = [];
-
-  constructor(readonly gpu: Backend) {
-    this.stream = gpu.createStream();
-  }
-
-  /** The same bytes on both devices. */
-  pair(data: ArrayBufferView): { g: DeviceBuffer; c: DeviceBuffer } {
-    const bytes = Math.max(16, data.byteLength);
-    const g = this.gpu.alloc(bytes), c = this.cpu.alloc(bytes);
-    this.#gpuBuffers.push(g);
-    this.#cpuBuffers.push(c);
-    this.gpu.copyToDevice(g, data);
-    this.cpu.copyToDevice(c, data);
-    return { g, c };
-  }
-
-  /** A GPU buffer poisoned with NaN bytes, and a zeroed CPU one, of `bytes` each. */
-  output(bytes: number): { g: DeviceBuffer; c: DeviceBuffer } {
-    const g = this.gpu.alloc(Math.max(16, bytes)), c = this.cpu.alloc(Math.max(16, bytes));
-    this.#gpuBuffers.push(g);
-    this.#cpuBuffers.push(c);
-    this.gpu.memset(g, 0xff);
-    this.cpu.memset(c, 0);
-    return { g, c };
-  }
-
-  /** The bytes of both sides of a pair, the GPU's after the stream. */
-  bytesOf(p: { g: DeviceBuffer; c: DeviceBuffer }, count: number) {
-    this.stream.synchronize();
-    const g = new Uint8Array(count), c = new Uint8Array(count);
-    this.gpu.copyToHost(g, p.g);
-    this.cpu.copyToHost(c, p.c);
-    return { g, c };
-  }
-
-  release(): void {
-    this.stream.synchronize();
-    for (const b of this.#gpuBuffers) this.gpu.free(b);
-    for (const b of this.#cpuBuffers) this.cpu.free(b);
-    this.#gpuBuffers = [];
-    this.#cpuBuffers = [];
-  }
 }
 
 function gpuTest(name: string, body: (env: Env) => Promise<void>) {
@@ -365,17 +324,8 @@ function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, wha
     workspace: env.output(16).c,
   }, env.cpu.defaultStream);
   const { g, c: ref } = env.bytesOf(out, count * 2);
-  const got = decodeBf16(new Uint16Array(g.buffer)), want = decodeBf16(new Uint16Array(ref.buffer));
-  const row = numHeads * headDim;
-  contexts.forEach((context, b) => {
-    const slice = [b * row, (b + 1) * row] as const;
-    assertClose(
-      got.subarray(...slice),
-      want.subarray(...slice),
-      TOLERANCE,
-      `${what}: sequence ${b} (context ${context})`,
-    );
-  });
+  const got = new Uint16Array(g.buffer), want = new Uint16Array(ref.buffer);
+  assertDecodeRowsClose(got, want, contexts, numHeads * headDim, TOLERANCE, what);
 }
 
 /** A decode target of under one block: decodePartSize then takes its full-device branch. */

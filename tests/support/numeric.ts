@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { decodeBf16 } from "../../backends/bf16.ts";
 
 /** A seeded xorshift32 generator of floats in [lo, hi), so failures reproduce. */
 export function rng(seed: number): (lo?: number, hi?: number) => number {
@@ -61,6 +62,30 @@ export function assertClose(
 ): void {
   const error = relativeError(out, ref);
   assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(3)} > ${tolerance}`);
+}
+
+/**
+ * Asserts assertClose per sequence of bf16 decode outputs (`row` values each, one sequence a
+ * context), so a short sequence's error is not diluted by a long one's.
+ */
+export function assertDecodeRowsClose(
+  got: Uint16Array,
+  want: Uint16Array,
+  contexts: readonly number[],
+  row: number,
+  tolerance: number,
+  what: string,
+): void {
+  const g = decodeBf16(got), w = decodeBf16(want);
+  contexts.forEach((context, b) => {
+    const slice = [b * row, (b + 1) * row] as const;
+    assertClose(
+      g.subarray(...slice),
+      w.subarray(...slice),
+      tolerance,
+      `${what}: sequence ${b} (context ${context})`,
+    );
+  });
 }
 
 /** log_softmax of a logit row, in float64: the reference that logprob tests check against. */

@@ -1,7 +1,7 @@
 /**
  * The GPU tests' paired buffers (tests/support/paired_buffers.ts), with a second CPU backend in
  * the GPU's place: pairs hold the given bytes on both sides, outputs are poisoned on the GPU side
- * only, and release frees every buffer once.
+ * only, release frees every buffer once, and sideOf takes one side of a record of pairs.
  *
  * @module
  */
@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../backends/backend.ts";
 import { CpuBackend } from "../backends/cpu.ts";
-import { PairedBuffers } from "./support/paired_buffers.ts";
+import { PairedBuffers, sideOf } from "./support/paired_buffers.ts";
 
 /** A CPU backend that counts its live allocations. */
 class CountingBackend extends CpuBackend {
@@ -54,4 +54,16 @@ Deno.test("PairedBuffers: the same bytes on both sides, poisoned GPU outputs, on
   env.release();
   assert.equal(gpu.live, 0);
   assert.throws(() => gpu.free(p.g), /not a live allocation/);
+});
+
+Deno.test("sideOf: each pair's buffer of one side, under its own key", () => {
+  const env = new PairedBuffers(new CpuBackend());
+  try {
+    const q = env.pair(16), out = env.output(32);
+    assert.deepEqual(sideOf({ q, out }, "g"), { q: q.g, out: out.g });
+    assert.deepEqual(sideOf({ q, out }, "c"), { q: q.c, out: out.c });
+    assert.notEqual(sideOf({ q }, "g").q, q.c);
+  } finally {
+    env.release();
+  }
 });

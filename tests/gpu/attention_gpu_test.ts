@@ -36,7 +36,7 @@ import {
 } from "../../ops/gpu/attention.ts";
 import { assertClose, assertDecodeRowsClose, randomArray } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
-import { type Pair, PairedBuffers } from "../support/paired_buffers.ts";
+import { type Pair, PairedBuffers, sideOf } from "../support/paired_buffers.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
@@ -125,32 +125,13 @@ function runDecode(env: Env, c: DecodeCase, seed: number, ops = env.gpuOps): Uin
   const outCount = batch * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
   const workspace = env.poisoned(ops.decodeWorkspaceBytes(batch, maxContext, shape));
-  ops.decodeAttention({
-    out: out.g,
-    q: q.g,
-    kCache: kCache.g,
-    vCache: vCache.g,
-    blockTables: tablesBuf.g,
-    contextLens: lens.g,
-    batch,
-    maxBlocks,
-    maxContext,
-    shape,
-    workspace,
-  }, env.stream);
-  env.cpuOps.decodeAttention({
-    out: out.c,
-    q: q.c,
-    kCache: kCache.c,
-    vCache: vCache.c,
-    blockTables: tablesBuf.c,
-    contextLens: lens.c,
-    batch,
-    maxBlocks,
-    maxContext,
-    shape,
-    workspace: env.pair(16).c,
-  }, env.cpu.defaultStream);
+  const buffers = { out, q, kCache, vCache, blockTables: tablesBuf, contextLens: lens };
+  const args = { batch, maxBlocks, maxContext, shape };
+  ops.decodeAttention({ ...args, ...sideOf(buffers, "g"), workspace }, env.stream);
+  env.cpuOps.decodeAttention(
+    { ...args, ...sideOf(buffers, "c"), workspace: env.pair(16).c },
+    env.cpu.defaultStream,
+  );
   const { g, c: ref } = env.readBoth(out, outCount);
   assertDecodeRowsClose(g, ref, contexts, numHeads * headDim, TOLERANCE, c.name);
   return g;
@@ -182,32 +163,18 @@ function runPrefill(env: Env, c: PrefillCase, ops: AttentionOps, seed: number): 
   const tablesBuf = env.pair(table);
   const outCount = tokens * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
-  ops.prefillAttention({
-    out: out.g,
-    q: q.g,
-    kCache: kCache.g,
-    vCache: vCache.g,
-    queryStarts: startsBuf.g,
-    contextLens: lens.g,
-    blockTables: tablesBuf.g,
-    seqs,
-    tokens,
-    maxBlocks,
-    shape,
-  }, env.stream);
-  env.cpuOps.prefillAttention({
-    out: out.c,
-    q: q.c,
-    kCache: kCache.c,
-    vCache: vCache.c,
-    queryStarts: startsBuf.c,
-    contextLens: lens.c,
-    blockTables: tablesBuf.c,
-    seqs,
-    tokens,
-    maxBlocks,
-    shape,
-  }, env.cpu.defaultStream);
+  const buffers = {
+    out,
+    q,
+    kCache,
+    vCache,
+    queryStarts: startsBuf,
+    contextLens: lens,
+    blockTables: tablesBuf,
+  };
+  const args = { seqs, tokens, maxBlocks, shape };
+  ops.prefillAttention({ ...args, ...sideOf(buffers, "g") }, env.stream);
+  env.cpuOps.prefillAttention({ ...args, ...sideOf(buffers, "c") }, env.cpu.defaultStream);
   const { g, c: ref } = env.readBoth(out, outCount);
   const got = decodeBf16(g), want = decodeBf16(ref);
   const row = numHeads * headDim;

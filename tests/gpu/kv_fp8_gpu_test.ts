@@ -52,7 +52,7 @@ import {
   relativeError,
 } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
-import { PairedBuffers } from "../support/paired_buffers.ts";
+import { PairedBuffers, sideOf } from "../support/paired_buffers.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const TOLERANCE = 1e-2;
@@ -303,26 +303,12 @@ function runDecode(env: Env, ops: AttentionOps, c: DecodeCase, seed: number, wha
   const out = env.output(count * 2);
   const workspace = env.output(ops.decodeWorkspaceBytes(batch, maxContext, shape)).g;
   const args = { batch, maxBlocks, maxContext, shape };
-  ops.decodeAttention({
-    ...args,
-    out: out.g,
-    q: q.g,
-    kCache: kCache.g,
-    vCache: vCache.g,
-    blockTables: tablesBuf.g,
-    contextLens: lens.g,
-    workspace,
-  }, env.stream);
-  env.cpuOps.decodeAttention({
-    ...args,
-    out: out.c,
-    q: q.c,
-    kCache: kCache.c,
-    vCache: vCache.c,
-    blockTables: tablesBuf.c,
-    contextLens: lens.c,
-    workspace: env.output(16).c,
-  }, env.cpu.defaultStream);
+  const buffers = { out, q, kCache, vCache, blockTables: tablesBuf, contextLens: lens };
+  ops.decodeAttention({ ...args, ...sideOf(buffers, "g"), workspace }, env.stream);
+  env.cpuOps.decodeAttention(
+    { ...args, ...sideOf(buffers, "c"), workspace: env.output(16).c },
+    env.cpu.defaultStream,
+  );
   const { g, c: ref } = env.bytesOf(out, count * 2);
   const got = new Uint16Array(g.buffer), want = new Uint16Array(ref.buffer);
   assertDecodeRowsClose(got, want, contexts, numHeads * headDim, TOLERANCE, what);
@@ -419,26 +405,17 @@ function runPrefill(env: Env, ops: AttentionOps, c: PrefillCase, seed: number, w
   const count = tokens * numHeads * headDim;
   const out = env.output(count * 2);
   const args = { seqs, tokens, maxBlocks, shape };
-  ops.prefillAttention({
-    ...args,
-    out: out.g,
-    q: q.g,
-    kCache: kCache.g,
-    vCache: vCache.g,
-    queryStarts: startsBuf.g,
-    contextLens: lens.g,
-    blockTables: tablesBuf.g,
-  }, env.stream);
-  env.cpuOps.prefillAttention({
-    ...args,
-    out: out.c,
-    q: q.c,
-    kCache: kCache.c,
-    vCache: vCache.c,
-    queryStarts: startsBuf.c,
-    contextLens: lens.c,
-    blockTables: tablesBuf.c,
-  }, env.cpu.defaultStream);
+  const buffers = {
+    out,
+    q,
+    kCache,
+    vCache,
+    queryStarts: startsBuf,
+    contextLens: lens,
+    blockTables: tablesBuf,
+  };
+  ops.prefillAttention({ ...args, ...sideOf(buffers, "g") }, env.stream);
+  env.cpuOps.prefillAttention({ ...args, ...sideOf(buffers, "c") }, env.cpu.defaultStream);
   const { g, c: ref } = env.bytesOf(out, count * 2);
   const got = decodeBf16(new Uint16Array(g.buffer)), want = decodeBf16(new Uint16Array(ref.buffer));
   const row = numHeads * headDim;

@@ -14,6 +14,16 @@ export interface Pair {
   readonly c: DeviceBuffer;
 }
 
+/** One side of a record of pairs: each pair's `g` or `c` buffer, under the same key. */
+export function sideOf<K extends string>(
+  pairs: Record<K, Pair>,
+  side: "g" | "c",
+): Record<K, DeviceBuffer> {
+  const buffers = {} as Record<K, DeviceBuffer>;
+  for (const key of Object.keys(pairs) as K[]) buffers[key] = pairs[key][side];
+  return buffers;
+}
+
 /** A GPU backend beside a CPU one, with one stream and every buffer made kept for `release`. */
 export class PairedBuffers {
   readonly cpu = new CpuBackend();

@@ -34,7 +34,7 @@ import {
   type GpuAttentionOps,
   loadAttentionOps,
 } from "../../ops/gpu/attention.ts";
-import { assertClose, assertDecodeRowsClose, randomArray } from "../support/numeric.ts";
+import { assertDecodeRowsClose, assertSequencesClose, randomArray } from "../support/numeric.ts";
 import { pagedTables, shuffled } from "../support/paged_tables.ts";
 import { type Pair, PairedBuffers, sideOf } from "../support/paired_buffers.ts";
 
@@ -158,35 +158,24 @@ function runPrefill(env: Env, c: PrefillCase, ops: AttentionOps, seed: number): 
   const kCache = env.pair(randomBf16(cacheElems, seed + 1));
   const vCache = env.pair(randomBf16(cacheElems, seed + 2));
   const q = env.pair(randomBf16(tokens * numHeads * headDim, seed + 3));
-  const startsBuf = env.pair(starts);
-  const lens = env.pair(Int32Array.from(contexts));
-  const tablesBuf = env.pair(table);
+  const queryStarts = env.pair(starts);
+  const contextLens = env.pair(Int32Array.from(contexts));
+  const blockTables = env.pair(table);
   const outCount = tokens * numHeads * headDim;
   const out = { g: env.poisoned(outCount * 2), c: env.pair(outCount * 2).c };
-  const buffers = {
-    out,
-    q,
-    kCache,
-    vCache,
-    queryStarts: startsBuf,
-    contextLens: lens,
-    blockTables: tablesBuf,
-  };
+  const buffers = { out, q, kCache, vCache, queryStarts, contextLens, blockTables };
   const args = { seqs, tokens, maxBlocks, shape };
   ops.prefillAttention({ ...args, ...sideOf(buffers, "g") }, env.stream);
   env.cpuOps.prefillAttention({ ...args, ...sideOf(buffers, "c") }, env.cpu.defaultStream);
   const { g, c: ref } = env.readBoth(out, outCount);
-  const got = decodeBf16(g), want = decodeBf16(ref);
-  const row = numHeads * headDim;
-  for (let s = 0; s < seqs; s++) {
-    const slice = [starts[s] * row, starts[s + 1] * row] as const;
-    assertClose(
-      got.subarray(...slice),
-      want.subarray(...slice),
-      TOLERANCE,
-      `${c.name}: sequence ${s} (${newTokens[s]} new after ${prefixes[s]} cached)`,
-    );
-  }
+  assertSequencesClose(
+    g,
+    ref,
+    starts,
+    numHeads * headDim,
+    TOLERANCE,
+    (s) => `${c.name}: sequence ${s} (${newTokens[s]} new after ${prefixes[s]} cached)`,
+  );
 }
 
 /** Asserts two bf16 outputs are the same bits, naming the first difference. */

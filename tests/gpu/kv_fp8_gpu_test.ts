@@ -29,7 +29,7 @@
 
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
-import { decodeBf16, encodeBf16 } from "../../backends/bf16.ts";
+import { encodeBf16 } from "../../backends/bf16.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { quantizeE4m3 } from "../../backends/fp8.ts";
 import { Engine, type EngineOptions } from "../../engine/engine.ts";
@@ -46,8 +46,8 @@ import {
   writeFp8Checkpoint,
 } from "../support/fp8_checkpoint.ts";
 import {
-  assertClose,
   assertDecodeRowsClose,
+  assertSequencesClose,
   randomArray,
   relativeError,
 } from "../support/numeric.ts";
@@ -392,7 +392,7 @@ function runPrefill(env: Env, ops: AttentionOps, c: PrefillCase, seed: number, w
   for (let s = 0; s < seqs; s++) starts[s + 1] = starts[s] + newTokens[s];
   const tokens = starts[seqs];
   const maxBlocks = Math.ceil(Math.max(...contexts) / blockSize) + 1;
-  const { kCache, vCache, q, tablesBuf } = pagedInputs(
+  const { kCache, vCache, q, tablesBuf: blockTables } = pagedInputs(
     env,
     shape,
     contexts,
@@ -400,34 +400,23 @@ function runPrefill(env: Env, ops: AttentionOps, c: PrefillCase, seed: number, w
     tokens,
     seed,
   );
-  const startsBuf = env.pair(starts);
-  const lens = env.pair(Int32Array.from(contexts));
+  const queryStarts = env.pair(starts);
+  const contextLens = env.pair(Int32Array.from(contexts));
   const count = tokens * numHeads * headDim;
   const out = env.output(count * 2);
   const args = { seqs, tokens, maxBlocks, shape };
-  const buffers = {
-    out,
-    q,
-    kCache,
-    vCache,
-    queryStarts: startsBuf,
-    contextLens: lens,
-    blockTables: tablesBuf,
-  };
+  const buffers = { out, q, kCache, vCache, queryStarts, contextLens, blockTables };
   ops.prefillAttention({ ...args, ...sideOf(buffers, "g") }, env.stream);
   env.cpuOps.prefillAttention({ ...args, ...sideOf(buffers, "c") }, env.cpu.defaultStream);
   const { g, c: ref } = env.bytesOf(out, count * 2);
-  const got = decodeBf16(new Uint16Array(g.buffer)), want = decodeBf16(new Uint16Array(ref.buffer));
-  const row = numHeads * headDim;
-  for (let s = 0; s < seqs; s++) {
-    const slice = [starts[s] * row, starts[s + 1] * row] as const;
-    assertClose(
-      got.subarray(...slice),
-      want.subarray(...slice),
-      TOLERANCE,
-      `${what}: sequence ${s} (${newTokens[s]} new after ${prefixes[s]} cached)`,
-    );
-  }
+  assertSequencesClose(
+    new Uint16Array(g.buffer),
+    new Uint16Array(ref.buffer),
+    starts,
+    numHeads * headDim,
+    TOLERANCE,
+    (s) => `${what}: sequence ${s} (${newTokens[s]} new after ${prefixes[s]} cached)`,
+  );
 }
 
 gpuTest(

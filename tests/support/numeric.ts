@@ -65,9 +65,26 @@ export function assertClose(
 }
 
 /**
- * Asserts assertClose per sequence of bf16 decode outputs (`row` values each, one sequence a
- * context), so a short sequence's error is not diluted by a long one's.
+ * Asserts assertClose per sequence of bf16 attention outputs, so a short sequence's error is not
+ * diluted by a long one's: sequence s is token rows starts[s] to starts[s + 1] of `row` values,
+ * named by `what(s)`.
  */
+export function assertSequencesClose(
+  got: Uint16Array,
+  want: Uint16Array,
+  starts: ArrayLike<number>,
+  row: number,
+  tolerance: number,
+  what: (s: number) => string,
+): void {
+  const g = decodeBf16(got), w = decodeBf16(want);
+  for (let s = 0; s + 1 < starts.length; s++) {
+    const slice = [starts[s] * row, starts[s + 1] * row] as const;
+    assertClose(g.subarray(...slice), w.subarray(...slice), tolerance, what(s));
+  }
+}
+
+/** assertSequencesClose for decode outputs: one token row a sequence, named by its context. */
 export function assertDecodeRowsClose(
   got: Uint16Array,
   want: Uint16Array,
@@ -76,16 +93,15 @@ export function assertDecodeRowsClose(
   tolerance: number,
   what: string,
 ): void {
-  const g = decodeBf16(got), w = decodeBf16(want);
-  contexts.forEach((context, b) => {
-    const slice = [b * row, (b + 1) * row] as const;
-    assertClose(
-      g.subarray(...slice),
-      w.subarray(...slice),
-      tolerance,
-      `${what}: sequence ${b} (context ${context})`,
-    );
-  });
+  const starts = Array.from({ length: contexts.length + 1 }, (_, b) => b);
+  assertSequencesClose(
+    got,
+    want,
+    starts,
+    row,
+    tolerance,
+    (b) => `${what}: sequence ${b} (context ${contexts[b]})`,
+  );
 }
 
 /** log_softmax of a logit row, in float64: the reference that logprob tests check against. */

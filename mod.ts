@@ -82,6 +82,7 @@ export type {
   KvCacheWrite,
   LinearWeight,
   ModelOps,
+  PrefetchWindow,
   PrefillAttentionArgs,
   QkvRopeArgs,
   RopeTable,

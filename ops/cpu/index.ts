@@ -10,6 +10,7 @@ import { cpuElementwiseOps } from "./elementwise.ts";
 import { cpuAwqOps } from "./awq.ts";
 import { cpuFp8Ops } from "./fp8.ts";
 import { cpuLinearOps } from "./linear.ts";
+import { cpuPrefetchOps } from "./prefetch.ts";
 import { cpuSamplingOps } from "./sampling.ts";
 
 /** Every CPU operator family as one ModelOps. */
@@ -22,5 +23,6 @@ export function cpuOps(): ModelOps {
     ...cpuAwqOps(),
     ...attention,
     ...cpuSamplingOps(),
+    ...cpuPrefetchOps(),
   };
 }

@@ -70,6 +70,7 @@ import type {
 } from "../ops.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import { launcherWith, loadKernels, programmaticWanted } from "../../kernels/modules.ts";
+import { choiceWanted, tunableWanted } from "./knobs.ts";
 
 /** Threads per block of every attention kernel but the reduce. */
 const THREADS = 128;
@@ -168,24 +169,6 @@ export type DecodeKernel = "fma" | "mma" | "auto";
 /** Where a split decode's partitions meet (see AttentionKernelOptions.decodeReduce). */
 export type DecodeReduce = "fused" | "kernel";
 
-/**
- * A knob of a few named settings: `requested`, else the environment `variable` (unset or empty:
- * `fallback`) looked up in `choices`; a value not there is a RangeError `refusal` words.
- */
-function choiceWanted<T>(
-  requested: T | undefined,
-  variable: string,
-  choices: Record<string, T>,
-  fallback: T,
-  refusal: (value: string) => string,
-): T {
-  if (requested !== undefined) return requested;
-  const fromEnv = Deno.env.get(variable);
-  if (fromEnv === undefined || fromEnv === "") return fallback;
-  if (Object.hasOwn(choices, fromEnv)) return choices[fromEnv];
-  throw new RangeError(refusal(fromEnv));
-}
-
 /** The partition reduce asked for: `requested`, else DENALI_DECODE_REDUCE, else `fused`. */
 export function decodeReduceWanted(requested?: DecodeReduce): DecodeReduce {
   return choiceWanted(
@@ -220,28 +203,6 @@ export function decodeBlocksPerSmWanted(requested?: number): number {
     );
   }
   return perSm;
-}
-
-/**
- * A numeric tuning knob: `requested`, else the environment `variable`, else `fallback`; one that
- * `valid` refuses is a RangeError naming the option or the variable it came from and `rule`.
- */
-function tunableWanted(
-  requested: number | undefined,
-  option: string,
-  variable: string,
-  fallback: number,
-  valid: (value: number) => boolean,
-  rule: string,
-): number {
-  const fromEnv = requested === undefined ? Deno.env.get(variable) : undefined;
-  const value = fromEnv === undefined || fromEnv === "" ? requested ?? fallback : Number(fromEnv);
-  if (!valid(value)) {
-    throw new RangeError(
-      `${fromEnv === undefined ? option : variable} must be ${rule}, got ${fromEnv ?? value}`,
-    );
-  }
-  return value;
 }
 
 /** The ragged split's slack asked for: `requested`, else DENALI_DECODE_RAGGED, else 2. */

@@ -7,7 +7,6 @@
  */
 
 import type { DeviceBuffer, Stream } from "../../backends/backend.ts";
-import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
 import {
   type AttentionKernelOptions,
@@ -15,13 +14,8 @@ import {
   loadAttentionOps,
 } from "../../ops/gpu/attention.ts";
 import { type AttentionShape, kvElementBytes } from "../../ops/ops.ts";
-import {
-  buildFakeDriver,
-  type FakeControl,
-  type FakeDriverOptions,
-  type FakeLaunch,
-  openFakeControl,
-} from "../fake_driver/fake.ts";
+import type { FakeControl, FakeDriverOptions, FakeLaunch } from "../fake_driver/fake.ts";
+import { withFakeGpu } from "./fake_gpu.ts";
 
 /** Buffers for one decode, kvWrite and prefill call at batch 1 over `shape`. */
 export class AttentionCalls {
@@ -131,16 +125,7 @@ export async function withFakeAttentionOps(
   body: (gpu: GpuBackend, ops: GpuAttentionOps, fake: FakeControl) => void,
   setup: (fake: FakeControl) => void = () => {},
 ): Promise<void> {
-  const path = buildFakeDriver(driver);
-  const fake = openFakeControl(path);
-  fake.reset();
-  setup(fake);
-  const gpu = openCuda({ libraryPath: path });
-  try {
+  await withFakeGpu(driver, setup, async (gpu, fake) => {
     body(gpu, await loadAttentionOps(gpu, { decodeKernel: "fma", ...options }), fake);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  });
 }

@@ -31,14 +31,14 @@ export function withEnv(vars: Record<string, string | undefined>, body: () => vo
   }
 }
 
-/** withEnv for an async body: the variables stay set until its promise settles. */
-export async function withEnvAsync(
+/** withEnv for an async body: the variables stay set until its promise settles; its value. */
+export async function withEnvAsync<T>(
   vars: Record<string, string | undefined>,
-  body: () => Promise<void>,
-): Promise<void> {
+  body: () => Promise<T>,
+): Promise<T> {
   const restore = setEnv(vars);
   try {
-    await body();
+    return await body();
   } finally {
     restore();
   }

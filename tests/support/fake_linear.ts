@@ -5,16 +5,10 @@
  * @module
  */
 
-import { openCuda } from "../../backends/cuda.ts";
 import type { GpuBackend } from "../../backends/gpu_backend.ts";
-import { openHip } from "../../backends/hip.ts";
 import { type GpuLinearOps, type LinearOptions, loadLinearOps } from "../../ops/gpu/linear.ts";
-import {
-  buildFakeDriver,
-  type FakeControl,
-  type FakeDriverOptions,
-  openFakeControl,
-} from "../fake_driver/fake.ts";
+import type { FakeControl, FakeDriverOptions } from "../fake_driver/fake.ts";
+import { withFakeGpu } from "./fake_gpu.ts";
 
 /**
  * Runs `body` with the linear operators of a backend on a freshly reset fake driver (HIP's when
@@ -28,16 +22,9 @@ export async function withFakeLinearOps(
   driver: Omit<FakeDriverOptions, "hip"> = {},
   linear: LinearOptions = {},
 ): Promise<void> {
-  const libraryPath = buildFakeDriver({ ...driver, hip });
-  const fake = openFakeControl(libraryPath);
-  fake.reset();
-  fake.setComputeCapability(...computeCapability);
-  const gpu = hip ? openHip({ libraryPath }) : openCuda({ libraryPath });
-  try {
-    await body(gpu, await loadLinearOps(gpu, linear), fake);
-  } finally {
-    gpu.close();
-    fake.reset();
-    fake.close();
-  }
+  await withFakeGpu(
+    { ...driver, hip },
+    (fake) => fake.setComputeCapability(...computeCapability),
+    async (gpu, fake) => body(gpu, await loadLinearOps(gpu, linear), fake),
+  );
 }

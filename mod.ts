@@ -82,7 +82,6 @@ export type {
   KvCacheWrite,
   LinearWeight,
   ModelOps,
-  PrefetchWindow,
   PrefillAttentionArgs,
   QkvRopeArgs,
   RopeTable,

@@ -6,7 +6,6 @@ import { KERNELS as linear } from "./manifest/linear.ts";
 import { KERNELS as linear_awq } from "./manifest/linear_awq.ts";
 import { KERNELS as linear_fp8 } from "./manifest/linear_fp8.ts";
 import { KERNELS as linear_sm90 } from "./manifest/linear_sm90.ts";
-import { KERNELS as prefetch } from "./manifest/prefetch.ts";
 import { KERNELS as runtime_test } from "./manifest/runtime_test.ts";
 import { KERNELS as sampling } from "./manifest/sampling.ts";
 
@@ -18,7 +17,6 @@ export const KERNEL_MODULES: Readonly<Record<string, readonly KernelSpec[]>> = {
   linear_awq,
   linear_fp8,
   linear_sm90,
-  prefetch,
   runtime_test,
   sampling,
 };

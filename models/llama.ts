@@ -12,9 +12,7 @@
  * writes the new k and v rows into the layer's cache, kvWrite's job, one launch fewer) →
  * decodeAttention on the decode rows, prefillAttention on the prefill rows → o projection →
  * rmsNorm (fused residual) → gate/up projection → siluMul → down projection] → final rmsNorm
- * → the rows that sample (gathered) → lm head → f32. After each projection `prefetchWeight`
- * names the next projection's weight (ops/ops.ts: where a GPU takes the hint, its first bytes
- * stream into L2 while the kernels between run). Where the step is a GEMV's (up to 16
+ * → the rows that sample (gathered) → lm head → f32. Where the step is a GEMV's (up to 16
  * tokens, on a GPU) and the SiLU epilogue is on (ops/gpu/linear.ts), gate/up and siluMul are one
  * launch (`linearSiluMul`: the GEMV applies SiLU-and-multiply before it stores, and the
  * [T, 2·inter] gate/up rows are never written).
@@ -408,7 +406,6 @@ export class LlamaForward implements Forward {
       if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
       else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
       ops.linear(this.#qkv, normed, layer.qkvProj, T, qDim + 2 * kvDim, h, stream);
-      ops.prefetchWeight(layer.oProj, T, "attention", stream);
       this.layerQkvRope(l, qkv);
       cacheWrite.kCache = kCache;
       cacheWrite.vCache = vCache;
@@ -425,19 +422,12 @@ export class LlamaForward implements Forward {
         ops.prefillAttention(prefill, stream);
       }
       ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
-      ops.prefetchWeight(layer.gateUpProj, T, "elementwise", stream);
       ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
       if (!ops.linearSiluMul(this.#act, normed, layer.gateUpProj, T, inter, h, stream)) {
         ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
-        ops.prefetchWeight(layer.downProj, T, "elementwise", stream);
         ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
       }
       ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
-      if (l + 1 < c.numHiddenLayers) {
-        ops.prefetchWeight(w.layers[l + 1].qkvProj, T, "elementwise", stream);
-      } else if (s.logitRows > 0) {
-        ops.prefetchWeight(w.lmHead, s.logitRows, "elementwise", stream);
-      }
     }
     // A step of prefill chunks that all stop short of their prompt's end samples nothing.
     if (s.logitRows === 0) return;

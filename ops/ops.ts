@@ -41,8 +41,6 @@ export type ElementwiseOps = Pick<
 >;
 /** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
 export type LinearOps = Pick<ModelOps, "linear" | "linearSiluMul" | "prepareLinear">;
-/** The L2 weight prefetch (kernels/src/prefetch.cu, ops/cpu/prefetch.ts). */
-export type PrefetchOps = Pick<ModelOps, "prefetchWeight">;
 /** FP8 weight quantization (kernels/src/linear_fp8.cu, ops/cpu/fp8.ts). */
 export type Fp8Ops = Pick<ModelOps, "quantizeFp8" | "dequantizeFp8" | "fp8ScratchBytes">;
 /** 4-bit (AWQ/GPTQ) weights (kernels/src/linear_awq.cu, ops/cpu/awq.ts). */
@@ -241,12 +239,6 @@ export interface QkvRopeArgs {
   cache?: KvCacheWrite | null;
 }
 
-/**
- * What runs between a `prefetchWeight` call and the `linear` that reads the weight: attention
- * (a latency-bound stretch at small batches), or only elementwise kernels (RMSNorm, SiLU).
- */
-export type PrefetchWindow = "attention" | "elementwise";
-
 /** The operators a decoder forward pass and its sampler need. */
 export interface ModelOps {
   /** out[t, :] = table[ids[t], :]. out bf16 [tokens, hidden]; table bf16 [vocab, hidden]. */
@@ -410,23 +402,6 @@ export interface ModelOps {
 
   /** Bytes of the bf16 scratch `linear` needs for a 4-bit weight of [n, k] (0 on the CPU). */
   awqScratchBytes(n: number, k: number): number;
-
-  /**
-   * A hint that the kernels about to run on `stream` read little memory and that a `linear` over
-   * `weight` with `tokens` rows follows them (`window` says what runs between): where the
-   * backend can, a kernel starts pulling the weight's first bytes into the GPU's L2, so the
-   * memory streams them while it would otherwise idle. Changes no result. Returns true where a
-   * kernel was enqueued; false, having done nothing, where none applies (the CPU, HIP, GPUs
-   * before sm_90 or without programmatic launch, more tokens than a GEMV takes, a window the
-   * configuration leaves out, or off: the default until it is timed; DENALI_L2_PREFETCH turns
-   * it on, see ops/gpu/prefetch.ts).
-   */
-  prefetchWeight(
-    weight: LinearWeight,
-    tokens: number,
-    window: PrefetchWindow,
-    stream: Stream,
-  ): boolean;
 
   /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, inter + i]; gateUp is [tokens, 2 · inter]. */
   siluMul(

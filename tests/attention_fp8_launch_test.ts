@@ -161,7 +161,8 @@ Deno.test("attention decodeKernel mma: the tensor-core twins, same geometry and 
     assert.equal(mma.decodeKernel, "mma");
     const cases: [AttentionShape, Launched, string][] = [
       [BF16_128, base!, "decode_attn_mma_d128_g4"],
-      [fp8(BF16_128), base8!, "decode_attn_fp8_mma_d128_g4"],
+      // Four blocks an SM at head dim 128 on an FP8 cache (decodeMmaBlocks' default).
+      [fp8(BF16_128), base8!, "decode_attn_fp8_mma4_d128_g4"],
     ];
     for (const [shape, fmaRun, name] of cases) {
       const run = launchAll(gpu, mma, fake, shape);

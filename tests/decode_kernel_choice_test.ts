@@ -2,8 +2,9 @@
  * Which decode kernel family a call runs under `decodeKernel: "auto"` (the default on CUDA),
  * through the fake driver: the tensor-core twins on an FP8 cache, and on a bf16 cache for a call
  * of at most a quarter of the block target's rows or at least twice them, the fma kernels between
- * (decodeUsesMma); `fma` and `mma` pin a family whatever the batch and cache; `decodeMmaBlocks: 4`
- * swaps in the FP8-cache head-dim-128 kernels built for four blocks an SM.
+ * (decodeUsesMma); `fma` and `mma` pin a family whatever the batch and cache; `decodeMmaBlocks`
+ * 4 (the default) takes the FP8-cache head-dim-128 kernels built for four blocks an SM, 3 the
+ * ones before them.
  *
  * @module
  */
@@ -73,8 +74,8 @@ Deno.test("auto decode kernels: the family follows the call's rows against the t
   assert.equal(await decodeKernelOf(auto(31)), "decode_attn_d128_g4");
   assert.equal(await decodeKernelOf(auto(16)), "decode_attn_d128_g4");
   assert.equal(await decodeKernelOf(auto(4)), "decode_attn_mma_d128_g4");
-  assert.equal(await decodeKernelOf(auto(32), FP8), "decode_attn_fp8_mma_d128_g4");
-  assert.equal(await decodeKernelOf(auto(16), FP8), "decode_attn_fp8_mma_d128_g4");
+  assert.equal(await decodeKernelOf(auto(32), FP8), "decode_attn_fp8_mma4_d128_g4");
+  assert.equal(await decodeKernelOf(auto(16), FP8), "decode_attn_fp8_mma4_d128_g4");
   assert.equal(
     await decodeKernelOf({ decodeKernel: "fma", ...target(16) }, FP8),
     "decode_attn_fp8_d128_g4",
@@ -107,7 +108,7 @@ Deno.test("DENALI_DECODE_ATTN picks the decode kernels, and names the choices wh
   });
 });
 
-Deno.test("decodeMmaBlocks 4: the FP8 head-dim-128 mma kernels for four blocks an SM, nothing else", async () => {
+Deno.test("decodeMmaBlocks: 4 (the default) swaps in the FP8 head-dim-128 mma kernels for four blocks an SM, nothing else", async () => {
   const four = { decodeMmaBlocks: 4, ...target(32) } as const;
   assert.equal(
     await decodeKernelOf({ ...four, decodeKernel: "auto" }, FP8),
@@ -128,30 +129,39 @@ Deno.test("decodeMmaBlocks 4: the FP8 head-dim-128 mma kernels for four blocks a
     await decodeKernelOf({ ...four, decodeKernel: "mma" }, d64),
     "decode_attn_fp8_mma_d64_g2",
   );
-  // Three (the default) is the kernels the family always had.
+  // Three: the kernels the family had before, q's fragments in registers.
   assert.equal(
     await decodeKernelOf({ decodeMmaBlocks: 3, decodeKernel: "mma", ...target(32) }, FP8),
     "decode_attn_fp8_mma_d128_g4",
   );
+  // The default, with neither option nor environment.
+  await withEnvAsync({ DENALI_DECODE_MMA_BLOCKS: undefined }, async () => {
+    assert.equal(
+      await decodeKernelOf({ decodeKernel: "mma", ...target(32) }, FP8),
+      "decode_attn_fp8_mma4_d128_g4",
+    );
+  });
 });
 
-Deno.test("DENALI_DECODE_MMA_BLOCKS picks 3 or 4, and names the choices when wrong", () => {
+Deno.test("DENALI_DECODE_MMA_BLOCKS picks 3 or 4 (default 4), and names the choices when wrong", () => {
   withEnv({ DENALI_DECODE_MMA_BLOCKS: undefined }, () => {
-    assert.equal(decodeMmaBlocksWanted(), 3);
-    assert.equal(decodeMmaBlocksWanted(4), 4);
+    assert.equal(decodeMmaBlocksWanted(), 4);
+    assert.equal(decodeMmaBlocksWanted(3), 3);
   });
   withEnv({ DENALI_DECODE_MMA_BLOCKS: "4" }, () => {
     assert.equal(decodeMmaBlocksWanted(), 4);
-    assert.equal(decodeMmaBlocksWanted(3), 3, "an explicit option wins over the environment");
   });
-  withEnv({ DENALI_DECODE_MMA_BLOCKS: "3" }, () => assert.equal(decodeMmaBlocksWanted(), 3));
+  withEnv({ DENALI_DECODE_MMA_BLOCKS: "3" }, () => {
+    assert.equal(decodeMmaBlocksWanted(), 3);
+    assert.equal(decodeMmaBlocksWanted(4), 4, "an explicit option wins over the environment");
+  });
   for (const bad of ["2", "four", "5"]) {
     withEnv({ DENALI_DECODE_MMA_BLOCKS: bad }, () => {
       assert.throws(
         () => decodeMmaBlocksWanted(),
         new RangeError(
           `DENALI_DECODE_MMA_BLOCKS=${bad} is not 3 or 4 (blocks an SM of the FP8-cache ` +
-            "tensor-core decode kernels of head dim 128; default 3)",
+            "tensor-core decode kernels of head dim 128; default 4)",
         ),
       );
     });

@@ -157,29 +157,25 @@ Deno.test("decodeRaggedRowsWanted: the option, else DENALI_DECODE_RAGGED_ROWS, e
   }
 });
 
-Deno.test("decodeRaggedMmaWanted: the option, else DENALI_DECODE_RAGGED_MMA, else off; bad ones named", () => {
+Deno.test("decodeRaggedMmaWanted: the option, else DENALI_DECODE_RAGGED_MMA, else on; bad ones named", () => {
   const env = (value: string | undefined, body: () => void) =>
     withEnv({ DENALI_DECODE_RAGGED_MMA: value }, body);
   env(undefined, () => {
-    assert.equal(decodeRaggedMmaWanted(), false);
-    assert.equal(decodeRaggedMmaWanted(true), true);
-  });
-  env("1", () => {
     assert.equal(decodeRaggedMmaWanted(), true);
-    assert.equal(
-      decodeRaggedMmaWanted(false),
-      false,
-      "an explicit option wins over the environment",
-    );
+    assert.equal(decodeRaggedMmaWanted(false), false);
   });
-  env("0", () => assert.equal(decodeRaggedMmaWanted(), false));
+  env("0", () => {
+    assert.equal(decodeRaggedMmaWanted(), false);
+    assert.equal(decodeRaggedMmaWanted(true), true, "an explicit option wins over the environment");
+  });
+  env("1", () => assert.equal(decodeRaggedMmaWanted(), true));
   for (const bad of ["yes", "2", "true"]) {
     env(bad, () =>
       assert.throws(
         () => decodeRaggedMmaWanted(),
         new RangeError(
           `DENALI_DECODE_RAGGED_MMA=${bad} is not 0 or 1 (whether the tensor-core decode kernels ` +
-            "take the ragged split; default 0)",
+            "take the ragged split; default 1)",
         ),
       ));
   }

@@ -2,8 +2,9 @@
  * How decodeAttention asks for the ragged split, through the fake driver: a batch that fills the
  * device with one partition a sequence gets ceil(maxContext / 512) partitions in its grid and a
  * negative partSize, -(targetBlocks · 16 + slack in quarters), for the kernel to size them from
- * the contexts (kernels/src/attention.cu ragged_part_size); the slack 0, the tensor-core kernels
- * (unless decodeRaggedMma asks) and the reduce kernel keep the launch-time size.
+ * the contexts (kernels/src/attention.cu ragged_part_size), on either kernel family (the
+ * tensor-core one unless decodeRaggedMma is false); the slack 0 and the reduce kernel keep the
+ * launch-time size.
  *
  * @module
  */
@@ -74,17 +75,18 @@ Deno.test("ragged split: a full batch gets ceil(maxContext / 512) partitions siz
   );
 });
 
-Deno.test("ragged split: the mma kernels take it where decodeRaggedMma asks", async () => {
-  const mma = { decodeBlocksPerSm: PER_SM, decodeRaggedMma: true };
+Deno.test("ragged split: the mma kernels take it too, unless decodeRaggedMma is false", async () => {
+  const mma = { decodeBlocksPerSm: PER_SM };
   assert.deepEqual(
     await decodeAt(1500, { ...mma, decodeKernel: "mma" }),
     ["decode_attn_mma_d128_g4", 3, -136, 3],
   );
   const fp8: AttentionShape = { ...SHAPE, kvDtype: "fp8", kScale: 1, vScale: 1 };
-  // auto: an FP8 cache runs mma, which now splits; a bf16 one at 8 rows of a target of 8 runs fma.
+  // auto: an FP8 cache runs mma (four blocks an SM), which splits; a bf16 one at 8 rows of a
+  // target of 8 runs fma.
   assert.deepEqual(
     await decodeAt(1500, { ...mma, decodeKernel: "auto" }, fp8),
-    ["decode_attn_fp8_mma_d128_g4", 3, -136, 3],
+    ["decode_attn_fp8_mma4_d128_g4", 3, -136, 3],
   );
   assert.deepEqual(
     await decodeAt(1500, { ...mma, decodeKernel: "auto" }),
@@ -103,14 +105,18 @@ Deno.test("ragged split: the mma kernels take it where decodeRaggedMma asks", as
     await decodeAt(1500, { ...mma, decodeKernel: "mma", decodeReduce: "kernel" }),
     ["decode_attn_mma_d128_g4", 1, 1504, 1],
   );
-  // The auto default on an FP8 cache, without the option: one partition, as before.
+  // Told not to: one partition, as before session 25; the fma kernels still split.
   assert.deepEqual(
-    await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeKernel: "auto" }, fp8),
-    ["decode_attn_fp8_mma_d128_g4", 1, 1504, 1],
+    await decodeAt(1500, { ...mma, decodeKernel: "auto", decodeRaggedMma: false }, fp8),
+    ["decode_attn_fp8_mma4_d128_g4", 1, 1504, 1],
+  );
+  assert.deepEqual(
+    await decodeAt(1500, { ...mma, decodeKernel: "fma", decodeRaggedMma: false }, fp8),
+    ["decode_attn_fp8_d128_g4", 3, -136, 3],
   );
 });
 
-Deno.test("ragged split: off with slack 0, up to 512 tokens, and for the mma kernels or decode_reduce", async () => {
+Deno.test("ragged split: off with slack 0, up to 512 tokens, and for decode_reduce", async () => {
   // One partition of the whole context, as before the split existed.
   assert.deepEqual(
     await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeRaggedSlack: 0 }),
@@ -124,10 +130,6 @@ Deno.test("ragged split: off with slack 0, up to 512 tokens, and for the mma ker
   assert.deepEqual(
     await decodeAt(500, { decodeBlocksPerSm: PER_SM }),
     ["decode_attn_d128_g4", 1, 512, 1],
-  );
-  assert.deepEqual(
-    await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeKernel: "mma" }),
-    ["decode_attn_mma_d128_g4", 1, 1504, 1],
   );
   assert.deepEqual(
     await decodeAt(1500, { decodeBlocksPerSm: PER_SM, decodeReduce: "kernel" }),

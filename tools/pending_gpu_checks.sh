@@ -104,8 +104,8 @@
 #     mma fused reduce against decode_reduce at 1 and 8 rows, fma against mma at 32 and 64 rows of
 #     bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV) on both trees.
 #   PART=knobs25 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
-#     session 25's two opt-in decode variants, each against the default on one tree (run
-#     PART=mma24 first: its attention and kv_fp8 GPU tests check both variants):
+#     session 25's two decode variants (both the default since; run there, the results in
+#     bench/results/2026-12-07-s25-decode-variants-h100.md), each setting on one tree:
 #     DENALI_DECODE_MMA_BLOCKS=4 (FP8-cache d128 mma kernels at four blocks an SM) on TARGET
 #     attn_fp8kv_16k and on the FP8-weights, FP8-cache step at 32-256 rows;
 #     DENALI_DECODE_RAGGED_MMA=1 (the ragged split on the mma kernels) on the ragged bench with
@@ -113,14 +113,6 @@
 #   PART=knobs25off DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
 #     the offline FP8 + FP8 KV run under the default, each of those two variants and both, two
 #     rounds alternated.
-#   PART=prefetch25 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
-#     the L2 weight prefetch (ops/gpu/prefetch.ts, off by default): its GPU test, then the
-#     Llama-3-8B decode step at 1, 8 and 16 rows with DENALI_L2_PREFETCH off, attention and all,
-#     two rounds alternated (TARGET decode_b1_llama3-8b in each line).
-#   PART=prefetch25b DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
-#     the prefetch's cap (DENALI_L2_PREFETCH_MB 8, 16, 32, 48) and L2 priority at batch 1, then
-#     FP8 and 4-bit weights (decode_b1_fp8, decode_b1_awq) and the other presets' batch-1 lines
-#     with it off and on.
 source tools/device_env.sh
 export OUT
 DEADLINE="${DEADLINE:-560}"
@@ -509,29 +501,6 @@ if [ "$PART" = knobs25 ]; then
       DENALI_DECODE_MMA_BLOCKS=$blocks LINE_TIMEOUT=95 decode_line --batches 32,64,128,256 \
         --quantization fp8 --kv-cache-dtype fp8
     done
-  done
-fi
-if [ "$PART" = prefetch25 ]; then
-  gpu_test prefetch 120
-  for round in 1 2; do
-    decode_lines_with DENALI_L2_PREFETCH 1,8,16 off attention all
-  done
-fi
-if [ "$PART" = prefetch25b ]; then
-  for mb in 8 16 32 48; do
-    left 45 || break
-    echo "=== DENALI_L2_PREFETCH=all DENALI_L2_PREFETCH_MB=$mb $(date +%T)"
-    DENALI_L2_PREFETCH=all DENALI_L2_PREFETCH_MB=$mb decode_line --batches 1
-  done
-  (export DENALI_L2_PREFETCH=all; decode_lines_with DENALI_L2_PREFETCH_EVICT 1 normal last)
-  for mode in off all; do
-    left 100 || break
-    echo "=== DENALI_L2_PREFETCH=$mode FP8 and 4-bit weights $(date +%T)"
-    DENALI_L2_PREFETCH=$mode LINE_TIMEOUT=95 decode_line --batches 1 --quantization fp8,awq
-  done
-  for mode in off all; do
-    (export DENALI_L2_PREFETCH=$mode; echo "=== DENALI_L2_PREFETCH=$mode"
-      preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b)
   done
 fi
 if [ "$PART" = knobs25off ]; then

@@ -10,7 +10,6 @@ import { cpuElementwiseOps } from "./elementwise.ts";
 import { cpuAwqOps } from "./awq.ts";
 import { cpuFp8Ops } from "./fp8.ts";
 import { cpuLinearOps } from "./linear.ts";
-import { cpuPrefetchOps } from "./prefetch.ts";
 import { cpuSamplingOps } from "./sampling.ts";
 
 /** Every CPU operator family as one ModelOps. */
@@ -23,6 +22,5 @@ export function cpuOps(): ModelOps {
     ...cpuAwqOps(),
     ...attention,
     ...cpuSamplingOps(),
-    ...cpuPrefetchOps(),
   };
 }

@@ -20,9 +20,10 @@
  * the partials are f32 whatever the cache holds.
  *
  * On CUDA a decode call may run the tensor-core twins `decode_attn_[fp8_]mma_d*_g*` instead: the
- * same grid, partitions, workspace and reduce, with q·K and p·V on m16n8k16 mma (decodeUsesMma
- * picks by the call's batch; AttentionKernelOptions.decodeKernel and DENALI_DECODE_ATTN pin one
- * family).
+ * same grid, partitions (the ragged split included), workspace and reduce, with q·K and p·V on
+ * m16n8k16 mma (decodeUsesMma picks by the call's batch; AttentionKernelOptions.decodeKernel and
+ * DENALI_DECODE_ATTN pin one family). On an FP8 cache at head dim 128 they are
+ * `decode_attn_fp8_mma4_d128_g*`, built for four blocks an SM (decodeMmaBlocks).
  *
  * Decode partitions (decodePartSize): a batch that fills the GPU alone (four blocks per
  * multiprocessor; from 0.7 of that up to 2048 tokens) is not split below 2048 tokens, so it needs
@@ -146,19 +147,22 @@ export interface AttentionKernelOptions {
    */
   readonly decodeRaggedRows?: number;
   /**
-   * Whether the tensor-core decode kernels take the ragged split too (default false, unless the
-   * environment sets DENALI_DECODE_RAGGED_MMA=1). Their kernel side is the fma kernels' own
-   * (attention.cu decode_block sizes a negative partSize from the contexts), but it has not yet
-   * run on a GPU with them, so it stays off until it has; an FP8 cache always runs mma, so
-   * without it FP8 caches never split raggedly.
+   * Whether the tensor-core decode kernels take the ragged split too (default true, unless the
+   * environment sets DENALI_DECODE_RAGGED_MMA=0); the kernel side is the fma kernels' own
+   * (attention.cu decode_block sizes a negative partSize from the contexts). With mma pinned on
+   * ShareGPT-shaped contexts on an H100 it took decode attention to 0.66× (batch 48), 0.77× (64)
+   * and 0.95× (96) its time unsplit, and the offline FP8 + FP8 KV run to 1.002-1.004×
+   * (bench/results/2026-12-07-s25-decode-variants-h100.md); an FP8 cache always runs mma.
    */
   readonly decodeRaggedMma?: boolean;
   /**
-   * Blocks an SM the FP8-cache tensor-core kernels of head dim 128 are built for: 3 (default,
-   * unless the environment sets DENALI_DECODE_MMA_BLOCKS; q's fragments in registers, 144
-   * registers) or 4 (`decode_attn_fp8_mma4_*`: q's fragments in shared memory, 127 registers, so
-   * the one-wave grids the partition target aims for at four blocks an SM fit them too). 4 is
-   * untimed and unchecked on a GPU so far.
+   * Blocks an SM the FP8-cache tensor-core kernels of head dim 128 are built for: 4 (default,
+   * unless the environment sets DENALI_DECODE_MMA_BLOCKS=3; `decode_attn_fp8_mma4_*`, q's
+   * fragments in shared memory, 127 registers, so the one-wave grids the partition target aims
+   * for at four blocks an SM fit them too) or 3 (q's fragments in registers, 144 registers). On
+   * an H100, 4 took the Llama-3-8B step with FP8 weights and cache to 0.94-0.96× at batch 32-256
+   * (1.00× at 1-16), TARGET attn_fp8kv_16k from 0.695 to 0.593 and the offline FP8 run to
+   * 1.014-1.018× (bench/results/2026-12-07-s25-decode-variants-h100.md).
    */
   readonly decodeMmaBlocks?: 3 | 4;
 }
@@ -230,29 +234,29 @@ export function decodeRaggedRowsWanted(requested?: number): number {
   );
 }
 
-/** The FP8 d128 mma kernels' blocks an SM: `requested`, else DENALI_DECODE_MMA_BLOCKS, else 3. */
+/** The FP8 d128 mma kernels' blocks an SM: `requested`, else DENALI_DECODE_MMA_BLOCKS, else 4. */
 export function decodeMmaBlocksWanted(requested?: 3 | 4): 3 | 4 {
   return choiceWanted<3 | 4>(
     requested,
     "DENALI_DECODE_MMA_BLOCKS",
     { 3: 3, 4: 4 },
-    3,
+    4,
     (value) =>
       `DENALI_DECODE_MMA_BLOCKS=${value} is not 3 or 4 (blocks an SM of the FP8-cache ` +
-      "tensor-core decode kernels of head dim 128; default 3)",
+      "tensor-core decode kernels of head dim 128; default 4)",
   );
 }
 
-/** Whether the mma kernels take the ragged split: `requested`, else DENALI_DECODE_RAGGED_MMA. */
+/** Whether the mma kernels take the ragged split: `requested`, else DENALI_DECODE_RAGGED_MMA, else yes. */
 export function decodeRaggedMmaWanted(requested?: boolean): boolean {
   return choiceWanted(
     requested,
     "DENALI_DECODE_RAGGED_MMA",
     { 0: false, 1: true },
-    false,
+    true,
     (value) =>
       `DENALI_DECODE_RAGGED_MMA=${value} is not 0 or 1 (whether the tensor-core decode kernels ` +
-      "take the ragged split; default 0)",
+      "take the ragged split; default 1)",
   );
 }
 
@@ -577,7 +581,7 @@ export async function loadAttentionOps(
       const fp8 = shape.kvDtype === "fp8";
       const mma = decodeUsesMma(decodeKernel, batch * headBlocks, targetBlocks, fp8);
       const counted = counters !== null && batch * headBlocks <= DECODE_COUNTERS;
-      // The mma kernels size partitions from the contexts (the ragged split) only if asked.
+      // The mma kernels size partitions from the contexts (the ragged split) unless told not to.
       const ragged = counted && (!mma || raggedMma) && raggedCode !== null
         ? raggedSplitParts(batch, maxContext, headBlocks, targetBlocks, raggedReach, part)
         : 0;

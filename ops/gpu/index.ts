@@ -10,17 +10,15 @@ import type { ModelOps } from "../ops.ts";
 import { loadAttentionOps } from "./attention.ts";
 import { loadElementwiseOps } from "./elementwise.ts";
 import { loadLinearOps } from "./linear.ts";
-import { loadPrefetchOps } from "./prefetch.ts";
 import { loadSamplingOps } from "./sampling.ts";
 
 /** Loads every kernel family onto `backend`'s device. */
 export async function loadGpuOps(backend: Backend): Promise<ModelOps> {
-  const [elementwise, linear, attention, sampling, prefetch] = await Promise.all([
+  const [elementwise, linear, attention, sampling] = await Promise.all([
     loadElementwiseOps(backend),
     loadLinearOps(backend),
     loadAttentionOps(backend),
     loadSamplingOps(backend),
-    loadPrefetchOps(backend),
   ]);
-  return { ...elementwise, ...linear, ...attention, ...sampling, ...prefetch };
+  return { ...elementwise, ...linear, ...attention, ...sampling };
 }

@@ -910,8 +910,7 @@ function raggedCases(multiprocessors: number): DecodeCase[] {
   ];
 }
 
-// Both families split these batches: the mma kernels because the ops ask them to
-// (decodeRaggedMma, off by default until this test has passed on a GPU).
+// Both families split these batches (the mma kernels since session 25: decodeRaggedMma).
 for (const decodeKernel of ["fma", "mma"] as const) {
   gpuTest(
     `gpu attention: decode with the ragged split (${decodeKernel}) matches the CPU`,
@@ -934,7 +933,6 @@ for (const decodeKernel of ["fma", "mma"] as const) {
       const wide = await loadAttentionOps(env.gpu, {
         decodeKernel,
         decodeRaggedRows: 8,
-        decodeRaggedMma: true,
       });
       const many: DecodeCase = {
         name: "200 sequences, one long",
@@ -963,7 +961,7 @@ for (const decodeKernel of ["fma", "mma"] as const) {
         }
       });
     },
-    { decodeKernel, decodeBlocksPerSm: 1, decodeRaggedMma: true },
+    { decodeKernel, decodeBlocksPerSm: 1 },
   );
 }
 

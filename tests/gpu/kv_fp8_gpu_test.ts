@@ -329,10 +329,11 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
     ["default (tensor cores)", {}],
     ["fma long partitions", { ...fma, decodeBlocksPerSm: LONG_PARTITIONS }],
     ["tensor-core long partitions", { decodeKernel: "mma", decodeBlocksPerSm: LONG_PARTITIONS }],
-    ["tensor cores, four blocks an SM", { decodeKernel: "mma", decodeMmaBlocks: 4 }],
+    // The d128 kernels for three blocks an SM (q in registers), the default's before session 25.
+    ["tensor cores, three blocks an SM", { decodeKernel: "mma", decodeMmaBlocks: 3 }],
     [
-      "tensor cores, four blocks an SM, long partitions",
-      { decodeKernel: "mma", decodeMmaBlocks: 4, decodeBlocksPerSm: LONG_PARTITIONS },
+      "tensor cores, three blocks an SM, long partitions",
+      { decodeKernel: "mma", decodeMmaBlocks: 3, decodeBlocksPerSm: LONG_PARTITIONS },
     ],
   ];
   for (const [variant, options] of decodeVariants) {
@@ -350,18 +351,14 @@ gpuTest("fp8-cache decode attention matches the CPU's", async (env) => {
 gpuTest("fp8-cache decode attention with the ragged split matches the CPU's", async (env) => {
   // One block an SM: a batch of ceil(SMs / 8) sequences of 8 head blocks reaches the target, so
   // the kernel sizes the partitions from the contexts (a 2000-token one among short ones splits).
-  // The mma kernels (the default's on an FP8 cache) split only where asked (decodeRaggedMma).
+  // Both families split (the mma kernels, the default's on an FP8 cache, since session 25).
   const batch = Math.ceil(env.gpu.info.multiprocessors / 8);
   const contexts = Array.from({ length: batch }, (_, i) => i === 0 ? 2000 : 1 + ((i * 53) % 120));
   const c: DecodeCase = { shape: fp8Shape(32, 8, 128, 16, 0.5, 3), contexts };
   const variants: [string, AttentionKernelOptions][] = [
     ["fma", { decodeKernel: "fma" }],
-    ["mma", { decodeKernel: "mma", decodeRaggedMma: true }],
-    ["mma at four blocks an SM", {
-      decodeKernel: "mma",
-      decodeRaggedMma: true,
-      decodeMmaBlocks: 4,
-    }],
+    ["mma", { decodeKernel: "mma" }],
+    ["mma at three blocks an SM", { decodeKernel: "mma", decodeMmaBlocks: 3 }],
   ];
   for (const [variant, options] of variants) {
     const ops = await loadAttentionOps(env.gpu, { ...options, decodeBlocksPerSm: 1 });

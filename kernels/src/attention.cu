@@ -1236,10 +1236,11 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, DECODE_MMA_BLOCKS) de
   DECODE_MMA_BODY(128, 8, true, DECODE_ARGS, counters, kScale, vScale);
 }
 
-// The FP8 head-dim-128 kernels at four blocks an SM (q's fragments in shared memory: 128
+// The FP8 head-dim-128 kernels at four blocks an SM (q's fragments in shared memory: 127
 // registers, no spill), the grid of one wave that the fma kernels' four an SM make at 32-64 rows
-// fitting them too. Chosen by decodeMmaBlocks (ops/gpu/attention.ts); head dim 64 already fits
-// four at 94-102 registers.
+// fitting them too: the default on an FP8 cache since session 25 (decodeMmaBlocks in
+// ops/gpu/attention.ts; the FP8-cache step 0.94-0.97x at 32-256 rows on an H100). Head dim 64
+// already fits four at 94-102 registers.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4) decode_attn_fp8_mma4_d128_g1(float* partOut, float* partMl, uint16_t* out, const uint16_t* q, const uint8_t* kCache, const uint8_t* vCache, const int32_t* blockTables, const int32_t* contextLens, int32_t numHeads, int32_t numKvHeads, int32_t blockSize, int32_t maxBlocks, int32_t maxContext, int32_t partSize, int32_t numParts, int32_t numBlocks, float scale, uint32_t* counters, float kScale, float vScale) {
   DECODE_MMA_QS_BODY(128, 1, DECODE_ARGS, counters, kScale, vScale);
 }

@@ -247,7 +247,7 @@ export function decodeMmaBlocksWanted(requested?: 3 | 4): 3 | 4 {
   );
 }
 
-/** Whether the mma kernels take the ragged split: `requested`, else DENALI_DECODE_RAGGED_MMA, else yes. */
+/** Whether the mma kernels split raggedly: the option, else DENALI_DECODE_RAGGED_MMA, else yes. */
 export function decodeRaggedMmaWanted(requested?: boolean): boolean {
   return choiceWanted(
     requested,

@@ -13,11 +13,13 @@
 import assert from "node:assert/strict";
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { fromBf16Bits, toBf16Bits } from "../../backends/bf16.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
 import { Engine } from "../../engine/engine.ts";
 import { type ModelConfig, parseModelConfig } from "../../models/config.ts";
 import { modelDefinition } from "../../models/families.ts";
+import type { LayerCaches, StepInputs, StepShape } from "../../models/model.ts";
+import { randomWeights } from "../../models/weights.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
-import { cpuPrefill } from "../support/cpu_prefill.ts";
 import { relativeError, rng } from "../support/numeric.ts";
 
 const BASE = {
@@ -182,13 +184,57 @@ function referenceLogits(config: ModelConfig, w: Weights, ids: number[], f: Feat
 
 /** Runs one prefill of `ids` through the family's forward pass; its last position's logits. */
 function forwardLogits(config: ModelConfig, ids: number[]): { logits: Float32Array; w: Weights } {
-  const { logits, inspected } = cpuPrefill<Weights>(
-    config,
-    ids,
-    cpuOps(),
-    (get) => fillWeights(config, get),
-  );
-  return { logits, w: inspected };
+  const backend = new CpuBackend();
+  const ops = cpuOps();
+  const weights = randomWeights(config, backend, ops, 1);
+  const w = fillWeights(config, (key) => weights.get(key));
+  const blockSize = 16, maxBlocks = 4, T = ids.length;
+  const forward = modelDefinition(config).createForward(backend, ops, weights, {
+    maxTokens: T,
+    maxRows: 1,
+    blockSize,
+    maxBlocksPerSeq: maxBlocks,
+  });
+  const i32 = (values: number[]) => {
+    const buffer = backend.alloc(Math.max(4, values.length * 4));
+    backend.copyToDevice(buffer, Int32Array.from(values));
+    return buffer;
+  };
+  const kvBytes = maxBlocks * config.numKeyValueHeads * blockSize * config.headDim * 2;
+  const caches = Array.from({ length: 2 * config.numHiddenLayers }, () => backend.alloc(kvBytes));
+  const kv: LayerCaches = { k: (l) => caches[2 * l], v: (l) => caches[2 * l + 1] };
+  const positions = ids.map((_, t) => t);
+  const inputs: StepInputs = {
+    tokenIds: i32(ids),
+    positions: i32(positions),
+    slots: i32(positions),
+    decodeBlockTables: i32([0]),
+    decodeContextLens: i32([0]),
+    queryStarts: i32([0, T]),
+    prefillContextLens: i32([T]),
+    prefillBlockTables: i32([0, 1, 2, 3]),
+    logitRows: i32([T - 1]),
+  };
+  const shape: StepShape = {
+    tokens: T,
+    decodes: 0,
+    decodeMaxBlocks: 0,
+    decodeMaxContext: 0,
+    prefills: 1,
+    prefillTokens: T,
+    prefillMaxBlocks: maxBlocks,
+    logitRows: 1,
+    gather: true,
+  };
+  const vocab = config.vocabSize;
+  const out = { bf16: backend.alloc(vocab * 2), f32: backend.alloc(vocab * 4) };
+  forward.run(shape, inputs, kv, out, backend.defaultStream);
+  const logits = new Float32Array(vocab);
+  backend.copyToHost(logits, out.f32);
+  forward.free();
+  weights.free();
+  backend.close();
+  return { logits, w };
 }
 
 for (const [name, config] of Object.entries(FAMILIES)) {

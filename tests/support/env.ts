@@ -31,14 +31,14 @@ export function withEnv(vars: Record<string, string | undefined>, body: () => vo
   }
 }
 
-/** withEnv for an async body: the variables stay set until its promise settles; its value. */
-export async function withEnvAsync<T>(
+/** withEnv for an async body: the variables stay set until its promise settles. */
+export async function withEnvAsync(
   vars: Record<string, string | undefined>,
-  body: () => Promise<T>,
-): Promise<T> {
+  body: () => Promise<void>,
+): Promise<void> {
   const restore = setEnv(vars);
   try {
-    return await body();
+    await body();
   } finally {
     restore();
   }

@@ -103,6 +103,10 @@
 #     Llama-3-8B steps of 1-256 rows against .prev (bf16, then FP8 weights with an FP8 cache), the
 #     mma fused reduce against decode_reduce at 1 and 8 rows, fma against mma at 32 and 64 rows of
 #     bf16 (auto's window), then the offline runs (bf16 and FP8 + FP8 KV) on both trees.
+#   PART=b26 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device and .prev = 875f19c)
+#     session 26: tools/batch1_op_bounds.sh (what each per-layer operator costs the batch-1
+#     step: bf16 twice, FP8 and 4-bit weights with only the GEMVs), DENALI_SILU_EPILOGUE 0 and 1
+#     at batch 1 and 8, then PART=mma24 without its GPU tests (session 25 ran them).
 #   PART=knobs25 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
 #     session 25's two decode variants (both the default since; run there, the results in
 #     bench/results/2026-12-07-s25-decode-variants-h100.md), each setting on one tree:
@@ -454,9 +458,20 @@ if [ "$PART" = fp8attn ]; then
   done
 fi
 
-if [ "$PART" = mma24 ]; then
-  gpu_test attention 200
-  gpu_test kv_fp8 90
+if [ "$PART" = b26 ]; then
+  # Each per-layer operator's cost inside the batch-1 graph, by leaving it out (bf16 twice, then
+  # the FP8 and 4-bit steps with everything but the GEMVs left out), and the SiLU epilogue.
+  echo "=== batch-1 operator bounds $(date +%T)"
+  ROUNDS=2 STEP_TIMEOUT=40 bash tools/batch1_op_bounds.sh
+  ROUNDS=1 STEP_TIMEOUT=60 VARIANTS="all gemvs" bash tools/batch1_op_bounds.sh \
+    --quantization fp8,awq
+  for round in 1 2; do decode_lines_with DENALI_SILU_EPILOGUE 1,8 0 1; done
+fi
+if [ "$PART" = mma24 ] || [ "$PART" = b26 ]; then
+  if [ "$PART" = mma24 ]; then
+    gpu_test attention 200
+    gpu_test kv_fp8 90
+  fi
   # TARGET attn_fp8kv_16k (batch 8, 16k: both caches now on the mma kernels).
   kernel_benches 60 "attention_bench.ts --fp8-kv"
   if left 150; then

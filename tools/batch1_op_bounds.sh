@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU machine (carry .device): what each per-layer operator costs inside the batch-1 decode graph,
+# measured by leaving it out. Each variant edits the Llama forward pass of this copy of the tree
+# (the device tool's copy; models/llama.ts is put back at the end) so that the layer loop skips one
+# operator, then runs bench/decode_bench.ts at batch 1. The skipped operator's output is stale, so
+# the tokens are wrong: only the step time means anything. The step's time without an operator,
+# over the step with it, bounds what fusing that operator away could buy (a fused kernel still
+# does the operator's work, only without its own launch and grid boundary).
+#   ROUNDS=2 bash tools/batch1_op_bounds.sh [--presets llama3-8b] [--steps 32]
+# Variants: all (unchanged), norms (both RMSNorms of each layer), rope (qkvRope, which also writes
+# the KV cache), attn (decode attention), silu (siluMul), gemvs (all four: the layer's GEMVs
+# alone, whose time over the floor is then their own ramps and tails). VARIANTS picks some.
+source "$(dirname "$0")/device_env.sh"
+model=models/llama.ts
+orig="$(mktemp)"
+cp "$model" "$orig"
+trap 'cp "$orig" "$model"' EXIT
+skip() { # skip PATTERN...: prefix each matching call in the layer loop with `false &&`
+  cp "$orig" "$model"
+  local pattern
+  for pattern in "$@"; do sed -i "s/\bops\.$pattern/false \&\& ops.$pattern/" "$model"; done
+}
+for round in $(seq "${ROUNDS:-2}"); do
+  for variant in ${VARIANTS:-all norms rope attn silu gemvs}; do
+    case "$variant" in
+    all) skip ;;
+    norms) skip 'rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.' ;;
+    rope) skip 'qkvRope(qkv' ;;
+    attn) skip 'decodeAttention(decode' ;;
+    silu) skip 'siluMul(this' ;;
+    gemvs) skip 'rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.' 'qkvRope(qkv' \
+      'decodeAttention(decode' 'siluMul(this' ;;
+    esac
+    echo "=== round $round variant $variant: $(grep -c 'false && ops\.' "$model") calls skipped"
+    timeout "${STEP_TIMEOUT:-60}" bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts \
+      --presets llama3-8b --batches 1 --steps 32 "$@" 2>&1 | grep -E '^DECODE denali'
+  done
+done

@@ -107,6 +107,9 @@
 #     session 26: tools/batch1_op_bounds.sh (what each per-layer operator costs the batch-1
 #     step: bf16 twice, FP8 and 4-bit weights with only the GEMVs), DENALI_SILU_EPILOGUE 0 and 1
 #     at batch 1 and 8, then PART=mma24 without its GPU tests (session 25 ran them).
+#   PART=h200b1 DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device, .base)
+#     a short H200 lease: the batch-1 TARGET lines (four presets, FP8, AWQ), attn_fp8kv_16k, the
+#     batch-1 operator bounds once, the offline run on .base and this tree (bf16, FP8 + FP8 KV).
 #   PART=knobs25 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
 #     session 25's two decode variants (both the default since; run there, the results in
 #     bench/results/2026-12-07-s25-decode-variants-h100.md), each setting on one tree:
@@ -458,6 +461,29 @@ if [ "$PART" = fp8attn ]; then
   done
 fi
 
+if [ "$PART" = h200b1 ]; then
+  # The H200 lines a short lease can give: issue 12's batch-1 TARGET lines (all four presets),
+  # issue 13's decode_b1_fp8/awq and attn_fp8kv_16k, then the batch-1 operator bounds once, the
+  # offline run against .base (bf16) and FP8 + FP8 KV.
+  if left 80; then
+    echo "=== decode bf16/fp8/awq batch 1 $(date +%T)"
+    LINE_TIMEOUT=75 decode_line --batches 1 --quantization fp8,awq
+  fi
+  preset_lines 1 qwen2.5-7b qwen3-8b mistral-7b
+  kernel_benches 40 "attention_bench.ts --fp8-kv"
+  if left 80; then
+    echo "=== batch-1 operator bounds $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=30 bash tools/batch1_op_bounds.sh
+  fi
+  for run in ".base:" ".:" ".:--quantization fp8 --kv-cache-dtype fp8"; do
+    left 50 || break
+    tree="${run%%:*}" quant="${run#*:}"
+    echo "=== offline $tree ${quant:-bf16} $(date +%T)"
+    # shellcheck disable=SC2086 # the flags, split on purpose
+    (cd "$tree" && timeout 45 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check bench/engine_bench.ts \
+      --requests 1000 --offline $quant 2>&1 | grep -E "completion tok/s")
+  done
+fi
 if [ "$PART" = b26 ]; then
   # Each per-layer operator's cost inside the batch-1 graph, by leaving it out (bf16 twice, then
   # the FP8 and 4-bit steps with everything but the GEMVs left out), and the SiLU epilogue.

@@ -10,8 +10,17 @@
 # Variants: all (unchanged), norms (both RMSNorms of each layer), rope (qkvRope, which also writes
 # the KV cache), attn (decode attention), silu (siluMul), gemvs (all four: the layer's GEMVs
 # alone, whose time over the floor is then their own ramps and tails). VARIANTS picks some.
-source "$(dirname "$0")/device_env.sh"
-model=models/llama.ts
+# DRY=1 (any machine) edits a temporary copy of MODEL (default models/llama.ts) and prints each
+# variant's count of skipped calls, running nothing: tests/batch1_op_bounds_test.ts checks that
+# the patterns still match the forward pass. A variant that skips nothing is an error.
+if [ "${DRY:-0}" = 1 ]; then
+  cd "$(dirname "$0")/.."
+  model="$(mktemp)"
+  cp "${MODEL:-models/llama.ts}" "$model"
+else
+  source "$(dirname "$0")/device_env.sh"
+  model="${MODEL:-models/llama.ts}"
+fi
 orig="$(mktemp)"
 cp "$model" "$orig"
 trap 'cp "$orig" "$model"' EXIT
@@ -30,8 +39,19 @@ for round in $(seq "${ROUNDS:-2}"); do
     silu) skip 'siluMul(this' ;;
     gemvs) skip 'rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.' 'qkvRope(qkv' \
       'decodeAttention(decode' 'siluMul(this' ;;
+    *)
+      echo "error: unknown variant $variant; use all, norms, rope, attn, silu or gemvs" >&2
+      exit 1
+      ;;
     esac
-    echo "=== round $round variant $variant: $(grep -c 'false && ops\.' "$model") calls skipped"
+    skipped="$(grep -c 'false && ops\.' "$model")"
+    if [ "$variant" != all ] && [ "$skipped" = 0 ]; then
+      echo "error: variant $variant matched no call in ${MODEL:-models/llama.ts}: its operator" \
+        "calls were renamed; update the patterns in $0" >&2
+      exit 1
+    fi
+    echo "=== round $round variant $variant: $skipped calls skipped"
+    [ "${DRY:-0}" = 1 ] && continue
     timeout "${STEP_TIMEOUT:-60}" bash .device/gpu.sh deno run -A --no-check bench/decode_bench.ts \
       --presets llama3-8b --batches 1 --steps 32 "$@" 2>&1 | grep -E '^DECODE denali'
   done

@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { type CommandResult, runCommand } from "./support/command.ts";
 
 const SCRIPT = fileURLToPath(new URL("../tools/batch1_op_bounds.sh", import.meta.url));
 const MODEL = fileURLToPath(new URL("../models/llama.ts", import.meta.url));
@@ -14,16 +15,8 @@ const MODEL = fileURLToPath(new URL("../models/llama.ts", import.meta.url));
 const DEADLINE_MS = 10_000;
 
 /** Runs the script's dry run with `env`, killed past the deadline. */
-async function dryRun(env: Record<string, string>) {
-  const out = await new Deno.Command("bash", {
-    args: [SCRIPT],
-    env: { DRY: "1", ROUNDS: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(DEADLINE_MS),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function dryRun(env: Record<string, string>): Promise<CommandResult> {
+  return runCommand("bash", [SCRIPT], DEADLINE_MS, { env: { DRY: "1", ROUNDS: "1", ...env } });
 }
 
 /** The calls of each operator inside the forward pass's layer loop, counted from the source. */

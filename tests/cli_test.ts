@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { type CommandResult, runCommand } from "./support/command.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DEADLINE_MS = 120_000;
@@ -51,16 +52,10 @@ function tsFiles(dir: string): string[] {
 }
 
 /** Runs `deno run -A --no-check <args>` from the root, killed past the deadline. */
-async function deno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", ...args],
+function deno(args: string[]): Promise<CommandResult> {
+  return runCommand(Deno.execPath(), ["run", "-A", "--no-check", ...args], DEADLINE_MS, {
     cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(DEADLINE_MS),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  });
 }
 
 Deno.test("cli: the list covers every script that reads its arguments", () => {

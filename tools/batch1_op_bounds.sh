@@ -13,17 +13,24 @@
 # DRY=1 (any machine) edits a temporary copy of MODEL (default models/llama.ts) and prints each
 # variant's count of skipped calls, running nothing: tests/batch1_op_bounds_test.ts checks that
 # the patterns still match the forward pass. A variant that skips nothing is an error.
+source_file="${MODEL:-models/llama.ts}"
 if [ "${DRY:-0}" = 1 ]; then
   cd "$(dirname "$0")/.."
   model="$(mktemp)"
-  cp "${MODEL:-models/llama.ts}" "$model"
+  cp "$source_file" "$model"
+  trap 'rm -f "$model" "$orig"' EXIT
 else
   source "$(dirname "$0")/device_env.sh"
-  model="${MODEL:-models/llama.ts}"
+  model="$source_file"
+  trap 'cp "$orig" "$model"; rm -f "$orig"' EXIT
 fi
 orig="$(mktemp)"
 cp "$model" "$orig"
-trap 'cp "$orig" "$model"' EXIT
+# The calls each variant leaves out, as sed patterns after `ops.`.
+norms=('rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.')
+rope=('qkvRope(qkv')
+attn=('decodeAttention(decode')
+silu=('siluMul(this')
 skip() { # skip PATTERN...: prefix each matching call in the layer loop with `false &&`
   cp "$orig" "$model"
   local pattern
@@ -33,12 +40,11 @@ for round in $(seq "${ROUNDS:-2}"); do
   for variant in ${VARIANTS:-all norms rope attn silu gemvs}; do
     case "$variant" in
     all) skip ;;
-    norms) skip 'rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.' ;;
-    rope) skip 'qkvRope(qkv' ;;
-    attn) skip 'decodeAttention(decode' ;;
-    silu) skip 'siluMul(this' ;;
-    gemvs) skip 'rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.' 'qkvRope(qkv' \
-      'decodeAttention(decode' 'siluMul(this' ;;
+    norms) skip "${norms[@]}" ;;
+    rope) skip "${rope[@]}" ;;
+    attn) skip "${attn[@]}" ;;
+    silu) skip "${silu[@]}" ;;
+    gemvs) skip "${norms[@]}" "${rope[@]}" "${attn[@]}" "${silu[@]}" ;;
     *)
       echo "error: unknown variant $variant; use all, norms, rope, attn, silu or gemvs" >&2
       exit 1
@@ -46,7 +52,7 @@ for round in $(seq "${ROUNDS:-2}"); do
     esac
     skipped="$(grep -c 'false && ops\.' "$model")"
     if [ "$variant" != all ] && [ "$skipped" = 0 ]; then
-      echo "error: variant $variant matched no call in ${MODEL:-models/llama.ts}: its operator" \
+      echo "error: variant $variant matched no call in $source_file: its operator" \
         "calls were renamed; update the patterns in $0" >&2
       exit 1
     fi

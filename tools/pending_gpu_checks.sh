@@ -223,6 +223,16 @@ ab_rounds() {
   done
 }
 
+# offline_tree TREE LIMIT FLAGS...: the offline run (1000 requests) on checkout TREE with FLAGS,
+# its completion tok/s line, at most LIMIT seconds.
+offline_tree() {
+  local tree="$1" limit="$2"
+  shift 2
+  echo "=== offline $tree ${*:-bf16} $(date +%T)"
+  (cd "$tree" && timeout "$limit" bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check \
+    bench/engine_bench.ts --requests 1000 --offline "$@" 2>&1 | grep -E "completion tok/s")
+}
+
 # offline_stream_k LIMIT: the bf16 offline run (1000 requests) with DENALI_STREAM_K=0, then timed,
 # each at most LIMIT seconds and only while 80 are left.
 offline_stream_k() {
@@ -475,14 +485,9 @@ if [ "$PART" = h200b1 ]; then
     echo "=== batch-1 operator bounds $(date +%T)"
     ROUNDS=1 STEP_TIMEOUT=30 bash tools/batch1_op_bounds.sh
   fi
-  for run in ".base:" ".:" ".:--quantization fp8 --kv-cache-dtype fp8"; do
-    left 50 || break
-    tree="${run%%:*}" quant="${run#*:}"
-    echo "=== offline $tree ${quant:-bf16} $(date +%T)"
-    # shellcheck disable=SC2086 # the flags, split on purpose
-    (cd "$tree" && timeout 45 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check bench/engine_bench.ts \
-      --requests 1000 --offline $quant 2>&1 | grep -E "completion tok/s")
-  done
+  left 50 && offline_tree .base 45
+  left 50 && offline_tree . 45
+  left 50 && offline_tree . 45 --quantization fp8 --kv-cache-dtype fp8
 fi
 if [ "$PART" = b26 ]; then
   # Each per-layer operator's cost inside the batch-1 graph, by leaving it out (bf16 twice, then
@@ -514,10 +519,8 @@ if [ "$PART" = mma24 ] || [ "$PART" = b26 ]; then
   for quant in "" "--quantization fp8 --kv-cache-dtype fp8"; do
     for tree in .prev .; do
       left 60 || break
-      echo "=== offline $tree ${quant:-bf16} $(date +%T)"
       # shellcheck disable=SC2086 # the flags, split on purpose
-      (cd "$tree" && timeout 50 bash "$OLDPWD/.device/gpu.sh" deno run -A --no-check bench/engine_bench.ts \
-        --requests 1000 --offline $quant 2>&1 | grep -E "completion tok/s")
+      offline_tree "$tree" 50 $quant
     done
   done
 fi

@@ -62,6 +62,7 @@ import {
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
+import { choiceWanted } from "./knobs.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import {
   launcherWith,
@@ -113,31 +114,29 @@ export const STREAM_K_DEFAULT: StreamKMode = "never";
  */
 export const SWAP_AB_DEFAULT: TimedMode = "timed";
 
-/** The mode an environment variable asks for (1 always, 0 never, timed), or `fallback`. */
-function timedModeFromEnv(
+/** A TimedMode knob: `requested`, else `variable` (1 always, 0 never, timed), else `fallback`. */
+function timedModeWanted(
+  requested: TimedMode | undefined,
   variable: string,
-  value: string | undefined,
   fallback: TimedMode,
 ): TimedMode {
-  if (value === undefined || value === "") return fallback;
-  const modes: Record<string, TimedMode> = { "1": "always", "0": "never", timed: "timed" };
-  const mode = modes[value];
-  if (mode === undefined) {
-    throw new RangeError(
-      `${variable}=${value} is not a mode; use 1 (always), 0 (never) or timed`,
-    );
-  }
-  return mode;
+  return choiceWanted<TimedMode>(
+    requested,
+    variable,
+    { 1: "always", 0: "never", timed: "timed" },
+    fallback,
+    (value) => `${variable}=${value} is not a mode; use 1 (always), 0 (never) or timed`,
+  );
 }
 
-/** The stream-K mode DENALI_STREAM_K asks for (1, 0 or timed), or the default. */
-export function streamKModeFromEnv(value: string | undefined): StreamKMode {
-  return timedModeFromEnv("DENALI_STREAM_K", value, STREAM_K_DEFAULT);
+/** The stream-K mode asked for: `requested`, else DENALI_STREAM_K (1, 0 or timed), else the default. */
+export function streamKModeWanted(requested?: StreamKMode): StreamKMode {
+  return timedModeWanted(requested, "DENALI_STREAM_K", STREAM_K_DEFAULT);
 }
 
-/** The swapped-operand mode DENALI_SWAP_AB asks for (1, 0 or timed), or the default. */
-export function swapAbModeFromEnv(value: string | undefined): TimedMode {
-  return timedModeFromEnv("DENALI_SWAP_AB", value, SWAP_AB_DEFAULT);
+/** The swapped-operand mode asked for: `requested`, else DENALI_SWAP_AB, else the default. */
+export function swapAbModeWanted(requested?: TimedMode): TimedMode {
+  return timedModeWanted(requested, "DENALI_SWAP_AB", SWAP_AB_DEFAULT);
 }
 
 /**
@@ -149,13 +148,16 @@ export function swapAbModeFromEnv(value: string | undefined): TimedMode {
  */
 export const SILU_EPILOGUE_DEFAULT = false;
 
-/** The SiLU epilogue DENALI_SILU_EPILOGUE asks for (1 on, 0 off), or the default. */
-export function siluEpilogueFromEnv(value: string | undefined): boolean {
-  if (value === undefined || value === "") return SILU_EPILOGUE_DEFAULT;
-  if (value === "1" || value === "0") return value === "1";
-  throw new RangeError(
-    `DENALI_SILU_EPILOGUE=${value} is not a choice; use 1 (the GEMV applies SiLU-and-multiply) or ` +
-      "0 (the GEMV, then siluMul)",
+/** The SiLU epilogue asked for: `requested`, else DENALI_SILU_EPILOGUE (1 on, 0 off), else the default. */
+export function siluEpilogueWanted(requested?: boolean): boolean {
+  return choiceWanted(
+    requested,
+    "DENALI_SILU_EPILOGUE",
+    { 1: true, 0: false },
+    SILU_EPILOGUE_DEFAULT,
+    (value) =>
+      `DENALI_SILU_EPILOGUE=${value} is not a choice; use 1 (the GEMV applies SiLU-and-multiply) ` +
+      "or 0 (the GEMV, then siluMul)",
   );
 }
 
@@ -456,8 +458,8 @@ export async function loadLinearOps(
   options: LinearOptions = {},
 ): Promise<GpuLinearOps> {
   // Options first: a bad one throws before anything is allocated.
-  const streamK = options.streamK ?? streamKModeFromEnv(Deno.env.get("DENALI_STREAM_K"));
-  const swapAb = options.swapAb ?? swapAbModeFromEnv(Deno.env.get("DENALI_SWAP_AB"));
+  const streamK = streamKModeWanted(options.streamK);
+  const swapAb = swapAbModeWanted(options.swapAb);
   for (const [option, mode] of [["streamK", streamK], ["swapAb", swapAb]]) {
     if (!["timed", "always", "never"].includes(mode)) {
       throw new RangeError(`loadLinearOps: ${option} must be timed, always or never, got ${mode}`);
@@ -506,7 +508,7 @@ export async function loadLinearOps(
   const gemv = gemvs.map((l) => l.launch);
   // The GEMVs with SiLU-and-multiply in their epilogue (CUDA; their HIP copies trap).
   const siluEpilogue = cuda &&
-    (options.siluEpilogue ?? siluEpilogueFromEnv(Deno.env.get("DENALI_SILU_EPILOGUE")));
+    siluEpilogueWanted(options.siluEpilogue);
   const siluGemv = siluEpilogue
     ? SILU_GEMV_KERNELS.map((name) =>
       launcherWith(backend, linearKernels, name, { programmatic }).launch

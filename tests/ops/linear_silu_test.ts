@@ -18,10 +18,11 @@ import {
   type GpuLinearOps,
   type LinearOptions,
   SILU_EPILOGUE_DEFAULT,
-  siluEpilogueFromEnv,
+  siluEpilogueWanted,
 } from "../../ops/gpu/linear.ts";
 import type { FakeControl } from "../fake_driver/fake.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
+import { withEnv } from "../support/env.ts";
 
 /** Llama-3-8B's MLP: inter 14336, hidden 4096 (K = 4096 is 16 steps of 256: split 8). */
 const INTER = 14336, HIDDEN = 4096;
@@ -162,14 +163,20 @@ Deno.test("linearSiluMul (fake drivers): declines on HIP, when turned off, and f
 });
 
 Deno.test("DENALI_SILU_EPILOGUE: 1 on, 0 off, unset the default, anything else a RangeError naming the choices", async () => {
-  assert.equal(siluEpilogueFromEnv("1"), true);
-  assert.equal(siluEpilogueFromEnv("0"), false);
-  assert.equal(siluEpilogueFromEnv(undefined), SILU_EPILOGUE_DEFAULT);
-  assert.equal(siluEpilogueFromEnv(""), SILU_EPILOGUE_DEFAULT);
-  assert.throws(
-    () => siluEpilogueFromEnv("false"),
-    /DENALI_SILU_EPILOGUE=false is not a choice; use 1 .* or 0 /,
-  );
+  for (
+    const [value, on] of [["1", true], ["0", false], [undefined, SILU_EPILOGUE_DEFAULT], [
+      "",
+      SILU_EPILOGUE_DEFAULT,
+    ]] as const
+  ) {
+    withEnv({ DENALI_SILU_EPILOGUE: value }, () => assert.equal(siluEpilogueWanted(), on));
+  }
+  withEnv({ DENALI_SILU_EPILOGUE: "0" }, () => assert.equal(siluEpilogueWanted(true), true));
+  withEnv({ DENALI_SILU_EPILOGUE: "false" }, () =>
+    assert.throws(
+      () => siluEpilogueWanted(),
+      /DENALI_SILU_EPILOGUE=false is not a choice; use 1 .* or 0 /,
+    ));
   // Asked for in the environment, the epilogue runs whatever the default.
   Deno.env.set("DENALI_SILU_EPILOGUE", "1");
   try {

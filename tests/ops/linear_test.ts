@@ -31,9 +31,9 @@ import {
   loadLinearOps,
   STREAM_K_DEFAULT,
   type StreamKMode,
-  streamKModeFromEnv,
+  streamKModeWanted,
   SWAP_AB_DEFAULT,
-  swapAbModeFromEnv,
+  swapAbModeWanted,
   type TimedMode,
 } from "../../ops/gpu/linear.ts";
 import { buildFakeDriver, type FakeControl, openFakeControl } from "../fake_driver/fake.ts";
@@ -42,6 +42,7 @@ import { assertClose } from "../support/numeric.ts";
 import { readBf16 } from "../support/device.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 import { readFixtureText } from "../support/fixtures.ts";
+import { withEnv } from "../support/env.ts";
 
 interface LinearCase {
   m: number;
@@ -721,17 +722,35 @@ Deno.test("prepareLinear (fake CUDA driver, sm_90, swapAb timed): 17-64 rows swa
   });
 });
 
+/**
+ * A TimedMode knob read through `wanted`: 1, 0 and timed from `variable`, unset or empty the
+ * default, the option over the environment, anything else a RangeError naming the modes.
+ */
+function assertTimedModeKnob(
+  wanted: (requested?: TimedMode) => TimedMode,
+  variable: string,
+  fallback: TimedMode,
+): void {
+  const modes: [string | undefined, TimedMode][] = [
+    ["1", "always"],
+    ["0", "never"],
+    ["timed", "timed"],
+    [undefined, fallback],
+    ["", fallback],
+  ];
+  for (const [value, mode] of modes) {
+    withEnv({ [variable]: value }, () => assert.equal(wanted(), mode, `${variable}=${value}`));
+  }
+  withEnv({ [variable]: "0" }, () => assert.equal(wanted("always"), "always"));
+  withEnv({ [variable]: "yes" }, () =>
+    assert.throws(
+      () => wanted(),
+      new RangeError(`${variable}=yes is not a mode; use 1 (always), 0 (never) or timed`),
+    ));
+}
+
 Deno.test("swapAb mode: DENALI_SWAP_AB and the option, bad values named", async () => {
-  assert.equal(swapAbModeFromEnv("1"), "always");
-  assert.equal(swapAbModeFromEnv("0"), "never");
-  assert.equal(swapAbModeFromEnv("timed"), "timed");
-  assert.equal(swapAbModeFromEnv(undefined), SWAP_AB_DEFAULT);
-  assert.throws(
-    () => swapAbModeFromEnv("on"),
-    (e: unknown) =>
-      e instanceof RangeError &&
-      /DENALI_SWAP_AB=on .*use 1 \(always\), 0 \(never\) or timed/.test(e.message),
-  );
+  assertTimedModeKnob(swapAbModeWanted, "DENALI_SWAP_AB", SWAP_AB_DEFAULT);
   await withFakeLinearOps(false, [9, 0], async (gpu) => {
     await assert.rejects(
       () => loadLinearOps(gpu, { swapAb: "often" as TimedMode }),
@@ -741,17 +760,7 @@ Deno.test("swapAb mode: DENALI_SWAP_AB and the option, bad values named", async 
 });
 
 Deno.test("stream-K mode: DENALI_STREAM_K and the option, bad values named", async () => {
-  assert.equal(streamKModeFromEnv("1"), "always");
-  assert.equal(streamKModeFromEnv("0"), "never");
-  assert.equal(streamKModeFromEnv("timed"), "timed");
-  assert.equal(streamKModeFromEnv(undefined), STREAM_K_DEFAULT);
-  assert.equal(streamKModeFromEnv(""), STREAM_K_DEFAULT);
-  assert.throws(
-    () => streamKModeFromEnv("yes"),
-    (e: unknown) =>
-      e instanceof RangeError &&
-      /DENALI_STREAM_K=yes .*use 1 \(always\), 0 \(never\) or timed/.test(e.message),
-  );
+  assertTimedModeKnob(streamKModeWanted, "DENALI_STREAM_K", STREAM_K_DEFAULT);
   await withFakeLinearOps(false, [9, 0], async (gpu) => {
     await assert.rejects(
       () => loadLinearOps(gpu, { streamK: "sometimes" as StreamKMode }),

@@ -350,8 +350,8 @@ __device__ __forceinline__ int ragged_part_size(const int32_t* __restrict__ cont
   int sum = static_cast<int>(total);  // at most 65535 sequences of maxContext <= 2048
 #pragma unroll
   for (int off = 16; off >= 1; off >>= 1) {
-    sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    longest = max(longest, __shfl_xor_sync(0xffffffffu, longest, off));
+    sum += shfl_xor(sum, off);
+    longest = max(longest, shfl_xor(longest, off));
   }
   if ((threadIdx.x & 31) == 0) {
     red[threadIdx.x >> 5][0] = sum;

@@ -58,3 +58,10 @@ __device__ __forceinline__ float shfl_xor(float v, int mask) {
   return __shfl_xor_sync(0xffffffffu, v, mask);
 #endif
 }
+__device__ __forceinline__ int shfl_xor(int v, int mask) {
+#ifdef DENALI_HIP
+  return __shfl_xor(v, mask);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, mask);
+#endif
+}

@@ -910,7 +910,8 @@ function raggedCases(multiprocessors: number): DecodeCase[] {
   ];
 }
 
-// Both families split these batches (the mma kernels since session 25: decodeRaggedMma).
+// Both families split these batches (the mma kernels since session 25: decodeRaggedMma, pinned
+// on here).
 for (const decodeKernel of ["fma", "mma"] as const) {
   gpuTest(
     `gpu attention: decode with the ragged split (${decodeKernel}) matches the CPU`,
@@ -933,6 +934,7 @@ for (const decodeKernel of ["fma", "mma"] as const) {
       const wide = await loadAttentionOps(env.gpu, {
         decodeKernel,
         decodeRaggedRows: 8,
+        decodeRaggedMma: true,
       });
       const many: DecodeCase = {
         name: "200 sequences, one long",
@@ -961,7 +963,8 @@ for (const decodeKernel of ["fma", "mma"] as const) {
         }
       });
     },
-    { decodeKernel, decodeBlocksPerSm: 1 },
+    // Pinned, so that DENALI_DECODE_RAGGED_MMA=0 in the environment cannot turn the mma split off.
+    { decodeKernel, decodeBlocksPerSm: 1, decodeRaggedMma: true },
   );
 }
 

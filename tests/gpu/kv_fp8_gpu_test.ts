@@ -361,7 +361,12 @@ gpuTest("fp8-cache decode attention with the ragged split matches the CPU's", as
     ["mma at three blocks an SM", { decodeKernel: "mma", decodeMmaBlocks: 3 }],
   ];
   for (const [variant, options] of variants) {
-    const ops = await loadAttentionOps(env.gpu, { ...options, decodeBlocksPerSm: 1 });
+    // The mma split pinned on, whatever DENALI_DECODE_RAGGED_MMA says.
+    const ops = await loadAttentionOps(env.gpu, {
+      ...options,
+      decodeBlocksPerSm: 1,
+      decodeRaggedMma: true,
+    });
     runDecode(env, ops, c, 900, `ragged split on ${variant}, batch ${batch}`);
     env.release();
   }

@@ -49,16 +49,10 @@ __device__ __forceinline__ uint16_t f32_to_bf16(float value) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// Butterfly exchange inside a logical 32-lane warp. Masks stay below 32, so on AMD's 64-lane
-// wavefronts each half reduces on its own, exactly like a CUDA warp.
-__device__ __forceinline__ float shfl_xor(float v, int mask) {
-#ifdef DENALI_HIP
-  return __shfl_xor(v, mask);
-#else
-  return __shfl_xor_sync(0xffffffffu, v, mask);
-#endif
-}
-__device__ __forceinline__ int shfl_xor(int v, int mask) {
+// Butterfly exchange inside a logical 32-lane warp (T: float or int). Masks stay below 32, so on
+// AMD's 64-lane wavefronts each half reduces on its own, exactly like a CUDA warp.
+template <typename T>
+__device__ __forceinline__ T shfl_xor(T v, int mask) {
 #ifdef DENALI_HIP
   return __shfl_xor(v, mask);
 #else

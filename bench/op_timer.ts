@@ -49,10 +49,11 @@ function isStream(value: unknown): value is Stream {
 
 /**
  * The name an operator call is summed under: linear by its weight's n×k, linearSiluMul by its
- * output's n and k (its weight has 2n rows).
+ * output's n and k (its weight has 2n rows), linearRmsNorm by its weight's n×k.
  */
 export function opName(op: string, args: readonly unknown[]): string {
-  return op === "linear" || op === "linearSiluMul" ? `${op} ${args[4]}x${args[5]}` : op;
+  if (op === "linear" || op === "linearSiluMul") return `${op} ${args[4]}x${args[5]}`;
+  return op === "linearRmsNorm" ? `${op} ${args[6]}x${args[7]}` : op;
 }
 
 /** Records event pairs around the operator calls of a {@link ModelOps} while armed. */

@@ -396,16 +396,23 @@ export class LlamaForward implements Forward {
       prefill.maxBlocks = s.prefillMaxBlocks;
     }
 
-    // The embeddings go straight into the residual stream; layer 0 normalises it unfused.
+    // The embeddings go straight into the residual stream, which layer 0 normalises as it is.
     ops.embedding(residual, w.embedTokens, inputs.tokenIds, T, h, stream);
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const layer = w.layers[l];
       const kCache = kv.k(l), vCache = kv.v(l), shape = this.#layerShapes[l];
       decode.shape = shape;
       prefill.shape = shape;
-      if (l === 0) ops.rmsNorm(normed, residual, layer.inputNorm, null, T, h, eps, stream);
-      else ops.rmsNorm(normed, hidden, layer.inputNorm, residual, T, h, eps, stream);
-      ops.linear(this.#qkv, normed, layer.qkvProj, T, qDim + 2 * kvDim, h, stream);
+      // Layer 0 normalises the embeddings alone; the others add the last output to the residual
+      // first. linearRmsNorm does either inside the q/k/v GEMV where a kernel takes it.
+      const input = l === 0 ? residual : hidden, sum = l === 0 ? null : residual;
+      const qkvOut = this.#qkv, qkvN = qDim + 2 * kvDim, inputNorm = layer.inputNorm;
+      if (
+        !ops.linearRmsNorm(qkvOut, input, sum, inputNorm, layer.qkvProj, T, qkvN, h, eps, stream)
+      ) {
+        ops.rmsNorm(normed, input, inputNorm, sum, T, h, eps, stream);
+        ops.linear(qkvOut, normed, layer.qkvProj, T, qkvN, h, stream);
+      }
       this.layerQkvRope(l, qkv);
       cacheWrite.kCache = kCache;
       cacheWrite.vCache = vCache;
@@ -422,10 +429,17 @@ export class LlamaForward implements Forward {
         ops.prefillAttention(prefill, stream);
       }
       ops.linear(hidden, attn, layer.oProj, T, h, qDim, stream);
-      ops.rmsNorm(normed, hidden, layer.postAttentionNorm, residual, T, h, eps, stream);
-      if (!ops.linearSiluMul(this.#act, normed, layer.gateUpProj, T, inter, h, stream)) {
-        ops.linear(this.#gateUp, normed, layer.gateUpProj, T, 2 * inter, h, stream);
-        ops.siluMul(this.#act, this.#gateUp, T, inter, stream);
+      // The post-attention norm, likewise inside the gate/up GEMV where a kernel takes it (then
+      // siluMul apart: no kernel has both the norm prologue and the SiLU epilogue).
+      const post = layer.postAttentionNorm, gu = layer.gateUpProj, gateUp = this.#gateUp;
+      if (ops.linearRmsNorm(gateUp, hidden, residual, post, gu, T, 2 * inter, h, eps, stream)) {
+        ops.siluMul(this.#act, gateUp, T, inter, stream);
+      } else {
+        ops.rmsNorm(normed, hidden, post, residual, T, h, eps, stream);
+        if (!ops.linearSiluMul(this.#act, normed, gu, T, inter, h, stream)) {
+          ops.linear(gateUp, normed, gu, T, 2 * inter, h, stream);
+          ops.siluMul(this.#act, gateUp, T, inter, stream);
+        }
       }
       ops.linear(hidden, this.#act, layer.downProj, T, h, inter, stream);
     }

@@ -40,7 +40,10 @@ export type ElementwiseOps = Pick<
   | "fillRandom"
 >;
 /** The matrix family (kernels/src/linear.cu, ops/cpu/linear.ts). */
-export type LinearOps = Pick<ModelOps, "linear" | "linearSiluMul" | "prepareLinear">;
+export type LinearOps = Pick<
+  ModelOps,
+  "linear" | "linearSiluMul" | "linearRmsNorm" | "prepareLinear"
+>;
 /** FP8 weight quantization (kernels/src/linear_fp8.cu, ops/cpu/fp8.ts). */
 export type Fp8Ops = Pick<ModelOps, "quantizeFp8" | "dequantizeFp8" | "fp8ScratchBytes">;
 /** 4-bit (AWQ/GPTQ) weights (kernels/src/linear_awq.cu, ops/cpu/awq.ts). */
@@ -361,6 +364,30 @@ export interface ModelOps {
     m: number,
     n: number,
     k: number,
+    stream: Stream,
+  ): boolean;
+
+  /**
+   * out[m, n] = rmsNorm(x) · Wᵀ with the pre-norm step in the GEMV's prologue, so no normalised
+   * [m, k] is written: what `rmsNorm(normed, x, normWeight, residual, m, k, eps)` and then
+   * `linear(out, normed, weight, m, n, k)` compute, up to the order of the f32 sum of squares (one
+   * bf16 ulp of a normalised element, rarely). With `residual`, it too ends as rmsNorm leaves it:
+   * bf16(residual + x), the sum that was normalised. Returns true where a fused kernel ran; false,
+   * having done nothing, where none takes the call (more than 8 rows, weights not bf16, no
+   * tensor-core GEMV, the CPU, or off: the default until a GPU A/B shows it faster;
+   * DENALI_NORM_GEMV=1 turns it on), and the caller then runs `rmsNorm` and `linear`. `out` must
+   * not overlap `x` or `residual`. Bad arguments throw whichever way the call would have gone.
+   */
+  linearRmsNorm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    residual: DeviceBuffer | null,
+    normWeight: DeviceBuffer,
+    weight: LinearWeight,
+    m: number,
+    n: number,
+    k: number,
+    eps: number,
     stream: Stream,
   ): boolean;
 

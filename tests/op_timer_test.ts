@@ -108,6 +108,10 @@ Deno.test("op timer: sums intervals per name, largest first; linear by weight sh
     opName("linearSiluMul", [null, null, null, 1, 14336, 4096]),
     "linearSiluMul 14336x4096",
   );
+  assert.equal(
+    opName("linearRmsNorm", [null, null, null, null, null, 1, 6144, 4096, 1e-5]),
+    "linearRmsNorm 6144x4096",
+  );
   assert.equal(opName("rmsNorm", [1, 2, 3]), "rmsNorm");
   const report = summarizeOps(["a", "b", "a", "c"], [1, 5, 2, 0.5], 2, 10);
   assert.deepEqual(report.ops, [

@@ -27,7 +27,7 @@ fi
 orig="$(mktemp)"
 cp "$model" "$orig"
 # The calls each variant leaves out, as sed patterns after `ops.`.
-norms=('rmsNorm(normed, residual, layer\.' 'rmsNorm(normed, hidden, layer\.')
+norms=('rmsNorm(normed, [a-z]*, [a-zA-Z]*, ')
 rope=('qkvRope(qkv')
 attn=('decodeAttention(decode')
 silu=('siluMul(this')

@@ -107,6 +107,11 @@
 #     session 26: tools/batch1_op_bounds.sh (what each per-layer operator costs the batch-1
 #     step: bf16 twice, FP8 and 4-bit weights with only the GEMVs), DENALI_SILU_EPILOGUE 0 and 1
 #     at batch 1 and 8, then PART=mma24 without its GPU tests (session 25 ran them).
+#   PART=norm27 DEADLINE=300 bash tools/pending_gpu_checks.sh  (carry .device)
+#     session 27's norm-prologue GEMVs (linearRmsNorm, DENALI_NORM_GEMV, off by default): their
+#     GPU test, the HF parity test with them on, the Llama step at batch 1 and 8 with them off and
+#     on (three rounds alternated), the Qwen presets' batch-1 lines with them on, and the batch-1
+#     operator bounds once (their `norms` line is what the prologue could buy at most).
 #   PART=h200b1 DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device, .base)
 #     a short H200 lease: the batch-1 TARGET lines (four presets, FP8, AWQ), attn_fp8kv_16k, the
 #     batch-1 operator bounds once, the offline run on .base and this tree (bf16, FP8 + FP8 KV).
@@ -488,6 +493,16 @@ if [ "$PART" = h200b1 ]; then
   left 50 && offline_tree .base 45
   left 50 && offline_tree . 45
   left 50 && offline_tree . 45 --quantization fp8 --kv-cache-dtype fp8
+fi
+if [ "$PART" = norm27 ]; then
+  gpu_test linear_norm 90
+  (export DENALI_NORM_GEMV=1; gpu_test parity 150)
+  for round in 1 2 3; do decode_lines_with DENALI_NORM_GEMV 1,8 0 1; done
+  (export DENALI_NORM_GEMV=1; preset_lines 1 qwen2.5-7b qwen3-8b)
+  if left 80; then
+    echo "=== batch-1 operator bounds $(date +%T)"
+    ROUNDS=1 STEP_TIMEOUT=30 bash tools/batch1_op_bounds.sh
+  fi
 fi
 if [ "$PART" = b26 ]; then
   # Each per-layer operator's cost inside the batch-1 graph, by leaving it out (bf16 twice, then

@@ -20,6 +20,7 @@
 #include "fp8.h"
 #include "pdl.h"
 #include "philox.h"
+#include "rms.h"
 #include "silu.h"
 
 #ifdef DENALI_HIP
@@ -98,14 +99,6 @@ extern "C" __global__ void embedding_bf16(uint16_t* __restrict__ out, const uint
   } else {
     for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = valid ? src[i] : 0;
   }
-}
-
-// 1 / sqrt(sum / n + eps) in correctly rounded steps (IEEE divide and sqrt, nothing fused), so
-// the CPU reference reproduces it exactly from the same sum.
-__device__ __forceinline__ float rms_scale(float sum, float n, float eps) {
-  const float mean = sum / n;
-  const float shifted = mean + eps;
-  return 1.0f / sqrtf(shifted);
 }
 
 // RMSNorm of one row per block, as HF LlamaRMSNorm computes it in bf16:

@@ -10,6 +10,10 @@
 //   linear_gemv_t8_r16_s2_silu, linear_gemv_t16_r16_silu
 //     The same GEMVs over a gate/up weight [2N, K], with SiLU-and-multiply applied before the
 //     store (mma.h's gemv_w_row and gemv_mma_store): out[M, N], the gate/up rows never written.
+//   linear_gemv_t8_r16_s2_norm, linear_gemv_t8_r8_s2_norm
+//     The t8 GEMVs with the pre-norm step in their prologue (linearRmsNorm): each block
+//     normalises x (plus the residual) into shared memory itself, and the last block to finish
+//     writes the residual sum back, so the layer launches no rmsNorm kernel.
 //   linear_gemm_128x128, linear_gemm_64x64, linear_gemm_128x256
 //     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline;
 //     block tile BM×BN, 4 warps (8 for 128×256).
@@ -23,8 +27,10 @@
 #include "compat.h"
 #include "gemm_mma.h"
 #include "gemm_tiles.h"
+#include "last_arrival.h"
 #include "mma.h"
 #include "pdl.h"
+#include "rms.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
@@ -90,11 +96,13 @@ DENALI_LD16(ld_x, "")
 // lanes load their row's first chunk (always valid, so nothing depends on the compiler not
 // speculating a load) and then drop it. Zeroing both W and x keeps a NaN in either from
 // reaching the sums.
-template <int R, int CH, int KIND>  // KIND: 0 weight, 1 weight before the wait, 2 x
+// KIND: 0 weight, 1 weight before the wait, 2 x, 3 x in shared memory (the normed x of the
+// _norm GEMVs).
+template <int R, int CH, int KIND>
 __device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const (&p)[R], int c0,
                                           int t, int kc) {
   auto load = [](const uint4* q) {
-    return KIND == 0 ? ld_stream(q) : KIND == 1 ? ld_stream_early(q) : ld_x(q);
+    return KIND == 0 ? ld_stream(q) : KIND == 1 ? ld_stream_early(q) : KIND == 2 ? ld_x(q) : *q;
   };
   if (c0 + 4 * CH <= kc) {
 #pragma unroll
@@ -117,10 +125,111 @@ __device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const 
   }
 }
 
-template <int MT, int RH, int S, bool SILU = false>
+// The _norm GEMVs' x: bf16(gamma · bf16(s · inv)) with s = bf16(x + residual) (s = x without a
+// residual) and inv = rms_scale(Σ s², K, eps) per token, as rms_norm_row computes it (only the
+// order of the fp32 sum differs), for M <= 8 tokens of K (K % 8 == 0) into `xs` [M][K / 8]. Every
+// block of the grid does this for itself: 8 KiB a token, read from L2.
+__device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
+                                                   const uint16_t* __restrict__ x,
+                                                   const uint16_t* __restrict__ residual,
+                                                   const uint16_t* __restrict__ gamma, int M,
+                                                   int K, float eps) {
+  __shared__ float sums[LINEAR_WARPS][8];
+  const int kc = K >> 3, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float ss[8];
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    ss[m] = 0.f;
+    if (m < M) {
+      const uint4* xm = reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * K);
+      const uint4* rm = reinterpret_cast<const uint4*>(residual + static_cast<size_t>(m) * K);
+      for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
+        uint4 v = ld_x(xm + c);
+        if (residual != nullptr) {
+          const uint4 r = ld_x(rm + c);
+          uint32_t* vw = reinterpret_cast<uint32_t*>(&v);
+          const uint32_t* rw = reinterpret_cast<const uint32_t*>(&r);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            vw[i] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(vw[i]) + bf16_lo(rw[i]))) |
+                    (static_cast<uint32_t>(f32_to_bf16(bf16_hi(vw[i]) + bf16_hi(rw[i]))) << 16);
+          }
+        }
+        const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float lo = bf16_lo(vw[i]), hi = bf16_hi(vw[i]);
+          ss[m] += lo * lo + hi * hi;
+        }
+        xs[m * kc + c] = v;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) ss[m] += shfl_xor(ss[m], off);
+    if (lane == 0) sums[warp][m] = ss[m];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    if (m < M) {
+      float sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < LINEAR_WARPS; ++i) sum += sums[i][m];
+      const float inv = rms_scale(sum, static_cast<float>(K), eps);
+      for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
+        uint4 v = xs[m * kc + c];
+        const uint4 g = ld_x(reinterpret_cast<const uint4*>(gamma) + c);
+        uint32_t* vw = reinterpret_cast<uint32_t*>(&v);
+        const uint32_t* gw = reinterpret_cast<const uint32_t*>(&g);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float lo = bf16_to_f32(f32_to_bf16(bf16_lo(vw[i]) * inv));
+          const float hi = bf16_to_f32(f32_to_bf16(bf16_hi(vw[i]) * inv));
+          vw[i] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(gw[i]) * lo)) |
+                  (static_cast<uint32_t>(f32_to_bf16(bf16_hi(gw[i]) * hi)) << 16);
+        }
+        xs[m * kc + c] = v;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+// The _norm GEMVs' residual update, by the last block to finish (last_arrival): every block has
+// read the old residual by then, so none sees it half-updated. It writes bf16(x + residual), the
+// s of gemv_norm_prologue, and re-arms the counter for the next launch.
+__device__ __forceinline__ void gemv_norm_residual(const uint16_t* __restrict__ x,
+                                                   uint16_t* __restrict__ residual,
+                                                   uint32_t* __restrict__ counter, int M,
+                                                   int K) {
+  if (!last_arrival(counter, static_cast<int>(gridDim.x))) return;
+  const int kc = K >> 3;
+  for (int i = threadIdx.x; i < M * kc; i += LINEAR_WARPS * 32) {
+    const uint4 v = denali_ld_l2(reinterpret_cast<const uint4*>(x) + i);
+    uint4 r = denali_ld_l2(reinterpret_cast<const uint4*>(residual) + i);
+    uint32_t* rw = reinterpret_cast<uint32_t*>(&r);
+    const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      rw[j] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(vw[j]) + bf16_lo(rw[j]))) |
+              (static_cast<uint32_t>(f32_to_bf16(bf16_hi(vw[j]) + bf16_hi(rw[j]))) << 16);
+    }
+    reinterpret_cast<uint4*>(residual)[i] = r;
+  }
+  if (threadIdx.x == 0) *counter = 0;
+}
+
+// NORM: x is the pre-norm input (see gemv_norm_prologue; M <= 8, so MT == 1), normalised into
+// dynamic shared memory after the wait; residual, gamma, counter and eps are its arguments.
+template <int MT, int RH, int S, bool SILU = false, bool NORM = false>
 __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
                                          const uint16_t* __restrict__ w, int M, int N, int K,
-                                         int ksplit) {
+                                         int ksplit, uint16_t* __restrict__ residual = nullptr,
+                                         const uint16_t* __restrict__ gamma = nullptr,
+                                         uint32_t* __restrict__ counter = nullptr,
+                                         float eps = 0.f) {
+  static_assert(!NORM || MT == 1, "the norm prologue holds at most 8 tokens");
+  extern __shared__ uint4 gemv_xs[];
   constexpr int ROWS = 8 * RH;    // W rows per warp group
   constexpr int CH = 8 / RH;      // 16-byte chunks per row per thread per step
   constexpr int STEP = 4 * CH;    // chunks per row per step (the 4 threads of a group)
@@ -147,7 +256,8 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     const int tok = min(g + 8 * mt, M - 1);
-    xr[mt] = reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K) + t;
+    xr[mt] = NORM ? gemv_xs + static_cast<size_t>(tok) * kc + t
+                  : reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K) + t;
   }
 
   uint4 wv[S][RH][CH], xv[MT][CH];
@@ -156,7 +266,9 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     if (u < mine) load_step<RH, CH, 1>(wv[u], wr, (part + u * ksplit) * STEP, t, kc);
   }
   pdl_wait();
-  if (S == 1 && mine > 0) load_step<MT, CH, 2>(xv, xr, part * STEP, t, kc);
+  constexpr int XKIND = NORM ? 3 : 2;
+  if (NORM) gemv_norm_prologue(gemv_xs, x, residual, gamma, M, K, eps);
+  if (S == 1 && mine > 0) load_step<MT, CH, XKIND>(xv, xr, part * STEP, t, kc);
 
   // Two accumulator sets, one per half of each 16-byte chunk, halve the chain of dependent mmas.
   float acc[MT][2][4];
@@ -171,7 +283,7 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
     for (int u = 0; u < S; ++u) {
       const int i = i0 + u;
       if (i < mine) {
-        if (S > 1) load_step<MT, CH, 2>(xv, xr, (part + i * ksplit) * STEP, t, kc);
+        if (S > 1) load_step<MT, CH, XKIND>(xv, xr, (part + i * ksplit) * STEP, t, kc);
 #pragma unroll
         for (int j = 0; j < CH; ++j) {
           const uint4 lo = wv[u][0][j];
@@ -186,13 +298,14 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
         if (i + S < mine) {
           const int c0 = (part + (i + S) * ksplit) * STEP;
           load_step<RH, CH, 0>(wv[u], wr, c0, t, kc);
-          if (S == 1) load_step<MT, CH, 2>(xv, xr, c0, t, kc);
+          if (S == 1) load_step<MT, CH, XKIND>(xv, xr, c0, t, kc);
         }
       }
     }
   }
 
   gemv_mma_store<MT, ROWS, LINEAR_WARPS, false, SILU>(red, acc, out, nullptr, M, N, groups, ksplit);
+  if (NORM && residual != nullptr) gemv_norm_residual(x, residual, counter, M, K);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,16 +391,22 @@ extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2(uint16_t*
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, uint16_t*, const uint16_t*, uint32_t*, float);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, uint16_t*, const uint16_t*, uint32_t*, float);
 extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_gemm_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 #define GEMV_BODY(T, RH, S) gemv_mma<(T) / 8, RH, S>(out, x, w, M, N, K, ksplit)
 #define GEMV_SILU_BODY(T, S) gemv_mma<(T) / 8, 2, S, true>(out, x, w, M, N, K, ksplit)
+#define GEMV_NORM_BODY(RH) \
+  gemv_mma<1, RH, 2, false, true>(out, x, w, M, N, K, ksplit, residual, gamma, counter, eps)
 #else
 // HIP has no griddepcontrol and keeps no steps in flight by hand: S does not apply.
 #define GEMV_BODY(T, RH, S) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
 // linear.ts never launches the fused SiLU GEMVs on HIP.
 #define GEMV_SILU_BODY(T, S) denali_trap()
+// Nor the norm-prologue GEMVs.
+#define GEMV_NORM_BODY(RH) denali_trap()
 #endif
 
 extern "C" __global__ void linear_gemv_t8_r16(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
@@ -331,6 +450,18 @@ extern "C" __global__ void linear_gemv_t8_r16_s2_silu(uint16_t* out, const uint1
 
 extern "C" __global__ void linear_gemv_t16_r16_silu(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
   GEMV_SILU_BODY(16, 1);
+}
+
+// The pre-norm step in the prologue (gemv_norm_prologue): out[M, N] = rmsnorm(x (+ residual)) ·
+// W[N, K]ᵀ for M <= 8, the plain t8 GEMVs' geometry with 2 steps in flight, M · K · 2 bytes of
+// dynamic shared memory. With a residual, it becomes bf16(x + residual) (written by the last
+// block, which `counter`, zero between launches, elects); residual null normalises x alone.
+extern "C" __global__ void linear_gemv_t8_r16_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, uint16_t* residual, const uint16_t* gamma, uint32_t* counter, float eps) {
+  GEMV_NORM_BODY(2);
+}
+
+extern "C" __global__ void linear_gemv_t8_r8_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, uint16_t* residual, const uint16_t* gamma, uint32_t* counter, float eps) {
+  GEMV_NORM_BODY(1);
 }
 
 // 128 threads (4 warps of 64×64), 3 stages: 98304 bytes of dynamic shared memory; 1-D grid of

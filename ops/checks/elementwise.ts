@@ -28,7 +28,7 @@ function checkTotal(op: string, what: string, count: number): void {
 }
 
 /** Throws unless the norm's `eps` is a finite number >= 0. */
-function checkEps(op: string, eps: number): void {
+export function checkEps(op: string, eps: number): void {
   if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
     throw new RangeError(`${op}: eps must be a finite number >= 0, got ${eps}`);
   }

@@ -9,6 +9,8 @@ import type { DeviceBuffer } from "../../backends/backend.ts";
 import { type Fp8Weight, isFp8Weight, type LinearWeight } from "../linear_weight.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import { checkAwqWeight } from "./awq.ts";
+import { checkBuffer } from "./common.ts";
+import { checkEps } from "./elementwise.ts";
 
 const INT32_MAX = 0x7fffffff;
 
@@ -118,6 +120,37 @@ export function checkLinearSiluMulArgs(
     throw new RangeError(`${op}: n = ${n} makes 2n gate/up rows, past 2^31-1`);
   }
   checkProduct(op, out, x, weight, m, n, k, 2 * n, "[2n, k]");
+}
+
+/**
+ * Validates a linearRmsNorm call: the product as checkLinearArgs checks it (x [m, k] being the
+ * input before the norm), eps, the norm's weight [k], the residual [m, k] where given, and out
+ * apart from x and the residual, which every block of the kernels reads whole while out is written.
+ */
+export function checkLinearRmsNormArgs(
+  op: string,
+  out: DeviceBuffer,
+  x: DeviceBuffer,
+  residual: DeviceBuffer | null,
+  normWeight: DeviceBuffer,
+  weight: LinearWeight,
+  m: number,
+  n: number,
+  k: number,
+  eps: number,
+): void {
+  checkLinearArgs(op, out, x, weight, m, n, k);
+  checkEps(op, eps);
+  checkBuffer(op, "normWeight", normWeight, 2 * k, 2, "k bf16");
+  if (residual !== null) checkBuffer(op, "residual", residual, 2 * m * k, 2, "[m, k] bf16");
+  const inputs: [string, DeviceBuffer | null][] = [["x", x], ["residual", residual]];
+  for (const [name, input] of inputs) {
+    if (input === null) continue;
+    const apart = out.ptr + 2 * m * n <= input.ptr || input.ptr + 2 * m * k <= out.ptr;
+    if (!apart) {
+      throw new RangeError(`${op}: out overlaps ${name}; give the product its own output buffer`);
+    }
+  }
 }
 
 /** n and k of a (de)quantize call, and its bf16 weight [n, k]. */

@@ -14,7 +14,12 @@
 
 import type { DeviceBuffer } from "../../backends/backend.ts";
 import { toBf16Bits } from "../../backends/bf16.ts";
-import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../checks/linear.ts";
+import {
+  checkLinearArgs,
+  checkLinearRmsNormArgs,
+  checkLinearShapes,
+  checkLinearSiluMulArgs,
+} from "../checks/linear.ts";
 import { isFp8Weight } from "../linear_weight.ts";
 import type { LinearOps } from "../ops.ts";
 import { fp8LinearRows } from "./fp8.ts";
@@ -167,6 +172,12 @@ export function cpuLinearOps(): LinearOps {
     linearSiluMul(out, x, weight, m, n, k) {
       // No fused kernel here: the caller runs linear and siluMul, which define the result.
       checkLinearSiluMulArgs("linearSiluMul", out, x, weight, m, n, k);
+      return false;
+    },
+
+    linearRmsNorm(out, x, residual, normWeight, weight, m, n, k, eps) {
+      // No fused kernel here: the caller runs rmsNorm and linear, which define the result.
+      checkLinearRmsNormArgs("linearRmsNorm", out, x, residual, normWeight, weight, m, n, k, eps);
       return false;
     },
 

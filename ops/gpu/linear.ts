@@ -47,7 +47,12 @@
 import type { Backend, DeviceBuffer, Stream } from "../../backends/backend.ts";
 import { isOutOfMemory, UnsupportedShapeError } from "../../backends/errors.ts";
 import { reportFallback } from "../../backends/fallbacks.ts";
-import { checkLinearArgs, checkLinearShapes, checkLinearSiluMulArgs } from "../checks/linear.ts";
+import {
+  checkLinearArgs,
+  checkLinearRmsNormArgs,
+  checkLinearShapes,
+  checkLinearSiluMulArgs,
+} from "../checks/linear.ts";
 import { type Fp8Weight, isFp8Weight } from "../linear_weight.ts";
 import type { Fp8Ops, LinearOps } from "../ops.ts";
 import { type Fp8Gemm, loadFp8Ops, type W8a8Via } from "./fp8.ts";
@@ -161,6 +166,33 @@ export function siluEpilogueWanted(requested?: boolean): boolean {
   );
 }
 
+/**
+ * Whether `linearRmsNorm` normalises in the GEMV prologue when neither the options nor
+ * DENALI_NORM_GEMV say. Off until a GPU A/B of the decode step shows it shorter: it saves the two
+ * rmsNorm launches a layer at up to 8 rows, but every GEMV block then reads and normalises the
+ * whole input row itself before its first product.
+ */
+export const NORM_PROLOGUE_DEFAULT = false;
+
+/** The norm prologue asked for: `requested`, else DENALI_NORM_GEMV (1 on, 0 off), else the default. */
+export function normPrologueWanted(requested?: boolean): boolean {
+  return choiceWanted(
+    requested,
+    "DENALI_NORM_GEMV",
+    { 1: true, 0: false },
+    NORM_PROLOGUE_DEFAULT,
+    (value) =>
+      `DENALI_NORM_GEMV=${value} is not a choice; use 1 (the GEMV normalises its input) or 0 ` +
+      "(rmsNorm, then the GEMV)",
+  );
+}
+
+/**
+ * Most dynamic shared memory the norm-prologue GEMVs take (M · K bf16 of normalised input): 8
+ * tokens of a hidden size up to 6144. Larger products decline (`linearRmsNorm` returns false).
+ */
+export const NORM_GEMV_SHARED_MAX = 96 * 1024;
+
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
   /** Forces a kernel (default `auto`). */
@@ -205,6 +237,12 @@ export interface LinearOptions {
    * or DENALI_SILU_EPILOGUE (1 on, 0 off; for the A/B in one tree).
    */
   readonly siluEpilogue?: boolean;
+  /**
+   * Whether `linearRmsNorm` runs its GEMVs with the pre-norm step in the prologue (else it
+   * returns false and the caller runs rmsNorm and linear). Default {@link NORM_PROLOGUE_DEFAULT},
+   * or DENALI_NORM_GEMV (1 on, 0 off; for the A/B in one tree).
+   */
+  readonly normPrologue?: boolean;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -442,6 +480,8 @@ const GEMV_KERNELS = [
  * plain GEMVs at those M.
  */
 const SILU_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_silu", "linear_gemv_t16_r16_silu"];
+/** The GEMVs with the pre-norm step in their prologue (`linearRmsNorm`), M <= 8: 16-row, 8-row groups. */
+const NORM_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_norm", "linear_gemv_t8_r8_s2_norm"];
 
 /**
  * Loads the linear kernels onto the backend's device and returns its ops.
@@ -514,6 +554,22 @@ export async function loadLinearOps(
       launcherWith(backend, linearKernels, name, { programmatic }).launch
     )
     : null;
+  // The GEMVs that normalise their input in the prologue (CUDA; their HIP copies trap), each
+  // with the ticket counter that elects the block writing the residual back (zero between
+  // launches; one for all calls, which a stream runs one after the other).
+  const normGemv = cuda && normPrologueWanted(options.normPrologue)
+    ? NORM_GEMV_KERNELS.map((name) =>
+      launcherWith(
+        backend,
+        linearKernels,
+        name,
+        { programmatic },
+        (fn) => fn.setMaxDynamicSharedMemory(NORM_GEMV_SHARED_MAX),
+      ).launch
+    )
+    : null;
+  const normCounter = normGemv !== null ? backend.alloc(4) : null;
+  if (normCounter !== null) backend.memset(normCounter, 0);
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
@@ -1057,6 +1113,51 @@ export async function loadLinearOps(
         n,
         k,
         split,
+      );
+      return true;
+    },
+
+    linearRmsNorm(out, x, residual, normWeight, linearWeight, m, n, k, eps, stream) {
+      checkLinearRmsNormArgs(
+        "linearRmsNorm",
+        out,
+        x,
+        residual,
+        normWeight,
+        linearWeight,
+        m,
+        n,
+        k,
+        eps,
+      );
+      // bf16 weights up to 8 rows, where linear would run a GEMV (not the library) and the
+      // normalised rows fit the kernels' shared memory.
+      if (normGemv === null || isFp8Weight(linearWeight) || isAwqWeight(linearWeight)) return false;
+      if (m > 8 || m * k * 2 > NORM_GEMV_SHARED_MAX) return false;
+      if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
+      const kernel = choose(m, n, k, x, linearWeight);
+      if (kernel !== GEMV16 && kernel !== GEMV8) return false;
+      const split = plainGemvSplit(kernel, m, n, k);
+      normGemv[kernel === GEMV8 ? 1 : 0](
+        gemvBlocks(kernel, n, split),
+        1,
+        1,
+        256,
+        1,
+        1,
+        m * k * 2,
+        stream,
+        out,
+        x,
+        linearWeight,
+        m,
+        n,
+        k,
+        split,
+        residual ?? 0, // no residual: a null address, which the kernels test for
+        normWeight,
+        normCounter!,
+        eps,
       );
       return true;
     },

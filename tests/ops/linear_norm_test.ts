@@ -1,0 +1,271 @@
+/**
+ * `linearRmsNorm` (the pre-norm step in the GEMV's prologue): which kernel it launches through
+ * the fake CUDA driver (sm_90, 132 SMs), with what grid, shared memory and arguments, judged
+ * against the launch `linear` makes for the same product (the same row groups and K split, the
+ * two-step kernel of that group size); where it declines (returning false, launching nothing);
+ * its knob; and its argument errors on the CPU and the GPU. The fused kernels' output against
+ * `rmsNorm` + `linear` is checked on a GPU (tests/gpu/linear_norm_gpu_test.ts).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { DeviceBuffer } from "../../backends/backend.ts";
+import { CpuBackend } from "../../backends/cpu.ts";
+import type { GpuBackend } from "../../backends/gpu_backend.ts";
+import { cpuOps } from "../../ops/cpu/index.ts";
+import {
+  type GpuLinearOps,
+  type LinearOptions,
+  NORM_GEMV_SHARED_MAX,
+  NORM_PROLOGUE_DEFAULT,
+  normPrologueWanted,
+} from "../../ops/gpu/linear.ts";
+import type { Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
+import type { FakeControl } from "../fake_driver/fake.ts";
+import { withEnv, withEnvAsync } from "../support/env.ts";
+import { withFakeLinearOps } from "../support/fake_linear.ts";
+
+const EPS = 1e-5;
+
+/** A launch's arguments by kind: p a pointer (8 bytes), i an int32, f a float32. */
+function launchArgs(fake: FakeControl, kinds: string): (bigint | number)[] {
+  const launch = fake.lastLaunch();
+  const view = new DataView(launch.args.buffer, launch.args.byteOffset);
+  let at = 0;
+  return [...kinds].map((kind) => {
+    const value = kind === "p"
+      ? view.getBigUint64(at, true)
+      : kind === "f"
+      ? view.getFloat32(at, true)
+      : view.getInt32(at, true);
+    at += kind === "p" ? 8 : 4;
+    return value;
+  });
+}
+
+/** The products of Llama-3-8B's two norms (q/k/v and gate/up, k = 4096) and a narrow one. */
+const SHAPES = [
+  { n: 6144, k: 4096 },
+  { n: 28672, k: 4096 },
+  { n: 1000, k: 1024 },
+];
+
+/**
+ * Runs `body` on the fake CUDA sm_90 driver's linear ops with room for any shape here: x and the
+ * residual [16, 8192], out [16, 28672], a bf16 weight [28672, 4096] and the norm's weight.
+ */
+async function onFake(
+  options: LinearOptions,
+  body: (
+    ops: GpuLinearOps,
+    fake: FakeControl,
+    b: { x: DeviceBuffer; residual: DeviceBuffer; out: DeviceBuffer; w: DeviceBuffer },
+    gpu: GpuBackend,
+  ) => void,
+  hip = false,
+): Promise<void> {
+  await withFakeLinearOps(
+    hip,
+    [9, 0],
+    (gpu, ops, fake) => {
+      const x = gpu.alloc(2 * 16 * 8192), residual = gpu.alloc(2 * 16 * 8192);
+      const out = gpu.alloc(2 * 16 * 28672), w = gpu.alloc(2 * 28672 * 8192);
+      body(ops, fake, { x, residual, out, w }, gpu);
+    },
+    {},
+    options,
+  );
+}
+
+Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_norm kernel, up to 8 rows", async () => {
+  await onFake({ normPrologue: true }, (ops, fake, { x, residual, out, w }, gpu) => {
+    const s = gpu.createStream();
+    const gamma = gpu.alloc(2 * 8192);
+    let counter: bigint | undefined;
+    for (const { n, k } of SHAPES) {
+      for (const m of [1, 5, 8]) {
+        for (const sum of [residual, null]) {
+          const what = `m=${m} n=${n} k=${k}${sum ? " with a residual" : ""}`;
+          // The plain product first: its kernel, grid and split are what the fused one must keep.
+          fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+          ops.linear(out, x, w, m, n, k, s);
+          const plain = fake.lastLaunch();
+          const split = launchArgs(fake, "pppiiii")[6];
+          assert.match(plain.functionName, /^linear_gemv_t8_r(16|8)(_s2)?$/, what);
+          fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+          const before = fake.launchCount();
+          assert.equal(ops.linearRmsNorm(out, x, sum, gamma, w, m, n, k, EPS, s), true, what);
+          assert.equal(fake.launchCount(), before + 1, `${what}: one launch`);
+          const launch = fake.lastLaunch();
+          assert.equal(
+            launch.functionName,
+            plain.functionName.replace(/(_s2)?$/, "_s2_norm"),
+            what,
+          );
+          assert.deepEqual(launch.grid, plain.grid, `${what}: grid`);
+          assert.deepEqual(launch.block, [256, 1, 1], `${what}: block`);
+          assert.equal(launch.sharedMem, 2 * m * k, `${what}: the normalised rows`);
+          const args = launchArgs(fake, "pppiiiipppf");
+          assert.deepEqual(args.slice(0, 7), [
+            BigInt(out.ptr),
+            BigInt(x.ptr),
+            BigInt(w.ptr),
+            m,
+            n,
+            k,
+            split,
+          ], `${what}: the product's arguments`);
+          assert.equal(args[7], sum ? BigInt(sum.ptr) : 0n, `${what}: residual`);
+          assert.equal(args[8], BigInt(gamma.ptr), `${what}: the norm's weight`);
+          assert.equal(args[10], Math.fround(EPS), `${what}: eps`);
+          // One counter, allocated with the ops, serves every call.
+          assert.notEqual(args[9], 0n, `${what}: counter`);
+          counter ??= args[9] as bigint;
+          assert.equal(args[9], counter, `${what}: the same counter`);
+        }
+      }
+    }
+  });
+});
+
+Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared memory, for FP8, off and on HIP", async () => {
+  const declines = (fake: FakeControl, calls: [string, () => boolean][]) => {
+    for (const [what, call] of calls) {
+      const before = fake.launchCount();
+      assert.equal(call(), false, `${what}: declines`);
+      assert.equal(fake.launchCount(), before, `${what}: launches nothing`);
+    }
+  };
+  await onFake({ normPrologue: true }, (ops, fake, { x, residual, out, w }, gpu) => {
+    const s = gpu.createStream(), gamma = gpu.alloc(2 * 8192);
+    const fp8: Fp8Weight = {
+      format: "fp8-e4m3",
+      data: gpu.alloc(6144 * 4096),
+      scales: gpu.alloc(4 * 6144),
+      scratch: null,
+    };
+    // 8192 wide: 6 rows fill the 96 KiB exactly, 7 are past it.
+    const k = 8192;
+    assert.equal(6 * k * 2, NORM_GEMV_SHARED_MAX);
+    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+    assert.equal(ops.linearRmsNorm(out, x, residual, gamma, w, 6, 4096, k, EPS, s), true);
+    const call = (m: number, weight: LinearWeight, kk = 4096, input = x) => () =>
+      ops.linearRmsNorm(out, input, residual, gamma, weight, m, 6144, kk, EPS, s);
+    declines(fake, [
+      ["9 rows", call(9, w)],
+      ["16 rows", call(16, w)],
+      ["7 rows of 8192", call(7, w, k)],
+      ["FP8 weights", call(1, fp8)],
+      ["K % 8", call(1, w, 4092)],
+      ["x off 16 bytes", call(1, w, 4096, x.slice(2, 2 * 4096))],
+    ]);
+  });
+  for (
+    const [options, env, hip] of [
+      [{ normPrologue: false }, undefined, false],
+      [{}, "0", false],
+      [{}, undefined, false],
+      [{ normPrologue: true }, undefined, true],
+    ] as const
+  ) {
+    await withEnvAsync(
+      { DENALI_NORM_GEMV: env },
+      () =>
+        onFake(options, (ops, fake, { x, residual, out, w }, gpu) => {
+          const s = gpu.createStream(), gamma = gpu.alloc(2 * 4096);
+          const what = `${JSON.stringify(options)} DENALI_NORM_GEMV=${env} ${hip ? "HIP" : "CUDA"}`;
+          declines(fake, [
+            [what, () => ops.linearRmsNorm(out, x, residual, gamma, w, 1, 6144, 4096, EPS, s)],
+          ]);
+        }, hip),
+    );
+  }
+});
+
+Deno.test("DENALI_NORM_GEMV: 1 on, 0 off, unset the default (off), the option over it, anything else named", async () => {
+  assert.equal(NORM_PROLOGUE_DEFAULT, false);
+  const cases = [["1", true], ["0", false], [undefined, false], ["", false]] as const;
+  for (const [value, on] of cases) {
+    withEnv({ DENALI_NORM_GEMV: value }, () => assert.equal(normPrologueWanted(), on, `${value}`));
+  }
+  withEnv({ DENALI_NORM_GEMV: "0" }, () => assert.equal(normPrologueWanted(true), true));
+  withEnv({ DENALI_NORM_GEMV: "on" }, () =>
+    assert.throws(
+      () => normPrologueWanted(),
+      new RangeError(
+        "DENALI_NORM_GEMV=on is not a choice; use 1 (the GEMV normalises its input) or 0 " +
+          "(rmsNorm, then the GEMV)",
+      ),
+    ));
+  // Asked for in the environment, the fused kernel runs; a bad value fails the ops' load.
+  Deno.env.set("DENALI_NORM_GEMV", "1");
+  try {
+    await onFake({}, (ops, fake, { x, residual, out, w }, gpu) => {
+      const gamma = gpu.alloc(2 * 4096);
+      fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+      const ran = ops.linearRmsNorm(
+        out,
+        x,
+        residual,
+        gamma,
+        w,
+        1,
+        6144,
+        4096,
+        EPS,
+        gpu.createStream(),
+      );
+      assert.equal(ran, true);
+      assert.match(fake.lastLaunch().functionName, /_s2_norm$/);
+    });
+    Deno.env.set("DENALI_NORM_GEMV", "yes");
+    await assert.rejects(() => onFake({}, () => {}), /DENALI_NORM_GEMV=yes is not a choice/);
+  } finally {
+    Deno.env.delete("DENALI_NORM_GEMV");
+  }
+});
+
+Deno.test("linearRmsNorm: bad arguments throw RangeError naming the op and the argument (CPU, fake CUDA)", async () => {
+  const cpu = new CpuBackend();
+  const bad = (alloc: (bytes: number) => DeviceBuffer, run: GpuLinearOps["linearRmsNorm"]) => {
+    const x = alloc(2 * 2 * 64), residual = alloc(2 * 2 * 64), out = alloc(2 * 2 * 32);
+    const w = alloc(2 * 32 * 64), gamma = alloc(2 * 64);
+    const s = cpu.defaultStream;
+    assert.throws(
+      () => run(out, x, residual, alloc(2 * 32), w, 2, 32, 64, EPS, s),
+      /linearRmsNorm: normWeight holds 64 bytes but k bf16 needs 128/,
+    );
+    assert.throws(
+      () => run(out, x, alloc(2 * 64), gamma, w, 2, 32, 64, EPS, s),
+      /linearRmsNorm: residual holds 128 bytes but \[m, k\] bf16 needs 256/,
+    );
+    assert.throws(
+      () => run(out, x, residual, gamma, w, 2, 32, 64, -1, s),
+      /linearRmsNorm: eps must be a finite number >= 0, got -1/,
+    );
+    assert.throws(
+      () => run(out, x, residual, gamma, alloc(2 * 16 * 64), 2, 32, 64, EPS, s),
+      /linearRmsNorm: weight holds 2048 bytes/,
+    );
+    // out over the start of x, then over the residual.
+    const both = alloc(2 * 2 * 64 + 2 * 2 * 32);
+    assert.throws(
+      () => run(both, both.slice(64, 2 * 2 * 64), null, gamma, w, 2, 32, 64, EPS, s),
+      /linearRmsNorm: out overlaps x; give the product its own output buffer/,
+    );
+    assert.throws(
+      () => run(residual, x, residual, gamma, w, 2, 32, 64, EPS, s),
+      /linearRmsNorm: out overlaps residual/,
+    );
+  };
+  const ops = cpuOps();
+  bad((bytes) => cpu.alloc(bytes), ops.linearRmsNorm);
+  // The CPU has no fused kernel: good arguments return false, and the caller composes.
+  const x = cpu.alloc(2 * 64), out = cpu.alloc(2 * 8), w = cpu.alloc(2 * 8 * 64);
+  const gamma = cpu.alloc(2 * 64);
+  assert.equal(ops.linearRmsNorm(out, x, null, gamma, w, 1, 8, 64, EPS, cpu.defaultStream), false);
+  await withFakeLinearOps(false, [9, 0], (gpu, gops) => {
+    bad((bytes) => gpu.alloc(bytes), gops.linearRmsNorm);
+  });
+});

@@ -1134,6 +1134,9 @@ export async function loadLinearOps(
       // normalised rows fit the kernels' shared memory.
       if (normGemv === null || isFp8Weight(linearWeight) || isAwqWeight(linearWeight)) return false;
       if (m > 8 || m * k * 2 > NORM_GEMV_SHARED_MAX) return false;
+      // The prologue reads the residual and the norm's weight 16 bytes at a time (x's alignment
+      // is choose's to check).
+      if (normWeight.ptr % 16 !== 0 || (residual !== null && residual.ptr % 16 !== 0)) return false;
       if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
       const kernel = choose(m, n, k, x, linearWeight);
       if (kernel !== GEMV16 && kernel !== GEMV8) return false;

@@ -159,6 +159,16 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
       ["FP8 weights", call(1, fp8)],
       ["K % 8", call(1, w, 4092)],
       ["x off 16 bytes", call(1, w, 4096, x.slice(2, 2 * 4096))],
+      [
+        "residual off 16 bytes",
+        () =>
+          ops.linearRmsNorm(out, x, residual.slice(2, 2 * 4096), gamma, w, 1, 6144, 4096, EPS, s),
+      ],
+      [
+        "the norm's weight off 16 bytes",
+        () =>
+          ops.linearRmsNorm(out, x, residual, gamma.slice(8, 2 * 4096), w, 1, 6144, 4096, EPS, s),
+      ],
     ]);
   });
   for (

@@ -53,7 +53,7 @@ function isStream(value: unknown): value is Stream {
  */
 export function opName(op: string, args: readonly unknown[]): string {
   if (op === "linear" || op === "linearSiluMul") return `${op} ${args[4]}x${args[5]}`;
-  return op === "linearRmsNorm" ? `${op} ${args[6]}x${args[7]}` : op;
+  return op === "linearRmsNorm" ? `${op} ${args[7]}x${args[8]}` : op;
 }
 
 /** Records event pairs around the operator calls of a {@link ModelOps} while armed. */

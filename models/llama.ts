@@ -213,6 +213,8 @@ export class LlamaForward implements Forward {
   readonly #rope: RopeTable;
   // Activations, [maxTokens, ...] bf16.
   readonly #residual: DeviceBuffer;
+  // Where a fused norm (linearRmsNorm) writes the residual sum; it and #residual then swap roles.
+  readonly #residualSpare: DeviceBuffer;
   readonly #hidden: DeviceBuffer;
   readonly #normed: DeviceBuffer;
   readonly #q: DeviceBuffer;
@@ -275,6 +277,7 @@ export class LlamaForward implements Forward {
       );
       const bf16 = (elements: number) => this.alloc(elements * 2);
       this.#residual = bf16(T * h);
+      this.#residualSpare = bf16(T * h);
       this.#hidden = bf16(T * h);
       this.#normed = bf16(T * h);
       this.#q = bf16(T * qDim);
@@ -369,7 +372,10 @@ export class LlamaForward implements Forward {
     const heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads;
     const qDim = heads * c.headDim, kvDim = kvHeads * c.headDim;
     const T = s.tokens;
-    const residual = this.#residual, hidden = this.#hidden, normed = this.#normed;
+    const hidden = this.#hidden, normed = this.#normed;
+    // The residual stream: rmsNorm updates it in place; a fused norm writes the sum to the spare,
+    // and the two swap.
+    let residual = this.#residual, spare = this.#residualSpare;
     const q = this.#q, attn = this.#attn;
     const decode = this.#decodeArgs, prefill = this.#prefillArgs, qkv = this.#qkvArgs;
     qkv.positions = inputs.positions;
@@ -406,12 +412,18 @@ export class LlamaForward implements Forward {
       // Layer 0 normalises the embeddings alone; the others add the last output to the residual
       // first. linearRmsNorm does either inside the q/k/v GEMV where a kernel takes it.
       const input = l === 0 ? residual : hidden, sum = l === 0 ? null : residual;
-      const qkvOut = this.#qkv, qkvN = qDim + 2 * kvDim, inputNorm = layer.inputNorm;
+      const sumOut = l === 0 ? null : spare, inputNorm = layer.inputNorm;
+      const qkvOut = this.#qkv, qkvN = qDim + 2 * kvDim, qkvProj = layer.qkvProj;
       if (
-        !ops.linearRmsNorm(qkvOut, input, sum, inputNorm, layer.qkvProj, T, qkvN, h, eps, stream)
+        ops.linearRmsNorm(qkvOut, input, sum, sumOut, inputNorm, qkvProj, T, qkvN, h, eps, stream)
       ) {
+        if (sumOut !== null) {
+          spare = residual;
+          residual = sumOut;
+        }
+      } else {
         ops.rmsNorm(normed, input, inputNorm, sum, T, h, eps, stream);
-        ops.linear(qkvOut, normed, layer.qkvProj, T, qkvN, h, stream);
+        ops.linear(qkvOut, normed, qkvProj, T, qkvN, h, stream);
       }
       this.layerQkvRope(l, qkv);
       cacheWrite.kCache = kCache;
@@ -432,7 +444,12 @@ export class LlamaForward implements Forward {
       // The post-attention norm, likewise inside the gate/up GEMV where a kernel takes it (then
       // siluMul apart: no kernel has both the norm prologue and the SiLU epilogue).
       const post = layer.postAttentionNorm, gu = layer.gateUpProj, gateUp = this.#gateUp;
-      if (ops.linearRmsNorm(gateUp, hidden, residual, post, gu, T, 2 * inter, h, eps, stream)) {
+      if (
+        ops.linearRmsNorm(gateUp, hidden, residual, spare, post, gu, T, 2 * inter, h, eps, stream)
+      ) {
+        const sumOut = spare;
+        spare = residual;
+        residual = sumOut;
         ops.siluMul(this.#act, gateUp, T, inter, stream);
       } else {
         ops.rmsNorm(normed, hidden, post, residual, T, h, eps, stream);

@@ -371,17 +371,21 @@ export interface ModelOps {
    * out[m, n] = rmsNorm(x) · Wᵀ with the pre-norm step in the GEMV's prologue, so no normalised
    * [m, k] is written: what `rmsNorm(normed, x, normWeight, residual, m, k, eps)` and then
    * `linear(out, normed, weight, m, n, k)` compute, up to the order of the f32 sum of squares (one
-   * bf16 ulp of a normalised element, rarely). With `residual`, it too ends as rmsNorm leaves it:
-   * bf16(residual + x), the sum that was normalised. Returns true where a fused kernel ran; false,
+   * bf16 ulp of a normalised element, rarely). With a residual, the sum that is normalised,
+   * bf16(residual + x), goes to `residualOut` (rmsNorm leaves it in `residual`; here `residual` is
+   * left as it was, since every block reads it whole): the caller swaps the two. `residual` and
+   * `residualOut` are both given or both null. Returns true where a fused kernel ran; false,
    * having done nothing, where none takes the call (more than 8 rows, weights not bf16, no
    * tensor-core GEMV, the CPU, or off: the default until a GPU A/B shows it faster;
-   * DENALI_NORM_GEMV=1 turns it on), and the caller then runs `rmsNorm` and `linear`. `out` must
-   * not overlap `x` or `residual`. Bad arguments throw whichever way the call would have gone.
+   * DENALI_NORM_GEMV=1 turns it on), and the caller then runs `rmsNorm` and `linear`. `out` and
+   * `residualOut` may overlap no other buffer of the call. Bad arguments throw whichever way the
+   * call would have gone.
    */
   linearRmsNorm(
     out: DeviceBuffer,
     x: DeviceBuffer,
     residual: DeviceBuffer | null,
+    residualOut: DeviceBuffer | null,
     normWeight: DeviceBuffer,
     weight: LinearWeight,
     m: number,

@@ -109,7 +109,7 @@ Deno.test("op timer: sums intervals per name, largest first; linear by weight sh
     "linearSiluMul 14336x4096",
   );
   assert.equal(
-    opName("linearRmsNorm", [null, null, null, null, null, 1, 6144, 4096, 1e-5]),
+    opName("linearRmsNorm", [null, null, null, null, null, null, 1, 6144, 4096, 1e-5]),
     "linearRmsNorm 6144x4096",
   );
   assert.equal(opName("rmsNorm", [1, 2, 3]), "rmsNorm");

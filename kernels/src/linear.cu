@@ -12,8 +12,8 @@
 //     store (mma.h's gemv_w_row and gemv_mma_store): out[M, N], the gate/up rows never written.
 //   linear_gemv_t8_r16_s2_norm, linear_gemv_t8_r8_s2_norm
 //     The t8 GEMVs with the pre-norm step in their prologue (linearRmsNorm): each block
-//     normalises x (plus the residual) into shared memory itself, and the last block to finish
-//     writes the residual sum back, so the layer launches no rmsNorm kernel.
+//     normalises x (plus the residual) into shared memory itself, and writes its share of the
+//     residual sum to a second buffer, so the layer launches no rmsNorm kernel.
 //   linear_gemm_128x128, linear_gemm_64x64, linear_gemm_128x256
 //     Prefill (M > 16): mma.sync m16n8k16 with ldmatrix and a cp.async multi-stage pipeline;
 //     block tile BM×BN, 4 warps (8 for 128×256).
@@ -27,7 +27,6 @@
 #include "compat.h"
 #include "gemm_mma.h"
 #include "gemm_tiles.h"
-#include "last_arrival.h"
 #include "mma.h"
 #include "pdl.h"
 #include "rms.h"
@@ -128,14 +127,18 @@ __device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const 
 // The _norm GEMVs' x: bf16(gamma · bf16(s · inv)) with s = bf16(x + residual) (s = x without a
 // residual) and inv = rms_scale(Σ s², K, eps) per token, as rms_norm_row computes it (only the
 // order of the fp32 sum differs), for M <= 8 tokens of K (K % 8 == 0) into `xs` [M][K / 8]. Every
-// block of the grid does this for itself: 8 KiB a token, read from L2.
+// block of the grid does this for itself (8 KiB a token, read from L2), and writes s to
+// residualOut, each 16-byte chunk by one block (chunk i by block i % gridDim.x), so no block reads
+// a residual another is updating and none waits for another.
 __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
                                                    const uint16_t* __restrict__ x,
                                                    const uint16_t* __restrict__ residual,
+                                                   uint16_t* __restrict__ residualOut,
                                                    const uint16_t* __restrict__ gamma, int M,
                                                    int K, float eps) {
   __shared__ float sums[LINEAR_WARPS][8];
   const int kc = K >> 3, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int blocks = static_cast<int>(gridDim.x), block = static_cast<int>(blockIdx.x);
   float ss[8];
 #pragma unroll
   for (int m = 0; m < 8; ++m) {
@@ -153,6 +156,9 @@ __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
           for (int i = 0; i < 4; ++i) {
             vw[i] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(vw[i]) + bf16_lo(rw[i]))) |
                     (static_cast<uint32_t>(f32_to_bf16(bf16_hi(vw[i]) + bf16_hi(rw[i]))) << 16);
+          }
+          if ((m * kc + c) % blocks == block) {
+            reinterpret_cast<uint4*>(residualOut)[m * kc + c] = v;
           }
         }
         const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
@@ -195,38 +201,15 @@ __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
   __syncthreads();
 }
 
-// The _norm GEMVs' residual update, by the last block to finish (last_arrival): every block has
-// read the old residual by then, so none sees it half-updated. It writes bf16(x + residual), the
-// s of gemv_norm_prologue, and re-arms the counter for the next launch.
-__device__ __forceinline__ void gemv_norm_residual(const uint16_t* __restrict__ x,
-                                                   uint16_t* __restrict__ residual,
-                                                   uint32_t* __restrict__ counter, int M,
-                                                   int K) {
-  if (!last_arrival(counter, static_cast<int>(gridDim.x))) return;
-  const int kc = K >> 3;
-  for (int i = threadIdx.x; i < M * kc; i += LINEAR_WARPS * 32) {
-    const uint4 v = denali_ld_l2(reinterpret_cast<const uint4*>(x) + i);
-    uint4 r = denali_ld_l2(reinterpret_cast<const uint4*>(residual) + i);
-    uint32_t* rw = reinterpret_cast<uint32_t*>(&r);
-    const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      rw[j] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(vw[j]) + bf16_lo(rw[j]))) |
-              (static_cast<uint32_t>(f32_to_bf16(bf16_hi(vw[j]) + bf16_hi(rw[j]))) << 16);
-    }
-    reinterpret_cast<uint4*>(residual)[i] = r;
-  }
-  if (threadIdx.x == 0) *counter = 0;
-}
-
 // NORM: x is the pre-norm input (see gemv_norm_prologue; M <= 8, so MT == 1), normalised into
-// dynamic shared memory after the wait; residual, gamma, counter and eps are its arguments.
+// dynamic shared memory after the wait; residual, residualOut, gamma and eps are its arguments.
 template <int MT, int RH, int S, bool SILU = false, bool NORM = false>
 __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint16_t* __restrict__ x,
                                          const uint16_t* __restrict__ w, int M, int N, int K,
-                                         int ksplit, uint16_t* __restrict__ residual = nullptr,
+                                         int ksplit,
+                                         const uint16_t* __restrict__ residual = nullptr,
+                                         uint16_t* __restrict__ residualOut = nullptr,
                                          const uint16_t* __restrict__ gamma = nullptr,
-                                         uint32_t* __restrict__ counter = nullptr,
                                          float eps = 0.f) {
   static_assert(!NORM || MT == 1, "the norm prologue holds at most 8 tokens");
   extern __shared__ uint4 gemv_xs[];
@@ -265,9 +248,15 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   for (int u = 0; u < S; ++u) {
     if (u < mine) load_step<RH, CH, 1>(wv[u], wr, (part + u * ksplit) * STEP, t, kc);
   }
+  if (NORM) {
+    // The norm's weight never changes: read before the wait, its loads in the prologue hit L1.
+    for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
+      (void)ld_x(reinterpret_cast<const uint4*>(gamma) + c);
+    }
+  }
   pdl_wait();
   constexpr int XKIND = NORM ? 3 : 2;
-  if (NORM) gemv_norm_prologue(gemv_xs, x, residual, gamma, M, K, eps);
+  if (NORM) gemv_norm_prologue(gemv_xs, x, residual, residualOut, gamma, M, K, eps);
   if (S == 1 && mine > 0) load_step<MT, CH, XKIND>(xv, xr, part * STEP, t, kc);
 
   // Two accumulator sets, one per half of each 16-byte chunk, halve the chain of dependent mmas.
@@ -305,7 +294,6 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   }
 
   gemv_mma_store<MT, ROWS, LINEAR_WARPS, false, SILU>(red, acc, out, nullptr, M, N, groups, ksplit);
-  if (NORM && residual != nullptr) gemv_norm_residual(x, residual, counter, M, K);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,15 +379,15 @@ extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2(uint16_t*
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r8_s2(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256) linear_gemv_t16_r16_silu(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t);
-extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, uint16_t*, const uint16_t*, uint32_t*, float);
-extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, uint16_t*, const uint16_t*, uint32_t*, float);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r16_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, const uint16_t*, uint16_t*, const uint16_t*, float);
+extern "C" __global__ void __launch_bounds__(256) linear_gemv_t8_r8_s2_norm(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t, int32_t, const uint16_t*, uint16_t*, const uint16_t*, float);
 extern "C" __global__ void __launch_bounds__(128, 2) linear_gemm_128x128(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(128) linear_gemm_64x64(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 extern "C" __global__ void __launch_bounds__(256, 1) linear_gemm_128x256(uint16_t*, const uint16_t*, const uint16_t*, int32_t, int32_t, int32_t);
 #define GEMV_BODY(T, RH, S) gemv_mma<(T) / 8, RH, S>(out, x, w, M, N, K, ksplit)
 #define GEMV_SILU_BODY(T, S) gemv_mma<(T) / 8, 2, S, true>(out, x, w, M, N, K, ksplit)
 #define GEMV_NORM_BODY(RH) \
-  gemv_mma<1, RH, 2, false, true>(out, x, w, M, N, K, ksplit, residual, gamma, counter, eps)
+  gemv_mma<1, RH, 2, false, true>(out, x, w, M, N, K, ksplit, residual, residualOut, gamma, eps)
 #else
 // HIP has no griddepcontrol and keeps no steps in flight by hand: S does not apply.
 #define GEMV_BODY(T, RH, S) gemv_portable<T, 8 * (RH)>(out, x, w, M, N, K, ksplit)
@@ -454,13 +442,13 @@ extern "C" __global__ void linear_gemv_t16_r16_silu(uint16_t* out, const uint16_
 
 // The pre-norm step in the prologue (gemv_norm_prologue): out[M, N] = rmsnorm(x (+ residual)) ·
 // W[N, K]ᵀ for M <= 8, the plain t8 GEMVs' geometry with 2 steps in flight, M · K · 2 bytes of
-// dynamic shared memory. With a residual, it becomes bf16(x + residual) (written by the last
-// block, which `counter`, zero between launches, elects); residual null normalises x alone.
-extern "C" __global__ void linear_gemv_t8_r16_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, uint16_t* residual, const uint16_t* gamma, uint32_t* counter, float eps) {
+// dynamic shared memory. With a residual, what is normalised is bf16(x + residual), which goes to
+// residualOut (residual is left as it was); residual null normalises x alone.
+extern "C" __global__ void linear_gemv_t8_r16_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, const uint16_t* residual, uint16_t* residualOut, const uint16_t* gamma, float eps) {
   GEMV_NORM_BODY(2);
 }
 
-extern "C" __global__ void linear_gemv_t8_r8_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, uint16_t* residual, const uint16_t* gamma, uint32_t* counter, float eps) {
+extern "C" __global__ void linear_gemv_t8_r8_s2_norm(uint16_t* out, const uint16_t* x, const uint16_t* w, int32_t M, int32_t N, int32_t K, int32_t ksplit, const uint16_t* residual, uint16_t* residualOut, const uint16_t* gamma, float eps) {
   GEMV_NORM_BODY(1);
 }
 

@@ -124,14 +124,16 @@ export function checkLinearSiluMulArgs(
 
 /**
  * Validates a linearRmsNorm call: the product as checkLinearArgs checks it (x [m, k] being the
- * input before the norm), eps, the norm's weight [k], the residual [m, k] where given, and out
- * apart from x and the residual, which every block of the kernels reads whole while out is written.
+ * input before the norm), eps, the norm's weight [k], the residual and the buffer its sum goes to
+ * (both [m, k], or both null), and that out and that buffer overlap none of the inputs: every
+ * block of the kernels reads x and the residual whole while others write.
  */
 export function checkLinearRmsNormArgs(
   op: string,
   out: DeviceBuffer,
   x: DeviceBuffer,
   residual: DeviceBuffer | null,
+  residualOut: DeviceBuffer | null,
   normWeight: DeviceBuffer,
   weight: LinearWeight,
   m: number,
@@ -142,13 +144,29 @@ export function checkLinearRmsNormArgs(
   checkLinearArgs(op, out, x, weight, m, n, k);
   checkEps(op, eps);
   checkBuffer(op, "normWeight", normWeight, 2 * k, 2, "k bf16");
+  if ((residual === null) !== (residualOut === null)) {
+    throw new RangeError(
+      `${op}: residual and residualOut go together (the sum goes to residualOut); give both or neither`,
+    );
+  }
   if (residual !== null) checkBuffer(op, "residual", residual, 2 * m * k, 2, "[m, k] bf16");
-  const inputs: [string, DeviceBuffer | null][] = [["x", x], ["residual", residual]];
-  for (const [name, input] of inputs) {
-    if (input === null) continue;
-    const apart = out.ptr + 2 * m * n <= input.ptr || input.ptr + 2 * m * k <= out.ptr;
-    if (!apart) {
-      throw new RangeError(`${op}: out overlaps ${name}; give the product its own output buffer`);
+  if (residualOut !== null) {
+    checkBuffer(op, "residualOut", residualOut, 2 * m * k, 2, "[m, k] bf16");
+  }
+  // The two written regions first: each may overlap no other region.
+  const regions: [string, DeviceBuffer | null, number][] = [
+    ["out", out, 2 * m * n],
+    ["residualOut", residualOut, 2 * m * k],
+    ["x", x, 2 * m * k],
+    ["residual", residual, 2 * m * k],
+  ];
+  for (let i = 0; i < 2; i++) {
+    const [name, a, aBytes] = regions[i];
+    for (const [other, b, bBytes] of regions.slice(i + 1)) {
+      if (a === null || b === null) continue;
+      if (a.ptr < b.ptr + bBytes && b.ptr < a.ptr + aBytes) {
+        throw new RangeError(`${op}: ${name} overlaps ${other}; give each its own buffer`);
+      }
     }
   }
 }

@@ -554,9 +554,7 @@ export async function loadLinearOps(
       launcherWith(backend, linearKernels, name, { programmatic }).launch
     )
     : null;
-  // The GEMVs that normalise their input in the prologue (CUDA; their HIP copies trap), each
-  // with the ticket counter that elects the block writing the residual back (zero between
-  // launches; one for all calls, which a stream runs one after the other).
+  // The GEMVs that normalise their input in the prologue (CUDA; their HIP copies trap).
   const normGemv = cuda && normPrologueWanted(options.normPrologue)
     ? NORM_GEMV_KERNELS.map((name) =>
       launcherWith(
@@ -568,8 +566,6 @@ export async function loadLinearOps(
       ).launch
     )
     : null;
-  const normCounter = normGemv !== null ? backend.alloc(4) : null;
-  if (normCounter !== null) backend.memset(normCounter, 0);
   // Indexed by kernel code; the non-mma codes stay empty.
   const mma: (Launcher | undefined)[] = [];
   for (const [code, g] of Object.entries(MMA_GEMMS)) {
@@ -1117,12 +1113,13 @@ export async function loadLinearOps(
       return true;
     },
 
-    linearRmsNorm(out, x, residual, normWeight, linearWeight, m, n, k, eps, stream) {
+    linearRmsNorm(out, x, residual, residualOut, normWeight, linearWeight, m, n, k, eps, stream) {
       checkLinearRmsNormArgs(
         "linearRmsNorm",
         out,
         x,
         residual,
+        residualOut,
         normWeight,
         linearWeight,
         m,
@@ -1134,9 +1131,12 @@ export async function loadLinearOps(
       // normalised rows fit the kernels' shared memory.
       if (normGemv === null || isFp8Weight(linearWeight) || isAwqWeight(linearWeight)) return false;
       if (m > 8 || m * k * 2 > NORM_GEMV_SHARED_MAX) return false;
-      // The prologue reads the residual and the norm's weight 16 bytes at a time (x's alignment
-      // is choose's to check).
-      if (normWeight.ptr % 16 !== 0 || (residual !== null && residual.ptr % 16 !== 0)) return false;
+      // The prologue reads the residual and the norm's weight, and writes the sum, 16 bytes at a
+      // time (x's alignment is choose's to check).
+      if (normWeight.ptr % 16 !== 0) return false;
+      if (residual !== null && (residual.ptr % 16 !== 0 || residualOut!.ptr % 16 !== 0)) {
+        return false;
+      }
       if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
       const kernel = choose(m, n, k, x, linearWeight);
       if (kernel !== GEMV16 && kernel !== GEMV8) return false;
@@ -1157,9 +1157,9 @@ export async function loadLinearOps(
         n,
         k,
         split,
-        residual ?? 0, // no residual: a null address, which the kernels test for
+        residual ?? 0, // no residual: null addresses, which the kernels test for
+        residualOut ?? 0,
         normWeight,
-        normCounter!,
         eps,
       );
       return true;

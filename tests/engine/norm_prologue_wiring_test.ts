@@ -1,10 +1,11 @@
 /**
  * The forward pass's use of `linearRmsNorm`, on the CPU: the CPU ops decline it, so this wraps
- * them with a `linearRmsNorm` that accepts every call and computes it as its contract says
- * (`rmsNorm` into a scratch row, then `linear`). A model that passed it the wrong input, residual,
- * norm weight or product (or skipped the residual update on layer 0's path) would then differ
- * from the plain CPU run; it must match it bit for bit, on every family's fixture checkpoint, in
- * last-position logits and in greedy decoding (steps of one row, the GEMVs' case on a GPU).
+ * them with a `linearRmsNorm` that accepts every call and computes it as its contract says (the
+ * residual copied to residualOut and `rmsNorm` there into a scratch row, then `linear`). A model
+ * that passed it the wrong input, residual, norm weight or product, or lost track of which buffer
+ * holds the residual after the swaps, would then differ from the plain CPU run; it must match it
+ * bit for bit, on every family's fixture checkpoint, in last-position logits and in greedy
+ * decoding (steps of one row, the GEMVs' case on a GPU).
  *
  * @module
  */
@@ -23,13 +24,27 @@ function composedOps(backend: CpuBackend): { ops: ModelOps; calls: () => number 
   let normed: DeviceBuffer | null = null, calls = 0;
   const ops: ModelOps = {
     ...base,
-    linearRmsNorm(out, x, residual, normWeight, weight, m, n, k, eps, stream) {
-      assert.equal(
-        base.linearRmsNorm(out, x, residual, normWeight, weight, m, n, k, eps, stream),
-        false,
-      );
+    linearRmsNorm(out, x, residual, residualOut, normWeight, weight, m, n, k, eps, stream) {
+      const args = [
+        out,
+        x,
+        residual,
+        residualOut,
+        normWeight,
+        weight,
+        m,
+        n,
+        k,
+        eps,
+        stream,
+      ] as const;
+      assert.equal(base.linearRmsNorm(...args), false);
       if (normed === null || normed.bytes < 2 * m * k) normed = backend.alloc(2 * m * k);
-      base.rmsNorm(normed, x, normWeight, residual, m, k, eps, stream);
+      // The contract: the sum goes to residualOut, the residual stays as it was.
+      if (residual !== null) {
+        backend.copyDevice(residualOut!.slice(0, 2 * m * k), residual.slice(0, 2 * m * k));
+      }
+      base.rmsNorm(normed, x, normWeight, residualOut, m, k, eps, stream);
       base.linear(out, normed, weight, m, n, k, stream);
       calls++;
       return true;

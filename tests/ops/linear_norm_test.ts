@@ -52,15 +52,21 @@ const SHAPES = [
 ];
 
 /**
- * Runs `body` on the fake CUDA sm_90 driver's linear ops with room for any shape here: x and the
- * residual [16, 8192], out [16, 28672], a bf16 weight [28672, 4096] and the norm's weight.
+ * Runs `body` on the fake CUDA sm_90 driver's linear ops with room for any shape here: x, the
+ * residual and its sum's buffer [16, 8192], out [16, 28672] and a bf16 weight [28672, 8192].
  */
 async function onFake(
   options: LinearOptions,
   body: (
     ops: GpuLinearOps,
     fake: FakeControl,
-    b: { x: DeviceBuffer; residual: DeviceBuffer; out: DeviceBuffer; w: DeviceBuffer },
+    b: {
+      x: DeviceBuffer;
+      residual: DeviceBuffer;
+      sumOut: DeviceBuffer;
+      out: DeviceBuffer;
+      w: DeviceBuffer;
+    },
     gpu: GpuBackend,
   ) => void,
   hip = false,
@@ -70,8 +76,9 @@ async function onFake(
     [9, 0],
     (gpu, ops, fake) => {
       const x = gpu.alloc(2 * 16 * 8192), residual = gpu.alloc(2 * 16 * 8192);
+      const sumOut = gpu.alloc(2 * 16 * 8192);
       const out = gpu.alloc(2 * 16 * 28672), w = gpu.alloc(2 * 28672 * 8192);
-      body(ops, fake, { x, residual, out, w }, gpu);
+      body(ops, fake, { x, residual, sumOut, out, w }, gpu);
     },
     {},
     options,
@@ -79,10 +86,9 @@ async function onFake(
 }
 
 Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_norm kernel, up to 8 rows", async () => {
-  await onFake({ normPrologue: true }, (ops, fake, { x, residual, out, w }, gpu) => {
+  await onFake({ normPrologue: true }, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
     const s = gpu.createStream();
     const gamma = gpu.alloc(2 * 8192);
-    let counter: bigint | undefined;
     for (const { n, k } of SHAPES) {
       for (const m of [1, 5, 8]) {
         for (const sum of [residual, null]) {
@@ -95,7 +101,8 @@ Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_n
           assert.match(plain.functionName, /^linear_gemv_t8_r(16|8)(_s2)?$/, what);
           fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
           const before = fake.launchCount();
-          assert.equal(ops.linearRmsNorm(out, x, sum, gamma, w, m, n, k, EPS, s), true, what);
+          const to = sum ? sumOut : null;
+          assert.equal(ops.linearRmsNorm(out, x, sum, to, gamma, w, m, n, k, EPS, s), true, what);
           assert.equal(fake.launchCount(), before + 1, `${what}: one launch`);
           const launch = fake.lastLaunch();
           assert.equal(
@@ -117,12 +124,9 @@ Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_n
             split,
           ], `${what}: the product's arguments`);
           assert.equal(args[7], sum ? BigInt(sum.ptr) : 0n, `${what}: residual`);
-          assert.equal(args[8], BigInt(gamma.ptr), `${what}: the norm's weight`);
+          assert.equal(args[8], to ? BigInt(to.ptr) : 0n, `${what}: the sum's buffer`);
+          assert.equal(args[9], BigInt(gamma.ptr), `${what}: the norm's weight`);
           assert.equal(args[10], Math.fround(EPS), `${what}: eps`);
-          // One counter, allocated with the ops, serves every call.
-          assert.notEqual(args[9], 0n, `${what}: counter`);
-          counter ??= args[9] as bigint;
-          assert.equal(args[9], counter, `${what}: the same counter`);
         }
       }
     }
@@ -137,7 +141,7 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
       assert.equal(fake.launchCount(), before, `${what}: launches nothing`);
     }
   };
-  await onFake({ normPrologue: true }, (ops, fake, { x, residual, out, w }, gpu) => {
+  await onFake({ normPrologue: true }, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
     const s = gpu.createStream(), gamma = gpu.alloc(2 * 8192);
     const fp8: Fp8Weight = {
       format: "fp8-e4m3",
@@ -149,9 +153,23 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
     const k = 8192;
     assert.equal(6 * k * 2, NORM_GEMV_SHARED_MAX);
     fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
-    assert.equal(ops.linearRmsNorm(out, x, residual, gamma, w, 6, 4096, k, EPS, s), true);
+    assert.equal(ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 6, 4096, k, EPS, s), true);
     const call = (m: number, weight: LinearWeight, kk = 4096, input = x) => () =>
-      ops.linearRmsNorm(out, input, residual, gamma, weight, m, 6144, kk, EPS, s);
+      ops.linearRmsNorm(out, input, residual, sumOut, gamma, weight, m, 6144, kk, EPS, s);
+    const off = (b: Partial<Record<"residual" | "sumOut" | "gamma", DeviceBuffer>>) => () =>
+      ops.linearRmsNorm(
+        out,
+        x,
+        b.residual ?? residual,
+        b.sumOut ?? sumOut,
+        b.gamma ?? gamma,
+        w,
+        1,
+        6144,
+        4096,
+        EPS,
+        s,
+      );
     declines(fake, [
       ["9 rows", call(9, w)],
       ["16 rows", call(16, w)],
@@ -159,16 +177,9 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
       ["FP8 weights", call(1, fp8)],
       ["K % 8", call(1, w, 4092)],
       ["x off 16 bytes", call(1, w, 4096, x.slice(2, 2 * 4096))],
-      [
-        "residual off 16 bytes",
-        () =>
-          ops.linearRmsNorm(out, x, residual.slice(2, 2 * 4096), gamma, w, 1, 6144, 4096, EPS, s),
-      ],
-      [
-        "the norm's weight off 16 bytes",
-        () =>
-          ops.linearRmsNorm(out, x, residual, gamma.slice(8, 2 * 4096), w, 1, 6144, 4096, EPS, s),
-      ],
+      ["residual off 16 bytes", off({ residual: residual.slice(2, 2 * 4096) })],
+      ["its sum's buffer off 16 bytes", off({ sumOut: sumOut.slice(2, 2 * 4096) })],
+      ["the norm's weight off 16 bytes", off({ gamma: gamma.slice(8, 2 * 4096) })],
     ]);
   });
   for (
@@ -182,11 +193,12 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
     await withEnvAsync(
       { DENALI_NORM_GEMV: env },
       () =>
-        onFake(options, (ops, fake, { x, residual, out, w }, gpu) => {
+        onFake(options, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
           const s = gpu.createStream(), gamma = gpu.alloc(2 * 4096);
           const what = `${JSON.stringify(options)} DENALI_NORM_GEMV=${env} ${hip ? "HIP" : "CUDA"}`;
           declines(fake, [
-            [what, () => ops.linearRmsNorm(out, x, residual, gamma, w, 1, 6144, 4096, EPS, s)],
+            [what, () =>
+              ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 1, 6144, 4096, EPS, s)],
           ]);
         }, hip),
     );
@@ -211,13 +223,14 @@ Deno.test("DENALI_NORM_GEMV: 1 on, 0 off, unset the default (off), the option ov
   // Asked for in the environment, the fused kernel runs; a bad value fails the ops' load.
   Deno.env.set("DENALI_NORM_GEMV", "1");
   try {
-    await onFake({}, (ops, fake, { x, residual, out, w }, gpu) => {
+    await onFake({}, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
       const gamma = gpu.alloc(2 * 4096);
       fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
       const ran = ops.linearRmsNorm(
         out,
         x,
         residual,
+        sumOut,
         gamma,
         w,
         1,
@@ -239,42 +252,85 @@ Deno.test("DENALI_NORM_GEMV: 1 on, 0 off, unset the default (off), the option ov
 Deno.test("linearRmsNorm: bad arguments throw RangeError naming the op and the argument (CPU, fake CUDA)", async () => {
   const cpu = new CpuBackend();
   const bad = (alloc: (bytes: number) => DeviceBuffer, run: GpuLinearOps["linearRmsNorm"]) => {
-    const x = alloc(2 * 2 * 64), residual = alloc(2 * 2 * 64), out = alloc(2 * 2 * 32);
-    const w = alloc(2 * 32 * 64), gamma = alloc(2 * 64);
+    const x = alloc(2 * 2 * 64), residual = alloc(2 * 2 * 64), sumOut = alloc(2 * 2 * 64);
+    const out = alloc(2 * 2 * 32), w = alloc(2 * 32 * 64), gamma = alloc(2 * 64);
     const s = cpu.defaultStream;
-    assert.throws(
-      () => run(out, x, residual, alloc(2 * 32), w, 2, 32, 64, EPS, s),
-      /linearRmsNorm: normWeight holds 64 bytes but k bf16 needs 128/,
-    );
-    assert.throws(
-      () => run(out, x, alloc(2 * 64), gamma, w, 2, 32, 64, EPS, s),
-      /linearRmsNorm: residual holds 128 bytes but \[m, k\] bf16 needs 256/,
-    );
-    assert.throws(
-      () => run(out, x, residual, gamma, w, 2, 32, 64, -1, s),
-      /linearRmsNorm: eps must be a finite number >= 0, got -1/,
-    );
-    assert.throws(
-      () => run(out, x, residual, gamma, alloc(2 * 16 * 64), 2, 32, 64, EPS, s),
-      /linearRmsNorm: weight holds 2048 bytes/,
-    );
-    // out over the start of x, then over the residual.
-    const both = alloc(2 * 2 * 64 + 2 * 2 * 32);
-    assert.throws(
-      () => run(both, both.slice(64, 2 * 2 * 64), null, gamma, w, 2, 32, 64, EPS, s),
-      /linearRmsNorm: out overlaps x; give the product its own output buffer/,
-    );
-    assert.throws(
-      () => run(residual, x, residual, gamma, w, 2, 32, 64, EPS, s),
-      /linearRmsNorm: out overlaps residual/,
-    );
+    const cases: [string, () => unknown, RegExp][] = [
+      [
+        "a short norm weight",
+        () => run(out, x, residual, sumOut, alloc(2 * 32), w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: normWeight holds 64 bytes but k bf16 needs 128/,
+      ],
+      [
+        "a short residual",
+        () => run(out, x, alloc(2 * 64), sumOut, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residual holds 128 bytes but \[m, k\] bf16 needs 256/,
+      ],
+      [
+        "a short sum buffer",
+        () => run(out, x, residual, alloc(2 * 64), gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residualOut holds 128 bytes but \[m, k\] bf16 needs 256/,
+      ],
+      [
+        "a residual without a sum buffer",
+        () => run(out, x, residual, null, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residual and residualOut go together .*; give both or neither/,
+      ],
+      [
+        "a sum buffer without a residual",
+        () => run(out, x, null, sumOut, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residual and residualOut go together/,
+      ],
+      [
+        "a negative eps",
+        () => run(out, x, residual, sumOut, gamma, w, 2, 32, 64, -1, s),
+        /linearRmsNorm: eps must be a finite number >= 0, got -1/,
+      ],
+      [
+        "a short weight",
+        () => run(out, x, residual, sumOut, gamma, alloc(2 * 16 * 64), 2, 32, 64, EPS, s),
+        /linearRmsNorm: weight holds 2048 bytes/,
+      ],
+      [
+        "out over x",
+        () => {
+          const both = alloc(2 * 2 * 64 + 2 * 2 * 32);
+          return run(both, both.slice(64, 2 * 2 * 64), null, null, gamma, w, 2, 32, 64, EPS, s);
+        },
+        /linearRmsNorm: out overlaps x; give each its own buffer/,
+      ],
+      [
+        "out over the residual",
+        () => run(residual, x, residual, sumOut, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: out overlaps residual/,
+      ],
+      [
+        "the sum over the residual (in place)",
+        () => run(out, x, residual, residual, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residualOut overlaps residual/,
+      ],
+      [
+        "the sum over x",
+        () => run(out, x, residual, x, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: residualOut overlaps x/,
+      ],
+      [
+        "out over the sum",
+        () => run(sumOut, x, residual, sumOut, gamma, w, 2, 32, 64, EPS, s),
+        /linearRmsNorm: out overlaps residualOut/,
+      ],
+    ];
+    for (const [what, call, message] of cases) assert.throws(call, message, what);
   };
   const ops = cpuOps();
   bad((bytes) => cpu.alloc(bytes), ops.linearRmsNorm);
   // The CPU has no fused kernel: good arguments return false, and the caller composes.
   const x = cpu.alloc(2 * 64), out = cpu.alloc(2 * 8), w = cpu.alloc(2 * 8 * 64);
   const gamma = cpu.alloc(2 * 64);
-  assert.equal(ops.linearRmsNorm(out, x, null, gamma, w, 1, 8, 64, EPS, cpu.defaultStream), false);
+  assert.equal(
+    ops.linearRmsNorm(out, x, null, null, gamma, w, 1, 8, 64, EPS, cpu.defaultStream),
+    false,
+  );
   await withFakeLinearOps(false, [9, 0], (gpu, gops) => {
     bad((bytes) => gpu.alloc(bytes), gops.linearRmsNorm);
   });

@@ -175,21 +175,9 @@ export function cpuLinearOps(): LinearOps {
       return false;
     },
 
-    linearRmsNorm(out, x, residual, residualOut, normWeight, weight, m, n, k, eps) {
+    linearRmsNorm(out, x, res, resOut, gamma, w, m, n, k, eps) {
       // No fused kernel here: the caller runs rmsNorm and linear, which define the result.
-      checkLinearRmsNormArgs(
-        "linearRmsNorm",
-        out,
-        x,
-        residual,
-        residualOut,
-        normWeight,
-        weight,
-        m,
-        n,
-        k,
-        eps,
-      );
+      checkLinearRmsNormArgs("linearRmsNorm", out, x, res, resOut, gamma, w, m, n, k, eps);
       return false;
     },
 

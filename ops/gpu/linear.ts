@@ -480,6 +480,11 @@ const GEMV_KERNELS = [
  * plain GEMVs at those M.
  */
 const SILU_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_silu", "linear_gemv_t16_r16_silu"];
+/** Whether `buffer` is given and does not start on a 16-byte boundary. */
+function misaligned16(buffer: DeviceBuffer | null): boolean {
+  return buffer !== null && buffer.ptr % 16 !== 0;
+}
+
 /** The GEMVs with the pre-norm step in their prologue (`linearRmsNorm`), M <= 8: 16-row, 8-row groups. */
 const NORM_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_norm", "linear_gemv_t8_r8_s2_norm"];
 
@@ -1113,32 +1118,17 @@ export async function loadLinearOps(
       return true;
     },
 
-    linearRmsNorm(out, x, residual, residualOut, normWeight, linearWeight, m, n, k, eps, stream) {
-      checkLinearRmsNormArgs(
-        "linearRmsNorm",
-        out,
-        x,
-        residual,
-        residualOut,
-        normWeight,
-        linearWeight,
-        m,
-        n,
-        k,
-        eps,
-      );
+    linearRmsNorm(out, x, res, resOut, gamma, w, m, n, k, eps, stream) {
+      checkLinearRmsNormArgs("linearRmsNorm", out, x, res, resOut, gamma, w, m, n, k, eps);
       // bf16 weights up to 8 rows, where linear would run a GEMV (not the library) and the
       // normalised rows fit the kernels' shared memory.
-      if (normGemv === null || isFp8Weight(linearWeight) || isAwqWeight(linearWeight)) return false;
+      if (normGemv === null || isFp8Weight(w) || isAwqWeight(w)) return false;
       if (m > 8 || m * k * 2 > NORM_GEMV_SHARED_MAX) return false;
       // The prologue reads the residual and the norm's weight, and writes the sum, 16 bytes at a
       // time (x's alignment is choose's to check).
-      if (normWeight.ptr % 16 !== 0) return false;
-      if (residual !== null && (residual.ptr % 16 !== 0 || residualOut!.ptr % 16 !== 0)) {
-        return false;
-      }
+      if (misaligned16(gamma) || misaligned16(res) || misaligned16(resOut)) return false;
       if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
-      const kernel = choose(m, n, k, x, linearWeight);
+      const kernel = choose(m, n, k, x, w);
       if (kernel !== GEMV16 && kernel !== GEMV8) return false;
       const split = plainGemvSplit(kernel, m, n, k);
       normGemv[kernel === GEMV8 ? 1 : 0](
@@ -1152,14 +1142,14 @@ export async function loadLinearOps(
         stream,
         out,
         x,
-        linearWeight,
+        w,
         m,
         n,
         k,
         split,
-        residual ?? 0, // no residual: null addresses, which the kernels test for
-        residualOut ?? 0,
-        normWeight,
+        res ?? 0, // no residual: null addresses, which the kernels test for
+        resOut ?? 0,
+        gamma,
         eps,
       );
       return true;

@@ -24,28 +24,13 @@ function composedOps(backend: CpuBackend): { ops: ModelOps; calls: () => number 
   let normed: DeviceBuffer | null = null, calls = 0;
   const ops: ModelOps = {
     ...base,
-    linearRmsNorm(out, x, residual, residualOut, normWeight, weight, m, n, k, eps, stream) {
-      const args = [
-        out,
-        x,
-        residual,
-        residualOut,
-        normWeight,
-        weight,
-        m,
-        n,
-        k,
-        eps,
-        stream,
-      ] as const;
-      assert.equal(base.linearRmsNorm(...args), false);
+    linearRmsNorm(out, x, res, resOut, gamma, w, m, n, k, eps, stream) {
+      assert.equal(base.linearRmsNorm(out, x, res, resOut, gamma, w, m, n, k, eps, stream), false);
       if (normed === null || normed.bytes < 2 * m * k) normed = backend.alloc(2 * m * k);
-      // The contract: the sum goes to residualOut, the residual stays as it was.
-      if (residual !== null) {
-        backend.copyDevice(residualOut!.slice(0, 2 * m * k), residual.slice(0, 2 * m * k));
-      }
-      base.rmsNorm(normed, x, normWeight, residualOut, m, k, eps, stream);
-      base.linear(out, normed, weight, m, n, k, stream);
+      // The contract: the sum goes to resOut, the residual stays as it was.
+      if (res !== null) backend.copyDevice(resOut!.slice(0, 2 * m * k), res.slice(0, 2 * m * k));
+      base.rmsNorm(normed, x, gamma, resOut, m, k, eps, stream);
+      base.linear(out, normed, w, m, n, k, stream);
       calls++;
       return true;
     },

@@ -109,9 +109,10 @@
 #     at batch 1 and 8, then PART=mma24 without its GPU tests (session 25 ran them).
 #   PART=norm27 DEADLINE=300 bash tools/pending_gpu_checks.sh  (carry .device)
 #     session 27's norm-prologue GEMVs (linearRmsNorm, DENALI_NORM_GEMV, off by default): their
-#     GPU test, the HF parity test with them on, the Llama step at batch 1 and 8 with them off and
-#     on (three rounds alternated), the Qwen presets' batch-1 lines with them on, and the batch-1
-#     operator bounds once (their `norms` line is what the prologue could buy at most).
+#     GPU test, the HF parity test with them on, the Llama step at batch 1 and 8 with them off, on,
+#     and on for the q/k/v product only (DENALI_NORM_GEMV_BLOCKS=1000; three rounds alternated),
+#     the Qwen presets' batch-1 lines with them on, and the batch-1 operator bounds once (their
+#     `norms` line is what the prologue could buy at most).
 #   PART=h200b1 DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device, .base)
 #     a short H200 lease: the batch-1 TARGET lines (four presets, FP8, AWQ), attn_fp8kv_16k, the
 #     batch-1 operator bounds once, the offline run on .base and this tree (bf16, FP8 + FP8 KV).
@@ -497,7 +498,17 @@ fi
 if [ "$PART" = norm27 ]; then
   gpu_test linear_norm 90
   (export DENALI_NORM_GEMV=1; gpu_test parity 150)
-  for round in 1 2 3; do decode_lines_with DENALI_NORM_GEMV 1,8 0 1; done
+  # Three arms, alternated: off, on, and on for grids up to 1000 blocks only (the q/k/v product,
+  # not gate/up's 1792 blocks, each of which reads and normalises the whole input itself).
+  for round in 1 2 3; do
+    for arm in 0 1 1:1000; do
+      left 45 || break
+      blocks=0
+      [ "$arm" != "${arm#*:}" ] && blocks="${arm#*:}"
+      echo "=== DENALI_NORM_GEMV=${arm%%:*} DENALI_NORM_GEMV_BLOCKS=$blocks $(date +%T)"
+      (export DENALI_NORM_GEMV="${arm%%:*}" DENALI_NORM_GEMV_BLOCKS="$blocks"; decode_line --batches 1,8)
+    done
+  done
   (export DENALI_NORM_GEMV=1; preset_lines 1 qwen2.5-7b qwen3-8b)
   if left 80; then
     echo "=== batch-1 operator bounds $(date +%T)"

@@ -67,7 +67,7 @@ import {
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
 import { type AwqGemvVariant, loadAwqOps } from "./awq.ts";
-import { choiceWanted } from "./knobs.ts";
+import { choiceWanted, tunableWanted } from "./knobs.ts";
 import type { Launcher } from "../../kernels/launcher.ts";
 import {
   launcherWith,
@@ -187,6 +187,18 @@ export function normPrologueWanted(requested?: boolean): boolean {
   );
 }
 
+/** The norm prologue's largest grid: `requested`, else DENALI_NORM_GEMV_BLOCKS, else 0 (any). */
+export function normPrologueMaxBlocksWanted(requested?: number): number {
+  return tunableWanted(
+    requested,
+    "normPrologueMaxBlocks",
+    "DENALI_NORM_GEMV_BLOCKS",
+    0,
+    (blocks) => Number.isInteger(blocks) && blocks >= 0,
+    "an integer >= 0 (the largest grid the norm-prologue GEMVs take; 0, the default, any)",
+  );
+}
+
 /**
  * Most dynamic shared memory the norm-prologue GEMVs take (M · K bf16 of normalised input): 8
  * tokens of a hidden size up to 6144. Larger products decline (`linearRmsNorm` returns false).
@@ -243,6 +255,12 @@ export interface LinearOptions {
    * or DENALI_NORM_GEMV (1 on, 0 off; for the A/B in one tree).
    */
   readonly normPrologue?: boolean;
+  /**
+   * With the norm prologue on, the largest grid it takes (0: any): every block normalises the
+   * whole input itself, so a product of many blocks (gate/up: 1792 at Llama-3-8B's shape) reads
+   * the input that many times. Default 0, or DENALI_NORM_GEMV_BLOCKS (for the A/B).
+   */
+  readonly normPrologueMaxBlocks?: number;
 }
 
 /** One GEMV launch, as `linear` would make it. */
@@ -560,6 +578,7 @@ export async function loadLinearOps(
     )
     : null;
   // The GEMVs that normalise their input in the prologue (CUDA; their HIP copies trap).
+  const normMaxBlocks = normPrologueMaxBlocksWanted(options.normPrologueMaxBlocks);
   const normGemv = cuda && normPrologueWanted(options.normPrologue)
     ? NORM_GEMV_KERNELS.map((name) =>
       launcherWith(
@@ -1130,9 +1149,10 @@ export async function loadLinearOps(
       if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
       const kernel = choose(m, n, k, x, w);
       if (kernel !== GEMV16 && kernel !== GEMV8) return false;
-      const split = plainGemvSplit(kernel, m, n, k);
+      const split = plainGemvSplit(kernel, m, n, k), blocks = gemvBlocks(kernel, n, split);
+      if (normMaxBlocks !== 0 && blocks > normMaxBlocks) return false;
       normGemv[kernel === GEMV8 ? 1 : 0](
-        gemvBlocks(kernel, n, split),
+        blocks,
         1,
         1,
         256,

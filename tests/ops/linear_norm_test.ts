@@ -19,6 +19,7 @@ import {
   type LinearOptions,
   NORM_GEMV_SHARED_MAX,
   NORM_PROLOGUE_DEFAULT,
+  normPrologueMaxBlocksWanted,
   normPrologueWanted,
 } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
@@ -203,6 +204,51 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
         }, hip),
     );
   }
+});
+
+Deno.test("linearRmsNorm (fake CUDA driver): normPrologueMaxBlocks keeps the prologue to grids of that many blocks", async () => {
+  // The grid linear's GEMV has for each shape at one row, then a cap between the two.
+  const grids: Record<number, number> = {};
+  await onFake({ normPrologue: true }, (ops, fake, { x, out, w }, gpu) => {
+    for (const n of [6144, 28672]) {
+      fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+      ops.linear(out, x, w, 1, n, 4096, gpu.createStream());
+      grids[n] = fake.lastLaunch().grid[0];
+    }
+  });
+  assert.ok(grids[6144] < grids[28672], JSON.stringify(grids));
+  const cap = grids[6144];
+  for (
+    const [options, env] of [[{ normPrologueMaxBlocks: cap }, undefined], [{}, `${cap}`]] as const
+  ) {
+    await withEnvAsync(
+      { DENALI_NORM_GEMV_BLOCKS: env },
+      () =>
+        onFake(
+          { normPrologue: true, ...options },
+          (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
+            const s = gpu.createStream(), gamma = gpu.alloc(2 * 4096);
+            fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+            const norm = (n: number) =>
+              ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 1, n, 4096, EPS, s);
+            assert.equal(norm(6144), true, `a grid of ${cap} blocks, at the cap`);
+            const before = fake.launchCount();
+            assert.equal(norm(28672), false, `a grid of ${grids[28672]} blocks, past it`);
+            assert.equal(fake.launchCount(), before);
+          },
+        ),
+    );
+  }
+  assert.equal(normPrologueMaxBlocksWanted(), 0);
+  withEnv({ DENALI_NORM_GEMV_BLOCKS: "-1" }, () =>
+    assert.throws(
+      () => normPrologueMaxBlocksWanted(),
+      /DENALI_NORM_GEMV_BLOCKS must be an integer >= 0 .*, got -1/,
+    ));
+  assert.throws(
+    () => normPrologueMaxBlocksWanted(1.5),
+    /normPrologueMaxBlocks must be an integer >= 0/,
+  );
 });
 
 Deno.test("DENALI_NORM_GEMV: 1 on, 0 off, unset the default (off), the option over it, anything else named", async () => {

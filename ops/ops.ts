@@ -375,7 +375,7 @@ export interface ModelOps {
    * bf16(residual + x), goes to `residualOut` (rmsNorm leaves it in `residual`; here `residual` is
    * left as it was, since every block reads it whole): the caller swaps the two. `residual` and
    * `residualOut` are both given or both null. Returns true where a fused kernel ran; false,
-   * having done nothing, where none takes the call (more than 8 rows, weights not bf16, no
+   * having done nothing, where none takes the call (more than 8 rows, 4-bit weights, no
    * tensor-core GEMV, the CPU, or off: the default until a GPU A/B shows it faster;
    * DENALI_NORM_GEMV=1 turns it on), and the caller then runs `rmsNorm` and `linear`. `out` and
    * `residualOut` may overlap no other buffer of the call. Bad arguments throw whichever way the

@@ -107,11 +107,11 @@
 #     session 26: tools/batch1_op_bounds.sh (what each per-layer operator costs the batch-1
 #     step: bf16 twice, FP8 and 4-bit weights with only the GEMVs), DENALI_SILU_EPILOGUE 0 and 1
 #     at batch 1 and 8, then PART=mma24 without its GPU tests (session 25 ran them).
-#   PART=norm27 DEADLINE=300 bash tools/pending_gpu_checks.sh  (carry .device)
-#     session 27's norm-prologue GEMVs (linearRmsNorm, DENALI_NORM_GEMV, off by default): their
-#     GPU test, the HF parity test with them on, the Llama step at batch 1 and 8 with them off, on,
+#   PART=norm27 DEADLINE=560 bash tools/pending_gpu_checks.sh  (carry .device)
+#     session 27's norm-prologue GEMVs (linearRmsNorm, DENALI_NORM_GEMV, off by default; bf16 and
+#     FP8 weights): their GPU test, the HF parity test with them on, the Llama step at batch 1 and 8 with them off, on,
 #     and on for the q/k/v product only (DENALI_NORM_GEMV_BLOCKS=1000; three rounds alternated),
-#     the Qwen presets' batch-1 lines with them on, and the batch-1 operator bounds once (their
+#     the FP8 step at batch 1 off and on (two rounds), the Qwen presets' batch-1 lines with them on, and the batch-1 operator bounds once (their
 #     `norms` line is what the prologue could buy at most).
 #   PART=h200b1 DEADLINE=400 bash tools/pending_gpu_checks.sh  (carry .device, .base)
 #     a short H200 lease: the batch-1 TARGET lines (four presets, FP8, AWQ), attn_fp8kv_16k, the
@@ -507,6 +507,14 @@ if [ "$PART" = norm27 ]; then
       [ "$arm" != "${arm#*:}" ] && blocks="${arm#*:}"
       echo "=== DENALI_NORM_GEMV=${arm%%:*} DENALI_NORM_GEMV_BLOCKS=$blocks $(date +%T)"
       (export DENALI_NORM_GEMV="${arm%%:*}" DENALI_NORM_GEMV_BLOCKS="$blocks"; decode_line --batches 1,8)
+    done
+  done
+  # FP8 weights (their GEMVs have the prologue too; the 4-bit ones do not): off and on, twice.
+  for round in 1 2; do
+    for arm in 0 1; do
+      left 60 || break
+      echo "=== FP8 weights, DENALI_NORM_GEMV=$arm $(date +%T)"
+      (export DENALI_NORM_GEMV="$arm"; LINE_TIMEOUT=60 decode_line --batches 1 --quantization fp8)
     done
   done
   (export DENALI_NORM_GEMV=1; preset_lines 1 qwen2.5-7b qwen3-8b)

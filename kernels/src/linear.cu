@@ -28,8 +28,8 @@
 #include "gemm_mma.h"
 #include "gemm_tiles.h"
 #include "mma.h"
+#include "gemv_norm.h"
 #include "pdl.h"
-#include "rms.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
@@ -124,83 +124,6 @@ __device__ __forceinline__ void load_step(uint4 (&v)[R][CH], const uint4* const 
   }
 }
 
-// The _norm GEMVs' x: bf16(gamma · bf16(s · inv)) with s = bf16(x + residual) (s = x without a
-// residual) and inv = rms_scale(Σ s², K, eps) per token, as rms_norm_row computes it (only the
-// order of the fp32 sum differs), for M <= 8 tokens of K (K % 8 == 0) into `xs` [M][K / 8]. Every
-// block of the grid does this for itself (8 KiB a token, read from L2), and writes s to
-// residualOut, each 16-byte chunk by one block (chunk i by block i % gridDim.x), so no block reads
-// a residual another is updating and none waits for another.
-__device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
-                                                   const uint16_t* __restrict__ x,
-                                                   const uint16_t* __restrict__ residual,
-                                                   uint16_t* __restrict__ residualOut,
-                                                   const uint16_t* __restrict__ gamma, int M,
-                                                   int K, float eps) {
-  __shared__ float sums[LINEAR_WARPS][8];
-  const int kc = K >> 3, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int blocks = static_cast<int>(gridDim.x), block = static_cast<int>(blockIdx.x);
-  float ss[8];
-#pragma unroll
-  for (int m = 0; m < 8; ++m) {
-    ss[m] = 0.f;
-    if (m < M) {
-      const uint4* xm = reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * K);
-      const uint4* rm = reinterpret_cast<const uint4*>(residual + static_cast<size_t>(m) * K);
-      for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
-        uint4 v = ld_x(xm + c);
-        if (residual != nullptr) {
-          const uint4 r = ld_x(rm + c);
-          uint32_t* vw = reinterpret_cast<uint32_t*>(&v);
-          const uint32_t* rw = reinterpret_cast<const uint32_t*>(&r);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            vw[i] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(vw[i]) + bf16_lo(rw[i]))) |
-                    (static_cast<uint32_t>(f32_to_bf16(bf16_hi(vw[i]) + bf16_hi(rw[i]))) << 16);
-          }
-          if ((m * kc + c) % blocks == block) {
-            reinterpret_cast<uint4*>(residualOut)[m * kc + c] = v;
-          }
-        }
-        const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float lo = bf16_lo(vw[i]), hi = bf16_hi(vw[i]);
-          ss[m] += lo * lo + hi * hi;
-        }
-        xs[m * kc + c] = v;
-      }
-    }
-#pragma unroll
-    for (int off = 16; off >= 1; off >>= 1) ss[m] += shfl_xor(ss[m], off);
-    if (lane == 0) sums[warp][m] = ss[m];
-  }
-  __syncthreads();
-#pragma unroll
-  for (int m = 0; m < 8; ++m) {
-    if (m < M) {
-      float sum = 0.f;
-#pragma unroll
-      for (int i = 0; i < LINEAR_WARPS; ++i) sum += sums[i][m];
-      const float inv = rms_scale(sum, static_cast<float>(K), eps);
-      for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
-        uint4 v = xs[m * kc + c];
-        const uint4 g = ld_x(reinterpret_cast<const uint4*>(gamma) + c);
-        uint32_t* vw = reinterpret_cast<uint32_t*>(&v);
-        const uint32_t* gw = reinterpret_cast<const uint32_t*>(&g);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float lo = bf16_to_f32(f32_to_bf16(bf16_lo(vw[i]) * inv));
-          const float hi = bf16_to_f32(f32_to_bf16(bf16_hi(vw[i]) * inv));
-          vw[i] = static_cast<uint32_t>(f32_to_bf16(bf16_lo(gw[i]) * lo)) |
-                  (static_cast<uint32_t>(f32_to_bf16(bf16_hi(gw[i]) * hi)) << 16);
-        }
-        xs[m * kc + c] = v;
-      }
-    }
-  }
-  __syncthreads();
-}
-
 // NORM: x is the pre-norm input (see gemv_norm_prologue; M <= 8, so MT == 1), normalised into
 // dynamic shared memory after the wait; residual, residualOut, gamma and eps are its arguments.
 template <int MT, int RH, int S, bool SILU = false, bool NORM = false>
@@ -248,15 +171,10 @@ __device__ __forceinline__ void gemv_mma(uint16_t* __restrict__ out, const uint1
   for (int u = 0; u < S; ++u) {
     if (u < mine) load_step<RH, CH, 1>(wv[u], wr, (part + u * ksplit) * STEP, t, kc);
   }
-  if (NORM) {
-    // The norm's weight never changes: read before the wait, its loads in the prologue hit L1.
-    for (int c = threadIdx.x; c < kc; c += LINEAR_WARPS * 32) {
-      (void)ld_x(reinterpret_cast<const uint4*>(gamma) + c);
-    }
-  }
+  if (NORM) gemv_norm_warm<LINEAR_WARPS>(gamma, K);
   pdl_wait();
   constexpr int XKIND = NORM ? 3 : 2;
-  if (NORM) gemv_norm_prologue(gemv_xs, x, residual, residualOut, gamma, M, K, eps);
+  if (NORM) gemv_norm_prologue<LINEAR_WARPS>(gemv_xs, x, residual, residualOut, gamma, M, K, eps);
   if (S == 1 && mine > 0) load_step<MT, CH, XKIND>(xv, xr, part * STEP, t, kc);
 
   // Two accumulator sets, one per half of each 16-byte chunk, halve the chain of dependent mmas.

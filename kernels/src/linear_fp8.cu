@@ -7,6 +7,8 @@
 //     GEMV of linear.cu with one-byte weights: the same launch geometry, warp groups splitting
 //     K, steps of 4 KiB of W per warp, two steps in flight for t8, programmatic launch on sm_90.
 //     Weights are widened to bf16 in registers and fed to the same bf16 tensor-core mma.
+//   linear_fp8_gemv_t8_r16_s2_norm, linear_fp8_gemv_t8_r8_s2_norm
+//     The t8 GEMVs with the pre-norm step in their prologue (gemv_norm.h, linearRmsNorm).
 //   linear_fp8_dequantize
 //     out[n, k] (bf16) = bf16(scales[n] · e4m3(W[n, k])): the prefill path (M > 16) dequantizes
 //     a weight into a scratch buffer and runs the bf16 GEMM on it, on any GPU (sm_80 included).
@@ -17,6 +19,7 @@
 // Under HIP the GEMVs keep their launch geometry but run a portable FMA body.
 #include "compat.h"
 #include "fp8.h"
+#include "gemv_norm.h"
 #include "mma.h"
 #include "pdl.h"
 
@@ -55,12 +58,20 @@ __device__ __forceinline__ uint32_t widen_high_bytes(uint32_t q) {
   return fma_bf16x2(scaled, 0x7b807b80u, 0x80008000u);
 }
 
-template <int MT, int RH, int S, bool SILU = false>
+// NORM: x is the input before the norm, normalised into dynamic shared memory after the wait
+// (gemv_norm.h; M <= 8, so MT == 1); residual, residualOut, gamma and eps are its arguments.
+template <int MT, int RH, int S, bool SILU = false, bool NORM = false>
 __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
                                              const uint16_t* __restrict__ x,
                                              const uint8_t* __restrict__ w,
                                              const float* __restrict__ scales, int M, int N,
-                                             int K, int ksplit) {
+                                             int K, int ksplit,
+                                             const uint16_t* __restrict__ residual = nullptr,
+                                             uint16_t* __restrict__ residualOut = nullptr,
+                                             const uint16_t* __restrict__ gamma = nullptr,
+                                             float eps = 0.f) {
+  static_assert(!NORM || MT == 1, "the norm prologue holds at most 8 tokens");
+  extern __shared__ uint4 fp8_gemv_xs[];
   constexpr int ROWS = 8 * RH;  // W rows per warp group
   constexpr int CH = 8 / RH;    // 16-byte chunks per row per thread per step (4 KiB per warp)
   constexpr int STEP = 4 * CH;  // chunks per row per step
@@ -86,7 +97,8 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     const int tok = min(g + 8 * mt, M - 1);
-    xr[mt] = reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K);
+    xr[mt] = NORM ? fp8_gemv_xs + static_cast<size_t>(tok) * (K >> 3)
+                  : reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok) * K);
   }
 
   // W of one step: chunk c0 + t + 4j of each row; past the row end, zeros (loaded from the
@@ -111,8 +123,14 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
       const bool in = c < kc;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        const uint4 lo = fp8_ld_x(xr[mt] + 2 * (in ? c : 0));
-        const uint4 hi = fp8_ld_x(xr[mt] + 2 * (in ? c : 0) + 1);
+        uint4 lo, hi;
+        if (NORM) {  // the normalised x, in shared memory
+          lo = xr[mt][2 * (in ? c : 0)];
+          hi = xr[mt][2 * (in ? c : 0) + 1];
+        } else {
+          lo = fp8_ld_x(xr[mt] + 2 * (in ? c : 0));
+          hi = fp8_ld_x(xr[mt] + 2 * (in ? c : 0) + 1);
+        }
         v[mt][j][0] = in ? lo : make_uint4(0, 0, 0, 0);
         v[mt][j][1] = in ? hi : make_uint4(0, 0, 0, 0);
       }
@@ -124,7 +142,9 @@ __device__ __forceinline__ void gemv_fp8_mma(uint16_t* __restrict__ out,
   for (int u = 0; u < S; ++u) {
     if (u < mine) load_w(wv[u], (part + u * ksplit) * STEP, true);
   }
+  if (NORM) gemv_norm_warm<FP8_WARPS>(gamma, K);
   pdl_wait();
+  if (NORM) gemv_norm_prologue<FP8_WARPS>(fp8_gemv_xs, x, residual, residualOut, gamma, M, K, eps);
 
   // Two accumulator sets (even and odd words) halve the chain of dependent mmas.
   float acc[MT][2][4];
@@ -229,10 +249,14 @@ __device__ __forceinline__ void gemv_fp8_portable(uint16_t* __restrict__ out,
 #ifndef DENALI_HIP
 #define FP8_GEMV_BODY(T, RH, S) gemv_fp8_mma<(T) / 8, RH, S>(out, x, w, scales, M, N, K, ksplit)
 #define FP8_GEMV_SILU_BODY(T, S) gemv_fp8_mma<(T) / 8, 2, S, true>(out, x, w, scales, M, N, K, ksplit)
+#define FP8_GEMV_NORM_BODY(RH) \
+  gemv_fp8_mma<1, RH, 2, false, true>(out, x, w, scales, M, N, K, ksplit, residual, residualOut, gamma, eps)
 #else
 #define FP8_GEMV_BODY(T, RH, S) gemv_fp8_portable<T, 8 * (RH)>(out, x, w, scales, M, N, K, ksplit)
 // fp8.ts never launches the fused SiLU GEMVs on HIP.
 #define FP8_GEMV_SILU_BODY(T, S) denali_trap()
+// Nor the norm-prologue GEMVs.
+#define FP8_GEMV_NORM_BODY(RH) denali_trap()
 #endif
 
 extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r16_s2(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
@@ -259,6 +283,17 @@ extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r16_s2_silu
 
 extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t16_r16_silu(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit) {
   FP8_GEMV_SILU_BODY(16, 1);
+}
+
+// The pre-norm step in the prologue (gemv_norm.h), as linear.cu's _norm GEMVs: out[M, N] =
+// rmsnorm(x (+ residual)) · dequant(W)ᵀ for M <= 8, the t8 geometry with 2 steps in flight, M · K ·
+// 2 bytes of dynamic shared memory; with a residual, bf16(x + residual) goes to residualOut.
+extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r16_s2_norm(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit, const uint16_t* residual, uint16_t* residualOut, const uint16_t* gamma, float eps) {
+  FP8_GEMV_NORM_BODY(2);
+}
+
+extern "C" __global__ void __launch_bounds__(256) linear_fp8_gemv_t8_r8_s2_norm(uint16_t* out, const uint16_t* x, const uint8_t* w, const float* scales, int32_t M, int32_t N, int32_t K, int32_t ksplit, const uint16_t* residual, uint16_t* residualOut, const uint16_t* gamma, float eps) {
+  FP8_GEMV_NORM_BODY(1);
 }
 
 // 256 threads; grid min(N, 65535) blocks, each taking rows blockIdx.x, + gridDim.x, ... With

@@ -42,6 +42,7 @@ import {
   gemvGridBlocks,
   gemvRowChunks,
   type LinearCall,
+  NORM_GEMV_SHARED_MAX,
   quantizedGemvIndex,
   quantizedGemvRows,
   quantizedGemvSplit,
@@ -74,6 +75,27 @@ export interface GpuFp8Ops extends Fp8Ops {
    * epilogue not asked for at load).
    */
   gemvSiluMul: LinearCall<Fp8Weight>;
+  /**
+   * The W8A16 GEMV with the pre-norm step in its prologue (`linearRmsNorm` on an FP8 weight, whose
+   * checks the caller made): out[m, n] = rmsNorm(x (+ res)) · Wᵀ, the sum to resOut. Returns
+   * false, having done nothing, where no such kernel takes the call (HIP, the prologue not asked
+   * for at load, more than 8 rows, not a GEMV's, or a grid of more than `maxBlocks` blocks when
+   * that is not 0).
+   */
+  gemvNorm(
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    weight: Fp8Weight,
+    m: number,
+    n: number,
+    k: number,
+    res: DeviceBuffer | null,
+    resOut: DeviceBuffer | null,
+    gamma: DeviceBuffer,
+    eps: number,
+    maxBlocks: number,
+    stream: Stream,
+  ): boolean;
   /**
    * Runs the W8A8 product (x quantized per token into the weight's scratch, then the FP8 GEMM
    * `via` names) and returns true, or returns false where it can't: no such GEMM here (no sm_90a
@@ -124,6 +146,8 @@ const GEMV_KERNELS = [
 ];
 /** The GEMVs with SiLU-and-multiply in their epilogue (16-row groups), indexed by M > 8. */
 const SILU_GEMV_KERNELS = ["linear_fp8_gemv_t8_r16_s2_silu", "linear_fp8_gemv_t16_r16_silu"];
+/** The GEMVs with the pre-norm step in their prologue (M <= 8), indexed as GEMV_KERNELS. */
+const NORM_GEMV_KERNELS = ["linear_fp8_gemv_t8_r16_s2_norm", "linear_fp8_gemv_t8_r8_s2_norm"];
 /** The most rows the GEMVs take. */
 const GEMV_MAX_M = 16;
 /** The most rows `gemvRows` takes: four passes over the weight. */
@@ -150,6 +174,8 @@ export async function loadFp8Ops(
     readonly wgmma?: Fp8Gemm | null;
     /** Whether `gemvSiluMul` runs (its launchers are built only then; default false). */
     readonly siluEpilogue?: boolean;
+    /** Whether `gemvNorm` runs (its launchers are built only then; default false). */
+    readonly normPrologue?: boolean;
     /** Forces the GEMVs' K split (benchmarks). */
     readonly gemvSplit?: 1 | 2 | 4 | 8;
   } = {},
@@ -163,6 +189,18 @@ export async function loadFp8Ops(
   // The fused SiLU GEMVs exist only for CUDA (their HIP copies trap).
   const siluGemvs: Launcher[] | null = backend.kind === "cuda" && options.siluEpilogue === true
     ? SILU_GEMV_KERNELS.map((name) => launcherWith(backend, kernels, name, { programmatic }).launch)
+    : null;
+  // The norm-prologue GEMVs likewise, with room for their normalised rows.
+  const normGemvs: Launcher[] | null = backend.kind === "cuda" && options.normPrologue === true
+    ? NORM_GEMV_KERNELS.map((name) =>
+      launcherWith(
+        backend,
+        kernels,
+        name,
+        { programmatic },
+        (fn) => fn.setMaxDynamicSharedMemory(NORM_GEMV_SHARED_MAX),
+      ).launch
+    )
     : null;
   const dequantize = kernels.launchers.linear_fp8_dequantize.launch;
   const quantize = kernels.launchers.linear_fp8_quantize.launch;
@@ -322,6 +360,37 @@ export async function loadFp8Ops(
       const split = forcedSplit || quantizedGemvSplit(k, 16);
       const blocks = gemvGridBlocks(2 * n, 16, split);
       launchGemv(siluGemvs[m > 8 ? 1 : 0], blocks, out, x, weight, m, n, k, split, stream);
+      return true;
+    },
+
+    gemvNorm(out, x, weight, m, n, k, res, resOut, gamma, eps, maxBlocks, stream) {
+      if (normGemvs === null || m > 8 || gemvIndex(m, n, k, x, weight) < 0) return false;
+      const index = quantizedGemvIndex(m, n, sms), rows = quantizedGemvRows(index);
+      const split = forcedSplit || quantizedGemvSplit(k, rows);
+      const blocks = gemvGridBlocks(n, rows, split);
+      if (maxBlocks !== 0 && blocks > maxBlocks) return false;
+      normGemvs[index](
+        blocks,
+        1,
+        1,
+        256,
+        1,
+        1,
+        m * k * 2,
+        stream,
+        out,
+        x,
+        weight.data,
+        weight.scales,
+        m,
+        n,
+        k,
+        split,
+        res ?? 0, // no residual: null addresses, which the kernels test for
+        resOut ?? 0,
+        gamma,
+        eps,
+      );
       return true;
     },
 

@@ -140,3 +140,10 @@ export function gemvRowChunks<W>(
     gemv(out.ptr + 2 * r0 * n, x.ptr + 2 * r0 * k, weight, Math.min(chunk, m - r0), n, k, stream);
   }
 }
+
+/**
+ * Most dynamic shared memory the norm-prologue GEMVs (bf16 and FP8) take, M · K bf16 of
+ * normalised input: 8 tokens of a hidden size up to 6144. Larger products decline
+ * (`linearRmsNorm` returns false).
+ */
+export const NORM_GEMV_SHARED_MAX = 96 * 1024;

@@ -63,6 +63,7 @@ import {
   gemvSplitOf16,
   gemvStagesFor,
   type LinearCall,
+  NORM_GEMV_SHARED_MAX,
 } from "./gemv_geometry.ts";
 import { type AwqWeight, isAwqWeight } from "../linear_weight.ts";
 import type { AwqOps } from "../ops.ts";
@@ -198,12 +199,6 @@ export function normPrologueMaxBlocksWanted(requested?: number): number {
     "an integer >= 0 (the largest grid the norm-prologue GEMVs take; 0, the default, any)",
   );
 }
-
-/**
- * Most dynamic shared memory the norm-prologue GEMVs take (M · K bf16 of normalised input): 8
- * tokens of a hidden size up to 6144. Larger products decline (`linearRmsNorm` returns false).
- */
-export const NORM_GEMV_SHARED_MAX = 96 * 1024;
 
 /** Options of loadLinearOps, for tests and benchmarks; the engine uses the defaults. */
 export interface LinearOptions {
@@ -639,6 +634,7 @@ export async function loadLinearOps(
     programmatic,
     wgmma: wgmma ? runWgmmaFp8 : null,
     siluEpilogue,
+    normPrologue: normGemv !== null,
     gemvSplit: options.fp8GemvSplit,
   });
   // 4-bit weights: the W4A16 GEMV for M <= 16 (4 on HIP), the W4A16 GEMM up to awqGemmMaxM
@@ -1139,13 +1135,16 @@ export async function loadLinearOps(
 
     linearRmsNorm(out, x, res, resOut, gamma, w, m, n, k, eps, stream) {
       checkLinearRmsNormArgs("linearRmsNorm", out, x, res, resOut, gamma, w, m, n, k, eps);
-      // bf16 weights up to 8 rows, where linear would run a GEMV (not the library) and the
-      // normalised rows fit the kernels' shared memory.
-      if (normGemv === null || isFp8Weight(w) || isAwqWeight(w)) return false;
+      // bf16 and FP8 weights up to 8 rows, where linear would run a GEMV (not the library) and
+      // the normalised rows fit the kernels' shared memory.
+      if (normGemv === null || isAwqWeight(w)) return false;
       if (m > 8 || m * k * 2 > NORM_GEMV_SHARED_MAX) return false;
       // The prologue reads the residual and the norm's weight, and writes the sum, 16 bytes at a
-      // time (x's alignment is choose's to check).
+      // time (x's alignment is the GEMV's to check).
       if (misaligned16(gamma) || misaligned16(res) || misaligned16(resOut)) return false;
+      if (isFp8Weight(w)) {
+        return fp8.gemvNorm(out, x, w, m, n, k, res, resOut, gamma, eps, normMaxBlocks, stream);
+      }
       if (accel !== null && bf16Choices.size !== 0 && useAccelerator(m, n, k)) return false;
       const kernel = choose(m, n, k, x, w);
       if (kernel !== GEMV16 && kernel !== GEMV8) return false;

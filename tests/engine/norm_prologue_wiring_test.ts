@@ -40,7 +40,16 @@ function composedOps(backend: CpuBackend): { ops: ModelOps; calls: () => number 
 
 const PROMPTS = [[1, 5, 9, 2, 7], [3, 3, 8]];
 
-for (const name of ["llama3-gqa", "llama3-tied", "qwen2-bias", "qwen3-qknorm", "mistral"]) {
+for (
+  const name of [
+    "llama3-gqa",
+    "llama3-tied",
+    "llama3-gqa-fp8",
+    "qwen2-bias",
+    "qwen3-qknorm",
+    "mistral",
+  ]
+) {
   Deno.test({
     name:
       `norm prologue wiring (${name}): the forward pass with linearRmsNorm taken equals it declined`,

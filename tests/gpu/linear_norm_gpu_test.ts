@@ -1,8 +1,8 @@
 /**
  * `linearRmsNorm` on a real NVIDIA GPU (`deno task test:gpu`, or DENALI_GPU_TESTS=1): the GEMVs
- * with the pre-norm step in their prologue, for M ∈ {1, 3, 8}, with and without a residual, on
- * Llama-3-8B's q/k/v product (6144 × 4096, 16-row groups) and a narrow one (1000 × 1024, 8-row
- * groups, a partial last group):
+ * with the pre-norm step in their prologue, bf16 and FP8 weights, for M ∈ {1, 3, 8}, with and
+ * without a residual, on Llama-3-8B's q/k/v product (6144 × 4096, 16-row groups) and a narrow one
+ * (1000 × 1024, 8-row groups, a partial last group):
  * - the residual's sum (bf16(residual + x)) lands in residualOut bit for bit as the same GPU's
  *   `rmsNorm` leaves it in place, every chunk written by some block, and the residual itself is
  *   left as it was;
@@ -21,6 +21,7 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadGpuOps } from "../../ops/gpu/index.ts";
+import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { readBf16, readInto } from "../support/device.ts";
 import { withEnvAsync } from "../support/env.ts";
 import { GPU_TESTS_IGNORED } from "../support/gpu_linear.ts";
@@ -47,9 +48,39 @@ function put(backend: Backend, buffer: DeviceBuffer, bits: Uint16Array): void {
   backend.copyToDevice(buffer, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
 }
 
-for (const { n, k } of [{ n: 6144, k: 4096 }, { n: 1000, k: 1024 }]) {
+/**
+ * The same [n, k] weight on the CPU and the GPU: bf16, or FP8 codes and scales quantized on the
+ * CPU and uploaded (the GEMV needs no scratch).
+ */
+function weights(gpu: Backend, format: string, bits: Uint16Array, n: number, k: number) {
+  if (format === "bf16") return [on(cpu, bits), on(gpu, bits)];
+  const c: Fp8Weight = {
+    format: "fp8-e4m3",
+    data: cpu.alloc(n * k),
+    scales: cpu.alloc(4 * n),
+    scratch: null,
+  };
+  ref.quantizeFp8(c, on(cpu, bits), n, k, cs);
+  const upload = (b: DeviceBuffer) => {
+    const buffer = gpu.alloc(b.bytes);
+    gpu.copyToDevice(buffer, b.host!);
+    return buffer;
+  };
+  const g: Fp8Weight = { ...c, data: upload(c.data), scales: upload(c.scales) };
+  return [c, g];
+}
+
+const CASES = [
+  { format: "bf16", n: 6144, k: 4096 },
+  { format: "bf16", n: 1000, k: 1024 },
+  { format: "fp8", n: 6144, k: 4096 },
+  { format: "fp8", n: 1000, k: 1024 },
+];
+
+for (const { format, n, k } of CASES) {
   Deno.test({
-    name: `gpu linearRmsNorm (${n}x${k}): the fused GEMV against rmsNorm + linear and the CPU`,
+    name:
+      `gpu linearRmsNorm (${format}, ${n}x${k}): the fused GEMV against rmsNorm + linear and the CPU`,
     ignore: GPU_TESTS_IGNORED,
     sanitizeResources: false,
     sanitizeOps: false,
@@ -65,8 +96,9 @@ for (const { n, k } of [{ n: 6144, k: 4096 }, { n: 1000, k: 1024 }]) {
           const xBits = randomBf16(maxM * k, 5, 2);
           const rBits = randomBf16(maxM * k, 7, 4);
           const gBits = randomBf16(k, 9, 1.5);
-          const [gw, gx, gGamma] = [on(gpu, wBits), on(gpu, xBits), on(gpu, gBits)];
-          const [cw, cx, cGamma] = [on(cpu, wBits), on(cpu, xBits), on(cpu, gBits)];
+          const [cw, gw] = weights(gpu, format, wBits, n, k);
+          const [gx, gGamma] = [on(gpu, xBits), on(gpu, gBits)];
+          const [cx, cGamma] = [on(cpu, xBits), on(cpu, gBits)];
           const fusedR = gpu.alloc(2 * maxM * k), plainR = gpu.alloc(2 * maxM * k);
           const sumOut = gpu.alloc(2 * maxM * k);
           // A pattern no sum of these inputs makes (a NaN), so a chunk no block wrote shows.
@@ -119,9 +151,7 @@ for (const { n, k } of [{ n: 6144, k: 4096 }, { n: 1000, k: 1024 }]) {
           );
           s.synchronize();
           assert.deepEqual(readInto(gpu, fused, new Uint16Array(maxM * n)), before);
-          for (const b of [gw, gx, gGamma, fusedR, plainR, sumOut, fused, plain, normed]) {
-            gpu.free(b);
-          }
+          for (const b of [gx, gGamma, fusedR, plainR, sumOut, fused, plain, normed]) gpu.free(b);
         });
       } finally {
         gpu.close();

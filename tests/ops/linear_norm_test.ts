@@ -17,17 +17,27 @@ import { cpuOps } from "../../ops/cpu/index.ts";
 import {
   type GpuLinearOps,
   type LinearOptions,
-  NORM_GEMV_SHARED_MAX,
   NORM_PROLOGUE_DEFAULT,
   normPrologueMaxBlocksWanted,
   normPrologueWanted,
 } from "../../ops/gpu/linear.ts";
-import type { Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
+import { NORM_GEMV_SHARED_MAX } from "../../ops/gpu/gemv_geometry.ts";
+import type { AwqWeight, Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
 import type { FakeControl } from "../fake_driver/fake.ts";
 import { withEnv, withEnvAsync } from "../support/env.ts";
 import { withFakeLinearOps } from "../support/fake_linear.ts";
 
 const EPS = 1e-5;
+
+/** An FP8 weight [rows, k] (codes and per-row scales) on `gpu`. */
+function fp8Weight(gpu: GpuBackend, rows: number, k: number): Fp8Weight {
+  return {
+    format: "fp8-e4m3",
+    data: gpu.alloc(rows * k),
+    scales: gpu.alloc(4 * rows),
+    scratch: null,
+  };
+}
 
 /** A launch's arguments by kind: p a pointer (8 bytes), i an int32, f a float32. */
 function launchArgs(fake: FakeControl, kinds: string): (bigint | number)[] {
@@ -134,7 +144,7 @@ Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_n
   });
 });
 
-Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared memory, for FP8, off and on HIP", async () => {
+Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared memory, for 4-bit weights, off and on HIP", async () => {
   const declines = (fake: FakeControl, calls: [string, () => boolean][]) => {
     for (const [what, call] of calls) {
       const before = fake.launchCount();
@@ -144,10 +154,12 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
   };
   await onFake({ normPrologue: true }, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
     const s = gpu.createStream(), gamma = gpu.alloc(2 * 8192);
-    const fp8: Fp8Weight = {
-      format: "fp8-e4m3",
-      data: gpu.alloc(6144 * 4096),
-      scales: gpu.alloc(4 * 6144),
+    const awq: AwqWeight = {
+      format: "awq-int4",
+      codes: gpu.alloc(6144 * 4096 / 2),
+      zeros: gpu.alloc(6144 * 4096 / 128),
+      scales: gpu.alloc(4 * 6144 * 4096 / 128),
+      groupSize: 128,
       scratch: null,
     };
     // 8192 wide: 6 rows fill the 96 KiB exactly, 7 are past it.
@@ -175,7 +187,8 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
       ["9 rows", call(9, w)],
       ["16 rows", call(16, w)],
       ["7 rows of 8192", call(7, w, k)],
-      ["FP8 weights", call(1, fp8)],
+      ["4-bit weights", call(1, awq)],
+      ["FP8 weights, 9 rows", call(9, fp8Weight(gpu, 6144, 4096))],
       ["K % 8", call(1, w, 4092)],
       ["x off 16 bytes", call(1, w, 4096, x.slice(2, 2 * 4096))],
       ["residual off 16 bytes", off({ residual: residual.slice(2, 2 * 4096) })],
@@ -204,6 +217,47 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
         }, hip),
     );
   }
+});
+
+Deno.test("linearRmsNorm (fake CUDA driver): FP8 weights take the W8A16 GEMV's geometry on its _norm twin", async () => {
+  await onFake({ normPrologue: true }, (ops, fake, { x, residual, sumOut, out }, gpu) => {
+    const s = gpu.createStream(), gamma = gpu.alloc(2 * 8192);
+    for (const { n, k } of SHAPES) {
+      const w = fp8Weight(gpu, n, k);
+      for (const m of [1, 8]) {
+        const what = `FP8 m=${m} n=${n} k=${k}`;
+        fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
+        ops.linear(out, x, w, m, n, k, s);
+        const plain = fake.lastLaunch();
+        const split = launchArgs(fake, "ppppiiii")[7];
+        assert.match(plain.functionName, /^linear_fp8_gemv_t8_r(16|8)_s2$/, what);
+        fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+        assert.equal(
+          ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, m, n, k, EPS, s),
+          true,
+          what,
+        );
+        const launch = fake.lastLaunch();
+        assert.equal(launch.functionName, `${plain.functionName}_norm`, what);
+        assert.deepEqual(launch.grid, plain.grid, `${what}: grid`);
+        assert.equal(launch.sharedMem, 2 * m * k, `${what}: the normalised rows`);
+        assert.deepEqual(launchArgs(fake, "ppppiiiipppf"), [
+          BigInt(out.ptr),
+          BigInt(x.ptr),
+          BigInt(w.data.ptr),
+          BigInt(w.scales.ptr),
+          m,
+          n,
+          k,
+          split,
+          BigInt(residual.ptr),
+          BigInt(sumOut.ptr),
+          BigInt(gamma.ptr),
+          Math.fround(EPS),
+        ], `${what}: arguments`);
+      }
+    }
+  });
 });
 
 Deno.test("linearRmsNorm (fake CUDA driver): normPrologueMaxBlocks keeps the prologue to grids of that many blocks", async () => {
@@ -239,6 +293,20 @@ Deno.test("linearRmsNorm (fake CUDA driver): normPrologueMaxBlocks keeps the pro
         ),
     );
   }
+  // The FP8 GEMVs keep to the cap too.
+  await onFake(
+    { normPrologue: true, normPrologueMaxBlocks: 1 },
+    (ops, fake, { x, residual, sumOut, out }, gpu) => {
+      const gamma = gpu.alloc(2 * 4096), w = fp8Weight(gpu, 6144, 4096);
+      const before = fake.launchCount();
+      const s = gpu.createStream();
+      assert.equal(
+        ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 1, 6144, 4096, EPS, s),
+        false,
+      );
+      assert.equal(fake.launchCount(), before);
+    },
+  );
   assert.equal(normPrologueMaxBlocksWanted(), 0);
   withEnv({ DENALI_NORM_GEMV_BLOCKS: "-1" }, () =>
     assert.throws(

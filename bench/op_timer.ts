@@ -141,6 +141,13 @@ export class OpTimer {
     this.#names.push(opName(key, args));
     this.#events[this.#used++].record(stream);
     const result = call.apply(ops, args);
+    if (result === false) {
+      // A fused operator that declined (linearSiluMul, linearRmsNorm) launched nothing: the
+      // operators its caller runs instead are what the step spends, so it is not an operator.
+      this.#used--;
+      this.#names.pop();
+      return result;
+    }
     this.#events[this.#used++].record(stream);
     return result;
   }

@@ -48,10 +48,6 @@ __device__ __forceinline__ void unpack8(const uint4 r, float (&f)[8]) {
   f[7] = __uint_as_float(r.w & 0xffff0000u);
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
-}
-
 __device__ __forceinline__ uint4 load16(const uint16_t* p) {
   return *reinterpret_cast<const uint4*>(p);
 }
@@ -191,8 +187,8 @@ struct KvCache<true> {
   static __device__ __forceinline__ uint4 bf16x8(const Elem* p, float scale) {
     float f[8];
     widen8_fp8(*reinterpret_cast<const uint2*>(p), f);
-    return make_uint4(pack_bf16x2(f[0] * scale, f[1] * scale), pack_bf16x2(f[2] * scale, f[3] * scale),
-                      pack_bf16x2(f[4] * scale, f[5] * scale), pack_bf16x2(f[6] * scale, f[7] * scale));
+    return make_uint4(bf16_pack2(f[0] * scale, f[1] * scale), bf16_pack2(f[2] * scale, f[3] * scale),
+                      bf16_pack2(f[4] * scale, f[5] * scale), bf16_pack2(f[6] * scale, f[7] * scale));
   }
 };
 
@@ -481,8 +477,8 @@ __device__ __forceinline__ void decode_last_block_reduce(
     }
     const float inv = invSum[g];
     uint2 packed;
-    packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
-    packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
+    packed.x = bf16_pack2(acc.x * inv, acc.y * inv);
+    packed.y = bf16_pack2(acc.z * inv, acc.w * inv);
     *reinterpret_cast<uint2*>(out + head * D + v * 4) = packed;
   }
 }
@@ -933,7 +929,7 @@ struct MmaOperands<false> {
   }
   // Two bf16 of q, as the operand type.
   static __device__ __forceinline__ uint32_t q(uint32_t bf16x2) { return bf16x2; }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return bf16_pack2(lo, hi); }
   // V's B fragments of one 64-d slab: d-tile i pairs tokens (2t, 2t + 1) (b[i][0]) and (2t + 8,
   // 2t + 9) (b[i][1]) of rows r[0..3] at d 8g + i.
   static __device__ __forceinline__ void vPairs(const uint4 (&r)[4], uint32_t (&b)[8][2]) {
@@ -1353,8 +1349,8 @@ extern "C" __global__ void decode_reduce(uint16_t* out, const float* partOut, co
     // An empty context has no softmax; its output is defined as zeros.
     const float inv = parts > 0 ? 1.0f / sum : 0.0f;
     uint2 packed;
-    packed.x = pack_bf16x2(total.x * inv, total.y * inv);
-    packed.y = pack_bf16x2(total.z * inv, total.w * inv);
+    packed.x = bf16_pack2(total.x * inv, total.y * inv);
+    packed.y = bf16_pack2(total.z * inv, total.w * inv);
     *reinterpret_cast<uint2*>(out + head * headDim + tid * 4) = packed;
   }
 }
@@ -1528,10 +1524,10 @@ __device__ __forceinline__ void prefill_simt(
 #pragma unroll
     for (int c = 0; c < HALF; c += 8) {
       uint4 x;
-      x.x = pack_bf16x2(acc[c] * inv, acc[c + 1] * inv);
-      x.y = pack_bf16x2(acc[c + 2] * inv, acc[c + 3] * inv);
-      x.z = pack_bf16x2(acc[c + 4] * inv, acc[c + 5] * inv);
-      x.w = pack_bf16x2(acc[c + 6] * inv, acc[c + 7] * inv);
+      x.x = bf16_pack2(acc[c] * inv, acc[c + 1] * inv);
+      x.y = bf16_pack2(acc[c + 2] * inv, acc[c + 3] * inv);
+      x.z = bf16_pack2(acc[c + 4] * inv, acc[c + 5] * inv);
+      x.w = bf16_pack2(acc[c + 6] * inv, acc[c + 7] * inv);
       store16(dst + c, x);
     }
   }
@@ -1562,7 +1558,7 @@ __device__ __forceinline__ void ldmatrix_x4(const uint16_t* p, uint32_t& r0, uin
                : "memory");
 }
 
-// pack_bf16x2 in one instruction (round to nearest even, as f32_to_bf16).
+// bf16_pack2 in one instruction (round to nearest even, as f32_to_bf16).
 __device__ __forceinline__ uint32_t pack_bf16x2_rn(float lo, float hi) {
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
@@ -1781,14 +1777,14 @@ __device__ __forceinline__ void prefill_mma(
     uint16_t* dst = out + (static_cast<size_t>(t.qStart + r0) * numHeads + h) * D + tig * 2;
 #pragma unroll
     for (int i = 0; i < DT; i++) {
-      *reinterpret_cast<uint32_t*>(dst + i * 8) = pack_bf16x2(o[i][0] * inv0, o[i][1] * inv0);
+      *reinterpret_cast<uint32_t*>(dst + i * 8) = bf16_pack2(o[i][0] * inv0, o[i][1] * inv0);
     }
   }
   if (r1 < t.rows) {
     uint16_t* dst = out + (static_cast<size_t>(t.qStart + r1) * numHeads + h) * D + tig * 2;
 #pragma unroll
     for (int i = 0; i < DT; i++) {
-      *reinterpret_cast<uint32_t*>(dst + i * 8) = pack_bf16x2(o[i][2] * inv1, o[i][3] * inv1);
+      *reinterpret_cast<uint32_t*>(dst + i * 8) = bf16_pack2(o[i][2] * inv1, o[i][3] * inv1);
     }
   }
 }

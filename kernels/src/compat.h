@@ -49,6 +49,14 @@ __device__ __forceinline__ uint16_t f32_to_bf16(float value) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
+// Two bf16 in one 32-bit word (the low half is the element at the lower address): each as f32
+// (a bf16 is the top half of an f32), and two f32 rounded into such a word.
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ uint32_t bf16_pack2(float lo, float hi) {
+  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
+}
+
 // Butterfly exchange inside a logical 32-lane warp (T: float or int). Masks stay below 32, so on
 // AMD's 64-lane wavefronts each half reduces on its own, exactly like a CUDA warp.
 template <typename T>

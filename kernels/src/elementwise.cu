@@ -39,22 +39,15 @@ __device__ __forceinline__ bool aligned16(const void* p) {
 
 __device__ __forceinline__ float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
-// Two bf16 in one 32-bit word: the low half is the element at the lower address.
-__device__ __forceinline__ float lo_bf16(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float hi_bf16(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
-}
-
 __device__ __forceinline__ void unpack8(const uint4 v, float f[8]) {
-  f[0] = lo_bf16(v.x); f[1] = hi_bf16(v.x);
-  f[2] = lo_bf16(v.y); f[3] = hi_bf16(v.y);
-  f[4] = lo_bf16(v.z); f[5] = hi_bf16(v.z);
-  f[6] = lo_bf16(v.w); f[7] = hi_bf16(v.w);
+  f[0] = bf16_lo(v.x); f[1] = bf16_hi(v.x);
+  f[2] = bf16_lo(v.y); f[3] = bf16_hi(v.y);
+  f[4] = bf16_lo(v.z); f[5] = bf16_hi(v.z);
+  f[6] = bf16_lo(v.w); f[7] = bf16_hi(v.w);
 }
 
 __device__ __forceinline__ uint4 pack8(const float f[8]) {
-  return make_uint4(pack2(f[0], f[1]), pack2(f[2], f[3]), pack2(f[4], f[5]), pack2(f[6], f[7]));
+  return make_uint4(bf16_pack2(f[0], f[1]), bf16_pack2(f[2], f[3]), bf16_pack2(f[4], f[5]), bf16_pack2(f[6], f[7]));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

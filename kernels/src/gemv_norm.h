@@ -13,9 +13,6 @@
 // the input and the residual after the wait since the kernel before may have written them.
 DENALI_LD16(gemv_norm_ld, "")
 
-__device__ __forceinline__ float norm_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float norm_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-
 // Before the wait: the norm's weight never changes, so reading it now leaves the prologue's loads
 // of it to hit L1.
 template <int WARPS>
@@ -56,8 +53,7 @@ __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
           const uint32_t* rw = reinterpret_cast<const uint32_t*>(&r);
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            vw[i] = static_cast<uint32_t>(f32_to_bf16(norm_lo(vw[i]) + norm_lo(rw[i]))) |
-                    (static_cast<uint32_t>(f32_to_bf16(norm_hi(vw[i]) + norm_hi(rw[i]))) << 16);
+            vw[i] = bf16_pack2(bf16_lo(vw[i]) + bf16_lo(rw[i]), bf16_hi(vw[i]) + bf16_hi(rw[i]));
           }
           if ((m * kc + c) % blocks == block) {
             reinterpret_cast<uint4*>(residualOut)[m * kc + c] = v;
@@ -66,7 +62,7 @@ __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
         const uint32_t* vw = reinterpret_cast<const uint32_t*>(&v);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const float lo = norm_lo(vw[i]), hi = norm_hi(vw[i]);
+          const float lo = bf16_lo(vw[i]), hi = bf16_hi(vw[i]);
           ss[m] += lo * lo + hi * hi;
         }
         xs[m * kc + c] = v;
@@ -91,10 +87,9 @@ __device__ __forceinline__ void gemv_norm_prologue(uint4* __restrict__ xs,
         const uint32_t* gw = reinterpret_cast<const uint32_t*>(&g);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const float lo = bf16_to_f32(f32_to_bf16(norm_lo(vw[i]) * inv));
-          const float hi = bf16_to_f32(f32_to_bf16(norm_hi(vw[i]) * inv));
-          vw[i] = static_cast<uint32_t>(f32_to_bf16(norm_lo(gw[i]) * lo)) |
-                  (static_cast<uint32_t>(f32_to_bf16(norm_hi(gw[i]) * hi)) << 16);
+          const float lo = bf16_to_f32(f32_to_bf16(bf16_lo(vw[i]) * inv));
+          const float hi = bf16_to_f32(f32_to_bf16(bf16_hi(vw[i]) * inv));
+          vw[i] = bf16_pack2(bf16_lo(gw[i]) * lo, bf16_hi(gw[i]) * hi);
         }
         xs[m * kc + c] = v;
       }

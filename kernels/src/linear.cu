@@ -36,9 +36,6 @@
 
 #define LINEAR_WARPS 8  // warps per GEMV block (256 threads)
 
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-
 #ifndef DENALI_HIP
 
 // A weight load: read once, so it skips L1 (leaving L1 to x, which every row block re-reads) and

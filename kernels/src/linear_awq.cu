@@ -53,10 +53,6 @@ __device__ __forceinline__ void unpack8(uint32_t word, float bz, float w[8]) {
   }
 }
 
-// The low and high bf16 of a packed pair as f32 (a bf16 is the top half of an f32).
-__device__ __forceinline__ float bf16_lo(uint32_t pair) { return __uint_as_float(pair << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t pair) { return __uint_as_float(pair & 0xffff0000u); }
-
 // Code loads. The codes are weights no kernel writes, read once: the non-coherent path, not kept
 // in L1. The _early one is issued before pdl_wait (volatile, so it stays there).
 DENALI_LD16(awq_ld_w, ".nc.L1::no_allocate.L2::256B")

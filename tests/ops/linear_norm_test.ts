@@ -25,9 +25,15 @@ import { NORM_GEMV_SHARED_MAX } from "../../ops/gpu/gemv_geometry.ts";
 import type { AwqWeight, Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
 import type { FakeControl } from "../fake_driver/fake.ts";
 import { withEnv, withEnvAsync } from "../support/env.ts";
-import { withFakeLinearOps } from "../support/fake_linear.ts";
+import { launchArgs, paramSizes, withFakeLinearOps } from "../support/fake_linear.ts";
 
 const EPS = 1e-5;
+/**
+ * The kernels' parameters (fake_linear.ts's paramSizes letters): the GEMVs' out, x, w (FP8: codes
+ * and scales), M, N, K, ksplit; the _norm ones add residual, residualOut, gamma and eps.
+ */
+const GEMV_ARGS = "pppiiii", NORM_ARGS = `${GEMV_ARGS}pppf`;
+const FP8_GEMV_ARGS = "ppppiiii", FP8_NORM_ARGS = `${FP8_GEMV_ARGS}pppf`;
 
 /** An FP8 weight [rows, k] (codes and per-row scales) on `gpu`. */
 function fp8Weight(gpu: GpuBackend, rows: number, k: number): Fp8Weight {
@@ -37,22 +43,6 @@ function fp8Weight(gpu: GpuBackend, rows: number, k: number): Fp8Weight {
     scales: gpu.alloc(4 * rows),
     scratch: null,
   };
-}
-
-/** A launch's arguments by kind: p a pointer (8 bytes), i an int32, f a float32. */
-function launchArgs(fake: FakeControl, kinds: string): (bigint | number)[] {
-  const launch = fake.lastLaunch();
-  const view = new DataView(launch.args.buffer, launch.args.byteOffset);
-  let at = 0;
-  return [...kinds].map((kind) => {
-    const value = kind === "p"
-      ? view.getBigUint64(at, true)
-      : kind === "f"
-      ? view.getFloat32(at, true)
-      : view.getInt32(at, true);
-    at += kind === "p" ? 8 : 4;
-    return value;
-  });
 }
 
 /** The products of Llama-3-8B's two norms (q/k/v and gate/up, k = 4096) and a narrow one. */
@@ -105,12 +95,12 @@ Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_n
         for (const sum of [residual, null]) {
           const what = `m=${m} n=${n} k=${k}${sum ? " with a residual" : ""}`;
           // The plain product first: its kernel, grid and split are what the fused one must keep.
-          fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+          fake.setParamSizes(paramSizes(GEMV_ARGS));
           ops.linear(out, x, w, m, n, k, s);
           const plain = fake.lastLaunch();
-          const split = launchArgs(fake, "pppiiii")[6];
+          const split = launchArgs(fake, GEMV_ARGS)[6];
           assert.match(plain.functionName, /^linear_gemv_t8_r(16|8)(_s2)?$/, what);
-          fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+          fake.setParamSizes(paramSizes(NORM_ARGS));
           const before = fake.launchCount();
           const to = sum ? sumOut : null;
           assert.equal(ops.linearRmsNorm(out, x, sum, to, gamma, w, m, n, k, EPS, s), true, what);
@@ -124,7 +114,7 @@ Deno.test("linearRmsNorm (fake CUDA driver): linear's GEMV geometry on the _s2_n
           assert.deepEqual(launch.grid, plain.grid, `${what}: grid`);
           assert.deepEqual(launch.block, [256, 1, 1], `${what}: block`);
           assert.equal(launch.sharedMem, 2 * m * k, `${what}: the normalised rows`);
-          const args = launchArgs(fake, "pppiiiipppf");
+          const args = launchArgs(fake, NORM_ARGS);
           assert.deepEqual(args.slice(0, 7), [
             BigInt(out.ptr),
             BigInt(x.ptr),
@@ -165,7 +155,7 @@ Deno.test("linearRmsNorm (fake drivers): declines above 8 rows, past its shared 
     // 8192 wide: 6 rows fill the 96 KiB exactly, 7 are past it.
     const k = 8192;
     assert.equal(6 * k * 2, NORM_GEMV_SHARED_MAX);
-    fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+    fake.setParamSizes(paramSizes(NORM_ARGS));
     assert.equal(ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 6, 4096, k, EPS, s), true);
     const call = (m: number, weight: LinearWeight, kk = 4096, input = x) => () =>
       ops.linearRmsNorm(out, input, residual, sumOut, gamma, weight, m, 6144, kk, EPS, s);
@@ -226,12 +216,12 @@ Deno.test("linearRmsNorm (fake CUDA driver): FP8 weights take the W8A16 GEMV's g
       const w = fp8Weight(gpu, n, k);
       for (const m of [1, 8]) {
         const what = `FP8 m=${m} n=${n} k=${k}`;
-        fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4]);
+        fake.setParamSizes(paramSizes(FP8_GEMV_ARGS));
         ops.linear(out, x, w, m, n, k, s);
         const plain = fake.lastLaunch();
-        const split = launchArgs(fake, "ppppiiii")[7];
+        const split = launchArgs(fake, FP8_GEMV_ARGS)[7];
         assert.match(plain.functionName, /^linear_fp8_gemv_t8_r(16|8)_s2$/, what);
-        fake.setParamSizes([8, 8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+        fake.setParamSizes(paramSizes(FP8_NORM_ARGS));
         assert.equal(
           ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, m, n, k, EPS, s),
           true,
@@ -241,7 +231,7 @@ Deno.test("linearRmsNorm (fake CUDA driver): FP8 weights take the W8A16 GEMV's g
         assert.equal(launch.functionName, `${plain.functionName}_norm`, what);
         assert.deepEqual(launch.grid, plain.grid, `${what}: grid`);
         assert.equal(launch.sharedMem, 2 * m * k, `${what}: the normalised rows`);
-        assert.deepEqual(launchArgs(fake, "ppppiiiipppf"), [
+        assert.deepEqual(launchArgs(fake, FP8_NORM_ARGS), [
           BigInt(out.ptr),
           BigInt(x.ptr),
           BigInt(w.data.ptr),
@@ -265,7 +255,7 @@ Deno.test("linearRmsNorm (fake CUDA driver): normPrologueMaxBlocks keeps the pro
   const grids: Record<number, number> = {};
   await onFake({ normPrologue: true }, (ops, fake, { x, out, w }, gpu) => {
     for (const n of [6144, 28672]) {
-      fake.setParamSizes([8, 8, 8, 4, 4, 4, 4]);
+      fake.setParamSizes(paramSizes(GEMV_ARGS));
       ops.linear(out, x, w, 1, n, 4096, gpu.createStream());
       grids[n] = fake.lastLaunch().grid[0];
     }
@@ -282,7 +272,7 @@ Deno.test("linearRmsNorm (fake CUDA driver): normPrologueMaxBlocks keeps the pro
           { normPrologue: true, ...options },
           (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
             const s = gpu.createStream(), gamma = gpu.alloc(2 * 4096);
-            fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+            fake.setParamSizes(paramSizes(NORM_ARGS));
             const norm = (n: number) =>
               ops.linearRmsNorm(out, x, residual, sumOut, gamma, w, 1, n, 4096, EPS, s);
             assert.equal(norm(6144), true, `a grid of ${cap} blocks, at the cap`);
@@ -339,7 +329,7 @@ Deno.test("DENALI_NORM_GEMV: 1 on, 0 off, unset the default (off), the option ov
   try {
     await onFake({}, (ops, fake, { x, residual, sumOut, out, w }, gpu) => {
       const gamma = gpu.alloc(2 * 4096);
-      fake.setParamSizes([8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 4]);
+      fake.setParamSizes(paramSizes(NORM_ARGS));
       const ran = ops.linearRmsNorm(
         out,
         x,

@@ -20,8 +20,7 @@ import {
   SILU_EPILOGUE_DEFAULT,
   siluEpilogueWanted,
 } from "../../ops/gpu/linear.ts";
-import type { FakeControl } from "../fake_driver/fake.ts";
-import { withFakeLinearOps } from "../support/fake_linear.ts";
+import { launchArgs, paramSizes, withFakeLinearOps } from "../support/fake_linear.ts";
 import { withEnv } from "../support/env.ts";
 
 /** Llama-3-8B's MLP: inter 14336, hidden 4096 (K = 4096 is 16 steps of 256: split 8). */
@@ -47,18 +46,6 @@ function awqWeight(gpu: GpuBackend, rows: number, k: number): AwqWeight {
     groupSize: 128,
     scratch: null,
   };
-}
-
-/** The pointers and integers a launch received, in parameter order (sizes as set on the fake). */
-function launchArgs(fake: FakeControl, sizes: number[]): (bigint | number)[] {
-  const launch = fake.lastLaunch();
-  const view = new DataView(launch.args.buffer, launch.args.byteOffset);
-  let at = 0;
-  return sizes.map((size) => {
-    const value = size === 8 ? view.getBigUint64(at, true) : view.getInt32(at, true);
-    at += size;
-    return value;
-  });
 }
 
 /**
@@ -88,8 +75,8 @@ async function dispatch(
         // out, x, then the weight's buffers, then m, n, k (and the group size), then the split.
         const pointers = format === "bf16" ? 3 : format === "fp8" ? 4 : 5;
         const ints = format === "awq" ? 5 : 4;
-        const sizes = [...Array(pointers).fill(8), ...Array(ints).fill(4)];
-        fake.setParamSizes(sizes);
+        const kinds = "p".repeat(pointers) + "i".repeat(ints);
+        fake.setParamSizes(paramSizes(kinds));
         const ran = ops.linearSiluMul(out, x, w, m, INTER, HIDDEN, s);
         if (kernel === null) {
           assert.equal(ran, false, `${what}: declines`);
@@ -117,7 +104,7 @@ async function dispatch(
           ...(format === "awq" ? [128] : []),
           8,
         ];
-        assert.deepEqual(launchArgs(fake, sizes), want, `${what}: arguments`);
+        assert.deepEqual(launchArgs(fake, kinds), want, `${what}: arguments`);
       }
     },
     {},

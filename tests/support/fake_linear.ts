@@ -28,3 +28,27 @@ export async function withFakeLinearOps(
     async (gpu, fake) => body(gpu, await loadLinearOps(gpu, linear), fake),
   );
 }
+
+/**
+ * The byte sizes of a kernel's parameters, one letter a parameter (p a pointer: 8 bytes; i an
+ * int32 and f a float32: 4), as FakeControl.setParamSizes takes them.
+ */
+export function paramSizes(kinds: string): number[] {
+  return [...kinds].map((kind) => kind === "p" ? 8 : 4);
+}
+
+/** The arguments the last launch received, read as `kinds` says (the fake set to its sizes). */
+export function launchArgs(fake: FakeControl, kinds: string): (bigint | number)[] {
+  const launch = fake.lastLaunch();
+  const view = new DataView(launch.args.buffer, launch.args.byteOffset);
+  let at = 0;
+  return [...kinds].map((kind) => {
+    const value = kind === "p"
+      ? view.getBigUint64(at, true)
+      : kind === "f"
+      ? view.getFloat32(at, true)
+      : view.getInt32(at, true);
+    at += kind === "p" ? 8 : 4;
+    return value;
+  });
+}

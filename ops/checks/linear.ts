@@ -153,21 +153,29 @@ export function checkLinearRmsNormArgs(
   if (residualOut !== null) {
     checkBuffer(op, "residualOut", residualOut, 2 * m * k, 2, "[m, k] bf16");
   }
-  // The two written regions first: each may overlap no other region.
-  const regions: [string, DeviceBuffer | null, number][] = [
-    ["out", out, 2 * m * n],
-    ["residualOut", residualOut, 2 * m * k],
-    ["x", x, 2 * m * k],
-    ["residual", residual, 2 * m * k],
-  ];
-  for (let i = 0; i < 2; i++) {
-    const [name, a, aBytes] = regions[i];
-    for (const [other, b, bBytes] of regions.slice(i + 1)) {
-      if (a === null || b === null) continue;
-      if (a.ptr < b.ptr + bBytes && b.ptr < a.ptr + aBytes) {
-        throw new RangeError(`${op}: ${name} overlaps ${other}; give each its own buffer`);
-      }
-    }
+  // Each written region apart from every other region (pair by pair: called per layer on
+  // eager steps, so nothing is allocated).
+  const mn = 2 * m * n, mk = 2 * m * k;
+  checkApart(op, "out", out, mn, "residualOut", residualOut, mk);
+  checkApart(op, "out", out, mn, "x", x, mk);
+  checkApart(op, "out", out, mn, "residual", residual, mk);
+  checkApart(op, "residualOut", residualOut, mk, "x", x, mk);
+  checkApart(op, "residualOut", residualOut, mk, "residual", residual, mk);
+}
+
+/** Throws unless the first `aBytes` of `a` and the first `bBytes` of `b` (where given) are apart. */
+function checkApart(
+  op: string,
+  aName: string,
+  a: DeviceBuffer | null,
+  aBytes: number,
+  bName: string,
+  b: DeviceBuffer | null,
+  bBytes: number,
+): void {
+  if (a === null || b === null) return;
+  if (a.ptr < b.ptr + bBytes && b.ptr < a.ptr + aBytes) {
+    throw new RangeError(`${op}: ${aName} overlaps ${bName}; give each its own buffer`);
   }
 }
 

@@ -493,13 +493,13 @@ const GEMV_KERNELS = [
  * plain GEMVs at those M.
  */
 const SILU_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_silu", "linear_gemv_t16_r16_silu"];
+/** The GEMVs with the pre-norm step in their prologue (`linearRmsNorm`), M <= 8: 16-row, 8-row groups. */
+const NORM_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_norm", "linear_gemv_t8_r8_s2_norm"];
+
 /** Whether `buffer` is given and does not start on a 16-byte boundary. */
 function misaligned16(buffer: DeviceBuffer | null): boolean {
   return buffer !== null && buffer.ptr % 16 !== 0;
 }
-
-/** The GEMVs with the pre-norm step in their prologue (`linearRmsNorm`), M <= 8: 16-row, 8-row groups. */
-const NORM_GEMV_KERNELS = ["linear_gemv_t8_r16_s2_norm", "linear_gemv_t8_r8_s2_norm"];
 
 /**
  * Loads the linear kernels onto the backend's device and returns its ops.
@@ -565,8 +565,7 @@ export async function loadLinearOps(
   );
   const gemv = gemvs.map((l) => l.launch);
   // The GEMVs with SiLU-and-multiply in their epilogue (CUDA; their HIP copies trap).
-  const siluEpilogue = cuda &&
-    siluEpilogueWanted(options.siluEpilogue);
+  const siluEpilogue = cuda && siluEpilogueWanted(options.siluEpilogue);
   const siluGemv = siluEpilogue
     ? SILU_GEMV_KERNELS.map((name) =>
       launcherWith(backend, linearKernels, name, { programmatic }).launch

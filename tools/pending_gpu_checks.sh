@@ -501,12 +501,11 @@ if [ "$PART" = norm27 ]; then
   # Three arms, alternated: off, on, and on for grids up to 1000 blocks only (the q/k/v product,
   # not gate/up's 1792 blocks, each of which reads and normalises the whole input itself).
   for round in 1 2 3; do
-    for arm in 0 1 1:1000; do
+    for arm in "0 0" "1 0" "1 1000"; do
       left 45 || break
-      blocks=0
-      [ "$arm" != "${arm#*:}" ] && blocks="${arm#*:}"
-      echo "=== DENALI_NORM_GEMV=${arm%%:*} DENALI_NORM_GEMV_BLOCKS=$blocks $(date +%T)"
-      (export DENALI_NORM_GEMV="${arm%%:*}" DENALI_NORM_GEMV_BLOCKS="$blocks"; decode_line --batches 1,8)
+      read -r on blocks <<<"$arm"
+      echo "=== DENALI_NORM_GEMV=$on DENALI_NORM_GEMV_BLOCKS=$blocks $(date +%T)"
+      (export DENALI_NORM_GEMV="$on" DENALI_NORM_GEMV_BLOCKS="$blocks"; decode_line --batches 1,8)
     done
   done
   # FP8 weights (their GEMVs have the prologue too; the 4-bit ones do not): off and on, twice.

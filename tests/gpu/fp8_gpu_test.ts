@@ -47,18 +47,13 @@ import type { W8a8Via } from "../../ops/gpu/fp8.ts";
 import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
-import { assertClose, relativeError, rng } from "../support/numeric.ts";
+import { assertClose, randomBf16Bits, relativeError } from "../support/numeric.ts";
 
 const ignore = GPU_TESTS_IGNORED;
 const TINY = new URL("../../checkpoints/tiny-llama/", import.meta.url).pathname;
 const cpu = new CpuBackend();
 const ref = cpuOps();
 const cs = cpu.defaultStream;
-
-function randomBf16(count: number, seed: number, scale: number): Uint16Array {
-  const next = rng(seed);
-  return Uint16Array.from({ length: count }, () => toBf16Bits(next(-scale, scale)));
-}
 
 /** The same FP8 weight on the CPU and the GPU. */
 interface Pair {
@@ -89,7 +84,7 @@ function freeFp8(gpu: Backend, w: Fp8Weight): void {
 /** A weight quantized on the CPU from seeded bf16 values in ±1/√K, on both devices. */
 function quantizedPair(gpu: Backend, ops: GpuLinearOps, n: number, k: number, seed: number): Pair {
   const w = cpu.alloc(2 * n * k);
-  cpu.copyToDevice(w, randomBf16(n * k, seed, 1 / Math.sqrt(k)));
+  cpu.copyToDevice(w, randomBf16Bits(n * k, seed, 1 / Math.sqrt(k)));
   const c = cpuFp8(n, k);
   ref.quantizeFp8(c, w, n, k, cs);
   return { cpu: c, gpu: upload(gpu, ops, c, n, k) };
@@ -105,7 +100,7 @@ gpuLinearTest("gpu quantizeFp8: codes and scales equal the CPU's bit for bit", (
   const s = gpu.createStream();
   // K % 8 == 0 takes the kernel's 16-byte path; 36 and 1001 its element path.
   for (const [n, k] of [[4096, 4096], [1000, 1000], [37, 64], [100, 40], [50, 36], [3, 1001]]) {
-    const bits = randomBf16(n * k, n + k, 3);
+    const bits = randomBf16Bits(n * k, n + k, 3);
     bits.fill(0, 0, k); // row 0: all zeros (scale 1)
     for (let i = k; i < 2 * k; i++) bits[i] = toBf16Bits((i % 7 - 3) * 1e-6); // tiny: subnormals
     bits[2 * k + 3] = toBf16Bits(-1000); // a row with one large value
@@ -176,7 +171,7 @@ function checkLinear(
   via: "linear" | "gemvRows" = "linear",
 ): void {
   const s = gpu.createStream();
-  const xBits = randomBf16(m * k, seed, 1);
+  const xBits = randomBf16Bits(m * k, seed, 1);
   const cx = cpu.alloc(2 * m * k), cout = cpu.alloc(2 * m * n);
   cpu.copyToDevice(cx, xBits);
   ref.linear(cout, cx, pair.cpu, m, n, k, cs);
@@ -274,7 +269,7 @@ gpuLinearTest(
     const n = 1024, depth = 6;
     const pairs = Array.from({ length: depth }, (_, i) => quantizedPair(gpu, ops, n, n, 50 + i));
     const s = gpu.createStream();
-    const x0 = randomBf16(n, 3, 1);
+    const x0 = randomBf16Bits(n, 3, 1);
     const cbufs = [cpu.alloc(2 * n), cpu.alloc(2 * n)];
     cpu.copyToDevice(cbufs[0], x0);
     const gbufs = [gpu.alloc(2 * n), gpu.alloc(2 * n)];
@@ -367,7 +362,7 @@ function checkW8a8(
   via: W8a8Via,
 ): boolean {
   const s = gpu.createStream();
-  const xBits = randomBf16(m * k, seed, 1);
+  const xBits = randomBf16Bits(m * k, seed, 1);
   const refs = referencesOf(pair, xBits, m, n, k, seed);
   const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
   gpu.copyToDevice(gx, xBits);
@@ -504,7 +499,7 @@ gpuLinearTest(
       const path = ops.fp8PrefillPath(m, n, k);
       const w8a8 = path !== "dequantize";
       console.log(`  FP8 ${m}×${n}×${k}: prepareLinear chose ${path}`);
-      const xBits = randomBf16(m * k, 5, 1);
+      const xBits = randomBf16Bits(m * k, 5, 1);
       const gx = gpu.alloc(2 * m * k), gout = gpu.alloc(2 * m * n);
       gpu.copyToDevice(gx, xBits);
       ops.linear(gout, gx, weight, m, n, k, s);

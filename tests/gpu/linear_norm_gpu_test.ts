@@ -16,33 +16,21 @@
 
 import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
-import { toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadGpuOps } from "../../ops/gpu/index.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
-import { readBf16, readInto } from "../support/device.ts";
+import { readBf16, readInto, upload } from "../support/device.ts";
 import { withEnvAsync } from "../support/env.ts";
 import { GPU_TESTS_IGNORED } from "../support/gpu_linear.ts";
-import { relativeError, rng } from "../support/numeric.ts";
+import { randomBf16Bits, relativeError } from "../support/numeric.ts";
 
 const cpu = new CpuBackend();
 const ref = cpuOps();
 const cs = cpu.defaultStream;
 const EPS = 1e-5;
 const ROWS = [1, 3, 8];
-
-function randomBf16(count: number, seed: number, scale: number): Uint16Array {
-  const next = rng(seed);
-  return Uint16Array.from({ length: count }, () => toBf16Bits(next(-scale, scale)));
-}
-
-function on(backend: Backend, bits: Uint16Array): DeviceBuffer {
-  const buffer = backend.alloc(bits.byteLength);
-  backend.copyToDevice(buffer, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
-  return buffer;
-}
 
 function put(backend: Backend, buffer: DeviceBuffer, bits: Uint16Array): void {
   backend.copyToDevice(buffer, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
@@ -53,20 +41,19 @@ function put(backend: Backend, buffer: DeviceBuffer, bits: Uint16Array): void {
  * CPU and uploaded (the GEMV needs no scratch).
  */
 function weights(gpu: Backend, format: string, bits: Uint16Array, n: number, k: number) {
-  if (format === "bf16") return [on(cpu, bits), on(gpu, bits)];
+  if (format === "bf16") return [upload(cpu, bits), upload(gpu, bits)];
   const c: Fp8Weight = {
     format: "fp8-e4m3",
     data: cpu.alloc(n * k),
     scales: cpu.alloc(4 * n),
     scratch: null,
   };
-  ref.quantizeFp8(c, on(cpu, bits), n, k, cs);
-  const upload = (b: DeviceBuffer) => {
-    const buffer = gpu.alloc(b.bytes);
-    gpu.copyToDevice(buffer, b.host!);
-    return buffer;
+  ref.quantizeFp8(c, upload(cpu, bits), n, k, cs);
+  const g: Fp8Weight = {
+    ...c,
+    data: upload(gpu, c.data.host!),
+    scales: upload(gpu, c.scales.host!),
   };
-  const g: Fp8Weight = { ...c, data: upload(c.data), scales: upload(c.scales) };
   return [c, g];
 }
 
@@ -92,13 +79,13 @@ for (const { format, n, k } of CASES) {
           const ops = await loadGpuOps(gpu);
           const s = gpu.createStream();
           const maxM = 9;
-          const wBits = randomBf16(n * k, 3, 1 / Math.sqrt(k));
-          const xBits = randomBf16(maxM * k, 5, 2);
-          const rBits = randomBf16(maxM * k, 7, 4);
-          const gBits = randomBf16(k, 9, 1.5);
+          const wBits = randomBf16Bits(n * k, 3, 1 / Math.sqrt(k));
+          const xBits = randomBf16Bits(maxM * k, 5, 2);
+          const rBits = randomBf16Bits(maxM * k, 7, 4);
+          const gBits = randomBf16Bits(k, 9, 1.5);
           const [cw, gw] = weights(gpu, format, wBits, n, k);
-          const [gx, gGamma] = [on(gpu, xBits), on(gpu, gBits)];
-          const [cx, cGamma] = [on(cpu, xBits), on(cpu, gBits)];
+          const [gx, gGamma] = [upload(gpu, xBits), upload(gpu, gBits)];
+          const [cx, cGamma] = [upload(cpu, xBits), upload(cpu, gBits)];
           const fusedR = gpu.alloc(2 * maxM * k), plainR = gpu.alloc(2 * maxM * k);
           const sumOut = gpu.alloc(2 * maxM * k);
           // A pattern no sum of these inputs makes (a NaN), so a chunk no block wrote shows.

@@ -17,33 +17,21 @@
 import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
 import { packRows } from "../../backends/awq.ts";
-import { toBf16Bits } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadGpuOps } from "../../ops/gpu/index.ts";
 import type { AwqWeight, Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
 import type { ModelOps } from "../../ops/ops.ts";
-import { readBf16, readInto } from "../support/device.ts";
+import { readBf16, readInto, upload } from "../support/device.ts";
 import { GPU_TESTS_IGNORED } from "../support/gpu_linear.ts";
-import { relativeError, rng } from "../support/numeric.ts";
+import { randomBf16Bits, relativeError, rng } from "../support/numeric.ts";
 
 const cpu = new CpuBackend();
 const ref = cpuOps();
 const cs = cpu.defaultStream;
 const N = 1500, K = 1024, GROUP = 128;
 const ROWS = [1, 3, 8, 9, 16];
-
-function randomBf16(count: number, seed: number, scale: number): Uint16Array {
-  const next = rng(seed);
-  return Uint16Array.from({ length: count }, () => toBf16Bits(next(-scale, scale)));
-}
-
-function on(backend: Backend, bytes: Uint8Array | Uint16Array | Uint32Array | Float32Array) {
-  const buffer = backend.alloc(bytes.byteLength);
-  backend.copyToDevice(buffer, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  return buffer;
-}
 
 /** The same gate/up weight of [2N, K] on the CPU and the GPU, in `format`. */
 function weights(gpu: Backend, ops: ModelOps, format: string, seed: number): LinearWeight[] {
@@ -59,15 +47,15 @@ function weights(gpu: Backend, ops: ModelOps, format: string, seed: number): Lin
     const scales = Float32Array.from({ length: rows * K / GROUP }, () => next(0.002, 0.03));
     return [cpu, gpu].map((b): AwqWeight => ({
       format: "awq-int4",
-      codes: on(b, codes),
-      zeros: on(b, zeros),
-      scales: on(b, scales),
+      codes: upload(b, codes),
+      zeros: upload(b, zeros),
+      scales: upload(b, scales),
       groupSize: GROUP,
       scratch: b === gpu ? gpu.alloc(ops.awqScratchBytes(rows, K)) : null,
     }));
   }
-  const bf16 = randomBf16(rows * K, seed, 1 / Math.sqrt(K));
-  if (format === "bf16") return [on(cpu, bf16), on(gpu, bf16)];
+  const bf16 = randomBf16Bits(rows * K, seed, 1 / Math.sqrt(K));
+  if (format === "bf16") return [upload(cpu, bf16), upload(gpu, bf16)];
   // FP8: quantized on the CPU, the same codes and scales uploaded.
   const c: Fp8Weight = {
     format: "fp8-e4m3",
@@ -75,11 +63,11 @@ function weights(gpu: Backend, ops: ModelOps, format: string, seed: number): Lin
     scales: cpu.alloc(4 * rows),
     scratch: null,
   };
-  ref.quantizeFp8(c, on(cpu, bf16), rows, K, cs);
+  ref.quantizeFp8(c, upload(cpu, bf16), rows, K, cs);
   const g: Fp8Weight = {
     format: "fp8-e4m3",
-    data: on(gpu, c.data.host!),
-    scales: on(gpu, c.scales.host!),
+    data: upload(gpu, c.data.host!),
+    scales: upload(gpu, c.scales.host!),
     scratch: gpu.alloc(ops.fp8ScratchBytes(rows, K)),
   };
   return [c, g];
@@ -102,8 +90,8 @@ for (const format of ["bf16", "fp8", "awq"]) {
         const s = gpu.createStream();
         const [cw, gw] = weights(gpu, ops, format, 7);
         const maxM = 17;
-        const xBits = randomBf16(maxM * K, 11, 1);
-        const gx = on(gpu, xBits), cx = on(cpu, xBits);
+        const xBits = randomBf16Bits(maxM * K, 11, 1);
+        const gx = upload(gpu, xBits), cx = upload(cpu, xBits);
         const fused = gpu.alloc(2 * maxM * N), act = gpu.alloc(2 * maxM * N);
         const gateUp = gpu.alloc(2 * maxM * 2 * N);
         const cGateUp = cpu.alloc(2 * maxM * 2 * N), cAct = cpu.alloc(2 * maxM * N);

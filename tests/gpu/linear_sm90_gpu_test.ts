@@ -26,13 +26,13 @@
 
 import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer } from "../../backends/backend.ts";
-import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
+import { decodeBf16 } from "../../backends/bf16.ts";
 import { CpuBackend } from "../../backends/cpu.ts";
 import { cpuLinearOps } from "../../ops/cpu/linear.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { type GpuLinearOps, loadLinearOps, WGMMA_KERNELS } from "../../ops/gpu/linear.ts";
 import { loadKernels } from "../../kernels/modules.ts";
-import { assertClose, rng } from "../support/numeric.ts";
+import { assertClose, randomBf16Bits } from "../support/numeric.ts";
 
 const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 // The data-parallel tiles, their stream-K forms (a shape's k iterations shared out over at most
@@ -42,13 +42,6 @@ const ignore = !Deno.env.get("DENALI_GPU_TESTS");
 const WGMMA = WGMMA_KERNELS;
 
 /** Seeded bf16 patterns uniform in ±scale. */
-function randomBf16(count: number, seed: number, scale: number): Uint16Array {
-  const next = rng(seed);
-  const bits = new Uint16Array(count);
-  for (let i = 0; i < count; i++) bits[i] = toBf16Bits(next(-scale, scale));
-  return bits;
-}
-
 /** Per-element and norm-wise comparison (bounds in the module comment). */
 function assertGemmClose(got: Float32Array, ref: Float32Array, what: string): void {
   assertClose(got, ref, 1e-2, what);
@@ -68,8 +61,8 @@ class Operands {
   readonly gout: DeviceBuffer;
 
   constructor(readonly gpu: Backend, readonly m: number, readonly n: number, readonly k: number) {
-    this.x = randomBf16(m * k, 11 + m + k, 1);
-    this.w = randomBf16(n * k, 29 + n + k, 1 / Math.sqrt(k));
+    this.x = randomBf16Bits(m * k, 11 + m + k, 1);
+    this.w = randomBf16Bits(n * k, 29 + n + k, 1 / Math.sqrt(k));
     this.gx = gpu.alloc(2 * m * k);
     this.gw = gpu.alloc(2 * n * k);
     this.gout = gpu.alloc(2 * m * n);

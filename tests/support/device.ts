@@ -35,3 +35,13 @@ export function writeBf16(
   backend.copyToDevice(buffer, encodeBf16(values));
   return buffer;
 }
+
+/** A new device buffer holding `data`'s bytes (a blocking copy). */
+export function upload(
+  backend: Pick<Backend, "alloc" | "copyToDevice">,
+  data: Uint8Array | Uint16Array | Uint32Array | Float32Array,
+): DeviceBuffer {
+  const buffer = backend.alloc(data.byteLength);
+  backend.copyToDevice(buffer, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return buffer;
+}

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeBf16 } from "../../backends/bf16.ts";
+import { decodeBf16, toBf16Bits } from "../../backends/bf16.ts";
 
 /** A seeded xorshift32 generator of floats in [lo, hi), so failures reproduce. */
 export function rng(seed: number): (lo?: number, hi?: number) => number {
@@ -18,6 +18,12 @@ export function rng(seed: number): (lo?: number, hi?: number) => number {
     s ^= s << 5;
     return lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
   };
+}
+
+/** `count` seeded bf16 bit patterns of values uniform in [-scale, scale) (`rng`'s, rounded). */
+export function randomBf16Bits(count: number, seed: number, scale: number): Uint16Array {
+  const next = rng(seed);
+  return Uint16Array.from({ length: count }, () => toBf16Bits(next(-scale, scale)));
 }
 
 /**

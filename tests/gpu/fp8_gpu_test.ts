@@ -46,6 +46,7 @@ import { fp8W8a8Rows, quantizeRowE4m3 } from "../../ops/cpu/fp8.ts";
 import type { W8a8Via } from "../../ops/gpu/fp8.ts";
 import type { GpuLinearOps } from "../../ops/gpu/linear.ts";
 import type { Fp8Weight } from "../../ops/linear_weight.ts";
+import { quantizedFp8Pair } from "../support/fp8_pair.ts";
 import { GPU_TESTS_IGNORED, gpuLinearTest } from "../support/gpu_linear.ts";
 import { assertClose, randomBf16Bits, relativeError } from "../support/numeric.ts";
 
@@ -83,11 +84,9 @@ function freeFp8(gpu: Backend, w: Fp8Weight): void {
 
 /** A weight quantized on the CPU from seeded bf16 values in ±1/√K, on both devices. */
 function quantizedPair(gpu: Backend, ops: GpuLinearOps, n: number, k: number, seed: number): Pair {
-  const w = cpu.alloc(2 * n * k);
-  cpu.copyToDevice(w, randomBf16Bits(n * k, seed, 1 / Math.sqrt(k)));
-  const c = cpuFp8(n, k);
-  ref.quantizeFp8(c, w, n, k, cs);
-  return { cpu: c, gpu: upload(gpu, ops, c, n, k) };
+  const bits = randomBf16Bits(n * k, seed, 1 / Math.sqrt(k));
+  const [c, g] = quantizedFp8Pair(cpu, gpu, bits, n, k, ops.fp8ScratchBytes(n, k));
+  return { cpu: c, gpu: g };
 }
 
 function download(gpu: Backend, buffer: DeviceBuffer, bytes: number): Uint8Array {

@@ -20,9 +20,9 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadGpuOps } from "../../ops/gpu/index.ts";
-import type { Fp8Weight } from "../../ops/linear_weight.ts";
 import { readBf16, readInto, upload } from "../support/device.ts";
 import { withEnvAsync } from "../support/env.ts";
+import { quantizedFp8Pair } from "../support/fp8_pair.ts";
 import { GPU_TESTS_IGNORED } from "../support/gpu_linear.ts";
 import { randomBf16Bits, relativeError } from "../support/numeric.ts";
 
@@ -42,19 +42,7 @@ function put(backend: Backend, buffer: DeviceBuffer, bits: Uint16Array): void {
  */
 function weights(gpu: Backend, format: string, bits: Uint16Array, n: number, k: number) {
   if (format === "bf16") return [upload(cpu, bits), upload(gpu, bits)];
-  const c: Fp8Weight = {
-    format: "fp8-e4m3",
-    data: cpu.alloc(n * k),
-    scales: cpu.alloc(4 * n),
-    scratch: null,
-  };
-  ref.quantizeFp8(c, upload(cpu, bits), n, k, cs);
-  const g: Fp8Weight = {
-    ...c,
-    data: upload(gpu, c.data.host!),
-    scales: upload(gpu, c.scales.host!),
-  };
-  return [c, g];
+  return quantizedFp8Pair(cpu, gpu, bits, n, k, 0);
 }
 
 const CASES = [

@@ -21,9 +21,10 @@ import { CpuBackend } from "../../backends/cpu.ts";
 import { openCuda } from "../../backends/cuda.ts";
 import { cpuOps } from "../../ops/cpu/index.ts";
 import { loadGpuOps } from "../../ops/gpu/index.ts";
-import type { AwqWeight, Fp8Weight, LinearWeight } from "../../ops/linear_weight.ts";
+import type { AwqWeight, LinearWeight } from "../../ops/linear_weight.ts";
 import type { ModelOps } from "../../ops/ops.ts";
 import { readBf16, readInto, upload } from "../support/device.ts";
+import { quantizedFp8Pair } from "../support/fp8_pair.ts";
 import { GPU_TESTS_IGNORED } from "../support/gpu_linear.ts";
 import { randomBf16Bits, relativeError, rng } from "../support/numeric.ts";
 
@@ -57,20 +58,7 @@ function weights(gpu: Backend, ops: ModelOps, format: string, seed: number): Lin
   const bf16 = randomBf16Bits(rows * K, seed, 1 / Math.sqrt(K));
   if (format === "bf16") return [upload(cpu, bf16), upload(gpu, bf16)];
   // FP8: quantized on the CPU, the same codes and scales uploaded.
-  const c: Fp8Weight = {
-    format: "fp8-e4m3",
-    data: cpu.alloc(rows * K),
-    scales: cpu.alloc(4 * rows),
-    scratch: null,
-  };
-  ref.quantizeFp8(c, upload(cpu, bf16), rows, K, cs);
-  const g: Fp8Weight = {
-    format: "fp8-e4m3",
-    data: upload(gpu, c.data.host!),
-    scales: upload(gpu, c.scales.host!),
-    scratch: gpu.alloc(ops.fp8ScratchBytes(rows, K)),
-  };
-  return [c, g];
+  return quantizedFp8Pair(cpu, gpu, bf16, rows, K, ops.fp8ScratchBytes(rows, K));
 }
 
 for (const format of ["bf16", "fp8", "awq"]) {
